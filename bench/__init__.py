@@ -1,0 +1,1 @@
+"""Benchmarks: each ``python -m bench.NAME`` prints one JSON object as its last line."""

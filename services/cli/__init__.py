@@ -1,0 +1,28 @@
+"""``desk``: run servicedesk on this machine and operate it.
+
+Commands are grouped by what an operator is doing: running the system (``up``, ``status``,
+``migrate``, ``replay``), dealing with dead letters (``dlq``), and keeping the documentation in
+step with the code (``config``, ``schemas``). Later groups add tickets, policy, SLA reports and
+demo traffic. The commands are thin: the mechanisms live in ``shared/`` and the services.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from services.cli import dlq, docs, run
+
+app = typer.Typer(
+    name="desk",
+    help="servicedesk: run the whole system locally and operate it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+run.register(app)
+app.add_typer(dlq.app, name="dlq")
+docs.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,216 @@
+"""Running the system: ``desk up``, ``desk status``, ``desk migrate``, ``desk replay``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from services import build_service, service_migrations
+from services.cli.context import console, fail, load_settings, pick_services, run_async
+from shared.database import connect
+from shared.health import check_all
+from shared.kafka import ensure_topics
+from shared.local.infrastructure import run_file, start_infrastructure, write_run_file
+from shared.local.supervisor import Supervisor
+from shared.logging import configure_logging
+from shared.migrations import migrate as apply_migrations
+from shared.relay import replay as replay_store
+from shared.settings import ServiceName, Settings
+
+ServicesOption = Annotated[
+    list[str] | None, typer.Argument(help="Services (default: all four).", show_default=False)
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(up)
+    app.command()(status)
+    app.command()(migrate)
+    app.command()(replay)
+
+
+def up(
+    demo: Annotated[
+        bool, typer.Option(help="Publish demo requests once everything is up.")
+    ] = False,
+    demo_rate: Annotated[float, typer.Option(help="Demo requests per second.")] = 2.0,
+    raw_logs: Annotated[
+        bool, typer.Option(help="Print the services' JSON log lines as is.")
+    ] = False,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Start only these services (repeatable).")
+    ] = None,
+) -> None:
+    """Start PostgreSQL, Kafka (embedded unless configured) and every service; Ctrl-C stops all."""
+    settings = Settings()
+    configure_logging("desk", log_format="console" if sys.stderr.isatty() else settings.log_format)
+    names = pick_services(only)
+    code = run_async(_up(settings, names, demo=demo, demo_rate=demo_rate, raw_logs=raw_logs))
+    raise typer.Exit(code)
+
+
+async def _up(
+    settings: Settings, names: list[ServiceName], *, demo: bool, demo_rate: float, raw_logs: bool
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    started = time.monotonic()
+    background: list[asyncio.Task[None]] = []
+    infra = await start_infrastructure(settings)
+    supervisor = Supervisor(raw_logs=raw_logs)
+    try:
+        os.environ.update(infra.environment())
+        ready_settings = Settings()
+        await _prepare(ready_settings, names, fresh_broker=infra.embedded_broker)
+        env = infra.environment()
+        for name in names:
+            await supervisor.start(name, [sys.executable, "-m", f"services.{name}"], env)
+
+        def record() -> None:
+            write_run_file(
+                settings.data_dir,
+                {
+                    **infra.describe(),
+                    "desk_pid": os.getpid(),
+                    "services": {n: c.pid for n, c in supervisor.children.items()},
+                    "ports": {n: ready_settings.port_of(n) for n in names},
+                },
+            )
+
+        supervisor.on_change = record
+        record()
+        ready = await _await_ready(ready_settings, names, stop)
+        if ready:
+            _banner(ready_settings, names, time.monotonic() - started)
+            if demo:
+                from services.cli.demo import run_demo
+
+                background.append(
+                    loop.create_task(run_demo(ready_settings, rate=demo_rate, stop=stop))
+                )
+        await stop.wait()
+        console.print("[bold]stopping…[/]")
+        return 0
+    finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await supervisor.stop(settings.shutdown_grace.total_seconds())
+        infra.stop()
+        with contextlib.suppress(FileNotFoundError):
+            run_file(settings.data_dir).unlink()
+        console.print("[bold]stopped[/]: services, broker and database are down")
+
+
+async def _prepare(settings: Settings, names: list[ServiceName], *, fresh_broker: bool) -> None:
+    """Topics, migrations and — on a fresh in-memory broker — replay of every event store."""
+    services = [build_service(n, settings) for n in names]
+    topics = sorted({t for s in services for t in s.topics()})
+    await ensure_topics(settings, topics)
+    conn = await connect(settings.require_database_url())
+    try:
+        for name in names:
+            await apply_migrations(conn, name, service_migrations(name))
+            if fresh_broker:
+                count = await replay_store(conn, name, 0)
+                if count:
+                    console.print(f"replaying {count} {name} events onto the fresh broker")
+    finally:
+        await conn.close()
+
+
+async def _await_ready(settings: Settings, names: list[ServiceName], stop: asyncio.Event) -> bool:
+    deadline = time.monotonic() + 180
+    while not stop.is_set() and time.monotonic() < deadline:
+        statuses = await check_all(settings, names, timeout=2)
+        if all(s.up for s in statuses):
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    if not stop.is_set():
+        console.print("[yellow]not every service became ready; see the logs above[/]")
+    return False
+
+
+def _banner(settings: Settings, names: list[ServiceName], seconds: float) -> None:
+    table = Table(title=f"servicedesk is up ({seconds:.1f}s)", show_header=True)
+    table.add_column("component")
+    table.add_column("address")
+    table.add_row("postgres", (settings.database_url or "").split("@")[-1])
+    table.add_row("kafka", settings.kafka_bootstrap_servers or "")
+    for name in names:
+        table.add_row(name, f"http://{settings.http_host}:{settings.port_of(name)}/ready")
+    console.print(table)
+    console.print("`desk status` in another terminal shows health; Ctrl-C stops everything.")
+
+
+def status(
+    services: ServicesOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each component.")] = 5.0,
+) -> None:
+    """Health of PostgreSQL, Kafka and each service; exits 1 if anything is down."""
+    settings = load_settings()
+    names = pick_services(services)
+    statuses = run_async(check_all(settings, names, timeout=timeout))
+    table = Table(show_header=True)
+    for column in ("component", "status", "address", "detail"):
+        table.add_column(column)
+    for s in statuses:
+        state = "[green]up[/]" if s.up else "[bold red]down[/]"
+        table.add_row(s.component, state, s.address, s.detail)
+    console.print(table)
+    raise typer.Exit(0 if all(s.up for s in statuses) else 1)
+
+
+def migrate(services: ServicesOption = None) -> None:
+    """Apply database migrations (kernel and service) to each service's schema."""
+    settings = load_settings()
+    if not settings.database_url:
+        raise fail("DATABASE_URL is not set and no `desk up` is running")
+    names = pick_services(services)
+
+    async def go() -> dict[str, list[str]]:
+        conn = await connect(settings.require_database_url())
+        try:
+            return {n: await apply_migrations(conn, n, service_migrations(n)) for n in names}
+        finally:
+            await conn.close()
+
+    for name, applied in run_async(go()).items():
+        console.print(f"{name}: {', '.join(applied) if applied else 'up to date'}")
+
+
+def replay(
+    services: ServicesOption = None,
+    from_position: Annotated[
+        int, typer.Option("--from", help="Republish events after this position.")
+    ] = 0,
+) -> None:
+    """Republish events from the store to Kafka (after a broker lost its data, for instance)."""
+    settings = load_settings()
+    if not settings.database_url:
+        raise fail("DATABASE_URL is not set and no `desk up` is running")
+    names = pick_services(services)
+
+    async def go() -> dict[str, int]:
+        conn = await connect(settings.require_database_url())
+        try:
+            return {n: await replay_store(conn, n, from_position) for n in names}
+        finally:
+            await conn.close()
+
+    for name, count in run_async(go()).items():
+        console.print(
+            f"{name}: {count} events after position {from_position} queued for publishing"
+        )

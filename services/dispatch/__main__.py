@@ -1,0 +1,7 @@
+"""``python -m services.dispatch``: serve the dispatch service."""
+
+from services.dispatch.app import build
+from shared.service import serve
+
+if __name__ == "__main__":
+    serve("dispatch", build)

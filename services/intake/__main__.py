@@ -1,0 +1,7 @@
+"""``python -m services.intake``: serve the intake service."""
+
+from services.intake.app import build
+from shared.service import serve
+
+if __name__ == "__main__":
+    serve("intake", build)

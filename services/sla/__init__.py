@@ -1,0 +1,1 @@
+"""The sla service. Response-time clocks on business calendars, warnings, escalation ladder."""

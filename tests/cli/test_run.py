@@ -1,0 +1,119 @@
+"""`desk up` / `desk status` as a user runs them: real processes, embedded infrastructure."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from shared.local.ports import free_port
+from shared.settings import SERVICE_NAMES
+
+DESK = str(Path(sys.executable).parent / "desk")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def desk_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of `make run` on a fresh machine: nothing external configured."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"} and not k.startswith("DESK_")
+    }
+    env["DESK_DATA_DIR"] = str(tmp_path / "desk-data")
+    for name in SERVICE_NAMES:
+        env[f"DESK_{name.upper()}_PORT"] = str(free_port())
+    return env
+
+
+def desk(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DESK, *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def desk_up(desk_env: dict[str, str], tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log = (tmp_path / "up.log").open("wb")
+    process = subprocess.Popen(
+        [DESK, "up"],
+        env=desk_env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # like a terminal: Ctrl-C goes to this process group
+    )
+    yield process
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    log.close()
+
+
+def wait_for_status(
+    env: dict[str, str], want: int, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = desk("status", "--timeout", "2", env=env)
+        if result.returncode == want or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_status_exits_non_zero_when_nothing_runs(desk_env: dict[str, str]) -> None:
+    result = desk("status", "--timeout", "1", env=desk_env)
+    assert result.returncode == 1
+    assert "down" in result.stdout
+
+
+def test_up_runs_everything_status_sees_it_and_ctrl_c_leaves_nothing_behind(
+    desk_up: subprocess.Popen[bytes], desk_env: dict[str, str], tmp_path: Path
+) -> None:
+    status = wait_for_status(desk_env, want=0, timeout=120)
+    log = (tmp_path / "up.log").read_text(errors="replace")
+    assert status.returncode == 0, f"{status.stdout}\n--- desk up log ---\n{log[-4000:]}"
+    rows = {line.split("│")[1].strip(): line for line in status.stdout.splitlines() if "│" in line}
+    for component in ("postgres", "kafka", *SERVICE_NAMES):
+        assert " up " in rows[component], rows.get(component)
+
+    run = json.loads((Path(desk_env["DESK_DATA_DIR"]) / "run.json").read_text())
+    pids = [run["desk_pid"], run["broker_pid"], run["postgres_pid"], *run["services"].values()]
+    assert all(alive(pid) for pid in pids)
+    postgres = psutil.Process(run["postgres_pid"])
+    everything = {p.pid for p in [postgres, *postgres.children(recursive=True)]} | set(pids)
+
+    os.killpg(desk_up.pid, signal.SIGINT)  # Ctrl-C
+    assert desk_up.wait(timeout=60) == 0
+
+    left = [pid for pid in everything if alive(pid)]
+    assert left == [], f"left behind: {[psutil.Process(p).cmdline() for p in left]}"
+    strays = [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if desk_env["DESK_DATA_DIR"] in " ".join(p.info["cmdline"] or [])
+    ]
+    assert strays == []
+    assert not (Path(desk_env["DESK_DATA_DIR"]) / "run.json").exists()
+    assert wait_for_status(desk_env, want=1, timeout=10).returncode == 1

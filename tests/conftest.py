@@ -1,0 +1,78 @@
+"""Fixtures every test can use: real infrastructure for the session, isolation per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import pytest_asyncio
+
+from shared.database import drop_database
+from shared.local.ports import free_port
+from shared.settings import SERVICE_NAMES, Settings
+from tests.support.infrastructure import (
+    SessionInfrastructure,
+    blocking,
+    new_database,
+    session_infrastructure,
+)
+from tests.support.kafka import KafkaProbe
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> Iterator[SessionInfrastructure]:
+    """The session's PostgreSQL and Kafka (external, testcontainers or embedded)."""
+    with session_infrastructure() as infra:
+        yield infra
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(
+    infrastructure: SessionInfrastructure, tmp_path: Path
+) -> Iterator[SettingsFactory]:
+    """Build settings for an isolated world: its own database and its own topic prefix."""
+    created: list[str] = []
+
+    def make(**overrides: Any) -> Settings:
+        name = f"t_{uuid4().hex[:12]}"
+        url = new_database(infrastructure.admin_database_url, name)
+        created.append(name)
+        values: dict[str, Any] = {
+            "database_url": url,
+            "kafka_bootstrap_servers": infrastructure.bootstrap_servers,
+            "topic_prefix": f"t{uuid4().hex[:10]}.",
+            "topic_partitions": 3,
+            "data_dir": tmp_path / f"desk-{name}",
+            "db_pool_max_size": 4,
+            "consumer_retry_backoff": "50ms",
+            "consumer_retry_backoff_max": "1s",
+            "relay_poll_interval": "200ms",
+            "log_format": "json",
+            **{f"{service}_port": free_port() for service in SERVICE_NAMES},
+            **infrastructure.broker_settings,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    yield make
+    for name in created:
+        blocking(drop_database(infrastructure.admin_database_url, name))
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    """Settings of this test's isolated world."""
+    return make_settings()
+
+
+@pytest_asyncio.fixture
+async def kafka(settings: Settings) -> AsyncIterator[KafkaProbe]:
+    probe = KafkaProbe(settings)
+    yield probe
+    await probe.close()

@@ -1,0 +1,58 @@
+"""Settings: one typed place, DESK_ prefix, conventional names for the two URLs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from faststream.security import BaseSecurity, SASLScram512
+
+from shared.settings import Settings
+
+
+def test_environment_is_read_with_prefix_and_conventional_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/x")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
+    monkeypatch.setenv("DESK_TOPIC_PARTITIONS", "12")
+    monkeypatch.setenv("DESK_CONSUMER_RETRY_BACKOFF", "2s")
+    monkeypatch.setenv("DESK_KAFKA_ENABLE_IDEMPOTENCE", "false")
+    settings = Settings()
+    assert settings.database_url == "postgresql://db/x"
+    assert settings.kafka_bootstrap_servers == "k1:9092,k2:9092"
+    assert settings.topic_partitions == 12
+    assert settings.consumer_retry_backoff == timedelta(seconds=2)
+    assert settings.kafka_enable_idempotence is False
+
+
+def test_environment_round_trips_to_a_child_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = Settings(database_url="postgresql://db/x", relay_poll_interval="1h30m")
+    for name, value in original.environment().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == original
+
+
+def test_invalid_values_are_refused_with_the_field_named() -> None:
+    with pytest.raises(ValueError, match="topic_partitions"):
+        Settings(topic_partitions=0)
+    with pytest.raises(ValueError, match="relay_poll_interval"):
+        Settings(relay_poll_interval="soon")
+    with pytest.raises(ValueError, match="topic_prefix"):
+        Settings(topic_prefix="bad prefix!")
+
+
+def test_broker_security_is_handed_to_faststream() -> None:
+    assert Settings().kafka_security() is None
+    tls = Settings(kafka_security_protocol="SSL").kafka_security()
+    assert isinstance(tls, BaseSecurity) and tls.use_ssl
+    sasl = Settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="desk",
+        kafka_sasl_password="secret",
+    ).kafka_security()
+    assert isinstance(sasl, SASLScram512)
+    assert sasl.use_ssl
+    with pytest.raises(ValueError, match="SASL_MECHANISM"):
+        Settings(kafka_security_protocol="SASL_PLAINTEXT").kafka_security()

@@ -1,0 +1,1 @@
+"""Test helpers: real infrastructure, isolation per test, Kafka probes, processes."""

@@ -1,0 +1,135 @@
+"""Publishing to and waiting on real Kafka topics from a test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.deadletter import Record
+from shared.kafka import client_options, ensure_topics
+from shared.settings import Settings
+
+
+def _bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value).encode()
+
+
+class KafkaProbe:
+    """A test's window on the broker: logical topic names, the test's prefix applied."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def create(self, *topics: str) -> None:
+        await ensure_topics(self.settings, [self.settings.topic(t) for t in topics])
+
+    async def publish(
+        self,
+        topic: str,
+        value: Any,
+        *,
+        key: str | bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> Any:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(
+                **client_options(self.settings),
+                enable_idempotence=self.settings.kafka_enable_idempotence,
+                linger_ms=1,
+            )
+            await self._producer.start()
+        return await self._producer.send_and_wait(
+            self.settings.topic(topic),
+            value=_bytes(value),
+            key=_bytes(key) if key is not None else None,
+            headers=headers or [],
+            partition=partition,
+        )
+
+    async def read(
+        self,
+        topic: str,
+        *,
+        until: Callable[[list[Record]], bool],
+        timeout: float = 30.0,
+    ) -> list[Record]:
+        """Read the topic from its beginning until ``until(records)`` holds (or time is up)."""
+        name = self.settings.topic(topic)
+        consumer = AIOKafkaConsumer(
+            **client_options(self.settings),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=min(self.settings.kafka_fetch_max_wait_ms, 100),
+        )
+        await consumer.start()
+        records: list[Record] = []
+        try:
+            deadline = time.monotonic() + timeout
+            partitions: set[int] | None = None
+            while partitions is None:
+                partitions = consumer.partitions_for_topic(name)
+                if partitions is None:
+                    await consumer._client.force_metadata_update()
+                    partitions = consumer.partitions_for_topic(name)
+                if partitions is None:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"topic {name} does not exist")
+                    await asyncio.sleep(0.1)
+            consumer.assign([TopicPartition(name, p) for p in sorted(partitions)])
+            await consumer.seek_to_beginning()
+            while not until(records):
+                if time.monotonic() > deadline:
+                    break
+                batch = await consumer.getmany(timeout_ms=200)
+                for messages in batch.values():
+                    records.extend(Record.of(m) for m in messages)
+            return records
+        finally:
+            await consumer.stop()
+
+    async def await_records(
+        self, topic: str, match: Callable[[Record], bool], count: int = 1, timeout: float = 30.0
+    ) -> list[Record]:
+        """Wait until ``count`` records on the topic match; fail the test if they do not come."""
+        records = await self.read(
+            topic, until=lambda rs: sum(1 for r in rs if match(r)) >= count, timeout=timeout
+        )
+        found = [r for r in records if match(r)]
+        if len(found) < count:
+            raise AssertionError(
+                f"expected {count} matching records on {topic}, found {len(found)} "
+                f"of {len(records)} after {timeout}s"
+            )
+        return found
+
+    async def all_records(self, topic: str, settle: float = 1.0) -> list[Record]:
+        """Everything on the topic now (reads until nothing new arrives for ``settle`` s)."""
+        seen: list[int] = []
+        last_change = [time.monotonic()]
+
+        def quiet(records: list[Record]) -> bool:
+            if not seen or seen[-1] != len(records):
+                seen.append(len(records))
+                last_change[0] = time.monotonic()
+            return time.monotonic() - last_change[0] > settle
+
+        return await self.read(topic, until=quiet, timeout=120)
+
+
+def json_value(record: Record) -> Any:
+    return json.loads(record.value)
