@@ -17,14 +17,12 @@ import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaProducer
-
 from bench._support import Stopwatch, bench_settings, report
 from shared.consumer import Delivered, EventSubscription, Inbound
 from shared.database import connect
 from shared.events import EventData, event
 from shared.eventstore import ANY_VERSION, EventStore, PendingEvent, StreamAppend
-from shared.kafka import client_options, ensure_topics, producer_acks
+from shared.kafka import ensure_topics, make_producer
 from shared.migrations import kernel_migrations, migrate
 from shared.relay import Relay
 from shared.service import Service
@@ -97,13 +95,7 @@ async def append_batched(
 
 
 async def relay_all(settings: Settings, head: int) -> float:
-    producer = AIOKafkaProducer(
-        **client_options(settings),
-        acks=producer_acks(settings),
-        enable_idempotence=settings.kafka_enable_idempotence,
-        linger_ms=settings.kafka_linger_ms,
-        max_batch_size=256 * 1024,
-    )
+    producer = make_producer(settings, client_id="bench-relay", max_batch_size=256 * 1024)
     await producer.start()
     relay = Relay(
         service=SCHEMA,
@@ -168,7 +160,7 @@ async def consume_all(settings: Settings, total: int, subscription: EventSubscri
         f"bench_{subscription.name}",
         settings,
         description="benchmark consumer",
-        routes=lambda _: f"bench.{subscription.name}.events",
+        publishes={f"bench.{subscription.name}.events": [Seen]},
         subscriptions=[subscription],
         port=0,
     )

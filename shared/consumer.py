@@ -85,7 +85,7 @@ class Rejected(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Inbound(Generic[T]):
     """A decoded message with its record and the id it is de-duplicated by."""
 
@@ -193,18 +193,23 @@ def _short(error: ValidationError) -> str:
 
 
 class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Tracks whether the group has been joined (readiness) and forgets revoked backoffs."""
+    """One consumer's view of the group: joined yet (readiness), what it holds, how many
+    rebalances it went through; forgets the backoffs of partitions taken away."""
 
     def __init__(self, runner: ConsumerRunner[Any]) -> None:
         self.runner = runner
+        self.joined = False
+        self.assigned: set[TopicPartition] = set()
+        self.rebalances = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         for tp in revoked:
             self.runner.forget_partition(tp)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.runner.joined = True
-        self.runner.assigned = set(assigned)
+        self.joined = True
+        self.assigned = set(assigned)
+        self.rebalances += 1
 
 
 class ConsumerRunner(Generic[T]):
@@ -215,12 +220,28 @@ class ConsumerRunner(Generic[T]):
         self.service = service
         self.settings = service.settings
         self.name = f"{service.name}.{subscription.name}"
-        self.joined = False
-        self.assigned: set[TopicPartition] = set()
+        self._members: list[tuple[Any, _Assignment]] = []
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._resume_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
-        self._uncharged_batch_failure = False
         self._labels = (service.name, subscription.name)
+
+    @property
+    def joined(self) -> bool:
+        """Every consumer of this subscription has joined the group (``/ready``)."""
+        return bool(self._members) and all(a.joined for _, a in self._members)
+
+    @property
+    def assigned(self) -> set[TopicPartition]:
+        return set().union(*self.assignments)
+
+    @property
+    def assignments(self) -> list[set[TopicPartition]]:
+        """The partitions each of this process's consumers holds."""
+        return [a.assigned for _, a in self._members]
+
+    @property
+    def rebalances(self) -> int:
+        return sum(a.rebalances for _, a in self._members)
 
     @property
     def topics(self) -> list[str]:
@@ -231,30 +252,38 @@ class ConsumerRunner(Generic[T]):
         return self.settings.topic(self.name)
 
     def register(self, broker: KafkaBroker) -> None:
-        """Declare the FastStream subscriber: batches, manual commits, raw records."""
-        subscriber = broker.subscriber(
-            *self.topics,
-            group_id=self.group_id,
-            batch=True,
-            max_records=self.settings.consumer_batch_size,
-            batch_timeout_ms=100,
-            ack_policy=AckPolicy.MANUAL,
-            decoder=_raw,
-            auto_offset_reset="earliest",
-            listener=_Assignment(self),
-            title=f"{self.name}:consume",
-            description=self.subscription.description,
-            **consumer_options(self.settings),
-        )
+        """Declare the FastStream subscribers: batches, manual commits, raw records.
+
+        ``consumer_concurrency`` consumers join the group from this process, each with its own
+        partitions and its own loop, so one batch's Python work overlaps another's database
+        work. Per partition, order is kept: a partition belongs to one consumer at a time.
+        """
 
         async def on_batch(body: Any) -> None:
             await self.on_batch(body)
 
-        # The annotation is read by FastStream for the AsyncAPI document only (apply_types=False).
-        payload = self.subscription.payload
-        body: Any = list.__class_getitem__(payload) if payload else Any
-        on_batch.__annotations__ = {"body": body, "return": None}
-        subscriber(on_batch)
+        # Read by FastStream for the AsyncAPI document only (apply_types=False): the payload of
+        # one message on the wire, though the handler receives a whole poll.
+        on_batch.__annotations__ = {"body": self.subscription.payload or Any, "return": None}
+        for n in range(self.settings.consumer_concurrency):
+            listener = _Assignment(self)
+            subscriber = broker.subscriber(
+                *self.topics,
+                group_id=self.group_id,
+                batch=True,
+                max_records=self.settings.consumer_batch_size,
+                batch_timeout_ms=100,
+                ack_policy=AckPolicy.MANUAL,
+                decoder=_raw,
+                auto_offset_reset="earliest",
+                listener=listener,
+                title=f"{self.name}:consume" if n == 0 else f"{self.name}:consume:{n}",
+                description=self.subscription.description,
+                include_in_schema=n == 0,
+                **consumer_options(self.settings),
+            )
+            subscriber(on_batch)
+            self._members.append((subscriber, listener))
 
     # --- the batch path -------------------------------------------------------------------
 
@@ -365,16 +394,20 @@ class ConsumerRunner(Generic[T]):
             )
         positions: dict[TopicPartition, int] = {}
         # A failed batch attempt counts against the first message that then fails on its own.
-        self._uncharged_batch_failure = batch_failed
+        uncharged = [batch_failed]
         for tp, in_partition in by_partition.items():
             for entry in in_partition:
-                if isinstance(entry, Inbound) and not await self._apply_single(consumer, tp, entry):
+                if isinstance(entry, Inbound) and not await self._apply_single(
+                    consumer, tp, entry, uncharged
+                ):
                     break
                 record = entry.record if isinstance(entry, Inbound) else entry
                 positions[tp] = record.offset + 1
         return positions
 
-    async def _apply_single(self, consumer: Any, tp: TopicPartition, item: Inbound[T]) -> bool:
+    async def _apply_single(
+        self, consumer: Any, tp: TopicPartition, item: Inbound[T], uncharged: list[bool]
+    ) -> bool:
         """Apply one message; on failure schedule a retry or dead-letter it. True if settled."""
         key = self._key(item.record)
         with ticket_context(**self.subscription.log_context(item.message)):
@@ -384,9 +417,9 @@ class ConsumerRunner(Generic[T]):
                 raise
             except Exception as error:
                 attempts = self._attempts.get(key, 0) + 1
-                if self._uncharged_batch_failure:
+                if uncharged[0]:
                     attempts += 1
-                    self._uncharged_batch_failure = False
+                    uncharged[0] = False
                 self._attempts[key] = attempts
                 if attempts < self.settings.consumer_max_attempts:
                     delay = self._backoff(attempts)
@@ -487,9 +520,24 @@ class ConsumerRunner(Generic[T]):
             )
 
     async def stop(self) -> None:
+        """Leave the group one consumer at a time, each time letting the others take over.
+
+        A rolling stop: no partition sits unowned while the group settles, and the embedded
+        broker (which wedges a group when a member leaves mid-rebalance) stays healthy.
+        """
         for task in self._resume_tasks.values():
             task.cancel()
         self._resume_tasks.clear()
+        members = [(s, a) for s, a in self._members if a.joined]
+        while len(members) > 1:
+            subscriber, _ = members.pop()
+            before = [a.rebalances for _, a in members]
+            await subscriber.stop()
+            deadline = asyncio.get_running_loop().time() + 10
+            while any(a.rebalances == b for (_, a), b in zip(members, before, strict=True)):
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
 
 
 async def _raw(message: Any) -> Any:

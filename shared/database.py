@@ -36,9 +36,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def connect(url: str, *, schema: str | None = None) -> asyncpg.Connection:
-    """A single connection (tools, the relay's listener)."""
+async def connect(
+    url: str, *, schema: str | None = None, durable_commits: bool = True
+) -> asyncpg.Connection:
+    """A single connection (tools, the relay's listener).
+
+    ``durable_commits=False`` lets commits return before their WAL reaches disk: for writes a
+    crash may lose without harm, like the relay's checkpoint (losing it only republishes).
+    """
     settings = {"search_path": identifier(schema)} if schema else {}
+    if not durable_commits:
+        settings["synchronous_commit"] = "off"
     conn: asyncpg.Connection = await asyncpg.connect(url, server_settings=settings)
     await _init_connection(conn)
     return conn

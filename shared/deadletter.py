@@ -32,7 +32,7 @@ class Reason:
     """The handler raised on every attempt."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Record:
     """One Kafka record as a consumer received it."""
 

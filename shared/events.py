@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID, SafeUUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,10 +37,12 @@ class EventData(BaseModel):
 
     event_name: ClassVar[str]
     event_version: ClassVar[int]
+    _event_type: ClassVar[str]
 
     @classmethod
     def event_type(cls) -> str:
-        return f"{cls.event_name}.v{cls.event_version}"
+        """``<name>.v<version>``, the CloudEvents ``type``."""
+        return cls._event_type
 
 
 class Envelope(BaseModel):
@@ -77,6 +79,15 @@ class Envelope(BaseModel):
             correlationid=self.correlationid,
             causationid=self.causationid,
         )
+
+
+D = TypeVar("D", bound=EventData)
+
+
+class EnvelopeOf(Envelope, Generic[D]):
+    """An envelope whose ``data`` is a given event type: the shape the AsyncAPI document shows."""
+
+    data: D  # type: ignore[assignment]
 
 
 def ce_headers(
@@ -164,6 +175,7 @@ class EventRegistry:
                 raise ValueError(f"{name}.v{version} is already registered")
             cls.event_name = name
             cls.event_version = version
+            cls._event_type = f"{name}.v{version}"
             self._types[key] = _Registration(cls, public)
             self._latest[name] = max(version, self._latest.get(name, 0))
             return cls
@@ -240,14 +252,21 @@ def utcnow() -> datetime:
 def new_event_id() -> UUID:
     """A UUIDv7: random, but ordered by creation time, so the indexes that hold event ids
     (the store's, every consumer's tracking table) grow at one end instead of everywhere."""
-    value = int.from_bytes(os.urandom(16), "big") & _UUID7_RANDOM
+    global _random_pool, _random_at  # noqa: PLW0603 - a per-process buffer of randomness
+    if _random_at >= len(_random_pool):
+        _random_pool, _random_at = os.urandom(16 * 1024), 0
+    chunk = _random_pool[_random_at : _random_at + 16]
+    _random_at += 16
+    value = int.from_bytes(chunk, "big") & _UUID7_RANDOM
     value |= (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | _UUID7_MARKS
     # UUID(int=...) re-validates what we just built; at every append that shows. Same object.
     uuid = object.__new__(UUID)
     object.__setattr__(uuid, "int", value)
-    object.__setattr__(uuid, "is_safe", SafeUUID.unknown)
+    object.__setattr__(uuid, "is_safe", _UNKNOWN)
     return uuid
 
 
+_random_pool, _random_at = b"", 0
+_UNKNOWN = SafeUUID.unknown
 _UUID7_RANDOM = ~((0xFFFF_FFFF_FFFF << 80) | (0xF << 76) | (0x3 << 62)) & (2**128 - 1)
 _UUID7_MARKS = (0x7 << 76) | (0b10 << 62)  # version 7, RFC 4122 variant

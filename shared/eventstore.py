@@ -12,7 +12,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -48,7 +47,7 @@ class ConcurrencyError(Exception):
         self.actual = actual
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PendingEvent:
     """An event on its way into a stream, with its causal metadata."""
 
@@ -60,7 +59,7 @@ class PendingEvent:
     id: UUID = field(default_factory=new_event_id)
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamAppend:
     """Events for one stream, appended only if the stream is at ``expected_version``."""
 
@@ -69,7 +68,7 @@ class StreamAppend:
     events: list[PendingEvent]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RecordedEvent:
     """An event as stored: its global position plus the envelope."""
 
@@ -87,7 +86,7 @@ class RecordedEvent:
     correlation_id: str | None = None
     causation_id: str | None = None
 
-    @cached_property
+    @property
     def envelope(self) -> Envelope:
         if not self.raw:
             raise ValueError("this event was recorded in this process; read it from the store")
@@ -99,7 +98,7 @@ class RecordedEvent:
         return registry.decode(self.type, self.envelope.data)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Appended:
     event_id: UUID
     position: int
@@ -115,9 +114,11 @@ _COLUMNS = (
 class EventStore:
     """Events of one service, kept in that service's schema."""
 
-    def __init__(self, schema: str, source: str) -> None:
+    def __init__(self, schema: str, source: str, event_types: set[str] | None = None) -> None:
         self.schema = identifier(schema)
         self.source = source
+        self.event_types = event_types
+        """When given, the only types this store accepts (each has a topic to go to)."""
         self._append_sql = (
             "SELECT event_id, event_position, event_stream_version "
             f"FROM {self.schema}.append_events("
@@ -152,15 +153,21 @@ class EventStore:
         envelopes: list[str] = []
         for append in appends:
             for pending in append.events:
+                event_type = pending.data.event_type()
+                if self.event_types is not None and event_type not in self.event_types:
+                    raise ValueError(
+                        f"{event_type} is not published by {self.source}; "
+                        "declare it in the service's publishes"
+                    )
                 stream_ids.append(append.stream_id)
                 expected.append(append.expected_version)
                 ids.append(pending.id)
-                types.append(pending.data.event_type())
+                types.append(event_type)
                 subjects.append(pending.subject)
                 times.append(pending.time)
                 correlations.append(pending.correlation_id)
                 causations.append(pending.causation_id)
-                envelopes.append(self._envelope_json(append.stream_id, pending))
+                envelopes.append(self._envelope_json(append.stream_id, pending, event_type))
         if not ids:
             return []
         try:
@@ -187,7 +194,7 @@ class EventStore:
             raise
         return [Appended(r[0], r[1], r[2]) for r in rows]
 
-    def _envelope_json(self, stream_id: str, pending: PendingEvent) -> str:
+    def _envelope_json(self, stream_id: str, pending: PendingEvent, event_type: str) -> str:
         """The envelope as stored: everything but ``streamversion`` (see :func:`with_version`).
 
         Built by hand rather than through :class:`Envelope`: this runs for every event appended,
@@ -197,7 +204,7 @@ class EventStore:
             "specversion": SPEC_VERSION,
             "id": str(pending.id),
             "source": self.source,
-            "type": pending.data.event_type(),
+            "type": event_type,
             "subject": pending.subject,
             "time": format_time(pending.time),
             "datacontenttype": "application/json",

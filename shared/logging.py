@@ -27,12 +27,16 @@ def configure_logging(
     log_format: Literal["auto", "json", "console"] = "auto",
     level: str = "INFO",
 ) -> None:
-    """Route structlog and the standard library through one renderer; idempotent."""
+    """Render structlog and the standard library the same way; idempotent.
+
+    Our own lines take structlog's direct path (filtered by level before any work, written
+    straight to stderr): intake logs every ticket, thousands a second. Library lines go through
+    the standard library and the same processors.
+    """
     console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _ServiceStamp(service),
     ]
@@ -45,14 +49,15 @@ def configure_logging(
         processors=[
             *shared,
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            *([] if console else [structlog.processors.format_exc_info]),
+            renderer,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level]),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *([] if console else [structlog.processors.format_exc_info]),
@@ -61,6 +66,8 @@ def configure_logging(
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    # Libraries set their own loggers' levels (FastStream sets DEBUG); the handler has the say.
+    handler.setLevel(level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -75,19 +82,22 @@ def configure_logging(
 
 
 class _ServiceStamp:
-    """Adds the service name to every line, including foreign (stdlib) ones."""
+    """Adds the service name to every line, including foreign (stdlib) ones, and names the
+    logger the same way on both paths."""
 
     def __init__(self, service: str) -> None:
         self.service = service
 
     def __call__(self, logger: Any, method: str, event: EventDict) -> EventDict:
         event.setdefault("service", self.service)
+        if "module" in event:  # our loggers carry their module as "module" (see get_logger)
+            event.setdefault("logger", event.pop("module"))
         return event
 
 
 def get_logger(name: str | None = None) -> Any:
     """A structlog logger; module code calls this at import time."""
-    return structlog.get_logger(name)
+    return structlog.get_logger(**({"module": name} if name else {}))
 
 
 @contextmanager

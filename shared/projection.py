@@ -2,7 +2,9 @@
 
 A projection is applied *inline*: in the transaction that appends the events, so the read model
 is never behind the events a handler just recorded (dispatch routes on agent load; it cannot
-route on a stale view). Its checkpoint is written in the same transaction. At start a service
+route on a stale view). It runs just before the append, so the store's append lock is held as
+briefly as possible; its checkpoint, written after the append in the same transaction, then
+names the last position. At start a service
 catches each projection up to the head of the log (a projection added later starts from zero),
 and ``rebuild`` drops a projection's tables' contents and replays the whole log into them — the
 proof that a read model holds nothing the events do not.
@@ -29,22 +31,29 @@ class Projection(ABC):
 
     @abstractmethod
     async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        """Change the read model for these events (in position order)."""
+        """Change the read model for these events, in log order.
+
+        Applied inline, the events have no position yet (it is 0): a read model that needs
+        positions must not rely on them here.
+        """
 
     @property
     def checkpoint_name(self) -> str:
         return f"projection:{self.name}"
 
-    async def apply_and_checkpoint(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        if not events:
-            return
-        await self.apply(conn, events)
+    async def checkpoint_to(self, conn: Connection, position: int) -> None:
         await conn.execute(
             "INSERT INTO checkpoints (name, position) VALUES ($1, $2) "
             "ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()",
             self.checkpoint_name,
-            events[-1].position,
+            position,
         )
+
+    async def apply_and_checkpoint(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        if not events:
+            return
+        await self.apply(conn, events)
+        await self.checkpoint_to(conn, events[-1].position)
 
     async def checkpoint(self, conn: Connection) -> int:
         value = await conn.fetchval(

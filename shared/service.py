@@ -6,7 +6,8 @@ read models), a relay publishing its events, and optional background workers (ti
 deliveries). Each service's ``app.py`` only says *what* it consumes, produces and projects::
 
     def build(settings: Settings) -> Service:
-        return Service("intake", settings, subscriptions=[...], routes=..., ...)
+        return Service("intake", settings, publishes={"intake.events": [TicketReceived, ...]},
+                       subscriptions=[...], projections=[...])
 
 and ``python -m services.<name>`` serves it with :func:`serve`. Start order: pool, migrations,
 topics, producer, projection catch-up, then consumers, then relay and workers; stop in reverse.
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -32,8 +33,9 @@ from shared.clock import Clock, DatabaseClock
 from shared.consumer import ConsumerRunner, Subscription
 from shared.database import create_pool
 from shared.deadletter import DeadLetters, dlq_topic
+from shared.events import EnvelopeOf, EventData
 from shared.eventstore import EventStore
-from shared.kafka import client_options, ensure_topics, make_broker, producer_acks
+from shared.kafka import ensure_topics, make_broker, make_producer
 from shared.logging import configure_logging, get_logger
 from shared.migrations import Migration, kernel_migrations, migrate
 from shared.projection import Projection, catch_up
@@ -55,8 +57,7 @@ class Service:
         settings: Settings,
         *,
         description: str,
-        routes: Callable[[str], str],
-        produces: Sequence[str] = (),
+        publishes: Mapping[str, Sequence[type[EventData]]],
         subscriptions: Sequence[Subscription[Any]] = (),
         projections: Sequence[Projection] = (),
         workers: Sequence[Worker] = (),
@@ -69,18 +70,23 @@ class Service:
         self.port = port if port is not None else settings.port_of(name)
         self.settings = settings
         self.schema = name
-        self.route_logical = routes
-        self.produces = tuple(produces)
+        self.publishes = {topic: tuple(types) for topic, types in publishes.items()}
+        self._routes = {
+            cls.event_type(): topic for topic, types in publishes.items() for cls in types
+        }
         self.projections = tuple(projections)
         self.workers = tuple(workers)
         self.migrations = [*kernel_migrations(), *migrations]
-        self.store = EventStore(schema=self.schema, source=f"servicedesk/{name}")
+        self.store = EventStore(
+            schema=self.schema, source=f"servicedesk/{name}", event_types=set(self._routes)
+        )
         self.broker = make_broker(
             settings, client_id=f"servicedesk-{name}", description=description
         )
         self.consumers = [ConsumerRunner(s, self) for s in subscriptions]
         for runner in self.consumers:
             runner.register(self.broker)
+        self._declare_publications()
         self._clock = clock
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -133,12 +139,27 @@ class Service:
 
     def topic_for(self, event_type: str) -> str:
         """Physical topic an event type is published to."""
-        return self.settings.topic(self.route_logical(event_type))
+        return self.settings.topic(self._routes[event_type])
+
+    def _declare_publications(self) -> None:
+        """Tell the AsyncAPI document what this service publishes, and on which topic.
+
+        The relay does the publishing (from the store); these FastStream publishers exist so
+        that the document generated from the app describes every topic and payload.
+        """
+        for topic, types in self.publishes.items():
+            for cls in types:
+                self.broker.publisher(
+                    self.settings.topic(topic),
+                    title=f"{topic}:{cls.event_type()}",
+                    description=(cls.__doc__ or "").strip(),
+                    schema=EnvelopeOf[cls],  # type: ignore[valid-type]
+                )
 
     def topics(self) -> list[str]:
         """Every physical topic this service reads or writes, dead-letter topics included."""
         consumed = [t for runner in self.consumers for t in runner.topics]
-        produced = [self.settings.topic(t) for t in self.produces]
+        produced = [self.settings.topic(t) for t in self.publishes]
         return sorted({*consumed, *produced, *(dlq_topic(t) for t in consumed)})
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -152,13 +173,8 @@ class Service:
             await migrate(conn, self.schema, self.migrations)
         if settings.kafka_create_topics:
             await ensure_topics(settings, self.topics())
-        self._producer = AIOKafkaProducer(
-            **client_options(settings),
-            client_id=f"servicedesk-{self.name}-relay",
-            acks=producer_acks(settings),
-            enable_idempotence=settings.kafka_enable_idempotence,
-            linger_ms=settings.kafka_linger_ms,
-            max_batch_size=256 * 1024,
+        self._producer = make_producer(
+            settings, client_id=f"servicedesk-{self.name}-relay", max_batch_size=256 * 1024
         )
         await self._producer.start()
         self._dead_letters = DeadLetters(self._producer, self.schema)

@@ -145,6 +145,13 @@ class Settings(BaseSettings):
         default=timedelta(seconds=1),
         description="Fallback poll of the relay when no NOTIFY arrives.",
     )
+    consumer_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Consumers per subscription in one process: one batch's Python work "
+        "overlaps another's database work.",
+    )
     consumer_batch_size: int = Field(
         default=500, ge=1, description="Most messages a consumer handles in one transaction."
     )

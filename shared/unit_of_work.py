@@ -87,33 +87,38 @@ class UnitOfWork:
         return sum(len(a.events) for a in self._appends.values())
 
     async def flush(self) -> list[RecordedEvent]:
-        """Append everything recorded, in one round trip, and feed the inline projections."""
+        """Feed the inline projections, then append everything recorded in one round trip.
+
+        Projections first: the append takes the store's lock, held until commit, so the less
+        that follows it the better.
+        """
         appends = list(self._appends.values())
         self._appends.clear()
         if not appends:
             return []
-        appended = await self.store.append_many(self.conn, appends)
-        by_id = {a.event_id: a for a in appended}
-        recorded = []
-        for append in appends:
-            for pending in append.events:
-                done = by_id[pending.id]
-                recorded.append(
-                    RecordedEvent(
-                        position=done.position,
-                        id=pending.id,
-                        stream_id=append.stream_id,
-                        stream_version=done.stream_version,
-                        type=pending.data.event_type(),
-                        subject=pending.subject,
-                        time=pending.time,
-                        raw="",
-                        typed=pending.data,
-                        correlation_id=pending.correlation_id,
-                        causation_id=pending.causation_id,
-                    )
-                )
+        recorded = [
+            RecordedEvent(
+                position=0,
+                id=pending.id,
+                stream_id=append.stream_id,
+                stream_version=0,
+                type=pending.data.event_type(),
+                subject=pending.subject,
+                time=pending.time,
+                typed=pending.data,
+                correlation_id=pending.correlation_id,
+                causation_id=pending.causation_id,
+            )
+            for append in appends
+            for pending in append.events
+        ]
+        for projection in self._projections:
+            await projection.apply(self.conn, recorded)
+        appended = {a.event_id: a for a in await self.store.append_many(self.conn, appends)}
+        for event in recorded:
+            done = appended[event.id]
+            event.position, event.stream_version = done.position, done.stream_version
         recorded.sort(key=lambda e: e.position)
         for projection in self._projections:
-            await projection.apply_and_checkpoint(self.conn, recorded)
+            await projection.checkpoint_to(self.conn, recorded[-1].position)
         return recorded

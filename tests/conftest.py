@@ -50,6 +50,8 @@ def make_settings(
             "topic_partitions": 3,
             "data_dir": tmp_path / f"desk-{name}",
             "db_pool_max_size": 4,
+            # One consumer per group joins in a second; test_consumer runs two.
+            "consumer_concurrency": 1,
             "consumer_retry_backoff": "50ms",
             "consumer_retry_backoff_max": "1s",
             "relay_poll_interval": "200ms",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.cli.docs import event_schemas, settings_table
+from services.cli.docs import asyncapi_document, event_schemas, settings_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +29,10 @@ def test_committed_event_schemas_match_the_code() -> None:
     assert sorted(committed) == sorted(wanted), "run `desk schemas`"
     for name, text in wanted.items():
         assert committed[name] == text, f"docs/events/{name} is stale; run `desk schemas`"
+
+
+def test_committed_asyncapi_document_matches_the_apps() -> None:
+    committed = (ROOT / "docs/asyncapi.yaml").read_text()
+    assert committed == asyncapi_document(), "run `desk asyncapi`"
+    for topic in ("requests.incoming", "requests.rejected", "intake.events"):
+        assert f"address: {topic}" in committed

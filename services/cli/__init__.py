@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import dlq, docs, run
+from services.cli import demo, dlq, docs, policy, run
 
 app = typer.Typer(
     name="desk",
@@ -21,7 +21,9 @@ app = typer.Typer(
 )
 run.register(app)
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(policy.app, name="policy")
 docs.register(app)
+app.command()(demo.demo)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from services import SERVICE_NAMES, ServiceName
 from shared.local.infrastructure import read_run_file
 from shared.settings import Settings
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from aiokafka import AIOKafkaProducer
 from rich.table import Table
 
 from services.cli.context import console, fail, load_settings, pick_services, run_async
 from shared.database import connect
 from shared.deadletter import DeadLetter, list_dead_letters, replay_dead_letter
-from shared.kafka import client_options, producer_acks
+from shared.kafka import make_producer
 from shared.settings import ServiceName, Settings
 
 app = typer.Typer(help="Messages consumers gave up on, with their reasons.", no_args_is_help=True)
@@ -91,11 +90,7 @@ def replay(
     async def go() -> int:
         letters = await _letters(settings, pick_services(service), everything=False)
         chosen = [d for d in letters if all_ or d.id in (ids or [])]
-        producer = AIOKafkaProducer(
-            **client_options(settings),
-            acks=producer_acks(settings),
-            enable_idempotence=settings.kafka_enable_idempotence,
-        )
+        producer = make_producer(settings, client_id="desk-dlq-replay")
         await producer.start()
         conn = await connect(settings.require_database_url())
         try:

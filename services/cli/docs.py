@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,9 +18,13 @@ from shared.settings import Settings, env_name
 EVENTS_DIR = Path("docs/events")
 
 
+ASYNCAPI = Path("docs/asyncapi.yaml")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(config)
     app.command()(schemas)
+    app.command()(asyncapi)
 
 
 def settings_table() -> str:
@@ -85,3 +89,63 @@ def schemas(
     console.print(
         f"{len(wanted)} event schemas in {out} ({len(stale)} written, {len(extra)} removed)"
     )
+
+
+def asyncapi_document() -> str:
+    """One AsyncAPI 3.0 document for the system, merged from the four services' FastStream apps."""
+    import yaml
+
+    from services import SERVICE_NAMES, build_service
+    from shared.settings import Settings
+
+    settings = Settings(
+        database_url="postgresql://desk@postgres/servicedesk",
+        kafka_bootstrap_servers="kafka:9092",
+        topic_prefix="",
+    )
+    merged: dict[str, Any] = {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "servicedesk",
+            "version": "1",
+            "description": (
+                "Every topic servicedesk reads or writes. Events travel as CloudEvents 1.0 "
+                "structured envelopes (key = stream id) with ce_* binary-mode headers."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {"kafka": {"host": "kafka:9092", "protocol": "kafka"}},
+        "channels": {},
+        "operations": {},
+        "components": {"messages": {}, "schemas": {}},
+    }
+    for name in SERVICE_NAMES:
+        spec = yaml.safe_load(build_service(name, settings).app.schema.to_specification().to_yaml())
+        for section in ("channels", "operations"):
+            for key, value in (spec.get(section) or {}).items():
+                value.pop("servers", None)
+                merged[section][key] = value
+        for section in ("messages", "schemas"):
+            for key, value in (spec.get("components", {}).get(section) or {}).items():
+                existing = merged["components"][section].get(key)
+                if existing is not None and existing != value:
+                    raise ValueError(f"two services define {section} {key!r} differently")
+                merged["components"][section][key] = value
+    text: str = yaml.safe_dump(merged, sort_keys=True, allow_unicode=True, width=100)
+    return text
+
+
+def asyncapi(
+    out: Annotated[Path, typer.Option(help="File to write.")] = ASYNCAPI,
+    check: Annotated[bool, typer.Option(help="Only report whether the file is current.")] = False,
+) -> None:
+    """Write the AsyncAPI document of every topic (generated from the FastStream apps)."""
+    wanted = asyncapi_document()
+    current = out.read_text() if out.exists() else None
+    if check:
+        if current != wanted:
+            console.print(f"out of date: {out}")
+        raise typer.Exit(0 if current == wanted else 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(wanted)
+    console.print(f"wrote {out}")

@@ -96,9 +96,10 @@ async def _up(
             if demo:
                 from services.cli.demo import run_demo
 
-                background.append(
-                    loop.create_task(run_demo(ready_settings, rate=demo_rate, stop=stop))
-                )
+                async def demo_traffic() -> None:
+                    await run_demo(ready_settings, rate=demo_rate, stop=stop)
+
+                background.append(loop.create_task(demo_traffic()))
         await stop.wait()
         console.print("[bold]stopping…[/]")
         return 0

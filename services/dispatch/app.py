@@ -10,17 +10,11 @@ EVENTS_TOPIC = "dispatch.events"
 MIGRATIONS = load("dispatch", "services.dispatch")
 
 
-def route(event_type: str) -> str:
-    """Every dispatch event goes to ``dispatch.events``."""
-    return EVENTS_TOPIC
-
-
 def build(settings: Settings) -> Service:
     return Service(
         "dispatch",
         settings,
         description="Classification matrix, routing to groups and agents, the ticket lifecycle.",
-        routes=route,
-        produces=[EVENTS_TOPIC],
+        publishes={EVENTS_TOPIC: []},
         migrations=MIGRATIONS,
     )

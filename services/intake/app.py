@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from services.intake.events import (
+    EVENTS_TOPIC,
+    REJECTIONS_TOPIC,
+    CustomerReplied,
+    RequestRejected,
+    TicketReceived,
+    TicketTriaged,
+)
+from services.intake.handlers import Requests
+from services.intake.storage import TicketIndex
+from services.policy import watch_policy
 from shared.migrations import load
 from shared.service import Service
 from shared.settings import Settings
 
-EVENTS_TOPIC = "intake.events"
 MIGRATIONS = load("intake", "services.intake")
-
-
-def route(event_type: str) -> str:
-    """Every intake event goes to ``intake.events``."""
-    return EVENTS_TOPIC
 
 
 def build(settings: Settings) -> Service:
@@ -20,7 +25,12 @@ def build(settings: Settings) -> Service:
         "intake",
         settings,
         description="Requests from every channel in; numbered, recorded and triaged tickets out.",
-        routes=route,
-        produces=[EVENTS_TOPIC],
+        publishes={
+            EVENTS_TOPIC: [TicketReceived, TicketTriaged, CustomerReplied],
+            # Rejections answer the adapters on their own topic.
+            REJECTIONS_TOPIC: [RequestRejected],
+        },
+        subscriptions=[Requests(watch_policy(settings))],
+        projections=[TicketIndex()],
         migrations=MIGRATIONS,
     )

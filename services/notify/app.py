@@ -10,17 +10,11 @@ EVENTS_TOPIC = "notify.events"
 MIGRATIONS = load("notify", "services.notify")
 
 
-def route(event_type: str) -> str:
-    """Every notify event goes to ``notify.events``."""
-    return EVENTS_TOPIC
-
-
 def build(settings: Settings) -> Service:
     return Service(
         "notify",
         settings,
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
-        routes=route,
-        produces=[EVENTS_TOPIC],
+        publishes={EVENTS_TOPIC: []},
         migrations=MIGRATIONS,
     )

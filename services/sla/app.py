@@ -10,17 +10,11 @@ EVENTS_TOPIC = "sla.events"
 MIGRATIONS = load("sla", "services.sla")
 
 
-def route(event_type: str) -> str:
-    """Every sla event goes to ``sla.events``."""
-    return EVENTS_TOPIC
-
-
 def build(settings: Settings) -> Service:
     return Service(
         "sla",
         settings,
         description="Response-time clocks on business calendars, warnings, escalation ladder.",
-        routes=route,
-        produces=[EVENTS_TOPIC],
+        publishes={EVENTS_TOPIC: []},
         migrations=MIGRATIONS,
     )

@@ -45,6 +45,37 @@ async def test_a_redelivered_message_has_one_effect(settings: Settings, kafka: K
 
 
 @pytest.mark.asyncio
+async def test_consumers_of_one_process_share_the_partitions_and_stop_in_turn(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    settings = settings.replace(consumer_concurrency=2)
+    service = probe.build(settings, port=0, tally=False)
+    async with running(service):
+        runner = service.consumers[0]
+
+        async def split() -> list[set[object]]:
+            return [set(a) for a in runner.assignments]
+
+        first, second = await eventually(split, all, what="both consumers own partitions")
+        assert not first & second
+        assert len(first | second) == settings.topic_partitions
+        for i in range(30):
+            await kafka.publish(probe.COMMANDS, probe.command(f"s-{i}", f"c{i}"), key=f"c{i}")
+
+        async def applied() -> int:
+            return await count(service.pool, "SELECT count(*) FROM events")
+
+        await eventually(applied, lambda n: n == 30)
+    # The rolling stop left the group healthy: the next start joins and goes on.
+    again = probe.build(settings, port=0, tally=False)
+    async with running(again):
+        await kafka.publish(probe.COMMANDS, probe.command("after", "a"), key="a")
+        assert await eventually(
+            lambda: count(again.pool, "SELECT count(*) FROM events"), lambda n: n == 31
+        )
+
+
+@pytest.mark.asyncio
 async def test_a_poison_message_is_dead_lettered_while_other_partitions_flow(
     kafka: KafkaProbe,
 ) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.deadletter import Record
-from shared.kafka import client_options, ensure_topics
+from shared.kafka import client_options, ensure_topics, make_producer
 from shared.settings import Settings
 
 
@@ -48,11 +48,7 @@ class KafkaProbe:
         partition: int | None = None,
     ) -> Any:
         if self._producer is None:
-            self._producer = AIOKafkaProducer(
-                **client_options(self.settings),
-                enable_idempotence=self.settings.kafka_enable_idempotence,
-                linger_ms=1,
-            )
+            self._producer = make_producer(self.settings, client_id="test-probe", linger_ms=1)
             await self._producer.start()
         return await self._producer.send_and_wait(
             self.settings.topic(topic),

@@ -1,4 +1,4 @@
-"""Running a :class:`shared.service.Service` inside the test's event loop."""
+"""Running :class:`shared.service.Service` instances inside the test's event loop."""
 
 from __future__ import annotations
 
@@ -9,17 +9,53 @@ from shared.service import Service
 from tests.support.waiting import eventually
 
 
-@asynccontextmanager
-async def running(service: Service, timeout: float = 60.0) -> AsyncIterator[Service]:
+async def start(service: Service, timeout: float = 60.0) -> Service:
     """Start the service (storage, consumers, relay, workers) and wait until it is ready."""
     await service.app.start()
+    await eventually(
+        service.readiness,
+        lambda checks: all(checks.values()),
+        timeout=timeout,
+        what=f"{service.name} readiness",
+    )
+    return service
+
+
+@asynccontextmanager
+async def running(service: Service, timeout: float = 60.0) -> AsyncIterator[Service]:
+    await start(service, timeout)
     try:
-        await eventually(
-            service.readiness,
-            lambda checks: all(checks.values()),
-            timeout=timeout,
-            what=f"{service.name} readiness",
-        )
         yield service
     finally:
         await service.app.stop()
+
+
+@asynccontextmanager
+async def running_together(*services: Service) -> AsyncIterator[tuple[Service, ...]]:
+    """Several instances of one service, stopped one at a time.
+
+    Each stop waits until the instances still running have taken over the leaver's partitions:
+    the embedded broker wedges a consumer group when a member leaves while the group is still
+    rebalancing after another member left (Apache Kafka does not), and a rolling stop is what
+    production does anyway.
+    """
+    started: list[Service] = []
+    try:
+        for service in services:
+            started.append(await start(service))
+        yield tuple(started)
+    finally:
+        while started:
+            leaving = started.pop()
+            before = {id(r): r.rebalances for s in started for r in s.consumers}
+            await leaving.app.stop()
+            if started:
+                await eventually(
+                    lambda counts=before: _rebalanced_since(started, counts),  # type: ignore[misc]
+                    timeout=30,
+                    what="remaining instances rebalanced",
+                )
+
+
+async def _rebalanced_since(services: list[Service], counts: dict[int, int]) -> bool:
+    return all(r.rebalances > counts[id(r)] for s in services for r in s.consumers)

@@ -1,0 +1,212 @@
+"""intake throughput and latency: request published -> triaged event on Kafka, intake alone.
+
+    python -m bench.intake [--requests 30000] [--steady-rate 2000] [--steady-seconds 10]
+
+intake runs as its own process (as in production). Phase 1 publishes ``--requests`` requests as
+fast as the producer can and measures how fast triaged events come out: ``requests_per_s``.
+Phase 2 offers a steady ``--steady-rate`` and measures each request's latency from publish to
+its triaged event: ``p50_ms``, ``p99_ms`` (with the offered rate, since latency means nothing
+without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench._support import bench_settings, report
+from services.cli.demo import DemoTraffic
+from shared.kafka import client_options, ensure_topics, make_producer
+from shared.local.ports import free_port
+from shared.settings import Settings
+
+INCOMING, EVENTS = "requests.incoming", "intake.events"
+ROOT = Path(__file__).resolve().parents[1]
+TRIAGED = b"servicedesk.ticket.triaged.v1"
+
+
+def requests(count: int, run: str) -> list[tuple[str, bytes]]:
+    traffic = DemoTraffic(seed=42, run=run)
+    out: list[tuple[str, bytes]] = []
+    while len(out) < count:
+        request = traffic.request()
+        request["channel_message_id"] = f"bench-{run}-{len(out)}"
+        out.append(
+            (request["channel_message_id"], json.dumps(request, ensure_ascii=False).encode())
+        )
+    return out
+
+
+class Watcher:
+    """Follows intake.events and notes when each ticket number's triaged event arrived."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.arrived: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **client_options(self.settings), enable_auto_commit=False, fetch_max_wait_ms=10
+        )
+        await consumer.start()
+        topic = self.settings.topic(EVENTS)
+        await consumer._client.force_metadata_update()
+        numbers = consumer.partitions_for_topic(topic) or set()
+        if len(numbers) != self.settings.topic_partitions:
+            raise RuntimeError(f"{topic} has partitions {numbers}")
+        consumer.assign([TopicPartition(topic, p) for p in sorted(numbers)])
+        await consumer.seek_to_end()
+        self._task = asyncio.create_task(self._follow(consumer))
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+                now = time.perf_counter()
+                for records in batch.values():
+                    for record in records:
+                        headers = dict(record.headers)
+                        if headers.get("ce_type") == TRIAGED:
+                            self.arrived[json.loads(record.value)["data"]["number"]] = now
+        finally:
+            await consumer.stop()
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
+        while len(self.arrived) < count:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{len(self.arrived)} of {count} triaged after {timeout}s")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def main(total: int, steady_rate: float, steady_seconds: float, instances: int) -> None:
+    async with bench_settings(intake_port=free_port()) as settings:
+        await ensure_topics(settings, [settings.topic(t) for t in (INCOMING, EVENTS)])
+        intakes = [
+            await start_intake(settings.replace(intake_port=free_port())) for _ in range(instances)
+        ]
+        watcher = Watcher(settings)
+        producer = make_producer(settings, client_id="bench-adapter", max_batch_size=512 * 1024)
+        await producer.start()
+        try:
+            await watcher.start()
+            # Warm up: the consumer group, the pools, the caches.
+            await publish_all(producer, settings, requests(500, "warm"))
+            await watcher.wait_for(500, 120)
+
+            burst = requests(total, "burst")
+            started = time.perf_counter()
+            await publish_all(producer, settings, burst)
+            published = time.perf_counter()
+            await watcher.wait_for(500 + total, 600)
+            finished = max(watcher.arrived.values())
+            throughput = total / (finished - started)
+
+            latencies = await steady(producer, settings, watcher, steady_rate, steady_seconds)
+        finally:
+            await watcher.stop()
+            await producer.stop()
+            for intake in intakes:
+                intake.terminate()
+                await intake.wait()
+    report(
+        {
+            "requests_per_s": round(throughput, 1),
+            "p50_ms": round(statistics.median(latencies), 1),
+            "p99_ms": round(statistics.quantiles(latencies, n=100)[98], 1),
+            "steady_offered_per_s": steady_rate,
+            "steady_requests": len(latencies),
+            "burst_requests": total,
+            "burst_publish_s": round(published - started, 2),
+            "intake_processes": instances,
+        }
+    )
+
+
+async def publish_all(
+    producer: AIOKafkaProducer, settings: Settings, batch: list[tuple[str, bytes]]
+) -> None:
+    topic = settings.topic(INCOMING)
+    sends = [await producer.send(topic, value=v, key=k.encode()) for k, v in batch]
+    await asyncio.gather(*sends)
+
+
+async def steady(
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    watcher: Watcher,
+    rate: float,
+    seconds: float,
+) -> list[float]:
+    """Offer ``rate`` requests/s for ``seconds``; latency of each, publish to triaged, in ms."""
+    topic = settings.topic(INCOMING)
+    batch = requests(int(rate * seconds), "steady")
+    sent_at: dict[str, float] = {}
+    expected = len(watcher.arrived) + len(batch)
+    started = time.perf_counter()
+    for n, (key, value) in enumerate(batch):
+        due = started + n / rate
+        if (wait := due - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        sent_at[key] = time.perf_counter()
+        await producer.send(topic, value=value, key=key.encode())
+    await watcher.wait_for(expected, 300)
+    # Map triaged events back to requests through intake's ticket index.
+    conn = await asyncpg.connect(settings.require_database_url())
+    try:
+        rows = await conn.fetch(
+            "SELECT channel_message_id, number FROM intake.tickets "
+            "WHERE channel_message_id = ANY($1::text[])",
+            list(sent_at),
+        )
+    finally:
+        await conn.close()
+    return [(watcher.arrived[r["number"]] - sent_at[r["channel_message_id"]]) * 1000 for r in rows]
+
+
+async def start_intake(settings: Settings) -> asyncio.subprocess.Process:
+    env = {**settings.environment(), "DESK_LOG_LEVEL": "WARNING", "DESK_LOG_FORMAT": "json"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.intake",
+        env={**os.environ, **env},
+        cwd=ROOT,
+    )
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            try:
+                response = await client.get(f"http://127.0.0.1:{settings.intake_port}/ready")
+                if response.status_code == 200:
+                    return process
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    process.terminate()
+    raise RuntimeError("intake did not become ready")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=30_000)
+    parser.add_argument("--steady-rate", type=float, default=2000)
+    parser.add_argument("--steady-seconds", type=float, default=10)
+    parser.add_argument("--instances", type=int, default=1, help="intake processes")
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.steady_rate, args.steady_seconds, args.instances))

@@ -1,0 +1,122 @@
+"""Events intake records (and publishes): the public contract of ``intake.events`` and
+``requests.rejected``. Other services import this module to read them; nothing else of intake."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
+from shared.events import EventData, event
+
+EVENTS_TOPIC = "intake.events"
+REJECTIONS_TOPIC = "requests.rejected"
+
+
+def ticket_stream(ticket_id: str) -> str:
+    return f"ticket-{ticket_id}"
+
+
+class CustomerDetails(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    customer_id: str | None = None
+    language: str | None = None
+    tier: str | None = None
+
+
+class AttachmentRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    size: int
+    content_type: str
+    url: str
+
+
+@event("servicedesk.ticket.received", version=1)
+class TicketReceived(EventData):
+    """A request was recorded as a new ticket, with everything the customer sent."""
+
+    ticket_id: str
+    number: str
+    channel: Channel
+    channel_message_id: str
+    received_at: datetime
+    customer: CustomerDetails
+    subject: str
+    description: str
+    product_line: str | None = None
+    problem_type: str | None = None
+    priority: Priority
+    language: str
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+
+
+@event("servicedesk.ticket.triaged", version=1)
+class TicketTriaged(EventData):
+    """Preliminary judgement: complexity, category, complaint flag, and why."""
+
+    ticket_id: str
+    number: str
+    complexity: Complexity
+    category: Category
+    complaint: bool
+    complaint_severity: ComplaintSeverity
+    rule: str
+    matched: list[str]
+    reason: str
+    policy_version: str
+    channel: Channel
+    priority: Priority
+    language: str
+    product_line: str | None = None
+    problem_type: str | None = None
+    customer_tier: str | None = None
+    subject: str
+    received_at: datetime
+
+
+@event("servicedesk.ticket.customer_replied", version=1)
+class CustomerReplied(EventData):
+    """The customer wrote again about an existing ticket (``reply_to_ticket``)."""
+
+    ticket_id: str
+    number: str
+    channel: Channel
+    channel_message_id: str
+    received_at: datetime
+    subject: str
+    body: str
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+
+
+class RejectedSource(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@event("servicedesk.request.rejected", version=1)
+class RequestRejected(EventData):
+    """A record on ``requests.incoming`` was not a valid request; nothing was recorded for it."""
+
+    reason: str
+    field: str
+    message: str
+    problems: list[str] = Field(default_factory=list)
+    channel: str | None = None
+    channel_message_id: str | None = None
+    source: RejectedSource
+    original_size: int
+    original_preview: str
+    """The first bytes of the record as text (undecodable bytes replaced)."""
+    original_base64: str
+    """The same first bytes, exactly."""
+    truncated: bool

@@ -1,0 +1,275 @@
+"""intake's consumer: a batch of ``requests.incoming`` records in, tickets and rejections out.
+
+For each record of a poll, in one transaction (the kernel's consumer plumbing): refused records
+become ``RequestRejected`` (published on ``requests.rejected``); new requests get a number and a
+triage and become ``TicketReceived`` + ``TicketTriaged``; replies to a known ticket become
+``CustomerReplied``, replies to an unknown number are refused. A request whose channel message
+was recorded before is absorbed: one channel message, one ticket.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+from prometheus_client import Counter
+
+from services.intake import storage
+from services.intake.contract import Reason, Refusal, Request, read_request
+from services.intake.events import (
+    AttachmentRef,
+    CustomerDetails,
+    CustomerReplied,
+    RejectedSource,
+    RequestRejected,
+    TicketReceived,
+    TicketTriaged,
+    ticket_stream,
+)
+from services.intake.triage import Triage, triage
+from services.policy import Policy
+from shared.consumer import Inbound, Subscription
+from shared.deadletter import Record
+from shared.events import new_event_id
+from shared.eventstore import ANY_VERSION, NO_STREAM
+from shared.logging import get_logger
+from shared.policyfile import PolicyWatch
+from shared.unit_of_work import UnitOfWork
+
+log = get_logger(__name__)
+
+INCOMING_TOPIC = "requests.incoming"
+PREVIEW_BYTES = 4096
+
+OUTCOMES = Counter(
+    "desk_intake_requests_total",
+    "Requests by outcome (ticket, reply, duplicate, rejected) and reason code.",
+    ["outcome", "reason"],
+)
+TICKETS, REPLIES, DUPLICATES = (OUTCOMES.labels(o, "") for o in ("ticket", "reply", "duplicate"))
+
+Incoming = Request | Refusal
+
+
+class Requests(Subscription[Incoming]):
+    """Requests from channel adapters, validated, de-duplicated, numbered and triaged."""
+
+    name = "requests"
+    topics = (INCOMING_TOPIC,)
+    description = (
+        "Requests from channel adapters (phone, chat, email, web, api). Key: channel and "
+        "channel message id. Invalid ones are answered on requests.rejected with a reason code."
+    )
+    payload = Request
+
+    def __init__(self, policy: PolicyWatch[Policy]) -> None:
+        self.policy = policy
+
+    def decode(self, record: Record) -> Incoming:
+        return read_request(record.value)
+
+    def message_id(self, message: Incoming, record: Record) -> str:
+        if isinstance(message, Request):
+            return message.key
+        return f"refused:{record.coordinates}"
+
+    def log_context(self, message: Incoming) -> dict[str, object]:
+        if isinstance(message, Request) and message.reply_to_ticket:
+            return {"ticket_number": message.reply_to_ticket}
+        return {}
+
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Incoming]]) -> None:
+        policy, version = self.policy.current()
+        requests = [m for m in messages if isinstance(m.message, Request)]
+        keys = [
+            (m.message.channel, m.message.channel_message_id)
+            for m in requests
+            if isinstance(m.message, Request)
+        ]
+        known = await storage.known_messages(uow.conn, keys)
+        new: list[Inbound[Request]] = []
+        replies: list[Inbound[Request]] = []
+        for inbound in requests:
+            request = inbound.message
+            assert isinstance(request, Request)
+            if (request.channel, request.channel_message_id) in known:
+                DUPLICATES.inc()
+                continue
+            (replies if request.reply_to_ticket else new).append(inbound)  # type: ignore[arg-type]
+
+        numbers = await self._record_tickets(uow, new, policy, version)
+        await self._record_replies(uow, replies, numbers)
+        for inbound in messages:
+            if isinstance(inbound.message, Refusal):
+                self._reject(uow, inbound.record, inbound.message)
+
+    async def _record_tickets(
+        self, uow: UnitOfWork, new: list[Inbound[Request]], policy: Policy, version: str
+    ) -> dict[str, str]:
+        """Number, triage and record new tickets; return number -> ticket id for this batch."""
+        zone = policy.numbering.zone
+        years = [m.message.received_at.astimezone(zone).year for m in new]
+        counters = await storage.allocate_numbers(uow.conn, years)
+        numbered: dict[str, str] = {}
+        for inbound, year in zip(new, years, strict=True):
+            request = inbound.message
+            number = format_number(policy, year, counters[year].pop(0))
+            ticket_id = str(new_event_id())
+            result = triage(request, policy.triage, version)
+            numbered[number] = ticket_id
+            uow.record(
+                ticket_stream(ticket_id),
+                [
+                    received(ticket_id, number, request, result.language),
+                    triaged(ticket_id, number, request, result),
+                ],
+                expected_version=NO_STREAM,
+                correlation_id=ticket_id,
+                subject=ticket_id,
+            )
+            log.info(
+                "ticket recorded",
+                ticket_id=ticket_id,
+                ticket_number=number,
+                channel=request.channel,
+                complexity=result.complexity,
+                category=result.category,
+                reason=result.reason,
+            )
+        TICKETS.inc(len(new))
+        return numbered
+
+    async def _record_replies(
+        self, uow: UnitOfWork, replies: list[Inbound[Request]], in_batch: dict[str, str]
+    ) -> None:
+        wanted = [m.message.reply_to_ticket for m in replies if m.message.reply_to_ticket]
+        tickets = {**await storage.tickets_by_number(uow.conn, wanted), **in_batch}
+        for inbound in replies:
+            request = inbound.message
+            number = request.reply_to_ticket or ""
+            ticket_id = tickets.get(number)
+            if ticket_id is None:
+                refusal = Refusal(
+                    Reason.UNKNOWN_REPLY_TICKET,
+                    "reply_to_ticket",
+                    f"no ticket numbered {number}",
+                    channel=request.channel,
+                    channel_message_id=request.channel_message_id,
+                )
+                self._reject(uow, inbound.record, refusal)
+                continue
+            reply = CustomerReplied(
+                ticket_id=ticket_id,
+                number=number,
+                channel=request.channel,
+                channel_message_id=request.channel_message_id,
+                received_at=request.received_at,
+                subject=request.subject,
+                body=request.description,
+                attachments=_attachments(request),
+            )
+            uow.record(
+                ticket_stream(ticket_id),
+                [reply],
+                expected_version=ANY_VERSION,
+                correlation_id=ticket_id,
+                subject=ticket_id,
+            )
+            REPLIES.inc()
+
+    def _reject(self, uow: UnitOfWork, record: Record, refusal: Refusal) -> None:
+        preview = record.value[:PREVIEW_BYTES]
+        rejected = RequestRejected(
+            reason=refusal.reason,
+            field=refusal.field,
+            message=refusal.message,
+            problems=list(refusal.problems[:20]),
+            channel=refusal.channel,
+            channel_message_id=refusal.channel_message_id,
+            source=RejectedSource(
+                topic=record.topic, partition=record.partition, offset=record.offset
+            ),
+            original_size=len(record.value),
+            original_preview=preview.decode("utf-8", "replace").replace("\x00", "\ufffd"),
+            original_base64=base64.b64encode(preview).decode(),
+            truncated=len(record.value) > PREVIEW_BYTES,
+        )
+        uow.record(
+            f"rejection-{record.topic}-{record.partition}-{record.offset}",
+            [rejected],
+            expected_version=ANY_VERSION,
+            correlation_id=str(new_event_id()),
+        )
+        OUTCOMES.labels("rejected", refusal.reason).inc()
+        log.warning(
+            "request rejected",
+            reason=refusal.reason,
+            field=refusal.field,
+            detail=refusal.message[:200],
+            channel=refusal.channel,
+            channel_message_id=refusal.channel_message_id,
+            record=record.coordinates,
+        )
+
+
+def format_number(policy: Policy, year: int, counter: int) -> str:
+    """``REQ-2026-000123``: readable, and unique because each year's counter is a PostgreSQL
+    sequence."""
+    numbering = policy.numbering
+    return f"{numbering.prefix}-{year}-{counter:0{numbering.digits}d}"
+
+
+def received(ticket_id: str, number: str, request: Request, language: str) -> TicketReceived:
+    customer = request.customer
+    return TicketReceived(
+        ticket_id=ticket_id,
+        number=number,
+        channel=request.channel,
+        channel_message_id=request.channel_message_id,
+        received_at=request.received_at,
+        customer=CustomerDetails(
+            name=customer.name,
+            email=customer.email,
+            phone=customer.phone,
+            customer_id=customer.customer_id,
+            language=customer.language,
+            tier=customer.tier,
+        ),
+        subject=request.subject,
+        description=request.description,
+        product_line=request.product_line,
+        problem_type=request.problem_type,
+        priority=request.priority,
+        language=language,
+        attachments=_attachments(request),
+    )
+
+
+def triaged(ticket_id: str, number: str, request: Request, result: Triage) -> TicketTriaged:
+    return TicketTriaged(
+        ticket_id=ticket_id,
+        number=number,
+        complexity=result.complexity,
+        category=result.category,
+        complaint=result.complaint,
+        complaint_severity=result.complaint_severity,
+        rule=result.rule,
+        matched=list(result.matched),
+        reason=result.reason,
+        policy_version=result.policy_version,
+        channel=request.channel,
+        priority=request.priority,
+        language=result.language,
+        product_line=request.product_line,
+        problem_type=request.problem_type,
+        customer_tier=request.customer.tier,
+        subject=request.subject,
+        received_at=request.received_at,
+    )
+
+
+def _attachments(request: Request) -> list[AttachmentRef]:
+    return [
+        AttachmentRef(name=a.name, size=a.size, content_type=a.content_type, url=a.url)
+        for a in request.attachments
+    ]

@@ -1,0 +1,44 @@
+"""The system's policy file: one YAML document, a section per concern.
+
+``triage`` and ``numbering`` (intake), later ``directory`` and ``routing`` (dispatch), ``sla``
+(sla) and ``notifications`` (notify). Every service validates the whole document at start, so a
+mistake anywhere stops the system with the line and field instead of surprising it later; each
+then reads its own section. ``desk policy check FILE`` runs the same validation.
+
+The shipped default (``default.yaml``) encodes ``../shared/brief/sop.md``: every figure in it is
+a default a deployment changes here, never in code.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from services.policy.triage import NumberingPolicy, TriagePolicy
+from shared.policyfile import PolicyWatch
+from shared.settings import Settings
+
+__all__ = ["DEFAULT_POLICY", "Policy", "policy_path", "watch_policy"]
+
+
+class Policy(BaseModel):
+    """The whole policy document."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    numbering: NumberingPolicy = NumberingPolicy()
+    triage: TriagePolicy
+
+
+DEFAULT_POLICY = Path(str(files("services.policy").joinpath("default.yaml")))
+
+
+def policy_path(settings: Settings) -> Path:
+    return settings.policy_file or DEFAULT_POLICY
+
+
+def watch_policy(settings: Settings) -> PolicyWatch[Policy]:
+    """The policy, reloaded when its file changes (an invalid edit is refused and logged)."""
+    return PolicyWatch(policy_path(settings), Policy)

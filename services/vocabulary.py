@@ -1,0 +1,32 @@
+"""The words of the process (``../shared/brief/sop.md``) that every service and the policy share."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Channel = Literal["phone", "chat", "email", "web", "api"]
+"""Where a request came in."""
+
+Priority = Literal["low", "normal", "high", "urgent"]
+"""How urgent the customer (or the adapter) says it is; queues serve higher first."""
+
+Complexity = Literal["simple", "general", "complex"]
+"""Preliminary judgement at intake: simple inquiry, general fault, complex problem."""
+
+Category = Literal["inquiry", "fault", "problem", "complaint"]
+"""What kind of request it is; complaints are a category of their own with their own targets."""
+
+ComplaintSeverity = Literal["none", "ordinary", "major"]
+"""Major complaints go to a director; ordinary ones stay with customer service."""
+
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+COMPLEXITIES: tuple[Complexity, ...] = get_args(Complexity)
+PRIORITY_RANK: dict[Priority, int] = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+"""Queue order: lower rank is served first."""
+
+CATEGORY_OF: dict[Complexity, Category] = {
+    "simple": "inquiry",
+    "general": "fault",
+    "complex": "problem",
+}

@@ -1,0 +1,182 @@
+"""Requests for intake tests: a valid one to start from, and the table of bad ones."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from typing import Any
+
+
+def valid(message_id: str = "m-1", **changes: Any) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "channel": "email",
+        "channel_message_id": message_id,
+        "received_at": "2026-11-20T09:30:00+08:00",
+        "customer": {"name": "王芳", "email": "wang.fang@example.com", "language": "zh-CN"},
+        "subject": "打印机卡纸",
+        "description": "三楼的打印机一直卡纸，无法打印。",
+        "product_line": "printer",
+    }
+    request.update(changes)
+    return request
+
+
+def encode(request: dict[str, Any]) -> bytes:
+    return json.dumps(request, ensure_ascii=False).encode()
+
+
+def _with(change: Callable[[dict[str, Any]], None]) -> bytes:
+    request = copy.deepcopy(valid("bad"))
+    change(request)
+    return encode(request)
+
+
+def _deep(levels: int) -> bytes:
+    return b'{"channel": "email", "x": ' + b"[" * levels + b"]" * levels + b"}"
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(request: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = request
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return change
+
+
+def _drop(path: str) -> Callable[[dict[str, Any]], None]:
+    def change(request: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node = request
+        for key in parents:
+            node = node[key]
+        del node[last]
+
+    return change
+
+
+ATTACHMENT = {
+    "name": "photo.jpg",
+    "size": 1024,
+    "content_type": "image/jpeg",
+    "url": "https://files/x",
+}
+
+BAD_INPUTS: list[tuple[str, bytes, str, str]] = [
+    # (case, bytes, expected reason code, expected field)
+    ("invalid JSON", b'{"channel": "email",', "invalid_json", ""),
+    ("not UTF-8", b'{"channel": "\xff\xfe"}', "invalid_encoding", ""),
+    ("a JSON array", b"[1, 2, 3]", "not_an_object", ""),
+    ("a JSON string", b'"hello"', "not_an_object", ""),
+    ("empty body", b"", "invalid_json", ""),
+    ("deep nesting", _deep(50), "too_deep", ""),
+    ("pathological nesting", _deep(100_000), "too_deep", ""),
+    ("NUL byte", encode(valid("bad")).replace("卡纸".encode(), b"\x00"), "nul_character", ""),
+    ("escaped NUL", _with(_set("description", "a\u0000b")), "nul_character", "description"),
+    (
+        "lone surrogate",
+        encode(valid("bad")).replace("卡纸".encode(), b"\\ud83d"),
+        "invalid_unicode",
+        "subject",
+    ),
+    (
+        "whole message too large",
+        _with(_set("customer.customer_id", "x" * (300 * 1024))),
+        "message_too_large",
+        "",
+    ),
+    ("missing channel", _with(_drop("channel")), "missing_field", "channel"),
+    ("missing subject", _with(_drop("subject")), "missing_field", "subject"),
+    ("missing customer name", _with(_drop("customer.name")), "missing_field", "customer.name"),
+    ("missing received_at", _with(_drop("received_at")), "missing_field", "received_at"),
+    ("unknown channel", _with(_set("channel", "fax")), "unknown_channel", "channel"),
+    ("channel of wrong type", _with(_set("channel", 7)), "unknown_channel", "channel"),
+    ("subject of wrong type", _with(_set("subject", ["a"])), "wrong_type", "subject"),
+    ("customer of wrong type", _with(_set("customer", "王芳")), "wrong_type", "customer"),
+    (
+        "attachment size as text",
+        _with(_set("attachments", [{**ATTACHMENT, "size": "1kb"}])),
+        "wrong_type",
+        "attachments[0].size",
+    ),
+    ("blank subject", _with(_set("subject", "   ")), "blank_field", "subject"),
+    (
+        "subject over 300 characters",
+        _with(_set("subject", "字" * 301)),
+        "subject_too_long",
+        "subject",
+    ),
+    (
+        "description over 32 KiB",
+        _with(_set("description", "字" * 11_000)),
+        "description_too_long",
+        "description",
+    ),
+    (
+        "customer name over 200 characters",
+        _with(_set("customer.name", "王" * 201)),
+        "field_too_long",
+        "customer.name",
+    ),
+    ("no contact method", _with(_drop("customer.email")), "no_contact_method", "customer"),
+    (
+        "invalid e-mail",
+        _with(_set("customer.email", "not-an-address")),
+        "invalid_email",
+        "customer.email",
+    ),
+    ("invalid phone", _with(_set("customer.phone", "call me")), "invalid_phone", "customer.phone"),
+    (
+        "invalid language",
+        _with(_set("customer.language", "chinese!")),
+        "invalid_language",
+        "customer.language",
+    ),
+    (
+        "received_at without zone",
+        _with(_set("received_at", "2026-11-20T09:30:00")),
+        "invalid_received_at",
+        "received_at",
+    ),
+    (
+        "received_at not a time",
+        _with(_set("received_at", "yesterday")),
+        "invalid_received_at",
+        "received_at",
+    ),
+    ("unknown priority", _with(_set("priority", "asap")), "invalid_priority", "priority"),
+    ("unknown field", _with(_set("sender_ip", "10.0.0.1")), "unknown_field", "sender_ip"),
+    (
+        "attachment with bytes",
+        _with(_set("attachments", [{**ATTACHMENT, "content": "AAAA"}])),
+        "attachment_bytes_not_allowed",
+        "attachments[0]",
+    ),
+    (
+        "too many attachments",
+        _with(_set("attachments", [ATTACHMENT] * 21)),
+        "too_many_attachments",
+        "attachments",
+    ),
+    (
+        "attachment without url scheme",
+        _with(_set("attachments", [{**ATTACHMENT, "url": "x"}])),
+        "invalid_attachment",
+        "attachments[0].url",
+    ),
+    (
+        "malformed reply number",
+        _with(_set("reply_to_ticket", "ticket 42")),
+        "invalid_ticket_number",
+        "reply_to_ticket",
+    ),
+    (
+        "reply to an unknown ticket",
+        _with(_set("reply_to_ticket", "REQ-2026-999999")),
+        "unknown_reply_ticket",
+        "reply_to_ticket",
+    ),
+]

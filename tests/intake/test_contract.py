@@ -1,0 +1,59 @@
+"""The adapter contract, validated in-process (the same table runs through Kafka in
+test_intake.py)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from services.intake.contract import Reason, Refusal, Request, read_request
+from tests.intake.requests import BAD_INPUTS, encode, valid
+
+
+def test_a_valid_request_is_read_and_normalised() -> None:
+    decomposed = unicodedata.normalize("NFD", "Café")
+    request = read_request(
+        encode(
+            valid(
+                subject=f"  {decomposed} printer  ",
+                customer={"name": "Zoë", "phone": "+86 (21) 5555-0100", "email": "A@B.CN"},
+                priority="high",
+                product_line="Printer",
+            )
+        )
+    )
+    assert isinstance(request, Request)
+    assert request.subject == "Café printer"
+    assert unicodedata.is_normalized("NFC", request.subject)
+    assert request.customer.phone == "+862155550100"
+    assert request.customer.email == "a@b.cn"
+    assert request.product_line == "printer"
+    assert request.key == "email:m-1"
+
+
+@pytest.mark.parametrize(
+    ("case", "raw", "reason", "field"), BAD_INPUTS, ids=[case for case, *_ in BAD_INPUTS]
+)
+def test_each_bad_input_is_refused_with_its_reason(
+    case: str, raw: bytes, reason: str, field: str
+) -> None:
+    if reason == Reason.UNKNOWN_REPLY_TICKET:
+        assert isinstance(read_request(raw), Request), "valid in shape; only intake knows"
+        return
+    refusal = read_request(raw)
+    assert isinstance(refusal, Refusal), case
+    assert (refusal.reason, refusal.field) == (reason, field), refusal
+    assert refusal.message
+
+
+def test_the_table_covers_at_least_25_cases_and_every_reason() -> None:
+    assert len(BAD_INPUTS) >= 25
+    covered = {reason for _, _, reason, _ in BAD_INPUTS}
+    assert Reason.all() == covered
+
+
+def test_a_refusal_keeps_the_identity_it_could_read() -> None:
+    refusal = read_request(encode(valid("m-77", channel="email", priority="asap")))
+    assert isinstance(refusal, Refusal)
+    assert (refusal.channel, refusal.channel_message_id) == ("email", "m-77")

@@ -1,0 +1,193 @@
+"""intake end to end: real broker, real PostgreSQL, the service running."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from services.intake.app import build
+from shared.deadletter import Record
+from shared.settings import Settings
+from tests.intake.requests import BAD_INPUTS, encode, valid
+from tests.support.kafka import KafkaProbe
+from tests.support.services import running, running_together
+from tests.support.waiting import eventually
+
+INCOMING, EVENTS, REJECTED = "requests.incoming", "intake.events", "requests.rejected"
+
+
+def data(record: Record) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(record.value)["data"]
+    return value
+
+
+def of_type(name: str) -> Any:
+    return lambda r: r.header("ce_type") == f"servicedesk.ticket.{name}.v1"
+
+
+@pytest.mark.asyncio
+async def test_a_request_becomes_a_numbered_received_and_triaged_ticket(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    async with running(build(settings)):
+        await kafka.publish(INCOMING, encode(valid("m-1")), key="email:m-1")
+        received, triaged = await kafka.await_records(
+            EVENTS, lambda r: r.header("ce_type") != "", count=2
+        )
+    assert received.header("ce_type") == "servicedesk.ticket.received.v1"
+    assert triaged.header("ce_type") == "servicedesk.ticket.triaged.v1"
+    ticket, triage = data(received), data(triaged)
+    assert re.fullmatch(r"REQ-2026-\d{6}", ticket["number"])
+    assert ticket["number"] == triage["number"] == "REQ-2026-000001"
+    assert ticket["channel"] == "email"
+    assert ticket["customer"]["email"] == "wang.fang@example.com"
+    assert ticket["description"] == "三楼的打印机一直卡纸，无法打印。"
+    assert (triage["complexity"], triage["category"], triage["rule"]) == (
+        "general",
+        "fault",
+        "hardware-fault",
+    )
+    assert triage["policy_version"].startswith("sha256:")
+    assert received.key == triaged.key == f"ticket-{ticket['ticket_id']}".encode()
+    assert received.header("ce_subject") == ticket["ticket_id"]
+
+
+@pytest.mark.asyncio
+async def test_the_same_request_three_times_and_to_two_instances_is_one_ticket(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    first, second = build(settings), build(settings)
+    async with running_together(first, second):
+        # An adapter retrying, and one that forgot the key: copies land on every partition,
+        # so both instances get one at the same time.
+        raw = encode(valid("dup-1"))
+        for partition in (0, 1, 2):
+            await kafka.publish(INCOMING, raw, partition=partition)
+        await kafka.publish(INCOMING, raw, key="email:dup-1")
+        await kafka.publish(INCOMING, encode(valid("other")), key="email:other")
+
+        received = await kafka.await_records(EVENTS, of_type("received"), count=2)
+        await kafka.all_records(INCOMING)
+        everything = await kafka.all_records(EVENTS)
+        tickets = await first.pool.fetch("SELECT channel_message_id, number FROM tickets")
+    ids = sorted(data(r)["channel_message_id"] for r in everything if of_type("received")(r))
+    assert ids == ["dup-1", "other"]
+    assert len(received) == 2
+    assert sorted(t["channel_message_id"] for t in tickets) == ["dup-1", "other"]
+
+
+@pytest.mark.asyncio
+async def test_numbers_are_unique_across_instances_and_restarts(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    first, second = build(settings), build(settings)
+    async with running_together(first, second):
+        for i in range(60):
+            await kafka.publish(INCOMING, encode(valid(f"n-{i}")), partition=i % 3)
+        await kafka.await_records(EVENTS, of_type("received"), count=60)
+    async with running(build(settings)):
+        await kafka.publish(INCOMING, encode(valid("after-restart")), key="x")
+        await kafka.await_records(EVENTS, of_type("received"), count=61)
+    received = [data(r) for r in await kafka.all_records(EVENTS) if of_type("received")(r)]
+    numbers = [int(r["number"].split("-")[2]) for r in received]
+    assert len(numbers) == len(set(numbers)) == 61
+    after = next(
+        n
+        for r, n in zip(received, numbers, strict=True)
+        if r["channel_message_id"] == "after-restart"
+    )
+    assert after == max(numbers), "a restart continues the count, it never starts over"
+    assert all(r["number"].startswith("REQ-2026-") for r in received)
+
+
+@pytest.mark.asyncio
+async def test_the_year_of_a_number_is_the_policys_local_year(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    async with running(build(settings)):
+        # 2026-12-31 17:30 UTC is already 2027 in Shanghai, the default policy's time zone.
+        await kafka.publish(INCOMING, encode(valid("ny", received_at="2026-12-31T17:30:00Z")))
+        await kafka.publish(INCOMING, encode(valid("old", received_at="2026-12-31T15:30:00Z")))
+        records = await kafka.await_records(EVENTS, of_type("received"), count=2)
+    numbers = {data(r)["channel_message_id"]: data(r)["number"] for r in records}
+    assert numbers == {"ny": "REQ-2027-000001", "old": "REQ-2026-000001"}
+
+
+@pytest.mark.asyncio
+async def test_a_reply_to_a_known_ticket_is_recorded_on_that_ticket(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    service = build(settings)
+    async with running(service):
+        await kafka.publish(INCOMING, encode(valid("orig")), key="email:orig")
+        [received] = await kafka.await_records(EVENTS, of_type("received"))
+        number = data(received)["number"]
+        reply = valid(
+            "reply-1", subject="Re: 打印机卡纸", description="还是不行", reply_to_ticket=number
+        )
+        await kafka.publish(INCOMING, encode(reply), key="email:reply-1")
+        await kafka.publish(INCOMING, encode(reply), key="email:reply-1")  # redelivered
+        [replied] = await kafka.await_records(EVENTS, of_type("customer_replied"))
+        await kafka.all_records(INCOMING)
+        replies = await service.pool.fetchval(
+            "SELECT replies FROM tickets WHERE number = $1", number
+        )
+    assert data(replied)["ticket_id"] == data(received)["ticket_id"]
+    assert data(replied)["body"] == "还是不行"
+    assert replied.key == received.key
+    assert replies == 1
+
+
+@pytest.mark.asyncio
+async def test_every_bad_input_is_rejected_with_its_reason_and_the_next_request_goes_through(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    service = build(settings)
+    async with running(service):
+        for _, raw, _, _ in BAD_INPUTS:
+            await kafka.publish(INCOMING, raw, partition=0)
+        await kafka.publish(INCOMING, encode(valid("good-after-bad")), partition=0)
+
+        rejected = await kafka.await_records(REJECTED, lambda r: True, count=len(BAD_INPUTS))
+        [ticket] = await kafka.await_records(EVENTS, of_type("received"))
+        assert all((await service.readiness()).values())
+    by_offset = {data(r)["source"]["offset"]: data(r) for r in rejected}
+    assert len(by_offset) == len(BAD_INPUTS)
+    for offset, (case, raw, reason, field) in enumerate(BAD_INPUTS):
+        got = by_offset[offset]
+        assert (got["reason"], got["field"]) == (reason, field), case
+        assert got["original_size"] == len(raw)
+        assert got["truncated"] == (len(raw) > 4096)
+        assert got["source"]["topic"] == settings.topic(INCOMING)
+    assert data(ticket)["channel_message_id"] == "good-after-bad"
+    unknown_reply = next(d for d in by_offset.values() if d["reason"] == "unknown_reply_ticket")
+    assert unknown_reply["channel_message_id"] == "bad"
+    assert "REQ-2026-999999" in unknown_reply["message"]
+
+
+@pytest.mark.asyncio
+async def test_the_ticket_index_rebuilds_from_events(settings: Settings, kafka: KafkaProbe) -> None:
+    from shared.projection import rebuild
+
+    service = build(settings)
+    async with running(service):
+        for i in range(12):
+            await kafka.publish(INCOMING, encode(valid(f"r-{i}")), key=f"email:r-{i}")
+        [first] = await kafka.await_records(
+            EVENTS, lambda r: data(r).get("channel_message_id") == "r-0"
+        )
+        reply = valid("r-reply", reply_to_ticket=data(first)["number"])
+        await kafka.publish(INCOMING, encode(reply))
+        await kafka.await_records(EVENTS, of_type("customer_replied"))
+
+        async def snapshot() -> list[Any]:
+            rows = await service.pool.fetch("SELECT * FROM tickets ORDER BY number")
+            return [dict(r) for r in rows]
+
+        live = await eventually(snapshot, lambda rows: len(rows) == 12)
+        async with service.pool.acquire() as conn:
+            await rebuild(conn, service.store, service.projections[0])
+        assert await snapshot() == live
