@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -14,11 +15,17 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from shared.database import create_database, drop_database, with_database
+from shared.kafka import client_options
 from shared.local.broker import EMBEDDED_BROKER_SETTINGS
 from shared.local.infrastructure import start_infrastructure
 from shared.logging import configure_logging
-from shared.settings import Settings
+from shared.settings import ServiceName, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @asynccontextmanager
@@ -72,3 +79,71 @@ class Stopwatch:
 
     def rate(self, count: int) -> float:
         return round(count / self.seconds, 1)
+
+
+class Watcher:
+    """Follows a topic from its end and notes when each ticket's event of a type arrived."""
+
+    def __init__(self, settings: Settings, topic: str, event_type: str) -> None:
+        self.settings = settings
+        self.topic = settings.topic(topic)
+        self.event_type = event_type.encode()
+        self.arrived: dict[str, float] = {}
+        """Ticket number -> arrival (perf_counter)."""
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **client_options(self.settings), enable_auto_commit=False, fetch_max_wait_ms=10
+        )
+        await consumer.start()
+        await consumer._client.force_metadata_update()
+        numbers = consumer.partitions_for_topic(self.topic) or set()
+        if len(numbers) != self.settings.topic_partitions:
+            raise RuntimeError(f"{self.topic} has partitions {numbers}")
+        consumer.assign([TopicPartition(self.topic, p) for p in sorted(numbers)])
+        await consumer.seek_to_end()
+        self._task = asyncio.create_task(self._follow(consumer))
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100, max_records=5000)
+                now = time.perf_counter()
+                for records in batch.values():
+                    for record in records:
+                        if dict(record.headers).get("ce_type") == self.event_type:
+                            self.arrived[json.loads(record.value)["data"]["number"]] = now
+        finally:
+            await consumer.stop()
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
+        while len(self.arrived) < count:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{len(self.arrived)} of {count} arrived after {timeout}s")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def start_service(name: ServiceName, settings: Settings) -> asyncio.subprocess.Process:
+    """A service as its own process (as in production), ready."""
+    env = {**settings.environment(), "DESK_LOG_LEVEL": "WARNING", "DESK_LOG_FORMAT": "json"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"services.{name}", env={**os.environ, **env}, cwd=ROOT
+    )
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            try:
+                response = await client.get(f"http://127.0.0.1:{settings.port_of(name)}/ready")
+                if response.status_code == 200:
+                    return process
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    process.terminate()
+    raise RuntimeError(f"{name} did not become ready")

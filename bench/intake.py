@@ -14,25 +14,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import asyncpg
-import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from bench._support import bench_settings, report
+from bench._support import Watcher, bench_settings, report, start_service
 from services.cli.demo import DemoTraffic
-from shared.kafka import client_options, ensure_topics, make_producer
+from shared.kafka import ensure_topics, make_producer
 from shared.local.ports import free_port
 from shared.settings import Settings
 
 INCOMING, EVENTS = "requests.incoming", "intake.events"
-ROOT = Path(__file__).resolve().parents[1]
-TRIAGED = b"servicedesk.ticket.triaged.v1"
+TRIAGED = "servicedesk.ticket.triaged.v1"
 
 
 def requests(count: int, run: str) -> list[tuple[str, bytes]]:
@@ -47,61 +42,14 @@ def requests(count: int, run: str) -> list[tuple[str, bytes]]:
     return out
 
 
-class Watcher:
-    """Follows intake.events and notes when each ticket number's triaged event arrived."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.arrived: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            **client_options(self.settings), enable_auto_commit=False, fetch_max_wait_ms=10
-        )
-        await consumer.start()
-        topic = self.settings.topic(EVENTS)
-        await consumer._client.force_metadata_update()
-        numbers = consumer.partitions_for_topic(topic) or set()
-        if len(numbers) != self.settings.topic_partitions:
-            raise RuntimeError(f"{topic} has partitions {numbers}")
-        consumer.assign([TopicPartition(topic, p) for p in sorted(numbers)])
-        await consumer.seek_to_end()
-        self._task = asyncio.create_task(self._follow(consumer))
-
-    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=100, max_records=5000)
-                now = time.perf_counter()
-                for records in batch.values():
-                    for record in records:
-                        headers = dict(record.headers)
-                        if headers.get("ce_type") == TRIAGED:
-                            self.arrived[json.loads(record.value)["data"]["number"]] = now
-        finally:
-            await consumer.stop()
-
-    async def wait_for(self, count: int, timeout: float) -> None:
-        deadline = time.perf_counter() + timeout
-        while len(self.arrived) < count:
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"{len(self.arrived)} of {count} triaged after {timeout}s")
-            await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
 async def main(total: int, steady_rate: float, steady_seconds: float, instances: int) -> None:
     async with bench_settings(intake_port=free_port()) as settings:
         await ensure_topics(settings, [settings.topic(t) for t in (INCOMING, EVENTS)])
         intakes = [
-            await start_intake(settings.replace(intake_port=free_port())) for _ in range(instances)
+            await start_service("intake", settings.replace(intake_port=free_port()))
+            for _ in range(instances)
         ]
-        watcher = Watcher(settings)
+        watcher = Watcher(settings, EVENTS, TRIAGED)
         producer = make_producer(settings, client_id="bench-adapter", max_batch_size=512 * 1024)
         await producer.start()
         try:
@@ -178,28 +126,6 @@ async def steady(
     finally:
         await conn.close()
     return [(watcher.arrived[r["number"]] - sent_at[r["channel_message_id"]]) * 1000 for r in rows]
-
-
-async def start_intake(settings: Settings) -> asyncio.subprocess.Process:
-    env = {**settings.environment(), "DESK_LOG_LEVEL": "WARNING", "DESK_LOG_FORMAT": "json"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.intake",
-        env={**os.environ, **env},
-        cwd=ROOT,
-    )
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):
-            try:
-                response = await client.get(f"http://127.0.0.1:{settings.intake_port}/ready")
-                if response.status_code == 200:
-                    return process
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    process.terminate()
-    raise RuntimeError("intake did not become ready")
 
 
 if __name__ == "__main__":

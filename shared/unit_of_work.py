@@ -44,13 +44,15 @@ class UnitOfWork:
         expected_version: int | None,
         cause: Envelope | None = None,
         correlation_id: str | None = None,
+        causation_id: str | None = None,
         subject: str | None = None,
     ) -> None:
         """Queue events for ``stream_id``; they are appended when the handler returns.
 
-        ``cause`` is the message being handled: its id becomes the causation id and its
-        correlation id is carried on. Recording twice for one stream in one unit of work
-        continues from the first record (the second ``expected_version`` must follow it).
+        ``cause`` is the event being handled: its id becomes the causation id and its
+        correlation id is carried on. Without one (a command, a request), ``correlation_id`` and
+        ``causation_id`` say it. Recording twice for one stream in one unit of work continues
+        from the first record (the second ``expected_version`` must follow it).
         """
         if cause is not None:
             correlation = cause.correlationid
@@ -58,7 +60,7 @@ class UnitOfWork:
         else:
             if correlation_id is None:
                 raise ValueError("an event needs a cause or a correlation id")
-            correlation, causation = correlation_id, None
+            correlation, causation = correlation_id, causation_id
         pending = [
             PendingEvent(
                 data=data,

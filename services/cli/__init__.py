@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import demo, dlq, docs, policy, run
+from services.cli import demo, dlq, docs, policy, run, tickets
 
 app = typer.Typer(
     name="desk",
@@ -22,6 +22,7 @@ app = typer.Typer(
 run.register(app)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
+app.add_typer(tickets.app, name="ticket")
 docs.register(app)
 app.command()(demo.demo)
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from services.policy.dispatch import DirectoryPolicy, RoutingPolicy, check_routing
 from services.policy.triage import NumberingPolicy, TriagePolicy
 from shared.policyfile import PolicyWatch
 from shared.settings import Settings
@@ -30,6 +31,15 @@ class Policy(BaseModel):
 
     numbering: NumberingPolicy = NumberingPolicy()
     triage: TriagePolicy
+    directory: DirectoryPolicy
+    routing: RoutingPolicy
+
+    @model_validator(mode="after")
+    def _sections_agree(self) -> Policy:
+        problems = check_routing(self.directory, self.routing)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 DEFAULT_POLICY = Path(str(files("services.policy").joinpath("default.yaml")))

@@ -1,0 +1,181 @@
+"""``desk ticket show NUMBER``: one ticket's whole story, across every service's events, in order.
+
+Each service keeps its own events; the ticket is their common ``subject``. The timeline reads
+each schema's events about the ticket and merges them by time (then by service, in the order a
+request travels: intake, dispatch, sla, notify; then by position), and says each one in a line:
+what happened, who did it, and why — the rule, the policy version, the cause.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from services.cli.context import console, fail, load_settings, run_async
+from shared.database import Connection, connect
+from shared.settings import SERVICE_NAMES
+
+app = typer.Typer(help="Tickets: their whole story.", no_args_is_help=True)
+
+
+@dataclass(frozen=True)
+class Entry:
+    time: datetime
+    service: str
+    position: int
+    type: str
+    data: dict[str, Any]
+    event_id: str
+    causation_id: str | None
+
+    @property
+    def what(self) -> str:
+        return self.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
+
+    def summary(self) -> str:
+        describe = _SUMMARIES.get(self.what)
+        return describe(self.data) if describe else _generic(self.data)
+
+
+async def find_ticket(conn: Connection, number: str) -> str | None:
+    """The ticket id of a number, from the ticket index of intake (or of dispatch)."""
+    for schema in ("intake", "dispatch"):
+        if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.tickets") is None:
+            continue
+        found = await conn.fetchval(
+            f"SELECT ticket_id::text FROM {schema}.tickets WHERE number = $1", number
+        )
+        if found:
+            return str(found)
+    return None
+
+
+async def timeline(conn: Connection, ticket_id: str) -> list[Entry]:
+    entries: list[Entry] = []
+    for rank, schema in enumerate(SERVICE_NAMES):
+        if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.events") is None:
+            continue
+        rows = await conn.fetch(
+            f"SELECT position, type, occurred_at, envelope::text, event_id::text, causation_id "
+            f"FROM {schema}.events WHERE subject = $1 ORDER BY position",
+            ticket_id,
+        )
+        for row in rows:
+            entries.append(
+                Entry(
+                    time=row["occurred_at"],
+                    service=schema,
+                    position=rank * 10**12 + row["position"],
+                    type=row["type"],
+                    data=json.loads(row["envelope"])["data"],
+                    event_id=row["event_id"],
+                    causation_id=row["causation_id"],
+                )
+            )
+    entries.sort(key=lambda e: (e.time, e.position))
+    return entries
+
+
+@app.command()
+def show(
+    number: Annotated[str, typer.Argument(help="The ticket's number, e.g. REQ-2026-000123.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
+) -> None:
+    """Print a ticket's timeline: every event of every service about it, in order."""
+    settings = load_settings()
+    if not settings.database_url:
+        raise fail("DATABASE_URL is not set and no `desk up` is running")
+
+    async def go() -> tuple[str | None, list[Entry]]:
+        conn = await connect(settings.require_database_url())
+        try:
+            ticket_id = await find_ticket(conn, number.upper())
+            return ticket_id, await timeline(conn, ticket_id) if ticket_id else []
+        finally:
+            await conn.close()
+
+    ticket_id, entries = run_async(go())
+    if ticket_id is None:
+        raise fail(f"no ticket numbered {number}")
+    if as_json:
+        for e in entries:
+            typer.echo(
+                json.dumps(
+                    {
+                        "time": e.time.isoformat(),
+                        "service": e.service,
+                        "type": e.type,
+                        "id": e.event_id,
+                        "cause": e.causation_id,
+                        "data": e.data,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        return
+    table = Table(title=f"{number.upper()}  (ticket {ticket_id})", show_lines=False)
+    for column in ("time", "service", "event", "what happened"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(e.time.strftime("%Y-%m-%d %H:%M:%S"), e.service, e.what, e.summary())
+    console.print(table)
+
+
+def _generic(data: dict[str, Any]) -> str:
+    shown = {
+        k: v
+        for k, v in data.items()
+        if k not in ("ticket_id", "number") and v not in (None, [], "")
+    }
+    return ", ".join(f"{k}={v}" for k, v in list(shown.items())[:6])
+
+
+def _policy(data: dict[str, Any]) -> str:
+    return f" [policy {data['policy_version']}]" if data.get("policy_version") else ""
+
+
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "ticket.received": lambda d: (
+        f"{d['channel']} request from {d['customer']['name']}: {d['subject']!r}"
+        f" (priority {d['priority']}, {d['language']})"
+    ),
+    "ticket.triaged": lambda d: (
+        f"{d['complexity']} {d['category']}"
+        + (f", {d['complaint_severity']} complaint" if d["complaint"] else "")
+        + f" — {d['reason']}{_policy(d)}"
+    ),
+    "ticket.customer_replied": lambda d: f"customer replied via {d['channel']}: {d['body'][:80]!r}",
+    "ticket.classified": lambda d: f"group {d['group_id']} — {d['reason']}{_policy(d)}",
+    "ticket.assigned": lambda d: (
+        f"assigned to {d['agent_id']} in {d['group_id']} ({d['cause']}; {d['strategy']}: "
+        f"{d['reason']})"
+    ),
+    "ticket.queued": lambda d: f"queued in {d['group_id']} at {d['priority']} — {d['reason']}",
+    "ticket.accepted": lambda d: f"accepted by {d['agent_id']}",
+    "ticket.responded": lambda d: (
+        f"{'first response' if d['first_response'] else 'reply'} by {d['agent_id']}: "
+        f"{d['message'][:80]!r}"
+    ),
+    "ticket.work_started": lambda d: f"work started by {d['agent_id']}",
+    "ticket.note_added": lambda d: f"internal note by {d['agent_id']}: {d['note'][:80]!r}",
+    "ticket.waiting_for_customer": lambda d: f"waiting for the customer: {d['question'][:80]!r}",
+    "ticket.resumed": lambda d: f"in progress again ({d['cause']})",
+    "ticket.resolved": lambda d: f"resolved by {d['agent_id']}: {d['resolution'][:80]!r}",
+    "ticket.reopened": lambda d: f"reopened by {d['actor']}: {d['reason'][:80]!r}",
+    "ticket.closed": lambda d: f"closed by {d['actor']}",
+    "ticket.reassigned": lambda d: (
+        f"reassigned by {d['actor']} from {d['from_agent'] or d['from_group']} to {d['to_group']}:"
+        f" {d['reason']!r}"
+    ),
+    "ticket.escalated": lambda d: (
+        f"escalated to level {d['level']} ({d['cause']})"
+        + (f", to {d['to_group']}" if d.get("to_group") else ", supervisors notified")
+    ),
+    "ticket.satisfaction_recorded": lambda d: f"satisfaction {d['score']}/5 {d['comment']!r}",
+}

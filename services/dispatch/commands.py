@@ -1,0 +1,221 @@
+"""Commands agent desks and operator tools send: ``tickets.commands`` and ``agents.commands``.
+
+Each carries a ``command_id`` (the same id twice is one command), the ``actor`` (an agent id of
+the directory, ``customer`` or ``system``) and its target. :func:`read_ticket_command` and
+:func:`read_agent_command` never raise: bytes that are not a valid command come back as an
+:class:`Unreadable` with the reason ``invalid_command``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _safe(value: str) -> str:
+    """No NUL, no lone surrogates: what a database or a mail server would choke on later."""
+    if _UNSAFE.search(value):
+        raise ValueError("contains NUL or a lone surrogate")
+    return value
+
+
+Text = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=32_768),
+    AfterValidator(_safe),
+]
+Id = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=120),
+    AfterValidator(_safe),
+]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    command_id: Id
+    actor: Id = Field(description="An agent id of the directory, 'customer' or 'system'.")
+    issued_at: datetime | None = None
+
+
+class _TicketCommand(_Command):
+    ticket_number: Id
+
+
+class Accept(_TicketCommand):
+    type: Literal["accept"]
+
+
+class Respond(_TicketCommand):
+    """A public reply to the customer."""
+
+    type: Literal["respond"]
+    message: Text
+
+
+class StartWork(_TicketCommand):
+    type: Literal["start_work"]
+
+
+class AddNote(_TicketCommand):
+    """An internal note, never shown to the customer."""
+
+    type: Literal["add_note"]
+    note: Text
+
+
+class RequestCustomerInfo(_TicketCommand):
+    type: Literal["request_customer_info"]
+    question: Text
+
+
+class Resolve(_TicketCommand):
+    type: Literal["resolve"]
+    resolution: Text
+
+
+class Reopen(_TicketCommand):
+    """The customer rejects the solution."""
+
+    type: Literal["reopen"]
+    reason: Text
+
+
+class Close(_TicketCommand):
+    type: Literal["close"]
+
+
+class Reassign(_TicketCommand):
+    """To an agent, to a group (its strategy picks the agent), or both."""
+
+    type: Literal["reassign"]
+    to_agent: Id | None = None
+    to_group: Id | None = None
+    reason: Text
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Reassign:
+        if self.to_agent is None and self.to_group is None:
+            raise ValueError("reassign needs to_agent or to_group")
+        return self
+
+
+class Escalate(_TicketCommand):
+    type: Literal["escalate"]
+    reason: Text
+
+
+class RecordSatisfaction(_TicketCommand):
+    type: Literal["record_satisfaction"]
+    score: int = Field(ge=1, le=5, strict=True)
+    comment: Annotated[
+        str, StringConstraints(strip_whitespace=True, max_length=4000), AfterValidator(_safe)
+    ] = ""
+
+
+TicketCommand = Annotated[
+    Accept
+    | Respond
+    | StartWork
+    | AddNote
+    | RequestCustomerInfo
+    | Resolve
+    | Reopen
+    | Close
+    | Reassign
+    | Escalate
+    | RecordSatisfaction,
+    Field(discriminator="type"),
+]
+
+
+class _AgentCommand(_Command):
+    agent_id: Id
+
+
+class GoOnShift(_AgentCommand):
+    type: Literal["go_on_shift"]
+
+
+class GoOffShift(_AgentCommand):
+    type: Literal["go_off_shift"]
+
+
+class SetCapacity(_AgentCommand):
+    type: Literal["set_capacity"]
+    capacity: int = Field(ge=0, le=100_000, strict=True)
+
+
+AgentCommand = Annotated[GoOnShift | GoOffShift | SetCapacity, Field(discriminator="type")]
+
+_TICKET = TypeAdapter[TicketCommand](TicketCommand)
+_AGENT = TypeAdapter[AgentCommand](AgentCommand)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A record that is not a valid command."""
+
+    reason: str
+    detail: str
+    command_id: str | None
+    command: str | None
+    target: str | None
+    actor: str | None
+    original: str
+
+
+def read_ticket_command(value: bytes) -> TicketCommand | Unreadable:
+    try:
+        return _TICKET.validate_json(value)
+    except ValidationError as error:
+        return _unreadable(value, error, "ticket_number")
+
+
+def read_agent_command(value: bytes) -> AgentCommand | Unreadable:
+    try:
+        return _AGENT.validate_json(value)
+    except ValidationError as error:
+        return _unreadable(value, error, "agent_id")
+
+
+def _unreadable(value: bytes, error: ValidationError, target: str) -> Unreadable:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "<root>"
+    try:
+        document: Any = json.loads(value)
+    except ValueError:
+        document = {}
+    if not isinstance(document, dict):
+        document = {}
+
+    def text(key: str) -> str | None:
+        found = document.get(key)
+        return _UNSAFE.sub("\ufffd", found[:120]) if isinstance(found, str) else None
+
+    return Unreadable(
+        reason="invalid_command",
+        detail=f"{where}: {first['msg']}"[:500],
+        command_id=text("command_id"),
+        command=text("type"),
+        target=text(target),
+        actor=text("actor"),
+        original=_UNSAFE.sub("\ufffd", value[:2048].decode("utf-8", "replace")),
+    )

@@ -1,0 +1,489 @@
+"""The dispatch desk: what happens to tickets and agents, message by message. Pure.
+
+A :class:`Desk` holds, for one batch, the tickets it touches, the :class:`Board` (agents,
+loads, round-robin cursors) and the queues, and turns each input — a triaged ticket, a ticket
+or agent command, a customer reply, an SLA escalation — into events, applying them at once so
+the next message of the batch sees their effect. It records through a :class:`Recorder` (the
+unit of work in production, a list in unit tests) and reports refusals instead of raising.
+
+Capacity is never exceeded: an agent is only chosen while their open tickets are below their
+capacity, and a ticket that finds nobody waits in its group's queue, served by priority then
+age as soon as someone frees room or comes on shift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from services.dispatch.commands import (
+    Accept,
+    AddNote,
+    AgentCommand,
+    Close,
+    Escalate,
+    GoOffShift,
+    GoOnShift,
+    Reassign,
+    RecordSatisfaction,
+    Reopen,
+    RequestCustomerInfo,
+    Resolve,
+    Respond,
+    SetCapacity,
+    StartWork,
+    TicketCommand,
+)
+from services.dispatch.events import (
+    AgentRegistered,
+    AssignCause,
+    CapacityChanged,
+    NoteAdded,
+    SatisfactionRecorded,
+    ShiftEnded,
+    ShiftStarted,
+    TicketAccepted,
+    TicketAssigned,
+    TicketClassified,
+    TicketClosed,
+    TicketEscalated,
+    TicketQueued,
+    TicketReassigned,
+    TicketReopened,
+    TicketResolved,
+    TicketResponded,
+    TicketResumed,
+    WaitingForCustomer,
+    WorkStarted,
+    agent_stream,
+    ticket_stream,
+)
+from services.dispatch.routing import AgentOnBoard, Board, classify
+from services.dispatch.ticket import ActorKind, Refused, Ticket, check
+from services.intake.events import TicketTriaged
+from services.policy import Policy
+from services.sla.events import EscalationRaised
+from shared.events import EventData
+
+
+class Recorder(Protocol):
+    def __call__(
+        self,
+        stream_id: str,
+        events: Sequence[EventData],
+        expected_version: int,
+        subject: str | None,
+    ) -> None: ...
+
+
+@dataclass
+class Refusal:
+    reason: str
+    detail: str
+    status: str | None = None
+
+
+@dataclass
+class Desk:
+    policy: Policy
+    version: str
+    now: datetime
+    board: Board
+    record: Recorder
+    tickets: dict[str, Ticket] = field(default_factory=dict)
+    """By ticket id: every ticket this batch touches, loaded or created."""
+    queues: dict[str, list[Ticket]] = field(default_factory=dict)
+    """By group: queued tickets (the heads of the queues, as loaded, plus new ones)."""
+    agent_versions: dict[str, int] = field(default_factory=dict)
+
+    # --- tickets arriving ----------------------------------------------------------------
+
+    def classify(self, triaged: TicketTriaged) -> None:
+        """A triaged ticket from intake: choose its group, then an agent or the queue."""
+        if triaged.ticket_id in self.tickets:
+            return  # already dispatched (its triage redelivered under another event id)
+        route = classify(
+            self.policy.routing,
+            complexity=triaged.complexity,
+            complaint_severity=triaged.complaint_severity,
+            product_line=triaged.product_line,
+            problem_type=triaged.problem_type,
+        )
+        classified = TicketClassified(
+            ticket_id=triaged.ticket_id,
+            number=triaged.number,
+            group_id=route.group_id,
+            route=route.route,
+            reason=route.reason,
+            complexity=triaged.complexity,
+            category=triaged.category,
+            complaint=triaged.complaint,
+            complaint_severity=triaged.complaint_severity,
+            channel=triaged.channel,
+            priority=triaged.priority,
+            language=triaged.language,
+            product_line=triaged.product_line,
+            problem_type=triaged.problem_type,
+            customer_tier=triaged.customer_tier,
+            subject=triaged.subject,
+            received_at=triaged.received_at,
+            policy_version=self.version,
+        )
+        ticket = Ticket.classified(classified, self.now)
+        self.tickets[ticket.ticket_id] = ticket
+        self.record(ticket_stream(ticket.ticket_id), [classified], 0, ticket.ticket_id)
+        self._route(ticket, route.group_id, cause="classified")
+
+    def customer_replied(self, ticket_id: str, cause_event_id: str) -> None:
+        """A reply from the customer moves a ticket that waited for it back to in progress."""
+        ticket = self.tickets.get(ticket_id)
+        if ticket is not None and ticket.status == "waiting_for_customer":
+            self._emit(
+                ticket,
+                TicketResumed(
+                    ticket_id=ticket.ticket_id,
+                    number=ticket.number,
+                    cause="customer replied",
+                    cause_event_id=cause_event_id,
+                ),
+            )
+
+    def escalation(self, raised: EscalationRaised, cause_event_id: str) -> None:
+        """An SLA escalation: the ticket goes to the ladder's group for that level."""
+        ticket = self.tickets.get(raised.ticket_id)
+        if ticket is None or ticket.status not in ("queued", *_LOADED_STATES):
+            return
+        if raised.level <= ticket.escalation_level:
+            return  # each level once per ticket
+        self._escalate(ticket, raised.level, f"sla:{raised.metric}", cause_event_id, actor="system")
+
+    # --- commands --------------------------------------------------------------------------
+
+    def command(self, command: TicketCommand) -> Refusal | None:
+        ticket = self.by_number(command.ticket_number)
+        if ticket is None:
+            return Refusal("unknown_ticket", f"no ticket numbered {command.ticket_number}")
+        try:
+            kinds = self._actor_kinds(command.actor, ticket)
+            self._run(command, ticket, kinds)
+        except Refused as refused:
+            return Refusal(refused.reason, refused.detail, ticket.status)
+        return None
+
+    def _run(  # noqa: PLR0912 - one branch per command reads better than a table of lambdas
+        self, command: TicketCommand, ticket: Ticket, kinds: set[ActorKind]
+    ) -> None:
+        check(command.type, ticket, kinds)
+        ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
+        agent = ticket.agent_id or command.actor
+        match command:
+            case Accept():
+                self._emit(ticket, TicketAccepted(**ids, agent_id=agent))
+            case Respond():
+                self._emit(
+                    ticket,
+                    TicketResponded(
+                        **ids,
+                        agent_id=command.actor,
+                        message=command.message,
+                        first_response=not ticket.responded,
+                    ),
+                )
+            case StartWork():
+                self._emit(ticket, WorkStarted(**ids, agent_id=agent))
+            case AddNote():
+                self._emit(ticket, NoteAdded(**ids, agent_id=command.actor, note=command.note))
+            case RequestCustomerInfo():
+                self._emit(
+                    ticket, WaitingForCustomer(**ids, agent_id=agent, question=command.question)
+                )
+            case Resolve():
+                freed = ticket.agent_id
+                self._emit(
+                    ticket, TicketResolved(**ids, agent_id=agent, resolution=command.resolution)
+                )
+                self._free(freed)
+            case Reopen():
+                self._reopen(ticket, command)
+            case Close():
+                self._emit(ticket, TicketClosed(**ids, actor=command.actor))
+            case Reassign():
+                self._reassign(ticket, command, kinds)
+            case Escalate():
+                level = ticket.escalation_level + 1
+                if level not in self._ladder:
+                    raise Refused(
+                        "no_escalation_level", f"no escalation level {level} in the policy"
+                    )
+                self._escalate(
+                    ticket, level, f"manual: {command.reason}", None, actor=command.actor
+                )
+            case RecordSatisfaction():
+                if ticket.satisfaction is not None:
+                    raise Refused("already_recorded", "satisfaction was already recorded")
+                self._emit(
+                    ticket,
+                    SatisfactionRecorded(
+                        **ids, score=command.score, comment=command.comment, actor=command.actor
+                    ),
+                )
+
+    def agent_command(self, command: AgentCommand) -> Refusal | None:
+        agent = self.board.agents.get(command.agent_id)
+        if agent is None:
+            return Refusal("unknown_agent", f"no agent {command.agent_id} in the directory")
+        actor = self.policy.directory.agent.get(command.actor)
+        if command.actor not in (command.agent_id, "system") and not (actor and actor.supervises):
+            return Refusal("not_permitted", "only the agent, a supervisor or the system may")
+        stream = agent_stream(agent.id)
+        match command:
+            case GoOnShift():
+                if agent.on_shift:
+                    return Refusal("illegal_transition", f"{agent.id} is already on shift")
+                agent.on_shift = True
+                self._record_agent(stream, ShiftStarted(agent_id=agent.id, actor=command.actor))
+                self._serve(agent.profile.groups)
+            case GoOffShift():
+                if not agent.on_shift:
+                    return Refusal("illegal_transition", f"{agent.id} is not on shift")
+                agent.on_shift = False
+                self._record_agent(stream, ShiftEnded(agent_id=agent.id, actor=command.actor))
+            case SetCapacity():
+                agent.capacity = command.capacity
+                self._record_agent(
+                    stream,
+                    CapacityChanged(
+                        agent_id=agent.id, capacity=command.capacity, actor=command.actor
+                    ),
+                )
+                self._serve(agent.profile.groups)
+        return None
+
+    def register_agents(self, known: dict[str, AgentRegistered]) -> None:
+        """Record the directory's agents that dispatch has not seen, or whose profile changed."""
+        for profile in self.policy.directory.agents:
+            seen = known.get(profile.id)
+            registered = AgentRegistered(
+                agent_id=profile.id,
+                name=profile.name,
+                role=profile.role,
+                groups=profile.groups,
+                skills=profile.skills,
+                languages=profile.languages,
+                capacity=seen.capacity if seen else profile.capacity,
+                on_shift=seen.on_shift if seen else profile.on_shift,
+                policy_version=self.version,
+            )
+            if seen is None or _profile(seen) != _profile(registered):
+                self._record_agent(agent_stream(profile.id), registered)
+
+    # --- how things move -------------------------------------------------------------------
+
+    def by_number(self, number: str) -> Ticket | None:
+        return next((t for t in self.tickets.values() if t.number == number), None)
+
+    def _emit(self, ticket: Ticket, *events: EventData) -> None:
+        expected = ticket.version
+        for event in events:
+            ticket.apply(event, self.now)
+        self.record(ticket_stream(ticket.ticket_id), events, expected, ticket.ticket_id)
+
+    def _record_agent(self, stream: str, event: EventData) -> None:
+        agent_id = stream.removeprefix("agent-")
+        expected = self.agent_versions.get(agent_id, 0)
+        self.agent_versions[agent_id] = expected + 1
+        self.record(stream, [event], expected, None)
+
+    def _route(
+        self, ticket: Ticket, group_id: str, *, cause: AssignCause, only: str | None = None
+    ) -> None:
+        """Give the ticket to an agent of the group, or put it in the group's queue."""
+        choice = self.board.choose(group_id, language=ticket.language, tags=ticket.tags, only=only)
+        ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
+        if choice.agent_id is None:
+            self._emit(
+                ticket,
+                TicketQueued(
+                    **ids, group_id=group_id, priority=ticket.priority, reason=choice.reason
+                ),
+            )
+            self.queues.setdefault(group_id, []).append(ticket)
+            return
+        self.board.take(choice.agent_id)
+        self._emit(
+            ticket,
+            TicketAssigned(
+                **ids,
+                group_id=group_id,
+                agent_id=choice.agent_id,
+                strategy=choice.strategy,
+                reason=choice.reason,
+                cause=cause,
+                policy_version=self.version,
+            ),
+        )
+
+    def _free(self, agent_id: str | None) -> None:
+        """An agent has room again: serve the queues of their groups."""
+        if agent_id is None:
+            return
+        self.board.release(agent_id)
+        agent = self.board.agents.get(agent_id)
+        if agent is not None:
+            self._serve(agent.profile.groups)
+
+    def _serve(self, group_ids: Sequence[str]) -> None:
+        """Assign queued tickets, best first, while the groups have someone with room."""
+        for group_id in group_ids:
+            queue = self.queues.get(group_id, [])
+            queue.sort(key=lambda t: t.queue_key)
+            while queue:
+                head = queue[0]
+                if head.status != "queued" or head.group_id != group_id:
+                    queue.pop(0)
+                    continue
+                choice = self.board.choose(group_id, language=head.language, tags=head.tags)
+                if choice.agent_id is None:
+                    break
+                queue.pop(0)
+                self.board.take(choice.agent_id)
+                self._emit(
+                    head,
+                    TicketAssigned(
+                        ticket_id=head.ticket_id,
+                        number=head.number,
+                        group_id=group_id,
+                        agent_id=choice.agent_id,
+                        strategy=choice.strategy,
+                        reason=f"from the queue: {choice.reason}",
+                        cause="queue",
+                        policy_version=self.version,
+                    ),
+                )
+
+    def _reopen(self, ticket: Ticket, command: Reopen) -> None:
+        ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
+        agent = self.board.agents.get(ticket.agent_id or "")
+        self._emit(ticket, TicketReopened(**ids, actor=command.actor, reason=command.reason))
+        if self.policy.routing.reopen_to_same_agent and agent is not None and agent.has_room:
+            self.board.take(agent.id)  # back with the agent who resolved it
+            return
+        group = ticket.group_id
+        self._emit(
+            ticket,
+            TicketReassigned(
+                **ids,
+                actor="system",
+                from_group=group,
+                from_agent=ticket.agent_id,
+                to_group=group,
+                reason="reopened and its agent has no room",
+            ),
+        )
+        self._route(ticket, group, cause="reopened")
+
+    def _reassign(self, ticket: Ticket, command: Reassign, kinds: set[ActorKind]) -> None:
+        directory = self.policy.directory
+        target_agent = None
+        if command.to_agent is not None:
+            target_agent = self.board.agents.get(command.to_agent)
+            if target_agent is None:
+                raise Refused("unknown_agent", f"no agent {command.to_agent} in the directory")
+        if command.to_group is not None and command.to_group not in directory.group:
+            raise Refused("unknown_group", f"no group {command.to_group}")
+        group = command.to_group or (
+            ticket.group_id
+            if target_agent is None or ticket.group_id in target_agent.profile.groups
+            else target_agent.profile.groups[0]
+        )
+        if target_agent is not None and group not in target_agent.profile.groups:
+            raise Refused("unknown_agent", f"{target_agent.id} is not in {group}")
+        if group != ticket.group_id and "supervisor" not in kinds:
+            raise Refused("not_permitted", "only a supervisor may reassign to another group")
+        if target_agent is not None and not target_agent.has_room:
+            raise Refused("agent_unavailable", f"{target_agent.id} is off shift or at capacity")
+        if target_agent is not None and target_agent.id == ticket.agent_id:
+            raise Refused("illegal_transition", f"the ticket is already {target_agent.id}'s")
+        freed = ticket.agent_id if ticket.holds_capacity else None
+        self._emit(
+            ticket,
+            TicketReassigned(
+                ticket_id=ticket.ticket_id,
+                number=ticket.number,
+                actor=command.actor,
+                from_group=ticket.group_id,
+                from_agent=ticket.agent_id,
+                to_group=group,
+                reason=command.reason,
+            ),
+        )
+        self._route(
+            ticket, group, cause="reassigned", only=target_agent.id if target_agent else None
+        )
+        self._free(freed)
+
+    def _escalate(
+        self, ticket: Ticket, level: int, cause: str, cause_event_id: str | None, *, actor: str
+    ) -> None:
+        to_group = self._ladder.get(level)
+        freed = ticket.agent_id if ticket.holds_capacity and to_group else None
+        supervisors = self.policy.directory.group[ticket.group_id].supervisors
+        self._emit(
+            ticket,
+            TicketEscalated(
+                ticket_id=ticket.ticket_id,
+                number=ticket.number,
+                level=level,
+                cause=cause,
+                cause_event_id=cause_event_id,
+                actor=actor,
+                from_group=ticket.group_id,
+                to_group=to_group,
+                supervisors=list(supervisors),
+            ),
+        )
+        if to_group is not None:
+            self._route(ticket, to_group, cause="escalated")
+            self._free(freed)
+
+    @property
+    def _ladder(self) -> dict[int, str | None]:
+        return {level.level: level.group for level in self.policy.routing.escalation}
+
+    def _actor_kinds(self, actor: str, ticket: Ticket) -> set[ActorKind]:
+        if actor == "customer":
+            return {"customer"}
+        if actor == "system":
+            return {"system"}
+        profile = self.policy.directory.agent.get(actor)
+        if profile is None:
+            raise Refused("unknown_actor", f"{actor} is not an agent of the directory")
+        kinds: set[ActorKind] = {"agent"}
+        if actor == ticket.agent_id:
+            kinds.add("assignee")
+        if profile.supervises:
+            kinds.add("supervisor")
+        return kinds
+
+
+_LOADED_STATES = ("assigned", "accepted", "in_progress", "waiting_for_customer")
+
+
+def _profile(event: AgentRegistered) -> tuple[object, ...]:
+    return (event.name, event.role, event.groups, event.skills, event.languages)
+
+
+def board_from(
+    policy: Policy,
+    states: dict[str, tuple[bool, int]],
+    loads: dict[str, int],
+    cursors: dict[str, str],
+) -> Board:
+    """The directory of the policy with each agent's shift, capacity and load."""
+    agents = {}
+    for profile in policy.directory.agents:
+        on_shift, capacity = states.get(profile.id, (profile.on_shift, profile.capacity))
+        agents[profile.id] = AgentOnBoard(profile, on_shift, capacity, loads.get(profile.id, 0))
+    return Board(policy.directory, agents, dict(cursors))

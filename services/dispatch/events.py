@@ -1,0 +1,233 @@
+"""Events dispatch records (and publishes): the public contract of ``dispatch.events`` and of the
+command rejection topics. Other services import this module to read them; nothing else of
+dispatch."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
+from shared.events import EventData, event
+
+EVENTS_TOPIC = "dispatch.events"
+TICKET_COMMANDS = "tickets.commands"
+AGENT_COMMANDS = "agents.commands"
+TICKET_REJECTIONS = "tickets.commands.rejected"
+AGENT_REJECTIONS = "agents.commands.rejected"
+
+Status = Literal[
+    "queued", "assigned", "accepted", "in_progress", "waiting_for_customer", "resolved", "closed"
+]
+
+
+AssignCause = Literal["classified", "queue", "reassigned", "escalated", "reopened"]
+
+
+def ticket_stream(ticket_id: str) -> str:
+    return f"ticket-{ticket_id}"
+
+
+def agent_stream(agent_id: str) -> str:
+    return f"agent-{agent_id}"
+
+
+class TicketEvent(EventData):
+    ticket_id: str
+    number: str
+
+
+@event("servicedesk.ticket.classified", version=1)
+class TicketClassified(TicketEvent):
+    """The responsible group was chosen: complexity, complaint rule or the matrix, and why."""
+
+    group_id: str
+    route: str
+    reason: str
+    complexity: Complexity
+    category: Category
+    complaint: bool
+    complaint_severity: ComplaintSeverity
+    channel: Channel
+    priority: Priority
+    language: str
+    product_line: str | None = None
+    problem_type: str | None = None
+    customer_tier: str | None = None
+    subject: str
+    received_at: datetime
+    policy_version: str
+
+
+@event("servicedesk.ticket.assigned", version=1)
+class TicketAssigned(TicketEvent):
+    """An agent of the group now owns the ticket."""
+
+    group_id: str
+    agent_id: str
+    strategy: str
+    reason: str
+    cause: AssignCause
+    policy_version: str
+
+
+@event("servicedesk.ticket.queued", version=1)
+class TicketQueued(TicketEvent):
+    """Nobody in the group is on shift with room: the ticket waits, by priority then age."""
+
+    group_id: str
+    priority: Priority
+    reason: str
+
+
+@event("servicedesk.ticket.accepted", version=1)
+class TicketAccepted(TicketEvent):
+    agent_id: str
+
+
+@event("servicedesk.ticket.responded", version=1)
+class TicketResponded(TicketEvent):
+    """A public reply to the customer; the first one is the first response for the SLA."""
+
+    agent_id: str
+    message: str
+    first_response: bool
+
+
+@event("servicedesk.ticket.work_started", version=1)
+class WorkStarted(TicketEvent):
+    agent_id: str
+
+
+@event("servicedesk.ticket.note_added", version=1)
+class NoteAdded(TicketEvent):
+    """An internal note: never shown to the customer."""
+
+    agent_id: str
+    note: str
+
+
+@event("servicedesk.ticket.waiting_for_customer", version=1)
+class WaitingForCustomer(TicketEvent):
+    agent_id: str
+    question: str
+
+
+@event("servicedesk.ticket.resumed", version=1)
+class TicketResumed(TicketEvent):
+    """A ticket that waited for the customer is in progress again (the customer replied)."""
+
+    cause: str
+    cause_event_id: str
+
+
+@event("servicedesk.ticket.resolved", version=1)
+class TicketResolved(TicketEvent):
+    agent_id: str
+    resolution: str
+
+
+@event("servicedesk.ticket.reopened", version=1)
+class TicketReopened(TicketEvent):
+    """The customer rejected the solution."""
+
+    actor: str
+    reason: str
+
+
+@event("servicedesk.ticket.closed", version=1)
+class TicketClosed(TicketEvent):
+    actor: str
+
+
+@event("servicedesk.ticket.reassigned", version=1)
+class TicketReassigned(TicketEvent):
+    """Taken from its group or agent; an assignment or a queueing follows."""
+
+    actor: str
+    from_group: str
+    from_agent: str | None
+    to_group: str
+    reason: str
+
+
+@event("servicedesk.ticket.escalated", version=1)
+class TicketEscalated(TicketEvent):
+    """One step up the escalation ladder, with its cause (an SLA breach or a person)."""
+
+    level: int
+    cause: str
+    cause_event_id: str | None = None
+    actor: str
+    from_group: str
+    to_group: str | None
+    supervisors: list[str] = Field(default_factory=list)
+
+
+@event("servicedesk.ticket.satisfaction_recorded", version=1)
+class SatisfactionRecorded(TicketEvent):
+    score: int = Field(ge=1, le=5)
+    comment: str
+    actor: str
+
+
+@event("servicedesk.agent.registered", version=1)
+class AgentRegistered(EventData):
+    """An agent of the policy's directory, as dispatch first saw it (or after a change)."""
+
+    agent_id: str
+    name: str
+    role: str
+    groups: list[str]
+    skills: list[str]
+    languages: list[str]
+    capacity: int
+    on_shift: bool
+    policy_version: str
+
+
+@event("servicedesk.agent.shift_started", version=1)
+class ShiftStarted(EventData):
+    agent_id: str
+    actor: str
+
+
+@event("servicedesk.agent.shift_ended", version=1)
+class ShiftEnded(EventData):
+    agent_id: str
+    actor: str
+
+
+@event("servicedesk.agent.capacity_changed", version=1)
+class CapacityChanged(EventData):
+    agent_id: str
+    capacity: int
+    actor: str
+
+
+class CommandRejected(EventData):
+    """A command that changed nothing, and why."""
+
+    command_id: str | None
+    command: str | None
+    target: str | None
+    """Ticket number or agent id the command named."""
+    actor: str | None
+    reason: str
+    detail: str
+    status: str | None = None
+    """The ticket's status when the command was refused."""
+    original: str | None = None
+    """The record's first bytes, when it could not be read as a command."""
+
+
+@event("servicedesk.ticket_command.rejected", version=1)
+class TicketCommandRejected(CommandRejected):
+    """A ticket command that changed nothing, and why (on ``tickets.commands.rejected``)."""
+
+
+@event("servicedesk.agent_command.rejected", version=1)
+class AgentCommandRejected(CommandRejected):
+    """An agent command that changed nothing, and why (on ``agents.commands.rejected``)."""

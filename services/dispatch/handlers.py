@@ -1,0 +1,283 @@
+"""dispatch's consumers: events (triaged tickets, customer replies, SLA escalations) and commands
+(ticket and agent commands).
+
+Every batch runs the same way (:class:`DeskSession`): take the desk lock, load the tickets the
+batch names, the board (agents, loads, cursors) and the queues, hand each message to the
+:class:`Desk`, record what it decides. Refused commands become ``*CommandRejected`` events on
+``tickets.commands.rejected`` / ``agents.commands.rejected``; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import Counter
+
+from services.dispatch import storage
+from services.dispatch.commands import (
+    AgentCommand,
+    GoOffShift,
+    GoOnShift,
+    SetCapacity,
+    TicketCommand,
+    Unreadable,
+    read_agent_command,
+    read_ticket_command,
+)
+from services.dispatch.desk import Desk, Refusal, board_from
+from services.dispatch.events import (
+    AGENT_COMMANDS,
+    TICKET_COMMANDS,
+    AgentCommandRejected,
+    CommandRejected,
+    TicketCommandRejected,
+)
+from services.intake.events import EVENTS_TOPIC as INTAKE_EVENTS
+from services.intake.events import CustomerReplied, TicketTriaged
+from services.policy import Policy
+from services.sla.events import EVENTS_TOPIC as SLA_EVENTS
+from services.sla.events import EscalationRaised
+from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
+from shared.deadletter import Record
+from shared.events import EventData
+from shared.eventstore import ANY_VERSION
+from shared.logging import get_logger
+from shared.policyfile import PolicyWatch
+from shared.unit_of_work import UnitOfWork
+
+log = get_logger(__name__)
+REFUSED = Counter(
+    "desk_dispatch_commands_refused_total", "Commands refused, by reason.", ["kind", "reason"]
+)
+
+
+class DeskSession:
+    """Opens a :class:`Desk` on a unit of work: lock, load, and a recorder with causes."""
+
+    def __init__(self, policy: PolicyWatch[Policy]) -> None:
+        self.policy = policy
+
+    async def open(
+        self,
+        uow: UnitOfWork,
+        *,
+        ticket_ids: Sequence[str] = (),
+        numbers: Sequence[str] = (),
+    ) -> tuple[Desk, _Cause]:
+        policy, version = self.policy.current()
+        conn = uow.conn
+        await storage.lock_desk(conn)
+        tickets = await storage.tickets_by_id(conn, ticket_ids)
+        tickets.update(await storage.tickets_by_number(conn, numbers))
+        queued = await storage.queued(conn)
+        for ticket_id, ticket in queued.items():
+            tickets.setdefault(ticket_id, ticket)
+        known = await storage.agent_states(conn)
+        board = board_from(
+            policy,
+            {a: (e.on_shift, e.capacity) for a, (e, _) in known.items()},
+            await storage.loads(conn),
+            await storage.cursors(conn),
+        )
+        cause = _Cause(uow)
+        desk = Desk(policy, version, uow.now, board, cause.record, tickets=tickets)
+        for ticket in tickets.values():
+            if ticket.status == "queued":
+                desk.queues.setdefault(ticket.group_id, []).append(ticket)
+        desk.agent_versions = {a: v for a, (_, v) in known.items()}
+        desk.register_agents({a: e for a, (e, _) in known.items()})
+        return desk, cause
+
+
+class _Cause:
+    """Records desk output on the unit of work with the message being handled as its cause."""
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self.uow = uow
+        self.event: Delivered | None = None
+        self.correlation: str = ""
+        self.causation: str | None = None
+
+    def by_event(self, delivered: Delivered) -> None:
+        self.event, self.causation = delivered, None
+
+    def by_command(self, correlation: str, command_id: str) -> None:
+        self.event, self.correlation, self.causation = None, correlation, command_id
+
+    def record(
+        self,
+        stream_id: str,
+        events: Sequence[EventData],
+        expected_version: int,
+        subject: str | None,
+    ) -> None:
+        if self.event is not None:
+            self.uow.record(
+                stream_id,
+                events,
+                expected_version=expected_version,
+                cause=self.event.envelope,
+                subject=subject,
+            )
+        else:
+            self.uow.record(
+                stream_id,
+                events,
+                expected_version=expected_version,
+                correlation_id=subject or self.correlation,
+                causation_id=self.causation,
+                subject=subject,
+            )
+
+
+class Events(EventSubscription):
+    """Triaged tickets to classify and route, customer replies that resume waiting tickets
+    (both from intake), and SLA escalations that move a ticket up the ladder."""
+
+    name = "events"
+    topics = (INTAKE_EVENTS, SLA_EVENTS)
+    description = "Triaged tickets and customer replies from intake; escalations from sla."
+    accepts = (TicketTriaged.event_name, CustomerReplied.event_name, EscalationRaised.event_name)
+
+    def __init__(self, session: DeskSession) -> None:
+        self.session = session
+
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+        ids = [m.message.data.ticket_id for m in messages]  # type: ignore[attr-defined]
+        desk, cause = await self.session.open(uow, ticket_ids=ids)
+        for inbound in messages:
+            delivered = inbound.message
+            cause.by_event(delivered)
+            data, event_id = delivered.data, str(delivered.envelope.id)
+            if isinstance(data, TicketTriaged):
+                desk.classify(data)
+            elif isinstance(data, CustomerReplied):
+                desk.customer_replied(data.ticket_id, event_id)
+            elif isinstance(data, EscalationRaised):
+                desk.escalation(data, event_id)
+
+
+Command = TicketCommand | AgentCommand | Unreadable
+
+
+class Commands(Subscription[Command]):
+    """Commands from agent desks and operator tools: ticket commands (key: the ticket number)
+    and agent commands (key: the agent id)."""
+
+    name = "commands"
+    topics = (TICKET_COMMANDS, AGENT_COMMANDS)
+    description = (
+        "Ticket commands (accept, respond, start_work, add_note, request_customer_info, resolve, "
+        "reopen, close, reassign, escalate, record_satisfaction) on tickets.commands and agent "
+        "commands (go_on_shift, go_off_shift, set_capacity) on agents.commands. Refused ones are "
+        "answered on tickets.commands.rejected / agents.commands.rejected with a reason."
+    )
+    payload: Any = TicketCommand | AgentCommand
+
+    def __init__(self, session: DeskSession) -> None:
+        self.session = session
+
+    def decode(self, record: Record) -> Command:
+        if record.topic.endswith(AGENT_COMMANDS):
+            return read_agent_command(record.value)
+        return read_ticket_command(record.value)
+
+    def message_id(self, message: Command, record: Record) -> str:
+        if isinstance(message, Unreadable):
+            return f"unreadable:{record.coordinates}"
+        return f"command:{message.command_id}"
+
+    def log_context(self, message: Command) -> dict[str, object]:
+        number = getattr(message, "ticket_number", None)
+        return {"ticket_number": number} if number else {}
+
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Command]]) -> None:
+        numbers = [getattr(m.message, "ticket_number", "") for m in messages]
+        desk, cause = await self.session.open(uow, numbers=[n for n in numbers if n])
+        for inbound in messages:
+            command = inbound.message
+            agents = inbound.record.topic.endswith(AGENT_COMMANDS)
+            kind = AgentCommandRejected if agents else TicketCommandRejected
+            if isinstance(command, Unreadable):
+                _reject(uow, kind, command, command.target, inbound.record)
+            elif isinstance(command, AgentCommandTypes):
+                cause.by_command(f"agent-{command.agent_id}", command.command_id)
+                if refusal := desk.agent_command(command):
+                    _refuse(uow, kind, command, command.agent_id, refusal)
+            else:
+                ticket = desk.by_number(command.ticket_number)
+                correlation = ticket.ticket_id if ticket else command.ticket_number
+                cause.by_command(correlation, command.command_id)
+                if refusal := desk.command(command):
+                    _refuse(uow, kind, command, command.ticket_number, refusal)
+
+
+AgentCommandTypes = (GoOnShift, GoOffShift, SetCapacity)
+
+
+def _refuse(
+    uow: UnitOfWork,
+    kind: type[CommandRejected],
+    command: TicketCommand | AgentCommand,
+    target: str,
+    refusal: Refusal,
+) -> None:
+    REFUSED.labels(kind.event_name, refusal.reason).inc()
+    log.warning(
+        "command refused",
+        command=command.type,
+        command_id=command.command_id,
+        target=target,
+        actor=command.actor,
+        reason=refusal.reason,
+        detail=refusal.detail,
+    )
+    uow.record(
+        f"rejection-{command.command_id}",
+        [
+            kind(
+                command_id=command.command_id,
+                command=command.type,
+                target=target,
+                actor=command.actor,
+                reason=refusal.reason,
+                detail=refusal.detail,
+                status=refusal.status,
+            )
+        ],
+        expected_version=ANY_VERSION,
+        correlation_id=command.command_id,
+    )
+
+
+def _reject(
+    uow: UnitOfWork,
+    kind: type[CommandRejected],
+    unreadable: Unreadable,
+    target: str | None,
+    record: Record,
+) -> None:
+    REFUSED.labels(kind.event_name, unreadable.reason).inc()
+    log.warning(
+        "command unreadable",
+        record=record.coordinates,
+        command_id=unreadable.command_id,
+        detail=unreadable.detail,
+    )
+    uow.record(
+        f"rejection-{record.topic}-{record.partition}-{record.offset}",
+        [
+            kind(
+                command_id=unreadable.command_id,
+                command=unreadable.command,
+                target=target,
+                actor=unreadable.actor,
+                reason=unreadable.reason,
+                detail=unreadable.detail,
+                original=unreadable.original,
+            )
+        ],
+        expected_version=ANY_VERSION,
+        correlation_id=unreadable.command_id or record.coordinates,
+    )

@@ -1,0 +1,220 @@
+"""dispatch's tables: loading a batch's state, and the projections that keep the read models.
+
+``ticket_board`` folds ticket events with the same :meth:`Ticket.apply` the desk uses, so the
+read model and the desk cannot disagree; ``agent_roster`` folds agent events. Both are
+rebuildable from the log (``shared.projection.rebuild``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from services.dispatch.events import (
+    AgentRegistered,
+    CapacityChanged,
+    ShiftEnded,
+    ShiftStarted,
+    TicketAssigned,
+    TicketClassified,
+    TicketEvent,
+)
+from services.dispatch.ticket import LOADED, Ticket
+from services.vocabulary import PRIORITY_RANK
+from shared.database import Connection
+from shared.eventstore import RecordedEvent
+from shared.projection import Projection
+
+_TICKET_COLUMNS = {  # column -> PostgreSQL type, in Ticket's field order
+    "ticket_id": "uuid",
+    "number": "text",
+    "status": "text",
+    "group_id": "text",
+    "agent_id": "text",
+    "priority": "text",
+    "language": "text",
+    "product_line": "text",
+    "problem_type": "text",
+    "complexity": "text",
+    "category": "text",
+    "complaint_severity": "text",
+    "channel": "text",
+    "subject": "text",
+    "received_at": "timestamptz",
+    "queued_at": "timestamptz",
+    "escalation_level": "integer",
+    "responded": "boolean",
+    "satisfaction": "smallint",
+    "version": "integer",
+    "updated_at": "timestamptz",
+}
+_SELECT = f"SELECT {', '.join(c + ('::text' if c == 'ticket_id' else '') for c in _TICKET_COLUMNS)}"
+_LOADED = sorted(LOADED)
+
+
+async def lock_desk(conn: Connection) -> None:
+    """One dispatch batch at a time changes assignments: loads and queues stay exact, across
+    consumers and instances. Held until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dispatch.desk'))")
+
+
+def _ticket(row: Any) -> Ticket:
+    return Ticket(**{c: row[i] for i, c in enumerate(_TICKET_COLUMNS)})
+
+
+async def tickets_by_id(conn: Connection, ids: Iterable[str]) -> dict[str, Ticket]:
+    wanted = list(set(ids))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(f"{_SELECT} FROM tickets WHERE ticket_id = ANY($1::uuid[])", wanted)
+    return {row[0]: _ticket(row) for row in rows}
+
+
+async def tickets_by_number(conn: Connection, numbers: Iterable[str]) -> dict[str, Ticket]:
+    wanted = list(set(numbers))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(f"{_SELECT} FROM tickets WHERE number = ANY($1::text[])", wanted)
+    return {row[0]: _ticket(row) for row in rows}
+
+
+async def queued(conn: Connection, per_group: int = 500) -> dict[str, Ticket]:
+    """The head of every group's queue, by priority then age."""
+    rows = await conn.fetch(
+        f"{_SELECT} FROM (SELECT *, row_number() OVER (PARTITION BY group_id "
+        "ORDER BY priority_rank, queued_at) AS place FROM tickets WHERE status = 'queued') q "
+        "WHERE place <= $1",
+        per_group,
+    )
+    return {row[0]: _ticket(row) for row in rows}
+
+
+async def agent_states(conn: Connection) -> dict[str, tuple[AgentRegistered, int]]:
+    """Every agent as the roster knows it (profile, shift, capacity), and its stream version."""
+    rows = await conn.fetch(
+        "SELECT agent_id, name, role, groups, skills, languages, capacity, on_shift, version "
+        "FROM agents"
+    )
+    return {
+        r["agent_id"]: (
+            AgentRegistered(
+                agent_id=r["agent_id"],
+                name=r["name"],
+                role=r["role"],
+                groups=list(r["groups"]),
+                skills=list(r["skills"]),
+                languages=list(r["languages"]),
+                capacity=r["capacity"],
+                on_shift=r["on_shift"],
+                policy_version="",
+            ),
+            r["version"],
+        )
+        for r in rows
+    }
+
+
+async def loads(conn: Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT agent_id, count(*) FROM tickets "
+        "WHERE status = ANY($1::text[]) AND agent_id IS NOT NULL GROUP BY agent_id",
+        _LOADED,
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def cursors(conn: Connection) -> dict[str, str]:
+    return {r[0]: r[1] for r in await conn.fetch("SELECT group_id, agent_id FROM group_cursors")}
+
+
+class TicketBoard(Projection):
+    """Current state of every ticket, and each group's round-robin cursor."""
+
+    name = "ticket_board"
+    tables = ("tickets", "group_cursors")
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        mine = [e for e in events if isinstance(e.decode(), TicketEvent)]
+        if not mine:
+            return
+        ids = {e.decode().ticket_id for e in mine}  # type: ignore[attr-defined]
+        tickets = await tickets_by_id(conn, ids)
+        cursor: dict[str, str] = {}
+        for recorded in mine:
+            data = recorded.decode()
+            if isinstance(data, TicketClassified):
+                tickets[data.ticket_id] = Ticket.classified(data, recorded.time)
+                continue
+            ticket = tickets[data.ticket_id]  # type: ignore[attr-defined]
+            ticket.apply(data, recorded.time)
+            if isinstance(data, TicketAssigned):
+                cursor[data.group_id] = data.agent_id
+        touched = [tickets[i] for i in ids]
+        columns: list[list[Any]] = [[] for _ in _TICKET_COLUMNS]
+        for ticket in touched:
+            for column, name in zip(columns, _TICKET_COLUMNS, strict=True):
+                column.append(getattr(ticket, name))
+        ranks = [PRIORITY_RANK[t.priority] for t in touched]
+        types = [*_TICKET_COLUMNS.values(), "smallint"]
+        params = ", ".join(f"${n}::{t}[]" for n, t in enumerate(types, start=1))
+        changing = [*list(_TICKET_COLUMNS)[2:], "priority_rank"]
+        updates = ", ".join(f"{c} = excluded.{c}" for c in changing)
+        await conn.execute(
+            f"INSERT INTO tickets ({', '.join(_TICKET_COLUMNS)}, priority_rank) "
+            f"SELECT * FROM unnest({params}) "
+            f"ON CONFLICT (ticket_id) DO UPDATE SET {updates}",
+            *columns,
+            ranks,
+        )
+        if cursor:
+            await conn.execute(
+                "INSERT INTO group_cursors (group_id, agent_id) "
+                "SELECT * FROM unnest($1::text[], $2::text[]) "
+                "ON CONFLICT (group_id) DO UPDATE SET agent_id = excluded.agent_id",
+                list(cursor),
+                list(cursor.values()),
+            )
+
+
+class AgentRoster(Projection):
+    """Every agent's profile, shift and capacity."""
+
+    name = "agent_roster"
+    tables = ("agents",)
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        for recorded in events:
+            data = recorded.decode()
+            if isinstance(data, AgentRegistered):
+                await conn.execute(
+                    "INSERT INTO agents (agent_id, name, role, groups, skills, languages, "
+                    "capacity, on_shift, version, updated_at) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9) ON CONFLICT (agent_id) DO "
+                    "UPDATE SET name = $2, role = $3, groups = $4, skills = $5, languages = $6, "
+                    "capacity = $7, on_shift = $8, version = agents.version + 1, updated_at = $9",
+                    data.agent_id,
+                    data.name,
+                    data.role,
+                    data.groups,
+                    data.skills,
+                    data.languages,
+                    data.capacity,
+                    data.on_shift,
+                    recorded.time,
+                )
+            elif isinstance(data, ShiftStarted | ShiftEnded | CapacityChanged):
+                await _agent_change(conn, data, recorded.time)
+
+
+async def _agent_change(conn: Connection, data: Any, time: datetime) -> None:
+    if isinstance(data, CapacityChanged):
+        change, value = "capacity = $2", data.capacity
+    else:
+        change, value = "on_shift = $2", isinstance(data, ShiftStarted)
+    await conn.execute(
+        f"UPDATE agents SET {change}, version = version + 1, updated_at = $3 WHERE agent_id = $1",
+        data.agent_id,
+        value,
+        time,
+    )

@@ -1,0 +1,209 @@
+"""A ticket's lifecycle as dispatch keeps it: its state, how each event changes it, and which
+commands are allowed, from which state, by whom. Pure.
+
+States: queued, assigned, accepted, in_progress, waiting_for_customer, resolved, closed. The
+table :data:`ALLOWED_FROM` is the state machine; :data:`WHO` the permissions. Both are checked
+before any event is produced, so a refused command changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from services.dispatch.events import (
+    SatisfactionRecorded,
+    Status,
+    TicketAccepted,
+    TicketAssigned,
+    TicketClassified,
+    TicketClosed,
+    TicketEscalated,
+    TicketQueued,
+    TicketReassigned,
+    TicketReopened,
+    TicketResolved,
+    TicketResponded,
+    TicketResumed,
+    WaitingForCustomer,
+    WorkStarted,
+)
+from services.vocabulary import PRIORITY_RANK, Priority
+from shared.events import EventData
+
+OPEN: frozenset[Status] = frozenset(
+    {"queued", "assigned", "accepted", "in_progress", "waiting_for_customer"}
+)
+LOADED: frozenset[Status] = frozenset(
+    {"assigned", "accepted", "in_progress", "waiting_for_customer"}
+)
+"""States in which a ticket counts against its agent's capacity."""
+
+Command = Literal[
+    "accept",
+    "respond",
+    "start_work",
+    "add_note",
+    "request_customer_info",
+    "resolve",
+    "reopen",
+    "close",
+    "reassign",
+    "escalate",
+    "record_satisfaction",
+]
+ActorKind = Literal["assignee", "agent", "supervisor", "customer", "system"]
+
+ALLOWED_FROM: dict[Command, frozenset[Status]] = {
+    "accept": frozenset({"assigned"}),
+    "respond": frozenset({"accepted", "in_progress", "waiting_for_customer"}),
+    "start_work": frozenset({"accepted"}),
+    "add_note": OPEN | {"resolved"},
+    "request_customer_info": frozenset({"accepted", "in_progress"}),
+    "resolve": frozenset({"accepted", "in_progress", "waiting_for_customer"}),
+    "reopen": frozenset({"resolved"}),
+    "close": frozenset({"resolved"}),
+    "reassign": OPEN,
+    "escalate": OPEN,
+    "record_satisfaction": frozenset({"resolved", "closed"}),
+}
+WHO: dict[Command, frozenset[ActorKind]] = {
+    "accept": frozenset({"assignee"}),
+    "respond": frozenset({"assignee", "supervisor"}),
+    "start_work": frozenset({"assignee"}),
+    "add_note": frozenset({"assignee", "agent", "supervisor"}),
+    "request_customer_info": frozenset({"assignee"}),
+    "resolve": frozenset({"assignee", "supervisor"}),
+    "reopen": frozenset({"customer", "supervisor"}),
+    "close": frozenset({"assignee", "supervisor", "customer", "system"}),
+    "reassign": frozenset({"assignee", "supervisor"}),
+    "escalate": frozenset({"assignee", "supervisor"}),
+    "record_satisfaction": frozenset({"customer", "system"}),
+}
+"""Who may give each command. Reassigning to another group is for supervisors only."""
+
+
+@dataclass
+class Ticket:
+    """Dispatch's view of one ticket (folded from its events)."""
+
+    ticket_id: str
+    number: str
+    status: Status
+    group_id: str
+    agent_id: str | None
+    priority: Priority
+    language: str
+    product_line: str | None
+    problem_type: str | None
+    complexity: str
+    category: str
+    complaint_severity: str
+    channel: str
+    subject: str
+    received_at: datetime
+    queued_at: datetime | None = None
+    escalation_level: int = 0
+    responded: bool = False
+    satisfaction: int | None = None
+    version: int = 0
+    updated_at: datetime | None = None
+
+    @classmethod
+    def classified(cls, event: TicketClassified, time: datetime) -> Ticket:
+        return cls(
+            ticket_id=event.ticket_id,
+            number=event.number,
+            status="queued",
+            group_id=event.group_id,
+            agent_id=None,
+            priority=event.priority,
+            language=event.language,
+            product_line=event.product_line,
+            problem_type=event.problem_type,
+            complexity=event.complexity,
+            category=event.category,
+            complaint_severity=event.complaint_severity,
+            channel=event.channel,
+            subject=event.subject,
+            received_at=event.received_at,
+            version=1,
+            updated_at=time,
+        )
+
+    @property
+    def tags(self) -> set[str]:
+        """What skills would help: the product line and problem type."""
+        return {t for t in (self.product_line, self.problem_type) if t}
+
+    @property
+    def holds_capacity(self) -> bool:
+        return self.status in LOADED and self.agent_id is not None
+
+    @property
+    def queue_key(self) -> tuple[int, datetime]:
+        """Queues are served by priority, then age."""
+        return PRIORITY_RANK[self.priority], self.queued_at or self.received_at
+
+    def apply(self, event: EventData, time: datetime) -> None:  # noqa: PLR0912 - one case per event
+        """Evolve by one event (the handler and the projection share this)."""
+        self.version += 1
+        self.updated_at = time
+        match event:
+            case TicketAssigned():
+                self.status, self.group_id, self.agent_id = (
+                    "assigned",
+                    event.group_id,
+                    event.agent_id,
+                )
+                self.queued_at = None
+            case TicketQueued():
+                self.status, self.group_id, self.agent_id = "queued", event.group_id, None
+                self.queued_at = time
+            case TicketAccepted():
+                self.status = "accepted"
+            case TicketResponded():
+                self.responded = True
+            case WorkStarted() | TicketResumed():
+                self.status = "in_progress"
+            case WaitingForCustomer():
+                self.status = "waiting_for_customer"
+            case TicketResolved():
+                self.status = "resolved"
+            case TicketReopened():
+                self.status = "in_progress"
+            case TicketClosed():
+                self.status = "closed"
+            case TicketReassigned():
+                self.group_id, self.agent_id = event.to_group, None
+            case TicketEscalated():
+                self.escalation_level = max(self.escalation_level, event.level)
+                if event.to_group is not None:
+                    self.group_id, self.agent_id = event.to_group, None
+            case SatisfactionRecorded():
+                self.satisfaction = event.score
+            case _:
+                pass
+
+
+class Refused(Exception):
+    """A command that must not change anything; ``reason`` is its reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def check(command: Command, ticket: Ticket, kinds: set[ActorKind]) -> None:
+    """Raise :class:`Refused` unless ``command`` may run now, by an actor of these kinds."""
+    if ticket.status not in ALLOWED_FROM[command]:
+        raise Refused(
+            "illegal_transition",
+            f"cannot {command.replace('_', ' ')} a ticket that is {ticket.status}",
+        )
+    allowed = WHO[command]
+    if not kinds & allowed:
+        who = " or ".join(sorted(allowed))
+        raise Refused("not_permitted", f"only the {who} may {command.replace('_', ' ')}")

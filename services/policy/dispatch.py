@@ -1,0 +1,145 @@
+"""Policy sections of dispatch: who the people are (``directory``), who gets what (``routing``)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.vocabulary import Complexity
+
+GroupKind = Literal["front_line", "specialist", "supervisors", "experts", "directors"]
+Role = Literal["agent", "supervisor", "expert", "director"]
+Strategy = Literal["round_robin", "least_loaded", "skills"]
+_SLUG = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroupPolicy(_Section):
+    id: str = Field(pattern=_SLUG)
+    name: str
+    kind: GroupKind
+    strategy: list[Strategy] = Field(
+        default=["skills", "least_loaded"],
+        min_length=1,
+        description="skills filters by skill and language; then round_robin or least_loaded "
+        "picks among the rest.",
+    )
+    supervisors: list[str] = Field(
+        default=[], description="Agents told about this group's escalations."
+    )
+
+    @model_validator(mode="after")
+    def _one_order(self) -> GroupPolicy:
+        if {"round_robin", "least_loaded"} <= set(self.strategy):
+            raise ValueError("round_robin and least_loaded both order candidates: pick one")
+        return self
+
+
+class AgentPolicy(_Section):
+    id: str = Field(pattern=_SLUG)
+    name: str
+    role: Role = "agent"
+    groups: list[str] = Field(min_length=1)
+    skills: list[str] = []
+    languages: list[str] = Field(default=["zh"], min_length=1)
+    capacity: int = Field(default=5, ge=0, le=100_000, description="Open tickets at most.")
+    on_shift: bool = Field(default=True, description="At start, before any shift command.")
+    email: str | None = None
+    phone: str | None = None
+    webhook_url: str | None = None
+
+    @property
+    def supervises(self) -> bool:
+        return self.role in ("supervisor", "director")
+
+
+class DirectoryPolicy(_Section):
+    groups: list[GroupPolicy] = Field(min_length=1)
+    agents: list[AgentPolicy] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DirectoryPolicy:
+        group_ids = [g.id for g in self.groups]
+        agent_ids = [a.id for a in self.agents]
+        for kind, ids in (("group", group_ids), ("agent", agent_ids)):
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"{kind} ids must be unique")
+        for agent in self.agents:
+            unknown = set(agent.groups) - set(group_ids)
+            if unknown:
+                raise ValueError(f"agent {agent.id}: unknown groups {sorted(unknown)}")
+        for group in self.groups:
+            unknown = set(group.supervisors) - set(agent_ids)
+            if unknown:
+                raise ValueError(f"group {group.id}: unknown supervisors {sorted(unknown)}")
+        return self
+
+    @cached_property
+    def group(self) -> dict[str, GroupPolicy]:
+        return {g.id: g for g in self.groups}
+
+    @cached_property
+    def agent(self) -> dict[str, AgentPolicy]:
+        return {a.id: a for a in self.agents}
+
+
+class MatrixRow(_Section):
+    """product line x problem type -> responsible group; ``*`` matches anything (or nothing)."""
+
+    product_line: str = "*"
+    problem_type: str = "*"
+    group: str
+
+    def matches(self, product_line: str | None, problem_type: str | None) -> bool:
+        return self.product_line in ("*", product_line) and self.problem_type in ("*", problem_type)
+
+
+class ComplaintRouting(_Section):
+    ordinary: str = Field(description="Group for ordinary complaints (customer service).")
+    major: str = Field(description="Group for major complaints (a director).")
+
+
+class EscalationLevel(_Section):
+    level: int = Field(ge=1, le=9)
+    group: str | None = Field(
+        default=None,
+        description="Group the ticket is reassigned to at this level; none: notify only.",
+    )
+
+
+class RoutingPolicy(_Section):
+    """Which group a ticket goes to, and where escalations take it."""
+
+    by_complexity: dict[Complexity, str] = Field(
+        description="Group per complexity; 'matrix' means: use the classification matrix."
+    )
+    matrix: list[MatrixRow] = []
+    default_group: str = Field(description="Where an unmatched matrix combination goes.")
+    complaints: ComplaintRouting
+    escalation: list[EscalationLevel] = []
+    reopen_to_same_agent: bool = Field(
+        default=True, description="A reopened ticket returns to its agent if they have room."
+    )
+
+
+def check_routing(directory: DirectoryPolicy, routing: RoutingPolicy) -> list[str]:
+    """Problems between the two sections (every group named must exist)."""
+    known = set(directory.group)
+    named = {
+        *(g for g in routing.by_complexity.values() if g != "matrix"),
+        *(row.group for row in routing.matrix),
+        routing.default_group,
+        routing.complaints.ordinary,
+        routing.complaints.major,
+        *(level.group for level in routing.escalation if level.group),
+    }
+    problems = [f"routing names unknown group {g!r}" for g in sorted(named - known)]
+    levels = [level.level for level in routing.escalation]
+    if levels != sorted(set(levels)):
+        problems.append("routing.escalation levels must be unique and in order")
+    return problems

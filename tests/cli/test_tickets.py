@@ -1,0 +1,93 @@
+"""`desk ticket show`: one ticket's story across services, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.cli.tickets import find_ticket, timeline
+from services.dispatch.app import build as dispatch
+from services.intake.app import build as intake
+from shared.database import connect
+from shared.settings import Settings
+from tests.intake.requests import encode, valid
+from tests.support.kafka import KafkaProbe
+from tests.support.services import running
+
+DESK = str(Path(sys.executable).parent / "desk")
+
+
+@pytest.mark.asyncio
+async def test_the_timeline_spans_intake_and_dispatch_in_order(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    async with running(intake(settings)), running(dispatch(settings)):
+        await kafka.publish("requests.incoming", encode(valid("story-1")))
+        [assigned] = await kafka.await_records(
+            "dispatch.events", lambda r: r.header("ce_type") == "servicedesk.ticket.assigned.v1"
+        )
+        number = json.loads(assigned.value)["data"]["number"]
+        agent = json.loads(assigned.value)["data"]["agent_id"]
+        for kind, extra in (("accept", {}), ("respond", {"message": "我们马上处理"})):
+            await kafka.publish(
+                "tickets.commands",
+                {
+                    "command_id": f"c-{kind}",
+                    "type": kind,
+                    "ticket_number": number,
+                    "actor": agent,
+                    **extra,
+                },
+                key=number,
+            )
+        await kafka.await_records(
+            "dispatch.events", lambda r: r.header("ce_type") == "servicedesk.ticket.responded.v1"
+        )
+        conn = await connect(settings.require_database_url())
+        try:
+            ticket_id = await find_ticket(conn, number)
+            assert ticket_id is not None
+            entries = await timeline(conn, ticket_id)
+        finally:
+            await conn.close()
+
+        env = {**os.environ, **settings.environment()}
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [DESK, "ticket", "show", number],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        missing = await asyncio.to_thread(
+            subprocess.run,
+            [DESK, "ticket", "show", "REQ-1999-000001"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert [e.what for e in entries] == [
+        "ticket.received",
+        "ticket.triaged",
+        "ticket.classified",
+        "ticket.assigned",
+        "ticket.accepted",
+        "ticket.responded",
+    ]
+    assert [e.service for e in entries] == ["intake"] * 2 + ["dispatch"] * 4
+    assert "rule hardware-fault" in entries[1].summary()
+    assert "policy sha256:" in entries[2].summary()
+    assert f"assigned to {agent}" in entries[3].summary()
+    assert "first response" in entries[5].summary()
+    assert entries[2].causation_id == entries[1].event_id, "classified was caused by triaged"
+    assert shown.returncode == 0, shown.stderr
+    assert number in shown.stdout and "first response" in shown.stdout
+    assert missing.returncode == 1 and "no ticket numbered" in missing.stdout

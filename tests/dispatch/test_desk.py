@@ -1,0 +1,275 @@
+"""The lifecycle: allowed paths, and every refusal leaves the ticket as it was (pure)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from services.dispatch.commands import TicketCommand
+from services.dispatch.desk import Desk
+from services.dispatch.events import (
+    SatisfactionRecorded,
+    TicketAssigned,
+    TicketEscalated,
+    TicketReassigned,
+    TicketReopened,
+    TicketResponded,
+    TicketResumed,
+)
+from services.dispatch.ticket import Ticket
+from tests.dispatch.support import Recorded, desk, triaged
+
+NUMBER = "REQ-2026-000001"
+COMMAND = TypeAdapter[Any](TicketCommand)
+_ids = iter(range(10**6))
+
+
+def command(kind: str, actor: str, **fields: Any) -> Any:
+    values = {"command_id": f"c{next(_ids)}", "type": kind, "ticket_number": NUMBER, "actor": actor}
+    defaults = {
+        "respond": {"message": "hello"},
+        "add_note": {"note": "internal"},
+        "request_customer_info": {"question": "which floor?"},
+        "resolve": {"resolution": "replaced the drum"},
+        "reopen": {"reason": "still jams"},
+        "reassign": {"reason": "rebalancing", "to_agent": "f2"},
+        "escalate": {"reason": "needs a manager"},
+        "record_satisfaction": {"score": 4, "comment": "ok"},
+    }
+    values.update(defaults.get(kind, {}))  # type: ignore[call-overload]
+    values.update(fields)
+    return COMMAND.validate_python(values)
+
+
+def fresh() -> tuple[Desk, Recorded, Ticket]:
+    d, recorded = desk()
+    d.classify(triaged(1, complexity="simple", category="inquiry"))  # -> front, agent f1
+    ticket = d.by_number(NUMBER)
+    assert ticket is not None
+    assert ticket.agent_id == "f1"
+    return d, recorded, ticket
+
+
+def status(ticket: Ticket) -> str:
+    """The ticket's status now (a call, so the type checker does not keep an old narrowing)."""
+    return ticket.status
+
+
+def run(d: Desk, *steps: tuple[str, str]) -> None:
+    for kind, actor in steps:
+        assert d.command(command(kind, actor)) is None, (kind, actor)
+
+
+ACCEPTED = (("accept", "f1"),)
+IN_PROGRESS = (*ACCEPTED, ("start_work", "f1"))
+RESOLVED = (*IN_PROGRESS, ("resolve", "f1"))
+CLOSED = (*RESOLVED, ("close", "f1"))
+
+CASES: list[tuple[str, tuple[tuple[str, str], ...], Callable[[], Any], str]] = [
+    ("accept by someone else", (), lambda: command("accept", "f2"), "not_permitted"),
+    ("accept by the customer", (), lambda: command("accept", "customer"), "not_permitted"),
+    ("accept twice", ACCEPTED, lambda: command("accept", "f1"), "illegal_transition"),
+    ("start work before accepting", (), lambda: command("start_work", "f1"), "illegal_transition"),
+    ("respond before accepting", (), lambda: command("respond", "f1"), "illegal_transition"),
+    ("respond as another agent", ACCEPTED, lambda: command("respond", "f2"), "not_permitted"),
+    ("resolve before accepting", (), lambda: command("resolve", "f1"), "illegal_transition"),
+    ("resolve as another agent", IN_PROGRESS, lambda: command("resolve", "f2"), "not_permitted"),
+    (
+        "ask the customer before accepting",
+        (),
+        lambda: command("request_customer_info", "f1"),
+        "illegal_transition",
+    ),
+    (
+        "ask the customer twice",
+        (*IN_PROGRESS, ("request_customer_info", "f1")),
+        lambda: command("request_customer_info", "f1"),
+        "illegal_transition",
+    ),
+    (
+        "reopen an unresolved ticket",
+        IN_PROGRESS,
+        lambda: command("reopen", "customer"),
+        "illegal_transition",
+    ),
+    ("reopen as the agent", RESOLVED, lambda: command("reopen", "f1"), "not_permitted"),
+    (
+        "close an unresolved ticket",
+        IN_PROGRESS,
+        lambda: command("close", "f1"),
+        "illegal_transition",
+    ),
+    ("close twice", CLOSED, lambda: command("close", "f1"), "illegal_transition"),
+    ("note on a closed ticket", CLOSED, lambda: command("add_note", "f1"), "illegal_transition"),
+    (
+        "satisfaction before resolving",
+        IN_PROGRESS,
+        lambda: command("record_satisfaction", "customer"),
+        "illegal_transition",
+    ),
+    (
+        "satisfaction given by an agent",
+        RESOLVED,
+        lambda: command("record_satisfaction", "f1"),
+        "not_permitted",
+    ),
+    (
+        "satisfaction twice",
+        (*RESOLVED, ("record_satisfaction", "customer")),
+        lambda: command("record_satisfaction", "customer"),
+        "already_recorded",
+    ),
+    (
+        "reassign to another group, not a supervisor",
+        ACCEPTED,
+        lambda: command("reassign", "f1", to_agent=None, to_group="round"),
+        "not_permitted",
+    ),
+    (
+        "reassign by an agent not on the ticket",
+        ACCEPTED,
+        lambda: command("reassign", "f2"),
+        "not_permitted",
+    ),
+    (
+        "reassign to an unknown agent",
+        ACCEPTED,
+        lambda: command("reassign", "f1", to_agent="nobody"),
+        "unknown_agent",
+    ),
+    (
+        "reassign to an unknown group",
+        ACCEPTED,
+        lambda: command("reassign", "boss", to_agent=None, to_group="nowhere"),
+        "unknown_group",
+    ),
+    (
+        "reassign to an agent off shift",
+        ACCEPTED,
+        lambda: command("reassign", "boss", to_agent="t3"),
+        "agent_unavailable",
+    ),
+    ("reassign a closed ticket", CLOSED, lambda: command("reassign", "boss"), "illegal_transition"),
+    (
+        "an actor not in the directory",
+        ACCEPTED,
+        lambda: command("respond", "mallory"),
+        "unknown_actor",
+    ),
+    (
+        "a ticket that does not exist",
+        (),
+        lambda: command("accept", "f1", ticket_number="REQ-2026-999999"),
+        "unknown_ticket",
+    ),
+    (
+        "escalate past the top of the ladder",
+        (("escalate", "boss"), ("escalate", "boss"), ("escalate", "boss")),
+        lambda: command("escalate", "boss"),
+        "no_escalation_level",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "setup", "make", "reason"), CASES, ids=[c[0] for c in CASES])
+def test_a_refused_command_changes_nothing(
+    case: str, setup: tuple[tuple[str, str], ...], make: Callable[[], Any], reason: str
+) -> None:
+    d, recorded, _ = fresh()
+    if case == "reassign to an agent off shift":
+        d.board.agents["t3"].profile = d.board.agents["t3"].profile.model_copy(
+            update={"groups": ["front", "tiny"]}
+        )
+    run(d, *setup)
+    before, records = copy.deepcopy(d.by_number(NUMBER)), len(recorded.records)
+    loads = {a: s.load for a, s in d.board.agents.items()}
+    refusal = d.command(make())
+    assert refusal is not None, case
+    assert refusal.reason == reason, (case, refusal)
+    assert refusal.detail
+    assert d.by_number(NUMBER) == before, "the ticket changed"
+    assert len(recorded.records) == records, "an event was recorded"
+    assert {a: s.load for a, s in d.board.agents.items()} == loads
+
+
+def test_the_table_has_at_least_25_refusals() -> None:
+    assert len(CASES) >= 25
+
+
+def test_a_ticket_goes_through_its_whole_life() -> None:
+    d, recorded, ticket = fresh()
+    run(d, ("accept", "f1"), ("respond", "f1"), ("start_work", "f1"), ("respond", "f1"))
+    responses = recorded.events(TicketResponded)
+    assert [r.first_response for r in responses] == [True, False]
+    run(d, ("request_customer_info", "f1"))
+    assert status(ticket) == "waiting_for_customer"
+    d.customer_replied(ticket.ticket_id, "reply-event")
+    assert status(ticket) == "in_progress"
+    assert recorded.events(TicketResumed)[0].cause_event_id == "reply-event"
+    run(d, ("resolve", "f1"))
+    assert (status(ticket), d.board.agents["f1"].load) == ("resolved", 0)
+    run(d, ("reopen", "customer"))
+    assert (status(ticket), ticket.agent_id, d.board.agents["f1"].load) == ("in_progress", "f1", 1)
+    assert recorded.events(TicketReopened)
+    run(d, ("resolve", "boss"), ("close", "customer"), ("record_satisfaction", "customer"))
+    assert status(ticket) == "closed"
+    assert recorded.events(SatisfactionRecorded)[0].score == 4
+    versions = [
+        expected for stream, _, expected in recorded.records if stream.endswith(ticket.ticket_id)
+    ]
+    assert versions == sorted(versions), "each record continues the stream"
+
+
+def test_a_reassignment_frees_the_old_agent_and_serves_the_queue() -> None:
+    d, recorded = desk()
+    for n in (1, 2, 3):
+        d.classify(triaged(n, product_line="tiny"))  # t1, t2, then queued
+    assert d.board.agents["t1"].load == 1
+    refusal = d.command(
+        command(
+            "reassign", "boss", ticket_number="REQ-2026-000001", to_agent=None, to_group="front"
+        )
+    )
+    assert refusal is None
+    moved = recorded.events(TicketReassigned)[0]
+    assert (moved.from_agent, moved.to_group) == ("t1", "front")
+    assigned = [(e.number, e.agent_id, e.cause) for e in recorded.events(TicketAssigned)]
+    assert ("REQ-2026-000001", "f1", "reassigned") in assigned
+    assert ("REQ-2026-000003", "t1", "queue") in assigned, "t1's room went to the queue"
+
+
+def test_sla_escalations_climb_the_ladder_once_per_level() -> None:
+    from datetime import UTC, datetime
+
+    from services.sla.events import EscalationRaised
+
+    d, recorded, ticket = fresh()
+
+    def raised(level: int) -> EscalationRaised:
+        return EscalationRaised(
+            ticket_id=ticket.ticket_id,
+            number=NUMBER,
+            metric="first_response",
+            level=level,
+            clock_id="clock",
+            breached_at=datetime(2026, 1, 1, tzinfo=UTC),
+            cause_event_id=f"breach-{level}",
+            policy_version="v",
+        )
+
+    for level in (1, 2, 2, 3):
+        d.escalation(raised(level), f"event-{level}")
+    escalations = recorded.events(TicketEscalated)
+    assert [(e.level, e.to_group) for e in escalations] == [
+        (1, None),
+        (2, "supervisors"),
+        (3, "directors"),
+    ]
+    assert escalations[0].supervisors == ["boss"]
+    assert escalations[1].cause == "sla:first_response"
+    assert (ticket.group_id, ticket.agent_id) == ("directors", "dir")
+    assert d.board.agents["f1"].load == 0

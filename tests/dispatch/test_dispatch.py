@@ -1,0 +1,315 @@
+"""dispatch end to end: real broker, real PostgreSQL, the services running."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from services.dispatch.app import build as dispatch
+from services.intake.app import build as intake
+from services.intake.events import TicketTriaged, ticket_stream
+from shared.deadletter import Record
+from shared.projection import rebuild
+from shared.service import Service
+from shared.settings import Settings
+from tests.dispatch.support import POLICY_FILE, triaged
+from tests.intake.requests import encode, valid
+from tests.support.events import publish_event
+from tests.support.kafka import KafkaProbe
+from tests.support.services import running
+
+EVENTS, COMMANDS, AGENTS = "dispatch.events", "tickets.commands", "agents.commands"
+REJECTED = "tickets.commands.rejected"
+
+
+def data(record: Record) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(record.value)["data"]
+    return value
+
+
+def kind(name: str) -> Any:
+    return lambda r: r.header("ce_type") == f"servicedesk.ticket.{name}.v1"
+
+
+async def send_triaged(kafka: KafkaProbe, ticket: TicketTriaged) -> None:
+    await publish_event(
+        kafka,
+        "intake.events",
+        ticket,
+        stream_id=ticket_stream(ticket.ticket_id),
+        version=2,
+        subject=ticket.ticket_id,
+        source="servicedesk/intake",
+    )
+
+
+async def send_command(
+    kafka: KafkaProbe, number: str, kind_: str, actor: str, **fields: Any
+) -> str:
+    command_id = str(fields.pop("command_id", uuid.uuid4()))
+    body = {
+        "command_id": command_id,
+        "type": kind_,
+        "ticket_number": number,
+        "actor": actor,
+        **fields,
+    }
+    await kafka.publish(COMMANDS, body, key=number)
+    return command_id
+
+
+@pytest.mark.asyncio
+async def test_the_sop_seed_paths_through_intake_and_dispatch(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    requests = {
+        "inquiry": valid(
+            "seed-1",
+            channel="phone",
+            subject="How do I reset my password?",
+            description="I forgot it",
+            product_line=None,
+            customer={"name": "Ann", "phone": "+4930123456", "language": "en"},
+        ),
+        "hardware": valid(
+            "seed-2", subject="电脑无法开机", description="笔记本坏了", product_line="pc"
+        ),
+        "complex": valid(
+            "seed-3",
+            subject="系统瘫痪",
+            description="整个部门都无法登录，服务中断",
+            product_line="erp",
+        ),
+        "major complaint": valid(
+            "seed-4", subject="投诉", description="再不解决我就找律师起诉", product_line=None
+        ),
+    }
+    async with running(intake(settings)), running(dispatch(settings)):
+        for request in requests.values():
+            await kafka.publish("requests.incoming", encode(request))
+        assigned = await kafka.await_records(EVENTS, kind("assigned"), count=4)
+        classified = await kafka.await_records(EVENTS, kind("classified"), count=4)
+    routes = {data(c)["subject"]: (data(c)["group_id"], data(c)["route"]) for c in classified}
+    agents = {data(a)["number"]: (data(a)["group_id"], data(a)["agent_id"]) for a in assigned}
+    by_subject = {data(c)["subject"]: agents[data(c)["number"]] for c in classified}
+    assert routes["How do I reset my password?"] == ("front-line", "complexity:simple")
+    assert by_subject["How do I reset my password?"][0] == "front-line"
+    assert routes["电脑无法开机"] == ("pc-hardware", "matrix:pc/*")
+    assert by_subject["电脑无法开机"] == ("pc-hardware", "liu.yang")  # skilled in pc, speaks zh
+    assert routes["系统瘫痪"] == ("experts", "complexity:complex")
+    assert by_subject["系统瘫痪"][0] == "experts"
+    assert routes["投诉"] == ("directors", "complaint:major")
+    assert by_subject["投诉"] == ("directors", "sun.yu")
+
+
+@pytest.fixture
+def test_policy(settings: Settings) -> Settings:
+    return settings.replace(policy_file=POLICY_FILE)
+
+
+async def assigned_agents(kafka: KafkaProbe, count: int) -> list[str]:
+    records = await kafka.await_records(EVENTS, kind("assigned"), count=count)
+    return [data(r)["agent_id"] for r in records]
+
+
+@pytest.mark.asyncio
+async def test_round_robin_over_100_tickets(test_policy: Settings, kafka: KafkaProbe) -> None:
+    async with running(dispatch(test_policy)):
+        for n in range(100):
+            await send_triaged(kafka, triaged(n, product_line="rr"))
+        agents = await assigned_agents(kafka, 100)
+    assert Counter(agents) == {"r1": 34, "r2": 33, "r3": 33}
+
+
+@pytest.mark.asyncio
+async def test_least_loaded_over_100_tickets_balances_open_work(
+    test_policy: Settings, kafka: KafkaProbe
+) -> None:
+    service = dispatch(test_policy)
+    async with running(service):
+        for n in range(30):
+            await send_triaged(kafka, triaged(n, product_line="ll"))
+        first = await kafka.await_records(EVENTS, kind("assigned"), count=30)
+        l1_tickets = [data(r)["number"] for r in first if data(r)["agent_id"] == "l1"]
+        for number in l1_tickets:  # l1 finishes all of its tickets
+            for step in ("accept", "start_work"):
+                await send_command(kafka, number, step, "l1")
+            await send_command(kafka, number, "resolve", "l1", resolution="done")
+        await kafka.await_records(EVENTS, kind("resolved"), count=len(l1_tickets))
+        for n in range(30, 100):
+            await send_triaged(kafka, triaged(n, product_line="ll"))
+        await kafka.await_records(EVENTS, kind("assigned"), count=100)
+        loads = {
+            r["agent_id"]: r["count"]
+            for r in await service.pool.fetch(
+                "SELECT agent_id, count(*) FROM tickets WHERE status = 'assigned' GROUP BY 1"
+            )
+        }
+    assert len(l1_tickets) == 10
+    assert sorted(loads.values()) == [30, 30, 30], loads
+    assert sum(loads.values()) == 90
+
+
+@pytest.mark.asyncio
+async def test_skills_routing_over_100_tickets(test_policy: Settings, kafka: KafkaProbe) -> None:
+    async with running(dispatch(test_policy)):
+        for n in range(100):
+            line = ("printer", "pc")[n % 2]
+            await send_triaged(
+                kafka, triaged(n, product_line=line, language=("zh", "en")[n % 5 == 0])
+            )
+        records = await kafka.await_records(EVENTS, kind("assigned"), count=100)
+    for record in records:
+        number = int(data(record)["number"].split("-")[2])
+        expected = "s.any" if number % 5 == 0 else ("s.printer", "s.pc")[number % 2]
+        assert data(record)["agent_id"] == expected, data(record)
+
+
+@pytest.mark.asyncio
+async def test_capacity_holds_and_the_queue_is_served_by_priority_then_age(
+    test_policy: Settings, kafka: KafkaProbe
+) -> None:
+    service = dispatch(test_policy)
+    async with running(service):
+        await send_triaged(kafka, triaged(1, product_line="tiny"))
+        await send_triaged(kafka, triaged(2, product_line="tiny"))
+        await kafka.await_records(EVENTS, kind("assigned"), count=2)
+        for n, priority in ((3, "low"), (4, "urgent"), (5, "normal"), (6, "urgent"), (7, "high")):
+            await send_triaged(kafka, triaged(n, product_line="tiny", priority=priority))
+            await kafka.await_records(EVENTS, kind("queued"), count=n - 2)
+        over = await service.pool.fetchval(
+            "SELECT count(*) FROM agents a WHERE (SELECT count(*) FROM tickets t WHERE "
+            "t.agent_id = a.agent_id AND t.status = 'assigned') > a.capacity"
+        )
+        assert over == 0
+        for body in (
+            {"command_id": "shift-1", "type": "go_on_shift", "agent_id": "t3", "actor": "t3"},
+            {
+                "command_id": "cap-1",
+                "type": "set_capacity",
+                "agent_id": "t3",
+                "actor": "boss",
+                "capacity": 4,
+            },
+        ):
+            await kafka.publish(AGENTS, body, key="t3")
+        await kafka.await_records(EVENTS, kind("assigned"), count=6)
+        rows = await service.pool.fetch(
+            "SELECT envelope::text FROM events WHERE type = 'servicedesk.ticket.assigned.v1' "
+            "ORDER BY position"
+        )
+    from_queue = [
+        json.loads(r[0])["data"] for r in rows if json.loads(r[0])["data"]["cause"] == "queue"
+    ]
+    assert [d["number"] for d in from_queue] == [
+        "REQ-2026-000004",
+        "REQ-2026-000006",
+        "REQ-2026-000007",
+        "REQ-2026-000005",
+    ]
+    assert all(d["agent_id"] == "t3" for d in from_queue)
+
+
+@pytest.mark.asyncio
+async def test_refused_commands_change_nothing_and_a_repeated_command_has_one_effect(
+    test_policy: Settings, kafka: KafkaProbe
+) -> None:
+    service = dispatch(test_policy)
+    async with running(service):
+        await send_triaged(kafka, triaged(1, product_line="rr"))
+        [assigned] = await kafka.await_records(EVENTS, kind("assigned"))
+        number, agent = data(assigned)["number"], data(assigned)["agent_id"]
+        other = next(a for a in ("r1", "r2", "r3") if a != agent)
+
+        async def state() -> tuple[str, int]:
+            row = await service.pool.fetchrow(
+                "SELECT status, version FROM tickets WHERE number = $1", number
+            )
+            assert row is not None
+            return row["status"], row["version"]
+
+        before = await state()
+        cases: list[tuple[str, str, dict[str, Any], str]] = [
+            ("start_work", agent, {}, "illegal_transition"),
+            ("accept", other, {}, "not_permitted"),
+            ("accept", "customer", {}, "not_permitted"),
+            ("resolve", agent, {"resolution": "x"}, "illegal_transition"),
+            ("close", agent, {}, "illegal_transition"),
+            ("reopen", "customer", {"reason": "x"}, "illegal_transition"),
+            ("respond", "mallory", {"message": "x"}, "unknown_actor"),
+            ("reassign", agent, {"to_group": "least", "reason": "x"}, "not_permitted"),
+            ("record_satisfaction", "customer", {"score": 5}, "illegal_transition"),
+        ]
+        expected: dict[str | None, str] = {}
+        for kind_, actor, fields, reason in cases:
+            expected[await send_command(kafka, number, kind_, actor, **fields)] = reason
+        await kafka.publish(COMMANDS, b"{not a command", key=number)
+        expected[None] = "invalid_command"
+        expected[await send_command(kafka, "REQ-2026-999999", "accept", agent)] = "unknown_ticket"
+        rejected = await kafka.await_records(REJECTED, lambda r: True, count=len(cases) + 2)
+        assert await state() == before
+
+        accept_id = await send_command(kafka, number, "accept", agent)
+        await send_command(kafka, number, "accept", agent, command_id=accept_id)  # redelivered
+        await send_command(kafka, number, "respond", agent, message="on it")
+        await kafka.await_records(EVENTS, kind("responded"))
+        accepted = await kafka.await_records(EVENTS, kind("accepted"))
+        status, version = await state()
+    assert {data(r)["command_id"]: data(r)["reason"] for r in rejected} == expected
+    for record in rejected:
+        if data(record)["reason"] in ("illegal_transition", "not_permitted"):
+            assert data(record)["status"] == "assigned"
+            assert data(record)["detail"]
+    assert len(accepted) == 1
+    assert (status, version) == ("accepted", before[1] + 2)
+
+
+@pytest.mark.asyncio
+async def test_rebuilt_read_models_equal_the_live_ones(
+    test_policy: Settings, kafka: KafkaProbe
+) -> None:
+    service = dispatch(test_policy)
+    async with running(service):
+        for n in range(12):
+            await send_triaged(kafka, triaged(n, product_line=("rr", "tiny", "ll")[n % 3]))
+        await kafka.await_records(
+            EVENTS,
+            lambda r: (
+                r.header("ce_type")
+                in ("servicedesk.ticket.assigned.v1", "servicedesk.ticket.queued.v1")
+            ),
+            count=12,
+        )
+        [first] = [
+            data(r)
+            for r in await kafka.await_records(EVENTS, kind("assigned"))
+            if data(r)["number"] == "REQ-2026-000000"
+        ]
+        for step, fields in (("accept", {}), ("start_work", {}), ("resolve", {"resolution": "ok"})):
+            await send_command(kafka, "REQ-2026-000000", step, first["agent_id"], **fields)
+        await kafka.publish(
+            AGENTS, {"command_id": "off", "type": "go_off_shift", "agent_id": "l2", "actor": "l2"}
+        )
+        await kafka.await_records(EVENTS, kind("resolved"))
+        await kafka.await_records(
+            EVENTS, lambda r: r.header("ce_type") == "servicedesk.agent.shift_ended.v1"
+        )
+        live = await snapshot(service)
+        async with service.pool.acquire() as conn:
+            for projection in service.projections:
+                await rebuild(conn, service.store, projection)
+        assert await snapshot(service) == live
+        assert live["tickets"], "something to compare"
+
+
+async def snapshot(service: Service) -> dict[str, list[dict[str, Any]]]:
+    tables = {"tickets": "ticket_id", "agents": "agent_id", "group_cursors": "group_id"}
+    out = {}
+    for table, key in tables.items():
+        rows = await service.pool.fetch(f"SELECT * FROM {table} ORDER BY {key}")
+        out[table] = [{k: v for k, v in dict(r).items() if k != "updated_at"} for r in rows]
+    return out
