@@ -16,7 +16,7 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.database import create_database, drop_database, with_database
 from shared.kafka import client_options
@@ -147,3 +147,13 @@ async def start_service(name: ServiceName, settings: Settings) -> asyncio.subpro
             await asyncio.sleep(0.1)
     process.terminate()
     raise RuntimeError(f"{name} did not become ready")
+
+
+Outgoing = list[tuple[str, bytes, list[tuple[str, bytes]]]]
+"""(key, value, headers) of records to publish."""
+
+
+async def publish(producer: AIOKafkaProducer, topic: str, events: Outgoing) -> None:
+    """Send every record, then wait for every acknowledgement."""
+    sends = [await producer.send(topic, value=v, key=k.encode(), headers=h) for k, v, h in events]
+    await asyncio.gather(*sends)

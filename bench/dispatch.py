@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from bench._support import Watcher, bench_settings, report, start_service
+from bench._support import Watcher, bench_settings, publish, report, start_service
 from services.intake.events import TicketTriaged, ticket_stream
 from services.policy import DEFAULT_POLICY
 from shared.events import new_event_id
@@ -92,13 +92,6 @@ def triaged_events(count: int, run: str) -> list[tuple[str, bytes, list[tuple[st
         headers = [("ce_type", data.event_type().encode()), ("ce_id", str(pending.id).encode())]
         out.append((stream, value.encode(), headers))
     return out
-
-
-async def publish(
-    producer: AIOKafkaProducer, topic: str, events: list[tuple[str, bytes, list[tuple[str, bytes]]]]
-) -> None:
-    sends = [await producer.send(topic, value=v, key=k.encode(), headers=h) for k, v, h in events]
-    await asyncio.gather(*sends)
 
 
 async def main(total: int, steady_rate: float, steady_seconds: float) -> None:

@@ -13,15 +13,20 @@ from typing import Protocol
 
 import asyncpg
 
+from shared.database import Connection
+
 
 class Clock(Protocol):
-    async def now(self) -> datetime: ...
+    async def now(self, conn: Connection | None = None) -> datetime:
+        """Now. Code holding a connection passes it: a clock that reads the database then uses
+        it instead of taking a second one from the pool (which can run dry under load)."""
+        ...
 
 
 class SystemClock:
     """The host's clock, for tools and tests that do not need agreement between hosts."""
 
-    async def now(self) -> datetime:
+    async def now(self, conn: Connection | None = None) -> datetime:
         return datetime.now(UTC)
 
 
@@ -33,7 +38,7 @@ class ManualClock:
             raise ValueError("ManualClock needs an aware datetime")
         self._now = start
 
-    async def now(self) -> datetime:
+    async def now(self, conn: Connection | None = None) -> datetime:
         return self._now
 
     def advance(self, by: timedelta) -> datetime:
@@ -55,6 +60,6 @@ class DatabaseClock:
             else "SELECT clock_timestamp()"
         )
 
-    async def now(self) -> datetime:
-        value: datetime = await self.pool.fetchval(self._sql)
+    async def now(self, conn: Connection | None = None) -> datetime:
+        value: datetime = await (conn or self.pool).fetchval(self._sql)
         return value

@@ -357,7 +357,7 @@ class ConsumerRunner(Generic[T]):
             fresh = await self._claim(conn, messages)
             if fresh:
                 uow = UnitOfWork(
-                    conn, service.store, await service.clock.now(), service.projections
+                    conn, service.store, await service.clock.now(conn), service.projections
                 )
                 await self.subscription.handle(uow, fresh)
                 await uow.flush()

@@ -30,6 +30,8 @@ class Reason:
     """An event type this consumer's registry does not know."""
     HANDLER_FAILED = "handler_failed"
     """The handler raised on every attempt."""
+    DELIVERY_FAILED = "delivery_failed"
+    """A notice its channel refused for good, or on every attempt (notify)."""
 
 
 @dataclass(frozen=True, slots=True)

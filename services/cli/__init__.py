@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import demo, dlq, docs, policy, run, tickets
+from services.cli import demo, dlq, docs, policy, run, sla, tickets
 
 app = typer.Typer(
     name="desk",
@@ -23,6 +23,7 @@ run.register(app)
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
 app.add_typer(tickets.app, name="ticket")
+app.add_typer(sla.app, name="sla")
 docs.register(app)
 app.command()(demo.demo)
 

@@ -57,6 +57,10 @@ def up(
     raise typer.Exit(code)
 
 
+def _mail_configured() -> bool:
+    return any(name in os.environ for name in ("DESK_SMTP_HOST", "DESK_SMTP_PORT"))
+
+
 async def _up(
     settings: Settings, names: list[ServiceName], *, demo: bool, demo_rate: float, raw_logs: bool
 ) -> int:
@@ -69,7 +73,15 @@ async def _up(
     background: list[asyncio.Task[None]] = []
     infra = await start_infrastructure(settings)
     supervisor = Supervisor(raw_logs=raw_logs)
+    mail = contextlib.ExitStack()
     try:
+        if "notify" in names and not _mail_configured():
+            # No mail server configured: a local sink keeps the demo's notices in .desk/mail/.
+            from shared.local.sinks import smtp_server
+
+            sink = mail.enter_context(smtp_server(mailbox=settings.data_dir / "mail", keep=False))
+            infra.extra_env["DESK_SMTP_HOST"] = "127.0.0.1"
+            infra.extra_env["DESK_SMTP_PORT"] = str(sink.port)
         os.environ.update(infra.environment())
         ready_settings = Settings()
         await _prepare(ready_settings, names, fresh_broker=infra.embedded_broker)
@@ -109,6 +121,7 @@ async def _up(
         await asyncio.gather(*background, return_exceptions=True)
         await supervisor.stop(settings.shutdown_grace.total_seconds())
         infra.stop()
+        mail.close()
         with contextlib.suppress(FileNotFoundError):
             run_file(settings.data_dir).unlink()
         console.print("[bold]stopped[/]: services, broker and database are down")
@@ -154,6 +167,7 @@ def _banner(settings: Settings, names: list[ServiceName], seconds: float) -> Non
         table.add_row(name, f"http://{settings.http_host}:{settings.port_of(name)}/ready")
     console.print(table)
     console.print("`desk status` in another terminal shows health; Ctrl-C stops everything.")
+    console.print("Notices sent by email without a configured SMTP server land in .desk/mail/.")
 
 
 def status(

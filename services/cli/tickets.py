@@ -178,4 +178,41 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         + (f", to {d['to_group']}" if d.get("to_group") else ", supervisors notified")
     ),
     "ticket.satisfaction_recorded": lambda d: f"satisfaction {d['score']}/5 {d['comment']!r}",
+    "sla.clock_started": lambda d: (
+        f"{d['metric']} clock{' restarted' if d['run'] > 1 else ''}: target "
+        f"{_minutes(d['target_s'])} on calendar {d['calendar']}, due {d['deadline']} "
+        f"(rule {d['rule']}){_clock(d)}"
+    ),
+    "sla.clock_paused": lambda d: (
+        f"{d['metric']} clock paused at {_minutes(d['elapsed_s'])} used{_clock(d)}"
+    ),
+    "sla.clock_resumed": lambda d: f"{d['metric']} clock resumed, due {d['deadline']}{_clock(d)}",
+    "sla.clock_warned": lambda d: (
+        f"{d['metric']}: {round(d['fraction'] * 100)}% of the target used, due {d['deadline']}"
+        f"{_clock(d)}"
+    ),
+    "sla.clock_breached": lambda d: (
+        f"{d['metric']} BREACHED: no fulfilling event within {_minutes(d['target_s'])} of "
+        f"business time (due {d['due_at']}){_clock(d)}"
+    ),
+    "sla.clock_met": lambda d: (
+        f"{d['metric']} met{' LATE' if d['late'] else ''} by {d['fulfilled_by']} after "
+        f"{_minutes(d['elapsed_s'])} of business time{_clock(d)}"
+    ),
+    "sla.clock_stopped": lambda d: f"{d['metric']} clock stopped ({d['reason']}){_clock(d)}",
+    "sla.escalated": lambda d: (
+        f"{d['metric']} escalation level {d['level']} (breached {d['breached_at']}){_clock(d)}"
+    ),
 }
+
+
+def _minutes(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:g} min" if minutes < 120 else f"{minutes / 60:g} h"
+
+
+def _clock(data: dict[str, Any]) -> str:
+    return (
+        f" [cause {data['cause_event_id']}, policy {data['policy_version']}, "
+        f"calendar {data.get('calendar_version', '?')}]"
+    )

@@ -1,20 +1,31 @@
-"""Wiring of the notify service: what it consumes, produces and projects."""
+"""Wiring of the notify service: what it consumes, produces, and its delivery worker."""
 
 from __future__ import annotations
 
+from services.notify.delivery import Deliverer
+from services.notify.events import EVENTS_TOPIC, NotificationFailed, NotificationSent
+from services.notify.handlers import Replays, TicketEvents
+from services.policy import watch_policy
 from shared.migrations import load
 from shared.service import Service
 from shared.settings import Settings
 
-EVENTS_TOPIC = "notify.events"
 MIGRATIONS = load("notify", "services.notify")
 
 
 def build(settings: Settings) -> Service:
+    policy = watch_policy(settings)
+    deliverer = Deliverer(policy)
+
+    async def deliver_notices(service: Service) -> None:
+        await deliverer.run(service)
+
     return Service(
         "notify",
         settings,
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
-        publishes={EVENTS_TOPIC: []},
+        publishes={EVENTS_TOPIC: [NotificationSent, NotificationFailed]},
+        subscriptions=[TicketEvents(policy), Replays()],
+        workers=[deliver_notices],
         migrations=MIGRATIONS,
     )

@@ -17,6 +17,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from services.policy.dispatch import DirectoryPolicy, RoutingPolicy, check_routing
+from services.policy.notify import NotificationPolicy
+from services.policy.sla import SlaPolicy
 from services.policy.triage import NumberingPolicy, TriagePolicy
 from shared.policyfile import PolicyWatch
 from shared.settings import Settings
@@ -33,10 +35,25 @@ class Policy(BaseModel):
     triage: TriagePolicy
     directory: DirectoryPolicy
     routing: RoutingPolicy
+    sla: SlaPolicy | None = None
+    notifications: NotificationPolicy | None = None
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Policy:
         problems = check_routing(self.directory, self.routing)
+        if self.sla is not None:
+            routed = {level.level for level in self.routing.escalation}
+            problems += [
+                f"sla.escalation level {step.level} has no routing.escalation entry"
+                for step in self.sla.escalation
+                if step.level not in routed
+            ]
+        if self.notifications is not None:
+            problems += [
+                f"notifications rule names unknown agent {rule.to[6:]!r}"
+                for rule in self.notifications.rules
+                if rule.to.startswith("agent:") and rule.to[6:] not in self.directory.agent
+            ]
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -1,12 +1,27 @@
-"""Wiring of the sla service: what it consumes, produces and projects."""
+"""Wiring of the sla service: what it consumes, produces and projects, and its workers."""
 
 from __future__ import annotations
 
+from services.policy import watch_policy
+from services.sla.events import (
+    EVENTS_TOPIC,
+    ClockBreached,
+    ClockMet,
+    ClockPaused,
+    ClockResumed,
+    ClockStarted,
+    ClockStopped,
+    ClockWarned,
+    EscalationRaised,
+)
+from services.sla.handlers import TicketEvents
+from services.sla.report import refresh_gauges
+from services.sla.storage import ClockBoard
+from services.sla.timers import fire_due_timers
 from shared.migrations import load
 from shared.service import Service
 from shared.settings import Settings
 
-EVENTS_TOPIC = "sla.events"
 MIGRATIONS = load("sla", "services.sla")
 
 
@@ -15,6 +30,20 @@ def build(settings: Settings) -> Service:
         "sla",
         settings,
         description="Response-time clocks on business calendars, warnings, escalation ladder.",
-        publishes={EVENTS_TOPIC: []},
+        publishes={
+            EVENTS_TOPIC: [
+                ClockStarted,
+                ClockPaused,
+                ClockResumed,
+                ClockWarned,
+                ClockBreached,
+                ClockMet,
+                ClockStopped,
+                EscalationRaised,
+            ]
+        },
+        subscriptions=[TicketEvents(watch_policy(settings))],
+        projections=[ClockBoard()],
+        workers=[fire_due_timers, refresh_gauges],
         migrations=MIGRATIONS,
     )

@@ -1,13 +1,114 @@
 """Events sla records (and publishes): the public contract of ``sla.events``. Other services
-import this module to read them; nothing else of sla."""
+import this module to read them; nothing else of sla.
+
+One stream per (ticket, metric) clock. Every clock event carries the id of the event that caused
+it (for timer events: the event that last set the clock running), the policy version and the
+calendar version, so a ticket's timeline explains every warning and breach.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
 
 from shared.events import EventData, event
 
 EVENTS_TOPIC = "sla.events"
+
+
+class LadderLevel(BaseModel):
+    level: int
+    after_s: float
+
+
+class ClockEvent(EventData):
+    ticket_id: str
+    number: str
+    metric: str
+    clock_id: str
+    run: int
+    cause_event_id: str
+    policy_version: str
+    calendar_version: str
+
+
+@event("servicedesk.sla.clock_started", version=1)
+class ClockStarted(ClockEvent):
+    """A clock started (or, after a reopen, started again): its terms are fixed here."""
+
+    started_at: datetime
+    deadline: datetime
+    target_s: float
+    rule: str
+    calendar: str
+    calendar_definition: dict[str, object]
+    warnings: list[float]
+    ladder: list[LadderLevel]
+    pauses_when_waiting: bool
+    fulfilled_by: list[str]
+    restarts_on_reopen: bool
+    group_id: str
+    agent_id: str | None = None
+
+
+@event("servicedesk.sla.clock_paused", version=1)
+class ClockPaused(ClockEvent):
+    """Waiting for the customer: business time stops counting against the target."""
+
+    at: datetime
+    elapsed_s: float
+
+
+@event("servicedesk.sla.clock_resumed", version=1)
+class ClockResumed(ClockEvent):
+    at: datetime
+    elapsed_s: float
+    deadline: datetime
+
+
+class AnsweredClockEvent(ClockEvent):
+    """A clock event somebody answers for: the ticket's group and agent when it happened."""
+
+    group_id: str
+    agent_id: str | None = None
+
+
+@event("servicedesk.sla.clock_warned", version=1)
+class ClockWarned(AnsweredClockEvent):
+    """The clock used ``fraction`` of its target."""
+
+    fraction: float
+    due_at: datetime
+    deadline: datetime
+
+
+@event("servicedesk.sla.clock_breached", version=1)
+class ClockBreached(AnsweredClockEvent):
+    """The target passed without the fulfilling event."""
+
+    due_at: datetime
+    target_s: float
+
+
+@event("servicedesk.sla.clock_met", version=1)
+class ClockMet(AnsweredClockEvent):
+    """The fulfilling event arrived. ``late``: after the breach, which stands."""
+
+    at: datetime
+    elapsed_s: float
+    wall_s: float
+    late: bool
+    fulfilled_by: str
+
+
+@event("servicedesk.sla.clock_stopped", version=1)
+class ClockStopped(ClockEvent):
+    """The ticket closed while the clock still ran (e.g. resolved without the metric's event)."""
+
+    at: datetime
+    reason: Literal["ticket_closed", "reopened"]
 
 
 @event("servicedesk.sla.escalated", version=1)
@@ -22,3 +123,7 @@ class EscalationRaised(EventData):
     breached_at: datetime
     cause_event_id: str
     policy_version: str
+    calendar_version: str = ""
+    due_at: datetime | None = None
+    group_id: str = ""
+    agent_id: str | None = None

@@ -19,11 +19,12 @@ async def publish_event(
     subject: str | None = None,
     source: str = "servicedesk/test",
     correlation_id: str | None = None,
+    time: datetime | None = None,
 ) -> str:
     """Publish one event; return its id."""
     pending = PendingEvent(
         data,
-        datetime.now(UTC),
+        time or datetime.now(UTC),
         correlation_id=correlation_id or subject or stream_id,
         subject=subject,
         id=new_event_id(),

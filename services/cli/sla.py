@@ -1,0 +1,76 @@
+"""``desk sla report``: SLA compliance, mean times and tickets at risk, from sla's projection."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from services.cli.context import console, fail, load_settings, run_async
+from services.sla.report import SlaReport, build_report
+from shared.database import connect
+
+app = typer.Typer(help="Service levels: how the desk keeps its targets.", no_args_is_help=True)
+
+
+@app.command()
+def report(
+    days: Annotated[int, typer.Option(help="Outcomes of the last N days.", min=1)] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Compliance per metric, group and day; mean first-response and handling time; at risk."""
+    settings = load_settings()
+    if not settings.database_url:
+        raise fail("DATABASE_URL is not set and no `desk up` is running")
+
+    async def go() -> SlaReport:
+        conn = await connect(settings.require_database_url(), schema="sla")
+        try:
+            if await conn.fetchval("SELECT to_regclass('sla.clocks')") is None:
+                raise fail("the sla service has not created its tables yet (desk migrate sla)")
+            return await build_report(conn, datetime.now(UTC) - timedelta(days=days))
+        finally:
+            await conn.close()
+
+    result = run_async(go())
+    if as_json:
+        body = dataclasses.asdict(result)
+        body["compliance"] = [
+            {**dataclasses.asdict(c), "ratio": c.ratio} for c in result.compliance
+        ]
+        typer.echo(json.dumps(body, default=str, ensure_ascii=False))
+        return
+    table = Table(title=f"SLA compliance since {result.since:%Y-%m-%d %H:%M} UTC")
+    for column in ("day", "metric", "group", "met", "breached", "compliance"):
+        table.add_column(column)
+    for c in result.compliance:
+        ratio = "-" if c.ratio is None else f"{c.ratio:.1%}"
+        table.add_row(c.day, c.metric, c.group_id, str(c.met), str(c.breached), ratio)
+    console.print(table)
+    console.print(f"mean time to first response: {_duration(result.mean_first_response_s)}")
+    console.print(
+        f"mean handling time (receipt to resolution): {_duration(result.mean_handling_s)}"
+    )
+    console.print(
+        f"open tickets at risk (warned): {result.tickets_at_risk}; "
+        f"breached and still open: {result.tickets_breached_open}"
+    )
+    if result.at_risk:
+        risky = Table(title="clocks at risk, soonest deadline first")
+        for column in ("ticket", "metric", "group", "status", "used", "deadline"):
+            risky.add_column(column)
+        for r in result.at_risk:
+            deadline = f"{r.deadline:%Y-%m-%d %H:%M}" if r.deadline else "-"
+            risky.add_row(r.number, r.metric, r.group_id, r.status, f"{r.warned:.0%}", deadline)
+        console.print(risky)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes = seconds / 60
+    return f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"

@@ -1,0 +1,177 @@
+"""notify's consumers: ticket events become notices; replayed dead letters are sent again.
+
+Notices are stored (with their de-duplication keys) in the same transaction that marks the event
+processed; sending happens afterwards, in the delivery worker, so a slow or failing recipient
+never holds back a partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import Counter
+
+from services.dispatch.events import EVENTS_TOPIC as DISPATCH_EVENTS
+from services.dispatch.events import (
+    TicketAssigned,
+    TicketClosed,
+    TicketEscalated,
+    TicketQueued,
+    TicketReassigned,
+    TicketResolved,
+    WaitingForCustomer,
+)
+from services.intake.events import EVENTS_TOPIC as INTAKE_EVENTS
+from services.intake.events import TicketReceived, TicketTriaged
+from services.notify import storage
+from services.notify.events import DELIVERIES_TOPIC, NotificationFailed
+from services.notify.outcomes import record_outcome
+from services.notify.rules import Notice, TicketFacts, notices
+from services.policy import Policy
+from services.sla.events import EVENTS_TOPIC as SLA_EVENTS
+from services.sla.events import ClockWarned, EscalationRaised
+from shared.consumer import Delivered, EventSubscription, Inbound, Rejected, Subscription
+from shared.deadletter import Reason, Record
+from shared.events import EventData
+from shared.logging import get_logger
+from shared.policyfile import PolicyWatch
+from shared.unit_of_work import UnitOfWork
+
+log = get_logger(__name__)
+UNSENDABLE = Counter(
+    "desk_notify_unsendable_total", "Notices that could not even be tried, by reason.", ["reason"]
+)
+HEARD = (
+    TicketReceived,
+    TicketTriaged,
+    TicketAssigned,
+    TicketQueued,
+    TicketReassigned,
+    TicketEscalated,
+    WaitingForCustomer,
+    TicketResolved,
+    TicketClosed,
+    ClockWarned,
+    EscalationRaised,
+)
+
+
+class TicketEvents(EventSubscription):
+    """Events of intake, dispatch and sla that notify someone (and keep the ticket's facts)."""
+
+    name = "tickets"
+    topics = (INTAKE_EVENTS, DISPATCH_EVENTS, SLA_EVENTS)
+    description = "Ticket events from intake, dispatch and sla: each may notify someone."
+    accepts = tuple(kind.event_name for kind in HEARD)
+
+    def __init__(self, policy: PolicyWatch[Policy]) -> None:
+        self.policy = policy
+
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+        policy, version = self.policy.current()
+        ids = [str(getattr(m.message.data, "ticket_id", "")) for m in messages]
+        facts = await storage.tickets(uow.conn, [i for i in ids if i])
+        changed: set[str] = set()
+        pending: list[Notice] = []
+        for inbound in messages:
+            delivered = inbound.message
+            ticket = _evolve(facts, delivered.data)
+            if ticket is None:
+                continue  # an event about a ticket notify never saw received
+            changed.add(ticket.ticket_id)
+            trigger = delivered.envelope.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
+            pending += notices(
+                policy, ticket, trigger, delivered.envelope.data, str(delivered.envelope.id)
+            )
+        await storage.save_tickets(uow.conn, [facts[i] for i in changed])
+        new = await storage.enqueue(uow.conn, pending, version, uow.now)
+        for notice in pending:
+            if notice.failure and notice.notice_key in new:
+                _unsendable(uow, notice, version)
+
+
+def _evolve(facts: dict[str, TicketFacts], data: EventData) -> TicketFacts | None:
+    ticket_id = str(getattr(data, "ticket_id", ""))
+    if not ticket_id:
+        return None
+    ticket = facts.get(ticket_id)
+    if isinstance(data, TicketReceived):
+        customer = data.customer
+        facts[ticket_id] = TicketFacts(
+            ticket_id=ticket_id,
+            number=data.number,
+            subject=data.subject,
+            received_at=data.received_at,
+            customer_name=customer.name,
+            email=customer.email,
+            phone=customer.phone,
+            language=customer.language or data.language,
+            channel=data.channel,
+            priority=data.priority,
+            group_id=ticket.group_id if ticket else None,
+            agent_id=ticket.agent_id if ticket else None,
+        )
+        return facts[ticket_id]
+    if ticket is None:  # dispatch or sla ran ahead of intake's topic: what the event says
+        ticket = facts[ticket_id] = TicketFacts(
+            ticket_id=ticket_id, number=str(getattr(data, "number", "")), received=False
+        )
+    match data:
+        case TicketTriaged():
+            ticket.complexity, ticket.priority = data.complexity, data.priority
+            ticket.complaint = data.complaint
+            ticket.major_complaint = data.complaint_severity == "major"
+        case TicketAssigned():
+            ticket.group_id, ticket.agent_id = data.group_id, data.agent_id
+        case TicketQueued():
+            ticket.group_id, ticket.agent_id = data.group_id, None
+        case TicketReassigned():
+            ticket.group_id, ticket.agent_id = data.to_group, None
+        case TicketEscalated() if data.to_group is not None:
+            ticket.group_id, ticket.agent_id = data.to_group, None
+        case _:
+            pass
+    return ticket
+
+
+def _unsendable(uow: UnitOfWork, notice: Notice, version: str) -> None:
+    UNSENDABLE.labels(notice.failure or "").inc()
+    log.warning(
+        "notice cannot be sent",
+        notice=notice.notice_key,
+        reason=notice.failure,
+        error=notice.error,
+        ticket_number=notice.number,
+    )
+    record_outcome(
+        uow,
+        NotificationFailed,
+        notice,
+        attempts=0,
+        policy_version=version,
+        reason=notice.failure or "",
+        error=notice.error,
+    )
+
+
+class Replays(Subscription[str]):
+    """Dead-lettered notices an operator replayed (``desk dlq replay``): send them again."""
+
+    name = "replays"
+    topics = (DELIVERIES_TOPIC,)
+    description = "Failed notices sent back by `desk dlq replay`; each is tried again."
+    payload: Any = dict
+
+    def decode(self, record: Record) -> str:
+        if not record.key:
+            raise Rejected(Reason.SCHEMA_INVALID, "a replayed notice needs its key as record key")
+        return record.key.decode("utf-8", "replace")
+
+    def message_id(self, message: str, record: Record) -> str:
+        return f"replay:{record.coordinates}"
+
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[str]]) -> None:
+        for inbound in messages:
+            if await storage.send_again(uow.conn, inbound.message, uow.now):
+                log.info("dead-lettered notice replayed", notice=inbound.message)

@@ -1,0 +1,68 @@
+"""Recording what became of a notice (sent or failed) on its own stream, recipient masked."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from services.notify.channels import mask
+from services.notify.events import NoticeEvent
+from shared.eventstore import ANY_VERSION
+from shared.unit_of_work import UnitOfWork
+
+
+class NoticeLike(Protocol):
+    """A notice as decided (:class:`~services.notify.rules.Notice`) or as stored
+    (:class:`~services.notify.storage.Delivery`)."""
+
+    @property
+    def notice_key(self) -> str: ...
+    @property
+    def ticket_id(self) -> str: ...
+    @property
+    def number(self) -> str: ...
+    @property
+    def cause_event_id(self) -> str: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def channel(self) -> str | None: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def template(self) -> str: ...
+    @property
+    def language(self) -> str: ...
+
+
+def record_outcome(
+    uow: UnitOfWork,
+    kind: type[NoticeEvent],
+    notice: NoticeLike,
+    *,
+    attempts: int,
+    policy_version: str,
+    **detail: str,
+) -> None:
+    uow.record(
+        f"notice-{notice.notice_key}",
+        [
+            kind(
+                notice_key=notice.notice_key,
+                ticket_id=notice.ticket_id,
+                number=notice.number,
+                cause_event_id=notice.cause_event_id,
+                recipient=notice.recipient,
+                channel=notice.channel,
+                address=mask(notice.channel, notice.address),
+                template=notice.template,
+                language=notice.language,
+                attempts=attempts,
+                policy_version=policy_version,
+                **detail,
+            )
+        ],
+        expected_version=ANY_VERSION,
+        correlation_id=notice.ticket_id,
+        causation_id=notice.cause_event_id,
+        subject=notice.ticket_id,
+    )

@@ -1,0 +1,196 @@
+"""Which notices an event causes: rules, recipients, contacts, rendered text. Pure.
+
+A notice's key is its de-duplication key — cause event id, recipient and template — so the same
+event handled twice yields the same keys and the delivery table keeps one row each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from jinja2 import TemplateError
+from pydantic import BaseModel
+
+from services.notify.templates import pick_language, render, render_text
+from services.policy import Policy
+from services.policy.calendar import BusinessCalendar
+from services.policy.dispatch import AgentPolicy
+from services.policy.notify import Channel, NotificationPolicy, NotificationRule
+from services.policy.sla import Metric, choose
+
+
+class CustomerUnknown(Exception):
+    """A customer notice for a ticket whose receipt notify has not read yet (intake's events and
+    dispatch's travel on different topics). The message is retried, never sent without contact."""
+
+
+class TicketFacts(BaseModel):
+    """What notify keeps of a ticket: who the customer is, how to reach them, who has it now.
+
+    ``received`` is false while only other services' events were seen: agents can already be
+    told, the customer cannot.
+    """
+
+    ticket_id: str
+    number: str
+    received: bool = True
+    subject: str = ""
+    received_at: datetime | None = None
+    customer_name: str = ""
+    email: str | None = None
+    phone: str | None = None
+    language: str | None = None
+    complexity: str = "general"
+    priority: str = "normal"
+    channel: str = "email"
+    complaint: bool = False
+    major_complaint: bool = False
+    group_id: str | None = None
+    agent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    key: str
+    name: str
+    language: str | None
+    contacts: dict[Channel, str | None]
+
+
+@dataclass(frozen=True)
+class Notice:
+    notice_key: str
+    ticket_id: str
+    number: str
+    cause_event_id: str
+    recipient: str
+    channel: Channel | None
+    address: str | None
+    template: str
+    language: str
+    subject: str
+    body: str
+    failure: str | None = None
+    """``no_contact`` or ``template_error``: recorded as failed without an attempt."""
+    error: str = ""
+
+
+def notices(
+    policy: Policy,
+    facts: TicketFacts,
+    trigger: str,
+    data: dict[str, Any],
+    event_id: str,
+) -> list[Notice]:
+    """Every notice the rules of ``policy`` give for one event about the ticket."""
+    settings = policy.notifications
+    if settings is None:
+        return []
+    found: list[Notice] = []
+    for rule in settings.rules:
+        if rule.event != trigger:
+            continue
+        if rule.levels is not None and data.get("level") not in rule.levels:
+            continue
+        for recipient in recipients(policy, rule, facts, data):
+            found.append(_notice(policy, settings, rule, recipient, facts, data, event_id))
+    return found
+
+
+def recipients(
+    policy: Policy, rule: NotificationRule, facts: TicketFacts, data: dict[str, Any]
+) -> list[Recipient]:
+    directory = policy.directory
+    if rule.to == "customer":
+        if not facts.received:
+            raise CustomerUnknown(f"{facts.number}: no receipt read yet")
+        contacts: dict[Channel, str | None] = {"email": facts.email, "sms": facts.phone}
+        return [Recipient("customer", facts.customer_name, facts.language, contacts)]
+    if rule.to == "assignee":
+        agent_id = data.get("agent_id") or facts.agent_id
+        agents = [directory.agent[agent_id]] if agent_id in directory.agent else []
+    elif rule.to == "supervisors":
+        group = directory.group.get(data.get("group_id") or facts.group_id or "")
+        agents = [directory.agent[a] for a in group.supervisors] if group else []
+    elif rule.to == "directors":
+        kinds = {g.id for g in directory.groups if g.kind == "directors"}
+        agents = [a for a in directory.agents if kinds & set(a.groups)]
+    else:
+        agents = [directory.agent[rule.to[6:]]]
+    return [_agent(agent) for agent in agents]
+
+
+def _agent(agent: AgentPolicy) -> Recipient:
+    contacts: dict[Channel, str | None] = {
+        "email": agent.email,
+        "sms": agent.phone,
+        "webhook": agent.webhook_url,
+    }
+    return Recipient(f"agent:{agent.id}", agent.name, agent.languages[0], contacts)
+
+
+def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
+    policy: Policy,
+    settings: NotificationPolicy,
+    rule: NotificationRule,
+    recipient: Recipient,
+    facts: TicketFacts,
+    data: dict[str, Any],
+    event_id: str,
+) -> Notice:
+    language = pick_language(settings, rule.template, recipient.language)
+    channel = next((c for c in rule.channels if recipient.contacts.get(c)), None)
+    base: dict[str, Any] = {
+        "notice_key": f"{event_id}:{recipient.key}:{rule.template}",
+        "ticket_id": facts.ticket_id,
+        "number": facts.number,
+        "cause_event_id": event_id,
+        "recipient": recipient.key,
+        "channel": channel,
+        "address": recipient.contacts.get(channel) if channel else None,
+        "template": rule.template,
+        "language": language,
+    }
+    context = {
+        "number": facts.number,
+        "ticket_id": facts.ticket_id,
+        "subject": facts.subject,
+        "customer_name": facts.customer_name,
+        "recipient_name": recipient.name,
+        "event": data,
+        "expected_by": expected_by(policy, facts) if rule.event == "ticket.triaged" else None,
+    }
+    try:
+        context["survey_url"] = render_text(settings.survey_url, context)
+        subject, body = render(settings, rule.template, language, context)
+    except TemplateError as error:
+        return Notice(**base, subject="", body="", failure="template_error", error=str(error))
+    if channel is None:
+        wanted = ", ".join(rule.channels)
+        return Notice(
+            **base,
+            subject=subject,
+            body=body,
+            failure="no_contact",
+            error=f"{recipient.key} has no contact for {wanted}",
+        )
+    return Notice(**base, subject=subject, body=body)
+
+
+def expected_by(policy: Policy, facts: TicketFacts) -> str | None:
+    """When the customer can expect an answer: the first-response target (or the complaint
+    first-contact target) after receipt, on its business calendar, in the calendar's zone."""
+    sla = policy.sla
+    if sla is None or facts.received_at is None:
+        return None
+    metric: Metric = "complaint_first_contact" if facts.complaint else "first_response"
+    chosen = choose(sla, metric, facts)
+    if chosen is None:
+        return None
+    rule = chosen[1]
+    calendar = BusinessCalendar(sla.calendars[rule.calendar])
+    due = calendar.add(facts.received_at, rule.target / timedelta(seconds=1))
+    local = due.astimezone(calendar.zone)
+    return f"{local:%Y-%m-%d %H:%M} ({calendar.zone.key})"

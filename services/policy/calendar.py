@@ -1,0 +1,74 @@
+"""Business time: how much of an interval a calendar counts, and when a span of it ends.
+
+An SLA target is an amount of *business* time: under a Mon–Fri 09:00–18:00 calendar a request
+received on Friday at 17:50 with a 30-minute target is due on Monday at 09:20 (Tuesday, if Monday
+is a holiday). Working intervals are wall-clock times in the calendar's zone, so daylight-saving
+changes move them with the local clock. Pure; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from services.policy.sla import WEEKDAYS, CalendarPolicy, interval_minutes
+
+_SEARCH_DAYS = 3 * 366
+"""A target that cannot be reached within three years of working days is a policy mistake."""
+
+
+class BusinessCalendar:
+    def __init__(self, policy: CalendarPolicy) -> None:
+        self.always = policy.always
+        self.zone = ZoneInfo(policy.time_zone)
+        self.holidays = frozenset(policy.holidays)
+        self.hours: dict[int, list[tuple[int, int]]] = {
+            WEEKDAYS.index(day): [interval_minutes(i) for i in intervals]
+            for day, intervals in policy.hours.items()
+        }
+
+    def seconds_between(self, start: datetime, end: datetime) -> float:
+        """Business seconds in [start, end) (zero if end is not after start)."""
+        if end <= start:
+            return 0.0
+        if self.always:
+            return (end - start).total_seconds()
+        total = 0.0
+        for opens, closes in self._intervals(start):
+            if opens >= end:
+                break
+            total += (min(closes, end) - max(opens, start)).total_seconds()
+        return total
+
+    def add(self, start: datetime, seconds: float) -> datetime:
+        """The moment ``seconds`` of business time after ``start`` have passed."""
+        if seconds <= 0:
+            return start
+        if self.always:
+            return start + timedelta(seconds=seconds)
+        left = seconds
+        for opens, closes in self._intervals(start):
+            begin = max(opens, start)
+            available = (closes - begin).total_seconds()
+            if left <= available:
+                return (begin + timedelta(seconds=left)).astimezone(UTC)
+            left -= available
+        raise ValueError(f"no working time within {_SEARCH_DAYS} days of {start.isoformat()}")
+
+    def _intervals(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
+        """Working intervals (UTC, in order) that end after ``start``."""
+        day = start.astimezone(self.zone).date() - timedelta(days=1)
+        for _ in range(_SEARCH_DAYS):
+            if day not in self.holidays:
+                for opens, closes in self.hours.get(day.weekday(), ()):
+                    interval = (self._at(day, opens), self._at(day, closes))
+                    if interval[1] > start:
+                        yield interval
+            day += timedelta(days=1)
+
+    def _at(self, day: date, minutes: int) -> datetime:
+        if minutes == 24 * 60:
+            day, minutes = day + timedelta(days=1), 0
+        local = datetime.combine(day, time(minutes // 60, minutes % 60), tzinfo=self.zone)
+        return local.astimezone(UTC)

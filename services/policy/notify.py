@@ -1,0 +1,104 @@
+"""Policy section of notify: which event notifies whom, over which channels, with which template.
+
+Rules are checked in order and *all* matching rules fire (an escalation may tell the supervisors
+and the assignee). ``channels`` is the recipient's order of preference: the first channel for
+which the recipient has a usable contact is used; none usable is a recorded failure. Templates
+are Jinja2 (rendered in a sandbox), one subject and body per language; a customer's language
+picks the variant, falling back to ``default_language``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Trigger = Literal[
+    "ticket.triaged",
+    "ticket.assigned",
+    "ticket.waiting_for_customer",
+    "ticket.resolved",
+    "ticket.closed",
+    "sla.clock_warned",
+    "sla.escalated",
+]
+Channel = Literal["email", "webhook", "sms"]
+_RECIPIENT = r"^(customer|assignee|supervisors|directors|agent:[a-z0-9][a-z0-9_.-]*)$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TemplateText(_Section):
+    subject: str
+    body: str
+
+    @model_validator(mode="after")
+    def _compiles(self) -> TemplateText:
+        environment = SandboxedEnvironment()
+        for name in ("subject", "body"):
+            try:
+                environment.parse(getattr(self, name))
+            except TemplateSyntaxError as error:
+                raise ValueError(f"{name}: line {error.lineno}: {error.message}") from None
+        return self
+
+
+class NotificationRule(_Section):
+    event: Trigger
+    to: str = Field(
+        pattern=_RECIPIENT,
+        description="customer, assignee, supervisors (of the ticket's group), directors, or "
+        "agent:<id>.",
+    )
+    template: str
+    channels: list[Channel] = Field(min_length=1, description="In order of preference.")
+    levels: list[int] | None = Field(
+        default=None, description="sla.escalated only: the escalation levels this rule is for."
+    )
+
+
+class Sender(_Section):
+    name: str
+    email: str
+
+
+class NotificationPolicy(_Section):
+    sender: Sender
+    default_language: str = "en"
+    survey_url: str = Field(
+        description="Satisfaction survey link, a template ({{ number }}, {{ ticket_id }})."
+    )
+    rules: list[NotificationRule]
+    templates: dict[str, dict[str, TemplateText]] = Field(
+        description="template name -> language -> subject and body."
+    )
+
+    @field_validator("templates")
+    @classmethod
+    def _languages(
+        cls, value: dict[str, dict[str, TemplateText]]
+    ) -> dict[str, dict[str, TemplateText]]:
+        for name, variants in value.items():
+            if not variants:
+                raise ValueError(f"template {name} has no language")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NotificationPolicy:
+        problems = [
+            f"rules[{i}] uses unknown template {rule.template!r}"
+            for i, rule in enumerate(self.rules)
+            if rule.template not in self.templates
+        ]
+        problems += [
+            f"template {name} has no {self.default_language!r} variant (the fallback)"
+            for name, variants in self.templates.items()
+            if self.default_language not in variants
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

@@ -1,0 +1,204 @@
+"""Policy section of sla: business calendars, what each metric measures, targets, the ladder.
+
+Targets are ordered rules, first match wins per metric; a metric no rule matches has no clock
+for that ticket. Each rule names a calendar. A clock copies everything it needs from here when
+it starts (:class:`ClockTerms`), so an edit of the policy never changes a running clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import date, timedelta
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.vocabulary import Channel, Complexity, Priority
+from shared.durations import Duration
+
+Metric = Literal["first_response", "start_of_work", "resolution", "complaint_first_contact"]
+Start = Literal["received", "dispatched", "assigned"]
+Fulfilment = Literal["responded", "work_started", "resolved"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CalendarPolicy(_Section):
+    """Working time: hours per weekday in a time zone, minus holidays; or round the clock."""
+
+    time_zone: str = "UTC"
+    always: bool = Field(default=False, description="24x7: every second counts.")
+    hours: dict[Weekday, list[str]] = Field(
+        default={}, description="Working intervals per weekday, e.g. mon: ['09:00-18:00']."
+    )
+    holidays: list[date] = []
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _intervals(cls, value: dict[Weekday, list[str]]) -> dict[Weekday, list[str]]:
+        for day, intervals in value.items():
+            previous_end = -1
+            for interval in intervals:
+                start, end = interval_minutes(interval)
+                if start < previous_end:
+                    raise ValueError(f"{day}: intervals overlap or are out of order")
+                previous_end = end
+        return value
+
+    @model_validator(mode="after")
+    def _some_time(self) -> CalendarPolicy:
+        if not self.always and not any(self.hours.values()):
+            raise ValueError("a calendar needs working hours, or always: true")
+        return self
+
+    @property
+    def version(self) -> str:
+        """Content hash of the definition: clock events record which calendar counted."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return "cal:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def interval_minutes(interval: str) -> tuple[int, int]:
+    """'09:00-18:00' -> (540, 1080); the end may be 24:00."""
+    found = _HOURS.match(interval)
+    if not found:
+        raise ValueError(f"{interval!r} is not HH:MM-HH:MM")
+    h1, m1, h2, m2 = (int(g) for g in found.groups())
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if h1 > 23 or m1 > 59 or m2 > 59 or end > 24 * 60 or end <= start:
+        raise ValueError(f"{interval!r} is not a forward interval within one day")
+    return start, end
+
+
+class MetricPolicy(_Section):
+    """What one metric measures: when its clock starts, what stops it, whether it pauses."""
+
+    starts: Start = Field(
+        description="received: when the customer's request arrived; dispatched: when it was "
+        "classified and routed; assigned: its first assignment to an agent."
+    )
+    fulfilled_by: list[Fulfilment] = Field(min_length=1)
+    pauses_when_waiting: bool = Field(
+        default=False, description="Waiting for the customer stops the clock until they reply."
+    )
+    restarts_on_reopen: bool = Field(
+        default=False, description="A reopened ticket starts this clock again from zero."
+    )
+
+
+class Conditions(_Section):
+    """All given conditions must hold (lists: any of)."""
+
+    complexity: list[Complexity] | None = None
+    priority: list[Priority] | None = None
+    channel: list[Channel] | None = None
+    complaint: bool | None = None
+    major_complaint: bool | None = None
+
+
+class TargetRule(_Section):
+    metric: Metric
+    when: Conditions = Conditions()
+    target: Duration
+    calendar: str
+    name: str | None = Field(default=None, description="Shown as the rule that chose it.")
+
+    @field_validator("target")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("a target must be longer than zero")
+        return value
+
+
+class LadderStep(_Section):
+    level: int = Field(ge=1, le=9)
+    after: Duration = Field(description="Business time after the breach at which it fires.")
+
+
+class SlaPolicy(_Section):
+    calendars: dict[str, CalendarPolicy]
+    metrics: dict[Metric, MetricPolicy]
+    targets: list[TargetRule]
+    warnings: list[float] = Field(
+        default=[0.75, 0.9], description="Fractions of the target at which a warning fires."
+    )
+    escalation: list[LadderStep] = Field(
+        default=[], description="Levels in order; level 1 usually fires at the breach (0m)."
+    )
+
+    @field_validator("warnings")
+    @classmethod
+    def _fractions(cls, value: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in value) or sorted(set(value)) != value:
+            raise ValueError("warnings are increasing fractions between 0 and 1")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SlaPolicy:
+        problems = [
+            f"targets[{i}] names unknown calendar {rule.calendar!r}"
+            for i, rule in enumerate(self.targets)
+            if rule.calendar not in self.calendars
+        ]
+        problems += [
+            f"targets[{i}] measures {rule.metric!r}, which metrics does not define"
+            for i, rule in enumerate(self.targets)
+            if rule.metric not in self.metrics
+        ]
+        levels = [step.level for step in self.escalation]
+        if levels != list(range(1, len(levels) + 1)):
+            problems.append("escalation levels must be 1, 2, 3, ... in order")
+        afters = [step.after for step in self.escalation]
+        if afters != sorted(afters):
+            problems.append("escalation levels must fire in order (after grows)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class TicketTerms(Protocol):
+    """What target rules look at."""
+
+    complexity: str
+    priority: str
+    channel: str
+    complaint: bool
+    major_complaint: bool
+
+
+def choose(policy: SlaPolicy, metric: Metric, facts: TicketTerms) -> tuple[int, TargetRule] | None:
+    """The first target rule of ``metric`` whose conditions the ticket meets."""
+    for index, rule in enumerate(policy.targets):
+        when = rule.when
+        if rule.metric != metric:
+            continue
+        if when.complexity is not None and facts.complexity not in when.complexity:
+            continue
+        if when.priority is not None and facts.priority not in when.priority:
+            continue
+        if when.channel is not None and facts.channel not in when.channel:
+            continue
+        if when.complaint is not None and facts.complaint != when.complaint:
+            continue
+        if when.major_complaint is not None and facts.major_complaint != when.major_complaint:
+            continue
+        return index, rule
+    return None

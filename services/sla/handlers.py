@@ -1,0 +1,90 @@
+"""sla's consumer: dispatch's ticket events start, pause, resume, fulfil and stop clocks.
+
+Each batch locks its tickets' clocks, hands every event to a :class:`Timekeeper` with the time
+dispatch recorded it (not when sla got to it: a lagging consumer must not make a response late),
+and records what it decides on the clock streams with the dispatch event as cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services.dispatch.events import (
+    EVENTS_TOPIC as DISPATCH_EVENTS,
+)
+from services.dispatch.events import (
+    TicketAssigned,
+    TicketClassified,
+    TicketClosed,
+    TicketEscalated,
+    TicketQueued,
+    TicketReassigned,
+    TicketReopened,
+    TicketResolved,
+    TicketResponded,
+    TicketResumed,
+    WaitingForCustomer,
+    WorkStarted,
+)
+from services.policy import Policy
+from services.sla import storage
+from services.sla.timekeeper import Timekeeper
+from shared.consumer import Delivered, EventSubscription, Inbound
+from shared.events import Envelope, EventData
+from shared.policyfile import PolicyWatch
+from shared.unit_of_work import UnitOfWork
+
+TIMED = (
+    TicketClassified,
+    TicketAssigned,
+    TicketQueued,
+    TicketReassigned,
+    TicketEscalated,
+    TicketResponded,
+    WorkStarted,
+    WaitingForCustomer,
+    TicketResumed,
+    TicketResolved,
+    TicketReopened,
+    TicketClosed,
+)
+
+
+class TicketEvents(EventSubscription):
+    """dispatch's ticket events: what starts, pauses, resumes, fulfils and stops clocks."""
+
+    name = "tickets"
+    topics = (DISPATCH_EVENTS,)
+    description = "Ticket lifecycle events from dispatch; they drive the SLA clocks."
+    accepts = tuple(kind.event_name for kind in TIMED)
+
+    def __init__(self, policy: PolicyWatch[Policy]) -> None:
+        self.policy = policy
+
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+        policy, version = self.policy.current()
+        ids = [str(getattr(m.message.data, "ticket_id", "")) for m in messages]
+        ids = [i for i in ids if i]
+        facts = await storage.tickets(uow.conn, ids)
+        clocks = await storage.lock_clocks(uow.conn, ids)
+        for clock in clocks.values():
+            known = facts.get(clock.ticket_id)
+            if known is not None:
+                clock.group_id, clock.agent_id = known.group_id, known.agent_id
+        cause: list[Envelope] = []
+
+        def record(stream_id: str, expected_version: int, events: list[EventData]) -> None:
+            uow.record(
+                stream_id,
+                events,
+                expected_version=expected_version,
+                cause=cause[0],
+                subject=cause[0].subject,
+            )
+
+        keeper = Timekeeper(policy.sla, version, facts, clocks, record)
+        for inbound in messages:
+            envelope = inbound.message.envelope
+            cause[:] = [envelope]
+            keeper.on(inbound.message.data, envelope.time, str(envelope.id))
+        await storage.save_tickets(uow.conn, [facts[i] for i in keeper.changed])

@@ -1,0 +1,129 @@
+"""SLA reports from the clocks projection: compliance, mean times, tickets at risk.
+
+``desk sla report`` prints them; the sla service exports the last day's figures as Prometheus
+gauges (refreshed every ``sla_report_interval``). Compliance counts a clock as met only when it
+was met before its deadline; a breach counts even if the metric was fulfilled late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from prometheus_client import Gauge
+
+from shared.database import Connection
+
+if TYPE_CHECKING:
+    from shared.service import Service
+
+COMPLIANCE = Gauge(
+    "desk_sla_compliance_ratio",
+    "Share of clocks met in time over the last day, per metric and group.",
+    ["metric", "group"],
+)
+MEAN_FIRST_RESPONSE = Gauge(
+    "desk_sla_mean_first_response_seconds", "Mean wall time to first response, last day."
+)
+MEAN_HANDLING = Gauge(
+    "desk_sla_mean_handling_seconds", "Mean wall time from receipt to resolution, last day."
+)
+AT_RISK = Gauge("desk_sla_tickets_at_risk", "Open tickets with a warned, unbreached clock.")
+BREACHED_OPEN = Gauge("desk_sla_tickets_breached_open", "Open tickets with a breached clock.")
+
+
+@dataclass(frozen=True)
+class Compliance:
+    metric: str
+    group_id: str
+    day: str
+    met: int
+    breached: int
+
+    @property
+    def ratio(self) -> float | None:
+        total = self.met + self.breached
+        return self.met / total if total else None
+
+
+@dataclass(frozen=True)
+class AtRisk:
+    number: str
+    metric: str
+    group_id: str
+    status: str
+    warned: float
+    deadline: datetime | None
+
+
+@dataclass
+class SlaReport:
+    since: datetime
+    compliance: list[Compliance] = field(default_factory=list)
+    mean_first_response_s: float | None = None
+    mean_handling_s: float | None = None
+    at_risk: list[AtRisk] = field(default_factory=list)
+    tickets_at_risk: int = 0
+    tickets_breached_open: int = 0
+
+
+async def build_report(conn: Connection, since: datetime, *, by_day: bool = True) -> SlaReport:
+    day = (
+        "to_char(coalesce(met_at, breached_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        if by_day
+        else "''"
+    )
+    rows = await conn.fetch(
+        f"SELECT metric, group_id, {day} AS day, "
+        "count(*) FILTER (WHERE status = 'met'), count(*) FILTER (WHERE breached_at IS NOT NULL) "
+        "FROM clocks WHERE coalesce(met_at, breached_at) >= $1 "
+        "GROUP BY 1, 2, 3 ORDER BY 3, 1, 2",
+        since,
+    )
+    report = SlaReport(since, [Compliance(*row) for row in rows])
+    report.mean_first_response_s = await conn.fetchval(
+        "SELECT avg(wall_s) FROM clocks WHERE metric IN ('first_response', "
+        "'complaint_first_contact') AND met_at >= $1",
+        since,
+    )
+    report.mean_handling_s = await conn.fetchval(
+        "SELECT avg(wall_s) FROM clocks WHERE metric = 'resolution' AND met_at >= $1", since
+    )
+    risky = await conn.fetch(
+        "SELECT number, metric, group_id, status, warned, deadline FROM clocks "
+        "WHERE status IN ('running', 'paused', 'breached') AND (warned > 0 OR status = 'breached')"
+        " ORDER BY deadline NULLS LAST LIMIT 50"
+    )
+    report.at_risk = [AtRisk(*row) for row in risky]
+    counts = await conn.fetchrow(
+        "SELECT count(DISTINCT ticket_id) FILTER (WHERE status IN ('running', 'paused') "
+        "AND warned > 0), count(DISTINCT ticket_id) FILTER (WHERE status = 'breached') "
+        "FROM clocks WHERE status IN ('running', 'paused', 'breached')"
+    )
+    assert counts is not None
+    report.tickets_at_risk, report.tickets_breached_open = counts[0], counts[1]
+    return report
+
+
+def export(report: SlaReport) -> None:
+    """Set the gauges from a report (the last day's, without the per-day split)."""
+    COMPLIANCE.clear()
+    for row in report.compliance:
+        if row.ratio is not None:
+            COMPLIANCE.labels(row.metric, row.group_id).set(row.ratio)
+    MEAN_FIRST_RESPONSE.set(report.mean_first_response_s or 0.0)
+    MEAN_HANDLING.set(report.mean_handling_s or 0.0)
+    AT_RISK.set(report.tickets_at_risk)
+    BREACHED_OPEN.set(report.tickets_breached_open)
+
+
+async def refresh_gauges(service: Service) -> None:
+    """Worker: recompute the gauges from the projection, forever."""
+    while True:
+        now = await service.clock.now()
+        async with service.pool.acquire() as conn:
+            report = await build_report(conn, now - timedelta(days=1), by_day=False)
+        export(report)
+        await asyncio.sleep(service.settings.sla_report_interval.total_seconds())

@@ -1,0 +1,174 @@
+"""sla's tables: ticket facts, the clocks projection, and claiming due timers.
+
+Locking: a consumer batch locks the clock rows of its tickets (``FOR UPDATE``, waiting); the
+timer worker claims due rows with ``FOR UPDATE SKIP LOCKED`` (never waiting). So two sla
+instances never fire the same timer, a consumer and the worker never decide on the same clock at
+once, and nobody waits in a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from services.sla.clocks import SlaClock, fold
+from services.sla.timekeeper import TicketFacts
+from shared.database import Connection
+from shared.eventstore import RecordedEvent
+from shared.projection import Projection
+
+_FACTS = (
+    "ticket_id",
+    "number",
+    "complexity",
+    "priority",
+    "channel",
+    "complaint",
+    "major_complaint",
+    "received_at",
+    "group_id",
+    "agent_id",
+    "waiting",
+)
+_FACT_TYPES = (
+    "uuid",
+    "text",
+    "text",
+    "text",
+    "text",
+    "boolean",
+    "boolean",
+    "timestamptz",
+    "text",
+    "text",
+    "boolean",
+)
+
+
+async def tickets(conn: Connection, ids: Iterable[str]) -> dict[str, TicketFacts]:
+    rows = await conn.fetch(
+        f"SELECT ticket_id::text, {', '.join(_FACTS[1:])} FROM tickets "
+        "WHERE ticket_id = ANY($1::uuid[])",
+        list(set(ids)),
+    )
+    return {row[0]: TicketFacts(*row) for row in rows}
+
+
+async def save_tickets(conn: Connection, facts: Sequence[TicketFacts]) -> None:
+    if not facts:
+        return
+    columns = [[getattr(f, name) for f in facts] for name in _FACTS]
+    params = ", ".join(f"${n}::{t}[]" for n, t in enumerate(_FACT_TYPES, start=1))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in ("group_id", "agent_id", "waiting"))
+    await conn.execute(
+        f"INSERT INTO tickets ({', '.join(_FACTS)}) SELECT * FROM unnest({params}) "
+        f"ON CONFLICT (ticket_id) DO UPDATE SET {updates}",
+        *columns,
+    )
+
+
+async def lock_clocks(conn: Connection, ticket_ids: Iterable[str]) -> dict[str, SlaClock]:
+    """The tickets' clocks, locked until the transaction ends (waits for the timer worker)."""
+    rows = await conn.fetch(
+        "SELECT state FROM clocks WHERE ticket_id = ANY($1::uuid[]) ORDER BY clock_id FOR UPDATE",
+        list(set(ticket_ids)),
+    )
+    found = [SlaClock.model_validate_json(row[0]) for row in rows]
+    return {clock.clock_id: clock for clock in found}
+
+
+async def claim_due(conn: Connection, now: datetime, limit: int) -> list[SlaClock]:
+    """Clocks whose timer is due, locked; rows another instance holds are skipped.
+
+    Each comes with its ticket's current group and agent (they change without clock events).
+    """
+    rows = await conn.fetch(
+        "SELECT c.state, t.group_id, t.agent_id FROM clocks c "
+        "LEFT JOIN tickets t USING (ticket_id) "
+        "WHERE c.due_at <= $1 ORDER BY c.due_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED",
+        now,
+        limit,
+    )
+    claimed = []
+    for state, group_id, agent_id in rows:
+        clock = SlaClock.model_validate_json(state)
+        if group_id is not None:
+            clock.group_id, clock.agent_id = group_id, agent_id
+        claimed.append(clock)
+    return claimed
+
+
+async def next_due(conn: Connection) -> datetime | None:
+    found: datetime | None = await conn.fetchval("SELECT min(due_at) FROM clocks")
+    return found
+
+
+_CLOCK_COLUMNS = {
+    "clock_id": "text",
+    "ticket_id": "uuid",
+    "number": "text",
+    "metric": "text",
+    "run": "integer",
+    "status": "text",
+    "group_id": "text",
+    "started_at": "timestamptz",
+    "deadline": "timestamptz",
+    "due_at": "timestamptz",
+    "warned": "float8",
+    "level": "integer",
+    "breached_at": "timestamptz",
+    "met_at": "timestamptz",
+    "elapsed_s": "float8",
+    "wall_s": "float8",
+    "state": "text",
+    "version": "integer",
+}
+
+
+def _row(clock: SlaClock) -> list[Any]:
+    values = {
+        **{c: getattr(clock, c, None) for c in _CLOCK_COLUMNS},
+        "status": clock.status,
+        "deadline": clock.deadline,
+        "due_at": clock.due_at,
+        "warned": max(clock.warned, default=0.0),
+        "state": clock.model_dump_json(),
+    }
+    return [values[c] for c in _CLOCK_COLUMNS]
+
+
+class ClockBoard(Projection):
+    """Every clock's state and its timer (``due_at``), folded from the clock streams."""
+
+    name = "clock_board"
+    tables = ("clocks",)
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        streams: dict[str, list[RecordedEvent]] = {}
+        for recorded in events:
+            if recorded.stream_id.startswith("clock-"):
+                streams.setdefault(recorded.stream_id, []).append(recorded)
+        if not streams:
+            return
+        rows = await conn.fetch(
+            "SELECT state FROM clocks WHERE clock_id = ANY($1::text[])", list(streams)
+        )
+        clocks: dict[str, SlaClock | None] = dict.fromkeys(streams)
+        for row in rows:
+            clock = SlaClock.model_validate_json(row[0])
+            clocks[clock.clock_id] = clock
+        for stream_id, recorded_events in streams.items():
+            folded = clocks[stream_id]
+            for recorded in recorded_events:
+                folded = fold(folded, recorded.decode())
+            clocks[stream_id] = folded
+        touched = [c for c in clocks.values() if c is not None]
+        columns = [list(column) for column in zip(*(_row(c) for c in touched), strict=True)]
+        params = ", ".join(f"${n}::{t}[]" for n, t in enumerate(_CLOCK_COLUMNS.values(), 1))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in list(_CLOCK_COLUMNS)[1:])
+        await conn.execute(
+            f"INSERT INTO clocks ({', '.join(_CLOCK_COLUMNS)}) SELECT * FROM unnest({params}) "
+            f"ON CONFLICT (clock_id) DO UPDATE SET {updates}",
+            *columns,
+        )

@@ -1,0 +1,212 @@
+"""What dispatch's ticket events do to a ticket's clocks. Pure: state in, clock events out.
+
+The sla service keeps, per ticket, the facts that choose targets and recipients
+(:class:`TicketFacts`) and one :class:`SlaClock` per metric. A classified ticket starts the
+metrics that start at receipt or dispatch; its first assignment starts those that start at
+assignment; responses, start of work and resolution fulfil the metrics that name them; waiting
+for the customer pauses the metrics that pause; a customer reply resumes them; a reopen restarts
+the metrics that restart; closing stops whatever still runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import get_args
+
+from services.dispatch.events import (
+    TicketAssigned,
+    TicketClassified,
+    TicketClosed,
+    TicketEscalated,
+    TicketQueued,
+    TicketReassigned,
+    TicketReopened,
+    TicketResolved,
+    TicketResponded,
+    TicketResumed,
+    WaitingForCustomer,
+    WorkStarted,
+)
+from services.policy.sla import Metric, SlaPolicy, Start, choose
+from services.sla.clocks import SlaClock, fold
+from services.sla.events import ClockStarted, LadderLevel
+from shared.events import EventData
+
+METRICS: tuple[Metric, ...] = get_args(Metric)
+Record = Callable[[str, int, list[EventData]], None]
+"""Receives a clock's stream id, its version before the events, and the events."""
+
+
+@dataclass
+class TicketFacts:
+    """What sla knows of a ticket: what chooses its targets, and who answers for it now."""
+
+    ticket_id: str
+    number: str
+    complexity: str
+    priority: str
+    channel: str
+    complaint: bool
+    major_complaint: bool
+    received_at: datetime
+    group_id: str
+    agent_id: str | None = None
+    waiting: bool = False
+
+
+def clock_id(ticket_id: str, metric: str) -> str:
+    """Also the clock's stream id."""
+    return f"clock-{ticket_id}-{metric}"
+
+
+class Timekeeper:
+    """Applies ticket events to the clocks of one batch (loaded by the caller, locked)."""
+
+    def __init__(
+        self,
+        policy: SlaPolicy | None,
+        policy_version: str,
+        tickets: dict[str, TicketFacts],
+        clocks: dict[str, SlaClock],
+        record: Record,
+    ) -> None:
+        self.policy = policy
+        self.policy_version = policy_version
+        self.tickets = tickets
+        self.clocks = clocks
+        self._record = record
+        self.changed: set[str] = set()
+
+    def on(self, event: EventData, at: datetime, event_id: str) -> None:  # noqa: PLR0912
+        """One of dispatch's ticket events, recorded at ``at`` with id ``event_id``."""
+        if isinstance(event, TicketClassified):
+            self._classified(event, at, event_id)
+            return
+        facts = self.tickets.get(getattr(event, "ticket_id", ""))
+        if facts is None:
+            return  # a ticket classified before sla kept clocks: nothing to time
+        self.changed.add(facts.ticket_id)
+        match event:
+            case TicketAssigned():
+                facts.group_id, facts.agent_id = event.group_id, event.agent_id
+                self._start(facts, "assigned", at, event_id)
+            case TicketQueued():
+                facts.group_id, facts.agent_id = event.group_id, None
+            case TicketReassigned():
+                facts.group_id, facts.agent_id = event.to_group, None
+            case TicketEscalated():
+                if event.to_group is not None:
+                    facts.group_id, facts.agent_id = event.to_group, None
+            case TicketResponded():
+                self._fulfil(facts, "responded", at, event_id)
+            case WorkStarted():
+                self._fulfil(facts, "work_started", at, event_id)
+            case TicketResolved():
+                self._fulfil(facts, "resolved", at, event_id)
+            case WaitingForCustomer():
+                facts.waiting = True
+                for clock in self._open(facts):
+                    self._emit(clock.clock_id, clock, clock.pause(at, event_id))
+            case TicketResumed():
+                facts.waiting = False
+                for clock in self._open(facts):
+                    self._emit(clock.clock_id, clock, clock.resume(at, event_id))
+            case TicketReopened():
+                facts.waiting = False
+                self._reopened(facts, at, event_id)
+            case TicketClosed():
+                for clock in self._open(facts):
+                    self._emit(clock.clock_id, clock, clock.stop(at, "ticket_closed", event_id))
+            case _:
+                pass
+
+    # --- steps ----------------------------------------------------------------------------
+
+    def _classified(self, event: TicketClassified, at: datetime, event_id: str) -> None:
+        if event.ticket_id in self.tickets:
+            return
+        facts = TicketFacts(
+            ticket_id=event.ticket_id,
+            number=event.number,
+            complexity=event.complexity,
+            priority=event.priority,
+            channel=event.channel,
+            complaint=event.complaint,
+            major_complaint=event.complaint_severity == "major",
+            received_at=event.received_at,
+            group_id=event.group_id,
+        )
+        self.tickets[event.ticket_id] = facts
+        self.changed.add(event.ticket_id)
+        self._start(facts, "received", event.received_at, event_id)
+        self._start(facts, "dispatched", at, event_id)
+
+    def _start(self, facts: TicketFacts, start: Start, at: datetime, event_id: str) -> None:
+        policy = self.policy
+        if policy is None:
+            return
+        for metric, definition in policy.metrics.items():
+            if definition.starts != start or clock_id(facts.ticket_id, metric) in self.clocks:
+                continue
+            chosen = choose(policy, metric, facts)
+            if chosen is None:
+                continue
+            index, rule = chosen
+            calendar = policy.calendars[rule.calendar]
+            started = ClockStarted(
+                ticket_id=facts.ticket_id,
+                number=facts.number,
+                metric=metric,
+                clock_id=clock_id(facts.ticket_id, metric),
+                run=1,
+                cause_event_id=event_id,
+                policy_version=self.policy_version,
+                calendar_version=calendar.version,
+                started_at=at,
+                deadline=at,  # set below, through the calendar
+                target_s=rule.target.total_seconds(),
+                rule=rule.name or f"targets[{index}]",
+                calendar=rule.calendar,
+                calendar_definition=calendar.model_dump(mode="json"),
+                warnings=policy.warnings,
+                ladder=[
+                    LadderLevel(level=s.level, after_s=s.after.total_seconds())
+                    for s in policy.escalation
+                ],
+                pauses_when_waiting=definition.pauses_when_waiting,
+                fulfilled_by=list(definition.fulfilled_by),
+                restarts_on_reopen=definition.restarts_on_reopen,
+                group_id=facts.group_id,
+                agent_id=facts.agent_id,
+            )
+            deadline = SlaClock.started(started).deadline
+            assert deadline is not None
+            self._emit(started.clock_id, None, [started.model_copy(update={"deadline": deadline})])
+
+    def _fulfil(self, facts: TicketFacts, by: str, at: datetime, event_id: str) -> None:
+        for clock in self._open(facts):
+            if by in clock.fulfilled_by:
+                self._emit(clock.clock_id, clock, clock.fulfil(at, by, event_id))
+
+    def _reopened(self, facts: TicketFacts, at: datetime, event_id: str) -> None:
+        for clock in self._of(facts):
+            if clock.restarts_on_reopen:
+                self._emit(clock.clock_id, clock, clock.restart(at, event_id))
+
+    def _of(self, facts: TicketFacts) -> list[SlaClock]:
+        found = [self.clocks.get(clock_id(facts.ticket_id, m)) for m in METRICS]
+        return [c for c in found if c is not None]
+
+    def _open(self, facts: TicketFacts) -> list[SlaClock]:
+        return [c for c in self._of(facts) if c.open]
+
+    def _emit(self, stream_id: str, clock: SlaClock | None, events: list[EventData]) -> None:
+        if not events:
+            return
+        self._record(stream_id, clock.version if clock else 0, events)
+        for event in events:
+            clock = fold(clock, event)
+        assert clock is not None
+        self.clocks[stream_id] = clock

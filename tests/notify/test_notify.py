@@ -1,0 +1,194 @@
+"""notify end to end: real broker and PostgreSQL, a real SMTP server and a real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.dispatch.app import build as dispatch
+from services.dispatch.events import TicketAssigned
+from services.intake.app import build as intake
+from services.notify.app import build as notify
+from services.notify.channels import sign
+from shared.database import connect
+from shared.deadletter import Record, list_dead_letters, replay_dead_letter
+from shared.kafka import make_producer
+from shared.local.ports import free_port
+from shared.local.sinks import HttpReceiver, SmtpServer, http_receiver, smtp_server
+from shared.settings import Settings
+from tests.intake.requests import encode, valid
+from tests.notify.support import notify_policy, received, ticket_id, triaged
+from tests.support.events import publish_event
+from tests.support.kafka import KafkaProbe
+from tests.support.processes import ServiceProcess
+from tests.support.services import running
+from tests.support.waiting import eventually
+
+EVENTS = "notify.events"
+
+
+def data(record: Record) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(record.value)["data"]
+    return value
+
+
+def kind(name: str) -> Any:
+    return lambda r: r.header("ce_type") == f"servicedesk.notification.{name}.v1"
+
+
+def notify_settings(
+    settings: Settings, tmp_path: Path, smtp: SmtpServer, http: HttpReceiver, **extra: Any
+) -> Settings:
+    return settings.replace(
+        policy_file=notify_policy(tmp_path / "policy.yaml", http),
+        smtp_port=smtp.port,
+        notify_signing_secret="test-secret",
+        notify_retry_backoff="100ms",
+        notify_retry_backoff_max="500ms",
+        notify_lease="2s",
+        **extra,
+    )
+
+
+async def send_ticket(kafka: KafkaProbe, n: int, agent: str | None = None) -> None:
+    stream = f"ticket-{ticket_id(n)}"
+    for version, event in enumerate((received(n), triaged(n)), start=1):
+        await publish_event(
+            kafka, "intake.events", event, stream_id=stream, version=version, subject=ticket_id(n)
+        )
+    if agent:
+        assigned = TicketAssigned(
+            ticket_id=ticket_id(n),
+            number=received(n).number,
+            group_id="front-line",
+            agent_id=agent,
+            strategy="least_loaded",
+            reason="test",
+            cause="classified",
+            policy_version="v",
+        )
+        await publish_event(
+            kafka, "dispatch.events", assigned, stream_id=stream, subject=ticket_id(n)
+        )
+
+
+@pytest.mark.asyncio
+async def test_one_acknowledgement_with_number_and_expected_time_and_a_signed_assignment(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(settings, tmp_path, smtp, http)
+        async with running(intake(desk)), running(dispatch(desk)), running(notify(desk)):
+            for _ in range(3):  # the adapter sends the same request three times
+                await kafka.publish("requests.incoming", encode(valid("ack-1")))
+            await kafka.await_records(EVENTS, kind("sent"), count=2)
+            [assigned] = await kafka.await_records(
+                "dispatch.events",
+                lambda r: r.header("ce_type") == "servicedesk.ticket.assigned.v1",
+            )
+            agent, number = data(assigned)["agent_id"], data(assigned)["number"]
+            await kafka.all_records(EVENTS, settle=1.5)  # let anything extra arrive
+        [mail] = smtp.to("wang.fang@example.com")
+        assert len(smtp.messages) == 1
+        assert mail["Subject"] == f"您的服务请求 {number} 已受理"
+        body = mail.get_content()
+        assert number in body
+        # A general printer fault: first response within 2 h of the Asia/Shanghai office day.
+        assert "我们预计在 2026-11-20 11:30 (Asia/Shanghai) 前给您答复" in body
+        [hook] = http.at(f"/agents/{agent}")
+        assert len(http.all()) == 1
+        expected = sign("test-secret", hook.headers["x-desk-timestamp"], hook.body)
+        assert hook.headers["x-desk-signature"] == expected
+        assert hook.headers["idempotency-key"] == hook.json()["notice"]
+        assert (hook.json()["template"], hook.json()["number"]) == ("assignment", number)
+
+
+@pytest.mark.asyncio
+async def test_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing_twice(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    tickets = 20
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(settings, tmp_path, smtp, http, notify_batch=4)
+        port = free_port()
+        process = ServiceProcess(
+            "services.notify", desk, port, tmp_path / "notify.log", {"DESK_NOTIFY_PORT": str(port)}
+        )
+        process.start(DESK_CRASH_AT="notify.before_send:3")  # dies holding a claimed batch
+        await process.wait_ready()
+        for n in range(tickets):
+            await send_ticket(kafka, n, agent="li.na" if n % 2 else "wang.qiang")
+        assert await process.wait_exit(90) == -9, process.logs()[-3000:]
+        partial = len(smtp.messages) + len(http.all())
+        assert 0 < partial < 2 * tickets
+        process.start()
+        try:
+            await eventually(
+                lambda: _count(len(smtp.messages) + len(http.all())),
+                lambda n: n >= 2 * tickets,
+                timeout=60,
+                what="every notice delivered",
+            )
+            await kafka.await_records(EVENTS, kind("sent"), count=2 * tickets)
+            await kafka.all_records(EVENTS, settle=3.0)  # leases run out: any repeat shows now
+        finally:
+            await process.stop()
+        mails = Counter(str(m["Message-ID"]) for m in smtp.messages)
+        hooks = Counter(r.headers["idempotency-key"] for r in http.all())
+    assert len(mails) == tickets and set(mails.values()) == {1}
+    assert len(hooks) == tickets and set(hooks.values()) == {1}
+    numbers = sorted(m["X-Desk-Ticket"] for m in smtp.messages)
+    assert numbers == sorted(received(n).number for n in range(tickets))
+
+
+async def _count(value: int) -> int:
+    return value
+
+
+@pytest.mark.asyncio
+async def test_retries_until_smtp_accepts_and_a_dead_webhook_fails_alone(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    with smtp_server(refuse=3) as smtp, http_receiver(failing={"/agents/li.na"}) as http:
+        desk = notify_settings(settings, tmp_path, smtp, http, notify_max_attempts=4)
+        async with running(notify(desk)):
+            await send_ticket(kafka, 1, agent="li.na")
+            await send_ticket(kafka, 2, agent="wang.qiang")
+            [failed] = await kafka.await_records(EVENTS, kind("failed"), timeout=60)
+            sent = await kafka.await_records(EVENTS, kind("sent"), count=3, timeout=60)
+            [dead] = await kafka.await_records("notify.deliveries.dlq", lambda r: True)
+            # The operator fixes the receiver and replays the dead letter: sent, once.
+            http.failing.clear()
+            conn = await connect(desk.require_database_url(), schema="notify")
+            producer = make_producer(desk, client_id="test-replay")
+            await producer.start()
+            try:
+                [letter] = await list_dead_letters(conn, "notify")
+                await replay_dead_letter(conn, producer, letter)
+                letters = await conn.fetchval(
+                    "SELECT count(*) FROM dead_letters WHERE consumer = 'notify.delivery'"
+                )
+            finally:
+                await producer.stop()
+                await conn.close()
+            [replayed] = await kafka.await_records(
+                EVENTS, lambda r: kind("sent")(r) and data(r)["recipient"] == "agent:li.na"
+            )
+            await kafka.all_records(EVENTS, settle=1.0)
+    assert (data(failed)["recipient"], data(failed)["attempts"]) == ("agent:li.na", 4)
+    assert data(failed)["reason"] == "attempts_exhausted"
+    assert data(failed)["address"] == "http://127.0.0.1/***"  # masked
+    assert len(http.at("/agents/li.na")) == 5  # four failures, then the replayed one
+    assert (data(replayed)["attempts"], data(replayed)["notice_key"].encode()) == (1, dead.key)
+    assert len(http.at("/agents/wang.qiang")) == 1
+    assert dead.header("dlq_reason") == "delivery_failed"
+    assert dead.key == data(failed)["notice_key"].encode()
+    by_template = {data(r)["template"]: data(r) for r in sent if data(r)["channel"] == "email"}
+    assert smtp.refused == 3 and len(smtp.messages) == 2
+    assert sorted(data(r)["attempts"] for r in sent if data(r)["channel"] == "email")[-1] >= 2
+    assert by_template["acknowledgement"]["address"] == "c***@example.com"
+    assert letters == 1

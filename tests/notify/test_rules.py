@@ -1,0 +1,83 @@
+"""Which notices an event gives, to whom, in which language, over which channel. Pure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.notify.channels import mask, message_id, sign
+from services.notify.rules import CustomerUnknown, TicketFacts, notices
+from services.policy import DEFAULT_POLICY, Policy
+from shared.policyfile import load_policy
+from tests.sla.support import T0
+
+POLICY, _ = load_policy(Path(DEFAULT_POLICY), Policy)
+
+
+def facts(**changes: object) -> TicketFacts:
+    values: dict[str, object] = {
+        "ticket_id": "t-1",
+        "number": "REQ-2026-000001",
+        "subject": "Printer jam",
+        "received_at": T0,
+        "customer_name": "Ann",
+        "email": "ann@example.com",
+        "language": "en",
+        "group_id": "front-line",
+        "agent_id": "li.na",
+    }
+    values.update(changes)
+    return TicketFacts.model_validate(values)
+
+
+def test_the_acknowledgement_names_number_and_expected_time_in_the_customers_language() -> None:
+    [ack] = notices(POLICY, facts(language="zh-CN"), "ticket.triaged", {}, "e-1")
+    assert (ack.channel, ack.address, ack.language) == ("email", "ann@example.com", "zh")
+    assert ack.subject == "您的服务请求 REQ-2026-000001 已受理"
+    # T0 is Friday 16:00 in Shanghai: a general request is answered within 2 business hours.
+    assert "2026-11-20 18:00 (Asia/Shanghai)" in ack.body
+    assert ack.notice_key == "e-1:customer:acknowledgement"
+    [english] = notices(POLICY, facts(language="fr"), "ticket.triaged", {}, "e-1")
+    assert english.language == "en" and english.subject.startswith("Your request")
+
+
+def test_the_resolution_notice_carries_the_survey_link() -> None:
+    [notice] = notices(POLICY, facts(), "ticket.resolved", {"resolution": "Replaced"}, "e-2")
+    assert "https://desk.example.com/survey/REQ-2026-000001" in notice.body
+    assert "Replaced" in notice.body
+
+
+def test_preferences_fall_back_and_no_contact_is_a_recorded_failure() -> None:
+    [sms] = notices(POLICY, facts(email=None, phone="+8613800000000"), "ticket.closed", {}, "e")
+    assert (sms.channel, sms.failure) == ("sms", None)
+    [none] = notices(POLICY, facts(email=None), "ticket.closed", {}, "e-3")
+    assert (none.channel, none.failure) == (None, "no_contact")
+    assert "email, sms" in none.error
+
+
+def test_escalation_levels_reach_the_ladder_recipients() -> None:
+    level_1 = notices(POLICY, facts(), "sla.escalated", {"level": 1, "agent_id": "li.na"}, "e")
+    assert sorted(n.recipient for n in level_1) == ["agent:li.na", "agent:zhao.lei"]
+    level_3 = notices(POLICY, facts(), "sla.escalated", {"level": 3}, "e")
+    assert [n.recipient for n in level_3] == ["agent:sun.yu"]
+
+
+def test_a_customer_notice_waits_for_the_receipt() -> None:
+    with pytest.raises(CustomerUnknown):
+        notices(
+            POLICY, TicketFacts(ticket_id="t", number="N", received=False), "ticket.closed", {}, "e"
+        )
+    unknown = TicketFacts(ticket_id="t", number="N", received=False, agent_id="li.na")
+    [assignment] = notices(POLICY, unknown, "ticket.assigned", {"agent_id": "li.na"}, "e")
+    assert assignment.recipient == "agent:li.na"
+
+
+def test_masks_signatures_and_message_ids() -> None:
+    assert mask("email", "wang.fang@example.com") == "w***@example.com"
+    assert mask("sms", "+8613800001234") == "+86***34"
+    assert (
+        mask("webhook", "https://hooks.example.com/a/b?token=x") == "https://hooks.example.com/***"
+    )
+    assert sign("k", "1", b"{}") != sign("k", "2", b"{}")
+    assert message_id("a") == message_id("a") != message_id("b")

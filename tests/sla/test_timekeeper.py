@@ -1,0 +1,230 @@
+"""Clocks driven by ticket events and by time, without infrastructure."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.dispatch.events import (
+    TicketAssigned,
+    TicketReopened,
+    TicketResolved,
+    TicketResponded,
+    TicketResumed,
+    WaitingForCustomer,
+    WorkStarted,
+)
+from services.sla.clocks import SlaClock
+from services.sla.events import (
+    ClockBreached,
+    ClockMet,
+    ClockPaused,
+    ClockStarted,
+    ClockWarned,
+    EscalationRaised,
+)
+from services.sla.timekeeper import Timekeeper, clock_id
+from shared.events import EventData
+from tests.sla.support import SLA, T0, classified, sla_policy
+
+
+class World:
+    """A timekeeper with its recorded events, and a timer that fires like the worker does."""
+
+    def __init__(self, sla: dict[str, Any] | None = None) -> None:
+        self.policy, self.version = sla_policy(sla)
+        self.recorded: list[tuple[str, int, list[EventData]]] = []
+        self.keeper = Timekeeper(
+            self.policy, self.version, {}, {}, lambda s, v, e: self.recorded.append((s, v, e))
+        )
+        self.n = 0
+
+    def on(self, event: EventData, at: datetime) -> None:
+        self.n += 1
+        self.keeper.on(event, at, f"event-{self.n}")
+
+    def clock(self, ticket: int, metric: str) -> SlaClock:
+        return self.keeper.clocks[clock_id(classified(ticket).ticket_id, metric)]
+
+    def run_until(self, until: datetime) -> list[Any]:
+        """Fire every timer due by ``until`` at its due time, as a perfect worker would."""
+        fired: list[Any] = []
+        while True:
+            due = [(c.due_at, c) for c in self.keeper.clocks.values() if c.due_at is not None]
+            due = [(d, c) for d, c in due if d <= until]
+            if not due:
+                return fired
+            moment, clock = min(due, key=lambda pair: pair[0])
+            events = clock.fire(moment)
+            assert events, f"{clock.clock_id} due at {moment} fired nothing"
+            self.recorded.append((clock.clock_id, clock.version, events))
+            for event in events:
+                clock = clock.apply(event)
+            self.keeper.clocks[clock.clock_id] = clock
+            fired += events
+
+    def events(self, kind: type[EventData], metric: str | None = None) -> list[Any]:
+        found: list[Any] = [e for _, _, es in self.recorded for e in es if isinstance(e, kind)]
+        return [e for e in found if metric is None or e.metric == metric]
+
+
+def ids(n: int = 1) -> dict[str, str]:
+    ticket = classified(n)
+    return {"ticket_id": ticket.ticket_id, "number": ticket.number}
+
+
+def assigned(n: int = 1, agent: str = "ann") -> TicketAssigned:
+    return TicketAssigned(
+        **ids(n),
+        group_id="front-line",
+        agent_id=agent,
+        strategy="round_robin",
+        reason="t",
+        cause="classified",
+        policy_version="v",
+    )
+
+
+def minutes(m: float) -> datetime:
+    return T0 + timedelta(minutes=m)
+
+
+def test_a_simple_request_without_response_warns_breaches_and_climbs_the_ladder() -> None:
+    world = World()
+    world.on(classified(1), T0)
+    world.on(assigned(1), T0)
+    started = world.events(ClockStarted)
+    assert {s.metric for s in started} == {"first_response", "resolution", "start_of_work"}
+    fired = [
+        e for e in world.run_until(minutes(120)) if getattr(e, "metric", "") == "first_response"
+    ]
+    kinds = [(type(e).__name__, getattr(e, "fraction", getattr(e, "level", None))) for e in fired]
+    assert kinds == [
+        ("ClockWarned", 0.75),
+        ("ClockWarned", 0.9),
+        ("ClockBreached", None),
+        ("EscalationRaised", 1),
+        ("EscalationRaised", 2),
+        ("EscalationRaised", 3),
+    ]
+    due = {(type(e).__name__, getattr(e, "level", 0)): e.due_at for e in fired}
+    assert due[("ClockBreached", 0)] == minutes(30)
+    assert due[("EscalationRaised", 2)] == minutes(60)
+    assert due[("EscalationRaised", 3)] == minutes(90)
+    assert world.clock(1, "first_response").due_at is None  # nothing left to fire
+    later = world.run_until(minutes(5000))
+    assert later and all(e.metric != "first_response" for e in later)
+
+
+def test_a_response_at_29_minutes_meets_the_target() -> None:
+    world = World()
+    world.on(classified(1), T0)
+    world.run_until(minutes(29))
+    world.on(
+        TicketResponded(**ids(), agent_id="ann", message="hi", first_response=True), minutes(29)
+    )
+    [met] = world.events(ClockMet, "first_response")
+    assert (met.late, met.elapsed_s) == (False, 29 * 60)
+    world.run_until(minutes(200))
+    assert world.events(ClockBreached, "first_response") == []
+    assert world.clock(1, "first_response").status == "met"
+
+
+def test_a_response_after_the_breach_is_met_late_and_the_breach_stands() -> None:
+    world = World()
+    world.on(classified(1), T0)
+    world.run_until(minutes(31))
+    world.on(
+        TicketResponded(**ids(), agent_id="ann", message="hi", first_response=True), minutes(40)
+    )
+    [met] = world.events(ClockMet, "first_response")
+    assert met.late
+    assert len(world.events(ClockBreached, "first_response")) == 1
+    world.run_until(minutes(300))
+    assert [e.level for e in world.events(EscalationRaised, "first_response")] == [1]
+    assert world.clock(1, "first_response").status == "met_late"
+
+
+def test_a_fulfilment_past_an_unrecorded_deadline_records_the_breach_first() -> None:
+    world = World()
+    world.on(classified(1), T0)  # sla was down: no timer ran
+    world.on(
+        TicketResponded(**ids(), agent_id="ann", message="hi", first_response=True), minutes(45)
+    )
+    kinds = [
+        type(e).__name__
+        for _, _, events in world.recorded
+        for e in events
+        if getattr(e, "metric", "") == "first_response"
+    ]
+    assert kinds == ["ClockStarted", "ClockBreached", "ClockMet"]
+
+
+def test_waiting_for_the_customer_pauses_the_resolution_clock() -> None:
+    world = World()
+    world.on(classified(1), T0)
+    world.on(assigned(1), T0)
+    world.on(WorkStarted(**ids(), agent_id="ann"), minutes(10))
+    world.on(WaitingForCustomer(**ids(), agent_id="ann", question="?"), minutes(60))
+    [paused] = world.events(ClockPaused, "resolution")
+    assert paused.elapsed_s == 3600
+    world.run_until(minutes(60 * 48))  # two days waiting: the resolution clock never fires
+    assert world.events(ClockWarned, "resolution") == []
+    world.on(TicketResumed(**ids(), cause="customer_replied", cause_event_id="x"), minutes(2880))
+    clock = world.clock(1, "resolution")
+    # 1 h counted before the pause, 23 h left from the reply
+    assert clock.deadline == minutes(2880 + 23 * 60)
+    world.on(TicketResolved(**ids(), agent_id="ann", resolution="done"), minutes(2880 + 60))
+    [met] = world.events(ClockMet, "resolution")
+    assert (met.late, met.elapsed_s) == (False, 2 * 3600)
+
+
+def test_a_friday_evening_web_request_counts_business_minutes_only() -> None:
+    world = World()
+    friday_evening = datetime.fromisoformat("2026-11-20T17:50:00+01:00")
+    world.on(classified(1, channel="web", received_at=friday_evening), friday_evening)
+    clock = world.clock(1, "first_response")
+    assert clock.deadline == datetime.fromisoformat("2026-11-24T09:20:00+01:00")  # Mon: holiday
+    fired = world.run_until(datetime.fromisoformat("2026-11-24T09:19:00+01:00"))
+    warned = [e for e in fired if isinstance(e, ClockWarned) and e.metric == "first_response"]
+    assert [w.due_at for w in warned] == [
+        datetime.fromisoformat("2026-11-24T09:12:30+01:00"),  # 75 % = 22.5 business minutes
+        datetime.fromisoformat("2026-11-24T09:17:00+01:00"),  # 90 % = 27 business minutes
+    ]
+    assert world.events(ClockBreached, "first_response") == []
+
+
+def test_a_reopen_restarts_the_resolution_clock_with_the_same_terms() -> None:
+    world = World()
+    world.on(classified(1), T0)
+    world.on(TicketResolved(**ids(), agent_id="ann", resolution="done"), minutes(60))
+    world.on(TicketReopened(**ids(), actor="customer", reason="no"), minutes(120))
+    starts = world.events(ClockStarted, "resolution")
+    assert [(s.run, s.started_at, s.deadline) for s in starts][1] == (
+        2,
+        minutes(120),
+        minutes(120 + 24 * 60),
+    )
+    assert world.clock(1, "resolution").open
+
+
+def test_a_running_clock_keeps_its_policy_when_the_policy_changes() -> None:
+    world = World()
+    world.on(classified(1), T0)
+    changed = {**SLA, "targets": [{**t, "target": "5m"} for t in SLA["targets"]]}
+    new_policy, new_version = sla_policy(changed)
+    world.keeper.policy, world.keeper.policy_version = new_policy, new_version
+    world.on(classified(2), T0)
+    old, new = world.clock(1, "first_response"), world.clock(2, "first_response")
+    assert (old.target_s, new.target_s) == (1800, 300)
+    assert old.policy_version != new.policy_version == new_version
+    world.on(TicketResponded(**ids(1), agent_id="a", message="m", first_response=True), minutes(20))
+    assert world.events(ClockMet, "first_response")[0].late is False
+
+
+def test_a_complaint_gets_its_own_first_contact_target() -> None:
+    world = World()
+    world.on(classified(1, complaint=True, complaint_severity="major"), T0)
+    clock = world.clock(1, "complaint_first_contact")
+    assert clock.deadline == minutes(10)
+    assert world.events(ClockStarted, "complaint_first_contact")[0].rule == "targets[0]"
