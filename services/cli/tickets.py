@@ -203,6 +203,14 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "sla.escalated": lambda d: (
         f"{d['metric']} escalation level {d['level']} (breached {d['breached_at']}){_clock(d)}"
     ),
+    "notification.sent": lambda d: (
+        f"{d['template']} ({d['language']}) sent to {d['recipient']} by {d['channel']} "
+        f"{d['address']}, attempt {d['attempts']}"
+    ),
+    "notification.failed": lambda d: (
+        f"{d['template']} to {d['recipient']} FAILED ({d['reason']}) after {d['attempts']} "
+        f"attempt(s): {d['error'][:100]}"
+    ),
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from services.cli.tickets import find_ticket, timeline
 from services.dispatch.app import build as dispatch
 from services.dispatch.events import TicketAssigned
 from services.intake.app import build as intake
@@ -92,6 +93,13 @@ async def test_one_acknowledgement_with_number_and_expected_time_and_a_signed_as
             )
             agent, number = data(assigned)["agent_id"], data(assigned)["number"]
             await kafka.all_records(EVENTS, settle=1.5)  # let anything extra arrive
+            conn = await connect(desk.require_database_url())
+            try:
+                found = await find_ticket(conn, number)
+                assert found is not None
+                said = [e.summary() for e in await timeline(conn, found)]
+            finally:
+                await conn.close()
         [mail] = smtp.to("wang.fang@example.com")
         assert len(smtp.messages) == 1
         assert mail["Subject"] == f"您的服务请求 {number} 已受理"
@@ -105,6 +113,7 @@ async def test_one_acknowledgement_with_number_and_expected_time_and_a_signed_as
         assert hook.headers["x-desk-signature"] == expected
         assert hook.headers["idempotency-key"] == hook.json()["notice"]
         assert (hook.json()["template"], hook.json()["number"]) == ("assignment", number)
+    assert "acknowledgement (zh) sent to customer by email w***@example.com, attempt 1" in said
 
 
 @pytest.mark.asyncio
