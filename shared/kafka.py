@@ -58,10 +58,12 @@ def producer_acks(settings: Settings) -> int | str:
     return "all" if settings.kafka_acks == "all" else int(settings.kafka_acks)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=4096)
 def murmur2(key: bytes) -> int:
     """Kafka's murmur2 of a key (what the Java client partitions by), a few times faster than
-    aiokafka's pure-Python loop: the relay hashes every event it publishes."""
+    aiokafka's pure-Python loop: the relay hashes every event it publishes. The cache serves a
+    stream's events published together; it is small because it holds keys (a 65,536-entry cache
+    showed up as ~25 MB of resident memory that never shrank)."""
     length = len(key)
     m = 0x5BD1E995
     h = (0x9747B28C ^ length) & 0xFFFFFFFF

@@ -55,9 +55,9 @@ def notify_settings(
     )
 
 
-async def send_ticket(kafka: KafkaProbe, n: int, agent: str | None = None) -> None:
+async def send_ticket(kafka: KafkaProbe, n: int, agent: str | None = None, **customer: Any) -> None:
     stream = f"ticket-{ticket_id(n)}"
-    for version, event in enumerate((received(n), triaged(n)), start=1):
+    for version, event in enumerate((received(n, **customer), triaged(n)), start=1):
         await publish_event(
             kafka, "intake.events", event, stream_id=stream, version=version, subject=ticket_id(n)
         )
@@ -163,12 +163,20 @@ async def test_retries_until_smtp_accepts_and_a_dead_webhook_fails_alone(
     settings: Settings, kafka: KafkaProbe, tmp_path: Path
 ) -> None:
     with smtp_server(refuse=3) as smtp, http_receiver(failing={"/agents/li.na"}) as http:
-        desk = notify_settings(settings, tmp_path, smtp, http, notify_max_attempts=4)
+        desk = notify_settings(
+            settings,
+            tmp_path,
+            smtp,
+            http,
+            notify_max_attempts=4,
+            notify_sms_endpoint=http.url("/sms"),
+        )
         async with running(notify(desk)):
             await send_ticket(kafka, 1, agent="li.na")
             await send_ticket(kafka, 2, agent="wang.qiang")
+            await send_ticket(kafka, 3, email=None, phone="+8613800001234")  # SMS only
             [failed] = await kafka.await_records(EVENTS, kind("failed"), timeout=60)
-            sent = await kafka.await_records(EVENTS, kind("sent"), count=3, timeout=60)
+            sent = await kafka.await_records(EVENTS, kind("sent"), count=4, timeout=60)
             [dead] = await kafka.await_records("notify.deliveries.dlq", lambda r: True)
             # The operator fixes the receiver and replays the dead letter: sent, once.
             http.failing.clear()
@@ -194,6 +202,11 @@ async def test_retries_until_smtp_accepts_and_a_dead_webhook_fails_alone(
     assert len(http.at("/agents/li.na")) == 5  # four failures, then the replayed one
     assert (data(replayed)["attempts"], data(replayed)["notice_key"].encode()) == (1, dead.key)
     assert len(http.at("/agents/wang.qiang")) == 1
+    [sms] = http.at("/sms")
+    assert (sms.json()["to"], sms.json()["template"]) == ("+8613800001234", "acknowledgement")
+    assert sms.headers["x-desk-signature"] == sign(
+        "test-secret", sms.headers["x-desk-timestamp"], sms.body
+    )
     assert dead.header("dlq_reason") == "delivery_failed"
     assert dead.key == data(failed)["notice_key"].encode()
     by_template = {data(r)["template"]: data(r) for r in sent if data(r)["channel"] == "email"}
