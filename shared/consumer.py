@@ -54,6 +54,7 @@ from shared.metrics import (
     MESSAGES_HANDLED,
     MESSAGES_RETRIED,
 )
+from shared.scheduling import backoff
 from shared.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -446,9 +447,11 @@ class ConsumerRunner(Generic[T]):
         return (record.topic, record.partition, record.offset)
 
     def _backoff(self, attempts: int) -> float:
-        first = self.settings.consumer_retry_backoff.total_seconds()
-        ceiling = self.settings.consumer_retry_backoff_max.total_seconds()
-        return float(min(ceiling, first * 2 ** (attempts - 1)))
+        settings = self.settings
+        delay = backoff(
+            attempts, settings.consumer_retry_backoff, settings.consumer_retry_backoff_max
+        )
+        return delay.total_seconds()
 
     def _pause(self, consumer: Any, tp: TopicPartition, offset: int, delay: float) -> None:
         consumer.seek(tp, offset)

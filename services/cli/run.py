@@ -74,12 +74,14 @@ async def _up(
     infra = await start_infrastructure(settings)
     supervisor = Supervisor(raw_logs=raw_logs)
     mail = contextlib.ExitStack()
+    mailbox = None
     try:
         if "notify" in names and not _mail_configured():
             # No mail server configured: a local sink keeps the demo's notices in .desk/mail/.
             from shared.local.sinks import smtp_server
 
-            sink = mail.enter_context(smtp_server(mailbox=settings.data_dir / "mail", keep=False))
+            mailbox = settings.data_dir / "mail"
+            sink = mail.enter_context(smtp_server(mailbox=mailbox, keep=False))
             infra.extra_env["DESK_SMTP_HOST"] = "127.0.0.1"
             infra.extra_env["DESK_SMTP_PORT"] = str(sink.port)
         os.environ.update(infra.environment())
@@ -105,6 +107,8 @@ async def _up(
         ready = await _await_ready(ready_settings, names, stop)
         if ready:
             _banner(ready_settings, names, time.monotonic() - started)
+            if mailbox is not None:
+                console.print(f"No SMTP server is configured: email notices land in {mailbox}/.")
             if demo:
                 from services.cli.demo import run_demo
 
@@ -167,7 +171,6 @@ def _banner(settings: Settings, names: list[ServiceName], seconds: float) -> Non
         table.add_row(name, f"http://{settings.http_host}:{settings.port_of(name)}/ready")
     console.print(table)
     console.print("`desk status` in another terminal shows health; Ctrl-C stops everything.")
-    console.print("Notices sent by email without a configured SMTP server land in .desk/mail/.")
 
 
 def status(

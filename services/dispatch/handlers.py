@@ -223,31 +223,19 @@ def _refuse(
     target: str,
     refusal: Refusal,
 ) -> None:
-    REFUSED.labels(kind.event_name, refusal.reason).inc()
-    log.warning(
-        "command refused",
-        command=command.type,
-        command_id=command.command_id,
-        target=target,
-        actor=command.actor,
-        reason=refusal.reason,
-        detail=refusal.detail,
-    )
-    uow.record(
-        f"rejection-{command.command_id}",
-        [
-            kind(
-                command_id=command.command_id,
-                command=command.type,
-                target=target,
-                actor=command.actor,
-                reason=refusal.reason,
-                detail=refusal.detail,
-                status=refusal.status,
-            )
-        ],
-        expected_version=ANY_VERSION,
-        correlation_id=command.command_id,
+    _record_rejection(
+        uow,
+        kind(
+            command_id=command.command_id,
+            command=command.type,
+            target=target,
+            actor=command.actor,
+            reason=refusal.reason,
+            detail=refusal.detail,
+            status=refusal.status,
+        ),
+        stream=f"rejection-{command.command_id}",
+        correlation=command.command_id,
     )
 
 
@@ -258,26 +246,34 @@ def _reject(
     target: str | None,
     record: Record,
 ) -> None:
-    REFUSED.labels(kind.event_name, unreadable.reason).inc()
+    _record_rejection(
+        uow,
+        kind(
+            command_id=unreadable.command_id,
+            command=unreadable.command,
+            target=target,
+            actor=unreadable.actor,
+            reason=unreadable.reason,
+            detail=unreadable.detail,
+            original=unreadable.original,
+        ),
+        stream=f"rejection-{record.topic}-{record.partition}-{record.offset}",
+        correlation=unreadable.command_id or record.coordinates,
+    )
+
+
+def _record_rejection(
+    uow: UnitOfWork, rejection: CommandRejected, *, stream: str, correlation: str
+) -> None:
+    """Count, log and record a refused or unreadable command: it changes nothing else."""
+    REFUSED.labels(type(rejection).event_name, rejection.reason).inc()
     log.warning(
-        "command unreadable",
-        record=record.coordinates,
-        command_id=unreadable.command_id,
-        detail=unreadable.detail,
+        "command refused",
+        command=rejection.command,
+        command_id=rejection.command_id,
+        target=rejection.target,
+        actor=rejection.actor,
+        reason=rejection.reason,
+        detail=rejection.detail,
     )
-    uow.record(
-        f"rejection-{record.topic}-{record.partition}-{record.offset}",
-        [
-            kind(
-                command_id=unreadable.command_id,
-                command=unreadable.command,
-                target=target,
-                actor=unreadable.actor,
-                reason=unreadable.reason,
-                detail=unreadable.detail,
-                original=unreadable.original,
-            )
-        ],
-        expected_version=ANY_VERSION,
-        correlation_id=unreadable.command_id or record.coordinates,
-    )
+    uow.record(stream, [rejection], expected_version=ANY_VERSION, correlation_id=correlation)

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
@@ -32,6 +31,7 @@ from shared.deadletter import Reason, Record
 from shared.faults import crash_point
 from shared.logging import get_logger
 from shared.policyfile import PolicyWatch
+from shared.scheduling import backoff, sleep_until_due
 from shared.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -73,7 +73,9 @@ class Deliverer:
                     )
                     await _settled(answered, settler)
                 if len(claimed) < settings.notify_batch:
-                    await self._idle(service)
+                    await sleep_until_due(
+                        service.pool, service.clock, storage.next_due, settings.notify_interval
+                    )
         finally:
             settler.cancel()
             await asyncio.gather(settler, return_exceptions=True)
@@ -86,14 +88,6 @@ class Deliverer:
             return await storage.claim(
                 conn, now, now + settings.notify_lease, settings.notify_batch
             )
-
-    async def _idle(self, service: Service) -> None:
-        interval = service.settings.notify_interval.total_seconds()
-        async with service.pool.acquire() as conn:
-            due = await storage.next_due(conn)
-            now = await service.clock.now(conn)
-        wait = interval if due is None else min(interval, (due - now).total_seconds())
-        await asyncio.sleep(max(0.005, wait))
 
     async def _send(
         self,
@@ -130,65 +124,72 @@ class Deliverer:
                 batch.append(answered.get_nowait())
             async with service.pool.acquire() as conn, conn.transaction():
                 now = await service.clock.now(conn)
+                decided = [_decide(service, d, outcome, now) for d, outcome in batch]
+                settled = await storage.settle(conn, decided, now)
                 uow = UnitOfWork(conn, service.store, now)
-                for delivery, outcome in batch:
-                    await _settle(service, conn, uow, delivery, outcome, now)
+                for settlement in decided:
+                    if settlement.delivery.id in settled:
+                        await _record(service, conn, uow, settlement)
                 await uow.flush()
             for _ in batch:
                 answered.task_done()
 
 
-async def _settle(  # noqa: PLR0917 - private; one call site
-    service: Service,
-    conn: Connection,
-    uow: UnitOfWork,
-    delivery: storage.Delivery,
-    outcome: Outcome,
-    now: datetime,
-) -> None:
+def _decide(
+    service: Service, delivery: storage.Delivery, outcome: Outcome, now: datetime
+) -> storage.Settlement:
     settings = service.settings
     if isinstance(outcome, Sent):
-        if await storage.finish(conn, delivery, "sent", now, None):
-            record_outcome(
-                uow,
-                NotificationSent,
-                delivery,
-                attempts=delivery.attempts,
-                policy_version=delivery.policy_version,
-            )
-        return
+        return storage.Settlement(delivery, "sent")
     if isinstance(outcome, Permanent) or delivery.attempts >= settings.notify_max_attempts:
-        if await storage.finish(conn, delivery, "failed", now, outcome.error):
-            reason = "refused" if isinstance(outcome, Permanent) else "attempts_exhausted"
-            record_outcome(
-                uow,
-                NotificationFailed,
-                delivery,
-                attempts=delivery.attempts,
-                policy_version=delivery.policy_version,
-                reason=reason,
-                error=outcome.error,
-            )
-            await _dead_letter(service, conn, delivery, reason, outcome.error)
-            log.error(
-                "notice failed",
-                notice=delivery.notice_key,
-                channel=delivery.channel,
-                attempts=delivery.attempts,
-                error=outcome.error,
-                ticket_number=delivery.number,
-            )
-        return
-    due = now + _backoff(service, delivery.attempts)
-    await storage.retry_later(conn, delivery, due, outcome.error)
-    log.warning(
-        "notice not delivered, retrying later",
-        notice=delivery.notice_key,
-        channel=delivery.channel,
-        attempt=delivery.attempts,
-        retry_at=due.isoformat(),
-        error=outcome.error,
+        reason = "refused" if isinstance(outcome, Permanent) else "attempts_exhausted"
+        return storage.Settlement(delivery, "failed", error=outcome.error, reason=reason)
+    delay = backoff(
+        delivery.attempts,
+        settings.notify_retry_backoff,
+        settings.notify_retry_backoff_max,
+        jitter=True,
     )
+    return storage.Settlement(delivery, "pending", due=now + delay, error=outcome.error)
+
+
+async def _record(
+    service: Service, conn: Connection, uow: UnitOfWork, settlement: storage.Settlement
+) -> None:
+    """The event (and for a failure, the dead letter and the log line) of a settled notice."""
+    delivery, error = settlement.delivery, settlement.error or ""
+    attempts, version = delivery.attempts, delivery.policy_version
+    if settlement.status == "sent":
+        record_outcome(uow, NotificationSent, delivery, attempts=attempts, policy_version=version)
+    elif settlement.status == "failed":
+        reason = settlement.reason or "failed"
+        record_outcome(
+            uow,
+            NotificationFailed,
+            delivery,
+            attempts=attempts,
+            policy_version=version,
+            reason=reason,
+            error=error,
+        )
+        await _dead_letter(service, conn, delivery, reason, error)
+        log.error(
+            "notice failed",
+            notice=delivery.notice_key,
+            channel=delivery.channel,
+            attempts=delivery.attempts,
+            error=error,
+            ticket_number=delivery.number,
+        )
+    else:
+        log.warning(
+            "notice not delivered, retrying later",
+            notice=delivery.notice_key,
+            channel=delivery.channel,
+            attempt=delivery.attempts,
+            retry_at=settlement.due.isoformat() if settlement.due else None,
+            error=error,
+        )
 
 
 async def _settled(answered: asyncio.Queue[Any], settler: asyncio.Task[None]) -> None:
@@ -200,16 +201,6 @@ async def _settled(answered: asyncio.Queue[Any], settler: asyncio.Task[None]) ->
         joined.cancel()
         settler.result()
         raise RuntimeError("the settler stopped")
-
-
-def _backoff(service: Service, attempts: int) -> timedelta:
-    """Exponential, capped, with jitter (half to all of it): retries of many notices spread."""
-    settings = service.settings
-    ceiling = min(
-        settings.notify_retry_backoff * 2 ** (attempts - 1), settings.notify_retry_backoff_max
-    )
-    jittered: timedelta = ceiling * random.uniform(0.5, 1.0)
-    return jittered
 
 
 async def _dead_letter(

@@ -129,32 +129,35 @@ async def claim(
     return [Delivery(*row) for row in rows]
 
 
-async def finish(
-    conn: Connection, delivery: Delivery, status: str, now: datetime, error: str | None
-) -> bool:
-    """Settle a claimed notice; False if the lease was lost (another sender reclaimed it)."""
-    done = await conn.fetchval(
-        "UPDATE deliveries SET status = $3, finished_at = $4, due_at = NULL, last_error = $5 "
-        "WHERE id = $1 AND status = 'sending' AND attempts = $2 RETURNING true",
-        delivery.id,
-        delivery.attempts,
-        status,
+@dataclass(frozen=True)
+class Settlement:
+    """What becomes of a claimed notice: ``sent``, ``failed``, or ``pending`` again at ``due``."""
+
+    delivery: Delivery
+    status: str
+    due: datetime | None = None
+    error: str | None = None
+    reason: str | None = None
+    """Why a failed notice failed: ``refused`` or ``attempts_exhausted``."""
+
+
+async def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime) -> set[int]:
+    """Settle claimed notices in one statement; return the ids settled. A notice whose lease
+    was lost (another sender reclaimed it: attempts moved on) is left to that sender."""
+    rows = await conn.fetch(
+        "UPDATE deliveries d SET status = u.status, due_at = u.due, last_error = u.error, "
+        "finished_at = CASE WHEN u.status = 'pending' THEN NULL ELSE $6::timestamptz END "
+        "FROM unnest($1::bigint[], $2::int[], $3::text[], $4::timestamptz[], $5::text[]) "
+        "AS u(id, attempts, status, due, error) "
+        "WHERE d.id = u.id AND d.status = 'sending' AND d.attempts = u.attempts RETURNING d.id",
+        [s.delivery.id for s in settlements],
+        [s.delivery.attempts for s in settlements],
+        [s.status for s in settlements],
+        [s.due for s in settlements],
+        [s.error for s in settlements],
         now,
-        error,
     )
-    return bool(done)
-
-
-async def retry_later(conn: Connection, delivery: Delivery, due: datetime, error: str) -> bool:
-    done = await conn.fetchval(
-        "UPDATE deliveries SET status = 'pending', due_at = $3, last_error = $4 "
-        "WHERE id = $1 AND status = 'sending' AND attempts = $2 RETURNING true",
-        delivery.id,
-        delivery.attempts,
-        due,
-        error,
-    )
-    return bool(done)
+    return {row[0] for row in rows}
 
 
 async def next_due(conn: Connection) -> datetime | None:

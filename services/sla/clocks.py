@@ -21,7 +21,7 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from services.policy.calendar import BusinessCalendar
 from services.policy.sla import CalendarPolicy
@@ -50,8 +50,6 @@ def _calendar(definition: str) -> BusinessCalendar:
 
 class SlaClock(BaseModel):
     """Folded state of one clock stream."""
-
-    model_config = ConfigDict(validate_assignment=False)
 
     clock_id: str
     ticket_id: str

@@ -71,20 +71,20 @@ class TicketEvents(EventSubscription):
             known = facts.get(clock.ticket_id)
             if known is not None:
                 clock.group_id, clock.agent_id = known.group_id, known.agent_id
-        cause: list[Envelope] = []
+        cause: Envelope | None = None
 
         def record(stream_id: str, expected_version: int, events: list[EventData]) -> None:
+            assert cause is not None
             uow.record(
                 stream_id,
                 events,
                 expected_version=expected_version,
-                cause=cause[0],
-                subject=cause[0].subject,
+                cause=cause,
+                subject=cause.subject,
             )
 
         keeper = Timekeeper(policy.sla, version, facts, clocks, record)
         for inbound in messages:
-            envelope = inbound.message.envelope
-            cause[:] = [envelope]
-            keeper.on(inbound.message.data, envelope.time, str(envelope.id))
+            cause = inbound.message.envelope
+            keeper.on(inbound.message.data, cause.time, str(cause.id))
         await storage.save_tickets(uow.conn, [facts[i] for i in keeper.changed])

@@ -10,7 +10,6 @@ rows; a killed one's claims are released by its rolled-back transaction.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -19,6 +18,7 @@ from prometheus_client import Counter, Histogram
 from services.sla import storage
 from shared.faults import crash_point
 from shared.logging import get_logger
+from shared.scheduling import sleep_until_due
 from shared.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
@@ -36,16 +36,11 @@ LATENESS = Histogram(
 async def fire_due_timers(service: Service) -> None:
     """Run rounds until cancelled; sleep until the next timer, at most one poll interval."""
     settings = service.settings
-    interval = settings.sla_timer_interval.total_seconds()
+    interval = settings.sla_timer_interval
     while True:
         fired = await fire_round(service, settings.sla_timer_batch)
-        if fired >= settings.sla_timer_batch:
-            continue  # a backlog: no sleep
-        async with service.pool.acquire() as conn:
-            due = await storage.next_due(conn)
-        now = await service.clock.now()
-        wait = interval if due is None else min(interval, (due - now).total_seconds())
-        await asyncio.sleep(max(0.01, wait))
+        if fired < settings.sla_timer_batch:  # else a backlog: no sleep
+            await sleep_until_due(service.pool, service.clock, storage.next_due, interval)
 
 
 async def fire_round(service: Service, limit: int) -> int:

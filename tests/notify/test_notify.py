@@ -136,8 +136,12 @@ async def test_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing_tw
         assert 0 < partial < 2 * tickets
         process.start()
         try:
+
+            async def delivered() -> int:
+                return len(smtp.messages) + len(http.all())
+
             await eventually(
-                lambda: _count(len(smtp.messages) + len(http.all())),
+                delivered,
                 lambda n: n >= 2 * tickets,
                 timeout=60,
                 what="every notice delivered",
@@ -152,10 +156,6 @@ async def test_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing_tw
     assert len(hooks) == tickets and set(hooks.values()) == {1}
     numbers = sorted(m["X-Desk-Ticket"] for m in smtp.messages)
     assert numbers == sorted(received(n).number for n in range(tickets))
-
-
-async def _count(value: int) -> int:
-    return value
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,20 @@
+"""Retry delays: doubling, capped, and with jitter inside half-to-all of the delay."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from shared.scheduling import backoff
+
+FIRST, CEILING = timedelta(seconds=1), timedelta(seconds=10)
+
+
+def test_backoff_doubles_up_to_the_ceiling() -> None:
+    delays = [backoff(n, FIRST, CEILING) for n in range(1, 7)]
+    assert [d.total_seconds() for d in delays] == [1, 2, 4, 8, 10, 10]
+
+
+def test_jitter_stays_between_half_and_all_of_the_delay() -> None:
+    drawn = {backoff(3, FIRST, CEILING, jitter=True) for _ in range(200)}
+    assert all(timedelta(seconds=2) <= d <= timedelta(seconds=4) for d in drawn)
+    assert len(drawn) > 1
