@@ -9,13 +9,14 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
 import httpx
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.database import create_database, drop_database, with_database
@@ -79,6 +80,59 @@ class Stopwatch:
 
     def rate(self, count: int) -> float:
         return round(count / self.seconds, 1)
+
+
+class CpuMeter:
+    """CPU seconds each part of the machine spent over a window: the services under test, the
+    database, the broker, the benchmark itself (publisher and watcher), and the machine idle.
+
+    On a shared machine a throughput figure means little without where the cores went.
+    """
+
+    def __init__(self, services: Sequence[int]) -> None:
+        self.services = set(services)
+        self._start: dict[int, tuple[str, float]] = {}
+        self._machine: Any = None
+
+    def _role(self, process: psutil.Process) -> str | None:
+        if process.pid in self.services:
+            return "service"
+        if process.pid == os.getpid():
+            return "bench"
+        name = process.name()
+        if name.startswith("postgres"):
+            return "postgres"
+        if name.startswith("tansu"):
+            return "broker"
+        return None
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        seen: dict[int, tuple[str, float]] = {}
+        for process in psutil.process_iter():
+            try:
+                role = self._role(process)
+                if role:
+                    times = process.cpu_times()
+                    seen[process.pid] = (role, times.user + times.system)
+            except psutil.Error:
+                continue
+        return seen
+
+    def start(self) -> None:
+        self._start = self._sample()
+        self._machine = psutil.cpu_times()
+
+    def stop(self, units: int) -> dict[str, float]:
+        """Milliseconds of CPU per unit of work, by role, plus the machine's idle share."""
+        end, machine = self._sample(), psutil.cpu_times()
+        spent: dict[str, float] = {}
+        for pid, (role, seconds) in end.items():
+            before = self._start.get(pid, (role, 0.0))[1]
+            spent[role] = spent.get(role, 0.0) + seconds - before
+        busy = {k: round(v * 1000 / units, 3) for k, v in sorted(spent.items())}
+        total = sum(machine) - sum(self._machine)
+        busy["machine_idle_share"] = round((machine.idle - self._machine.idle) / total, 3)
+        return busy
 
 
 class Watcher:

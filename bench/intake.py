@@ -7,6 +7,10 @@ fast as the producer can and measures how fast triaged events come out: ``reques
 Phase 2 offers a steady ``--steady-rate`` and measures each request's latency from publish to
 its triaged event: ``p50_ms``, ``p99_ms`` (with the offered rate, since latency means nothing
 without it).
+
+It also prints ``cpu_ms_per_request``: the CPU each part of the machine spent per request during
+the burst (the intake processes, PostgreSQL, the broker, this benchmark's publisher and watcher)
+and the share of the machine left idle — what bounds the figure on a shared machine.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from bench._support import Watcher, bench_settings, report, start_service
+from bench._support import CpuMeter, Watcher, bench_settings, report, start_service
 from services.cli.demo import DemoTraffic
 from shared.kafka import ensure_topics, make_producer
 from shared.local.ports import free_port
@@ -59,12 +63,15 @@ async def main(total: int, steady_rate: float, steady_seconds: float, instances:
             await watcher.wait_for(500, 120)
 
             burst = requests(total, "burst")
+            meter = CpuMeter([intake.pid for intake in intakes])
+            meter.start()
             started = time.perf_counter()
             await publish_all(producer, settings, burst)
             published = time.perf_counter()
             await watcher.wait_for(500 + total, 600)
             finished = max(watcher.arrived.values())
             throughput = total / (finished - started)
+            cpu = meter.stop(total)
 
             latencies = await steady(producer, settings, watcher, steady_rate, steady_seconds)
         finally:
@@ -83,6 +90,8 @@ async def main(total: int, steady_rate: float, steady_seconds: float, instances:
             "burst_requests": total,
             "burst_publish_s": round(published - started, 2),
             "intake_processes": instances,
+            # Where the cores went during the burst: CPU ms per request by process role.
+            "cpu_ms_per_request": cpu,
         }
     )
 
