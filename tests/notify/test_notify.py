@@ -55,6 +55,23 @@ def notify_settings(
     )
 
 
+async def notify_killed_at(
+    desk: Settings, kafka: KafkaProbe, tmp_path: Path, crash_at: str, tickets: int
+) -> ServiceProcess:
+    """notify as a real process with a crash point armed, fed ``tickets`` tickets (each an
+    acknowledgement and an assignment webhook) until it kills itself there."""
+    port = free_port()
+    process = ServiceProcess(
+        "services.notify", desk, port, tmp_path / "notify.log", {"DESK_NOTIFY_PORT": str(port)}
+    )
+    process.start(DESK_CRASH_AT=crash_at)
+    await process.wait_ready()
+    for n in range(tickets):
+        await send_ticket(kafka, n, agent="li.na" if n % 2 else "wang.qiang")
+    assert await process.wait_exit(90) == -9, process.logs()[-3000:]
+    return process
+
+
 async def send_ticket(kafka: KafkaProbe, n: int, agent: str | None = None, **customer: Any) -> None:
     stream = f"ticket-{ticket_id(n)}"
     for version, event in enumerate((received(n, **customer), triaged(n)), start=1):
@@ -123,15 +140,8 @@ async def test_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing_tw
     tickets = 20
     with smtp_server() as smtp, http_receiver() as http:
         desk = notify_settings(settings, tmp_path, smtp, http, notify_batch=4)
-        port = free_port()
-        process = ServiceProcess(
-            "services.notify", desk, port, tmp_path / "notify.log", {"DESK_NOTIFY_PORT": str(port)}
-        )
-        process.start(DESK_CRASH_AT="notify.before_send:3")  # dies holding a claimed batch
-        await process.wait_ready()
-        for n in range(tickets):
-            await send_ticket(kafka, n, agent="li.na" if n % 2 else "wang.qiang")
-        assert await process.wait_exit(90) == -9, process.logs()[-3000:]
+        # Dies holding a claimed batch.
+        process = await notify_killed_at(desk, kafka, tmp_path, "notify.before_send:3", tickets)
         partial = len(smtp.messages) + len(http.all())
         assert 0 < partial < 2 * tickets
         process.start()
@@ -156,6 +166,38 @@ async def test_killed_mid_batch_and_restarted_loses_nothing_and_sends_nothing_tw
     assert len(hooks) == tickets and set(hooks.values()) == {1}
     numbers = sorted(m["X-Desk-Ticket"] for m in smtp.messages)
     assert numbers == sorted(received(n).number for n in range(tickets))
+
+
+@pytest.mark.asyncio
+async def test_killed_after_the_channel_accepted_resends_under_the_same_key(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """The one duplicate window: a channel accepted a notice, the process died before recording
+    it. The notice goes out again after its lease, with the same Message-ID / Idempotency-Key,
+    so a receiver that de-duplicates by key sees it once; its outcome is recorded once."""
+    tickets = 12
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(settings, tmp_path, smtp, http, notify_batch=4)
+        # Dies after a channel accepted a notice, before its outcome is recorded.
+        process = await notify_killed_at(desk, kafka, tmp_path, "notify.after_send:5", tickets)
+        process.start()
+        try:
+            await kafka.await_records(EVENTS, kind("sent"), count=2 * tickets)
+            outcomes = await kafka.all_records(EVENTS, settle=3.0)
+        finally:
+            await process.stop()
+        mails = Counter(str(m["Message-ID"]) for m in smtp.messages)
+        hooks = Counter(r.headers["idempotency-key"] for r in http.all())
+    # Every notice arrived, none under a second key, and the window did resend something.
+    assert len(mails) == tickets and len(hooks) == tickets
+    assert sum(mails.values()) + sum(hooks.values()) > 2 * tickets
+    # One recorded outcome per notice (the relay may publish an event twice: same event id).
+    recorded: dict[str, set[str | None]] = {}
+    for r in outcomes:
+        if kind("sent")(r):
+            recorded.setdefault(data(r)["notice_key"], set()).add(r.header("ce_id"))
+    assert len(recorded) == 2 * tickets
+    assert all(len(ids) == 1 for ids in recorded.values())
 
 
 @pytest.mark.asyncio
