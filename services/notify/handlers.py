@@ -27,7 +27,8 @@ from services.intake.events import TicketReceived, TicketTriaged
 from services.notify import storage
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed
 from services.notify.outcomes import record_outcome
-from services.notify.rules import Notice, TicketFacts, notices
+from services.notify.rules import Notice, TicketFacts, needs_receipt, notices
+from services.notify.storage import WaitingEvent
 from services.policy import Policy
 from services.sla.events import EVENTS_TOPIC as SLA_EVENTS
 from services.sla.events import ClockWarned, EscalationRaised
@@ -41,6 +42,10 @@ from shared.unit_of_work import UnitOfWork
 log = get_logger(__name__)
 UNSENDABLE = Counter(
     "desk_notify_unsendable_total", "Notices that could not even be tried, by reason.", ["reason"]
+)
+WAITING = Counter(
+    "desk_notify_waiting_for_receipt_total",
+    "Events owing the customer a notice that arrived before the ticket's receipt.",
 )
 HEARD = (
     TicketReceived,
@@ -72,21 +77,43 @@ class TicketEvents(EventSubscription):
         policy, version = self.policy.current()
         ids = [str(getattr(m.message.data, "ticket_id", "")) for m in messages]
         facts = await storage.tickets(uow.conn, [i for i in ids if i])
+        known = {i for i, f in facts.items() if f.received}
         changed: set[str] = set()
         pending: list[Notice] = []
+        early: list[WaitingEvent] = []
         for inbound in messages:
             delivered = inbound.message
             ticket = _evolve(facts, delivered.data)
             if ticket is None:
-                continue  # an event about a ticket notify never saw received
+                continue  # an event about no ticket
             changed.add(ticket.ticket_id)
             trigger = delivered.envelope.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
-            pending += notices(
-                policy, ticket, trigger, delivered.envelope.data, str(delivered.envelope.id)
+            data, event_id = delivered.envelope.data, str(delivered.envelope.id)
+            pending += notices(policy, ticket, trigger, data, event_id)
+            if needs_receipt(policy, ticket, trigger, data):
+                early.append(WaitingEvent(ticket.ticket_id, event_id, trigger, data))
+        # Receipts read in this batch release the events that waited for them.
+        receipts = [i for i in changed if facts[i].received and i not in known]
+        waited = await storage.stop_waiting(uow.conn, receipts)
+        for waiting in [*waited, *(e for e in early if facts[e.ticket_id].received)]:
+            ticket = facts[waiting.ticket_id]
+            pending += notices(policy, ticket, waiting.trigger, waiting.data, waiting.event_id)
+        still = [e for e in early if not facts[e.ticket_id].received]
+        await storage.keep_waiting(uow.conn, still, uow.now)
+        for waiting in still:
+            WAITING.inc()
+            log.info(
+                "customer notice waits for the ticket's receipt",
+                ticket_id=waiting.ticket_id,
+                ticket_number=facts[waiting.ticket_id].number,
+                event_id=waiting.event_id,
+                trigger=waiting.trigger,
             )
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
-        new = await storage.enqueue(uow.conn, pending, version, uow.now)
-        for notice in pending:
+        # A released event's agent notices were made when it arrived: one of each key.
+        unique = list({n.notice_key: n for n in reversed(pending)}.values())
+        new = await storage.enqueue(uow.conn, unique, version, uow.now)
+        for notice in unique:
             if notice.failure and notice.notice_key in new:
                 _unsendable(uow, notice, version)
 

@@ -21,16 +21,12 @@ from services.policy.notify import Channel, NotificationPolicy, NotificationRule
 from services.policy.sla import Metric, choose
 
 
-class CustomerUnknown(Exception):
-    """A customer notice for a ticket whose receipt notify has not read yet (intake's events and
-    dispatch's travel on different topics). The message is retried, never sent without contact."""
-
-
 class TicketFacts(BaseModel):
     """What notify keeps of a ticket: who the customer is, how to reach them, who has it now.
 
-    ``received`` is false while only other services' events were seen: agents can already be
-    told, the customer cannot.
+    ``received`` is false while only other services' events were seen (intake's events and
+    dispatch's travel on different topics): agents can already be told, the customer cannot —
+    such an event waits (:func:`needs_receipt`) until the receipt arrives.
     """
 
     ticket_id: str
@@ -84,19 +80,35 @@ def notices(
     data: dict[str, Any],
     event_id: str,
 ) -> list[Notice]:
-    """Every notice the rules of ``policy`` give for one event about the ticket."""
+    """Every notice the rules of ``policy`` give for one event about the ticket (customer
+    notices only once its receipt is known)."""
     settings = policy.notifications
     if settings is None:
         return []
     found: list[Notice] = []
-    for rule in settings.rules:
-        if rule.event != trigger:
-            continue
-        if rule.levels is not None and data.get("level") not in rule.levels:
-            continue
+    for rule in _rules(settings, trigger, data):
         for recipient in recipients(policy, rule, facts, data):
             found.append(_notice(policy, settings, rule, recipient, facts, data, event_id))
     return found
+
+
+def needs_receipt(policy: Policy, facts: TicketFacts, trigger: str, data: dict[str, Any]) -> bool:
+    """The event owes the customer a notice, but notify has not read the ticket's receipt yet:
+    the event is kept and its notices made when the receipt arrives."""
+    settings = policy.notifications
+    if settings is None or facts.received:
+        return False
+    return any(rule.to == "customer" for rule in _rules(settings, trigger, data))
+
+
+def _rules(
+    settings: NotificationPolicy, trigger: str, data: dict[str, Any]
+) -> list[NotificationRule]:
+    return [
+        rule
+        for rule in settings.rules
+        if rule.event == trigger and (rule.levels is None or data.get("level") in rule.levels)
+    ]
 
 
 def recipients(
@@ -105,7 +117,7 @@ def recipients(
     directory = policy.directory
     if rule.to == "customer":
         if not facts.received:
-            raise CustomerUnknown(f"{facts.number}: no receipt read yet")
+            return []  # no contact yet: see needs_receipt
         contacts: dict[Channel, str | None] = {"email": facts.email, "sms": facts.phone}
         return [Recipient("customer", facts.customer_name, facts.language, contacts)]
     if rule.to == "assignee":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from services.notify.rules import Notice, TicketFacts
 from shared.database import Connection
@@ -27,6 +29,42 @@ async def save_tickets(conn: Connection, facts: Sequence[TicketFacts]) -> None:
         [f.ticket_id for f in facts],
         [f.model_dump_json() for f in facts],
     )
+
+
+@dataclass(frozen=True)
+class WaitingEvent:
+    """An event owing the customer a notice, kept until the ticket's receipt is read."""
+
+    ticket_id: str
+    event_id: str
+    trigger: str
+    data: dict[str, Any]
+
+
+async def keep_waiting(conn: Connection, events: Sequence[WaitingEvent], now: datetime) -> None:
+    if not events:
+        return
+    rows = [(e.ticket_id, e.event_id, e.trigger, json.dumps(e.data)) for e in events]
+    await conn.execute(
+        "INSERT INTO waiting_events (ticket_id, event_id, trigger, data, since) "
+        "SELECT *, $5::timestamptz FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) "
+        "ON CONFLICT DO NOTHING",
+        *[list(column) for column in zip(*rows, strict=True)],
+        now,
+    )
+
+
+async def stop_waiting(conn: Connection, ticket_ids: Sequence[str]) -> list[WaitingEvent]:
+    """Take the waiting events of tickets whose receipt has just been read, oldest first."""
+    if not ticket_ids:
+        return []
+    rows = await conn.fetch(
+        "DELETE FROM waiting_events WHERE ticket_id = ANY($1::uuid[]) "
+        "RETURNING ticket_id::text, event_id, trigger, data, since",
+        list(ticket_ids),
+    )
+    ordered = sorted(rows, key=lambda r: r[4])
+    return [WaitingEvent(r[0], r[1], r[2], json.loads(r[3])) for r in ordered]
 
 
 _COLUMNS = (

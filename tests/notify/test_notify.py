@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from services.cli.tickets import find_ticket, timeline
 from services.dispatch.app import build as dispatch
-from services.dispatch.events import TicketAssigned
+from services.dispatch.events import TicketAssigned, TicketResolved
 from services.intake.app import build as intake
 from services.notify.app import build as notify
 from services.notify.channels import sign
@@ -256,3 +257,48 @@ async def test_retries_until_smtp_accepts_and_a_dead_webhook_fails_alone(
     assert sorted(data(r)["attempts"] for r in sent if data(r)["channel"] == "email")[-1] >= 2
     assert by_template["acknowledgement"]["address"] == "c***@example.com"
     assert letters == 1
+
+
+@pytest.mark.asyncio
+async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """dispatch's topic ran ahead of intake's: the resolution notice waits for the receipt —
+    nothing retried, nothing dead-lettered — and goes out once, when the receipt is read."""
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(settings, tmp_path, smtp, http)
+        async with running(notify(desk)) as service:
+            resolved = TicketResolved(
+                ticket_id=ticket_id(7),
+                number=received(7).number,
+                agent_id="li.na",
+                resolution="换了新的硒鼓。",
+            )
+            stream = f"ticket-{ticket_id(7)}"
+            await publish_event(
+                kafka, "dispatch.events", resolved, stream_id=stream, subject=ticket_id(7)
+            )
+
+            async def waiting() -> int:
+                return int(await service.pool.fetchval("SELECT count(*) FROM waiting_events"))
+
+            await eventually(waiting, lambda n: n == 1, what="the resolution waits")
+            await asyncio.sleep(1.5)  # longer than a retry would wait: no attempt, no mail
+            assert smtp.messages == []
+            for version, event in enumerate((received(7), triaged(7)), start=1):
+                await publish_event(
+                    kafka,
+                    "intake.events",
+                    event,
+                    stream_id=stream,
+                    version=version,
+                    subject=ticket_id(7),
+                )
+            await kafka.await_records(EVENTS, kind("sent"), count=2)
+            await kafka.all_records(EVENTS, settle=1.5)  # let anything extra arrive
+            assert await waiting() == 0
+            letters = await service.pool.fetchval("SELECT count(*) FROM dead_letters")
+        subjects = sorted(str(m["Subject"]) for m in smtp.messages)
+    number = received(7).number
+    assert letters == 0
+    assert subjects == sorted([f"您的服务请求 {number} 已受理", f"您的请求 {number} 已解决"])

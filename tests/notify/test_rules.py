@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from services.notify.channels import mask, message_id, sign
-from services.notify.rules import CustomerUnknown, TicketFacts, notices
+from services.notify.rules import TicketFacts, needs_receipt, notices
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
 from tests.sla.support import T0
@@ -63,14 +61,14 @@ def test_escalation_levels_reach_the_ladder_recipients() -> None:
     assert [n.recipient for n in level_3] == ["agent:sun.yu"]
 
 
-def test_a_customer_notice_waits_for_the_receipt() -> None:
-    with pytest.raises(CustomerUnknown):
-        notices(
-            POLICY, TicketFacts(ticket_id="t", number="N", received=False), "ticket.closed", {}, "e"
-        )
+def test_a_customer_notice_waits_for_the_receipt_an_agent_notice_does_not() -> None:
     unknown = TicketFacts(ticket_id="t", number="N", received=False, agent_id="li.na")
+    assert notices(POLICY, unknown, "ticket.closed", {}, "e") == []
+    assert needs_receipt(POLICY, unknown, "ticket.closed", {})
+    assert not needs_receipt(POLICY, facts(), "ticket.closed", {})
     [assignment] = notices(POLICY, unknown, "ticket.assigned", {"agent_id": "li.na"}, "e")
     assert assignment.recipient == "agent:li.na"
+    assert not needs_receipt(POLICY, unknown, "ticket.assigned", {"agent_id": "li.na"})
 
 
 def test_masks_signatures_and_message_ids() -> None:
