@@ -111,9 +111,11 @@ class TicketEvents(EventSubscription):
             )
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
         # A released event's agent notices were made when it arrived: one of each key.
-        unique = list({n.notice_key: n for n in reversed(pending)}.values())
-        new = await storage.enqueue(uow.conn, unique, version, uow.now)
-        for notice in unique:
+        unique: dict[str, Notice] = {}
+        for notice in pending:
+            unique.setdefault(notice.notice_key, notice)
+        new = await storage.enqueue(uow.conn, list(unique.values()), version, uow.now)
+        for notice in unique.values():
             if notice.failure and notice.notice_key in new:
                 _unsendable(uow, notice, version)
 
