@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shared.database import create_database, drop_database, with_database
 from shared.kafka import client_options
 from shared.local.broker import EMBEDDED_BROKER_SETTINGS
-from shared.local.infrastructure import start_infrastructure
+from shared.local.infrastructure import Infrastructure, start_infrastructure
 from shared.logging import configure_logging
 from shared.settings import ServiceName, Settings
 
@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @asynccontextmanager
-async def bench_settings(**overrides: Any) -> AsyncIterator[Settings]:
+async def bench_world(**overrides: Any) -> AsyncIterator[tuple[Settings, Infrastructure]]:
     """Settings pointing at real infrastructure: ``DATABASE_URL``/``KAFKA_BOOTSTRAP_SERVERS``
-    if set, embedded servers otherwise (PostgreSQL with its default durability)."""
+    if set, embedded servers otherwise (PostgreSQL with its default durability), and that
+    infrastructure (whose processes :class:`CpuMeter` watches)."""
     configure_logging("bench", log_format="console", level="WARNING")
     data_dir = Path(tempfile.mkdtemp(prefix="desk-bench-"))
     base = Settings(data_dir=data_dir)
@@ -49,10 +50,17 @@ async def bench_settings(**overrides: Any) -> AsyncIterator[Settings]:
         **overrides,
     )
     try:
-        yield settings
+        yield settings, infra
     finally:
         await drop_database(admin, name)
         infra.stop()
+
+
+@asynccontextmanager
+async def bench_settings(**overrides: Any) -> AsyncIterator[Settings]:
+    """:func:`bench_world` for benchmarks that need only the settings."""
+    async with bench_world(**overrides) as (settings, _):
+        yield settings
 
 
 def machine() -> dict[str, Any]:
@@ -84,51 +92,56 @@ class Stopwatch:
 
 class CpuMeter:
     """CPU seconds each part of the machine spent over a window: the services under test, the
-    database, the broker, the benchmark itself (publisher and watcher), and the machine idle.
+    embedded database and broker (each with its child processes, including those that ended
+    inside the window), the benchmark itself (publisher and watcher), and the machine idle.
 
-    On a shared machine a throughput figure means little without where the cores went.
+    On a shared machine a throughput figure means little without where the cores went. External
+    servers (``DATABASE_URL`` / ``KAFKA_BOOTSTRAP_SERVERS``) are not measured: their role is
+    absent from the result.
     """
 
-    def __init__(self, services: Sequence[int]) -> None:
-        self.services = set(services)
-        self._start: dict[int, tuple[str, float]] = {}
+    def __init__(self, services: Sequence[int], infrastructure: Infrastructure) -> None:
+        self.roots: dict[str, list[int]] = {"service": list(services), "bench": [os.getpid()]}
+        if infrastructure.postgres is not None and infrastructure.postgres.pid:
+            self.roots["postgres"] = [infrastructure.postgres.pid]
+        if infrastructure.broker is not None and infrastructure.broker.pid:
+            self.roots["broker"] = [infrastructure.broker.pid]
+        self._start: dict[int, float] = {}
+        self._started_at = 0.0
         self._machine: Any = None
 
-    def _role(self, process: psutil.Process) -> str | None:
-        if process.pid in self.services:
-            return "service"
-        if process.pid == os.getpid():
-            return "bench"
-        name = process.name()
-        if name.startswith("postgres"):
-            return "postgres"
-        if name.startswith("tansu"):
-            return "broker"
-        return None
-
-    def _sample(self) -> dict[int, tuple[str, float]]:
-        seen: dict[int, tuple[str, float]] = {}
-        for process in psutil.process_iter():
-            try:
-                role = self._role(process)
-                if role:
-                    times = process.cpu_times()
-                    seen[process.pid] = (role, times.user + times.system)
-            except psutil.Error:
-                continue
+    def _sample(self) -> dict[int, tuple[str, float, float]]:
+        """pid -> (role, CPU seconds so far, creation time)."""
+        seen: dict[int, tuple[str, float, float]] = {}
+        for role, roots in self.roots.items():
+            for pid in roots:
+                try:
+                    root = psutil.Process(pid)
+                    # The bench's children are the services: counted as theirs, not its own.
+                    family = [root] if role == "bench" else [root, *root.children(recursive=True)]
+                    for process in family:
+                        t = process.cpu_times()
+                        spent = t.user + t.system
+                        if process is root and role != "bench":
+                            spent += t.children_user + t.children_system  # ended children
+                        seen[process.pid] = (role, spent, process.create_time())
+                except psutil.Error:
+                    continue
         return seen
 
     def start(self) -> None:
-        self._start = self._sample()
+        self._started_at = time.time()
+        self._start = {pid: spent for pid, (_, spent, _) in self._sample().items()}
         self._machine = psutil.cpu_times()
 
     def stop(self, units: int) -> dict[str, float]:
         """Milliseconds of CPU per unit of work, by role, plus the machine's idle share."""
         end, machine = self._sample(), psutil.cpu_times()
         spent: dict[str, float] = {}
-        for pid, (role, seconds) in end.items():
-            before = self._start.get(pid, (role, 0.0))[1]
-            spent[role] = spent.get(role, 0.0) + seconds - before
+        for pid, (role, seconds, created) in end.items():
+            if pid not in self._start and created < self._started_at - 1:
+                continue  # not seen at the start though older than the window: unmeasurable
+            spent[role] = spent.get(role, 0.0) + seconds - self._start.get(pid, 0.0)
         busy = {k: round(v * 1000 / units, 3) for k, v in sorted(spent.items())}
         total = sum(machine) - sum(self._machine)
         busy["machine_idle_share"] = round((machine.idle - self._machine.idle) / total, 3)

@@ -24,7 +24,7 @@ import time
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from bench._support import CpuMeter, Watcher, bench_settings, report, start_service
+from bench._support import CpuMeter, Watcher, bench_world, report, start_service
 from services.cli.demo import DemoTraffic
 from shared.kafka import ensure_topics, make_producer
 from shared.local.ports import free_port
@@ -47,7 +47,7 @@ def requests(count: int, run: str) -> list[tuple[str, bytes]]:
 
 
 async def main(total: int, steady_rate: float, steady_seconds: float, instances: int) -> None:
-    async with bench_settings(intake_port=free_port()) as settings:
+    async with bench_world(intake_port=free_port()) as (settings, infrastructure):
         await ensure_topics(settings, [settings.topic(t) for t in (INCOMING, EVENTS)])
         intakes = [
             await start_service("intake", settings.replace(intake_port=free_port()))
@@ -63,7 +63,7 @@ async def main(total: int, steady_rate: float, steady_seconds: float, instances:
             await watcher.wait_for(500, 120)
 
             burst = requests(total, "burst")
-            meter = CpuMeter([intake.pid for intake in intakes])
+            meter = CpuMeter([intake.pid for intake in intakes], infrastructure)
             meter.start()
             started = time.perf_counter()
             await publish_all(producer, settings, burst)

@@ -221,6 +221,11 @@ class Settings(BaseSettings):
     notify_interval: Duration = Field(
         default=timedelta(milliseconds=250), description="Longest the delivery worker idles."
     )
+    notify_report_interval: Duration = Field(
+        default=timedelta(seconds=15),
+        description="How often notify's gauges (notices pending, events waiting for a receipt) "
+        "refresh.",
+    )
     shutdown_grace: Duration = Field(
         default=timedelta(seconds=10),
         description="Time a process gets to stop cleanly before it is killed.",

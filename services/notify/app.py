@@ -1,9 +1,10 @@
-"""Wiring of the notify service: what it consumes, produces, and its delivery worker."""
+"""Wiring of the notify service: what it consumes, produces, its delivery worker and gauges."""
 
 from __future__ import annotations
 
 from services.notify.delivery import Deliverer
 from services.notify.events import EVENTS_TOPIC, NotificationFailed, NotificationSent
+from services.notify.gauges import refresh_gauges
 from services.notify.handlers import Replays, TicketEvents
 from services.policy import watch_policy
 from shared.migrations import load
@@ -26,6 +27,6 @@ def build(settings: Settings) -> Service:
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
         publishes={EVENTS_TOPIC: [NotificationSent, NotificationFailed]},
         subscriptions=[TicketEvents(policy), Replays()],
-        workers=[deliver_notices],
+        workers=[deliver_notices, refresh_gauges],
         migrations=MIGRATIONS,
     )

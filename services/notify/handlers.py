@@ -76,7 +76,7 @@ class TicketEvents(EventSubscription):
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         policy, version = self.policy.current()
         ids = [str(getattr(m.message.data, "ticket_id", "")) for m in messages]
-        facts = await storage.tickets(uow.conn, [i for i in ids if i])
+        facts = await storage.lock_tickets(uow.conn, [i for i in ids if i])
         known = {i for i, f in facts.items() if f.received}
         changed: set[str] = set()
         pending: list[Notice] = []
@@ -92,12 +92,16 @@ class TicketEvents(EventSubscription):
             pending += notices(policy, ticket, trigger, data, event_id)
             if needs_receipt(policy, ticket, trigger, data):
                 early.append(WaitingEvent(ticket.ticket_id, event_id, trigger, data))
-        # Receipts read in this batch release the events that waited for them.
+        # Receipts read in this batch release the events that waited for them, first: they
+        # happened before this batch's events.
         receipts = [i for i in changed if facts[i].received and i not in known]
         waited = await storage.stop_waiting(uow.conn, receipts)
+        released: list[Notice] = []
         for waiting in [*waited, *(e for e in early if facts[e.ticket_id].received)]:
             ticket = facts[waiting.ticket_id]
-            pending += notices(policy, ticket, waiting.trigger, waiting.data, waiting.event_id)
+            released += notices(
+                policy, ticket, waiting.trigger, waiting.data, waiting.event_id, customer_only=True
+            )
         still = [e for e in early if not facts[e.ticket_id].received]
         await storage.keep_waiting(uow.conn, still, uow.now)
         for waiting in still:
@@ -110,12 +114,9 @@ class TicketEvents(EventSubscription):
                 trigger=waiting.trigger,
             )
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
-        # A released event's agent notices were made when it arrived: one of each key.
-        unique: dict[str, Notice] = {}
+        pending = released + pending
+        new = await storage.enqueue(uow.conn, pending, version, uow.now)
         for notice in pending:
-            unique.setdefault(notice.notice_key, notice)
-        new = await storage.enqueue(uow.conn, list(unique.values()), version, uow.now)
-        for notice in unique.values():
             if notice.failure and notice.notice_key in new:
                 _unsendable(uow, notice, version)
 

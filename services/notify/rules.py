@@ -79,14 +79,19 @@ def notices(
     trigger: str,
     data: dict[str, Any],
     event_id: str,
+    *,
+    customer_only: bool = False,
 ) -> list[Notice]:
     """Every notice the rules of ``policy`` give for one event about the ticket (customer
-    notices only once its receipt is known)."""
+    notices only once its receipt is known; ``customer_only`` when a waiting event is released,
+    its other notices having gone out when it arrived)."""
     settings = policy.notifications
     if settings is None:
         return []
     found: list[Notice] = []
     for rule in _rules(settings, trigger, data):
+        if customer_only and rule.to != "customer":
+            continue
         for recipient in recipients(policy, rule, facts, data):
             found.append(_notice(policy, settings, rule, recipient, facts, data, event_id))
     return found

@@ -12,10 +12,24 @@ from services.notify.rules import Notice, TicketFacts
 from shared.database import Connection
 
 
-async def tickets(conn: Connection, ids: Iterable[str]) -> dict[str, TicketFacts]:
-    rows = await conn.fetch(
-        "SELECT facts FROM tickets WHERE ticket_id = ANY($1::uuid[])", list(set(ids))
+async def lock_tickets(conn: Connection, ids: Iterable[str]) -> dict[str, TicketFacts]:
+    """The tickets' facts, each ticket locked until the transaction ends.
+
+    One ticket's events reach notify on three topics, so two consumers (of this process or
+    another) can hold the same ticket at once; each rewrites the whole facts row and decides
+    whether a customer notice waits for the receipt, so without the lock the later commit would
+    undo the earlier (a receipt forgotten, a waiting event never released). Transaction-level
+    advisory locks (two-key form, a key space of their own), because a ticket's row may not exist
+    yet; taken in one order, so two batches never wait for each other in a cycle. The facts are
+    read after the lock, in a new statement, so they include what the previous holder committed.
+    """
+    wanted = sorted(set(ids))
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('notify.tickets'), k) "
+        "FROM (SELECT DISTINCT hashtext(t) AS k FROM unnest($1::text[]) AS t ORDER BY k) AS keys",
+        wanted,
     )
+    rows = await conn.fetch("SELECT facts FROM tickets WHERE ticket_id = ANY($1::uuid[])", wanted)
     found = [TicketFacts.model_validate_json(row[0]) for row in rows]
     return {f.ticket_id: f for f in found}
 
@@ -55,7 +69,8 @@ async def keep_waiting(conn: Connection, events: Sequence[WaitingEvent], now: da
 
 
 async def stop_waiting(conn: Connection, ticket_ids: Sequence[str]) -> list[WaitingEvent]:
-    """Take the waiting events of tickets whose receipt has just been read, oldest first."""
+    """Take the waiting events of tickets whose receipt has just been read, oldest first
+    (by when they were kept, then by event id: UUIDv7, so by when they were recorded)."""
     if not ticket_ids:
         return []
     rows = await conn.fetch(
@@ -63,7 +78,7 @@ async def stop_waiting(conn: Connection, ticket_ids: Sequence[str]) -> list[Wait
         "RETURNING ticket_id::text, event_id, trigger, data, since",
         list(ticket_ids),
     )
-    ordered = sorted(rows, key=lambda r: r[4])
+    ordered = sorted(rows, key=lambda r: (r[4], r[1]))
     return [WaitingEvent(r[0], r[1], r[2], json.loads(r[3])) for r in ordered]
 
 

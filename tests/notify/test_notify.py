@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.cli.tickets import find_ticket, timeline
 from services.dispatch.app import build as dispatch
@@ -35,6 +36,12 @@ EVENTS = "notify.events"
 
 def data(record: Record) -> dict[str, Any]:
     value: dict[str, Any] = json.loads(record.value)["data"]
+    return value
+
+
+def gauge(name: str) -> float:
+    value = REGISTRY.get_sample_value(name)
+    assert value is not None, name
     return value
 
 
@@ -266,7 +273,7 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
     """dispatch's topic ran ahead of intake's: the resolution notice waits for the receipt —
     nothing retried, nothing dead-lettered — and goes out once, when the receipt is read."""
     with smtp_server() as smtp, http_receiver() as http:
-        desk = notify_settings(settings, tmp_path, smtp, http)
+        desk = notify_settings(settings, tmp_path, smtp, http, notify_report_interval="100ms")
         async with running(notify(desk)) as service:
             resolved = TicketResolved(
                 ticket_id=ticket_id(7),
@@ -285,6 +292,9 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
             await eventually(waiting, lambda n: n == 1, what="the resolution waits")
             await asyncio.sleep(1.5)  # longer than a retry would wait: no attempt, no mail
             assert smtp.messages == []
+            # Operators see it waiting, and for how long.
+            assert gauge("desk_notify_events_waiting_for_receipt") == 1
+            assert gauge("desk_notify_oldest_event_waiting_seconds") >= 1.0
             for version, event in enumerate((received(7), triaged(7)), start=1):
                 await publish_event(
                     kafka,
@@ -298,6 +308,15 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
             await kafka.all_records(EVENTS, settle=1.5)  # let anything extra arrive
             assert await waiting() == 0
             letters = await service.pool.fetchval("SELECT count(*) FROM dead_letters")
+
+            async def outstanding() -> tuple[float, float, float]:
+                return (
+                    gauge("desk_notify_events_waiting_for_receipt"),
+                    gauge("desk_notify_oldest_event_waiting_seconds"),
+                    gauge("desk_notify_notices_pending"),
+                )
+
+            await eventually(outstanding, lambda g: g == (0, 0, 0), what="nothing outstanding")
         subjects = sorted(str(m["Subject"]) for m in smtp.messages)
     number = received(7).number
     assert letters == 0

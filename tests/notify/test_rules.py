@@ -69,6 +69,11 @@ def test_a_customer_notice_waits_for_the_receipt_an_agent_notice_does_not() -> N
     [assignment] = notices(POLICY, unknown, "ticket.assigned", {"agent_id": "li.na"}, "e")
     assert assignment.recipient == "agent:li.na"
     assert not needs_receipt(POLICY, unknown, "ticket.assigned", {"agent_id": "li.na"})
+    # Released once the receipt is read: the customer's notices only (agents had theirs).
+    escalated = {"level": 1, "agent_id": "li.na"}
+    assert notices(POLICY, facts(), "sla.escalated", escalated, "e", customer_only=True) == []
+    [closure] = notices(POLICY, facts(), "ticket.closed", {}, "e", customer_only=True)
+    assert closure.recipient == "customer"
 
 
 def test_masks_signatures_and_message_ids() -> None:
