@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -234,6 +235,19 @@ class Service:
         checks["consumers"] = all(r.joined for r in self.consumers)
         checks["relay"] = self.relay is not None and self.relay.running
         return checks
+
+
+def every(interval: Callable[[Settings], timedelta], step: Worker) -> Worker:
+    """A worker running ``step`` at start and then every ``interval(settings)``, forever: how
+    gauges read from a service's tables stay fresh."""
+
+    async def periodic(service: Service) -> None:
+        while True:
+            await step(service)
+            await asyncio.sleep(interval(service.settings).total_seconds())
+
+    periodic.__name__ = step.__name__
+    return periodic
 
 
 async def _supervised(worker: Worker, service: Service) -> None:

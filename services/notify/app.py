@@ -8,7 +8,7 @@ from services.notify.gauges import refresh_gauges
 from services.notify.handlers import Replays, TicketEvents
 from services.policy import watch_policy
 from shared.migrations import load
-from shared.service import Service
+from shared.service import Service, every
 from shared.settings import Settings
 
 MIGRATIONS = load("notify", "services.notify")
@@ -27,6 +27,6 @@ def build(settings: Settings) -> Service:
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
         publishes={EVENTS_TOPIC: [NotificationSent, NotificationFailed]},
         subscriptions=[TicketEvents(policy), Replays()],
-        workers=[deliver_notices, refresh_gauges],
+        workers=[deliver_notices, every(lambda s: s.notify_report_interval, refresh_gauges)],
         migrations=MIGRATIONS,
     )

@@ -25,20 +25,8 @@ from email.utils import formataddr, formatdate
 import aiosmtplib
 import httpx
 
+from services.notify.storage import Delivery
 from shared.settings import Settings
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    key: str
-    ticket_id: str
-    number: str
-    channel: str
-    address: str
-    template: str
-    language: str
-    subject: str
-    body: str
 
 
 @dataclass(frozen=True)
@@ -102,7 +90,7 @@ class Channels:
                 with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                     await client.quit()
 
-    async def send(self, notice: Outgoing) -> Outcome:  # noqa: PLR0911 - one return per verdict
+    async def send(self, notice: Delivery) -> Outcome:  # noqa: PLR0911 - one return per verdict
         try:
             if notice.channel == "email":
                 return await self._email(notice)
@@ -128,7 +116,7 @@ class Channels:
             return Transient(f"SMTP: {error}")
         return Permanent(f"unknown channel {notice.channel}")
 
-    async def _email(self, notice: Outgoing) -> Outcome:
+    async def _email(self, notice: Delivery) -> Outcome:
         # compat32 MIMEText: the modern EmailMessage header machinery costs more CPU than the
         # whole rest of a notice.
         message = MIMEText(notice.body, "plain", "utf-8")
@@ -136,8 +124,8 @@ class Channels:
         message["To"] = notice.address
         message["Subject"] = Header(notice.subject, "utf-8")  # type: ignore[assignment]
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = message_id(notice.key)
-        message["X-Desk-Notice"] = notice.key
+        message["Message-ID"] = message_id(notice.notice_key)
+        message["X-Desk-Notice"] = notice.notice_key
         message["X-Desk-Ticket"] = notice.number
         message["Content-Language"] = notice.language
         raw = message.as_bytes()
@@ -165,10 +153,10 @@ class Channels:
         if s.smtp_username and s.smtp_password:
             await client.login(s.smtp_username, s.smtp_password.get_secret_value())
 
-    async def _post(self, url: str, notice: Outgoing, extra: dict[str, str | None]) -> Outcome:
+    async def _post(self, url: str, notice: Delivery, extra: dict[str, str | None]) -> Outcome:
         body = json.dumps(
             {
-                "notice": notice.key,
+                "notice": notice.notice_key,
                 "ticket_id": notice.ticket_id,
                 "number": notice.number,
                 "template": notice.template,
@@ -186,7 +174,7 @@ class Channels:
             content=body,
             headers={
                 "content-type": "application/json",
-                "idempotency-key": notice.key,
+                "idempotency-key": notice.notice_key,
                 "x-desk-timestamp": timestamp,
                 "x-desk-signature": sign(secret, timestamp, body),
             },

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter
 
 from services.notify import storage
-from services.notify.channels import Channels, Outcome, Outgoing, Permanent, Sent
+from services.notify.channels import Channels, Outcome, Permanent, Sent
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed, NotificationSent
 from services.notify.outcomes import record_outcome
 from services.policy import Policy
@@ -96,19 +96,8 @@ class Deliverer:
         delivery: storage.Delivery,
         answered: asyncio.Queue[tuple[storage.Delivery, Outcome]],
     ) -> None:
-        outgoing = Outgoing(
-            key=delivery.notice_key,
-            ticket_id=delivery.ticket_id,
-            number=delivery.number,
-            channel=delivery.channel,
-            address=delivery.address,
-            template=delivery.template,
-            language=delivery.language,
-            subject=delivery.subject,
-            body=delivery.body,
-        )
         async with limit:
-            outcome = await channels.send(outgoing)
+            outcome = await channels.send(delivery)
         crash_point("notify.after_send")
         OUTCOMES.labels(delivery.channel, type(outcome).__name__.lower()).inc()
         answered.put_nowait((delivery, outcome))

@@ -6,8 +6,6 @@ are read from the shared tables), so an operator can alert on a receipt that nev
 
 from __future__ import annotations
 
-import asyncio
-
 from prometheus_client import Gauge
 
 from shared.service import Service
@@ -24,16 +22,14 @@ OLDEST_WAITING = Gauge(
 
 
 async def refresh_gauges(service: Service) -> None:
-    """Worker: read the outstanding work every ``notify_report_interval``, forever."""
-    while True:
-        async with service.pool.acquire() as conn:
-            now = await service.clock.now(conn)
-            row = await conn.fetchrow(
-                "SELECT (SELECT count(*) FROM deliveries WHERE status IN ('pending', 'sending')), "
-                "(SELECT count(*) FROM waiting_events), (SELECT min(since) FROM waiting_events)"
-            )
-        assert row is not None
-        PENDING.set(row[0])
-        WAITING.set(row[1])
-        OLDEST_WAITING.set(max((now - row[2]).total_seconds(), 0.0) if row[2] else 0.0)
-        await asyncio.sleep(service.settings.notify_report_interval.total_seconds())
+    """Read the outstanding work (every ``notify_report_interval``, see app)."""
+    async with service.pool.acquire() as conn:
+        now = await service.clock.now(conn)
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM deliveries WHERE status IN ('pending', 'sending')), "
+            "(SELECT count(*) FROM waiting_events), (SELECT min(since) FROM waiting_events)"
+        )
+    assert row is not None
+    PENDING.set(row[0])
+    WAITING.set(row[1])
+    OLDEST_WAITING.set(max((now - row[2]).total_seconds(), 0.0) if row[2] else 0.0)

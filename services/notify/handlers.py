@@ -43,7 +43,7 @@ log = get_logger(__name__)
 UNSENDABLE = Counter(
     "desk_notify_unsendable_total", "Notices that could not even be tried, by reason.", ["reason"]
 )
-WAITING = Counter(
+EARLY = Counter(
     "desk_notify_waiting_for_receipt_total",
     "Events owing the customer a notice that arrived before the ticket's receipt.",
 )
@@ -92,33 +92,44 @@ class TicketEvents(EventSubscription):
             pending += notices(policy, ticket, trigger, data, event_id)
             if needs_receipt(policy, ticket, trigger, data):
                 early.append(WaitingEvent(ticket.ticket_id, event_id, trigger, data))
-        # Receipts read in this batch release the events that waited for them, first: they
-        # happened before this batch's events.
         receipts = [i for i in changed if facts[i].received and i not in known]
-        waited = await storage.stop_waiting(uow.conn, receipts)
-        released: list[Notice] = []
-        for waiting in [*waited, *(e for e in early if facts[e.ticket_id].received)]:
-            ticket = facts[waiting.ticket_id]
-            released += notices(
-                policy, ticket, waiting.trigger, waiting.data, waiting.event_id, customer_only=True
-            )
-        still = [e for e in early if not facts[e.ticket_id].received]
-        await storage.keep_waiting(uow.conn, still, uow.now)
-        for waiting in still:
-            WAITING.inc()
-            log.info(
-                "customer notice waits for the ticket's receipt",
-                ticket_id=waiting.ticket_id,
-                ticket_number=facts[waiting.ticket_id].number,
-                event_id=waiting.event_id,
-                trigger=waiting.trigger,
-            )
+        released = await _wait_for_receipts(uow, policy, facts, receipts, early)
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
-        pending = released + pending
+        pending = released + pending  # they happened before this batch's events
         new = await storage.enqueue(uow.conn, pending, version, uow.now)
         for notice in pending:
             if notice.failure and notice.notice_key in new:
                 _unsendable(uow, notice, version)
+
+
+async def _wait_for_receipts(
+    uow: UnitOfWork,
+    policy: Policy,
+    facts: dict[str, TicketFacts],
+    receipts: list[str],
+    early: list[WaitingEvent],
+) -> list[Notice]:
+    """Keep this batch's early events whose receipt is still unknown; return the customer
+    notices of those whose receipt is now read (waiting before, or early in this batch)."""
+    waited = await storage.stop_waiting(uow.conn, receipts)
+    released: list[Notice] = []
+    for waiting in [*waited, *(e for e in early if facts[e.ticket_id].received)]:
+        ticket = facts[waiting.ticket_id]
+        released += notices(
+            policy, ticket, waiting.trigger, waiting.data, waiting.event_id, customer_only=True
+        )
+    still = [e for e in early if not facts[e.ticket_id].received]
+    await storage.keep_waiting(uow.conn, still, uow.now)
+    for waiting in still:
+        EARLY.inc()
+        log.info(
+            "customer notice waits for the ticket's receipt",
+            ticket_id=waiting.ticket_id,
+            ticket_number=facts[waiting.ticket_id].number,
+            event_id=waiting.event_id,
+            trigger=waiting.trigger,
+        )
+    return released
 
 
 def _evolve(facts: dict[str, TicketFacts], data: EventData) -> TicketFacts | None:

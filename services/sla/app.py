@@ -19,7 +19,7 @@ from services.sla.report import refresh_gauges
 from services.sla.storage import ClockBoard
 from services.sla.timers import fire_due_timers
 from shared.migrations import load
-from shared.service import Service
+from shared.service import Service, every
 from shared.settings import Settings
 
 MIGRATIONS = load("sla", "services.sla")
@@ -44,6 +44,6 @@ def build(settings: Settings) -> Service:
         },
         subscriptions=[TicketEvents(watch_policy(settings))],
         projections=[ClockBoard()],
-        workers=[fire_due_timers, refresh_gauges],
+        workers=[fire_due_timers, every(lambda s: s.sla_report_interval, refresh_gauges)],
         migrations=MIGRATIONS,
     )

@@ -7,7 +7,6 @@ was met before its deadline; a breach counts even if the metric was fulfilled la
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -120,10 +119,8 @@ def export(report: SlaReport) -> None:
 
 
 async def refresh_gauges(service: Service) -> None:
-    """Worker: recompute the gauges from the projection, forever."""
-    while True:
-        now = await service.clock.now()
-        async with service.pool.acquire() as conn:
-            report = await build_report(conn, now - timedelta(days=1), by_day=False)
-        export(report)
-        await asyncio.sleep(service.settings.sla_report_interval.total_seconds())
+    """Recompute the gauges from the projection (every ``sla_report_interval``, see app)."""
+    now = await service.clock.now()
+    async with service.pool.acquire() as conn:
+        report = await build_report(conn, now - timedelta(days=1), by_day=False)
+    export(report)

@@ -13,6 +13,7 @@ from shared.database import Connection
 from shared.settings import Settings
 from tests.notify.support import ticket_id
 from tests.support.services import running
+from tests.support.waiting import eventually
 
 TICKET = ticket_id(1)
 
@@ -36,7 +37,17 @@ async def test_two_batches_holding_one_ticket_take_turns(settings: Settings) -> 
             receipt = TicketFacts(ticket_id=TICKET, number="REQ-2026-000001", email="a@b.cn")
             await storage.save_tickets(first, [receipt])
             later = asyncio.create_task(read_locked(second))
-            await asyncio.sleep(0.5)
-            assert not later.done()  # waits for the first transaction
+
+            async def blocked() -> int:
+                return int(
+                    await service.pool.fetchval(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND NOT granted AND pid = $1",
+                        second.get_server_pid(),
+                    )
+                )
+
+            await eventually(blocked, lambda n: n == 1, what="the second waits for the first")
+            assert not later.done()
         facts = await asyncio.wait_for(later, 10)
     assert facts[TICKET].received and facts[TICKET].email == "a@b.cn"
