@@ -19,12 +19,13 @@ import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from services import desk_settings, port_of
 from shared.database import create_database, drop_database, with_database
 from shared.kafka import client_options
 from shared.local.broker import EMBEDDED_BROKER_SETTINGS
 from shared.local.infrastructure import Infrastructure, start_infrastructure
 from shared.logging import configure_logging
-from shared.settings import ServiceName, Settings
+from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ async def bench_world(**overrides: Any) -> AsyncIterator[tuple[Settings, Infrast
     infrastructure (whose processes :class:`CpuMeter` watches)."""
     configure_logging("bench", log_format="console", level="WARNING")
     data_dir = Path(tempfile.mkdtemp(prefix="desk-bench-"))
-    base = Settings(data_dir=data_dir)
+    base = desk_settings(data_dir=data_dir)
     infra = await start_infrastructure(base)
     name = f"bench_{uuid4().hex[:8]}"
     admin = infra.database_url
@@ -197,7 +198,7 @@ class Watcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def start_service(name: ServiceName, settings: Settings) -> asyncio.subprocess.Process:
+async def start_service(name: str, settings: Settings) -> asyncio.subprocess.Process:
     """A service as its own process (as in production), ready."""
     env = {**settings.environment(), "DESK_LOG_LEVEL": "WARNING", "DESK_LOG_FORMAT": "json"}
     process = await asyncio.create_subprocess_exec(
@@ -206,7 +207,7 @@ async def start_service(name: ServiceName, settings: Settings) -> asyncio.subpro
     async with httpx.AsyncClient() as client:
         for _ in range(600):
             try:
-                response = await client.get(f"http://127.0.0.1:{settings.port_of(name)}/ready")
+                response = await client.get(f"http://127.0.0.1:{port_of(settings, name)}/ready")
                 if response.status_code == 200:
                     return process
             except httpx.HTTPError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import asyncpg
@@ -11,7 +11,7 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.kafka import client_options
-from shared.settings import ServiceName, Settings
+from shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,10 @@ async def check_broker(settings: Settings, timeout: float = 5.0) -> ComponentSta
 
 
 async def check_service(
-    settings: Settings, name: ServiceName, client: httpx.AsyncClient
+    settings: Settings, name: str, port: int, client: httpx.AsyncClient
 ) -> ComponentStatus:
     host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
-    url = f"http://{host}:{settings.port_of(name)}/ready"
+    url = f"http://{host}:{port}/ready"
     try:
         response = await client.get(url)
         body = response.json()
@@ -72,13 +72,14 @@ async def check_service(
 
 
 async def check_all(
-    settings: Settings, services: Sequence[ServiceName], timeout: float = 5.0
+    settings: Settings, ports: Mapping[str, int], timeout: float = 5.0
 ) -> list[ComponentStatus]:
+    """The database, the broker and each service (name -> its HTTP port)."""
     async with httpx.AsyncClient(timeout=timeout) as client:
         results = await asyncio.gather(
             check_database(settings, timeout),
             check_broker(settings, timeout),
-            *(check_service(settings, name, client) for name in services),
+            *(check_service(settings, name, port, client) for name, port in ports.items()),
         )
     return list(results)
 

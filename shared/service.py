@@ -1,4 +1,4 @@
-"""The one shape all four services share.
+"""The one shape every service shares.
 
 A service is a FastStream app (its consumers) with an HTTP side (``/health``, ``/ready``,
 ``/metrics`` and its AsyncAPI document), a PostgreSQL schema of its own (event store, tracking,
@@ -6,7 +6,9 @@ read models), a relay publishing its events, and optional background workers (ti
 deliveries). Each service's ``app.py`` only says *what* it consumes, produces and projects::
 
     def build(settings: Settings) -> Service:
-        return Service("intake", settings, publishes={"intake.events": [TicketReceived, ...]},
+        own = IntakeSettings.of(settings)
+        return Service("intake", own, port=own.intake_port,
+                       publishes={"intake.events": [TicketReceived, ...]},
                        subscriptions=[...], projections=[...])
 
 and ``python -m services.<name>`` serves it with :func:`serve`. Start order: pool, migrations,
@@ -64,12 +66,12 @@ class Service:
         projections: Sequence[Projection] = (),
         workers: Sequence[Worker] = (),
         migrations: Sequence[Migration] = (),
+        port: int,
         clock: Clock | None = None,
-        port: int | None = None,
         version: str = "1",
     ) -> None:
         self.name = name
-        self.port = port if port is not None else settings.port_of(name)
+        self.port = port
         self.settings = settings
         self.schema = name
         self.publishes = {topic: tuple(types) for topic, types in publishes.items()}
@@ -237,14 +239,14 @@ class Service:
         return checks
 
 
-def every(interval: Callable[[Settings], timedelta], step: Worker) -> Worker:
-    """A worker running ``step`` at start and then every ``interval(settings)``, forever: how
-    gauges read from a service's tables stay fresh."""
+def every(interval: timedelta, step: Worker) -> Worker:
+    """A worker running ``step`` at start and then every ``interval``, forever: how gauges read
+    from a service's tables stay fresh."""
 
     async def periodic(service: Service) -> None:
         while True:
             await step(service)
-            await asyncio.sleep(interval(service.settings).total_seconds())
+            await asyncio.sleep(interval.total_seconds())
 
     periodic.__name__ = step.__name__
     return periodic
@@ -298,9 +300,10 @@ def _json(body: object, status: int) -> AsgiResponse:
     )
 
 
-def serve(name: str, build: Callable[[Settings], Service]) -> None:
-    """Entry point of ``python -m services.<name>``: settings, logging, uvicorn."""
-    settings = Settings()
+def serve(name: str, build: Callable[[Settings], Service], settings_class: type[Settings]) -> None:
+    """Entry point of ``python -m services.<name>``: the service's settings from the environment,
+    logging, uvicorn."""
+    settings = settings_class()
     configure_logging(name, log_format=settings.log_format, level=settings.log_level)
     service = build(settings)
     settle_garbage_collector()

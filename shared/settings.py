@@ -1,12 +1,14 @@
-"""Every setting of every servicedesk process, in one typed place.
+"""The kernel's settings: what every servicedesk process needs, whichever service it runs.
 
 Values come from the environment: ``DESK_<FIELD>`` for each field, plus the conventional
 ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS``. When those two are unset, ``desk up`` and the
 tests start embedded servers and hand their addresses to every process through the same
 variables, so a service never knows whether its infrastructure is embedded or external.
 
-The README's configuration table is generated from this model (``desk config``) and a test keeps
-the two in step.
+A service's own settings (its HTTP port, its tuning) live in its package, in a subclass of
+:class:`Settings`; a service process reads that class, and tools that start or inspect every
+service read one class combining them all. The README's configuration table is generated from
+these classes (``desk config``) and a test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -14,22 +16,23 @@ from __future__ import annotations
 import ssl
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.durations import Duration
 
-ServiceName = Literal["intake", "dispatch", "sla", "notify"]
-SERVICE_NAMES: tuple[ServiceName, ...] = ("intake", "dispatch", "sla", "notify")
-
 
 class Settings(BaseSettings):
-    """Configuration of one servicedesk process (a service, ``desk`` or a benchmark)."""
+    """Configuration every servicedesk process shares (a service, ``desk`` or a benchmark).
+
+    Unknown fields are refused, not ignored: a service's setting given to settings that do not
+    have it is a mistake to hear about, not a value to lose.
+    """
 
     model_config = SettingsConfigDict(
-        env_prefix="DESK_", extra="ignore", frozen=True, populate_by_name=True
+        env_prefix="DESK_", extra="forbid", frozen=True, populate_by_name=True
     )
 
     # --- infrastructure -------------------------------------------------------------------
@@ -114,12 +117,8 @@ class Settings(BaseSettings):
         default=timedelta(seconds=30), description="Longest a single SQL statement may run."
     )
 
-    # --- HTTP side of each service --------------------------------------------------------
+    # --- HTTP side ----------------------------------------------------------------------
     http_host: str = Field(default="127.0.0.1", description="Interface the HTTP side binds to.")
-    intake_port: int = Field(default=8101, description="HTTP port of intake.")
-    dispatch_port: int = Field(default=8102, description="HTTP port of dispatch.")
-    sla_port: int = Field(default=8103, description="HTTP port of sla.")
-    notify_port: int = Field(default=8104, description="HTTP port of notify.")
 
     # --- behaviour ------------------------------------------------------------------------
     policy_file: Path | None = Field(
@@ -169,63 +168,6 @@ class Settings(BaseSettings):
         default=timedelta(days=14),
         description="How long consumers remember processed message ids.",
     )
-    sla_timer_interval: Duration = Field(
-        default=timedelta(milliseconds=250),
-        description="Longest the SLA timer worker sleeps between rounds (it wakes earlier for "
-        "a timer due sooner).",
-    )
-    sla_timer_batch: int = Field(
-        default=500, ge=1, description="Most clocks one timer round fires in one transaction."
-    )
-    sla_report_interval: Duration = Field(
-        default=timedelta(seconds=15), description="How often the SLA report gauges refresh."
-    )
-    # --- notify -----------------------------------------------------------------------------
-    smtp_host: str = Field(default="127.0.0.1", description="SMTP server for email notices.")
-    smtp_port: int = Field(default=25, description="SMTP port (465 with tls, 587 with starttls).")
-    smtp_security: Literal["none", "starttls", "tls"] = Field(
-        default="none", description="none, STARTTLS after connecting, or implicit TLS."
-    )
-    smtp_username: str | None = Field(default=None, description="SMTP login, if required.")
-    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
-    smtp_connections: int = Field(
-        default=4, ge=1, le=64, description="SMTP connections notify keeps open and reuses."
-    )
-    notify_sms_endpoint: str | None = Field(
-        default=None, description="HTTP endpoint of the SMS provider (same shape as webhooks)."
-    )
-    notify_signing_secret: SecretStr = Field(
-        default=SecretStr("local-development-secret"),
-        description="HMAC-SHA256 key of webhook and SMS request signatures. Set it in production.",
-    )
-    notify_send_timeout: Duration = Field(
-        default=timedelta(seconds=10), description="Longest one SMTP or HTTP send may take."
-    )
-    notify_max_attempts: int = Field(
-        default=6, ge=1, description="Attempts at a notice before it is failed and dead-lettered."
-    )
-    notify_retry_backoff: Duration = Field(
-        default=timedelta(seconds=2),
-        description="First retry delay of a notice; doubles each attempt, with jitter.",
-    )
-    notify_retry_backoff_max: Duration = Field(
-        default=timedelta(minutes=10), description="Longest retry delay of a notice."
-    )
-    notify_batch: int = Field(default=200, ge=1, description="Notices claimed per round.")
-    notify_concurrency: int = Field(default=32, ge=1, description="Sends in flight at once.")
-    notify_lease: Duration = Field(
-        default=timedelta(minutes=1),
-        description="A claimed notice not finished by then (its sender died) is sent again, "
-        "with the same idempotency key.",
-    )
-    notify_interval: Duration = Field(
-        default=timedelta(milliseconds=250), description="Longest the delivery worker idles."
-    )
-    notify_report_interval: Duration = Field(
-        default=timedelta(seconds=15),
-        description="How often notify's gauges (notices pending, events waiting for a receipt) "
-        "refresh.",
-    )
     shutdown_grace: Duration = Field(
         default=timedelta(seconds=10),
         description="Time a process gets to stop cleanly before it is killed.",
@@ -239,16 +181,19 @@ class Settings(BaseSettings):
         return value
 
     # --- derived --------------------------------------------------------------------------
-    def replace(self, **changes: Any) -> Settings:
+    def replace(self, **changes: Any) -> Self:
         """A validated copy with some fields changed (the environment is not read again)."""
         return type(self).model_validate({**self.model_dump(), **changes})
 
-    def port_of(self, service: str) -> int:
-        """The HTTP port a service listens on."""
-        if service not in SERVICE_NAMES:
-            raise ValueError(f"no port setting for {service!r}")
-        port: int = getattr(self, f"{service}_port")
-        return port
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        """``settings`` as this class: themselves when they already are (a service's process,
+        or the settings combining every service that ``desk``, tests and benchmarks use), else a
+        copy with this class's defaults for the fields it adds."""
+        if isinstance(settings, cls):
+            return settings
+        values = settings.model_dump()
+        return cls.model_validate({k: v for k, v in values.items() if k in cls.model_fields})
 
     def topic(self, name: str) -> str:
         """The physical name of a logical topic (applies the prefix)."""

@@ -10,9 +10,10 @@ from uuid import uuid4
 import pytest
 import pytest_asyncio
 
+from services import desk_settings, port_field, service_names
 from shared.database import drop_database
 from shared.local.ports import free_port
-from shared.settings import SERVICE_NAMES, Settings
+from shared.settings import Settings
 from tests.support.infrastructure import (
     SessionInfrastructure,
     blocking,
@@ -36,7 +37,8 @@ SettingsFactory = Callable[..., Settings]
 def make_settings(
     infrastructure: SessionInfrastructure, tmp_path: Path
 ) -> Iterator[SettingsFactory]:
-    """Build settings for an isolated world: its own database and its own topic prefix."""
+    """Build settings for an isolated world: its own database, its own topic prefix, a free port
+    per service. They are every service's settings at once, so any field can be overridden."""
     created: list[str] = []
 
     def make(**overrides: Any) -> Settings:
@@ -56,11 +58,11 @@ def make_settings(
             "consumer_retry_backoff_max": "1s",
             "relay_poll_interval": "200ms",
             "log_format": "json",
-            **{f"{service}_port": free_port() for service in SERVICE_NAMES},
+            **{port_field(name): free_port() for name in service_names()},
             **infrastructure.broker_settings,
         }
         values.update(overrides)
-        return Settings(**values)
+        return desk_settings(**values)
 
     yield make
     for name in created:

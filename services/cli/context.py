@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from services import SERVICE_NAMES, ServiceName
+from services import desk_settings, desk_settings_class, port_field, service_names
 from shared.local.infrastructure import read_run_file
 from shared.settings import Settings
 
@@ -18,8 +18,9 @@ T = TypeVar("T")
 
 
 def load_settings() -> Settings:
-    """Environment settings; where the infrastructure is unset, the one `desk up` started."""
-    settings = Settings()
+    """Every service's settings from the environment; where the infrastructure is unset, the one
+    `desk up` started, and the ports it gave the services."""
+    settings = desk_settings()
     running = read_run_file(settings.data_dir)
     if not running:
         return settings
@@ -29,18 +30,22 @@ def load_settings() -> Settings:
     if not settings.kafka_bootstrap_servers:
         update["kafka_bootstrap_servers"] = running.get("bootstrap_servers")
         update.update(running.get("broker_settings", {}))
+    fields = desk_settings_class().model_fields
     for name, port in running.get("ports", {}).items():
-        update[f"{name}_port"] = port
+        if port_field(name) in fields:
+            update[port_field(name)] = port
     return settings.replace(**update)
 
 
-def pick_services(names: list[str] | None) -> list[ServiceName]:
+def pick_services(names: list[str] | None) -> list[str]:
+    """The services named (all by default), in the order of :data:`services.SERVICES`."""
+    known = service_names()
     if not names:
-        return list(SERVICE_NAMES)
-    unknown = [n for n in names if n not in SERVICE_NAMES]
+        return list(known)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise typer.BadParameter(f"unknown service {', '.join(unknown)}; known: {SERVICE_NAMES}")
-    return [n for n in SERVICE_NAMES if n in names]
+        raise typer.BadParameter(f"unknown service {', '.join(unknown)}; known: {known}")
+    return [n for n in known if n in names]
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

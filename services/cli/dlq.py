@@ -11,7 +11,7 @@ from services.cli.context import console, fail, load_settings, pick_services, ru
 from shared.database import connect
 from shared.deadletter import DeadLetter, list_dead_letters, replay_dead_letter
 from shared.kafka import make_producer
-from shared.settings import ServiceName, Settings
+from shared.settings import Settings
 
 app = typer.Typer(help="Messages consumers gave up on, with their reasons.", no_args_is_help=True)
 
@@ -20,9 +20,7 @@ ServiceOption = Annotated[
 ]
 
 
-async def _letters(
-    settings: Settings, names: list[ServiceName], everything: bool
-) -> list[DeadLetter]:
+async def _letters(settings: Settings, names: list[str], everything: bool) -> list[DeadLetter]:
     conn = await connect(settings.require_database_url())
     try:
         letters: list[DeadLetter] = []

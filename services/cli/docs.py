@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from services import desk_settings, service_names, settings_class
 from services.cli.context import console
 from shared.settings import Settings, env_name
 
@@ -28,28 +29,43 @@ def register(app: typer.Typer) -> None:
 
 
 def settings_table() -> str:
-    """Markdown table of every setting: environment variable, default, meaning."""
-    lines = ["| environment variable | default | meaning |", "| --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
-        default = field.default
-        if default is None:
-            shown = "(unset)"
-        elif isinstance(default, bool):
-            shown = "true" if default else "false"
-        else:
-            from datetime import timedelta
+    """Markdown table of every setting: environment variable, default, who reads it, meaning.
 
-            from shared.durations import format_duration
-
-            shown = format_duration(default) if isinstance(default, timedelta) else str(default)
-        description = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{env_name(name, field)}` | `{shown}` | {description} |")
+    The kernel's settings first (every process reads them), then each service's own.
+    """
+    lines = [
+        "| environment variable | default | read by | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    owners: list[tuple[str, type[Settings]]] = [("every process", Settings)]
+    owners += [(name, settings_class(name)) for name in service_names()]
+    for owner, cls in owners:
+        for name, field in cls.model_fields.items():
+            if owner != "every process" and name in Settings.model_fields:
+                continue
+            description = (field.description or "").replace("|", "\\|")
+            lines.append(
+                f"| `{env_name(name, field)}` | `{_default(field.default)}` | {owner} "
+                f"| {description} |"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _default(value: Any) -> str:
+    from datetime import timedelta
+
+    from shared.durations import format_duration
+
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return format_duration(value) if isinstance(value, timedelta) else str(value)
 
 
 def event_schemas() -> dict[str, str]:
     """File name -> JSON Schema text for every public event of every service."""
-    from services.events import load_all_events
+    from services import load_all_events
     from shared.events import EVENTS
 
     load_all_events()
@@ -92,13 +108,12 @@ def schemas(
 
 
 def asyncapi_document() -> str:
-    """One AsyncAPI 3.0 document for the system, merged from the four services' FastStream apps."""
+    """One AsyncAPI 3.0 document for the system, merged from the services' FastStream apps."""
     import yaml
 
-    from services import SERVICE_NAMES, build_service
-    from shared.settings import Settings
+    from services import build_service
 
-    settings = Settings(
+    settings = desk_settings(
         database_url="postgresql://desk@postgres/servicedesk",
         kafka_bootstrap_servers="kafka:9092",
         topic_prefix="",
@@ -119,7 +134,7 @@ def asyncapi_document() -> str:
         "operations": {},
         "components": {"messages": {}, "schemas": {}},
     }
-    for name in SERVICE_NAMES:
+    for name in service_names():
         spec = yaml.safe_load(build_service(name, settings).app.schema.to_specification().to_yaml())
         for section in ("channels", "operations"):
             for key, value in (spec.get(section) or {}).items():

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services import build_service, service_migrations
+from services import build_service, desk_settings, port_of, service_migrations
 from services.cli.context import console, fail, load_settings, pick_services, run_async
 from shared.database import connect
 from shared.health import check_all
@@ -23,10 +23,10 @@ from shared.local.supervisor import Supervisor
 from shared.logging import configure_logging
 from shared.migrations import migrate as apply_migrations
 from shared.relay import replay as replay_store
-from shared.settings import ServiceName, Settings
+from shared.settings import Settings
 
 ServicesOption = Annotated[
-    list[str] | None, typer.Argument(help="Services (default: all four).", show_default=False)
+    list[str] | None, typer.Argument(help="Services (default: all).", show_default=False)
 ]
 
 
@@ -50,7 +50,7 @@ def up(
     ] = None,
 ) -> None:
     """Start PostgreSQL, Kafka (embedded unless configured) and every service; Ctrl-C stops all."""
-    settings = Settings()
+    settings = desk_settings()
     configure_logging("desk", log_format="console" if sys.stderr.isatty() else settings.log_format)
     names = pick_services(only)
     code = run_async(_up(settings, names, demo=demo, demo_rate=demo_rate, raw_logs=raw_logs))
@@ -62,7 +62,7 @@ def _mail_configured() -> bool:
 
 
 async def _up(
-    settings: Settings, names: list[ServiceName], *, demo: bool, demo_rate: float, raw_logs: bool
+    settings: Settings, names: list[str], *, demo: bool, demo_rate: float, raw_logs: bool
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,7 +85,7 @@ async def _up(
             infra.extra_env["DESK_SMTP_HOST"] = "127.0.0.1"
             infra.extra_env["DESK_SMTP_PORT"] = str(sink.port)
         os.environ.update(infra.environment())
-        ready_settings = Settings()
+        ready_settings = desk_settings()
         await _prepare(ready_settings, names, fresh_broker=infra.embedded_broker)
         env = infra.environment()
         for name in names:
@@ -98,7 +98,7 @@ async def _up(
                     **infra.describe(),
                     "desk_pid": os.getpid(),
                     "services": {n: c.pid for n, c in supervisor.children.items()},
-                    "ports": {n: ready_settings.port_of(n) for n in names},
+                    "ports": _ports(ready_settings, names),
                 },
             )
 
@@ -131,7 +131,7 @@ async def _up(
         console.print("[bold]stopped[/]: services, broker and database are down")
 
 
-async def _prepare(settings: Settings, names: list[ServiceName], *, fresh_broker: bool) -> None:
+async def _prepare(settings: Settings, names: list[str], *, fresh_broker: bool) -> None:
     """Topics, migrations and — on a fresh in-memory broker — replay of every event store."""
     services = [build_service(n, settings) for n in names]
     topics = sorted({t for s in services for t in s.topics()})
@@ -148,10 +148,10 @@ async def _prepare(settings: Settings, names: list[ServiceName], *, fresh_broker
         await conn.close()
 
 
-async def _await_ready(settings: Settings, names: list[ServiceName], stop: asyncio.Event) -> bool:
+async def _await_ready(settings: Settings, names: list[str], stop: asyncio.Event) -> bool:
     deadline = time.monotonic() + 180
     while not stop.is_set() and time.monotonic() < deadline:
-        statuses = await check_all(settings, names, timeout=2)
+        statuses = await check_all(settings, _ports(settings, names), timeout=2)
         if all(s.up for s in statuses):
             return True
         with contextlib.suppress(TimeoutError):
@@ -161,16 +161,20 @@ async def _await_ready(settings: Settings, names: list[ServiceName], stop: async
     return False
 
 
-def _banner(settings: Settings, names: list[ServiceName], seconds: float) -> None:
+def _banner(settings: Settings, names: list[str], seconds: float) -> None:
     table = Table(title=f"servicedesk is up ({seconds:.1f}s)", show_header=True)
     table.add_column("component")
     table.add_column("address")
     table.add_row("postgres", (settings.database_url or "").split("@")[-1])
     table.add_row("kafka", settings.kafka_bootstrap_servers or "")
     for name in names:
-        table.add_row(name, f"http://{settings.http_host}:{settings.port_of(name)}/ready")
+        table.add_row(name, f"http://{settings.http_host}:{port_of(settings, name)}/ready")
     console.print(table)
     console.print("`desk status` in another terminal shows health; Ctrl-C stops everything.")
+
+
+def _ports(settings: Settings, names: list[str]) -> dict[str, int]:
+    return {name: port_of(settings, name) for name in names}
 
 
 def status(
@@ -180,7 +184,7 @@ def status(
     """Health of PostgreSQL, Kafka and each service; exits 1 if anything is down."""
     settings = load_settings()
     names = pick_services(services)
-    statuses = run_async(check_all(settings, names, timeout=timeout))
+    statuses = run_async(check_all(settings, _ports(settings, names), timeout=timeout))
     table = Table(show_header=True)
     for column in ("component", "status", "address", "detail"):
         table.add_column(column)

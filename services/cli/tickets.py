@@ -17,9 +17,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from services import service_names
 from services.cli.context import console, fail, load_settings, run_async
 from shared.database import Connection, connect
-from shared.settings import SERVICE_NAMES
 
 app = typer.Typer(help="Tickets: their whole story.", no_args_is_help=True)
 
@@ -58,7 +58,7 @@ async def find_ticket(conn: Connection, number: str) -> str | None:
 
 async def timeline(conn: Connection, ticket_id: str) -> list[Entry]:
     entries: list[Entry] = []
-    for rank, schema in enumerate(SERVICE_NAMES):
+    for rank, schema in enumerate(service_names()):
         if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.events") is None:
             continue
         rows = await conn.fetch(

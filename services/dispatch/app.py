@@ -29,6 +29,7 @@ from services.dispatch.events import (
     WorkStarted,
 )
 from services.dispatch.handlers import Commands, DeskSession, Events
+from services.dispatch.settings import DispatchSettings
 from services.dispatch.storage import AgentRoster, TicketBoard
 from services.policy import watch_policy
 from shared.events import EventData
@@ -58,10 +59,12 @@ AGENT_EVENTS: list[type[EventData]] = [AgentRegistered, ShiftStarted, ShiftEnded
 
 
 def build(settings: Settings) -> Service:
-    session = DeskSession(watch_policy(settings))
+    own = DispatchSettings.of(settings)
+    session = DeskSession(watch_policy(own))
     return Service(
         "dispatch",
-        settings,
+        own,
+        port=own.dispatch_port,
         description="Classification matrix, routing to groups and agents, the ticket lifecycle.",
         publishes={
             EVENTS_TOPIC: [*TICKET_EVENTS, *AGENT_EVENTS],

@@ -11,6 +11,7 @@ from services.intake.events import (
     TicketTriaged,
 )
 from services.intake.handlers import Requests
+from services.intake.settings import IntakeSettings
 from services.intake.storage import TicketIndex
 from services.policy import watch_policy
 from shared.migrations import load
@@ -21,16 +22,18 @@ MIGRATIONS = load("intake", "services.intake")
 
 
 def build(settings: Settings) -> Service:
+    own = IntakeSettings.of(settings)
     return Service(
         "intake",
-        settings,
+        own,
+        port=own.intake_port,
         description="Requests from every channel in; numbered, recorded and triaged tickets out.",
         publishes={
             EVENTS_TOPIC: [TicketReceived, TicketTriaged, CustomerReplied],
             # Rejections answer the adapters on their own topic.
             REJECTIONS_TOPIC: [RequestRejected],
         },
-        subscriptions=[Requests(watch_policy(settings))],
+        subscriptions=[Requests(watch_policy(own))],
         projections=[TicketIndex()],
         migrations=MIGRATIONS,
     )

@@ -6,6 +6,7 @@ from services.notify.delivery import Deliverer
 from services.notify.events import EVENTS_TOPIC, NotificationFailed, NotificationSent
 from services.notify.gauges import refresh_gauges
 from services.notify.handlers import Replays, TicketEvents
+from services.notify.settings import NotifySettings
 from services.policy import watch_policy
 from shared.migrations import load
 from shared.service import Service, every
@@ -15,18 +16,20 @@ MIGRATIONS = load("notify", "services.notify")
 
 
 def build(settings: Settings) -> Service:
-    policy = watch_policy(settings)
-    deliverer = Deliverer(policy)
+    own = NotifySettings.of(settings)
+    policy = watch_policy(own)
+    deliverer = Deliverer(policy, own)
 
     async def deliver_notices(service: Service) -> None:
         await deliverer.run(service)
 
     return Service(
         "notify",
-        settings,
+        own,
+        port=own.notify_port,
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
         publishes={EVENTS_TOPIC: [NotificationSent, NotificationFailed]},
         subscriptions=[TicketEvents(policy), Replays()],
-        workers=[deliver_notices, every(lambda s: s.notify_report_interval, refresh_gauges)],
+        workers=[deliver_notices, every(own.notify_report_interval, refresh_gauges)],
         migrations=MIGRATIONS,
     )

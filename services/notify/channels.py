@@ -25,8 +25,8 @@ from email.utils import formataddr, formatdate
 import aiosmtplib
 import httpx
 
+from services.notify.settings import NotifySettings
 from services.notify.storage import Delivery
-from shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Channels:
     open and reused (a connection per message costs more than the message), one HTTP client
     (keep-alive) for webhooks and SMS."""
 
-    def __init__(self, settings: Settings, sender_name: str, sender_email: str) -> None:
+    def __init__(self, settings: NotifySettings, sender_name: str, sender_email: str) -> None:
         self.settings = settings
         self.sender = formataddr((sender_name, sender_email))
         self.sender_address = sender_email

@@ -25,6 +25,7 @@ from services.notify import storage
 from services.notify.channels import Channels, Outcome, Permanent, Sent
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed, NotificationSent
 from services.notify.outcomes import record_outcome
+from services.notify.settings import NotifySettings
 from services.policy import Policy
 from shared.database import Connection
 from shared.deadletter import Reason, Record
@@ -46,11 +47,12 @@ OUTCOMES = Counter(
 class Deliverer:
     """The worker (``run``) and its parts; the channels live as long as the service."""
 
-    def __init__(self, policy: PolicyWatch[Policy]) -> None:
+    def __init__(self, policy: PolicyWatch[Policy], settings: NotifySettings) -> None:
         self.policy = policy
+        self.settings = settings
 
     async def run(self, service: Service) -> None:
-        settings = service.settings
+        settings = self.settings
         notifications = self.policy.current()[0].notifications
         sender = notifications.sender if notifications else None
         channels = Channels(
@@ -82,7 +84,7 @@ class Deliverer:
             await channels.close()
 
     async def _claim(self, service: Service) -> list[storage.Delivery]:
-        settings = service.settings
+        settings = self.settings
         async with service.pool.acquire() as conn, conn.transaction():
             now = await service.clock.now(conn)
             return await storage.claim(
@@ -113,7 +115,7 @@ class Deliverer:
                 batch.append(answered.get_nowait())
             async with service.pool.acquire() as conn, conn.transaction():
                 now = await service.clock.now(conn)
-                decided = [_decide(service, d, outcome, now) for d, outcome in batch]
+                decided = [_decide(self.settings, d, outcome, now) for d, outcome in batch]
                 settled = await storage.settle(conn, decided, now)
                 uow = UnitOfWork(conn, service.store, now)
                 for settlement in decided:
@@ -125,9 +127,8 @@ class Deliverer:
 
 
 def _decide(
-    service: Service, delivery: storage.Delivery, outcome: Outcome, now: datetime
+    settings: NotifySettings, delivery: storage.Delivery, outcome: Outcome, now: datetime
 ) -> storage.Settlement:
-    settings = service.settings
     if isinstance(outcome, Sent):
         return storage.Settlement(delivery, "sent")
     if isinstance(outcome, Permanent) or delivery.attempts >= settings.notify_max_attempts:

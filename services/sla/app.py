@@ -16,8 +16,9 @@ from services.sla.events import (
 )
 from services.sla.handlers import TicketEvents
 from services.sla.report import refresh_gauges
+from services.sla.settings import SlaSettings
 from services.sla.storage import ClockBoard
-from services.sla.timers import fire_due_timers
+from services.sla.timers import timer_worker
 from shared.migrations import load
 from shared.service import Service, every
 from shared.settings import Settings
@@ -26,9 +27,11 @@ MIGRATIONS = load("sla", "services.sla")
 
 
 def build(settings: Settings) -> Service:
+    own = SlaSettings.of(settings)
     return Service(
         "sla",
-        settings,
+        own,
+        port=own.sla_port,
         description="Response-time clocks on business calendars, warnings, escalation ladder.",
         publishes={
             EVENTS_TOPIC: [
@@ -42,8 +45,8 @@ def build(settings: Settings) -> Service:
                 EscalationRaised,
             ]
         },
-        subscriptions=[TicketEvents(watch_policy(settings))],
+        subscriptions=[TicketEvents(watch_policy(own))],
         projections=[ClockBoard()],
-        workers=[fire_due_timers, every(lambda s: s.sla_report_interval, refresh_gauges)],
+        workers=[timer_worker(own), every(own.sla_report_interval, refresh_gauges)],
         migrations=MIGRATIONS,
     )

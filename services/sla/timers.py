@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Histogram
 
 from services.sla import storage
+from services.sla.settings import SlaSettings
 from shared.faults import crash_point
 from shared.logging import get_logger
 from shared.scheduling import sleep_until_due
 from shared.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
-    from shared.service import Service
+    from shared.service import Service, Worker
 
 log = get_logger(__name__)
 FIRED = Counter("desk_sla_timer_events_total", "Events fired by SLA timers, by type.", ["type"])
@@ -33,14 +34,18 @@ LATENESS = Histogram(
 )
 
 
-async def fire_due_timers(service: Service) -> None:
-    """Run rounds until cancelled; sleep until the next timer, at most one poll interval."""
-    settings = service.settings
-    interval = settings.sla_timer_interval
-    while True:
-        fired = await fire_round(service, settings.sla_timer_batch)
-        if fired < settings.sla_timer_batch:  # else a backlog: no sleep
-            await sleep_until_due(service.pool, service.clock, storage.next_due, interval)
+def timer_worker(settings: SlaSettings) -> Worker:
+    """The worker firing due timers, ``sla_timer_batch`` clocks a round."""
+
+    async def fire_due_timers(service: Service) -> None:
+        """Run rounds until cancelled; sleep until the next timer, at most one poll interval."""
+        interval, limit = settings.sla_timer_interval, settings.sla_timer_batch
+        while True:
+            fired = await fire_round(service, limit)
+            if fired < limit:  # else a backlog: no sleep
+                await sleep_until_due(service.pool, service.clock, storage.next_due, interval)
+
+    return fire_due_timers
 
 
 async def fire_round(service: Service, limit: int) -> int:

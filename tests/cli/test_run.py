@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from services import service_names
 from shared.local.ports import free_port
-from shared.settings import SERVICE_NAMES
 
 DESK = str(Path(sys.executable).parent / "desk")
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def desk_env(tmp_path: Path) -> dict[str, str]:
         if k not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS"} and not k.startswith("DESK_")
     }
     env["DESK_DATA_DIR"] = str(tmp_path / "desk-data")
-    for name in SERVICE_NAMES:
+    for name in service_names():
         env[f"DESK_{name.upper()}_PORT"] = str(free_port())
     return env
 
@@ -95,7 +95,7 @@ def test_up_runs_everything_status_sees_it_and_ctrl_c_leaves_nothing_behind(
     log = (tmp_path / "up.log").read_text(errors="replace")
     assert status.returncode == 0, f"{status.stdout}\n--- desk up log ---\n{log[-4000:]}"
     rows = {line.split("│")[1].strip(): line for line in status.stdout.splitlines() if "│" in line}
-    for component in ("postgres", "kafka", *SERVICE_NAMES):
+    for component in ("postgres", "kafka", *service_names()):
         assert " up " in rows[component], rows.get(component)
 
     run = json.loads((Path(desk_env["DESK_DATA_DIR"]) / "run.json").read_text())

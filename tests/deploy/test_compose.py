@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
+from services import desk_settings_class, port_field, service_names, settings_class
 from services.cli import app as desk
-from shared.settings import SERVICE_NAMES, Settings, env_name
+from shared.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS_ENV = {env_name(name, field) for name, field in Settings.model_fields.items()}
+SERVICE_NAMES = service_names()
 
 
 @pytest.fixture(scope="module")
@@ -62,21 +63,18 @@ def test_commands_run_modules_and_desk_commands_that_exist(compose: dict[str, An
             assert command[0] == "desk" and command[1] in desk_commands, command
 
 
-def test_environment_names_settings_that_exist(compose: dict[str, Any]) -> None:
-    for name in (*SERVICE_NAMES, "migrate"):
+def test_each_container_sets_only_settings_its_process_reads(compose: dict[str, Any]) -> None:
+    readers: dict[str, type[Settings]] = {"migrate": desk_settings_class()}
+    readers.update({name: settings_class(name) for name in SERVICE_NAMES})
+    for name, cls in readers.items():
         environment = compose["services"][name]["environment"]
-        unknown = set(environment) - SETTINGS_ENV
-        assert not unknown, f"{name} sets unknown variables {unknown}"
-        Settings.model_validate(
-            {
-                field: environment[env_name(field, info)]
-                for field, info in Settings.model_fields.items()
-                if env_name(field, info) in environment
-            }
-        )
+        known = {env_name(field, info): field for field, info in cls.model_fields.items()}
+        unknown = set(environment) - set(known)
+        assert not unknown, f"{name} sets variables its settings do not have: {unknown}"
+        cls.model_validate({known[variable]: value for variable, value in environment.items()})
     for name in SERVICE_NAMES:
         environment = compose["services"][name]["environment"]
-        port = environment[f"DESK_{name.upper()}_PORT"]
+        port = environment[f"DESK_{port_field(name).upper()}"]
         assert compose["services"][name]["ports"] == [f"{port}:{port}"]
         assert f":{port}/ready" in " ".join(compose["services"][name]["healthcheck"]["test"])
         assert environment["DATABASE_URL"].split("@")[1].startswith("postgres:")

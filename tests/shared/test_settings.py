@@ -56,3 +56,21 @@ def test_broker_security_is_handed_to_faststream() -> None:
     assert sasl.use_ssl
     with pytest.raises(ValueError, match="SASL_MECHANISM"):
         Settings(kafka_security_protocol="SASL_PLAINTEXT").kafka_security()
+
+
+def test_a_field_these_settings_do_not_have_is_refused_not_ignored() -> None:
+    with pytest.raises(ValueError, match="smtp_host"):
+        Settings(smtp_host="mail.example.com")  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="no_such_field"):
+        Settings().replace(no_such_field=1)
+
+
+def test_a_service_settings_class_reads_kernel_settings_with_its_own_defaults() -> None:
+    class TunedSettings(Settings):
+        tuned_batch: int = 7
+
+    tuned = TunedSettings.of(Settings(topic_prefix="p."))
+    assert (tuned.topic_prefix, tuned.tuned_batch) == ("p.", 7)
+    already = TunedSettings(tuned_batch=9)
+    assert TunedSettings.of(already) is already
+    assert already.replace(tuned_batch=3).tuned_batch == 3

@@ -139,4 +139,4 @@ def command(id: str, counter: str = "c", amount: int = 1, **extra: Any) -> bytes
 
 
 if __name__ == "__main__":
-    serve("probe", build)
+    serve("probe", build, Settings)

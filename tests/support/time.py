@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services import ServiceName, service_migrations
+from services import service_migrations
 from shared.database import connect
 from shared.migrations import migrate
 from shared.settings import Settings
@@ -14,7 +14,7 @@ class DrivenTime:
     """The test's clock for these services (their schemas are migrated first, so the clock is
     set before any of them reads it)."""
 
-    def __init__(self, settings: Settings, *services: ServiceName) -> None:
+    def __init__(self, settings: Settings, *services: str) -> None:
         assert settings.clock == "driven", "drive time with settings.replace(clock='driven')"
         self.settings = settings
         self.services = services

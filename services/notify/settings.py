@@ -1,0 +1,61 @@
+"""notify's settings: the kernel's, plus its HTTP port, its channels (SMTP, SMS, the signing
+secret of webhooks) and its delivery worker."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from shared.durations import Duration
+from shared.settings import Settings
+
+
+class NotifySettings(Settings):
+    notify_port: int = Field(default=8104, description="HTTP port of notify.")
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server for email notices.")
+    smtp_port: int = Field(default=25, description="SMTP port (465 with tls, 587 with starttls).")
+    smtp_security: Literal["none", "starttls", "tls"] = Field(
+        default="none", description="none, STARTTLS after connecting, or implicit TLS."
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP login, if required.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_connections: int = Field(
+        default=4, ge=1, le=64, description="SMTP connections notify keeps open and reuses."
+    )
+    notify_sms_endpoint: str | None = Field(
+        default=None, description="HTTP endpoint of the SMS provider (same shape as webhooks)."
+    )
+    notify_signing_secret: SecretStr = Field(
+        default=SecretStr("local-development-secret"),
+        description="HMAC-SHA256 key of webhook and SMS request signatures. Set it in production.",
+    )
+    notify_send_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="Longest one SMTP or HTTP send may take."
+    )
+    notify_max_attempts: int = Field(
+        default=6, ge=1, description="Attempts at a notice before it is failed and dead-lettered."
+    )
+    notify_retry_backoff: Duration = Field(
+        default=timedelta(seconds=2),
+        description="First retry delay of a notice; doubles each attempt, with jitter.",
+    )
+    notify_retry_backoff_max: Duration = Field(
+        default=timedelta(minutes=10), description="Longest retry delay of a notice."
+    )
+    notify_batch: int = Field(default=200, ge=1, description="Notices claimed per round.")
+    notify_concurrency: int = Field(default=32, ge=1, description="Sends in flight at once.")
+    notify_lease: Duration = Field(
+        default=timedelta(minutes=1),
+        description="A claimed notice not finished by then (its sender died) is sent again, "
+        "with the same idempotency key.",
+    )
+    notify_interval: Duration = Field(
+        default=timedelta(milliseconds=250), description="Longest the delivery worker idles."
+    )
+    notify_report_interval: Duration = Field(
+        default=timedelta(seconds=15),
+        description="How often notify's gauges (notices pending, events waiting for a receipt) "
+        "refresh.",
+    )
