@@ -145,11 +145,10 @@ class Observer(EventSubscription):
         for m in messages:
             data = m.message.data
             assert isinstance(data, Touched)
-            uow.record(
+            uow.caused_by(m.message.envelope)(
                 f"seen-{data.ticket}",
                 [Seen(ticket=data.ticket)],
                 expected_version=ANY_VERSION,
-                cause=m.message.envelope,
                 subject=data.ticket,
             )
 

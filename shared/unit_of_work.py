@@ -1,16 +1,18 @@
 """The unit of work a handler runs in: one database transaction, its new events, its projections.
 
-A handler never appends directly. It *records* events on the unit of work; when the handler
-returns, the consumer plumbing flushes every stream's events in one round trip, applies the
-inline projections to them, marks the messages as processed, and commits — all in the same
-transaction. So either all of a message's effects exist or none do.
+A handler never appends directly. It *records* events through a recorder the unit of work gives
+for each cause (:meth:`UnitOfWork.caused_by`); when the handler returns, the consumer plumbing
+flushes every stream's events in one round trip, applies the inline projections to them, marks
+the messages as processed, and commits — all in the same transaction. So either all of a
+message's effects exist or none do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from shared.database import Connection
 from shared.events import Envelope, EventData
@@ -18,6 +20,34 @@ from shared.eventstore import EventStore, PendingEvent, RecordedEvent, StreamApp
 
 if TYPE_CHECKING:
     from shared.projection import Projection
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """Why events happen: the correlation id every event one request set off shares, and the id
+    of the message that caused them (none for a request that starts a story)."""
+
+    correlation_id: str
+    causation_id: str | None = None
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> Cause:
+        """An event being handled: its correlation goes on, its id is the causation."""
+        return cls(envelope.correlationid, str(envelope.id))
+
+
+class Recorder(Protocol):
+    """Records events on a stream, all with one cause; pure domain code records through one
+    (the unit of work's in production, a list in unit tests)."""
+
+    def __call__(
+        self,
+        stream_id: str,
+        events: Sequence[EventData],
+        *,
+        expected_version: int | None,
+        subject: str | None = None,
+    ) -> None: ...
 
 
 class UnitOfWork:
@@ -36,37 +66,40 @@ class UnitOfWork:
         self._projections = projections
         self._appends: dict[str, StreamAppend] = {}
 
-    def record(
+    def caused_by(self, cause: Envelope | Cause) -> Recorder:
+        """The recorder of events caused by ``cause``: an event being handled (its envelope), or
+        a command's or request's ids.
+
+        Events are appended when the handler returns. Recording twice for one stream in one unit
+        of work continues from the first record (the second ``expected_version`` must follow it).
+        """
+        known = Cause.of(cause) if isinstance(cause, Envelope) else cause
+
+        def record(
+            stream_id: str,
+            events: Sequence[EventData],
+            *,
+            expected_version: int | None,
+            subject: str | None = None,
+        ) -> None:
+            self._queue(stream_id, events, expected_version, known, subject)
+
+        return record
+
+    def _queue(
         self,
         stream_id: str,
         events: Sequence[EventData],
-        *,
         expected_version: int | None,
-        cause: Envelope | None = None,
-        correlation_id: str | None = None,
-        causation_id: str | None = None,
-        subject: str | None = None,
+        cause: Cause,
+        subject: str | None,
     ) -> None:
-        """Queue events for ``stream_id``; they are appended when the handler returns.
-
-        ``cause`` is the event being handled: its id becomes the causation id and its
-        correlation id is carried on. Without one (a command, a request), ``correlation_id`` and
-        ``causation_id`` say it. Recording twice for one stream in one unit of work continues
-        from the first record (the second ``expected_version`` must follow it).
-        """
-        if cause is not None:
-            correlation = cause.correlationid
-            causation: str | None = str(cause.id)
-        else:
-            if correlation_id is None:
-                raise ValueError("an event needs a cause or a correlation id")
-            correlation, causation = correlation_id, causation_id
         pending = [
             PendingEvent(
                 data=data,
                 time=self.now,
-                correlation_id=correlation,
-                causation_id=causation,
+                correlation_id=cause.correlation_id,
+                causation_id=cause.causation_id,
                 subject=subject,
             )
             for data in events

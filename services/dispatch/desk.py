@@ -3,8 +3,9 @@
 A :class:`Desk` holds, for one batch, the tickets it touches, the :class:`Board` (agents,
 loads, round-robin cursors) and the queues, and turns each input — a triaged ticket, a ticket
 or agent command, a customer reply, an SLA escalation — into events, applying them at once so
-the next message of the batch sees their effect. It records through a :class:`Recorder` (the
-unit of work in production, a list in unit tests) and reports refusals instead of raising.
+the next message of the batch sees their effect. It records through ``record``, a
+:class:`~shared.unit_of_work.Recorder` the handler points at each message's cause (the unit of
+work in production, a list in unit tests), and reports refusals instead of raising.
 
 Capacity is never exceeded: an agent is only chosen while their open tickets are below their
 capacity, and a ticket that finds nobody waits in its group's queue, served by priority then
@@ -16,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
 from services.dispatch.commands import (
     Accept,
@@ -66,16 +66,7 @@ from services.intake.events import TicketTriaged
 from services.policy import Policy
 from services.sla.events import EscalationRaised
 from shared.events import EventData
-
-
-class Recorder(Protocol):
-    def __call__(
-        self,
-        stream_id: str,
-        events: Sequence[EventData],
-        expected_version: int,
-        subject: str | None,
-    ) -> None: ...
+from shared.unit_of_work import Recorder
 
 
 @dataclass
@@ -133,7 +124,12 @@ class Desk:
         )
         ticket = Ticket.classified(classified, self.now)
         self.tickets[ticket.ticket_id] = ticket
-        self.record(ticket_stream(ticket.ticket_id), [classified], 0, ticket.ticket_id)
+        self.record(
+            ticket_stream(ticket.ticket_id),
+            [classified],
+            expected_version=0,
+            subject=ticket.ticket_id,
+        )
         self._route(ticket, route.group_id, cause="classified")
 
     def customer_replied(self, ticket_id: str, cause_event_id: str) -> None:
@@ -288,13 +284,18 @@ class Desk:
         expected = ticket.version
         for event in events:
             ticket.apply(event, self.now)
-        self.record(ticket_stream(ticket.ticket_id), events, expected, ticket.ticket_id)
+        self.record(
+            ticket_stream(ticket.ticket_id),
+            events,
+            expected_version=expected,
+            subject=ticket.ticket_id,
+        )
 
     def _record_agent(self, stream: str, event: EventData) -> None:
         agent_id = stream.removeprefix("agent-")
         expected = self.agent_versions.get(agent_id, 0)
         self.agent_versions[agent_id] = expected + 1
-        self.record(stream, [event], expected, None)
+        self.record(stream, [event], expected_version=expected)
 
     def _route(
         self, ticket: Ticket, group_id: str, *, cause: AssignCause, only: str | None = None

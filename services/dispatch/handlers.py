@@ -3,8 +3,9 @@
 
 Every batch runs the same way (:class:`DeskSession`): take the desk lock, load the tickets the
 batch names, the board (agents, loads, cursors) and the queues, hand each message to the
-:class:`Desk`, record what it decides. Refused commands become ``*CommandRejected`` events on
-``tickets.commands.rejected`` / ``agents.commands.rejected``; nothing else changes.
+:class:`Desk` with a recorder caused by that message, record what it decides. Refused commands
+become ``*CommandRejected`` events on ``tickets.commands.rejected`` /
+``agents.commands.rejected``; nothing else changes.
 """
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ from services.sla.events import EVENTS_TOPIC as SLA_EVENTS
 from services.sla.events import EscalationRaised
 from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
 from shared.deadletter import Record
-from shared.events import EventData
 from shared.eventstore import ANY_VERSION
 from shared.logging import get_logger
 from shared.policyfile import PolicyWatch
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import Cause, UnitOfWork
 
 log = get_logger(__name__)
 REFUSED = Counter(
@@ -53,7 +53,7 @@ REFUSED = Counter(
 
 
 class DeskSession:
-    """Opens a :class:`Desk` on a unit of work: lock, load, and a recorder with causes."""
+    """Opens a :class:`Desk` on a unit of work: lock, load, register the directory's agents."""
 
     def __init__(self, policy: PolicyWatch[Policy]) -> None:
         self.policy = policy
@@ -64,7 +64,8 @@ class DeskSession:
         *,
         ticket_ids: Sequence[str] = (),
         numbers: Sequence[str] = (),
-    ) -> tuple[Desk, _Cause]:
+    ) -> Desk:
+        """The batch's desk; the handler points ``desk.record`` at each message's cause."""
         policy, version = self.policy.current()
         conn = uow.conn
         await storage.lock_desk(conn)
@@ -80,55 +81,15 @@ class DeskSession:
             await storage.loads(conn),
             await storage.cursors(conn),
         )
-        cause = _Cause(uow)
-        desk = Desk(policy, version, uow.now, board, cause.record, tickets=tickets)
+        # Agents are registered because the policy's directory names them.
+        directory = uow.caused_by(Cause(f"policy-{version}"))
+        desk = Desk(policy, version, uow.now, board, directory, tickets=tickets)
         for ticket in tickets.values():
             if ticket.status == "queued":
                 desk.queues.setdefault(ticket.group_id, []).append(ticket)
         desk.agent_versions = {a: v for a, (_, v) in known.items()}
         desk.register_agents({a: e for a, (e, _) in known.items()})
-        return desk, cause
-
-
-class _Cause:
-    """Records desk output on the unit of work with the message being handled as its cause."""
-
-    def __init__(self, uow: UnitOfWork) -> None:
-        self.uow = uow
-        self.event: Delivered | None = None
-        self.correlation: str = ""
-        self.causation: str | None = None
-
-    def by_event(self, delivered: Delivered) -> None:
-        self.event, self.causation = delivered, None
-
-    def by_command(self, correlation: str, command_id: str) -> None:
-        self.event, self.correlation, self.causation = None, correlation, command_id
-
-    def record(
-        self,
-        stream_id: str,
-        events: Sequence[EventData],
-        expected_version: int,
-        subject: str | None,
-    ) -> None:
-        if self.event is not None:
-            self.uow.record(
-                stream_id,
-                events,
-                expected_version=expected_version,
-                cause=self.event.envelope,
-                subject=subject,
-            )
-        else:
-            self.uow.record(
-                stream_id,
-                events,
-                expected_version=expected_version,
-                correlation_id=subject or self.correlation,
-                causation_id=self.causation,
-                subject=subject,
-            )
+        return desk
 
 
 class Events(EventSubscription):
@@ -145,10 +106,10 @@ class Events(EventSubscription):
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         ids = [m.message.data.ticket_id for m in messages]  # type: ignore[attr-defined]
-        desk, cause = await self.session.open(uow, ticket_ids=ids)
+        desk = await self.session.open(uow, ticket_ids=ids)
         for inbound in messages:
             delivered = inbound.message
-            cause.by_event(delivered)
+            desk.record = uow.caused_by(delivered.envelope)
             data, event_id = delivered.data, str(delivered.envelope.id)
             if isinstance(data, TicketTriaged):
                 desk.classify(data)
@@ -194,7 +155,7 @@ class Commands(Subscription[Command]):
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Command]]) -> None:
         numbers = [getattr(m.message, "ticket_number", "") for m in messages]
-        desk, cause = await self.session.open(uow, numbers=[n for n in numbers if n])
+        desk = await self.session.open(uow, numbers=[n for n in numbers if n])
         for inbound in messages:
             command = inbound.message
             agents = inbound.record.topic.endswith(AGENT_COMMANDS)
@@ -202,13 +163,13 @@ class Commands(Subscription[Command]):
             if isinstance(command, Unreadable):
                 _reject(uow, kind, command, command.target, inbound.record)
             elif isinstance(command, AgentCommandTypes):
-                cause.by_command(f"agent-{command.agent_id}", command.command_id)
+                desk.record = uow.caused_by(Cause(f"agent-{command.agent_id}", command.command_id))
                 if refusal := desk.agent_command(command):
                     _refuse(uow, kind, command, command.agent_id, refusal)
             else:
                 ticket = desk.by_number(command.ticket_number)
                 correlation = ticket.ticket_id if ticket else command.ticket_number
-                cause.by_command(correlation, command.command_id)
+                desk.record = uow.caused_by(Cause(correlation, command.command_id))
                 if refusal := desk.command(command):
                     _refuse(uow, kind, command, command.ticket_number, refusal)
 
@@ -276,4 +237,4 @@ def _record_rejection(
         reason=rejection.reason,
         detail=rejection.detail,
     )
-    uow.record(stream, [rejection], expected_version=ANY_VERSION, correlation_id=correlation)
+    uow.caused_by(Cause(correlation))(stream, [rejection], expected_version=ANY_VERSION)

@@ -34,7 +34,7 @@ from shared.events import new_event_id
 from shared.eventstore import ANY_VERSION, NO_STREAM
 from shared.logging import get_logger
 from shared.policyfile import PolicyWatch
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import Cause, UnitOfWork
 
 log = get_logger(__name__)
 
@@ -117,14 +117,14 @@ class Requests(Subscription[Incoming]):
             ticket_id = str(new_event_id())
             result = triage(request, policy.triage, version)
             numbered[number] = ticket_id
-            uow.record(
+            # A new ticket starts a story: every event it causes carries its id as correlation.
+            uow.caused_by(Cause(ticket_id))(
                 ticket_stream(ticket_id),
                 [
                     received(ticket_id, number, request, result.language),
                     triaged(ticket_id, number, request, result),
                 ],
                 expected_version=NO_STREAM,
-                correlation_id=ticket_id,
                 subject=ticket_id,
             )
             log.info(
@@ -168,12 +168,8 @@ class Requests(Subscription[Incoming]):
                 body=request.description,
                 attachments=_attachments(request),
             )
-            uow.record(
-                ticket_stream(ticket_id),
-                [reply],
-                expected_version=ANY_VERSION,
-                correlation_id=ticket_id,
-                subject=ticket_id,
+            uow.caused_by(Cause(ticket_id))(
+                ticket_stream(ticket_id), [reply], expected_version=ANY_VERSION, subject=ticket_id
             )
             REPLIES.inc()
 
@@ -194,11 +190,10 @@ class Requests(Subscription[Incoming]):
             original_base64=base64.b64encode(preview).decode(),
             truncated=len(record.value) > PREVIEW_BYTES,
         )
-        uow.record(
+        uow.caused_by(Cause(str(new_event_id())))(
             f"rejection-{record.topic}-{record.partition}-{record.offset}",
             [rejected],
             expected_version=ANY_VERSION,
-            correlation_id=str(new_event_id()),
         )
         OUTCOMES.labels("rejected", refusal.reason).inc()
         log.warning(

@@ -7,7 +7,7 @@ from typing import Protocol
 from services.notify.channels import mask
 from services.notify.events import NoticeEvent
 from shared.eventstore import ANY_VERSION
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import Cause, UnitOfWork
 
 
 class NoticeLike(Protocol):
@@ -43,7 +43,8 @@ def record_outcome(
     policy_version: str,
     **detail: str,
 ) -> None:
-    uow.record(
+    record = uow.caused_by(Cause(notice.ticket_id, notice.cause_event_id))
+    record(
         f"notice-{notice.notice_key}",
         [
             kind(
@@ -62,7 +63,5 @@ def record_outcome(
             )
         ],
         expected_version=ANY_VERSION,
-        correlation_id=notice.ticket_id,
-        causation_id=notice.cause_event_id,
         subject=notice.ticket_id,
     )

@@ -30,7 +30,6 @@ from services.policy import Policy
 from services.sla import storage
 from services.sla.timekeeper import Timekeeper
 from shared.consumer import Delivered, EventSubscription, Inbound
-from shared.events import Envelope, EventData
 from shared.policyfile import PolicyWatch
 from shared.unit_of_work import UnitOfWork
 
@@ -71,20 +70,9 @@ class TicketEvents(EventSubscription):
             known = facts.get(clock.ticket_id)
             if known is not None:
                 clock.group_id, clock.agent_id = known.group_id, known.agent_id
-        cause: Envelope | None = None
-
-        def record(stream_id: str, expected_version: int, events: list[EventData]) -> None:
-            assert cause is not None
-            uow.record(
-                stream_id,
-                events,
-                expected_version=expected_version,
-                cause=cause,
-                subject=cause.subject,
-            )
-
-        keeper = Timekeeper(policy.sla, version, facts, clocks, record)
+        keeper = Timekeeper(policy.sla, version, facts, clocks)
         for inbound in messages:
-            cause = inbound.message.envelope
-            keeper.on(inbound.message.data, cause.time, str(cause.id))
+            envelope = inbound.message.envelope
+            keeper.record = uow.caused_by(envelope)
+            keeper.on(inbound.message.data, envelope.time, str(envelope.id))
         await storage.save_tickets(uow.conn, [facts[i] for i in keeper.changed])

@@ -10,7 +10,7 @@ the metrics that restart; closing stops whatever still runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import get_args
@@ -33,10 +33,9 @@ from services.policy.sla import Metric, SlaPolicy, Start, choose
 from services.sla.clocks import SlaClock, fold
 from services.sla.events import ClockStarted, LadderLevel
 from shared.events import EventData
+from shared.unit_of_work import Recorder
 
 METRICS: tuple[Metric, ...] = get_args(Metric)
-Record = Callable[[str, int, list[EventData]], None]
-"""Receives a clock's stream id, its version before the events, and the events."""
 
 
 @dataclass
@@ -62,7 +61,11 @@ def clock_id(ticket_id: str, metric: str) -> str:
 
 
 class Timekeeper:
-    """Applies ticket events to the clocks of one batch (loaded by the caller, locked)."""
+    """Applies ticket events to the clocks of one batch (loaded by the caller, locked).
+
+    Clock events go to ``record``, which the caller points at each event's cause before handing
+    it over (the unit of work in production, a list in unit tests).
+    """
 
     def __init__(
         self,
@@ -70,13 +73,13 @@ class Timekeeper:
         policy_version: str,
         tickets: dict[str, TicketFacts],
         clocks: dict[str, SlaClock],
-        record: Record,
+        record: Recorder | None = None,
     ) -> None:
         self.policy = policy
         self.policy_version = policy_version
         self.tickets = tickets
         self.clocks = clocks
-        self._record = record
+        self.record = record or _no_cause
         self.changed: set[str] = set()
 
     def on(self, event: EventData, at: datetime, event_id: str) -> None:  # noqa: PLR0912
@@ -108,17 +111,17 @@ class Timekeeper:
             case WaitingForCustomer():
                 facts.waiting = True
                 for clock in self._open(facts):
-                    self._emit(clock.clock_id, clock, clock.pause(at, event_id))
+                    self._emit(facts, clock, clock.pause(at, event_id))
             case TicketResumed():
                 facts.waiting = False
                 for clock in self._open(facts):
-                    self._emit(clock.clock_id, clock, clock.resume(at, event_id))
+                    self._emit(facts, clock, clock.resume(at, event_id))
             case TicketReopened():
                 facts.waiting = False
                 self._reopened(facts, at, event_id)
             case TicketClosed():
                 for clock in self._open(facts):
-                    self._emit(clock.clock_id, clock, clock.stop(at, "ticket_closed", event_id))
+                    self._emit(facts, clock, clock.stop(at, "ticket_closed", event_id))
             case _:
                 pass
 
@@ -183,17 +186,17 @@ class Timekeeper:
             )
             deadline = SlaClock.started(started).deadline
             assert deadline is not None
-            self._emit(started.clock_id, None, [started.model_copy(update={"deadline": deadline})])
+            self._emit(facts, None, [started.model_copy(update={"deadline": deadline})])
 
     def _fulfil(self, facts: TicketFacts, by: str, at: datetime, event_id: str) -> None:
         for clock in self._open(facts):
             if by in clock.fulfilled_by:
-                self._emit(clock.clock_id, clock, clock.fulfil(at, by, event_id))
+                self._emit(facts, clock, clock.fulfil(at, by, event_id))
 
     def _reopened(self, facts: TicketFacts, at: datetime, event_id: str) -> None:
         for clock in self._of(facts):
             if clock.restarts_on_reopen:
-                self._emit(clock.clock_id, clock, clock.restart(at, event_id))
+                self._emit(facts, clock, clock.restart(at, event_id))
 
     def _of(self, facts: TicketFacts) -> list[SlaClock]:
         found = [self.clocks.get(clock_id(facts.ticket_id, m)) for m in METRICS]
@@ -202,11 +205,23 @@ class Timekeeper:
     def _open(self, facts: TicketFacts) -> list[SlaClock]:
         return [c for c in self._of(facts) if c.open]
 
-    def _emit(self, stream_id: str, clock: SlaClock | None, events: list[EventData]) -> None:
+    def _emit(self, facts: TicketFacts, clock: SlaClock | None, events: list[EventData]) -> None:
+        """Record a clock's events on its stream (the first starts it) and fold them in."""
         if not events:
             return
-        self._record(stream_id, clock.version if clock else 0, events)
+        expected = clock.version if clock else 0
         for event in events:
             clock = fold(clock, event)
         assert clock is not None
-        self.clocks[stream_id] = clock
+        self.record(clock.clock_id, events, expected_version=expected, subject=facts.ticket_id)
+        self.clocks[clock.clock_id] = clock
+
+
+def _no_cause(
+    stream_id: str,
+    events: Sequence[EventData],
+    *,
+    expected_version: int | None,
+    subject: str | None = None,
+) -> None:
+    raise RuntimeError("the timekeeper records only for an event: set its recorder first")

@@ -20,7 +20,7 @@ from services.sla.settings import SlaSettings
 from shared.faults import crash_point
 from shared.logging import get_logger
 from shared.scheduling import sleep_until_due
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import Cause, UnitOfWork
 
 if TYPE_CHECKING:
     from shared.service import Service, Worker
@@ -60,14 +60,9 @@ async def fire_round(service: Service, limit: int) -> int:
             events = clock.fire(now)
             if not events:
                 continue
-            uow.record(
-                clock.clock_id,
-                events,
-                expected_version=clock.version,
-                correlation_id=clock.ticket_id,
-                causation_id=clock.cause_event_id,
-                subject=clock.ticket_id,
-            )
+            # Caused by the event that last set the clock running.
+            record = uow.caused_by(Cause(clock.ticket_id, clock.cause_event_id))
+            record(clock.clock_id, events, expected_version=clock.version, subject=clock.ticket_id)
             for event in events:
                 FIRED.labels(event.event_type()).inc()
                 due = getattr(event, "due_at", None) or now

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,30 +9,12 @@ from typing import Any
 from services.dispatch.desk import Desk, board_from
 from services.intake.events import TicketTriaged
 from services.policy import Policy
-from shared.events import EventData
 from shared.policyfile import load_policy
+from tests.support.recorded import Recorded
 
 POLICY_FILE = Path(__file__).with_name("policy.yaml")
 POLICY, VERSION = load_policy(POLICY_FILE, Policy)
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-
-
-@dataclass
-class Recorded:
-    records: list[tuple[str, list[EventData], int]] = field(default_factory=list)
-
-    def __call__(
-        self,
-        stream_id: str,
-        events: Sequence[EventData],
-        expected_version: int,
-        subject: str | None,
-    ) -> None:
-        self.records.append((stream_id, list(events), expected_version))
-
-    def events(self, kind: type[EventData] | None = None) -> list[Any]:
-        found = [e for _, events, _ in self.records for e in events]
-        return [e for e in found if kind is None or isinstance(e, kind)]
 
 
 def desk(policy: Policy = POLICY, loads: dict[str, int] | None = None) -> tuple[Desk, Recorded]:

@@ -26,6 +26,7 @@ from services.sla.events import (
 from services.sla.timekeeper import Timekeeper, clock_id
 from shared.events import EventData
 from tests.sla.support import SLA, T0, classified, sla_policy
+from tests.support.recorded import Recorded
 
 
 class World:
@@ -33,10 +34,8 @@ class World:
 
     def __init__(self, sla: dict[str, Any] | None = None) -> None:
         self.policy, self.version = sla_policy(sla)
-        self.recorded: list[tuple[str, int, list[EventData]]] = []
-        self.keeper = Timekeeper(
-            self.policy, self.version, {}, {}, lambda s, v, e: self.recorded.append((s, v, e))
-        )
+        self.recorded = Recorded()
+        self.keeper = Timekeeper(self.policy, self.version, {}, {}, self.recorded)
         self.n = 0
 
     def on(self, event: EventData, at: datetime) -> None:
@@ -57,15 +56,14 @@ class World:
             moment, clock = min(due, key=lambda pair: pair[0])
             events = clock.fire(moment)
             assert events, f"{clock.clock_id} due at {moment} fired nothing"
-            self.recorded.append((clock.clock_id, clock.version, events))
+            self.recorded(clock.clock_id, events, expected_version=clock.version)
             for event in events:
                 clock = clock.apply(event)
             self.keeper.clocks[clock.clock_id] = clock
             fired += events
 
     def events(self, kind: type[EventData], metric: str | None = None) -> list[Any]:
-        found: list[Any] = [e for _, _, es in self.recorded for e in es if isinstance(e, kind)]
-        return [e for e in found if metric is None or e.metric == metric]
+        return [e for e in self.recorded.events(kind) if metric is None or e.metric == metric]
 
 
 def ids(n: int = 1) -> dict[str, str]:
@@ -153,8 +151,7 @@ def test_a_fulfilment_past_an_unrecorded_deadline_records_the_breach_first() -> 
     )
     kinds = [
         type(e).__name__
-        for _, _, events in world.recorded
-        for e in events
+        for e in world.recorded.events()
         if getattr(e, "metric", "") == "first_response"
     ]
     assert kinds == ["ClockStarted", "ClockBreached", "ClockMet"]

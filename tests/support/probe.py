@@ -25,7 +25,7 @@ from shared.migrations import load
 from shared.projection import Projection
 from shared.service import Service, serve
 from shared.settings import Settings
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import Cause, UnitOfWork
 
 COMMANDS = "probe.commands"
 EVENTS = "probe.events"
@@ -73,11 +73,10 @@ class Commands(Subscription[BumpCommand]):
                 if seen < int(command.fail):
                     _failures[command.id] = seen + 1
                     raise RuntimeError(f"command {command.id} fails ({seen + 1})")
-            uow.record(
+            uow.caused_by(Cause(command.id))(
                 f"counter-{command.counter}",
                 [CounterBumped(counter=command.counter, amount=command.amount)],
                 expected_version=ANY_VERSION,
-                correlation_id=command.id,
                 subject=command.counter,
             )
 
