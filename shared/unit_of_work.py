@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from shared.database import Connection
@@ -73,26 +74,15 @@ class UnitOfWork:
         Events are appended when the handler returns. Recording twice for one stream in one unit
         of work continues from the first record (the second ``expected_version`` must follow it).
         """
-        known = Cause.of(cause) if isinstance(cause, Envelope) else cause
-
-        def record(
-            stream_id: str,
-            events: Sequence[EventData],
-            *,
-            expected_version: int | None,
-            subject: str | None = None,
-        ) -> None:
-            self._queue(stream_id, events, expected_version, known, subject)
-
-        return record
+        return partial(self._queue, Cause.of(cause) if isinstance(cause, Envelope) else cause)
 
     def _queue(
         self,
+        cause: Cause,
         stream_id: str,
         events: Sequence[EventData],
         expected_version: int | None,
-        cause: Cause,
-        subject: str | None,
+        subject: str | None = None,
     ) -> None:
         pending = [
             PendingEvent(

@@ -73,6 +73,6 @@ class TicketEvents(EventSubscription):
         keeper = Timekeeper(policy.sla, version, facts, clocks)
         for inbound in messages:
             envelope = inbound.message.envelope
-            keeper.record = uow.caused_by(envelope)
-            keeper.on(inbound.message.data, envelope.time, str(envelope.id))
+            record = uow.caused_by(envelope)
+            keeper.on(inbound.message.data, envelope.time, str(envelope.id), record)
         await storage.save_tickets(uow.conn, [facts[i] for i in keeper.changed])

@@ -10,7 +10,6 @@ the metrics that restart; closing stops whatever still runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import get_args
@@ -61,11 +60,7 @@ def clock_id(ticket_id: str, metric: str) -> str:
 
 
 class Timekeeper:
-    """Applies ticket events to the clocks of one batch (loaded by the caller, locked).
-
-    Clock events go to ``record``, which the caller points at each event's cause before handing
-    it over (the unit of work in production, a list in unit tests).
-    """
+    """Applies ticket events to the clocks of one batch (loaded by the caller, locked)."""
 
     def __init__(
         self,
@@ -73,17 +68,19 @@ class Timekeeper:
         policy_version: str,
         tickets: dict[str, TicketFacts],
         clocks: dict[str, SlaClock],
-        record: Recorder | None = None,
     ) -> None:
         self.policy = policy
         self.policy_version = policy_version
         self.tickets = tickets
         self.clocks = clocks
-        self.record = record or _no_cause
         self.changed: set[str] = set()
+        self._record: Recorder | None = None
 
-    def on(self, event: EventData, at: datetime, event_id: str) -> None:  # noqa: PLR0912
-        """One of dispatch's ticket events, recorded at ``at`` with id ``event_id``."""
+    def on(self, event: EventData, at: datetime, event_id: str, record: Recorder) -> None:  # noqa: PLR0912
+        """One of dispatch's ticket events, recorded at ``at`` with id ``event_id``; the clock
+        events it causes go to ``record`` (the unit of work's, caused by that event, in
+        production; a list in unit tests)."""
+        self._record = record
         if isinstance(event, TicketClassified):
             self._classified(event, at, event_id)
             return
@@ -213,15 +210,6 @@ class Timekeeper:
         for event in events:
             clock = fold(clock, event)
         assert clock is not None
-        self.record(clock.clock_id, events, expected_version=expected, subject=facts.ticket_id)
+        assert self._record is not None, "clock events are recorded only while handling an event"
+        self._record(clock.clock_id, events, expected_version=expected, subject=facts.ticket_id)
         self.clocks[clock.clock_id] = clock
-
-
-def _no_cause(
-    stream_id: str,
-    events: Sequence[EventData],
-    *,
-    expected_version: int | None,
-    subject: str | None = None,
-) -> None:
-    raise RuntimeError("the timekeeper records only for an event: set its recorder first")

@@ -35,12 +35,12 @@ class World:
     def __init__(self, sla: dict[str, Any] | None = None) -> None:
         self.policy, self.version = sla_policy(sla)
         self.recorded = Recorded()
-        self.keeper = Timekeeper(self.policy, self.version, {}, {}, self.recorded)
+        self.keeper = Timekeeper(self.policy, self.version, {}, {})
         self.n = 0
 
     def on(self, event: EventData, at: datetime) -> None:
         self.n += 1
-        self.keeper.on(event, at, f"event-{self.n}")
+        self.keeper.on(event, at, f"event-{self.n}", self.recorded)
 
     def clock(self, ticket: int, metric: str) -> SlaClock:
         return self.keeper.clocks[clock_id(classified(ticket).ticket_id, metric)]

@@ -15,15 +15,8 @@ class Recorded:
 
     records: list[tuple[str, list[EventData], int | None]] = field(default_factory=list)
 
-    def __call__(
-        self,
-        stream_id: str,
-        events: Sequence[EventData],
-        *,
-        expected_version: int | None,
-        subject: str | None = None,
-    ) -> None:
-        self.records.append((stream_id, list(events), expected_version))
+    def __call__(self, stream_id: str, events: Sequence[EventData], **where: Any) -> None:
+        self.records.append((stream_id, list(events), where["expected_version"]))
 
     def events(self, kind: type[EventData] | None = None) -> list[Any]:
         found = [e for _, events, _ in self.records for e in events]
