@@ -25,13 +25,15 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from bench._support import CpuMeter, Watcher, bench_world, report, start_service
-from services.cli.demo import DemoTraffic
+from services.intake.contract import INCOMING_TOPIC as INCOMING
+from services.intake.demo import DemoTraffic
+from services.intake.events import EVENTS_TOPIC as EVENTS
+from services.intake.events import TicketTriaged
 from shared.kafka import ensure_topics, make_producer
 from shared.local.ports import free_port
 from shared.settings import Settings
 
-INCOMING, EVENTS = "requests.incoming", "intake.events"
-TRIAGED = "servicedesk.ticket.triaged.v1"
+TRIAGED = TicketTriaged.event_type()
 
 
 def requests(count: int, run: str) -> list[tuple[str, bytes]]:

@@ -110,7 +110,7 @@ async def _up(
             if mailbox is not None:
                 console.print(f"No SMTP server is configured: email notices land in {mailbox}/.")
             if demo:
-                from services.cli.demo import run_demo
+                from services.intake.demo import run_demo
 
                 async def demo_traffic() -> None:
                     await run_demo(ready_settings, rate=demo_rate, stop=stop)

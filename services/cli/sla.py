@@ -1,4 +1,4 @@
-"""``desk sla report``: SLA compliance, mean times and tickets at risk, from sla's projection."""
+"""``desk sla report``: SLA compliance, mean times and tickets at risk, as sla reports them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from services.cli.context import console, fail, load_settings, run_async
-from services.sla.report import SlaReport, build_report
+from services.sla import queries as sla
 from shared.database import connect
 
 app = typer.Typer(help="Service levels: how the desk keeps its targets.", no_args_is_help=True)
@@ -27,16 +27,16 @@ def report(
     if not settings.database_url:
         raise fail("DATABASE_URL is not set and no `desk up` is running")
 
-    async def go() -> SlaReport:
-        conn = await connect(settings.require_database_url(), schema="sla")
+    async def go() -> sla.SlaReport | None:
+        conn = await connect(settings.require_database_url())
         try:
-            if await conn.fetchval("SELECT to_regclass('sla.clocks')") is None:
-                raise fail("the sla service has not created its tables yet (desk migrate sla)")
-            return await build_report(conn, datetime.now(UTC) - timedelta(days=days))
+            return await sla.report(conn, datetime.now(UTC) - timedelta(days=days))
         finally:
             await conn.close()
 
     result = run_async(go())
+    if result is None:
+        raise fail("the sla service has not created its tables yet (desk migrate sla)")
     if as_json:
         body = dataclasses.asdict(result)
         body["compliance"] = [

@@ -1,9 +1,10 @@
 """``desk ticket show NUMBER``: one ticket's whole story, across every service's events, in order.
 
-Each service keeps its own events; the ticket is their common ``subject``. The timeline reads
-each schema's events about the ticket and merges them by time (then by service, in the order a
-request travels: intake, dispatch, sla, notify; then by position), and says each one in a line:
-what happened, who did it, and why — the rule, the policy version, the cause.
+Each service keeps its own events; the ticket is their common ``subject``. intake, which numbers
+tickets, finds the ticket; the timeline reads each service's event store for events about it and
+merges them by time (then by service, in the order a request travels — the order of
+``services.SERVICES`` — then by position), and says each one in a line: what happened, who did
+it, and why — the rule, the policy version, the cause.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
+import asyncpg
 import typer
 from rich.table import Table
 
 from services import service_names
 from services.cli.context import console, fail, load_settings, run_async
+from services.intake import queries as intake
 from shared.database import Connection, connect
+from shared.eventstore import EventStore
 
 app = typer.Typer(help="Tickets: their whole story.", no_args_is_help=True)
 
@@ -43,41 +47,27 @@ class Entry:
         return describe(self.data) if describe else _generic(self.data)
 
 
-async def find_ticket(conn: Connection, number: str) -> str | None:
-    """The ticket id of a number, from the ticket index of intake (or of dispatch)."""
-    for schema in ("intake", "dispatch"):
-        if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.tickets") is None:
-            continue
-        found = await conn.fetchval(
-            f"SELECT ticket_id::text FROM {schema}.tickets WHERE number = $1", number
-        )
-        if found:
-            return str(found)
-    return None
-
-
 async def timeline(conn: Connection, ticket_id: str) -> list[Entry]:
+    """Every service's events about the ticket (its event store's ``subject``), merged."""
     entries: list[Entry] = []
-    for rank, schema in enumerate(service_names()):
-        if await conn.fetchval("SELECT to_regclass($1)", f"{schema}.events") is None:
-            continue
-        rows = await conn.fetch(
-            f"SELECT position, type, occurred_at, envelope::text, event_id::text, causation_id "
-            f"FROM {schema}.events WHERE subject = $1 ORDER BY position",
-            ticket_id,
-        )
-        for row in rows:
-            entries.append(
-                Entry(
-                    time=row["occurred_at"],
-                    service=schema,
-                    position=rank * 10**12 + row["position"],
-                    type=row["type"],
-                    data=json.loads(row["envelope"])["data"],
-                    event_id=row["event_id"],
-                    causation_id=row["causation_id"],
-                )
+    for rank, name in enumerate(service_names()):
+        store = EventStore(name, f"servicedesk/{name}")
+        try:
+            events = await store.read_subject(conn, ticket_id)
+        except asyncpg.UndefinedTableError:
+            continue  # the service never ran against this database
+        entries += [
+            Entry(
+                time=e.time,
+                service=name,
+                position=rank * 10**12 + e.position,
+                type=e.type,
+                data=json.loads(e.raw)["data"],
+                event_id=str(e.id),
+                causation_id=e.causation_id,
             )
+            for e in events
+        ]
     entries.sort(key=lambda e: (e.time, e.position))
     return entries
 
@@ -95,7 +85,7 @@ def show(
     async def go() -> tuple[str | None, list[Entry]]:
         conn = await connect(settings.require_database_url())
         try:
-            ticket_id = await find_ticket(conn, number.upper())
+            ticket_id = await intake.ticket_id(conn, number.upper())
             return ticket_id, await timeline(conn, ticket_id) if ticket_id else []
         finally:
             await conn.close()

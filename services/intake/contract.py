@@ -28,6 +28,8 @@ from pydantic_core import PydanticCustomError
 
 from services.vocabulary import Channel, Priority
 
+INCOMING_TOPIC = "requests.incoming"
+"""Where channel adapters publish requests (key: ``<channel>:<channel_message_id>``)."""
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_DESCRIPTION_BYTES = 32 * 1024
 MAX_SUBJECT_CHARS = 300

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter
 
 from services.intake import storage
-from services.intake.contract import Reason, Refusal, Request, read_request
+from services.intake.contract import INCOMING_TOPIC, Reason, Refusal, Request, read_request
 from services.intake.events import (
     AttachmentRef,
     CustomerDetails,
@@ -38,7 +38,6 @@ from shared.unit_of_work import Cause, UnitOfWork
 
 log = get_logger(__name__)
 
-INCOMING_TOPIC = "requests.incoming"
 PREVIEW_BYTES = 4096
 
 OUTCOMES = Counter(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.tickets import find_ticket, timeline
+from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
+from services.intake.queries import ticket_id as find_ticket
 from shared.database import connect
 from shared.settings import Settings
 from tests.intake.requests import encode, valid

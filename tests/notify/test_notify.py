@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from services.cli.tickets import find_ticket, timeline
+from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
 from services.dispatch.events import TicketAssigned, TicketResolved
 from services.intake.app import build as intake
+from services.intake.queries import ticket_id as find_ticket
 from services.notify.app import build as notify
 from services.notify.channels import sign
 from shared.database import connect

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from services.cli.demo import DemoTraffic, run_demo
 from services.intake.app import build
 from services.intake.contract import Refusal, Request, read_request
+from services.intake.demo import DemoTraffic, run_demo
 from services.intake.triage import triage
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
