@@ -32,7 +32,7 @@ from bench._support import bench_settings, report, start_service
 from services.dispatch.events import TicketClassified
 from services.policy import DEFAULT_POLICY, watch_policy
 from services.sla.app import build
-from services.sla.handlers import TicketEvents
+from services.sla.handlers import LifecycleEvents
 from shared.consumer import Delivered, Inbound
 from shared.database import create_pool
 from shared.deadletter import Record
@@ -105,7 +105,7 @@ async def run(timers: int, lead: float, window: float) -> dict[str, Any]:
         process = await start_service("sla", settings)
         try:
             service = build(settings)
-            handler = TicketEvents(watch_policy(settings))
+            handler = LifecycleEvents(watch_policy(settings))
             pool = await create_pool(settings, schema="sla", application="bench-sla")
             rss_before = rss_mb(process.pid)
             start: datetime = await pool.fetchval("SELECT clock_timestamp()")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 Channel = Literal["phone", "chat", "email", "web", "api"]
 """Where a request came in."""
@@ -19,9 +19,6 @@ Category = Literal["inquiry", "fault", "problem", "complaint"]
 ComplaintSeverity = Literal["none", "ordinary", "major"]
 """Major complaints go to a director; ordinary ones stay with customer service."""
 
-CHANNELS: tuple[Channel, ...] = get_args(Channel)
-PRIORITIES: tuple[Priority, ...] = get_args(Priority)
-COMPLEXITIES: tuple[Complexity, ...] = get_args(Complexity)
 PRIORITY_RANK: dict[Priority, int] = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 """Queue order: lower rank is served first."""
 

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -562,6 +562,3 @@ def _first_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
         tp = TopicPartition(r.topic, r.partition)
         firsts[tp] = min(firsts.get(tp, r.offset), r.offset)
     return firsts
-
-
-Decoder = Callable[[Record], Any]

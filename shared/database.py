@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -110,8 +109,3 @@ async def drop_database(admin_url: str, name: str) -> None:
         await conn.execute(f"DROP DATABASE IF EXISTS {identifier(name)} WITH (FORCE)")
     finally:
         await conn.close()
-
-
-def jsonb(value: Any) -> str:
-    """Text for a jsonb parameter when the value is already a JSON string or needs dumping."""
-    return value if isinstance(value, str) else json.dumps(value)

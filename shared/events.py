@@ -191,13 +191,6 @@ class EventRegistry:
 
         return decorate
 
-    def knows(self, event_type: str) -> bool:
-        try:
-            name, _ = split_type(event_type)
-        except UnknownEventType:
-            return False
-        return name in self._latest
-
     def decode(self, event_type: str, data: dict[str, Any]) -> EventData:
         """Typed data of the newest version, upcasting older versions step by step."""
         name, version = split_type(event_type)
@@ -243,10 +236,6 @@ EVENTS = EventRegistry()
 def event(name: str, version: int = 1, *, public: bool = True) -> Callable[[E], E]:
     """Class decorator registering a domain event in :data:`EVENTS`."""
     return EVENTS.register(name, version, public=public)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_event_id() -> UUID:

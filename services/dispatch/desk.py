@@ -58,11 +58,10 @@ from services.dispatch.events import (
     WaitingForCustomer,
     WorkStarted,
     agent_stream,
-    ticket_stream,
 )
 from services.dispatch.routing import AgentOnBoard, Board, classify
 from services.dispatch.ticket import ActorKind, Refused, Ticket, check
-from services.intake.events import TicketTriaged
+from services.intake.events import TicketTriaged, ticket_stream
 from services.policy import Policy
 from services.sla.events import EscalationRaised
 from shared.events import EventData
@@ -70,7 +69,7 @@ from shared.unit_of_work import Recorder
 
 
 @dataclass
-class Refusal:
+class CommandRefusal:
     reason: str
     detail: str
     status: str | None = None
@@ -157,15 +156,15 @@ class Desk:
 
     # --- commands --------------------------------------------------------------------------
 
-    def command(self, command: TicketCommand) -> Refusal | None:
+    def command(self, command: TicketCommand) -> CommandRefusal | None:
         ticket = self.by_number(command.ticket_number)
         if ticket is None:
-            return Refusal("unknown_ticket", f"no ticket numbered {command.ticket_number}")
+            return CommandRefusal("unknown_ticket", f"no ticket numbered {command.ticket_number}")
         try:
             kinds = self._actor_kinds(command.actor, ticket)
             self._run(command, ticket, kinds)
         except Refused as refused:
-            return Refusal(refused.reason, refused.detail, ticket.status)
+            return CommandRefusal(refused.reason, refused.detail, ticket.status)
         return None
 
     def _run(  # noqa: PLR0912 - one branch per command reads better than a table of lambdas
@@ -226,24 +225,24 @@ class Desk:
                     ),
                 )
 
-    def agent_command(self, command: AgentCommand) -> Refusal | None:
+    def agent_command(self, command: AgentCommand) -> CommandRefusal | None:
         agent = self.board.agents.get(command.agent_id)
         if agent is None:
-            return Refusal("unknown_agent", f"no agent {command.agent_id} in the directory")
+            return CommandRefusal("unknown_agent", f"no agent {command.agent_id} in the directory")
         actor = self.policy.directory.agent.get(command.actor)
         if command.actor not in (command.agent_id, "system") and not (actor and actor.supervises):
-            return Refusal("not_permitted", "only the agent, a supervisor or the system may")
+            return CommandRefusal("not_permitted", "only the agent, a supervisor or the system may")
         stream = agent_stream(agent.id)
         match command:
             case GoOnShift():
                 if agent.on_shift:
-                    return Refusal("illegal_transition", f"{agent.id} is already on shift")
+                    return CommandRefusal("illegal_transition", f"{agent.id} is already on shift")
                 agent.on_shift = True
                 self._record_agent(stream, ShiftStarted(agent_id=agent.id, actor=command.actor))
                 self._serve(agent.profile.groups)
             case GoOffShift():
                 if not agent.on_shift:
-                    return Refusal("illegal_transition", f"{agent.id} is not on shift")
+                    return CommandRefusal("illegal_transition", f"{agent.id} is not on shift")
                 agent.on_shift = False
                 self._record_agent(stream, ShiftEnded(agent_id=agent.id, actor=command.actor))
             case SetCapacity():

@@ -26,10 +26,6 @@ Status = Literal[
 AssignCause = Literal["classified", "queue", "reassigned", "escalated", "reopened"]
 
 
-def ticket_stream(ticket_id: str) -> str:
-    return f"ticket-{ticket_id}"
-
-
 def agent_stream(agent_id: str) -> str:
     return f"agent-{agent_id}"
 
@@ -205,6 +201,33 @@ class CapacityChanged(EventData):
     agent_id: str
     capacity: int
     actor: str
+
+
+TICKET_EVENTS: tuple[type[TicketEvent], ...] = (
+    TicketClassified,
+    TicketAssigned,
+    TicketQueued,
+    TicketAccepted,
+    TicketResponded,
+    WorkStarted,
+    NoteAdded,
+    WaitingForCustomer,
+    TicketResumed,
+    TicketResolved,
+    TicketReopened,
+    TicketClosed,
+    TicketReassigned,
+    TicketEscalated,
+    SatisfactionRecorded,
+)
+"""Every event of a ticket's lifecycle dispatch publishes on ``dispatch.events``."""
+AGENT_EVENTS: tuple[type[EventData], ...] = (
+    AgentRegistered,
+    ShiftStarted,
+    ShiftEnded,
+    CapacityChanged,
+)
+"""Every event of the agent directory dispatch publishes on ``dispatch.events``."""
 
 
 class CommandRejected(EventData):

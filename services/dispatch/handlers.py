@@ -26,7 +26,7 @@ from services.dispatch.commands import (
     read_agent_command,
     read_ticket_command,
 )
-from services.dispatch.desk import Desk, Refusal, board_from
+from services.dispatch.desk import CommandRefusal, Desk, board_from
 from services.dispatch.events import (
     AGENT_COMMANDS,
     TICKET_COMMANDS,
@@ -119,10 +119,10 @@ class Events(EventSubscription):
                 desk.escalation(data, event_id)
 
 
-Command = TicketCommand | AgentCommand | Unreadable
+DecodedCommand = TicketCommand | AgentCommand | Unreadable
 
 
-class Commands(Subscription[Command]):
+class Commands(Subscription[DecodedCommand]):
     """Commands from agent desks and operator tools: ticket commands (key: the ticket number)
     and agent commands (key: the agent id)."""
 
@@ -139,21 +139,21 @@ class Commands(Subscription[Command]):
     def __init__(self, session: DeskSession) -> None:
         self.session = session
 
-    def decode(self, record: Record) -> Command:
+    def decode(self, record: Record) -> DecodedCommand:
         if record.topic.endswith(AGENT_COMMANDS):
             return read_agent_command(record.value)
         return read_ticket_command(record.value)
 
-    def message_id(self, message: Command, record: Record) -> str:
+    def message_id(self, message: DecodedCommand, record: Record) -> str:
         if isinstance(message, Unreadable):
             return f"unreadable:{record.coordinates}"
         return f"command:{message.command_id}"
 
-    def log_context(self, message: Command) -> dict[str, object]:
+    def log_context(self, message: DecodedCommand) -> dict[str, object]:
         number = getattr(message, "ticket_number", None)
         return {"ticket_number": number} if number else {}
 
-    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Command]]) -> None:
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[DecodedCommand]]) -> None:
         numbers = [getattr(m.message, "ticket_number", "") for m in messages]
         desk = await self.session.open(uow, numbers=[n for n in numbers if n])
         for inbound in messages:
@@ -182,7 +182,7 @@ def _refuse(
     kind: type[CommandRejected],
     command: TicketCommand | AgentCommand,
     target: str,
-    refusal: Refusal,
+    refusal: CommandRefusal,
 ) -> None:
     _record_rejection(
         uow,

@@ -40,7 +40,7 @@ LOADED: frozenset[Status] = frozenset(
 )
 """States in which a ticket counts against its agent's capacity."""
 
-Command = Literal[
+TicketCommandType = Literal[
     "accept",
     "respond",
     "start_work",
@@ -55,7 +55,7 @@ Command = Literal[
 ]
 ActorKind = Literal["assignee", "agent", "supervisor", "customer", "system"]
 
-ALLOWED_FROM: dict[Command, frozenset[Status]] = {
+ALLOWED_FROM: dict[TicketCommandType, frozenset[Status]] = {
     "accept": frozenset({"assigned"}),
     "respond": frozenset({"accepted", "in_progress", "waiting_for_customer"}),
     "start_work": frozenset({"accepted"}),
@@ -68,7 +68,7 @@ ALLOWED_FROM: dict[Command, frozenset[Status]] = {
     "escalate": OPEN,
     "record_satisfaction": frozenset({"resolved", "closed"}),
 }
-WHO: dict[Command, frozenset[ActorKind]] = {
+WHO: dict[TicketCommandType, frozenset[ActorKind]] = {
     "accept": frozenset({"assignee"}),
     "respond": frozenset({"assignee", "supervisor"}),
     "start_work": frozenset({"assignee"}),
@@ -196,7 +196,7 @@ class Refused(Exception):
         self.detail = detail
 
 
-def check(command: Command, ticket: Ticket, kinds: set[ActorKind]) -> None:
+def check(command: TicketCommandType, ticket: Ticket, kinds: set[ActorKind]) -> None:
     """Raise :class:`Refused` unless ``command`` may run now, by an actor of these kinds."""
     if ticket.status not in ALLOWED_FROM[command]:
         raise Refused(

@@ -15,6 +15,8 @@ REJECTIONS_TOPIC = "requests.rejected"
 
 
 def ticket_stream(ticket_id: str) -> str:
+    """A ticket's stream, in intake's store and in every other service's that keeps one: intake
+    gives tickets their ids, the others name their streams after them."""
     return f"ticket-{ticket_id}"
 
 

@@ -12,29 +12,17 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from services.dispatch.events import EVENTS_TOPIC as DISPATCH_EVENTS
-from services.dispatch.events import (
-    TicketAssigned,
-    TicketClosed,
-    TicketEscalated,
-    TicketQueued,
-    TicketReassigned,
-    TicketResolved,
-    WaitingForCustomer,
-)
-from services.intake.events import EVENTS_TOPIC as INTAKE_EVENTS
-from services.intake.events import TicketReceived, TicketTriaged
+from services.dispatch import events as dispatch
+from services.intake import events as intake
 from services.notify import storage
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed
 from services.notify.outcomes import record_outcome
-from services.notify.rules import Notice, TicketFacts, needs_receipt, notices
+from services.notify.rules import Notice, NoticeFacts, evolve, needs_receipt, notices
 from services.notify.storage import WaitingEvent
 from services.policy import Policy
-from services.sla.events import EVENTS_TOPIC as SLA_EVENTS
-from services.sla.events import ClockWarned, EscalationRaised
+from services.sla import events as sla
 from shared.consumer import Delivered, EventSubscription, Inbound, Rejected, Subscription
 from shared.deadletter import Reason, Record
-from shared.events import EventData
 from shared.logging import get_logger
 from shared.policyfile import PolicyWatch
 from shared.unit_of_work import UnitOfWork
@@ -48,25 +36,26 @@ EARLY = Counter(
     "Events owing the customer a notice that arrived before the ticket's receipt.",
 )
 HEARD = (
-    TicketReceived,
-    TicketTriaged,
-    TicketAssigned,
-    TicketQueued,
-    TicketReassigned,
-    TicketEscalated,
-    WaitingForCustomer,
-    TicketResolved,
-    TicketClosed,
-    ClockWarned,
-    EscalationRaised,
+    intake.TicketReceived,
+    intake.TicketTriaged,
+    dispatch.TicketAssigned,
+    dispatch.TicketQueued,
+    dispatch.TicketReassigned,
+    dispatch.TicketEscalated,
+    dispatch.WaitingForCustomer,
+    dispatch.TicketResolved,
+    dispatch.TicketClosed,
+    sla.ClockWarned,
+    sla.EscalationRaised,
 )
+"""What tells notify who a ticket's customer is and who has it, or may owe someone a notice."""
 
 
-class TicketEvents(EventSubscription):
+class NoticeTriggers(EventSubscription):
     """Events of intake, dispatch and sla that notify someone (and keep the ticket's facts)."""
 
     name = "tickets"
-    topics = (INTAKE_EVENTS, DISPATCH_EVENTS, SLA_EVENTS)
+    topics = (intake.EVENTS_TOPIC, dispatch.EVENTS_TOPIC, sla.EVENTS_TOPIC)
     description = "Ticket events from intake, dispatch and sla: each may notify someone."
     accepts = tuple(kind.event_name for kind in HEARD)
 
@@ -83,7 +72,7 @@ class TicketEvents(EventSubscription):
         early: list[WaitingEvent] = []
         for inbound in messages:
             delivered = inbound.message
-            ticket = _evolve(facts, delivered.data)
+            ticket = evolve(facts, delivered.data)
             if ticket is None:
                 continue  # an event about no ticket
             changed.add(ticket.ticket_id)
@@ -105,7 +94,7 @@ class TicketEvents(EventSubscription):
 async def _wait_for_receipts(
     uow: UnitOfWork,
     policy: Policy,
-    facts: dict[str, TicketFacts],
+    facts: dict[str, NoticeFacts],
     receipts: list[str],
     early: list[WaitingEvent],
 ) -> list[Notice]:
@@ -130,50 +119,6 @@ async def _wait_for_receipts(
             trigger=waiting.trigger,
         )
     return released
-
-
-def _evolve(facts: dict[str, TicketFacts], data: EventData) -> TicketFacts | None:
-    ticket_id = str(getattr(data, "ticket_id", ""))
-    if not ticket_id:
-        return None
-    ticket = facts.get(ticket_id)
-    if isinstance(data, TicketReceived):
-        customer = data.customer
-        facts[ticket_id] = TicketFacts(
-            ticket_id=ticket_id,
-            number=data.number,
-            subject=data.subject,
-            received_at=data.received_at,
-            customer_name=customer.name,
-            email=customer.email,
-            phone=customer.phone,
-            language=customer.language or data.language,
-            channel=data.channel,
-            priority=data.priority,
-            group_id=ticket.group_id if ticket else None,
-            agent_id=ticket.agent_id if ticket else None,
-        )
-        return facts[ticket_id]
-    if ticket is None:  # dispatch or sla ran ahead of intake's topic: what the event says
-        ticket = facts[ticket_id] = TicketFacts(
-            ticket_id=ticket_id, number=str(getattr(data, "number", "")), received=False
-        )
-    match data:
-        case TicketTriaged():
-            ticket.complexity, ticket.priority = data.complexity, data.priority
-            ticket.complaint = data.complaint
-            ticket.major_complaint = data.complaint_severity == "major"
-        case TicketAssigned():
-            ticket.group_id, ticket.agent_id = data.group_id, data.agent_id
-        case TicketQueued():
-            ticket.group_id, ticket.agent_id = data.group_id, None
-        case TicketReassigned():
-            ticket.group_id, ticket.agent_id = data.to_group, None
-        case TicketEscalated() if data.to_group is not None:
-            ticket.group_id, ticket.agent_id = data.to_group, None
-        case _:
-            pass
-    return ticket
 
 
 def _unsendable(uow: UnitOfWork, notice: Notice, version: str) -> None:

@@ -13,15 +13,18 @@ from typing import Any
 from jinja2 import TemplateError
 from pydantic import BaseModel
 
+from services.dispatch import events as dispatch
+from services.intake import events as intake
 from services.notify.templates import pick_language, render, render_text
 from services.policy import Policy
 from services.policy.calendar import BusinessCalendar
 from services.policy.dispatch import AgentPolicy
-from services.policy.notify import Channel, NotificationPolicy, NotificationRule
+from services.policy.notify import NoticeChannel, NotificationPolicy, NotificationRule
 from services.policy.sla import Metric, choose
+from shared.events import EventData
 
 
-class TicketFacts(BaseModel):
+class NoticeFacts(BaseModel):
     """What notify keeps of a ticket: who the customer is, how to reach them, who has it now.
 
     ``received`` is false while only other services' events were seen (intake's events and
@@ -52,7 +55,7 @@ class Recipient:
     key: str
     name: str
     language: str | None
-    contacts: dict[Channel, str | None]
+    contacts: dict[NoticeChannel, str | None]
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Notice:
     number: str
     cause_event_id: str
     recipient: str
-    channel: Channel | None
+    channel: NoticeChannel | None
     address: str | None
     template: str
     language: str
@@ -75,7 +78,7 @@ class Notice:
 
 def notices(
     policy: Policy,
-    facts: TicketFacts,
+    facts: NoticeFacts,
     trigger: str,
     data: dict[str, Any],
     event_id: str,
@@ -97,7 +100,7 @@ def notices(
     return found
 
 
-def needs_receipt(policy: Policy, facts: TicketFacts, trigger: str, data: dict[str, Any]) -> bool:
+def needs_receipt(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]) -> bool:
     """The event owes the customer a notice, but notify has not read the ticket's receipt yet:
     the event is kept and its notices made when the receipt arrives."""
     settings = policy.notifications
@@ -117,13 +120,13 @@ def _rules(
 
 
 def recipients(
-    policy: Policy, rule: NotificationRule, facts: TicketFacts, data: dict[str, Any]
+    policy: Policy, rule: NotificationRule, facts: NoticeFacts, data: dict[str, Any]
 ) -> list[Recipient]:
     directory = policy.directory
     if rule.to == "customer":
         if not facts.received:
             return []  # no contact yet: see needs_receipt
-        contacts: dict[Channel, str | None] = {"email": facts.email, "sms": facts.phone}
+        contacts: dict[NoticeChannel, str | None] = {"email": facts.email, "sms": facts.phone}
         return [Recipient("customer", facts.customer_name, facts.language, contacts)]
     if rule.to == "assignee":
         agent_id = data.get("agent_id") or facts.agent_id
@@ -140,7 +143,7 @@ def recipients(
 
 
 def _agent(agent: AgentPolicy) -> Recipient:
-    contacts: dict[Channel, str | None] = {
+    contacts: dict[NoticeChannel, str | None] = {
         "email": agent.email,
         "sms": agent.phone,
         "webhook": agent.webhook_url,
@@ -153,7 +156,7 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
     settings: NotificationPolicy,
     rule: NotificationRule,
     recipient: Recipient,
-    facts: TicketFacts,
+    facts: NoticeFacts,
     data: dict[str, Any],
     event_id: str,
 ) -> Notice:
@@ -196,7 +199,7 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
     return Notice(**base, subject=subject, body=body)
 
 
-def expected_by(policy: Policy, facts: TicketFacts) -> str | None:
+def expected_by(policy: Policy, facts: NoticeFacts) -> str | None:
     """When the customer can expect an answer: the first-response target (or the complaint
     first-contact target) after receipt, on its business calendar, in the calendar's zone."""
     sla = policy.sla
@@ -211,3 +214,49 @@ def expected_by(policy: Policy, facts: TicketFacts) -> str | None:
     due = calendar.add(facts.received_at, rule.target / timedelta(seconds=1))
     local = due.astimezone(calendar.zone)
     return f"{local:%Y-%m-%d %H:%M} ({calendar.zone.key})"
+
+
+def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None:
+    """What an event of intake, dispatch or sla teaches notify about its ticket (kept in
+    ``facts``, by ticket id); None for an event about no ticket."""
+    ticket_id = str(getattr(data, "ticket_id", ""))
+    if not ticket_id:
+        return None
+    ticket = facts.get(ticket_id)
+    if isinstance(data, intake.TicketReceived):
+        customer = data.customer
+        facts[ticket_id] = NoticeFacts(
+            ticket_id=ticket_id,
+            number=data.number,
+            subject=data.subject,
+            received_at=data.received_at,
+            customer_name=customer.name,
+            email=customer.email,
+            phone=customer.phone,
+            language=customer.language or data.language,
+            channel=data.channel,
+            priority=data.priority,
+            group_id=ticket.group_id if ticket else None,
+            agent_id=ticket.agent_id if ticket else None,
+        )
+        return facts[ticket_id]
+    if ticket is None:  # dispatch or sla ran ahead of intake's topic: what the event says
+        ticket = facts[ticket_id] = NoticeFacts(
+            ticket_id=ticket_id, number=str(getattr(data, "number", "")), received=False
+        )
+    match data:
+        case intake.TicketTriaged():
+            ticket.complexity, ticket.priority = data.complexity, data.priority
+            ticket.complaint = data.complaint
+            ticket.major_complaint = data.complaint_severity == "major"
+        case dispatch.TicketAssigned():
+            ticket.group_id, ticket.agent_id = data.group_id, data.agent_id
+        case dispatch.TicketQueued():
+            ticket.group_id, ticket.agent_id = data.group_id, None
+        case dispatch.TicketReassigned():
+            ticket.group_id, ticket.agent_id = data.to_group, None
+        case dispatch.TicketEscalated() if data.to_group is not None:
+            ticket.group_id, ticket.agent_id = data.to_group, None
+        case _:
+            pass
+    return ticket

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.notify.rules import Notice, TicketFacts
+from services.notify.rules import Notice, NoticeFacts
 from shared.database import Connection
 
 
-async def lock_tickets(conn: Connection, ids: Iterable[str]) -> dict[str, TicketFacts]:
+async def lock_tickets(conn: Connection, ids: Iterable[str]) -> dict[str, NoticeFacts]:
     """The tickets' facts, each ticket locked until the transaction ends.
 
     One ticket's events reach notify on three topics, so two consumers (of this process or
@@ -30,11 +30,11 @@ async def lock_tickets(conn: Connection, ids: Iterable[str]) -> dict[str, Ticket
         wanted,
     )
     rows = await conn.fetch("SELECT facts FROM tickets WHERE ticket_id = ANY($1::uuid[])", wanted)
-    found = [TicketFacts.model_validate_json(row[0]) for row in rows]
+    found = [NoticeFacts.model_validate_json(row[0]) for row in rows]
     return {f.ticket_id: f for f in found}
 
 
-async def save_tickets(conn: Connection, facts: Sequence[TicketFacts]) -> None:
+async def save_tickets(conn: Connection, facts: Sequence[NoticeFacts]) -> None:
     if not facts:
         return
     await conn.execute(

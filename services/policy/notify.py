@@ -24,7 +24,7 @@ Trigger = Literal[
     "sla.clock_warned",
     "sla.escalated",
 ]
-Channel = Literal["email", "webhook", "sms"]
+NoticeChannel = Literal["email", "webhook", "sms"]
 _RECIPIENT = r"^(customer|assignee|supervisors|directors|agent:[a-z0-9][a-z0-9_.-]*)$"
 
 
@@ -55,7 +55,7 @@ class NotificationRule(_Section):
         "agent:<id>.",
     )
     template: str
-    channels: list[Channel] = Field(min_length=1, description="In order of preference.")
+    channels: list[NoticeChannel] = Field(min_length=1, description="In order of preference.")
     levels: list[int] | None = Field(
         default=None, description="sla.escalated only: the escalation levels this rule is for."
     )

@@ -14,7 +14,7 @@ from services.sla.events import (
     ClockWarned,
     EscalationRaised,
 )
-from services.sla.handlers import TicketEvents
+from services.sla.handlers import LifecycleEvents
 from services.sla.report import refresh_gauges
 from services.sla.settings import SlaSettings
 from services.sla.storage import ClockBoard
@@ -45,7 +45,7 @@ def build(settings: Settings) -> Service:
                 EscalationRaised,
             ]
         },
-        subscriptions=[TicketEvents(watch_policy(own))],
+        subscriptions=[LifecycleEvents(watch_policy(own))],
         projections=[ClockBoard()],
         workers=[timer_worker(own), every(own.sla_report_interval, refresh_gauges)],
         migrations=MIGRATIONS,

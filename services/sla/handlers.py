@@ -9,47 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.dispatch.events import (
-    EVENTS_TOPIC as DISPATCH_EVENTS,
-)
-from services.dispatch.events import (
-    TicketAssigned,
-    TicketClassified,
-    TicketClosed,
-    TicketEscalated,
-    TicketQueued,
-    TicketReassigned,
-    TicketReopened,
-    TicketResolved,
-    TicketResponded,
-    TicketResumed,
-    WaitingForCustomer,
-    WorkStarted,
-)
+from services.dispatch.events import EVENTS_TOPIC as DISPATCH_EVENTS
 from services.policy import Policy
 from services.sla import storage
-from services.sla.timekeeper import Timekeeper
+from services.sla.timekeeper import TIMED, Timekeeper
 from shared.consumer import Delivered, EventSubscription, Inbound
 from shared.policyfile import PolicyWatch
 from shared.unit_of_work import UnitOfWork
 
-TIMED = (
-    TicketClassified,
-    TicketAssigned,
-    TicketQueued,
-    TicketReassigned,
-    TicketEscalated,
-    TicketResponded,
-    WorkStarted,
-    WaitingForCustomer,
-    TicketResumed,
-    TicketResolved,
-    TicketReopened,
-    TicketClosed,
-)
 
-
-class TicketEvents(EventSubscription):
+class LifecycleEvents(EventSubscription):
     """dispatch's ticket events: what starts, pauses, resumes, fulfils and stops clocks."""
 
     name = "tickets"

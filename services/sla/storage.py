@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from services.sla.clocks import SlaClock, fold
-from services.sla.timekeeper import TicketFacts
+from services.sla.timekeeper import ClockFacts
 from shared.database import Connection
 from shared.eventstore import RecordedEvent
 from shared.projection import Projection
@@ -46,16 +46,16 @@ _FACT_TYPES = (
 )
 
 
-async def tickets(conn: Connection, ids: Iterable[str]) -> dict[str, TicketFacts]:
+async def tickets(conn: Connection, ids: Iterable[str]) -> dict[str, ClockFacts]:
     rows = await conn.fetch(
         f"SELECT ticket_id::text, {', '.join(_FACTS[1:])} FROM tickets "
         "WHERE ticket_id = ANY($1::uuid[])",
         list(set(ids)),
     )
-    return {row[0]: TicketFacts(*row) for row in rows}
+    return {row[0]: ClockFacts(*row) for row in rows}
 
 
-async def save_tickets(conn: Connection, facts: Sequence[TicketFacts]) -> None:
+async def save_tickets(conn: Connection, facts: Sequence[ClockFacts]) -> None:
     if not facts:
         return
     columns = [[getattr(f, name) for f in facts] for name in _FACTS]

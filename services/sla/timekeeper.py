@@ -1,7 +1,7 @@
 """What dispatch's ticket events do to a ticket's clocks. Pure: state in, clock events out.
 
 The sla service keeps, per ticket, the facts that choose targets and recipients
-(:class:`TicketFacts`) and one :class:`SlaClock` per metric. A classified ticket starts the
+(:class:`ClockFacts`) and one :class:`SlaClock` per metric. A classified ticket starts the
 metrics that start at receipt or dispatch; its first assignment starts those that start at
 assignment; responses, start of work and resolution fulfil the metrics that name them; waiting
 for the customer pauses the metrics that pause; a customer reply resumes them; a reopen restarts
@@ -14,20 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import get_args
 
-from services.dispatch.events import (
-    TicketAssigned,
-    TicketClassified,
-    TicketClosed,
-    TicketEscalated,
-    TicketQueued,
-    TicketReassigned,
-    TicketReopened,
-    TicketResolved,
-    TicketResponded,
-    TicketResumed,
-    WaitingForCustomer,
-    WorkStarted,
-)
+from services.dispatch import events as dispatch
 from services.policy.sla import Metric, SlaPolicy, Start, choose
 from services.sla.clocks import SlaClock, fold
 from services.sla.events import ClockStarted, LadderLevel
@@ -35,10 +22,14 @@ from shared.events import EventData
 from shared.unit_of_work import Recorder
 
 METRICS: tuple[Metric, ...] = get_args(Metric)
+UNTIMED = (dispatch.TicketAccepted, dispatch.NoteAdded, dispatch.SatisfactionRecorded)
+"""dispatch's ticket events that start, pause, resume, fulfil or stop no clock."""
+TIMED = tuple(kind for kind in dispatch.TICKET_EVENTS if kind not in UNTIMED)
+"""The ticket events :meth:`Timekeeper.on` takes."""
 
 
 @dataclass
-class TicketFacts:
+class ClockFacts:
     """What sla knows of a ticket: what chooses its targets, and who answers for it now."""
 
     ticket_id: str
@@ -66,7 +57,7 @@ class Timekeeper:
         self,
         policy: SlaPolicy | None,
         policy_version: str,
-        tickets: dict[str, TicketFacts],
+        tickets: dict[str, ClockFacts],
         clocks: dict[str, SlaClock],
     ) -> None:
         self.policy = policy
@@ -81,7 +72,7 @@ class Timekeeper:
         events it causes go to ``record`` (the unit of work's, caused by that event, in
         production; a list in unit tests)."""
         self._record = record
-        if isinstance(event, TicketClassified):
+        if isinstance(event, dispatch.TicketClassified):
             self._classified(event, at, event_id)
             return
         facts = self.tickets.get(getattr(event, "ticket_id", ""))
@@ -89,34 +80,34 @@ class Timekeeper:
             return  # a ticket classified before sla kept clocks: nothing to time
         self.changed.add(facts.ticket_id)
         match event:
-            case TicketAssigned():
+            case dispatch.TicketAssigned():
                 facts.group_id, facts.agent_id = event.group_id, event.agent_id
                 self._start(facts, "assigned", at, event_id)
-            case TicketQueued():
+            case dispatch.TicketQueued():
                 facts.group_id, facts.agent_id = event.group_id, None
-            case TicketReassigned():
+            case dispatch.TicketReassigned():
                 facts.group_id, facts.agent_id = event.to_group, None
-            case TicketEscalated():
+            case dispatch.TicketEscalated():
                 if event.to_group is not None:
                     facts.group_id, facts.agent_id = event.to_group, None
-            case TicketResponded():
+            case dispatch.TicketResponded():
                 self._fulfil(facts, "responded", at, event_id)
-            case WorkStarted():
+            case dispatch.WorkStarted():
                 self._fulfil(facts, "work_started", at, event_id)
-            case TicketResolved():
+            case dispatch.TicketResolved():
                 self._fulfil(facts, "resolved", at, event_id)
-            case WaitingForCustomer():
+            case dispatch.WaitingForCustomer():
                 facts.waiting = True
                 for clock in self._open(facts):
                     self._emit(facts, clock, clock.pause(at, event_id))
-            case TicketResumed():
+            case dispatch.TicketResumed():
                 facts.waiting = False
                 for clock in self._open(facts):
                     self._emit(facts, clock, clock.resume(at, event_id))
-            case TicketReopened():
+            case dispatch.TicketReopened():
                 facts.waiting = False
                 self._reopened(facts, at, event_id)
-            case TicketClosed():
+            case dispatch.TicketClosed():
                 for clock in self._open(facts):
                     self._emit(facts, clock, clock.stop(at, "ticket_closed", event_id))
             case _:
@@ -124,10 +115,10 @@ class Timekeeper:
 
     # --- steps ----------------------------------------------------------------------------
 
-    def _classified(self, event: TicketClassified, at: datetime, event_id: str) -> None:
+    def _classified(self, event: dispatch.TicketClassified, at: datetime, event_id: str) -> None:
         if event.ticket_id in self.tickets:
             return
-        facts = TicketFacts(
+        facts = ClockFacts(
             ticket_id=event.ticket_id,
             number=event.number,
             complexity=event.complexity,
@@ -143,7 +134,7 @@ class Timekeeper:
         self._start(facts, "received", event.received_at, event_id)
         self._start(facts, "dispatched", at, event_id)
 
-    def _start(self, facts: TicketFacts, start: Start, at: datetime, event_id: str) -> None:
+    def _start(self, facts: ClockFacts, start: Start, at: datetime, event_id: str) -> None:
         policy = self.policy
         if policy is None:
             return
@@ -185,24 +176,24 @@ class Timekeeper:
             assert deadline is not None
             self._emit(facts, None, [started.model_copy(update={"deadline": deadline})])
 
-    def _fulfil(self, facts: TicketFacts, by: str, at: datetime, event_id: str) -> None:
+    def _fulfil(self, facts: ClockFacts, by: str, at: datetime, event_id: str) -> None:
         for clock in self._open(facts):
             if by in clock.fulfilled_by:
                 self._emit(facts, clock, clock.fulfil(at, by, event_id))
 
-    def _reopened(self, facts: TicketFacts, at: datetime, event_id: str) -> None:
+    def _reopened(self, facts: ClockFacts, at: datetime, event_id: str) -> None:
         for clock in self._of(facts):
             if clock.restarts_on_reopen:
                 self._emit(facts, clock, clock.restart(at, event_id))
 
-    def _of(self, facts: TicketFacts) -> list[SlaClock]:
+    def _of(self, facts: ClockFacts) -> list[SlaClock]:
         found = [self.clocks.get(clock_id(facts.ticket_id, m)) for m in METRICS]
         return [c for c in found if c is not None]
 
-    def _open(self, facts: TicketFacts) -> list[SlaClock]:
+    def _open(self, facts: ClockFacts) -> list[SlaClock]:
         return [c for c in self._of(facts) if c.open]
 
-    def _emit(self, facts: TicketFacts, clock: SlaClock | None, events: list[EventData]) -> None:
+    def _emit(self, facts: ClockFacts, clock: SlaClock | None, events: list[EventData]) -> None:
         """Record a clock's events on its stream (the first starts it) and fold them in."""
         if not events:
             return

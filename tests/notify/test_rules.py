@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.notify.channels import mask, message_id, sign
-from services.notify.rules import TicketFacts, needs_receipt, notices
+from services.notify.rules import NoticeFacts, needs_receipt, notices
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
 from tests.sla.support import T0
@@ -13,7 +13,7 @@ from tests.sla.support import T0
 POLICY, _ = load_policy(Path(DEFAULT_POLICY), Policy)
 
 
-def facts(**changes: object) -> TicketFacts:
+def facts(**changes: object) -> NoticeFacts:
     values: dict[str, object] = {
         "ticket_id": "t-1",
         "number": "REQ-2026-000001",
@@ -26,7 +26,7 @@ def facts(**changes: object) -> TicketFacts:
         "agent_id": "li.na",
     }
     values.update(changes)
-    return TicketFacts.model_validate(values)
+    return NoticeFacts.model_validate(values)
 
 
 def test_the_acknowledgement_names_number_and_expected_time_in_the_customers_language() -> None:
@@ -62,7 +62,7 @@ def test_escalation_levels_reach_the_ladder_recipients() -> None:
 
 
 def test_a_customer_notice_waits_for_the_receipt_an_agent_notice_does_not() -> None:
-    unknown = TicketFacts(ticket_id="t", number="N", received=False, agent_id="li.na")
+    unknown = NoticeFacts(ticket_id="t", number="N", received=False, agent_id="li.na")
     assert notices(POLICY, unknown, "ticket.closed", {}, "e") == []
     assert needs_receipt(POLICY, unknown, "ticket.closed", {})
     assert not needs_receipt(POLICY, facts(), "ticket.closed", {})

@@ -8,7 +8,7 @@ import pytest
 
 from services.notify import storage
 from services.notify.app import build as notify
-from services.notify.rules import TicketFacts
+from services.notify.rules import NoticeFacts
 from shared.database import Connection
 from shared.settings import Settings
 from tests.notify.support import ticket_id
@@ -18,7 +18,7 @@ from tests.support.waiting import eventually
 TICKET = ticket_id(1)
 
 
-async def read_locked(conn: Connection) -> dict[str, TicketFacts]:
+async def read_locked(conn: Connection) -> dict[str, NoticeFacts]:
     async with conn.transaction():
         return await storage.lock_tickets(conn, [TICKET])
 
@@ -34,7 +34,7 @@ async def test_two_batches_holding_one_ticket_take_turns(settings: Settings) -> 
     ):
         async with first.transaction():
             assert await storage.lock_tickets(first, [TICKET]) == {}
-            receipt = TicketFacts(ticket_id=TICKET, number="REQ-2026-000001", email="a@b.cn")
+            receipt = NoticeFacts(ticket_id=TICKET, number="REQ-2026-000001", email="a@b.cn")
             await storage.save_tickets(first, [receipt])
             later = asyncio.create_task(read_locked(second))
 

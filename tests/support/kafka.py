@@ -125,7 +125,3 @@ class KafkaProbe:
             return time.monotonic() - last_change[0] > settle
 
         return await self.read(topic, until=quiet, timeout=120)
-
-
-def json_value(record: Record) -> Any:
-    return json.loads(record.value)
