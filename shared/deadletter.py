@@ -20,7 +20,8 @@ from shared.database import Connection, identifier
 
 
 class Reason:
-    """Reason codes carried in the ``dlq_reason`` header."""
+    """Reason codes the kernel's consumers put in the ``dlq_reason`` header (a service's own
+    workers may dead-letter with reasons of their own)."""
 
     UNDECODABLE = "undecodable"
     """Not JSON, not UTF-8, or not an envelope."""
@@ -30,8 +31,6 @@ class Reason:
     """An event type this consumer's registry does not know."""
     HANDLER_FAILED = "handler_failed"
     """The handler raised on every attempt."""
-    DELIVERY_FAILED = "delivery_failed"
-    """A notice its channel refused for good, or on every attempt (notify)."""
 
 
 @dataclass(frozen=True, slots=True)

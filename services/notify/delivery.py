@@ -28,7 +28,7 @@ from services.notify.outcomes import record_outcome
 from services.notify.settings import NotifySettings
 from services.policy import Policy
 from shared.database import Connection
-from shared.deadletter import Reason, Record
+from shared.deadletter import Record
 from shared.faults import crash_point
 from shared.logging import get_logger
 from shared.policyfile import PolicyWatch
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from shared.service import Service
 
 log = get_logger(__name__)
+DELIVERY_FAILED = "delivery_failed"
+"""The dead-letter reason of a notice its channel refused for good, or on every attempt."""
 OUTCOMES = Counter(
     "desk_notify_sends_total", "Send attempts by channel and outcome.", ["channel", "outcome"]
 )
@@ -216,7 +218,7 @@ async def _dead_letter(
         conn,
         record,
         consumer="notify.delivery",
-        reason=Reason.DELIVERY_FAILED,
+        reason=DELIVERY_FAILED,
         error=f"{reason}: {error}",
         attempts=delivery.attempts,
     )
