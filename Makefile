@@ -1,13 +1,14 @@
 # servicedesk — the two commands a newcomer needs, and a few more.
-#   make run    the whole system on this machine (embedded PostgreSQL and broker, demo traffic)
-#   make test   lint, types and the whole test suite against real PostgreSQL and Kafka
+#   make run        the whole system on this machine (embedded PostgreSQL and broker, demo traffic)
+#   make test       lint, types and the whole test suite against real PostgreSQL and Kafka
+#   make test-fast  the pure tests (pytest -m unit): no database, broker or process; seconds
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint types pytest bench clean docs
+.PHONY: run test test-fast lint types pytest bench clean docs
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "servicedesk needs Python >= 3.11")'
@@ -22,6 +23,9 @@ run: $(STAMP)
 	$(BIN)/desk up --demo
 
 test: lint types pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m unit -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,7 +1,14 @@
-"""Fixtures every test can use: real infrastructure for the session, isolation per test."""
+"""Fixtures every test can use: real infrastructure for the session, isolation per test.
+
+Tests marked ``unit`` (``make test-fast``) are pure, and this file holds them to it: one that
+asks for the infrastructure stops the run at collection, and one that opens a network
+connection or starts a process fails.
+"""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +28,35 @@ from tests.support.infrastructure import (
     session_infrastructure,
 )
 from tests.support.kafka import KafkaProbe
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    impure = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("unit") and "infrastructure" in getattr(item, "fixturenames", ())
+    ]
+    if impure:
+        raise pytest.UsageError(
+            "marked unit but using the database and broker (the infrastructure fixture): "
+            + ", ".join(impure)
+        )
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_pure(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``unit`` test may not connect anywhere or start a process."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(
+            f"{request.node.nodeid} is marked unit but opened a connection or started a process"
+        )
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")

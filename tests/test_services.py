@@ -75,6 +75,7 @@ def sixth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         del sys.modules[module]
 
 
+@pytest.mark.unit
 def test_every_listed_service_has_its_settings_and_the_combined_class_is_each_of_them() -> None:
     combined = desk_settings(topic_prefix="x.")
     for name in services.SERVICES:
@@ -85,6 +86,7 @@ def test_every_listed_service_has_its_settings_and_the_combined_class_is_each_of
     assert desk_settings_class() is desk_settings_class()
 
 
+@pytest.mark.unit
 def test_a_service_without_one_settings_class_with_its_port_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,6 +102,7 @@ def test_a_service_without_one_settings_class_with_its_port_is_refused(
         sys.modules.pop("services.portless", None)
 
 
+@pytest.mark.unit
 def test_a_sixth_service_has_settings_from_its_environment_and_a_row_in_the_table(
     sixth: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

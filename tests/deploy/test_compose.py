@@ -13,6 +13,8 @@ from services import desk_settings_class, port_field, service_names, settings_cl
 from services.cli import app as desk
 from shared.settings import Settings, env_name
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE_NAMES = service_names()
 

@@ -24,6 +24,8 @@ from services.dispatch.ticket import Ticket
 from tests.dispatch.support import desk, triaged
 from tests.support.recorded import Recorded
 
+pytestmark = pytest.mark.unit
+
 NUMBER = "REQ-2026-000001"
 COMMAND = TypeAdapter[Any](TicketCommand)
 _ids = iter(range(10**6))

@@ -13,6 +13,8 @@ from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
 from tests.dispatch.support import POLICY, desk, triaged
 
+pytestmark = pytest.mark.unit
+
 DEFAULT, _ = load_policy(DEFAULT_POLICY, Policy)
 
 

@@ -10,6 +10,8 @@ import pytest
 from services.intake.contract import Reason, Refusal, Request, read_request
 from tests.intake.requests import BAD_INPUTS, encode, valid
 
+pytestmark = pytest.mark.unit
+
 
 def test_a_valid_request_is_read_and_normalised() -> None:
     decomposed = unicodedata.normalize("NFD", "Café")

@@ -18,6 +18,7 @@ from tests.support.kafka import KafkaProbe
 from tests.support.services import running
 
 
+@pytest.mark.unit
 def test_the_mix_covers_channels_languages_complexities_and_complaints() -> None:
     policy, version = load_policy(DEFAULT_POLICY, Policy)
     traffic = DemoTraffic(seed=7)

@@ -12,6 +12,8 @@ from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
 from tests.intake.requests import encode, valid
 
+pytestmark = pytest.mark.unit
+
 POLICY, VERSION = load_policy(DEFAULT_POLICY, Policy)
 
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from services.notify.channels import mask, message_id, sign
 from services.notify.rules import NoticeFacts, needs_receipt, notices
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
 from tests.sla.support import T0
+
+pytestmark = pytest.mark.unit
 
 POLICY, _ = load_policy(Path(DEFAULT_POLICY), Policy)
 

@@ -10,6 +10,8 @@ import pytest
 from services.policy.calendar import BusinessCalendar
 from services.policy.sla import CalendarPolicy
 
+pytestmark = pytest.mark.unit
+
 BERLIN = ZoneInfo("Europe/Berlin")
 OFFICE = CalendarPolicy(
     time_zone="Europe/Berlin",

@@ -30,6 +30,7 @@ slas: {}
 """
 
 
+@pytest.mark.unit
 def test_the_shipped_policy_is_valid_and_versioned_by_content() -> None:
     policy, version = load_policy(DEFAULT_POLICY, Policy)
     assert policy.triage.rules
@@ -37,6 +38,7 @@ def test_the_shipped_policy_is_valid_and_versioned_by_content() -> None:
     assert load_policy(DEFAULT_POLICY, Policy)[1] == version
 
 
+@pytest.mark.unit
 def test_errors_name_the_line_and_the_field() -> None:
     with pytest.raises(PolicyError) as caught:
         parse_policy(BROKEN, Policy, source="policy.yaml")
@@ -49,6 +51,7 @@ def test_errors_name_the_line_and_the_field() -> None:
     assert any(p.startswith("policy.yaml:12: slas:") for p in problems)
 
 
+@pytest.mark.unit
 def test_yaml_syntax_errors_name_their_line() -> None:
     with pytest.raises(PolicyError, match=r"policy.yaml:4: expected .,. or .\]."):
         parse_policy(b"triage:\n  rules:\n    - [unclosed\n", Policy, source="policy.yaml")
@@ -67,6 +70,7 @@ def test_desk_policy_check_reports_valid_and_invalid_files(tmp_path: Path) -> No
     assert f"{broken}:10: triage.rules[1].when.priorities[0]" in bad.stdout
 
 
+@pytest.mark.unit
 def test_a_changed_file_is_reloaded_and_an_invalid_edit_refused(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_bytes(DEFAULT_POLICY.read_bytes())

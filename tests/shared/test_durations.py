@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from shared.durations import format_duration, parse_duration
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),

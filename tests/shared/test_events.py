@@ -17,6 +17,8 @@ from shared.events import (
     split_type,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def make_registry() -> tuple[EventRegistry, type[EventData], type[EventData]]:
     registry = EventRegistry()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from aiokafka.partitioner import murmur2 as reference
 from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.kafka import murmur2, partition_for
+
+pytestmark = pytest.mark.unit
 
 
 @given(st.binary(max_size=200))

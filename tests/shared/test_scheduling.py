@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from shared.scheduling import backoff
+
+pytestmark = pytest.mark.unit
 
 FIRST, CEILING = timedelta(seconds=1), timedelta(seconds=10)
 

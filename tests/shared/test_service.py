@@ -5,7 +5,11 @@ from __future__ import annotations
 import gc
 import weakref
 
+import pytest
+
 from shared.service import YOUNG_GENERATION_THRESHOLD, settle_garbage_collector
+
+pytestmark = pytest.mark.unit
 
 
 class _Node:

@@ -9,6 +9,8 @@ from faststream.security import BaseSecurity, SASLScram512
 
 from shared.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_environment_is_read_with_prefix_and_conventional_names(
     monkeypatch: pytest.MonkeyPatch,

@@ -73,6 +73,7 @@ async def test_each_recorder_gives_its_events_their_cause(settings: Settings) ->
     assert stored["1"].envelope.causationid == str(upstream.id)
 
 
+@pytest.mark.unit
 def test_a_second_record_on_a_stream_must_follow_the_first() -> None:
     uow = UnitOfWork(conn=None, store=None, now=NOW)  # type: ignore[arg-type]
     record = uow.caused_by(Cause("c"))

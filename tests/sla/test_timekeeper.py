@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from services.dispatch.events import (
     TicketAssigned,
     TicketReopened,
@@ -27,6 +29,8 @@ from services.sla.timekeeper import Timekeeper, clock_id
 from shared.events import EventData
 from tests.sla.support import SLA, T0, classified, sla_policy
 from tests.support.recorded import Recorded
+
+pytestmark = pytest.mark.unit
 
 
 class World:
