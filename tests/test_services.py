@@ -2,8 +2,8 @@
 
 The sixth service here is built from a temporary package (an extra folder on the ``services``
 package's path) and goes through everything that finds services through the list: its settings
-and their environment variable, the generated settings table (`desk config`), the build, its
-migrations (`desk migrate`), its port and its health (`desk status`).
+and their environment variables, the generated documents (`desk config`, the AsyncAPI document),
+the build, its migrations (`desk migrate`), its port and its health (`desk status`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from services import (
     build_service,
     desk_settings,
     desk_settings_class,
+    port_field,
     port_of,
     service_migrations,
     settings_class,
 )
 from services.cli import app as desk
-from services.cli.docs import settings_table
+from services.cli.docs import asyncapi_document, settings_table
 from tests.conftest import SettingsFactory
 from tests.support.waiting import eventually
 
@@ -77,12 +78,13 @@ def sixth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 @pytest.mark.unit
 def test_every_listed_service_has_its_settings_and_the_combined_class_is_each_of_them() -> None:
-    combined = desk_settings(topic_prefix="x.")
+    ports = {name: 9100 + n for n, name in enumerate(services.SERVICES)}
+    combined = desk_settings(**{port_field(name): port for name, port in ports.items()})
     for name in services.SERVICES:
         own = settings_class(name)
         assert isinstance(combined, own)
         assert own.of(combined) is combined
-        assert port_of(combined, name) == own.model_fields[f"{name}_port"].default
+        assert port_of(combined, name) == ports[name]
     assert desk_settings_class() is desk_settings_class()
 
 
@@ -115,6 +117,8 @@ def test_a_sixth_service_has_settings_from_its_environment_and_a_row_in_the_tabl
     printed = CliRunner().invoke(desk, ["config"])
     assert printed.exit_code == 0
     assert "`DESK_SIXTH_GREETING` | `hello` | sixth |" in printed.output
+    # The AsyncAPI document is built from every listed service; sixth publishes nothing yet.
+    assert "address: requests.incoming" in asyncapi_document()
 
 
 @pytest.mark.asyncio
