@@ -147,6 +147,7 @@ class Replays(Subscription[str]):
     name = "replays"
     topics = (DELIVERIES_TOPIC,)
     description = "Failed notices sent back by `desk dlq replay`; each is tried again."
+    written_by = "operator"
     payload: Any = dict
 
     def decode(self, record: Record) -> str:
