@@ -192,12 +192,16 @@ class Service:
             application=f"servicedesk-{self.name}",
             url=self.database_url,
         )
-        async with self.pool.acquire() as conn:
-            await check_migrated(conn, self.schema, self.migrations)
-            if problems := await role_problems(conn, self.schema):
-                if not settings.local_mode:
-                    raise RuntimeError(f"{self.name} refuses to start: {'; '.join(problems)}")
-                log.warning("running with more database rights than needed", problems=problems)
+        try:
+            async with self.pool.acquire() as conn:
+                await check_migrated(conn, self.schema, self.migrations)
+                if problems := await role_problems(conn, self.schema):
+                    if not settings.local_mode:
+                        raise RuntimeError(f"{self.name} refuses to start: {'; '.join(problems)}")
+                    log.warning("running with more database rights than needed", problems=problems)
+        except BaseException:
+            await self._close_storage()
+            raise
         owners = {**catalogue(), **dict.fromkeys(self._routes, self.name)}
         self._provenance = Provenance(self.keys, owners)
         if settings.kafka_create_topics:
@@ -234,14 +238,13 @@ class Service:
     def _refuse_weak_credentials(self) -> None:
         """Outside local mode: no keys, weak keys or default secrets stop the start. Anywhere:
         a service that publishes needs its own key, or no consumer would accept its events."""
+        if not self.settings.local_mode:
+            problems = self.keys.problems(issuer=self.name if self.publishes else None)
+            problems += weak_secrets(self.settings)
+            if problems:
+                raise RuntimeError(f"{self.name} refuses to start: {'; '.join(problems)}")
         if self.publishes:
             self._sealing_key()
-        if self.settings.local_mode:
-            return
-        problems = self.keys.problems(issuer=self.name if self.publishes else None)
-        problems += weak_secrets(self.settings)
-        if problems:
-            raise RuntimeError(f"{self.name} refuses to start: {'; '.join(problems)}")
 
     def _sealing_key(self) -> Key:
         key = self.keys.signing_key(self.name)

@@ -187,14 +187,7 @@ class Commands(Subscription[DecodedCommand]):
                 else command.ticket_number
             )
             if isinstance(message, Unattributed):
-                _refuse(
-                    uow,
-                    kind,
-                    command,
-                    target,
-                    CommandRefusal(UNAUTHENTICATED, message.detail),
-                    actor=None,
-                )
+                _refuse(uow, kind, command, target, CommandRefusal(UNAUTHENTICATED, message.detail))
             elif refused := refusal(message, now=uow.now, max_ttl=self.max_ttl):
                 ticket = desk.by_number(getattr(command, "ticket_number", ""))
                 refused.status = ticket.status if ticket else None
@@ -217,17 +210,15 @@ def _refuse(
     command: TicketCommand | AgentCommand,
     target: str,
     refusal: CommandRefusal,
-    *,
-    actor: str | None = "",
 ) -> None:
-    """Record a refusal; ``actor`` None when no credential established one."""
+    """Record a refusal; its actor only when a credential established one."""
     _record_rejection(
         uow,
         kind(
             command_id=command.command_id,
             command=command.type,
             target=target,
-            actor=command.actor if actor == "" else actor,
+            actor=None if refusal.reason == UNAUTHENTICATED else command.actor,
             reason=refusal.reason,
             detail=refusal.detail,
             status=refusal.status,

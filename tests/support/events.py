@@ -24,8 +24,10 @@ async def publish_event(
     correlation_id: str | None = None,
     time: datetime | None = None,
     sealed_by: Key | None = None,
+    unsealed: bool = False,
 ) -> str:
-    """Publish one event, sealed by its source's key (or ``sealed_by``); return its id. The
+    """Publish one event, sealed by its source's key (``sealed_by``, or none: ``unsealed``);
+    return its id. The
     source is by default the event type's owner, as the catalogue says."""
     source = source or SOURCE_PREFIX + catalogue()[data.event_type()]
     pending = PendingEvent(
@@ -41,7 +43,7 @@ async def publish_event(
     key = sealed_by or KeyRing.from_settings(kafka.settings).signing_key(
         source.removeprefix(SOURCE_PREFIX)
     )
-    if key is not None:
+    if key is not None and not unsealed:
         headers.extend(seal(key, envelope))
     await kafka.publish(topic, envelope, key=stream_id, headers=headers)
     return str(pending.id)
