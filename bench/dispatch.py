@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from bench._support import Watcher, bench_settings, publish, report, start_service
+from bench._support import Watcher, bench_settings, publish, report, sealed, start_service
 from services.intake.events import TicketTriaged, ticket_stream
 from services.policy import DEFAULT_POLICY
 from shared.events import new_event_id
@@ -105,11 +105,13 @@ async def main(total: int, steady_rate: float, steady_seconds: float) -> None:
         topic = settings.topic(INTAKE_EVENTS)
         try:
             await watcher.start()
-            await publish(producer, topic, triaged_events(500, "WARM"))
+            await publish(producer, topic, sealed(settings, "intake", triaged_events(500, "WARM")))
             await watcher.wait_for(500, 120)
 
             started = time.perf_counter()
-            await publish(producer, topic, triaged_events(total, "BURST"))
+            await publish(
+                producer, topic, sealed(settings, "intake", triaged_events(total, "BURST"))
+            )
             await watcher.wait_for(500 + total, 600)
             throughput = total / (max(watcher.arrived.values()) - started)
             latencies = await steady(producer, settings, watcher, steady_rate, steady_seconds)
@@ -134,7 +136,7 @@ async def steady(
     producer: AIOKafkaProducer, settings: Settings, watcher: Watcher, rate: float, seconds: float
 ) -> list[float]:
     topic = settings.topic(INTAKE_EVENTS)
-    events = triaged_events(int(rate * seconds), "STEADY")
+    events = sealed(settings, "intake", triaged_events(int(rate * seconds), "STEADY"))
     sent_at: dict[str, float] = {}
     expected = len(watcher.arrived) + len(events)
     started = time.perf_counter()

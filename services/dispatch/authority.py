@@ -16,9 +16,8 @@ from datetime import datetime, timedelta
 
 from services.dispatch.commands import AGENT_COMMAND_TYPES, AgentCommand, TicketCommand, Unreadable
 from services.dispatch.desk import CommandRefusal
-from shared.credentials import Credential, Unauthenticated, authenticate_command
+from shared.credentials import CommandVerifier, Credential, Unauthenticated
 from shared.deadletter import Record
-from shared.keys import KeyRing
 
 UNAUTHENTICATED = "unauthenticated"
 NOT_PERMITTED = "not_permitted"
@@ -47,13 +46,13 @@ class Unattributed:
 
 
 def attribute(
-    keys: KeyRing, record: Record, command: TicketCommand | AgentCommand | Unreadable
+    verifier: CommandVerifier, record: Record, command: TicketCommand | AgentCommand | Unreadable
 ) -> Attributed | Unattributed | Unreadable:
     """Check the record's credential; the command then acts as the credential's subject."""
     if isinstance(command, Unreadable):
         return command
     try:
-        credential = authenticate_command(keys, record.headers, record.value)
+        credential = verifier.authenticate(record.headers, record.value)
     except Unauthenticated as refused:
         return Unattributed(command, refused.detail)
     if command.actor is not None and command.actor != credential.subject:

@@ -47,6 +47,7 @@ from services.policy import Policy
 from services.sla.events import EVENTS_TOPIC as SLA_EVENTS
 from services.sla.events import EscalationRaised
 from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
+from shared.credentials import CommandVerifier
 from shared.deadletter import Record
 from shared.eventstore import ANY_VERSION
 from shared.keys import KeyRing
@@ -150,13 +151,13 @@ class Commands(Subscription[DecodedCommand]):
 
     def __init__(self, session: DeskSession, keys: KeyRing, max_ttl: timedelta) -> None:
         self.session = session
-        self.keys = keys
+        self.verifier = CommandVerifier(keys)
         self.max_ttl = max_ttl
 
     def decode(self, record: Record) -> DecodedCommand:
         if record.topic.endswith(AGENT_COMMANDS):
-            return attribute(self.keys, record, read_agent_command(record.value))
-        return attribute(self.keys, record, read_ticket_command(record.value))
+            return attribute(self.verifier, record, read_agent_command(record.value))
+        return attribute(self.verifier, record, read_ticket_command(record.value))
 
     def message_id(self, message: DecodedCommand, record: Record) -> str:
         if isinstance(message, Attributed):

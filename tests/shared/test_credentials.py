@@ -16,6 +16,7 @@ import pytest
 from shared.credentials import (
     PROOF_HEADER,
     TOKEN_HEADER,
+    CommandVerifier,
     Unauthenticated,
     authenticate_command,
     issue_token,
@@ -218,3 +219,17 @@ def test_default_and_short_secret_settings_are_named() -> None:
         "DESK_HOOK_SECRET is empty, its default, well known or under 32 bytes"
     ]
     assert weak_secrets(WithSecret(hook_secret="x" * 12 + "y" * 30)) == []
+
+
+def test_a_verifier_reads_a_token_once_and_still_checks_every_record() -> None:
+    verifier = CommandVerifier(RING, remember=2)
+    tokens = [issue_token(DESK, agent, now=NOW, ttl=HOUR) for agent in ("a", "b", "c")]
+    for token in tokens:
+        value = token[-8:].encode()
+        assert verifier.authenticate(sign_command(token, value), value).subject
+    assert len(verifier._read) == 2, "bounded"
+    value = b'{"command_id": "1"}'
+    headers = sign_command(tokens[2], value)
+    assert verifier.authenticate(headers, value).subject == "c"
+    with pytest.raises(Unauthenticated, match="does not match its proof"):
+        verifier.authenticate(headers, b'{"command_id": "2"}')
