@@ -96,14 +96,18 @@ async def start_infrastructure(
         postgres = EmbeddedPostgres(settings.data_dir / "postgres", durable=durable)
         admin_url = await asyncio.to_thread(postgres.start)
         name = settings.database_name
-        await create_database(admin_url, name)
         admin_db = with_database(admin_url, name)
-        conn = await connect(admin_db)
         try:
-            await create_roles(conn, services)
-            await hand_over(conn, name, services)
-        finally:
-            await conn.close()
+            await create_database(admin_url, name)
+            conn = await connect(admin_db)
+            try:
+                await create_roles(conn, services)
+                await hand_over(conn, name, services)
+            finally:
+                await conn.close()
+        except BaseException:
+            postgres.stop()
+            raise
         database_url = role_url(admin_db, OWNER_ROLE)
         service_urls = {s: role_url(admin_db, service_role(s)) for s in services}
     await wait_for_database(database_url)
