@@ -42,7 +42,7 @@ from shared.deadletter import DeadLetters, dlq_topic
 from shared.events import EnvelopeOf, EventData
 from shared.eventstore import EventStore
 from shared.kafka import ensure_topics, make_broker, make_producer
-from shared.keys import Key, KeyRing, weak_secrets
+from shared.keys import KeyRing, weak_secrets
 from shared.logging import configure_logging, get_logger
 from shared.migrations import Migration, check_migrated, kernel_migrations
 from shared.privileges import role_problems
@@ -243,17 +243,11 @@ class Service:
             problems += weak_secrets(self.settings)
             if problems:
                 raise RuntimeError(f"{self.name} refuses to start: {'; '.join(problems)}")
-        if self.publishes:
-            self._sealing_key()
-
-    def _sealing_key(self) -> Key:
-        key = self.keys.signing_key(self.name)
-        if key is None:
+        if self.publishes and self.keys.signing_key(self.name) is None:
             raise RuntimeError(
                 f"{self.name} has no key to seal its events with: add a key of issuer "
                 f"{self.name!r} to DESK_KEYS_FILE or DESK_KEYS (`desk up` makes local ones)"
             )
-        return key
 
     async def _stop_background(self) -> None:
         for runner in self.consumers:
