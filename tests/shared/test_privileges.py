@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -13,10 +14,11 @@ import pytest_asyncio
 
 from services import service_migrations
 from services.intake.app import build as intake
-from shared.database import connect
-from shared.migrations import MigrationError
-from shared.privileges import role_problems
+from shared.database import connect, with_database
+from shared.migrations import MigrationError, migrate
+from shared.privileges import OWNER_ROLE, hand_over, role_problems
 from shared.settings import Settings
+from tests.support.infrastructure import SessionInfrastructure
 from tests.support.services import migrated
 
 
@@ -107,3 +109,32 @@ async def test_outside_local_mode_a_service_refuses_to_run_as_the_owner(
     service = intake(production)  # its URL is the owner's: no role of its own
     with pytest.raises(RuntimeError, match="owner of schema intake"):
         await service.app.start()
+
+
+@pytest.mark.asyncio
+async def test_schemas_a_superuser_made_before_are_handed_over_to_the_owner(
+    settings: Settings, infrastructure: SessionInfrastructure
+) -> None:
+    """A data directory from before roles existed: `desk up` gives its schemas to the owner, who
+    can then migrate and grant as usual."""
+    database = urlsplit(settings.require_database_url()).path.lstrip("/")
+    admin = await connect(with_database(infrastructure.admin_database_url, database))
+    try:
+        await migrate(admin, "intake", service_migrations("intake")[:3])  # as the old code did
+        assert (
+            await admin.fetchval(
+                "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'intake'"
+            )
+            != OWNER_ROLE
+        )
+        await hand_over(admin, database, ["intake"])
+    finally:
+        await admin.close()
+    url = await migrated(settings, "intake", service_migrations("intake"))
+    conn = await connect(url, schema="intake")
+    try:
+        assert await conn.fetchval("SELECT next_request_numbers(2026, 1)") == 1
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM events")
+    finally:
+        await conn.close()
