@@ -11,10 +11,10 @@ from services.dispatch.events import (
     AgentCommandRejected,
     TicketCommandRejected,
 )
-from services.dispatch.handlers import Commands, DeskSession, Events
+from services.dispatch.handlers import Commands, DeskSession, Events, policy_switch
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.storage import AgentRoster, TicketBoard
-from services.policy import watch_policy
+from services.policy import policy_schedule
 from shared.migrations import load
 from shared.service import Service
 from shared.settings import Settings
@@ -24,7 +24,7 @@ MIGRATIONS = load("dispatch", "services.dispatch")
 
 def build(settings: Settings) -> Service:
     own = DispatchSettings.of(settings)
-    session = DeskSession(watch_policy(own))
+    session = DeskSession(policy_schedule(own))
     return Service(
         "dispatch",
         own,
@@ -37,5 +37,6 @@ def build(settings: Settings) -> Service:
         },
         subscriptions=[Events(session), Commands(session)],
         projections=[TicketBoard(), AgentRoster()],
+        workers=[policy_switch(session)],
         migrations=MIGRATIONS,
     )

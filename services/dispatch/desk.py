@@ -60,7 +60,7 @@ from services.dispatch.events import (
     agent_stream,
 )
 from services.dispatch.routing import AgentOnBoard, Board, classify
-from services.dispatch.ticket import ActorKind, Refused, Ticket, check
+from services.dispatch.ticket import OPEN, ActorKind, Refused, Ticket, check
 from services.intake.events import TicketTriaged, ticket_stream
 from services.policy import Policy
 from services.sla.events import EscalationRaised
@@ -279,6 +279,45 @@ class Desk:
     def by_number(self, number: str) -> Ticket | None:
         return next((t for t in self.tickets.values() if t.number == number), None)
 
+    # --- policy versions -------------------------------------------------------------------
+
+    def group_for(self, group_id: str) -> str:
+        """The group a ticket of ``group_id`` belongs to under this policy: the group itself,
+        where a retired group moved to, or — for a group this version does not know at all —
+        the default group. No policy version can make routing fail on a stored group."""
+        return self.policy.directory.home(group_id) or self.policy.routing.default_group
+
+    def move_retired(self, tickets: Sequence[Ticket]) -> None:
+        """Re-route the open tickets of groups this version retired (to their ``moved_to``) or
+        dropped (to the default group), with the reason. Run once per version, in the
+        transaction that switches to it."""
+        for ticket in tickets:
+            home = self.policy.directory.home(ticket.group_id)
+            if ticket.status not in OPEN or home == ticket.group_id:
+                continue
+            target = self.group_for(ticket.group_id)
+            reason = (
+                f"group {ticket.group_id} retired by policy {self.version}: moved to {target}"
+                if home
+                else f"group {ticket.group_id} is not in policy {self.version}: "
+                f"default group {target}"
+            )
+            freed = ticket.agent_id if ticket.holds_capacity else None
+            self._emit(
+                ticket,
+                TicketReassigned(
+                    ticket_id=ticket.ticket_id,
+                    number=ticket.number,
+                    actor="system",
+                    from_group=ticket.group_id,
+                    from_agent=ticket.agent_id,
+                    to_group=target,
+                    reason=reason,
+                ),
+            )
+            self._route(ticket, target, cause="reassigned")
+            self._free(freed)
+
     def _emit(self, ticket: Ticket, *events: EventData) -> None:
         expected = ticket.version
         for event in events:
@@ -300,6 +339,7 @@ class Desk:
         self, ticket: Ticket, group_id: str, *, cause: AssignCause, only: str | None = None
     ) -> None:
         """Give the ticket to an agent of the group, or put it in the group's queue."""
+        group_id = self.group_for(group_id)
         choice = self.board.choose(group_id, language=ticket.language, tags=ticket.tags, only=only)
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
         if choice.agent_id is None:
@@ -370,13 +410,13 @@ class Desk:
         if self.policy.routing.reopen_to_same_agent and agent is not None and agent.has_room:
             self.board.take(agent.id)  # back with the agent who resolved it
             return
-        group = ticket.group_id
+        group = self.group_for(ticket.group_id)
         self._emit(
             ticket,
             TicketReassigned(
                 **ids,
                 actor="system",
-                from_group=group,
+                from_group=ticket.group_id,
                 from_agent=ticket.agent_id,
                 to_group=group,
                 reason="reopened and its agent has no room",
@@ -429,7 +469,8 @@ class Desk:
     ) -> None:
         to_group = self._ladder.get(level)
         freed = ticket.agent_id if ticket.holds_capacity and to_group else None
-        supervisors = self.policy.directory.group[ticket.group_id].supervisors
+        group = self.policy.directory.group.get(self.group_for(ticket.group_id))
+        supervisors = group.supervisors if group else []
         self._emit(
             ticket,
             TicketEscalated(

@@ -13,8 +13,9 @@ from services.intake.events import (
 from services.intake.handlers import Requests
 from services.intake.settings import IntakeSettings
 from services.intake.storage import TicketIndex
-from services.policy import watch_policy
+from services.policy import policy_schedule
 from shared.migrations import load
+from shared.policyfile import keep_in_force
 from shared.service import Service
 from shared.settings import Settings
 
@@ -23,6 +24,7 @@ MIGRATIONS = load("intake", "services.intake")
 
 def build(settings: Settings) -> Service:
     own = IntakeSettings.of(settings)
+    policy = policy_schedule(own)
     return Service(
         "intake",
         own,
@@ -33,7 +35,8 @@ def build(settings: Settings) -> Service:
             # Rejections answer the adapters on their own topic.
             REJECTIONS_TOPIC: [RequestRejected],
         },
-        subscriptions=[Requests(watch_policy(own))],
+        subscriptions=[Requests(policy)],
         projections=[TicketIndex()],
+        workers=[keep_in_force(policy)],
         migrations=MIGRATIONS,
     )

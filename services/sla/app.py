@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.policy import watch_policy
+from services.policy import policy_schedule
 from services.sla.events import (
     EVENTS_TOPIC,
     ClockBreached,
@@ -20,6 +20,7 @@ from services.sla.settings import SlaSettings
 from services.sla.storage import ClockBoard
 from services.sla.timers import timer_worker
 from shared.migrations import load
+from shared.policyfile import keep_in_force
 from shared.service import Service, every
 from shared.settings import Settings
 
@@ -28,6 +29,7 @@ MIGRATIONS = load("sla", "services.sla")
 
 def build(settings: Settings) -> Service:
     own = SlaSettings.of(settings)
+    policy = policy_schedule(own)
     return Service(
         "sla",
         own,
@@ -45,8 +47,12 @@ def build(settings: Settings) -> Service:
                 EscalationRaised,
             ]
         },
-        subscriptions=[LifecycleEvents(watch_policy(own))],
+        subscriptions=[LifecycleEvents(policy)],
         projections=[ClockBoard()],
-        workers=[timer_worker(own), every(own.sla_report_interval, refresh_gauges)],
+        workers=[
+            timer_worker(own),
+            every(own.sla_report_interval, refresh_gauges),
+            keep_in_force(policy),
+        ],
         migrations=MIGRATIONS,
     )
