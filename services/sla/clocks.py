@@ -57,6 +57,7 @@ class SlaClock(BaseModel):
     metric: str
     run: int
     policy_version: str
+    rule: str = ""
     calendar: str
     calendar_version: str
     calendar_definition: str
@@ -269,6 +270,7 @@ class SlaClock(BaseModel):
             metric=event.metric,
             run=event.run,
             policy_version=event.policy_version,
+            rule=event.rule,
             calendar=event.calendar,
             calendar_version=event.calendar_version,
             calendar_definition=CalendarPolicy.model_validate(

@@ -36,10 +36,6 @@ class LifecycleEvents(EventSubscription):
         ids = [i for i in ids if i]
         facts = await storage.tickets(uow.conn, ids)
         clocks = await storage.lock_clocks(uow.conn, ids)
-        for clock in clocks.values():
-            known = facts.get(clock.ticket_id)
-            if known is not None:
-                clock.group_id, clock.agent_id = known.group_id, known.agent_id
         keeper = Timekeeper(policy.sla, version, facts, clocks)
         for inbound in messages:
             envelope = inbound.message.envelope
