@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,17 +94,13 @@ def what_if(
         conn = await connect(settings.require_database_url())
         try:
             now = await sla.now(conn, driven=settings.clock == "driven")
-
-            async def histories(ids: Any) -> Any:
-                return await dispatch.ticket_histories(conn, ids)
-
             return await sla.what_if(
                 conn,
                 policy,
                 version,
                 since=now - timedelta(days=days),
                 until=now,
-                histories=histories,
+                histories=partial(dispatch.ticket_histories, conn),
             )
         finally:
             await conn.close()

@@ -16,10 +16,12 @@ STORE = EventStore("dispatch", "servicedesk/dispatch")
 
 
 async def ticket_histories(
-    conn: Connection, ticket_ids: Sequence[str]
+    conn: Connection, ticket_ids: Sequence[str], types: Sequence[str] | None = None
 ) -> dict[str, list[RecordedEvent]]:
-    """Each ticket's lifecycle events as dispatch recorded them, in order (one round trip)."""
-    return await STORE.read_subjects(conn, ticket_ids, [k.event_type() for k in TICKET_EVENTS])
+    """Each ticket's lifecycle events as dispatch recorded them (those of ``types``, else all),
+    in order, in one round trip."""
+    wanted = types if types is not None else [k.event_type() for k in TICKET_EVENTS]
+    return await STORE.read_subjects(conn, ticket_ids, wanted)
 
 
 async def tickets_per_group(conn: Connection) -> dict[str, Counter[str]]:

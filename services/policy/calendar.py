@@ -17,6 +17,7 @@ from services.policy.sla import WEEKDAYS, CalendarPolicy, interval_minutes
 
 _SEARCH_DAYS = 3 * 366
 """A target that cannot be reached within three years of working days is a policy mistake."""
+_REMEMBERED = 8192
 
 
 class BusinessCalendar:
@@ -37,6 +38,9 @@ class BusinessCalendar:
             },
         }
         """Dates whose hours are not their weekday's: make-up working days and half days."""
+        self._days: dict[date, list[tuple[datetime, datetime]]] = {}
+        self._added: dict[tuple[datetime, float], datetime] = {}
+        """Recent answers of :meth:`add`: a clock asks for its deadline and marks repeatedly."""
 
     def seconds_between(self, start: datetime, end: datetime) -> float:
         """Business seconds in [start, end) (zero if end is not after start)."""
@@ -57,6 +61,15 @@ class BusinessCalendar:
             return start
         if self.always:
             return start + timedelta(seconds=seconds)
+        key = (start, seconds)
+        found = self._added.get(key)
+        if found is None:
+            if len(self._added) >= _REMEMBERED:
+                self._added.clear()
+            found = self._added[key] = self._add(start, seconds)
+        return found
+
+    def _add(self, start: datetime, seconds: float) -> datetime:
         left = seconds
         for opens, closes in self._intervals(start):
             begin = max(opens, start)
@@ -70,11 +83,21 @@ class BusinessCalendar:
         """Working intervals (UTC, in order) that end after ``start``."""
         day = start.astimezone(self.zone).date() - timedelta(days=1)
         for _ in range(_SEARCH_DAYS):
-            for opens, closes in self._hours_on(day):
-                interval = (self._at(day, opens), self._at(day, closes))
+            for interval in self._working(day):
                 if interval[1] > start:
                     yield interval
             day += timedelta(days=1)
+
+    def _working(self, day: date) -> list[tuple[datetime, datetime]]:
+        """The day's working intervals in UTC, kept: clocks ask about the same days again and
+        again, and zone conversions are the slow part."""
+        found = self._days.get(day)
+        if found is None:
+            found = self._days[day] = [
+                (self._at(day, opens), self._at(day, closes))
+                for opens, closes in self._hours_on(day)
+            ]
+        return found
 
     def _hours_on(self, day: date) -> list[tuple[int, int]]:
         special = self.dates.get(day)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from datetime import date, timedelta
+from functools import cached_property
 from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -94,7 +95,13 @@ class CalendarPolicy(_Section):
         """The hours of a make-up day: those of the first weekday that has any."""
         return next((self.hours[d] for d in WEEKDAYS if self.hours.get(d)), [])
 
-    @property
+    @cached_property
+    def definition(self) -> dict[str, object]:
+        """The calendar as JSON data: what a clock copies into its start event."""
+        found: dict[str, object] = self.model_dump(mode="json")
+        return found
+
+    @cached_property
     def version(self) -> str:
         """Content hash of the definition: clock events record which calendar counted.
 

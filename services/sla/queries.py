@@ -3,10 +3,13 @@ the running clocks ``desk policy diff`` lists."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import multiprocessing
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
@@ -14,13 +17,12 @@ from typing import cast
 from services.policy import Policy
 from services.policy.sla import Metric, SlaPolicy, choose
 from services.sla.clocks import SlaClock
-from services.sla.replay import Lifecycle, replay
+from services.sla.replay import Stored, outcomes
 from services.sla.report import Compliance, SlaReport, build_report
 from services.sla.storage import tickets
-from services.sla.timekeeper import ClockFacts
-from services.sla.whatif import Outcome, WhatIf, compare
+from services.sla.timekeeper import TIMED, ClockFacts, clock_id
+from services.sla.whatif import Change, Outcome, WhatIf, change, compare
 from shared.database import Connection
-from shared.events import EVENTS
 from shared.eventstore import RecordedEvent
 
 __all__ = [
@@ -34,8 +36,10 @@ __all__ = [
     "what_if",
 ]
 
-Histories = Callable[[Sequence[str]], Awaitable[dict[str, list[RecordedEvent]]]]
-"""Reads the lifecycle events of some tickets (dispatch's ``queries.ticket_histories``)."""
+Histories = Callable[[Sequence[str], Sequence[str]], Awaitable[dict[str, list[RecordedEvent]]]]
+"""Reads the lifecycle events of some tickets, of some types (dispatch's
+``queries.ticket_histories``)."""
+TIMED_TYPES = [kind.event_type() for kind in TIMED]
 CHUNK = 2_000
 """Tickets replayed per round trip."""
 
@@ -73,10 +77,16 @@ async def what_if(
     since: datetime,
     until: datetime,
     histories: Histories,
+    workers: int | None = None,
+    chunk: int = CHUNK,
 ) -> WhatIf | None:
     """Compliance since ``since`` had ``proposed`` been in force: every ticket that can have an
     outcome in the window (open, or active since) replayed from its lifecycle events through
-    the live rules; nothing is written. The actual figures are ``desk sla report``'s."""
+    the live rules; nothing is written. The actual figures are ``desk sla report``'s.
+
+    Tickets are read ``chunk`` at a time; beyond one chunk they are replayed in ``workers``
+    processes (default: one per core) while the next chunk is read.
+    """
     if not await _ready(conn):
         return None
     began = time.perf_counter()
@@ -94,28 +104,94 @@ async def what_if(
                 since,
             )
         ]
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            rows = await conn.fetch(
-                "SELECT state FROM clocks WHERE ticket_id = ANY($1::uuid[])", chunk
-            )
-            for row in rows:
-                outcome = Outcome.of(SlaClock.model_validate_json(row[0]))
-                actual[(outcome.ticket_id, outcome.metric)] = outcome
-            for events in (await histories(chunk)).values():
-                history = [_lifecycle(e) for e in events]
-                for clock in replay(proposed.sla, version, history, until):
-                    proposal[(clock.ticket_id, clock.metric)] = Outcome.of(clock)
+        parallel = (workers or os.cpu_count() or 1) if len(ids) > chunk else 1
+        async with _Replays(parallel) as replays:
+            for start in range(0, len(ids), chunk):
+                part = ids[start : start + chunk]
+                for outcome in await _outcomes(conn, part):
+                    actual[(outcome.ticket_id, outcome.metric)] = outcome
+                found = await histories(part, TIMED_TYPES)
+                stories = [
+                    [(e.type, e.time, str(e.id), e.data_json) for e in events]
+                    for events in found.values()
+                ]
+                await replays.submit(proposed.sla, version, stories, until)
+            for outcome in await replays.all():
+                proposal[(outcome.ticket_id, outcome.metric)] = outcome
         result.tickets = len(ids)
-    result.clocks = len(proposal)
-    result.comparison, result.changes = compare(figures, actual, proposal, since)
+        result.clocks = len(proposal)
+        result.comparison, changed = compare(figures, actual, proposal, since)
+        result.changes = await _explained(conn, changed, actual, proposal, since)
     result.seconds = time.perf_counter() - began
     return result
 
 
-def _lifecycle(recorded: RecordedEvent) -> Lifecycle:
-    data = json.loads(recorded.raw)["data"]
-    return Lifecycle(EVENTS.decode(recorded.type, data), recorded.time, str(recorded.id))
+class _Replays:
+    """Chunks of tickets replayed in worker processes while the next chunk is read, or here
+    when one process is all there is (or all it takes)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: list[asyncio.Future[list[Outcome]]] = []
+        self._done: list[Outcome] = []
+
+    async def __aenter__(self) -> _Replays:
+        if self.workers > 1:
+            context = multiprocessing.get_context("spawn")  # no fork of a process with a loop
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    async def submit(
+        self, policy: SlaPolicy | None, version: str, stories: list[list[Stored]], until: datetime
+    ) -> None:
+        if self._pool is None:
+            self._done += outcomes(policy, version, stories, until)
+            return
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._pool, outcomes, policy, version, stories, until)
+        self._pending.append(job)
+        if len(self._pending) > 2 * self.workers:  # bounded: memory stays flat
+            self._done += await self._pending.pop(0)
+
+    async def all(self) -> list[Outcome]:
+        for job in self._pending:
+            self._done += await job
+        self._pending.clear()
+        return self._done
+
+
+async def _outcomes(conn: Connection, ticket_ids: Sequence[str]) -> list[Outcome]:
+    """How the tickets' clocks count now, from the projection's columns (their terms are read
+    only for the clocks a proposal changes: :func:`_explained`)."""
+    rows = await conn.fetch(
+        "SELECT ticket_id::text, number, metric, group_id, status, met_at, breached_at, elapsed_s "
+        "FROM clocks WHERE ticket_id = ANY($1::uuid[])",
+        ticket_ids,
+    )
+    return [Outcome.counting(**dict(row)) for row in rows]
+
+
+async def _explained(
+    conn: Connection,
+    changed: list[tuple[str, str]],
+    actual: dict[tuple[str, str], Outcome],
+    proposal: dict[tuple[str, str], Outcome],
+    since: datetime,
+) -> list[Change]:
+    """The changes, each with why: the actual clocks' terms come from their stored state."""
+    rows = await conn.fetch(
+        "SELECT state FROM clocks WHERE clock_id = ANY($1::text[])",
+        [clock_id(ticket, metric) for ticket, metric in changed],
+    )
+    for row in rows:
+        clock = SlaClock.model_validate_json(row[0])
+        actual[(clock.ticket_id, clock.metric)] = Outcome.of(clock)
+    return [change(actual.get(key), proposal.get(key), since) for key in changed]
 
 
 @dataclass(frozen=True)

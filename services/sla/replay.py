@@ -14,14 +14,15 @@ groups follow their recorded events.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from services.policy.sla import SlaPolicy
 from services.sla.clocks import SlaClock
 from services.sla.timekeeper import TIMED, Timekeeper
-from shared.events import EventData
+from services.sla.whatif import Outcome
+from shared.events import EVENTS, EventData
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +45,45 @@ def _keep_nothing(
 
 
 def replay(
-    policy: SlaPolicy | None, version: str, history: Iterable[Lifecycle], until: datetime
-) -> list[SlaClock]:
-    """One ticket's clocks as the sla service would keep them had ``policy`` been in force."""
+    policy: SlaPolicy | None,
+    version: str,
+    histories: Iterable[Sequence[Lifecycle]],
+    until: datetime,
+) -> Iterator[list[SlaClock]]:
+    """Each ticket's clocks as the sla service would keep them had ``policy`` been in force,
+    one history (one ticket) after another."""
     keeper = Timekeeper(policy, version, {}, {})
-    ticket_id = ""
-    for item in history:
-        if not isinstance(item.event, TIMED):
-            continue
-        ticket_id = str(getattr(item.event, "ticket_id", ""))
-        keeper.fire_due(ticket_id, item.at, _keep_nothing)
-        keeper.on(item.event, item.at, item.event_id, _keep_nothing)
-    keeper.fire_due(ticket_id, until, _keep_nothing)
-    return list(keeper.clocks.values())
+    for history in histories:
+        keeper.forget()
+        ticket_id = ""
+        for item in history:
+            if not isinstance(item.event, TIMED):
+                continue
+            ticket_id = str(getattr(item.event, "ticket_id", ""))
+            keeper.fire_due(ticket_id, item.at, _keep_nothing)
+            keeper.on(item.event, item.at, item.event_id, _keep_nothing)
+        keeper.fire_due(ticket_id, until, _keep_nothing)
+        yield list(keeper.clocks.values())
+
+
+Stored = tuple[str, datetime, str, str]
+"""A stored lifecycle event as read from dispatch's store: type, time, id and data (JSON)."""
+
+
+def outcomes(
+    policy: SlaPolicy | None, version: str, stories: Sequence[Sequence[Stored]], until: datetime
+) -> list[Outcome]:
+    """Decode and replay a chunk of tickets; how each clock would count. What-if runs this in
+    worker processes (everything here travels between processes)."""
+    histories = (
+        [
+            Lifecycle(EVENTS.decode_json(kind, data), at, event_id)
+            for kind, at, event_id, data in story
+        ]
+        for story in stories
+    )
+    return [
+        Outcome.of(clock)
+        for clocks in replay(policy, version, histories, until)
+        for clock in clocks
+    ]

@@ -17,7 +17,7 @@ from typing import get_args
 
 from services.dispatch import events as dispatch
 from services.policy.sla import Metric, SlaPolicy, Start, choose
-from services.sla.clocks import SlaClock, fold
+from services.sla.clocks import SlaClock, business_calendar, fold
 from services.sla.events import ClockStarted, LadderLevel
 from shared.events import EventData
 from shared.unit_of_work import Recorder
@@ -75,6 +75,8 @@ class Timekeeper:
         self.clocks = clocks
         self.changed: set[str] = set()
         self._record: Recorder | None = None
+        self._ids: dict[str, list[str]] = {}
+        self._ladder_of: tuple[SlaPolicy, list[LadderLevel]] | None = None
         for facts in tickets.values():
             self._answer(facts)
 
@@ -131,6 +133,13 @@ class Timekeeper:
             case _:
                 pass
 
+    def forget(self) -> None:
+        """Let go of every ticket and clock (a replay goes on to the next ticket)."""
+        self.tickets.clear()
+        self.clocks.clear()
+        self.changed.clear()
+        self._ids.clear()
+
     def fire_due(self, ticket_id: str, at: datetime, record: Recorder) -> None:
         """Fire what the ticket's clocks have due by ``at``, as the timer worker would have at
         each due moment (every fired event carries its ``due_at``). What-if runs this before
@@ -176,6 +185,7 @@ class Timekeeper:
                 continue
             index, rule = chosen
             calendar = policy.calendars[rule.calendar]
+            target_s = rule.target.total_seconds()
             started = ClockStarted(
                 ticket_id=facts.ticket_id,
                 number=facts.number,
@@ -186,25 +196,30 @@ class Timekeeper:
                 policy_version=self.policy_version,
                 calendar_version=calendar.version,
                 started_at=at,
-                deadline=at,  # set below, through the calendar
-                target_s=rule.target.total_seconds(),
+                deadline=business_calendar(calendar.version, calendar.definition).add(at, target_s),
+                target_s=target_s,
                 rule=rule.name or f"targets[{index}]",
                 calendar=rule.calendar,
-                calendar_definition=calendar.model_dump(mode="json"),
+                calendar_definition=calendar.definition,
                 warnings=policy.warnings,
-                ladder=[
-                    LadderLevel(level=s.level, after_s=s.after.total_seconds())
-                    for s in policy.escalation
-                ],
+                ladder=self._ladder(policy),
                 pauses_when_waiting=definition.pauses_when_waiting,
                 fulfilled_by=list(definition.fulfilled_by),
                 restarts_on_reopen=definition.restarts_on_reopen,
                 group_id=facts.group_id,
                 agent_id=facts.agent_id,
             )
-            deadline = SlaClock.started(started).deadline
-            assert deadline is not None
-            self._emit(facts, None, [started.model_copy(update={"deadline": deadline})])
+            self._emit(facts, None, [started])
+
+    def _ladder(self, policy: SlaPolicy) -> list[LadderLevel]:
+        """The policy's ladder as clocks keep it (made once per policy)."""
+        if self._ladder_of is None or self._ladder_of[0] is not policy:
+            ladder = [
+                LadderLevel(level=s.level, after_s=s.after.total_seconds())
+                for s in policy.escalation
+            ]
+            self._ladder_of = (policy, ladder)
+        return self._ladder_of[1]
 
     def _fulfil(self, facts: ClockFacts, by: str, at: datetime, event_id: str) -> None:
         for clock in self._open(facts):
@@ -226,7 +241,10 @@ class Timekeeper:
             clock.group_id, clock.agent_id = facts.group_id, facts.agent_id
 
     def _of(self, facts: ClockFacts) -> list[SlaClock]:
-        found = [self.clocks.get(clock_id(facts.ticket_id, m)) for m in METRICS]
+        ids = self._ids.get(facts.ticket_id)
+        if ids is None:
+            ids = self._ids[facts.ticket_id] = [clock_id(facts.ticket_id, m) for m in METRICS]
+        found = [self.clocks.get(i) for i in ids]
         return [c for c in found if c is not None]
 
     def _open(self, facts: ClockFacts) -> list[SlaClock]:

@@ -58,6 +58,30 @@ class Outcome:
             breached_at=clock.breached_at,
         )
 
+    @classmethod
+    def counting(
+        cls,
+        *,
+        ticket_id: str,
+        number: str,
+        metric: str,
+        group_id: str,
+        status: str,
+        met_at: datetime | None,
+        breached_at: datetime | None,
+        elapsed_s: float,
+    ) -> Outcome:
+        """How a clock counts, from the projection's columns (its terms unknown)."""
+        counted: Counted | None = None
+        if breached_at is not None:
+            counted = "breached"
+        elif status == "met":
+            counted = "met"
+        at = met_at or breached_at
+        return cls(
+            ticket_id, number, metric, group_id, counted, at, "", 0.0, "", elapsed_s, breached_at
+        )
+
     @property
     def day(self) -> str:
         return self.at.astimezone(UTC).date().isoformat() if self.at else ""
@@ -123,34 +147,40 @@ def compare(
     actual_clocks: dict[tuple[str, str], Outcome],
     proposed_clocks: dict[tuple[str, str], Outcome],
     since: datetime,
-) -> tuple[list[Side], list[Change]]:
-    """Side by side per (day, metric, group), and every clock that counts differently."""
+) -> tuple[list[Side], list[tuple[str, str]]]:
+    """Side by side per (day, metric, group), and the clocks (ticket, metric) that count
+    differently, in ticket order."""
     proposed = tally(proposed_clocks.values(), since)
     rows: dict[tuple[str, str, str], list[Compliance | None]] = {}
     for index, figures in enumerate((actual, proposed)):
         for c in figures:
             rows.setdefault((c.day, c.metric, c.group_id), [None, None])[index] = c
     sides = [Side(*key, *pair) for key, pair in sorted(rows.items())]
-    changes = []
-    for key in sorted({*actual_clocks, *proposed_clocks}):
+    changed = []
+    for key in {*actual_clocks, *proposed_clocks}:
         before, after = actual_clocks.get(key), proposed_clocks.get(key)
-        counted = [o.counted if o and o.counts_since(since) else None for o in (before, after)]
-        if counted[0] == counted[1]:
-            continue
-        some = after or before
-        assert some is not None
-        changes.append(
-            Change(
-                number=some.number,
-                metric=some.metric,
-                group_id=some.group_id,
-                actual=counted[0] or "-",
-                proposed=counted[1] or "-",
-                why=explain(before, after),
-            )
-        )
-    changes.sort(key=lambda c: (c.number, c.metric))
-    return sides, changes
+        if _counted(before, since) != _counted(after, since):
+            changed.append(key)
+    changed.sort(key=lambda key: ((actual_clocks.get(key) or proposed_clocks[key]).number, key[1]))
+    return sides, changed
+
+
+def change(before: Outcome | None, after: Outcome | None, since: datetime) -> Change:
+    """One clock that counts differently, and why."""
+    some = after or before
+    assert some is not None
+    return Change(
+        number=some.number,
+        metric=some.metric,
+        group_id=some.group_id,
+        actual=_counted(before, since) or "-",
+        proposed=_counted(after, since) or "-",
+        why=explain(before, after),
+    )
+
+
+def _counted(outcome: Outcome | None, since: datetime) -> Counted | None:
+    return outcome.counted if outcome is not None and outcome.counts_since(since) else None
 
 
 def explain(before: Outcome | None, after: Outcome | None) -> str:

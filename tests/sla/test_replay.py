@@ -57,7 +57,8 @@ def test_a_replay_keeps_the_clocks_the_live_service_keeps() -> None:
     world = live(history(1), until)
     policy, version = sla_policy()
     items = [Lifecycle(e, at, f"event-{i + 1}") for i, (e, at) in enumerate(history(1))]
-    replayed = {c.clock_id: c for c in replay(policy, version, items, until)}
+    [clocks] = replay(policy, version, [items], until)
+    replayed = {c.clock_id: c for c in clocks}
     assert set(replayed) == set(world.keeper.clocks)
     for clock_id, clock in world.keeper.clocks.items():
         assert replayed[clock_id].model_dump() == clock.model_dump(), clock_id
@@ -79,13 +80,25 @@ def test_a_proposed_target_changes_only_what_it_should() -> None:
     looser = {**SLA, "targets": [{**t, "target": "3d"} if t.get("when") == {"channel": ["web"]}
                                  else t for t in SLA["targets"]]}  # fmt: skip
     policy, version = sla_policy(looser)
-    clocks = {c.metric: c for c in replay(policy, version, items, until)}
+    [found] = replay(policy, version, [items], until)
+    clocks = {c.metric: c for c in found}
     assert Outcome.of(clocks["first_response"]).counted == "met"
     assert clocks["first_response"].policy_version == version
     assert Outcome.of(clocks["start_of_work"]).counted == "met"
     assert (clocks["resolution"].run, Outcome.of(clocks["resolution"]).counted) == (2, "breached")
 
 
+def test_tickets_replayed_one_after_another_keep_to_themselves() -> None:
+    policy, version = sla_policy()
+    stories = [
+        [Lifecycle(e, at, f"{n}-{i}") for i, (e, at) in enumerate(history(n))] for n in (1, 2)
+    ]
+    first, second = replay(policy, version, stories, FRIDAY + timedelta(days=10))
+    assert {c.ticket_id for c in first} == {classified(1).ticket_id}
+    assert {c.ticket_id for c in second} == {classified(2).ticket_id}
+    assert [Outcome.of(c).counted for c in first] == [Outcome.of(c).counted for c in second]
+
+
 def test_no_policy_keeps_no_clocks() -> None:
     items = [Lifecycle(classified(1), T0, "event-1")]
-    assert replay(None, "v", items, T0 + timedelta(hours=1)) == []
+    assert list(replay(None, "v", [items], T0 + timedelta(hours=1))) == [[]]

@@ -10,15 +10,21 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.dispatch import queries as dispatch_queries
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
+from services.policy import Policy
+from services.sla import queries as sla_queries
 from services.sla.app import build as sla
+from services.sla.whatif import WhatIf
 from shared.database import connect
+from shared.policyfile import load_policy
 from shared.settings import Settings
 from tests.intake.requests import encode, valid
 from tests.sla.support import SLA, T0, write_policy
@@ -50,6 +56,27 @@ async def desk(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
         text=True,
         check=False,
     )
+
+
+async def in_worker_processes(settings: Settings, proposed: Path) -> WhatIf:
+    policy, version = load_policy(proposed, Policy)
+    conn = await connect(settings.require_database_url())
+    try:
+        now = await sla_queries.now(conn, driven=True)
+        found = await sla_queries.what_if(
+            conn,
+            policy,
+            version,
+            since=now - timedelta(days=30),
+            until=now,
+            histories=partial(dispatch_queries.ticket_histories, conn),
+            workers=2,
+            chunk=2,
+        )
+    finally:
+        await conn.close()
+    assert found is not None
+    return found
 
 
 async def stored(settings: Settings) -> dict[str, int]:
@@ -113,6 +140,7 @@ async def test_tightening_simple_response_turns_exactly_the_late_answers_into_br
             )
         ]
         table = await desk(driven, "sla", "what-if", str(proposed), "--days", "30")
+        in_processes = await in_worker_processes(driven, proposed)
         after = await stored(driven)
     for done in (report, same, what_if, table):
         assert done.returncode == 0, done.stdout + done.stderr
@@ -148,3 +176,9 @@ async def test_tightening_simple_response_turns_exactly_the_late_answers_into_br
     assert all(side["proposed"] == side["actual"] for side in unchanged["comparison"])
 
     assert numbers["b"] in table.stdout and "nothing was written or published" in table.stdout
+
+    # Replayed two tickets at a time in two worker processes: the same answer.
+    assert [(c.number, c.metric, c.actual, c.proposed, c.why) for c in in_processes.changes] == [
+        (c["number"], c["metric"], c["actual"], c["proposed"], c["why"]) for c in result["changes"]
+    ]
+    assert len(in_processes.comparison) == len(result["comparison"])
