@@ -27,6 +27,7 @@ from services.dispatch.commands import (
     GoOffShift,
     GoOnShift,
     Reassign,
+    Reclassify,
     RecordSatisfaction,
     Reopen,
     RequestCustomerInfo,
@@ -51,6 +52,7 @@ from services.dispatch.events import (
     TicketEscalated,
     TicketQueued,
     TicketReassigned,
+    TicketReclassified,
     TicketReopened,
     TicketResolved,
     TicketResponded,
@@ -64,6 +66,7 @@ from services.dispatch.ticket import OPEN, ActorKind, Refused, Ticket, check
 from services.intake.events import TicketTriaged, ticket_stream
 from services.policy import Policy
 from services.sla.events import EscalationRaised
+from services.vocabulary import CATEGORY_OF, Category, ComplaintSeverity, Complexity
 from shared.events import EventData
 from shared.unit_of_work import Recorder
 
@@ -215,6 +218,8 @@ class Desk:
                 self._escalate(
                     ticket, level, f"manual: {command.reason}", None, actor=command.actor
                 )
+            case Reclassify():
+                self._reclassify(ticket, command)
             case RecordSatisfaction():
                 if ticket.satisfaction is not None:
                     raise Refused("already_recorded", "satisfaction was already recorded")
@@ -464,6 +469,59 @@ class Desk:
         )
         self._free(freed)
 
+    def _reclassify(self, ticket: Ticket, command: Reclassify) -> None:
+        """Correct triage; routing sends the ticket where its corrected class belongs."""
+        complexity, category, severity = _corrected(self.policy, ticket, command)
+        if (complexity, category, severity) == (
+            ticket.complexity,
+            ticket.category,
+            ticket.complaint_severity,
+        ):
+            raise Refused("illegal_transition", f"the ticket is already {complexity} {category}")
+        route = classify(
+            self.policy.routing,
+            complexity=complexity,
+            complaint_severity=severity,
+            product_line=ticket.product_line,
+            problem_type=ticket.problem_type,
+        )
+        group, previous = self.group_for(route.group_id), ticket.group_id
+        self._emit(
+            ticket,
+            TicketReclassified(
+                ticket_id=ticket.ticket_id,
+                number=ticket.number,
+                actor=command.actor,
+                reason=command.reason,
+                from_complexity=ticket.complexity,
+                to_complexity=complexity,
+                from_category=ticket.category,
+                to_category=category,
+                complaint_severity=severity,
+                from_group=previous,
+                to_group=group,
+                policy_version=self.version,
+            ),
+        )
+        if group == previous:
+            return
+        freed = ticket.agent_id if ticket.holds_capacity else None
+        self._emit(
+            ticket,
+            TicketReassigned(
+                ticket_id=ticket.ticket_id,
+                number=ticket.number,
+                actor=command.actor,
+                from_group=ticket.group_id,
+                from_agent=ticket.agent_id,
+                to_group=group,
+                reason=f"reclassified as {complexity} {category} ({route.reason}): "
+                f"{command.reason}",
+            ),
+        )
+        self._route(ticket, group, cause="reassigned")
+        self._free(freed)
+
     def _escalate(
         self, ticket: Ticket, level: int, cause: str, cause_event_id: str | None, *, actor: str
     ) -> None:
@@ -510,6 +568,34 @@ class Desk:
 
 
 _LOADED_STATES = ("assigned", "accepted", "in_progress", "waiting_for_customer")
+_COMPLEXITY_OF: dict[Category, Complexity] = {c: x for x, c in CATEGORY_OF.items()}
+
+
+def _corrected(
+    policy: Policy, ticket: Ticket, command: Reclassify
+) -> tuple[Complexity, Category, ComplaintSeverity]:
+    """The complexity, category and complaint severity a reclassify command means.
+
+    A complaint is a category of its own (its complexity from the triage policy unless given);
+    otherwise complexity and category go together, as triage pairs them, and a command giving
+    only one of them implies the other.
+    """
+    if command.category == "complaint":
+        severity: ComplaintSeverity = command.complaint_severity or "ordinary"
+        complaints = policy.triage.complaints
+        implied = (
+            complaints.major_complexity if severity == "major" else complaints.ordinary_complexity
+        )
+        return command.complexity or implied, "complaint", severity
+    if command.category is not None:
+        complexity = command.complexity or _COMPLEXITY_OF[command.category]
+        if CATEGORY_OF[complexity] != command.category:
+            raise Refused("invalid_command", f"a {complexity} ticket is not a {command.category}")
+        return complexity, command.category, "none"
+    assert command.complexity is not None  # the command requires one of the two
+    if ticket.category == "complaint":
+        return command.complexity, "complaint", ticket.complaint_severity  # type: ignore[return-value]
+    return command.complexity, CATEGORY_OF[command.complexity], "none"
 
 
 def _profile(event: AgentRegistered) -> tuple[object, ...]:
