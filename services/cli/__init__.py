@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import demo, dlq, docs, policy, run, sla, tickets
+from services.cli import demo, dlq, docs, policy, run, sla, tickets, triage
 
 app = typer.Typer(
     name="desk",
@@ -24,6 +24,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
 app.add_typer(tickets.app, name="ticket")
 app.add_typer(sla.app, name="sla")
+app.add_typer(triage.app, name="triage")
 docs.register(app)
 app.command()(demo.demo)
 
