@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from shared.database import Connection
+from shared.database import Connection, identifier
 from shared.logging import get_logger
 
 if TYPE_CHECKING:
@@ -255,6 +255,29 @@ def _line_of(node: yaml.Node | None, path: tuple[int | str, ...]) -> int | None:
         else:
             return line
     return line
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A version a service put in force, and when (by its clock)."""
+
+    version: str
+    approved_by: str | None
+    effective_from: datetime | None
+    loaded_at: datetime
+    source: str
+
+
+async def adoptions(conn: Connection, schema: str) -> list[Adoption]:
+    """A service's ``policy_history``, oldest first; empty before it created the table."""
+    table = f"{identifier(schema)}.policy_history"
+    if await conn.fetchval("SELECT to_regclass($1)", table) is None:
+        return []
+    rows = await conn.fetch(
+        f"SELECT version, approved_by, effective_from, loaded_at, source FROM {table} "
+        "ORDER BY loaded_at, version"
+    )
+    return [Adoption(*row) for row in rows]
 
 
 POLICY_CHECK_INTERVAL = timedelta(seconds=1)

@@ -22,6 +22,7 @@ from services.sla.report import Compliance, SlaReport, build_report
 from services.sla.storage import tickets
 from services.sla.timekeeper import TIMED, ClockFacts, clock_id
 from services.sla.whatif import Change, Outcome, WhatIf, change, compare
+from shared.clock import service_now
 from shared.database import Connection
 from shared.eventstore import RecordedEvent
 
@@ -50,13 +51,7 @@ async def _ready(conn: Connection) -> bool:
 
 async def now(conn: Connection, *, driven: bool = False) -> datetime:
     """sla's clock as the service reads it (``DESK_CLOCK=driven``: its ``desk_clock`` row)."""
-    sql = (
-        "SELECT coalesce((SELECT value FROM sla.desk_clock LIMIT 1), clock_timestamp())"
-        if driven and await _ready(conn)
-        else "SELECT clock_timestamp()"
-    )
-    found: datetime = await conn.fetchval(sql)
-    return found
+    return await service_now(conn, "sla", driven=driven)
 
 
 async def report(conn: Connection, since: datetime) -> SlaReport | None:
