@@ -155,8 +155,9 @@ class Commands(Subscription[DecodedCommand]):
     topics = (TICKET_COMMANDS, AGENT_COMMANDS)
     description = (
         "Ticket commands (accept, respond, start_work, add_note, request_customer_info, resolve, "
-        "reopen, close, reassign, escalate, record_satisfaction) on tickets.commands and agent "
-        "commands (go_on_shift, go_off_shift, set_capacity) on agents.commands. Refused ones are "
+        "reopen, close, reassign, escalate, reclassify, record_satisfaction) on tickets.commands "
+        "and agent commands (go_on_shift, go_off_shift, set_capacity) on agents.commands. "
+        "Refused ones are "
         "answered on tickets.commands.rejected / agents.commands.rejected with a reason."
     )
     payload: Any = TicketCommand | AgentCommand
