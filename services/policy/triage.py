@@ -92,15 +92,17 @@ class Keywords(_Section):
         """Those of the keywords of ``language`` (and ``any``) among ``hits``: the keywords
         found in the request (:meth:`TriagePolicy.hits`, one pass over its words)."""
         mine = self._of.get(language)
-        found = [
-            *(mine & hits if mine else ()),
-            *(self._of["any"] & hits if "any" in self._of else ()),
-        ]
-        return sorted(set(found))
+        if mine is None:
+            mine = self._of[language] = frozenset(
+                [*self.phrases.get(language, ()), *self.phrases.get("any", ())]
+            )
+        found = mine & hits
+        return sorted(found) if found else []
 
     @cached_property
     def _of(self) -> dict[str, frozenset[str]]:
-        return {language: frozenset(ps) for language, ps in self.phrases.items()}
+        """Per language, its keywords and those of ``any`` (filled as languages are asked)."""
+        return {}
 
     def __bool__(self) -> bool:
         return bool(self.phrases)
@@ -230,11 +232,8 @@ class TriagePolicy(_Section):
     def hits(self, language: str, words: Words) -> frozenset[str]:
         """Every keyword of the section (of ``language`` and ``any``) the request's words hold:
         one pass over them, whatever the number of rules."""
-        index = self._index
-        found = index[language].find(words) if language in index else set()
-        if "any" in index:
-            found |= index["any"].find(words)
-        return frozenset(found)
+        index = self._index.get(language) or self._index.get("any")
+        return frozenset(index.find(words)) if index else frozenset()
 
     @cached_property
     def _index(self) -> dict[str, KeywordIndex]:
@@ -247,7 +246,11 @@ class TriagePolicy(_Section):
         for keywords in lists:
             for language, phrases in keywords.phrases.items():
                 by_language.setdefault(language, set()).update(phrases)
-        return {language: KeywordIndex(sorted(ps)) for language, ps in by_language.items()}
+        shared = by_language.get("any", set())
+        return {
+            language: KeywordIndex(sorted(phrases | shared))
+            for language, phrases in by_language.items()
+        }
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,8 @@ class Keyword:
 class KeywordIndex:
     """A list of keywords ready to be looked for (triage looks for hundreds in every request):
     single English words by one set intersection, English phrases only when their first word
-    occurs, Chinese keywords by a substring search each — only those whose first character
-    occurs."""
+    occurs, Chinese keywords by a substring search — only those whose first character occurs
+    (an alternation regex of them all is eight times slower)."""
 
     def __init__(self, sources: list[str]) -> None:
         self.words: dict[str, set[str]] = {}
