@@ -20,14 +20,13 @@ import typer
 from rich.table import Table
 
 from services import service_names
-from services.cli.context import console, fail, load_settings, run_async
+from services.cli.context import connected, console, fail, load_settings, run_async
 from services.dispatch import queries as dispatch
 from services.policy import DEFAULT_POLICY, Policy, policy_path
 from services.policy.changes import Removal, removals, sections
 from services.policy.triage_cases import TriageCases, score
 from services.sla import queries as sla
 from shared.clock import service_now
-from shared.database import connect
 from shared.policyfile import (
     Adoption,
     PolicyError,
@@ -196,24 +195,18 @@ async def _state(
     schedule = PolicySchedule(policy_path(settings), Policy)
     if not settings.database_url:
         return schedule.in_force(datetime.now().astimezone()), None, None
-    conn = await connect(settings.require_database_url())
-    try:
+    async with connected(settings) as conn:
         now = await service_now(conn, "dispatch", driven=settings.clock == "driven")
         tickets = await dispatch.tickets_per_group(conn)
         clocks = await sla.running_clocks(conn, new.sla)
-    finally:
-        await conn.close()
     return schedule.in_force(now), tickets, clocks
 
 
 async def _now(settings: Settings) -> datetime:
     if not settings.database_url:
         return datetime.now().astimezone()
-    conn = await connect(settings.require_database_url())
-    try:
+    async with connected(settings) as conn:
         return await service_now(conn, "dispatch", driven=settings.clock == "driven")
-    finally:
-        await conn.close()
 
 
 @app.command()
@@ -226,12 +219,9 @@ def history() -> None:
     async def go() -> tuple[datetime, dict[str, list[Adoption]]]:
         if not settings.database_url:
             return datetime.now().astimezone(), {}
-        conn = await connect(settings.require_database_url())
-        try:
+        async with connected(settings) as conn:
             now = await service_now(conn, "dispatch", driven=settings.clock == "driven")
             return now, {name: await adoptions(conn, name) for name in service_names()}
-        finally:
-            await conn.close()
 
     now, found = run_async(go())
     table = Table(title="policy versions put in force")

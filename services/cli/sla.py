@@ -13,11 +13,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from services.cli.context import console, fail, load_settings, run_async
+from services.cli.context import connected, console, database_settings, fail, run_async
 from services.dispatch import queries as dispatch
 from services.policy import Policy
 from services.sla import queries as sla
-from shared.database import connect
 from shared.policyfile import PolicyError, load_policy
 
 app = typer.Typer(help="Service levels: how the desk keeps its targets.", no_args_is_help=True)
@@ -29,17 +28,12 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Compliance per metric, group and day; mean first-response and handling time; at risk."""
-    settings = load_settings()
-    if not settings.database_url:
-        raise fail("DATABASE_URL is not set and no `desk up` is running")
+    settings = database_settings()
 
     async def go() -> sla.SlaReport | None:
-        conn = await connect(settings.require_database_url())
-        try:
+        async with connected(settings) as conn:
             now = await sla.now(conn, driven=settings.clock == "driven")
             return await sla.report(conn, now - timedelta(days=days))
-        finally:
-            await conn.close()
 
     result = run_async(go())
     if result is None:
@@ -86,13 +80,10 @@ def what_if(
         policy, version = load_policy(proposed, Policy)
     except (OSError, PolicyError) as error:
         raise fail(str(error), 2) from None
-    settings = load_settings()
-    if not settings.database_url:
-        raise fail("DATABASE_URL is not set and no `desk up` is running")
+    settings = database_settings()
 
     async def go() -> sla.WhatIf | None:
-        conn = await connect(settings.require_database_url())
-        try:
+        async with connected(settings) as conn:
             now = await sla.now(conn, driven=settings.clock == "driven")
             return await sla.what_if(
                 conn,
@@ -102,8 +93,6 @@ def what_if(
                 until=now,
                 histories=partial(dispatch.ticket_histories, conn),
             )
-        finally:
-            await conn.close()
 
     result = run_async(go())
     if result is None:

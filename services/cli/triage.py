@@ -9,11 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services.cli.context import console, fail, load_settings, run_async
+from services.cli.context import connected, console, database_settings, run_async
 from services.dispatch import queries as dispatch
 from services.intake import queries as intake
 from shared.clock import service_now
-from shared.database import connect
 
 app = typer.Typer(help="Triage: how its rules fare.", no_args_is_help=True)
 
@@ -25,13 +24,10 @@ def review(
 ) -> None:
     """Per rule: tickets it decided, how many agents corrected (and to what), and the words
     most frequent in the corrected ones."""
-    settings = load_settings()
-    if not settings.database_url:
-        raise fail("DATABASE_URL is not set and no `desk up` is running")
+    settings = database_settings()
 
     async def go() -> list[intake.RuleReview]:
-        conn = await connect(settings.require_database_url())
-        try:
+        async with connected(settings) as conn:
             now = await service_now(conn, "intake", driven=settings.clock == "driven")
             since = now - timedelta(days=days)
             corrections = {
@@ -39,8 +35,6 @@ def review(
                 for c in await dispatch.reclassifications(conn, since)
             }
             return await intake.triage_review(conn, since, corrections)
-        finally:
-            await conn.close()
 
     rules = run_async(go())
     if as_json:

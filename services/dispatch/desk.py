@@ -307,21 +307,7 @@ class Desk:
                 else f"group {ticket.group_id} is not in policy {self.version}: "
                 f"default group {target}"
             )
-            freed = ticket.agent_id if ticket.holds_capacity else None
-            self._emit(
-                ticket,
-                TicketReassigned(
-                    ticket_id=ticket.ticket_id,
-                    number=ticket.number,
-                    actor="system",
-                    from_group=ticket.group_id,
-                    from_agent=ticket.agent_id,
-                    to_group=target,
-                    reason=reason,
-                ),
-            )
-            self._route(ticket, target, cause="reassigned")
-            self._free(freed)
+            self._move(ticket, target, actor="system", reason=reason)
 
     def _emit(self, ticket: Ticket, *events: EventData) -> None:
         expected = ticket.version
@@ -451,22 +437,28 @@ class Desk:
             raise Refused("agent_unavailable", f"{target_agent.id} is off shift or at capacity")
         if target_agent is not None and target_agent.id == ticket.agent_id:
             raise Refused("illegal_transition", f"the ticket is already {target_agent.id}'s")
+        only = target_agent.id if target_agent else None
+        self._move(ticket, group, actor=command.actor, reason=command.reason, only=only)
+
+    def _move(
+        self, ticket: Ticket, group: str, *, actor: str, reason: str, only: str | None = None
+    ) -> None:
+        """Take the ticket from its group and agent (with the reason) and route it in ``group``;
+        the agent's room goes to their queues."""
         freed = ticket.agent_id if ticket.holds_capacity else None
         self._emit(
             ticket,
             TicketReassigned(
                 ticket_id=ticket.ticket_id,
                 number=ticket.number,
-                actor=command.actor,
+                actor=actor,
                 from_group=ticket.group_id,
                 from_agent=ticket.agent_id,
                 to_group=group,
-                reason=command.reason,
+                reason=reason,
             ),
         )
-        self._route(
-            ticket, group, cause="reassigned", only=target_agent.id if target_agent else None
-        )
+        self._route(ticket, group, cause="reassigned", only=only)
         self._free(freed)
 
     def _reclassify(self, ticket: Ticket, command: Reclassify) -> None:
@@ -503,24 +495,9 @@ class Desk:
                 policy_version=self.version,
             ),
         )
-        if group == previous:
-            return
-        freed = ticket.agent_id if ticket.holds_capacity else None
-        self._emit(
-            ticket,
-            TicketReassigned(
-                ticket_id=ticket.ticket_id,
-                number=ticket.number,
-                actor=command.actor,
-                from_group=ticket.group_id,
-                from_agent=ticket.agent_id,
-                to_group=group,
-                reason=f"reclassified as {complexity} {category} ({route.reason}): "
-                f"{command.reason}",
-            ),
-        )
-        self._route(ticket, group, cause="reassigned")
-        self._free(freed)
+        if group != previous:
+            why = f"reclassified as {complexity} {category} ({route.reason}): {command.reason}"
+            self._move(ticket, group, actor=command.actor, reason=why)
 
     def _escalate(
         self, ticket: Ticket, level: int, cause: str, cause_event_id: str | None, *, actor: str

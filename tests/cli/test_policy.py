@@ -6,7 +6,6 @@ tickets of the groups it retires move; escalations naming a retired group still 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -19,15 +18,14 @@ import yaml
 
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
-from services.policy import DEFAULT_POLICY
-from services.sla.events import EscalationRaised
 from shared.database import connect
-from shared.deadletter import Record
 from shared.settings import Settings
 from tests.intake.requests import encode, valid
 from tests.sla.support import T0
-from tests.support.events import publish_event
+from tests.support.events import escalation, publish_event
 from tests.support.kafka import KafkaProbe
+from tests.support.policies import shipped, without_groups
+from tests.support.records import data, ticket_event
 from tests.support.services import running
 from tests.support.time import DrivenTime
 
@@ -37,7 +35,7 @@ OFF_SHIFT = {"zhou.min", "mark.chen", "wu.hao"}
 
 
 def document() -> dict[str, Any]:
-    found: dict[str, Any] = yaml.safe_load(DEFAULT_POLICY.read_text())
+    found = shipped()
     for agent in found["directory"]["agents"]:
         agent["on_shift"] = agent["id"] not in OFF_SHIFT
     return found
@@ -46,36 +44,9 @@ def document() -> dict[str, Any]:
 MOVES = {"printing": "network", "supervisors": "experts"}
 
 
-def without_printing_and_supervisors(found: dict[str, Any]) -> dict[str, Any]:
-    """The document without those two groups: their agents, matrix rows and ladder steps go
-    where ``MOVES`` says."""
-    directory, routing = found["directory"], found["routing"]
-    directory["groups"] = [g for g in directory["groups"] if g["id"] not in MOVES]
-    for agent in directory["agents"]:
-        agent["groups"] = sorted({MOVES.get(g, g) for g in agent["groups"]})
-    routing["matrix"] = [r for r in routing["matrix"] if r["group"] not in MOVES]
-    for step in routing["escalation"]:
-        step["group"] = MOVES.get(step.get("group", ""), step.get("group"))
-    return found
-
-
 def write(path: Path, found: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(found, allow_unicode=True, sort_keys=False))
     return path
-
-
-def data(record: Record) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(record.value)["data"]
-    return found
-
-
-def kind(name: str, **fields: Any) -> Any:
-    def match(record: Record) -> bool:
-        if record.header("ce_type") != f"servicedesk.ticket.{name}.v1":
-            return False
-        return all(data(record).get(k) == v for k, v in fields.items())
-
-    return match
 
 
 async def desk(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -89,18 +60,13 @@ async def desk(settings: Settings, *args: str) -> subprocess.CompletedProcess[st
     )
 
 
+def handled(ticket: dict[str, Any], group: str) -> Any:
+    return ticket_event("assigned", number=ticket["number"], group_id=group)
+
+
 async def escalate(kafka: KafkaProbe, ticket: dict[str, Any], level: int) -> None:
     """An SLA escalation of the ticket, as sla publishes it."""
-    raised = EscalationRaised(
-        ticket_id=ticket["ticket_id"],
-        number=ticket["number"],
-        metric="first_response",
-        level=level,
-        clock_id=f"clock-{ticket['ticket_id']}-first_response",
-        breached_at=T0,
-        cause_event_id=f"breach-{ticket['number']}",
-        policy_version="test",
-    )
+    raised = escalation(ticket["ticket_id"], ticket["number"], level)
     await publish_event(kafka, "sla.events", raised, stream_id=raised.clock_id,
                         subject=ticket["ticket_id"], source="servicedesk/sla")  # fmt: skip
 
@@ -117,9 +83,8 @@ async def test_a_group_removal_is_refused_without_moved_to_and_applied_at_its_mo
     time = DrivenTime(driven, "intake", "dispatch")
     await time.set(T0)
     effective = T0 + timedelta(hours=1)
-    stranding = write(tmp_path / "stranding.yaml", without_printing_and_supervisors(document()))
-    mapped = without_printing_and_supervisors(document())
-    mapped["directory"]["retired_groups"] = [{"id": k, "moved_to": v} for k, v in MOVES.items()]
+    stranding = write(tmp_path / "stranding.yaml", without_groups(document(), MOVES))
+    mapped = without_groups(document(), MOVES, retire=True)
     mapped["numbering"]["prefix"] = "SR"
     proposal = write(
         tmp_path / "proposal.yaml",
@@ -132,14 +97,15 @@ async def test_a_group_removal_is_refused_without_moved_to_and_applied_at_its_mo
         for n in (1, 2):  # printer faults: queued in printing
             await kafka.publish("requests.incoming", encode(valid(f"printer-{n}")))
         await kafka.publish("requests.incoming", encode(valid("question", **ask)))
-        queued = await kafka.await_records("dispatch.events", kind("queued"), count=2)
+        queued = await kafka.await_records("dispatch.events", ticket_event("queued"), count=2)
         assert {data(r)["group_id"] for r in queued} == {"printing"}
-        [asked] = await kafka.await_records("dispatch.events", kind("assigned"))
+        [asked] = await kafka.await_records("dispatch.events", ticket_event("assigned"))
         question = data(asked)
         for level in (1, 2):  # level 2 of the ladder in force: the supervisors
             await escalate(kafka, question, level)
         await kafka.await_records(
-            "dispatch.events", kind("assigned", number=question["number"], group_id="supervisors")
+            "dispatch.events",
+            ticket_event("assigned", number=question["number"], group_id="supervisors"),
         )
 
         refused = await desk(driven, "diff", str(stranding))
@@ -150,31 +116,33 @@ async def test_a_group_removal_is_refused_without_moved_to_and_applied_at_its_mo
 
         await time.set(effective - timedelta(minutes=1))
         await kafka.publish("requests.incoming", encode(valid("before", **ask)))
-        asked_again = kind("triaged", subject=ask["subject"])
+        asked_again = ticket_event("triaged", subject=ask["subject"])
         before = (await kafka.await_records("intake.events", asked_again, count=2))[-1]
         await asyncio.sleep(2)  # a switch would take the policy worker ≤ 1 s
         early = await kafka.all_records("dispatch.events", settle=0.5)
-        assert not [r for r in early if kind("reassigned", actor="system")(r)], "not before"
+        assert not [r for r in early if ticket_event("reassigned", actor="system")(r)], "not before"
 
         await time.set(effective)
         moved = await kafka.await_records(
-            "dispatch.events", kind("reassigned", actor="system"), count=3
+            "dispatch.events", ticket_event("reassigned", actor="system"), count=3
         )
         requeued = await kafka.await_records(
-            "dispatch.events", kind("queued", group_id="network"), count=2
+            "dispatch.events", ticket_event("queued", group_id="network"), count=2
         )
         await kafka.await_records(
-            "dispatch.events", kind("assigned", number=question["number"], group_id="experts")
+            "dispatch.events",
+            ticket_event("assigned", number=question["number"], group_id="experts"),
         )
         await escalate(kafka, question, 3)  # the ladder goes on from the group that took it
         await kafka.await_records(
-            "dispatch.events", kind("assigned", number=question["number"], group_id="directors")
+            "dispatch.events",
+            ticket_event("assigned", number=question["number"], group_id="directors"),
         )
         printer = data(queued[0])
         for level in (1, 2):  # a ticket of the retired group escalated under the new ladder
             await escalate(kafka, printer, level)
         [taken] = await kafka.await_records(
-            "dispatch.events", kind("escalated", number=printer["number"], level=2)
+            "dispatch.events", ticket_event("escalated", number=printer["number"], level=2)
         )
         await kafka.publish("requests.incoming", encode(valid("after", **ask)))
         numbers = await kafka.await_records("intake.events", asked_again, count=3)

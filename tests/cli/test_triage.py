@@ -10,16 +10,15 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
-from shared.deadletter import Record
 from shared.settings import Settings
 from tests.intake.requests import encode, valid
 from tests.support.kafka import KafkaProbe
+from tests.support.records import data, ticket_event
 from tests.support.services import running
 
 DESK = str(Path(sys.executable).parent / "desk")
@@ -31,20 +30,6 @@ REQUESTS = {
 }
 
 
-def data(record: Record) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(record.value)["data"]
-    return found
-
-
-def kind(name: str, **fields: Any) -> Any:
-    def match(record: Record) -> bool:
-        if record.header("ce_type") != f"servicedesk.ticket.{name}.v1":
-            return False
-        return all(data(record).get(k) == v for k, v in fields.items())
-
-    return match
-
-
 @pytest.mark.asyncio
 async def test_reclassify_reroutes_and_the_review_counts_it_against_the_rule(
     settings: Settings, kafka: KafkaProbe
@@ -54,11 +39,11 @@ async def test_reclassify_reroutes_and_the_review_counts_it_against_the_rule(
             request = valid(f"review-{key}", subject=subject, description=description,
                             customer=CUSTOMER, product_line="printer")  # fmt: skip
             await kafka.publish("requests.incoming", encode(request))
-        triaged = await kafka.await_records("intake.events", kind("triaged"), count=3)
+        triaged = await kafka.await_records("intake.events", ticket_event("triaged"), count=3)
         assert {data(r)["rule"] for r in triaged} == {"questions"}, "all three judged simple"
         [faded] = [data(r) for r in triaged if data(r)["subject"] == "Printer"]
         [first] = await kafka.await_records(
-            "dispatch.events", kind("assigned", number=faded["number"])
+            "dispatch.events", ticket_event("assigned", number=faded["number"])
         )
         assert data(first)["group_id"] == "front-line"
         agent = data(first)["agent_id"]
@@ -70,10 +55,10 @@ async def test_reclassify_reroutes_and_the_review_counts_it_against_the_rule(
                        "ticket_number": faded["number"], **body}  # fmt: skip
             await kafka.publish("tickets.commands", command, key=faded["number"])
         [corrected] = await kafka.await_records(
-            "dispatch.events", kind("reclassified", number=faded["number"])
+            "dispatch.events", ticket_event("reclassified", number=faded["number"])
         )
         moved = await kafka.await_records(
-            "dispatch.events", kind("assigned", number=faded["number"]), count=2
+            "dispatch.events", ticket_event("assigned", number=faded["number"]), count=2
         )
         done = await asyncio.to_thread(
             subprocess.run,

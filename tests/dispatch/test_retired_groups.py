@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,9 +16,10 @@ from services.dispatch.events import (
 )
 from services.dispatch.ticket import Ticket
 from services.policy import Policy
-from services.sla.events import EscalationRaised
-from shared.policyfile import PolicyError, parse_policy
+from shared.policyfile import PolicyError
 from tests.dispatch.support import POLICY_FILE, T0, desk, triaged
+from tests.support.events import escalation
+from tests.support.policies import parsed, without_groups
 from tests.support.recorded import Recorded
 
 pytestmark = pytest.mark.unit
@@ -28,16 +28,8 @@ pytestmark = pytest.mark.unit
 def without_tiny(retire: dict[str, str] | None) -> Policy:
     """The test policy with group ``tiny`` removed (its agents moved to ``least``)."""
     document: dict[str, Any] = yaml.safe_load(POLICY_FILE.read_text())
-    directory = document["directory"]
-    directory["groups"] = [g for g in directory["groups"] if g["id"] != "tiny"]
-    for agent in directory["agents"]:
-        agent["groups"] = ["least" if g == "tiny" else g for g in agent["groups"]]
-    document["routing"]["matrix"] = [
-        r for r in document["routing"]["matrix"] if r["group"] != "tiny"
-    ]
-    if retire is not None:
-        directory["retired_groups"] = [{"id": k, "moved_to": v} for k, v in retire.items()]
-    return parse_policy(yaml.safe_dump(document).encode(), Policy)
+    without_groups(document, retire or {"tiny": "least"}, retire=retire is not None)
+    return parsed(document)
 
 
 def tickets_in_tiny() -> list[Ticket]:
@@ -84,20 +76,8 @@ def test_a_group_dropped_without_moved_to_fails_nothing_that_names_it() -> None:
     d, recorded = reopened_desk(policy, tickets)
     assigned = tickets[0]
 
-    def raised(level: int) -> EscalationRaised:
-        return EscalationRaised(
-            ticket_id=assigned.ticket_id,
-            number=assigned.number,
-            metric="first_response",
-            level=level,
-            clock_id="clock",
-            breached_at=datetime(2026, 1, 1, tzinfo=UTC),
-            cause_event_id=f"breach-{level}",
-            policy_version="v",
-        )
-
-    d.escalation(raised(1), "event-1")  # notify only: today's KeyError on the group's supervisors
-    d.escalation(raised(2), "event-2")
+    for level in (1, 2):  # level 1 notifies: it was a KeyError on the group's supervisors
+        d.escalation(escalation(assigned.ticket_id, assigned.number, level), f"event-{level}")
     escalated = recorded.events(TicketEscalated)
     assert [(e.level, e.from_group, e.to_group) for e in escalated] == [
         (1, "tiny", None),
@@ -115,5 +95,8 @@ def test_a_group_dropped_without_moved_to_fails_nothing_that_names_it() -> None:
 def test_retired_groups_are_validated() -> None:
     with pytest.raises(PolicyError, match="moved_to 'nowhere' is no group"):
         without_tiny({"tiny": "nowhere"})
+    document: dict[str, Any] = yaml.safe_load(POLICY_FILE.read_text())
+    without_groups(document, {"tiny": "least"}, retire=True)
+    document["directory"]["retired_groups"].append({"id": "least", "moved_to": "round"})
     with pytest.raises(PolicyError, match="group ids must be unique"):
-        without_tiny({"least": "round"})
+        parsed(document)

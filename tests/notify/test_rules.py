@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from services.notify.channels import mask, message_id, sign
 from services.notify.rules import NoticeFacts, needs_receipt, notices, recipients
 from services.policy import DEFAULT_POLICY, Policy
-from shared.policyfile import load_policy, parse_policy
+from shared.policyfile import load_policy
 from tests.sla.support import T0
+from tests.support.policies import parsed, shipped, without_groups
 
 pytestmark = pytest.mark.unit
 
@@ -92,16 +92,7 @@ def test_masks_signatures_and_message_ids() -> None:
 
 
 def test_a_retired_groups_supervisors_are_those_of_the_group_that_took_its_tickets() -> None:
-    document = yaml.safe_load(DEFAULT_POLICY.read_text())
-    directory = document["directory"]
-    directory["groups"] = [g for g in directory["groups"] if g["id"] != "printing"]
-    for agent in directory["agents"]:
-        agent["groups"] = ["network" if g == "printing" else g for g in agent["groups"]]
-    document["routing"]["matrix"] = [
-        r for r in document["routing"]["matrix"] if r["group"] != "printing"
-    ]
-    directory["retired_groups"] = [{"id": "printing", "moved_to": "customer-care"}]
-    policy = parse_policy(yaml.safe_dump(document, allow_unicode=True).encode(), Policy)
+    policy = parsed(without_groups(shipped(), {"printing": "customer-care"}, retire=True))
     assert policy.notifications is not None
     rule = next(r for r in policy.notifications.rules if r.to == "supervisors")
     found = recipients(policy, rule, facts(group_id="printing"), {"group_id": "printing"})

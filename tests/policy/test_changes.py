@@ -6,31 +6,23 @@ from collections import Counter
 from typing import Any
 
 import pytest
-import yaml
 
-from services.policy import DEFAULT_POLICY, Policy
+from services.policy import Policy
 from services.policy.changes import removals, sections
-from shared.policyfile import parse_policy
+from tests.support.policies import parsed, shipped, without_groups
 
 pytestmark = pytest.mark.unit
 
 
 def policy(change: Any = None) -> Policy:
-    document = yaml.safe_load(DEFAULT_POLICY.read_text())
+    document = shipped()
     if change:
         change(document)
-    return parse_policy(yaml.safe_dump(document, allow_unicode=True).encode(), Policy)
+    return parsed(document)
 
 
 def drop_printing(document: dict[str, Any], moved_to: str | None = None) -> None:
-    directory = document["directory"]
-    directory["groups"] = [g for g in directory["groups"] if g["id"] != "printing"]
-    for agent in directory["agents"]:
-        agent["groups"] = ["network" if g == "printing" else g for g in agent["groups"]]
-    matrix = document["routing"]["matrix"]
-    document["routing"]["matrix"] = [r for r in matrix if r["group"] != "printing"]
-    if moved_to:
-        directory["retired_groups"] = [{"id": "printing", "moved_to": moved_to}]
+    without_groups(document, {"printing": moved_to or "network"}, retire=moved_to is not None)
 
 
 def test_a_tighter_target_a_make_up_day_and_a_moved_group_are_listed() -> None:
@@ -61,13 +53,7 @@ def test_removing_a_group_is_refused_while_it_holds_tickets_or_the_ladder_names_
     assert (mapped.refused, mapped.moved_to) == (None, "network")
 
     def drop_supervisors(document: dict[str, Any]) -> None:
-        directory = document["directory"]
-        directory["groups"] = [g for g in directory["groups"] if g["id"] != "supervisors"]
-        for agent in directory["agents"]:
-            agent["groups"] = ["experts" if g == "supervisors" else g for g in agent["groups"]]
-        for step in document["routing"]["escalation"]:
-            if step.get("group") == "supervisors":
-                step["group"] = "experts"
+        without_groups(document, {"supervisors": "experts"})
 
     [on_ladder] = removals(policy(), policy(drop_supervisors), {})
     assert on_ladder.refused is not None and "escalation level 2 names it" in on_ladder.refused

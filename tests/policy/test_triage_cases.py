@@ -47,32 +47,25 @@ def test_requests_the_rules_were_not_written_for_are_mostly_right() -> None:
     assert all(value >= 0.5 for value in found.values()), found
 
 
-def test_desk_policy_check_reports_accuracy_per_class(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [DESK, "policy", "check", "--triage-cases", str(CASES), "--require", "0.9"],
+def check(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DESK, "policy", "check", *args],
         capture_output=True,
         text=True,
         check=False,
         env={"COLUMNS": "200", "PATH": ""},
     )
+
+
+def test_desk_policy_check_reports_accuracy_per_class(tmp_path: Path) -> None:
+    done = check("--triage-cases", str(CASES), "--require", "0.9")
     assert done.returncode == 0, done.stdout + done.stderr
     for complexity, value in accuracy(CASES).items():
         assert f"{complexity}" in done.stdout and f"{value:.1%}" in done.stdout
-    strict = subprocess.run(
-        [DESK, "policy", "check", "--triage-cases", str(HOLDOUT), "--require", "0.99"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"COLUMNS": "200", "PATH": ""},
-    )
+    strict = check("--triage-cases", str(HOLDOUT), "--require", "0.99")
     assert strict.returncode == 1, strict.stdout
     assert "below 99.0%" in strict.stdout
     broken = tmp_path / "cases.yaml"
     broken.write_text("cases:\n  - {subject: a, description: b, complexity: hard}\n")
-    bad = subprocess.run(
-        [DESK, "policy", "check", "--triage-cases", str(broken)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    bad = check("--triage-cases", str(broken))
     assert bad.returncode == 2 and f"{broken}:2: cases[0].complexity" in bad.stdout
