@@ -30,7 +30,7 @@ import yaml
 
 from bench._support import bench_settings, report, start_service
 from services.dispatch.events import TicketClassified
-from services.policy import DEFAULT_POLICY, watch_policy
+from services.policy import DEFAULT_POLICY, policy_schedule
 from services.sla.app import build
 from services.sla.handlers import LifecycleEvents
 from shared.consumer import Delivered, Inbound
@@ -105,7 +105,7 @@ async def run(timers: int, lead: float, window: float) -> dict[str, Any]:
         process = await start_service("sla", settings)
         try:
             service = build(settings)
-            handler = LifecycleEvents(watch_policy(settings))
+            handler = LifecycleEvents(policy_schedule(settings))
             pool = await create_pool(settings, schema="sla", application="bench-sla")
             rss_before = rss_mb(process.pid)
             start: datetime = await pool.fetchval("SELECT clock_timestamp()")

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import asyncpg
 
-from shared.database import Connection
+from shared.database import Connection, identifier
 
 
 class Clock(Protocol):
@@ -37,3 +37,16 @@ class DatabaseClock:
     async def now(self, conn: Connection | None = None) -> datetime:
         value: datetime = await (conn or self.pool).fetchval(self._sql)
         return value
+
+
+async def service_now(conn: Connection, schema: str, *, driven: bool) -> datetime:
+    """What a service's clock reads, asked from a tool's own connection (``desk``): its
+    ``desk_clock`` row when driven and set, else PostgreSQL's clock."""
+    table = f"{identifier(schema)}.desk_clock"
+    if driven and await conn.fetchval("SELECT to_regclass($1)", table) is not None:
+        value: datetime = await conn.fetchval(
+            f"SELECT coalesce((SELECT value FROM {table} LIMIT 1), clock_timestamp())"
+        )
+        return value
+    found: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    return found

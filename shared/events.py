@@ -13,6 +13,7 @@ Kafka the value is the JSON envelope and the CloudEvents attributes are repeated
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -207,6 +208,17 @@ class EventRegistry:
             version += 1
         try:
             return self._types[(name, latest)].cls.model_validate(data)
+        except ValidationError as error:
+            raise EventDecodeError(f"{event_type}: {error}") from error
+
+    def decode_json(self, event_type: str, text: str) -> EventData:
+        """:meth:`decode` from the data's JSON text: one parse when no upcasting is needed
+        (projections catching up and replays decode every stored event)."""
+        name, version = split_type(event_type)
+        if self._latest.get(name) != version:
+            return self.decode(event_type, json.loads(text))
+        try:
+            return self._types[(name, version)].cls.model_validate_json(text)
         except ValidationError as error:
             raise EventDecodeError(f"{event_type}: {error}") from error
 

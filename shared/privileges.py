@@ -6,9 +6,11 @@
 * ``desk_<service>`` is the service's login role: ``USAGE`` on its own schema and nothing on any
   other; ``SELECT, INSERT, UPDATE, DELETE, TRUNCATE`` on its tables, except the event store's
   ``events`` (``SELECT, INSERT`` and ``MAINTAIN``, which allows the ordering lock of an append and
-  of a projection's catch-up — PostgreSQL 17 or newer — and nothing that changes a row) and
-  ``schema_migrations`` (``SELECT``: a service checks it is migrated, never migrates); ``EXECUTE``
-  on its functions. It creates nothing: no ``CREATE`` on any schema, no ``TEMP``.
+  of a projection's catch-up — PostgreSQL 17 or newer — and nothing that changes a row),
+  ``policy_history`` (``SELECT, INSERT``: a service records each policy version it puts in force,
+  never rewrites that record) and ``schema_migrations`` (``SELECT``: a service checks it is
+  migrated, never migrates); ``EXECUTE`` on its functions. It creates nothing: no ``CREATE``
+  on any schema, no ``TEMP``.
 * The event store is append-only for every role, the owner too: a trigger refuses ``UPDATE``,
   ``DELETE`` and ``TRUNCATE`` of ``events`` (``shared/sql/002_append_only.sql``).
 
@@ -115,6 +117,7 @@ async def grant_service(conn: Connection, schema: str, role: str) -> None:
             f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {s}.schema_migrations FROM {r}",
             f"REVOKE UPDATE, DELETE, TRUNCATE ON {s}.events FROM {r}",
             f"GRANT MAINTAIN ON {s}.events TO {r}",
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON {s}.policy_history FROM {r}",
             f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {s} FROM PUBLIC",
             f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {r}",
             f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {s} FROM PUBLIC",

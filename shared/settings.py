@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     # --- behaviour ------------------------------------------------------------------------
     policy_file: Path | None = Field(
         default=None,
-        description="The system's policy YAML. Unset: the shipped default policy.",
+        description="The system's policy YAML, or a directory of policy versions (each in force "
+        "from its effective_from). Unset: the shipped default policy.",
     )
     clock: Literal["database", "driven"] = Field(
         default="database",

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import asyncpg
 import typer
 from rich.console import Console
 
 from services import desk_settings, desk_settings_class, port_field, service_names
+from shared.database import connect
 from shared.local.infrastructure import read_run_file
 from shared.settings import Settings
 
@@ -37,6 +40,24 @@ def load_settings() -> Settings:
         if port_field(name) in fields:
             update[port_field(name)] = port
     return settings.replace(**update)
+
+
+def database_settings() -> Settings:
+    """:func:`load_settings` for commands that read the database: fail clearly without one."""
+    settings = load_settings()
+    if not settings.database_url:
+        raise fail("DATABASE_URL is not set and no `desk up` is running")
+    return settings
+
+
+@asynccontextmanager
+async def connected(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """One connection to the system's database for a command, closed after it."""
+    conn = await connect(settings.require_database_url())
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def pick_services(names: list[str] | None) -> list[str]:

@@ -1,18 +1,23 @@
-"""``desk sla report``: SLA compliance, mean times and tickets at risk, as sla reports them."""
+"""``desk sla report``: SLA compliance, mean times and tickets at risk, as sla reports them;
+``desk sla what-if``: the same figures had a proposed policy been in force."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from services.cli.context import console, fail, load_settings, run_async
+from services.cli.context import connected, console, database_settings, fail, run_async
+from services.dispatch import queries as dispatch
+from services.policy import Policy
 from services.sla import queries as sla
-from shared.database import connect
+from shared.policyfile import PolicyError, load_policy
 
 app = typer.Typer(help="Service levels: how the desk keeps its targets.", no_args_is_help=True)
 
@@ -23,25 +28,19 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Compliance per metric, group and day; mean first-response and handling time; at risk."""
-    settings = load_settings()
-    if not settings.database_url:
-        raise fail("DATABASE_URL is not set and no `desk up` is running")
+    settings = database_settings()
 
     async def go() -> sla.SlaReport | None:
-        conn = await connect(settings.require_database_url())
-        try:
-            return await sla.report(conn, datetime.now(UTC) - timedelta(days=days))
-        finally:
-            await conn.close()
+        async with connected(settings) as conn:
+            now = await sla.now(conn, driven=settings.clock == "driven")
+            return await sla.report(conn, now - timedelta(days=days))
 
     result = run_async(go())
     if result is None:
         raise fail("the sla service has not created its tables yet (desk migrate sla)")
     if as_json:
         body = dataclasses.asdict(result)
-        body["compliance"] = [
-            {**dataclasses.asdict(c), "ratio": c.ratio} for c in result.compliance
-        ]
+        body["compliance"] = [_compliance(c) for c in result.compliance]
         typer.echo(json.dumps(body, default=str, ensure_ascii=False))
         return
     table = Table(title=f"SLA compliance since {result.since:%Y-%m-%d %H:%M} UTC")
@@ -67,6 +66,92 @@ def report(
             deadline = f"{r.deadline:%Y-%m-%d %H:%M}" if r.deadline else "-"
             risky.add_row(r.number, r.metric, r.group_id, r.status, f"{r.warned:.0%}", deadline)
         console.print(risky)
+
+
+@app.command("what-if")
+def what_if(
+    proposed: Annotated[Path, typer.Argument(help="The proposed policy YAML.")],
+    days: Annotated[int, typer.Option(help="Outcomes of the last N days.", min=1)] = 7,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Compliance per metric, group and day had PROPOSED been in force, beside the actual
+    figures, and the clocks whose outcome would change. Replays stored events; writes nothing."""
+    try:
+        policy, version = load_policy(proposed, Policy)
+    except (OSError, PolicyError) as error:
+        raise fail(str(error), 2) from None
+    settings = database_settings()
+
+    async def go() -> sla.WhatIf | None:
+        async with connected(settings) as conn:
+            now = await sla.now(conn, driven=settings.clock == "driven")
+            return await sla.what_if(
+                conn,
+                policy,
+                version,
+                since=now - timedelta(days=days),
+                until=now,
+                histories=partial(dispatch.ticket_histories, conn),
+            )
+
+    result = run_async(go())
+    if result is None:
+        raise fail("the sla service has not created its tables yet (desk migrate sla)")
+    if as_json:
+        body = dataclasses.asdict(result)
+        body["comparison"] = [
+            {
+                "day": side.day,
+                "metric": side.metric,
+                "group_id": side.group_id,
+                "actual": _compliance(side.actual),
+                "proposed": _compliance(side.proposed),
+            }
+            for side in result.comparison
+        ]
+        typer.echo(json.dumps(body, default=str, ensure_ascii=False))
+        return
+    table = Table(
+        title=f"SLA compliance since {result.since:%Y-%m-%d %H:%M} UTC: actual | proposed"
+    )
+    for column in (
+        "day",
+        "metric",
+        "group",
+        "actual met/breached",
+        "actual",
+        "proposed met/breached",
+        "proposed",
+    ):
+        table.add_column(column)
+    for side in result.comparison:
+        table.add_row(
+            side.day, side.metric, side.group_id, *_figures(side.actual), *_figures(side.proposed)
+        )
+    console.print(table)
+    if result.changes:
+        changed = Table(title=f"clocks whose outcome would change ({len(result.changes)})")
+        for column in ("ticket", "metric", "group", "actual", "proposed", "why"):
+            changed.add_column(column, overflow="fold")
+        for c in result.changes:
+            changed.add_row(c.number, c.metric, c.group_id, c.actual, c.proposed, c.why)
+        console.print(changed)
+    else:
+        console.print("no clock would change its outcome")
+    console.print(
+        f"replayed {result.tickets} tickets ({result.clocks} clocks) under "
+        f"{result.proposed_version} in {result.seconds:.1f} s; nothing was written or published"
+    )
+
+
+def _compliance(c: sla.Compliance | None) -> dict[str, Any] | None:
+    return None if c is None else {**dataclasses.asdict(c), "ratio": c.ratio}
+
+
+def _figures(c: sla.Compliance | None) -> tuple[str, str]:
+    if c is None:
+        return "-", "-"
+    return f"{c.met}/{c.breached}", "-" if c.ratio is None else f"{c.ratio:.1%}"
 
 
 def _duration(seconds: float | None) -> str:

@@ -10,11 +10,11 @@ import typer
 
 from services import key_issuers
 from services.cli.context import console, fail, load_settings
-from services.policy import Policy, policy_path
+from services.policy import policy_path, policy_schedule
 from shared.credentials import issue_token
 from shared.durations import format_duration, parse_duration
 from shared.keys import KeyRing, KeyRingError
-from shared.policyfile import load_policy
+from shared.settings import Settings
 
 app = typer.Typer(help="Tokens for people: agents' desks, customers' links.", no_args_is_help=True)
 keys_app = typer.Typer(help="The key ring of the issuers servicedesk trusts.", no_args_is_help=True)
@@ -56,8 +56,7 @@ def issue(
     else:
         if ticket is not None or command:
             raise fail("--ticket and --command are for customer tokens")
-        policy, _ = load_policy(policy_path(settings), Policy)
-        if actor not in policy.directory.agent:
+        if not _known_agent(settings, actor):
             raise fail(f"{actor} is not an agent of the directory ({policy_path(settings)})")
         key = ring.issuer_of("agents")
     if key is None:
@@ -71,6 +70,16 @@ def issue(
         commands=command or CUSTOMER_COMMANDS,
     )
     console.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+def _known_agent(settings: Settings, actor: str) -> bool:
+    """Whether the version in force, or one to come, names ``actor`` in its directory (a token
+    may outlive a version switch)."""
+    schedule = policy_schedule(settings)
+    current = schedule.in_force(datetime.now(UTC))
+    return any(
+        actor in v.policy.directory.agent for v in schedule.versions() if v.starts >= current.starts
+    )
 
 
 @keys_app.command()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from services.dispatch.events import PUBLISHES
-from services.dispatch.handlers import Commands, DeskSession, Events
+from services.dispatch.handlers import Commands, DeskSession, Events, policy_switch
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.storage import AgentRoster, TicketBoard
-from services.policy import watch_policy
+from services.policy import policy_schedule
 from shared.keys import KeyRing
 from shared.migrations import load
 from shared.service import Service
@@ -17,7 +17,7 @@ MIGRATIONS = load("dispatch", "services.dispatch")
 
 def build(settings: Settings) -> Service:
     own = DispatchSettings.of(settings)
-    session = DeskSession(watch_policy(own))
+    session = DeskSession(policy_schedule(own))
     return Service(
         "dispatch",
         own,
@@ -29,5 +29,6 @@ def build(settings: Settings) -> Service:
             Commands(session, KeyRing.from_settings(own), own.token_max_ttl),
         ],
         projections=[TicketBoard(), AgentRoster()],
+        workers=[policy_switch(session)],
         migrations=MIGRATIONS,
     )

@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from services.vocabulary import Category, Complexity
+
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -127,6 +129,26 @@ class Escalate(_TicketCommand):
     reason: Text
 
 
+class Reclassify(_TicketCommand):
+    """Triage was wrong: the ticket's real complexity and/or category; routing takes it on."""
+
+    type: Literal["reclassify"]
+    complexity: Complexity | None = None
+    category: Category | None = None
+    complaint_severity: Literal["ordinary", "major"] | None = Field(
+        default=None, description="For category complaint (default ordinary)."
+    )
+    reason: Text
+
+    @model_validator(mode="after")
+    def _something(self) -> Reclassify:
+        if self.complexity is None and self.category is None:
+            raise ValueError("reclassify needs complexity or category")
+        if self.complaint_severity is not None and self.category != "complaint":
+            raise ValueError("complaint_severity goes with category complaint")
+        return self
+
+
 class RecordSatisfaction(_TicketCommand):
     type: Literal["record_satisfaction"]
     score: int = Field(ge=1, le=5, strict=True)
@@ -146,6 +168,7 @@ TicketCommand = Annotated[
     | Close
     | Reassign
     | Escalate
+    | Reclassify
     | RecordSatisfaction,
     Field(discriminator="type"),
 ]

@@ -27,6 +27,7 @@ from services.dispatch.commands import (
     GoOffShift,
     GoOnShift,
     Reassign,
+    Reclassify,
     RecordSatisfaction,
     Reopen,
     RequestCustomerInfo,
@@ -51,6 +52,7 @@ from services.dispatch.events import (
     TicketEscalated,
     TicketQueued,
     TicketReassigned,
+    TicketReclassified,
     TicketReopened,
     TicketResolved,
     TicketResponded,
@@ -60,10 +62,11 @@ from services.dispatch.events import (
     agent_stream,
 )
 from services.dispatch.routing import AgentOnBoard, Board, classify
-from services.dispatch.ticket import ActorKind, Refused, Ticket, check
+from services.dispatch.ticket import OPEN, ActorKind, Refused, Ticket, check
 from services.intake.events import TicketTriaged, ticket_stream
 from services.policy import Policy
 from services.sla.events import EscalationRaised
+from services.vocabulary import CATEGORY_OF, Category, ComplaintSeverity, Complexity
 from shared.events import EventData
 from shared.unit_of_work import Recorder
 
@@ -214,6 +217,8 @@ class Desk:
                         "no_escalation_level", f"no escalation level {level} in the policy"
                     )
                 self._escalate(ticket, level, f"manual: {command.reason}", None, actor=actor)
+            case Reclassify():
+                self._reclassify(ticket, command, actor)
             case RecordSatisfaction():
                 if ticket.satisfaction is not None:
                     raise Refused("already_recorded", "satisfaction was already recorded")
@@ -283,6 +288,31 @@ class Desk:
     def by_number(self, number: str) -> Ticket | None:
         return next((t for t in self.tickets.values() if t.number == number), None)
 
+    # --- policy versions -------------------------------------------------------------------
+
+    def group_for(self, group_id: str) -> str:
+        """The group a ticket of ``group_id`` belongs to under this policy: the group itself,
+        where a retired group moved to, or — for a group this version does not know at all —
+        the default group. No policy version can make routing fail on a stored group."""
+        return self.policy.directory.home(group_id) or self.policy.routing.default_group
+
+    def move_retired(self, tickets: Sequence[Ticket]) -> None:
+        """Re-route the open tickets of groups this version retired (to their ``moved_to``) or
+        dropped (to the default group), with the reason. Run once per version, in the
+        transaction that switches to it."""
+        for ticket in tickets:
+            home = self.policy.directory.home(ticket.group_id)
+            if ticket.status not in OPEN or home == ticket.group_id:
+                continue
+            target = self.group_for(ticket.group_id)
+            reason = (
+                f"group {ticket.group_id} retired by policy {self.version}: moved to {target}"
+                if home
+                else f"group {ticket.group_id} is not in policy {self.version}: "
+                f"default group {target}"
+            )
+            self._move(ticket, target, actor="system", reason=reason)
+
     def _emit(self, ticket: Ticket, *events: EventData) -> None:
         expected = ticket.version
         for event in events:
@@ -304,6 +334,7 @@ class Desk:
         self, ticket: Ticket, group_id: str, *, cause: AssignCause, only: str | None = None
     ) -> None:
         """Give the ticket to an agent of the group, or put it in the group's queue."""
+        group_id = self.group_for(group_id)
         choice = self.board.choose(group_id, language=ticket.language, tags=ticket.tags, only=only)
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
         if choice.agent_id is None:
@@ -374,13 +405,13 @@ class Desk:
         if self.policy.routing.reopen_to_same_agent and agent is not None and agent.has_room:
             self.board.take(agent.id)  # back with the agent who resolved it
             return
-        group = ticket.group_id
+        group = self.group_for(ticket.group_id)
         self._emit(
             ticket,
             TicketReassigned(
                 **ids,
                 actor="system",
-                from_group=group,
+                from_group=ticket.group_id,
                 from_agent=ticket.agent_id,
                 to_group=group,
                 reason="reopened and its agent has no room",
@@ -412,6 +443,14 @@ class Desk:
             raise Refused("agent_unavailable", f"{target_agent.id} is off shift or at capacity")
         if target_agent is not None and target_agent.id == ticket.agent_id:
             raise Refused("illegal_transition", f"the ticket is already {target_agent.id}'s")
+        only = target_agent.id if target_agent else None
+        self._move(ticket, group, actor=actor, reason=command.reason, only=only)
+
+    def _move(
+        self, ticket: Ticket, group: str, *, actor: str, reason: str, only: str | None = None
+    ) -> None:
+        """Take the ticket from its group and agent (with the reason) and route it in ``group``;
+        the agent's room goes to their queues."""
         freed = ticket.agent_id if ticket.holds_capacity else None
         self._emit(
             ticket,
@@ -422,20 +461,57 @@ class Desk:
                 from_group=ticket.group_id,
                 from_agent=ticket.agent_id,
                 to_group=group,
-                reason=command.reason,
+                reason=reason,
             ),
         )
-        self._route(
-            ticket, group, cause="reassigned", only=target_agent.id if target_agent else None
-        )
+        self._route(ticket, group, cause="reassigned", only=only)
         self._free(freed)
+
+    def _reclassify(self, ticket: Ticket, command: Reclassify, actor: str) -> None:
+        """Correct triage; routing sends the ticket where its corrected class belongs."""
+        complexity, category, severity = _corrected(self.policy, ticket, command)
+        if (complexity, category, severity) == (
+            ticket.complexity,
+            ticket.category,
+            ticket.complaint_severity,
+        ):
+            raise Refused("illegal_transition", f"the ticket is already {complexity} {category}")
+        route = classify(
+            self.policy.routing,
+            complexity=complexity,
+            complaint_severity=severity,
+            product_line=ticket.product_line,
+            problem_type=ticket.problem_type,
+        )
+        group, previous = self.group_for(route.group_id), ticket.group_id
+        self._emit(
+            ticket,
+            TicketReclassified(
+                ticket_id=ticket.ticket_id,
+                number=ticket.number,
+                actor=actor,
+                reason=command.reason,
+                from_complexity=ticket.complexity,
+                to_complexity=complexity,
+                from_category=ticket.category,
+                to_category=category,
+                complaint_severity=severity,
+                from_group=previous,
+                to_group=group,
+                policy_version=self.version,
+            ),
+        )
+        if group != previous:
+            why = f"reclassified as {complexity} {category} ({route.reason}): {command.reason}"
+            self._move(ticket, group, actor=actor, reason=why)
 
     def _escalate(
         self, ticket: Ticket, level: int, cause: str, cause_event_id: str | None, *, actor: str
     ) -> None:
         to_group = self._ladder.get(level)
         freed = ticket.agent_id if ticket.holds_capacity and to_group else None
-        supervisors = self.policy.directory.group[ticket.group_id].supervisors
+        group = self.policy.directory.group.get(self.group_for(ticket.group_id))
+        supervisors = group.supervisors if group else []
         self._emit(
             ticket,
             TicketEscalated(
@@ -469,7 +545,8 @@ class Desk:
         kinds: set[ActorKind] = {"agent"}
         if actor == ticket.agent_id:
             kinds.add("assignee")
-        if self.policy.directory.supervises(actor, ticket.group_id):
+        # A retired (or dropped) group's tickets are supervised where they go: group_for.
+        if self.policy.directory.supervises(actor, self.group_for(ticket.group_id)):
             kinds.add("supervisor")
         return kinds
 
@@ -482,6 +559,34 @@ def _actor(command: TicketCommand | AgentCommand) -> str:
 
 
 _LOADED_STATES = ("assigned", "accepted", "in_progress", "waiting_for_customer")
+_COMPLEXITY_OF: dict[Category, Complexity] = {c: x for x, c in CATEGORY_OF.items()}
+
+
+def _corrected(
+    policy: Policy, ticket: Ticket, command: Reclassify
+) -> tuple[Complexity, Category, ComplaintSeverity]:
+    """The complexity, category and complaint severity a reclassify command means.
+
+    A complaint is a category of its own (its complexity from the triage policy unless given);
+    otherwise complexity and category go together, as triage pairs them, and a command giving
+    only one of them implies the other.
+    """
+    if command.category == "complaint":
+        severity: ComplaintSeverity = command.complaint_severity or "ordinary"
+        complaints = policy.triage.complaints
+        implied = (
+            complaints.major_complexity if severity == "major" else complaints.ordinary_complexity
+        )
+        return command.complexity or implied, "complaint", severity
+    if command.category is not None:
+        complexity = command.complexity or _COMPLEXITY_OF[command.category]
+        if CATEGORY_OF[complexity] != command.category:
+            raise Refused("invalid_command", f"a {complexity} ticket is not a {command.category}")
+        return complexity, command.category, "none"
+    assert command.complexity is not None  # the command requires one of the two
+    if ticket.category == "complaint":
+        return command.complexity, "complaint", ticket.complaint_severity  # type: ignore[return-value]
+    return command.complexity, CATEGORY_OF[command.complexity], "none"
 
 
 def _profile(event: AgentRegistered) -> tuple[object, ...]:

@@ -162,6 +162,23 @@ class TicketEscalated(TicketEvent):
     supervisors: list[str] = Field(default_factory=list)
 
 
+@event("servicedesk.ticket.reclassified", version=1)
+class TicketReclassified(TicketEvent):
+    """An agent corrected triage: the complexity and category the ticket really has. A change of
+    group follows (reassigned, then assigned or queued) when routing sends it elsewhere."""
+
+    actor: str
+    reason: str
+    from_complexity: Complexity
+    to_complexity: Complexity
+    from_category: Category
+    to_category: Category
+    complaint_severity: ComplaintSeverity
+    from_group: str
+    to_group: str
+    policy_version: str
+
+
 @event("servicedesk.ticket.satisfaction_recorded", version=1)
 class SatisfactionRecorded(TicketEvent):
     score: int = Field(ge=1, le=5)
@@ -218,6 +235,7 @@ TICKET_EVENTS: tuple[type[TicketEvent], ...] = (
     TicketClosed,
     TicketReassigned,
     TicketEscalated,
+    TicketReclassified,
     SatisfactionRecorded,
 )
 """Every event of a ticket's lifecycle dispatch publishes on ``dispatch.events``."""

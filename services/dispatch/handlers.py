@@ -52,7 +52,8 @@ from shared.deadletter import Record
 from shared.eventstore import ANY_VERSION
 from shared.keys import KeyRing
 from shared.logging import get_logger
-from shared.policyfile import PolicyWatch
+from shared.policyfile import POLICY_CHECK_INTERVAL, PolicySchedule
+from shared.service import Service, Worker, every
 from shared.unit_of_work import Cause, UnitOfWork
 
 log = get_logger(__name__)
@@ -64,7 +65,7 @@ REFUSED = Counter(
 class DeskSession:
     """Opens a :class:`Desk` on a unit of work: lock, load, register the directory's agents."""
 
-    def __init__(self, policy: PolicyWatch[Policy]) -> None:
+    def __init__(self, policy: PolicySchedule[Policy]) -> None:
         self.policy = policy
 
     async def open(
@@ -75,14 +76,21 @@ class DeskSession:
         numbers: Sequence[str] = (),
     ) -> Desk:
         """The batch's desk; the handler points ``desk.record`` at each message's cause."""
-        policy, version = self.policy.current()
         conn = uow.conn
         await storage.lock_desk(conn)
+        current, switched = await self.policy.adopt(conn, uow.now)
+        policy, version = current.policy, current.version
         tickets = await storage.tickets_by_id(conn, ticket_ids)
         tickets.update(await storage.tickets_by_number(conn, numbers))
         queued = await storage.queued(conn)
         for ticket_id, ticket in queued.items():
             tickets.setdefault(ticket_id, ticket)
+        stranded: list[str] = []
+        if switched:  # tickets of groups this version retired or dropped move, once
+            outside = await storage.open_outside(conn, policy.directory.group)
+            stranded = list(outside)
+            for ticket_id, ticket in outside.items():
+                tickets.setdefault(ticket_id, ticket)
         known = await storage.agent_states(conn)
         board = board_from(
             policy,
@@ -98,7 +106,24 @@ class DeskSession:
                 desk.queues.setdefault(ticket.group_id, []).append(ticket)
         desk.agent_versions = {a: v for a, (_, v) in known.items()}
         desk.register_agents({a: e for a, (e, _) in known.items()})
+        desk.move_retired([tickets[i] for i in stranded])
         return desk
+
+
+def policy_switch(session: DeskSession) -> Worker:
+    """dispatch's switch to a policy version that comes into force while no message arrives:
+    the tickets of the groups it retires move at that moment, under the desk lock."""
+
+    async def switch_policy(service: Service) -> None:
+        async with service.pool.acquire() as conn, conn.transaction():
+            now = await service.clock.now(conn)
+            if not session.policy.pending_switch(now):
+                return
+            uow = UnitOfWork(conn, service.store, now, service.projections)
+            await session.open(uow)
+            await uow.flush()
+
+    return every(POLICY_CHECK_INTERVAL, switch_policy)
 
 
 class Events(EventSubscription):
@@ -139,12 +164,12 @@ class Commands(Subscription[DecodedCommand]):
     topics = (TICKET_COMMANDS, AGENT_COMMANDS)
     description = (
         "Ticket commands (accept, respond, start_work, add_note, request_customer_info, resolve, "
-        "reopen, close, reassign, escalate, record_satisfaction) on tickets.commands and agent "
-        "commands (go_on_shift, go_off_shift, set_capacity) on agents.commands. Each record "
-        "carries a credential in two headers: desk_token, a token's header.payload (JWT, HS256, "
-        "with kid), and desk_proof, the base64url HMAC-SHA256 of the record value keyed by the "
-        "token's signature; the actor is the token's subject. Refused ones (unauthenticated, "
-        "not_permitted, ...) are answered on tickets.commands.rejected / "
+        "reopen, close, reassign, escalate, reclassify, record_satisfaction) on tickets.commands "
+        "and agent commands (go_on_shift, go_off_shift, set_capacity) on agents.commands. Each "
+        "record carries a credential in two headers: desk_token, a token's header.payload (JWT, "
+        "HS256, with kid), and desk_proof, the base64url HMAC-SHA256 of the record value keyed "
+        "by the token's signature; the actor is the token's subject. Refused ones "
+        "(unauthenticated, not_permitted, ...) are answered on tickets.commands.rejected / "
         "agents.commands.rejected with a reason."
     )
     payload: Any = TicketCommand | AgentCommand

@@ -20,7 +20,7 @@ from services.dispatch.events import (
     TicketClassified,
     TicketEvent,
 )
-from services.dispatch.ticket import LOADED, Ticket
+from services.dispatch.ticket import LOADED, OPEN, Ticket
 from services.vocabulary import PRIORITY_RANK
 from shared.database import Connection
 from shared.eventstore import RecordedEvent
@@ -86,6 +86,16 @@ async def queued(conn: Connection, per_group: int = 500) -> dict[str, Ticket]:
         "ORDER BY priority_rank, queued_at) AS place FROM tickets WHERE status = 'queued') q "
         "WHERE place <= $1",
         per_group,
+    )
+    return {row[0]: _ticket(row) for row in rows}
+
+
+async def open_outside(conn: Connection, groups: Iterable[str]) -> dict[str, Ticket]:
+    """Open tickets of groups other than ``groups``: what a policy version retired or dropped."""
+    rows = await conn.fetch(
+        f"{_SELECT} FROM tickets WHERE status = ANY($1::text[]) AND group_id <> ALL($2::text[])",
+        sorted(OPEN),
+        list(groups),
     )
     return {row[0]: _ticket(row) for row in rows}
 

@@ -22,6 +22,7 @@ from services.dispatch.events import (
     TicketEscalated,
     TicketQueued,
     TicketReassigned,
+    TicketReclassified,
     TicketReopened,
     TicketResolved,
     TicketResponded,
@@ -51,6 +52,7 @@ TicketCommandType = Literal[
     "close",
     "reassign",
     "escalate",
+    "reclassify",
     "record_satisfaction",
 ]
 ActorKind = Literal["assignee", "agent", "supervisor", "customer", "system"]
@@ -66,6 +68,7 @@ ALLOWED_FROM: dict[TicketCommandType, frozenset[Status]] = {
     "close": frozenset({"resolved"}),
     "reassign": OPEN,
     "escalate": OPEN,
+    "reclassify": OPEN,
     "record_satisfaction": frozenset({"resolved", "closed"}),
 }
 WHO: dict[TicketCommandType, frozenset[ActorKind]] = {
@@ -79,9 +82,11 @@ WHO: dict[TicketCommandType, frozenset[ActorKind]] = {
     "close": frozenset({"assignee", "supervisor", "customer", "system"}),
     "reassign": frozenset({"assignee", "supervisor"}),
     "escalate": frozenset({"assignee", "supervisor"}),
+    "reclassify": frozenset({"assignee", "supervisor"}),
     "record_satisfaction": frozenset({"customer", "system"}),
 }
-"""Who may give each command. Reassigning to another group is for supervisors only."""
+"""Who may give each command. Reassigning to another group is for supervisors only;
+reclassifying moves a ticket only where routing sends its corrected class."""
 
 
 @dataclass
@@ -181,6 +186,9 @@ class Ticket:
                 self.escalation_level = max(self.escalation_level, event.level)
                 if event.to_group is not None:
                     self.group_id, self.agent_id = event.to_group, None
+            case TicketReclassified():
+                self.complexity, self.category = event.to_complexity, event.to_category
+                self.complaint_severity = event.complaint_severity
             case SatisfactionRecorded():
                 self.satisfaction = event.score
             case _:

@@ -6,8 +6,9 @@ from services.intake.events import PUBLISHES
 from services.intake.handlers import Requests
 from services.intake.settings import IntakeSettings
 from services.intake.storage import TicketIndex
-from services.policy import watch_policy
+from services.policy import policy_schedule
 from shared.migrations import load
+from shared.policyfile import keep_in_force
 from shared.service import Service
 from shared.settings import Settings
 
@@ -16,13 +17,15 @@ MIGRATIONS = load("intake", "services.intake")
 
 def build(settings: Settings) -> Service:
     own = IntakeSettings.of(settings)
+    policy = policy_schedule(own)
     return Service(
         "intake",
         own,
         port=own.intake_port,
         description="Requests from every channel in; numbered, recorded and triaged tickets out.",
         publishes=PUBLISHES,
-        subscriptions=[Requests(watch_policy(own))],
+        subscriptions=[Requests(policy)],
         projections=[TicketIndex()],
+        workers=[keep_in_force(policy)],
         migrations=MIGRATIONS,
     )

@@ -33,7 +33,7 @@ from shared.deadletter import Record
 from shared.events import new_event_id
 from shared.eventstore import ANY_VERSION, NO_STREAM
 from shared.logging import get_logger
-from shared.policyfile import PolicyWatch
+from shared.policyfile import PolicySchedule
 from shared.unit_of_work import Cause, UnitOfWork
 
 log = get_logger(__name__)
@@ -61,7 +61,7 @@ class Requests(Subscription[Incoming]):
     )
     payload = Request
 
-    def __init__(self, policy: PolicyWatch[Policy]) -> None:
+    def __init__(self, policy: PolicySchedule[Policy]) -> None:
         self.policy = policy
 
     def decode(self, record: Record) -> Incoming:
@@ -78,7 +78,8 @@ class Requests(Subscription[Incoming]):
         return {}
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Incoming]]) -> None:
-        policy, version = self.policy.current()
+        current, _ = await self.policy.adopt(uow.conn, uow.now)
+        policy, version = current.policy, current.version
         requests = [m for m in messages if isinstance(m.message, Request)]
         keys = [
             (m.message.channel, m.message.channel_message_id)

@@ -7,8 +7,9 @@ from services.notify.events import PUBLISHES
 from services.notify.gauges import refresh_gauges
 from services.notify.handlers import NoticeTriggers, Replays
 from services.notify.settings import NotifySettings
-from services.policy import watch_policy
+from services.policy import policy_schedule
 from shared.migrations import load
+from shared.policyfile import keep_in_force
 from shared.service import Service, every
 from shared.settings import Settings
 
@@ -17,7 +18,7 @@ MIGRATIONS = load("notify", "services.notify")
 
 def build(settings: Settings) -> Service:
     own = NotifySettings.of(settings)
-    policy = watch_policy(own)
+    policy = policy_schedule(own)
     deliverer = Deliverer(policy, own)
 
     async def deliver_notices(service: Service) -> None:
@@ -30,6 +31,10 @@ def build(settings: Settings) -> Service:
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
         publishes=PUBLISHES,
         subscriptions=[NoticeTriggers(policy), Replays()],
-        workers=[deliver_notices, every(own.notify_report_interval, refresh_gauges)],
+        workers=[
+            deliver_notices,
+            every(own.notify_report_interval, refresh_gauges),
+            keep_in_force(policy),
+        ],
         migrations=MIGRATIONS,
     )

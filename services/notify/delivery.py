@@ -31,7 +31,7 @@ from shared.database import Connection
 from shared.deadletter import Record
 from shared.faults import crash_point
 from shared.logging import get_logger
-from shared.policyfile import PolicyWatch
+from shared.policyfile import PolicySchedule
 from shared.scheduling import backoff, sleep_until_due
 from shared.unit_of_work import UnitOfWork
 
@@ -49,13 +49,13 @@ OUTCOMES = Counter(
 class Deliverer:
     """The worker (``run``) and its parts; the channels live as long as the service."""
 
-    def __init__(self, policy: PolicyWatch[Policy], settings: NotifySettings) -> None:
+    def __init__(self, policy: PolicySchedule[Policy], settings: NotifySettings) -> None:
         self.policy = policy
         self.settings = settings
 
     async def run(self, service: Service) -> None:
         settings = self.settings
-        notifications = self.policy.current()[0].notifications
+        notifications = self.policy.in_force(await service.clock.now()).policy.notifications
         sender = notifications.sender if notifications else None
         channels = Channels(
             settings,

@@ -24,7 +24,7 @@ from services.sla import events as sla
 from shared.consumer import Delivered, EventSubscription, Inbound, Rejected, Subscription
 from shared.deadletter import Reason, Record
 from shared.logging import get_logger
-from shared.policyfile import PolicyWatch
+from shared.policyfile import PolicySchedule
 from shared.unit_of_work import UnitOfWork
 
 log = get_logger(__name__)
@@ -59,11 +59,12 @@ class NoticeTriggers(EventSubscription):
     description = "Ticket events from intake, dispatch and sla: each may notify someone."
     accepts = tuple(kind.event_name for kind in HEARD)
 
-    def __init__(self, policy: PolicyWatch[Policy]) -> None:
+    def __init__(self, policy: PolicySchedule[Policy]) -> None:
         self.policy = policy
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
-        policy, version = self.policy.current()
+        current, _ = await self.policy.adopt(uow.conn, uow.now)
+        policy, version = current.policy, current.version
         ids = [str(getattr(m.message.data, "ticket_id", "")) for m in messages]
         facts = await storage.lock_tickets(uow.conn, [i for i in ids if i])
         known = {i for i, f in facts.items() if f.received}

@@ -132,7 +132,9 @@ def recipients(
         agent_id = data.get("agent_id") or facts.agent_id
         agents = [directory.agent[agent_id]] if agent_id in directory.agent else []
     elif rule.to == "supervisors":
-        group = directory.group.get(data.get("group_id") or facts.group_id or "")
+        # A retired group's supervisors are those of the group that took its tickets.
+        home = directory.home(data.get("group_id") or facts.group_id or "")
+        group = directory.group.get(home or "")
         agents = [directory.agent[a] for a in group.supervisors] if group else []
     elif rule.to == "directors":
         kinds = {g.id for g in directory.groups if g.kind == "directors"}

@@ -11,20 +11,21 @@ a default a deployment changes here, never in code.
 
 from __future__ import annotations
 
+from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.policy.dispatch import DirectoryPolicy, RoutingPolicy, check_routing
 from services.policy.notify import NotificationPolicy
 from services.policy.sla import SlaPolicy
 from services.policy.triage import NumberingPolicy, TriagePolicy
 from shared.endpoints import EndpointRefused, EndpointRule, check_endpoint
-from shared.policyfile import Check, PolicyWatch
+from shared.policyfile import Check, PolicySchedule
 from shared.settings import Settings
 
-__all__ = ["DEFAULT_POLICY", "Policy", "endpoints_allowed", "policy_path", "watch_policy"]
+__all__ = ["DEFAULT_POLICY", "Policy", "endpoints_allowed", "policy_path", "policy_schedule"]
 
 
 class Policy(BaseModel):
@@ -32,12 +33,27 @@ class Policy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    effective_from: datetime | None = Field(
+        default=None,
+        description="When services switch to this version, by their clock (with a UTC offset). "
+        "None: in force from the start.",
+    )
+    approved_by: str | None = Field(
+        default=None, min_length=1, description="Who signed the version off (recorded)."
+    )
     numbering: NumberingPolicy = NumberingPolicy()
     triage: TriagePolicy
     directory: DirectoryPolicy
     routing: RoutingPolicy
     sla: SlaPolicy | None = None
     notifications: NotificationPolicy | None = None
+
+    @field_validator("effective_from")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise ValueError("effective_from needs a UTC offset, e.g. 2026-12-01T09:00:00+08:00")
+        return value
 
     @model_validator(mode="after")
     def _sections_agree(self) -> Policy:
@@ -67,9 +83,10 @@ def policy_path(settings: Settings) -> Path:
     return settings.policy_file or DEFAULT_POLICY
 
 
-def watch_policy(settings: Settings) -> PolicyWatch[Policy]:
-    """The policy, reloaded when its file changes (an invalid edit is refused and logged)."""
-    return PolicyWatch(policy_path(settings), Policy, endpoints_allowed(settings))
+def policy_schedule(settings: Settings) -> PolicySchedule[Policy]:
+    """The policy versions of ``DESK_POLICY_FILE`` (a file, or a directory of versions), each in
+    force from its ``effective_from``; an invalid edit is refused and logged."""
+    return PolicySchedule(policy_path(settings), Policy, endpoints_allowed(settings))
 
 
 def endpoints_allowed(settings: Settings) -> Check[Policy]:

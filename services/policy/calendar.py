@@ -2,8 +2,9 @@
 
 An SLA target is an amount of *business* time: under a Mon–Fri 09:00–18:00 calendar a request
 received on Friday at 17:50 with a 30-minute target is due on Monday at 09:20 (Tuesday, if Monday
-is a holiday). Working intervals are wall-clock times in the calendar's zone, so daylight-saving
-changes move them with the local clock. Pure; no I/O.
+is a holiday; Saturday at 09:20, if that Saturday is a make-up working day). Working intervals
+are wall-clock times in the calendar's zone, so daylight-saving changes move them with the local
+clock. Pure; no I/O.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from services.policy.sla import WEEKDAYS, CalendarPolicy, interval_minutes
 
 _SEARCH_DAYS = 3 * 366
 """A target that cannot be reached within three years of working days is a policy mistake."""
+_REMEMBERED = 8192
 
 
 class BusinessCalendar:
@@ -27,6 +29,18 @@ class BusinessCalendar:
             WEEKDAYS.index(day): [interval_minutes(i) for i in intervals]
             for day, intervals in policy.hours.items()
         }
+        workday = [interval_minutes(i) for i in policy.workday]
+        self.dates: dict[date, list[tuple[int, int]]] = {
+            **{day: workday for day in policy.make_up_days},
+            **{
+                day: [interval_minutes(i) for i in intervals]
+                for day, intervals in policy.half_days.items()
+            },
+        }
+        """Dates whose hours are not their weekday's: make-up working days and half days."""
+        self._days: dict[date, list[tuple[datetime, datetime]]] = {}
+        self._added: dict[tuple[datetime, float], datetime] = {}
+        """Recent answers of :meth:`add`: a clock asks for its deadline and marks repeatedly."""
 
     def seconds_between(self, start: datetime, end: datetime) -> float:
         """Business seconds in [start, end) (zero if end is not after start)."""
@@ -47,6 +61,15 @@ class BusinessCalendar:
             return start
         if self.always:
             return start + timedelta(seconds=seconds)
+        key = (start, seconds)
+        found = self._added.get(key)
+        if found is None:
+            if len(self._added) >= _REMEMBERED:
+                self._added.clear()
+            found = self._added[key] = self._add(start, seconds)
+        return found
+
+    def _add(self, start: datetime, seconds: float) -> datetime:
         left = seconds
         for opens, closes in self._intervals(start):
             begin = max(opens, start)
@@ -60,12 +83,29 @@ class BusinessCalendar:
         """Working intervals (UTC, in order) that end after ``start``."""
         day = start.astimezone(self.zone).date() - timedelta(days=1)
         for _ in range(_SEARCH_DAYS):
-            if day not in self.holidays:
-                for opens, closes in self.hours.get(day.weekday(), ()):
-                    interval = (self._at(day, opens), self._at(day, closes))
-                    if interval[1] > start:
-                        yield interval
+            for interval in self._working(day):
+                if interval[1] > start:
+                    yield interval
             day += timedelta(days=1)
+
+    def _working(self, day: date) -> list[tuple[datetime, datetime]]:
+        """The day's working intervals in UTC, kept: clocks ask about the same days again and
+        again, and zone conversions are the slow part."""
+        found = self._days.get(day)
+        if found is None:
+            found = self._days[day] = [
+                (self._at(day, opens), self._at(day, closes))
+                for opens, closes in self._hours_on(day)
+            ]
+        return found
+
+    def _hours_on(self, day: date) -> list[tuple[int, int]]:
+        special = self.dates.get(day)
+        if special is not None:
+            return special
+        if day in self.holidays:
+            return []
+        return self.hours.get(day.weekday(), [])
 
     def _at(self, day: date, minutes: int) -> datetime:
         if minutes == 24 * 60:

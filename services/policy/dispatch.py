@@ -58,6 +58,16 @@ class AgentPolicy(_Section):
         return self.role in ("supervisor", "director")
 
 
+class RetiredGroup(_Section):
+    """A group that no longer exists, and where its tickets went."""
+
+    id: str = Field(pattern=_SLUG)
+    moved_to: str = Field(
+        description="The group its open and queued tickets are re-routed to when this version "
+        "comes into force, and that stands in for it wherever a ticket still names it."
+    )
+
+
 class DirectoryPolicy(_Section):
     groups: list[GroupPolicy] = Field(min_length=1)
     agents: list[AgentPolicy] = []
@@ -66,14 +76,24 @@ class DirectoryPolicy(_Section):
         description="own_groups: an agent supervises the tickets and agents of the groups that "
         "name them in `supervisors`; every_group: supervisors and directors supervise all.",
     )
+    retired_groups: list[RetiredGroup] = Field(
+        default=[],
+        description="Groups removed from the directory, each mapped to a group that remains "
+        "(moved_to). Removing a group that holds tickets or that the escalation ladder names "
+        "needs one.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DirectoryPolicy:
         group_ids = [g.id for g in self.groups]
         agent_ids = [a.id for a in self.agents]
-        for kind, ids in (("group", group_ids), ("agent", agent_ids)):
+        retired = [g.id for g in self.retired_groups]
+        for kind, ids in (("group", group_ids + retired), ("agent", agent_ids)):
             if len(set(ids)) != len(ids):
                 raise ValueError(f"{kind} ids must be unique")
+        for gone in self.retired_groups:
+            if gone.moved_to not in group_ids:
+                raise ValueError(f"retired group {gone.id}: moved_to {gone.moved_to!r} is no group")
         for agent in self.agents:
             unknown = set(agent.groups) - set(group_ids)
             if unknown:
@@ -99,6 +119,18 @@ class DirectoryPolicy(_Section):
             return profile is not None and profile.supervises
         group = self.group.get(group_id)
         return group is not None and agent_id in group.supervisors
+
+    @cached_property
+    def moved(self) -> dict[str, str]:
+        """Retired group -> the group that took its tickets."""
+        return {g.id: g.moved_to for g in self.retired_groups}
+
+    def home(self, group_id: str) -> str | None:
+        """The group that answers for ``group_id`` now: itself, where a retired group moved to,
+        or None for a group this version does not know at all."""
+        if group_id in self.group:
+            return group_id
+        return self.moved.get(group_id)
 
 
 class MatrixRow(_Section):

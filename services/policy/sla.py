@@ -11,7 +11,8 @@ import hashlib
 import json
 import re
 from datetime import date, timedelta
-from typing import Literal, Protocol
+from functools import cached_property
+from typing import Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -24,6 +25,7 @@ Start = Literal["received", "dispatched", "assigned"]
 Fulfilment = Literal["responded", "work_started", "resolved"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_Day = TypeVar("_Day", Weekday, date)
 _HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 
 
@@ -32,7 +34,12 @@ class _Section(BaseModel):
 
 
 class CalendarPolicy(_Section):
-    """Working time: hours per weekday in a time zone, minus holidays; or round the clock."""
+    """Working time: hours per weekday in a time zone, minus holidays, plus make-up working days
+    (调休: a Saturday worked to bridge a holiday) and half days; or round the clock.
+
+    A date's hours, most specific first: ``half_days`` (its own intervals), ``make_up_days``
+    (the hours of the calendar's first working weekday), ``holidays`` (none), its weekday's.
+    """
 
     time_zone: str = "UTC"
     always: bool = Field(default=False, description="24x7: every second counts.")
@@ -40,6 +47,14 @@ class CalendarPolicy(_Section):
         default={}, description="Working intervals per weekday, e.g. mon: ['09:00-18:00']."
     )
     holidays: list[date] = []
+    make_up_days: list[date] = Field(
+        default=[],
+        description="调休: dates (usually a weekend day) worked with the hours of the first "
+        "working weekday.",
+    )
+    half_days: dict[date, list[str]] = Field(
+        default={}, description="Dates with their own working intervals, e.g. a half day."
+    )
 
     @field_validator("time_zone")
     @classmethod
@@ -50,9 +65,9 @@ class CalendarPolicy(_Section):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
-    @field_validator("hours")
+    @field_validator("hours", "half_days")
     @classmethod
-    def _intervals(cls, value: dict[Weekday, list[str]]) -> dict[Weekday, list[str]]:
+    def _intervals(cls, value: dict[_Day, list[str]]) -> dict[_Day, list[str]]:
         for day, intervals in value.items():
             previous_end = -1
             for interval in intervals:
@@ -66,12 +81,38 @@ class CalendarPolicy(_Section):
     def _some_time(self) -> CalendarPolicy:
         if not self.always and not any(self.hours.values()):
             raise ValueError("a calendar needs working hours, or always: true")
+        special = [*self.make_up_days, *self.half_days]
+        clash = sorted({d for d in special if d in self.holidays or special.count(d) > 1})
+        if clash:
+            raise ValueError(
+                f"{', '.join(map(str, clash))}: a date is a holiday, a make-up day or a half day,"
+                " not several"
+            )
         return self
 
     @property
+    def workday(self) -> list[str]:
+        """The hours of a make-up day: those of the first weekday that has any."""
+        return next((self.hours[d] for d in WEEKDAYS if self.hours.get(d)), [])
+
+    @cached_property
+    def definition(self) -> dict[str, object]:
+        """The calendar as JSON data: what a clock copies into its start event."""
+        found: dict[str, object] = self.model_dump(mode="json")
+        return found
+
+    @cached_property
     def version(self) -> str:
-        """Content hash of the definition: clock events record which calendar counted."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Content hash of the definition: clock events record which calendar counted.
+
+        Make-up and half days are left out while empty, so a calendar defined before they
+        existed keeps its version.
+        """
+        definition = self.model_dump(mode="json")
+        for name in ("make_up_days", "half_days"):
+            if not definition[name]:
+                del definition[name]
+        text = json.dumps(definition, sort_keys=True)
         return "cal:" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -1,14 +1,35 @@
-"""Policy sections of intake: how requests are numbered and triaged."""
+"""Policy sections of intake: how requests are numbered and triaged, and the triage itself.
+
+:func:`judge` applies the ``triage`` section to a request (pure): complaints are recognised
+first and form their own category, ordinary or major; then the ordered rules, first match wins.
+Rules look at the request's attributes and at its *words* (:mod:`services.policy.words`): any
+of a list, a word of each of several groups (``all_of``: a scope and a failure), several
+different ones of a list (``several``: systems named together), none of a list (``none_of``).
+The judgement names the rule that decided and what it matched. intake triages every request
+with it; ``desk policy check --triage-cases`` scores it on a labelled set.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Set
+from dataclasses import dataclass
 from functools import cached_property
 from zoneinfo import ZoneInfo, available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.vocabulary import Channel, Complexity, Priority
+from services.policy.words import KeywordIndex, Words
+from services.vocabulary import (
+    CATEGORY_OF,
+    Category,
+    Channel,
+    ComplaintSeverity,
+    Complexity,
+    Priority,
+)
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 
 
 class _Section(BaseModel):
@@ -39,7 +60,10 @@ Phrases = dict[str, list[str]]
 
 
 class Keywords(_Section):
-    """Phrases looked for in subject and description, per language."""
+    """Words looked for in subject and description, per language (:mod:`services.policy.words`:
+    English words are stemmed, so ``jam`` finds "jammed" and "jamming"; a keyword of several
+    words finds them in sequence; Chinese keywords are found as character n-grams; ``"?"`` is a
+    question)."""
 
     phrases: Phrases = {}
 
@@ -54,35 +78,41 @@ class Keywords(_Section):
         for language, phrases in value.items():
             if not phrases or any(not p.strip() for p in phrases):
                 raise ValueError(f"{language}: phrases must be non-empty")
+            mixed = [
+                p
+                for p in phrases
+                for spelling in p.split("|")
+                if _CJK.search(spelling) and not _CJK.fullmatch(spelling.strip())
+            ]
+            if mixed:
+                raise ValueError(f"{language}: {mixed}: a keyword is Chinese or not, not both")
         return {k.lower(): [p.strip().lower() for p in v] for k, v in value.items()}
 
-    def find(self, language: str, text: str) -> list[str]:
-        """The phrases of ``language`` (and ``any``) that occur in lower-cased ``text``.
-
-        A plain substring test first (fast, in C); only phrases that pass it are checked for
-        word boundaries. Triage runs this for every rule of every request.
-        """
-        found: list[str] = []
-        for phrase, pattern in (*self._compiled.get(language, ()), *self._compiled.get("any", ())):
-            if phrase in text and (pattern is None or pattern.search(text)):
-                found.append(phrase)
-        return sorted(set(found))
+    def find(self, language: str, hits: Set[str]) -> list[str]:
+        """Those of the keywords of ``language`` (and ``any``) among ``hits``: the keywords
+        found in the request (:meth:`TriagePolicy.hits`, one pass over its words)."""
+        mine = self._of.get(language)
+        if mine is None:
+            mine = self._of[language] = frozenset(
+                [*self.phrases.get(language, ()), *self.phrases.get("any", ())]
+            )
+        found = mine & hits
+        return sorted(found) if found else []
 
     @cached_property
-    def _compiled(self) -> dict[str, list[tuple[str, re.Pattern[str] | None]]]:
-        return {
-            language: [(p, _word_pattern(p) if p.isascii() else None) for p in phrases]
-            for language, phrases in self.phrases.items()
-        }
+    def _of(self) -> dict[str, frozenset[str]]:
+        """Per language, its keywords and those of ``any`` (filled as languages are asked)."""
+        return {}
 
     def __bool__(self) -> bool:
         return bool(self.phrases)
 
 
-def _word_pattern(phrase: str) -> re.Pattern[str]:
-    """Alphabetic phrases match whole words (a plural allowed); CJK, written without spaces,
-    matches as a substring and needs no pattern."""
-    return re.compile(rf"\b{re.escape(phrase)}(?:s|es)?\b")
+class Several(_Section):
+    """At least ``count`` different keywords of ``of``: several systems named at once."""
+
+    count: int = Field(ge=2)
+    of: Keywords
 
 
 class TriageCondition(_Section):
@@ -95,6 +125,13 @@ class TriageCondition(_Section):
     customer_tiers: list[str] = []
     languages: list[str] = []
     keywords: Keywords = Keywords()
+    all_of: list[Keywords] = Field(
+        default=[], description="Each group must match a word: e.g. a scope and a failure."
+    )
+    several: Several | None = None
+    none_of: Keywords = Field(
+        default=Keywords(), description="The rule does not apply if any of these words occur."
+    )
 
     @cached_property
     def checks(self) -> tuple[tuple[str, frozenset[str]], ...]:
@@ -120,10 +157,37 @@ class TriageCondition(_Section):
                 self.customer_tiers,
                 self.languages,
                 self.keywords,
+                self.all_of,
+                self.several,
             )
         ):
             raise ValueError("a rule needs at least one condition")
         return self
+
+    def evidence(
+        self, facts: dict[str, str | None], language: str, hits: Set[str]
+    ) -> tuple[str, ...] | None:
+        """What made every condition hold, or None if one does not."""
+        found: list[str] = []
+        for name, allowed in self.checks:
+            actual = facts[name]
+            if actual not in allowed:
+                return None
+            found.append(f"{name}={actual}")
+        groups = [self.keywords, *self.all_of] if self.keywords else self.all_of
+        for group in groups:
+            matched = group.find(language, hits)
+            if not matched:
+                return None
+            found += matched
+        if self.several is not None:
+            named = self.several.of.find(language, hits)
+            if len(named) < self.several.count:
+                return None
+            found += named
+        if self.none_of and self.none_of.find(language, hits):
+            return None
+        return tuple(dict.fromkeys(found))
 
 
 class TriageRule(_Section):
@@ -164,3 +228,115 @@ class TriagePolicy(_Section):
         if duplicates:
             raise ValueError(f"rule names must be unique: {sorted(duplicates)}")
         return self
+
+    def hits(self, language: str, words: Words) -> frozenset[str]:
+        """Every keyword of the section (of ``language`` and ``any``) the request's words hold:
+        one pass over them, whatever the number of rules."""
+        index = self._index.get(language) or self._index.get("any")
+        return frozenset(index.find(words)) if index else frozenset()
+
+    @cached_property
+    def _index(self) -> dict[str, KeywordIndex]:
+        lists = [self.complaints.keywords, self.complaints.major_keywords]
+        for rule in self.rules:
+            when = rule.when
+            lists += [when.keywords, *when.all_of, when.none_of]
+            lists += [when.several.of] if when.several else []
+        by_language: dict[str, set[str]] = {}
+        for keywords in lists:
+            for language, phrases in keywords.phrases.items():
+                by_language.setdefault(language, set()).update(phrases)
+        shared = by_language.get("any", set())
+        return {
+            language: KeywordIndex(sorted(phrases | shared))
+            for language, phrases in by_language.items()
+        }
+
+
+@dataclass(frozen=True)
+class TriageRequest:
+    """What triage looks at in a request."""
+
+    subject: str
+    description: str
+    channel: str
+    product_line: str | None = None
+    problem_type: str | None = None
+    priority: str = "normal"
+    language: str | None = None
+    """The customer's, when given (``zh-CN``); else it is guessed from the text."""
+    tier: str | None = None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    complexity: Complexity
+    category: Category
+    complaint: bool
+    complaint_severity: ComplaintSeverity
+    rule: str
+    matched: tuple[str, ...]
+    language: str
+
+    @property
+    def reason(self) -> str:
+        """One line for people: which rule decided, on what."""
+        on = f" on {', '.join(self.matched)}" if self.matched else ""
+        return f"rule {self.rule}{on}"
+
+
+def resolve_language(request: TriageRequest, policy: TriagePolicy) -> str:
+    """The customer's language when given and supported; else guessed from the text."""
+    if request.language:
+        primary = request.language.split("-")[0].lower()
+        if primary in policy.languages:
+            return primary
+    if _CJK.search(request.subject) or _CJK.search(request.description):
+        return "zh" if "zh" in policy.languages else policy.default_language
+    return "en" if "en" in policy.languages else policy.default_language
+
+
+def judge(request: TriageRequest, policy: TriagePolicy) -> Judgement:
+    """Preliminary judgement of one request under the triage policy."""
+    language = resolve_language(request, policy)
+    hits = policy.hits(language, Words.of(f"{request.subject}\n{request.description}"))
+    complaint = _complaint(request, policy.complaints, language, hits)
+    if complaint is not None:
+        severity, rule_name, evidence = complaint
+        complaints = policy.complaints
+        major = severity == "major"
+        complexity = complaints.major_complexity if major else complaints.ordinary_complexity
+        return Judgement(complexity, "complaint", True, severity, rule_name, evidence, language)
+    facts = {
+        "channel": request.channel,
+        "product_line": request.product_line,
+        "problem_type": request.problem_type,
+        "priority": request.priority,
+        "tier": request.tier,
+        "language": language,
+    }
+    for rule in policy.rules:
+        matched = rule.when.evidence(facts, language, hits)
+        if matched is not None:
+            category = CATEGORY_OF[rule.complexity]
+            return Judgement(rule.complexity, category, False, "none", rule.name, matched, language)
+    complexity = policy.default_complexity
+    return Judgement(complexity, CATEGORY_OF[complexity], False, "none", "default", (), language)
+
+
+def _complaint(
+    request: TriageRequest, policy: ComplaintPolicy, language: str, hits: Set[str]
+) -> tuple[ComplaintSeverity, str, tuple[str, ...]] | None:
+    found = policy.keywords.find(language, hits)
+    by_type = request.problem_type in policy.problem_types
+    if not found and not by_type:
+        return None
+    evidence = tuple(found) + ((f"problem_type={request.problem_type}",) if by_type else ())
+    major = policy.major_keywords.find(language, hits)
+    if major:
+        return "major", "complaint.major-keywords", (*evidence, *major)
+    if request.tier and request.tier in policy.major_customer_tiers:
+        return "major", "complaint.major-tier", (*evidence, f"tier={request.tier}")
+    if request.priority in policy.major_priorities:
+        return "major", "complaint.major-priority", (*evidence, f"priority={request.priority}")
+    return "ordinary", "complaint", evidence

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.policy import watch_policy
+from services.policy import policy_schedule
 from services.sla.events import PUBLISHES
 from services.sla.handlers import LifecycleEvents
 from services.sla.report import refresh_gauges
@@ -10,6 +10,7 @@ from services.sla.settings import SlaSettings
 from services.sla.storage import ClockBoard
 from services.sla.timers import timer_worker
 from shared.migrations import load
+from shared.policyfile import keep_in_force
 from shared.service import Service, every
 from shared.settings import Settings
 
@@ -18,14 +19,19 @@ MIGRATIONS = load("sla", "services.sla")
 
 def build(settings: Settings) -> Service:
     own = SlaSettings.of(settings)
+    policy = policy_schedule(own)
     return Service(
         "sla",
         own,
         port=own.sla_port,
         description="Response-time clocks on business calendars, warnings, escalation ladder.",
         publishes=PUBLISHES,
-        subscriptions=[LifecycleEvents(watch_policy(own))],
+        subscriptions=[LifecycleEvents(policy)],
         projections=[ClockBoard()],
-        workers=[timer_worker(own), every(own.sla_report_interval, refresh_gauges)],
+        workers=[
+            timer_worker(own),
+            every(own.sla_report_interval, refresh_gauges),
+            keep_in_force(policy),
+        ],
         migrations=MIGRATIONS,
     )

@@ -18,10 +18,12 @@ Rules worth knowing:
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from functools import cache
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.policy.calendar import BusinessCalendar
 from services.policy.sla import CalendarPolicy
@@ -41,11 +43,41 @@ from shared.events import EventData
 
 _EPSILON_S = 0.001
 """Float slack when comparing elapsed business seconds with a mark."""
+_EPSILON = timedelta(seconds=_EPSILON_S)
 
 
 @cache
 def _calendar(definition: str) -> BusinessCalendar:
     return BusinessCalendar(CalendarPolicy.model_validate_json(definition))
+
+
+@cache
+def _canonical(text: str) -> str:
+    return CalendarPolicy.model_validate_json(text).model_dump_json()
+
+
+def canonical_calendar(definition: Mapping[str, object]) -> str:
+    """A calendar definition as a clock keeps it: validated once per distinct definition (a
+    clock starts with its calendar's definition copied into its event)."""
+    return _canonical(json.dumps(definition, sort_keys=True, default=str))
+
+
+_BY_VERSION: dict[str, str] = {}
+
+
+def calendar_text(version: str, definition: Mapping[str, object]) -> str:
+    """A calendar definition as a clock keeps it (canonical JSON), looked up by the calendar's
+    version — a hash of that definition — once seen: every clock start carries both."""
+    known = _BY_VERSION.get(version)
+    if known is None:
+        known = canonical_calendar(definition)
+        if version and len(_BY_VERSION) < 1024:
+            _BY_VERSION[version] = known
+    return known
+
+
+def business_calendar(version: str, definition: Mapping[str, object]) -> BusinessCalendar:
+    return _calendar(calendar_text(version, definition))
 
 
 class SlaClock(BaseModel):
@@ -57,6 +89,7 @@ class SlaClock(BaseModel):
     metric: str
     run: int
     policy_version: str
+    rule: str = ""
     calendar: str
     calendar_version: str
     calendar_definition: str
@@ -80,6 +113,8 @@ class SlaClock(BaseModel):
     stopped: bool = False
     wall_s: float | None = None
     version: int = 0
+    due_cache: tuple[datetime | None] | None = Field(default=None, exclude=True, repr=False)
+    """``due_at`` once known (None: not computed since the last change); never stored."""
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -135,9 +170,14 @@ class SlaClock(BaseModel):
 
     @property
     def due_at(self) -> datetime | None:
-        """The clock's timer: when its next mark passes (None: nothing left, or paused)."""
-        marks = self.marks()
-        return self.when(marks[0][0]) if marks else None
+        """The clock's timer: when its next mark passes (None: nothing left, or paused).
+
+        Kept until the clock changes: a replay asks it before every event of the ticket.
+        """
+        if self.due_cache is None:
+            marks = self.marks()
+            self.due_cache = (self.when(marks[0][0]) if marks else None,)
+        return self.due_cache[0]
 
     # --- deciding --------------------------------------------------------------------------
 
@@ -155,7 +195,8 @@ class SlaClock(BaseModel):
 
     def fire(self, now: datetime) -> list[EventData]:
         """Everything whose mark has passed by ``now``, in order, each once."""
-        if self.running_since is None:
+        due = self.due_at
+        if due is None or due > now + _EPSILON:
             return []
         elapsed = self.elapsed_at(now)
         events: list[EventData] = []
@@ -269,11 +310,10 @@ class SlaClock(BaseModel):
             metric=event.metric,
             run=event.run,
             policy_version=event.policy_version,
+            rule=event.rule,
             calendar=event.calendar,
             calendar_version=event.calendar_version,
-            calendar_definition=CalendarPolicy.model_validate(
-                event.calendar_definition
-            ).model_dump_json(),
+            calendar_definition=calendar_text(event.calendar_version, event.calendar_definition),
             target_s=event.target_s,
             warnings=event.warnings,
             ladder=event.ladder,
@@ -291,6 +331,7 @@ class SlaClock(BaseModel):
         """Evolve by one event; returns the clock (a new one for a restart)."""
         if isinstance(event, ClockStarted):
             return SlaClock.started(event, self.version + 1)
+        self.due_cache = None
         self.version += 1
         if isinstance(event, ClockEvent) and not isinstance(
             event, ClockWarned | ClockBreached | ClockMet

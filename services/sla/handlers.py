@@ -14,7 +14,7 @@ from services.policy import Policy
 from services.sla import storage
 from services.sla.timekeeper import TIMED, Timekeeper
 from shared.consumer import Delivered, EventSubscription, Inbound
-from shared.policyfile import PolicyWatch
+from shared.policyfile import PolicySchedule
 from shared.unit_of_work import UnitOfWork
 
 
@@ -26,19 +26,16 @@ class LifecycleEvents(EventSubscription):
     description = "Ticket lifecycle events from dispatch; they drive the SLA clocks."
     accepts = tuple(kind.event_name for kind in TIMED)
 
-    def __init__(self, policy: PolicyWatch[Policy]) -> None:
+    def __init__(self, policy: PolicySchedule[Policy]) -> None:
         self.policy = policy
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
-        policy, version = self.policy.current()
+        current, _ = await self.policy.adopt(uow.conn, uow.now)
+        policy, version = current.policy, current.version
         ids = [str(getattr(m.message.data, "ticket_id", "")) for m in messages]
         ids = [i for i in ids if i]
         facts = await storage.tickets(uow.conn, ids)
         clocks = await storage.lock_clocks(uow.conn, ids)
-        for clock in clocks.values():
-            known = facts.get(clock.ticket_id)
-            if known is not None:
-                clock.group_id, clock.agent_id = known.group_id, known.agent_id
         keeper = Timekeeper(policy.sla, version, facts, clocks)
         for inbound in messages:
             envelope = inbound.message.envelope

@@ -30,6 +30,8 @@ _FACTS = (
     "group_id",
     "agent_id",
     "waiting",
+    "updated_at",
+    "closed",
 )
 _FACT_TYPES = (
     "uuid",
@@ -42,6 +44,8 @@ _FACT_TYPES = (
     "timestamptz",
     "text",
     "text",
+    "boolean",
+    "timestamptz",
     "boolean",
 )
 
@@ -60,7 +64,7 @@ async def save_tickets(conn: Connection, facts: Sequence[ClockFacts]) -> None:
         return
     columns = [[getattr(f, name) for f in facts] for name in _FACTS]
     params = ", ".join(f"${n}::{t}[]" for n, t in enumerate(_FACT_TYPES, start=1))
-    updates = ", ".join(f"{c} = excluded.{c}" for c in ("group_id", "agent_id", "waiting"))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _FACTS[2:])  # all but the ids
     await conn.execute(
         f"INSERT INTO tickets ({', '.join(_FACTS)}) SELECT * FROM unnest({params}) "
         f"ON CONFLICT (ticket_id) DO UPDATE SET {updates}",

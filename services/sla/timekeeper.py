@@ -5,7 +5,8 @@ The sla service keeps, per ticket, the facts that choose targets and recipients
 metrics that start at receipt or dispatch; its first assignment starts those that start at
 assignment; responses, start of work and resolution fulfil the metrics that name them; waiting
 for the customer pauses the metrics that pause; a customer reply resumes them; a reopen restarts
-the metrics that restart; closing stops whatever still runs.
+the metrics that restart; closing stops whatever still runs. A reclassification changes the facts
+that choose the targets of clocks started afterwards.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import get_args
 
 from services.dispatch import events as dispatch
 from services.policy.sla import Metric, SlaPolicy, Start, choose
-from services.sla.clocks import SlaClock, fold
+from services.sla.clocks import SlaClock, business_calendar, fold
 from services.sla.events import ClockStarted, LadderLevel
 from shared.events import EventData
 from shared.unit_of_work import Recorder
@@ -43,6 +44,9 @@ class ClockFacts:
     group_id: str
     agent_id: str | None = None
     waiting: bool = False
+    updated_at: datetime | None = None
+    """When sla last took a lifecycle event of the ticket (what-if replays the recent ones)."""
+    closed: bool = False
 
 
 def clock_id(ticket_id: str, metric: str) -> str:
@@ -51,7 +55,12 @@ def clock_id(ticket_id: str, metric: str) -> str:
 
 
 class Timekeeper:
-    """Applies ticket events to the clocks of one batch (loaded by the caller, locked)."""
+    """Applies ticket events to the clocks of one batch (loaded by the caller, locked).
+
+    The live consumer hands it each batch; what-if (:mod:`services.sla.replay`) hands it a past
+    ticket's whole history under a proposed policy. Both get the same decisions from here and
+    from :class:`SlaClock`: there is no second copy of the rules.
+    """
 
     def __init__(
         self,
@@ -66,6 +75,10 @@ class Timekeeper:
         self.clocks = clocks
         self.changed: set[str] = set()
         self._record: Recorder | None = None
+        self._ids: dict[str, list[str]] = {}
+        self._ladder_of: tuple[SlaPolicy, list[LadderLevel]] | None = None
+        for facts in tickets.values():
+            self._answer(facts)
 
     def on(self, event: EventData, at: datetime, event_id: str, record: Recorder) -> None:  # noqa: PLR0912
         """One of dispatch's ticket events, recorded at ``at`` with id ``event_id``; the clock
@@ -79,17 +92,18 @@ class Timekeeper:
         if facts is None:
             return  # a ticket classified before sla kept clocks: nothing to time
         self.changed.add(facts.ticket_id)
+        facts.updated_at = at
         match event:
             case dispatch.TicketAssigned():
-                facts.group_id, facts.agent_id = event.group_id, event.agent_id
+                self._answer(facts, event.group_id, event.agent_id)
                 self._start(facts, "assigned", at, event_id)
             case dispatch.TicketQueued():
-                facts.group_id, facts.agent_id = event.group_id, None
+                self._answer(facts, event.group_id, None)
             case dispatch.TicketReassigned():
-                facts.group_id, facts.agent_id = event.to_group, None
+                self._answer(facts, event.to_group, None)
             case dispatch.TicketEscalated():
                 if event.to_group is not None:
-                    facts.group_id, facts.agent_id = event.to_group, None
+                    self._answer(facts, event.to_group, None)
             case dispatch.TicketResponded():
                 self._fulfil(facts, "responded", at, event_id)
             case dispatch.WorkStarted():
@@ -107,11 +121,35 @@ class Timekeeper:
             case dispatch.TicketReopened():
                 facts.waiting = False
                 self._reopened(facts, at, event_id)
+            case dispatch.TicketReclassified():
+                # Clocks keep their terms; those started from now on follow the correction.
+                facts.complexity = event.to_complexity
+                facts.complaint = event.to_category == "complaint"
+                facts.major_complaint = event.complaint_severity == "major"
             case dispatch.TicketClosed():
+                facts.closed = True
                 for clock in self._open(facts):
                     self._emit(facts, clock, clock.stop(at, "ticket_closed", event_id))
             case _:
                 pass
+
+    def forget(self) -> None:
+        """Let go of every ticket and clock (a replay goes on to the next ticket)."""
+        self.tickets.clear()
+        self.clocks.clear()
+        self.changed.clear()
+        self._ids.clear()
+
+    def fire_due(self, ticket_id: str, at: datetime, record: Recorder) -> None:
+        """Fire what the ticket's clocks have due by ``at``, as the timer worker would have at
+        each due moment (every fired event carries its ``due_at``). What-if runs this before
+        each event it replays; the live worker claims due clocks and calls ``SlaClock.fire``."""
+        facts = self.tickets.get(ticket_id)
+        if facts is None:
+            return
+        self._record = record
+        for clock in self._open(facts):
+            self._emit(facts, clock, clock.fire(at))
 
     # --- steps ----------------------------------------------------------------------------
 
@@ -128,6 +166,7 @@ class Timekeeper:
             major_complaint=event.complaint_severity == "major",
             received_at=event.received_at,
             group_id=event.group_id,
+            updated_at=at,
         )
         self.tickets[event.ticket_id] = facts
         self.changed.add(event.ticket_id)
@@ -146,6 +185,7 @@ class Timekeeper:
                 continue
             index, rule = chosen
             calendar = policy.calendars[rule.calendar]
+            target_s = rule.target.total_seconds()
             started = ClockStarted(
                 ticket_id=facts.ticket_id,
                 number=facts.number,
@@ -156,25 +196,30 @@ class Timekeeper:
                 policy_version=self.policy_version,
                 calendar_version=calendar.version,
                 started_at=at,
-                deadline=at,  # set below, through the calendar
-                target_s=rule.target.total_seconds(),
+                deadline=business_calendar(calendar.version, calendar.definition).add(at, target_s),
+                target_s=target_s,
                 rule=rule.name or f"targets[{index}]",
                 calendar=rule.calendar,
-                calendar_definition=calendar.model_dump(mode="json"),
+                calendar_definition=calendar.definition,
                 warnings=policy.warnings,
-                ladder=[
-                    LadderLevel(level=s.level, after_s=s.after.total_seconds())
-                    for s in policy.escalation
-                ],
+                ladder=self._ladder(policy),
                 pauses_when_waiting=definition.pauses_when_waiting,
                 fulfilled_by=list(definition.fulfilled_by),
                 restarts_on_reopen=definition.restarts_on_reopen,
                 group_id=facts.group_id,
                 agent_id=facts.agent_id,
             )
-            deadline = SlaClock.started(started).deadline
-            assert deadline is not None
-            self._emit(facts, None, [started.model_copy(update={"deadline": deadline})])
+            self._emit(facts, None, [started])
+
+    def _ladder(self, policy: SlaPolicy) -> list[LadderLevel]:
+        """The policy's ladder as clocks keep it (made once per policy)."""
+        if self._ladder_of is None or self._ladder_of[0] is not policy:
+            ladder = [
+                LadderLevel(level=s.level, after_s=s.after.total_seconds())
+                for s in policy.escalation
+            ]
+            self._ladder_of = (policy, ladder)
+        return self._ladder_of[1]
 
     def _fulfil(self, facts: ClockFacts, by: str, at: datetime, event_id: str) -> None:
         for clock in self._open(facts):
@@ -186,8 +231,20 @@ class Timekeeper:
             if clock.restarts_on_reopen:
                 self._emit(facts, clock, clock.restart(at, event_id))
 
+    def _answer(
+        self, facts: ClockFacts, group_id: str | None = None, agent_id: str | None = None
+    ) -> None:
+        """Who answers for the ticket now (given: it changed); its clocks' events name them."""
+        if group_id is not None:
+            facts.group_id, facts.agent_id = group_id, agent_id
+        for clock in self._of(facts):
+            clock.group_id, clock.agent_id = facts.group_id, facts.agent_id
+
     def _of(self, facts: ClockFacts) -> list[SlaClock]:
-        found = [self.clocks.get(clock_id(facts.ticket_id, m)) for m in METRICS]
+        ids = self._ids.get(facts.ticket_id)
+        if ids is None:
+            ids = self._ids[facts.ticket_id] = [clock_id(facts.ticket_id, m) for m in METRICS]
+        found = [self.clocks.get(i) for i in ids]
         return [c for c in found if c is not None]
 
     def _open(self, facts: ClockFacts) -> list[SlaClock]:

@@ -86,6 +86,26 @@ def agent_acting_as_supervisor(settings: Settings, number: str, agent: str) -> F
     return signed(COMMANDS, value, token(settings, agent), number)
 
 
+def reclassify(number: str) -> dict[str, Any]:
+    return body(number, "reclassify", complexity="complex", reason="needs an expert")
+
+
+def a_colleague_reclassifying(settings: Settings, number: str, agent: str) -> Forgery:
+    # correcting triage is for the assignee or a supervisor of the ticket's group
+    return signed(COMMANDS, reclassify(number), token(settings, "f2"), number)
+
+
+def another_groups_supervisor_reclassifying(settings: Settings, number: str, agent: str) -> Forgery:
+    # dir supervises the directors, not the front line that holds the ticket
+    return signed(COMMANDS, reclassify(number), token(settings, "dir"), number)
+
+
+def a_customer_token_reclassifying(settings: Settings, number: str, agent: str) -> Forgery:
+    # even a customer token that lists reclassify, for this very ticket
+    customer = token(settings, "customer", ticket=number, commands=("reclassify",))
+    return signed(COMMANDS, reclassify(number), customer, number)
+
+
 def system_from_the_operators_key(settings: Settings, number: str, agent: str) -> Forgery:
     ring = KeyRing.from_settings(settings)
     operators = ring.issuer_of("agents")
@@ -123,6 +143,13 @@ CASES: list[tuple[str, Make, str]] = [
     ("replayed with a new command id", replayed_with_a_new_command_id, "unauthenticated"),
     ("a customer token used on another ticket", customer_token_of_another_ticket, "not_permitted"),
     ("an agent acting as supervisor", agent_acting_as_supervisor, "not_permitted"),
+    ("a colleague reclassifying", a_colleague_reclassifying, "not_permitted"),
+    (
+        "another group's supervisor reclassifying",
+        another_groups_supervisor_reclassifying,
+        "not_permitted",
+    ),
+    ("a customer token reclassifying", a_customer_token_reclassifying, "not_permitted"),
     ("system from the operators' key", system_from_the_operators_key, "unauthenticated"),
     ("a customer token on agents.commands", customer_token_on_agent_commands, "not_permitted"),
     ("an agent changing another agent's shift", another_agents_shift, "not_permitted"),

@@ -36,7 +36,7 @@ def request(**changes: Any) -> Request:
             },
             "simple",
             "inquiry",
-            "simple-inquiry",
+            "questions",
         ),
         (
             {
@@ -46,7 +46,7 @@ def request(**changes: Any) -> Request:
             },
             "simple",
             "inquiry",
-            "simple-inquiry",
+            "questions",
         ),
         (
             {
@@ -67,7 +67,7 @@ def request(**changes: Any) -> Request:
             },
             "complex",
             "problem",
-            "outage-or-data-loss",
+            "security-or-outage",
         ),
         (
             {
@@ -198,3 +198,40 @@ def test_english_keywords_match_whole_words_and_plurals() -> None:
         VERSION,
     )
     assert result.rule == "default", "'error' must not match inside 'errand'"
+
+
+def english(subject: str, description: str = "see subject", **changes: Any) -> Any:
+    customer = {"name": "E", "email": "e@example.com", "language": "en"}
+    found = request(subject=subject, description=description, customer=customer,
+                    product_line=None, **changes)  # fmt: skip
+    return triage(found, POLICY.triage, VERSION)
+
+
+def test_an_outage_told_in_other_words_is_complex() -> None:
+    """The issue's example: no rule names it, a scope and a failure word do."""
+    result = english("Login", "nobody in the Shanghai office has been able to log in since nine")
+    assert (result.complexity, result.rule) == ("complex", "many-people-affected")
+    assert set(result.matched) >= {"nobody", "able to"}
+    chinese = triage(
+        request(
+            subject="登录", description="上海办公室所有人从九点开始都登录不上", product_line=None
+        ),
+        POLICY.triage,
+        VERSION,
+    )
+    assert (chinese.complexity, chinese.rule) == ("complex", "many-people-affected")
+
+
+def test_several_systems_failing_together_is_complex_and_synonyms_count_once() -> None:
+    together = english("Trouble", "The ERP and the VPN both fail since the update")
+    assert (together.complexity, together.rule) == ("complex", "several-systems-failing")
+    same_system = english("Mail", "My email and my mail app fail to sync")
+    assert same_system.complexity == "general", "email and mail are one system"
+
+
+def test_words_not_phrases_a_question_or_a_fault() -> None:
+    assert english("Invoices", "Could you send the invoices for October?").complexity == "simple"
+    jammed = english("Printer", "It jammed again and keeps jamming")
+    assert (jammed.complexity, jammed.matched) == ("general", ("jam",))
+    asked_about_a_fault = english("Printer?", "Why does the printer keep jamming?")
+    assert asked_about_a_fault.complexity == "general", "a question about a fault is a fault"

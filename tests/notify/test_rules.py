@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from services.notify.channels import mask, message_id, sign
-from services.notify.rules import NoticeFacts, needs_receipt, notices
+from services.notify.rules import NoticeFacts, needs_receipt, notices, recipients
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
 from tests.sla.support import T0
+from tests.support.policies import parsed, shipped, without_groups
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +89,11 @@ def test_masks_signatures_and_message_ids() -> None:
     )
     assert sign("k", "1", b"{}") != sign("k", "2", b"{}")
     assert message_id("a") == message_id("a") != message_id("b")
+
+
+def test_a_retired_groups_supervisors_are_those_of_the_group_that_took_its_tickets() -> None:
+    policy = parsed(without_groups(shipped(), {"printing": "customer-care"}, retire=True))
+    assert policy.notifications is not None
+    rule = next(r for r in policy.notifications.rules if r.to == "supervisors")
+    found = recipients(policy, rule, facts(group_id="printing"), {"group_id": "printing"})
+    assert [r.name for r in found] == ["赵磊"], "customer-care's supervisor, zhao.lei"

@@ -78,3 +78,81 @@ def test_a_calendar_without_working_time_is_refused() -> None:
         CalendarPolicy(hours={"mon": ["18:00-09:00"]})
     with pytest.raises(ValueError, match="time zone"):
         CalendarPolicy(time_zone="Mars/Olympus", always=True)
+
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+CHINA = CalendarPolicy(
+    time_zone="Asia/Shanghai",
+    hours={d: ["09:00-12:00", "13:00-18:00"] for d in ("mon", "tue", "wed", "thu", "fri")},
+    holidays=[date(2026, 10, 1), date(2026, 10, 2)],  # Thursday, Friday
+    make_up_days=[date(2026, 10, 10)],  # 调休: Saturday is a working day
+    half_days={date(2026, 9, 30): ["09:00-12:00"]},  # the eve of the holiday: mornings only
+)
+
+
+def shanghai(month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=SHANGHAI)
+
+
+def test_a_make_up_saturday_is_a_working_day_with_a_normal_days_hours() -> None:
+    calendar = BusinessCalendar(CHINA)
+    friday_evening = shanghai(10, 9, 17, 50)
+    # 10 minutes on Friday, then Saturday 2026-10-10 (调休) from 09:00: due at 09:20 that day.
+    assert calendar.add(friday_evening, 30 * 60) == shanghai(10, 10, 9, 20).astimezone(UTC)
+    # Saturday counts its lunch break out like any weekday: 8 hours from 09:00 to 18:00.
+    assert calendar.seconds_between(shanghai(10, 10), shanghai(10, 11)) == 8 * 3600
+    # An ordinary Saturday counts nothing.
+    assert calendar.seconds_between(shanghai(10, 17), shanghai(10, 18)) == 0
+
+
+def test_a_half_day_counts_its_own_hours_and_the_holidays_after_it_nothing() -> None:
+    calendar = BusinessCalendar(CHINA)
+    wednesday = shanghai(9, 30)
+    assert calendar.seconds_between(wednesday, shanghai(10, 1)) == 3 * 3600
+    # 11:30 on the half day + 1 hour: 30 minutes left that morning, the rest after the holidays
+    # (Thursday and Friday off, the weekend, Monday 09:00): Monday 09:30.
+    assert calendar.add(shanghai(9, 30, 11, 30), 3600) == shanghai(10, 5, 9, 30).astimezone(UTC)
+    # Across the whole stretch: 3 h on the half day, 0 on the holidays and the weekend.
+    assert calendar.seconds_between(wednesday, shanghai(10, 5)) == 3 * 3600
+
+
+@pytest.mark.parametrize("hours", [0.25, 1, 3, 7.5, 8, 9, 30])
+def test_adding_and_counting_agree_around_special_days(hours: float) -> None:
+    calendar = BusinessCalendar(CHINA)
+    for start in (shanghai(9, 29, 17), shanghai(9, 30, 10), shanghai(10, 9, 16)):
+        end = calendar.add(start, hours * 3600)
+        assert calendar.seconds_between(start, end) == pytest.approx(hours * 3600)
+
+
+def test_special_days_are_validated() -> None:
+    with pytest.raises(ValueError, match="not several"):
+        CalendarPolicy(
+            hours={"mon": ["09:00-18:00"]},
+            holidays=[date(2026, 10, 10)],
+            make_up_days=[date(2026, 10, 10)],
+        )
+    with pytest.raises(ValueError, match="forward interval"):
+        CalendarPolicy(
+            hours={"mon": ["09:00-18:00"]}, half_days={date(2026, 9, 30): ["12:00-09:00"]}
+        )
+
+
+def test_a_calendar_without_special_days_keeps_its_version() -> None:
+    plain = CalendarPolicy(hours={"mon": ["09:00-18:00"]}, holidays=[date(2026, 10, 1)])
+    assert plain.version == "cal:" + _old_version(plain)
+    special = CalendarPolicy(
+        hours={"mon": ["09:00-18:00"]},
+        holidays=[date(2026, 10, 1)],
+        make_up_days=[date(2026, 10, 10)],
+    )
+    assert special.version != plain.version
+
+
+def _old_version(calendar: CalendarPolicy) -> str:
+    """How versions were computed before make-up and half days existed."""
+    import hashlib
+    import json
+
+    fields = {"time_zone", "always", "hours", "holidays"}
+    text = json.dumps(calendar.model_dump(mode="json", include=fields), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

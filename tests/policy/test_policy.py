@@ -1,16 +1,18 @@
-"""The policy file: validated with line and field, versioned by content, reloaded on change."""
+"""The policy file: validated with line and field, versioned by content, reloaded on change;
+versions in a directory, each in force from its effective date."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from services.policy import DEFAULT_POLICY, Policy
-from shared.policyfile import PolicyError, PolicyWatch, load_policy, parse_policy
+from shared.policyfile import PolicyError, PolicySchedule, load_policy, parse_policy
 
 DESK = str(Path(sys.executable).parent / "desk")
 
@@ -74,16 +76,72 @@ def test_desk_policy_check_reports_valid_and_invalid_files(tmp_path: Path) -> No
 def test_a_changed_file_is_reloaded_and_an_invalid_edit_refused(tmp_path: Path) -> None:
     path = tmp_path / "policy.yaml"
     path.write_bytes(DEFAULT_POLICY.read_bytes())
-    watch = PolicyWatch(path, Policy)
-    _, first_version = watch.current()
+    schedule = PolicySchedule(path, Policy)
+    first = schedule.in_force(NOW)
 
     path.write_text(path.read_text().replace("prefix: REQ", "prefix: SR"))
     os.utime(path, ns=(1, 1))  # a new modification time even within the same clock tick
-    second, second_version = watch.current()
-    assert second.numbering.prefix == "SR"
-    assert second_version != first_version
+    second = schedule.in_force(NOW)
+    assert second.policy.numbering.prefix == "SR"
+    assert second.version != first.version
 
     path.write_bytes(BROKEN)
     os.utime(path, ns=(2, 2))
-    kept, kept_version = watch.current()
-    assert (kept, kept_version) == (second, second_version)
+    kept = schedule.in_force(NOW)
+    assert (kept.policy, kept.version) == (second.policy, second.version)
+
+
+NOW = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+def version_text(prefix: str, effective_from: str | None, approved_by: str = "孙宇") -> str:
+    """The shipped policy with another number prefix, an effective date and an approver."""
+    head = f"approved_by: {approved_by}\n"
+    if effective_from is not None:
+        head += f"effective_from: {effective_from}\n"
+    return head + DEFAULT_POLICY.read_text().replace("prefix: REQ", f"prefix: {prefix}")
+
+
+@pytest.mark.unit
+def test_a_directory_holds_versions_each_in_force_from_its_effective_date(tmp_path: Path) -> None:
+    (tmp_path / "1-base.yaml").write_text(version_text("REQ", None))
+    (tmp_path / "2-december.yaml").write_text(version_text("DEC", "2026-12-01T00:00:00+08:00"))
+    (tmp_path / "3-january.yaml").write_text(version_text("JAN", "2027-01-01T00:00:00+08:00"))
+    (tmp_path / "notes.txt").write_text("not a version")
+    schedule = PolicySchedule(tmp_path, Policy)
+    december = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)  # 2026-12-01 00:00 in Shanghai
+
+    def prefix(moment: datetime) -> str:
+        return schedule.in_force(moment).policy.numbering.prefix
+
+    assert prefix(NOW) == "REQ"
+    assert prefix(december - timedelta(microseconds=1)) == "REQ"
+    assert prefix(december) == "DEC"
+    assert prefix(datetime(2027, 6, 1, tzinfo=UTC)) == "JAN"
+    found = schedule.in_force(december)
+    assert (found.approved_by, found.effective_from) == ("孙宇", december)
+    assert found.source.endswith("2-december.yaml")
+    assert [v.policy.numbering.prefix for v in schedule.versions()] == ["REQ", "DEC", "JAN"]
+
+    # A version added later is read; one that does not validate is refused, the others stay.
+    (tmp_path / "4-broken.yaml").write_bytes(BROKEN)
+    (tmp_path / "5-earlier.yaml").write_text(version_text("NOV", "2026-11-25T00:00:00+08:00"))
+    assert prefix(datetime(2026, 11, 26, tzinfo=UTC)) == "NOV"
+    assert prefix(december) == "DEC"
+
+
+@pytest.mark.unit
+def test_before_any_version_starts_the_earliest_is_in_force(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(version_text("LATER", "2027-03-01T00:00:00+08:00"))
+    (tmp_path / "b.yaml").write_text(version_text("SOON", "2027-02-01T00:00:00+08:00"))
+    assert PolicySchedule(tmp_path, Policy).in_force(NOW).policy.numbering.prefix == "SOON"
+
+
+@pytest.mark.unit
+def test_an_effective_date_needs_an_offset_and_an_empty_directory_is_refused(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(PolicyError, match="effective_from needs a UTC offset"):
+        parse_policy(version_text("REQ", "2026-12-01T00:00:00").encode(), Policy)
+    with pytest.raises(PolicyError, match="no valid policy version"):
+        PolicySchedule(tmp_path, Policy)

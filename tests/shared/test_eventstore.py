@@ -54,6 +54,28 @@ async def conn(settings: Settings, store: EventStore) -> AsyncIterator[Connectio
 
 
 @pytest.mark.asyncio
+async def test_read_subjects_reads_many_tickets_in_one_round_trip(
+    store: EventStore, conn: Connection
+) -> None:
+    def about(subject: str, *texts: str) -> StreamAppend:
+        now = datetime.now(UTC)
+        events = [PendingEvent(Noted(text=t), now, "c", subject=subject) for t in texts]
+        return StreamAppend(f"s-{subject}", ANY_VERSION, events)
+
+    await store.append_many(conn, [about("t1", "a", "b"), about("t2", "c"), about("t3", "d")])
+    await store.append_many(conn, [about("t1", "e")])
+    found = await store.read_subjects(conn, ["t1", "t2", "t9"])
+    assert {k: [e.decode().text for e in v] for k, v in found.items()} == {  # type: ignore[attr-defined]
+        "t1": ["a", "b", "e"],
+        "t2": ["c"],
+        "t9": [],
+    }
+    assert await store.read_subjects(conn, ["t1"], types=["test.store.other.v1"]) == {"t1": []}
+    typed = await store.read_subjects(conn, ["t3"], types=[Noted.event_type()])
+    assert [e.decode().text for e in typed["t3"]] == ["d"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
 async def test_append_and_read_a_stream(store: EventStore, conn: Connection) -> None:
     done = await store.append(conn, "s-1", NO_STREAM, [pending("a"), pending("b")])
     assert [d.stream_version for d in done] == [1, 2]

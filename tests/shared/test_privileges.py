@@ -48,6 +48,8 @@ DENIED: list[tuple[str, str]] = [
     ("create a sequence", "CREATE SEQUENCE request_number_1999"),
     ("create a temporary table", "CREATE TEMP TABLE scratch (x int)"),
     ("rewrite its migrations", "DELETE FROM schema_migrations"),
+    ("rewrite its policy history", "UPDATE policy_history SET approved_by = 'x'"),
+    ("forget its policy history", "DELETE FROM policy_history"),
     ("create a schema", "CREATE SCHEMA elsewhere"),
 ]
 
@@ -74,6 +76,13 @@ async def test_a_service_role_appends_reads_and_numbers_with_what_migrations_mad
     assert await as_intake.fetchval("SELECT next_request_numbers($1, 1)", this_year) == 2
     assert await as_intake.fetchval("SELECT next_request_numbers(1999, 1)") == 1
     assert await as_intake.fetchval("SELECT to_regclass('request_number_1999')") is None
+    # What a service writes at run time when a policy version comes into force.
+    inserted = await as_intake.fetchval(
+        "INSERT INTO policy_history (version, loaded_at, source) VALUES ('v1', now(), 'p.yaml') "
+        "ON CONFLICT (version) DO NOTHING RETURNING true"
+    )
+    assert inserted is True
+    assert await as_intake.fetchval("SELECT count(*) FROM policy_history") == 1
 
 
 @pytest.mark.asyncio

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from services.sla.events import EscalationRaised
 from shared.events import EventData, new_event_id
 from shared.eventstore import EventStore, PendingEvent, with_version
 from shared.keys import Key, KeyRing
@@ -47,3 +48,17 @@ async def publish_event(
         headers.extend(seal(key, envelope))
     await kafka.publish(topic, envelope, key=stream_id, headers=headers)
     return str(pending.id)
+
+
+def escalation(ticket_id: str, number: str, level: int) -> EscalationRaised:
+    """An SLA escalation of a ticket's first response, as sla records it."""
+    return EscalationRaised(
+        ticket_id=ticket_id,
+        number=number,
+        metric="first_response",
+        level=level,
+        clock_id=f"clock-{ticket_id}-first_response",
+        breached_at=datetime(2026, 1, 1, tzinfo=UTC),
+        cause_event_id=f"breach-{number}-{level}",
+        policy_version="test",
+    )

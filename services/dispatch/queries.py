@@ -1,0 +1,53 @@
+"""What operators' tools read of dispatch's tables and events (``desk sla what-if``,
+``desk policy diff``, ``desk triage review``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+
+from services.dispatch.events import TICKET_EVENTS, TicketReclassified
+from services.dispatch.ticket import OPEN
+from shared.database import Connection
+from shared.eventstore import EventStore, RecordedEvent
+
+STORE = EventStore("dispatch", "servicedesk/dispatch")
+
+
+async def ticket_histories(
+    conn: Connection, ticket_ids: Sequence[str], types: Sequence[str] | None = None
+) -> dict[str, list[RecordedEvent]]:
+    """Each ticket's lifecycle events as dispatch recorded them (those of ``types``, else all),
+    in order, in one round trip."""
+    wanted = types if types is not None else [k.event_type() for k in TICKET_EVENTS]
+    return await STORE.read_subjects(conn, ticket_ids, wanted)
+
+
+async def tickets_per_group(conn: Connection) -> dict[str, Counter[str]]:
+    """Open tickets per group, by status (``queued``, ``assigned``, ...); empty before dispatch
+    created its tables."""
+    if await conn.fetchval("SELECT to_regclass('dispatch.tickets')") is None:
+        return {}
+    rows = await conn.fetch(
+        "SELECT group_id, status, count(*) FROM dispatch.tickets "
+        "WHERE status = ANY($1::text[]) GROUP BY 1, 2",
+        sorted(OPEN),
+    )
+    found: dict[str, Counter[str]] = {}
+    for group_id, status, count in rows:
+        found.setdefault(group_id, Counter())[status] = count
+    return found
+
+
+async def reclassifications(conn: Connection, since: datetime) -> list[TicketReclassified]:
+    """Agents' corrections of triage since ``since``, oldest first."""
+    if await conn.fetchval("SELECT to_regclass('dispatch.events')") is None:
+        return []
+    rows = await conn.fetch(
+        "SELECT envelope->>'data' FROM dispatch.events WHERE type = $1 AND occurred_at >= $2 "
+        "ORDER BY position",
+        TicketReclassified.event_type(),
+        since,
+    )
+    return [TicketReclassified.model_validate_json(row[0]) for row in rows]

@@ -1,0 +1,59 @@
+"""What a policy change does, before it is made (pure): differences and refusals."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from services.policy import Policy
+from services.policy.changes import removals, sections
+from tests.support.policies import parsed, shipped, without_groups
+
+pytestmark = pytest.mark.unit
+
+
+def policy(change: Any = None) -> Policy:
+    document = shipped()
+    if change:
+        change(document)
+    return parsed(document)
+
+
+def drop_printing(document: dict[str, Any], moved_to: str | None = None) -> None:
+    without_groups(document, {"printing": moved_to or "network"}, retire=moved_to is not None)
+
+
+def test_a_tighter_target_a_make_up_day_and_a_moved_group_are_listed() -> None:
+    def change(document: dict[str, Any]) -> None:
+        for rule in document["sla"]["targets"]:
+            if rule.get("name") == "simple response":
+                rule["target"] = "20m"
+        document["sla"]["calendars"]["office"]["make_up_days"].append("2027-02-20")
+        drop_printing(document, "network")
+
+    found = {s.title: s.lines for s in sections(policy(), policy(change))}
+    assert found["sla targets"][0].startswith("target simple response: first_response 30m on")
+    assert "20m on office" in found["sla targets"][0]
+    assert found["sla targets"][-1].startswith("running clocks keep the terms they started with")
+    assert found["calendars"] == ["calendar office: make_up_days + 2027-02-20"]
+    assert "group printing removed, its tickets move to network" in found["groups and agents"]
+    assert "matrix printer/*: printing -> -" in found["routing"]
+    assert "triage rules" not in found
+
+
+def test_removing_a_group_is_refused_while_it_holds_tickets_or_the_ladder_names_it() -> None:
+    queued = {"printing": Counter({"queued": 2})}
+    [stranded] = removals(policy(), policy(drop_printing), queued)
+    assert stranded.refused is not None and "it holds open tickets (2 queued)" in stranded.refused
+    [empty] = removals(policy(), policy(drop_printing), {})
+    assert empty.refused is None, "a group with no tickets may simply go"
+    [mapped] = removals(policy(), policy(lambda d: drop_printing(d, "network")), queued)
+    assert (mapped.refused, mapped.moved_to) == (None, "network")
+
+    def drop_supervisors(document: dict[str, Any]) -> None:
+        without_groups(document, {"supervisors": "experts"})
+
+    [on_ladder] = removals(policy(), policy(drop_supervisors), {})
+    assert on_ladder.refused is not None and "escalation level 2 names it" in on_ladder.refused
