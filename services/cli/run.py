@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services import build_service, desk_settings, port_of, service_migrations
+from services import build_service, desk_settings, port_of, service_migrations, service_names
 from services.cli.context import console, fail, load_settings, pick_services, run_async
 from shared.database import connect
 from shared.health import check_all
@@ -22,6 +22,7 @@ from shared.local.infrastructure import run_file, start_infrastructure, write_ru
 from shared.local.supervisor import Supervisor
 from shared.logging import configure_logging
 from shared.migrations import migrate as apply_migrations
+from shared.relay import ReplayRefused
 from shared.relay import replay as replay_store
 from shared.settings import Settings
 
@@ -216,23 +217,51 @@ def migrate(services: ServicesOption = None) -> None:
 def replay(
     services: ServicesOption = None,
     from_position: Annotated[
-        int, typer.Option("--from", help="Republish events after this position.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--from",
+            help="Republish events after this position of one service's store (default: all).",
+            show_default=False,
+        ),
+    ] = None,
+    skip_unpublished: Annotated[
+        bool,
+        typer.Option(
+            help="Allow moving the relay forward past events it has not published yet "
+            "(they are then never published)."
+        ),
+    ] = False,
 ) -> None:
-    """Republish events from the store to Kafka (after a broker lost its data, for instance)."""
+    """Republish events from the store to Kafka (after a broker lost its data, for instance).
+
+    Without ``--from`` every event of each store named (all by default) is published again. A
+    position belongs to one store, so ``--from`` takes exactly one service; it never moves the
+    relay past events it has not published unless ``--skip-unpublished`` says so.
+    """
     settings = load_settings()
     if not settings.database_url:
         raise fail("DATABASE_URL is not set and no `desk up` is running")
     names = pick_services(services)
+    if from_position is not None and len(names) != 1:
+        raise fail(
+            "--from is a position in one service's store: name exactly one service "
+            f"(one of {', '.join(service_names())})"
+        )
+    position = from_position or 0
 
     async def go() -> dict[str, int]:
         conn = await connect(settings.require_database_url())
         try:
-            return {n: await replay_store(conn, n, from_position) for n in names}
+            return {
+                n: await replay_store(conn, n, position, skip_unpublished=skip_unpublished)
+                for n in names
+            }
         finally:
             await conn.close()
 
-    for name, count in run_async(go()).items():
-        console.print(
-            f"{name}: {count} events after position {from_position} queued for publishing"
-        )
+    try:
+        counts = run_async(go())
+    except ReplayRefused as refused:
+        raise fail(f"nothing replayed: {refused}") from None
+    for name, count in counts.items():
+        console.print(f"{name}: {count} events after position {position} queued for publishing")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,13 +10,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
 import pytest
 
-from services import service_names
+from services import service_migrations, service_names
+from shared.database import connect
+from shared.eventstore import EventStore, PendingEvent
 from shared.local.ports import free_port
+from shared.migrations import migrate
+from shared.settings import Settings
+from tests.support.probe import CounterBumped
 
 DESK = str(Path(sys.executable).parent / "desk")
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,3 +124,90 @@ def test_up_runs_everything_status_sees_it_and_ctrl_c_leaves_nothing_behind(
     assert strays == []
     assert not (Path(desk_env["DESK_DATA_DIR"]) / "run.json").exists()
     assert wait_for_status(desk_env, want=1, timeout=10).returncode == 1
+
+
+# --- desk replay: one store at a time, never forward by accident ---------------------------
+
+
+async def stores_with_unpublished_events(settings: Settings) -> None:
+    """intake: 5 events, all published (relay at 5); dispatch: 3 events, only the first
+    published (relay at 1); sla and notify: empty stores."""
+    conn = await connect(settings.require_database_url())
+    try:
+        for service in service_names():
+            await migrate(conn, service, service_migrations(service))
+        for service, events, published in (("intake", 5, 5), ("dispatch", 3, 1)):
+            store = EventStore(service, f"servicedesk/{service}")
+            for n in range(events):
+                pending = PendingEvent(CounterBumped(counter="c", amount=n), datetime.now(UTC), "c")
+                await store.append(conn, "counter-c", None, [pending])
+            await conn.execute(
+                f"INSERT INTO {service}.checkpoints (name, position) VALUES ('relay', $1)",
+                published,
+            )
+    finally:
+        await conn.close()
+
+
+async def relay_checkpoints(settings: Settings) -> dict[str, int]:
+    conn = await connect(settings.require_database_url())
+    try:
+        return {
+            service: await conn.fetchval(
+                f"SELECT position FROM {service}.checkpoints WHERE name = 'relay'"
+            )
+            for service in ("intake", "dispatch")
+        }
+    finally:
+        await conn.close()
+
+
+async def desk_with(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings.environment()}
+    return await asyncio.to_thread(desk, *args, env=env)
+
+
+@pytest.mark.asyncio
+async def test_replay_from_a_position_names_one_store(settings: Settings) -> None:
+    await stores_with_unpublished_events(settings)
+
+    everywhere = await desk_with(settings, "replay", "--from", "2")
+    assert everywhere.returncode != 0
+    assert "one service" in everywhere.stdout
+    assert await relay_checkpoints(settings) == {"intake": 5, "dispatch": 1}
+
+    back = await desk_with(settings, "replay", "intake", "--from", "2")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "intake: 3 events after position 2" in back.stdout
+    assert await relay_checkpoints(settings) == {"intake": 2, "dispatch": 1}
+
+
+@pytest.mark.asyncio
+async def test_replay_never_moves_a_checkpoint_forward_unless_told(settings: Settings) -> None:
+    await stores_with_unpublished_events(settings)
+
+    forward = await desk_with(settings, "replay", "dispatch", "--from", "3")
+    assert forward.returncode != 0
+    assert "never published" in forward.stdout and "--skip-unpublished" in forward.stdout
+    assert await relay_checkpoints(settings) == {"intake": 5, "dispatch": 1}
+
+    past_the_end = await desk_with(
+        settings, "replay", "dispatch", "--from", "4", "--skip-unpublished"
+    )
+    assert past_the_end.returncode != 0
+    assert await relay_checkpoints(settings) == {"intake": 5, "dispatch": 1}
+
+    told = await desk_with(settings, "replay", "dispatch", "--from", "3", "--skip-unpublished")
+    assert told.returncode == 0, told.stdout + told.stderr
+    assert await relay_checkpoints(settings) == {"intake": 5, "dispatch": 3}
+
+
+@pytest.mark.asyncio
+async def test_replay_without_a_position_republishes_every_store_from_the_start(
+    settings: Settings,
+) -> None:
+    await stores_with_unpublished_events(settings)
+    result = await desk_with(settings, "replay")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert await relay_checkpoints(settings) == {"intake": 0, "dispatch": 0}
+    assert "intake: 5 events" in result.stdout and "dispatch: 3 events" in result.stdout
