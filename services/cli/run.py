@@ -18,7 +18,13 @@ from services.cli.context import console, fail, load_settings, pick_services, ru
 from shared.database import connect
 from shared.health import check_all
 from shared.kafka import ensure_topics
-from shared.local.infrastructure import run_file, start_infrastructure, write_run_file
+from shared.local.infrastructure import (
+    read_run_file,
+    run_file,
+    start_infrastructure,
+    write_run_file,
+)
+from shared.local.ports import free_port
 from shared.local.supervisor import Supervisor
 from shared.logging import configure_logging
 from shared.migrations import migrate as apply_migrations
@@ -33,6 +39,7 @@ ServicesOption = Annotated[
 
 def register(app: typer.Typer) -> None:
     app.command()(up)
+    app.command()(serve)
     app.command()(status)
     app.command()(migrate)
     app.command()(replay)
@@ -97,6 +104,7 @@ async def _up(
                 settings.data_dir,
                 {
                     **infra.describe(),
+                    "environment": env,
                     "desk_pid": os.getpid(),
                     "services": {n: c.pid for n, c in supervisor.children.items()},
                     "ports": _ports(ready_settings, names),
@@ -176,6 +184,31 @@ def _banner(settings: Settings, names: list[str], seconds: float) -> None:
 
 def _ports(settings: Settings, names: list[str]) -> dict[str, int]:
     return {name: port_of(settings, name) for name in names}
+
+
+def serve(
+    service: Annotated[str, typer.Argument(help="The service to run one more instance of.")],
+    port: Annotated[
+        int, typer.Option(help="Its HTTP port (default: a free one).", show_default=False)
+    ] = 0,
+) -> None:
+    """Run one more instance of a service in the foreground, beside those `desk up` runs.
+
+    It gets the environment `desk up` gives its own services (from its run file; or the
+    configured servers when nothing runs), joins their consumer groups and shares their work.
+    The process becomes the service (same pid); Ctrl-C or SIGTERM stops it.
+    """
+    [name] = pick_services([service])
+    settings = desk_settings()
+    running = read_run_file(settings.data_dir) or {}
+    env = {**os.environ, **running.get("environment", {})}
+    if not env.get("DATABASE_URL") or not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        raise fail("DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS unknown and no `desk up` is running")
+    chosen = port or free_port(settings.http_host)
+    env[f"DESK_{name.upper()}_PORT"] = str(chosen)
+    console.print(f"another {name} instance, on http://{settings.http_host}:{chosen}/ready")
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", f"services.{name}"], env)
 
 
 def status(
