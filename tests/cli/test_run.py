@@ -288,3 +288,13 @@ async def test_replay_without_a_position_republishes_every_store_from_the_start(
     assert result.returncode == 0, result.stdout + result.stderr
     assert await relay_checkpoints(settings) == {"intake": 0, "dispatch": 0}
     assert "intake: 5 events" in result.stdout and "dispatch: 3 events" in result.stdout
+
+
+def test_serve_needs_a_running_desk_up_or_configured_servers(desk_env: dict[str, str]) -> None:
+    """`desk serve` adds an instance to a running system; with nothing to join it says so."""
+    alone = desk("serve", "dispatch", env=desk_env)
+    assert alone.returncode != 0
+    assert "no `desk up` is running" in alone.stdout
+    unknown = desk("serve", "billing", env=desk_env)
+    assert unknown.returncode != 0
+    assert "unknown service billing" in unknown.stdout + unknown.stderr

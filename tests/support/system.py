@@ -17,28 +17,35 @@ Use::
         figures = await system.invariant.wait(timeout=120, since=system.fault_ended)
         assert figures.holds, figures.problems
 
+``running_system(log_dir, env=…)`` starts it (``DESK_CLOCK=driven``, free ports, the
+receivers; ``env`` adds settings) and stops everything at the end — Ctrl-C to ``desk up``, then
+the receivers — keeping ``desk up``'s log and the receivers' journal in ``log_dir``.
+
 ``System`` — the running system:
 
-* ``settings`` (:class:`~shared.settings.Settings` pointing at its PostgreSQL, broker and
-  ports), ``services`` (each service built, not started: its topics, consumer groups, routes),
-  ``data_dir``, ``log`` (``desk up``'s output), ``run()`` (the run file, read now), ``pid(name)``
-  (``desk``, ``broker``, ``postgres`` or a service), ``now()`` (its clock);
+* what it is: ``settings`` (:class:`~shared.settings.Settings` pointing at its PostgreSQL,
+  broker and ports), ``services`` (each service built, not started: its topics, consumer
+  groups, routes), ``data_dir``, ``log`` (``desk up``'s output), ``run()`` (the run file, read
+  now), ``pid(name)`` (``desk``, ``broker``, ``postgres`` or a service), ``now()`` (its clock),
+  ``cpu_seconds()`` (CPU so far of each process, PostgreSQL with its backends: costs per ticket);
 * clients: ``adapter`` (:class:`~tests.support.traffic.Adapter`: ``publish(n)``, ``burst(n)``,
-  ``steady(rate)``; ``accepted`` requests with their times), ``desk``
-  (:class:`~tests.support.traffic.AgentDesk`: ``working()``; ``commands`` sent), ``poison(topic,
-  kind)``;
+  ``steady(rate)``; ``published`` / ``accepted``: request key -> wall time), ``desk``
+  (:class:`~tests.support.traffic.AgentDesk`: ``working()``; ``commands`` sent),
+  ``poison(topic, kind, shape, event_type)``;
 * watchers: ``observer`` (:class:`~tests.support.observer.Observer`: every record of every
-  topic, with its arrival time; ``watch()`` for values), ``lag``
-  (:class:`~tests.support.observer.ConsumerLag`), ``receivers`` (notices by key, with arrival
-  times), ``invariant`` (:class:`~tests.support.invariant.Invariant`: ``measure()``,
-  ``wait()`` -> :class:`~tests.support.invariant.Figures`);
-* faults: ``send_signal(name, sig)``, ``kill(name)`` / ``terminate(*names)`` (services; wait
+  topic, with its arrival time; ``watch(topic, type, fn)`` for values), ``lag``
+  (:class:`~tests.support.observer.ConsumerLag`: records behind, per group), ``receivers``
+  (:class:`~tests.support.receivers.Receivers`: ``received()`` notices with key and arrival
+  time, ``counts()`` by key), ``invariant`` (:class:`~tests.support.invariant.Invariant`:
+  ``measure()``, ``wait(timeout, since)`` -> :class:`~tests.support.invariant.Figures`, whose
+  ``summary()`` is JSON-ready; ``events(service, kind)``: the stores as last read);
+* faults: ``send_signal(name, sig)``; ``kill(name)`` / ``terminate(*names)`` (services: wait
   for their exit — ``terminate`` returns each one's drain time — and for ``desk up`` to have
-  them back), ``pause_broker(seconds)`` (SIGSTOP … SIGCONT),
-  ``restart_postgres(mode)`` (``fast`` / ``immediate``), ``extra_instance(name)`` (one more
-  instance, through ``desk serve``), ``set_clock(moment)`` (with ``DESK_CLOCK=driven``);
-  ``fault_ended`` is the wall time the last fault was cleared;
-* ``cpu_seconds()``: CPU time so far of each process of the system (for costs per ticket).
+  them back, ready); ``pause_broker(seconds)`` (SIGSTOP … SIGCONT); ``restart_postgres(mode)``
+  (``fast`` / ``immediate``); ``extra_instance(name)`` -> :class:`Instance` (one more instance,
+  through ``desk serve``) and ``stop_instance(instance)``; ``set_clock(moment)``.
+  ``fault_ended`` is the wall time the last fault was cleared (what ``wait(since=…)`` counts
+  recovery from).
 """
 
 from __future__ import annotations
