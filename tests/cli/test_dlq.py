@@ -53,13 +53,19 @@ async def dead_letter_in_intake_and_dispatch(settings: Settings, kafka: KafkaPro
         await producer.stop()
 
 
-async def replayed(settings: Settings, service: str) -> list[bool]:
+async def replayed(settings: Settings) -> dict[str, list[bool]]:
+    """Service -> whether each of its dead letters was replayed."""
     conn = await connect(settings.require_database_url())
     try:
-        letters = await list_dead_letters(conn, service, include_replayed=True)
+        return {
+            service: [
+                d.replayed_at is not None
+                for d in await list_dead_letters(conn, service, include_replayed=True)
+            ]
+            for service in ("intake", "dispatch")
+        }
     finally:
         await conn.close()
-    return [d.replayed_at is not None for d in letters]
 
 
 @pytest.mark.asyncio
@@ -75,8 +81,7 @@ async def test_a_bare_id_is_refused_because_every_service_numbers_its_own(
     bare = await desk(settings, "dlq", "replay", "1")
     assert bare.returncode != 0
     assert "intake/1" in bare.stdout and "dispatch/1" in bare.stdout  # it says which it could be
-    assert await replayed(settings, "intake") == [False]
-    assert await replayed(settings, "dispatch") == [False]
+    assert await replayed(settings) == {"intake": [False], "dispatch": [False]}
 
 
 @pytest.mark.asyncio
@@ -87,8 +92,7 @@ async def test_a_service_qualified_id_replays_that_dead_letter_only(
 
     result = await desk(settings, "dlq", "replay", "intake/1")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert await replayed(settings, "intake") == [True]
-    assert await replayed(settings, "dispatch") == [False]
+    assert await replayed(settings) == {"intake": [True], "dispatch": [False]}
     [back] = await kafka.await_records(
         "requests.incoming", lambda r: r.header("dlq_replayed_from") == "intake/1"
     )
@@ -104,8 +108,7 @@ async def test_a_bare_id_is_read_in_the_one_service_named(
 
     result = await desk(settings, "dlq", "replay", "1", "--service", "dispatch")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert await replayed(settings, "intake") == [False]
-    assert await replayed(settings, "dispatch") == [True]
+    assert await replayed(settings) == {"intake": [False], "dispatch": [True]}
 
 
 @pytest.mark.asyncio
@@ -117,7 +120,7 @@ async def test_naming_a_dead_letter_that_is_not_pending_replays_nothing(
     result = await desk(settings, "dlq", "replay", "intake/1", "dispatch/9")
     assert result.returncode != 0
     assert "dispatch/9" in result.stdout
-    assert await replayed(settings, "intake") == [False]
+    assert (await replayed(settings))["intake"] == [False]
 
     unknown = await desk(settings, "dlq", "replay", "billing/1")
     assert unknown.returncode != 0
