@@ -19,12 +19,15 @@ import httpx
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from services import desk_settings, port_of
-from shared.database import create_database, drop_database, with_database
+from services import desk_settings, key_issuers, port_of, service_migrations, service_names
+from shared.database import connect, create_database, drop_database, with_database
 from shared.kafka import client_options
+from shared.keys import KeyRing, local_key_file
 from shared.local.broker import EMBEDDED_BROKER_SETTINGS
 from shared.local.infrastructure import Infrastructure, start_infrastructure
 from shared.logging import configure_logging
+from shared.privileges import OWNER_ROLE, hand_over, provision, role_url, service_role
+from shared.provenance import seal
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,15 +41,26 @@ async def bench_world(**overrides: Any) -> AsyncIterator[tuple[Settings, Infrast
     configure_logging("bench", log_format="console", level="WARNING")
     data_dir = Path(tempfile.mkdtemp(prefix="desk-bench-"))
     base = desk_settings(data_dir=data_dir)
-    infra = await start_infrastructure(base)
+    infra = await start_infrastructure(base, services=service_names())
     name = f"bench_{uuid4().hex[:8]}"
-    admin = infra.database_url
+    admin = infra.admin_url or infra.database_url
     await create_database(admin, name)
+    database_url = with_database(admin, name)
+    if infra.admin_url is not None:  # the embedded server: an owner and a role per service
+        conn = await connect(database_url)
+        try:
+            await hand_over(conn, name, ())
+        finally:
+            await conn.close()
+        database_url = role_url(database_url, OWNER_ROLE)
     broker = EMBEDDED_BROKER_SETTINGS if infra.embedded_broker else {}
+    keys = local_key_file(data_dir / "keys.json", {**key_issuers(), "bench": ("system",)})
     settings = base.replace(
-        database_url=with_database(admin, name),
+        database_url=database_url,
         kafka_bootstrap_servers=infra.bootstrap_servers,
         topic_prefix=f"b{uuid4().hex[:8]}.",
+        local_mode=True,
+        keys_file=keys,
         **broker,
         **overrides,
     )
@@ -199,8 +213,17 @@ class Watcher:
 
 
 async def start_service(name: str, settings: Settings) -> asyncio.subprocess.Process:
-    """A service as its own process (as in production), ready."""
+    """A service as its own process, as in production: migrated by the owner, run as its own
+    database role; ready."""
     env = {**settings.environment(), "DESK_LOG_LEVEL": "WARNING", "DESK_LOG_FORMAT": "json"}
+    conn = await connect(settings.require_database_url())
+    try:
+        await provision(conn, name, service_migrations(name))
+        env["DATABASE_URL"] = role_url(settings.require_database_url(), service_role(name))
+    except LookupError:  # an external server without the roles: the configured URL it is
+        pass
+    finally:
+        await conn.close()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", f"services.{name}", env={**os.environ, **env}, cwd=ROOT
     )
@@ -219,6 +242,13 @@ async def start_service(name: str, settings: Settings) -> asyncio.subprocess.Pro
 
 Outgoing = list[tuple[str, bytes, list[tuple[str, bytes]]]]
 """(key, value, headers) of records to publish."""
+
+
+def sealed(settings: Settings, publisher: str, records: Outgoing) -> Outgoing:
+    """Records sealed by ``publisher``'s key, as its relay seals them (``shared.provenance``)."""
+    key = KeyRing.from_settings(settings).signing_key(publisher)
+    assert key is not None, f"no key of {publisher}"
+    return [(k, v, [*h, *seal(key, v)]) for k, v, h in records]
 
 
 async def publish(producer: AIOKafkaProducer, topic: str, events: Outgoing) -> None:

@@ -5,7 +5,9 @@
 dispatch runs as its own process with the shipped policy, every agent's capacity raised so that
 every ticket is assigned (a full group would queue it, which is not what this measures). Phase 1
 publishes ``--tickets`` triaged events (as intake's relay would) as fast as it can and measures
-how fast assigned events come out: ``tickets_per_s``. Phase 2 offers a steady
+how fast assigned events come out: ``tickets_per_s``, and the CPU each process spent per ticket
+during that burst (``cpu_ms_per_ticket``: dispatch, PostgreSQL, the broker, the benchmark), which
+says more than a rate on a machine shared with other work. Phase 2 offers a steady
 ``--steady-rate`` and measures each ticket's latency from publish to its assigned event:
 ``p50_ms``, ``p99_ms``.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from bench._support import Watcher, bench_settings, publish, report, start_service
+from bench._support import CpuMeter, Watcher, bench_world, publish, report, sealed, start_service
 from services.intake.events import TicketTriaged, ticket_stream
 from services.policy import DEFAULT_POLICY
 from shared.events import new_event_id
@@ -95,7 +97,10 @@ def triaged_events(count: int, run: str) -> list[tuple[str, bytes, list[tuple[st
 
 
 async def main(total: int, steady_rate: float, steady_seconds: float) -> None:
-    async with bench_settings(dispatch_port=free_port(), policy_file=bench_policy()) as settings:
+    async with bench_world(dispatch_port=free_port(), policy_file=bench_policy()) as (
+        settings,
+        infrastructure,
+    ):
         topics = [settings.topic(t) for t in (INTAKE_EVENTS, EVENTS)]
         await ensure_topics(settings, topics)
         service = await start_service("dispatch", settings)
@@ -105,13 +110,18 @@ async def main(total: int, steady_rate: float, steady_seconds: float) -> None:
         topic = settings.topic(INTAKE_EVENTS)
         try:
             await watcher.start()
-            await publish(producer, topic, triaged_events(500, "WARM"))
+            await publish(producer, topic, sealed(settings, "intake", triaged_events(500, "WARM")))
             await watcher.wait_for(500, 120)
 
+            meter = CpuMeter([service.pid], infrastructure)
+            meter.start()
             started = time.perf_counter()
-            await publish(producer, topic, triaged_events(total, "BURST"))
+            await publish(
+                producer, topic, sealed(settings, "intake", triaged_events(total, "BURST"))
+            )
             await watcher.wait_for(500 + total, 600)
             throughput = total / (max(watcher.arrived.values()) - started)
+            cpu = meter.stop(total)
             latencies = await steady(producer, settings, watcher, steady_rate, steady_seconds)
         finally:
             await watcher.stop()
@@ -126,6 +136,7 @@ async def main(total: int, steady_rate: float, steady_seconds: float) -> None:
             "steady_offered_per_s": steady_rate,
             "steady_tickets": len(latencies),
             "burst_tickets": total,
+            "cpu_ms_per_ticket": cpu,
         }
     )
 
@@ -134,7 +145,7 @@ async def steady(
     producer: AIOKafkaProducer, settings: Settings, watcher: Watcher, rate: float, seconds: float
 ) -> list[float]:
     topic = settings.topic(INTAKE_EVENTS)
-    events = triaged_events(int(rate * seconds), "STEADY")
+    events = sealed(settings, "intake", triaged_events(int(rate * seconds), "STEADY"))
     sent_at: dict[str, float] = {}
     expected = len(watcher.arrived) + len(events)
     started = time.perf_counter()

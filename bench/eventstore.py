@@ -23,7 +23,9 @@ from shared.database import connect
 from shared.events import EventData, event
 from shared.eventstore import ANY_VERSION, EventStore, PendingEvent, StreamAppend
 from shared.kafka import ensure_topics, make_producer
+from shared.keys import KeyRing
 from shared.migrations import kernel_migrations, migrate
+from shared.provenance import use_catalogue
 from shared.relay import Relay
 from shared.service import Service
 from shared.settings import Settings
@@ -103,6 +105,7 @@ async def relay_all(settings: Settings, head: int) -> float:
         schema=SCHEMA,
         producer=producer,
         route=lambda _: settings.topic(TOPIC),
+        key=KeyRing.from_settings(settings).signing_key(SCHEMA),
         batch_size=settings.relay_batch_size,
     )
     conn = await connect(settings.require_database_url(), schema=SCHEMA)
@@ -163,6 +166,9 @@ async def consume_all(settings: Settings, total: int, subscription: EventSubscri
         subscriptions=[subscription],
         port=0,
     )
+    conn = await connect(settings.require_database_url())
+    await migrate(conn, service.name, service.migrations)  # as `desk migrate` would
+    await conn.close()
     await service.app.start()
     try:
         await service.pool.execute(
@@ -182,8 +188,14 @@ async def consume_all(settings: Settings, total: int, subscription: EventSubscri
 async def main(single: int, batched: int, batch_size: int) -> None:
     # One consumer per subscription: with two, the embedded broker's rebalance when the second
     # joins (seconds) lands inside the measured window and the figure measures the rebalance.
+    # The bench's own store publishes Touched; its consumers check that against the catalogue.
+    use_catalogue(lambda: {Touched.event_type(): SCHEMA})
+    consumers = KeyRing.generate({"bench_counter": ["system"], "bench_observer": ["system"]})
     async with bench_settings(
-        relay_batch_size=5000, consumer_batch_size=1000, consumer_concurrency=1
+        relay_batch_size=5000,
+        consumer_batch_size=1000,
+        consumer_concurrency=1,
+        keys=consumers.dump(),
     ) as settings:
         await ensure_topics(settings, [settings.topic(TOPIC)])
         conn = await connect(settings.require_database_url())

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from bench._support import Outgoing, bench_settings, publish, report, start_service
+from bench._support import Outgoing, bench_settings, publish, report, sealed, start_service
 from services.dispatch.events import TicketAssigned
 from services.intake.events import CustomerDetails, TicketReceived, TicketTriaged, ticket_stream
 from services.policy import DEFAULT_POLICY
@@ -57,7 +57,10 @@ def _record(
 
 def ticket_events(count: int) -> tuple[Outgoing, Outgoing]:
     """(intake's events, dispatch's events) for ``count`` tickets."""
-    intake, dispatch = EventStore("intake", "servicedesk/intake"), EventStore("d", "servicedesk/d")
+    intake, dispatch = (
+        EventStore("intake", "servicedesk/intake"),
+        EventStore("d", "servicedesk/dispatch"),
+    )
     now = datetime.now(UTC)
     intake_out: Outgoing = []
     dispatch_out: Outgoing = []
@@ -165,8 +168,9 @@ async def run(tickets: int) -> dict[str, Any]:
             intake, dispatch = ticket_events(tickets)
             try:
                 started = time.perf_counter()
-                await publish(producer, topics["intake.events"], intake)
-                await publish(producer, topics["dispatch.events"], dispatch)
+                await publish(producer, topics["intake.events"], sealed(settings, "intake", intake))
+                dispatched = sealed(settings, "dispatch", dispatch)
+                await publish(producer, topics["dispatch.events"], dispatched)
                 deadline = time.monotonic() + 600
                 queued_s: float | None = None
                 database = await connect(settings.require_database_url(), schema="notify")

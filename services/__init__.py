@@ -21,9 +21,11 @@ from importlib import import_module
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
+from shared.provenance import use_catalogue
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from shared.events import EventData
     from shared.migrations import Migration
     from shared.service import Service
 
@@ -98,6 +100,44 @@ def service_migrations(name: str) -> list[Migration]:
 
     module = import_module(f"services.{name}.app")
     return [*kernel_migrations(), *module.MIGRATIONS]
+
+
+def service_publishes(name: str) -> dict[str, tuple[type[EventData], ...]]:
+    """What a service publishes, by topic: ``PUBLISHES`` of its ``events`` module."""
+    module = f"services.{name}.events"
+    if find_spec(module) is None:
+        return {}
+    publishes: dict[str, tuple[type[EventData], ...]] = getattr(
+        import_module(module), "PUBLISHES", {}
+    )
+    return publishes
+
+
+def event_owners() -> dict[str, str]:
+    """The catalogue: each event type and the one service that publishes it."""
+    owners: dict[str, str] = {}
+    for name in service_names():
+        for types in service_publishes(name).values():
+            for cls in types:
+                owner = owners.setdefault(cls.event_type(), name)
+                if owner != name:
+                    raise LookupError(f"{cls.event_type()} is published by {owner} and {name}")
+    return owners
+
+
+use_catalogue(event_owners)
+"""Every process that runs a service imports this package first: the kernel's consumers check
+each event's producer against this catalogue (``shared.provenance``)."""
+
+
+def key_issuers() -> dict[str, tuple[str, ...]]:
+    """Who signs, and what each may vouch for: the operators' ``desk`` tool (agents), every
+    service (``system``, and its own events), notify also customers of one ticket (the signed
+    link of a resolution notice). ``desk up`` and the tests make a local key for each."""
+    issuers: dict[str, tuple[str, ...]] = {"desk": ("agents",)}
+    for name in service_names():
+        issuers[name] = ("system", "customers") if name == "notify" else ("system",)
+    return issuers
 
 
 def load_all_events() -> None:

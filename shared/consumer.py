@@ -3,7 +3,8 @@
 A :class:`Subscription` says what a consumer reads and how it handles a batch; the
 :class:`ConsumerRunner` does the rest, the same way for all four services:
 
-1. **Decode** each record. Bytes that are not a valid message go straight to ``<topic>.dlq``.
+1. **Decode** each record. Bytes that are not a valid message go straight to ``<topic>.dlq``,
+   and so does an event not published by its type's owner (:mod:`shared.provenance`).
 2. **Apply** the whole poll in one transaction: claim every message id in
    ``processed_messages`` (a redelivered message is already there and is skipped), run the
    handler on the new ones, append the events it recorded, feed the inline projections, commit.
@@ -54,6 +55,7 @@ from shared.metrics import (
     MESSAGES_HANDLED,
     MESSAGES_RETRIED,
 )
+from shared.provenance import Forged
 from shared.scheduling import backoff
 from shared.unit_of_work import UnitOfWork
 
@@ -105,6 +107,9 @@ class Subscription(ABC, Generic[T]):
     description: str = ""
     payload: Any = None
     """Type of one decoded message, shown in the AsyncAPI document."""
+    written_by: str = "clients"
+    """Who writes these topics when no service publishes them (the Kafka ACLs): ``clients``
+    (channel adapters, agent desks) or ``operator`` (the ``desk`` tools)."""
 
     @abstractmethod
     def decode(self, record: Record) -> T:
@@ -346,6 +351,14 @@ class ConsumerRunner(Generic[T]):
             if not self.subscription.wants(item):
                 entries.append(record)
                 continue
+            if isinstance(item, Delivered):
+                try:
+                    self.service.provenance.check(record, item.envelope)
+                except Forged as forged:
+                    async with self.service.pool.acquire() as conn, conn.transaction():
+                        await self._dead_letter(conn, record, forged.reason, str(forged), 1)
+                    entries.append(record)
+                    continue
             entries.append(Inbound(record, item, self.subscription.message_id(item, record)))
         return entries
 

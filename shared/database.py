@@ -51,9 +51,12 @@ async def connect(
     return conn
 
 
-async def create_pool(settings: Settings, *, schema: str, application: str) -> asyncpg.Pool:
+async def create_pool(
+    settings: Settings, *, schema: str, application: str, url: str | None = None
+) -> asyncpg.Pool:
+    """A pool on ``url`` (default: the settings' ``DATABASE_URL``) bound to ``schema``."""
     pool = await asyncpg.create_pool(
-        settings.require_database_url(),
+        url or settings.require_database_url(),
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         command_timeout=settings.db_command_timeout.total_seconds(),

@@ -31,6 +31,10 @@ class Reason:
     """An event type this consumer's registry does not know."""
     HANDLER_FAILED = "handler_failed"
     """The handler raised on every attempt."""
+    UNAUTHENTICATED = "unauthenticated"
+    """An event without a valid seal of its type's owner (missing, unknown key, mismatch)."""
+    FOREIGN_SOURCE = "foreign_source"
+    """An event of a type its producer does not own (its ``source`` or seal names another)."""
 
 
 @dataclass(frozen=True, slots=True)

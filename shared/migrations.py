@@ -1,10 +1,12 @@
-"""Versioned SQL migrations, applied per service schema by ``desk migrate`` and at service start.
+"""Versioned SQL migrations, applied per service schema by ``desk migrate`` as the owner role.
 
 A schema gets the kernel's migrations (``shared/sql``: event store, consumer tracking,
 checkpoints, dead letters) and then its service's own (``services/<name>/sql``). Files are named
 ``NNN_what.sql`` and applied in order, each set in one transaction under an advisory lock, so two
 instances starting at once do not race. An applied migration whose file later changed is an
-error: history is never rewritten, a new file is added instead.
+error: history is never rewritten, a new file is added instead. A service never migrates: it
+runs as a role that may create nothing, and at start it checks that its schema is migrated
+(:func:`check_migrated`), refusing to start otherwise.
 """
 
 from __future__ import annotations
@@ -104,3 +106,25 @@ async def migrate(conn: Connection, schema: str, migrations: list[Migration]) ->
     if applied_now:
         log.info("migrations applied", schema=schema, migrations=applied_now)
     return applied_now
+
+
+async def check_migrated(conn: Connection, schema: str, migrations: list[Migration]) -> None:
+    """Raise :class:`MigrationError` unless every migration is applied to ``schema``, unchanged."""
+    schema = identifier(schema)
+    table = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.schema_migrations")
+    rows = (
+        await conn.fetch(f"SELECT source, version, checksum FROM {schema}.schema_migrations")
+        if table is not None
+        else []
+    )
+    done = {(r["source"], r["version"]): r["checksum"] for r in rows}
+    missing = [
+        f"{m.source}/{m.version:03d}_{m.name}"
+        for m in migrations
+        if done.get((m.source, m.version)) != m.checksum
+    ]
+    if missing:
+        raise MigrationError(
+            f"schema {schema} is not migrated ({', '.join(missing)} missing or changed): "
+            "run `desk migrate` as the owner role first"
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -36,13 +37,19 @@ def policy_version(content: bytes) -> str:
     return "sha256:" + hashlib.sha256(content).hexdigest()[:16]
 
 
-def load_policy(path: Path, model: type[M]) -> tuple[M, str]:
+Check = Callable[[M], list[tuple[tuple[int | str, ...], str]]]
+"""More rules, that need more than the file (settings): each problem's field path and message."""
+
+
+def load_policy(path: Path, model: type[M], check: Check[M] | None = None) -> tuple[M, str]:
     """Read and validate a policy file; return the model and its version."""
     content = path.read_bytes()
-    return parse_policy(content, model, source=str(path)), policy_version(content)
+    return parse_policy(content, model, source=str(path), check=check), policy_version(content)
 
 
-def parse_policy(content: bytes, model: type[M], *, source: str = "<policy>") -> M:
+def parse_policy(
+    content: bytes, model: type[M], *, source: str = "<policy>", check: Check[M] | None = None
+) -> M:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -57,15 +64,24 @@ def parse_policy(content: bytes, model: type[M], *, source: str = "<policy>") ->
     if not isinstance(data, dict):
         raise PolicyError(source, [f"{source}:1: the policy must be a mapping of sections"])
     try:
-        return model.model_validate(data)
+        policy = model.model_validate(data)
     except ValidationError as error:
-        problems = []
-        for item in error.errors():
-            path = item["loc"]
-            line = _line_of(node, path)
-            where = f"{source}:{line}" if line else source
-            problems.append(f"{where}: {_dotted(path)}: {item['msg']}")
-        raise PolicyError(source, problems) from None
+        found = [(item["loc"], item["msg"]) for item in error.errors()]
+        raise PolicyError(source, _located(node, source, found)) from None
+    if check is not None and (found := check(policy)):
+        raise PolicyError(source, _located(node, source, found))
+    return policy
+
+
+def _located(
+    node: yaml.Node | None, source: str, found: list[tuple[tuple[int | str, ...], str]]
+) -> list[str]:
+    problems = []
+    for path, message in found:
+        line = _line_of(node, path)
+        where = f"{source}:{line}" if line else source
+        problems.append(f"{where}: {_dotted(path)}: {message}")
+    return problems
 
 
 class PolicyWatch(Generic[M]):
@@ -75,11 +91,12 @@ class PolicyWatch(Generic[M]):
     edit that does not validate is refused (logged) and the previous policy stays in force.
     """
 
-    def __init__(self, path: Path, model: type[M]) -> None:
+    def __init__(self, path: Path, model: type[M], check: Check[M] | None = None) -> None:
         self.path = path
         self.model = model
+        self.check = check
         self._stamp = self._stat()
-        self._policy, self.version = load_policy(path, model)
+        self._policy, self.version = load_policy(path, model, check)
 
     def _stat(self) -> tuple[int, int]:
         stat = os.stat(self.path)
@@ -94,7 +111,7 @@ class PolicyWatch(Generic[M]):
         if stamp != self._stamp:
             self._stamp = stamp
             try:
-                self._policy, self.version = load_policy(self.path, self.model)
+                self._policy, self.version = load_policy(self.path, self.model, self.check)
             except (OSError, PolicyError) as error:
                 log.error(
                     "policy change refused; keeping the previous policy",

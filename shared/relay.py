@@ -2,9 +2,10 @@
 
 The event store is the outbox. Inside each service process a relay reads events after its
 checkpoint, publishes them (key = stream id, value = the JSON envelope, CloudEvents ``ce_*``
-headers), waits until the broker has acknowledged every one, and only then moves its checkpoint.
-A crash before publishing loses nothing (the events are still after the checkpoint); a crash
-after publishing but before the checkpoint publishes them again, and consumers skip what they
+headers, and the service's seal of the value: :mod:`shared.provenance`), waits until the
+broker has acknowledged every one, and only then moves its checkpoint. A crash before
+publishing loses nothing (the events are still after the checkpoint); a crash after publishing
+but before the checkpoint publishes them again, and consumers skip what they
 have applied. ``LISTEN``/``NOTIFY`` wakes the relay when an append commits; it also polls, in case
 a notification is missed. One instance per service relays at a time (a session advisory lock);
 the others stand by and take over within a poll interval when it dies.
@@ -26,8 +27,10 @@ from shared.events import format_time
 from shared.eventstore import with_version
 from shared.faults import crash_point
 from shared.kafka import partition_for
+from shared.keys import Key
 from shared.logging import get_logger
 from shared.metrics import EVENTS_PUBLISHED, RELAY_LAG, RELAY_LEADER
+from shared.provenance import seal
 
 log = get_logger(__name__)
 
@@ -47,6 +50,7 @@ class Relay:
         schema: str,
         producer: AIOKafkaProducer,
         route: TopicRoute,
+        key: Key | None,
         batch_size: int = 2000,
         poll_interval: timedelta = timedelta(seconds=1),
     ) -> None:
@@ -55,6 +59,7 @@ class Relay:
         self.schema = identifier(schema)
         self.producer = producer
         self.route = route
+        self.key = key
         self.batch_size = batch_size
         self.poll_interval = poll_interval.total_seconds()
         self.leader = False
@@ -149,6 +154,8 @@ class Relay:
             if cause is not None:
                 headers.append(("ce_causationid", cause.encode()))
             value = with_version(raw, version).encode()
+            if self.key is not None:
+                headers.extend(seal(self.key, value))
             batch = batches.get((topic, partition))
             if batch is None:
                 batch = batches[(topic, partition)] = producer.create_batch()

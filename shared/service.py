@@ -11,8 +11,10 @@ deliveries). Each service's ``app.py`` only says *what* it consumes, produces an
                        publishes={"intake.events": [TicketReceived, ...]},
                        subscriptions=[...], projections=[...])
 
-and ``python -m services.<name>`` serves it with :func:`serve`. Start order: pool, migrations,
-topics, producer, projection catch-up, then consumers, then relay and workers; stop in reverse.
+and ``python -m services.<name>`` serves it with :func:`serve`. Start order: credentials checked,
+pool (as the service's own database role), migrations checked (``desk migrate`` applies them, as
+the owner), topics, producer, projection catch-up, then consumers, then relay and workers; stop
+in reverse.
 """
 
 from __future__ import annotations
@@ -40,9 +42,12 @@ from shared.deadletter import DeadLetters, dlq_topic
 from shared.events import EnvelopeOf, EventData
 from shared.eventstore import EventStore
 from shared.kafka import ensure_topics, make_broker, make_producer
+from shared.keys import KeyRing, weak_secrets
 from shared.logging import configure_logging, get_logger
-from shared.migrations import Migration, kernel_migrations, migrate
+from shared.migrations import Migration, check_migrated, kernel_migrations
+from shared.privileges import role_problems
 from shared.projection import Projection, catch_up
+from shared.provenance import Provenance, catalogue
 from shared.relay import Relay
 from shared.settings import Settings
 
@@ -74,6 +79,9 @@ class Service:
         self.port = port
         self.settings = settings
         self.schema = name
+        self.database_url = settings.database_url
+        """The URL this service connects with: its own login role's (``shared.privileges``)."""
+        self.keys = KeyRing.from_settings(settings)
         self.publishes = {topic: tuple(types) for topic, types in publishes.items()}
         self._routes = {
             cls.event_type(): topic for topic, types in publishes.items() for cls in types
@@ -95,6 +103,7 @@ class Service:
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
         self._dead_letters: DeadLetters | None = None
+        self._provenance: Provenance | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.relay: Relay | None = None
         self.app = AsgiFastStream(
@@ -136,6 +145,12 @@ class Service:
         return self._dead_letters
 
     @property
+    def provenance(self) -> Provenance:
+        if self._provenance is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._provenance
+
+    @property
     def clock(self) -> Clock:
         if self._clock is None:
             self._clock = DatabaseClock(self.pool, driven=self.settings.clock == "driven")
@@ -170,11 +185,25 @@ class Service:
 
     async def _start_storage(self) -> None:
         settings = self.settings
+        self._refuse_weak_credentials()
         self._pool = await create_pool(
-            settings, schema=self.schema, application=f"servicedesk-{self.name}"
+            settings,
+            schema=self.schema,
+            application=f"servicedesk-{self.name}",
+            url=self.database_url,
         )
-        async with self.pool.acquire() as conn:
-            await migrate(conn, self.schema, self.migrations)
+        try:
+            async with self.pool.acquire() as conn:
+                await check_migrated(conn, self.schema, self.migrations)
+                if problems := await role_problems(conn, self.schema):
+                    if not settings.local_mode:
+                        raise RuntimeError(f"{self.name} refuses to start: {'; '.join(problems)}")
+                    log.warning("running with more database rights than needed", problems=problems)
+        except BaseException:
+            await self._close_storage()
+            raise
+        owners = {**catalogue(), **dict.fromkeys(self._routes, self.name)}
+        self._provenance = Provenance(self.keys, owners)
         if settings.kafka_create_topics:
             await ensure_topics(settings, self.topics())
         self._producer = make_producer(
@@ -189,10 +218,11 @@ class Service:
     async def _start_background(self) -> None:
         self.relay = Relay(
             service=self.name,
-            database_url=self.settings.require_database_url(),
+            database_url=self.database_url or self.settings.require_database_url(),
             schema=self.schema,
             producer=self.producer,
             route=self.topic_for,
+            key=self.keys.signing_key(self.name),  # present whenever it publishes (start checks)
             batch_size=self.settings.relay_batch_size,
             poll_interval=self.settings.relay_poll_interval,
         )
@@ -204,6 +234,20 @@ class Service:
                 )
             )
         log.info("service started", topics=self.topics(), port=self.port)
+
+    def _refuse_weak_credentials(self) -> None:
+        """Outside local mode: no keys, weak keys or default secrets stop the start. Anywhere:
+        a service that publishes needs its own key, or no consumer would accept its events."""
+        if not self.settings.local_mode:
+            problems = self.keys.problems(issuer=self.name if self.publishes else None)
+            problems += weak_secrets(self.settings)
+            if problems:
+                raise RuntimeError(f"{self.name} refuses to start: {'; '.join(problems)}")
+        if self.publishes and self.keys.signing_key(self.name) is None:
+            raise RuntimeError(
+                f"{self.name} has no key to seal its events with: add a key of issuer "
+                f"{self.name!r} to DESK_KEYS_FILE or DESK_KEYS (`desk up` makes local ones)"
+            )
 
     async def _stop_background(self) -> None:
         for runner in self.consumers:

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.durations import Duration
@@ -136,6 +136,33 @@ class Settings(BaseSettings):
         default="INFO", description="Lowest level written."
     )
 
+    # --- security -------------------------------------------------------------------------
+    local_mode: bool = Field(
+        default=False,
+        description="This machine only (`desk up` and the tests set it): loopback webhook and "
+        "SMS endpoints are allowed. Outside it a process refuses to start without keys, with a "
+        "weak or well-known key or secret, or connected to PostgreSQL as a superuser or owner.",
+    )
+    keys_file: Path | None = Field(
+        default=None,
+        description="JSON key ring: each key's kid, issuer, what it vouches for and secret "
+        "(`desk up` writes `<data dir>/keys.json`).",
+    )
+    keys: SecretStr | None = Field(
+        default=None,
+        description="More keys, as the same JSON (from a secret store); added to the file's.",
+    )
+    token_max_ttl: Duration = Field(
+        default=timedelta(days=7),
+        description="Longest lifetime of an accepted token; at most DESK_PROCESSED_RETENTION, "
+        "so a replayed command is either remembered or expired.",
+    )
+    allow_private_endpoints: bool = Field(
+        default=False,
+        description="Allow webhook and SMS endpoints in private, loopback and link-local "
+        "ranges (local mode allows loopback).",
+    )
+
     # --- kernel tuning --------------------------------------------------------------------
     relay_batch_size: int = Field(
         default=2000, ge=1, description="Events the relay reads and publishes per round."
@@ -179,6 +206,12 @@ class Settings(BaseSettings):
         if value and not all(c.isalnum() or c in "._-" for c in value):
             raise ValueError("topic prefix may contain letters, digits, '.', '_' and '-' only")
         return value
+
+    @model_validator(mode="after")
+    def _tokens_expire_before_ids_are_forgotten(self) -> Self:
+        if self.token_max_ttl > self.processed_retention:
+            raise ValueError("token_max_ttl must not exceed processed_retention")
+        return self
 
     # --- derived --------------------------------------------------------------------------
     def replace(self, **changes: Any) -> Self:

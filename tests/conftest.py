@@ -94,6 +94,8 @@ def make_settings(
             "consumer_retry_backoff_max": "1s",
             "relay_poll_interval": "200ms",
             "log_format": "json",
+            "local_mode": True,
+            "keys_file": infrastructure.keys_file,
             **{port_field(name): free_port() for name in service_names()},
             **infrastructure.broker_settings,
         }

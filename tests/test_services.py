@@ -30,7 +30,9 @@ from services import (
 )
 from services.cli import app as desk
 from services.cli.docs import asyncapi_document, settings_table
+from shared.privileges import create_roles, role_url, service_role
 from tests.conftest import SettingsFactory
+from tests.support.infrastructure import SessionInfrastructure
 from tests.support.waiting import eventually
 
 SIXTH = {
@@ -123,10 +125,19 @@ def test_a_sixth_service_has_settings_from_its_environment_and_a_row_in_the_tabl
 
 @pytest.mark.asyncio
 async def test_a_sixth_service_is_migrated_built_served_and_seen_by_desk_status(
-    sixth: str, make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    sixth: str,
+    make_settings: SettingsFactory,
+    infrastructure: SessionInfrastructure,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     settings = make_settings()
     assert [m.source for m in service_migrations(sixth)][-1] == "sixth"
+    admin = await asyncpg.connect(infrastructure.admin_database_url)
+    try:  # what a superuser does once per cluster for a new service (desk up does it locally)
+        await create_roles(admin, [sixth])
+    finally:
+        await admin.close()
     for variable, value in {
         "DATABASE_URL": settings.require_database_url(),
         "KAFKA_BOOTSTRAP_SERVERS": settings.require_bootstrap_servers(),
@@ -147,6 +158,7 @@ async def test_a_sixth_service_is_migrated_built_served_and_seen_by_desk_status(
         await conn.close()
 
     service = build_service(sixth, settings)
+    service.database_url = role_url(settings.require_database_url(), service_role(sixth))
     assert (service.name, service.port) == (sixth, port_of(settings, sixth))
     server = uvicorn.Server(
         uvicorn.Config(service.app, port=service.port, log_config=None, lifespan="on")

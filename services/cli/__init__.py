@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import demo, dlq, docs, policy, run, sla, tickets
+from services.cli import acls, demo, dlq, docs, policy, run, sla, tickets, tokens
 
 app = typer.Typer(
     name="desk",
@@ -24,8 +24,11 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
 app.add_typer(tickets.app, name="ticket")
 app.add_typer(sla.app, name="sla")
+app.add_typer(tokens.app, name="token")
+app.add_typer(tokens.keys_app, name="keys")
 docs.register(app)
 app.command()(demo.demo)
+app.command()(acls.acls)
 
 
 def main() -> None:

@@ -18,8 +18,8 @@ T = TypeVar("T")
 
 
 def load_settings() -> Settings:
-    """Every service's settings from the environment; where the infrastructure is unset, the one
-    `desk up` started, and the ports it gave the services."""
+    """Every service's settings from the environment; where the infrastructure and the keys
+    are unset, those of the running `desk up`, and the ports it gave the services."""
     settings = desk_settings()
     running = read_run_file(settings.data_dir)
     if not running:
@@ -30,6 +30,8 @@ def load_settings() -> Settings:
     if not settings.kafka_bootstrap_servers:
         update["kafka_bootstrap_servers"] = running.get("bootstrap_servers")
         update.update(running.get("broker_settings", {}))
+    if settings.keys_file is None and settings.keys is None and running.get("keys_file"):
+        update["keys_file"] = running["keys_file"]
     fields = desk_settings_class().model_fields
     for name, port in running.get("ports", {}).items():
         if port_field(name) in fields:

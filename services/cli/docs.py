@@ -125,7 +125,12 @@ def asyncapi_document() -> str:
             "version": "1",
             "description": (
                 "Every topic servicedesk reads or writes. Events travel as CloudEvents 1.0 "
-                "structured envelopes (key = stream id) with ce_* binary-mode headers."
+                "structured envelopes (key = stream id) with ce_* binary-mode headers, sealed "
+                "by the publishing service: desk_kid (its key id) and desk_seal (base64url "
+                "HMAC-SHA256 of the value); a consumer accepts an event type only from the "
+                "service that owns it. Commands carry a credential: desk_token (a JWT's "
+                "header.payload, HS256, kid) and desk_proof (base64url HMAC-SHA256 of the value "
+                "keyed by the token's signature); see docs/security.md."
             ),
         },
         "defaultContentType": "application/json",

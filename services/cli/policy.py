@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from services.cli.context import console
-from services.policy import DEFAULT_POLICY, Policy
+from services.cli.context import console, load_settings
+from services.policy import DEFAULT_POLICY, Policy, endpoints_allowed
 from shared.policyfile import PolicyError, load_policy
 
 app = typer.Typer(help="The system's policy file.", no_args_is_help=True)
@@ -22,7 +22,7 @@ def check(
 ) -> None:
     """Validate a policy file; print its version, or each problem with its line and field."""
     try:
-        policy, version = load_policy(file, Policy)
+        policy, version = load_policy(file, Policy, endpoints_allowed(load_settings()))
     except FileNotFoundError:
         console.print(f"[bold red]{file}: no such file[/]")
         raise typer.Exit(2) from None

@@ -13,12 +13,21 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services import build_service, desk_settings, port_of, service_migrations, service_names
+from services import (
+    build_service,
+    desk_settings,
+    key_issuers,
+    port_of,
+    service_migrations,
+    service_names,
+)
 from services.cli.context import console, fail, load_settings, pick_services, run_async
 from shared.database import connect
 from shared.health import check_all
 from shared.kafka import ensure_topics
+from shared.keys import local_key_file
 from shared.local.infrastructure import (
+    Infrastructure,
     read_run_file,
     run_file,
     start_infrastructure,
@@ -28,6 +37,7 @@ from shared.local.ports import free_port
 from shared.local.supervisor import Supervisor
 from shared.logging import configure_logging
 from shared.migrations import migrate as apply_migrations
+from shared.privileges import provision
 from shared.relay import ReplayRefused
 from shared.relay import replay as replay_store
 from shared.settings import Settings
@@ -78,8 +88,9 @@ async def _up(
         loop.add_signal_handler(sig, stop.set)
 
     started = time.monotonic()
-    background: list[asyncio.Task[None]] = []
-    infra = await start_infrastructure(settings)
+    background: list[asyncio.Task[int]] = []
+    infra = await start_infrastructure(settings, services=service_names())
+    _local_mode(settings, infra)
     supervisor = Supervisor(raw_logs=raw_logs)
     mail = contextlib.ExitStack()
     mailbox = None
@@ -94,17 +105,23 @@ async def _up(
             infra.extra_env["DESK_SMTP_PORT"] = str(sink.port)
         os.environ.update(infra.environment())
         ready_settings = desk_settings()
-        await _prepare(ready_settings, names, fresh_broker=infra.embedded_broker)
-        env = infra.environment()
+        await _prepare(
+            ready_settings,
+            names,
+            fresh_broker=infra.embedded_broker,
+            roles=bool(infra.service_urls),
+        )
         for name in names:
-            await supervisor.start(name, [sys.executable, "-m", f"services.{name}"], env)
+            argv = [sys.executable, "-m", f"services.{name}"]
+            await supervisor.start(name, argv, infra.service_environment(name))
 
         def record() -> None:
             write_run_file(
                 settings.data_dir,
                 {
                     **infra.describe(),
-                    "environment": env,
+                    "keys_file": ready_settings.keys_file,
+                    "environments": {n: infra.service_environment(n) for n in names},
                     "desk_pid": os.getpid(),
                     "services": {n: c.pid for n, c in supervisor.children.items()},
                     "ports": _ports(ready_settings, names),
@@ -119,12 +136,7 @@ async def _up(
             if mailbox is not None:
                 console.print(f"No SMTP server is configured: email notices land in {mailbox}/.")
             if demo:
-                from services.intake.demo import run_demo
-
-                async def demo_traffic() -> None:
-                    await run_demo(ready_settings, rate=demo_rate, stop=stop)
-
-                background.append(loop.create_task(demo_traffic()))
+                background.extend(_demo(ready_settings, demo_rate, stop))
         await stop.wait()
         console.print("[bold]stopping…[/]")
         return 0
@@ -140,15 +152,41 @@ async def _up(
         console.print("[bold]stopped[/]: services, broker and database are down")
 
 
-async def _prepare(settings: Settings, names: list[str], *, fresh_broker: bool) -> None:
-    """Topics, migrations and — on a fresh in-memory broker — replay of every event store."""
+def _demo(settings: Settings, rate: float, stop: asyncio.Event) -> list[asyncio.Task[int]]:
+    """Demo requests, and demo agents and customers working the tickets, until ``stop``."""
+    from services.dispatch.demo import run_desk_work
+    from services.intake.demo import run_demo
+
+    return [
+        asyncio.create_task(run_demo(settings, rate=rate, stop=stop), name="demo requests"),
+        asyncio.create_task(run_desk_work(settings, stop=stop), name="demo work"),
+    ]
+
+
+def _local_mode(settings: Settings, infra: Infrastructure) -> None:
+    """What `desk up` adds for every process: local mode, and local keys unless keys are
+    configured (made once in the data directory, so tokens outlive a restart)."""
+    infra.extra_env["DESK_LOCAL_MODE"] = "true"
+    if settings.keys_file is None and settings.keys is None:
+        keys = local_key_file(settings.data_dir / "keys.json", key_issuers())
+        infra.extra_env["DESK_KEYS_FILE"] = str(keys.resolve())
+
+
+async def _prepare(
+    settings: Settings, names: list[str], *, fresh_broker: bool, roles: bool
+) -> None:
+    """Topics, migrations as the owner (and each service's rights, when each has its own role)
+    and — on a fresh in-memory broker — replay of every event store."""
     services = [build_service(n, settings) for n in names]
     topics = sorted({t for s in services for t in s.topics()})
     await ensure_topics(settings, topics)
     conn = await connect(settings.require_database_url())
     try:
         for name in names:
-            await apply_migrations(conn, name, service_migrations(name))
+            if roles:
+                await provision(conn, name, service_migrations(name))
+            else:
+                await apply_migrations(conn, name, service_migrations(name))
             if fresh_broker:
                 count = await replay_store(conn, name, 0)
                 if count:
@@ -194,14 +232,17 @@ def serve(
 ) -> None:
     """Run one more instance of a service in the foreground, beside those `desk up` runs.
 
-    It gets the environment `desk up` gives its own services (from its run file; or the
-    configured servers when nothing runs), joins their consumer groups and shares their work.
-    The process becomes the service (same pid); Ctrl-C or SIGTERM stops it.
+    It gets the environment `desk up` gives that service (from its run file: its database
+    role, keys, the infrastructure; or the configured servers when nothing runs), joins its
+    consumer groups and shares their work. The process becomes the service (same pid); Ctrl-C
+    or SIGTERM stops it.
     """
     [name] = pick_services([service])
     settings = desk_settings()
-    running = read_run_file(settings.data_dir) or {}
-    env = {**os.environ, **running.get("environment", {})}
+    running = read_run_file(settings.data_dir)
+    if running is not None and name not in running.get("environments", {}):
+        raise fail(f"the running `desk up` does not run {name}")
+    env = {**os.environ, **(running or {}).get("environments", {}).get(name, {})}
     if not env.get("DATABASE_URL") or not env.get("KAFKA_BOOTSTRAP_SERVERS"):
         raise fail("DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS unknown and no `desk up` is running")
     chosen = port or free_port(settings.http_host)
@@ -230,7 +271,8 @@ def status(
 
 
 def migrate(services: ServicesOption = None) -> None:
-    """Apply database migrations (kernel and service) to each service's schema."""
+    """As the owner role: apply database migrations (kernel and service) to each service's
+    schema, and grant each service's own role its rights there."""
     settings = load_settings()
     if not settings.database_url:
         raise fail("DATABASE_URL is not set and no `desk up` is running")
@@ -239,11 +281,15 @@ def migrate(services: ServicesOption = None) -> None:
     async def go() -> dict[str, list[str]]:
         conn = await connect(settings.require_database_url())
         try:
-            return {n: await apply_migrations(conn, n, service_migrations(n)) for n in names}
+            return {n: await provision(conn, n, service_migrations(n)) for n in names}
         finally:
             await conn.close()
 
-    for name, applied in run_async(go()).items():
+    try:
+        done = run_async(go())
+    except LookupError as error:
+        raise fail(str(error)) from None
+    for name, applied in done.items():
         console.print(f"{name}: {', '.join(applied) if applied else 'up to date'}")
 
 

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from services.dispatch.events import (
-    AGENT_EVENTS,
-    AGENT_REJECTIONS,
-    EVENTS_TOPIC,
-    TICKET_EVENTS,
-    TICKET_REJECTIONS,
-    AgentCommandRejected,
-    TicketCommandRejected,
-)
+from services.dispatch.events import PUBLISHES
 from services.dispatch.handlers import Commands, DeskSession, Events
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.storage import AgentRoster, TicketBoard
 from services.policy import watch_policy
+from shared.keys import KeyRing
 from shared.migrations import load
 from shared.service import Service
 from shared.settings import Settings
@@ -30,12 +23,11 @@ def build(settings: Settings) -> Service:
         own,
         port=own.dispatch_port,
         description="Classification matrix, routing to groups and agents, the ticket lifecycle.",
-        publishes={
-            EVENTS_TOPIC: [*TICKET_EVENTS, *AGENT_EVENTS],
-            TICKET_REJECTIONS: [TicketCommandRejected],
-            AGENT_REJECTIONS: [AgentCommandRejected],
-        },
-        subscriptions=[Events(session), Commands(session)],
+        publishes=PUBLISHES,
+        subscriptions=[
+            Events(session),
+            Commands(session, KeyRing.from_settings(own), own.token_max_ttl),
+        ],
         projections=[TicketBoard(), AgentRoster()],
         migrations=MIGRATIONS,
     )

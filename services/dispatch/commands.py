@@ -1,8 +1,9 @@
 """Commands agent desks and operator tools send: ``tickets.commands`` and ``agents.commands``.
 
-Each carries a ``command_id`` (the same id twice is one command), the ``actor`` (an agent id of
-the directory, ``customer`` or ``system``) and its target. :func:`read_ticket_command` and
-:func:`read_agent_command` never raise: bytes that are not a valid command come back as an
+Each carries a ``command_id`` (the same id twice from the same actor is one command) and its
+target; the actor is whoever the record's credential proves (:mod:`services.dispatch.authority`),
+so ``actor`` in the payload is optional and must name the same one. :func:`read_ticket_command`
+and :func:`read_agent_command` never raise: bytes that are not a valid command come back as an
 :class:`Unreadable` with the reason ``invalid_command``.
 """
 
@@ -51,7 +52,11 @@ class _Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     command_id: Id
-    actor: Id = Field(description="An agent id of the directory, 'customer' or 'system'.")
+    actor: Id | None = Field(
+        default=None,
+        description="Optional: the credential's subject (an agent id, 'customer' or 'system'); "
+        "a command naming another actor is refused as unauthenticated.",
+    )
     issued_at: datetime | None = None
 
 
@@ -164,6 +169,7 @@ class SetCapacity(_AgentCommand):
 
 
 AgentCommand = Annotated[GoOnShift | GoOffShift | SetCapacity, Field(discriminator="type")]
+AGENT_COMMAND_TYPES = (GoOnShift, GoOffShift, SetCapacity)
 
 _TICKET = TypeAdapter[TicketCommand](TicketCommand)
 _AGENT = TypeAdapter[AgentCommand](AgentCommand)

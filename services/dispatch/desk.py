@@ -161,18 +161,19 @@ class Desk:
         if ticket is None:
             return CommandRefusal("unknown_ticket", f"no ticket numbered {command.ticket_number}")
         try:
-            kinds = self._actor_kinds(command.actor, ticket)
-            self._run(command, ticket, kinds)
+            actor = _actor(command)
+            kinds = self._actor_kinds(actor, ticket)
+            self._run(command, actor, ticket, kinds)
         except Refused as refused:
             return CommandRefusal(refused.reason, refused.detail, ticket.status)
         return None
 
     def _run(  # noqa: PLR0912 - one branch per command reads better than a table of lambdas
-        self, command: TicketCommand, ticket: Ticket, kinds: set[ActorKind]
+        self, command: TicketCommand, actor: str, ticket: Ticket, kinds: set[ActorKind]
     ) -> None:
         check(command.type, ticket, kinds)
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
-        agent = ticket.agent_id or command.actor
+        agent = ticket.agent_id or actor
         match command:
             case Accept():
                 self._emit(ticket, TicketAccepted(**ids, agent_id=agent))
@@ -181,7 +182,7 @@ class Desk:
                     ticket,
                     TicketResponded(
                         **ids,
-                        agent_id=command.actor,
+                        agent_id=actor,
                         message=command.message,
                         first_response=not ticket.responded,
                     ),
@@ -189,7 +190,7 @@ class Desk:
             case StartWork():
                 self._emit(ticket, WorkStarted(**ids, agent_id=agent))
             case AddNote():
-                self._emit(ticket, NoteAdded(**ids, agent_id=command.actor, note=command.note))
+                self._emit(ticket, NoteAdded(**ids, agent_id=actor, note=command.note))
             case RequestCustomerInfo():
                 self._emit(
                     ticket, WaitingForCustomer(**ids, agent_id=agent, question=command.question)
@@ -201,27 +202,25 @@ class Desk:
                 )
                 self._free(freed)
             case Reopen():
-                self._reopen(ticket, command)
+                self._reopen(ticket, command, actor)
             case Close():
-                self._emit(ticket, TicketClosed(**ids, actor=command.actor))
+                self._emit(ticket, TicketClosed(**ids, actor=actor))
             case Reassign():
-                self._reassign(ticket, command, kinds)
+                self._reassign(ticket, command, actor, kinds)
             case Escalate():
                 level = ticket.escalation_level + 1
                 if level not in self._ladder:
                     raise Refused(
                         "no_escalation_level", f"no escalation level {level} in the policy"
                     )
-                self._escalate(
-                    ticket, level, f"manual: {command.reason}", None, actor=command.actor
-                )
+                self._escalate(ticket, level, f"manual: {command.reason}", None, actor=actor)
             case RecordSatisfaction():
                 if ticket.satisfaction is not None:
                     raise Refused("already_recorded", "satisfaction was already recorded")
                 self._emit(
                     ticket,
                     SatisfactionRecorded(
-                        **ids, score=command.score, comment=command.comment, actor=command.actor
+                        **ids, score=command.score, comment=command.comment, actor=actor
                     ),
                 )
 
@@ -229,29 +228,34 @@ class Desk:
         agent = self.board.agents.get(command.agent_id)
         if agent is None:
             return CommandRefusal("unknown_agent", f"no agent {command.agent_id} in the directory")
-        actor = self.policy.directory.agent.get(command.actor)
-        if command.actor not in (command.agent_id, "system") and not (actor and actor.supervises):
-            return CommandRefusal("not_permitted", "only the agent, a supervisor or the system may")
+        try:
+            actor = _actor(command)
+        except Refused as refused:
+            return CommandRefusal(refused.reason, refused.detail)
+        directory = self.policy.directory
+        supervisor = any(directory.supervises(actor, g) for g in agent.profile.groups)
+        if actor not in (command.agent_id, "system") and not supervisor:
+            return CommandRefusal(
+                "not_permitted", "only the agent, a supervisor of their group or the system may"
+            )
         stream = agent_stream(agent.id)
         match command:
             case GoOnShift():
                 if agent.on_shift:
                     return CommandRefusal("illegal_transition", f"{agent.id} is already on shift")
                 agent.on_shift = True
-                self._record_agent(stream, ShiftStarted(agent_id=agent.id, actor=command.actor))
+                self._record_agent(stream, ShiftStarted(agent_id=agent.id, actor=actor))
                 self._serve(agent.profile.groups)
             case GoOffShift():
                 if not agent.on_shift:
                     return CommandRefusal("illegal_transition", f"{agent.id} is not on shift")
                 agent.on_shift = False
-                self._record_agent(stream, ShiftEnded(agent_id=agent.id, actor=command.actor))
+                self._record_agent(stream, ShiftEnded(agent_id=agent.id, actor=actor))
             case SetCapacity():
                 agent.capacity = command.capacity
                 self._record_agent(
                     stream,
-                    CapacityChanged(
-                        agent_id=agent.id, capacity=command.capacity, actor=command.actor
-                    ),
+                    CapacityChanged(agent_id=agent.id, capacity=command.capacity, actor=actor),
                 )
                 self._serve(agent.profile.groups)
         return None
@@ -363,10 +367,10 @@ class Desk:
                     ),
                 )
 
-    def _reopen(self, ticket: Ticket, command: Reopen) -> None:
+    def _reopen(self, ticket: Ticket, command: Reopen, actor: str) -> None:
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
         agent = self.board.agents.get(ticket.agent_id or "")
-        self._emit(ticket, TicketReopened(**ids, actor=command.actor, reason=command.reason))
+        self._emit(ticket, TicketReopened(**ids, actor=actor, reason=command.reason))
         if self.policy.routing.reopen_to_same_agent and agent is not None and agent.has_room:
             self.board.take(agent.id)  # back with the agent who resolved it
             return
@@ -384,7 +388,9 @@ class Desk:
         )
         self._route(ticket, group, cause="reopened")
 
-    def _reassign(self, ticket: Ticket, command: Reassign, kinds: set[ActorKind]) -> None:
+    def _reassign(
+        self, ticket: Ticket, command: Reassign, actor: str, kinds: set[ActorKind]
+    ) -> None:
         directory = self.policy.directory
         target_agent = None
         if command.to_agent is not None:
@@ -412,7 +418,7 @@ class Desk:
             TicketReassigned(
                 ticket_id=ticket.ticket_id,
                 number=ticket.number,
-                actor=command.actor,
+                actor=actor,
                 from_group=ticket.group_id,
                 from_agent=ticket.agent_id,
                 to_group=group,
@@ -463,9 +469,16 @@ class Desk:
         kinds: set[ActorKind] = {"agent"}
         if actor == ticket.agent_id:
             kinds.add("assignee")
-        if profile.supervises:
+        if self.policy.directory.supervises(actor, ticket.group_id):
             kinds.add("supervisor")
         return kinds
+
+
+def _actor(command: TicketCommand | AgentCommand) -> str:
+    """The actor the command's credential proved (dispatch sets it before the desk sees it)."""
+    if command.actor is None:
+        raise Refused("unknown_actor", "the command has no actor")
+    return command.actor
 
 
 _LOADED_STATES = ("assigned", "accepted", "in_progress", "waiting_for_customer")

@@ -254,3 +254,12 @@ class TicketCommandRejected(CommandRejected):
 @event("servicedesk.agent_command.rejected", version=1)
 class AgentCommandRejected(CommandRejected):
     """An agent command that changed nothing, and why (on ``agents.commands.rejected``)."""
+
+
+PUBLISHES: dict[str, tuple[type[EventData], ...]] = {
+    EVENTS_TOPIC: (*TICKET_EVENTS, *AGENT_EVENTS),
+    TICKET_REJECTIONS: (TicketCommandRejected,),
+    AGENT_REJECTIONS: (AgentCommandRejected,),
+}
+"""What dispatch publishes, by topic (its service declares it; the registry's catalogue of
+owners)."""

@@ -3,24 +3,31 @@
 
 Every batch runs the same way (:class:`DeskSession`): take the desk lock, load the tickets the
 batch names, the board (agents, loads, cursors) and the queues, hand each message to the
-:class:`Desk` with a recorder caused by that message, record what it decides. Refused commands
-become ``*CommandRejected`` events on ``tickets.commands.rejected`` /
-``agents.commands.rejected``; nothing else changes.
+:class:`Desk` with a recorder caused by that message, record what it decides. A command acts as
+the actor its credential proves (:mod:`services.dispatch.authority`). Refused commands become
+``*CommandRejected`` events on ``tickets.commands.rejected`` / ``agents.commands.rejected``;
+nothing else changes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter
 
 from services.dispatch import storage
+from services.dispatch.authority import (
+    UNAUTHENTICATED,
+    Attributed,
+    Unattributed,
+    attribute,
+    refusal,
+)
 from services.dispatch.commands import (
+    AGENT_COMMAND_TYPES,
     AgentCommand,
-    GoOffShift,
-    GoOnShift,
-    SetCapacity,
     TicketCommand,
     Unreadable,
     read_agent_command,
@@ -40,8 +47,10 @@ from services.policy import Policy
 from services.sla.events import EVENTS_TOPIC as SLA_EVENTS
 from services.sla.events import EscalationRaised
 from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
+from shared.credentials import CommandVerifier
 from shared.deadletter import Record
 from shared.eventstore import ANY_VERSION
+from shared.keys import KeyRing
 from shared.logging import get_logger
 from shared.policyfile import PolicyWatch
 from shared.unit_of_work import Cause, UnitOfWork
@@ -119,7 +128,7 @@ class Events(EventSubscription):
                 desk.escalation(data, event_id)
 
 
-DecodedCommand = TicketCommand | AgentCommand | Unreadable
+DecodedCommand = Attributed | Unattributed | Unreadable
 
 
 class Commands(Subscription[DecodedCommand]):
@@ -131,50 +140,69 @@ class Commands(Subscription[DecodedCommand]):
     description = (
         "Ticket commands (accept, respond, start_work, add_note, request_customer_info, resolve, "
         "reopen, close, reassign, escalate, record_satisfaction) on tickets.commands and agent "
-        "commands (go_on_shift, go_off_shift, set_capacity) on agents.commands. Refused ones are "
-        "answered on tickets.commands.rejected / agents.commands.rejected with a reason."
+        "commands (go_on_shift, go_off_shift, set_capacity) on agents.commands. Each record "
+        "carries a credential in two headers: desk_token, a token's header.payload (JWT, HS256, "
+        "with kid), and desk_proof, the base64url HMAC-SHA256 of the record value keyed by the "
+        "token's signature; the actor is the token's subject. Refused ones (unauthenticated, "
+        "not_permitted, ...) are answered on tickets.commands.rejected / "
+        "agents.commands.rejected with a reason."
     )
     payload: Any = TicketCommand | AgentCommand
 
-    def __init__(self, session: DeskSession) -> None:
+    def __init__(self, session: DeskSession, keys: KeyRing, max_ttl: timedelta) -> None:
         self.session = session
+        self.verifier = CommandVerifier(keys)
+        self.max_ttl = max_ttl
 
     def decode(self, record: Record) -> DecodedCommand:
         if record.topic.endswith(AGENT_COMMANDS):
-            return read_agent_command(record.value)
-        return read_ticket_command(record.value)
+            return attribute(self.verifier, record, read_agent_command(record.value))
+        return attribute(self.verifier, record, read_ticket_command(record.value))
 
     def message_id(self, message: DecodedCommand, record: Record) -> str:
-        if isinstance(message, Unreadable):
-            return f"unreadable:{record.coordinates}"
-        return f"command:{message.command_id}"
+        if isinstance(message, Attributed):
+            return f"command:{message.principal}:{message.command.command_id}"
+        # Never a command id: a record nobody vouched for must not use up someone's id.
+        return f"refused:{record.coordinates}"
 
     def log_context(self, message: DecodedCommand) -> dict[str, object]:
-        number = getattr(message, "ticket_number", None)
+        number = getattr(getattr(message, "command", message), "ticket_number", None)
         return {"ticket_number": number} if number else {}
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[DecodedCommand]]) -> None:
-        numbers = [getattr(m.message, "ticket_number", "") for m in messages]
+        numbers = [
+            getattr(getattr(m.message, "command", None), "ticket_number", "") for m in messages
+        ]
         desk = await self.session.open(uow, numbers=[n for n in numbers if n])
         for inbound in messages:
-            command = inbound.message
+            message = inbound.message
             agents = inbound.record.topic.endswith(AGENT_COMMANDS)
             kind = AgentCommandRejected if agents else TicketCommandRejected
-            if isinstance(command, Unreadable):
-                _reject(uow, kind, command, command.target, inbound.record)
-            elif isinstance(command, AgentCommandTypes):
+            if isinstance(message, Unreadable):
+                _reject(uow, kind, message, message.target, inbound.record)
+                continue
+            command = message.command
+            target = (
+                command.agent_id
+                if isinstance(command, AGENT_COMMAND_TYPES)
+                else command.ticket_number
+            )
+            if isinstance(message, Unattributed):
+                _refuse(uow, kind, command, target, CommandRefusal(UNAUTHENTICATED, message.detail))
+            elif refused := refusal(message, now=uow.now, max_ttl=self.max_ttl):
+                ticket = desk.by_number(getattr(command, "ticket_number", ""))
+                refused.status = ticket.status if ticket else None
+                _refuse(uow, kind, command, target, refused)
+            elif isinstance(command, AGENT_COMMAND_TYPES):
                 desk.record = uow.caused_by(Cause(f"agent-{command.agent_id}", command.command_id))
-                if refusal := desk.agent_command(command):
-                    _refuse(uow, kind, command, command.agent_id, refusal)
+                if refused := desk.agent_command(command):
+                    _refuse(uow, kind, command, target, refused)
             else:
                 ticket = desk.by_number(command.ticket_number)
                 correlation = ticket.ticket_id if ticket else command.ticket_number
                 desk.record = uow.caused_by(Cause(correlation, command.command_id))
-                if refusal := desk.command(command):
-                    _refuse(uow, kind, command, command.ticket_number, refusal)
-
-
-AgentCommandTypes = (GoOnShift, GoOffShift, SetCapacity)
+                if refused := desk.command(command):
+                    _refuse(uow, kind, command, target, refused)
 
 
 def _refuse(
@@ -184,13 +212,14 @@ def _refuse(
     target: str,
     refusal: CommandRefusal,
 ) -> None:
+    """Record a refusal; its actor only when a credential established one."""
     _record_rejection(
         uow,
         kind(
             command_id=command.command_id,
             command=command.type,
             target=target,
-            actor=command.actor,
+            actor=None if refusal.reason == UNAUTHENTICATED else command.actor,
             reason=refusal.reason,
             detail=refusal.detail,
             status=refusal.status,

@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from services.intake.events import (
-    EVENTS_TOPIC,
-    REJECTIONS_TOPIC,
-    CustomerReplied,
-    RequestRejected,
-    TicketReceived,
-    TicketTriaged,
-)
+from services.intake.events import PUBLISHES
 from services.intake.handlers import Requests
 from services.intake.settings import IntakeSettings
 from services.intake.storage import TicketIndex
@@ -28,11 +21,7 @@ def build(settings: Settings) -> Service:
         own,
         port=own.intake_port,
         description="Requests from every channel in; numbered, recorded and triaged tickets out.",
-        publishes={
-            EVENTS_TOPIC: [TicketReceived, TicketTriaged, CustomerReplied],
-            # Rejections answer the adapters on their own topic.
-            REJECTIONS_TOPIC: [RequestRejected],
-        },
+        publishes=PUBLISHES,
         subscriptions=[Requests(watch_policy(own))],
         projections=[TicketIndex()],
         migrations=MIGRATIONS,

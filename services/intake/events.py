@@ -122,3 +122,12 @@ class RequestRejected(EventData):
     original_base64: str
     """The same first bytes, exactly."""
     truncated: bool
+
+
+PUBLISHES: dict[str, tuple[type[EventData], ...]] = {
+    EVENTS_TOPIC: (TicketReceived, TicketTriaged, CustomerReplied),
+    # Rejections answer the adapters on their own topic.
+    REJECTIONS_TOPIC: (RequestRejected,),
+}
+"""What intake publishes, by topic: its service declares it, and the registry derives from every
+service's the catalogue of who owns which event type."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.notify.delivery import Deliverer
-from services.notify.events import EVENTS_TOPIC, NotificationFailed, NotificationSent
+from services.notify.events import PUBLISHES
 from services.notify.gauges import refresh_gauges
 from services.notify.handlers import NoticeTriggers, Replays
 from services.notify.settings import NotifySettings
@@ -28,7 +28,7 @@ def build(settings: Settings) -> Service:
         own,
         port=own.notify_port,
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
-        publishes={EVENTS_TOPIC: [NotificationSent, NotificationFailed]},
+        publishes=PUBLISHES,
         subscriptions=[NoticeTriggers(policy), Replays()],
         workers=[deliver_notices, every(own.notify_report_interval, refresh_gauges)],
         migrations=MIGRATIONS,

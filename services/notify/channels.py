@@ -6,7 +6,8 @@ bodies are signed: ``X-Desk-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<
 ``X-Desk-Timestamp``, so a receiver can check origin and reject replays of old requests.
 
 Outcomes: :class:`Sent`, :class:`Transient` (try again later: connection trouble, timeouts, SMTP
-4xx, HTTP 429/5xx) and :class:`Permanent` (never: SMTP 5xx, other HTTP 4xx, a bad address).
+4xx, HTTP 429/5xx) and :class:`Permanent` (never: SMTP 5xx, other HTTP 4xx, a bad address, an
+endpoint in a network servicedesk may not send to: :mod:`shared.endpoints`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import httpx
 
 from services.notify.settings import NotifySettings
 from services.notify.storage import Delivery
+from shared.endpoints import EndpointRefused, EndpointRule, pin
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class Channels:
         self.settings = settings
         self.sender = formataddr((sender_name, sender_email))
         self.sender_address = sender_email
+        self.endpoints = EndpointRule.of(settings)
         # A small keep-alive pool: httpx's pool bookkeeping grows with its connection count.
         self.http = httpx.AsyncClient(
             timeout=settings.notify_send_timeout.total_seconds(),
@@ -101,7 +104,11 @@ class Channels:
                 if not endpoint:
                     return Permanent("no SMS provider endpoint is configured")
                 return await self._post(endpoint, notice, {"to": notice.address})
+        except EndpointRefused as refused:
+            return Permanent(f"endpoint refused: {refused}")
         except (TimeoutError, httpx.TransportError, aiosmtplib.SMTPConnectError) as error:
+            return Transient(f"{type(error).__name__}: {error}")
+        except OSError as error:  # the endpoint's name did not resolve (now)
             return Transient(f"{type(error).__name__}: {error}")
         except aiosmtplib.SMTPServerDisconnected as error:
             return Transient(f"SMTP server disconnected: {error}")
@@ -169,15 +176,18 @@ class Channels:
         ).encode()
         timestamp = str(int(time.time()))
         secret = self.settings.notify_signing_secret.get_secret_value()
+        target = await pin(url, self.endpoints)
         response = await self.http.post(
-            url,
+            target.url,
             content=body,
             headers={
                 "content-type": "application/json",
                 "idempotency-key": notice.notice_key,
                 "x-desk-timestamp": timestamp,
                 "x-desk-signature": sign(secret, timestamp, body),
+                **target.headers,
             },
+            extensions=target.extensions,
         )
         if response.is_success:
             return Sent()

@@ -39,3 +39,9 @@ class NotificationFailed(NoticeEvent):
 
     reason: str
     error: str
+
+
+PUBLISHES: dict[str, tuple[type[EventData], ...]] = {
+    EVENTS_TOPIC: (NotificationSent, NotificationFailed)
+}
+"""What notify publishes, by topic (its service declares it; the registry's catalogue of owners)."""

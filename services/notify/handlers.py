@@ -159,6 +159,7 @@ class Replays(Subscription[str]):
     name = "replays"
     topics = (DELIVERIES_TOPIC,)
     description = "Failed notices sent back by `desk dlq replay`; each is tried again."
+    written_by = "operator"
     payload: Any = ReplayedNotice
 
     def decode(self, record: Record) -> str:

@@ -4,11 +4,12 @@ secret of webhooks) and its delivery worker."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from shared.durations import Duration
+from shared.endpoints import EndpointRefused, EndpointRule, check_endpoint
 from shared.settings import Settings
 
 
@@ -54,6 +55,16 @@ class NotifySettings(Settings):
     notify_interval: Duration = Field(
         default=timedelta(milliseconds=250), description="Longest the delivery worker idles."
     )
+
+    @model_validator(mode="after")
+    def _sms_endpoint_allowed(self) -> Self:
+        if self.notify_sms_endpoint is not None:
+            try:
+                check_endpoint(self.notify_sms_endpoint, EndpointRule.of(self))
+            except EndpointRefused as refused:
+                raise ValueError(f"notify_sms_endpoint: {refused}") from None
+        return self
+
     notify_report_interval: Duration = Field(
         default=timedelta(seconds=15),
         description="How often notify's gauges (notices pending, events waiting for a receipt) "

@@ -20,10 +20,11 @@ from services.policy.dispatch import DirectoryPolicy, RoutingPolicy, check_routi
 from services.policy.notify import NotificationPolicy
 from services.policy.sla import SlaPolicy
 from services.policy.triage import NumberingPolicy, TriagePolicy
-from shared.policyfile import PolicyWatch
+from shared.endpoints import EndpointRefused, EndpointRule, check_endpoint
+from shared.policyfile import Check, PolicyWatch
 from shared.settings import Settings
 
-__all__ = ["DEFAULT_POLICY", "Policy", "policy_path", "watch_policy"]
+__all__ = ["DEFAULT_POLICY", "Policy", "endpoints_allowed", "policy_path", "watch_policy"]
 
 
 class Policy(BaseModel):
@@ -68,4 +69,23 @@ def policy_path(settings: Settings) -> Path:
 
 def watch_policy(settings: Settings) -> PolicyWatch[Policy]:
     """The policy, reloaded when its file changes (an invalid edit is refused and logged)."""
-    return PolicyWatch(policy_path(settings), Policy)
+    return PolicyWatch(policy_path(settings), Policy, endpoints_allowed(settings))
+
+
+def endpoints_allowed(settings: Settings) -> Check[Policy]:
+    """The policy's webhook addresses must be ones the settings let notify send to
+    (:mod:`shared.endpoints`; checked again, with DNS, at every send)."""
+    rule = EndpointRule.of(settings)
+
+    def check(policy: Policy) -> list[tuple[tuple[int | str, ...], str]]:
+        problems: list[tuple[tuple[int | str, ...], str]] = []
+        for n, agent in enumerate(policy.directory.agents):
+            if agent.webhook_url is None:
+                continue
+            try:
+                check_endpoint(agent.webhook_url, rule)
+            except EndpointRefused as refused:
+                problems.append((("directory", "agents", n, "webhook_url"), str(refused)))
+        return problems
+
+    return check

@@ -61,6 +61,11 @@ class AgentPolicy(_Section):
 class DirectoryPolicy(_Section):
     groups: list[GroupPolicy] = Field(min_length=1)
     agents: list[AgentPolicy] = []
+    supervisor_scope: Literal["own_groups", "every_group"] = Field(
+        default="own_groups",
+        description="own_groups: an agent supervises the tickets and agents of the groups that "
+        "name them in `supervisors`; every_group: supervisors and directors supervise all.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DirectoryPolicy:
@@ -86,6 +91,14 @@ class DirectoryPolicy(_Section):
     @cached_property
     def agent(self) -> dict[str, AgentPolicy]:
         return {a.id: a for a in self.agents}
+
+    def supervises(self, agent_id: str, group_id: str) -> bool:
+        """Whether the agent may act as a supervisor on the group's tickets and agents."""
+        if self.supervisor_scope == "every_group":
+            profile = self.agent.get(agent_id)
+            return profile is not None and profile.supervises
+        group = self.group.get(group_id)
+        return group is not None and agent_id in group.supervisors
 
 
 class MatrixRow(_Section):

@@ -3,17 +3,7 @@
 from __future__ import annotations
 
 from services.policy import watch_policy
-from services.sla.events import (
-    EVENTS_TOPIC,
-    ClockBreached,
-    ClockMet,
-    ClockPaused,
-    ClockResumed,
-    ClockStarted,
-    ClockStopped,
-    ClockWarned,
-    EscalationRaised,
-)
+from services.sla.events import PUBLISHES
 from services.sla.handlers import LifecycleEvents
 from services.sla.report import refresh_gauges
 from services.sla.settings import SlaSettings
@@ -33,18 +23,7 @@ def build(settings: Settings) -> Service:
         own,
         port=own.sla_port,
         description="Response-time clocks on business calendars, warnings, escalation ladder.",
-        publishes={
-            EVENTS_TOPIC: [
-                ClockStarted,
-                ClockPaused,
-                ClockResumed,
-                ClockWarned,
-                ClockBreached,
-                ClockMet,
-                ClockStopped,
-                EscalationRaised,
-            ]
-        },
+        publishes=PUBLISHES,
         subscriptions=[LifecycleEvents(watch_policy(own))],
         projections=[ClockBoard()],
         workers=[timer_worker(own), every(own.sla_report_interval, refresh_gauges)],

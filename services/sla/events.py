@@ -127,3 +127,18 @@ class EscalationRaised(EventData):
     due_at: datetime | None = None
     group_id: str = ""
     agent_id: str | None = None
+
+
+PUBLISHES: dict[str, tuple[type[EventData], ...]] = {
+    EVENTS_TOPIC: (
+        ClockStarted,
+        ClockPaused,
+        ClockResumed,
+        ClockWarned,
+        ClockBreached,
+        ClockMet,
+        ClockStopped,
+        EscalationRaised,
+    )
+}
+"""What sla publishes, by topic (its service declares it; the registry's catalogue of owners)."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.database import create_database, wait_for_database, with_database
+from shared.database import connect, create_database, wait_for_database, with_database
 from shared.local.broker import EMBEDDED_BROKER_SETTINGS, EmbeddedBroker, embedded_broker_env
 from shared.local.postgres import EmbeddedPostgres
 from shared.logging import get_logger
+from shared.privileges import OWNER_ROLE, create_roles, hand_over, role_url, service_role
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -27,10 +29,16 @@ log = get_logger(__name__)
 @dataclass
 class Infrastructure:
     database_url: str
+    """The owner role's URL on the embedded server (migrations, operators' tools); the
+    configured ``DATABASE_URL`` otherwise."""
     bootstrap_servers: str
     postgres: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    service_urls: dict[str, str] = field(default_factory=dict)
+    """Each service's own login role on the embedded server (``shared.privileges``)."""
+    admin_url: str | None = None
+    """The embedded server's superuser (creating databases and roles)."""
 
     @property
     def embedded_broker(self) -> bool:
@@ -46,6 +54,13 @@ class Infrastructure:
         if self.broker is not None:
             env.update(embedded_broker_env())
         return env
+
+    def service_environment(self, name: str) -> dict[str, str]:
+        """:meth:`environment` for one service's process: its own database role."""
+        return {
+            **self.environment(),
+            "DATABASE_URL": self.service_urls.get(name, self.database_url),
+        }
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -65,16 +80,36 @@ class Infrastructure:
             self.postgres.stop()
 
 
-async def start_infrastructure(settings: Settings, *, durable: bool = True) -> Infrastructure:
-    """Use the configured servers, or start embedded ones; wait until both answer."""
-    postgres = None
+async def start_infrastructure(
+    settings: Settings, *, services: Sequence[str] = (), durable: bool = True
+) -> Infrastructure:
+    """Use the configured servers, or start embedded ones; wait until both answer.
+
+    On the embedded server the database belongs to the owner role and each of ``services`` gets
+    its own login role, as in production (``shared.privileges``); a configured ``DATABASE_URL``
+    is used as it is, by migrations and services alike.
+    """
+    postgres, admin_url, service_urls = None, None, {}
     if settings.database_url:
         database_url = settings.database_url
     else:
         postgres = EmbeddedPostgres(settings.data_dir / "postgres", durable=durable)
         admin_url = await asyncio.to_thread(postgres.start)
-        await create_database(admin_url, settings.database_name)
-        database_url = with_database(admin_url, settings.database_name)
+        name = settings.database_name
+        admin_db = with_database(admin_url, name)
+        try:
+            await create_database(admin_url, name)
+            conn = await connect(admin_db)
+            try:
+                await create_roles(conn, services)
+                await hand_over(conn, name, services)
+            finally:
+                await conn.close()
+        except BaseException:
+            postgres.stop()
+            raise
+        database_url = role_url(admin_db, OWNER_ROLE)
+        service_urls = {s: role_url(admin_db, service_role(s)) for s in services}
     await wait_for_database(database_url)
 
     broker = None
@@ -92,7 +127,9 @@ async def start_infrastructure(settings: Settings, *, durable: bool = True) -> I
             if postgres is not None:
                 postgres.stop()
             raise
-    return Infrastructure(database_url, bootstrap, postgres, broker)
+    return Infrastructure(
+        database_url, bootstrap, postgres, broker, service_urls=service_urls, admin_url=admin_url
+    )
 
 
 # --- the run file: how `desk status` finds a running `desk up` ---------------------------

@@ -36,7 +36,7 @@ async def test_the_timeline_spans_intake_and_dispatch_in_order(
         number = json.loads(assigned.value)["data"]["number"]
         agent = json.loads(assigned.value)["data"]["agent_id"]
         for kind, extra in (("accept", {}), ("respond", {"message": "我们马上处理"})):
-            await kafka.publish(
+            await kafka.command(
                 "tickets.commands",
                 {
                     "command_id": f"c-{kind}",

@@ -172,8 +172,14 @@ CASES: list[tuple[str, tuple[tuple[str, str], ...], Callable[[], Any], str]] = [
     (
         "escalate past the top of the ladder",
         (("escalate", "boss"), ("escalate", "boss"), ("escalate", "boss")),
-        lambda: command("escalate", "boss"),
+        lambda: command("escalate", "dir"),  # the ticket is with the directors now: dir's group
         "no_escalation_level",
+    ),
+    (
+        "a supervisor of another group",  # dir supervises the directors, not the front line
+        ACCEPTED,
+        lambda: command("respond", "dir"),
+        "not_permitted",
     ),
 ]
 

@@ -58,7 +58,7 @@ async def send_command(
         "actor": actor,
         **fields,
     }
-    await kafka.publish(COMMANDS, body, key=number)
+    await kafka.command(COMMANDS, body, key=number)
     return command_id
 
 
@@ -196,7 +196,7 @@ async def test_capacity_holds_and_the_queue_is_served_by_priority_then_age(
                 "capacity": 4,
             },
         ):
-            await kafka.publish(AGENTS, body, key="t3")
+            await kafka.command(AGENTS, body, key="t3")
         await kafka.await_records(EVENTS, kind("assigned"), count=6)
         rows = await service.pool.fetch(
             "SELECT envelope::text FROM events WHERE type = 'servicedesk.ticket.assigned.v1' "
@@ -291,8 +291,10 @@ async def test_rebuilt_read_models_equal_the_live_ones(
         ]
         for step, fields in (("accept", {}), ("start_work", {}), ("resolve", {"resolution": "ok"})):
             await send_command(kafka, "REQ-2026-000000", step, first["agent_id"], **fields)
-        await kafka.publish(
-            AGENTS, {"command_id": "off", "type": "go_off_shift", "agent_id": "l2", "actor": "l2"}
+        await kafka.command(
+            AGENTS,
+            {"command_id": "off", "type": "go_off_shift", "agent_id": "l2", "actor": "l2"},
+            key="l2",
         )
         await kafka.await_records(EVENTS, kind("resolved"))
         await kafka.await_records(

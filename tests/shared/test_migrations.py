@@ -8,7 +8,13 @@ from dataclasses import replace
 import pytest
 
 from shared.database import connect
-from shared.migrations import Migration, MigrationError, kernel_migrations, migrate
+from shared.migrations import (
+    Migration,
+    MigrationError,
+    check_migrated,
+    kernel_migrations,
+    migrate,
+)
 from shared.settings import Settings
 
 
@@ -21,7 +27,12 @@ async def test_migrations_apply_once_and_in_order(settings: Settings) -> None:
     conn = await connect(settings.require_database_url())
     try:
         applied = await migrate(conn, "svc_a", [*kernel_migrations(), *extra])
-        assert applied == ["kernel/001_event_store", "svc/001_first", "svc/002_second"]
+        assert applied == [
+            "kernel/001_event_store",
+            "kernel/002_append_only",
+            "svc/001_first",
+            "svc/002_second",
+        ]
         assert await migrate(conn, "svc_a", [*kernel_migrations(), *extra]) == []
         columns = await conn.fetch(
             "SELECT column_name FROM information_schema.columns "
@@ -53,4 +64,24 @@ async def test_concurrent_migrators_do_not_race(settings: Settings) -> None:
     finally:
         for c in conns:
             await c.close()
-    assert sorted(len(r) for r in results) == [0, 0, 0, 1]
+    assert sorted(len(r) for r in results) == [0, 0, 0, len(kernel_migrations())]
+
+
+@pytest.mark.asyncio
+async def test_a_service_checks_its_schema_is_migrated_and_never_migrates(
+    settings: Settings,
+) -> None:
+    """A service runs as a role that creates nothing: it checks, and names what is missing."""
+    first = Migration("svc", 1, "first", "CREATE TABLE things (id int)")
+    conn = await connect(settings.require_database_url())
+    try:
+        with pytest.raises(MigrationError, match=r"svc_d is not migrated \(kernel/001"):
+            await check_migrated(conn, "svc_d", [*kernel_migrations(), first])
+        await migrate(conn, "svc_d", kernel_migrations())
+        with pytest.raises(MigrationError, match=r"\(svc/001_first missing or changed\)"):
+            await check_migrated(conn, "svc_d", [*kernel_migrations(), first])
+        await migrate(conn, "svc_d", [*kernel_migrations(), first])
+        await check_migrated(conn, "svc_d", [*kernel_migrations(), first])
+        assert await conn.fetchval("SELECT to_regclass('svc_d.things')::text") == "svc_d.things"
+    finally:
+        await conn.close()

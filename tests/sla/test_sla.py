@@ -25,6 +25,7 @@ from shared.projection import rebuild
 from shared.settings import Settings
 from tests.intake.requests import encode, valid
 from tests.sla.support import T0, classified, write_policy
+from tests.support.credentials import token
 from tests.support.events import publish_event
 from tests.support.kafka import KafkaProbe
 from tests.support.processes import ServiceProcess
@@ -67,10 +68,15 @@ async def send_classified(kafka: KafkaProbe, ticket: TicketClassified, at: datet
     )
 
 
-async def command(kafka: KafkaProbe, number: str, kind: str, actor: str, **fields: Any) -> None:
+async def command(
+    kafka: KafkaProbe, at: datetime, number: str, kind: str, actor: str, **fields: Any
+) -> None:
+    """A command signed with a token issued ``at`` the driven clock's time (dispatch checks a
+    token's times against its own clock)."""
     body = {"command_id": str(uuid.uuid4()), "type": kind, "ticket_number": number,
             "actor": actor, **fields}  # fmt: skip
-    await kafka.publish("tickets.commands", body, key=number)
+    signed_by = token(kafka.settings, actor, now=at)
+    await kafka.command("tickets.commands", body, key=number, token=signed_by)
 
 
 @pytest.mark.asyncio
@@ -98,10 +104,11 @@ async def test_no_response_breaches_at_30_minutes_and_a_response_at_29_meets_it(
             (data(r)["number"], data(r)["agent_id"]) for r in assigned
         )
 
-        await time.set(T0 + timedelta(minutes=29))
-        await command(kafka, answered, "accept", agent)
-        await command(kafka, answered, "respond", agent, message="Use the reset link.")
-        await command(kafka, answered, "request_customer_info", agent, question="Did it work?")
+        at = T0 + timedelta(minutes=29)
+        await time.set(at)
+        await command(kafka, at, answered, "accept", agent)
+        await command(kafka, at, answered, "respond", agent, message="Use the reset link.")
+        await command(kafka, at, answered, "request_customer_info", agent, question="Did it work?")
         [met] = await kafka.await_records(
             SLA_EVENTS, sla_kind("clock_met", metric="first_response", number=answered)
         )

@@ -1,4 +1,5 @@
-"""Publishing another service's events in a test, as its relay would (envelope, headers, key)."""
+"""Publishing another service's events in a test, as its relay would (envelope, headers, key,
+seal)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from datetime import UTC, datetime
 
 from shared.events import EventData, new_event_id
 from shared.eventstore import EventStore, PendingEvent, with_version
+from shared.keys import Key, KeyRing
+from shared.provenance import SOURCE_PREFIX, catalogue, seal
 from tests.support.kafka import KafkaProbe
 
 
@@ -17,11 +20,16 @@ async def publish_event(
     stream_id: str,
     version: int = 1,
     subject: str | None = None,
-    source: str = "servicedesk/test",
+    source: str | None = None,
     correlation_id: str | None = None,
     time: datetime | None = None,
+    sealed_by: Key | None = None,
+    unsealed: bool = False,
 ) -> str:
-    """Publish one event; return its id."""
+    """Publish one event, sealed by its source's key (``sealed_by``, or none: ``unsealed``);
+    return its id. The
+    source is by default the event type's owner, as the catalogue says."""
+    source = source or SOURCE_PREFIX + catalogue()[data.event_type()]
     pending = PendingEvent(
         data,
         time or datetime.now(UTC),
@@ -30,7 +38,12 @@ async def publish_event(
         id=new_event_id(),
     )
     stored = EventStore("test", source)._envelope_json(stream_id, pending, data.event_type())
-    envelope = with_version(stored, version)
+    envelope = with_version(stored, version).encode()
     headers = [("ce_id", str(pending.id).encode()), ("ce_type", data.event_type().encode())]
-    await kafka.publish(topic, envelope.encode(), key=stream_id, headers=headers)
+    key = sealed_by or KeyRing.from_settings(kafka.settings).signing_key(
+        source.removeprefix(SOURCE_PREFIX)
+    )
+    if key is not None and not unsealed:
+        headers.extend(seal(key, envelope))
+    await kafka.publish(topic, envelope, key=stream_id, headers=headers)
     return str(pending.id)

@@ -19,11 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shared.database import create_database, with_database
+from services import key_issuers, service_names
+from shared.database import connect, create_database, with_database
+from shared.keys import local_key_file
 from shared.local.broker import EMBEDDED_BROKER_SETTINGS, EmbeddedBroker
 from shared.local.postgres import EmbeddedPostgres
+from shared.privileges import OWNER_ROLE, create_roles, hand_over, role_url
 
 T = TypeVar("T")
+
+
+TEST_ISSUERS = {**key_issuers(), "probe": ("system",)}
+"""Keys of the tests' ring: every service's, the operators', and the kernel tests' probe's."""
+TEST_SERVICES = (*service_names(), "probe")
+"""Login roles of the tests' cluster: one per service, and one for the probe."""
 
 
 @dataclass
@@ -33,6 +42,7 @@ class SessionInfrastructure:
     database_kind: str
     broker_kind: str
     broker_settings: dict[str, bool | int] = field(default_factory=dict)
+    keys_file: Path = Path()
 
 
 def docker_available() -> bool:
@@ -87,8 +97,13 @@ def session_infrastructure() -> Iterator[SessionInfrastructure]:
             broker_kind = "embedded"
             broker_settings = dict(EMBEDDED_BROKER_SETTINGS)
 
+        # Roles are cluster-wide: made once, as `desk up` and compose's init script do.
+        blocking(_create_roles(database_url))
+        keys = local_key_file(
+            Path(tempfile.mkdtemp(prefix="desk-test-keys-")) / "keys.json", TEST_ISSUERS
+        )
         yield SessionInfrastructure(
-            database_url, bootstrap, database_kind, broker_kind, broker_settings
+            database_url, bootstrap, database_kind, broker_kind, broker_settings, keys
         )
     finally:
         for stop in reversed(stops):
@@ -121,6 +136,24 @@ def blocking(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
+async def _create_roles(admin_url: str) -> None:
+    conn = await connect(admin_url)
+    try:
+        await create_roles(conn, TEST_SERVICES)
+    finally:
+        await conn.close()
+
+
 def new_database(admin_url: str, name: str) -> str:
-    blocking(create_database(admin_url, name))
-    return with_database(admin_url, name)
+    """A database of the owner role; its URL connects as the owner (as `desk migrate` does)."""
+
+    async def create() -> None:
+        await create_database(admin_url, name)
+        conn = await connect(admin_url)
+        try:
+            await hand_over(conn, name, ())
+        finally:
+            await conn.close()
+
+    blocking(create())
+    return role_url(with_database(admin_url, name), OWNER_ROLE)

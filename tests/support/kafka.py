@@ -58,6 +58,15 @@ class KafkaProbe:
             partition=partition,
         )
 
+    async def command(
+        self, topic: str, body: dict[str, Any], *, key: str, token: str | None = None
+    ) -> None:
+        """Publish a command signed for its ``actor`` (or with ``token``), as a desk would."""
+        from tests.support.credentials import signed
+
+        value, headers = signed(self.settings, body, token_=token)
+        await self.publish(topic, value, key=key, headers=headers)
+
     async def read(
         self,
         topic: str,

@@ -8,11 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from importlib import import_module
 from pathlib import Path
 
 import httpx
 
+from services import service_migrations, service_names
 from shared.settings import Settings
+from tests.support.infrastructure import blocking
+from tests.support.services import migrated
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,11 +38,13 @@ class ServiceProcess:
         self.log_path = log_path
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen[bytes] | None = None
+        self._role_url: str | None = None
 
     def start(self, **extra_env: str) -> ServiceProcess:
         overrides = {**self.extra_env, **extra_env}
         env = {k: v for k, v in os.environ.items() if k != "DESK_CRASH_AT"}
         env.update(self.settings.environment())
+        env["DATABASE_URL"] = self._database_url()
         env.update({"DESK_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **overrides})
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -51,6 +57,17 @@ class ServiceProcess:
         )
         log.close()
         return self
+
+    def _database_url(self) -> str:
+        """Migrated by the owner (once), then the service's own role, as production runs it."""
+        if self._role_url is None:
+            name = self.module.rsplit(".", 1)[-1]
+            if name in service_names():
+                migrations = service_migrations(name)
+            else:
+                migrations = import_module(self.module).build(self.settings).migrations
+            self._role_url = blocking(migrated(self.settings, name, migrations))
+        return self._role_url
 
     @property
     def pid(self) -> int:

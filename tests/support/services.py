@@ -1,16 +1,35 @@
-"""Running :class:`shared.service.Service` instances inside the test's event loop."""
+"""Running :class:`shared.service.Service` instances inside the test's event loop, as production
+runs them: migrated by the owner role first, then connected as the service's own role."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from shared.database import connect
+from shared.migrations import Migration
+from shared.privileges import provision, role_url, service_role
 from shared.service import Service
+from shared.settings import Settings
 from tests.support.waiting import eventually
 
 
+async def migrated(settings: Settings, name: str, migrations: list[Migration]) -> str:
+    """Do what `desk migrate` does for one service (as the owner, the settings' URL); return the
+    URL its process connects with: its own role's."""
+    owner_url = settings.require_database_url()
+    conn = await connect(owner_url)
+    try:
+        await provision(conn, name, migrations)
+    finally:
+        await conn.close()
+    return role_url(owner_url, service_role(name))
+
+
 async def start(service: Service, timeout: float = 60.0) -> Service:
-    """Start the service (storage, consumers, relay, workers) and wait until it is ready."""
+    """Migrate (as the owner), then start the service as its own role (storage, consumers,
+    relay, workers) and wait until it is ready."""
+    service.database_url = await migrated(service.settings, service.name, service.migrations)
     await service.app.start()
     await eventually(
         service.readiness,

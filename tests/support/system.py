@@ -379,6 +379,7 @@ async def _settings_once_running(
         topic_prefix="",
         clock="driven",
         policy_file=env["DESK_POLICY_FILE"],
+        keys_file=run.get("keys_file"),
         **run.get("broker_settings", {}),
         **{port_field(name): port for name, port in run["ports"].items()},
     )
@@ -399,7 +400,7 @@ async def _attach(
         settings, [Group(r.group_id, tuple(r.topics)) for s in services for r in s.consumers]
     )
     adapter = Adapter(settings, clock=lambda: datetime.now(UTC))
-    desk = AgentDesk(settings, observer)
+    desk = AgentDesk(settings, observer, clock=lambda: datetime.now(UTC))
     invariant = Invariant(settings, services, observer, lag, receivers, adapter, desk)
     system = System(
         data_dir,
@@ -415,7 +416,8 @@ async def _attach(
         desk,
         invariant,
     )
-    adapter.clock = system.now  # requests are stamped with the system's (driven) time
+    # Requests and tokens are stamped with the system's (driven) time.
+    adapter.clock = desk.clock = system.now
     await observer.start()
     return system
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -26,7 +26,9 @@ from aiokafka.errors import KafkaError
 
 from services.intake.contract import INCOMING_TOPIC
 from services.intake.demo import DemoTraffic
+from shared.credentials import issue_token, sign_command
 from shared.kafka import make_producer
+from shared.keys import KeyRing
 from shared.settings import Settings
 from tests.support.observer import Observer, Seen
 
@@ -138,12 +140,14 @@ class Adapter:
 @dataclass
 class AgentDesk:
     """Agents working their tickets: each ``ticket.assigned`` it sees is accepted, answered,
-    resolved and closed by the assignee (four commands in order, keyed by the ticket number).
-    Every command sent is remembered: the system owes each exactly one answer — its events, or a
-    rejection naming it."""
+    resolved and closed by the assignee (four commands in order, keyed by the ticket number),
+    each signed under the agent's token as a real desk signs it (tokens from the operators' key,
+    stamped with the system's time). Every command the broker accepted is remembered: the
+    system owes each exactly one answer — its events, or a rejection naming it."""
 
     settings: Settings
     observer: Observer
+    clock: Clock
     commands: dict[str, tuple[str, str]] = field(default_factory=dict)
     """Command id -> (ticket number, command type), for every command the broker accepted."""
     _queue: asyncio.Queue[tuple[str, str]] = field(default_factory=asyncio.Queue)
@@ -160,11 +164,18 @@ class AgentDesk:
             data = json.loads(value)["data"]
             self._queue.put_nowait((data["number"], data["agent_id"]))
 
+    def token(self, agent: str) -> str:
+        key = KeyRing.from_settings(self.settings).issuer_of("agents")
+        if key is None:
+            raise LookupError("no key vouches for agents (DESK_KEYS_FILE / DESK_KEYS)")
+        return issue_token(key, agent, now=self.clock(), ttl=timedelta(hours=8))
+
     async def work(self, number: str, agent: str) -> None:
         if self._producer is None:
             self._producer = make_producer(self.settings, client_id="agent-desk", linger_ms=1)
             await self._producer.start()
         topic = self.settings.topic("tickets.commands")
+        token = self.token(agent)
         steps: list[tuple[str, dict[str, Any]]] = [
             ("accept", {}),
             ("respond", {"message": "We are on it."}),
@@ -173,15 +184,10 @@ class AgentDesk:
         ]
         for kind, extra in steps:
             command_id = f"desk-{number}-{agent}-{kind}"
-            command = {
-                "command_id": command_id,
-                "type": kind,
-                "ticket_number": number,
-                "actor": agent,
-                **extra,
-            }
+            command = {"command_id": command_id, "type": kind, "ticket_number": number, **extra}
+            value = json.dumps(command).encode()
             await send_until_accepted(
-                self._producer, topic, json.dumps(command).encode(), number.encode()
+                self._producer, topic, value, number.encode(), sign_command(token, value)
             )
             self.commands[command_id] = (number, kind)
 

@@ -1,0 +1,80 @@
+"""``desk token issue``: a token an agent's desk (or a customer's link) acts with; ``desk keys
+generate``: a fresh key ring for a deployment."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from services import key_issuers
+from services.cli.context import console, fail, load_settings
+from services.policy import Policy, policy_path
+from shared.credentials import issue_token
+from shared.durations import format_duration, parse_duration
+from shared.keys import KeyRing, KeyRingError
+from shared.policyfile import load_policy
+
+app = typer.Typer(help="Tokens for people: agents' desks, customers' links.", no_args_is_help=True)
+keys_app = typer.Typer(help="The key ring of the issuers servicedesk trusts.", no_args_is_help=True)
+CUSTOMER_COMMANDS = ["record_satisfaction", "reopen"]
+
+
+@app.command()
+def issue(
+    actor: Annotated[str, typer.Argument(help="An agent id of the directory, or 'customer'.")],
+    ttl: Annotated[str, typer.Option(help="How long it is valid: 8h, 30m, 7d.")] = "8h",
+    ticket: Annotated[
+        str | None, typer.Option(help="customer only: the one ticket number it acts on.")
+    ] = None,
+    command: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="customer only: a command type it allows (repeatable).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Print a token for an agent (signed with the operators' key) or for the customer of one
+    ticket (with the key that vouches for customers). `system` is the services' own."""
+    settings = load_settings()
+    try:
+        lifetime = parse_duration(ttl)
+        ring = KeyRing.from_settings(settings)
+    except (ValueError, KeyRingError) as error:
+        raise fail(str(error)) from None
+    if lifetime > settings.token_max_ttl:
+        raise fail(
+            f"--ttl is longer than DESK_TOKEN_MAX_TTL ({format_duration(settings.token_max_ttl)})"
+        )
+    if actor == "system":
+        raise fail("`system` acts only with a service's own key, never with a person's token")
+    if actor == "customer":
+        if ticket is None:
+            raise fail("a customer token needs --ticket (the one ticket it acts on)")
+        key = ring.issuer_of("customers")
+    else:
+        if ticket is not None or command:
+            raise fail("--ticket and --command are for customer tokens")
+        policy, _ = load_policy(policy_path(settings), Policy)
+        if actor not in policy.directory.agent:
+            raise fail(f"{actor} is not an agent of the directory ({policy_path(settings)})")
+        key = ring.issuer_of("agents")
+    if key is None:
+        raise fail("no key may sign that token: set DESK_KEYS_FILE (or run `desk up`)")
+    token = issue_token(
+        key,
+        actor,
+        now=datetime.now(UTC),
+        ttl=lifetime,
+        ticket=ticket,
+        commands=command or CUSTOMER_COMMANDS,
+    )
+    console.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+@keys_app.command()
+def generate() -> None:
+    """Print a fresh key ring (JSON for DESK_KEYS or DESK_KEYS_FILE): a key for the operators'
+    tool and for each service, 32 random bytes each."""
+    console.print(KeyRing.generate(key_issuers()).dump(), markup=False, highlight=False)
