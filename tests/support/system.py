@@ -354,6 +354,9 @@ def _environment(data_dir: Path, receivers: Receivers, extra: Mapping[str, str])
             "DESK_SMTP_PORT": str(receivers.smtp_port),
             "DESK_NOTIFY_SMS_ENDPOINT": receivers.url("/sms"),
             "DESK_CLOCK": "driven",
+            # desk up's own mode, said up front: its settings accept the receivers' loopback
+            # SMS endpoint as its services' do.
+            "DESK_LOCAL_MODE": "true",
             "DESK_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",
             **{f"DESK_{name.upper()}_PORT": str(free_port()) for name in service_names()},
@@ -378,6 +381,7 @@ async def _settings_once_running(
         kafka_bootstrap_servers=run["bootstrap_servers"],
         topic_prefix="",
         clock="driven",
+        local_mode=True,
         policy_file=env["DESK_POLICY_FILE"],
         keys_file=run.get("keys_file"),
         **run.get("broker_settings", {}),
