@@ -199,20 +199,45 @@ class Relay:
         return len(rows)
 
 
-async def replay(conn: Connection, schema: str, from_position: int = 0) -> int:
+class ReplayRefused(Exception):
+    """A replay that would lose events: past the end of the store, or forward past events the
+    relay has not published yet (they would never be published)."""
+
+
+async def replay(
+    conn: Connection, schema: str, from_position: int = 0, *, skip_unpublished: bool = False
+) -> int:
     """Make the relay of ``schema`` publish again every event after ``from_position``.
 
-    Returns how many events that is. The running relay (if any) is woken and starts over.
+    Returns how many events that is. The running relay (if any) is woken and starts over. Moving
+    the checkpoint *forward* skips events never published, so it is refused unless
+    ``skip_unpublished`` says that is meant; a position past the store's end always is.
     """
     schema = identifier(schema)
-    await conn.execute(
-        f"INSERT INTO {schema}.checkpoints (name, position) VALUES ($1, $2) "
-        "ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()",
-        CHECKPOINT,
-        from_position,
-    )
-    await conn.execute(f"NOTIFY {schema}_events")
-    count = await conn.fetchval(
-        f"SELECT count(*) FROM {schema}.events WHERE position > $1", from_position
-    )
+    async with conn.transaction():
+        head = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {schema}.events")
+        if from_position > head:
+            raise ReplayRefused(
+                f"{schema}: position {from_position} is past the end of its store ({head})"
+            )
+        current = await conn.fetchval(
+            f"SELECT position FROM {schema}.checkpoints WHERE name = $1 FOR UPDATE", CHECKPOINT
+        )
+        published = current or 0
+        if from_position > published and not skip_unpublished:
+            raise ReplayRefused(
+                f"{schema}: its relay has published up to position {published}; moving it to "
+                f"{from_position} would skip events {published + 1}..{from_position}, which were "
+                "never published (pass --skip-unpublished if that is what you want)"
+            )
+        await conn.execute(
+            f"INSERT INTO {schema}.checkpoints (name, position) VALUES ($1, $2) "
+            "ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = now()",
+            CHECKPOINT,
+            from_position,
+        )
+        await conn.execute(f"NOTIFY {schema}_events")
+        count = await conn.fetchval(
+            f"SELECT count(*) FROM {schema}.events WHERE position > $1", from_position
+        )
     return int(count)

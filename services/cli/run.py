@@ -28,14 +28,17 @@ from shared.kafka import ensure_topics
 from shared.keys import local_key_file
 from shared.local.infrastructure import (
     Infrastructure,
+    read_run_file,
     run_file,
     start_infrastructure,
     write_run_file,
 )
+from shared.local.ports import free_port
 from shared.local.supervisor import Supervisor
 from shared.logging import configure_logging
 from shared.migrations import migrate as apply_migrations
 from shared.privileges import provision
+from shared.relay import ReplayRefused
 from shared.relay import replay as replay_store
 from shared.settings import Settings
 
@@ -46,6 +49,7 @@ ServicesOption = Annotated[
 
 def register(app: typer.Typer) -> None:
     app.command()(up)
+    app.command()(serve)
     app.command()(status)
     app.command()(migrate)
     app.command()(replay)
@@ -117,6 +121,7 @@ async def _up(
                 {
                     **infra.describe(),
                     "keys_file": ready_settings.keys_file,
+                    "environments": {n: infra.service_environment(n) for n in names},
                     "desk_pid": os.getpid(),
                     "services": {n: c.pid for n, c in supervisor.children.items()},
                     "ports": _ports(ready_settings, names),
@@ -219,6 +224,34 @@ def _ports(settings: Settings, names: list[str]) -> dict[str, int]:
     return {name: port_of(settings, name) for name in names}
 
 
+def serve(
+    service: Annotated[str, typer.Argument(help="The service to run one more instance of.")],
+    port: Annotated[
+        int, typer.Option(help="Its HTTP port (default: a free one).", show_default=False)
+    ] = 0,
+) -> None:
+    """Run one more instance of a service in the foreground, beside those `desk up` runs.
+
+    It gets the environment `desk up` gives that service (from its run file: its database
+    role, keys, the infrastructure; or the configured servers when nothing runs), joins its
+    consumer groups and shares their work. The process becomes the service (same pid); Ctrl-C
+    or SIGTERM stops it.
+    """
+    [name] = pick_services([service])
+    settings = desk_settings()
+    running = read_run_file(settings.data_dir)
+    if running is not None and name not in running.get("environments", {}):
+        raise fail(f"the running `desk up` does not run {name}")
+    env = {**os.environ, **(running or {}).get("environments", {}).get(name, {})}
+    if not env.get("DATABASE_URL") or not env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        raise fail("DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS unknown and no `desk up` is running")
+    chosen = port or free_port(settings.http_host)
+    env[f"DESK_{name.upper()}_PORT"] = str(chosen)
+    console.print(f"another {name} instance, on http://{settings.http_host}:{chosen}/ready")
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", f"services.{name}"], env)
+
+
 def status(
     services: ServicesOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each component.")] = 5.0,
@@ -263,23 +296,51 @@ def migrate(services: ServicesOption = None) -> None:
 def replay(
     services: ServicesOption = None,
     from_position: Annotated[
-        int, typer.Option("--from", help="Republish events after this position.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--from",
+            help="Republish events after this position of one service's store (default: all).",
+            show_default=False,
+        ),
+    ] = None,
+    skip_unpublished: Annotated[
+        bool,
+        typer.Option(
+            help="Allow moving the relay forward past events it has not published yet "
+            "(they are then never published)."
+        ),
+    ] = False,
 ) -> None:
-    """Republish events from the store to Kafka (after a broker lost its data, for instance)."""
+    """Republish events from the store to Kafka (after a broker lost its data, for instance).
+
+    Without ``--from`` every event of each store named (all by default) is published again. A
+    position belongs to one store, so ``--from`` takes exactly one service; it never moves the
+    relay past events it has not published unless ``--skip-unpublished`` says so.
+    """
     settings = load_settings()
     if not settings.database_url:
         raise fail("DATABASE_URL is not set and no `desk up` is running")
     names = pick_services(services)
+    if from_position is not None and len(names) != 1:
+        raise fail(
+            "--from is a position in one service's store: name exactly one service "
+            f"(one of {', '.join(service_names())})"
+        )
+    position = from_position or 0
 
     async def go() -> dict[str, int]:
         conn = await connect(settings.require_database_url())
         try:
-            return {n: await replay_store(conn, n, from_position) for n in names}
+            return {
+                n: await replay_store(conn, n, position, skip_unpublished=skip_unpublished)
+                for n in names
+            }
         finally:
             await conn.close()
 
-    for name, count in run_async(go()).items():
-        console.print(
-            f"{name}: {count} events after position {from_position} queued for publishing"
-        )
+    try:
+        counts = run_async(go())
+    except ReplayRefused as refused:
+        raise fail(f"nothing replayed: {refused}") from None
+    for name, count in counts.items():
+        console.print(f"{name}: {count} events after position {position} queued for publishing")

@@ -15,8 +15,10 @@ only way a notice can reach a receiver twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from datetime import datetime
+from collections.abc import Awaitable, Coroutine, Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
@@ -72,10 +74,10 @@ class Deliverer:
                 claimed = await self._claim(service)
                 if claimed:
                     crash_point("notify.before_send")
-                    await asyncio.gather(
-                        *(self._send(channels, limit, d, answered) for d in claimed)
+                    sends = (self._send(channels, limit, d, answered) for d in claimed)
+                    await _finish_on_stop(
+                        _round(sends, answered, settler), settings.notify_send_timeout
                     )
-                    await _settled(answered, settler)
                 if len(claimed) < settings.notify_batch:
                     await sleep_until_due(
                         service.pool, service.clock, storage.next_due, settings.notify_interval
@@ -182,6 +184,29 @@ async def _record(
             retry_at=settlement.due.isoformat() if settlement.due else None,
             error=error,
         )
+
+
+async def _round(
+    sends: Iterable[Awaitable[None]], answered: asyncio.Queue[Any], settler: asyncio.Task[None]
+) -> None:
+    await asyncio.gather(*sends)
+    await _settled(answered, settler)
+
+
+async def _finish_on_stop(work: Coroutine[Any, Any, None], within: timedelta) -> None:
+    """Run a round; if the service stops meanwhile (the worker is cancelled), let it finish —
+    the sends in flight answered, their outcomes recorded — for up to ``within``, then stop.
+
+    Cancelled mid-round instead, a notice the channel accepted would stay leased and be sent
+    again when its lease ends: a graceful stop would cost what only a crash should.
+    """
+    round_ = asyncio.ensure_future(work)
+    try:
+        await asyncio.shield(round_)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(round_, within.total_seconds())
+        raise
 
 
 async def _settled(answered: asyncio.Queue[Any], settler: asyncio.Task[None]) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter
+from pydantic import BaseModel, ValidationError
 
 from services.dispatch import events as dispatch
 from services.intake import events as intake
@@ -142,19 +143,39 @@ def _unsendable(uow: UnitOfWork, notice: Notice, version: str) -> None:
     )
 
 
+class ReplayedNotice(BaseModel):
+    """What notify dead-letters for a failed notice, and an operator's replay sends back."""
+
+    notice_key: str
+
+
 class Replays(Subscription[str]):
-    """Dead-lettered notices an operator replayed (``desk dlq replay``): send them again."""
+    """Dead-lettered notices an operator replayed (``desk dlq replay``): send them again.
+
+    A record that is not such a notice (its value names no notice, or another one than its key)
+    is dead-lettered with its reason, never read past in silence; a notice replayed that is no
+    longer failed is left as it is (a second replay changes nothing).
+    """
 
     name = "replays"
     topics = (DELIVERIES_TOPIC,)
     description = "Failed notices sent back by `desk dlq replay`; each is tried again."
     written_by = "operator"
-    payload: Any = dict
+    payload: Any = ReplayedNotice
 
     def decode(self, record: Record) -> str:
-        if not record.key:
-            raise Rejected(Reason.SCHEMA_INVALID, "a replayed notice needs its key as record key")
-        return record.key.decode("utf-8", "replace")
+        try:
+            replayed = ReplayedNotice.model_validate_json(record.value)
+        except ValidationError as error:
+            undecodable = any(e["type"] == "json_invalid" for e in error.errors())
+            reason = Reason.UNDECODABLE if undecodable else Reason.SCHEMA_INVALID
+            message = "not a replayed notice: " + str(error.errors()[0]["msg"])
+            raise Rejected(reason, message) from None
+        if record.key is None or record.key.decode("utf-8", "replace") != replayed.notice_key:
+            raise Rejected(
+                Reason.SCHEMA_INVALID, "a replayed notice needs its notice key as record key"
+            )
+        return replayed.notice_key
 
     def message_id(self, message: str, record: Record) -> str:
         return f"replay:{record.coordinates}"

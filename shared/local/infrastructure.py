@@ -116,9 +116,13 @@ async def start_infrastructure(
     if settings.kafka_bootstrap_servers:
         bootstrap = settings.kafka_bootstrap_servers
     else:
-        broker = EmbeddedBroker(log_file=settings.data_dir / "broker.log")
+        broker = EmbeddedBroker(
+            log_file=settings.data_dir / "broker.log", pid_file=settings.data_dir / "broker.pid"
+        )
         try:
-            bootstrap = await asyncio.to_thread(broker.start)
+            await asyncio.to_thread(broker.end_leftover)
+            broker.launch()  # from the loop's thread: the broker dies with this process
+            bootstrap = await asyncio.to_thread(broker.wait_listening)
         except BaseException:
             if postgres is not None:
                 postgres.stop()

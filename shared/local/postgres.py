@@ -75,6 +75,15 @@ class EmbeddedPostgres:
         else:
             log.info("postgres stopped", data_dir=str(self.data_dir))
 
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the server as its own supervisor would: ``fast`` ends open sessions cleanly,
+        ``immediate`` aborts them like a crash (the server recovers from its WAL). Clients see
+        their connections dropped and must reconnect; committed data is kept either way."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"unknown shutdown mode {mode!r}")
+        self._pg_ctl("-w", "-m", mode, "-t", "60", "-l", str(self.data_dir / "log"), "restart")
+        log.info("postgres restarted", data_dir=str(self.data_dir), mode=mode, pid=self.pid)
+
     def _configure(self) -> bool:
         """Apply our server settings; return True when a restart is needed for them."""
         wanted = dict(_RESTART_SETTINGS)

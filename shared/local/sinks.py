@@ -28,8 +28,8 @@ from shared.local.ports import free_port
 @dataclass
 class SmtpServer:
     """Accepts mail on a loopback port; the first ``refuse`` messages get a 451. With a
-    ``mailbox`` folder each message is also written there; ``keep=False`` keeps no copy in
-    memory (for long runs)."""
+    ``mailbox`` folder each message is also written there, after what it already holds;
+    ``keep=False`` keeps no copy in memory (for long runs)."""
 
     refuse: int = 0
     messages: list[Message] = field(default_factory=list)
@@ -39,6 +39,7 @@ class SmtpServer:
     mailbox: Path | None = None
     keep: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _filed: int = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self._lock:
@@ -51,13 +52,33 @@ class SmtpServer:
                     email.message_from_bytes(envelope.content, _class=Message, policy=default)
                 )
             if self.mailbox is not None:
-                self.mailbox.mkdir(parents=True, exist_ok=True)
-                (self.mailbox / f"{self.accepted:07d}.eml").write_bytes(envelope.content)
+                self._filed = _file_away(self.mailbox, envelope.content, self._filed)
         return "250 OK"
 
     def to(self, address: str) -> list[Message]:
         with self._lock:
             return [m for m in self.messages if address in str(m["To"])]
+
+
+def _file_away(mailbox: Path, content: bytes, after: int) -> int:
+    """Write a message as the first free ``NNNNNNN.eml`` numbered above ``after`` (and above
+    every message already there when ``after`` is 0); return its number.
+
+    The numbers go on across restarts, and a name is only ever created, never reused
+    (``O_EXCL``): mail a user kept from an earlier run, or another sink's, is never overwritten.
+    """
+    mailbox.mkdir(parents=True, exist_ok=True)
+    if not after:
+        after = max((int(p.stem) for p in mailbox.glob("*.eml") if p.stem.isdigit()), default=0)
+    number = after + 1
+    while True:
+        try:
+            with (mailbox / f"{number:07d}.eml").open("xb") as out:
+                out.write(content)
+        except FileExistsError:
+            number += 1
+            continue
+        return number
 
 
 @contextmanager

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services import service_migrations
 from services.notify import storage
 from services.notify.app import build as notify
-from services.notify.rules import NoticeFacts
-from shared.database import Connection
+from services.notify.rules import Notice, NoticeFacts
+from shared.database import Connection, connect
+from shared.migrations import migrate
 from shared.settings import Settings
 from tests.notify.support import ticket_id
 from tests.support.services import running
@@ -51,3 +54,39 @@ async def test_two_batches_holding_one_ticket_take_turns(settings: Settings) -> 
             assert not later.done()
         facts = await asyncio.wait_for(later, 10)
     assert facts[TICKET].received and facts[TICKET].email == "a@b.cn"
+
+
+@pytest.mark.asyncio
+async def test_a_new_notice_is_due_at_once_even_after_the_clock_stepped_back(
+    settings: Settings,
+) -> None:
+    """A notice goes out as soon as it is stored: a clock that steps back (an NTP correction,
+    a restored host) must not hold it until the clock reaches its creation time again."""
+    stored_at = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    notice = Notice(
+        notice_key=f"{TICKET}:customer:acknowledgement",
+        ticket_id=TICKET,
+        number="REQ-2026-000001",
+        cause_event_id=TICKET,
+        recipient="customer",
+        channel="email",
+        address="a@b.cn",
+        template="acknowledgement",
+        language="en",
+        subject="recorded",
+        body="recorded",
+    )
+    conn = await connect(settings.require_database_url(), schema="notify")
+    try:
+        await migrate(conn, "notify", service_migrations("notify"))
+        async with conn.transaction():
+            assert await storage.enqueue(conn, [notice], "v1", stored_at) == {notice.notice_key}
+        an_hour_earlier = stored_at - timedelta(hours=1)
+        assert await storage.next_due(conn) <= an_hour_earlier  # type: ignore[operator]
+        async with conn.transaction():
+            claimed = await storage.claim(
+                conn, an_hour_earlier, an_hour_earlier + timedelta(minutes=1), 10
+            )
+    finally:
+        await conn.close()
+    assert [d.notice_key for d in claimed] == [notice.notice_key]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from shared.database import connect
+from shared.eventstore import PendingEvent
 from shared.local.ports import free_port
-from shared.relay import replay
+from shared.migrations import migrate
+from shared.relay import ReplayRefused, replay
 from shared.settings import Settings
 from tests.support import probe
 from tests.support.kafka import KafkaProbe
@@ -143,3 +146,29 @@ async def test_the_relay_killed_mid_round_loses_nothing(
     finally:
         await conn.close()
         await process.stop()
+
+
+@pytest.mark.asyncio
+async def test_replay_refuses_to_skip_events_the_relay_never_published(
+    settings: Settings,
+) -> None:
+    service = probe.build(settings, port=0, tally=False)
+    conn = await connect(settings.require_database_url())
+    try:
+        await migrate(conn, "probe", service.migrations)
+        for n in range(3):
+            pending = PendingEvent(
+                probe.CounterBumped(counter="c", amount=n), datetime.now(UTC), "c"
+            )
+            await service.store.append(conn, "counter-c", None, [pending])
+        await conn.execute("INSERT INTO probe.checkpoints (name, position) VALUES ('relay', 1)")
+
+        with pytest.raises(ReplayRefused, match="never published"):
+            await replay(conn, "probe", 3)
+        with pytest.raises(ReplayRefused, match="past the end"):
+            await replay(conn, "probe", 4, skip_unpublished=True)
+        assert await conn.fetchval("SELECT position FROM probe.checkpoints") == 1
+        assert await replay(conn, "probe", 3, skip_unpublished=True) == 0
+        assert await replay(conn, "probe", 0) == 3
+    finally:
+        await conn.close()

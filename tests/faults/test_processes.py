@@ -1,0 +1,92 @@
+"""What happens to the processes, under traffic: PostgreSQL restarted; each service killed,
+every service stopped, a second instance of each joining, mid-batch; the broker stopped for a
+minute. The work in flight is done once, by someone; nothing is lost; every group settles.
+
+One system for the module, the faults in sequence, the invariant checked after each; the
+broker's minute comes last, as the fault most likely to leave the system broken for the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from services import service_names
+from shared.durations import parse_duration
+from tests.faults.conftest import Report
+from tests.faults.scenarios import RECOVERY_S, mid_batch, under_traffic
+from tests.support.system import System
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+GRACE = "10s"
+LEASE = "15s"
+"""notify's lease: how long a notice sent but not recorded by a killed sender waits to go again
+(above DESK_NOTIFY_SEND_TIMEOUT, 10 s: a slow send is never taken for a dead one)."""
+SYSTEM_ENV = {"DESK_SHUTDOWN_GRACE": GRACE, "DESK_NOTIFY_LEASE": LEASE}
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_postgresql_restarted_mid_traffic(system: System, report: Report, mode: str) -> None:
+    async with under_traffic(system):
+        await mid_batch(system, "intake")
+        await system.restart_postgres(mode)
+    figures = await system.invariant.wait(RECOVERY_S, since=system.fault_ended)
+    report(figures, fault=f"PostgreSQL restart, {mode} shutdown")
+    assert figures.holds, figures.problems
+
+
+@pytest.mark.parametrize("service", service_names())
+async def test_sigkill_mid_batch(system: System, report: Report, service: str) -> None:
+    async with under_traffic(system):
+        await mid_batch(system, service)
+        await system.kill(service)
+    figures = await system.invariant.wait(RECOVERY_S, since=system.fault_ended)
+    report(figures, fault=f"SIGKILL of {service} mid-batch")
+    assert figures.holds, figures.problems
+
+
+async def test_sigterm_mid_batch_drains_within_the_grace(system: System, report: Report) -> None:
+    """Every service stopped at once mid-batch (a deploy): each drains within the grace, and a
+    graceful stop finishes what it started — nothing is left for a lease or a republish to
+    redo (unlike a kill, whose repeats are the price of the crash window)."""
+    async with under_traffic(system) as before:
+        await mid_batch(system, "notify")
+        drained = await system.terminate(*service_names())
+    figures = await system.invariant.wait(RECOVERY_S, since=system.fault_ended)
+    drained_s = {name: round(seconds, 1) for name, seconds in drained.items()}
+    report(figures, fault="SIGTERM of every service mid-batch", drained_s=drained_s)
+    assert max(drained.values()) <= parse_duration(GRACE).total_seconds(), drained_s
+    assert figures.holds, figures.problems
+    redone = {
+        "notices received again": figures.notice_repeats - before.notice_repeats,
+        "events published again": figures.topic_repeats - before.topic_repeats,
+    }
+    assert not any(redone.values()), redone
+
+
+async def test_a_second_instance_of_each_service_joins_mid_burst(
+    system: System, report: Report
+) -> None:
+    """Every group rebalances while batches are in flight; the newcomers share the work (their
+    relays stand by, their workers claim with SKIP LOCKED) and nothing happens twice."""
+    async with under_traffic(system):
+        await mid_batch(system, "notify")
+        extras = await asyncio.gather(*(system.extra_instance(s) for s in service_names()))
+    figures = await system.invariant.wait(RECOVERY_S, since=system.fault_ended)
+    report(figures, fault="a second instance of each service joins mid-burst")
+    stopped = await asyncio.gather(*(system.stop_instance(extra) for extra in extras))
+    assert figures.holds, figures.problems
+    assert all(code in (0, -signal.SIGTERM) for code in stopped), f"not stopped cleanly: {stopped}"
+
+
+async def test_the_broker_unavailable_for_60_s(system: System, report: Report) -> None:
+    async with under_traffic(system):
+        await mid_batch(system, "intake")  # relays and consumers have work in flight
+        await system.pause_broker(60)
+    figures = await system.invariant.wait(RECOVERY_S, since=system.fault_ended)
+    report(figures, fault="broker SIGSTOP 60 s, SIGCONT")
+    assert figures.tickets > 0 and figures.notices > 0
+    assert figures.holds, figures.problems
