@@ -48,7 +48,10 @@ class KafkaProbe:
         partition: int | None = None,
     ) -> Any:
         if self._producer is None:
-            self._producer = make_producer(self.settings, client_id="test-probe", linger_ms=1)
+            # Large enough for the poison records tests send (a value over 1 MiB).
+            self._producer = make_producer(
+                self.settings, client_id="test-probe", linger_ms=1, max_request_size=16 << 20
+            )
             await self._producer.start()
         return await self._producer.send_and_wait(
             self.settings.topic(topic),
