@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from services.policy.dispatch import DirectoryPolicy, RoutingPolicy, check_routing
+from services.policy.intake import IntakePolicy
 from services.policy.notify import NotificationPolicy
 from services.policy.sla import SlaPolicy
 from services.policy.triage import NumberingPolicy, TriagePolicy
@@ -32,6 +33,7 @@ class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     numbering: NumberingPolicy = NumberingPolicy()
+    intake: IntakePolicy = IntakePolicy()
     triage: TriagePolicy
     directory: DirectoryPolicy
     routing: RoutingPolicy
