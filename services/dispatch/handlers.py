@@ -5,7 +5,8 @@ Every batch runs the same way (:class:`DeskSession`): take the desk lock, load t
 batch names, the board (agents, loads, cursors) and the queues, hand each message to the
 :class:`Desk` with a recorder caused by that message, record what it decides. Refused commands
 become ``*CommandRejected`` events on ``tickets.commands.rejected`` /
-``agents.commands.rejected``; nothing else changes.
+``agents.commands.rejected``; nothing else changes, and the refusal does not claim the command's
+id: the same command sent again is evaluated anew (answered again, or applied if it now can be).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from services.dispatch.commands import (
     Unreadable,
     read_agent_command,
     read_ticket_command,
+    unreadable,
 )
 from services.dispatch.desk import CommandRefusal, Desk, board_from
 from services.dispatch.events import (
@@ -144,6 +146,11 @@ class Commands(Subscription[DecodedCommand]):
             return read_agent_command(record.value)
         return read_ticket_command(record.value)
 
+    def unreadable(self, record: Record, reason: str, detail: str) -> DecodedCommand:
+        """Too large to read, or undecodable: an invalid command like any other."""
+        target = "agent_id" if record.topic.endswith(AGENT_COMMANDS) else "ticket_number"
+        return unreadable(record.value[:4096], f"{reason}: {detail}", target)
+
     def message_id(self, message: DecodedCommand, record: Record) -> str:
         if isinstance(message, Unreadable):
             return f"unreadable:{record.coordinates}"
@@ -166,12 +173,14 @@ class Commands(Subscription[DecodedCommand]):
                 desk.record = uow.caused_by(Cause(f"agent-{command.agent_id}", command.command_id))
                 if refusal := desk.agent_command(command):
                     _refuse(uow, kind, command, command.agent_id, refusal)
+                    inbound.release()
             else:
                 ticket = desk.by_number(command.ticket_number)
                 correlation = ticket.ticket_id if ticket else command.ticket_number
                 desk.record = uow.caused_by(Cause(correlation, command.command_id))
                 if refusal := desk.command(command):
                     _refuse(uow, kind, command, command.ticket_number, refusal)
+                    inbound.release()
 
 
 AgentCommandTypes = (GoOnShift, GoOffShift, SetCapacity)
