@@ -9,11 +9,19 @@ picks the variant, falling back to ``default_language``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
+import httpx
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 Trigger = Literal[
     "ticket.triaged",
@@ -25,6 +33,24 @@ Trigger = Literal[
     "sla.escalated",
 ]
 NoticeChannel = Literal["email", "webhook", "sms"]
+
+
+def _web_address(value: str) -> str:
+    """An address notify can POST to, checked when the policy (or the settings) load: one that
+    cannot be sent to is a mistake to hear about at once, not a notice failing later."""
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL as error:
+        raise ValueError(f"{value!r} is not a URL ({error})") from None
+    if url.scheme not in ("http", "https"):
+        raise ValueError(f"{value!r}: notices are POSTed over http or https")
+    if not url.host:
+        raise ValueError(f"{value!r} has no host")
+    return value
+
+
+WebAddress = Annotated[str, AfterValidator(_web_address)]
+"""An http(s) URL with a host, that httpx can send to (webhooks, the SMS provider)."""
 _RECIPIENT = r"^(customer|assignee|supervisors|directors|agent:[a-z0-9][a-z0-9_.-]*)$"
 
 

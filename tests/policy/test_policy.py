@@ -87,3 +87,38 @@ def test_a_changed_file_is_reloaded_and_an_invalid_edit_refused(tmp_path: Path) 
     os.utime(path, ns=(2, 2))
     kept, kept_version = watch.current()
     assert (kept, kept_version) == (second, second_version)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("http://[::1", "not a URL"),
+        ("ftp://files.example.com/hook", "http or https"),
+        ("mailto:li.na@example.com", "http or https"),
+        ("https:///no-host", "no host"),
+    ],
+)
+def test_a_webhook_address_that_cannot_be_sent_to_is_refused_at_load(
+    address: str, problem: str
+) -> None:
+    document = DEFAULT_POLICY.read_text().replace(
+        'webhook_url: "http://127.0.0.1:9901/agents/li.na"', f'webhook_url: "{address}"'
+    )
+    assert address in document
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document.encode(), Policy, source="policy.yaml")
+    [found] = caught.value.problems
+    assert found.startswith("policy.yaml:"), found
+    assert "directory.agents[0].webhook_url" in found and problem in found, found
+
+
+@pytest.mark.unit
+def test_the_sms_endpoint_setting_must_be_an_http_address() -> None:
+    from pydantic import ValidationError
+
+    from services.notify.settings import NotifySettings
+
+    with pytest.raises(ValidationError, match="not a URL"):
+        NotifySettings(notify_sms_endpoint="http://[::1")
+    assert NotifySettings(notify_sms_endpoint="https://sms.example.com/send")
