@@ -151,8 +151,8 @@ class DeadLetters:
     async def publish_forever(self, pool: asyncpg.Pool) -> None:
         """The publishing task: a round whenever woken, and every ``relay_poll_interval``."""
         while True:
+            self._wake.clear()  # before the round: a dead letter committed during it wakes the next
             if await self.publish_due(pool) < self.BATCH:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self._wake.wait(), self.settings.relay_poll_interval.total_seconds()
@@ -172,9 +172,11 @@ class DeadLetters:
                 now + self.LEASE,
                 self.BATCH,
             )
-            outcomes = await asyncio.gather(
-                *(self._publish(row) for row in rows), return_exceptions=True
-            )
+        # No connection held while the broker answers: the lease keeps the rows ours.
+        outcomes = await asyncio.gather(
+            *(self._publish(row) for row in rows), return_exceptions=True
+        )
+        async with pool.acquire() as conn:
             now = await self.clock.now(conn)
             for row, outcome in zip(rows, outcomes, strict=True):
                 await self._settle(conn, row, outcome, now)

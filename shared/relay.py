@@ -103,9 +103,10 @@ class Relay:
                 CHECKPOINT,
             )
             while True:
+                # Cleared before reading: a commit notified during the round wakes the next.
+                self._wake.clear()
                 published = await self.publish_pending(conn)
                 if published < self.batch_size:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
