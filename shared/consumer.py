@@ -3,8 +3,11 @@
 A :class:`Subscription` says what a consumer reads and how it handles a batch; the
 :class:`ConsumerRunner` does the rest, the same way for all four services:
 
-1. **Decode** each record. Bytes that are not a valid message go straight to ``<topic>.dlq``,
-   and so does an event not published by its type's owner (:mod:`shared.provenance`).
+1. **Decode** each record. Whatever its bytes, size or depth, a record that is not a valid
+   message never rewinds anything: the topic's contract answers it (a rejection) or it is
+   dead-lettered at once — over ``kafka_max_message_bytes`` it is not even read, and a decoder
+   that raises (``RecursionError``, a bug) counts as a record that cannot be read. An event not
+   published by its type's owner (:mod:`shared.provenance`) is dead-lettered too.
 2. **Apply** the whole poll in one transaction: claim every message id in
    ``processed_messages`` (a redelivered message is already there and is skipped), run the
    handler on the new ones, append the events it recorded, feed the inline projections, commit.
@@ -15,7 +18,13 @@ When the batch fails, it is rolled back and replayed message by message to find 
 A failing message is retried with exponential backoff by pausing *its partition only* and
 seeking back to it, so other partitions keep flowing; after ``consumer_max_attempts`` it is
 dead-lettered and its partition moves on. When the database itself is unreachable nothing can
-be applied anywhere, so the whole batch waits and retries without counting attempts.
+be applied anywhere, so the whole batch waits and retries without counting attempts. A fault of
+this plumbing itself (neither a message's nor the infrastructure's) is retried
+``consumer_max_attempts`` times; then each record it still hits is dead-lettered as
+``plumbing_failed`` and the partition moves on.
+
+A handler may :meth:`Inbound.release` a message it refused without effect: its claim is dropped
+in the same transaction, so the same message sent again is evaluated anew.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import asyncpg
@@ -44,9 +54,10 @@ from shared.events import (
     EventDecodeError,
     EventRegistry,
     UnknownEventType,
+    describe_invalid,
 )
 from shared.faults import crash_point
-from shared.kafka import consumer_options
+from shared.kafka import consumer_options, record_size
 from shared.logging import get_logger, ticket_context
 from shared.metrics import (
     BATCH_SECONDS,
@@ -95,6 +106,21 @@ class Inbound(Generic[T]):
     record: Record
     message: T
     message_id: str
+    released: bool = False
+
+    def release(self) -> None:
+        """Refused without effect: forget its id, so that the same message sent again is
+        evaluated anew (dispatch's refused commands) instead of skipped as a repeat."""
+        self.released = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Unread:
+    """A record no message could be made of, and why."""
+
+    record: Record
+    reason: str
+    detail: str
 
 
 class Subscription(ABC, Generic[T]):
@@ -113,7 +139,14 @@ class Subscription(ABC, Generic[T]):
 
     @abstractmethod
     def decode(self, record: Record) -> T:
-        """Turn a record into a message, or raise :class:`Rejected`."""
+        """Turn a record into a message, or raise :class:`Rejected` (anything else it raises
+        counts as ``undecodable``)."""
+
+    def unreadable(self, record: Record, reason: str, detail: str) -> T | None:
+        """The answer this topic's contract gives a record that cannot be read (intake's
+        rejections, dispatch's ``invalid_command``), handled like any message; None — the
+        default — dead-letters it."""
+        return None
 
     @abstractmethod
     def message_id(self, message: T, record: Record) -> str:
@@ -157,8 +190,8 @@ class EventSubscription(Subscription[Delivered]):
                 if any(e["type"] == "json_invalid" for e in error.errors())
                 else Reason.SCHEMA_INVALID
             )
-            raise Rejected(reason, _short(error)) from None
-        if self.accepts and not self._accepted(envelope.type):
+            raise Rejected(reason, describe_invalid(error)) from None
+        if self.accepts and not self._accepted(envelope.type) and self._known(envelope.type):
             return Delivered(envelope, _IGNORED)
         try:
             data = self.registry.decode(envelope.type, envelope.data)
@@ -170,6 +203,11 @@ class EventSubscription(Subscription[Delivered]):
 
     def _accepted(self, event_type: str) -> bool:
         return event_type.rsplit(".v", 1)[0] in self.accepts
+
+    def _known(self, event_type: str) -> bool:
+        """A type of the registry (another consumer's, skipped here); unknown ones are dead
+        letters."""
+        return self.registry.knows(event_type.rsplit(".v", 1)[0])
 
     def message_id(self, message: Delivered, record: Record) -> str:
         return str(message.envelope.id)
@@ -190,12 +228,6 @@ class _Ignored(EventData):
 
 
 _IGNORED = _Ignored()
-
-
-def _short(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in error.errors()[:5]
-    )
 
 
 class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -228,6 +260,7 @@ class ConsumerRunner(Generic[T]):
         self.name = f"{service.name}.{subscription.name}"
         self._members: list[tuple[Any, _Assignment]] = []
         self._attempts: dict[tuple[str, int, int], int] = {}
+        self._plumbing: dict[tuple[str, int, int], int] = {}
         self._resume_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
         self._labels = (service.name, subscription.name)
 
@@ -301,66 +334,98 @@ class ConsumerRunner(Generic[T]):
             return
         started = time.perf_counter()
         try:
-            entries = await self._decode(records)
-            wanted = [e for e in entries if isinstance(e, Inbound)]
-            if any(self._key(m.record) in self._attempts for m in wanted):
-                # A message that failed before is back: try it alone, not the batch again.
-                positions = await self._apply_one_by_one(consumer, entries, batch_failed=False)
-            else:
-                try:
-                    await self._apply(wanted)
-                except INFRASTRUCTURE_ERRORS:
-                    raise
-                except Exception as error:  # a poison message somewhere in the batch
-                    log.warning(
-                        "batch failed, isolating the failing message",
-                        consumer=self.name,
-                        records=len(records),
-                        error=repr(error),
-                    )
-                    positions = await self._apply_one_by_one(consumer, entries, batch_failed=True)
-                else:
-                    positions = _next_offsets(records)
+            try:
+                positions = await self._process(consumer, records)
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as error:  # a fault of this plumbing, not of a message
+                found = await self._plumbing_failed(consumer, records, error)
+                if found is None:
+                    return
+                positions = found
         except INFRASTRUCTURE_ERRORS as error:
             await self._wait_and_rewind(consumer, records, error)
             return
         except Exception as error:
-            # A fault in the plumbing itself: never let the batch be skipped silently.
-            log.exception("consumer plumbing failed; rewinding the batch", consumer=self.name)
+            # Even settling record by record failed: nothing is safe but to keep the batch.
+            log.critical("consumer plumbing failed; rewinding the batch", consumer=self.name)
             await self._wait_and_rewind(consumer, records, error)
             return
+        for record in records:
+            self._plumbing.pop(self._key(record), None)
         BATCH_SECONDS.labels(*self._labels).observe(time.perf_counter() - started)
         crash_point("consumer.after_transaction")
         await self._commit(consumer, positions)
 
+    async def _process(self, consumer: Any, records: Sequence[Record]) -> dict[TopicPartition, int]:
+        """Decode and apply the records; return the offsets to commit."""
+        entries = await self._decode(records)
+        wanted = [e for e in entries if isinstance(e, Inbound)]
+        if any(self._key(m.record) in self._attempts for m in wanted):
+            # A message that failed before is back: try it alone, not the batch again.
+            return await self._apply_one_by_one(consumer, entries, batch_failed=False)
+        try:
+            await self._apply(wanted)
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as error:  # a poison message somewhere in the batch
+            log.warning(
+                "batch failed, isolating the failing message",
+                consumer=self.name,
+                records=len(records),
+                error=repr(error),
+            )
+            return await self._apply_one_by_one(consumer, entries, batch_failed=True)
+        return _next_offsets(records)
+
     async def _decode(self, records: Sequence[Record]) -> list[Inbound[T] | Record]:
-        """Decode each record; dead-letter the undecodable ones now (they never get better).
+        """Decode each record; dead-letter the unreadable ones now (they never get better).
 
         Returns, in order, the messages to apply and the records that need nothing more
         (dead-lettered, or of no interest to this consumer).
         """
         entries: list[Inbound[T] | Record] = []
+        unread: list[_Unread] = []
         for record in records:
-            try:
-                item = self.subscription.decode(record)
-            except Rejected as error:
-                async with self.service.pool.acquire() as conn, conn.transaction():
-                    await self._dead_letter(conn, record, error.reason, str(error), attempts=1)
-                entries.append(record)
-                continue
-            if not self.subscription.wants(item):
-                entries.append(record)
-                continue
-            if isinstance(item, Delivered):
-                try:
-                    self.service.provenance.check(record, item.envelope)
-                except Forged as forged:
-                    async with self.service.pool.acquire() as conn, conn.transaction():
-                        await self._dead_letter(conn, record, forged.reason, str(forged), 1)
-                    entries.append(record)
-                    continue
-            entries.append(Inbound(record, item, self.subscription.message_id(item, record)))
+            entry = self._read(record)
+            if isinstance(entry, _Unread):
+                unread.append(entry)
+            entries.append(entry if isinstance(entry, Inbound) else record)
+        if unread:
+            async with self.service.pool.acquire() as conn, conn.transaction():
+                for entry in unread:
+                    await self._dead_letter(conn, entry.record, entry.reason, entry.detail, 1)
+            self.service.dead_letters.wake()
         return entries
+
+    def _read(self, record: Record) -> Inbound[T] | _Unread | None:
+        """One record as a message to apply, as unreadable, or None when this consumer reads
+        past it. Never raises: whatever the record, it has an answer."""
+        subscription = self.subscription
+        limit = self.settings.kafka_max_message_bytes
+        try:
+            size = record_size(record.key, record.value, record.headers)
+            if size > limit:
+                raise Rejected(Reason.TOO_LARGE, f"{size} bytes; at most {limit}")
+            message = subscription.decode(record)
+            if not subscription.wants(message):
+                return None
+            if isinstance(message, Delivered):
+                self.service.provenance.check(record, message.envelope)
+            return Inbound(record, message, subscription.message_id(message, record))
+        except Forged as forged:  # another's event: no contract answers it
+            return _Unread(record, forged.reason, str(forged))
+        except Rejected as error:
+            reason, detail = error.reason, str(error)
+        except Exception as error:  # RecursionError, MemoryError, a decoder's own bug
+            reason, detail = Reason.UNDECODABLE, f"{type(error).__name__}: {error}"
+        try:
+            answer = subscription.unreadable(record, reason, detail)
+            if answer is not None:
+                return Inbound(record, answer, subscription.message_id(answer, record))
+        except Exception as error:
+            detail = f"{detail}; and answering it failed: {type(error).__name__}: {error}"
+        return _Unread(record, reason, detail[:2000])
 
     async def _apply(self, messages: Sequence[Inbound[T]]) -> None:
         """One transaction: claim the ids, run the handler, append its events, project them."""
@@ -368,24 +433,28 @@ class ConsumerRunner(Generic[T]):
             return
         service = self.service
         async with service.pool.acquire() as conn, conn.transaction():
-            fresh = await self._claim(conn, messages)
+            now = await service.clock.now(conn)
+            fresh = await self._claim(conn, messages, now)
             if fresh:
-                uow = UnitOfWork(
-                    conn, service.store, await service.clock.now(conn), service.projections
-                )
+                uow = UnitOfWork(conn, service.store, now, service.projections)
                 await self.subscription.handle(uow, fresh)
                 await uow.flush()
+                await self._release(conn, [m.message_id for m in fresh if m.released])
 
-    async def _claim(self, conn: Connection, messages: Sequence[Inbound[T]]) -> list[Inbound[T]]:
-        """Record every id as processed; return the messages seen for the first time."""
+    async def _claim(
+        self, conn: Connection, messages: Sequence[Inbound[T]], now: datetime
+    ) -> list[Inbound[T]]:
+        """Record every id as processed (at ``now``, by the service's clock, which the purge of
+        old ids reads too); return the messages seen for the first time."""
         unique: dict[str, Inbound[T]] = {}
         for m in messages:
             unique.setdefault(m.message_id, m)
         claimed = await conn.fetch(
-            "INSERT INTO processed_messages (consumer, message_id) "
-            "SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING RETURNING message_id",
+            "INSERT INTO processed_messages (consumer, message_id, processed_at) "
+            "SELECT $1, unnest($2::text[]), $3 ON CONFLICT DO NOTHING RETURNING message_id",
             self.name,
             list(unique),
+            now,
         )
         new_ids = {r[0] for r in claimed}
         fresh = [m for m in unique.values() if m.message_id in new_ids]
@@ -393,6 +462,14 @@ class ConsumerRunner(Generic[T]):
             MESSAGES_DUPLICATE.labels(*self._labels).inc(len(messages) - len(fresh))
         MESSAGES_HANDLED.labels(*self._labels).inc(len(fresh))
         return fresh
+
+    async def _release(self, conn: Connection, message_ids: list[str]) -> None:
+        if message_ids:
+            await conn.execute(
+                "DELETE FROM processed_messages WHERE consumer = $1 AND message_id = ANY($2)",
+                self.name,
+                message_ids,
+            )
 
     # --- isolating a poison message -------------------------------------------------------
 
@@ -424,7 +501,7 @@ class ConsumerRunner(Generic[T]):
     ) -> bool:
         """Apply one message; on failure schedule a retry or dead-letter it. True if settled."""
         key = self._key(item.record)
-        with ticket_context(**self.subscription.log_context(item.message)):
+        with ticket_context(**self._log_context(item.message)):
             try:
                 await self._apply([item])
             except INFRASTRUCTURE_ERRORS:
@@ -452,8 +529,66 @@ class ConsumerRunner(Generic[T]):
                     await self._dead_letter(
                         conn, item.record, Reason.HANDLER_FAILED, repr(error), attempts
                     )
+                self.service.dead_letters.wake()
         self._attempts.pop(key, None)
         return True
+
+    def _log_context(self, message: T) -> dict[str, object]:
+        try:
+            return self.subscription.log_context(message)
+        except Exception:  # a log line's context is never worth a failed message
+            return {}
+
+    # --- when the plumbing itself fails ---------------------------------------------------
+
+    async def _plumbing_failed(
+        self, consumer: Any, records: Sequence[Record], error: Exception
+    ) -> dict[TopicPartition, int] | None:
+        """Rewind and retry after a backoff, ``consumer_max_attempts`` times at most; then settle
+        the records one at a time, dead-lettering as ``plumbing_failed`` any the fault still
+        hits. Returns the offsets to commit, or None after a rewind."""
+        keys = [self._key(r) for r in records]
+        attempts = 1 + max(self._plumbing.get(k, 0) for k in keys)
+        for k in keys:
+            self._plumbing[k] = attempts
+        if attempts < self.settings.consumer_max_attempts:
+            log.exception(
+                "consumer plumbing failed; rewinding the batch",
+                consumer=self.name,
+                attempt=attempts,
+            )
+            delay = self._backoff(attempts)
+            await self._wait_and_rewind(consumer, records, error, delay=delay, quiet=True)
+            return None
+        log.error(
+            "consumer plumbing failed again; settling the batch record by record",
+            consumer=self.name,
+            attempts=attempts,
+            error=repr(error),
+        )
+        positions: dict[TopicPartition, int] = {}
+        held: set[TopicPartition] = set()
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            if tp in held:
+                continue
+            try:
+                settled = await self._process(consumer, [record])
+            except INFRASTRUCTURE_ERRORS:
+                raise
+            except Exception as fault:
+                async with self.service.pool.acquire() as conn, conn.transaction():
+                    await self._dead_letter(
+                        conn, record, Reason.PLUMBING_FAILED, repr(fault), attempts
+                    )
+                self.service.dead_letters.wake()
+                settled = {tp: record.offset + 1}
+            self._plumbing.pop(self._key(record), None)
+            if tp in settled:
+                positions[tp] = settled[tp]
+            else:
+                held.add(tp)  # paused for a retry: the rest of it comes again
+        return positions
 
     @staticmethod
     def _key(record: Record) -> tuple[str, int, int]:
@@ -486,8 +621,9 @@ class ConsumerRunner(Generic[T]):
         task = self._resume_tasks.pop(tp, None)
         if task:
             task.cancel()
-        for key in [k for k in self._attempts if (k[0], k[1]) == (tp.topic, tp.partition)]:
-            del self._attempts[key]
+        for known in (self._attempts, self._plumbing):
+            for key in [k for k in known if (k[0], k[1]) == (tp.topic, tp.partition)]:
+                del known[key]
 
     async def _dead_letter(
         self, conn: Connection, record: Record, reason: str, error: str, attempts: int
@@ -502,26 +638,36 @@ class ConsumerRunner(Generic[T]):
             error=error[:500],
             attempts=attempts,
         )
-        await self.service.dead_letters.send(
+        await self.service.dead_letters.record(
             conn, record, consumer=self.name, reason=reason, error=error, attempts=attempts
         )
 
     # --- when nothing can be applied ------------------------------------------------------
 
     async def _wait_and_rewind(
-        self, consumer: Any, records: Sequence[Record], error: BaseException
+        self,
+        consumer: Any,
+        records: Sequence[Record],
+        error: BaseException,
+        *,
+        delay: float | None = None,
+        quiet: bool = False,
     ) -> None:
-        """The database or broker is unreachable: rewind the batch and wait before retrying."""
-        log.error(
-            "cannot apply batch, infrastructure unavailable; will retry",
-            consumer=self.name,
-            error=repr(error),
-        )
+        """Nothing of the batch can be applied now (the database or broker is unreachable, or
+        the plumbing failed): rewind it and wait before retrying."""
+        if not quiet:
+            log.error(
+                "cannot apply batch, infrastructure unavailable; will retry",
+                consumer=self.name,
+                error=repr(error),
+            )
         for tp, offset in _first_offsets(records).items():
             # Revoked meanwhile? Then the new owner starts from the committed offset.
             with contextlib.suppress(IllegalStateError):
                 consumer.seek(tp, offset)
-        await asyncio.sleep(self.settings.consumer_retry_backoff_max.total_seconds() / 10)
+        if delay is None:
+            delay = self.settings.consumer_retry_backoff_max.total_seconds() / 10
+        await asyncio.sleep(delay)
 
     async def _commit(self, consumer: Any, positions: dict[TopicPartition, int]) -> None:
         if not positions:

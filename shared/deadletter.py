@@ -1,22 +1,39 @@
 """Dead letters: messages a consumer cannot apply, parked with the reason and where they came from.
 
-A dead letter goes to ``<topic>.dlq`` on Kafka (original key and value, original headers, plus
-``dlq_*`` headers naming the reason, the error, the consumer and the original
-topic/partition/offset) and into the consuming service's ``dead_letters`` table, which is what
-``desk dlq list`` shows and ``desk dlq replay`` sends back to the original topic. The table is the
-durable record: the embedded broker forgets its topics when it restarts.
+A dead letter is first a row of the consuming service's ``dead_letters`` table, written in a
+transaction of the consumer before its offsets move: that row is the durable record, what
+``desk dlq list`` shows and ``desk dlq replay`` sends back to the original topic. Publishing it
+to ``<topic>.dlq`` (original key and value, original headers, plus ``dlq_*`` headers naming the
+reason, the error, the consumer and the original topic/partition/offset) follows, done by a
+supervised task of the service and retried with backoff until the broker takes it — so a
+dead-letter topic that is missing, or a broker that refuses the write, holds up no partition and
+loses nothing. A copy too large for the broker is cut to fit (``dlq_truncated`` gives the
+original size; the table keeps every byte); a write refused for good is left in the table,
+counted by ``desk_dead_letters_unpublished``. Error texts are stored with contact data masked.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from shared.clock import Clock
 from shared.database import Connection, identifier
+from shared.kafka import record_size, refused
+from shared.logging import get_logger
+from shared.metrics import DEAD_LETTERS_UNPUBLISHED
+from shared.privacy import scrub
+from shared.scheduling import backoff
+from shared.settings import Settings
+
+log = get_logger(__name__)
 
 
 class Reason:
@@ -24,7 +41,7 @@ class Reason:
     workers may dead-letter with reasons of their own)."""
 
     UNDECODABLE = "undecodable"
-    """Not JSON, not UTF-8, or not an envelope."""
+    """Not JSON, not UTF-8, nested too deep, or the decoder raised."""
     SCHEMA_INVALID = "schema_invalid"
     """JSON, but its data does not match the declared event or command type."""
     UNKNOWN_TYPE = "unknown_type"
@@ -35,6 +52,10 @@ class Reason:
     """An event without a valid seal of its type's owner (missing, unknown key, mismatch)."""
     FOREIGN_SOURCE = "foreign_source"
     """An event of a type its producer does not own (its ``source`` or seal names another)."""
+    TOO_LARGE = "too_large"
+    """Over ``kafka_max_message_bytes``: not even read."""
+    PLUMBING_FAILED = "plumbing_failed"
+    """The consumer plumbing itself failed on it, ``consumer_max_attempts`` times."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +98,24 @@ def dlq_topic(topic: str) -> str:
 
 
 class DeadLetters:
-    """Publishes dead letters and records them in the consuming service's schema."""
+    """Records dead letters in the consuming service's schema, and publishes them afterwards."""
 
-    def __init__(self, producer: AIOKafkaProducer, schema: str) -> None:
+    BATCH = 100
+    """Dead letters published per round."""
+    LEASE = timedelta(minutes=1)
+    """A round's claim on its rows: another instance publishes them if this one dies."""
+
+    def __init__(
+        self, producer: AIOKafkaProducer, schema: str, clock: Clock, settings: Settings
+    ) -> None:
         self.producer = producer
         self.schema = identifier(schema)
+        self.service = schema
+        self.clock = clock
+        self.settings = settings
+        self._wake = asyncio.Event()
 
-    async def send(
+    async def record(
         self,
         conn: Connection,
         record: Record,
@@ -93,31 +125,13 @@ class DeadLetters:
         error: str,
         attempts: int,
     ) -> None:
-        """Publish to ``<topic>.dlq`` (awaiting the broker), then record it in the table.
-
-        Publishing first means a crash in between can repeat the publish, never lose it; the
-        table row is unique per (consumer, topic, partition, offset).
-        """
-        headers = [
-            *[(k, v) for k, v in record.headers if not k.startswith("dlq_")],
-            ("dlq_reason", reason.encode()),
-            ("dlq_error", error[:2000].encode()),
-            ("dlq_consumer", consumer.encode()),
-            ("dlq_topic", record.topic.encode()),
-            ("dlq_partition", str(record.partition).encode()),
-            ("dlq_offset", str(record.offset).encode()),
-            ("dlq_attempts", str(attempts).encode()),
-            ("dlq_time", datetime.now(UTC).isoformat().encode()),
-        ]
-        await (
-            await self.producer.send(
-                dlq_topic(record.topic), value=record.value, key=record.key, headers=headers
-            )
-        )
+        """Write the dead letter in the caller's transaction; :meth:`wake` the publisher once it
+        commits. The row is unique per (consumer, topic, partition, offset): recording the same
+        record again (a redelivery) updates it, and does not publish it a second time."""
         await conn.execute(
             f"INSERT INTO {self.schema}.dead_letters "
-            '(consumer, topic, partition, "offset", key, value, headers, reason, error, attempts) '
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            '(consumer, topic, partition, "offset", key, value, headers, reason, error, attempts, '
+            "publish_due) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
             'ON CONFLICT (consumer, topic, partition, "offset") DO UPDATE '
             "SET reason = excluded.reason, error = excluded.error, attempts = excluded.attempts, "
             "recorded_at = now(), replayed_at = NULL",
@@ -127,11 +141,120 @@ class DeadLetters:
             record.offset,
             record.key,
             record.value,
-            [[k, v.decode("utf-8", "replace")] for k, v in record.headers],
+            [[_text(k), _text((v or b"").decode("utf-8", "replace"))] for k, v in record.headers],
             reason,
-            error[:8000],
+            _text(scrub(error))[:8000],
             attempts,
+            await self.clock.now(conn),
         )
+
+    def wake(self) -> None:
+        """New dead letters were committed: publish now rather than at the next poll."""
+        self._wake.set()
+
+    async def publish_forever(self, pool: asyncpg.Pool) -> None:
+        """The publishing task: a round whenever woken, and every ``relay_poll_interval``."""
+        while True:
+            self._wake.clear()  # before the round: a dead letter committed during it wakes the next
+            if await self.publish_due(pool) < self.BATCH:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wake.wait(), self.settings.relay_poll_interval.total_seconds()
+                    )
+
+    async def publish_due(self, pool: asyncpg.Pool) -> int:
+        """One round: publish the due unpublished dead letters; return how many were due."""
+        async with pool.acquire() as conn:
+            now = await self.clock.now(conn)
+            rows = await conn.fetch(
+                f"UPDATE {self.schema}.dead_letters SET publish_due = $2 WHERE id IN ("
+                f"SELECT id FROM {self.schema}.dead_letters WHERE published_at IS NULL "
+                "AND publish_due <= $1 ORDER BY publish_due, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
+                'RETURNING id, consumer, topic, partition, "offset", key, value, headers, reason, '
+                "error, attempts, recorded_at, publish_attempts",
+                now,
+                now + self.LEASE,
+                self.BATCH,
+            )
+        # No connection held while the broker answers: the lease keeps the rows ours.
+        outcomes = await asyncio.gather(
+            *(self._publish(row) for row in rows), return_exceptions=True
+        )
+        async with pool.acquire() as conn:
+            now = await self.clock.now(conn)
+            for row, outcome in zip(rows, outcomes, strict=True):
+                await self._settle(conn, row, outcome, now)
+            unpublished = await conn.fetchval(
+                f"SELECT count(*) FROM {self.schema}.dead_letters WHERE published_at IS NULL"
+            )
+        DEAD_LETTERS_UNPUBLISHED.labels(self.service).set(unpublished)
+        return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        original = _headers(row["headers"])
+        headers = [(k, v.encode()) for k, v in original if not k.startswith("dlq_")]
+        headers += [
+            ("dlq_reason", row["reason"].encode()),
+            ("dlq_error", row["error"][:2000].encode()),
+            ("dlq_consumer", row["consumer"].encode()),
+            ("dlq_topic", row["topic"].encode()),
+            ("dlq_partition", str(row["partition"]).encode()),
+            ("dlq_offset", str(row["offset"]).encode()),
+            ("dlq_attempts", str(row["attempts"]).encode()),
+            ("dlq_time", row["recorded_at"].isoformat().encode()),
+        ]
+        key, value = row["key"], bytes(row["value"])
+        limit = self.settings.kafka_max_message_bytes
+        if record_size(key, value, headers) > limit:
+            # Cut to fit: the dlq_* headers and the start of the value; the table has it all.
+            size = len(value)
+            headers = [(k, v) for k, v in headers if k.startswith("dlq_")]
+            headers.append(("dlq_truncated", str(size).encode()))
+            key = key[:1024] if key else key
+            value = value[: max(0, limit - record_size(key, b"", headers) - 1024)]
+        await (await self.producer.send(dlq_topic(row["topic"]), value, key, headers=headers))
+
+    async def _settle(
+        self, conn: Connection, row: asyncpg.Record, outcome: BaseException | None, now: datetime
+    ) -> None:
+        if outcome is None:
+            await conn.execute(
+                f"UPDATE {self.schema}.dead_letters SET published_at = $2, publish_due = NULL, "
+                "publish_error = NULL WHERE id = $1",
+                row["id"],
+                now,
+            )
+            return
+        attempts = row["publish_attempts"] + 1
+        settings = self.settings
+        due = None
+        if not refused(outcome):
+            pause = backoff(
+                attempts, settings.consumer_retry_backoff, settings.consumer_retry_backoff_max
+            )
+            due = now + pause
+        error = f"{type(outcome).__name__}: {outcome}"
+        log.error(
+            "dead letter not published" + ("; retrying later" if due else "; refused for good"),
+            dlq=dlq_topic(row["topic"]),
+            dead_letter=row["id"],
+            attempts=attempts,
+            retry_at=due.isoformat() if due else None,
+            error=error,
+        )
+        await conn.execute(
+            f"UPDATE {self.schema}.dead_letters SET publish_attempts = $2, publish_due = $3, "
+            "publish_error = $4 WHERE id = $1",
+            row["id"],
+            attempts,
+            due,
+            _text(error)[:2000],
+        )
+
+
+def _text(value: str) -> str:
+    """Text PostgreSQL stores: no NUL (which ``text`` and ``jsonb`` refuse)."""
+    return value.replace("\x00", "\ufffd")
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ An endpoint is an ``http`` or ``https`` URL. It must not reach into the deployme
 Otherwise whoever edits a webhook address could make notify probe the internal network, the
 cloud's metadata service or PostgreSQL itself.
 
-Checked twice: when the address is configured (:func:`check_endpoint`: the scheme, and a literal
-address or ``localhost``), and when a request is sent (:func:`pin`: the host's DNS answers, all of
-them, since a public name may resolve to a private address). The request then goes to the very
+Checked twice: when the address is configured (:func:`check_endpoint`: a URL httpx can send to,
+its scheme and host, and a literal address or ``localhost``; a policy or settings file with an
+address of the wrong form is refused as it loads, before the settings' rule: :data:`ANY_NETWORK`),
+and when a request is sent (:func:`pin`: the host's DNS answers, all of them, since a public name
+may resolve to a private address). The request then goes to the very
 address that was checked (TLS still verifies the host name), so a second DNS answer cannot
 change it in between.
 """
@@ -21,6 +23,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+import httpx
 
 from shared.settings import Settings
 
@@ -53,13 +57,19 @@ class EndpointRule:
             raise EndpointRefused(f"{address} is a private, link-local or reserved address")
 
 
+ANY_NETWORK = EndpointRule(allow_private=True, allow_loopback=True)
+"""The form of an address only: what a policy or settings file is checked for when it loads,
+before the settings say which networks are allowed."""
+
+
 def check_endpoint(url: str, rule: EndpointRule) -> str:
     """Refuse what can be refused without DNS; return the URL's host."""
     try:
         parts = urlsplit(url)
         host = parts.hostname
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as error:
+        httpx.URL(url)  # what the sender will parse: an address it refuses is refused now
+    except (ValueError, httpx.InvalidURL) as error:
         raise EndpointRefused(f"not a URL: {error}") from None
     if parts.scheme not in ("http", "https"):
         raise EndpointRefused(f"scheme {parts.scheme!r}: only http and https")

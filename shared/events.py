@@ -21,14 +21,32 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
 from uuid import UUID, SafeUUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 SPEC_VERSION: Literal["1.0"] = "1.0"
 CONTENT_TYPE = "application/cloudevents+json"
 _TYPE = re.compile(r"^(?P<name>[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+)\.v(?P<version>[1-9][0-9]*)$")
+
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _plausible(value: datetime) -> datetime:
+    if value.utcoffset() is None:
+        raise ValueError("needs a time zone offset")
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError("not between 1900 and 9000: no calendar can compute with it")
+    return value
+
+
+Moment = Annotated[datetime, AfterValidator(_plausible)]
+"""A point in time an event carries and a consumer computes with (deadlines, calendars): with a
+time zone, and far enough from the ends of the calendar that adding a target or converting to
+UTC cannot overflow. A record carrying another is refused when read (``schema_invalid``)."""
 
 
 class EventData(BaseModel):
@@ -59,7 +77,7 @@ class Envelope(BaseModel):
     source: str = Field(description="Producing service, e.g. servicedesk/intake.")
     type: str = Field(description="Versioned event type, e.g. servicedesk.ticket.received.v1.")
     subject: str | None = Field(default=None, description="The ticket the event is about.")
-    time: datetime
+    time: Moment
     datacontenttype: Literal["application/json"] = "application/json"
     streamid: str = Field(description="Event-store stream the event belongs to.")
     streamversion: int = Field(ge=0, description="Position of the event within its stream.")
@@ -137,6 +155,15 @@ def split_type(event_type: str) -> tuple[str, int]:
     return match["name"], int(match["version"])
 
 
+def describe_invalid(error: ValidationError, most: int = 5) -> str:
+    """Where and how data is invalid, without the values themselves: pydantic quotes them, and
+    they may be a customer's address or phone number."""
+    problems = error.errors(include_input=False, include_url=False)[:most]
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in problems
+    )
+
+
 class UnknownEventType(ValueError):
     def __init__(self, event_type: str, why: str = "not registered") -> None:
         super().__init__(f"event type {event_type!r}: {why}")
@@ -192,6 +219,10 @@ class EventRegistry:
 
         return decorate
 
+    def knows(self, name: str) -> bool:
+        """An event of this name (``servicedesk.ticket.received``) is registered, any version."""
+        return name in self._latest
+
     def decode(self, event_type: str, data: dict[str, Any]) -> EventData:
         """Typed data of the newest version, upcasting older versions step by step."""
         name, version = split_type(event_type)
@@ -209,7 +240,7 @@ class EventRegistry:
         try:
             return self._types[(name, latest)].cls.model_validate(data)
         except ValidationError as error:
-            raise EventDecodeError(f"{event_type}: {error}") from error
+            raise EventDecodeError(f"{event_type}: {describe_invalid(error)}") from error
 
     def decode_json(self, event_type: str, text: str) -> EventData:
         """:meth:`decode` from the data's JSON text: one parse when no upcasting is needed

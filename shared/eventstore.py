@@ -47,6 +47,10 @@ class ConcurrencyError(Exception):
         self.actual = actual
 
 
+class EventTooLarge(ValueError):
+    """An event larger than the broker would take: stored, it would stop the relay for good."""
+
+
 @dataclass(slots=True)
 class PendingEvent:
     """An event on its way into a stream, with its causal metadata."""
@@ -122,11 +126,19 @@ _COLUMNS = (
 class EventStore:
     """Events of one service, kept in that service's schema."""
 
-    def __init__(self, schema: str, source: str, event_types: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        schema: str,
+        source: str,
+        event_types: set[str] | None = None,
+        max_event_bytes: int | None = None,
+    ) -> None:
         self.schema = identifier(schema)
         self.source = source
         self.event_types = event_types
         """When given, the only types this store accepts (each has a topic to go to)."""
+        self.max_event_bytes = max_event_bytes
+        """When given, the largest envelope an append takes (what the broker will publish)."""
         self._append_sql = (
             "SELECT event_id, event_position, event_stream_version "
             f"FROM {self.schema}.append_events("
@@ -175,7 +187,9 @@ class EventStore:
                 times.append(pending.time)
                 correlations.append(pending.correlation_id)
                 causations.append(pending.causation_id)
-                envelopes.append(self._envelope_json(append.stream_id, pending, event_type))
+                envelope = self._envelope_json(append.stream_id, pending, event_type)
+                self._check_size(envelope, event_type)
+                envelopes.append(envelope)
         if not ids:
             return []
         try:
@@ -201,6 +215,15 @@ class EventStore:
                 ) from None
             raise
         return [Appended(r[0], r[1], r[2]) for r in rows]
+
+    def _check_size(self, envelope: str, event_type: str) -> None:
+        limit = self.max_event_bytes
+        # Characters are 1-4 bytes of UTF-8: most envelopes pass without being encoded.
+        if limit is None or len(envelope) * 4 <= limit:
+            return
+        size = len(envelope.encode())
+        if size > limit:
+            raise EventTooLarge(f"{event_type}: {size} bytes; the broker takes at most {limit}")
 
     def _envelope_json(self, stream_id: str, pending: PendingEvent, event_type: str) -> str:
         """The envelope as stored: everything but ``streamversion`` (see :func:`with_version`).

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import BrokerResponseError
 from faststream.kafka import KafkaBroker
 
 from shared.settings import Settings
@@ -52,6 +53,22 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
     }
+
+
+def refused(error: BaseException) -> bool:
+    """The broker (or the client, on its behalf) refuses the record for good: it is too large,
+    the topic is not ours to write, the name is invalid... Sending it again changes nothing,
+    unlike a timeout or a leader moving, which the next attempt may not meet."""
+    return isinstance(error, BrokerResponseError) and not error.retriable
+
+
+def record_size(
+    key: bytes | None, value: bytes, headers: Iterable[tuple[str, bytes | None]]
+) -> int:
+    """Bytes a record takes on the wire, near enough to compare with the broker's limit."""
+    framing = 64  # lengths, offsets, timestamp and attributes of one record in a batch
+    extra = sum(len(k) + len(v or b"") for k, v in headers)
+    return framing + len(key or b"") + len(value) + extra
 
 
 def producer_acks(settings: Settings) -> int | str:
@@ -102,6 +119,8 @@ def make_producer(settings: Settings, *, client_id: str, **options: Any) -> AIOK
         "enable_idempotence": settings.kafka_enable_idempotence,
         "linger_ms": settings.kafka_linger_ms,
         "partitioner": partition_for,
+        "max_request_size": settings.kafka_max_message_bytes,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
     }
     return AIOKafkaProducer(
         **client_options(settings), client_id=client_id, **{**defaults, **options}

@@ -4,7 +4,8 @@ JSON lines by default (what log shippers read), a readable console layout on a t
 line carries the service; the consumer plumbing binds ``ticket_id``, ``ticket_number``,
 ``event_id`` and ``correlation_id`` while it handles a message, so a handler's log lines say
 which ticket they are about without passing anything around. Library logs (aiokafka, FastStream,
-uvicorn) go through the same renderer.
+uvicorn) go through the same renderer, and every line — its values and any traceback — has its
+contact data masked (:func:`scrub_contacts`) before it is written.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, Literal
 
 import structlog
 from structlog.typing import EventDict, Processor
+
+from shared.privacy import scrub_value
 
 _TICKET_KEYS = ("ticket_id", "ticket_number", "event_id", "correlation_id")
 
@@ -49,7 +52,9 @@ def configure_logging(
         processors=[
             *shared,
             structlog.processors.StackInfoRenderer(),
-            *([] if console else [structlog.processors.format_exc_info]),
+            # Tracebacks become text here, so that the scrub below reaches them too.
+            structlog.processors.format_exc_info,
+            scrub_contacts,
             renderer,
         ],
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
@@ -60,7 +65,8 @@ def configure_logging(
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            *([] if console else [structlog.processors.format_exc_info]),
+            structlog.processors.format_exc_info,
+            scrub_contacts,
             renderer,
         ],
     )
@@ -93,6 +99,12 @@ class _ServiceStamp:
         if "module" in event:  # our loggers carry their module as "module" (see get_logger)
             event.setdefault("logger", event.pop("module"))
         return event
+
+
+def scrub_contacts(logger: Any, method: str, event: EventDict) -> EventDict:
+    """Mask e-mail addresses and phone numbers in every value of a log line, however deep
+    (:func:`shared.privacy.scrub`): error texts quote the data they refused."""
+    return {key: scrub_value(value) for key, value in event.items()}
 
 
 def get_logger(name: str | None = None) -> Any:

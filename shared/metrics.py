@@ -45,3 +45,29 @@ RELAY_LEADER = Gauge(
     "1 when this instance holds the relay lock of its service.",
     ["service"],
 )
+RELAY_BLOCKED = Gauge(
+    "desk_relay_blocked_position",
+    "Position of a stored event the broker refuses for good, where the relay is stopped "
+    "(0 when it flows). See docs/architecture.md for the operator's action.",
+    ["service"],
+)
+TASK_UP = Gauge(
+    "desk_task_up",
+    "1 while a background task runs, 0 after it failed until it has recovered.",
+    ["service", "task"],
+)
+TASK_RESTARTS = Counter(
+    "desk_task_restarts_total",
+    "Background task failures, each followed by a restart after a backoff.",
+    ["service", "task"],
+)
+DEAD_LETTERS_UNPUBLISHED = Gauge(
+    "desk_dead_letters_unpublished",
+    "Dead letters recorded in the service's table and not yet on their <topic>.dlq.",
+    ["service"],
+)
+PROCESSED_PURGED = Counter(
+    "desk_processed_ids_purged_total",
+    "Processed message ids forgotten after the retention.",
+    ["service"],
+)

@@ -9,8 +9,9 @@
   of a projection's catch-up — PostgreSQL 17 or newer — and nothing that changes a row),
   ``policy_history`` (``SELECT, INSERT``: a service records each policy version it puts in force,
   never rewrites that record) and ``schema_migrations`` (``SELECT``: a service checks it is
-  migrated, never migrates); ``EXECUTE`` on its functions. It creates nothing: no ``CREATE``
-  on any schema, no ``TEMP``.
+  migrated, never migrates); ``EXECUTE`` on its functions. So it may purge its old claims
+  (``processed_messages``) and record, publish and mark its dead letters (``dead_letters``), as
+  the kernel does at run time. It creates nothing: no ``CREATE`` on any schema, no ``TEMP``.
 * The event store is append-only for every role, the owner too: a trigger refuses ``UPDATE``,
   ``DELETE`` and ``TRUNCATE`` of ``events`` (``shared/sql/002_append_only.sql``).
 

@@ -9,6 +9,14 @@ but before the checkpoint publishes them again, and consumers skip what they
 have applied. ``LISTEN``/``NOTIFY`` wakes the relay when an append commits; it also polls, in case
 a notification is missed. One instance per service relays at a time (a session advisory lock);
 the others stand by and take over within a poll interval when it dies.
+
+The relay runs as a supervised task (``shared/tasks.py``): a lost database session or a broker
+error ends the round, and the task is restarted with backoff, reported down meanwhile. An event
+the broker refuses for good (too large for it, a topic it will not let us write) is never
+skipped — the log's order is the promise — but it must not hold the log up silently: the relay
+raises :class:`PublishRefused` naming the event, ``desk_relay_blocked_position`` holds its
+position, and ``/ready`` reports the relay down until the cause is removed (see
+``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -19,17 +27,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from shared.database import Connection, connect, identifier
 from shared.events import format_time
 from shared.eventstore import with_version
 from shared.faults import crash_point
-from shared.kafka import partition_for
+from shared.kafka import partition_for, record_size, refused
 from shared.keys import Key
 from shared.logging import get_logger
-from shared.metrics import EVENTS_PUBLISHED, RELAY_LAG, RELAY_LEADER
+from shared.metrics import EVENTS_PUBLISHED, RELAY_BLOCKED, RELAY_LAG, RELAY_LEADER
 from shared.provenance import seal
 
 log = get_logger(__name__)
@@ -37,6 +44,17 @@ log = get_logger(__name__)
 CHECKPOINT = "relay"
 TopicRoute = Callable[[str], str]
 """Event type -> physical topic."""
+
+
+class PublishRefused(Exception):
+    """The broker will not take this event, however often it is sent."""
+
+    def __init__(self, position: int, event_id: str, event_type: str, why: str) -> None:
+        super().__init__(
+            f"the broker refuses event {event_id} ({event_type}) at position {position}: {why}; "
+            "the relay stops there until the cause is removed (docs/architecture.md)"
+        )
+        self.position = position
 
 
 class Relay:
@@ -53,6 +71,7 @@ class Relay:
         key: Key | None,
         batch_size: int = 2000,
         poll_interval: timedelta = timedelta(seconds=1),
+        max_record_bytes: int = 1024 * 1024,
     ) -> None:
         self.service = service
         self.database_url = database_url
@@ -62,8 +81,8 @@ class Relay:
         self.key = key
         self.batch_size = batch_size
         self.poll_interval = poll_interval.total_seconds()
+        self.max_record_bytes = max_record_bytes
         self.leader = False
-        self.running = False
         self._partitions: dict[str, list[int]] = {}
         self._wake = asyncio.Event()
         self._source = f"servicedesk/{service}".encode()
@@ -74,23 +93,11 @@ class Relay:
         )
 
     async def run(self) -> None:
-        """Relay until cancelled, reconnecting after database failures."""
-        self.running = True
-        try:
-            while True:
-                try:
-                    await self._session()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                    self._set_leader(False)
-                    log.warning("relay lost its database session", error=repr(error))
-                    await asyncio.sleep(self.poll_interval)
-        finally:
-            self.running = False
-            self._set_leader(False)
+        """Relay until cancelled or until it fails (its supervisor starts it again).
 
-    async def _session(self) -> None:
-        # The checkpoint may lag after a crash (events are published again), never run ahead:
-        # it is only written once the broker acknowledged. So it need not wait for the disk.
+        The checkpoint may lag after a crash (events are published again), never run ahead: it
+        is only written once the broker acknowledged. So it need not wait for the disk.
+        """
         conn = await connect(self.database_url, schema=self.schema, durable_commits=False)
         try:
             await conn.add_listener(f"{self.schema}_events", self._notified)
@@ -101,9 +108,10 @@ class Relay:
                 CHECKPOINT,
             )
             while True:
+                # Cleared before reading: a commit notified during the round wakes the next.
+                self._wake.clear()
                 published = await self.publish_pending(conn)
                 if published < self.batch_size:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
@@ -126,51 +134,88 @@ class Relay:
         self.leader = leader
         RELAY_LEADER.labels(self.service).set(1 if leader else 0)
 
-    async def _send(self, rows: list[Any]) -> list[asyncio.Future[Any]]:
+    def _record(self, row: Any) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+        """Key, value and headers of one stored event: CloudEvents' and the service's seal."""
+        _, event_id, stream, version, type_, subject, time, corr, cause, raw = row
+        key = stream.encode()
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", event_id.encode()),
+            ("ce_source", self._source),
+            ("ce_type", type_.encode()),
+            ("ce_time", format_time(time).encode()),
+            ("ce_streamid", key),
+            ("ce_streamversion", str(version).encode()),
+            ("ce_correlationid", corr.encode()),
+            ("content-type", b"application/cloudevents+json"),
+        ]
+        if subject is not None:
+            headers.append(("ce_subject", subject.encode()))
+        if cause is not None:
+            headers.append(("ce_causationid", cause.encode()))
+        value = with_version(raw, version).encode()
+        if self.key is not None:
+            headers.extend(seal(self.key, value))
+        return key, value, headers
+
+    async def _send(
+        self, rows: list[Any], records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+    ) -> list[tuple[Any, asyncio.Future[Any]]]:
         """Queue rows as record batches, one per partition (in order), and return the
-        deliveries to await. Batches instead of one send per event: the relay publishes tens
-        of thousands of events a second."""
+        deliveries to await, each with the first row of its batch. Batches instead of one send
+        per event: the relay publishes tens of thousands of events a second."""
         producer = self.producer
-        batches: dict[tuple[str, int], Any] = {}
-        deliveries: list[asyncio.Future[Any]] = []
-        for _, event_id, stream, version, type_, subject, time, corr, cause, raw in rows:
-            topic = self.route(type_)
+        batches: dict[tuple[str, int], tuple[Any, Any]] = {}
+        deliveries: list[tuple[Any, asyncio.Future[Any]]] = []
+        for row, (key, value, headers) in zip(rows, records, strict=True):
+            topic = self.route(row[4])
             partitions = self._partitions.get(topic) or await self._learn_partitions(topic)
-            key = stream.encode()
             partition = partition_for(key, partitions, partitions)
-            headers = [
-                ("ce_specversion", b"1.0"),
-                ("ce_id", event_id.encode()),
-                ("ce_source", self._source),
-                ("ce_type", type_.encode()),
-                ("ce_time", format_time(time).encode()),
-                ("ce_streamid", key),
-                ("ce_streamversion", str(version).encode()),
-                ("ce_correlationid", corr.encode()),
-                ("content-type", b"application/cloudevents+json"),
-            ]
-            if subject is not None:
-                headers.append(("ce_subject", subject.encode()))
-            if cause is not None:
-                headers.append(("ce_causationid", cause.encode()))
-            value = with_version(raw, version).encode()
-            if self.key is not None:
-                headers.extend(seal(self.key, value))
-            batch = batches.get((topic, partition))
-            if batch is None:
-                batch = batches[(topic, partition)] = producer.create_batch()
+            first, batch = batches.get((topic, partition), (row, producer.create_batch()))
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = batches[(topic, partition)] = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    raise ValueError(f"event {event_id} is larger than a whole producer batch")
-        for (topic, partition), batch in batches.items():
-            deliveries.append(await producer.send_batch(batch, topic, partition=partition))
+                deliveries.append(
+                    (first, await producer.send_batch(batch, topic, partition=partition))
+                )
+                first, batch = row, producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
+            batches[(topic, partition)] = (first, batch)
+        for (topic, partition), (first, batch) in batches.items():
+            deliveries.append((first, await producer.send_batch(batch, topic, partition=partition)))
         return deliveries
 
     async def _learn_partitions(self, topic: str) -> list[int]:
         self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         return self._partitions[topic]
+
+    async def _publish(
+        self, rows: list[Any], records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+    ) -> None:
+        """Send the rows and await every acknowledgement. A refusal for good names the first
+        event of the earliest batch the broker refused; anything else is raised as it is."""
+        deliveries = await self._send(rows, records)
+        outcomes = await asyncio.gather(*(d for _, d in deliveries), return_exceptions=True)
+        failed = [
+            (first, outcome)
+            for (first, _), outcome in zip(deliveries, outcomes, strict=True)
+            if isinstance(outcome, BaseException)
+        ]
+        if not failed:
+            return
+        first, error = min(failed, key=lambda pair: int(pair[0][0]))
+        if refused(error):
+            raise PublishRefused(first[0], first[1], first[4], f"{type(error).__name__}: {error}")
+        raise error
+
+    def _oversized(
+        self, rows: list[Any], records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
+    ) -> tuple[int, PublishRefused | None]:
+        """How many rows fit the broker's limit before the first that does not, and that one."""
+        for index, (row, (key, value, headers)) in enumerate(zip(rows, records, strict=True)):
+            size = record_size(key, value, headers)
+            if size > self.max_record_bytes:
+                why = f"{size} bytes, over the {self.max_record_bytes} the broker takes"
+                return index, PublishRefused(row[0], row[1], row[4], why)
+        return len(rows), None
 
     async def publish_pending(self, conn: Connection) -> int:
         """One round: publish up to a batch after the checkpoint; return how many."""
@@ -181,22 +226,35 @@ class Relay:
         if not rows:
             RELAY_LAG.labels(self.service).set(0)
             return 0
-        crash_point("relay.before_publish")
-        await asyncio.gather(*await self._send(rows))
-        crash_point("relay.after_publish")
-        last = rows[-1][0]
+        records = [self._record(row) for row in rows]
+        fit, refusal = self._oversized(rows, records)
+        rows, records = rows[:fit], records[:fit]
+        try:
+            if rows:
+                crash_point("relay.before_publish")
+                await self._publish(rows, records)
+                crash_point("relay.after_publish")
+                await self._checkpoint(conn, checkpoint, rows[-1][0])
+            if refusal is not None:
+                raise refusal
+        except PublishRefused as refused_for_good:
+            RELAY_BLOCKED.labels(self.service).set(refused_for_good.position)
+            raise
+        RELAY_BLOCKED.labels(self.service).set(0)
+        EVENTS_PUBLISHED.labels(self.service).inc(len(rows))
+        return len(rows)
+
+    async def _checkpoint(self, conn: Connection, was: int, last: int) -> None:
         # Conditional: if `desk replay` moved the checkpoint meanwhile, its value wins.
         await conn.execute(
             "UPDATE checkpoints SET position = $2, updated_at = now() "
             "WHERE name = $1 AND position = $3",
             CHECKPOINT,
             last,
-            checkpoint,
+            was,
         )
-        EVENTS_PUBLISHED.labels(self.service).inc(len(rows))
         head = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.schema}.events")
         RELAY_LAG.labels(self.service).set(max(0, head - last))
-        return len(rows)
 
 
 class ReplayRefused(Exception):

@@ -13,19 +13,20 @@ deliveries). Each service's ``app.py`` only says *what* it consumes, produces an
 
 and ``python -m services.<name>`` serves it with :func:`serve`. Start order: credentials checked,
 pool (as the service's own database role), migrations checked (``desk migrate`` applies them, as
-the owner), topics, producer, projection catch-up, then consumers, then relay and workers; stop
-in reverse.
+the owner), topics, producer, projection catch-up, then consumers, then the background tasks —
+the relay, the dead-letter publisher, the purge of processed ids and the service's workers, each
+supervised (``shared/tasks.py``) — and stop in reverse.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -49,7 +50,9 @@ from shared.privileges import role_problems
 from shared.projection import Projection, catch_up
 from shared.provenance import Provenance, catalogue
 from shared.relay import Relay
+from shared.retention import purge_processed
 from shared.settings import Settings
+from shared.tasks import BackgroundTasks
 
 log = get_logger(__name__)
 
@@ -90,7 +93,11 @@ class Service:
         self.workers = tuple(workers)
         self.migrations = [*kernel_migrations(), *migrations]
         self.store = EventStore(
-            schema=self.schema, source=f"servicedesk/{name}", event_types=set(self._routes)
+            schema=self.schema,
+            source=f"servicedesk/{name}",
+            event_types=set(self._routes),
+            # Room for the key, the CloudEvents headers and the record's framing.
+            max_event_bytes=settings.kafka_max_message_bytes - 16 * 1024,
         )
         self.broker = make_broker(
             settings, client_id=f"servicedesk-{name}", description=description
@@ -104,7 +111,9 @@ class Service:
         self._producer: AIOKafkaProducer | None = None
         self._dead_letters: DeadLetters | None = None
         self._provenance: Provenance | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = BackgroundTasks(
+            name, settings.task_restart_backoff, settings.task_restart_backoff_max
+        )
         self.relay: Relay | None = None
         self.app = AsgiFastStream(
             self.broker,
@@ -210,29 +219,30 @@ class Service:
             settings, client_id=f"servicedesk-{self.name}-relay", max_batch_size=256 * 1024
         )
         await self._producer.start()
-        self._dead_letters = DeadLetters(self._producer, self.schema)
+        self._dead_letters = DeadLetters(self._producer, self.schema, self.clock, settings)
         async with self.pool.acquire() as conn:
             for projection in self.projections:
                 await catch_up(conn, self.store, projection)
 
     async def _start_background(self) -> None:
-        self.relay = Relay(
+        settings = self.settings
+        relay = self.relay = Relay(
             service=self.name,
-            database_url=self.database_url or self.settings.require_database_url(),
+            database_url=self.database_url or settings.require_database_url(),
             schema=self.schema,
             producer=self.producer,
             route=self.topic_for,
             key=self.keys.signing_key(self.name),  # present whenever it publishes (start checks)
-            batch_size=self.settings.relay_batch_size,
-            poll_interval=self.settings.relay_poll_interval,
+            batch_size=settings.relay_batch_size,
+            poll_interval=settings.relay_poll_interval,
+            max_record_bytes=settings.kafka_max_message_bytes,
         )
-        self._tasks.append(asyncio.create_task(self.relay.run(), name=f"{self.name} relay"))
-        for worker in self.workers:
-            self._tasks.append(
-                asyncio.create_task(
-                    _supervised(worker, self), name=f"{self.name} {worker.__name__}"
-                )
-            )
+        self.tasks.start("relay", relay.run)
+        publish = partial(self.dead_letters.publish_forever, self.pool)
+        self.tasks.start("publish_dead_letters", publish)
+        purge = every(settings.processed_purge_interval, purge_processed)
+        for worker in (purge, *self.workers):
+            self.tasks.start(worker.__name__, partial(worker, self))
         log.info("service started", topics=self.topics(), port=self.port)
 
     def _refuse_weak_credentials(self) -> None:
@@ -252,12 +262,7 @@ class Service:
     async def _stop_background(self) -> None:
         for runner in self.consumers:
             await runner.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await self.tasks.stop()
 
     async def _close_storage(self) -> None:
         if self._producer is not None:
@@ -271,7 +276,8 @@ class Service:
     # --- health ---------------------------------------------------------------------------
 
     async def readiness(self) -> dict[str, bool]:
-        """Each check behind ``/ready``: database, broker, consumers joined, relay running."""
+        """Each check behind ``/ready``: database, broker, consumers joined, and each background
+        task by name (the relay first) running."""
         checks: dict[str, bool] = {}
         try:
             checks["database"] = await self.pool.fetchval("SELECT true", timeout=2) is True
@@ -279,13 +285,14 @@ class Service:
             checks["database"] = False
         checks["broker"] = await self.broker.ping(timeout=2)
         checks["consumers"] = all(r.joined for r in self.consumers)
-        checks["relay"] = self.relay is not None and self.relay.running
-        return checks
+        tasks = self.tasks.health
+        checks["relay"] = tasks.pop("relay", False)
+        return {**checks, **tasks}
 
 
 def every(interval: timedelta, step: Worker) -> Worker:
     """A worker running ``step`` at start and then every ``interval``, forever: how gauges read
-    from a service's tables stay fresh."""
+    from a service's tables stay fresh, and old processed ids are purged."""
 
     async def periodic(service: Service) -> None:
         while True:
@@ -294,19 +301,6 @@ def every(interval: timedelta, step: Worker) -> Worker:
 
     periodic.__name__ = step.__name__
     return periodic
-
-
-async def _supervised(worker: Worker, service: Service) -> None:
-    """Keep a background worker alive: log a crash and start it again after a pause."""
-    while True:
-        try:
-            await worker(service)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("worker crashed; restarting", worker=worker.__name__)
-            await asyncio.sleep(1)
 
 
 def _health(service: Service) -> Any:
@@ -321,7 +315,8 @@ def _health(service: Service) -> Any:
 def _ready(service: Service) -> Any:
     @get(include_in_schema=False)
     async def ready(scope: Any) -> AsgiResponse:
-        """Readiness: database and broker reachable, consumers in their groups, relay on."""
+        """Readiness: database and broker reachable, consumers in their groups, every background
+        task running (a failed one is named, false, until it has recovered)."""
         checks = await service.readiness()
         ok = all(checks.values())
         body = {"service": service.name, "status": "ready" if ok else "not ready", "checks": checks}

@@ -88,6 +88,18 @@ class Settings(BaseSettings):
     kafka_linger_ms: int = Field(
         default=5, ge=0, description="Producer batching delay in milliseconds."
     )
+    kafka_max_message_bytes: int = Field(
+        default=1024 * 1024,
+        ge=64 * 1024,
+        description="Largest record a process sends or reads (the broker's `message.max.bytes`). "
+        "Larger records are dead-lettered unread; a larger event cannot be stored.",
+    )
+    kafka_request_timeout_ms: int = Field(
+        default=40_000,
+        gt=0,
+        description="Longest a producer waits for the broker (or for a topic's metadata) before "
+        "the send fails.",
+    )
     kafka_fetch_max_wait_ms: int = Field(
         default=500,
         ge=0,
@@ -194,7 +206,20 @@ class Settings(BaseSettings):
     )
     processed_retention: Duration = Field(
         default=timedelta(days=14),
-        description="How long consumers remember processed message ids.",
+        description="How long consumers remember processed message ids (longer than any "
+        "redelivery: a message redelivered after it would be applied again).",
+    )
+    processed_purge_interval: Duration = Field(
+        default=timedelta(minutes=10),
+        description="How often each service purges processed message ids older than the retention.",
+    )
+    task_restart_backoff: Duration = Field(
+        default=timedelta(seconds=1),
+        description="First delay before a failed background task (relay, timers, deliveries, "
+        "gauges, purges) runs again; doubles while it keeps failing.",
+    )
+    task_restart_backoff_max: Duration = Field(
+        default=timedelta(minutes=1), description="Longest delay before a failed task runs again."
     )
     shutdown_grace: Duration = Field(
         default=timedelta(seconds=10),

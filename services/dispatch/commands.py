@@ -3,8 +3,8 @@
 Each carries a ``command_id`` (the same id twice from the same actor is one command) and its
 target; the actor is whoever the record's credential proves (:mod:`services.dispatch.authority`),
 so ``actor`` in the payload is optional and must name the same one. :func:`read_ticket_command`
-and :func:`read_agent_command` never raise: bytes that are not a valid command come back as an
-:class:`Unreadable` with the reason ``invalid_command``.
+and :func:`read_agent_command` never raise: bytes that are not a valid command — whatever their
+size or depth — come back as an :class:`Unreadable` with the reason ``invalid_command``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from services.vocabulary import Category, Complexity
+from shared.privacy import scrub
 
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
 
@@ -226,11 +227,17 @@ def read_agent_command(value: bytes) -> AgentCommand | Unreadable:
 
 
 def _unreadable(value: bytes, error: ValidationError, target: str) -> Unreadable:
-    first = error.errors()[0]
+    first = error.errors(include_input=False, include_url=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "<root>"
+    return unreadable(value, f"{where}: {first['msg']}", target)
+
+
+def unreadable(value: bytes, detail: str, target: str) -> Unreadable:
+    """What can be read of a record that is not a command (its id, type, target, actor, first
+    bytes), for the rejection that answers it."""
     try:
         document: Any = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         document = {}
     if not isinstance(document, dict):
         document = {}
@@ -241,7 +248,7 @@ def _unreadable(value: bytes, error: ValidationError, target: str) -> Unreadable
 
     return Unreadable(
         reason="invalid_command",
-        detail=f"{where}: {first['msg']}"[:500],
+        detail=scrub(detail[:500]),
         command_id=text("command_id"),
         command=text("type"),
         target=text(target),

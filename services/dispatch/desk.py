@@ -61,7 +61,7 @@ from services.dispatch.events import (
     WorkStarted,
     agent_stream,
 )
-from services.dispatch.routing import AgentOnBoard, Board, classify
+from services.dispatch.routing import AgentOnBoard, Board, classify, escalation_group
 from services.dispatch.ticket import OPEN, ActorKind, Refused, Ticket, check
 from services.intake.events import TicketTriaged, ticket_stream
 from services.policy import Policy
@@ -508,7 +508,7 @@ class Desk:
     def _escalate(
         self, ticket: Ticket, level: int, cause: str, cause_event_id: str | None, *, actor: str
     ) -> None:
-        to_group = self._ladder.get(level)
+        to_group = escalation_group(self.policy.routing.escalation, level, ticket.group_id)
         freed = ticket.agent_id if ticket.holds_capacity and to_group else None
         group = self.policy.directory.group.get(self.group_for(ticket.group_id))
         supervisors = group.supervisors if group else []

@@ -4,13 +4,12 @@ dispatch."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
 from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
-from shared.events import EventData, event
+from shared.events import EventData, Moment, event
 
 EVENTS_TOPIC = "dispatch.events"
 TICKET_COMMANDS = "tickets.commands"
@@ -53,7 +52,7 @@ class TicketClassified(TicketEvent):
     problem_type: str | None = None
     customer_tier: str | None = None
     subject: str
-    received_at: datetime
+    received_at: Moment
     policy_version: str
 
 

@@ -6,7 +6,8 @@ batch names, the board (agents, loads, cursors) and the queues, hand each messag
 :class:`Desk` with a recorder caused by that message, record what it decides. A command acts as
 the actor its credential proves (:mod:`services.dispatch.authority`). Refused commands become
 ``*CommandRejected`` events on ``tickets.commands.rejected`` / ``agents.commands.rejected``;
-nothing else changes.
+nothing else changes, and the refusal does not claim the command's id: the same command sent
+again is evaluated anew (answered again, or applied if it now can be).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from services.dispatch.commands import (
     Unreadable,
     read_agent_command,
     read_ticket_command,
+    unreadable,
 )
 from services.dispatch.desk import CommandRefusal, Desk, board_from
 from services.dispatch.events import (
@@ -184,6 +186,11 @@ class Commands(Subscription[DecodedCommand]):
             return attribute(self.verifier, record, read_agent_command(record.value))
         return attribute(self.verifier, record, read_ticket_command(record.value))
 
+    def unreadable(self, record: Record, reason: str, detail: str) -> DecodedCommand:
+        """Too large to read, or undecodable: an invalid command like any other."""
+        target = "agent_id" if record.topic.endswith(AGENT_COMMANDS) else "ticket_number"
+        return unreadable(record.value[:4096], f"{reason}: {detail}", target)
+
     def message_id(self, message: DecodedCommand, record: Record) -> str:
         if isinstance(message, Attributed):
             return f"command:{message.principal}:{message.command.command_id}"
@@ -218,16 +225,19 @@ class Commands(Subscription[DecodedCommand]):
                 ticket = desk.by_number(getattr(command, "ticket_number", ""))
                 refused.status = ticket.status if ticket else None
                 _refuse(uow, kind, command, target, refused)
+                inbound.release()
             elif isinstance(command, AGENT_COMMAND_TYPES):
                 desk.record = uow.caused_by(Cause(f"agent-{command.agent_id}", command.command_id))
                 if refused := desk.agent_command(command):
                     _refuse(uow, kind, command, target, refused)
+                    inbound.release()
             else:
                 ticket = desk.by_number(command.ticket_number)
                 correlation = ticket.ticket_id if ticket else command.ticket_number
                 desk.record = uow.caused_by(Cause(correlation, command.command_id))
                 if refused := desk.command(command):
                     _refuse(uow, kind, command, target, refused)
+                    inbound.release()
 
 
 def _refuse(

@@ -11,14 +11,38 @@ group's round-robin cursor. :meth:`Board.choose` picks an agent by the group's s
 tags; then ``round_robin`` (the next agent after the last one chosen) or ``least_loaded`` (fewest
 open tickets, round-robin among equals) orders them. Nobody on shift with room: no agent, and
 the caller queues the ticket.
+
+:func:`escalation_group` is where an escalation takes a ticket: up the ladder, never down.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.policy.dispatch import AgentPolicy, DirectoryPolicy, GroupPolicy, RoutingPolicy
+from services.policy.dispatch import (
+    AgentPolicy,
+    DirectoryPolicy,
+    EscalationLevel,
+    GroupPolicy,
+    RoutingPolicy,
+)
 from services.vocabulary import ComplaintSeverity, Complexity
+
+
+def escalation_group(ladder: Sequence[EscalationLevel], level: int, holding: str) -> str | None:
+    """The group an escalation to ``level`` hands the ticket to, or None when it stays where it
+    is (the escalation is then recorded and notified, nobody else takes the ticket).
+
+    A ladder never hands a ticket to a lower rung than the one holding it: a major complaint
+    routed straight to a director stays with the director at levels 2 and 3. A group's rung is
+    the highest level naming it; a group the ladder does not name is below every rung.
+    """
+    target = next((step.group for step in ladder if step.level == level), None)
+    if target is None:
+        return None
+    rung = {step.group: step.level for step in ladder if step.group}
+    return target if rung[target] > rung.get(holding, 0) else None
 
 
 @dataclass(frozen=True)

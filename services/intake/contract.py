@@ -11,7 +11,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -60,6 +60,7 @@ class Reason:
     UNKNOWN_CHANNEL = "unknown_channel"
     INVALID_PRIORITY = "invalid_priority"
     INVALID_RECEIVED_AT = "invalid_received_at"
+    RECEIVED_AT_OUT_OF_RANGE = "received_at_out_of_range"
     SUBJECT_TOO_LONG = "subject_too_long"
     DESCRIPTION_TOO_LONG = "description_too_long"
     FIELD_TOO_LONG = "field_too_long"
@@ -213,6 +214,12 @@ class Request(BaseModel):
     def _aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise PydanticCustomError(Reason.INVALID_RECEIVED_AT, "needs a time zone offset")
+        try:
+            value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+14:00, 9999-12-31T23:59-14:00
+            raise PydanticCustomError(
+                Reason.INVALID_RECEIVED_AT, "not a moment any clock can hold"
+            ) from None
         return value
 
     @field_validator("subject")

@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.intake.contract import Reason
 from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
-from shared.events import EventData, event
+from shared.events import EventData, Moment, event
 
 EVENTS_TOPIC = "intake.events"
 REJECTIONS_TOPIC = "requests.rejected"
@@ -48,7 +47,7 @@ class TicketReceived(EventData):
     number: str
     channel: Channel
     channel_message_id: str
-    received_at: datetime
+    received_at: Moment
     customer: CustomerDetails
     subject: str
     description: str
@@ -80,7 +79,7 @@ class TicketTriaged(EventData):
     problem_type: str | None = None
     customer_tier: str | None = None
     subject: str
-    received_at: datetime
+    received_at: Moment
 
 
 @event("servicedesk.ticket.customer_replied", version=1)
@@ -91,7 +90,7 @@ class CustomerReplied(EventData):
     number: str
     channel: Channel
     channel_message_id: str
-    received_at: datetime
+    received_at: Moment
     subject: str
     body: str
     attachments: list[AttachmentRef] = Field(default_factory=list)
@@ -109,7 +108,7 @@ class RejectedSource(BaseModel):
 class RequestRejected(EventData):
     """A record on ``requests.incoming`` was not a valid request; nothing was recorded for it."""
 
-    reason: str
+    reason: str = Field(description=f"Reason code: one of {', '.join(sorted(Reason.all()))}.")
     field: str
     message: str
     problems: list[str] = Field(default_factory=list)

@@ -4,18 +4,29 @@ For each record of a poll, in one transaction (the kernel's consumer plumbing): 
 become ``RequestRejected`` (published on ``requests.rejected``); new requests get a number and a
 triage and become ``TicketReceived`` + ``TicketTriaged``; replies to a known ticket become
 ``CustomerReplied``, replies to an unknown number are refused. A request whose channel message
-was recorded before is absorbed: one channel message, one ticket.
+was recorded before is absorbed: one channel message, one ticket. A new request or reply whose
+``received_at`` lies outside the policy's bounds around intake's clock is refused
+(``received_at_out_of_range``): the clocks it would start cannot be trusted. A refused request
+does not claim its (channel, message id): sent again, corrected, it is evaluated anew.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from datetime import datetime
 
 from prometheus_client import Counter
 
 from services.intake import storage
-from services.intake.contract import INCOMING_TOPIC, Reason, Refusal, Request, read_request
+from services.intake.contract import (
+    INCOMING_TOPIC,
+    MAX_MESSAGE_BYTES,
+    Reason,
+    Refusal,
+    Request,
+    read_request,
+)
 from services.intake.events import (
     AttachmentRef,
     CustomerDetails,
@@ -29,11 +40,14 @@ from services.intake.events import (
 from services.intake.triage import Triage, triage
 from services.policy import Policy
 from shared.consumer import Inbound, Subscription
+from shared.deadletter import Reason as Unread
 from shared.deadletter import Record
-from shared.events import new_event_id
+from shared.durations import format_duration
+from shared.events import format_time, new_event_id
 from shared.eventstore import ANY_VERSION, NO_STREAM
 from shared.logging import get_logger
 from shared.policyfile import PolicySchedule
+from shared.privacy import scrub
 from shared.unit_of_work import Cause, UnitOfWork
 
 log = get_logger(__name__)
@@ -67,6 +81,15 @@ class Requests(Subscription[Incoming]):
     def decode(self, record: Record) -> Incoming:
         return read_request(record.value)
 
+    def unreadable(self, record: Record, reason: str, detail: str) -> Incoming | None:
+        """A record over the kernel's size bound is refused like any too large a request.
+        (:func:`read_request` never raises; if it ever did, the record would be a dead letter
+        to replay once that is fixed.)"""
+        if reason == Unread.TOO_LARGE:
+            limit = f"{len(record.value)} bytes; at most {MAX_MESSAGE_BYTES}"
+            return Refusal(Reason.MESSAGE_TOO_LARGE, "", limit)
+        return None
+
     def message_id(self, message: Incoming, record: Record) -> str:
         if isinstance(message, Request):
             return message.key
@@ -89,11 +112,16 @@ class Requests(Subscription[Incoming]):
         known = await storage.known_messages(uow.conn, keys)
         new: list[Inbound[Request]] = []
         replies: list[Inbound[Request]] = []
+        bounds = policy.intake.received_at
         for inbound in requests:
             request = inbound.message
             assert isinstance(request, Request)
             if (request.channel, request.channel_message_id) in known:
                 DUPLICATES.inc()
+                continue
+            if not bounds.allows(request.received_at, uow.now):
+                self._reject(uow, inbound.record, _out_of_range(request, uow.now, policy))
+                inbound.release()  # sent again (its date fixed), it is evaluated anew
                 continue
             (replies if request.reply_to_ticket else new).append(inbound)  # type: ignore[arg-type]
 
@@ -157,6 +185,7 @@ class Requests(Subscription[Incoming]):
                     channel_message_id=request.channel_message_id,
                 )
                 self._reject(uow, inbound.record, refusal)
+                inbound.release()
                 continue
             reply = CustomerReplied(
                 ticket_id=ticket_id,
@@ -177,9 +206,11 @@ class Requests(Subscription[Incoming]):
         preview = record.value[:PREVIEW_BYTES]
         rejected = RequestRejected(
             reason=refusal.reason,
-            field=refusal.field,
-            message=refusal.message,
-            problems=list(refusal.problems[:20]),
+            # Bounded and with contact data masked: they are for operators and logs. The
+            # original bytes below go back to the adapter as they came.
+            field=scrub(refusal.field[:200]),
+            message=scrub(refusal.message[:500]),
+            problems=[scrub(p[:300]) for p in refusal.problems[:20]],
             channel=refusal.channel,
             channel_message_id=refusal.channel_message_id,
             source=RejectedSource(
@@ -199,12 +230,25 @@ class Requests(Subscription[Incoming]):
         log.warning(
             "request rejected",
             reason=refusal.reason,
-            field=refusal.field,
-            detail=refusal.message[:200],
+            field=rejected.field,
+            detail=rejected.message[:200],
             channel=refusal.channel,
             channel_message_id=refusal.channel_message_id,
             record=record.coordinates,
         )
+
+
+def _out_of_range(request: Request, now: datetime, policy: Policy) -> Refusal:
+    bounds = policy.intake.received_at
+    return Refusal(
+        Reason.RECEIVED_AT_OUT_OF_RANGE,
+        "received_at",
+        f"{request.received_at.isoformat()} is more than {format_duration(bounds.max_past)} "
+        f"before or {format_duration(bounds.max_future)} after intake's clock "
+        f"({format_time(now)})",
+        channel=request.channel,
+        channel_message_id=request.channel_message_id,
+    )
 
 
 def format_number(policy: Policy, year: int, counter: int) -> str:

@@ -8,6 +8,8 @@ bodies are signed: ``X-Desk-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<
 Outcomes: :class:`Sent`, :class:`Transient` (try again later: connection trouble, timeouts, SMTP
 4xx, HTTP 429/5xx) and :class:`Permanent` (never: SMTP 5xx, other HTTP 4xx, a bad address, an
 endpoint in a network servicedesk may not send to: :mod:`shared.endpoints`).
+:meth:`Channels.send` never raises: whatever goes wrong with one notice is that notice's outcome,
+so the other notices of its round are sent and settled all the same.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import httpx
 from services.notify.settings import NotifySettings
 from services.notify.storage import Delivery
 from shared.endpoints import EndpointRefused, EndpointRule, pin
+from shared.privacy import mask_email, mask_phone
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class Channels:
                     await client.quit()
 
     async def send(self, notice: Delivery) -> Outcome:  # noqa: PLR0911 - one return per verdict
+        """The outcome of one send; never raises (only cancellation goes through)."""
         try:
             if notice.channel == "email":
                 return await self._email(notice)
@@ -104,8 +108,8 @@ class Channels:
                 if not endpoint:
                     return Permanent("no SMS provider endpoint is configured")
                 return await self._post(endpoint, notice, {"to": notice.address})
-        except EndpointRefused as refused:
-            return Permanent(f"endpoint refused: {refused}")
+        except (EndpointRefused, httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
+            return Permanent(f"cannot send to this address: {type(error).__name__}: {error}")
         except (TimeoutError, httpx.TransportError, aiosmtplib.SMTPConnectError) as error:
             return Transient(f"{type(error).__name__}: {error}")
         except OSError as error:  # the endpoint's name did not resolve (now)
@@ -121,6 +125,8 @@ class Channels:
             return verdict(f"SMTP recipients refused: {codes}")
         except aiosmtplib.SMTPException as error:
             return Transient(f"SMTP: {error}")
+        except Exception as error:  # anything else: this notice's trouble, retried, bounded
+            return Transient(f"{type(error).__name__}: {error}")
         return Permanent(f"unknown channel {notice.channel}")
 
     async def _email(self, notice: Delivery) -> Outcome:
@@ -202,11 +208,13 @@ def mask(channel: str | None, address: str | None) -> str | None:
     if not address:
         return None
     if channel == "email" and "@" in address:
-        local, _, domain = address.partition("@")
-        return f"{local[:1]}***@{domain}"
+        return mask_email(address)
     if channel == "sms":
-        return f"{address[:3]}***{address[-2:]}"
+        return mask_phone(address)
     if channel == "webhook":
-        parsed = httpx.URL(address)
+        try:
+            parsed = httpx.URL(address)
+        except httpx.InvalidURL:
+            return "***"
         return f"{parsed.scheme}://{parsed.host}/***"
     return "***"

@@ -126,6 +126,7 @@ class Deliverer:
                     if settlement.delivery.id in settled:
                         await _record(service, conn, uow, settlement)
                 await uow.flush()
+            service.dead_letters.wake()
             for _ in batch:
                 answered.task_done()
 
@@ -239,7 +240,7 @@ async def _dead_letter(
         value=json.dumps(body, ensure_ascii=False).encode(),
         headers=(("ce_subject", delivery.ticket_id.encode()),),
     )
-    await service.dead_letters.send(
+    await service.dead_letters.record(
         conn,
         record,
         consumer="notify.delivery",

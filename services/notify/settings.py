@@ -8,6 +8,7 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from services.policy.notify import WebAddress
 from shared.durations import Duration
 from shared.endpoints import EndpointRefused, EndpointRule, check_endpoint
 from shared.settings import Settings
@@ -25,7 +26,7 @@ class NotifySettings(Settings):
     smtp_connections: int = Field(
         default=4, ge=1, le=64, description="SMTP connections notify keeps open and reuses."
     )
-    notify_sms_endpoint: str | None = Field(
+    notify_sms_endpoint: WebAddress | None = Field(
         default=None, description="HTTP endpoint of the SMS provider (same shape as webhooks)."
     )
     notify_signing_secret: SecretStr = Field(

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.policy.dispatch import DirectoryPolicy, RoutingPolicy, check_routing
+from services.policy.intake import IntakePolicy
 from services.policy.notify import NotificationPolicy
 from services.policy.sla import SlaPolicy
 from services.policy.triage import NumberingPolicy, TriagePolicy
@@ -42,6 +43,7 @@ class Policy(BaseModel):
         default=None, min_length=1, description="Who signed the version off (recorded)."
     )
     numbering: NumberingPolicy = NumberingPolicy()
+    intake: IntakePolicy = IntakePolicy()
     triage: TriagePolicy
     directory: DirectoryPolicy
     routing: RoutingPolicy

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.policy.notify import WebAddress
 from services.vocabulary import Complexity
 
 GroupKind = Literal["front_line", "specialist", "supervisors", "experts", "directors"]
@@ -51,7 +52,7 @@ class AgentPolicy(_Section):
     on_shift: bool = Field(default=True, description="At start, before any shift command.")
     email: str | None = None
     phone: str | None = None
-    webhook_url: str | None = None
+    webhook_url: WebAddress | None = None
 
     @property
     def supervises(self) -> bool:

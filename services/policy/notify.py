@@ -9,11 +9,20 @@ picks the variant, falling back to ``default_language``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from shared.endpoints import ANY_NETWORK, EndpointRefused, check_endpoint
 
 Trigger = Literal[
     "ticket.triaged",
@@ -25,6 +34,22 @@ Trigger = Literal[
     "sla.escalated",
 ]
 NoticeChannel = Literal["email", "webhook", "sms"]
+
+
+def _web_address(value: str) -> str:
+    """An address notify can POST to, checked for its form when the policy (or the settings)
+    load: one that cannot be sent to is a mistake to hear about at once, not a notice failing
+    later. Which networks it may reach is checked against the settings
+    (:func:`services.policy.endpoints_allowed`, ``NotifySettings``)."""
+    try:
+        check_endpoint(value, ANY_NETWORK)
+    except EndpointRefused as refused:
+        raise ValueError(f"{value!r}: {refused}") from None
+    return value
+
+
+WebAddress = Annotated[str, AfterValidator(_web_address)]
+"""An http(s) URL with a host, that httpx can send to (webhooks, the SMS provider)."""
 _RECIPIENT = r"^(customer|assignee|supervisors|directors|agent:[a-z0-9][a-z0-9_.-]*)$"
 
 

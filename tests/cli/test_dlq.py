@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from services import service_migrations
-from shared.database import connect
+from shared.clock import DatabaseClock
+from shared.database import connect, create_pool
 from shared.deadletter import DeadLetters, Record, list_dead_letters
 from shared.kafka import make_producer
 from shared.migrations import migrate
@@ -38,6 +39,7 @@ async def dead_letter_in_intake_and_dispatch(settings: Settings, kafka: KafkaPro
     producer = make_producer(settings, client_id="test-dlq")
     await producer.start()
     conn = await connect(settings.require_database_url())
+    pool = await create_pool(settings, schema="public", application="test-dlq")
     try:
         for service, topic, value in (
             ("intake", "requests.incoming", b"intake's garbage"),
@@ -45,10 +47,12 @@ async def dead_letter_in_intake_and_dispatch(settings: Settings, kafka: KafkaPro
         ):
             await migrate(conn, service, service_migrations(service))
             record = Record(settings.topic(topic), 0, 7, b"k", value, ())
-            await DeadLetters(producer, service).send(
+            dead_letters = DeadLetters(producer, service, DatabaseClock(pool), settings)
+            await dead_letters.record(
                 conn, record, consumer=f"{service}.x", reason="undecodable", error="no", attempts=1
             )
     finally:
+        await pool.close()
         await conn.close()
         await producer.stop()
 

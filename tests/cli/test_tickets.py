@@ -17,7 +17,7 @@ from services.intake.app import build as intake
 from services.intake.queries import ticket_id as find_ticket
 from shared.database import connect
 from shared.settings import Settings
-from tests.intake.requests import encode, valid
+from tests.intake.requests import encode, intake_clock, valid
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
 
@@ -28,6 +28,7 @@ DESK = str(Path(sys.executable).parent / "desk")
 async def test_the_timeline_spans_intake_and_dispatch_in_order(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
+    settings = await intake_clock(settings)
     async with running(intake(settings)), running(dispatch(settings)):
         await kafka.publish("requests.incoming", encode(valid("story-1")))
         [assigned] = await kafka.await_records(

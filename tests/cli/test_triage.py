@@ -16,7 +16,7 @@ import pytest
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
 from shared.settings import Settings
-from tests.intake.requests import encode, valid
+from tests.intake.requests import encode, intake_clock, valid
 from tests.support.kafka import KafkaProbe
 from tests.support.records import data, ticket_event
 from tests.support.services import running
@@ -34,6 +34,7 @@ REQUESTS = {
 async def test_reclassify_reroutes_and_the_review_counts_it_against_the_rule(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
+    settings = await intake_clock(settings)  # the requests were received on a fixed day
     async with running(intake(settings)), running(dispatch(settings)):
         for key, (subject, description) in REQUESTS.items():
             request = valid(f"review-{key}", subject=subject, description=description,

@@ -12,7 +12,7 @@ from services.dispatch.demo import run_desk_work
 from services.intake.app import build as intake
 from shared.settings import Settings
 from tests.dispatch.test_dispatch import EVENTS, REJECTED, data, kind
-from tests.intake.requests import encode, valid
+from tests.intake.requests import encode, intake_clock, valid
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
 
@@ -21,6 +21,7 @@ from tests.support.services import running
 async def test_demo_agents_take_tickets_through_with_signed_commands(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
+    settings = await intake_clock(settings)  # the requests were received on a fixed day
     stop = asyncio.Event()
     async with running(intake(settings)), running(dispatch(settings)):
         work = asyncio.create_task(run_desk_work(settings, stop=stop, pace=0.05, seed=1))

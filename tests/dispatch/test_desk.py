@@ -22,6 +22,7 @@ from services.dispatch.events import (
 )
 from services.dispatch.ticket import Ticket
 from tests.dispatch.support import desk, triaged
+from tests.support.events import escalation
 from tests.support.recorded import Recorded
 
 pytestmark = pytest.mark.unit
@@ -254,26 +255,9 @@ def test_a_reassignment_frees_the_old_agent_and_serves_the_queue() -> None:
 
 
 def test_sla_escalations_climb_the_ladder_once_per_level() -> None:
-    from datetime import UTC, datetime
-
-    from services.sla.events import EscalationRaised
-
     d, recorded, ticket = fresh()
-
-    def raised(level: int) -> EscalationRaised:
-        return EscalationRaised(
-            ticket_id=ticket.ticket_id,
-            number=NUMBER,
-            metric="first_response",
-            level=level,
-            clock_id="clock",
-            breached_at=datetime(2026, 1, 1, tzinfo=UTC),
-            cause_event_id=f"breach-{level}",
-            policy_version="v",
-        )
-
     for level in (1, 2, 2, 3):
-        d.escalation(raised(level), f"event-{level}")
+        d.escalation(escalation(ticket.ticket_id, NUMBER, level), f"event-{level}")
     escalations = recorded.events(TicketEscalated)
     assert [(e.level, e.to_group) for e in escalations] == [
         (1, None),
@@ -284,3 +268,20 @@ def test_sla_escalations_climb_the_ladder_once_per_level() -> None:
     assert escalations[1].cause == "sla:first_response"
     assert (ticket.group_id, ticket.agent_id) == ("directors", "dir")
     assert d.board.agents["f1"].load == 0
+
+
+def test_a_major_complaint_with_a_director_stays_there_at_every_level() -> None:
+    d, recorded = desk()
+    d.classify(triaged(1, category="complaint", complaint=True, complaint_severity="major"))
+    ticket = d.by_number(NUMBER)
+    assert ticket is not None
+    assert (ticket.group_id, ticket.agent_id) == ("directors", "dir")
+    for level in (1, 2, 3):
+        raised = escalation(ticket.ticket_id, NUMBER, level, "complaint_first_contact")
+        d.escalation(raised, f"event-{level}")
+    escalations = recorded.events(TicketEscalated)
+    assert [(e.level, e.to_group) for e in escalations] == [(1, None), (2, None), (3, None)]
+    assert (ticket.group_id, ticket.agent_id, ticket.escalation_level) == ("directors", "dir", 3)
+    assert recorded.events(TicketReassigned) == []
+    assert len(recorded.events(TicketAssigned)) == 1
+    assert d.board.agents["dir"].load == 1

@@ -17,8 +17,8 @@ from shared.projection import rebuild
 from shared.service import Service
 from shared.settings import Settings
 from tests.dispatch.support import POLICY_FILE, triaged
-from tests.intake.requests import encode, valid
-from tests.support.events import publish_event
+from tests.intake.requests import encode, intake_clock, valid
+from tests.support.events import escalation, publish_event
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
 
@@ -88,6 +88,7 @@ async def test_the_sop_seed_paths_through_intake_and_dispatch(
             "seed-4", subject="投诉", description="再不解决我就找律师起诉", product_line=None
         ),
     }
+    settings = await intake_clock(settings)
     async with running(intake(settings)), running(dispatch(settings)):
         for request in requests.values():
             await kafka.publish("requests.incoming", encode(request))
@@ -266,6 +267,65 @@ async def test_refused_commands_change_nothing_and_a_repeated_command_has_one_ef
             assert data(record)["detail"]
     assert len(accepted) == 1
     assert (status, version) == ("accepted", before[1] + 2)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_command_sent_again_is_evaluated_anew_and_an_applied_one_is_not(
+    test_policy: Settings, kafka: KafkaProbe
+) -> None:
+    """A refusal does not claim the command id: the same command sent again gets an answer
+    again, and once the ticket exists it is applied, once."""
+    service = dispatch(test_policy)
+    ticket = triaged(2, product_line="rr")
+    async with running(service):
+        ghost = await send_command(kafka, "REQ-2026-999999", "add_note", "r1", note="x")
+        await send_command(kafka, "REQ-2026-999999", "add_note", "r1", note="x", command_id=ghost)
+        early = await send_command(kafka, ticket.number, "add_note", "r1", note="first look")
+        await kafka.await_records(REJECTED, lambda r: data(r)["command_id"] == early)
+        await send_triaged(kafka, ticket)
+        await kafka.await_records(EVENTS, kind("assigned"))
+        again = {"note": "first look", "command_id": early}
+        await send_command(kafka, ticket.number, "add_note", "r1", **again)  # now it exists
+        await kafka.await_records(EVENTS, kind("note_added"))
+        await send_command(kafka, ticket.number, "add_note", "r1", **again)  # applied already
+        await send_command(kafka, ticket.number, "add_note", "r1", note="second look")
+        await kafka.await_records(EVENTS, kind("note_added"), count=2)
+        everything = await kafka.all_records(EVENTS, settle=1.0)
+        rejected = await kafka.all_records(REJECTED, settle=0.5)
+    notes = [data(r)["note"] for r in everything if kind("note_added")(r)]
+    assert notes == ["first look", "second look"]
+    answers = [(data(r)["command_id"], data(r)["reason"]) for r in rejected]
+    assert sorted(answers) == sorted(
+        [(ghost, "unknown_ticket"), (ghost, "unknown_ticket"), (early, "unknown_ticket")]
+    )
+
+
+@pytest.mark.asyncio
+async def test_sla_escalations_never_move_a_major_complaint_down_from_its_director(
+    test_policy: Settings, kafka: KafkaProbe
+) -> None:
+    service = dispatch(test_policy)
+    ticket = triaged(3, category="complaint", complaint=True, complaint_severity="major")
+    async with running(service):
+        await send_triaged(kafka, ticket)
+        [assigned] = await kafka.await_records(EVENTS, kind("assigned"))
+        for level in (2, 3):
+            raised = escalation(ticket.ticket_id, ticket.number, level, "complaint_first_contact")
+            await publish_event(
+                kafka, "sla.events", raised, stream_id=raised.clock_id, subject=ticket.ticket_id
+            )
+        escalated = await kafka.await_records(EVENTS, kind("escalated"), count=2)
+        everything = await kafka.all_records(EVENTS, settle=1.0)
+        row = await service.pool.fetchrow(
+            "SELECT group_id, agent_id, escalation_level FROM tickets WHERE number = $1",
+            ticket.number,
+        )
+    assert (data(assigned)["group_id"], data(assigned)["agent_id"]) == ("directors", "dir")
+    assert [(data(r)["level"], data(r)["to_group"]) for r in escalated] == [(2, None), (3, None)]
+    moves = [r for r in everything if kind("assigned")(r) or kind("reassigned")(r)]
+    assert moves == [assigned]
+    assert row is not None
+    assert tuple(row) == ("directors", "dir", 3)
 
 
 @pytest.mark.asyncio

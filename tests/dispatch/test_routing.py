@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from services.dispatch.events import TicketAssigned, TicketQueued
-from services.dispatch.routing import classify
+from services.dispatch.routing import classify, escalation_group
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
 from tests.dispatch.support import POLICY, desk, triaged
@@ -127,3 +127,22 @@ def test_the_queue_is_served_by_priority_then_age_when_an_agent_comes_on_shift()
     assert order == ["REQ-2026-000004", "REQ-2026-000006", "REQ-2026-000007", "REQ-2026-000005"]
     assert d.board.agents["t3"].load == 4 == d.board.agents["t3"].capacity
     assert POLICY.directory.agent["t3"].on_shift is False
+
+
+@pytest.mark.parametrize(
+    ("holding", "level", "moved_to"),
+    [
+        ("front", 1, None),  # level 1 names no group: notify only
+        ("front", 2, "supervisors"),
+        ("front", 3, "directors"),
+        ("supervisors", 2, None),  # already on that rung
+        ("supervisors", 3, "directors"),
+        ("directors", 2, None),  # never down the ladder
+        ("directors", 3, None),
+        ("tiny", 9, None),  # a level the ladder does not have
+    ],
+)
+def test_the_ladder_never_hands_a_ticket_to_a_lower_rung(
+    holding: str, level: int, moved_to: str | None
+) -> None:
+    assert escalation_group(POLICY.routing.escalation, level, holding) == moved_to

@@ -5,14 +5,20 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
+
+from shared.settings import Settings
+
+RECEIVED_AT = "2026-11-20T09:30:00+08:00"
+"""When :func:`valid`'s requests were received."""
 
 
 def valid(message_id: str = "m-1", **changes: Any) -> dict[str, Any]:
     request: dict[str, Any] = {
         "channel": "email",
         "channel_message_id": message_id,
-        "received_at": "2026-11-20T09:30:00+08:00",
+        "received_at": RECEIVED_AT,
         "customer": {"name": "王芳", "email": "wang.fang@example.com", "language": "zh-CN"},
         "subject": "打印机卡纸",
         "description": "三楼的打印机一直卡纸，无法打印。",
@@ -26,8 +32,21 @@ def encode(request: dict[str, Any]) -> bytes:
     return json.dumps(request, ensure_ascii=False).encode()
 
 
-def _with(change: Callable[[dict[str, Any]], None]) -> bytes:
-    request = copy.deepcopy(valid("bad"))
+async def intake_clock(settings: Settings, at: datetime | None = None) -> Settings:
+    """Settings whose intake reads a driven clock, set to ``at`` (default: a minute after
+    :data:`RECEIVED_AT`). The policy bounds ``received_at`` by intake's clock, so tests sending
+    requests received on a fixed day drive intake's time to that day."""
+    from tests.support.time import DrivenTime
+
+    driven = settings.replace(clock="driven")
+    await DrivenTime(driven, "intake").set(
+        at or datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
+    )
+    return driven
+
+
+def _with(change: Callable[[dict[str, Any]], None], message_id: str = "bad") -> bytes:
+    request = copy.deepcopy(valid(message_id))
     change(request)
     return encode(request)
 
@@ -145,6 +164,30 @@ BAD_INPUTS: list[tuple[str, bytes, str, str]] = [
         "received_at not a time",
         _with(_set("received_at", "yesterday")),
         "invalid_received_at",
+        "received_at",
+    ),
+    (
+        "received_at no clock can hold (year 1, +14:00)",
+        _with(_set("received_at", "0001-01-01T00:00:00+14:00")),
+        "invalid_received_at",
+        "received_at",
+    ),
+    (
+        "received_at no clock can hold (year 9999, -14:00)",
+        _with(_set("received_at", "9999-12-31T23:59:59-14:00")),
+        "invalid_received_at",
+        "received_at",
+    ),
+    (
+        "received_at in the year 2000",
+        _with(_set("received_at", "2000-01-01T09:00:00+08:00"), "bad-2000"),
+        "received_at_out_of_range",
+        "received_at",
+    ),
+    (
+        "received_at in the year 2100",
+        _with(_set("received_at", "2100-01-01T09:00:00+08:00"), "bad-2100"),
+        "received_at_out_of_range",
         "received_at",
     ),
     ("unknown priority", _with(_set("priority", "asap")), "invalid_priority", "priority"),

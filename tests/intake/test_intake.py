@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from services.intake.app import build
 from shared.deadletter import Record
 from shared.settings import Settings
-from tests.intake.requests import BAD_INPUTS, encode, valid
+from tests.conftest import SettingsFactory
+from tests.intake.requests import BAD_INPUTS, encode, intake_clock, valid
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running, running_together
 from tests.support.waiting import eventually
 
 INCOMING, EVENTS, REJECTED = "requests.incoming", "intake.events", "requests.rejected"
+
+
+@pytest_asyncio.fixture
+async def settings(make_settings: SettingsFactory) -> Settings:
+    """This module's requests were received on 2026-11-20 (``valid``): intake's clock says so."""
+    return await intake_clock(make_settings())
 
 
 def data(record: Record) -> dict[str, Any]:
@@ -107,6 +116,7 @@ async def test_numbers_are_unique_across_instances_and_restarts(
 async def test_the_year_of_a_number_is_the_policys_local_year(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
+    await intake_clock(settings, datetime(2026, 12, 31, 18, 0, tzinfo=UTC))
     async with running(build(settings)):
         # 2026-12-31 17:30 UTC is already 2027 in Shanghai, the default policy's time zone.
         await kafka.publish(INCOMING, encode(valid("ny", received_at="2026-12-31T17:30:00Z")))
@@ -191,3 +201,21 @@ async def test_the_ticket_index_rebuilds_from_events(settings: Settings, kafka: 
         async with service.pool.acquire() as conn:
             await rebuild(conn, service.store, service.projections[0])
         assert await snapshot() == live
+
+
+@pytest.mark.asyncio
+async def test_a_rejection_names_no_contact_data_outside_the_original(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """The field, message and problems of a rejection are for operators and logs: contact data
+    in them is masked. The original bytes go back to the adapter as they came."""
+    request = valid("pii")
+    request["customer"] = {**request["customer"], "li.lei@example.com": "+8613800001234"}
+    async with running(build(settings)):
+        await kafka.publish(INCOMING, encode(request))
+        [rejected] = await kafka.await_records(REJECTED, lambda r: True)
+    got = data(rejected)
+    assert got["reason"] == "unknown_field"
+    said = json.dumps([got["field"], got["message"], got["problems"]])
+    assert "li.lei@example.com" not in said and "***@example.com" in said, said
+    assert "li.lei@example.com" in got["original_preview"]

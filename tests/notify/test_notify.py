@@ -13,21 +13,23 @@ from prometheus_client import REGISTRY
 
 from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
-from services.dispatch.events import TicketAssigned, TicketResolved
+from services.dispatch.events import TicketResolved
 from services.intake.app import build as intake
 from services.intake.queries import ticket_id as find_ticket
 from services.notify.app import build as notify
 from services.notify.channels import sign
+from services.notify.rules import Notice
+from services.notify.storage import enqueue
 from shared.database import connect
 from shared.deadletter import Record, list_dead_letters, replay_dead_letter
 from shared.kafka import make_producer
 from shared.local.ports import free_port
 from shared.local.sinks import HttpReceiver, SmtpServer, http_receiver, smtp_server
 from shared.settings import Settings
-from tests.intake.requests import encode, valid
+from tests.intake.requests import encode, intake_clock, valid
 from tests.notify.support import notify_policy, received, ticket_id, triaged
 from tests.sla.support import T0
-from tests.support.events import publish_event
+from tests.support.events import assignment, publish_event
 from tests.support.kafka import KafkaProbe
 from tests.support.processes import ServiceProcess
 from tests.support.services import running
@@ -90,16 +92,7 @@ async def send_ticket(kafka: KafkaProbe, n: int, agent: str | None = None, **cus
             kafka, "intake.events", event, stream_id=stream, version=version, subject=ticket_id(n)
         )
     if agent:
-        assigned = TicketAssigned(
-            ticket_id=ticket_id(n),
-            number=received(n).number,
-            group_id="front-line",
-            agent_id=agent,
-            strategy="least_loaded",
-            reason="test",
-            cause="classified",
-            policy_version="v",
-        )
+        assigned = assignment(ticket_id(n), received(n).number, agent)
         await publish_event(
             kafka, "dispatch.events", assigned, stream_id=stream, subject=ticket_id(n)
         )
@@ -110,7 +103,7 @@ async def test_one_acknowledgement_with_number_and_expected_time_and_a_signed_as
     settings: Settings, kafka: KafkaProbe, tmp_path: Path
 ) -> None:
     with smtp_server() as smtp, http_receiver() as http:
-        desk = notify_settings(settings, tmp_path, smtp, http)
+        desk = notify_settings(await intake_clock(settings), tmp_path, smtp, http)
         async with running(intake(desk)), running(dispatch(desk)), running(notify(desk)):
             for _ in range(3):  # the adapter sends the same request three times
                 await kafka.publish("requests.incoming", encode(valid("ack-1")))
@@ -327,3 +320,52 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
     number = received(7).number
     assert letters == 0
     assert subjects == sorted([f"您的服务请求 {number} 已受理", f"您的请求 {number} 已解决"])
+
+
+@pytest.mark.asyncio
+async def test_a_notice_httpx_cannot_parse_fails_alone_once_and_the_others_go_out_once(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """A webhook address httpx refuses to parse (stored before addresses were checked at policy
+    load) fails once, as refused; the notices sent in the same round are settled and never sent
+    again, however many lease periods pass."""
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(settings, tmp_path, smtp, http, clock="driven")
+        time = DrivenTime(desk, "notify")
+        await time.set(T0)
+        async with running(notify(desk)) as service:
+            bad = Notice(
+                notice_key="stored-before-the-check:agent:li.na:assignment",
+                ticket_id=ticket_id(90),
+                number="REQ-2026-000090",
+                cause_event_id="stored-before-the-check",
+                recipient="agent:li.na",
+                channel="webhook",
+                address="http://[::1",
+                template="assignment",
+                language="zh",
+                subject="s",
+                body="b",
+            )
+            async with service.pool.acquire() as conn:
+                await enqueue(conn, [bad], "v0", T0)
+            for n in (1, 2, 3):
+                await send_ticket(kafka, n, agent="li.na")
+            await kafka.await_records(EVENTS, kind("sent"), count=6)
+            [failed] = await kafka.await_records(EVENTS, kind("failed"))
+            for minutes in (1, 3, 7):  # many 2 s leases: anything unsettled would go again
+                await time.set(T0 + timedelta(minutes=minutes))
+                await kafka.all_records(EVENTS, settle=1.0)
+            outcomes = await kafka.all_records(EVENTS, settle=0.5)
+            row = await service.pool.fetchrow(
+                "SELECT status, attempts FROM deliveries WHERE notice_key = $1", bad.notice_key
+            )
+        hooks = Counter(r.headers["idempotency-key"] for r in http.all())
+        mails = Counter(str(m["Message-ID"]) for m in smtp.messages)
+    assert len(hooks) == 3 and set(hooks.values()) == {1}
+    assert len(mails) == 3 and set(mails.values()) == {1}
+    assert (data(failed)["notice_key"], data(failed)["reason"]) == (bad.notice_key, "refused")
+    assert data(failed)["attempts"] == 1
+    assert sum(1 for r in outcomes if kind("failed")(r)) == 1
+    assert sum(1 for r in outcomes if kind("sent")(r)) == 6
+    assert row is not None and tuple(row) == ("failed", 1)

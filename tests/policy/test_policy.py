@@ -145,3 +145,38 @@ def test_an_effective_date_needs_an_offset_and_an_empty_directory_is_refused(
         parse_policy(version_text("REQ", "2026-12-01T00:00:00").encode(), Policy)
     with pytest.raises(PolicyError, match="no valid policy version"):
         PolicySchedule(tmp_path, Policy)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("http://[::1", "not a URL"),
+        ("ftp://files.example.com/hook", "only http and https"),
+        ("mailto:li.na@example.com", "only http and https"),
+        ("https:///no-host", "no host"),
+    ],
+)
+def test_a_webhook_address_that_cannot_be_sent_to_is_refused_at_load(
+    address: str, problem: str
+) -> None:
+    document = DEFAULT_POLICY.read_text().replace(
+        'webhook_url: "https://hooks.desk.example.com/agents/li.na"', f'webhook_url: "{address}"'
+    )
+    assert address in document
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(document.encode(), Policy, source="policy.yaml")
+    [found] = caught.value.problems
+    assert found.startswith("policy.yaml:"), found
+    assert "directory.agents[0].webhook_url" in found and problem in found, found
+
+
+@pytest.mark.unit
+def test_the_sms_endpoint_setting_must_be_an_http_address() -> None:
+    from pydantic import ValidationError
+
+    from services.notify.settings import NotifySettings
+
+    with pytest.raises(ValidationError, match="not a URL"):
+        NotifySettings(notify_sms_endpoint="http://[::1")
+    assert NotifySettings(notify_sms_endpoint="https://sms.example.com/send")

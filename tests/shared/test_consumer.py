@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import uuid4
 
 import asyncpg
 import httpx
@@ -13,6 +16,7 @@ from shared.database import Connection, connect
 from shared.deadletter import list_dead_letters, replay_dead_letter
 from shared.local.ports import free_port
 from shared.settings import Settings
+from tests.conftest import SettingsFactory
 from tests.support import probe
 from tests.support.kafka import KafkaProbe
 from tests.support.processes import ServiceProcess
@@ -282,3 +286,217 @@ async def _metrics_at(port: int) -> dict[str, float]:
         value = float(rest.rsplit(" ", 1)[1])
         totals[name] = totals.get(name, 0.0) + value
     return totals
+
+
+PHONE, EMAIL = "+8613800001234", "wang.fang@example.com"
+
+
+@pytest.mark.asyncio
+async def test_contact_data_in_a_decode_error_is_masked_in_the_dead_letter(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """pydantic puts the refused value in its message; the dead letter's error (row and
+    ``dlq_error`` header) carries it masked. The record itself is kept as it was."""
+    service = probe.build(settings, port=0)
+    async with running(service):
+        raw = probe.command("pii", amount=f"call {PHONE} or {EMAIL}")  # type: ignore[arg-type]
+        await kafka.publish(probe.COMMANDS, raw)
+        [letter] = await kafka.await_records(f"{probe.COMMANDS}.dlq", lambda r: True)
+        [row] = await service.pool.fetch("SELECT error, value FROM dead_letters")
+    for error in (letter.header("dlq_error") or "", row["error"]):
+        assert PHONE not in error and EMAIL not in error, error
+        assert "+86***34" in error and "w***@example.com" in error, error
+    assert bytes(row["value"]) == letter.value == raw
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_contact_data_never_reaches_a_log_line(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    await kafka.create(probe.COMMANDS, probe.EVENTS)
+    port = free_port()
+    log = tmp_path / "probe.log"
+    process = ServiceProcess("tests.support.probe", settings, port, log, {"PROBE_PORT": str(port)})
+    process.start()
+    try:
+        await process.wait_ready()
+        raw = probe.command("pii", amount=f"call {PHONE} or {EMAIL}")  # type: ignore[arg-type]
+        await kafka.publish(probe.COMMANDS, raw)
+        await kafka.await_records(f"{probe.COMMANDS}.dlq", lambda r: True)
+        await eventually(
+            lambda: asyncio.to_thread(log.read_text),
+            lambda text: "message dead-lettered" in text,
+            what="the dead-letter log line",
+        )
+    finally:
+        await process.stop()
+    text = log.read_text()
+    assert PHONE not in text and EMAIL not in text
+    assert "+86***34" in text and "w***@example.com" in text
+
+
+@pytest.mark.asyncio
+async def test_processed_ids_are_purged_after_the_retention_and_the_table_stays_bounded(
+    kafka: KafkaProbe,
+) -> None:
+    """Five rounds of 60 commands, 25 driven minutes apart, with a retention of one hour: the
+    ids older than an hour are purged (in batches, by a supervised task), so the table holds
+    at most the last three rounds; a redelivery within the retention is still recognised."""
+    settings = kafka.settings.replace(
+        clock="driven",
+        processed_retention="1h",
+        processed_purge_interval="100ms",
+        token_max_ttl="1h",  # no credential may outlive the memory of the commands it carried
+    )
+    service = probe.build(settings, port=0, tally=False)
+    start = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    per_round, rounds = 60, 5
+    async with running(service):
+
+        async def at(moment: datetime) -> None:
+            async with service.pool.acquire() as conn, conn.transaction():
+                await conn.execute("DELETE FROM desk_clock")
+                await conn.execute("INSERT INTO desk_clock VALUES ($1)", moment)
+
+        async def remembered() -> int:
+            return await count(service.pool, "SELECT count(*) FROM processed_messages")
+
+        peak = 0
+        for n in range(rounds):
+            await at(start + n * timedelta(minutes=25))
+            # Within a purge interval the ids claimed over an hour (driven) ago are gone:
+            # only the last two rounds are remembered.
+            await eventually(
+                remembered,
+                lambda ids, n=n: ids <= per_round * min(n, 2),  # type: ignore[misc]
+                what=f"ids older than the retention purged before round {n}",
+            )
+            for i in range(per_round):
+                await kafka.publish(probe.COMMANDS, probe.command(f"r{n}-{i}", f"c{i}"))
+            await eventually(
+                lambda: count(service.pool, "SELECT count(*) FROM events"),
+                lambda applied, n=n: applied == per_round * (n + 1),  # type: ignore[misc]
+                what=f"round {n} applied",
+            )
+            peak = max(peak, await remembered())
+        await kafka.publish(probe.COMMANDS, probe.command(f"r{rounds - 1}-0", "c0"))  # again
+        await kafka.all_records(probe.COMMANDS)
+        assert await count(service.pool, "SELECT count(*) FROM events") == per_round * rounds
+        assert await remembered() <= per_round * 3
+    assert peak <= per_round * 3
+
+
+@pytest.mark.asyncio
+async def test_a_dead_letter_over_the_brokers_limit_is_kept_whole_and_published_cut_to_fit(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """A record over the size consumers read is dead-lettered unread (too_large); the copy on
+    the dead-letter topic is cut to what the broker takes (``dlq_truncated`` says from how
+    much), the table keeps every byte, and the partition moves on."""
+    service = probe.build(settings, port=0)
+    big = b'{"id": "' + b"x" * (settings.kafka_max_message_bytes + 10) + b'"}'
+    async with running(service):
+        await kafka.publish(probe.COMMANDS, big, partition=0)
+        await kafka.publish(probe.COMMANDS, probe.command("behind-the-big-one", "b"), partition=0)
+        await eventually(
+            lambda: count(service.pool, "SELECT count(*) FROM applied WHERE counter = 'b'"),
+            lambda n: n == 1,
+            what="the message behind the big one",
+        )
+        [letter] = await kafka.await_records(f"{probe.COMMANDS}.dlq", lambda r: True)
+        [row] = await service.pool.fetch(
+            "SELECT reason, value, published_at FROM dead_letters WHERE consumer = 'probe.commands'"
+        )
+    assert row["reason"] == "too_large" and row["published_at"] is not None
+    assert bytes(row["value"]) == big
+    assert letter.header("dlq_reason") == "too_large"
+    assert letter.header("dlq_truncated") == str(len(big))
+    assert big.startswith(letter.value) and len(letter.value) < settings.kafka_max_message_bytes
+
+
+@pytest.mark.asyncio
+async def test_a_missing_dead_letter_topic_loses_nothing_and_holds_nothing_up(
+    make_settings: SettingsFactory,
+) -> None:
+    """Topic creation off and ``<topic>.dlq`` missing (on the embedded broker: a name it will
+    not create on demand, as Kafka with auto.create.topics.enable=false): the dead letter is
+    recorded in the consumer's transaction, the partition moves on, and publishing it is
+    retried with backoff — counted, logged, visible — until the topic exists."""
+    prefix = "d" * 220 + uuid4().hex[:11] + "."
+    assert len(prefix + probe.COMMANDS + ".dlq") == 250  # one over Kafka's limit
+    settings = make_settings(
+        topic_prefix=prefix, kafka_create_topics=False, kafka_request_timeout_ms=1000
+    )
+    kafka = KafkaProbe(settings)
+    try:
+        await kafka.create(probe.COMMANDS, probe.EVENTS)
+        service = probe.build(settings, port=0, tally=False)
+        async with running(service):
+            await kafka.publish(probe.COMMANDS, b"{not json", partition=0)
+            await kafka.publish(probe.COMMANDS, probe.command("behind", "b"), partition=0)
+            await eventually(
+                lambda: count(service.pool, "SELECT count(*) FROM events"),
+                lambda n: n == 1,
+                what="the command behind the dead letter",
+            )
+            row = await eventually(
+                lambda: service.pool.fetchrow(
+                    "SELECT reason, published_at, publish_attempts, publish_error FROM dead_letters"
+                ),
+                lambda r: r is not None and r["publish_attempts"] >= 2,
+                timeout=30,
+                what="two failed attempts at publishing the dead letter",
+            )
+            unpublished = await eventually(
+                lambda: _gauge("desk_dead_letters_unpublished", service="probe"),
+                lambda n: n == 1,
+            )
+            assert all((await service.readiness()).values())
+        assert row is not None
+        assert (row["reason"], row["published_at"]) == ("undecodable", None)
+        assert "UnknownTopicOrPartition" in row["publish_error"], row["publish_error"]
+        assert unpublished == 1
+    finally:
+        await kafka.close()
+
+
+async def _gauge(name: str, **labels: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
+
+
+@pytest.mark.asyncio
+async def test_a_fault_of_the_plumbing_itself_is_retried_a_bounded_number_of_times(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """A fault no message causes and no retry cures — PostgreSQL refusing every ordinary
+    dead-letter row (a trigger stands in for a bug) — is retried ``consumer_max_attempts``
+    times; then the record is dead-lettered as ``plumbing_failed`` and the partition moves on."""
+    settings = settings.replace(consumer_max_attempts=3)
+    service = probe.build(settings, port=0)
+    async with running(service):
+        owner = await connect(settings.require_database_url(), schema="probe")  # the service
+        try:  # runs as a role that creates nothing
+            await owner.execute(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.reason <> 'plumbing_failed' THEN RAISE EXCEPTION 'refused by a test'; "
+                "END IF; RETURN NEW; END $$; "
+                "CREATE TRIGGER refuse BEFORE INSERT ON dead_letters "
+                "FOR EACH ROW EXECUTE FUNCTION refuse()"
+            )
+        finally:
+            await owner.close()
+        await kafka.publish(probe.COMMANDS, b"{not json", partition=0)
+        await kafka.publish(probe.COMMANDS, probe.command("behind", "b"), partition=0)
+        await eventually(
+            lambda: count(service.pool, "SELECT count(*) FROM applied WHERE counter = 'b'"),
+            lambda n: n == 1,
+            timeout=60,
+            what="the command behind the record the plumbing failed on",
+        )
+        [row] = await service.pool.fetch("SELECT reason, error, attempts FROM dead_letters")
+    assert row["reason"] == "plumbing_failed"
+    assert "refused by a test" in row["error"]
+    assert row["attempts"] == 3

@@ -1,11 +1,12 @@
 """Least privilege in PostgreSQL, on a real server: connected as a service's role, its event store
-can only grow, other schemas are out of reach, nothing can be created; a service refuses to start
-unmigrated, or (outside local mode) as the owner."""
+can only grow, other schemas are out of reach, nothing can be created, and what the kernel does at
+run time (purging claims, dead letters) is allowed; a service refuses to start unmigrated, or
+(outside local mode) as the owner."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -14,11 +15,16 @@ import pytest_asyncio
 
 from services import service_migrations
 from services.intake.app import build as intake
-from shared.database import connect, with_database
+from shared.clock import DatabaseClock
+from shared.database import connect, create_pool, with_database
+from shared.deadletter import DeadLetters, Record
+from shared.kafka import make_producer
 from shared.migrations import MigrationError, migrate
 from shared.privileges import OWNER_ROLE, hand_over, role_problems
+from shared.retention import forget_processed
 from shared.settings import Settings
 from tests.support.infrastructure import SessionInfrastructure
+from tests.support.kafka import KafkaProbe
 from tests.support.services import migrated
 
 
@@ -83,6 +89,57 @@ async def test_a_service_role_appends_reads_and_numbers_with_what_migrations_mad
     )
     assert inserted is True
     assert await as_intake.fetchval("SELECT count(*) FROM policy_history") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_service_role_purges_its_claims_and_records_and_publishes_its_dead_letters(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """What the kernel does at run time as the service's role: forget claims older than the
+    retention (DELETE on processed_messages), record a dead letter and record it again on a
+    redelivery, then publish it and mark it published (UPDATE on dead_letters)."""
+    url = await migrated(settings, "intake", service_migrations("intake"))
+    await kafka.create("requests.incoming.dlq")
+    pool = await create_pool(settings, schema="intake", application="test-role", url=url)
+    producer = make_producer(settings, client_id="test-role")
+    await producer.start()
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT current_user") == "desk_intake"
+            now = await conn.fetchval("SELECT clock_timestamp()")
+            await conn.execute(
+                "INSERT INTO processed_messages (consumer, message_id, processed_at) "
+                "VALUES ('intake.requests', 'old', $1), ('intake.requests', 'new', $2)",
+                now - timedelta(days=30),
+                now,
+            )
+            assert await forget_processed(conn, now - timedelta(days=14)) == 1
+            assert await conn.fetchval("SELECT array_agg(message_id) FROM processed_messages") == [
+                "new"
+            ]
+            dead_letters = DeadLetters(producer, "intake", DatabaseClock(pool), settings)
+            record = Record(settings.topic("requests.incoming"), 0, 7, b"k", b"garbage", ())
+            for attempts in (1, 2):
+                await dead_letters.record(
+                    conn,
+                    record,
+                    consumer="intake.requests",
+                    reason="undecodable",
+                    error="not JSON",
+                    attempts=attempts,
+                )
+        assert await dead_letters.publish_due(pool) == 1
+        row = await pool.fetchrow("SELECT attempts, published_at, publish_due FROM dead_letters")
+        assert row is not None
+        assert (row["attempts"], row["publish_due"]) == (2, None)
+        assert row["published_at"] is not None
+        [published] = await kafka.await_records(
+            "requests.incoming.dlq", lambda r: r.header("dlq_offset") == "7"
+        )
+        assert published.value == b"garbage"
+    finally:
+        await producer.stop()
+        await pool.close()
 
 
 @pytest.mark.asyncio

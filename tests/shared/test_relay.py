@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,11 +12,15 @@ from pathlib import Path
 import pytest
 
 from shared.database import connect
-from shared.eventstore import PendingEvent
+from shared.eventstore import ANY_VERSION, EventStore, EventTooLarge, PendingEvent
+from shared.local.broker import EmbeddedBroker
 from shared.local.ports import free_port
 from shared.migrations import migrate
 from shared.relay import ReplayRefused, replay
+from shared.service import Service
 from shared.settings import Settings
+from shared.unit_of_work import Cause, UnitOfWork
+from tests.conftest import SettingsFactory
 from tests.support import probe
 from tests.support.kafka import KafkaProbe
 from tests.support.processes import ServiceProcess
@@ -172,3 +178,110 @@ async def test_replay_refuses_to_skip_events_the_relay_never_published(
         assert await replay(conn, "probe", 0) == 3
     finally:
         await conn.close()
+
+
+def _sample(name: str, **labels: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
+
+
+async def _append(
+    service: Service, counter: str, store: EventStore | None = None, stream: str = ""
+) -> None:
+    """An event committed in the probe's store without going through a consumer."""
+    async with service.pool.acquire() as conn, conn.transaction():
+        uow = UnitOfWork(conn, store or service.store, await service.clock.now(conn))
+        uow.caused_by(Cause("c"))(
+            stream or f"counter-{counter}",
+            [probe.CounterBumped(counter=counter, amount=1)],
+            expected_version=ANY_VERSION,
+        )
+        await uow.flush()
+
+
+@pytest.mark.asyncio
+async def test_the_relay_outlives_a_broker_outage_and_is_reported_down_meanwhile(
+    make_settings: SettingsFactory,
+) -> None:
+    """The broker stops answering (SIGSTOP of a broker of this test's own): the relay's publish
+    fails with a KafkaError, the relay is restarted with backoff, ``/ready`` names it and the
+    metrics count it; when the broker answers again the event goes out."""
+    broker = EmbeddedBroker()
+    bootstrap = broker.start()
+    settings = make_settings(
+        kafka_bootstrap_servers=bootstrap,
+        kafka_request_timeout_ms=1500,
+        task_restart_backoff="200ms",
+        task_restart_backoff_max="1s",
+    )
+    kafka = KafkaProbe(settings)
+    try:
+        service = probe.build(settings, port=0, tally=False)
+        async with running(service):
+            await _append(service, "before")
+            await kafka.await_records(probe.EVENTS, lambda r: r.key == b"counter-before")
+            restarts = _sample("desk_task_restarts_total", service="probe", task="relay") or 0
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                await _append(service, "during")
+                down = await eventually(
+                    service.readiness, lambda checks: not checks["relay"], timeout=30
+                )
+                assert _sample("desk_task_up", service="probe", task="relay") == 0
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            await eventually(service.readiness, lambda checks: all(checks.values()), timeout=60)
+            await kafka.await_records(probe.EVENTS, lambda r: r.key == b"counter-during")
+        assert down["relay"] is False
+        assert (_sample("desk_task_restarts_total", service="probe", task="relay") or 0) > restarts
+    finally:
+        await kafka.close()
+        broker.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_event_the_broker_will_not_take_is_refused_at_append(settings: Settings) -> None:
+    service = probe.build(settings.replace(kafka_max_message_bytes=64 * 1024), port=0)
+    async with running(service):
+        with pytest.raises(EventTooLarge):
+            await _append(service, "x" * (64 * 1024))
+        assert await service.pool.fetchval("SELECT count(*) FROM events") == 0
+
+
+@pytest.mark.asyncio
+async def test_a_stored_event_the_broker_refuses_stops_the_relay_loudly_not_silently(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """An event stored under a larger limit than the one in force now (or refused by the broker
+    for any other lasting reason) is not skipped — the log keeps its order — but the relay is
+    reported down, the position it is stuck at is a metric, and each attempt logs why. The
+    operator's action (raise the limit to what the broker takes) lets it through, in order."""
+    small = settings.replace(kafka_max_message_bytes=64 * 1024, task_restart_backoff="100ms")
+    service = probe.build(small, port=0, tally=False)
+    async with running(service):
+        stored_under_a_larger_limit = EventStore("probe", "servicedesk/probe")
+        big = "x" * (100 * 1024)
+        await _append(service, big, stored_under_a_larger_limit, stream="counter-s")
+        await _append(service, "after", stream="counter-s")
+        checks = await eventually(service.readiness, lambda c: not c["relay"], timeout=30)
+        blocked = await eventually(
+            lambda: _async(_sample("desk_relay_blocked_position", service="probe")),
+            lambda position: position == 1,
+        )
+        published = await kafka.all_records(probe.EVENTS, settle=1.0)
+    assert published == [], "nothing after the refused event either: order is kept"
+    assert checks["relay"] is False and blocked == 1
+    fixed = probe.build(settings, port=0, tally=False)
+    async with running(fixed):
+        records = await kafka.await_records(probe.EVENTS, lambda r: True, count=2)
+        await eventually(
+            lambda: _async(_sample("desk_relay_blocked_position", service="probe")),
+            lambda position: position == 0,
+        )
+    assert [json.loads(r.value)["data"]["counter"][:5] for r in records] == ["xxxxx", "after"]
+
+
+async def _async(value: float | None) -> float | None:
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from services.dispatch.events import TicketAssigned
 from services.sla.events import EscalationRaised
 from shared.events import EventData, new_event_id
 from shared.eventstore import EventStore, PendingEvent, with_version
@@ -26,6 +27,7 @@ async def publish_event(
     time: datetime | None = None,
     sealed_by: Key | None = None,
     unsealed: bool = False,
+    partition: int | None = None,
 ) -> str:
     """Publish one event, sealed by its source's key (``sealed_by``, or none: ``unsealed``);
     return its id. The
@@ -46,19 +48,38 @@ async def publish_event(
     )
     if key is not None and not unsealed:
         headers.extend(seal(key, envelope))
-    await kafka.publish(topic, envelope, key=stream_id, headers=headers)
+    await kafka.publish(topic, envelope, key=stream_id, headers=headers, partition=partition)
     return str(pending.id)
 
 
-def escalation(ticket_id: str, number: str, level: int) -> EscalationRaised:
-    """An SLA escalation of a ticket's first response, as sla records it."""
+def escalation(
+    ticket_id: str, number: str, level: int, metric: str = "first_response"
+) -> EscalationRaised:
+    """An SLA escalation of a ticket's clock (its first response by default), as sla records
+    it (what dispatch and notify read on sla.events)."""
     return EscalationRaised(
         ticket_id=ticket_id,
         number=number,
-        metric="first_response",
+        metric=metric,
         level=level,
-        clock_id=f"clock-{ticket_id}-first_response",
+        clock_id=f"clock-{ticket_id}-{metric}",
         breached_at=datetime(2026, 1, 1, tzinfo=UTC),
         cause_event_id=f"breach-{number}-{level}",
+        policy_version="test",
+    )
+
+
+def assignment(
+    ticket_id: str, number: str, agent: str, group: str = "front-line"
+) -> TicketAssigned:
+    """dispatch's ``TicketAssigned`` (what sla and notify read on dispatch.events)."""
+    return TicketAssigned(
+        ticket_id=ticket_id,
+        number=number,
+        group_id=group,
+        agent_id=agent,
+        strategy="least_loaded",
+        reason="test",
+        cause="classified",
         policy_version="test",
     )

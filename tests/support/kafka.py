@@ -48,15 +48,20 @@ class KafkaProbe:
         partition: int | None = None,
     ) -> Any:
         if self._producer is None:
-            self._producer = make_producer(self.settings, client_id="test-probe", linger_ms=1)
+            # Large enough for the poison records tests send (a value over 1 MiB).
+            self._producer = make_producer(
+                self.settings, client_id="test-probe", linger_ms=1, max_request_size=16 << 20
+            )
             await self._producer.start()
-        return await self._producer.send_and_wait(
+        sent = self._producer.send_and_wait(
             self.settings.topic(topic),
             value=_bytes(value),
             key=_bytes(key) if key is not None else None,
             headers=headers or [],
             partition=partition,
         )
+        # A broker that stops answering fails the test with a message instead of hanging it.
+        return await asyncio.wait_for(sent, timeout=120)
 
     async def command(
         self, topic: str, body: dict[str, Any], *, key: str, token: str | None = None

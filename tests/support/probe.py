@@ -23,7 +23,7 @@ from shared.events import EventData, event
 from shared.eventstore import ANY_VERSION
 from shared.migrations import load
 from shared.projection import Projection
-from shared.service import Service, serve
+from shared.service import Service, Worker, serve
 from shared.settings import Settings
 from shared.unit_of_work import Cause, UnitOfWork
 
@@ -117,7 +117,13 @@ class TotalsProjection(Projection):
                 )
 
 
-def build(settings: Settings, *, port: int | None = None, tally: bool = True) -> Service:
+def build(
+    settings: Settings,
+    *,
+    port: int | None = None,
+    tally: bool = True,
+    workers: Sequence[Worker] = (),
+) -> Service:
     subscriptions: list[Subscription[Any]] = [Commands()]
     if tally:
         subscriptions.append(Tally())
@@ -128,6 +134,7 @@ def build(settings: Settings, *, port: int | None = None, tally: bool = True) ->
         publishes={EVENTS: [CounterBumped]},
         subscriptions=subscriptions,
         projections=[TotalsProjection()],
+        workers=workers,
         migrations=load("probe", "tests.support", "probe_sql"),
         port=port if port is not None else int(os.environ.get("PROBE_PORT", "0")),
     )

@@ -91,10 +91,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def harness_policy(receivers: Receivers, path: Path) -> Path:
-    """The shipped policy with every agent's webhook at the receivers (``/agents/<id>``)."""
+    """The shipped policy with every agent's webhook at the receivers (``/agents/<id>``), and
+    room for the suite's clock steps in what intake takes on trust: the adapter stamps requests
+    with the system's time, so one stamped just before the driven clock steps back an hour is
+    an hour ahead of intake's clock when read (the shipped ``max_future`` of 5 min would refuse
+    it as ``received_at_out_of_range``; a step of 3 days forward is within ``max_past``)."""
     policy = yaml.safe_load(DEFAULT_POLICY.read_text())
     for agent in policy["directory"]["agents"]:
         agent["webhook_url"] = receivers.url(f"/agents/{agent['id']}")
+    policy["intake"]["received_at"]["max_future"] = "2h"
     path.write_text(yaml.safe_dump(policy, allow_unicode=True, sort_keys=False))
     return path
 
