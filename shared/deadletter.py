@@ -104,6 +104,8 @@ class DeadLetters:
     """Dead letters published per round."""
     LEASE = timedelta(minutes=1)
     """A round's claim on its rows: another instance publishes them if this one dies."""
+    HEADER_ROOM = 16 * 1024
+    """Headers a dead letter cut to fit keeps whole: the original record's too, up to this."""
 
     def __init__(
         self, producer: AIOKafkaProducer, schema: str, clock: Clock, settings: Settings
@@ -206,9 +208,12 @@ class DeadLetters:
         key, value = row["key"], bytes(row["value"])
         limit = self.settings.kafka_max_message_bytes
         if record_size(key, value, headers) > limit:
-            # Cut to fit: the dlq_* headers and the start of the value; the table has it all.
+            # Cut to fit: the dlq_* headers, the original ones unless they are large themselves
+            # (they say where a record came from), and the start of the value; the table has it
+            # all.
             size = len(value)
-            headers = [(k, v) for k, v in headers if k.startswith("dlq_")]
+            if record_size(None, b"", headers) > self.HEADER_ROOM:
+                headers = [(k, v) for k, v in headers if k.startswith("dlq_")]
             headers.append(("dlq_truncated", str(size).encode()))
             key = key[:1024] if key else key
             value = value[: max(0, limit - record_size(key, b"", headers) - 1024)]

@@ -393,11 +393,12 @@ async def test_a_dead_letter_over_the_brokers_limit_is_kept_whole_and_published_
 ) -> None:
     """A record over the size consumers read is dead-lettered unread (too_large); the copy on
     the dead-letter topic is cut to what the broker takes (``dlq_truncated`` says from how
-    much), the table keeps every byte, and the partition moves on."""
+    much; its original headers, being small, are kept), the table keeps every byte, and the
+    partition moves on."""
     service = probe.build(settings, port=0)
     big = b'{"id": "' + b"x" * (settings.kafka_max_message_bytes + 10) + b'"}'
     async with running(service):
-        await kafka.publish(probe.COMMANDS, big, partition=0)
+        await kafka.publish(probe.COMMANDS, big, headers=[("x-origin", b"adapter-7")], partition=0)
         await kafka.publish(probe.COMMANDS, probe.command("behind-the-big-one", "b"), partition=0)
         await eventually(
             lambda: count(service.pool, "SELECT count(*) FROM applied WHERE counter = 'b'"),
@@ -412,6 +413,7 @@ async def test_a_dead_letter_over_the_brokers_limit_is_kept_whole_and_published_
     assert bytes(row["value"]) == big
     assert letter.header("dlq_reason") == "too_large"
     assert letter.header("dlq_truncated") == str(len(big))
+    assert letter.header("x-origin") == "adapter-7", "small original headers are kept"
     assert big.startswith(letter.value) and len(letter.value) < settings.kafka_max_message_bytes
 
 
