@@ -22,6 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from services.dispatch.events import EVENTS_TOPIC, TICKET_COMMANDS, TicketAssigned
+from services.vocabulary import CUSTOMER_COMMANDS
 from shared.credentials import issue_token, sign_command
 from shared.kafka import client_options, ensure_topics, make_producer
 from shared.keys import Key, KeyRing
@@ -65,7 +66,7 @@ class DeskWork:
                 now=now,
                 ttl=TOKEN_TTL,
                 ticket=ticket,
-                commands=("record_satisfaction", "reopen"),
+                commands=CUSTOMER_COMMANDS,
             )
         held = self._tokens.get(actor)
         if held is None or held[1] - now < timedelta(minutes=5):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from services.policy import watch_policy
+from services.policy.sla import SatisfactionPolicy
 from services.sla.events import PUBLISHES
 from services.sla.handlers import LifecycleEvents
-from services.sla.report import refresh_gauges
+from services.sla.report import report_gauges
 from services.sla.settings import SlaSettings
 from services.sla.storage import ClockBoard
 from services.sla.timers import timer_worker
@@ -18,14 +19,23 @@ MIGRATIONS = load("sla", "services.sla")
 
 def build(settings: Settings) -> Service:
     own = SlaSettings.of(settings)
+    policy = watch_policy(own)
+
+    def satisfaction() -> SatisfactionPolicy:
+        sla = policy.current()[0].sla
+        return sla.satisfaction if sla is not None else SatisfactionPolicy()
+
     return Service(
         "sla",
         own,
         port=own.sla_port,
         description="Response-time clocks on business calendars, warnings, escalation ladder.",
         publishes=PUBLISHES,
-        subscriptions=[LifecycleEvents(watch_policy(own))],
+        subscriptions=[LifecycleEvents(policy)],
         projections=[ClockBoard()],
-        workers=[timer_worker(own), every(own.sla_report_interval, refresh_gauges)],
+        workers=[
+            timer_worker(own),
+            every(own.sla_report_interval, report_gauges(satisfaction)),
+        ],
         migrations=MIGRATIONS,
     )
