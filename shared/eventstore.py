@@ -126,6 +126,11 @@ class EventStore:
             "$7::text[], $8::text[], $9::text[])"
         )
 
+    @property
+    def table(self) -> str:
+        """The events table (what projections following this store lock to catch up)."""
+        return f"{self.schema}.events"
+
     async def append(
         self,
         conn: Connection,

@@ -49,7 +49,7 @@ from shared.keys import Key, KeyRing, weak_secrets
 from shared.logging import configure_logging, get_logger
 from shared.migrations import Migration, check_migrated, kernel_migrations
 from shared.privileges import role_problems
-from shared.projection import Projection, catch_up
+from shared.projection import Log, Projection, catch_up
 from shared.provenance import Provenance, catalogue
 from shared.relay import Relay
 from shared.settings import Settings
@@ -79,6 +79,7 @@ class Service:
         version: str = "1",
         http: ASGIApp | None = None,
         sends: Sequence[str] = (),
+        log: Log | None = None,
     ) -> None:
         self.name = name
         self.port = port
@@ -88,6 +89,8 @@ class Service:
         """The URL this service connects with: its own login role's (``shared.privileges``)."""
         self.keys = KeyRing.from_settings(settings)
         self.publishes = {topic: tuple(types) for topic, types in publishes.items()}
+        self.http = http
+        """The service's own HTTP app (an API, pages), beside the kernel's routes."""
         self.sends = tuple(sends)
         """Topics the service writes records to itself, not from its event store (the console
         sends people's commands): created with its topics, granted to its Kafka principal."""
@@ -97,12 +100,15 @@ class Service:
         self._routes = {
             cls.event_type(): topic for topic, types in publishes.items() for cls in types
         }
-        self.projections = tuple(projections)
-        self.workers = tuple(workers)
-        self.migrations = [*kernel_migrations(), *migrations]
         self.store = EventStore(
             schema=self.schema, source=f"servicedesk/{name}", event_types=set(self._routes)
         )
+        self.projections = tuple(projections)
+        self.log: Log = log or self.store
+        """What the projections follow and catch up with at start: the event store, or a log
+        the service keeps of others' events (the console's journal)."""
+        self.workers = tuple(workers)
+        self.migrations = [*kernel_migrations(), *migrations]
         self.broker = make_broker(
             settings, client_id=f"servicedesk-{name}", description=description
         )
@@ -225,7 +231,7 @@ class Service:
         self._dead_letters = DeadLetters(self._producer, self.schema)
         async with self.pool.acquire() as conn:
             for projection in self.projections:
-                await catch_up(conn, self.store, projection)
+                await catch_up(conn, self.log, projection)
 
     async def _start_background(self) -> None:
         self.relay = Relay(
