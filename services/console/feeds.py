@@ -47,7 +47,7 @@ CONSUMED_TOPICS = (
     sla.EVENTS_TOPIC,
     notify.DELIVERIES_TOPIC,
 )
-"""Every topic some service consumes: their dead letters are counted."""
+"""Every topic another service consumes: with the console's own, their dead letters are counted."""
 
 
 class PublicEvents(EventSubscription):
@@ -95,7 +95,7 @@ class DeadLetterFeed(Subscription[DeadLetter]):
     taken as it is (never refused: a dead letter's dead letter would go nowhere)."""
 
     name = "dead-letters"
-    topics = tuple(dead_letter_topics(CONSUMED_TOPICS))
+    topics = tuple(dead_letter_topics(sorted({*CONSUMED_TOPICS, *PUBLIC_TOPICS})))
     description = "Dead letters of every consumer, counted per service and reason."
     payload: Any = bytes
 
