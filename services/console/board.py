@@ -170,7 +170,7 @@ async def _traffic(conn: Connection, now: datetime) -> TrafficFigures:
         )
         for m in minutes
     ]
-    recent = figures[-6:-1]  # the last five whole minutes
+    last = figures[-2]  # the last whole minute
     reasons = await conn.fetch(
         "SELECT kind, reason, sum(count)::int FROM traffic WHERE minute >= $1 "
         "AND kind IN ('request_rejected', 'command_refused') GROUP BY kind, reason "
@@ -179,7 +179,7 @@ async def _traffic(conn: Connection, now: datetime) -> TrafficFigures:
     )
     return TrafficFigures(
         minutes=figures,
-        requests_per_minute=sum(f.requests for f in recent) / len(recent),
+        requests_per_minute=float(last.requests),
         rejections=[ReasonCount(kind=k, reason=r, count=c) for k, r, c in reasons],
     )
 

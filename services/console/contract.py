@@ -200,7 +200,7 @@ class ReasonCount(_Out):
 
 class TrafficFigures(_Out):
     minutes: list[MinuteFigure] = Field(description="The last 15 minutes, oldest first.")
-    requests_per_minute: float = Field(description="Mean over the last 5 minutes.")
+    requests_per_minute: float = Field(description="In the last whole minute.")
     rejections: list[ReasonCount] = Field(description="The last hour, by reason.")
 
 

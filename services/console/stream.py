@@ -95,19 +95,30 @@ class ChangeStream:
         try:
             yield b"retry: 2000\n\n"
             while not closing.is_set():
-                waiting = asyncio.ensure_future(watcher.queue.get())
-                stopping = asyncio.ensure_future(closing.wait())
-                done, _ = await asyncio.wait(
-                    {waiting, stopping}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
-                )
-                stopping.cancel()
-                if waiting not in done:
-                    waiting.cancel()
-                    if await gone():
+                item = await _next(watcher, closing)
+                if item is None:
+                    if closing.is_set() or await gone():
                         return
                     yield b": keepalive\n\n"
                     continue
-                event, data = waiting.result()
+                event, data = item
                 yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
         finally:
             self.watchers.discard(watcher)
+
+
+async def _next(watcher: Watcher, closing: asyncio.Event) -> tuple[str, dict[str, Any]] | None:
+    """The watcher's next change; None when the service closes or nothing came for a while."""
+    getting = asyncio.ensure_future(watcher.queue.get())
+    stopping = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait(
+            {getting, stopping}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for waiting in (getting, stopping):
+            if not waiting.done():
+                waiting.cancel()
+    if getting.done() and not getting.cancelled():
+        return getting.result()
+    return None

@@ -2,9 +2,9 @@
 
 It follows ``dispatch.events`` for assignments and, for each, sends what an agent's desk and a
 customer's survey link would send, at a person's pace (``pace`` scales it): accept, respond,
-start_work, resolve as the assignee; now and then the customer reopens and the agent resolves
-again; then the customer rates. Every command is signed with
-:func:`shared.credentials.sign_command` under a token from the local keys: the agents' from the
+start_work, resolve as the assignee; then the customer rates, or now and then reopens (dispatch
+assigns the ticket again, and that assignment is worked like any other). Every command is signed
+with :func:`shared.credentials.sign_command` under a token from the local keys: the agents' from the
 operators' key, the customer's (bound to the one ticket) from the key that vouches for
 customers, as a resolution notice's link would carry it. Given the console's address, the
 customer answers on its survey page instead, with that token. ``desk demo`` and ``desk up
@@ -41,11 +41,6 @@ _STEPS: list[tuple[str, dict[str, Any], tuple[float, float]]] = [
     ("resolve", {"resolution": "已解决。 Fixed; please tell us how we did."}, (10, 45)),
 ]
 """What an agent does with a ticket, and how many seconds each step takes them (at pace 1)."""
-_REOPENED: list[tuple[str, str, dict[str, Any], tuple[float, float]]] = [
-    ("reopen", "customer", {"reason": "还是不行。 Still broken."}, (5, 20)),
-    ("respond", "", {"message": "抱歉，我们再看看。 Sorry, looking again."}, (5, 15)),
-    ("resolve", "", {"resolution": "已彻底解决。 Fixed for good this time."}, (10, 30)),
-]
 _SCORES = [5, 5, 5, 5, 5, 4, 4, 4, 4, 3, 2]
 """Customers' scores: about 82 % satisfied (4 or 5), so CSAT hovers around the 90 % target."""
 REOPEN_SHARE = 0.06
@@ -95,14 +90,15 @@ class DeskWork:
         return held[0]
 
     async def work(self, producer: AIOKafkaProducer, number: str, agent: str) -> None:
-        """One ticket, from assignment to the customer's rating."""
-        steps = [(kind, agent, fields, took) for kind, fields, took in _STEPS]
-        if self.random.random() < REOPEN_SHARE:
-            steps += [(k, a or agent, f, took) for k, a, f, took in _REOPENED]
-        for kind, actor, fields, took in steps:
+        """One assignment, from accepting it to the customer's rating (or reopening)."""
+        for kind, fields, took in _STEPS:
             await asyncio.sleep(self.random.uniform(*took) * self.pace)
-            await self.send(producer, number, actor, {"type": kind, **fields})
+            await self.send(producer, number, agent, {"type": kind, **fields})
         await asyncio.sleep(self.random.uniform(5, 30) * self.pace)
+        if self.random.random() < REOPEN_SHARE:
+            reopen = {"type": "reopen", "reason": "还是不行。 Still broken."}
+            await self.send(producer, number, "customer", reopen)
+            return
         rating = {"score": self.random.choice(_SCORES), "comment": "谢谢 Thanks"}
         if not (self.console_url and await self.answer_survey(number, rating)):
             await self.send(producer, number, "customer", {"type": "record_satisfaction", **rating})
