@@ -11,6 +11,7 @@ the caller's to see or do, 404 unknown, 409 a command id someone else used, 413 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.console import board, courier, listing
@@ -47,6 +49,12 @@ from shared.policyfile import PolicyWatch
 from shared.service import Service
 
 log = get_logger(__name__)
+ANSWERED = Histogram(
+    "desk_console_request_seconds",
+    "Time to answer an HTTP request of the console, by route and status.",
+    ["route", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 STATUS_TEXT = {
     400: "bad_request",
     404: "not_found",
@@ -128,7 +136,33 @@ def api(console: Console, max_body: int) -> FastAPI:
     _errors(app)
     app.include_router(_routes(console))
     app.add_middleware(BodyLimit, max_bytes=max_body)
+    app.add_middleware(Timing)
     return app
+
+
+class Timing:
+    """Every answer's time, by route template (never the raw path: numbers are unbounded)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sent(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                route = scope.get("route")
+                ANSWERED.labels(getattr(route, "path", "other"), str(status[0])).observe(
+                    time.perf_counter() - started
+                )
+            await send(message)
+
+        await self.app(scope, receive, sent)
 
 
 class BodyLimit:

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter
 from pydantic import TypeAdapter, ValidationError
 
 from services.console.contract import CommandStatus
@@ -25,6 +26,9 @@ from shared.credentials import sign_command
 from shared.database import Connection
 from shared.settings import Settings
 
+SENT = Counter(
+    "desk_console_commands_sent_total", "Commands sent in people's names, by kind.", ["kind"]
+)
 Kind = Literal["ticket", "agent"]
 _SHAPES: dict[Kind, TypeAdapter[Any]] = {
     "ticket": TypeAdapter(contract.TicketCommand),
@@ -130,6 +134,7 @@ class Courier:
         except BaseException:
             await conn.execute("DELETE FROM commands WHERE command_id = $1", command_id)
             raise
+        SENT.labels(kind).inc()
         return Sent(command_id, fresh=True)
 
 

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import Gauge
+
 from services.console import listing
 from services.console.feeds import CHANGES
 from services.console.visibility import Viewer
@@ -23,6 +25,7 @@ from shared.logging import get_logger
 from shared.service import Service
 
 log = get_logger(__name__)
+WATCHERS = Gauge("desk_console_stream_watchers", "People watching the live stream now.")
 KEEPALIVE_S = 15.0
 BACKLOG = 1000
 
@@ -92,6 +95,7 @@ class ChangeStream:
         """The SSE body of one watcher, until the client leaves or the service closes."""
         watcher = Watcher(viewer)
         self.watchers.add(watcher)
+        WATCHERS.inc()
         try:
             yield b"retry: 2000\n\n"
             while not closing.is_set():
@@ -105,6 +109,7 @@ class ChangeStream:
                 yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
         finally:
             self.watchers.discard(watcher)
+            WATCHERS.dec()
 
 
 async def _next(watcher: Watcher, closing: asyncio.Event) -> tuple[str, dict[str, Any]] | None:
