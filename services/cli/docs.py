@@ -137,7 +137,11 @@ def openapi(
     check: Annotated[bool, typer.Option(help="Only report whether the file is current.")] = False,
 ) -> None:
     """Write the OpenAPI document of the console's HTTP API (generated from its routes)."""
-    wanted = openapi_document()
+    _write(out, openapi_document(), check=check)
+
+
+def _write(out: Path, wanted: str, *, check: bool) -> None:
+    """Write a generated document, or (``check``) only say whether the file is current."""
     current = out.read_text() if out.exists() else None
     if check:
         if current != wanted:
@@ -197,12 +201,4 @@ def asyncapi(
     check: Annotated[bool, typer.Option(help="Only report whether the file is current.")] = False,
 ) -> None:
     """Write the AsyncAPI document of every topic (generated from the FastStream apps)."""
-    wanted = asyncapi_document()
-    current = out.read_text() if out.exists() else None
-    if check:
-        if current != wanted:
-            console.print(f"out of date: {out}")
-        raise typer.Exit(0 if current == wanted else 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(wanted)
-    console.print(f"wrote {out}")
+    _write(out, asyncapi_document(), check=check)

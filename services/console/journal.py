@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.consumer import Delivered, Inbound
 from shared.database import Connection
-from shared.eventstore import RecordedEvent
+from shared.eventstore import RecordedEvent, recorded
 
 _COLUMNS = (
     "position, event_id, stream_id, stream_version, type, subject, occurred_at, envelope, "
@@ -78,21 +78,7 @@ class Journal:
             after,
             limit,
         )
-        return [
-            RecordedEvent(
-                position=row[0],
-                id=row[1],
-                stream_id=row[2],
-                stream_version=row[3],
-                type=row[4],
-                subject=row[5],
-                time=row[6],
-                raw=row[7],
-                correlation_id=row[8],
-                causation_id=row[9],
-            )
-            for row in rows
-        ]
+        return [recorded(row, row[7]) for row in rows]
 
 
 def _columns(messages: Sequence[Inbound[Delivered]]) -> list[list[Any]]:

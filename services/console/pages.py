@@ -30,7 +30,7 @@ from services.console.callers import COOKIE, MAX_TOKEN_CHARS
 from services.console.phrases import PHRASES, Language, phrase, pick
 from services.console.settings import ConsoleSettings
 from services.console.visibility import Viewer
-from shared.credentials import Credential, Unauthenticated
+from shared.credentials import Unauthenticated
 
 PACKAGE = Path(str(files("services.console")))
 LANGUAGE_COOKIE = "desk_lang"
@@ -174,8 +174,11 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         response.delete_cookie(COOKIE)
         return response
 
-    async def customer(number: str, token: str) -> tuple[Credential, Any] | None:
-        """The survey's ticket, if ``token`` is a valid customer token for it."""
+    async def customer(
+        number: str, token: str, request: Request, lang: str | None
+    ) -> tuple[Language, dict[str, Any]] | None:
+        """The survey page's language and what it shows, if ``token`` is a customer token for
+        this ticket that allows rating it (None otherwise)."""
         service = console.service
         async with service.pool.acquire() as conn:
             now = await service.clock.now(conn)
@@ -189,7 +192,9 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
                 or "record_satisfaction" not in credential.commands
             ):
                 return None
-            return credential, await listing.ticket(conn, number)
+            ticket = await listing.ticket(conn, number)
+        language = language_of(request, lang, ticket.language if ticket else None)
+        return language, {"number": number, "token": token, "ticket": ticket, "scores": _SCORES}
 
     @app.get("/survey/{number}", include_in_schema=False)
     async def survey(
@@ -198,21 +203,12 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         token: Annotated[str, Query(max_length=MAX_TOKEN_CHARS)] = "",
         lang: str | None = None,
     ) -> HTMLResponse:
-        found = await customer(number, token)
+        found = await customer(number, token, request, lang)
         if found is None:
             return render("survey.j2", language_of(request, lang), status=403, state="invalid")
-        _, ticket = found
-        language = language_of(request, lang, ticket.language if ticket else None)
-        state = "done" if ticket is not None and ticket.satisfaction is not None else "ask"
-        return render(
-            "survey.j2",
-            language,
-            state=state,
-            number=number,
-            token=token,
-            ticket=ticket,
-            scores=_SCORES,
-        )
+        language, shown = found
+        state = "done" if shown["ticket"] and shown["ticket"].satisfaction is not None else "ask"
+        return render("survey.j2", language, state=state, **shown)
 
     @app.post("/survey/{number}", include_in_schema=False)
     async def rate(  # noqa: PLR0917 - the form's fields: FastAPI reads them
@@ -223,12 +219,11 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         comment: Annotated[str, Form(max_length=4000)] = "",
         lang: str | None = None,
     ) -> HTMLResponse:
-        found = await customer(number, token)
+        found = await customer(number, token, request, lang)
         if found is None:
             return render("survey.j2", language_of(request, lang), status=403, state="invalid")
-        _, ticket = found
-        language = language_of(request, lang, ticket.language if ticket else None)
-        shown = {"number": number, "token": token, "ticket": ticket, "scores": _SCORES}
+        language, shown = found
+        ticket = shown["ticket"]
         if ticket is not None and ticket.satisfaction is not None:
             return render("survey.j2", language, state="done", **shown)
         if score not in _SCORES:

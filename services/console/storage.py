@@ -76,12 +76,7 @@ async def _change(conn: Connection, data: EventData, time: datetime) -> bool:  #
                 conn,
                 data,
                 time,
-                received_at=data.received_at,
-                priority=data.priority,
-                channel=data.channel,
-                language=data.language,
-                product_line=data.product_line,
-                problem_type=data.problem_type,
+                **_request(data),
                 customer_key=personal.customer_key(data.customer),
                 customer=personal.stored_customer(data.customer),
                 subject=personal.stored_text(data.subject),
@@ -95,12 +90,7 @@ async def _change(conn: Connection, data: EventData, time: datetime) -> bool:  #
                 conn,
                 data,
                 time,
-                received_at=data.received_at,
-                priority=data.priority,
-                channel=data.channel,
-                language=data.language,
-                product_line=data.product_line,
-                problem_type=data.problem_type,
+                **_request(data),
                 complexity=data.complexity,
                 category=data.category,
                 complaint=data.complaint,
@@ -173,6 +163,18 @@ async def _change(conn: Connection, data: EventData, time: datetime) -> bool:  #
                 personal.stored_text(data.comment),
             )
     return False
+
+
+def _request(data: Any) -> dict[str, Any]:
+    """What intake's receipt and triage and dispatch's classification all repeat of a request."""
+    return {
+        "received_at": data.received_at,
+        "priority": data.priority,
+        "channel": data.channel,
+        "language": data.language,
+        "product_line": data.product_line,
+        "problem_type": data.problem_type,
+    }
 
 
 async def _upsert(conn: Connection, data: Any, time: datetime, **values: Any) -> bool:
