@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,7 +72,7 @@ def test_a_command_takes_its_target_from_the_path_and_keeps_dispatchs_shape() ->
     assert len(command["command_id"]) == 36
     given = shape("agent", "li.na", {"type": "go_off_shift", "command_id": "c-1"}, "li.na")
     assert (given["agent_id"], given["command_id"]) == ("li.na", "c-1")
-    problems = {
+    problems: dict[str, dict[str, Any]] = {
         "unknown type": {"type": "delete"},
         "missing field": {"type": "respond"},
         "another ticket": {"type": "accept", "ticket_number": "REQ-2026-000002"},
