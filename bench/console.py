@@ -26,8 +26,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode
 
 from bench._support import CpuMeter, bench_world, report, start_service
 from services import port_of
@@ -229,38 +228,78 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection, as lean as a load generator must be: on two shared
+    cores a full client (httpx: a few ms of CPU per request, worse with a backlog) would measure
+    itself."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def get(self, target: str, token: str) -> int:
+        """The status of ``GET target`` (the body is read and dropped)."""
+        self.writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: console\r\nAuthorization: Bearer {token}\r\n"
+            "Accept: application/json\r\n\r\n".encode()
+        )
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return status
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 async def load(
-    url: str, tokens: list[str], planned: list[tuple[str, str, dict[str, Any]]], rate: float
+    port: int, tokens: list[str], planned: Planned, rate: float, connections: int = 32
 ) -> tuple[dict[str, list[float]], dict[int, int], float]:
-    """Send ``planned`` open-loop at ``rate`` per second; latencies (ms) by kind, statuses."""
+    """Send ``planned`` open-loop at ``rate`` per second; latencies (ms, from each request's
+    scheduled moment) by kind, and the statuses. A request waiting for a free connection waits
+    on the clock: a server that falls behind shows in the figures."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(connections):
+        pool.put_nowait(await Connection.open("127.0.0.1", port))
     latencies: dict[str, list[float]] = {"ticket": [], "list": []}
     statuses: dict[int, int] = {}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
 
-        async def one(n: int, scheduled: float) -> None:
-            kind, path, params = planned[n]
-            # One ticket as the operator; lists alternately as the operator and a supervisor.
-            caller = tokens[0] if kind == "ticket" else tokens[n % len(tokens)]
-            headers = {"Authorization": f"Bearer {caller}"}
-            response = await client.get(path, params=params, headers=headers)
-            latencies[kind].append((time.perf_counter() - scheduled) * 1000)
-            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+    async def one(n: int, scheduled: float) -> None:
+        kind, path, params = planned[n]
+        # One ticket as the operator; lists alternately as the operator and a supervisor.
+        caller = tokens[0] if kind == "ticket" else tokens[n % len(tokens)]
+        target = f"{path}?{urlencode(params, doseq=True)}" if params else path
+        connection = await pool.get()
+        try:
+            status = await connection.get(target, caller)
+        finally:
+            pool.put_nowait(connection)
+        latencies[kind].append((time.perf_counter() - scheduled) * 1000)
+        statuses[status] = statuses.get(status, 0) + 1
 
-        for warm in range(50):  # connections and the tokens' first reading
-            await one(warm % len(planned), time.perf_counter())
-        latencies = {"ticket": [], "list": []}
-        statuses.clear()
-        started = time.perf_counter()
-        tasks = []
-        for n in range(len(planned)):
-            scheduled = started + n / rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(n, scheduled)))
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - started
+    for warm in range(100):  # connections, prepared statements, the tokens' first reading
+        await one(warm % len(planned), time.perf_counter())
+    latencies = {"ticket": [], "list": []}
+    statuses.clear()
+    started = time.perf_counter()
+    tasks = []
+    for n in range(len(planned)):
+        scheduled = started + n / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(n, scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    while not pool.empty():
+        pool.get_nowait().close()
     return latencies, statuses, elapsed
 
 
@@ -282,8 +321,8 @@ async def run(tickets: int, rate: float, seconds: float) -> dict[str, Any]:
             planned = requests(int(rate * seconds), tickets, policy, seed=11)
             meter = CpuMeter([process.pid], infra)
             meter.start()
-            url = f"http://127.0.0.1:{port_of(settings, 'console')}"
-            latencies, statuses, elapsed = await load(url, tokens, planned, rate)
+            port = port_of(settings, "console")
+            latencies, statuses, elapsed = await load(port, tokens, planned, rate)
             cpu = meter.stop(len(planned))
         finally:
             process.terminate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -69,6 +70,14 @@ class Conditions:
             names.append(f"${len(self.params)}")
         self.clauses.append(clause.format(*names))
 
+    def one_of(self, column: str, values: list[str]) -> None:
+        """``column`` is one of ``values``: an equality for one (an index on the column then
+        reads in list order), ``ANY`` for several."""
+        if len(values) == 1:
+            self.add(f"{column} = {{}}", values[0])
+        else:
+            self.add(f"{column} = ANY({{}}::text[])", values)
+
     def sql(self) -> str:
         return " AND ".join(self.clauses) or "true"
 
@@ -94,18 +103,18 @@ async def tickets(
 ) -> TicketPage:
     where = Conditions()
     visible(where, viewer)
-    if wanted.status:
-        where.add("status = ANY({}::text[])", wanted.status)
-    if wanted.group:
-        where.add("group_id = ANY({}::text[])", wanted.group)
+    for column, values in (
+        ("status", wanted.status),
+        ("group_id", wanted.group),
+        ("complexity", wanted.complexity),
+        ("sla", wanted.sla),
+    ):
+        if values:
+            where.one_of(column, values)
     if wanted.agent:
         where.add("agent_id = {}", wanted.agent)
     if wanted.customer:
         where.add("customer_key = ANY({}::text[])", personal.history_key(wanted.customer))
-    if wanted.complexity:
-        where.add("complexity = ANY({}::text[])", wanted.complexity)
-    if wanted.sla:
-        where.add("sla = ANY({}::text[])", wanted.sla)
     if wanted.text:
         where.add("subject ILIKE {}", "%" + _escape_like(wanted.text) + "%")
     if after:
@@ -123,33 +132,37 @@ async def tickets(
 
 
 async def ticket(conn: Connection, number: str) -> TicketDetail | None:
-    """One ticket with its clocks and its timeline (the caller checks it may be seen)."""
-    row = await conn.fetchrow(
-        f"SELECT {_SUMMARY}, description, product_line, problem_type, satisfaction_comment "
-        "FROM tickets WHERE number = $1",
-        number,
-    )
+    """One ticket with its clocks and its timeline, in one round trip (the caller checks it may
+    be seen)."""
+    row = await conn.fetchrow(_DETAIL, number)
     if row is None:
         return None
     values = _summary(row)
+    values.pop("clocks")
+    values.pop("timeline")
     values["customer"] = _customer(row["customer"])
     values["description"] = personal.text(values["description"])
     values["satisfaction_comment"] = personal.text(values["satisfaction_comment"])
-    clocks = await conn.fetch(
-        "SELECT metric, status, warned, deadline, breached_at, met_at, late FROM clocks "
-        "WHERE ticket_id = $1::uuid ORDER BY metric",
-        row["ticket_id"],
-    )
-    timeline = await conn.fetch(
-        "SELECT at, service, kind, actor, facts, said FROM timeline WHERE ticket_id = $1::uuid "
-        "ORDER BY at, position",
-        row["ticket_id"],
-    )
     return TicketDetail(
         **values,
-        clocks=[ClockView(**dict(c)) for c in clocks],
-        timeline=[TimelineEntry(**{**dict(t), "said": personal.text(t["said"])}) for t in timeline],
+        clocks=[ClockView(**c) for c in json.loads(row["clocks"])],
+        timeline=[
+            TimelineEntry(**{**t, "said": personal.text(t["said"])})
+            for t in json.loads(row["timeline"])
+        ],
     )
+
+
+_DETAIL = (
+    f"SELECT {_SUMMARY}, description, product_line, problem_type, satisfaction_comment, "
+    "(SELECT coalesce(json_agg(c ORDER BY c.metric), '[]') FROM (SELECT metric, status, warned, "
+    " deadline, breached_at, met_at, late FROM clocks WHERE ticket_id = t.ticket_id) c) "
+    "AS clocks, "
+    "(SELECT coalesce(json_agg(e ORDER BY e.at, e.position), '[]') FROM (SELECT at, position, "
+    " service, kind, actor, facts, said FROM timeline WHERE ticket_id = t.ticket_id) e) "
+    "AS timeline "
+    "FROM tickets t WHERE number = $1"
+)
 
 
 async def summaries(conn: Connection, ticket_ids: list[str]) -> list[TicketSummary]:
