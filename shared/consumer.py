@@ -50,6 +50,7 @@ from shared.kafka import consumer_options
 from shared.logging import get_logger, ticket_context
 from shared.metrics import (
     BATCH_SECONDS,
+    CONSUMER_LAG,
     MESSAGES_DEAD_LETTERED,
     MESSAGES_DUPLICATE,
     MESSAGES_HANDLED,
@@ -230,6 +231,7 @@ class ConsumerRunner(Generic[T]):
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._resume_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
         self._labels = (service.name, subscription.name)
+        self._lag: dict[TopicPartition, int] = {}
 
     @property
     def joined(self) -> bool:
@@ -488,6 +490,7 @@ class ConsumerRunner(Generic[T]):
             task.cancel()
         for key in [k for k in self._attempts if (k[0], k[1]) == (tp.topic, tp.partition)]:
             del self._attempts[key]
+        self._lag.pop(tp, None)
 
     async def _dead_letter(
         self, conn: Connection, record: Record, reason: str, error: str, attempts: int
@@ -528,6 +531,11 @@ class ConsumerRunner(Generic[T]):
             return
         try:
             await consumer.commit(positions)
+            for tp, offset in positions.items():
+                high = consumer.highwater(tp)
+                if high is not None:
+                    self._lag[tp] = max(0, high - offset)
+            CONSUMER_LAG.labels(*self._labels).set(sum(self._lag.values()))
         except (CommitFailedError, IllegalStateError) as error:
             # A rebalance took the partitions away; their new owner redelivers from the last
             # committed offset and the claims make that harmless.
