@@ -243,7 +243,8 @@ async def _record(
     score: int,
     comment: str,
 ) -> tuple[str, str | None]:
-    """Send the score as the customer's command; wait a moment for dispatch's decision."""
+    """Send the score as the customer's command; wait a moment for dispatch's decision (not
+    while the console is stopping)."""
     body = {"type": "record_satisfaction", "score": score, "comment": comment}
     service = console.service
     async with service.pool.acquire() as conn:
@@ -262,7 +263,8 @@ async def _record(
         except courier.Invalid as error:
             return "refused", str(error)
     deadline = asyncio.get_running_loop().time() + settings.console_command_wait.total_seconds()
-    while asyncio.get_running_loop().time() < deadline:
+    # A stopping console answers "pending" at once: the wait must not hold its shutdown up.
+    while asyncio.get_running_loop().time() < deadline and not service.closing.is_set():
         async with service.pool.acquire() as conn:
             found = await courier.status(conn, sent.command_id)
         decided = found[1] if found else None

@@ -292,6 +292,33 @@ async def test_commands_go_to_dispatch_in_the_callers_name_and_their_decisions_c
             assert (response.status_code, response.json()["code"]) == (status, code), case
         assert (await agent.get(f"/api/tickets/{number}")).json()["status"] == "accepted"
 
+        # Reclassify, like every ticket command: triage was wrong, the read model follows.
+        sent = await agent.post(
+            f"/api/tickets/{number}/commands",
+            json={"type": "reclassify", "complexity": "complex", "reason": "a whole office"},
+        )
+        assert sent.status_code == 202, sent.text
+        assert (await world.decided(agent, sent.json()["command_id"]))["status"] == "accepted"
+        ops = world.client("ops")
+        detail = await eventually(
+            lambda: _detail(ops, number),
+            lambda d: d["complexity"] == "complex",
+            what="the reclassification in the read model",
+        )
+        assert (detail["category"], detail["complaint"]) == ("problem", False)
+        corrected = next(e for e in detail["timeline"] if e["kind"] == "ticket.reclassified")
+        assert corrected["actor"] == assignee
+        assert corrected["facts"]["from_complexity"] == "simple"
+        moved = corrected["facts"]["to_group"]
+        await eventually(lambda: _detail(ops, number), lambda d: d["group_id"] == moved)
+        listed = await world.tickets("ops", 1, complexity="complex")
+        assert [t["number"] for t in listed] == [number]
+
+
+async def _detail(client: Any, number: str) -> dict[str, Any]:
+    shown: dict[str, Any] = (await client.get(f"/api/tickets/{number}")).json()
+    return shown
+
 
 @pytest.mark.asyncio
 async def test_the_stream_delivers_a_visible_change_within_a_second(settings: Settings) -> None:

@@ -45,6 +45,15 @@ def test_operators_and_directors_see_everything_agents_their_groups_and_own() ->
     assert not agent.supervises
 
 
+def test_a_group_sees_the_tickets_still_naming_a_group_retired_into_it() -> None:
+    document = POLICY.model_dump(mode="json")
+    document["directory"]["retired_groups"] = [{"id": "old-desk", "moved_to": "front-line"}]
+    retired = Policy.model_validate(document)
+    agent = viewer(credential("li.na"), retired)
+    assert agent.sees_ticket("old-desk", None) and agent.sees_ticket("front-line", None)
+    assert not viewer(credential("zhou.min"), retired).sees_ticket("old-desk", None)
+
+
 def test_a_supervisor_sees_the_groups_they_supervise() -> None:
     supervisor = viewer(credential("zhao.lei"), POLICY)
     assert supervisor.role == "supervisor" and supervisor.supervises
