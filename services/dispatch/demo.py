@@ -56,6 +56,7 @@ class DeskWork:
         pace: float,
         seed: int | None = None,
         console_url: str | None = None,
+        reopen_share: float = REOPEN_SHARE,
     ) -> None:
         ring = KeyRing.from_settings(settings)
         agents, customers = ring.issuer_of("agents"), ring.issuer_of("customers")
@@ -66,6 +67,7 @@ class DeskWork:
         self.customers_key: Key = customers
         self.pace = pace
         self.console_url = console_url
+        self.reopen_share = reopen_share
         self.random = random.Random(seed)
         self.commands = 0
         self.handled = 0
@@ -95,7 +97,7 @@ class DeskWork:
             await asyncio.sleep(self.random.uniform(*took) * self.pace)
             await self.send(producer, number, agent, {"type": kind, **fields})
         await asyncio.sleep(self.random.uniform(5, 30) * self.pace)
-        if self.random.random() < REOPEN_SHARE:
+        if self.random.random() < self.reopen_share:
             reopen = {"type": "reopen", "reason": "还是不行。 Still broken."}
             await self.send(producer, number, "customer", reopen)
             return
@@ -146,10 +148,14 @@ async def run_desk_work(
     pace: float = 1.0,
     seed: int | None = None,
     console_url: str | None = None,
+    reopen_share: float = REOPEN_SHARE,
 ) -> int:
     """Work every ticket assigned from now on until ``stop``; then let the tickets in hand
-    finish (two minutes at most). Returns how many tickets were taken through."""
-    desk = DeskWork(settings, pace=pace, seed=seed, console_url=console_url)
+    finish (two minutes at most). Returns how many tickets were taken through (rated; a
+    reopened ticket is not, unless assigned and worked again)."""
+    desk = DeskWork(
+        settings, pace=pace, seed=seed, console_url=console_url, reopen_share=reopen_share
+    )
     await ensure_topics(settings, [settings.topic(t) for t in (EVENTS_TOPIC, TICKET_COMMANDS)])
     producer = make_producer(settings, client_id="desk-demo-agents")
     consumer = AIOKafkaConsumer(
