@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from shared.migrations import Migration
     from shared.service import Service
 
-SERVICES: tuple[str, ...] = ("intake", "dispatch", "sla", "notify")
-"""Every service, in the order a request travels through them."""
+SERVICES: tuple[str, ...] = ("intake", "dispatch", "sla", "notify", "console")
+"""Every service, in the order a request travels through them (the console, which watches them
+all and acts only through dispatch, last)."""
 
 
 def service_names() -> tuple[str, ...]:
@@ -132,11 +133,14 @@ each event's producer against this catalogue (``shared.provenance``)."""
 
 def key_issuers() -> dict[str, tuple[str, ...]]:
     """Who signs, and what each may vouch for: the operators' ``desk`` tool (agents), every
-    service (``system``, and its own events), notify also customers of one ticket (the signed
-    link of a resolution notice). ``desk up`` and the tests make a local key for each."""
+    service that publishes (``system``, and its own events), notify also customers of one
+    ticket (the signed link of a resolution notice). A service that publishes nothing (the
+    console, which sends people's commands signed with their own tokens) holds no key of its
+    own. ``desk up`` and the tests make a local key for each."""
     issuers: dict[str, tuple[str, ...]] = {"desk": ("agents",)}
     for name in service_names():
-        issuers[name] = ("system", "customers") if name == "notify" else ("system",)
+        if service_publishes(name):
+            issuers[name] = ("system", "customers") if name == "notify" else ("system",)
     return issuers
 
 

@@ -27,3 +27,6 @@ CATEGORY_OF: dict[Complexity, Category] = {
     "general": "fault",
     "complex": "problem",
 }
+
+CUSTOMER_COMMANDS: tuple[str, ...] = ("record_satisfaction", "reopen")
+"""What a customer's token (the survey link of a resolution notice) lets them do to their ticket."""

@@ -61,6 +61,7 @@ from shared.kafka import consumer_options, record_size
 from shared.logging import get_logger, ticket_context
 from shared.metrics import (
     BATCH_SECONDS,
+    CONSUMER_LAG,
     MESSAGES_DEAD_LETTERED,
     MESSAGES_DUPLICATE,
     MESSAGES_HANDLED,
@@ -263,6 +264,7 @@ class ConsumerRunner(Generic[T]):
         self._plumbing: dict[tuple[str, int, int], int] = {}
         self._resume_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
         self._labels = (service.name, subscription.name)
+        self._lag: dict[TopicPartition, int] = {}
 
     @property
     def joined(self) -> bool:
@@ -624,6 +626,7 @@ class ConsumerRunner(Generic[T]):
         for known in (self._attempts, self._plumbing):
             for key in [k for k in known if (k[0], k[1]) == (tp.topic, tp.partition)]:
                 del known[key]
+        self._lag.pop(tp, None)
 
     async def _dead_letter(
         self, conn: Connection, record: Record, reason: str, error: str, attempts: int
@@ -674,6 +677,11 @@ class ConsumerRunner(Generic[T]):
             return
         try:
             await consumer.commit(positions)
+            for tp, offset in positions.items():
+                high = consumer.highwater(tp)
+                if high is not None:
+                    self._lag[tp] = max(0, high - offset)
+            CONSUMER_LAG.labels(*self._labels).set(sum(self._lag.values()))
         except (CommitFailedError, IllegalStateError) as error:
             # A rebalance took the partitions away; their new owner redelivers from the last
             # committed offset and the claims make that harmless.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,8 +94,17 @@ class Record:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
+DLQ_SUFFIX = ".dlq"
+
+
 def dlq_topic(topic: str) -> str:
-    return f"{topic}.dlq"
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+def dead_letter_topics(consumed: Iterable[str]) -> list[str]:
+    """Where the dead letters of these topics go. A dead-letter topic has none of its own: a
+    consumer of dead letters (the console counts them) must take every record as it is."""
+    return [dlq_topic(t) for t in consumed if not t.endswith(DLQ_SUFFIX)]
 
 
 class DeadLetters:

@@ -146,6 +146,11 @@ class EventStore:
             "$7::text[], $8::text[], $9::text[])"
         )
 
+    @property
+    def table(self) -> str:
+        """The events table (what projections following this store lock to catch up)."""
+        return f"{self.schema}.events"
+
     async def append(
         self,
         conn: Connection,
@@ -324,6 +329,13 @@ def with_version(stored: str, stream_version: int) -> str:
 
 
 def _recorded(row: Any) -> RecordedEvent:
+    return recorded(row, with_version(row[7], row[3]))
+
+
+def recorded(row: Any, envelope: str) -> RecordedEvent:
+    """An event read from a log table whose columns come in the order of the event store's
+    (position, id, stream, version, type, subject, time, _, correlation, causation), with its
+    complete envelope (a journal of published events keeps it whole)."""
     return RecordedEvent(
         position=row[0],
         id=row[1],
@@ -332,7 +344,7 @@ def _recorded(row: Any) -> RecordedEvent:
         type=row[4],
         subject=row[5],
         time=row[6],
-        raw=with_version(row[7], row[3]),
+        raw=envelope,
         correlation_id=row[8],
         causation_id=row[9],
     )

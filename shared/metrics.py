@@ -24,6 +24,12 @@ MESSAGES_DEAD_LETTERED = Counter(
     "Messages sent to a dead-letter topic, by reason.",
     ["service", "consumer", "reason"],
 )
+CONSUMER_LAG = Gauge(
+    "desk_consumer_lag_messages",
+    "Records on a consumer's partitions not yet applied (high watermark minus committed offset), "
+    "as of its last commit.",
+    ["service", "consumer"],
+)
 BATCH_SECONDS = Histogram(
     "desk_consumer_batch_seconds",
     "Time to apply one polled batch in one transaction.",

@@ -8,18 +8,34 @@ names the last position. At start a service
 catches each projection up to the head of the log (a projection added later starts from zero),
 and ``rebuild`` drops a projection's tables' contents and replays the whole log into them — the
 proof that a read model holds nothing the events do not.
+
+The log is the service's event store, or any :class:`Log` of the same shape: the console keeps a
+journal of the public events it reads and folds its read models from that.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Protocol
 
 from shared.database import Connection, identifier
-from shared.eventstore import EventStore, RecordedEvent
+from shared.eventstore import RecordedEvent
 from shared.logging import get_logger
 
 log = get_logger(__name__)
+
+
+class Log(Protocol):
+    """What a projection follows: events in position order (commit order), one table."""
+
+    @property
+    def table(self) -> str:
+        """The log's table, schema-qualified (locked while a projection catches up)."""
+
+    async def read_all(
+        self, conn: Connection, after: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]: ...
 
 
 class Projection(ABC):
@@ -62,14 +78,12 @@ class Projection(ABC):
         return int(value or 0)
 
 
-async def catch_up(
-    conn: Connection, store: EventStore, projection: Projection, chunk: int = 2000
-) -> int:
+async def catch_up(conn: Connection, store: Log, projection: Projection, chunk: int = 2000) -> int:
     """Apply every event after the projection's checkpoint; return how many."""
     applied = 0
     async with conn.transaction():
         # Appends wait while we catch up, so nothing lands behind our reading position.
-        await conn.execute(f"LOCK TABLE {store.schema}.events IN SHARE MODE")
+        await conn.execute(f"LOCK TABLE {store.table} IN SHARE MODE")
         position = await projection.checkpoint(conn)
         while True:
             events = await store.read_all(conn, after=position, limit=chunk)
@@ -83,10 +97,10 @@ async def catch_up(
     return applied
 
 
-async def rebuild(conn: Connection, store: EventStore, projection: Projection) -> int:
+async def rebuild(conn: Connection, store: Log, projection: Projection) -> int:
     """Empty the projection's tables and replay the whole log into them."""
     async with conn.transaction():
-        await conn.execute(f"LOCK TABLE {store.schema}.events IN SHARE MODE")
+        await conn.execute(f"LOCK TABLE {store.table} IN SHARE MODE")
         tables = ", ".join(identifier(t) for t in projection.tables)
         await conn.execute(f"TRUNCATE {tables}")
         await conn.execute("DELETE FROM checkpoints WHERE name = $1", projection.checkpoint_name)

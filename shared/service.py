@@ -11,7 +11,9 @@ deliveries). Each service's ``app.py`` only says *what* it consumes, produces an
                        publishes={"intake.events": [TicketReceived, ...]},
                        subscriptions=[...], projections=[...])
 
-and ``python -m services.<name>`` serves it with :func:`serve`. Start order: credentials checked,
+and ``python -m services.<name>`` serves it with :func:`serve`. A service with an HTTP API of its
+own hands it over as ``http`` (any ASGI app); the kernel's routes are matched first and every
+other request goes to it. Start order: credentials checked,
 pool (as the service's own database role), migrations checked (``desk migrate`` applies them, as
 the owner), topics, producer, projection catch-up, then consumers, then the background tasks —
 the relay, the dead-letter publisher, the purge of processed ids and the service's workers, each
@@ -33,13 +35,14 @@ import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.clock import Clock, DatabaseClock
 from shared.consumer import ConsumerRunner, Subscription
 from shared.database import create_pool
-from shared.deadletter import DeadLetters, dlq_topic
+from shared.deadletter import DeadLetters, dead_letter_topics
 from shared.events import EnvelopeOf, EventData
 from shared.eventstore import EventStore
 from shared.kafka import ensure_topics, make_broker, make_producer
@@ -47,7 +50,7 @@ from shared.keys import KeyRing, weak_secrets
 from shared.logging import configure_logging, get_logger
 from shared.migrations import Migration, check_migrated, kernel_migrations
 from shared.privileges import role_problems
-from shared.projection import Projection, catch_up
+from shared.projection import Log, Projection, catch_up
 from shared.provenance import Provenance, catalogue
 from shared.relay import Relay
 from shared.retention import purge_processed
@@ -77,6 +80,9 @@ class Service:
         port: int,
         clock: Clock | None = None,
         version: str = "1",
+        http: ASGIApp | None = None,
+        sends: Sequence[str] = (),
+        log: Log | None = None,
     ) -> None:
         self.name = name
         self.port = port
@@ -86,12 +92,17 @@ class Service:
         """The URL this service connects with: its own login role's (``shared.privileges``)."""
         self.keys = KeyRing.from_settings(settings)
         self.publishes = {topic: tuple(types) for topic, types in publishes.items()}
+        self.http = http
+        """The service's own HTTP app (an API, pages), beside the kernel's routes."""
+        self.sends = tuple(sends)
+        """Topics the service writes records to itself, not from its event store (the console
+        sends people's commands): created with its topics, granted to its Kafka principal."""
+        self.closing = asyncio.Event()
+        """Set when the process is asked to stop, before the HTTP server drains its connections:
+        long-lived responses (event streams) end then instead of holding the shutdown up."""
         self._routes = {
             cls.event_type(): topic for topic, types in publishes.items() for cls in types
         }
-        self.projections = tuple(projections)
-        self.workers = tuple(workers)
-        self.migrations = [*kernel_migrations(), *migrations]
         self.store = EventStore(
             schema=self.schema,
             source=f"servicedesk/{name}",
@@ -99,6 +110,12 @@ class Service:
             # Room for the key, the CloudEvents headers and the record's framing.
             max_event_bytes=settings.kafka_max_message_bytes - 16 * 1024,
         )
+        self.projections = tuple(projections)
+        self.log: Log = log or self.store
+        """What the projections follow and catch up with at start: the event store, or a log
+        the service keeps of others' events (the console's journal)."""
+        self.workers = tuple(workers)
+        self.migrations = [*kernel_migrations(), *migrations]
         self.broker = make_broker(
             settings, client_id=f"servicedesk-{name}", description=description
         )
@@ -115,7 +132,8 @@ class Service:
             name, settings.task_restart_backoff, settings.task_restart_backoff_max
         )
         self.relay: Relay | None = None
-        self.app = AsgiFastStream(
+        self.app = _Http(
+            http,
             self.broker,
             asgi_routes=[
                 ("/health", _health(self)),
@@ -187,8 +205,8 @@ class Service:
     def topics(self) -> list[str]:
         """Every physical topic this service reads or writes, dead-letter topics included."""
         consumed = [t for runner in self.consumers for t in runner.topics]
-        produced = [self.settings.topic(t) for t in self.publishes]
-        return sorted({*consumed, *produced, *(dlq_topic(t) for t in consumed)})
+        produced = [self.settings.topic(t) for t in (*self.publishes, *self.sends)]
+        return sorted({*consumed, *produced, *dead_letter_topics(consumed)})
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -222,7 +240,7 @@ class Service:
         self._dead_letters = DeadLetters(self._producer, self.schema, self.clock, settings)
         async with self.pool.acquire() as conn:
             for projection in self.projections:
-                await catch_up(conn, self.store, projection)
+                await catch_up(conn, self.log, projection)
 
     async def _start_background(self) -> None:
         settings = self.settings
@@ -260,6 +278,7 @@ class Service:
             )
 
     async def _stop_background(self) -> None:
+        self.closing.set()
         for runner in self.consumers:
             await runner.stop()
         await self.tasks.stop()
@@ -288,6 +307,21 @@ class Service:
         tasks = self.tasks.health
         checks["relay"] = tasks.pop("relay", False)
         return {**checks, **tasks}
+
+
+class _Http(AsgiFastStream):
+    """The kernel's routes (health, readiness, metrics, AsyncAPI) and the broker's lifespan;
+    every other request goes to the service's own ASGI app, when it has one."""
+
+    def __init__(self, fallback: ASGIApp | None, *brokers: Any, **options: Any) -> None:
+        super().__init__(*brokers, **options)
+        self.fallback = fallback
+
+    async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fallback is not None and scope["type"] in ("http", "websocket"):
+            await self.fallback(scope, receive, send)
+            return
+        await super().not_found(scope, receive, send)
 
 
 def every(interval: timedelta, step: Worker) -> Worker:
@@ -354,7 +388,19 @@ def serve(name: str, build: Callable[[Settings], Service], settings_class: type[
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace.total_seconds()),
     )
-    uvicorn.Server(config).run()
+    _Server(config, service).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, telling the service it is closing as soon as a stop signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self.service = service
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.service.closing.set()
+        super().handle_exit(sig, frame)
 
 
 YOUNG_GENERATION_THRESHOLD = 20_000

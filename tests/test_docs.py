@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.cli.docs import asyncapi_document, event_schemas, settings_table
+from services.cli.docs import asyncapi_document, event_schemas, openapi_document, settings_table
 
 pytestmark = pytest.mark.unit
 
@@ -40,3 +40,10 @@ def test_committed_asyncapi_document_matches_the_apps() -> None:
     assert committed == asyncapi_document(), "run `desk asyncapi`"
     for topic in ("requests.incoming", "requests.rejected", "intake.events"):
         assert f"address: {topic}" in committed
+
+
+def test_committed_openapi_document_matches_the_console() -> None:
+    committed = (ROOT / "docs/openapi.json").read_text()
+    assert committed == openapi_document(), "run `desk openapi`"
+    for path in ("/api/tickets", "/api/tickets/{number}/commands", "/api/commands/{command_id}"):
+        assert f'"{path}"' in committed

@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = ("shared", "services", "bench", "tests")
 OPEN_TO_TOOLS = ("queries", "demo")
 """The modules of a service that ``desk`` may import (it builds services through the list)."""
+CONTRACTS = ("events", "commands")
+"""The modules of a service other services may import: what it publishes, what it accepts."""
 
 
 def module_of(path: Path) -> str:
@@ -66,7 +68,7 @@ def may_import(importer: str, imported: str) -> bool:
     if source == "words":
         return target in ("shared", "words")
     if source.startswith("service "):
-        return target in ("shared", "words", source) or (of_a_service and module == "events")
+        return target in ("shared", "words", source) or (of_a_service and module in CONTRACTS)
     if source == "cli":
         return target in ("shared", "registry", "words", "cli") or (
             of_a_service and module in OPEN_TO_TOOLS
@@ -84,6 +86,8 @@ def test_the_rule_refuses_what_it_should() -> None:
     assert not may_import("services.cli.tickets", "services.intake.storage")
     assert not may_import("bench.intake", "services.cli.demo")
     assert may_import("services.notify.rules", "services.dispatch.events")
+    assert may_import("services.console.courier", "services.dispatch.commands")
+    assert not may_import("services.console.courier", "services.dispatch.authority")
     assert may_import("services.cli.sla", "services.sla.queries")
     assert may_import("bench.intake", "services.intake.demo")
 

@@ -10,6 +10,7 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic agents.commands --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic agents.commands.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic agents.commands.rejected --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
+"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic agents.commands.rejected.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic intake.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
@@ -17,20 +18,24 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic notify.deliveries --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic notify.deliveries.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic notify.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
+"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic notify.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic requests.incoming --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic requests.incoming.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic requests.rejected --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
+"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic requests.rejected.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic sla.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic sla.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic tickets.commands --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic tickets.commands.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic tickets.commands.rejected --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
+"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic tickets.commands.rejected.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 
 # One SCRAM user per principal; each password from its own variable.
 "$BIN/kafka-configs.sh" $ADMIN --alter --entity-type users --entity-name intake --add-config "SCRAM-SHA-512=[password=${KAFKA_INTAKE_PASSWORD:?set KAFKA_INTAKE_PASSWORD}]"
 "$BIN/kafka-configs.sh" $ADMIN --alter --entity-type users --entity-name dispatch --add-config "SCRAM-SHA-512=[password=${KAFKA_DISPATCH_PASSWORD:?set KAFKA_DISPATCH_PASSWORD}]"
 "$BIN/kafka-configs.sh" $ADMIN --alter --entity-type users --entity-name sla --add-config "SCRAM-SHA-512=[password=${KAFKA_SLA_PASSWORD:?set KAFKA_SLA_PASSWORD}]"
 "$BIN/kafka-configs.sh" $ADMIN --alter --entity-type users --entity-name notify --add-config "SCRAM-SHA-512=[password=${KAFKA_NOTIFY_PASSWORD:?set KAFKA_NOTIFY_PASSWORD}]"
+"$BIN/kafka-configs.sh" $ADMIN --alter --entity-type users --entity-name console --add-config "SCRAM-SHA-512=[password=${KAFKA_CONSOLE_PASSWORD:?set KAFKA_CONSOLE_PASSWORD}]"
 "$BIN/kafka-configs.sh" $ADMIN --alter --entity-type users --entity-name clients --add-config "SCRAM-SHA-512=[password=${KAFKA_CLIENTS_PASSWORD:?set KAFKA_CLIENTS_PASSWORD}]"
 "$BIN/kafka-configs.sh" $ADMIN --alter --entity-type users --entity-name operator --add-config "SCRAM-SHA-512=[password=${KAFKA_OPERATOR_PASSWORD:?set KAFKA_OPERATOR_PASSWORD}]"
 
@@ -49,6 +54,55 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Write --topic tickets.commands
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Describe --topic tickets.commands.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Read --topic tickets.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --group console.dead-letters
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --group console.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic agents.commands
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic agents.commands
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic agents.commands.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic agents.commands.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic agents.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic agents.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic agents.commands.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic agents.commands.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic agents.commands.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic dispatch.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic dispatch.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic dispatch.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic dispatch.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic dispatch.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic intake.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic intake.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic intake.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic intake.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic intake.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic notify.deliveries.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic notify.deliveries.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic notify.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic notify.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic notify.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic notify.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic notify.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic requests.incoming.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic requests.incoming.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic requests.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic requests.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic requests.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic requests.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic requests.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic sla.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic sla.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic sla.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic sla.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic sla.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic tickets.commands
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic tickets.commands
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic tickets.commands.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic tickets.commands.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic tickets.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic tickets.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic tickets.commands.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic tickets.commands.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic tickets.commands.rejected.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Read --group dispatch.commands
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Read --group dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic agents.commands
@@ -109,6 +163,9 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic agents.commands.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic agents.commands.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic agents.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic agents.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic agents.commands.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic agents.commands.rejected.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic dispatch.events
@@ -126,6 +183,9 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic notify.deliveries.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic notify.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic notify.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic notify.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic notify.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic notify.events.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic requests.incoming
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic requests.incoming
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic requests.incoming
@@ -133,6 +193,9 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic requests.incoming.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic requests.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic requests.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic requests.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic requests.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic requests.rejected.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic sla.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic sla.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic sla.events
@@ -145,6 +208,9 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic tickets.commands.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic tickets.commands.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic tickets.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic tickets.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic tickets.commands.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic tickets.commands.rejected.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Read --group sla.tickets
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Describe --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Read --topic dispatch.events

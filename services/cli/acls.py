@@ -5,7 +5,8 @@ it publishes and the dead-letter topics of what it consumes, reads what it consu
 consumer groups, and nothing else. Two principals stand for what is outside the services:
 ``clients`` (channel adapters and agent desks) write the topics no service publishes but one
 consumes (requests, commands: each subscription says who writes it) and read the answers no
-service consumes (rejections, notices); ``operator`` (the ``desk`` tools: dead-letter replay,
+service acts on (rejections, notices: a service that publishes nothing, like the console's read
+models, only watches them); ``operator`` (the ``desk`` tools: dead-letter replay,
 demo) reads every topic and writes the consumed ones. The table is in ``docs/security.md`` and
 the commands that set it up in ``deploy/kafka/setup.sh``; both are written by ``desk acls`` and
 a test keeps them current.
@@ -21,7 +22,7 @@ import typer
 
 from services import build_service, desk_settings, service_names
 from services.cli.context import console
-from shared.deadletter import dlq_topic
+from shared.deadletter import DLQ_SUFFIX, dead_letter_topics
 from shared.settings import Settings
 
 SETUP_SCRIPT = Path("deploy/kafka/setup.sh")
@@ -51,6 +52,8 @@ def derive_acls() -> list[Acl]:
     published: set[str] = set()
     consumed: dict[str, str] = {}
     """Consumed topic -> who writes it when no service does."""
+    acted_on: set[str] = set()
+    """Topics consumed by a service that publishes events: internal feeds, not answers."""
     for name in service_names():
         service = build_service(name, settings)
 
@@ -60,20 +63,26 @@ def derive_acls() -> list[Acl]:
         for topic in service.publishes:
             allow("topic", topic, "Write", "Describe")
             published.add(topic)
+        for topic in service.sends:
+            allow("topic", topic, "Write", "Describe")
         for runner in service.consumers:
             allow("group", runner.group_id, "Read")
             for topic in runner.topics:
                 allow("topic", topic, "Read", "Describe")
-                allow("topic", dlq_topic(topic), "Write", "Describe")
+                for dead in dead_letter_topics([topic]):
+                    allow("topic", dead, "Write", "Describe")
                 consumed[topic] = runner.subscription.written_by
-    for topic in sorted(set(consumed) - published):
+                if service.publishes:
+                    acted_on.add(topic)
+    dead_letters = {t for t in consumed if t.endswith(DLQ_SUFFIX)}  # the services write them
+    for topic in sorted(set(consumed) - published - dead_letters):
         acls.update(Acl(consumed[topic], "topic", topic, op) for op in ("Write", "Describe"))
-    for topic in sorted(published - set(consumed)):
+    for topic in sorted(published - acted_on):
         acls.update(Acl(CLIENTS, "topic", topic, op) for op in ("Read", "Describe"))
     every = {a.name for a in acls if a.resource == "topic"}
     for topic in every:
         acls.update(Acl(OPERATOR, "topic", topic, op) for op in ("Read", "Describe"))
-    for topic in consumed:
+    for topic in set(consumed) - dead_letters:
         acls.add(Acl(OPERATOR, "topic", topic, "Write"))
     return sorted(acls)
 

@@ -22,6 +22,9 @@ def demo(
     work: Annotated[
         bool, typer.Option(help="Agents take the tickets through; customers rate them.")
     ] = True,
+    pace: Annotated[
+        float, typer.Option(help="How fast agents and customers act (1: a person's pace).")
+    ] = 0.2,
 ) -> None:
     """Publish a realistic mix of requests to requests.incoming, like a channel adapter; demo
     agents and customers work the tickets, signing their commands with the local keys."""
@@ -45,7 +48,7 @@ def demo(
 
             finished = asyncio.Event()
             working = (
-                asyncio.create_task(run_desk_work(settings, stop=finished, seed=seed))
+                asyncio.create_task(run_desk_work(settings, stop=finished, seed=seed, pace=pace))
                 if work
                 else None
             )

@@ -20,12 +20,14 @@ EVENTS_DIR = Path("docs/events")
 
 
 ASYNCAPI = Path("docs/asyncapi.yaml")
+OPENAPI = Path("docs/openapi.json")
 
 
 def register(app: typer.Typer) -> None:
     app.command()(config)
     app.command()(schemas)
     app.command()(asyncapi)
+    app.command()(openapi)
 
 
 def settings_table() -> str:
@@ -107,17 +109,56 @@ def schemas(
     )
 
 
+def _document_settings() -> Settings:
+    return desk_settings(
+        database_url="postgresql://desk@postgres/servicedesk",
+        kafka_bootstrap_servers="kafka:9092",
+        topic_prefix="",
+    )
+
+
+def openapi_document() -> str:
+    """The OpenAPI document of the services' own HTTP APIs (the console's), as they serve it."""
+    from services import build_service
+
+    settings = _document_settings()
+    documents = [
+        getattr(service.http, "openapi")()  # noqa: B009 - an ASGI app that documents itself
+        for service in (build_service(name, settings) for name in service_names())
+        if hasattr(service.http, "openapi")
+    ]
+    if len(documents) != 1:
+        raise LookupError(f"expected one service with an HTTP API, found {len(documents)}")
+    return json.dumps(documents[0], indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def openapi(
+    out: Annotated[Path, typer.Option(help="File to write.")] = OPENAPI,
+    check: Annotated[bool, typer.Option(help="Only report whether the file is current.")] = False,
+) -> None:
+    """Write the OpenAPI document of the console's HTTP API (generated from its routes)."""
+    _write(out, openapi_document(), check=check)
+
+
+def _write(out: Path, wanted: str, *, check: bool) -> None:
+    """Write a generated document, or (``check``) only say whether the file is current."""
+    current = out.read_text() if out.exists() else None
+    if check:
+        if current != wanted:
+            console.print(f"out of date: {out}")
+        raise typer.Exit(0 if current == wanted else 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(wanted)
+    console.print(f"wrote {out}")
+
+
 def asyncapi_document() -> str:
     """One AsyncAPI 3.0 document for the system, merged from the services' FastStream apps."""
     import yaml
 
     from services import build_service
 
-    settings = desk_settings(
-        database_url="postgresql://desk@postgres/servicedesk",
-        kafka_bootstrap_servers="kafka:9092",
-        topic_prefix="",
-    )
+    settings = _document_settings()
     merged: dict[str, Any] = {
         "asyncapi": "3.0.0",
         "info": {
@@ -160,12 +201,4 @@ def asyncapi(
     check: Annotated[bool, typer.Option(help="Only report whether the file is current.")] = False,
 ) -> None:
     """Write the AsyncAPI document of every topic (generated from the FastStream apps)."""
-    wanted = asyncapi_document()
-    current = out.read_text() if out.exists() else None
-    if check:
-        if current != wanted:
-            console.print(f"out of date: {out}")
-        raise typer.Exit(0 if current == wanted else 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(wanted)
-    console.print(f"wrote {out}")
+    _write(out, asyncapi_document(), check=check)

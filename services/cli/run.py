@@ -79,6 +79,34 @@ def _mail_configured() -> bool:
     return any(name in os.environ for name in ("DESK_SMTP_HOST", "DESK_SMTP_PORT"))
 
 
+def _local_sinks(
+    settings: Settings, infra: Infrastructure, names: list[str], sinks: contextlib.ExitStack
+) -> list[str]:
+    """Where notices go when nothing is configured: a local SMTP sink (``.desk/mail``) and a
+    local SMS provider (``.desk/sms``), so a default run sends every notice somewhere that
+    answers. Returns what to tell the operator."""
+    from shared.local.sinks import http_receiver, smtp_server
+
+    told: list[str] = []
+    if "notify" not in names:
+        return told
+    if not _mail_configured():
+        mailbox = settings.data_dir / "mail"
+        mail = sinks.enter_context(smtp_server(mailbox=mailbox, keep=False))
+        infra.extra_env["DESK_SMTP_HOST"] = "127.0.0.1"
+        infra.extra_env["DESK_SMTP_PORT"] = str(mail.port)
+        told.append(f"No SMTP server is configured: email notices land in {mailbox}/.")
+    if "DESK_NOTIFY_SMS_ENDPOINT" not in os.environ:
+        folder = settings.data_dir / "sms"
+        sms = sinks.enter_context(http_receiver(folder=folder, keep=False))
+        infra.extra_env["DESK_NOTIFY_SMS_ENDPOINT"] = sms.url("/sms")
+        told.append(f"No SMS provider is configured: text messages land in {folder}/.")
+    if "console" in names and "DESK_NOTIFY_CONSOLE_URL" not in os.environ:
+        console = f"http://{settings.http_host}:{port_of(settings, 'console')}"
+        infra.extra_env["DESK_NOTIFY_CONSOLE_URL"] = console
+    return told
+
+
 async def _up(
     settings: Settings, names: list[str], *, demo: bool, demo_rate: float, raw_logs: bool
 ) -> int:
@@ -92,17 +120,9 @@ async def _up(
     infra = await start_infrastructure(settings, services=service_names())
     _local_mode(settings, infra)
     supervisor = Supervisor(raw_logs=raw_logs)
-    mail = contextlib.ExitStack()
-    mailbox = None
+    sinks = contextlib.ExitStack()
     try:
-        if "notify" in names and not _mail_configured():
-            # No mail server configured: a local sink keeps the demo's notices in .desk/mail/.
-            from shared.local.sinks import smtp_server
-
-            mailbox = settings.data_dir / "mail"
-            sink = mail.enter_context(smtp_server(mailbox=mailbox, keep=False))
-            infra.extra_env["DESK_SMTP_HOST"] = "127.0.0.1"
-            infra.extra_env["DESK_SMTP_PORT"] = str(sink.port)
+        told = _local_sinks(settings, infra, names, sinks)
         os.environ.update(infra.environment())
         ready_settings = desk_settings()
         await _prepare(
@@ -133,8 +153,8 @@ async def _up(
         ready = await _await_ready(ready_settings, names, stop)
         if ready:
             _banner(ready_settings, names, time.monotonic() - started)
-            if mailbox is not None:
-                console.print(f"No SMTP server is configured: email notices land in {mailbox}/.")
+            for line in told:
+                console.print(line)
             if demo:
                 background.extend(_demo(ready_settings, demo_rate, stop))
         await stop.wait()
@@ -146,7 +166,7 @@ async def _up(
         await asyncio.gather(*background, return_exceptions=True)
         await supervisor.stop(settings.shutdown_grace.total_seconds())
         infra.stop()
-        mail.close()
+        sinks.close()
         with contextlib.suppress(FileNotFoundError):
             run_file(settings.data_dir).unlink()
         console.print("[bold]stopped[/]: services, broker and database are down")
@@ -157,9 +177,12 @@ def _demo(settings: Settings, rate: float, stop: asyncio.Event) -> list[asyncio.
     from services.dispatch.demo import run_desk_work
     from services.intake.demo import run_demo
 
+    console = f"http://{settings.http_host}:{port_of(settings, 'console')}"
     return [
         asyncio.create_task(run_demo(settings, rate=rate, stop=stop), name="demo requests"),
-        asyncio.create_task(run_desk_work(settings, stop=stop), name="demo work"),
+        asyncio.create_task(
+            run_desk_work(settings, stop=stop, console_url=console), name="demo work"
+        ),
     ]
 
 
@@ -217,7 +240,29 @@ def _banner(settings: Settings, names: list[str], seconds: float) -> None:
     for name in names:
         table.add_row(name, f"http://{settings.http_host}:{port_of(settings, name)}/ready")
     console.print(table)
+    if "console" in names:
+        url = f"http://{settings.http_host}:{port_of(settings, 'console')}/"
+        console.print(f"[bold]console[/]: the dashboard at {url}")
+        if link := _sign_in_link(settings, url):
+            console.print(f"  signed in as the policy's operator: {link}", soft_wrap=True)
+        console.print("  an agent desk's token: `desk token issue AGENT_ID`")
     console.print("`desk status` in another terminal shows health; Ctrl-C stops everything.")
+
+
+def _sign_in_link(settings: Settings, url: str) -> str | None:
+    """A link that signs the policy's first operator in (local keys only: it holds a token)."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.policy import policy_schedule
+    from shared.credentials import issue_token
+    from shared.keys import KeyRing
+
+    operators = policy_schedule(settings).in_force(datetime.now(UTC)).policy.directory.operators
+    key = KeyRing.from_settings(settings).issuer_of("agents")
+    if not operators or key is None or not settings.local_mode:
+        return None
+    token = issue_token(key, operators[0].id, now=datetime.now(UTC), ttl=timedelta(hours=8))
+    return f"{url}login#token={token}"
 
 
 def _ports(settings: Settings, names: list[str]) -> dict[str, int]:

@@ -1,5 +1,5 @@
-"""``desk sla report``: SLA compliance, mean times and tickets at risk, as sla reports them;
-``desk sla what-if``: the same figures had a proposed policy been in force."""
+"""``desk sla report``: SLA compliance, mean times, tickets at risk and CSAT, as sla reports
+them; ``desk sla what-if``: the same compliance figures had a proposed policy been in force."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from rich.table import Table
 
 from services.cli.context import connected, console, database_settings, fail, run_async
 from services.dispatch import queries as dispatch
-from services.policy import Policy
+from services.policy import Policy, policy_schedule
+from services.policy.sla import DEFAULT_SATISFACTION
 from services.sla import queries as sla
 from shared.policyfile import PolicyError, load_policy
 
@@ -27,13 +28,17 @@ def report(
     days: Annotated[int, typer.Option(help="Outcomes of the last N days.", min=1)] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
-    """Compliance per metric, group and day; mean first-response and handling time; at risk."""
+    """Compliance per metric, group and day; mean first-response and handling time; at risk;
+    CSAT per day and group against the target of the policy in force."""
     settings = database_settings()
+    schedule = policy_schedule(settings)
 
     async def go() -> sla.SlaReport | None:
         async with connected(settings) as conn:
             now = await sla.now(conn, driven=settings.clock == "driven")
-            return await sla.report(conn, now - timedelta(days=days))
+            terms = schedule.in_force(now).policy.sla
+            satisfaction = terms.satisfaction if terms is not None else DEFAULT_SATISFACTION
+            return await sla.report(conn, now - timedelta(days=days), satisfaction)
 
     result = run_async(go())
     if result is None:
@@ -41,6 +46,11 @@ def report(
     if as_json:
         body = dataclasses.asdict(result)
         body["compliance"] = [_compliance(c) for c in result.compliance]
+        below = result.below_target()
+        body["csat"] = [
+            {**dataclasses.asdict(c), "ratio": c.ratio, "below_target": c in below}
+            for c in result.csat
+        ]
         typer.echo(json.dumps(body, default=str, ensure_ascii=False))
         return
     table = Table(title=f"SLA compliance since {result.since:%Y-%m-%d %H:%M} UTC")
@@ -66,6 +76,23 @@ def report(
             deadline = f"{r.deadline:%Y-%m-%d %H:%M}" if r.deadline else "-"
             risky.add_row(r.number, r.metric, r.group_id, r.status, f"{r.warned:.0%}", deadline)
         console.print(risky)
+    _csat(result)
+
+
+def _csat(result: sla.SlaReport) -> None:
+    """CSAT per day and group, with a warning where it is under the policy's target."""
+    table = Table(title=f"CSAT (share of satisfied scores), target {result.csat_target:.0%}")
+    for column in ("day", "group", "satisfied", "rated", "CSAT"):
+        table.add_column(column)
+    below = result.below_target()
+    for c in result.csat:
+        ratio = "-" if c.ratio is None else f"{c.ratio:.1%}"
+        if c in below:
+            ratio = f"[bold red]{ratio} below target[/]"
+        table.add_row(c.day, c.group_id, str(c.satisfied), str(c.rated), ratio)
+    console.print(table)
+    if not result.csat:
+        console.print("no survey answers in this period")
 
 
 @app.command("what-if")

@@ -11,6 +11,7 @@ import typer
 from services import key_issuers
 from services.cli.context import console, fail, load_settings
 from services.policy import policy_path, policy_schedule
+from services.vocabulary import CUSTOMER_COMMANDS
 from shared.credentials import issue_token
 from shared.durations import format_duration, parse_duration
 from shared.keys import KeyRing, KeyRingError
@@ -18,12 +19,13 @@ from shared.settings import Settings
 
 app = typer.Typer(help="Tokens for people: agents' desks, customers' links.", no_args_is_help=True)
 keys_app = typer.Typer(help="The key ring of the issuers servicedesk trusts.", no_args_is_help=True)
-CUSTOMER_COMMANDS = ["record_satisfaction", "reopen"]
 
 
 @app.command()
 def issue(
-    actor: Annotated[str, typer.Argument(help="An agent id of the directory, or 'customer'.")],
+    actor: Annotated[
+        str, typer.Argument(help="An agent or operator id of the directory, or 'customer'.")
+    ],
     ttl: Annotated[str, typer.Option(help="How long it is valid: 8h, 30m, 7d.")] = "8h",
     ticket: Annotated[
         str | None, typer.Option(help="customer only: the one ticket number it acts on.")
@@ -56,8 +58,10 @@ def issue(
     else:
         if ticket is not None or command:
             raise fail("--ticket and --command are for customer tokens")
-        if not _known_agent(settings, actor):
-            raise fail(f"{actor} is not an agent of the directory ({policy_path(settings)})")
+        if not _known_person(settings, actor):
+            raise fail(
+                f"{actor} is not an agent or operator of the directory ({policy_path(settings)})"
+            )
         key = ring.issuer_of("agents")
     if key is None:
         raise fail("no key may sign that token: set DESK_KEYS_FILE (or run `desk up`)")
@@ -67,18 +71,20 @@ def issue(
         now=datetime.now(UTC),
         ttl=lifetime,
         ticket=ticket,
-        commands=command or CUSTOMER_COMMANDS,
+        commands=command or list(CUSTOMER_COMMANDS),
     )
     console.print(token, markup=False, highlight=False, soft_wrap=True)
 
 
-def _known_agent(settings: Settings, actor: str) -> bool:
-    """Whether the version in force, or one to come, names ``actor`` in its directory (a token
-    may outlive a version switch)."""
+def _known_person(settings: Settings, actor: str) -> bool:
+    """Whether the version in force, or one to come, names ``actor`` as an agent or operator in
+    its directory (a token may outlive a version switch)."""
     schedule = policy_schedule(settings)
     current = schedule.in_force(datetime.now(UTC))
     return any(
-        actor in v.policy.directory.agent for v in schedule.versions() if v.starts >= current.starts
+        actor in v.policy.directory.agent or actor in {o.id for o in v.policy.directory.operators}
+        for v in schedule.versions()
+        if v.starts >= current.starts
     )
 
 

@@ -11,6 +11,8 @@ from shared.events import EventData, Moment, event
 
 EVENTS_TOPIC = "intake.events"
 REJECTIONS_TOPIC = "requests.rejected"
+INCOMING_TOPIC = "requests.incoming"
+"""Where channel adapters publish requests (the contract: :mod:`services.intake.contract`)."""
 
 
 def ticket_stream(ticket_id: str) -> str:

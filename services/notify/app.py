@@ -7,7 +7,9 @@ from services.notify.events import PUBLISHES
 from services.notify.gauges import refresh_gauges
 from services.notify.handlers import NoticeTriggers, Replays
 from services.notify.settings import NotifySettings
+from services.notify.survey import SurveyLinks
 from services.policy import policy_schedule
+from shared.keys import KeyRing
 from shared.migrations import load
 from shared.policyfile import keep_in_force
 from shared.service import Service, every
@@ -20,6 +22,11 @@ def build(settings: Settings) -> Service:
     own = NotifySettings.of(settings)
     policy = policy_schedule(own)
     deliverer = Deliverer(policy, own)
+    survey = SurveyLinks(
+        own.notify_console_url,
+        KeyRing.from_settings(own).issuer_of("customers"),
+        own.token_max_ttl,
+    )
 
     async def deliver_notices(service: Service) -> None:
         await deliverer.run(service)
@@ -30,7 +37,7 @@ def build(settings: Settings) -> Service:
         port=own.notify_port,
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
         publishes=PUBLISHES,
-        subscriptions=[NoticeTriggers(policy), Replays()],
+        subscriptions=[NoticeTriggers(policy, survey), Replays()],
         workers=[
             deliver_notices,
             every(own.notify_report_interval, refresh_gauges),

@@ -18,8 +18,16 @@ from services.intake import events as intake
 from services.notify import storage
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed
 from services.notify.outcomes import record_outcome
-from services.notify.rules import Notice, NoticeFacts, evolve, needs_receipt, notices
+from services.notify.rules import (
+    Notice,
+    NoticeFacts,
+    SurveyContext,
+    evolve,
+    needs_receipt,
+    notices,
+)
 from services.notify.storage import WaitingEvent
+from services.notify.survey import SurveyLinks
 from services.policy import Policy
 from services.sla import events as sla
 from shared.consumer import Delivered, EventSubscription, Inbound, Rejected, Subscription
@@ -60,12 +68,17 @@ class NoticeTriggers(EventSubscription):
     description = "Ticket events from intake, dispatch and sla: each may notify someone."
     accepts = tuple(kind.event_name for kind in HEARD)
 
-    def __init__(self, policy: PolicySchedule[Policy]) -> None:
+    def __init__(self, policy: PolicySchedule[Policy], survey: SurveyLinks) -> None:
         self.policy = policy
+        self.survey = survey
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         current, _ = await self.policy.adopt(uow.conn, uow.now)
         policy, version = current.policy, current.version
+
+        def survey(number: str) -> dict[str, str]:
+            return self.survey.context(number, uow.now)
+
         ids = [str(getattr(m.message.data, "ticket_id", "")) for m in messages]
         facts = await storage.lock_tickets(uow.conn, [i for i in ids if i])
         known = {i for i, f in facts.items() if f.received}
@@ -80,11 +93,11 @@ class NoticeTriggers(EventSubscription):
             changed.add(ticket.ticket_id)
             trigger = delivered.envelope.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
             data, event_id = delivered.envelope.data, str(delivered.envelope.id)
-            pending += notices(policy, ticket, trigger, data, event_id)
+            pending += notices(policy, ticket, trigger, data, event_id, survey=survey)
             if needs_receipt(policy, ticket, trigger, data):
                 early.append(WaitingEvent(ticket.ticket_id, event_id, trigger, data))
         receipts = [i for i in changed if facts[i].received and i not in known]
-        released = await _wait_for_receipts(uow, policy, facts, receipts, early)
+        released = await _wait_for_receipts(uow, policy, facts, receipts, early, survey)
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
         pending = released + pending  # they happened before this batch's events
         new = await storage.enqueue(uow.conn, pending, version, uow.now)
@@ -93,12 +106,13 @@ class NoticeTriggers(EventSubscription):
                 _unsendable(uow, notice, version)
 
 
-async def _wait_for_receipts(
+async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names them
     uow: UnitOfWork,
     policy: Policy,
     facts: dict[str, NoticeFacts],
     receipts: list[str],
     early: list[WaitingEvent],
+    survey: SurveyContext,
 ) -> list[Notice]:
     """Keep this batch's early events whose receipt is still unknown; return the customer
     notices of those whose receipt is now read (waiting before, or early in this batch)."""
@@ -107,7 +121,13 @@ async def _wait_for_receipts(
     for waiting in [*waited, *(e for e in early if facts[e.ticket_id].received)]:
         ticket = facts[waiting.ticket_id]
         released += notices(
-            policy, ticket, waiting.trigger, waiting.data, waiting.event_id, customer_only=True
+            policy,
+            ticket,
+            waiting.trigger,
+            waiting.data,
+            waiting.event_id,
+            customer_only=True,
+            survey=survey,
         )
     still = [e for e in early if not facts[e.ticket_id].received]
     await storage.keep_waiting(uow.conn, still, uow.now)

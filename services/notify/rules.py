@@ -6,6 +6,7 @@ event handled twice yields the same keys and the delivery table keeps one row ea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -76,6 +77,11 @@ class Notice:
     error: str = ""
 
 
+SurveyContext = Callable[[str], dict[str, str]]
+"""A ticket number -> what a customer notice's ``survey_url`` template needs besides the ticket
+(``console_url``, ``token``: :class:`services.notify.survey.SurveyLinks`)."""
+
+
 def notices(
     policy: Policy,
     facts: NoticeFacts,
@@ -84,6 +90,7 @@ def notices(
     event_id: str,
     *,
     customer_only: bool = False,
+    survey: SurveyContext = lambda number: {},
 ) -> list[Notice]:
     """Every notice the rules of ``policy`` give for one event about the ticket (customer
     notices only once its receipt is known; ``customer_only`` when a waiting event is released,
@@ -96,7 +103,8 @@ def notices(
         if customer_only and rule.to != "customer":
             continue
         for recipient in recipients(policy, rule, facts, data):
-            found.append(_notice(policy, settings, rule, recipient, facts, data, event_id))
+            links = survey(facts.number) if recipient.key == "customer" else {}
+            found.append(_notice(policy, settings, rule, recipient, facts, data, event_id, links))
     return found
 
 
@@ -161,6 +169,7 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
     facts: NoticeFacts,
     data: dict[str, Any],
     event_id: str,
+    links: dict[str, str],
 ) -> Notice:
     language = pick_language(settings, rule.template, recipient.language)
     channel = next((c for c in rule.channels if recipient.contacts.get(c)), None)
@@ -183,6 +192,9 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
         "recipient_name": recipient.name,
         "event": data,
         "expected_by": expected_by(policy, facts) if rule.event == "ticket.triaged" else None,
+        "console_url": "",
+        "token": "",
+        **links,
     }
     try:
         context["survey_url"] = render_text(settings.survey_url, context)

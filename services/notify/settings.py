@@ -33,6 +33,11 @@ class NotifySettings(Settings):
         default=SecretStr("local-development-secret"),
         description="HMAC-SHA256 key of webhook and SMS request signatures. Set it in production.",
     )
+    notify_console_url: str = Field(
+        default="http://127.0.0.1:8105",
+        description="Public address of the console: the survey links of resolution notices "
+        "point at its survey page (`desk up` sets it).",
+    )
     notify_send_timeout: Duration = Field(
         default=timedelta(seconds=10), description="Longest one SMTP or HTTP send may take."
     )

@@ -69,9 +69,19 @@ class RetiredGroup(_Section):
     )
 
 
+class OperatorPolicy(_Section):
+    """Someone who watches the whole desk (the console's dashboard) and handles no ticket."""
+
+    id: str = Field(pattern=_SLUG)
+    name: str
+
+
 class DirectoryPolicy(_Section):
     groups: list[GroupPolicy] = Field(min_length=1)
     agents: list[AgentPolicy] = []
+    operators: list[OperatorPolicy] = Field(
+        default=[], description="People who see every ticket and agent in the console."
+    )
     supervisor_scope: Literal["own_groups", "every_group"] = Field(
         default="own_groups",
         description="own_groups: an agent supervises the tickets and agents of the groups that "
@@ -87,9 +97,9 @@ class DirectoryPolicy(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> DirectoryPolicy:
         group_ids = [g.id for g in self.groups]
-        agent_ids = [a.id for a in self.agents]
+        agent_ids = [a.id for a in self.agents] + [o.id for o in self.operators]
         retired = [g.id for g in self.retired_groups]
-        for kind, ids in (("group", group_ids + retired), ("agent", agent_ids)):
+        for kind, ids in (("group", group_ids + retired), ("agent and operator", agent_ids)):
             if len(set(ids)) != len(ids):
                 raise ValueError(f"{kind} ids must be unique")
         for gone in self.retired_groups:
@@ -100,7 +110,7 @@ class DirectoryPolicy(_Section):
             if unknown:
                 raise ValueError(f"agent {agent.id}: unknown groups {sorted(unknown)}")
         for group in self.groups:
-            unknown = set(group.supervisors) - set(agent_ids)
+            unknown = set(group.supervisors) - {a.id for a in self.agents}
             if unknown:
                 raise ValueError(f"group {group.id}: unknown supervisors {sorted(unknown)}")
         return self

@@ -174,6 +174,24 @@ class LadderStep(_Section):
     after: Duration = Field(description="Business time after the breach at which it fires.")
 
 
+class SatisfactionPolicy(_Section):
+    """The customers' verdict (the survey of a resolution notice): CSAT is the share of scores
+    at ``satisfied_from`` or above, held against ``target``."""
+
+    target: float = Field(
+        default=0.9, gt=0, le=1, description="CSAT the desk aims at (sop.md: at least 90 %)."
+    )
+    satisfied_from: int = Field(
+        default=4, ge=1, le=5, description="Lowest score (1-5) that counts as satisfied."
+    )
+
+    def satisfied(self, score: int) -> bool:
+        return score >= self.satisfied_from
+
+
+DEFAULT_SATISFACTION = SatisfactionPolicy()
+
+
 class SlaPolicy(_Section):
     calendars: dict[str, CalendarPolicy]
     metrics: dict[Metric, MetricPolicy]
@@ -184,6 +202,7 @@ class SlaPolicy(_Section):
     escalation: list[LadderStep] = Field(
         default=[], description="Levels in order; level 1 usually fires at the breach (0m)."
     )
+    satisfaction: SatisfactionPolicy = DEFAULT_SATISFACTION
 
     @field_validator("warnings")
     @classmethod

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from services.policy import policy_schedule
+from services.policy.sla import DEFAULT_SATISFACTION, SatisfactionPolicy
 from services.sla.events import PUBLISHES
 from services.sla.handlers import LifecycleEvents
-from services.sla.report import refresh_gauges
+from services.sla.report import report_gauges
 from services.sla.settings import SlaSettings
 from services.sla.storage import ClockBoard
 from services.sla.timers import timer_worker
@@ -20,6 +23,11 @@ MIGRATIONS = load("sla", "services.sla")
 def build(settings: Settings) -> Service:
     own = SlaSettings.of(settings)
     policy = policy_schedule(own)
+
+    def satisfaction(moment: datetime) -> SatisfactionPolicy:
+        sla = policy.in_force(moment).policy.sla
+        return sla.satisfaction if sla is not None else DEFAULT_SATISFACTION
+
     return Service(
         "sla",
         own,
@@ -30,7 +38,7 @@ def build(settings: Settings) -> Service:
         projections=[ClockBoard()],
         workers=[
             timer_worker(own),
-            every(own.sla_report_interval, refresh_gauges),
+            every(own.sla_report_interval, report_gauges(satisfaction)),
             keep_in_force(policy),
         ],
         migrations=MIGRATIONS,

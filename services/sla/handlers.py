@@ -1,4 +1,5 @@
-"""sla's consumer: dispatch's ticket events start, pause, resume, fulfil and stop clocks.
+"""sla's consumer: dispatch's ticket events start, pause, resume, fulfil and stop clocks; the
+customers' survey scores are kept beside them (CSAT).
 
 Each batch locks its tickets' clocks, hands every event to a :class:`Timekeeper` with the time
 dispatch recorded it (not when sla got to it: a lagging consumer must not make a response late),
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from services.dispatch.events import EVENTS_TOPIC as DISPATCH_EVENTS
+from services.dispatch.events import SatisfactionRecorded
 from services.policy import Policy
 from services.sla import storage
 from services.sla.timekeeper import TIMED, Timekeeper
@@ -19,12 +21,13 @@ from shared.unit_of_work import UnitOfWork
 
 
 class LifecycleEvents(EventSubscription):
-    """dispatch's ticket events: what starts, pauses, resumes, fulfils and stops clocks."""
+    """dispatch's ticket events: what starts, pauses, resumes, fulfils and stops clocks, and
+    the customers' scores."""
 
     name = "tickets"
     topics = (DISPATCH_EVENTS,)
     description = "Ticket lifecycle events from dispatch; they drive the SLA clocks."
-    accepts = tuple(kind.event_name for kind in TIMED)
+    accepts = (*(kind.event_name for kind in TIMED), SatisfactionRecorded.event_name)
 
     def __init__(self, policy: PolicySchedule[Policy]) -> None:
         self.policy = policy
@@ -37,8 +40,15 @@ class LifecycleEvents(EventSubscription):
         facts = await storage.tickets(uow.conn, ids)
         clocks = await storage.lock_clocks(uow.conn, ids)
         keeper = Timekeeper(policy.sla, version, facts, clocks)
+        scores: list[storage.Score] = []
         for inbound in messages:
-            envelope = inbound.message.envelope
+            envelope, data = inbound.message.envelope, inbound.message.data
+            if isinstance(data, SatisfactionRecorded):
+                known = facts.get(data.ticket_id)
+                group, agent = (known.group_id, known.agent_id) if known else ("", None)
+                scores.append(storage.Score(data, group, agent, envelope.time))
+                continue
             record = uow.caused_by(envelope)
-            keeper.on(inbound.message.data, envelope.time, str(envelope.id), record)
+            keeper.on(data, envelope.time, str(envelope.id), record)
         await storage.save_tickets(uow.conn, [facts[i] for i in keeper.changed])
+        await storage.save_scores(uow.conn, scores)

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import cast
 
 from services.policy import Policy
-from services.policy.sla import Metric, SlaPolicy, choose
+from services.policy.sla import DEFAULT_SATISFACTION, Metric, SatisfactionPolicy, SlaPolicy, choose
 from services.sla.clocks import SlaClock
 from services.sla.replay import Stored, outcomes
 from services.sla.report import Compliance, SlaReport, build_report
@@ -46,7 +46,8 @@ CHUNK = 2_000
 
 
 async def _ready(conn: Connection) -> bool:
-    return await conn.fetchval("SELECT to_regclass('sla.clocks')") is not None
+    """Whether sla has created its tables, up to the newest a report reads (its migration 003)."""
+    return await conn.fetchval("SELECT to_regclass('sla.satisfaction')") is not None
 
 
 async def now(conn: Connection, *, driven: bool = False) -> datetime:
@@ -54,14 +55,16 @@ async def now(conn: Connection, *, driven: bool = False) -> datetime:
     return await service_now(conn, "sla", driven=driven)
 
 
-async def report(conn: Connection, since: datetime) -> SlaReport | None:
-    """Compliance, mean times and tickets at risk since ``since``; None before sla created its
-    tables (``desk migrate sla``)."""
+async def report(
+    conn: Connection, since: datetime, satisfaction: SatisfactionPolicy = DEFAULT_SATISFACTION
+) -> SlaReport | None:
+    """Compliance, mean times, tickets at risk and CSAT since ``since``; None before sla created
+    its tables (``desk migrate sla``)."""
     if not await _ready(conn):
         return None
     async with conn.transaction():
         await conn.execute("SET LOCAL search_path = sla")
-        return await build_report(conn, since)
+        return await build_report(conn, since, satisfaction=satisfaction)
 
 
 async def what_if(

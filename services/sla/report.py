@@ -1,22 +1,29 @@
-"""SLA reports from the clocks projection: compliance, mean times, tickets at risk.
+"""SLA reports from the clocks projection: compliance, mean times, tickets at risk, CSAT.
 
 ``desk sla report`` prints them; the sla service exports the last day's figures as Prometheus
 gauges (refreshed every ``sla_report_interval``). Compliance counts a clock as met only when it
-was met before its deadline; a breach counts even if the metric was fulfilled late.
+was met before its deadline; a breach counts even if the metric was fulfilled late. CSAT is the
+share of survey scores the policy counts as satisfied (4 and 5 by default), per day and group
+and for the whole desk (group ``all``), against the policy's target.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
+from services.policy.sla import DEFAULT_SATISFACTION, SatisfactionPolicy
 from shared.database import Connection
 
 if TYPE_CHECKING:
-    from shared.service import Service
+    from shared.service import Service, Worker
+
+EVERY_GROUP = "all"
+"""The group label of the whole desk's CSAT."""
 
 COMPLIANCE = Gauge(
     "desk_sla_compliance_ratio",
@@ -31,6 +38,12 @@ MEAN_HANDLING = Gauge(
 )
 AT_RISK = Gauge("desk_sla_tickets_at_risk", "Open tickets with a warned, unbreached clock.")
 BREACHED_OPEN = Gauge("desk_sla_tickets_breached_open", "Open tickets with a breached clock.")
+CSAT = Gauge(
+    "desk_sla_csat_ratio",
+    "Share of survey scores counted as satisfied over the last day, per group ('all': the desk).",
+    ["group"],
+)
+CSAT_TARGET = Gauge("desk_sla_csat_target_ratio", "The policy's CSAT target.")
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,18 @@ class Compliance:
     def ratio(self) -> float | None:
         total = self.met + self.breached
         return self.met / total if total else None
+
+
+@dataclass(frozen=True)
+class Csat:
+    day: str
+    group_id: str
+    satisfied: int
+    rated: int
+
+    @property
+    def ratio(self) -> float | None:
+        return self.satisfied / self.rated if self.rated else None
 
 
 @dataclass(frozen=True)
@@ -66,9 +91,21 @@ class SlaReport:
     at_risk: list[AtRisk] = field(default_factory=list)
     tickets_at_risk: int = 0
     tickets_breached_open: int = 0
+    csat: list[Csat] = field(default_factory=list)
+    csat_target: float = DEFAULT_SATISFACTION.target
+
+    def below_target(self) -> list[Csat]:
+        """The days and groups whose CSAT is under the target."""
+        return [c for c in self.csat if c.ratio is not None and c.ratio < self.csat_target]
 
 
-async def build_report(conn: Connection, since: datetime, *, by_day: bool = True) -> SlaReport:
+async def build_report(
+    conn: Connection,
+    since: datetime,
+    *,
+    by_day: bool = True,
+    satisfaction: SatisfactionPolicy = DEFAULT_SATISFACTION,
+) -> SlaReport:
     day = (
         "to_char(coalesce(met_at, breached_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
         if by_day
@@ -103,6 +140,18 @@ async def build_report(conn: Connection, since: datetime, *, by_day: bool = True
     )
     assert counts is not None
     report.tickets_at_risk, report.tickets_breached_open = counts[0], counts[1]
+    rated_day = "to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')" if by_day else "''::text"
+    scores = await conn.fetch(
+        f"SELECT {rated_day} AS day, coalesce(group_id, $3), "
+        "count(*) FILTER (WHERE score >= $2), count(*) FROM satisfaction "
+        "WHERE recorded_at >= $1 GROUP BY GROUPING SETS ((1, group_id), (1)) "
+        "ORDER BY 1, group_id NULLS FIRST",
+        since,
+        satisfaction.satisfied_from,
+        EVERY_GROUP,
+    )
+    report.csat = [Csat(*row) for row in scores]
+    report.csat_target = satisfaction.target
     return report
 
 
@@ -116,11 +165,23 @@ def export(report: SlaReport) -> None:
     MEAN_HANDLING.set(report.mean_handling_s or 0.0)
     AT_RISK.set(report.tickets_at_risk)
     BREACHED_OPEN.set(report.tickets_breached_open)
+    CSAT.clear()
+    for score in report.csat:
+        if score.ratio is not None:
+            CSAT.labels(score.group_id).set(score.ratio)
+    CSAT_TARGET.set(report.csat_target)
 
 
-async def refresh_gauges(service: Service) -> None:
-    """Recompute the gauges from the projection (every ``sla_report_interval``, see app)."""
-    now = await service.clock.now()
-    async with service.pool.acquire() as conn:
-        report = await build_report(conn, now - timedelta(days=1), by_day=False)
-    export(report)
+def report_gauges(satisfaction: Callable[[datetime], SatisfactionPolicy]) -> Worker:
+    """The worker step recomputing the gauges from the projection (every
+    ``sla_report_interval``, see app), with the CSAT terms of the policy in force now."""
+
+    async def refresh_gauges(service: Service) -> None:
+        now = await service.clock.now()
+        async with service.pool.acquire() as conn:
+            report = await build_report(
+                conn, now - timedelta(days=1), by_day=False, satisfaction=satisfaction(now)
+            )
+        export(report)
+
+    return refresh_gauges

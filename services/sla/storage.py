@@ -9,9 +9,11 @@ once, and nobody waits in a cycle.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.dispatch.events import SatisfactionRecorded
 from services.sla.clocks import SlaClock, fold
 from services.sla.timekeeper import ClockFacts
 from shared.database import Connection
@@ -69,6 +71,30 @@ async def save_tickets(conn: Connection, facts: Sequence[ClockFacts]) -> None:
         f"INSERT INTO tickets ({', '.join(_FACTS)}) SELECT * FROM unnest({params}) "
         f"ON CONFLICT (ticket_id) DO UPDATE SET {updates}",
         *columns,
+    )
+
+
+@dataclass(frozen=True)
+class Score:
+    """A customer's survey score, with who answered for the ticket when it was given."""
+
+    rated: SatisfactionRecorded
+    group_id: str
+    agent_id: str | None
+    at: datetime
+
+
+async def save_scores(conn: Connection, scores: Sequence[Score]) -> None:
+    """Keep each ticket's score (dispatch records one per ticket; a replay changes nothing)."""
+    if not scores:
+        return
+    await conn.executemany(
+        "INSERT INTO satisfaction (ticket_id, number, group_id, agent_id, score, recorded_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ticket_id) DO NOTHING",
+        [
+            (s.rated.ticket_id, s.rated.number, s.group_id, s.agent_id, s.rated.score, s.at)
+            for s in scores
+        ],
     )
 
 

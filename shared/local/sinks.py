@@ -1,7 +1,8 @@
 """Local receivers for notices: an SMTP server (aiosmtpd) and an HTTP server, each in a thread.
 
 ``desk up`` starts the SMTP sink when no mail server is configured, so the acknowledgements of
-the demo traffic land in ``.desk/mail/`` as ``.eml`` files instead of failing. Tests and
+the demo traffic land in ``.desk/mail/`` as ``.eml`` files instead of failing, and the HTTP sink
+as the SMS provider when none is configured (``.desk/sms/*.json``). Tests and
 benchmarks use both: they count what arrives, can refuse for a while, and say what they saw, so
 a test asserts on what reached the other side of the wire, not on what notify believes it sent.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import email
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,6 +88,8 @@ def smtp_server(
     refuse: int = 0, *, mailbox: Path | None = None, keep: bool = True
 ) -> Iterator[SmtpServer]:
     server = SmtpServer(refuse=refuse, port=free_port(), mailbox=mailbox, keep=keep)
+    # aiosmtpd logs every SMTP command at INFO: a line per command per notice.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     controller = Controller(server, hostname="127.0.0.1", port=server.port)
     controller.start()
     try:
@@ -106,11 +110,15 @@ class Request:
 
 @dataclass
 class HttpReceiver:
-    """Records every POST; paths in ``failing`` always answer 500."""
+    """Records every POST; paths in ``failing`` always answer 500. With a ``folder`` each body
+    is also written there; ``keep=False`` keeps no copy in memory (for long runs)."""
 
     port: int
     failing: set[str] = field(default_factory=set)
     requests: list[Request] = field(default_factory=list)
+    folder: Path | None = None
+    keep: bool = True
+    received: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, path: str) -> str:
@@ -126,8 +134,10 @@ class HttpReceiver:
 
 
 @contextmanager
-def http_receiver(failing: set[str] | None = None) -> Iterator[HttpReceiver]:
-    receiver = HttpReceiver(port=free_port(), failing=failing or set())
+def http_receiver(
+    failing: set[str] | None = None, *, folder: Path | None = None, keep: bool = True
+) -> Iterator[HttpReceiver]:
+    receiver = HttpReceiver(port=free_port(), failing=failing or set(), folder=folder, keep=keep)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as real receivers do
@@ -137,7 +147,12 @@ def http_receiver(failing: set[str] | None = None) -> Iterator[HttpReceiver]:
             body = self.rfile.read(length)
             request = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
             with receiver._lock:
-                receiver.requests.append(request)
+                receiver.received += 1
+                if receiver.keep:
+                    receiver.requests.append(request)
+                if receiver.folder is not None:
+                    receiver.folder.mkdir(parents=True, exist_ok=True)
+                    (receiver.folder / f"{receiver.received:07d}.json").write_bytes(body)
             status = 500 if self.path in receiver.failing else 200
             self.send_response(status)
             self.send_header("content-length", "0")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from services.dispatch.events import TicketResponded
+from services.dispatch.events import SatisfactionRecorded, TicketResponded
 from services.sla.app import build as sla
 from shared.settings import Settings
 from tests.sla.support import T0, classified, write_policy
@@ -67,6 +67,29 @@ async def test_the_report_counts_met_breached_and_at_risk(
             what="compliance gauge",
         )
         assert await _sample("desk_sla_tickets_breached_open") == 2
+        for n, score in ((0, 5), (1, 2)):  # one satisfied customer of two: CSAT 50 %
+            rated = classified(n)
+            await publish_event(
+                kafka,
+                "dispatch.events",
+                SatisfactionRecorded(
+                    ticket_id=rated.ticket_id,
+                    number=rated.number,
+                    score=score,
+                    comment="",
+                    actor="customer",
+                ),
+                stream_id=f"ticket-{rated.ticket_id}",
+                subject=rated.ticket_id,
+                time=now + timedelta(minutes=40),
+            )
+        await eventually(
+            lambda: _sample("desk_sla_csat_ratio", {"group": "front-line"}),
+            lambda value: value == pytest.approx(0.5),
+            what="CSAT gauge",
+        )
+        assert await _sample("desk_sla_csat_ratio", {"group": "all"}) == pytest.approx(0.5)
+        assert await _sample("desk_sla_csat_target_ratio") == pytest.approx(0.9)
         env = {**os.environ, **driven.environment()}
         done, table = [
             await asyncio.to_thread(
@@ -86,8 +109,13 @@ async def test_the_report_counts_met_breached_and_at_risk(
     assert first[0]["ratio"] == pytest.approx(1 / 3)
     assert report["mean_first_response_s"] == 600
     assert report["tickets_breached_open"] == 2
+    csat = {c["group_id"]: c for c in report["csat"]}
+    assert sorted(csat) == ["all", "front-line"]
+    assert (csat["front-line"]["satisfied"], csat["front-line"]["rated"]) == (1, 2)
+    assert csat["all"]["ratio"] == 0.5 and csat["all"]["below_target"] is True
     assert table.returncode == 0, table.stderr
     assert "33.3%" in table.stdout and "mean time to first response: 10.0 min" in table.stdout
+    assert "target 90%" in table.stdout and "50.0% below target" in table.stdout
 
 
 async def _sample(name: str, labels: dict[str, str] | None = None) -> float | None:

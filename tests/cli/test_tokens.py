@@ -49,7 +49,7 @@ def test_a_customer_token_is_bound_to_its_ticket(keys: KeyRing) -> None:
 @pytest.mark.parametrize(
     ("args", "why"),
     [
-        (["mallory"], "not an agent of the directory"),
+        (["mallory"], "not an agent or operator of the directory"),
         (["system"], "service's own key"),
         (["customer"], "needs --ticket"),
         (["li.na", "--ttl", "30d"], "longer than DESK_TOKEN_MAX_TTL"),

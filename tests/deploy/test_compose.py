@@ -30,6 +30,7 @@ from services.cli.acls import (
     principals,
     setup_script,
 )
+from shared.deadletter import dead_letter_topics
 from shared.privileges import OWNER_ROLE, service_role
 from shared.settings import Settings, env_name
 
@@ -199,12 +200,16 @@ def test_the_acl_table_is_derived_from_the_services_and_the_setup_script_is_curr
             for topic in runner.topics:
                 assert allowed(name, "Read", topic)
         written = {a.name for a in acls if a.principal == name and a.operation == "Write"}
-        assert written == {*service.publishes, *(f"{t}.dlq" for r in service.consumers
-                                                  for t in r.topics)}  # fmt: skip
+        consumed = [t for r in service.consumers for t in r.topics]
+        assert written == {*service.publishes, *service.sends, *dead_letter_topics(consumed)}
     assert not allowed("sla", "Write", "dispatch.events")
     assert not allowed("dispatch", "Write", "sla.events")
     assert allowed("clients", "Write", "tickets.commands")
     assert not allowed("clients", "Write", "sla.events")
+    # The console sends people's commands (signed with their tokens) and publishes nothing.
+    assert allowed("console", "Write", "tickets.commands")
+    assert not allowed("console", "Write", "dispatch.events")
+    assert allowed("clients", "Read", "tickets.commands.rejected")  # still the desks' answers
 
     setup = compose["services"]["kafka-setup"]
     assert setup["command"][-1] == "/opt/desk/kafka/setup.sh"

@@ -24,7 +24,10 @@ async def test_demo_agents_take_tickets_through_with_signed_commands(
     settings = await intake_clock(settings)  # the requests were received on a fixed day
     stop = asyncio.Event()
     async with running(intake(settings)), running(dispatch(settings)):
-        work = asyncio.create_task(run_desk_work(settings, stop=stop, pace=0.05, seed=1))
+        # No customer reopens here (the draws' order depends on the tasks' interleaving).
+        work = asyncio.create_task(
+            run_desk_work(settings, stop=stop, pace=0.05, seed=1, reopen_share=0.0)
+        )
         await asyncio.sleep(1)  # the demo follows assignments from now on
         for n in range(3):
             await kafka.publish("requests.incoming", encode(valid(f"demo-{n}")))

@@ -22,8 +22,10 @@ OUTPUT = {
     "dispatch": "dispatch.events",
     "sla": "sla.events",
     "notify": "notify.events",
+    "console": "dispatch.events",
 }
-"""The topic on which a service's work shows."""
+"""The topic on which a service's work shows (the console publishes nothing: it is busy while the
+topics it reads grow, dispatch's most of all)."""
 
 
 HEALTHY_S = 30.0

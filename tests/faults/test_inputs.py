@@ -59,6 +59,10 @@ POISONED = [
     ("tickets.commands", "command", "", COMMANDS),
     ("agents.commands", "command", "", COMMANDS),
     ("notify.deliveries", "request", "", BYTES),
+    ("notify.events", "event", "servicedesk.notification.sent.v1", EVENTS),
+    ("requests.rejected", "event", "servicedesk.request.rejected.v1", EVENTS),
+    ("tickets.commands.rejected", "event", "servicedesk.ticket_command.rejected.v1", EVENTS),
+    ("agents.commands.rejected", "event", "servicedesk.agent_command.rejected.v1", EVENTS),
 ]
 """Every topic a service consumes, what it carries, and the poisons that fit it."""
 
@@ -69,6 +73,7 @@ async def test_a_poison_record_on_every_consumed_topic(system: System, report: R
             for kind in kinds:
                 await system.poison(topic, kind, shape, event_type)
     figures = await system.invariant.wait(RECOVERY_S, since=system.fault_ended)
-    report(figures, fault=f"{len(system.invariant.poisons)} poison records on 7 topics")
-    assert len(system.invariant.poisons) == sum(len(kinds) for *_, kinds in POISONED)
+    poisons = len(system.invariant.poisons)
+    report(figures, fault=f"{poisons} poison records on {len(POISONED)} topics")
+    assert poisons == sum(len(kinds) for *_, kinds in POISONED)
     assert figures.holds, figures.problems

@@ -45,10 +45,21 @@ def test_the_acknowledgement_names_number_and_expected_time_in_the_customers_lan
     assert english.language == "en" and english.subject.startswith("Your request")
 
 
-def test_the_resolution_notice_carries_the_survey_link() -> None:
-    [notice] = notices(POLICY, facts(), "ticket.resolved", {"resolution": "Replaced"}, "e-2")
-    assert "https://desk.example.com/survey/REQ-2026-000001" in notice.body
+def test_the_resolution_notice_carries_the_survey_link_of_its_ticket() -> None:
+    asked: list[str] = []
+
+    def survey(number: str) -> dict[str, str]:
+        asked.append(number)
+        return {"console_url": "https://console.example.com", "token": "a.b.c"}
+
+    resolved = {"resolution": "Replaced"}
+    [notice] = notices(POLICY, facts(), "ticket.resolved", resolved, "e-2", survey=survey)
+    assert "https://console.example.com/survey/REQ-2026-000001?token=a.b.c" in notice.body
     assert "Replaced" in notice.body
+    assert asked == ["REQ-2026-000001"]
+    # Agents' notices carry no customer token.
+    notices(POLICY, facts(), "ticket.assigned", {"agent_id": "li.na"}, "e-3", survey=survey)
+    assert asked == ["REQ-2026-000001"]
 
 
 def test_preferences_fall_back_and_no_contact_is_a_recorded_failure() -> None:

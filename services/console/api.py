@@ -1,0 +1,469 @@
+"""The console's HTTP API (``/api/...``), built with FastAPI: its OpenAPI document comes from the
+routes and the models of :mod:`services.console.contract` (``docs/openapi.json``, ``desk
+openapi``).
+
+Every request names its caller with a bearer token (:mod:`services.console.callers`); what they
+may see follows :mod:`services.console.visibility`. Errors are JSON ``{"code", "message"}`` with a
+stable code, never a stack trace: 400 unreadable JSON or cursor, 401 no or bad token, 403 not
+the caller's to see or do, 404 unknown, 409 a command id someone else used, 413 body too large,
+422 not a valid request or command, 503 broker unavailable, 500 anything else (logged).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import Histogram
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.console import board, courier, listing
+from services.console.callers import COOKIE, Callers, bearer
+from services.console.contract import (
+    AgentView,
+    CommandAccepted,
+    CommandStatus,
+    Dashboard,
+    Me,
+    Problem,
+    QueueView,
+    SlaState,
+    TicketDetail,
+    TicketPage,
+    TicketStatus,
+)
+from services.console.stream import ChangeStream
+from services.console.visibility import NotAPerson, Viewer, viewer
+from services.policy import Policy
+from shared.credentials import Credential, Unauthenticated
+from shared.database import Connection
+from shared.logging import get_logger
+from shared.policyfile import PolicySchedule
+from shared.service import Service
+
+log = get_logger(__name__)
+ANSWERED = Histogram(
+    "desk_console_request_seconds",
+    "Time to answer an HTTP request of the console, by route and status.",
+    ["route", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+STATUS_TEXT = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Console:
+    """What the console's HTTP side works with; the service is attached once it is built."""
+
+    def __init__(self, policy: PolicySchedule[Policy], callers: Callers, courier: courier.Courier):
+        self.policy = policy
+        self.callers = callers
+        self.courier = courier
+        self.stream = ChangeStream()
+        self._service: Service | None = None
+
+    @property
+    def service(self) -> Service:
+        if self._service is None:
+            raise RuntimeError("the console's service is not attached")
+        return self._service
+
+    def attach(self, service: Service) -> None:
+        self._service = service
+
+    def policy_at(self, moment: datetime) -> Policy:
+        """The policy version in force at ``moment`` by the service's clock."""
+        return self.policy.in_force(moment).policy
+
+
+@dataclass
+class Session:
+    """One request's caller, connection and moment."""
+
+    conn: Connection
+    viewer: Viewer
+    credential: Credential
+    token: str
+    now: datetime
+
+
+async def session(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> AsyncIterator[Session]:
+    """The request's caller (401, 403), with a connection and the service clock's now."""
+    console: Console = request.app.state.console
+    token = bearer(authorization) or request.cookies.get(COOKIE)
+    service = console.service
+    async with service.pool.acquire() as conn:
+        now = await service.clock.now(conn)
+        credential, person = authenticate(console, token, now)
+        assert token is not None
+        yield Session(conn, person, credential, token, now)
+
+
+Caller = Annotated[Session, Depends(session)]
+
+
+def api(console: Console, max_body: int) -> FastAPI:
+    app = FastAPI(
+        title="servicedesk console",
+        version="1",
+        description="Tickets, queues, agents and commands for agent desks; live changes. "
+        "Every request carries `Authorization: Bearer <token>` (`desk token issue AGENT_ID`).",
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.console = console
+    _errors(app)
+    app.include_router(_routes(console))
+    app.add_middleware(BodyLimit, max_bytes=max_body)
+    app.add_middleware(Timing)
+    return app
+
+
+class Timing:
+    """Every answer's time, by route template (never the raw path: numbers are unbounded)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sent(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                route = scope.get("route")
+                ANSWERED.labels(getattr(route, "path", "other"), str(status[0])).observe(
+                    time.perf_counter() - started
+                )
+            await send(message)
+
+        await self.app(scope, receive, sent)
+
+
+class BodyLimit:
+    """Refuse (413) a request body over ``max_bytes`` before anything reads it: declared too
+    large, or sent in chunks that add up to too much."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_bytes:
+            await _problem(413, "body_too_large", f"at most {self.max_bytes} bytes")(
+                scope, receive, send
+            )
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, receive, send)  # disconnected: let the app see it
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _problem(413, "body_too_large", f"at most {self.max_bytes} bytes")(
+                    scope, receive, send
+                )
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Any:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _problem(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    body = Problem(code=code, message=message, **extra).model_dump(exclude_defaults=True)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return _problem(error.status, error.code, error.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = STATUS_TEXT.get(error.status_code, "http_error")
+        return _problem(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = list(error.errors())
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return _problem(400, "invalid_json", "the body is not JSON")
+        shown = [
+            {"loc": [str(p) for p in e.get("loc", ())], "message": str(e.get("msg", ""))[:200]}
+            for e in problems[:10]
+        ]
+        first = shown[0] if shown else {"loc": [], "message": "invalid"}
+        message = f"{'.'.join(first['loc'])}: {first['message']}"
+        return _problem(422, "invalid_request", message, errors=shown)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception) -> JSONResponse:
+        log.exception("request failed", path=request.url.path)
+        return _problem(500, "internal_error", "the console could not answer; it is logged")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "description": text}
+    for code, text in {
+        401: "No token, or not a valid one now.",
+        403: "The caller may not see or do this.",
+        404: "Unknown.",
+    }.items()
+}
+
+
+def _routes(console: Console) -> APIRouter:
+    router = APIRouter(prefix="/api", responses=ERRORS)
+
+    @router.get("/me", response_model=Me, summary="Who the token stands for, and what they see.")
+    async def me(s: Caller) -> Me:
+        v = s.viewer
+        return Me(
+            subject=v.subject,
+            name=v.name,
+            role=v.role,
+            groups=sorted(v.groups) if v.groups is not None else None,
+        )
+
+    @router.get("/tickets", response_model=TicketPage, summary="Tickets, newest first.")
+    async def tickets(  # noqa: PLR0917 - one parameter per filter: FastAPI reads them
+        s: Caller,
+        status: Annotated[list[TicketStatus], Query()] = [],  # noqa: B006 - FastAPI reads it
+        group: Annotated[list[str], Query(max_length=60)] = [],  # noqa: B006
+        agent: Annotated[str | None, Query(max_length=120)] = None,
+        customer: Annotated[
+            str | None, Query(max_length=200, description="Customer id, email or phone.")
+        ] = None,
+        complexity: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
+        sla: Annotated[list[SlaState], Query()] = [],  # noqa: B006
+        q: Annotated[str | None, Query(max_length=200, description="Text in the subject.")] = None,
+        limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE)] = 50,
+        after: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> Response:
+        wanted = listing.TicketFilter(
+            status=list(status),
+            group=list(group),
+            agent=agent,
+            customer=customer,
+            complexity=list(complexity),
+            sla=list(sla),
+            text=q,
+        )
+        try:
+            page = await listing.tickets(s.conn, s.viewer, wanted, limit=limit, after=after)
+        except listing.BadCursor as error:
+            raise ApiError(400, "invalid_cursor", str(error)) from None
+        return _answer(page)
+
+    async def visible_ticket(s: Session, number: str) -> TicketDetail:
+        found = await listing.ticket(s.conn, number)
+        if found is None:
+            raise ApiError(404, "not_found", f"no ticket {number}")
+        if not s.viewer.sees_ticket(found.group_id, found.agent_id):
+            raise ApiError(403, "forbidden", f"{number} is not in your part of the desk")
+        return found
+
+    @router.get(
+        "/tickets/{number}", response_model=TicketDetail, summary="One ticket and its timeline."
+    )
+    async def ticket(s: Caller, number: Annotated[str, Path(max_length=60)]) -> Response:
+        return _answer(await visible_ticket(s, number))
+
+    @router.post(
+        "/tickets/{number}/commands",
+        status_code=202,
+        response_model=CommandAccepted,
+        summary="Send a ticket command in the caller's name.",
+        description="The body is a command of the tickets.commands contract (README); "
+        "`ticket_number` comes from the path and `command_id` is made unless given (the same "
+        "id again from the same caller is the same command). 202: sent; dispatch decides.",
+        openapi_extra=_body("ticket"),
+        responses={409: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+    )
+    async def ticket_command(
+        s: Caller,
+        number: Annotated[str, Path(max_length=60)],
+        body: Annotated[dict[str, Any], Body()],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        _header_only(authorization)
+        await visible_ticket(s, number)
+        return await _send(console, s, "ticket", number, body)
+
+    @router.get("/queues", response_model=list[QueueView], summary="Queued and open, per group.")
+    async def queues(s: Caller) -> list[QueueView]:
+        return await listing.queues(s.conn, s.viewer)
+
+    @router.get(
+        "/agents", response_model=list[AgentView], summary="Agents, shift, load and capacity."
+    )
+    async def agents(s: Caller) -> list[AgentView]:
+        return await listing.agents(s.conn, s.viewer)
+
+    @router.post(
+        "/agents/{agent_id}/commands",
+        status_code=202,
+        response_model=CommandAccepted,
+        summary="Send an agent command (shift, capacity) in the caller's name.",
+        openapi_extra=_body("agent"),
+        responses={409: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
+    )
+    async def agent_command(
+        s: Caller,
+        agent_id: Annotated[str, Path(max_length=120)],
+        body: Annotated[dict[str, Any], Body()],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        _header_only(authorization)
+        groups = await listing.agent_groups(s.conn, agent_id)
+        if groups is None:
+            raise ApiError(404, "not_found", f"no agent {agent_id}")
+        if not s.viewer.sees_agent(agent_id, groups):
+            raise ApiError(403, "forbidden", f"{agent_id} is not in your part of the desk")
+        return await _send(console, s, "agent", agent_id, body)
+
+    @router.get(
+        "/commands/{command_id}",
+        response_model=CommandStatus,
+        summary="pending until dispatch decides; then accepted, or refused with its reason.",
+    )
+    async def command(s: Caller, command_id: Annotated[str, Path(max_length=120)]) -> CommandStatus:
+        found = await courier.status(s.conn, command_id)
+        if found is None:
+            raise ApiError(404, "not_found", f"no command {command_id} sent through the console")
+        sender, state = found
+        if sender != s.viewer.subject and not s.viewer.sees_everything:
+            raise ApiError(403, "forbidden", "another person's command")
+        return state
+
+    @router.get("/dashboard", response_model=Dashboard, summary="The dashboard's figures.")
+    async def dashboard(s: Caller) -> Dashboard:
+        return await board.dashboard(s.conn, s.viewer, console.policy_at(s.now), s.now)
+
+    @router.get(
+        "/stream",
+        summary="Server-sent events: `ticket` (a ticket the caller sees changed: its summary), "
+        "`board` (the dashboard's figures may have changed), `resync` (reload).",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def stream(request: Request, s: Caller) -> StreamingResponse:
+        body = console.stream.events(s.viewer, console.service.closing, request.is_disconnected)
+        return StreamingResponse(
+            body,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    return router
+
+
+def authenticate(console: Console, token: str | None, now: datetime) -> tuple[Credential, Viewer]:
+    """401 without a valid token, 403 for a token that stands for no one of the directory."""
+    try:
+        credential = console.callers.authenticate(token, now)
+    except Unauthenticated as error:
+        raise ApiError(401, "unauthenticated", error.detail) from None
+    try:
+        return credential, viewer(credential, console.policy_at(now))
+    except NotAPerson as error:
+        raise ApiError(403, "forbidden", str(error)) from None
+
+
+def _answer(model: BaseModel) -> Response:
+    """A model the console built (and so validated) as the response body, serialized once: the
+    hot reads skip FastAPI's second validation of the declared response model."""
+    return Response(model.model_dump_json(), media_type="application/json")
+
+
+def _header_only(authorization: str | None) -> None:
+    """Commands carry their token in the header: a browser's cookie alone sends none."""
+    if bearer(authorization) is None:
+        raise ApiError(401, "unauthenticated", "commands need Authorization: Bearer <token>")
+
+
+def _body(kind: courier.Kind) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": courier.command_schema(kind)}},
+        }
+    }
+
+
+async def _send(
+    console: Console,
+    s: Session,
+    kind: Literal["ticket", "agent"],
+    target: str,
+    body: dict[str, Any],
+) -> JSONResponse:
+    try:
+        command = courier.shape(kind, target, body, s.viewer.subject)
+    except courier.Invalid as error:
+        raise ApiError(422, "invalid_command", str(error)) from None
+    try:
+        sent = await console.courier.send(
+            s.conn,
+            console.service.producer,
+            kind=kind,
+            command=command,
+            actor=s.viewer.subject,
+            token=s.token,
+            now=s.now,
+        )
+    except courier.Taken:
+        raise ApiError(
+            409, "command_id_taken", "that command id was sent by someone else"
+        ) from None
+    except (TimeoutError, OSError, KafkaError) as error:
+        log.warning("command not sent", error=repr(error))
+        raise ApiError(503, "broker_unavailable", "the command could not be sent; retry") from None
+    location = f"/api/commands/{sent.command_id}"
+    accepted = CommandAccepted(command_id=sent.command_id, location=location)
+    return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": location})

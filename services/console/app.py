@@ -1,0 +1,52 @@
+"""Wiring of the console service: what it reads, its read models, its HTTP side."""
+
+from __future__ import annotations
+
+from services.console import storage
+from services.console.api import Console, api
+from services.console.callers import Callers
+from services.console.courier import Courier
+from services.console.feeds import DeadLetterFeed, PublicEvents
+from services.console.journal import Journal
+from services.console.pages import pages
+from services.console.settings import ConsoleSettings
+from services.dispatch.events import AGENT_COMMANDS, TICKET_COMMANDS
+from services.policy import policy_schedule
+from shared.keys import KeyRing
+from shared.migrations import load
+from shared.policyfile import keep_in_force
+from shared.service import Service
+from shared.settings import Settings
+
+MIGRATIONS = load("console", "services.console")
+
+
+def build(settings: Settings) -> Service:
+    own = ConsoleSettings.of(settings)
+    journal = Journal("console")
+    read_models = storage.read_models()
+    policy = policy_schedule(own)
+    console = Console(policy, Callers(KeyRing.from_settings(own), own.token_max_ttl), Courier(own))
+    http = api(console, own.console_max_body)
+    pages(http, console, own)
+
+    async def stream_changes(service: Service) -> None:
+        await console.stream.follow(service)
+
+    service = Service(
+        "console",
+        own,
+        port=own.console_port,
+        description="The people's side: an HTTP API for agent desks, the live dashboard, the "
+        "customers' survey page.",
+        publishes={},
+        subscriptions=[PublicEvents(journal, read_models), DeadLetterFeed()],
+        projections=read_models,
+        log=journal,
+        workers=[stream_changes, keep_in_force(policy)],
+        migrations=MIGRATIONS,
+        http=http,
+        sends=(TICKET_COMMANDS, AGENT_COMMANDS),
+    )
+    console.attach(service)
+    return service

@@ -1,0 +1,51 @@
+"""Who is calling: the bearer token of a request, verified against the key ring.
+
+Tokens are those of the security contract (``docs/security.md``): an agent's from the operators'
+key (``desk token issue AGENT_ID``), a customer's from notify's signed survey link. A desk sends
+the same token with every request, so a token that verified once is remembered (its claims; its
+time is checked at every request against the service's clock), as dispatch remembers the tokens
+of commands. The browser pages carry the token in an HttpOnly cookie instead of a header: reads
+accept either; commands only the header, so another site cannot make a browser send one.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import datetime, timedelta
+
+from shared.credentials import Credential, Unauthenticated, read_token
+from shared.keys import KeyRing
+
+COOKIE = "desk_token"
+MAX_TOKEN_CHARS = 4096
+
+
+class Callers:
+    def __init__(self, ring: KeyRing, max_ttl: timedelta, remember: int = 4096) -> None:
+        self.ring = ring
+        self.max_ttl = max_ttl
+        self.remember = remember
+        self._read: OrderedDict[str, Credential] = OrderedDict()
+
+    def authenticate(self, token: str | None, now: datetime) -> Credential:
+        """The token's credential, valid now; :class:`Unauthenticated` otherwise."""
+        if not token:
+            raise Unauthenticated("no bearer token (Authorization: Bearer <token>)")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise Unauthenticated("not a token (too long)")
+        credential = self._read.get(token)
+        if credential is None:
+            credential = read_token(self.ring, token)
+            self._read[token] = credential
+            if len(self._read) > self.remember:
+                self._read.popitem(last=False)
+        credential.check_time(now, self.max_ttl)
+        return credential
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None

@@ -1,0 +1,248 @@
+"""The console's HTTP contract: what its API answers, as pydantic models (the OpenAPI document,
+``docs/openapi.json``, is generated from them)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TicketStatus = Literal[
+    "received",
+    "queued",
+    "assigned",
+    "accepted",
+    "in_progress",
+    "waiting_for_customer",
+    "resolved",
+    "closed",
+]
+SlaState = Literal["ok", "at_risk", "breached"]
+Outcome = Literal["pending", "accepted", "refused"]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Problem(_Out):
+    """Every error: a stable code and a sentence; never a stack trace."""
+
+    code: str = Field(
+        description="unauthenticated, forbidden, not_found, invalid_json, invalid_request, "
+        "invalid_command, invalid_cursor, body_too_large, command_id_taken, "
+        "broker_unavailable, internal_error",
+        examples=["forbidden"],
+    )
+    message: str
+    errors: list[dict[str, Any]] = Field(
+        default=[], description="invalid_request: each problem with its location."
+    )
+
+
+class TicketSummary(_Out):
+    number: str
+    ticket_id: str
+    status: TicketStatus
+    group_id: str | None
+    agent_id: str | None
+    priority: str
+    complexity: str | None
+    category: str | None
+    complaint: bool
+    channel: str | None
+    language: str | None
+    subject: str
+    customer_name: str | None
+    received_at: datetime
+    queued_at: datetime | None
+    first_response_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    escalation_level: int
+    reopened: int
+    satisfaction: int | None
+    sla: SlaState
+    sla_deadline: datetime | None
+    updated_at: datetime
+
+
+class TicketPage(_Out):
+    items: list[TicketSummary]
+    next: str | None = Field(description="Cursor of the next page (pass it as `after`); none.")
+
+
+class Customer(_Out):
+    name: str
+    email: str | None
+    phone: str | None
+    customer_id: str | None
+    tier: str | None
+
+
+class ClockView(_Out):
+    metric: str
+    status: str
+    warned: float
+    deadline: datetime | None
+    breached_at: datetime | None
+    met_at: datetime | None
+    late: bool
+
+
+class TimelineEntry(_Out):
+    at: datetime
+    service: str
+    kind: str = Field(examples=["ticket.accepted"])
+    actor: str | None
+    facts: dict[str, Any]
+    said: str | None = Field(description="What someone wrote: a reply, message, note, comment.")
+
+
+class TicketDetail(TicketSummary):
+    description: str | None
+    customer: Customer | None
+    product_line: str | None
+    problem_type: str | None
+    satisfaction_comment: str | None
+    clocks: list[ClockView]
+    timeline: list[TimelineEntry]
+
+
+class QueueView(_Out):
+    group_id: str
+    queued: int
+    oldest_queued_at: datetime | None
+    open: int
+
+
+class AgentView(_Out):
+    agent_id: str
+    name: str
+    role: str
+    groups: list[str]
+    on_shift: bool
+    capacity: int
+    load: int
+
+
+class CommandAccepted(_Out):
+    command_id: str
+    status: Literal["pending"] = "pending"
+    location: str = Field(description="Where its decision can be read.")
+
+
+class CommandStatus(_Out):
+    command_id: str
+    kind: Literal["ticket", "agent"]
+    target: str
+    type: str
+    status: Outcome
+    reason: str | None = Field(description="refused: dispatch's reason code.")
+    detail: str | None
+    submitted_at: datetime
+    decided_at: datetime | None
+
+
+class Me(_Out):
+    subject: str
+    name: str
+    role: str
+    groups: list[str] | None = Field(description="The groups seen; none: every group.")
+
+
+class GroupLoad(_Out):
+    group_id: str
+    statuses: dict[str, int] = Field(description="Open tickets per status.")
+    total: int
+
+
+class QueueFigure(_Out):
+    group_id: str
+    queued: int
+    oldest_waiting_s: float | None
+
+
+class AgentFigure(_Out):
+    agent_id: str
+    name: str
+    on_shift: bool
+    load: int
+    capacity: int
+
+
+class Compliance(_Out):
+    metric: str
+    met: int
+    breached: int
+    ratio: float | None
+
+
+class SlaFigures(_Out):
+    at_risk: int
+    breached: int
+    compliance: list[Compliance] = Field(description="Clocks finished today, per metric.")
+
+
+class MinuteFigure(_Out):
+    minute: datetime
+    requests: int
+    rejected: int
+    refused: int
+
+
+class ReasonCount(_Out):
+    kind: str
+    reason: str
+    count: int
+
+
+class TrafficFigures(_Out):
+    minutes: list[MinuteFigure] = Field(description="The last 15 minutes, oldest first.")
+    requests_per_minute: float = Field(description="In the last whole minute.")
+    rejections: list[ReasonCount] = Field(description="The last hour, by reason.")
+
+
+class DeadLetterFigure(_Out):
+    service: str
+    last_day: int
+    total: int
+
+
+class CsatFigure(_Out):
+    group_id: str
+    satisfied: int
+    rated: int
+    ratio: float | None
+
+
+class CsatFigures(_Out):
+    target: float
+    today: CsatFigure = Field(description="group_id 'all': the part of the desk seen.")
+    by_group: list[CsatFigure]
+    below_target: bool
+
+
+class AgentReview(_Out):
+    """The monthly review's figures of one agent, over the last 30 days."""
+
+    agent_id: str
+    name: str
+    handled: int = Field(description="Tickets they resolved.")
+    mean_first_response_s: float | None
+    csat: float | None
+    reopen_rate: float | None
+
+
+class Dashboard(_Out):
+    generated_at: datetime
+    day_started_at: datetime = Field(description="Midnight in the desk's time zone: 'today'.")
+    open_tickets: list[GroupLoad]
+    queues: list[QueueFigure]
+    agents: list[AgentFigure]
+    sla: SlaFigures
+    traffic: TrafficFigures
+    dead_letters: list[DeadLetterFigure]
+    csat: CsatFigures
+    reviews: list[AgentReview] | None = Field(description="Supervisors and above only.")

@@ -1,0 +1,162 @@
+"""Commands people send through the console, in their own name.
+
+The console checks the command's shape against dispatch's contract (its ``commands`` module),
+records that the caller sent it (so ``GET /api/commands/{id}`` can answer "pending" to them and
+to nobody else), and publishes it to ``tickets.commands`` / ``agents.commands`` signed with the
+caller's own token (:func:`shared.credentials.sign_command`). It holds no key for that and vouches
+for nobody: dispatch verifies the caller as it verifies any desk, and decides.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import Counter
+from pydantic import TypeAdapter, ValidationError
+
+from services.console.contract import CommandStatus
+from services.dispatch import commands as contract
+from services.dispatch.events import AGENT_COMMANDS, TICKET_COMMANDS
+from shared.credentials import sign_command
+from shared.database import Connection
+from shared.settings import Settings
+
+SENT = Counter(
+    "desk_console_commands_sent_total", "Commands sent in people's names, by kind.", ["kind"]
+)
+Kind = Literal["ticket", "agent"]
+_SHAPES: dict[Kind, TypeAdapter[Any]] = {
+    "ticket": TypeAdapter(contract.TicketCommand),
+    "agent": TypeAdapter(contract.AgentCommand),
+}
+_TARGET: dict[Kind, str] = {"ticket": "ticket_number", "agent": "agent_id"}
+_TOPIC: dict[Kind, str] = {"ticket": TICKET_COMMANDS, "agent": AGENT_COMMANDS}
+
+
+class Invalid(ValueError):
+    """Not a command of dispatch's contract; ``field`` says where."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class Taken(Exception):
+    """The command id was sent before by someone else."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    command_id: str
+    fresh: bool
+    """False when the same caller sent this command id before (a retry): nothing was sent."""
+
+
+def command_schema(kind: Kind) -> dict[str, Any]:
+    """The request body's JSON Schema: dispatch's command, without what the path and the
+    console fill in (the target, and the command id when none is given)."""
+    schema = _SHAPES[kind].json_schema(ref_template="#/components/schemas/{model}")
+    for model in schema.get("$defs", {}).values():
+        required = model.get("required", [])
+        model["required"] = [r for r in required if r not in (_TARGET[kind], "command_id")]
+    return schema
+
+
+def shape(kind: Kind, target: str, body: dict[str, Any], actor: str) -> dict[str, Any]:
+    """The command as dispatch reads it, or :class:`Invalid`."""
+    if body.get(_TARGET[kind], target) != target:
+        raise Invalid(_TARGET[kind], f"must be the one in the path ({target})")
+    if body.get("actor", actor) != actor:
+        raise Invalid("actor", "a command acts as its sender (the token's subject)")
+    command_id = body.get("command_id") or str(uuid.uuid4())
+    value = {**body, _TARGET[kind]: target, "command_id": command_id}
+    try:
+        command = _SHAPES[kind].validate_python(value)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<body>"
+        raise Invalid(where, first["msg"]) from None
+    shaped: dict[str, Any] = command.model_dump(mode="json", exclude_none=True)
+    return shaped
+
+
+class Courier:
+    """Records and publishes people's commands."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def send(
+        self,
+        conn: Connection,
+        producer: AIOKafkaProducer,
+        *,
+        kind: Kind,
+        command: dict[str, Any],
+        actor: str,
+        token: str,
+        now: datetime,
+    ) -> Sent:
+        """Record, then publish and await the broker; the record is undone if publishing fails."""
+        command_id, target = command["command_id"], command[_TARGET[kind]]
+        inserted = await conn.fetchval(
+            "INSERT INTO commands (command_id, kind, target, type, actor, submitted_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (command_id) DO NOTHING RETURNING true",
+            command_id,
+            kind,
+            target,
+            command["type"],
+            actor,
+            now,
+        )
+        if not inserted:
+            sender = await conn.fetchval(
+                "SELECT actor FROM commands WHERE command_id = $1", command_id
+            )
+            if sender != actor:
+                raise Taken(command_id)
+            return Sent(command_id, fresh=False)
+        value = json.dumps(command, ensure_ascii=False).encode()
+        try:
+            await (
+                await producer.send(
+                    self.settings.topic(_TOPIC[kind]),
+                    value=value,
+                    key=target.encode(),
+                    headers=sign_command(token, value),
+                )
+            )
+        except BaseException:
+            await conn.execute("DELETE FROM commands WHERE command_id = $1", command_id)
+            raise
+        SENT.labels(kind).inc()
+        return Sent(command_id, fresh=True)
+
+
+async def status(conn: Connection, command_id: str) -> tuple[str, CommandStatus] | None:
+    """A command the console sent, with dispatch's decision if there is one yet, and its
+    sender."""
+    row = await conn.fetchrow(
+        "SELECT c.command_id, c.kind, c.target, c.type, c.actor, c.submitted_at, d.outcome, "
+        "d.reason, d.detail, d.decided_at FROM commands c "
+        "LEFT JOIN decisions d USING (command_id) WHERE c.command_id = $1",
+        command_id,
+    )
+    if row is None:
+        return None
+    return row["actor"], CommandStatus(
+        command_id=row["command_id"],
+        kind=row["kind"],
+        target=row["target"],
+        type=row["type"],
+        status=row["outcome"] or "pending",
+        reason=row["reason"],
+        detail=row["detail"],
+        submitted_at=row["submitted_at"],
+        decided_at=row["decided_at"],
+    )

@@ -1,0 +1,135 @@
+"""The console's consumers: the public topics into its journal and read models, and the
+dead-letter topics into its count of dead letters per service.
+
+After each batch the console announces which tickets changed (``NOTIFY`` on commit), and its
+stream (:mod:`services.console.stream`) sends them to the people watching.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from services.console.journal import Journal
+from services.dispatch import events as dispatch
+from services.intake import events as intake
+from services.notify import events as notify
+from services.sla import events as sla
+from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
+from shared.database import Connection
+from shared.deadletter import Record, dead_letter_topics
+from shared.projection import Projection
+from shared.unit_of_work import UnitOfWork
+
+CHANGES = "console_changes"
+"""The ``NOTIFY`` channel of changed tickets (payload: JSON ``{"tickets": [...]}``)."""
+_PER_NOTICE = 150
+"""Ticket ids per notification (PostgreSQL's payload limit is 8,000 bytes)."""
+
+PUBLIC_TOPICS = (
+    intake.EVENTS_TOPIC,
+    intake.REJECTIONS_TOPIC,
+    dispatch.EVENTS_TOPIC,
+    dispatch.TICKET_REJECTIONS,
+    dispatch.AGENT_REJECTIONS,
+    sla.EVENTS_TOPIC,
+    notify.EVENTS_TOPIC,
+)
+CONSUMED_TOPICS = (
+    intake.INCOMING_TOPIC,
+    intake.EVENTS_TOPIC,
+    dispatch.EVENTS_TOPIC,
+    dispatch.TICKET_COMMANDS,
+    dispatch.AGENT_COMMANDS,
+    sla.EVENTS_TOPIC,
+    notify.DELIVERIES_TOPIC,
+)
+"""Every topic another service consumes: with the console's own, their dead letters are counted."""
+
+
+class PublicEvents(EventSubscription):
+    """Every public event of intake, dispatch, sla and notify, rejections included."""
+
+    name = "events"
+    topics = PUBLIC_TOPICS
+    description = "The public topics, journaled and folded into the console's read models."
+
+    def __init__(self, journal: Journal, read_models: Sequence[Projection]) -> None:
+        self.journal = journal
+        self.read_models = read_models
+
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+        journaled = await self.journal.record(uow.conn, messages)
+        for projection in self.read_models:
+            await projection.apply_and_checkpoint(uow.conn, journaled)
+        changed = {str(getattr(e.decode(), "ticket_id", "") or "") for e in journaled}
+        await announce(uow.conn, changed - {""})
+
+
+async def announce(conn: Connection, ticket_ids: Iterable[str], board: bool = True) -> None:
+    """Tell the stream, when the transaction commits, which tickets changed (``board``: and
+    that the dashboard's figures may have)."""
+    ids = sorted(ticket_ids)
+    if not ids and not board:
+        return
+    chunks = [ids[i : i + _PER_NOTICE] for i in range(0, len(ids), _PER_NOTICE)] or [[]]
+    for chunk in chunks:
+        await conn.execute(
+            "SELECT pg_notify($1, $2)", CHANGES, json.dumps({"tickets": chunk, "board": board})
+        )
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    service: str
+    consumer: str
+    reason: str
+    at: datetime
+
+
+class DeadLetterFeed(Subscription[DeadLetter]):
+    """Every ``<topic>.dlq`` of a consumed topic: who dead-lettered what, and why. A record is
+    taken as it is (never refused: a dead letter's dead letter would go nowhere)."""
+
+    name = "dead-letters"
+    topics = tuple(dead_letter_topics(sorted({*CONSUMED_TOPICS, *PUBLIC_TOPICS})))
+    description = "Dead letters of every consumer, counted per service and reason."
+    payload: Any = bytes
+
+    def decode(self, record: Record) -> DeadLetter:
+        consumer = record.header("dlq_consumer") or "?"
+        try:
+            at = datetime.fromisoformat(record.header("dlq_time") or "")
+        except ValueError:
+            at = datetime.fromtimestamp((record.timestamp_ms or 0) / 1000, UTC)
+        return DeadLetter(
+            service=consumer.split(".", 1)[0][:60],
+            consumer=consumer[:120],
+            reason=(record.header("dlq_reason") or "?")[:60],
+            at=at,
+        )
+
+    def message_id(self, message: DeadLetter, record: Record) -> str:
+        return f"dead-letter:{record.coordinates}"
+
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[DeadLetter]]) -> None:
+        await uow.conn.executemany(
+            'INSERT INTO dead_letters_seen (service, consumer, topic, partition, "offset", reason, '
+            "recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            [
+                (
+                    m.message.service,
+                    m.message.consumer,
+                    m.record.topic,
+                    m.record.partition,
+                    m.record.offset,
+                    m.message.reason,
+                    m.message.at,
+                )
+                for m in messages
+            ],
+        )
+        await announce(uow.conn, ())

@@ -1,0 +1,240 @@
+"""What the API reads: tickets (filtered, paged), one ticket with its timeline, queues, agents.
+
+Every query takes the viewer's part of the desk (:mod:`services.console.visibility`) as a
+condition, so a list never holds a ticket its reader may not see. Lists are newest first and
+paged by a cursor (the last ticket's receipt time and number), which stays fast however deep
+the page: each filter has its index (``sql/001_console.sql``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from services.console import personal
+from services.console.contract import (
+    AgentView,
+    ClockView,
+    Customer,
+    QueueView,
+    TicketDetail,
+    TicketPage,
+    TicketSummary,
+    TimelineEntry,
+)
+from services.console.storage import LOADED
+from services.console.visibility import Viewer
+from shared.database import Connection
+
+MAX_PAGE = 200
+
+_SUMMARY = (
+    "number, ticket_id::text, status, group_id, agent_id, priority, complexity, category, "
+    "complaint, channel, language, subject, customer, received_at, queued_at, "
+    "first_response_at, resolved_at, closed_at, escalation_level, reopened, satisfaction, sla, "
+    "sla_deadline, updated_at"
+)
+
+
+class BadCursor(ValueError):
+    """An ``after`` cursor this API did not make."""
+
+
+@dataclass
+class TicketFilter:
+    status: list[str] = field(default_factory=list)
+    group: list[str] = field(default_factory=list)
+    agent: str | None = None
+    customer: str | None = None
+    complexity: list[str] = field(default_factory=list)
+    sla: list[str] = field(default_factory=list)
+    text: str | None = None
+
+
+class Conditions:
+    """A WHERE clause and its parameters, built one condition at a time."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.params: list[Any] = []
+
+    def add(self, clause: str, *values: Any) -> None:
+        """``clause`` with ``{}`` for each value's placeholder."""
+        names = []
+        for value in values:
+            self.params.append(value)
+            names.append(f"${len(self.params)}")
+        self.clauses.append(clause.format(*names))
+
+    def one_of(self, column: str, values: list[str]) -> None:
+        """``column`` is one of ``values``: an equality for one (an index on the column then
+        reads in list order), ``ANY`` for several."""
+        if len(values) == 1:
+            self.add(f"{column} = {{}}", values[0])
+        else:
+            self.add(f"{column} = ANY({{}}::text[])", values)
+
+    def sql(self) -> str:
+        return " AND ".join(self.clauses) or "true"
+
+
+def visible(conditions: Conditions, viewer: Viewer) -> None:
+    """Only what the viewer sees: their groups' tickets and their own."""
+    if viewer.groups is not None:
+        conditions.add(
+            "(group_id = ANY({}::text[]) OR agent_id = {})", sorted(viewer.groups), viewer.subject
+        )
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    values = dict(row)
+    stored_customer = personal.customer(values.pop("customer"))
+    values["customer_name"] = stored_customer.name if stored_customer else None
+    values["subject"] = personal.text(values["subject"]) or ""
+    return values
+
+
+async def tickets(
+    conn: Connection, viewer: Viewer, wanted: TicketFilter, *, limit: int, after: str | None
+) -> TicketPage:
+    where = Conditions()
+    visible(where, viewer)
+    for column, values in (
+        ("status", wanted.status),
+        ("group_id", wanted.group),
+        ("complexity", wanted.complexity),
+        ("sla", wanted.sla),
+    ):
+        if values:
+            where.one_of(column, values)
+    if wanted.agent:
+        where.add("agent_id = {}", wanted.agent)
+    if wanted.customer:
+        where.add("customer_key = ANY({}::text[])", personal.history_key(wanted.customer))
+    if wanted.text:
+        where.add("subject ILIKE {}", "%" + _escape_like(wanted.text) + "%")
+    if after:
+        received, number = _read_cursor(after)
+        where.add("(received_at, number) < ({}, {})", received, number)
+    size = max(1, min(limit, MAX_PAGE))
+    rows = await conn.fetch(
+        f"SELECT {_SUMMARY} FROM tickets WHERE {where.sql()} "
+        f"ORDER BY received_at DESC, number DESC LIMIT {size + 1}",
+        *where.params,
+    )
+    items = [TicketSummary(**_summary(r)) for r in rows[:size]]
+    more = len(rows) > size
+    return TicketPage(items=items, next=_cursor(items[-1]) if more and items else None)
+
+
+async def ticket(conn: Connection, number: str) -> TicketDetail | None:
+    """One ticket with its clocks and its timeline, in one round trip (the caller checks it may
+    be seen)."""
+    row = await conn.fetchrow(_DETAIL, number)
+    if row is None:
+        return None
+    values = _summary(row)
+    values.pop("clocks")
+    values.pop("timeline")
+    values["customer"] = _customer(row["customer"])
+    values["description"] = personal.text(values["description"])
+    values["satisfaction_comment"] = personal.text(values["satisfaction_comment"])
+    return TicketDetail(
+        **values,
+        clocks=[ClockView(**c) for c in json.loads(row["clocks"])],
+        timeline=[
+            TimelineEntry(**{**t, "said": personal.text(t["said"])})
+            for t in json.loads(row["timeline"])
+        ],
+    )
+
+
+_DETAIL = (
+    f"SELECT {_SUMMARY}, description, product_line, problem_type, satisfaction_comment, "
+    "(SELECT coalesce(json_agg(c ORDER BY c.metric), '[]') FROM (SELECT metric, status, warned, "
+    " deadline, breached_at, met_at, late FROM clocks WHERE ticket_id = t.ticket_id) c) "
+    "AS clocks, "
+    "(SELECT coalesce(json_agg(e ORDER BY e.at, e.position), '[]') FROM (SELECT at, position, "
+    " service, kind, actor, facts, said FROM timeline WHERE ticket_id = t.ticket_id) e) "
+    "AS timeline "
+    "FROM tickets t WHERE number = $1"
+)
+
+
+async def summaries(conn: Connection, ticket_ids: list[str]) -> list[TicketSummary]:
+    """The current state of these tickets (what the stream sends when they change)."""
+    rows = await conn.fetch(
+        f"SELECT {_SUMMARY} FROM tickets WHERE ticket_id = ANY($1::uuid[])", ticket_ids
+    )
+    return [TicketSummary(**_summary(r)) for r in rows]
+
+
+def _customer(stored: str | None) -> Customer | None:
+    found = personal.customer(stored)
+    if found is None:
+        return None
+    return Customer(
+        name=found.name,
+        email=found.email,
+        phone=found.phone,
+        customer_id=found.customer_id,
+        tier=found.tier,
+    )
+
+
+async def queues(conn: Connection, viewer: Viewer) -> list[QueueView]:
+    where = Conditions()
+    where.add("status <> 'closed'")
+    visible(where, viewer)
+    rows = await conn.fetch(
+        "SELECT group_id, count(*) FILTER (WHERE status = 'queued') AS queued, "
+        "min(queued_at) FILTER (WHERE status = 'queued') AS oldest_queued_at, count(*) AS open "
+        f"FROM tickets WHERE {where.sql()} AND group_id IS NOT NULL GROUP BY group_id "
+        "ORDER BY group_id",
+        *where.params,
+    )
+    return [QueueView(**dict(r)) for r in rows]
+
+
+async def agents(conn: Connection, viewer: Viewer) -> list[AgentView]:
+    where = Conditions()
+    if viewer.groups is not None:
+        where.add(
+            "(a.groups && {}::text[] OR a.agent_id = {})", sorted(viewer.groups), viewer.subject
+        )
+    where.params.append(list(LOADED))
+    rows = await conn.fetch(
+        "SELECT a.agent_id, a.name, a.role, a.groups, a.on_shift, a.capacity, "
+        "(SELECT count(*) FROM tickets t WHERE t.agent_id = a.agent_id "
+        f"AND t.status = ANY(${len(where.params)}::text[])) AS load "
+        f"FROM agents a WHERE {where.sql()} ORDER BY a.agent_id",
+        *where.params,
+    )
+    return [AgentView(**{**dict(r), "groups": list(r["groups"])}) for r in rows]
+
+
+async def agent_groups(conn: Connection, agent_id: str) -> list[str] | None:
+    found = await conn.fetchval("SELECT groups FROM agents WHERE agent_id = $1", agent_id)
+    return list(found) if found is not None else None
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _cursor(last: TicketSummary) -> str:
+    raw = f"{last.received_at.isoformat()}|{last.number}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_cursor(text: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        received, number = raw.split("|", 1)
+        return datetime.fromisoformat(received), number
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadCursor("not a cursor of this list") from None

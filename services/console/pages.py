@@ -1,0 +1,278 @@
+"""The console's pages: the operators' dashboard (``/``), signing in, the customers' survey.
+
+Server-rendered (Jinja2, autoescaped) with one small script and one stylesheet shipped in the
+package; nothing is fetched from anywhere else. The dashboard's tiles are one template
+(``tiles.j2``): the page renders it, and the script swaps in a fresh render (``/board``) when
+the stream says something changed, so tiles update live without a reload.
+
+The browser carries the person's token in an HttpOnly, SameSite=Strict cookie set by signing in
+(``/login``; ``desk up`` prints a link that signs its operator in). The survey page takes the
+customer token of the resolution notice's link and sends the score as a
+``record_satisfaction`` command signed with it: the same path as any desk's command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from services.console import board, courier, listing
+from services.console.api import ApiError, Console, authenticate
+from services.console.callers import COOKIE, MAX_TOKEN_CHARS
+from services.console.phrases import PHRASES, Language, phrase, pick
+from services.console.settings import ConsoleSettings
+from services.console.visibility import Viewer
+from shared.credentials import Unauthenticated
+
+PACKAGE = Path(str(files("services.console")))
+LANGUAGE_COOKIE = "desk_lang"
+_SCORES = (1, 2, 3, 4, 5)
+
+
+def _environment() -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(PACKAGE / "templates"),
+        autoescape=select_autoescape(["j2", "html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["duration"] = duration
+    environment.filters["percent"] = percent
+    return environment
+
+
+def duration(seconds: float | None) -> str:
+    """45 s, 12 min, 3.5 h, 2.0 d."""
+    if seconds is None:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def percent(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio * 100:.1f} %"
+
+
+def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  # noqa: PLR0915
+    """Add the pages to the console's app (not part of its OpenAPI document)."""
+    templates = _environment()
+    app.mount("/static", StaticFiles(directory=PACKAGE / "static"), name="static")
+
+    def render(name: str, language: Language, status: int = 200, **values: Any) -> HTMLResponse:
+        def t(key: str, **fields: str) -> str:
+            return phrase(key, language, **fields)
+
+        page = templates.get_template(name).render(lang=language, t=t, **values)
+        response = HTMLResponse(page, status_code=status)
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+            "style-src-attr 'unsafe-inline'; script-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'"
+        )
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    def language_of(request: Request, lang: str | None, fallback: str | None = None) -> Language:
+        return pick(
+            lang,
+            request.cookies.get(LANGUAGE_COOKIE),
+            request.headers.get("accept-language"),
+            fallback,
+        )
+
+    def remember_language(response: Response, lang: str | None, language: Language) -> None:
+        if lang:
+            response.set_cookie(
+                LANGUAGE_COOKIE, language, max_age=365 * 86400, samesite="strict", httponly=True
+            )
+
+    async def signed_in(request: Request) -> tuple[Viewer, datetime] | None:
+        service = console.service
+        async with service.pool.acquire() as conn:
+            now = await service.clock.now(conn)
+        try:
+            return authenticate(console, request.cookies.get(COOKIE), now)[1], now
+        except ApiError:
+            return None
+
+    async def figures(viewer: Viewer, now: datetime) -> Any:
+        async with console.service.pool.acquire() as conn:
+            return await board.dashboard(conn, viewer, console.policy_at(now), now)
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def dashboard(request: Request, lang: str | None = None) -> Response:
+        language = language_of(request, lang)
+        found = await signed_in(request)
+        if found is None:
+            return RedirectResponse(f"/login?lang={language}", status_code=303)
+        viewer, now = found
+        response = render(
+            "dashboard.j2",
+            language,
+            viewer=viewer,
+            board=await figures(viewer, now),
+            phrases={k: phrase(k, language) for k in PHRASES if k.startswith("status_")},
+        )
+        remember_language(response, lang, language)
+        return response
+
+    @app.get("/board", include_in_schema=False, response_model=None)
+    async def tiles(request: Request, lang: str | None = None) -> Response:
+        language = language_of(request, lang)
+        found = await signed_in(request)
+        if found is None:
+            return Response(status_code=401)
+        viewer, now = found
+        return render("tiles.j2", language, viewer=viewer, board=await figures(viewer, now))
+
+    @app.get("/login", include_in_schema=False)
+    async def login_page(request: Request, lang: str | None = None) -> HTMLResponse:
+        return render("login.j2", language_of(request, lang), refused=False)
+
+    @app.post("/login", include_in_schema=False, response_model=None)
+    async def login(
+        request: Request,
+        token: Annotated[str, Form(max_length=MAX_TOKEN_CHARS)],
+        lang: str | None = None,
+    ) -> Response:
+        language = language_of(request, lang)
+        service = console.service
+        async with service.pool.acquire() as conn:
+            now = await service.clock.now(conn)
+        try:
+            credential, _ = authenticate(console, token.strip(), now)
+        except ApiError:
+            return render("login.j2", language, status=401, refused=True)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            token.strip(),
+            max_age=max(1, int((credential.expires_at - now).total_seconds())),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout() -> RedirectResponse:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE)
+        return response
+
+    async def customer(
+        number: str, token: str, request: Request, lang: str | None
+    ) -> tuple[Language, dict[str, Any]] | None:
+        """The survey page's language and what it shows, if ``token`` is a customer token for
+        this ticket that allows rating it (None otherwise)."""
+        service = console.service
+        async with service.pool.acquire() as conn:
+            now = await service.clock.now(conn)
+            try:
+                credential = console.callers.authenticate(token, now)
+            except Unauthenticated:
+                return None
+            if (
+                credential.kind != "customer"
+                or credential.ticket != number
+                or "record_satisfaction" not in credential.commands
+            ):
+                return None
+            ticket = await listing.ticket(conn, number)
+        language = language_of(request, lang, ticket.language if ticket else None)
+        return language, {"number": number, "token": token, "ticket": ticket, "scores": _SCORES}
+
+    @app.get("/survey/{number}", include_in_schema=False)
+    async def survey(
+        request: Request,
+        number: str,
+        token: Annotated[str, Query(max_length=MAX_TOKEN_CHARS)] = "",
+        lang: str | None = None,
+    ) -> HTMLResponse:
+        found = await customer(number, token, request, lang)
+        if found is None:
+            return render("survey.j2", language_of(request, lang), status=403, state="invalid")
+        language, shown = found
+        state = "done" if shown["ticket"] and shown["ticket"].satisfaction is not None else "ask"
+        return render("survey.j2", language, state=state, **shown)
+
+    @app.post("/survey/{number}", include_in_schema=False)
+    async def rate(  # noqa: PLR0917 - the form's fields: FastAPI reads them
+        request: Request,
+        number: str,
+        token: Annotated[str, Form(max_length=MAX_TOKEN_CHARS)],
+        score: Annotated[int | None, Form()] = None,
+        comment: Annotated[str, Form(max_length=4000)] = "",
+        lang: str | None = None,
+    ) -> HTMLResponse:
+        found = await customer(number, token, request, lang)
+        if found is None:
+            return render("survey.j2", language_of(request, lang), status=403, state="invalid")
+        language, shown = found
+        ticket = shown["ticket"]
+        if ticket is not None and ticket.satisfaction is not None:
+            return render("survey.j2", language, state="done", **shown)
+        if score not in _SCORES:
+            return render("survey.j2", language, status=422, state="ask", missing=True, **shown)
+        state, reason = await _record(
+            console, settings, number, token=token, score=score, comment=comment
+        )
+        return render("survey.j2", language, state=state, reason=reason, **shown)
+
+
+async def _record(
+    console: Console,
+    settings: ConsoleSettings,
+    number: str,
+    *,
+    token: str,
+    score: int,
+    comment: str,
+) -> tuple[str, str | None]:
+    """Send the score as the customer's command; wait a moment for dispatch's decision (not
+    while the console is stopping)."""
+    body = {"type": "record_satisfaction", "score": score, "comment": comment}
+    service = console.service
+    async with service.pool.acquire() as conn:
+        now = await service.clock.now(conn)
+        try:
+            command = courier.shape("ticket", number, body, "customer")
+            sent = await console.courier.send(
+                conn,
+                service.producer,
+                kind="ticket",
+                command=command,
+                actor="customer",
+                token=token,
+                now=now,
+            )
+        except courier.Invalid as error:
+            return "refused", str(error)
+    deadline = asyncio.get_running_loop().time() + settings.console_command_wait.total_seconds()
+    # A stopping console answers "pending" at once: the wait must not hold its shutdown up.
+    while asyncio.get_running_loop().time() < deadline and not service.closing.is_set():
+        async with service.pool.acquire() as conn:
+            found = await courier.status(conn, sent.command_id)
+        decided = found[1] if found else None
+        if decided is not None and decided.status == "accepted":
+            return "thanks", None
+        if decided is not None and decided.status == "refused":
+            if decided.reason == "already_recorded":
+                return "done", None
+            return "refused", decided.reason
+        await asyncio.sleep(0.1)
+    return "pending", None

@@ -1,0 +1,25 @@
+"""console's settings: the kernel's, plus its HTTP port and the limits of its HTTP side."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+
+from shared.durations import Duration
+from shared.settings import Settings
+
+
+class ConsoleSettings(Settings):
+    console_port: int = Field(default=8105, description="HTTP port of the console.")
+    console_max_body: int = Field(
+        default=65_536,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request body the console reads, in bytes (larger: 413).",
+    )
+    console_command_wait: Duration = Field(
+        default=timedelta(seconds=3),
+        description="How long the survey page waits for dispatch's decision before saying the "
+        "score is on its way.",
+    )

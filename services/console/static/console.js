@@ -1,0 +1,74 @@
+// servicedesk console: live tiles and the changes feed (EventSource), and the sign-in link.
+(function () {
+  "use strict";
+
+  // Sign-in link (/login#token=...): the token never reaches a server log.
+  var signin = document.getElementById("signin");
+  if (signin && location.hash.indexOf("#token=") === 0) {
+    signin.elements.token.value = decodeURIComponent(location.hash.slice(7));
+    history.replaceState(null, "", location.pathname + location.search);
+    signin.submit();
+    return;
+  }
+
+  var tiles = document.getElementById("tiles");
+  if (!tiles || !window.EventSource) return;
+  var lang = tiles.getAttribute("data-lang");
+  var live = document.getElementById("live");
+  var feed = document.getElementById("feed");
+  var phrases = JSON.parse(document.getElementById("phrases").textContent || "{}");
+  var refreshing = false, again = false, last = 0;
+
+  function refresh() {
+    if (refreshing) { again = true; return; }
+    var wait = Math.max(0, 400 - (Date.now() - last));
+    refreshing = true;
+    setTimeout(function () {
+      last = Date.now();
+      fetch("/board?lang=" + encodeURIComponent(lang), { credentials: "same-origin" })
+        .then(function (r) { if (r.status === 401) { location.href = "/login"; } return r.ok ? r.text() : null; })
+        .then(function (html) { if (html !== null) tiles.innerHTML = html; })
+        .catch(function () {})
+        .then(function () { refreshing = false; if (again) { again = false; refresh(); } });
+    }, wait);
+  }
+
+  function cell(text, cls) {
+    var span = document.createElement("span");
+    if (cls) span.className = cls;
+    span.textContent = text;
+    return span;
+  }
+
+  function show(ticket) {
+    var empty = feed.querySelector(".empty");
+    if (empty) empty.remove();
+    var old = feed.querySelector('[data-number="' + ticket.number + '"]');
+    if (old) old.remove();
+    var row = document.createElement("li");
+    row.className = "fresh";
+    row.setAttribute("data-number", ticket.number);
+    row.setAttribute("data-status", ticket.status);
+    row.appendChild(cell(new Date(ticket.updated_at).toLocaleTimeString(), "time"));
+    row.appendChild(cell(ticket.number, "num"));
+    var status = cell(phrases["status_" + ticket.status] || ticket.status, "status " + ticket.status);
+    row.appendChild(status);
+    row.appendChild(cell(ticket.subject || "", "subject"));
+    row.appendChild(cell([ticket.group_id, ticket.agent_id].filter(Boolean).join(" · "),
+      ticket.sla !== "ok" ? "sla-" + ticket.sla : ""));
+    feed.insertBefore(row, feed.firstChild);
+    while (feed.children.length > 40) feed.removeChild(feed.lastChild);
+  }
+
+  var source = new EventSource("/api/stream");
+  source.onopen = function () {
+    live.className = "live on"; live.textContent = live.getAttribute("data-live");
+    refresh();
+  };
+  source.onerror = function () {
+    live.className = "live"; live.textContent = live.getAttribute("data-reconnecting");
+  };
+  source.addEventListener("ticket", function (e) { show(JSON.parse(e.data)); refresh(); });
+  source.addEventListener("board", refresh);
+  source.addEventListener("resync", refresh);
+})();

@@ -1,0 +1,431 @@
+"""The console's read models: projections of its journal of public events.
+
+Each is a :class:`shared.projection.Projection`, applied to a batch in the transaction that
+journals it and rebuildable from the journal. A ticket's events come on four topics (intake's,
+dispatch's, sla's, notify's) whose relative order the console cannot know, so every statement
+holds whatever order they arrive in: intake's receipt and dispatch's classification each create
+the ticket or add what they know, and a ticket's SLA state is recomputed from its clocks
+whenever either side changes. Personal fields pass through :mod:`services.console.personal`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from services.console import personal
+from services.dispatch import events as dispatch
+from services.intake import events as intake
+from services.notify import events as notify
+from services.sla import events as sla
+from shared.database import Connection
+from shared.events import EventData
+from shared.eventstore import RecordedEvent
+from shared.projection import Projection
+from shared.provenance import catalogue
+
+LOADED = ("assigned", "accepted", "in_progress", "waiting_for_customer")
+"""Statuses in which a ticket holds its agent's capacity (as dispatch counts load)."""
+OPEN_CLOCK = ("running", "paused")
+
+SAID: dict[type[EventData], str] = {
+    intake.CustomerReplied: "body",
+    dispatch.TicketResponded: "message",
+    dispatch.NoteAdded: "note",
+    dispatch.WaitingForCustomer: "question",
+    dispatch.TicketResolved: "resolution",
+    dispatch.TicketReopened: "reason",
+    dispatch.SatisfactionRecorded: "comment",
+}
+"""The field in which someone wrote something, per event: personal, kept apart."""
+_PERSONAL = {"customer", "subject", "description", "attachments", *SAID.values()}
+_IDENTITY = {"ticket_id", "number"}
+
+
+def _ticket_id(data: EventData) -> str | None:
+    value = getattr(data, "ticket_id", None)
+    return str(value) if value else None
+
+
+class Tickets(Projection):
+    """Every ticket's current state, and its timeline across the services."""
+
+    name = "tickets"
+    tables = ("tickets", "timeline")
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        created: set[str] = set()
+        for recorded in events:
+            data = recorded.decode()
+            ticket_id = _ticket_id(data)
+            if ticket_id is None:
+                continue
+            if await _change(conn, data, recorded.time):
+                created.add(ticket_id)
+            await _timeline(conn, recorded, data, ticket_id)
+        await refresh_sla(conn, created)
+
+
+async def _change(conn: Connection, data: EventData, time: datetime) -> bool:  # noqa: PLR0912
+    """Apply one event to its ticket's row; True when it created the row."""
+    match data:
+        case intake.TicketReceived():
+            return await _upsert(
+                conn,
+                data,
+                time,
+                **_request(data),
+                customer_key=personal.customer_key(data.customer),
+                customer=personal.stored_customer(data.customer),
+                subject=personal.stored_text(data.subject),
+                description=personal.stored_text(data.description),
+            )
+        case intake.TicketTriaged() | dispatch.TicketClassified():
+            extra = (
+                {"group_id": data.group_id} if isinstance(data, dispatch.TicketClassified) else {}
+            )
+            return await _upsert(
+                conn,
+                data,
+                time,
+                **_request(data),
+                complexity=data.complexity,
+                category=data.category,
+                complaint=data.complaint,
+                subject=personal.stored_text(data.subject),
+                **extra,
+            )
+        case dispatch.TicketAssigned():
+            await _set(
+                conn,
+                data,
+                time,
+                "status = 'assigned', group_id = $3, agent_id = $4, queued_at = NULL",
+                data.group_id,
+                data.agent_id,
+            )
+        case dispatch.TicketQueued():
+            await _set(
+                conn,
+                data,
+                time,
+                "status = 'queued', group_id = $3, agent_id = NULL, queued_at = $2",
+                data.group_id,
+            )
+        case dispatch.TicketAccepted():
+            await _set(conn, data, time, "status = 'accepted'")
+        case dispatch.WorkStarted() | dispatch.TicketResumed():
+            await _set(conn, data, time, "status = 'in_progress'")
+        case dispatch.WaitingForCustomer():
+            await _set(conn, data, time, "status = 'waiting_for_customer'")
+        case dispatch.TicketResponded() if data.first_response:
+            await _set(
+                conn,
+                data,
+                time,
+                "first_response_at = coalesce(first_response_at, $2), "
+                "first_responder = coalesce(first_responder, $3)",
+                data.agent_id,
+            )
+        case dispatch.TicketResolved():
+            await _set(
+                conn,
+                data,
+                time,
+                "status = 'resolved', resolved_at = $2, resolved_by = $3",
+                data.agent_id,
+            )
+        case dispatch.TicketReopened():
+            await _set(conn, data, time, "status = 'in_progress', reopened = reopened + 1")
+        case dispatch.TicketClosed():
+            await _set(conn, data, time, "status = 'closed', closed_at = $2")
+        case dispatch.TicketReclassified():
+            await _set(
+                conn,
+                data,
+                time,
+                "complexity = $3, category = $4, complaint = $4 = 'complaint'",
+                data.to_complexity,
+                data.to_category,
+            )
+        case dispatch.TicketReassigned():
+            await _set(conn, data, time, "group_id = $3, agent_id = NULL", data.to_group)
+        case dispatch.TicketEscalated():
+            moved = ", group_id = $4, agent_id = NULL" if data.to_group is not None else ""
+            await _set(
+                conn,
+                data,
+                time,
+                f"escalation_level = greatest(escalation_level, $3){moved}",
+                data.level,
+                *([data.to_group] if data.to_group is not None else []),
+            )
+        case dispatch.SatisfactionRecorded():
+            await _set(
+                conn,
+                data,
+                time,
+                "satisfaction = $3, satisfaction_comment = $4, satisfied_at = $2",
+                data.score,
+                personal.stored_text(data.comment),
+            )
+    return False
+
+
+def _request(data: Any) -> dict[str, Any]:
+    """What intake's receipt and triage and dispatch's classification all repeat of a request."""
+    return {
+        "received_at": data.received_at,
+        "priority": data.priority,
+        "channel": data.channel,
+        "language": data.language,
+        "product_line": data.product_line,
+        "problem_type": data.problem_type,
+    }
+
+
+async def _upsert(conn: Connection, data: Any, time: datetime, **values: Any) -> bool:
+    """Create the ticket, or add what this event knows: a value it carries replaces the row's,
+    except that a later ``received`` does not undo what dispatch decided."""
+    columns = ["ticket_id", "number", "status", "updated_at", *values]
+    params = [data.ticket_id, data.number, "received", time, *values.values()]
+    placeholders = ", ".join(f"${n}" for n in range(1, len(params) + 1))
+    updates = ", ".join(f"{c} = coalesce(excluded.{c}, tickets.{c})" for c in values)
+    inserted = await conn.fetchval(
+        f"INSERT INTO tickets ({', '.join(columns)}) VALUES ({placeholders}) "
+        f"ON CONFLICT (ticket_id) DO UPDATE SET {updates}, "
+        "updated_at = greatest(tickets.updated_at, excluded.updated_at) "
+        "RETURNING xmax = 0",
+        *params,
+    )
+    return bool(inserted)
+
+
+async def _set(conn: Connection, data: Any, time: datetime, change: str, *values: Any) -> None:
+    await conn.execute(
+        f"UPDATE tickets SET {change}, updated_at = greatest(updated_at, $2) WHERE ticket_id = $1",
+        data.ticket_id,
+        time,
+        *values,
+    )
+
+
+async def _timeline(
+    conn: Connection, recorded: RecordedEvent, data: EventData, ticket_id: str
+) -> None:
+    kind = recorded.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
+    said_field = SAID.get(type(data))
+    facts = {
+        k: v
+        for k, v in data.model_dump(mode="json").items()
+        if k not in _PERSONAL and k not in _IDENTITY
+    }
+    actor = getattr(data, "actor", None) or getattr(data, "agent_id", None)
+    await conn.execute(
+        "INSERT INTO timeline (ticket_id, position, at, service, kind, actor, facts, said) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        ticket_id,
+        recorded.position,
+        recorded.time,
+        catalogue().get(recorded.type, "?"),
+        kind,
+        actor if isinstance(actor, str) else None,
+        facts,
+        personal.stored_text(getattr(data, said_field)) if said_field else None,
+    )
+
+
+async def refresh_sla(conn: Connection, ticket_ids: Iterable[str]) -> None:
+    """A ticket's SLA state from its clocks: breached if one is, at risk if a running one was
+    warned; the soonest running deadline."""
+    wanted = list(set(ticket_ids))
+    if not wanted:
+        return
+    await conn.execute(
+        "UPDATE tickets t SET sla = c.state, sla_deadline = c.deadline FROM ("
+        "  SELECT ticket_id, CASE WHEN bool_or(status = 'breached') THEN 'breached'"
+        "    WHEN bool_or(status = ANY($2::text[]) AND warned > 0) THEN 'at_risk' ELSE 'ok' END"
+        "    AS state, min(deadline) FILTER (WHERE status = ANY($2::text[])) AS deadline"
+        "  FROM clocks WHERE ticket_id = ANY($1::uuid[]) GROUP BY ticket_id) c "
+        "WHERE t.ticket_id = c.ticket_id",
+        wanted,
+        list(OPEN_CLOCK),
+    )
+
+
+class Clocks(Projection):
+    """sla's clocks: running, paused, warned, breached, met; and each ticket's SLA state."""
+
+    name = "clocks"
+    tables = ("clocks",)
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        touched: set[str] = set()
+        for recorded in events:
+            data = recorded.decode()
+            if isinstance(data, sla.ClockEvent):
+                await _clock(conn, data)
+                touched.add(data.ticket_id)
+        await refresh_sla(conn, touched)
+
+
+async def _clock(conn: Connection, data: sla.ClockEvent) -> None:
+    match data:
+        case sla.ClockStarted():
+            await conn.execute(
+                "INSERT INTO clocks (clock_id, ticket_id, metric, group_id, status, deadline) "
+                "VALUES ($1, $2, $3, $4, 'running', $5) ON CONFLICT (clock_id) DO UPDATE SET "
+                "status = 'running', group_id = $4, deadline = $5, warned = 0, "
+                "breached_at = NULL, met_at = NULL, late = false",
+                data.clock_id,
+                data.ticket_id,
+                data.metric,
+                data.group_id,
+                data.deadline,
+            )
+        case sla.ClockPaused():
+            await _clock_set(conn, data, "status = 'paused'")
+        case sla.ClockResumed():
+            await _clock_set(conn, data, "status = 'running', deadline = $2", data.deadline)
+        case sla.ClockWarned():
+            await _clock_set(
+                conn,
+                data,
+                "warned = greatest(warned, $2), deadline = $3",
+                data.fraction,
+                data.deadline,
+            )
+        case sla.ClockBreached():
+            await _clock_set(conn, data, "status = 'breached', breached_at = $2", data.due_at)
+        case sla.ClockMet():
+            await _clock_set(
+                conn, data, "status = 'met', met_at = $2, late = $3", data.at, data.late
+            )
+        case sla.ClockStopped():
+            await _clock_set(conn, data, "status = 'stopped'")
+
+
+async def _clock_set(conn: Connection, data: sla.ClockEvent, change: str, *values: Any) -> None:
+    await conn.execute(f"UPDATE clocks SET {change} WHERE clock_id = $1", data.clock_id, *values)
+
+
+class Agents(Projection):
+    """The directory as dispatch registered it, with shifts and capacities."""
+
+    name = "agents"
+    tables = ("agents",)
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        for recorded in events:
+            data = recorded.decode()
+            match data:
+                case dispatch.AgentRegistered():
+                    await conn.execute(
+                        "INSERT INTO agents (agent_id, name, role, groups, capacity, on_shift, "
+                        "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id) "
+                        "DO UPDATE SET name = $2, role = $3, groups = $4, capacity = $5, "
+                        "on_shift = $6, updated_at = $7",
+                        data.agent_id,
+                        data.name,
+                        data.role,
+                        data.groups,
+                        data.capacity,
+                        data.on_shift,
+                        recorded.time,
+                    )
+                case dispatch.ShiftStarted() | dispatch.ShiftEnded():
+                    on = isinstance(data, dispatch.ShiftStarted)
+                    await _agent_set(conn, data.agent_id, "on_shift = $2", on, recorded.time)
+                case dispatch.CapacityChanged():
+                    await _agent_set(
+                        conn, data.agent_id, "capacity = $2", data.capacity, recorded.time
+                    )
+
+
+async def _agent_set(
+    conn: Connection, agent_id: str, change: str, value: Any, time: datetime
+) -> None:
+    await conn.execute(
+        f"UPDATE agents SET {change}, updated_at = $3 WHERE agent_id = $1", agent_id, value, time
+    )
+
+
+class Traffic(Projection):
+    """Requests, customer replies, rejections, refusals and notices, per minute."""
+
+    name = "traffic"
+    tables = ("traffic",)
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        counts: Counter[tuple[datetime, str, str]] = Counter()
+        for recorded in events:
+            data = recorded.decode()
+            minute = recorded.time.replace(second=0, microsecond=0)
+            match data:
+                case intake.TicketReceived():
+                    counts[minute, "request", ""] += 1
+                case intake.CustomerReplied():
+                    counts[minute, "reply", ""] += 1
+                case intake.RequestRejected():
+                    counts[minute, "request_rejected", data.reason] += 1
+                case dispatch.CommandRejected():
+                    counts[minute, "command_refused", data.reason] += 1
+                case notify.NotificationSent():
+                    counts[minute, "notice_sent", data.channel or ""] += 1
+                case notify.NotificationFailed():
+                    counts[minute, "notice_failed", data.reason] += 1
+        if not counts:
+            return
+        keys = list(counts)
+        await conn.execute(
+            "INSERT INTO traffic (minute, kind, reason, count) "
+            "SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::int[]) "
+            "ON CONFLICT (minute, kind, reason) DO UPDATE SET count = traffic.count + "
+            "excluded.count",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            [k[2] for k in keys],
+            [counts[k] for k in keys],
+        )
+
+
+class Decisions(Projection):
+    """dispatch's decision on each command the console sent: accepted when one of dispatch's
+    events names it as its cause, refused when a rejection names it (accepted stands)."""
+
+    name = "decisions"
+    tables = ("decisions",)
+
+    async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        decided: dict[str, tuple[str, str | None, str | None, datetime]] = {}
+        for recorded in events:
+            data = recorded.decode()
+            if isinstance(data, dispatch.CommandRejected) and data.command_id:
+                if data.command_id not in decided:
+                    decided[data.command_id] = ("refused", data.reason, data.detail, recorded.time)
+            elif recorded.causation_id and catalogue().get(recorded.type) == "dispatch":
+                decided[recorded.causation_id] = ("accepted", None, None, recorded.time)
+        if not decided:
+            return
+        ids = list(decided)
+        await conn.execute(
+            "INSERT INTO decisions (command_id, outcome, reason, detail, decided_at) "
+            "SELECT d.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+            "$5::timestamptz[]) AS d(command_id, outcome, reason, detail, at) "
+            "JOIN commands c USING (command_id) "
+            "ON CONFLICT (command_id) DO UPDATE SET outcome = excluded.outcome, reason = NULL, "
+            "detail = NULL, decided_at = excluded.decided_at "
+            "WHERE decisions.outcome = 'refused' AND excluded.outcome = 'accepted'",
+            ids,
+            [decided[i][0] for i in ids],
+            [decided[i][1] for i in ids],
+            [decided[i][2] for i in ids],
+            [decided[i][3] for i in ids],
+        )
+
+
+def read_models() -> list[Projection]:
+    """Every projection of the journal, in the order they are applied."""
+    return [Tickets(), Clocks(), Agents(), Traffic(), Decisions()]

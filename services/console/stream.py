@@ -1,0 +1,129 @@
+"""Live changes for the people watching: ``GET /api/stream`` (server-sent events).
+
+One worker per console process listens for the journal's announcements (``NOTIFY`` on commit,
+:func:`services.console.feeds.announce`), reads the changed tickets once and hands each watcher
+those it may see. A watcher that cannot keep up is told to reload (``resync``) instead of
+growing a queue without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Gauge
+
+from services.console import listing
+from services.console.feeds import CHANGES
+from services.console.visibility import Viewer
+from shared.database import connect
+from shared.logging import get_logger
+from shared.service import Service
+
+log = get_logger(__name__)
+WATCHERS = Gauge("desk_console_stream_watchers", "People watching the live stream now.")
+KEEPALIVE_S = 15.0
+BACKLOG = 1000
+
+
+@dataclass(eq=False)
+class Watcher:
+    viewer: Viewer
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = field(
+        default_factory=lambda: asyncio.Queue(BACKLOG)
+    )
+
+    def offer(self, event: str, data: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait((event, data))
+        except asyncio.QueueFull:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(("resync", {}))
+
+
+class ChangeStream:
+    """Fans changes out to the watchers of this process."""
+
+    def __init__(self) -> None:
+        self.watchers: set[Watcher] = set()
+
+    async def follow(self, service: Service) -> None:
+        """The worker: listen, read what changed, hand it out; until cancelled."""
+        notices: asyncio.Queue[str] = asyncio.Queue()
+        conn = await connect(
+            service.database_url or service.settings.require_database_url(), schema=service.schema
+        )
+
+        def heard(*args: Any) -> None:
+            notices.put_nowait(args[3])
+
+        try:
+            await conn.add_listener(CHANGES, heard)
+            while True:
+                payload = json.loads(await notices.get())
+                ids = set(payload.get("tickets", ()))
+                board = bool(payload.get("board"))
+                while not notices.empty():  # a burst: one read for all of it
+                    more = json.loads(notices.get_nowait())
+                    ids.update(more.get("tickets", ()))
+                    board = board or bool(more.get("board"))
+                await self._hand_out(service, sorted(ids), board)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(conn.close(timeout=2))
+
+    async def _hand_out(self, service: Service, ids: list[str], board: bool) -> None:
+        if not self.watchers:
+            return
+        async with service.pool.acquire() as conn:
+            changed = await listing.summaries(conn, ids) if ids else []
+        for watcher in list(self.watchers):
+            for ticket in changed:
+                if watcher.viewer.sees_ticket(ticket.group_id, ticket.agent_id):
+                    watcher.offer("ticket", ticket.model_dump(mode="json"))
+            if board:
+                watcher.offer("board", {})
+
+    async def events(
+        self, viewer: Viewer, closing: asyncio.Event, gone: Callable[[], Any]
+    ) -> AsyncIterator[bytes]:
+        """The SSE body of one watcher, until the client leaves or the service closes."""
+        watcher = Watcher(viewer)
+        self.watchers.add(watcher)
+        WATCHERS.inc()
+        try:
+            yield b"retry: 2000\n\n"
+            while not closing.is_set():
+                item = await _next(watcher, closing)
+                if item is None:
+                    if closing.is_set() or await gone():
+                        return
+                    yield b": keepalive\n\n"
+                    continue
+                event, data = item
+                yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+        finally:
+            self.watchers.discard(watcher)
+            WATCHERS.dec()
+
+
+async def _next(watcher: Watcher, closing: asyncio.Event) -> tuple[str, dict[str, Any]] | None:
+    """The watcher's next change; None when the service closes or nothing came for a while."""
+    getting = asyncio.ensure_future(watcher.queue.get())
+    stopping = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait(
+            {getting, stopping}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for waiting in (getting, stopping):
+            if not waiting.done():
+                waiting.cancel()
+    if getting.done() and not getting.cancelled():
+        return getting.result()
+    return None

@@ -1,0 +1,386 @@
+"""The console's API against running services: intake and dispatch record and route real
+requests, the console reads their events and answers agent desks over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.console.journal import Journal
+from services.console.storage import read_models
+from shared.projection import rebuild
+from shared.settings import Settings
+from tests.console.support import PRINTER, SIMPLE, desk, sse_events
+from tests.support.waiting import eventually
+
+TABLES = ("tickets", "timeline", "clocks", "agents", "traffic", "decisions")
+
+
+@pytest.mark.asyncio
+async def test_tickets_queues_and_agents_each_as_the_callers_role_may_see_them(
+    settings: Settings,
+) -> None:
+    async with desk(settings) as world:
+        for n in range(3):
+            await world.request(n, **SIMPLE)
+        for n in range(3, 5):
+            await world.request(n, **PRINTER)
+        await world.request(5, **SIMPLE, customer={"name": "李雷", "email": "LI.LEI@example.com"})
+        everything = await world.tickets("ops", 6, status=["assigned", "queued"])
+        operator = world.client("ops")
+
+        # An operator sees all; an agent their group's and their own; a supervisor their groups.
+        groups = {t["number"]: t["group_id"] for t in everything}
+        assert sorted(set(groups.values())) == ["front-line", "printing"]
+        li_na = {
+            t["number"] for t in (await world.client("li.na").get("/api/tickets")).json()["items"]
+        }
+        assert li_na == {n for n, g in groups.items() if g == "front-line"}
+        zhao = world.client("zhao.lei")  # supervises front-line and customer-care
+        assert {t["group_id"] for t in (await zhao.get("/api/tickets")).json()["items"]} == {
+            "front-line"
+        }
+        me = (await zhao.get("/api/me")).json()
+        assert me["role"] == "supervisor" and "front-line" in me["groups"]
+        assert (await operator.get("/api/me")).json()["groups"] is None
+
+        # Filters: status, group, agent, customer (the customer's history), text, paging.
+        printing = (await operator.get("/api/tickets", params={"group": "printing"})).json()
+        assert len(printing["items"]) == 2
+        first = printing["items"][0]
+        by_agent = await operator.get("/api/tickets", params={"agent": first["agent_id"]})
+        assert first["number"] in {t["number"] for t in by_agent.json()["items"]}
+        history = await operator.get("/api/tickets", params={"customer": "li.lei@example.com"})
+        assert [t["customer_name"] for t in history.json()["items"]] == ["李雷"]
+        found = await operator.get("/api/tickets", params={"q": "重置密码"})
+        assert len(found.json()["items"]) == 4
+        assigned = await operator.get(
+            "/api/tickets", params={"status": ["assigned", "queued"], "complexity": "simple"}
+        )
+        assert len(assigned.json()["items"]) == 4
+        seen: list[str] = []
+        page = (await operator.get("/api/tickets", params={"limit": 4})).json()
+        seen += [t["number"] for t in page["items"]]
+        page = (
+            await operator.get("/api/tickets", params={"limit": 4, "after": page["next"]})
+        ).json()
+        seen += [t["number"] for t in page["items"]]
+        assert page["next"] is None and seen == [t["number"] for t in everything]
+        assert (await operator.get("/api/tickets", params={"sla": "breached"})).json()[
+            "items"
+        ] == []
+
+        # One ticket, its customer and its whole timeline.
+        number = first["number"]
+        detail = (await operator.get(f"/api/tickets/{number}")).json()
+        assert detail["customer"]["email"] == "wang.fang@example.com"
+        assert detail["description"] == "三楼的打印机一直卡纸，无法打印。"
+        kinds = [e["kind"] for e in detail["timeline"]]
+        assert kinds[:2] == ["ticket.received", "ticket.triaged"] or set(kinds[:2]) == {
+            "ticket.received",
+            "ticket.triaged",
+        }
+        assert "ticket.classified" in kinds and "ticket.assigned" in kinds
+        assert all("customer" not in e["facts"] for e in detail["timeline"])
+
+        # Queues and agents.
+        queues = {q["group_id"]: q for q in (await operator.get("/api/queues")).json()}
+        assert queues["printing"]["open"] == 2 and queues["front-line"]["open"] == 4
+        agents = {a["agent_id"]: a for a in (await operator.get("/api/agents")).json()}
+        assert sum(a["load"] for a in agents.values()) == 6 and "sun.yu" in agents
+        li_agents = {a["agent_id"] for a in (await world.client("li.na").get("/api/agents")).json()}
+        assert li_agents == {"li.na", "wang.qiang", "emma.jones"}
+        figures = (await operator.get("/api/dashboard")).json()
+        assert sum(g["total"] for g in figures["open_tickets"]) == 6
+        assert figures["csat"]["target"] == 0.9 and figures["reviews"] is not None
+        assert (await world.client("li.na").get("/api/dashboard")).json()["reviews"] is None
+
+        # Each error code, as JSON with a code and no stack trace.
+        anonymous = world.client()
+        expired = world.client("ops", now=datetime.now(UTC) - timedelta(hours=2))
+        cases = {
+            "no token": (await anonymous.get("/api/tickets"), 401, "unauthenticated"),
+            "forged token": (
+                await anonymous.get("/api/tickets", headers={"Authorization": "Bearer a.b.c"}),
+                401,
+                "unauthenticated",
+            ),
+            "expired token": (await expired.get("/api/tickets"), 401, "unauthenticated"),
+            "a customer's token": (
+                await world.client("customer", ticket=number).get("/api/tickets"),
+                403,
+                "forbidden",
+            ),
+            "nobody of the directory": (
+                await world.client("mallory").get("/api/tickets"),
+                403,
+                "forbidden",
+            ),
+            "another group's ticket": (
+                await world.client("li.na").get(f"/api/tickets/{number}"),
+                403,
+                "forbidden",
+            ),
+            "an unknown ticket": (
+                await operator.get("/api/tickets/REQ-2026-999999"),
+                404,
+                "not_found",
+            ),
+            "a cursor we did not make": (
+                await operator.get("/api/tickets", params={"after": "!!"}),
+                400,
+                "invalid_cursor",
+            ),
+            "an unknown status": (
+                await operator.get("/api/tickets", params={"status": "lost"}),
+                422,
+                "invalid_request",
+            ),
+            "an unknown route": (await operator.get("/api/nothing"), 404, "not_found"),
+        }
+        for case, (response, status, code) in cases.items():
+            assert (response.status_code, response.json()["code"]) == (status, code), case
+            assert "Traceback" not in response.text, case
+        assert cases["no token"][0].headers["www-authenticate"] == "Bearer"
+
+        # The OpenAPI document is served, and the committed one is it.
+        served = (await anonymous.get("/api/openapi.json")).json()
+        assert "/api/tickets/{number}/commands" in served["paths"]
+
+        # The read models hold nothing the journal does not: rebuilt, they are the same.
+        async with world.console.pool.acquire() as conn:
+            before = {t: await _rows(conn, t) for t in TABLES}
+            for projection in read_models():
+                await rebuild(conn, Journal("console"), projection)
+            assert {t: await _rows(conn, t) for t in TABLES} == before
+
+
+async def _rows(conn: object, table: str) -> list[str]:
+    rows = await conn.fetch(f"SELECT * FROM {table}")  # type: ignore[attr-defined]
+    return sorted(json.dumps(dict(r), default=str, sort_keys=True) for r in rows)
+
+
+@pytest.mark.asyncio
+async def test_commands_go_to_dispatch_in_the_callers_name_and_their_decisions_come_back(
+    settings: Settings,
+) -> None:
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE)
+        [ticket] = await world.tickets("ops", 1, status="assigned")
+        number, assignee = ticket["number"], ticket["agent_id"]
+        agent = world.client(assignee)
+        other = next(a for a in ("li.na", "wang.qiang", "emma.jones") if a != assignee)
+
+        # Accepted: the ticket changes, and the command says so.
+        sent = await agent.post(f"/api/tickets/{number}/commands", json={"type": "accept"})
+        assert sent.status_code == 202, sent.text
+        command_id = sent.json()["command_id"]
+        assert sent.headers["location"] == f"/api/commands/{command_id}"
+        assert (await world.decided(agent, command_id))["status"] == "accepted"
+        shown = (await agent.get(f"/api/tickets/{number}")).json()
+        assert shown["status"] == "accepted"
+        accepted = next(e for e in shown["timeline"] if e["kind"] == "ticket.accepted")
+        assert accepted["actor"] == assignee  # the caller's own identity, proven to dispatch
+
+        # Refused, with dispatch's reason: another agent of the group is not the assignee.
+        sent = await world.client(other).post(
+            f"/api/tickets/{number}/commands", json={"type": "resolve", "resolution": "done"}
+        )
+        assert sent.status_code == 202
+        refused = await world.decided(world.client(other), sent.json()["command_id"])
+        assert (refused["status"], refused["reason"]) == ("refused", "not_permitted")
+        assert (await agent.get(f"/api/tickets/{number}")).json()["status"] == "accepted"
+
+        # The same command id again from the same caller is the same command.
+        again = await agent.post(
+            f"/api/tickets/{number}/commands", json={"type": "accept", "command_id": command_id}
+        )
+        assert (again.status_code, again.json()["command_id"]) == (202, command_id)
+
+        # Agent commands: the agent's own shift.
+        off = await agent.post(f"/api/agents/{assignee}/commands", json={"type": "go_off_shift"})
+        assert off.status_code == 202
+        assert (await world.decided(agent, off.json()["command_id"]))["status"] == "accepted"
+        roster = {a["agent_id"]: a for a in (await agent.get("/api/agents")).json()}
+        assert roster[assignee]["on_shift"] is False
+
+        # Hostile and mistaken input: each answered with its code, nothing sent.
+        cookie_only = world.client()
+        cookie_only.cookies.set("desk_token", agent.headers["authorization"][7:])
+        huge = {"type": "respond", "message": "x" * 70_000}
+        cases = {
+            "garbage JSON": (
+                await agent.post(
+                    f"/api/tickets/{number}/commands",
+                    content=b'{"type": "accept",',
+                    headers={"content-type": "application/json"},
+                ),
+                400,
+                "invalid_json",
+            ),
+            "not an object": (
+                await agent.post(f"/api/tickets/{number}/commands", json=["accept"]),
+                422,
+                "invalid_request",
+            ),
+            "an unknown command": (
+                await agent.post(f"/api/tickets/{number}/commands", json={"type": "delete"}),
+                422,
+                "invalid_command",
+            ),
+            "another ticket in the body": (
+                await agent.post(
+                    f"/api/tickets/{number}/commands",
+                    json={"type": "accept", "ticket_number": "REQ-2026-000999"},
+                ),
+                422,
+                "invalid_command",
+            ),
+            "another actor in the body": (
+                await agent.post(
+                    f"/api/tickets/{number}/commands", json={"type": "accept", "actor": "sun.yu"}
+                ),
+                422,
+                "invalid_command",
+            ),
+            "a body too large": (
+                await agent.post(f"/api/tickets/{number}/commands", json=huge),
+                413,
+                "body_too_large",
+            ),
+            "a cookie and no header": (
+                await cookie_only.post(f"/api/tickets/{number}/commands", json={"type": "accept"}),
+                401,
+                "unauthenticated",
+            ),
+            "a ticket of another group": (
+                await world.client("zhou.min").post(
+                    f"/api/tickets/{number}/commands", json={"type": "accept"}
+                ),
+                403,
+                "forbidden",
+            ),
+            "an agent of another group": (
+                await agent.post("/api/agents/zhou.min/commands", json={"type": "go_off_shift"}),
+                403,
+                "forbidden",
+            ),
+            "someone else's command id": (
+                await world.client(other).post(
+                    f"/api/tickets/{number}/commands",
+                    json={"type": "accept", "command_id": command_id},
+                ),
+                409,
+                "command_id_taken",
+            ),
+            "someone else's command": (
+                await world.client(other).get(f"/api/commands/{command_id}"),
+                403,
+                "forbidden",
+            ),
+            "an unknown command id": (
+                await agent.get("/api/commands/no-such-command"),
+                404,
+                "not_found",
+            ),
+        }
+        for case, (response, status, code) in cases.items():
+            assert (response.status_code, response.json()["code"]) == (status, code), case
+        assert (await agent.get(f"/api/tickets/{number}")).json()["status"] == "accepted"
+
+        # Reclassify, like every ticket command: triage was wrong, the read model follows.
+        sent = await agent.post(
+            f"/api/tickets/{number}/commands",
+            json={"type": "reclassify", "complexity": "complex", "reason": "a whole office"},
+        )
+        assert sent.status_code == 202, sent.text
+        assert (await world.decided(agent, sent.json()["command_id"]))["status"] == "accepted"
+        ops = world.client("ops")
+        detail = await eventually(
+            lambda: _detail(ops, number),
+            lambda d: d["complexity"] == "complex",
+            what="the reclassification in the read model",
+        )
+        assert (detail["category"], detail["complaint"]) == ("problem", False)
+        corrected = next(e for e in detail["timeline"] if e["kind"] == "ticket.reclassified")
+        assert corrected["actor"] == assignee
+        assert corrected["facts"]["from_complexity"] == "simple"
+        moved = corrected["facts"]["to_group"]
+        await eventually(lambda: _detail(ops, number), lambda d: d["group_id"] == moved)
+        listed = await world.tickets("ops", 1, complexity="complex")
+        assert [t["number"] for t in listed] == [number]
+
+
+async def _detail(client: Any, number: str) -> dict[str, Any]:
+    shown: dict[str, Any] = (await client.get(f"/api/tickets/{number}")).json()
+    return shown
+
+
+@pytest.mark.asyncio
+async def test_the_stream_delivers_a_visible_change_within_a_second(settings: Settings) -> None:
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE)
+        await world.request(1, **PRINTER)
+        tickets = {t["group_id"]: t for t in await world.tickets("ops", 2, status="assigned")}
+        front, printing = tickets["front-line"], tickets["printing"]
+        watcher = world.client("zhao.lei")  # supervises the front line, not printing
+
+        def accepted(events: list[tuple[str, dict[str, Any], float]]) -> bool:
+            return any(
+                kind == "ticket" and data["status"] == "accepted" for kind, data, _ in events
+            )
+
+        reading = asyncio.ensure_future(sse_events(watcher, accepted))
+        await eventually(lambda: _watching(world.console), what="the stream has its watcher")
+        for ticket in (printing, front):
+            agent = world.client(ticket["agent_id"])
+            sent = await agent.post(
+                f"/api/tickets/{ticket['number']}/commands", json={"type": "accept"}
+            )
+            assert sent.status_code == 202
+        events = await reading
+    changes = [(data, at) for kind, data, at in events if kind == "ticket"]
+    assert {data["number"] for data, _ in changes} == {front["number"]}  # printing: not theirs
+    data, arrived = next((d, a) for d, a in changes if d["status"] == "accepted")
+    changed = datetime.fromisoformat(data["updated_at"]).timestamp()
+    assert arrived - changed < 1.0, f"{arrived - changed:.3f} s from dispatch's event"
+
+
+async def _watching(console: object) -> bool:
+    return bool(console.http.state.console.stream.watchers)  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_the_survey_records_satisfaction_once_through_the_customers_signed_command(
+    settings: Settings,
+) -> None:
+    async with desk(settings) as world:
+        await world.request(
+            0, **SIMPLE, customer={"name": "Ann", "email": "ann@example.com", "language": "en"}
+        )
+        [ticket] = await world.tickets("ops", 1, status="assigned")
+        number, agent = ticket["number"], world.client(ticket["agent_id"])
+        for body in ({"type": "accept"}, {"type": "resolve", "resolution": "Reset it for you"}):
+            sent = await agent.post(f"/api/tickets/{number}/commands", json=body)
+            assert (await world.decided(agent, sent.json()["command_id"]))["status"] == "accepted"
+        link = world.client()
+        customer = world.client("customer", ticket=number).headers["authorization"][7:]
+        page = await link.get(f"/survey/{number}", params={"token": customer})
+        assert page.status_code == 200 and 'name="score"' in page.text
+        assert "How did we do?" in page.text  # the customer's language
+        wrong = await link.get("/survey/REQ-2026-000999", params={"token": customer})
+        assert wrong.status_code == 403
+        rated = await link.post(
+            f"/survey/{number}", data={"token": customer, "score": "5", "comment": "Quick, thanks"}
+        )
+        assert 'data-state="thanks"' in rated.text
+        again = await link.post(f"/survey/{number}", data={"token": customer, "score": "1"})
+        assert 'data-state="done"' in again.text
+        shown = (await world.client("ops").get(f"/api/tickets/{number}")).json()
+        assert (shown["satisfaction"], shown["satisfaction_comment"]) == (5, "Quick, thanks")
+        csat = (await world.client("ops").get("/api/dashboard")).json()["csat"]
+        assert (csat["today"]["rated"], csat["today"]["ratio"]) == (1, 1.0)

@@ -1,0 +1,122 @@
+"""The console's pages in a real headless Chromium: the dashboard renders and follows the desk
+live, and a customer's answer on the survey page — opened from the resolution notice's link —
+shows up in the dashboard's CSAT."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from services import port_of
+from shared.local.sinks import smtp_server
+from shared.settings import Settings
+from tests.conftest import SettingsFactory
+from tests.console.browser import chromium, run, until
+from tests.console.support import PRINTER, SIMPLE, desk
+from tests.support.credentials import token
+from tests.support.waiting import eventually
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
+
+OPEN_TILE = "return document.querySelector('[data-tile=open] .value')?.textContent.trim()"
+
+
+def sign_in_link(settings: Settings, url: str, actor: str = "ops") -> str:
+    return f"{url}/login#token={token(settings, actor)}"
+
+
+async def test_the_dashboard_renders_and_its_tiles_follow_the_desk_without_a_reload(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE)
+        await world.request(1, **PRINTER)
+        tickets = await world.tickets("ops", 2, status="assigned")
+        with chromium() as browser:
+            await run(browser.get, sign_in_link(settings, world.url))
+            await until(browser, "return location.pathname === '/'", what="signed in")
+            assert await run(lambda: browser.title) == "Service desk console"
+            assert await until(browser, OPEN_TILE) == "2"
+            await until(browser, "return document.getElementById('live').className === 'live on'")
+            tiles = "return document.querySelectorAll('.kpi').length"
+            assert await run(browser.execute_script, tiles) == 7
+            await run(browser.execute_script, "window.sameDocument = true")
+
+            # A ticket changes: its row arrives in the feed and the status table follows.
+            ticket = tickets[0]
+            sent = await world.client(ticket["agent_id"]).post(
+                f"/api/tickets/{ticket['number']}/commands", json={"type": "accept"}
+            )
+            assert sent.status_code == 202
+            await until(
+                browser,
+                f"return document.querySelector('#feed [data-number=\"{ticket['number']}\"]')"
+                "?.getAttribute('data-status') === 'accepted'",
+                what="the changed ticket in the live feed",
+            )
+            # A new request: the open-tickets tile counts it.
+            await world.request(2, **SIMPLE)
+            assert await until(browser, f"{OPEN_TILE.removesuffix('.trim()')}.trim() === '3'")
+            assert await run(browser.execute_script, "return window.sameDocument") is True
+            await run(browser.save_screenshot, str(tmp_path / "dashboard.png"))
+
+            # In Chinese, the same tiles.
+            await run(browser.get, f"{world.url}/?lang=zh")
+            heading = "return document.querySelector('.card h2')?.textContent"
+            assert await until(browser, heading) == "各组未关闭工单"
+
+
+async def test_a_survey_answered_in_the_browser_shows_up_in_csat(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    with smtp_server() as mail:
+        settings = make_settings(smtp_host="127.0.0.1", smtp_port=mail.port)
+        console = f"http://127.0.0.1:{port_of(settings, 'console')}"
+        settings = settings.replace(notify_console_url=console)
+        async with desk(settings, "notify") as world:
+            customer = {"name": "Ann", "email": "ann@example.com", "language": "en"}
+            await world.request(0, **SIMPLE, customer=customer)
+            [ticket] = await world.tickets("ops", 1, status="assigned")
+            agent = world.client(ticket["agent_id"])
+            for body in ({"type": "accept"}, {"type": "resolve", "resolution": "New password"}):
+                sent = await agent.post(f"/api/tickets/{ticket['number']}/commands", json=body)
+                decided = await world.decided(agent, sent.json()["command_id"])
+                assert decided["status"] == "accepted"
+            resolved = await eventually(
+                lambda: _mail(mail, "is resolved"), what="the resolution notice"
+            )
+            [link] = re.findall(r"http://127\.0\.0\.1:\d+/survey/\S+", resolved)
+            assert link.startswith(f"{console}/survey/{ticket['number']}?token=")
+
+            with chromium() as browser:
+                await run(browser.get, link)
+                assert "How did we do?" in await run(lambda: browser.page_source)
+                five = await run(browser.find_element, By.CSS_SELECTOR, "label.score:last-child")
+                await run(five.click)
+                comment = await run(browser.find_element, By.ID, "comment")
+                await run(comment.send_keys, "Quick and kind")
+                await run(browser.save_screenshot, str(tmp_path / "survey.png"))
+                submit = await run(browser.find_element, By.CSS_SELECTOR, "#rating button")
+                await run(submit.click)
+                state = "return document.getElementById('outcome')?.dataset.state"
+                assert await until(browser, state, what="the answer") == "thanks"
+                await run(browser.get, link)  # the same link again
+                assert await until(browser, state) == "done"
+                assert "already recorded" in await run(lambda: browser.page_source)
+
+                await run(browser.get, sign_in_link(settings, world.url))
+                csat = "return document.querySelector('[data-tile=csat] .value')?.textContent"
+                assert await until(browser, csat, what="CSAT") == "100.0 %"
+                note = "return document.querySelector('[data-tile=csat] .note').textContent"
+                assert "1 rated" in await run(browser.execute_script, note)
+
+
+async def _mail(server: object, subject: str) -> str:
+    for message in getattr(server, "messages", []):
+        if subject in str(message["Subject"]):
+            body = message.get_body(("plain",))
+            return str(body.get_content()) if body is not None else ""
+    return ""
