@@ -142,7 +142,7 @@ def fall_behind(w: Snapshot) -> None:
         (leave_a_notice_unmade, "notices_missing", 1),
         (leave_a_command_unanswered, "effects_missing", 1),
         (dead_letter_a_good_message, "unexpected_dead_letters", 1),
-        (leave_poison_unanswered, "poison_unanswered", 2),  # dispatch's and notify's consumers
+        (leave_poison_unanswered, "poison_unanswered", 3),  # dispatch's, notify's, the console's
         (fall_behind, "consumer_lag", {"dispatch.commands": 3}),
     ],
 )
@@ -173,7 +173,7 @@ def test_poison_answered_by_every_consumer_of_its_topic_holds() -> None:
             "intake.events.dlq",
             **{"x-desk-poison": "p1", "dlq_reason": "undecodable", "dlq_consumer": consumer},
         )
-        for consumer in ("dispatch.events", "notify.tickets")
+        for consumer in ("dispatch.events", "notify.tickets", "console.events")
     ]
     figures = judge(w, services())
     assert figures.holds, figures.problems
