@@ -26,10 +26,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from services.intake import events
 from services.vocabulary import Channel, Priority
 
-INCOMING_TOPIC = events.INCOMING_TOPIC
+INCOMING_TOPIC = "requests.incoming"
 """Where channel adapters publish requests (key: ``<channel>:<channel_message_id>``)."""
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_DESCRIPTION_BYTES = 32 * 1024

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.intake import contract
 from services.intake.contract import Reason
 from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
 from shared.events import EventData, Moment, event
 
 EVENTS_TOPIC = "intake.events"
 REJECTIONS_TOPIC = "requests.rejected"
-INCOMING_TOPIC = "requests.incoming"
+INCOMING_TOPIC = contract.INCOMING_TOPIC
 """Where channel adapters publish requests (the contract: :mod:`services.intake.contract`)."""
 
 
