@@ -19,7 +19,7 @@ import uvicorn
 from services import build_service, port_of
 from shared.service import Service
 from shared.settings import Settings
-from tests.intake.requests import encode, valid
+from tests.intake.requests import encode, intake_clock, valid
 from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
 from tests.support.services import migrated, running
@@ -109,10 +109,13 @@ async def served(service: Service) -> AsyncIterator[str]:
 
 @asynccontextmanager
 async def desk(settings: Settings, *also: str) -> AsyncIterator[Desk]:
-    """intake, dispatch and ``also`` running, and the console served."""
+    """intake, dispatch and ``also`` running, and the console served. The requests were received
+    on a fixed day, so intake reads a clock driven to that day (the others keep the real one)."""
     async with AsyncExitStack() as stack:
+        driven = await intake_clock(settings)
         for name in ("intake", "dispatch", *also):
-            await stack.enter_async_context(running(build_service(name, settings)))
+            own = driven if name == "intake" else settings
+            await stack.enter_async_context(running(build_service(name, own)))
         console = build_service("console", settings)
         url = await stack.enter_async_context(served(console))
         kafka = KafkaProbe(settings)
