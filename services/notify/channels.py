@@ -26,6 +26,7 @@ from email.utils import formataddr, formatdate
 import aiosmtplib
 import httpx
 
+from services.notify.events import mail_message_id
 from services.notify.settings import NotifySettings
 from services.notify.storage import Delivery
 from shared.endpoints import EndpointRefused, EndpointRule, pin
@@ -47,10 +48,6 @@ class Permanent:
 
 
 Outcome = Sent | Transient | Permanent
-
-
-def message_id(key: str) -> str:
-    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@servicedesk>"
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -129,9 +126,13 @@ class Channels:
         message = MIMEText(notice.body, "plain", "utf-8")
         message["From"] = self.sender
         message["To"] = notice.address
-        message["Subject"] = Header(notice.subject, "utf-8")  # type: ignore[assignment]
+        message["Subject"] = Header(subject_with_number(notice), "utf-8")  # type: ignore[assignment]
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = message_id(notice.notice_key)
+        message["Message-ID"] = mail_message_id(notice.notice_key, notice.number)
+        if notice.thread:  # the customer's conversation: a reply finds its ticket by these
+            message["In-Reply-To"] = notice.thread.split()[-1]
+            message["References"] = notice.thread
+        message["X-Auto-Response-Suppress"] = "All"  # no out-of-office answers to notices
         message["X-Desk-Notice"] = notice.notice_key
         message["X-Desk-Ticket"] = notice.number
         message["Content-Language"] = notice.language
@@ -195,6 +196,13 @@ class Channels:
         if response.status_code in (408, 425, 429) or response.status_code >= 500:
             return Transient(error)
         return Permanent(error)
+
+
+def subject_with_number(notice: Delivery) -> str:
+    """``[REQ-2026-000123] …``: the number where mail clients keep it, so a reply's subject
+    names the ticket even when its client drops the threading headers."""
+    tag = f"[{notice.number}]"
+    return notice.subject if tag in notice.subject else f"{tag} {notice.subject}"
 
 
 def mask(channel: str | None, address: str | None) -> str | None:

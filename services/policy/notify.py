@@ -18,13 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Trigger = Literal[
     "ticket.triaged",
     "ticket.assigned",
+    "ticket.responded",
+    "ticket.customer_replied",
     "ticket.waiting_for_customer",
     "ticket.resolved",
     "ticket.closed",
     "sla.clock_warned",
     "sla.escalated",
 ]
-NoticeChannel = Literal["email", "webhook", "sms"]
+NoticeChannel = Literal["email", "webhook", "sms", "messages"]
+"""``messages``: the public topic ``customer.messages``, which the adapter of the ticket's channel
+delivers; usable for customers whose ticket came by chat, web, api or phone."""
 _RECIPIENT = r"^(customer|assignee|supervisors|directors|agent:[a-z0-9][a-z0-9_.-]*)$"
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.notify.channels import mask, message_id, sign
+from services.notify.channels import mask, sign
+from services.notify.events import mail_message_id, ticket_of_mail
 from services.notify.rules import NoticeFacts, needs_receipt, notices, recipients
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
@@ -88,7 +89,12 @@ def test_masks_signatures_and_message_ids() -> None:
         mask("webhook", "https://hooks.example.com/a/b?token=x") == "https://hooks.example.com/***"
     )
     assert sign("k", "1", b"{}") != sign("k", "2", b"{}")
-    assert message_id("a") == message_id("a") != message_id("b")
+    mail = mail_message_id("a", "REQ-2026-000001")
+    assert (
+        mail == mail_message_id("a", "REQ-2026-000001") != mail_message_id("b", "REQ-2026-000001")
+    )
+    assert ticket_of_mail(mail) == "REQ-2026-000001"
+    assert ticket_of_mail("<a1b2.REQ-2026-000001@example.com>") is None, "only notify's own"
 
 
 def test_a_retired_groups_supervisors_are_those_of_the_group_that_took_its_tickets() -> None:
