@@ -202,7 +202,11 @@ def subject_with_number(notice: Delivery) -> str:
     """``[REQ-2026-000123] …``: the number where mail clients keep it, so a reply's subject
     names the ticket even when its client drops the threading headers."""
     tag = f"[{notice.number}]"
-    return notice.subject if tag in notice.subject else f"{tag} {notice.subject}"
+    if tag in notice.subject:
+        return notice.subject
+    if notice.number in notice.subject:  # the template names it: bracket it where it stands
+        return notice.subject.replace(notice.number, tag, 1)
+    return f"{tag} {notice.subject}"
 
 
 def mask(channel: str | None, address: str | None) -> str | None:

@@ -69,5 +69,5 @@ async def test_an_agents_reply_to_a_chat_customer_is_published_once_for_the_chat
         ("agent_reply", "messages")
     ]
     assert [str(m["Subject"]) for m in smtp.to("ann@example.com")] == [
-        f"[{ticket['number']}] Your request {ticket['number']} has been recorded"
+        f"Your request [{ticket['number']}] has been recorded"
     ], "the acknowledgement by email as before; the reply only on the topic"

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from services.notify.channels import mask, sign
+from services.notify.channels import mask, sign, subject_with_number
 from services.notify.events import mail_message_id, ticket_of_mail
 from services.notify.rules import NoticeFacts, needs_receipt, notices, recipients
+from services.notify.storage import Delivery
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
 from tests.sla.support import T0
@@ -148,3 +149,30 @@ def test_the_assignee_is_told_of_a_customers_reply_with_its_text() -> None:
     [told] = notices(POLICY, facts(), "ticket.customer_replied", said, "e-7")
     assert (told.recipient, told.template) == ("agent:li.na", "customer_reply")
     assert "Still broken." in told.body
+
+
+def test_an_emails_subject_carries_the_number_in_brackets_once() -> None:
+    def subject(text: str) -> str:
+        delivery = Delivery(
+            1,
+            "k",
+            "t",
+            "REQ-2026-000001",
+            "e",
+            "customer",
+            "email",
+            "a@b.c",
+            "x",
+            "en",
+            text,
+            "body",
+            "v",
+            1,
+        )
+        return subject_with_number(delivery)
+
+    assert subject("Your request REQ-2026-000001 is resolved") == (
+        "Your request [REQ-2026-000001] is resolved"
+    )
+    assert subject("Re: Printer jams") == "[REQ-2026-000001] Re: Printer jams"
+    assert subject("Re: [REQ-2026-000001] x") == "Re: [REQ-2026-000001] x"
