@@ -3,7 +3,9 @@
 For each record of a poll, in one transaction (the kernel's consumer plumbing): refused records
 become ``RequestRejected`` (published on ``requests.rejected``); new requests get a number and a
 triage and become ``TicketReceived`` + ``TicketTriaged``; replies to a known ticket become
-``CustomerReplied``, replies to an unknown number are refused. A request whose channel message
+``CustomerReplied`` — named by ``reply_to_ticket``, or found by ``in_reply_to`` (a message that
+made a ticket or a reply, also earlier in the same batch) — and replies to an unknown number are
+refused. A request whose channel message
 was recorded before is absorbed: one channel message, one ticket.
 """
 
