@@ -177,3 +177,14 @@ def test_poison_answered_by_every_consumer_of_its_topic_holds() -> None:
     ]
     figures = judge(w, services())
     assert figures.holds, figures.problems
+
+
+def test_a_notice_published_on_customer_messages_is_not_owed_to_a_receiver() -> None:
+    w = world()
+    sent = event("notify", "notification.sent", 3, "dispatch-2", notice_key="k3")
+    w.events["notify"].append(sent)
+    w.topics["notify.events"].append(seen("notify.events", sent.event_id))
+    w.deliveries.append(Delivery("k3", "dispatch-2", "agent_reply", "sent", "messages"))
+    assert judge(w, services()).holds, "its event on the topic is what counts"
+    w.deliveries[-1] = Delivery("k3", "dispatch-2", "agent_reply", "sent", "email")
+    assert not judge(w, services()).holds, "an email must arrive"

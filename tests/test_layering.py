@@ -12,8 +12,9 @@ pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_PARTY = ("shared", "services", "bench", "tests")
-OPEN_TO_TOOLS = ("queries", "demo")
-"""The modules of a service that ``desk`` may import (it builds services through the list)."""
+OPEN_TO_TOOLS = ("queries", "demo", "mail")
+"""The modules of a service that ``desk`` may import (it builds services through the list):
+what it reads, and the channel adapters it runs (demo traffic, the email channel)."""
 CONTRACTS = ("events", "commands")
 """The modules of a service other services may import: what it publishes, what it accepts."""
 

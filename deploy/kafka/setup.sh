@@ -11,6 +11,7 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic agents.commands.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic agents.commands.rejected --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic agents.commands.rejected.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
+"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic customer.messages --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic intake.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
@@ -44,6 +45,8 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Write --topic agents.commands
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Describe --topic agents.commands.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Read --topic agents.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Describe --topic customer.messages
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Read --topic customer.messages
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Describe --topic notify.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Read --topic notify.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Describe --topic requests.incoming
@@ -127,7 +130,12 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Write --topic tickets.commands.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic tickets.commands.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Write --topic tickets.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Read --group intake.follow_ups
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Read --group intake.requests
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Describe --topic dispatch.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Read --topic dispatch.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Describe --topic dispatch.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Write --topic dispatch.events.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Describe --topic intake.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Write --topic intake.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Describe --topic requests.incoming
@@ -138,6 +146,8 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Write --topic requests.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:notify --operation Read --group notify.replays
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:notify --operation Read --group notify.tickets
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:notify --operation Describe --topic customer.messages
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:notify --operation Write --topic customer.messages
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:notify --operation Describe --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:notify --operation Read --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:notify --operation Describe --topic dispatch.events.dlq
@@ -166,6 +176,8 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic agents.commands.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic agents.commands.rejected.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic agents.commands.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic customer.messages
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic customer.messages
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic dispatch.events

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import acls, demo, dlq, docs, policy, run, sla, tickets, tokens, triage
+from services.cli import acls, adapter, demo, dlq, docs, policy, run, sla, tickets, tokens, triage
 
 app = typer.Typer(
     name="desk",
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 run.register(app)
+app.add_typer(adapter.app, name="adapter")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
 app.add_typer(tickets.app, name="ticket")

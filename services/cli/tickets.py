@@ -130,10 +130,17 @@ def _policy(data: dict[str, Any]) -> str:
     return f" [policy {data['policy_version']}]" if data.get("policy_version") else ""
 
 
+_FOLLOW_UP_REASONS = {
+    "closed": "after it was closed",
+    "reopen_window_passed": "after the reopen window of its resolution",
+}
+
+
 _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ticket.received": lambda d: (
         f"{d['channel']} request from {d['customer']['name']}: {d['subject']!r}"
         f" (priority {d['priority']}, {d['language']})"
+        + (f", follows up {d['follows_up']}" if d.get("follows_up") else "")
     ),
     "ticket.triaged": lambda d: (
         f"{d['complexity']} {d['category']}"
@@ -159,6 +166,13 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ticket.resolved": lambda d: f"resolved by {d['agent_id']}: {d['resolution'][:80]!r}",
     "ticket.reopened": lambda d: f"reopened by {d['actor']}: {d['reason'][:80]!r}",
     "ticket.closed": lambda d: f"closed by {d['actor']}",
+    "ticket.follow_up_requested": lambda d: (
+        f"customer wrote on it {_FOLLOW_UP_REASONS.get(d['reason'], d['reason'])}: a follow-up "
+        f"ticket is opened for {d['body'][:80]!r}"
+    ),
+    "ticket.follow_up_opened": lambda d: (
+        f"follow-up {d['follow_up_number']} opened from the customer's reply"
+    ),
     "ticket.reassigned": lambda d: (
         f"reassigned by {d['actor']} from {d['from_agent'] or d['from_group']} to {d['to_group']}:"
         f" {d['reason']!r}"

@@ -41,6 +41,7 @@ from services.dispatch.events import (
     AgentRegistered,
     AssignCause,
     CapacityChanged,
+    FollowUpRequested,
     NoteAdded,
     SatisfactionRecorded,
     ShiftEnded,
@@ -62,8 +63,8 @@ from services.dispatch.events import (
     agent_stream,
 )
 from services.dispatch.routing import AgentOnBoard, Board, classify, escalation_group
-from services.dispatch.ticket import OPEN, ActorKind, Refused, Ticket, check
-from services.intake.events import TicketTriaged, ticket_stream
+from services.dispatch.ticket import OPEN, ActorKind, Refused, Ticket, check, reply_outcome
+from services.intake.events import CustomerReplied, TicketTriaged, ticket_stream
 from services.policy import Policy
 from services.sla.events import EscalationRaised
 from services.vocabulary import CATEGORY_OF, Category, ComplaintSeverity, Complexity
@@ -134,17 +135,35 @@ class Desk:
         )
         self._route(ticket, route.group_id, cause="classified")
 
-    def customer_replied(self, ticket_id: str, cause_event_id: str) -> None:
-        """A reply from the customer moves a ticket that waited for it back to in progress."""
-        ticket = self.tickets.get(ticket_id)
-        if ticket is not None and ticket.status == "waiting_for_customer":
+    def customer_replied(self, reply: CustomerReplied, cause_event_id: str) -> None:
+        """A reply from the customer: a ticket that waited for it is in progress again; one
+        resolved within the policy's reopen window is reopened with the reply as the reason; one
+        closed, or resolved longer ago, asks intake for a follow-up ticket linked to it."""
+        ticket = self.tickets.get(reply.ticket_id)
+        if ticket is None:
+            return
+        ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
+        outcome = reply_outcome(ticket, self.now, self.policy.routing.reopen_window)
+        if outcome == "resume":
             self._emit(
                 ticket,
-                TicketResumed(
-                    ticket_id=ticket.ticket_id,
-                    number=ticket.number,
-                    cause="customer replied",
-                    cause_event_id=cause_event_id,
+                TicketResumed(**ids, cause="customer replied", cause_event_id=cause_event_id),
+            )
+        elif outcome == "reopen":
+            self._reopen(ticket, f"customer replied: {reply.body}"[:_REASON_CHARS], "customer")
+        elif outcome in ("closed", "reopen_window_passed"):
+            self._emit(
+                ticket,
+                FollowUpRequested(
+                    **ids,
+                    reason=outcome,
+                    reply_event_id=cause_event_id,
+                    channel=reply.channel,
+                    channel_message_id=reply.channel_message_id,
+                    received_at=reply.received_at,
+                    subject=reply.subject,
+                    body=reply.body,
+                    attachments=reply.attachments,
                 ),
             )
 
@@ -205,7 +224,7 @@ class Desk:
                 )
                 self._free(freed)
             case Reopen():
-                self._reopen(ticket, command, actor)
+                self._reopen(ticket, command.reason, actor)
             case Close():
                 self._emit(ticket, TicketClosed(**ids, actor=actor))
             case Reassign():
@@ -398,10 +417,10 @@ class Desk:
                     ),
                 )
 
-    def _reopen(self, ticket: Ticket, command: Reopen, actor: str) -> None:
+    def _reopen(self, ticket: Ticket, reason: str, actor: str) -> None:
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
         agent = self.board.agents.get(ticket.agent_id or "")
-        self._emit(ticket, TicketReopened(**ids, actor=actor, reason=command.reason))
+        self._emit(ticket, TicketReopened(**ids, actor=actor, reason=reason))
         if self.policy.routing.reopen_to_same_agent and agent is not None and agent.has_room:
             self.board.take(agent.id)  # back with the agent who resolved it
             return
@@ -558,6 +577,8 @@ def _actor(command: TicketCommand | AgentCommand) -> str:
     return command.actor
 
 
+_REASON_CHARS = 2000
+"""A reopen's reason quotes at most this much of the customer's reply."""
 _LOADED_STATES = ("assigned", "accepted", "in_progress", "waiting_for_customer")
 _COMPLEXITY_OF: dict[Category, Complexity] = {c: x for x, c in CATEGORY_OF.items()}
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from services.intake.events import AttachmentRef
 from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
 from shared.events import EventData, Moment, event
 
@@ -132,6 +133,22 @@ class TicketReopened(TicketEvent):
     reason: str
 
 
+@event("servicedesk.ticket.follow_up_requested", version=1)
+class FollowUpRequested(TicketEvent):
+    """The customer wrote on a ticket that can no longer be reopened (closed, or resolved longer
+    ago than the policy's ``routing.reopen_window``): intake opens a new ticket from the reply,
+    linked to this one (``servicedesk.ticket.follow_up_opened``)."""
+
+    reason: Literal["closed", "reopen_window_passed"]
+    reply_event_id: str
+    channel: Channel
+    channel_message_id: str
+    received_at: Moment
+    subject: str
+    body: str
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+
+
 @event("servicedesk.ticket.closed", version=1)
 class TicketClosed(TicketEvent):
     actor: str
@@ -231,6 +248,7 @@ TICKET_EVENTS: tuple[type[TicketEvent], ...] = (
     TicketResumed,
     TicketResolved,
     TicketReopened,
+    FollowUpRequested,
     TicketClosed,
     TicketReassigned,
     TicketEscalated,

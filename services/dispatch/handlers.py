@@ -150,7 +150,7 @@ class Events(EventSubscription):
             if isinstance(data, TicketTriaged):
                 desk.classify(data)
             elif isinstance(data, CustomerReplied):
-                desk.customer_replied(data.ticket_id, event_id)
+                desk.customer_replied(data, event_id)
             elif isinstance(data, EscalationRaised):
                 desk.escalation(data, event_id)
 

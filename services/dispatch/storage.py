@@ -48,6 +48,7 @@ _TICKET_COLUMNS = {  # column -> PostgreSQL type, in Ticket's field order
     "satisfaction": "smallint",
     "version": "integer",
     "updated_at": "timestamptz",
+    "resolved_at": "timestamptz",
 }
 _SELECT = f"SELECT {', '.join(c + ('::text' if c == 'ticket_id' else '') for c in _TICKET_COLUMNS)}"
 _LOADED = sorted(LOADED)

@@ -9,7 +9,7 @@ before any event is produced, so a refused command changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from services.dispatch.events import (
@@ -114,6 +114,8 @@ class Ticket:
     satisfaction: int | None = None
     version: int = 0
     updated_at: datetime | None = None
+    resolved_at: datetime | None = None
+    """When it was last resolved: a customer's reply within the reopen window reopens it."""
 
     @classmethod
     def classified(cls, event: TicketClassified, time: datetime) -> Ticket:
@@ -175,9 +177,9 @@ class Ticket:
             case WaitingForCustomer():
                 self.status = "waiting_for_customer"
             case TicketResolved():
-                self.status = "resolved"
+                self.status, self.resolved_at = "resolved", time
             case TicketReopened():
-                self.status = "in_progress"
+                self.status, self.resolved_at = "in_progress", None
             case TicketClosed():
                 self.status = "closed"
             case TicketReassigned():
@@ -193,6 +195,22 @@ class Ticket:
                 self.satisfaction = event.score
             case _:
                 pass
+
+
+def reply_outcome(
+    ticket: Ticket, now: datetime, window: timedelta
+) -> Literal["resume", "reopen", "closed", "reopen_window_passed", "none"]:
+    """What a customer's reply does to the ticket: resumes one that waited for it, reopens one
+    resolved within the policy's window; one closed, or resolved longer ago, is followed up by
+    a new ticket (the reason); any other state only tells the assignee (notify)."""
+    if ticket.status == "waiting_for_customer":
+        return "resume"
+    if ticket.status == "closed":
+        return "closed"
+    if ticket.status == "resolved":
+        resolved = ticket.resolved_at or ticket.updated_at or now
+        return "reopen" if now - resolved <= window else "reopen_window_passed"
+    return "none"
 
 
 class Refused(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.intake.events import PUBLISHES
+from services.intake.follow_ups import FollowUps
 from services.intake.handlers import Requests
 from services.intake.settings import IntakeSettings
 from services.intake.storage import TicketIndex
@@ -24,7 +25,7 @@ def build(settings: Settings) -> Service:
         port=own.intake_port,
         description="Requests from every channel in; numbered, recorded and triaged tickets out.",
         publishes=PUBLISHES,
-        subscriptions=[Requests(policy)],
+        subscriptions=[Requests(policy), FollowUps(policy)],
         projections=[TicketIndex()],
         workers=[keep_in_force(policy)],
         migrations=MIGRATIONS,

@@ -35,6 +35,7 @@ MAX_DESCRIPTION_BYTES = 32 * 1024
 MAX_SUBJECT_CHARS = 300
 MAX_DEPTH = 8
 MAX_ATTACHMENTS = 20
+MAX_THREAD = 50
 TICKET_NUMBER = re.compile(r"^[A-Z]{2,8}-\d{4}-\d{4,12}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 _PHONE = re.compile(r"^\+?[0-9]{6,20}$")
@@ -183,8 +184,10 @@ class Attachment(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://", "s3://")):
-            raise PydanticCustomError(Reason.INVALID_ATTACHMENT, "url must be http(s) or s3")
+        if not value.startswith(("https://", "http://", "s3://", "mid:")):
+            raise PydanticCustomError(
+                Reason.INVALID_ATTACHMENT, "url must be http(s), s3 or mid: (a part of a mail)"
+            )
         return value
 
 
@@ -208,6 +211,14 @@ class Request(BaseModel):
         default=None, description="Ticket number this message replies to (REQ-2026-000123)."
     )
     attachments: list[Attachment] = Field(default=[], max_length=MAX_ATTACHMENTS)
+    in_reply_to: list[Annotated[Text, AfterValidator(_not_blank), _bounded(200)]] = Field(
+        default=[],
+        max_length=MAX_THREAD,
+        description="Channel message ids of earlier messages on the same channel this one "
+        "answers (email: In-Reply-To and References). Without reply_to_ticket, one that made a "
+        "ticket or a reply makes this message a reply to that ticket (the customer answering "
+        "their own first message); none known: a new ticket.",
+    )
 
     @field_validator("received_at")
     @classmethod

@@ -59,6 +59,9 @@ class TicketReceived(EventData):
     priority: Priority
     language: str
     attachments: list[AttachmentRef] = Field(default_factory=list)
+    follows_up: str | None = None
+    """The number of the ticket this one follows up: the customer wrote on it when it could no
+    longer be reopened (closed, or resolved longer ago than the reopen window)."""
 
 
 @event("servicedesk.ticket.triaged", version=1)
@@ -99,6 +102,18 @@ class CustomerReplied(EventData):
     attachments: list[AttachmentRef] = Field(default_factory=list)
 
 
+@event("servicedesk.ticket.follow_up_opened", version=1)
+class FollowUpOpened(EventData):
+    """A new ticket was opened from the customer's reply to this one (dispatch asked for it:
+    ``servicedesk.ticket.follow_up_requested``); the new ticket's receipt names this one."""
+
+    ticket_id: str
+    number: str
+    follow_up_ticket_id: str
+    follow_up_number: str
+    request_event_id: str
+
+
 class RejectedSource(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -127,7 +142,7 @@ class RequestRejected(EventData):
 
 
 PUBLISHES: dict[str, tuple[type[EventData], ...]] = {
-    EVENTS_TOPIC: (TicketReceived, TicketTriaged, CustomerReplied),
+    EVENTS_TOPIC: (TicketReceived, TicketTriaged, CustomerReplied, FollowUpOpened),
     # Rejections answer the adapters on their own topic.
     REJECTIONS_TOPIC: (RequestRejected,),
 }

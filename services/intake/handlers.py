@@ -3,11 +3,13 @@
 For each record of a poll, in one transaction (the kernel's consumer plumbing): refused records
 become ``RequestRejected`` (published on ``requests.rejected``); new requests get a number and a
 triage and become ``TicketReceived`` + ``TicketTriaged``; replies to a known ticket become
-``CustomerReplied``, replies to an unknown number are refused. A request whose channel message
-was recorded before is absorbed: one channel message, one ticket. A new request or reply whose
-``received_at`` lies outside the policy's bounds around intake's clock is refused
-(``received_at_out_of_range``): the clocks it would start cannot be trusted. A refused request
-does not claim its (channel, message id): sent again, corrected, it is evaluated anew.
+``CustomerReplied`` — named by ``reply_to_ticket``, or found by ``in_reply_to`` (a message that
+made a ticket or a reply, also earlier in the same batch) — and replies to an unknown number are
+refused. A request whose channel message was recorded before is absorbed: one channel message,
+one ticket. A new request or reply whose ``received_at`` lies outside the policy's bounds around
+intake's clock is refused (``received_at_out_of_range``): the clocks it would start cannot be
+trusted. A refused request does not claim its (channel, message id): sent again, corrected, it is
+evaluated anew.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
 from prometheus_client import Counter
 
@@ -103,19 +106,20 @@ class Requests(Subscription[Incoming]):
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Incoming]]) -> None:
         current, _ = await self.policy.adopt(uow.conn, uow.now)
         policy, version = current.policy, current.version
-        requests = [m for m in messages if isinstance(m.message, Request)]
-        keys = [
-            (m.message.channel, m.message.channel_message_id)
-            for m in requests
-            if isinstance(m.message, Request)
-        ]
+        requests = cast(
+            "list[Inbound[Request]]", [m for m in messages if isinstance(m.message, Request)]
+        )
+        keys = [(m.message.channel, m.message.channel_message_id) for m in requests]
         known = await storage.known_messages(uow.conn, keys)
-        new: list[Inbound[Request]] = []
-        replies: list[Inbound[Request]] = []
+        threads = await storage.tickets_by_message(
+            uow.conn, [(m.message.channel, i) for m in requests for i in m.message.in_reply_to]
+        )
+        new: list[Request] = []
+        replies: list[tuple[Inbound[Request], str | int]] = []
+        opened: dict[tuple[str, str], int] = {}  # this batch's new tickets, by channel message
         bounds = policy.intake.received_at
         for inbound in requests:
             request = inbound.message
-            assert isinstance(request, Request)
             if (request.channel, request.channel_message_id) in known:
                 DUPLICATES.inc()
                 continue
@@ -123,58 +127,31 @@ class Requests(Subscription[Incoming]):
                 self._reject(uow, inbound.record, _out_of_range(request, uow.now, policy))
                 inbound.release()  # sent again (its date fixed), it is evaluated anew
                 continue
-            (replies if request.reply_to_ticket else new).append(inbound)  # type: ignore[arg-type]
+            target = request.reply_to_ticket or _thread(request, threads, opened)
+            if target is None:
+                opened[(request.channel, request.channel_message_id)] = len(new)
+                new.append(request)
+            else:
+                replies.append((inbound, target))
 
-        numbers = await self._record_tickets(uow, new, policy, version)
+        numbers = await record_tickets(uow, new, policy, version)
         await self._record_replies(uow, replies, numbers)
-        for inbound in messages:
-            if isinstance(inbound.message, Refusal):
-                self._reject(uow, inbound.record, inbound.message)
-
-    async def _record_tickets(
-        self, uow: UnitOfWork, new: list[Inbound[Request]], policy: Policy, version: str
-    ) -> dict[str, str]:
-        """Number, triage and record new tickets; return number -> ticket id for this batch."""
-        zone = policy.numbering.zone
-        years = [m.message.received_at.astimezone(zone).year for m in new]
-        counters = await storage.allocate_numbers(uow.conn, years)
-        numbered: dict[str, str] = {}
-        for inbound, year in zip(new, years, strict=True):
-            request = inbound.message
-            number = format_number(policy, year, counters[year].pop(0))
-            ticket_id = str(new_event_id())
-            result = triage(request, policy.triage, version)
-            numbered[number] = ticket_id
-            # A new ticket starts a story: every event it causes carries its id as correlation.
-            uow.caused_by(Cause(ticket_id))(
-                ticket_stream(ticket_id),
-                [
-                    received(ticket_id, number, request, result.language),
-                    triaged(ticket_id, number, request, result),
-                ],
-                expected_version=NO_STREAM,
-                subject=ticket_id,
-            )
-            log.info(
-                "ticket recorded",
-                ticket_id=ticket_id,
-                ticket_number=number,
-                channel=request.channel,
-                complexity=result.complexity,
-                category=result.category,
-                reason=result.reason,
-            )
-        TICKETS.inc(len(new))
-        return numbered
+        for message in messages:
+            if isinstance(message.message, Refusal):
+                self._reject(uow, message.record, message.message)
 
     async def _record_replies(
-        self, uow: UnitOfWork, replies: list[Inbound[Request]], in_batch: dict[str, str]
+        self,
+        uow: UnitOfWork,
+        replies: list[tuple[Inbound[Request], str | int]],
+        in_batch: list[tuple[str, str]],
     ) -> None:
-        wanted = [m.message.reply_to_ticket for m in replies if m.message.reply_to_ticket]
-        tickets = {**await storage.tickets_by_number(uow.conn, wanted), **in_batch}
-        for inbound in replies:
+        """Record replies: to a ticket number, or (an int) to the n-th new ticket of the batch."""
+        wanted = [t for _, t in replies if isinstance(t, str)]
+        tickets = {**await storage.tickets_by_number(uow.conn, wanted), **dict(in_batch)}
+        for inbound, target in replies:
             request = inbound.message
-            number = request.reply_to_ticket or ""
+            number = in_batch[target][0] if isinstance(target, int) else target
             ticket_id = tickets.get(number)
             if ticket_id is None:
                 refusal = Refusal(
@@ -249,6 +226,62 @@ def _out_of_range(request: Request, now: datetime, policy: Policy) -> Refusal:
         channel=request.channel,
         channel_message_id=request.channel_message_id,
     )
+
+
+def _thread(
+    request: Request, threads: dict[tuple[str, str], str], opened: dict[tuple[str, str], int]
+) -> str | int | None:
+    """The ticket a request answers by its thread (``in_reply_to``): a known number, or the
+    index of a new ticket earlier in this batch; None for a new ticket."""
+    for message_id in request.in_reply_to:
+        key = (request.channel, message_id)
+        if key in threads:
+            return threads[key]
+        if key in opened:
+            return opened[key]
+    return None
+
+
+async def record_tickets(
+    uow: UnitOfWork,
+    new: Sequence[Request],
+    policy: Policy,
+    version: str,
+    follows_up: Sequence[str | None] = (),
+) -> list[tuple[str, str]]:
+    """Number, triage and record new tickets (``follows_up``: for each, the number of the ticket
+    it follows up, if any); return (number, ticket id) of each, in order."""
+    zone = policy.numbering.zone
+    years = [request.received_at.astimezone(zone).year for request in new]
+    counters = await storage.allocate_numbers(uow.conn, years)
+    numbered: list[tuple[str, str]] = []
+    for index, (request, year) in enumerate(zip(new, years, strict=True)):
+        number = format_number(policy, year, counters[year].pop(0))
+        ticket_id = str(new_event_id())
+        result = triage(request, policy.triage, version)
+        numbered.append((number, ticket_id))
+        receipt = received(ticket_id, number, request, result.language)
+        if index < len(follows_up) and follows_up[index]:
+            receipt = receipt.model_copy(update={"follows_up": follows_up[index]})
+        # A new ticket starts a story: every event it causes carries its id as correlation.
+        uow.caused_by(Cause(ticket_id))(
+            ticket_stream(ticket_id),
+            [receipt, triaged(ticket_id, number, request, result)],
+            expected_version=NO_STREAM,
+            subject=ticket_id,
+        )
+        log.info(
+            "ticket recorded",
+            ticket_id=ticket_id,
+            ticket_number=number,
+            channel=request.channel,
+            complexity=result.complexity,
+            category=result.category,
+            reason=result.reason,
+            follows_up=receipt.follows_up,
+        )
+    TICKETS.inc(len(new))
+    return numbered
 
 
 def format_number(policy: Policy, year: int, counter: int) -> str:

@@ -50,6 +50,26 @@ async def tickets_by_number(conn: Connection, numbers: Sequence[str]) -> dict[st
     return {r[0]: r[1] for r in rows}
 
 
+async def tickets_by_message(
+    conn: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """The ticket number each (channel, channel message id) made or replied to; a message that
+    made a ticket wins over a reply (a follow-up ticket is made from a reply's message)."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        "WITH wanted AS (SELECT * FROM unnest($1::text[], $2::text[]) AS w(channel, id)) "
+        "SELECT t.channel, t.channel_message_id, t.number, 0 FROM tickets t JOIN wanted w "
+        "ON (t.channel, t.channel_message_id) = (w.channel, w.id) "
+        "UNION ALL SELECT r.channel, r.channel_message_id, t.number, 1 FROM replies r "
+        "JOIN wanted w ON (r.channel, r.channel_message_id) = (w.channel, w.id) "
+        "JOIN tickets t USING (ticket_id) ORDER BY 4 DESC",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
 class TicketIndex(Projection):
     """Tickets by number and channel message, with their triage and reply count.
 

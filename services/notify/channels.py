@@ -28,6 +28,7 @@ from email.utils import formataddr, formatdate
 import aiosmtplib
 import httpx
 
+from services.notify.events import mail_message_id
 from services.notify.settings import NotifySettings
 from services.notify.storage import Delivery
 from shared.endpoints import EndpointRefused, EndpointRule, pin
@@ -50,10 +51,6 @@ class Permanent:
 
 
 Outcome = Sent | Transient | Permanent
-
-
-def message_id(key: str) -> str:
-    return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@servicedesk>"
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -135,9 +132,13 @@ class Channels:
         message = MIMEText(notice.body, "plain", "utf-8")
         message["From"] = self.sender
         message["To"] = notice.address
-        message["Subject"] = Header(notice.subject, "utf-8")  # type: ignore[assignment]
+        message["Subject"] = Header(subject_with_number(notice), "utf-8")  # type: ignore[assignment]
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = message_id(notice.notice_key)
+        message["Message-ID"] = mail_message_id(notice.notice_key, notice.number)
+        if notice.thread:  # the customer's conversation: a reply finds its ticket by these
+            message["In-Reply-To"] = notice.thread.split()[-1]
+            message["References"] = notice.thread
+        message["X-Auto-Response-Suppress"] = "All"  # no out-of-office answers to notices
         message["X-Desk-Notice"] = notice.notice_key
         message["X-Desk-Ticket"] = notice.number
         message["Content-Language"] = notice.language
@@ -201,6 +202,17 @@ class Channels:
         if response.status_code in (408, 425, 429) or response.status_code >= 500:
             return Transient(error)
         return Permanent(error)
+
+
+def subject_with_number(notice: Delivery) -> str:
+    """``[REQ-2026-000123] …``: the number where mail clients keep it, so a reply's subject
+    names the ticket even when its client drops the threading headers."""
+    tag = f"[{notice.number}]"
+    if tag in notice.subject:
+        return notice.subject
+    if notice.number in notice.subject:  # the template names it: bracket it where it stands
+        return notice.subject.replace(notice.number, tag, 1)
+    return f"{tag} {notice.subject}"
 
 
 def mask(channel: str | None, address: str | None) -> str | None:

@@ -17,6 +17,7 @@ from services.dispatch import events as dispatch
 from services.intake import events as intake
 from services.notify import storage
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed
+from services.notify.messages import publish_messages
 from services.notify.outcomes import record_outcome
 from services.notify.rules import (
     Notice,
@@ -47,10 +48,12 @@ EARLY = Counter(
 HEARD = (
     intake.TicketReceived,
     intake.TicketTriaged,
+    intake.CustomerReplied,
     dispatch.TicketAssigned,
     dispatch.TicketQueued,
     dispatch.TicketReassigned,
     dispatch.TicketEscalated,
+    dispatch.TicketResponded,
     dispatch.WaitingForCustomer,
     dispatch.TicketResolved,
     dispatch.TicketClosed,
@@ -101,6 +104,7 @@ class NoticeTriggers(EventSubscription):
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
         pending = released + pending  # they happened before this batch's events
         new = await storage.enqueue(uow.conn, pending, version, uow.now)
+        publish_messages(uow, pending, new, facts, version)
         for notice in pending:
             if notice.failure and notice.notice_key in new:
                 _unsendable(uow, notice, version)

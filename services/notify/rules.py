@@ -7,7 +7,7 @@ event handled twice yields the same keys and the delivery table keeps one row ea
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from services.dispatch import events as dispatch
 from services.intake import events as intake
+from services.notify.events import mail_message_id
 from services.notify.templates import pick_language, render, render_text
 from services.policy import Policy
 from services.policy.calendar import BusinessCalendar
@@ -49,6 +50,21 @@ class NoticeFacts(BaseModel):
     major_complaint: bool = False
     group_id: str | None = None
     agent_id: str | None = None
+    channel_message_id: str = ""
+    customer_id: str | None = None
+    thread: list[str] = []
+    """Message-IDs of the ticket's email conversation so far, oldest first: the customer's
+    mails and notify's to them. A customer email's ``References`` (its last: ``In-Reply-To``)."""
+
+
+THREAD_LENGTH = 20
+"""Most Message-IDs a notice's ``References`` carry: the first (the customer's opening mail) and
+the latest, as RFC 5322 suggests for long threads."""
+TOPIC_CHANNELS = frozenset({"messages"})
+"""Channels that are a topic: a notice is published by the consumer that makes it (sent at once,
+by the relay), never handed to the delivery worker."""
+CONVERSATION_CHANNELS = frozenset({"chat", "web", "api", "phone"})
+"""Where a ticket's customer is reached through its channel's adapter (``customer.messages``)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,8 @@ class Notice:
     failure: str | None = None
     """``no_contact`` or ``template_error``: recorded as failed without an attempt."""
     error: str = ""
+    thread: tuple[str, ...] = ()
+    """An email to the customer: the Message-IDs it follows (``References``)."""
 
 
 SurveyContext = Callable[[str], dict[str, str]]
@@ -104,8 +122,29 @@ def notices(
             continue
         for recipient in recipients(policy, rule, facts, data):
             links = survey(facts.number) if recipient.key == "customer" else {}
-            found.append(_notice(policy, settings, rule, recipient, facts, data, event_id, links))
+            notice = _notice(policy, settings, rule, recipient, facts, data, event_id, links)
+            found.append(_threaded(facts, notice))
     return found
+
+
+def _threaded(facts: NoticeFacts, notice: Notice) -> Notice:
+    """An email to the customer follows the conversation so far and becomes part of it."""
+    if notice.recipient != "customer" or notice.channel != "email" or notice.failure:
+        return notice
+    threaded = replace(notice, thread=tuple(facts.thread))
+    facts.thread = _bounded([*facts.thread, mail_message_id(notice.notice_key, facts.number)])
+    return threaded
+
+
+def _bounded(thread: list[str]) -> list[str]:
+    return thread if len(thread) <= THREAD_LENGTH else [thread[0], *thread[1 - THREAD_LENGTH :]]
+
+
+def _mail_id(channel_message_id: str) -> str | None:
+    """A channel message id of the email channel as a Message-ID (the email adapter uses the
+    mail's own); None when it is not one."""
+    bare = channel_message_id.strip().strip("<>")
+    return f"<{bare}>" if "@" in bare and " " not in bare else None
 
 
 def needs_receipt(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]) -> bool:
@@ -134,7 +173,12 @@ def recipients(
     if rule.to == "customer":
         if not facts.received:
             return []  # no contact yet: see needs_receipt
-        contacts: dict[NoticeChannel, str | None] = {"email": facts.email, "sms": facts.phone}
+        conversation = facts.channel_message_id if facts.channel in CONVERSATION_CHANNELS else None
+        contacts: dict[NoticeChannel, str | None] = {
+            "email": facts.email,
+            "sms": facts.phone,
+            "messages": conversation or None,
+        }
         return [Recipient("customer", facts.customer_name, facts.language, contacts)]
     if rule.to == "assignee":
         agent_id = data.get("agent_id") or facts.agent_id
@@ -252,6 +296,9 @@ def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None
             priority=data.priority,
             group_id=ticket.group_id if ticket else None,
             agent_id=ticket.agent_id if ticket else None,
+            channel_message_id=data.channel_message_id,
+            customer_id=customer.customer_id,
+            thread=_opening(data, ticket),
         )
         return facts[ticket_id]
     if ticket is None:  # dispatch or sla ran ahead of intake's topic: what the event says
@@ -271,6 +318,17 @@ def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None
             ticket.group_id, ticket.agent_id = data.to_group, None
         case dispatch.TicketEscalated() if data.to_group is not None:
             ticket.group_id, ticket.agent_id = data.to_group, None
+        case intake.CustomerReplied() if data.channel == "email":
+            if mail := _mail_id(data.channel_message_id):
+                ticket.thread = _bounded([*ticket.thread, mail])
         case _:
             pass
     return ticket
+
+
+def _opening(receipt: intake.TicketReceived, before: NoticeFacts | None) -> list[str]:
+    """The thread as the receipt starts it: the customer's mail, then whatever notify already
+    sent or heard (events that ran ahead of the receipt)."""
+    mail = _mail_id(receipt.channel_message_id) if receipt.channel == "email" else None
+    earlier = before.thread if before else []
+    return _bounded([mail, *earlier] if mail else earlier)

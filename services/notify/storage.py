@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from services.notify.rules import Notice, NoticeFacts
+from services.notify.rules import TOPIC_CHANNELS, Notice, NoticeFacts
 from shared.database import Connection
 
 
@@ -99,8 +99,9 @@ _COLUMNS = (
     "due_at",
     "last_error",
     "created_at",
+    "thread",
 )
-_TYPES = ("text", "uuid", *["text"] * 11, "timestamptz", "text", "timestamptz")
+_TYPES = ("text", "uuid", *["text"] * 11, "timestamptz", "text", "timestamptz", "text")
 
 
 AT_ONCE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -112,8 +113,9 @@ a restored host) — an hour's step, an hour's silence."""
 async def enqueue(
     conn: Connection, notices: Sequence[Notice], policy_version: str, now: datetime
 ) -> set[str]:
-    """Store notices (pending and due :data:`AT_ONCE`, or failed when they cannot be sent);
-    return the keys that are new.
+    """Store notices (pending and due :data:`AT_ONCE`; failed when they cannot be sent; sent
+    when their channel is a topic — the caller records them, the relay publishes them); return
+    the keys that are new.
 
     A key already stored is left alone: that notice is somebody else's to send.
     """
@@ -133,10 +135,11 @@ async def enqueue(
             n.subject,
             n.body,
             policy_version,
-            "failed" if n.failure else "pending",
-            None if n.failure else AT_ONCE,
+            _status(n),
+            AT_ONCE if _status(n) == "pending" else None,
             n.error or None,
             now,
+            " ".join(n.thread) or None,
         )
         for n in notices
     ]
@@ -147,6 +150,12 @@ async def enqueue(
         *[list(column) for column in zip(*rows, strict=True)],
     )
     return {row[0] for row in inserted}
+
+
+def _status(notice: Notice) -> str:
+    if notice.failure:
+        return "failed"
+    return "sent" if notice.channel in TOPIC_CHANNELS else "pending"
 
 
 @dataclass(frozen=True)
@@ -165,11 +174,13 @@ class Delivery:
     body: str
     policy_version: str
     attempts: int
+    thread: str | None = None
+    """An email's ``References``: the Message-IDs it follows, space separated."""
 
 
 _CLAIMED = (
     "id, notice_key, ticket_id::text, number, cause_event_id, recipient, channel, address, "
-    "template, language, subject, body, policy_version, attempts"
+    "template, language, subject, body, policy_version, attempts, thread"
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from typing import Literal
 
@@ -9,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.policy.notify import WebAddress
 from services.vocabulary import Complexity
+from shared.durations import Duration
 
 GroupKind = Literal["front_line", "specialist", "supervisors", "experts", "directors"]
 Role = Literal["agent", "supervisor", "expert", "director"]
@@ -180,6 +182,11 @@ class RoutingPolicy(_Section):
     escalation: list[EscalationLevel] = []
     reopen_to_same_agent: bool = Field(
         default=True, description="A reopened ticket returns to its agent if they have room."
+    )
+    reopen_window: Duration = Field(
+        default=timedelta(days=7),
+        description="A customer's reply to a resolved ticket within this time reopens it; to a "
+        "closed ticket, or later, it opens a new ticket linked to the old one.",
     )
 
 

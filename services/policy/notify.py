@@ -27,13 +27,17 @@ from shared.endpoints import ANY_NETWORK, EndpointRefused, check_endpoint
 Trigger = Literal[
     "ticket.triaged",
     "ticket.assigned",
+    "ticket.responded",
+    "ticket.customer_replied",
     "ticket.waiting_for_customer",
     "ticket.resolved",
     "ticket.closed",
     "sla.clock_warned",
     "sla.escalated",
 ]
-NoticeChannel = Literal["email", "webhook", "sms"]
+NoticeChannel = Literal["email", "webhook", "sms", "messages"]
+"""``messages``: the public topic ``customer.messages``, which the adapter of the ticket's channel
+delivers; usable for customers whose ticket came by chat, web, api or phone."""
 
 
 def _web_address(value: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from pydantic import TypeAdapter
 from services.dispatch.commands import TicketCommand
 from services.dispatch.desk import Desk
 from services.dispatch.events import (
+    FollowUpRequested,
     SatisfactionRecorded,
     TicketAssigned,
     TicketEscalated,
@@ -21,7 +23,8 @@ from services.dispatch.events import (
     TicketResumed,
 )
 from services.dispatch.ticket import Ticket
-from tests.dispatch.support import desk, triaged
+from services.intake.events import CustomerReplied
+from tests.dispatch.support import T0, desk, triaged
 from tests.support.events import escalation
 from tests.support.recorded import Recorded
 
@@ -56,6 +59,18 @@ def fresh() -> tuple[Desk, Recorded, Ticket]:
     assert ticket is not None
     assert ticket.agent_id == "f1"
     return d, recorded, ticket
+
+
+def reply(ticket: Ticket, body: str = "still broken") -> CustomerReplied:
+    return CustomerReplied(
+        ticket_id=ticket.ticket_id,
+        number=ticket.number,
+        channel="email",
+        channel_message_id=f"reply-{next(_ids)}@example.com",
+        received_at=T0,
+        subject=f"Re: {ticket.subject}",
+        body=body,
+    )
 
 
 def status(ticket: Ticket) -> str:
@@ -217,7 +232,7 @@ def test_a_ticket_goes_through_its_whole_life() -> None:
     assert [r.first_response for r in responses] == [True, False]
     run(d, ("request_customer_info", "f1"))
     assert status(ticket) == "waiting_for_customer"
-    d.customer_replied(ticket.ticket_id, "reply-event")
+    d.customer_replied(reply(ticket), "reply-event")
     assert status(ticket) == "in_progress"
     assert recorded.events(TicketResumed)[0].cause_event_id == "reply-event"
     run(d, ("resolve", "f1"))
@@ -285,3 +300,48 @@ def test_a_major_complaint_with_a_director_stays_there_at_every_level() -> None:
     assert recorded.events(TicketReassigned) == []
     assert len(recorded.events(TicketAssigned)) == 1
     assert d.board.agents["dir"].load == 1
+
+
+def resolved_at_t0() -> tuple[Desk, Recorded, Ticket]:
+    d, recorded, ticket = fresh()
+    run(d, ("accept", "f1"), ("resolve", "f1"))
+    assert ticket.resolved_at == T0
+    return d, recorded, ticket
+
+
+@pytest.mark.parametrize(
+    ("days_later", "reopened"), [(0, True), (6.9, True), (7, True), (7.01, False), (30, False)]
+)
+def test_a_reply_reopens_a_resolved_ticket_within_the_window_else_asks_for_a_follow_up(
+    days_later: float, reopened: bool
+) -> None:
+    d, recorded, ticket = resolved_at_t0()
+    d.now = T0 + timedelta(days=days_later)  # the policy's reopen_window: 7d
+    d.customer_replied(reply(ticket, "still broken"), "reply-event")
+    if reopened:
+        [event] = recorded.events(TicketReopened)
+        assert (event.actor, event.reason) == ("customer", "customer replied: still broken")
+        assert status(ticket) == "in_progress"
+        assert not recorded.events(FollowUpRequested)
+    else:
+        [follow_up] = recorded.events(FollowUpRequested)
+        assert (follow_up.reason, follow_up.body) == ("reopen_window_passed", "still broken")
+        assert follow_up.reply_event_id == "reply-event"
+        assert status(ticket) == "resolved", "the old ticket stays as it was"
+        assert not recorded.events(TicketReopened)
+
+
+def test_a_reply_to_a_closed_ticket_asks_for_a_follow_up_and_to_an_open_one_changes_nothing() -> (
+    None
+):
+    d, recorded, ticket = resolved_at_t0()
+    run(d, ("close", "customer"))
+    d.customer_replied(reply(ticket), "reply-event")
+    [follow_up] = recorded.events(FollowUpRequested)
+    assert (follow_up.reason, status(ticket)) == ("closed", "closed")
+
+    d, recorded, ticket = fresh()
+    run(d, ("accept", "f1"))
+    before = len(recorded.records)
+    d.customer_replied(reply(ticket), "reply-event")
+    assert len(recorded.records) == before, "the assignee is told by notify; the state stays"

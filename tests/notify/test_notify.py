@@ -123,7 +123,7 @@ async def test_one_acknowledgement_with_number_and_expected_time_and_a_signed_as
                 await conn.close()
         [mail] = smtp.to("wang.fang@example.com")
         assert len(smtp.messages) == 1
-        assert mail["Subject"] == f"您的服务请求 {number} 已受理"
+        assert mail["Subject"] == f"您的服务请求 [{number}] 已受理"
         body = mail.get_content()
         assert number in body
         # A general printer fault: first response within 2 h of the Asia/Shanghai office day.
@@ -319,7 +319,7 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
         subjects = sorted(str(m["Subject"]) for m in smtp.messages)
     number = received(7).number
     assert letters == 0
-    assert subjects == sorted([f"您的服务请求 {number} 已受理", f"您的请求 {number} 已解决"])
+    assert subjects == sorted([f"您的服务请求 [{number}] 已受理", f"您的请求 [{number}] 已解决"])
 
 
 @pytest.mark.asyncio

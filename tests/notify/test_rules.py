@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from services.notify.channels import mask, message_id, sign
+from services.notify.channels import mask, sign, subject_with_number
+from services.notify.events import mail_message_id, ticket_of_mail
 from services.notify.rules import NoticeFacts, needs_receipt, notices, recipients
+from services.notify.storage import Delivery
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
 from tests.sla.support import T0
@@ -99,7 +101,12 @@ def test_masks_signatures_and_message_ids() -> None:
         mask("webhook", "https://hooks.example.com/a/b?token=x") == "https://hooks.example.com/***"
     )
     assert sign("k", "1", b"{}") != sign("k", "2", b"{}")
-    assert message_id("a") == message_id("a") != message_id("b")
+    mail = mail_message_id("a", "REQ-2026-000001")
+    assert (
+        mail == mail_message_id("a", "REQ-2026-000001") != mail_message_id("b", "REQ-2026-000001")
+    )
+    assert ticket_of_mail(mail) == "REQ-2026-000001"
+    assert ticket_of_mail("<a1b2.REQ-2026-000001@example.com>") is None, "only notify's own"
 
 
 def test_a_retired_groups_supervisors_are_those_of_the_group_that_took_its_tickets() -> None:
@@ -108,3 +115,75 @@ def test_a_retired_groups_supervisors_are_those_of_the_group_that_took_its_ticke
     rule = next(r for r in policy.notifications.rules if r.to == "supervisors")
     found = recipients(policy, rule, facts(group_id="printing"), {"group_id": "printing"})
     assert [r.name for r in found] == ["赵磊"], "customer-care's supervisor, zhao.lei"
+
+
+def test_an_agents_reply_goes_back_by_the_channel_the_ticket_came_from() -> None:
+    reply = {"message": "Which tray?", "agent_id": "li.na"}
+    [by_mail] = notices(POLICY, facts(channel="email"), "ticket.responded", reply, "e-4")
+    assert (by_mail.channel, by_mail.address, by_mail.body) == (
+        "email",
+        "ann@example.com",
+        "Which tray?",
+    )
+    for channel in ("chat", "web", "api", "phone"):
+        chat = facts(channel=channel, channel_message_id=f"{channel}-session-9")
+        [message] = notices(POLICY, chat, "ticket.responded", reply, "e-5")
+        assert (message.channel, message.address) == ("messages", f"{channel}-session-9")
+    # A policy may prefer SMS: a phone customer with a number gets the reply as a text message.
+    document = shipped()
+    for rule in document["notifications"]["rules"]:
+        if rule["event"] == "ticket.responded":
+            rule["channels"] = ["sms", "messages"]
+    by_sms = parsed(document)
+    phone = facts(channel="phone", email=None, phone="+8613800000000", channel_message_id="call-1")
+    [text] = notices(by_sms, phone, "ticket.responded", reply, "e-6")
+    assert (text.channel, text.address) == ("sms", "+8613800000000")
+
+
+def test_customer_emails_follow_the_thread_and_join_it() -> None:
+    ticket = facts(thread=["<first@mail.example.com>"])
+    [ack] = notices(POLICY, ticket, "ticket.triaged", {}, "e-1")
+    assert ack.thread == ("<first@mail.example.com>",)
+    reply = {"message": "Which tray?", "agent_id": "li.na"}
+    [answer] = notices(POLICY, ticket, "ticket.responded", reply, "e-2")
+    assert answer.thread == (
+        "<first@mail.example.com>",
+        mail_message_id(ack.notice_key, "REQ-2026-000001"),
+    )
+    # Agents' notices are no part of the customer's conversation.
+    [told] = notices(POLICY, ticket, "ticket.assigned", {"agent_id": "li.na"}, "e-3")
+    assert told.thread == () and len(ticket.thread) == 3
+
+
+def test_the_assignee_is_told_of_a_customers_reply_with_its_text() -> None:
+    said = {"body": "Still broken.", "channel": "email"}
+    [told] = notices(POLICY, facts(), "ticket.customer_replied", said, "e-7")
+    assert (told.recipient, told.template) == ("agent:li.na", "customer_reply")
+    assert "Still broken." in told.body
+
+
+def test_an_emails_subject_carries_the_number_in_brackets_once() -> None:
+    def subject(text: str) -> str:
+        delivery = Delivery(
+            1,
+            "k",
+            "t",
+            "REQ-2026-000001",
+            "e",
+            "customer",
+            "email",
+            "a@b.c",
+            "x",
+            "en",
+            text,
+            "body",
+            "v",
+            1,
+        )
+        return subject_with_number(delivery)
+
+    assert subject("Your request REQ-2026-000001 is resolved") == (
+        "Your request [REQ-2026-000001] is resolved"
+    )
+    assert subject("Re: Printer jams") == "[REQ-2026-000001] Re: Printer jams"
+    assert subject("Re: [REQ-2026-000001] x") == "Re: [REQ-2026-000001] x"

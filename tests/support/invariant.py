@@ -158,6 +158,9 @@ class Delivery:
     cause_event_id: str
     template: str
     status: str
+    channel: str | None = None
+    """``messages`` notices are events on ``customer.messages``: no receiver counts them, the
+    check of every stored event on its topic does."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +306,8 @@ def _notices(snapshot: Snapshot, figures: Figures) -> None:
     sent = {e.data["notice_key"] for e in snapshot.of("notify", "notification.sent")}
     failed = {e.data["notice_key"] for e in snapshot.of("notify", "notification.failed")}
     unsent = [d.notice_key for d in deliveries if d.status in ("pending", "sending")]
-    not_received = sorted(k for k in sent if arrived[k] == 0)
+    published = {d.notice_key for d in deliveries if d.channel == "messages"}
+    not_received = sorted(k for k in sent - published if arrived[k] == 0)
     keys = {d.notice_key for d in deliveries}
     strangers = sorted(k for k in arrived if k not in keys)
     figures.notices = len(deliveries)
@@ -451,7 +455,8 @@ class Invariant:
         snapshot.deliveries = [
             Delivery(*row)
             for row in await conn.fetch(
-                "SELECT notice_key, cause_event_id, template, status FROM notify.deliveries"
+                "SELECT notice_key, cause_event_id, template, status, channel "
+                "FROM notify.deliveries"
             )
         ]
         snapshot.waiting_for_receipt = await conn.fetchval(

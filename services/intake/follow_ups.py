@@ -1,0 +1,105 @@
+"""Follow-up tickets: a customer's reply that can no longer reopen its ticket opens a new one.
+
+dispatch decides (it knows the ticket's state and the policy's reopen window) and asks with
+``servicedesk.ticket.follow_up_requested``; intake, which numbers and triages tickets, opens the
+new ticket from the reply — the old ticket's customer, the reply's subject, text and
+attachments — with ``follows_up`` naming the old number, and records on the old ticket
+``servicedesk.ticket.follow_up_opened`` naming the new one: both timelines show the link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from services.dispatch.events import EVENTS_TOPIC as DISPATCH_EVENTS
+from services.dispatch.events import FollowUpRequested
+from services.intake.contract import Request
+from services.intake.events import FollowUpOpened, TicketReceived, ticket_stream
+from services.intake.handlers import record_tickets
+from services.policy import Policy
+from shared.consumer import Delivered, EventSubscription, Inbound
+from shared.events import Envelope
+from shared.eventstore import ANY_VERSION, RecordedEvent
+from shared.logging import get_logger
+from shared.policyfile import PolicySchedule
+from shared.unit_of_work import UnitOfWork
+
+log = get_logger(__name__)
+
+
+class FollowUps(EventSubscription):
+    """dispatch's requests for a follow-up ticket (a reply to a closed or long-resolved one)."""
+
+    name = "follow_ups"
+    topics = (DISPATCH_EVENTS,)
+    description = "Follow-up tickets dispatch asks for: each becomes a new ticket, linked."
+    accepts = (FollowUpRequested.event_name,)
+
+    def __init__(self, policy: PolicySchedule[Policy]) -> None:
+        self.policy = policy
+
+    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+        asked = [
+            (m.message.envelope, m.message.data)
+            for m in messages
+            if isinstance(m.message.data, FollowUpRequested)
+        ]
+        if not asked:
+            return
+        current, _ = await self.policy.adopt(uow.conn, uow.now)
+        streams = await uow.store.read_streams(
+            uow.conn, [ticket_stream(data.ticket_id) for _, data in asked]
+        )
+        requests: list[Request] = []
+        links: list[tuple[Envelope, FollowUpRequested]] = []
+        for envelope, data in asked:
+            request = _request(data, streams.get(ticket_stream(data.ticket_id), []))
+            if request is not None:
+                requests.append(request)
+                links.append((envelope, data))
+        opened = await record_tickets(
+            uow, requests, current.policy, current.version, [d.number for _, d in links]
+        )
+        for (envelope, data), (number, ticket_id) in zip(links, opened, strict=True):
+            link = FollowUpOpened(
+                ticket_id=data.ticket_id,
+                number=data.number,
+                follow_up_ticket_id=ticket_id,
+                follow_up_number=number,
+                request_event_id=str(envelope.id),
+            )
+            uow.caused_by(envelope)(
+                ticket_stream(data.ticket_id),
+                [link],
+                expected_version=ANY_VERSION,
+                subject=data.ticket_id,
+            )
+
+
+def _request(asked: FollowUpRequested, history: Sequence[RecordedEvent]) -> Request | None:
+    """The new ticket's request: the old ticket's customer, the reply's content. None (logged)
+    when intake holds no receipt of the old ticket or the reply does not make a request."""
+    receipt = next((d for e in history if isinstance(d := e.decode(), TicketReceived)), None)
+    if receipt is None:
+        log.warning("follow-up of a ticket intake never recorded", ticket_number=asked.number)
+        return None
+    try:
+        return Request.model_validate(
+            {
+                "channel": asked.channel,
+                "channel_message_id": asked.channel_message_id,
+                "received_at": asked.received_at,
+                "customer": receipt.customer.model_dump(exclude_none=True),
+                "subject": asked.subject,
+                "description": asked.body,
+                "product_line": receipt.product_line,
+                "problem_type": receipt.problem_type,
+                "priority": receipt.priority,
+                "attachments": [a.model_dump() for a in asked.attachments],
+            }
+        )
+    except ValidationError as error:
+        log.warning("follow-up not opened", ticket_number=asked.number, error=str(error)[:300])
+        return None

@@ -1,0 +1,218 @@
+"""A mail's bytes as a request of the ``requests.incoming`` contract. Pure.
+
+Sender (``From``, else the envelope sender), subject, the text (the plain part; else the HTML
+part reduced to text with the standard library; the quoted previous message of a reply left
+out), attachments listed by reference — name, type, size and a ``mid:`` URL naming the part of
+this mail (RFC 2392), never the bytes — and the thread (:mod:`.rules`). Everything is bounded to
+the contract's limits here, so a long mail is shortened, not refused. Broken MIME never raises:
+what cannot be read at all is :class:`Unread` with a reason code, as are automatic mails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email import message_from_bytes
+from email.message import EmailMessage, Message
+from email.policy import default
+from email.utils import getaddresses
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import quote
+
+from services.intake.contract import MAX_ATTACHMENTS, MAX_DESCRIPTION_BYTES, MAX_SUBJECT_CHARS
+from services.intake.mail.rules import automatic, message_key, references, ticket_named
+
+CHANNEL = "email"
+NO_SENDER = "no_sender"
+UNREADABLE = "unreadable_mail"
+_TRUNCATED = "\n[… shortened by the email adapter]"
+_QUOTE_HEADER = re.compile(
+    r"^(On .{1,300} wrote:|.{1,200}(写道|寫道)[:：]|-{2,}\s*Original Message\s*-{2,}|"
+    r"-{2,}\s*原始邮件\s*-{2,})$",
+    re.IGNORECASE,
+)
+_LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
+
+
+@dataclass(frozen=True)
+class Unread:
+    """A mail that is not a request: ``reason`` is a code (an automatic mail's: see
+    :class:`~services.intake.mail.rules.Loop`; ``no_sender``; ``unreadable_mail``)."""
+
+    reason: str
+    detail: str
+    message_id: str | None = None
+
+
+def read_mail(
+    raw: bytes, *, envelope_sender: str | None, received_at: datetime
+) -> dict[str, Any] | Unread:
+    """The request (a dict of the contract) a mail makes, or :class:`Unread`. Never raises."""
+    try:
+        message = message_from_bytes(raw, _class=EmailMessage, policy=default)
+        return _read(message, raw, envelope_sender, received_at)
+    except Exception as error:  # whatever the bytes, the adapter gets an answer
+        return Unread(UNREADABLE, f"{type(error).__name__}: {error}"[:300])
+
+
+def _read(
+    message: EmailMessage, raw: bytes, envelope_sender: str | None, received_at: datetime
+) -> dict[str, Any] | Unread:
+    key = _key(message, raw)
+    if reason := automatic(message, envelope_sender):
+        return Unread(reason, "an automatic message: recorded, never a request", key)
+    name, address = _sender(message, envelope_sender)
+    if not address:
+        return Unread(NO_SENDER, "no sender address in From or the envelope", key)
+    subject = " ".join(str(message.get("Subject", "")).split())[:MAX_SUBJECT_CHARS]
+    refs = references(message)
+    text = _text(message)
+    number = ticket_named(refs, subject)
+    if refs or number:
+        text = without_quote(text)
+    customer: dict[str, Any] = {"name": name[:200], "email": address}
+    language = str(message.get("Content-Language", "")).split(",")[0].strip()
+    if _LANGUAGE.match(language):
+        customer["language"] = language
+    request: dict[str, Any] = {
+        "channel": CHANNEL,
+        "channel_message_id": key,
+        "received_at": received_at.isoformat(),
+        "customer": customer,
+        "subject": subject or "(no subject)",
+        "description": _bounded(text) or "(no text)",
+        "attachments": _attachments(message, key),
+        "in_reply_to": [message_key(r) for r in refs],
+    }
+    if number:
+        request["reply_to_ticket"] = number
+    return request
+
+
+def _key(message: Message, raw: bytes) -> str:
+    """The mail's channel message id: its Message-ID, or (none given) a digest of its bytes, so
+    the same mail delivered twice is one request either way."""
+    given = str(message.get("Message-ID", "")).strip()
+    if given.strip("<>").strip():
+        return message_key(given)
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _sender(message: Message, envelope_sender: str | None) -> tuple[str, str]:
+    for name, address in getaddresses([str(message.get("From", ""))]):
+        if "@" in address:
+            return (name.strip() or address.split("@")[0]), address.strip().lower()
+    if envelope_sender and "@" in envelope_sender:
+        address = envelope_sender.strip("<> ").lower()
+        return address.split("@")[0], address
+    return "", ""
+
+
+def _text(message: EmailMessage) -> str:
+    """The plain text of the mail: its first plain part, else its first HTML part as text."""
+    plain = html = None
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_disposition() == "attachment":
+            continue
+        kind = part.get_content_type()
+        if kind == "text/plain" and plain is None:
+            plain = _decoded(part)
+        elif kind == "text/html" and html is None:
+            html = _decoded(part)
+    if plain is not None and plain.strip():
+        return plain.strip()
+    return html_to_text(html).strip() if html else ""
+
+
+def _decoded(part: Message) -> str:
+    """A text part's content; an unknown charset or a broken transfer encoding is read as UTF-8
+    with replacements rather than refused."""
+    try:
+        content = part.get_content()  # type: ignore[attr-defined]
+        if isinstance(content, str):
+            return content.replace("\x00", "")
+    except (LookupError, ValueError, AssertionError):
+        pass
+    payload = part.get_payload(decode=True)
+    data = payload if isinstance(payload, bytes) else b""
+    return data.decode("utf-8", "replace").replace("\x00", "")
+
+
+def _attachments(message: EmailMessage, key: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for index, part in enumerate(message.walk()):
+        if part.is_multipart():
+            continue
+        filename = part.get_filename()
+        if part.get_content_disposition() != "attachment" and not filename:
+            continue
+        payload = part.get_payload(decode=True)
+        content_id = str(part.get("Content-ID", "")).strip().strip("<>")
+        found.append(
+            {
+                "name": " ".join((filename or f"part-{index}").split())[:255] or f"part-{index}",
+                "size": len(payload) if isinstance(payload, bytes) else 0,
+                "content_type": part.get_content_type(),
+                "url": f"mid:{quote(key, safe='@.')}/{quote(content_id or f'part-{index}')}"[:2048],
+            }
+        )
+    return found[:MAX_ATTACHMENTS]
+
+
+def _bounded(text: str) -> str:
+    if len(text.encode()) <= MAX_DESCRIPTION_BYTES:
+        return text
+    room = MAX_DESCRIPTION_BYTES - len(_TRUNCATED.encode())
+    return text.encode()[:room].decode("utf-8", "ignore") + _TRUNCATED
+
+
+def without_quote(text: str) -> str:
+    """A reply without the message it quotes: ``>`` lines and the "On … wrote:" line after
+    which only quotation follows. The whole text if nothing else is left."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith(">")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and _QUOTE_HEADER.match(lines[-1].strip()):
+        lines.pop()
+    kept = "\n".join(lines).strip()
+    return kept or text
+
+
+class _TextOfHtml(HTMLParser):
+    _SKIPPED = frozenset({"script", "style", "head", "title"})
+    _BLOCKS = frozenset(
+        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "ul", "ol"}
+    )
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIPPED:
+            self.skipping += 1
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIPPED:
+            self.skipping = max(0, self.skipping - 1)
+        elif tag in self._BLOCKS:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skipping:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """HTML reduced to its text: scripts and styles dropped, blocks on lines of their own."""
+    parser = _TextOfHtml()
+    parser.feed(html)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(parser.parts).splitlines())
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -1,0 +1,87 @@
+"""A reply to a closed ticket opens a new ticket linked to it, through intake and dispatch on the
+real broker and PostgreSQL; both timelines show the link."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from services.cli.tickets import timeline
+from services.dispatch.app import build as dispatch
+from services.intake.app import build as intake
+from services.intake.queries import ticket_id as find_ticket
+from shared.database import connect
+from shared.deadletter import Record
+from shared.settings import Settings
+from tests.intake.requests import encode, valid
+from tests.support.kafka import KafkaProbe
+from tests.support.services import running
+
+INTAKE, DISPATCH = "intake.events", "dispatch.events"
+
+
+def data(record: Record) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(record.value)["data"]
+    return value
+
+
+def of_type(name: str) -> Any:
+    return lambda r: r.header("ce_type") == f"servicedesk.ticket.{name}.v1"
+
+
+async def command(kafka: KafkaProbe, actor: str, number: str, kind: str, **fields: Any) -> None:
+    body = {
+        "command_id": str(uuid.uuid4()),
+        "type": kind,
+        "ticket_number": number,
+        "actor": actor,
+        **fields,
+    }
+    await kafka.command("tickets.commands", body, key=number)
+
+
+@pytest.mark.asyncio
+async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    async with running(intake(settings)), running(dispatch(settings)):
+        await kafka.publish("requests.incoming", encode(valid("first")))
+        [assigned] = await kafka.await_records(DISPATCH, of_type("assigned"))
+        number, owner = data(assigned)["number"], data(assigned)["agent_id"]
+        for kind, fields in [
+            ("accept", {}),
+            ("resolve", {"resolution": "new drum"}),
+            ("close", {}),
+        ]:
+            await command(kafka, owner, number, kind, **fields)
+        await kafka.await_records(DISPATCH, of_type("closed"))
+        reply = valid(
+            "again", reply_to_ticket=number, subject="Re: 打印机卡纸", description="又卡纸了。"
+        )
+        await kafka.publish("requests.incoming", encode(reply))
+        [asked] = await kafka.await_records(DISPATCH, of_type("follow_up_requested"))
+        [opened] = await kafka.await_records(INTAKE, of_type("follow_up_opened"))
+        receipts = await kafka.await_records(INTAKE, of_type("received"), count=2)
+        follow_up = data(opened)["follow_up_number"]
+        await kafka.await_records(
+            DISPATCH, lambda r: of_type("assigned")(r) and data(r)["number"] == follow_up
+        )
+        conn = await connect(settings.require_database_url())
+        try:
+            old_id, new_id = await find_ticket(conn, number), await find_ticket(conn, follow_up)
+            assert old_id is not None and new_id is not None
+            old_said = [e.summary() for e in await timeline(conn, old_id)]
+            new_said = [e.summary() for e in await timeline(conn, new_id)]
+        finally:
+            await conn.close()
+    assert (data(asked)["reason"], data(asked)["body"]) == ("closed", "又卡纸了。")
+    [receipt] = [data(r) for r in receipts if data(r)["number"] == follow_up]
+    assert receipt["follows_up"] == number
+    assert receipt["description"] == "又卡纸了。"
+    assert receipt["customer"]["email"] == "wang.fang@example.com", "the old ticket's customer"
+    assert any(f"follow-up {follow_up} opened" in line for line in old_said), old_said
+    assert any(f"follows up {number}" in line for line in new_said), new_said
+    assert not any(of_type("reopened")(r) for r in await kafka.all_records(DISPATCH, settle=0.5))

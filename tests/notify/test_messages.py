@@ -1,0 +1,73 @@
+"""Agents' replies to chat, web, api and phone customers on ``customer.messages``: real broker
+and PostgreSQL, intake, dispatch and notify running."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.dispatch.app import build as dispatch
+from services.intake.app import build as intake
+from services.notify.app import build as notify
+from shared.local.sinks import http_receiver, smtp_server
+from shared.settings import Settings
+from tests.intake.requests import encode, valid
+from tests.notify.support import notify_policy
+from tests.support.kafka import KafkaProbe
+from tests.support.services import running
+
+
+@pytest.mark.asyncio
+async def test_an_agents_reply_to_a_chat_customer_is_published_once_for_the_chat_adapter(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = settings.replace(
+            policy_file=notify_policy(tmp_path / "policy.yaml", http), smtp_port=smtp.port
+        )
+        async with running(intake(desk)), running(dispatch(desk)), running(notify(desk)):
+            chat = valid(
+                "chat-session-7",
+                channel="chat",
+                customer={
+                    "name": "Ann",
+                    "email": "ann@example.com",
+                    "customer_id": "C77",
+                    "language": "en",
+                },
+            )
+            await kafka.publish("requests.incoming", encode(chat))
+            [assigned] = await kafka.await_records(
+                "dispatch.events",
+                lambda r: r.header("ce_type") == "servicedesk.ticket.assigned.v1",
+            )
+            ticket = json.loads(assigned.value)["data"]
+            for kind, fields in [("accept", {}), ("respond", {"message": "Which tray?"})]:
+                body = {
+                    "command_id": str(uuid.uuid4()),
+                    "type": kind,
+                    "ticket_number": ticket["number"],
+                    "actor": ticket["agent_id"],
+                    **fields,
+                }
+                await kafka.command("tickets.commands", body, key=ticket["number"])
+            await kafka.await_records("customer.messages", lambda r: True)
+            published = await kafka.all_records("customer.messages", settle=2.0)
+            outcomes = await kafka.all_records("notify.events", settle=0.5)
+    [record] = published
+    message: dict[str, Any] = json.loads(record.value)["data"]
+    assert record.header("ce_type") == "servicedesk.customer.message.v1"
+    assert (message["channel"], message["conversation"]) == ("chat", "chat-session-7")
+    assert (message["customer_id"], message["text"]) == ("C77", "Which tray?")
+    assert message["notice_key"].endswith(":customer:agent_reply")
+    sent = [json.loads(r.value)["data"] for r in outcomes]
+    assert [(s["template"], s["channel"]) for s in sent if s["template"] == "agent_reply"] == [
+        ("agent_reply", "messages")
+    ]
+    assert [str(m["Subject"]) for m in smtp.to("ann@example.com")] == [
+        f"Your request [{ticket['number']}] has been recorded"
+    ], "the acknowledgement by email as before; the reply only on the topic"
