@@ -221,7 +221,7 @@ async def run(tickets: int, days: int, workers: int | None) -> dict[str, Any]:
                     proposed_version,
                     since=now - timedelta(days=days),
                     until=now,
-                    histories=partial(dispatch_queries.ticket_histories, conn),
+                    stories=partial(dispatch_queries.ticket_stories, conn),
                     workers=workers,
                 )
             spent = psutil.Process().cpu_times()

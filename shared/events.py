@@ -191,6 +191,8 @@ class EventRegistry:
         self._types: dict[tuple[str, int], _Registration] = {}
         self._latest: dict[str, int] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._newest: dict[str, type[EventData]] = {}
+        """Event type -> its class, for types that are the newest version of their name."""
 
     def register(self, name: str, version: int, *, public: bool = True) -> Callable[[E], E]:
         split_type(f"{name}.v{version}")  # validates the name
@@ -206,6 +208,7 @@ class EventRegistry:
             cls._event_type = f"{name}.v{version}"
             self._types[key] = _Registration(cls, public)
             self._latest[name] = max(version, self._latest.get(name, 0))
+            self._newest.clear()  # a newer version makes an older type need upcasting
             return cls
 
         return decorate
@@ -244,12 +247,16 @@ class EventRegistry:
 
     def decode_json(self, event_type: str, text: str) -> EventData:
         """:meth:`decode` from the data's JSON text: one parse when no upcasting is needed
-        (projections catching up and replays decode every stored event)."""
-        name, version = split_type(event_type)
-        if self._latest.get(name) != version:
-            return self.decode(event_type, json.loads(text))
+        (projections catching up and replays decode every stored event; the class of each
+        newest type is remembered)."""
+        cls = self._newest.get(event_type)
+        if cls is None:
+            name, version = split_type(event_type)
+            if self._latest.get(name) != version:
+                return self.decode(event_type, json.loads(text))
+            cls = self._newest[event_type] = self._types[(name, version)].cls
         try:
-            return self._types[(name, version)].cls.model_validate_json(text)
+            return cls.model_validate_json(text)
         except ValidationError as error:
             raise EventDecodeError(f"{event_type}: {error}") from error
 

@@ -317,6 +317,25 @@ class EventStore:
             found[row["subject"]].append(_recorded(row))
         return found
 
+    async def read_subjects_data(
+        self, conn: Connection, subjects: Sequence[str], types: Sequence[str]
+    ) -> dict[str, list[tuple[str, datetime, str, str]]]:
+        """:meth:`read_subjects` for replays of many tickets: each event as only its type,
+        time, id and data's JSON text (cut out of the stored envelope by the database), no
+        envelope rebuilt and nothing decoded: a what-if reads hundreds of thousands."""
+        found: dict[str, list[tuple[str, datetime, str, str]]] = {s: [] for s in subjects}
+        rows = await conn.fetch(
+            "SELECT subject, type, occurred_at, event_id::text, "
+            "left(substr(stored, strpos(stored, ',\"data\":') + 8), -1) "
+            f"FROM {self.schema}.events, LATERAL (SELECT envelope::text AS stored) AS e "
+            "WHERE subject = ANY($1::text[]) AND type = ANY($2::text[]) ORDER BY subject, position",
+            list(subjects),
+            list(types),
+        )
+        for subject, kind, at, event_id, data in rows:
+            found[subject].append((kind, at, event_id, data))
+        return found
+
     async def head(self, conn: Connection) -> int:
         """The position of the newest event (0 for an empty store)."""
         value = await conn.fetchval(f"SELECT max(position) FROM {self.schema}.events")

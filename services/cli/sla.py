@@ -118,7 +118,7 @@ def what_if(
                 version,
                 since=now - timedelta(days=days),
                 until=now,
-                histories=partial(dispatch.ticket_histories, conn),
+                stories=partial(dispatch.ticket_stories, conn),
             )
 
     result = run_async(go())

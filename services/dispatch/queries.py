@@ -7,21 +7,20 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from services.dispatch.events import TICKET_EVENTS, TicketReclassified
+from services.dispatch.events import TicketReclassified
 from services.dispatch.ticket import OPEN
 from shared.database import Connection
-from shared.eventstore import EventStore, RecordedEvent
+from shared.eventstore import EventStore
 
 STORE = EventStore("dispatch", "servicedesk/dispatch")
 
 
-async def ticket_histories(
-    conn: Connection, ticket_ids: Sequence[str], types: Sequence[str] | None = None
-) -> dict[str, list[RecordedEvent]]:
-    """Each ticket's lifecycle events as dispatch recorded them (those of ``types``, else all),
-    in order, in one round trip."""
-    wanted = types if types is not None else [k.event_type() for k in TICKET_EVENTS]
-    return await STORE.read_subjects(conn, ticket_ids, wanted)
+async def ticket_stories(
+    conn: Connection, ticket_ids: Sequence[str], types: Sequence[str]
+) -> dict[str, list[tuple[str, datetime, str, str]]]:
+    """Each ticket's lifecycle events of ``types`` as dispatch recorded them, in order, in one
+    round trip: type, time, id and data (JSON text) each — what a what-if replays."""
+    return await STORE.read_subjects_data(conn, ticket_ids, types)
 
 
 async def tickets_per_group(conn: Connection) -> dict[str, Counter[str]]:

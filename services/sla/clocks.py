@@ -302,7 +302,10 @@ class SlaClock(BaseModel):
 
     @classmethod
     def started(cls, event: ClockStarted, version: int = 1) -> SlaClock:
-        return cls(
+        """The clock a start event begins. Built without validating again: every value comes
+        from the event, validated when it was made or read (a what-if starts hundreds of
+        thousands); the lists are copied, the clock's own."""
+        return cls.model_construct(
             version=version,
             clock_id=event.clock_id,
             ticket_id=event.ticket_id,
@@ -315,10 +318,10 @@ class SlaClock(BaseModel):
             calendar_version=event.calendar_version,
             calendar_definition=calendar_text(event.calendar_version, event.calendar_definition),
             target_s=event.target_s,
-            warnings=event.warnings,
-            ladder=event.ladder,
+            warnings=list(event.warnings),
+            ladder=list(event.ladder),
             pauses_when_waiting=event.pauses_when_waiting,
-            fulfilled_by=event.fulfilled_by,
+            fulfilled_by=list(event.fulfilled_by),
             restarts_on_reopen=event.restarts_on_reopen,
             started_at=event.started_at,
             cause_event_id=event.cause_event_id,

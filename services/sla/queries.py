@@ -17,14 +17,24 @@ from typing import cast
 from services.policy import Policy
 from services.policy.sla import DEFAULT_SATISFACTION, Metric, SatisfactionPolicy, SlaPolicy, choose
 from services.sla.clocks import SlaClock
-from services.sla.replay import Stored, outcomes
+from services.sla.replay import Chunk, Stored, replayed
 from services.sla.report import Compliance, SlaReport, build_report
 from services.sla.storage import tickets
 from services.sla.timekeeper import TIMED, ClockFacts, clock_id
-from services.sla.whatif import Change, Outcome, WhatIf, change, compare
+from services.sla.whatif import (
+    Change,
+    Counted,
+    Key,
+    Outcome,
+    Tally,
+    Verdict,
+    WhatIf,
+    change,
+    compare,
+    stored_count,
+)
 from shared.clock import service_now
 from shared.database import Connection
-from shared.eventstore import RecordedEvent
 
 __all__ = [
     "Compliance",
@@ -37,9 +47,9 @@ __all__ = [
     "what_if",
 ]
 
-Histories = Callable[[Sequence[str], Sequence[str]], Awaitable[dict[str, list[RecordedEvent]]]]
-"""Reads the lifecycle events of some tickets, of some types (dispatch's
-``queries.ticket_histories``)."""
+Stories = Callable[[Sequence[str], Sequence[str]], Awaitable[dict[str, list[Stored]]]]
+"""Reads the lifecycle events of some tickets, of some types, as stored (dispatch's
+``queries.ticket_stories``)."""
 TIMED_TYPES = [kind.event_type() for kind in TIMED]
 CHUNK = 2_000
 """Tickets replayed per round trip."""
@@ -74,7 +84,7 @@ async def what_if(
     *,
     since: datetime,
     until: datetime,
-    histories: Histories,
+    stories: Stories,
     workers: int | None = None,
     chunk: int = CHUNK,
 ) -> WhatIf | None:
@@ -89,8 +99,8 @@ async def what_if(
         return None
     began = time.perf_counter()
     result = WhatIf(since, until, version)
-    actual: dict[tuple[str, str], Outcome] = {}
-    proposal: dict[tuple[str, str], Outcome] = {}
+    tally = Tally(since)
+    changed: list[tuple[Key, Outcome | None]] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         await conn.execute("SET LOCAL search_path = sla")
         figures = (await build_report(conn, since)).compliance
@@ -106,20 +116,18 @@ async def what_if(
         async with _Replays(parallel) as replays:
             for start in range(0, len(ids), chunk):
                 part = ids[start : start + chunk]
-                for outcome in await _outcomes(conn, part):
-                    actual[(outcome.ticket_id, outcome.metric)] = outcome
-                found = await histories(part, TIMED_TYPES)
-                stories = [
-                    [(e.type, e.time, str(e.id), e.data_json) for e in events]
-                    for events in found.values()
-                ]
-                await replays.submit(proposed.sla, version, stories, until)
-            for outcome in await replays.all():
-                proposal[(outcome.ticket_id, outcome.metric)] = outcome
+                actual = await _counting(conn, part, since)
+                found = await stories(part, TIMED_TYPES)
+                await replays.submit(
+                    Chunk(proposed.sla, version, list(found.values()), until, since, actual)
+                )
+            for verdict in await replays.all():
+                result.clocks += verdict.clocks
+                tally.merge(verdict.tally)
+                changed += verdict.changed
         result.tickets = len(ids)
-        result.clocks = len(proposal)
-        result.comparison, changed = compare(figures, actual, proposal, since)
-        result.changes = await _explained(conn, changed, actual, proposal, since)
+        result.comparison = compare(figures, tally)
+        result.changes = await _explained(conn, changed, since)
     result.seconds = time.perf_counter() - began
     return result
 
@@ -131,8 +139,8 @@ class _Replays:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
-        self._pending: list[asyncio.Future[list[Outcome]]] = []
-        self._done: list[Outcome] = []
+        self._pending: list[asyncio.Future[Verdict]] = []
+        self._done: list[Verdict] = []
 
     async def __aenter__(self) -> _Replays:
         if self.workers > 1:
@@ -144,52 +152,64 @@ class _Replays:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    async def submit(
-        self, policy: SlaPolicy | None, version: str, stories: list[list[Stored]], until: datetime
-    ) -> None:
+    async def submit(self, chunk: Chunk) -> None:
         if self._pool is None:
-            self._done += outcomes(policy, version, stories, until)
+            self._done.append(replayed(chunk))
             return
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(self._pool, outcomes, policy, version, stories, until)
-        self._pending.append(job)
+        self._pending.append(loop.run_in_executor(self._pool, replayed, chunk))
         if len(self._pending) > 2 * self.workers:  # bounded: memory stays flat
-            self._done += await self._pending.pop(0)
+            self._done.append(await self._pending.pop(0))
 
-    async def all(self) -> list[Outcome]:
+    async def all(self) -> list[Verdict]:
         for job in self._pending:
-            self._done += await job
+            self._done.append(await job)
         self._pending.clear()
         return self._done
 
 
-async def _outcomes(conn: Connection, ticket_ids: Sequence[str]) -> list[Outcome]:
-    """How the tickets' clocks count now, from the projection's columns (their terms are read
-    only for the clocks a proposal changes: :func:`_explained`)."""
+async def _counting(
+    conn: Connection, ticket_ids: Sequence[str], since: datetime
+) -> dict[Key, Counted]:
+    """How the tickets' clocks count since ``since`` now, from the projection's columns (those
+    that count; their terms are read only for the clocks a proposal changes:
+    :func:`_explained`)."""
     rows = await conn.fetch(
-        "SELECT ticket_id::text, number, metric, group_id, status, met_at, breached_at, elapsed_s "
-        "FROM clocks WHERE ticket_id = ANY($1::uuid[])",
+        "SELECT ticket_id::text, metric, status, met_at, breached_at FROM clocks "
+        "WHERE ticket_id = ANY($1::uuid[]) AND coalesce(met_at, breached_at) >= $2",
         ticket_ids,
+        since,
     )
-    return [Outcome.counting(**dict(row)) for row in rows]
+    found: dict[Key, Counted] = {}
+    for ticket_id, metric, status, met_at, breached_at in rows:
+        counted = stored_count(status, met_at, breached_at, since)
+        if counted is not None:
+            found[(ticket_id, metric)] = counted
+    return found
 
 
 async def _explained(
-    conn: Connection,
-    changed: list[tuple[str, str]],
-    actual: dict[tuple[str, str], Outcome],
-    proposal: dict[tuple[str, str], Outcome],
-    since: datetime,
+    conn: Connection, changed: list[tuple[Key, Outcome | None]], since: datetime
 ) -> list[Change]:
-    """The changes, each with why: the actual clocks' terms come from their stored state."""
+    """The changes in ticket order, each with why: the actual clocks' terms come from their
+    stored state."""
     rows = await conn.fetch(
         "SELECT state FROM clocks WHERE clock_id = ANY($1::text[])",
-        [clock_id(ticket, metric) for ticket, metric in changed],
+        [clock_id(ticket, metric) for (ticket, metric), _ in changed],
     )
+    actual: dict[Key, Outcome] = {}
     for row in rows:
         clock = SlaClock.model_validate_json(row[0])
         actual[(clock.ticket_id, clock.metric)] = Outcome.of(clock)
-    return [change(actual.get(key), proposal.get(key), since) for key in changed]
+    pairs = [(actual.get(key), after) for key, after in changed]
+    pairs.sort(key=lambda pair: _order(*pair))
+    return [change(before, after, since) for before, after in pairs]
+
+
+def _order(before: Outcome | None, after: Outcome | None) -> tuple[str, str]:
+    some = before or after
+    assert some is not None, "a change has a clock on one side at least"
+    return some.number, some.metric
 
 
 @dataclass(frozen=True)

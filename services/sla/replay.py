@@ -21,7 +21,7 @@ from datetime import datetime
 from services.policy.sla import SlaPolicy
 from services.sla.clocks import SlaClock
 from services.sla.timekeeper import TIMED, Timekeeper
-from services.sla.whatif import Outcome
+from services.sla.whatif import Counted, Key, Outcome, Verdict, judge
 from shared.events import EVENTS, EventData
 
 
@@ -70,20 +70,33 @@ Stored = tuple[str, datetime, str, str]
 """A stored lifecycle event as read from dispatch's store: type, time, id and data (JSON)."""
 
 
-def outcomes(
-    policy: SlaPolicy | None, version: str, stories: Sequence[Sequence[Stored]], until: datetime
-) -> list[Outcome]:
-    """Decode and replay a chunk of tickets; how each clock would count. What-if runs this in
-    worker processes (everything here travels between processes)."""
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Some tickets to replay under a proposal, and how their clocks count now (``actual``:
+    those that count since ``since``)."""
+
+    policy: SlaPolicy | None
+    version: str
+    stories: Sequence[Sequence[Stored]]
+    until: datetime
+    since: datetime
+    actual: dict[Key, Counted]
+
+
+def replayed(chunk: Chunk) -> Verdict:
+    """Decode and replay a chunk of tickets, and judge their clocks against how they count
+    now. What-if runs this in worker processes: what travels between processes is the stored
+    events and the verdict, not a clock per ticket."""
     histories = (
         [
             Lifecycle(EVENTS.decode_json(kind, data), at, event_id)
             for kind, at, event_id, data in story
         ]
-        for story in stories
+        for story in chunk.stories
     )
-    return [
+    proposed = (
         Outcome.of(clock)
-        for clocks in replay(policy, version, histories, until)
+        for clocks in replay(chunk.policy, chunk.version, histories, chunk.until)
         for clock in clocks
-    ]
+    )
+    return judge(proposed, chunk.actual, chunk.since)

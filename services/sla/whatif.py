@@ -39,11 +39,7 @@ class Outcome:
 
     @classmethod
     def of(cls, clock: SlaClock) -> Outcome:
-        counted: Counted | None = None
-        if clock.breached_at is not None:
-            counted = "breached"
-        elif clock.status == "met":
-            counted = "met"
+        counted = counted_as(clock.status, clock.breached_at)
         return cls(
             ticket_id=clock.ticket_id,
             number=clock.number,
@@ -58,30 +54,6 @@ class Outcome:
             breached_at=clock.breached_at,
         )
 
-    @classmethod
-    def counting(
-        cls,
-        *,
-        ticket_id: str,
-        number: str,
-        metric: str,
-        group_id: str,
-        status: str,
-        met_at: datetime | None,
-        breached_at: datetime | None,
-        elapsed_s: float,
-    ) -> Outcome:
-        """How a clock counts, from the projection's columns (its terms unknown)."""
-        counted: Counted | None = None
-        if breached_at is not None:
-            counted = "breached"
-        elif status == "met":
-            counted = "met"
-        at = met_at or breached_at
-        return cls(
-            ticket_id, number, metric, group_id, counted, at, "", 0.0, "", elapsed_s, breached_at
-        )
-
     @property
     def day(self) -> str:
         return self.at.astimezone(UTC).date().isoformat() if self.at else ""
@@ -90,21 +62,63 @@ class Outcome:
         return self.counted is not None and self.at is not None and self.at >= since
 
 
-def tally(outcomes: Iterable[Outcome], since: datetime) -> list[Compliance]:
-    """Met and breached clocks per metric, group and day since ``since``, as the report has it."""
-    met: Counter[tuple[str, str, str]] = Counter()
-    breached: Counter[tuple[str, str, str]] = Counter()
-    for outcome in outcomes:
-        if not outcome.counts_since(since):
-            continue
-        key = (outcome.day, outcome.metric, outcome.group_id)
-        (met if outcome.counted == "met" else breached)[key] += 1
-    keys = sorted({*met, *breached})
-    return [
-        Compliance(metric, group, day, met[k], breached[k])
-        for k in keys
-        for day, metric, group in [k]
-    ]
+class Tally:
+    """Met and breached clocks per (day, metric, group) since ``since``, as the report has
+    them: what-if's worker processes each keep one and send it back, not every clock."""
+
+    def __init__(self, since: datetime) -> None:
+        self.since = since
+        self.met: Counter[tuple[str, str, str]] = Counter()
+        self.breached: Counter[tuple[str, str, str]] = Counter()
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.counts_since(self.since):
+            key = (outcome.day, outcome.metric, outcome.group_id)
+            (self.met if outcome.counted == "met" else self.breached)[key] += 1
+
+    def merge(self, other: Tally) -> None:
+        self.met.update(other.met)
+        self.breached.update(other.breached)
+
+    def compliance(self) -> list[Compliance]:
+        met, breached = self.met, self.breached
+        return [
+            Compliance(metric, group, day, met[key], breached[key])
+            for key in sorted({*met, *breached})
+            for day, metric, group in [key]
+        ]
+
+
+Key = tuple[str, str]
+"""A clock: (ticket id, metric)."""
+
+
+@dataclass
+class Verdict:
+    """What replaying some tickets under the proposal shows: how many clocks they would have,
+    the proposed tally, and the clocks that would count differently from how they count now
+    (with their proposed outcome; None: the proposal keeps no such clock)."""
+
+    clocks: int
+    tally: Tally
+    changed: list[tuple[Key, Outcome | None]]
+
+
+def judge(proposed: Iterable[Outcome], actual: dict[Key, Counted], since: datetime) -> Verdict:
+    """Compare the proposed outcomes of some tickets with how their clocks count now
+    (``actual``: the clocks that count since ``since``, and how)."""
+    tally = Tally(since)
+    changed: list[tuple[Key, Outcome | None]] = []
+    clocks = 0
+    actual = dict(actual)
+    for outcome in proposed:
+        clocks += 1
+        tally.add(outcome)
+        key = (outcome.ticket_id, outcome.metric)
+        if actual.pop(key, None) != counted_since(outcome, since):
+            changed.append((key, outcome))
+    changed += [(key, None) for key in actual]
+    return Verdict(clocks, tally, changed)
 
 
 @dataclass(frozen=True)
@@ -142,27 +156,13 @@ class WhatIf:
     changes: list[Change] = field(default_factory=list)
 
 
-def compare(
-    actual: list[Compliance],
-    actual_clocks: dict[tuple[str, str], Outcome],
-    proposed_clocks: dict[tuple[str, str], Outcome],
-    since: datetime,
-) -> tuple[list[Side], list[tuple[str, str]]]:
-    """Side by side per (day, metric, group), and the clocks (ticket, metric) that count
-    differently, in ticket order."""
-    proposed = tally(proposed_clocks.values(), since)
+def compare(actual: list[Compliance], proposed: Tally) -> list[Side]:
+    """Side by side per (day, metric, group)."""
     rows: dict[tuple[str, str, str], list[Compliance | None]] = {}
-    for index, figures in enumerate((actual, proposed)):
+    for index, figures in enumerate((actual, proposed.compliance())):
         for c in figures:
             rows.setdefault((c.day, c.metric, c.group_id), [None, None])[index] = c
-    sides = [Side(*key, *pair) for key, pair in sorted(rows.items())]
-    changed = []
-    for key in {*actual_clocks, *proposed_clocks}:
-        before, after = actual_clocks.get(key), proposed_clocks.get(key)
-        if _counted(before, since) != _counted(after, since):
-            changed.append(key)
-    changed.sort(key=lambda key: ((actual_clocks.get(key) or proposed_clocks[key]).number, key[1]))
-    return sides, changed
+    return [Side(*key, *pair) for key, pair in sorted(rows.items())]
 
 
 def change(before: Outcome | None, after: Outcome | None, since: datetime) -> Change:
@@ -173,13 +173,30 @@ def change(before: Outcome | None, after: Outcome | None, since: datetime) -> Ch
         number=some.number,
         metric=some.metric,
         group_id=some.group_id,
-        actual=_counted(before, since) or "-",
-        proposed=_counted(after, since) or "-",
+        actual=counted_since(before, since) or "-",
+        proposed=counted_since(after, since) or "-",
         why=explain(before, after),
     )
 
 
-def _counted(outcome: Outcome | None, since: datetime) -> Counted | None:
+def stored_count(
+    status: str, met_at: datetime | None, breached_at: datetime | None, since: datetime
+) -> Counted | None:
+    """How a clock counts since ``since`` from the projection's columns, as :class:`Outcome`
+    counts (breached, even if met late; else met; on its fulfilment, else its breach)."""
+    at = met_at or breached_at
+    return counted_as(status, breached_at) if at is not None and at >= since else None
+
+
+def counted_as(status: str, breached_at: datetime | None) -> Counted | None:
+    """Breached, even if met late; else met; else it does not count (yet)."""
+    if breached_at is not None:
+        return "breached"
+    return "met" if status == "met" else None
+
+
+def counted_since(outcome: Outcome | None, since: datetime) -> Counted | None:
+    """How a clock counts in a window from ``since`` (None: not, or not yet)."""
     return outcome.counted if outcome is not None and outcome.counts_since(since) else None
 
 

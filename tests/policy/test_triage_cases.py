@@ -14,7 +14,10 @@ from shared.policyfile import load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "tests" / "intake" / "triage_cases.yaml"
-HOLDOUT = ROOT / "tests" / "intake" / "triage_holdout.yaml"
+REVISED_ON = ROOT / "tests" / "intake" / "triage_holdout.yaml"
+"""The first held-out set: the rules were revised on it, so it no longer tells how they
+generalise; it keeps the revision from being undone."""
+HOLDOUT = ROOT / "tests" / "intake" / "triage_holdout_2.yaml"
 DESK = str(Path(sys.executable).parent / "desk")
 POLICY, _ = load_policy(DEFAULT_POLICY, Policy)
 
@@ -36,6 +39,12 @@ def test_the_labelled_set_is_large_and_both_languages() -> None:
 @pytest.mark.unit
 def test_the_shipped_policy_gets_at_least_90_percent_of_each_class_right() -> None:
     found = accuracy(CASES)
+    assert all(value >= 0.9 for value in found.values()), found
+
+
+@pytest.mark.unit
+def test_the_requests_the_rules_were_revised_on_stay_right() -> None:
+    found = accuracy(REVISED_ON)
     assert all(value >= 0.9 for value in found.values()), found
 
 

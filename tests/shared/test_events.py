@@ -56,6 +56,30 @@ def test_an_old_version_is_read_as_the_newest_through_upcasters() -> None:
     assert new == v2(subject="x", priority="high")
 
 
+def test_decoding_json_remembers_the_newest_class_until_a_newer_version_registers() -> None:
+    registry = EventRegistry()
+
+    @registry.register("test.ticket.noted", 1)
+    class NotedV1(EventData):
+        text: str
+
+    assert registry.decode_json("test.ticket.noted.v1", '{"text":"a"}') == NotedV1(text="a")
+
+    @registry.register("test.ticket.noted", 2)
+    class NotedV2(EventData):
+        text: str
+        by: str
+
+    @registry.upcaster("test.ticket.noted", from_version=1)
+    def _(data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "by": "customer"}
+
+    old = registry.decode_json("test.ticket.noted.v1", '{"text":"a"}')
+    assert old == NotedV2(text="a", by="customer")
+    with pytest.raises(EventDecodeError, match="by"):
+        registry.decode_json("test.ticket.noted.v2", '{"text":"a"}')
+
+
 def test_unknown_future_and_invalid_events_are_refused_clearly() -> None:
     registry, _, _ = make_registry()
     with pytest.raises(UnknownEventType, match="not registered"):

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from shared.database import Connection, connect
-from shared.events import EventData, event
+from shared.events import EVENTS, EventData, event
 from shared.eventstore import (
     ANY_VERSION,
     NO_STREAM,
@@ -73,6 +73,27 @@ async def test_read_subjects_reads_many_tickets_in_one_round_trip(
     assert await store.read_subjects(conn, ["t1"], types=["test.store.other.v1"]) == {"t1": []}
     typed = await store.read_subjects(conn, ["t3"], types=[Noted.event_type()])
     assert [e.decode().text for e in typed["t3"]] == ["d"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_read_subjects_data_gives_what_reading_whole_events_gives(
+    store: EventStore, conn: Connection
+) -> None:
+    """The lean read of a what-if: type, time, id and the data's JSON text, a data string
+    holding quotes and a ``,"data":`` of its own included."""
+    now = datetime.now(UTC)
+    tricky = 'he said ,"data": "no"'
+    events = [PendingEvent(Noted(text=t), now, "c", subject="t7") for t in ("a", tricky)]
+    await store.append_many(conn, [StreamAppend("s-t7", ANY_VERSION, events)])
+    whole = (await store.read_subjects(conn, ["t7", "t8"]))["t7"]
+    found = await store.read_subjects_data(conn, ["t7", "t8"], [Noted.event_type()])
+    assert found["t8"] == []
+    assert found["t7"] == [(e.type, e.time, str(e.id), e.data_json) for e in whole]
+    assert [EVENTS.decode_json(kind, data) for kind, _, _, data in found["t7"]] == [
+        Noted(text="a"),
+        Noted(text=tricky),
+    ]
+    assert await store.read_subjects_data(conn, ["t7"], ["test.store.other.v1"]) == {"t7": []}
 
 
 @pytest.mark.asyncio

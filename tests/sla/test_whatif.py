@@ -69,7 +69,7 @@ async def in_worker_processes(settings: Settings, proposed: Path) -> WhatIf:
             version,
             since=now - timedelta(days=30),
             until=now,
-            histories=partial(dispatch_queries.ticket_histories, conn),
+            stories=partial(dispatch_queries.ticket_stories, conn),
             workers=2,
             chunk=2,
         )
