@@ -46,7 +46,7 @@ from shared.events import (
     UnknownEventType,
 )
 from shared.faults import crash_point
-from shared.kafka import consumer_options
+from shared.kafka import consumer_options, prompt_batches
 from shared.logging import get_logger, ticket_context
 from shared.metrics import (
     BATCH_SECONDS,
@@ -288,6 +288,7 @@ class ConsumerRunner(Generic[T]):
                 include_in_schema=n == 0,
                 **consumer_options(self.settings),
             )
+            prompt_batches(subscriber)
             subscriber(on_batch)
             self._members.append((subscriber, listener))
 
