@@ -101,9 +101,11 @@ class Relay:
                 CHECKPOINT,
             )
             while True:
+                # Cleared before the round, not after it: a commit notified while the round
+                # publishes is published by the next round at once, not a poll interval later.
+                self._wake.clear()
                 published = await self.publish_pending(conn)
                 if published < self.batch_size:
-                    self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
         finally:
