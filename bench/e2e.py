@@ -1,6 +1,7 @@
 """The whole flow per ticket, measured from outside: the system as ``desk up`` runs it.
 
     python -m bench.e2e [--requests 5000] [--rate 200] [--instances 1] [--warmup 200]
+                        [--set DESK_NAME=VALUE ...]
 
 ``desk up`` starts as a user starts it (embedded PostgreSQL and broker, each service its own
 process), with notify's SMTP server, webhooks and SMS endpoint at receivers in their own process
@@ -19,7 +20,8 @@ Each request's stages are read from the records themselves, never from when some
 Prints one JSON object: per stage the burst's throughput (tickets reaching it per second since
 the first publish) and the steady phase's p50/p99 latency from ``published``; CPU milliseconds
 per ticket by process (each service, PostgreSQL with its backends, the broker, ``desk up``, the
-receivers, this benchmark) over each phase; and, measured in the same run just before the burst,
+receivers, this benchmark) over each phase, and per second while nothing is offered
+(``idle_cpu_ms_per_s``: what polling costs); and, measured in the same run just before the burst,
 the ceilings: the raw broker produce rate and PostgreSQL's batched-insert rate — every figure is
 read as a ratio to them, since machines here differ 2-3x and the cores are shared (the load
 average is printed too).
@@ -273,13 +275,19 @@ async def idle(cpu: CpuTimes, seconds: float = 5.0) -> dict[str, float]:
 
 
 async def measure(
-    total: int, rate: float, instances: int, warmup: int, timeout: float
+    total: int,
+    rate: float,
+    instances: int,
+    warmup: int,
+    timeout: float,
+    *,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the system, offer the burst and the steady load; the figures (see the module)."""
     log_dir = os.environ.get("BENCH_LOG_DIR")
     # The services' own clock (PostgreSQL's), not the harness's driven one: time stamps are real.
     async with running_system(
-        Path(log_dir) if log_dir else None, env={"DESK_CLOCK": "database"}
+        Path(log_dir) if log_dir else None, env={"DESK_CLOCK": "database", **(settings or {})}
     ) as system:
         extra = [
             await system.extra_instance(name)
@@ -337,8 +345,19 @@ if __name__ == "__main__":
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds without progress before giving up"
     )
-    args = parser.parse_args()
-    figures = asyncio.run(
-        measure(args.requests, args.rate, args.instances, args.warmup, args.timeout)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="DESK_NAME=VALUE",
+        help="a setting of desk up and its services (repeatable), e.g. DESK_SMTP_CONNECTIONS=8",
     )
+    args = parser.parse_args()
+    chosen = dict(item.split("=", 1) for item in args.set)
+    figures = asyncio.run(
+        measure(
+            args.requests, args.rate, args.instances, args.warmup, args.timeout, settings=chosen
+        )
+    )
+    figures["settings"] = chosen
     report(figures)
