@@ -56,7 +56,7 @@ async def test_an_empty_poll_waits_once_and_the_next_returns_what_arrived(
             finally:
                 polls.append(time.monotonic() - started)
 
-        consumer.getmany = timed_getmany  # type: ignore[method-assign]
+        consumer.getmany = timed_getmany
         started = time.monotonic()
         assert await subscriber.get_msg(consumer) == ()
         # FastStream's own subscriber sleeps another batch_timeout_ms here (a whole second).
