@@ -57,7 +57,7 @@ from shared.events import (
     describe_invalid,
 )
 from shared.faults import crash_point
-from shared.kafka import consumer_options, record_size
+from shared.kafka import consumer_options, prompt_batches, record_size
 from shared.logging import get_logger, ticket_context
 from shared.metrics import (
     BATCH_SECONDS,
@@ -323,6 +323,7 @@ class ConsumerRunner(Generic[T]):
                 include_in_schema=n == 0,
                 **consumer_options(self.settings),
             )
+            prompt_batches(subscriber)
             subscriber(on_batch)
             self._members.append((subscriber, listener))
 

@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         default=500,
         ge=0,
-        description="Longest a fetch waits for data. `desk up` sets 10 for the embedded broker.",
+        description="Longest a fetch waits for data. `desk up` sets 50 for the embedded broker.",
     )
     kafka_session_timeout_ms: int = Field(
         default=10_000, gt=0, description="Consumer-group session timeout."

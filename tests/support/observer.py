@@ -38,6 +38,9 @@ class Seen:
     size: int
     arrived: float
     """Wall time (``time.time()``) the observer read it."""
+    stamped: float = 0.0
+    """The record's own timestamp (its producer's send time, seconds): when it reached the
+    topic, not when the observer happened to poll — what latency benchmarks read."""
 
     @property
     def event_id(self) -> str | None:
@@ -116,6 +119,7 @@ class Observer:
             headers=headers,
             size=len(value),
             arrived=now,
+            stamped=record.timestamp / 1000,
         )
         self.seen[seen.topic].append(seen)
         for topic, event_type, watcher in self._watchers:

@@ -117,6 +117,28 @@ class Adapter:
             self.accepted[key] = time.time()
         return [key for key, _ in requests]
 
+    async def paced(self, count: int, rate: float) -> list[str]:
+        """``count`` requests at ``rate`` a second, each sent at its due time without waiting
+        for the previous one's acknowledgement (as a busy adapter does; a benchmark's steady
+        load), then every acknowledgement awaited."""
+        producer = await self._ensure()
+        topic = self.settings.topic(INCOMING_TOPIC)
+        started = time.monotonic()
+        sent: list[tuple[str, bytes, asyncio.Future[Any]]] = []
+        for n in range(count):
+            if (wait := started + n / rate - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            key, value = self.request()
+            self.published[key] = time.time()
+            sent.append((key, value, await producer.send(topic, value=value, key=key.encode())))
+        for key, value, future in sent:
+            try:
+                await future
+            except KafkaError:
+                await send_until_accepted(producer, topic, value, key.encode())
+            self.accepted[key] = time.time()
+        return [key for key, _, _ in sent]
+
     @asynccontextmanager
     async def steady(self, rate: float) -> AsyncIterator[None]:
         """Publish ``rate`` requests a second in the background while the block runs; a

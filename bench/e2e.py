@@ -1,0 +1,363 @@
+"""The whole flow per ticket, measured from outside: the system as ``desk up`` runs it.
+
+    python -m bench.e2e [--requests 5000] [--rate 200] [--instances 1] [--warmup 200]
+                        [--set DESK_NAME=VALUE ...]
+
+``desk up`` starts as a user starts it (embedded PostgreSQL and broker, each service its own
+process), with notify's SMTP server, webhooks and SMS endpoint at receivers in their own process
+(``tests.support.system``: the fault suite's harness). A channel adapter publishes ``--requests``
+requests as fast as the broker takes them (the *burst*: throughput), then as many again at a
+steady ``--rate`` (the *steady* phase: latency). Nobody works the tickets, so they stay open.
+
+Each request's stages are read from the records themselves, never from when someone polled:
+
+* ``published`` — the request's record timestamp on ``requests.incoming`` (the adapter's send);
+* ``recorded`` — ``ticket.received`` on ``intake.events`` (its record timestamp: the relay's send);
+* ``dispatched`` — the first ``ticket.assigned`` or ``ticket.queued`` on ``dispatch.events``;
+* ``clocks_started`` — the last ``sla.clock_started`` of the ticket on ``sla.events``;
+* ``acknowledged`` — the customer's acknowledgement arriving at the receivers (their journal).
+
+Prints one JSON object: per stage the burst's throughput (tickets reaching it per second since
+the first publish) and the steady phase's p50/p99 latency from ``published``; CPU milliseconds
+per ticket by process (each service, PostgreSQL with its backends, the broker, ``desk up``, the
+receivers, this benchmark) over each phase, and per second while nothing is offered
+(``idle_cpu_ms_per_s``: what polling costs); and, measured in the same run just before the burst,
+the ceilings: the raw broker produce rate and PostgreSQL's batched-insert rate — every figure is
+read as a ratio to them, since machines here differ 2-3x and the cores are shared (the load
+average is printed too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import psutil
+
+from bench._support import report
+from services import service_names
+from services.dispatch.events import TicketAssigned, TicketQueued
+from services.intake.contract import INCOMING_TOPIC
+from services.intake.events import TicketReceived, TicketTriaged
+from services.sla.events import ClockStarted
+from shared.database import connect
+from shared.kafka import ensure_topics, make_producer
+from shared.settings import Settings
+from tests.support.system import Instance, System, running_system
+
+STAGES = ("recorded", "dispatched", "clocks_started", "acknowledged")
+ACKNOWLEDGEMENT = ":acknowledgement"
+"""How a customer's acknowledgement notice key ends (``<cause event>:<recipient>:<template>``)."""
+
+
+class Stages:
+    """When each request reached each stage, from the observer's notes of every topic (record
+    timestamps) and the receivers' journal (arrival times)."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.request_of: dict[str, str] = {}
+        """Ticket id -> request key (``<channel>:<channel_message_id>``)."""
+        system.observer.watch(
+            system.settings.topic("intake.events"), TicketReceived.event_type(), self._received
+        )
+
+    def _received(self, seen: Any, value: bytes) -> None:
+        data = json.loads(value)["data"]
+        self.request_of[seen.subject] = f"{data['channel']}:{data['channel_message_id']}"
+
+    def acknowledged(self) -> int:
+        """Acknowledgements the receivers have accepted so far (repeats included)."""
+        return sum(r.key.endswith(ACKNOWLEDGEMENT) for r in self.system.receivers.received())
+
+    def times(self) -> dict[str, dict[str, float]]:
+        """Request key -> stage -> wall time (seconds); ``published`` included."""
+        journeys: dict[str, dict[str, float]] = {}
+        for seen in self.system.observer.records(self.system.settings.topic(INCOMING_TOPIC)):
+            journeys.setdefault(seen.key, {}).setdefault("published", seen.stamped)
+        for ticket, stages in self._tickets().items():
+            request = self.request_of.get(ticket)
+            if request in journeys:
+                journeys[request].update(stages)
+        return journeys
+
+    def _tickets(self) -> dict[str, dict[str, float]]:
+        """Ticket id -> stage -> wall time, from the services' topics and the receivers."""
+        topic, records = self.system.settings.topic, self.system.observer.records
+        tickets: dict[str, dict[str, float]] = {}
+        triaged: dict[str, str] = {}
+        """Event id of a ``ticket.triaged`` (the acknowledgement's cause) -> ticket id."""
+        for seen in records(topic("intake.events")):
+            if seen.subject and seen.type == TicketReceived.event_type():
+                tickets.setdefault(seen.subject, {}).setdefault("recorded", seen.stamped)
+            elif seen.subject and seen.event_id and seen.type == TicketTriaged.event_type():
+                triaged[seen.event_id] = seen.subject
+        dispatched = {TicketAssigned.event_type(), TicketQueued.event_type()}
+        for seen in records(topic("dispatch.events")):
+            if seen.subject and seen.type in dispatched:
+                tickets.setdefault(seen.subject, {}).setdefault("dispatched", seen.stamped)
+        for seen in records(topic("sla.events")):
+            if seen.subject and seen.type == ClockStarted.event_type():
+                stages = tickets.setdefault(seen.subject, {})
+                stages["clocks_started"] = max(stages.get("clocks_started", 0.0), seen.stamped)
+        for received in self.system.receivers.received():
+            ticket = triaged.get(received.key.split(":", 1)[0])
+            if ticket is not None and received.key.endswith(ACKNOWLEDGEMENT):
+                tickets.setdefault(ticket, {}).setdefault("acknowledged", received.at)
+        return tickets
+
+
+class CpuTimes:
+    """CPU seconds so far of every process of the run, by name: each service (its instances
+    together), PostgreSQL with its backends, the broker, ``desk up``, the receivers, this
+    benchmark."""
+
+    def __init__(self, system: System, instances: list[Instance]) -> None:
+        self.system = system
+        self.instances = instances
+
+    def _roots(self) -> Iterable[tuple[str, int, bool]]:
+        run = self.system.run()
+        yield "desk_up", int(run["desk_pid"]), False
+        yield "broker", int(run["broker_pid"]), True
+        yield "postgres", int(run["postgres_pid"]), True
+        for name in service_names():
+            yield name, int(run["services"][name]), False
+        for instance in self.instances:
+            yield instance.name, instance.process.pid, False
+        yield "receivers", self.system.receivers.process.pid, False
+        yield "bench", os.getpid(), False
+
+    def sample(self) -> dict[str, float]:
+        spent: dict[str, float] = {}
+        for name, pid, family in self._roots():
+            try:
+                root = psutil.Process(pid)
+                for process in [root, *root.children(recursive=True)] if family else [root]:
+                    times = process.cpu_times()
+                    spent[name] = spent.get(name, 0.0) + times.user + times.system
+            except psutil.Error:
+                continue
+        return spent
+
+
+def per_ticket(before: dict[str, float], after: dict[str, float], tickets: int) -> dict[str, float]:
+    """CPU milliseconds per ticket by process over a window, with their ``total``."""
+    spent = {name: (after[name] - before.get(name, 0.0)) * 1000 / tickets for name in after}
+    return {
+        **{name: round(ms, 3) for name, ms in sorted(spent.items())},
+        "total": round(sum(spent.values()), 3),
+    }
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def latencies(journeys: dict[str, dict[str, float]], keys: Iterable[str]) -> dict[str, Any]:
+    """p50/p99 milliseconds from ``published`` to each stage, over ``keys``."""
+    result: dict[str, Any] = {}
+    for stage in STAGES:
+        waits = [
+            (journeys[k][stage] - journeys[k]["published"]) * 1000
+            for k in keys
+            if stage in journeys.get(k, {}) and "published" in journeys[k]
+        ]
+        result[stage] = (
+            {
+                "p50_ms": round(statistics.median(waits), 1),
+                "p99_ms": round(percentile(waits, 0.99), 1),
+                "reached": len(waits),
+            }
+            if waits
+            else {"reached": 0}
+        )
+    return result
+
+
+def throughput(journeys: dict[str, dict[str, float]], keys: list[str]) -> dict[str, Any]:
+    """Tickets per second reaching each stage, from the first publish to the last arrival."""
+    first = min(journeys[k]["published"] for k in keys if "published" in journeys.get(k, {}))
+    result: dict[str, Any] = {}
+    for stage in STAGES:
+        reached = [journeys[k][stage] for k in keys if stage in journeys.get(k, {})]
+        result[stage] = {
+            "per_s": round(len(reached) / (max(reached) - first), 1) if reached else 0.0,
+            "reached": len(reached),
+        }
+    return result
+
+
+async def until_acknowledged(stages: Stages, expected: int, timeout: float) -> None:
+    """Wait until ``expected`` acknowledgements in all have arrived, or ``timeout`` passes
+    without a new one (then the JSON says how many stages were reached)."""
+    last, changed = -1, time.monotonic()
+    while (count := stages.acknowledged()) < expected:
+        if count != last:
+            last, changed = count, time.monotonic()
+        elif time.monotonic() - changed > timeout:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def broker_ceiling(settings: Settings, count: int = 30_000, size: int = 700) -> float:
+    """Records per second the broker takes from one producer, batched, on a fresh topic."""
+    topic = settings.topic(f"bench.ceiling.{uuid4().hex[:8]}")
+    await ensure_topics(settings, [topic])
+    producer = make_producer(settings, client_id="bench-ceiling", max_batch_size=512 * 1024)
+    await producer.start()
+    try:
+        value = b"x" * size
+        started = time.perf_counter()
+        sends = [await producer.send(topic, value=value, key=b"%d" % n) for n in range(count)]
+        await asyncio.gather(*sends)
+        return round(count / (time.perf_counter() - started), 1)
+    finally:
+        await producer.stop()
+
+
+async def database_ceiling(url: str, rows: int = 100_000, batch: int = 1_000) -> float:
+    """Rows per second PostgreSQL inserts, ``batch`` JSON rows of 700 bytes a statement, each
+    statement its own transaction (the server's default durability)."""
+    schema = f"bench_ceiling_{uuid4().hex[:8]}"
+    conn = await connect(url)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        await conn.execute(f"CREATE TABLE {schema}.rows (id bigint PRIMARY KEY, body json)")
+        body = json.dumps({"padding": "x" * 680})
+        insert = (
+            f"INSERT INTO {schema}.rows SELECT i, b::json FROM unnest($1::bigint[], $2::text[]) "
+            "AS t(i, b)"
+        )
+        started = time.perf_counter()
+        for first in range(0, rows, batch):
+            await conn.execute(insert, list(range(first, first + batch)), [body] * batch)
+        rate = rows / (time.perf_counter() - started)
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        return round(rate, 1)
+    finally:
+        await conn.close()
+
+
+async def phase(
+    stages: Stages, cpu: CpuTimes, publish: Callable[[], Awaitable[list[str]]], timeout: float
+) -> tuple[list[str], dict[str, float]]:
+    """Run ``publish()`` and wait for the acknowledgement of every request it published; those
+    requests and the CPU per ticket by process over the whole phase."""
+    acknowledged = stages.acknowledged()
+    before = cpu.sample()
+    keys = await publish()
+    await until_acknowledged(stages, acknowledged + len(keys), timeout)
+    return keys, per_ticket(before, cpu.sample(), len(keys))
+
+
+async def idle(cpu: CpuTimes, seconds: float = 5.0) -> dict[str, float]:
+    """CPU milliseconds per second of each process while nothing is offered: what polling costs."""
+    before = cpu.sample()
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    after = cpu.sample()
+    spent = {name: (after[name] - before.get(name, 0.0)) * 1000 / elapsed for name in after}
+    return {
+        **{name: round(ms, 1) for name, ms in sorted(spent.items())},
+        "total": round(sum(spent.values()), 1),
+    }
+
+
+async def measure(
+    total: int,
+    rate: float,
+    instances: int,
+    warmup: int,
+    timeout: float,
+    *,
+    settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the system, offer the burst and the steady load; the figures (see the module)."""
+    log_dir = os.environ.get("BENCH_LOG_DIR")
+    # The services' own clock (PostgreSQL's), not the harness's driven one: time stamps are real.
+    async with running_system(
+        Path(log_dir) if log_dir else None, env={"DESK_CLOCK": "database", **(settings or {})}
+    ) as system:
+        extra = [
+            await system.extra_instance(name)
+            for name in service_names()
+            for _ in range(instances - 1)
+        ]
+        stages, cpu = Stages(system), CpuTimes(system, extra)
+        # Warm up: the consumer groups, the pools, the caches.
+        await phase(stages, cpu, lambda: system.adapter.burst(warmup), timeout)
+        idle_cpu = await idle(cpu)
+        load_before = os.getloadavg()
+        ceilings = {
+            "broker_records_per_s": await broker_ceiling(system.settings),
+            "postgres_rows_per_s": await database_ceiling(system.settings.require_database_url()),
+        }
+        burst_keys, burst_cpu = await phase(
+            stages, cpu, lambda: system.adapter.burst(total), timeout
+        )
+        steady_keys, steady_cpu = await phase(
+            stages, cpu, lambda: system.adapter.paced(total, rate), timeout
+        )
+        load_after = os.getloadavg()
+        journeys = stages.times()
+
+    broker = ceilings["broker_records_per_s"]
+    sent = sorted(journeys[k]["published"] for k in steady_keys if k in journeys)
+    return {
+        "requests": total,
+        "instances": instances,
+        "burst": {
+            stage: {**figures, "of_broker_ceiling_pct": round(100 * figures["per_s"] / broker, 2)}
+            for stage, figures in throughput(journeys, burst_keys).items()
+        },
+        "steady": {
+            "offered_per_s": rate,
+            "published_per_s": round((len(sent) - 1) / (sent[-1] - sent[0]), 1),
+            **latencies(journeys, steady_keys),
+        },
+        "ceilings": ceilings,
+        "cpu_ms_per_ticket": {"burst": burst_cpu, "steady": steady_cpu},
+        "idle_cpu_ms_per_s": idle_cpu,
+        "load_average": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in load_after],
+        },
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=5_000, help="per phase")
+    parser.add_argument("--rate", type=float, default=200.0, help="steady requests per second")
+    parser.add_argument("--instances", type=int, default=1, help="instances of each service")
+    parser.add_argument("--warmup", type=int, default=200, help="requests before measuring")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds without progress before giving up"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="DESK_NAME=VALUE",
+        help="a setting of desk up and its services (repeatable), e.g. DESK_SMTP_CONNECTIONS=8",
+    )
+    args = parser.parse_args()
+    chosen = dict(item.split("=", 1) for item in args.set)
+    figures = asyncio.run(
+        measure(
+            args.requests, args.rate, args.instances, args.warmup, args.timeout, settings=chosen
+        )
+    )
+    figures["settings"] = chosen
+    report(figures)

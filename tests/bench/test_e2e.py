@@ -1,0 +1,54 @@
+"""bench.e2e runs the whole system and reports figures that hang together (not their values:
+speed is the benchmark's to measure, on a quiet machine)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services import service_names
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGES = ["recorded", "dispatched", "clocks_started", "acknowledged"]
+REQUESTS = 12
+
+
+@pytest.mark.slow
+def test_a_tiny_run_reaches_every_stage_and_prices_every_process() -> None:
+    command = [sys.executable, "-m", "bench.e2e", "--requests", str(REQUESTS)]
+    command += ["--warmup", "4", "--rate", "20", "--timeout", "90"]
+    run = subprocess.run(
+        command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+
+    ceiling = figures["ceilings"]["broker_records_per_s"]
+    assert ceiling > 0
+    assert figures["ceilings"]["postgres_rows_per_s"] > 0
+    assert list(figures["burst"]) == STAGES
+    for stage in figures["burst"].values():
+        assert stage["reached"] == REQUESTS
+        assert stage["per_s"] > 0
+        assert stage["of_broker_ceiling_pct"] == round(100 * stage["per_s"] / ceiling, 2)
+
+    steady = figures["steady"]
+    assert [steady[s]["reached"] for s in STAGES] == [REQUESTS] * len(STAGES)
+    # Each stage is caused by the one before it (the acknowledgement by intake's events).
+    medians = [steady[s]["p50_ms"] for s in STAGES[:3]]
+    assert 0 < medians[0] <= medians[1] <= medians[2]
+    assert steady["acknowledged"]["p50_ms"] >= medians[0]
+    for stage in STAGES:
+        assert steady[stage]["p50_ms"] <= steady[stage]["p99_ms"]
+
+    for phase in ("burst", "steady"):
+        cpu = figures["cpu_ms_per_ticket"][phase]
+        parts = {*service_names(), "postgres", "broker", "desk_up", "receivers", "bench"}
+        assert set(cpu) == parts | {"total"}
+        assert all(cpu[p] >= 0 for p in parts)
+        assert cpu["total"] == pytest.approx(sum(cpu[p] for p in parts), abs=0.01)
+        assert cpu["total"] > 0
