@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from services import build_service, service_names
+from services.dispatch.events import FollowUpRequested
 from services.intake.contract import Refusal, read_request
 from shared.consumer import ConsumerRunner, EventSubscription
 from shared.events import new_event_id
@@ -79,7 +80,9 @@ Answer = tuple[str, str]
 def _poison(runner: ConsumerRunner[Any], kind: str) -> bytes:
     subscription = runner.subscription
     if kind == UNKNOWN_VERSION and isinstance(subscription, EventSubscription):
-        return _envelope(f"{subscription.accepts[0]}.v99")
+        # a subscription that accepts every type (the console's) is poisoned with one it knows
+        known = subscription.accepts or ("servicedesk.ticket.received",)
+        return _envelope(f"{known[0]}.v99")
     return POISONS[kind] or _envelope("servicedesk.ticket.triaged.v99")
 
 
@@ -150,6 +153,22 @@ async def valid_message(runner: ConsumerRunner[Any], topic: str, kafka: KafkaPro
         sent = await kafka.publish(logical, notice, key="no-such-notice", partition=0)
         return lambda s, _: _claimed(s, name, f"replay:{topic}/0/{sent.offset}")
     ticket = triaged(1)
+    if name == "intake.follow_ups":  # it reads past every other type of dispatch.events
+        asked = FollowUpRequested(
+            ticket_id=ticket.ticket_id,
+            number=ticket.number,
+            reason="closed",
+            reply_event_id=str(new_event_id()),
+            channel="email",
+            channel_message_id=f"reply-{uuid.uuid4().hex[:8]}",
+            received_at=datetime.now(UTC),
+            subject="Re: still broken",
+            body="still broken",
+        )
+        event_id = await publish_event(
+            kafka, logical, asked, stream_id="s", subject=ticket.ticket_id, partition=0
+        )
+        return lambda s, _: _claimed(s, name, event_id)
     event: Any = {
         "intake.events": ticket,
         "dispatch.events": assignment(ticket.ticket_id, ticket.number, "li.na"),
@@ -203,8 +222,15 @@ def _runner(service: Service, topic: str) -> ConsumerRunner[Any]:
     return runner
 
 
+WHOLE_SYSTEM_ONLY = ("console",)
+"""Services whose poisons are answered in the fault suite only
+(``tests/faults/test_inputs.py::test_a_poison_record_on_every_consumed_topic``: every poison on
+every topic the console reads, its read models caught up behind them): the console reads the
+others' outcomes (rejections, notices), which only the running system makes valid."""
+
+
 @pytest.mark.asyncio
-@pytest.mark.parametrize("name", service_names())
+@pytest.mark.parametrize("name", [n for n in service_names() if n not in WHOLE_SYSTEM_ONLY])
 async def test_every_poison_on_every_topic_is_answered_and_the_next_message_applied(
     name: str, settings: Settings, kafka: KafkaProbe
 ) -> None:

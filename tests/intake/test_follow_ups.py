@@ -16,7 +16,7 @@ from services.intake.queries import ticket_id as find_ticket
 from shared.database import connect
 from shared.deadletter import Record
 from shared.settings import Settings
-from tests.intake.requests import encode, valid
+from tests.intake.requests import encode, intake_clock, valid
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
 
@@ -47,7 +47,8 @@ async def command(kafka: KafkaProbe, actor: str, number: str, kind: str, **field
 async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
-    async with running(intake(settings)), running(dispatch(settings)):
+    received = await intake_clock(settings)  # the requests were received on a fixed day
+    async with running(intake(received)), running(dispatch(settings)):
         await kafka.publish("requests.incoming", encode(valid("first")))
         [assigned] = await kafka.await_records(DISPATCH, of_type("assigned"))
         number, owner = data(assigned)["number"], data(assigned)["agent_id"]

@@ -15,7 +15,7 @@ from services.intake.app import build as intake
 from services.notify.app import build as notify
 from shared.local.sinks import http_receiver, smtp_server
 from shared.settings import Settings
-from tests.intake.requests import encode, valid
+from tests.intake.requests import encode, intake_clock, valid
 from tests.notify.support import notify_policy
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
@@ -29,7 +29,9 @@ async def test_an_agents_reply_to_a_chat_customer_is_published_once_for_the_chat
         desk = settings.replace(
             policy_file=notify_policy(tmp_path / "policy.yaml", http), smtp_port=smtp.port
         )
-        async with running(intake(desk)), running(dispatch(desk)), running(notify(desk)):
+        # The requests were received on a fixed day: intake's clock is driven to it.
+        received = await intake_clock(desk)
+        async with running(intake(received)), running(dispatch(desk)), running(notify(desk)):
             chat = valid(
                 "chat-session-7",
                 channel="chat",

@@ -160,8 +160,9 @@ def test_an_effective_date_needs_an_offset_and_an_empty_directory_is_refused(
 def test_a_webhook_address_that_cannot_be_sent_to_is_refused_at_load(
     address: str, problem: str
 ) -> None:
+    first_agent = "email: li.na@desk.example.com}"
     document = DEFAULT_POLICY.read_text().replace(
-        'webhook_url: "https://hooks.desk.example.com/agents/li.na"', f'webhook_url: "{address}"'
+        first_agent, f'email: li.na@desk.example.com, webhook_url: "{address}"}}', 1
     )
     assert address in document
     with pytest.raises(PolicyError) as caught:
