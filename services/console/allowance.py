@@ -31,6 +31,11 @@ class Allowance:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         """client -> (requests left, when counted), least recently seen first."""
 
+    @property
+    def counted(self) -> int:
+        """How many clients' buckets are held now (the memory the limiter takes)."""
+        return len(self._buckets)
+
     def take(self, client: str) -> float:
         """Spend one request of ``client``'s: 0 when it may go, else seconds until it may."""
         now = self.clock()
