@@ -23,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Header
 from fastapi import Request as HttpRequest
@@ -123,27 +125,21 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
                     {"Retry-After": retry_after(wait)},
                 )
             document = _document(await request.body())
-            fingerprint = _fingerprint(document)
-            if idempotency_key is not None:
-                known = await _known(conn, client, idempotency_key, fingerprint)
-                if known is not None:
-                    return _accepted(*known, replayed=True)
+            claim = (
+                Claim(client, idempotency_key, _fingerprint(document)) if idempotency_key else None
+            )
+            if claim is not None and (known := await _known(conn, claim)) is not None:
+                return _accepted(*known, replayed=True)
             shaped, filled = await _shape(conn, console, document, now)
-            value = json.dumps(filled, ensure_ascii=False).encode()
             try:
-                async with conn.transaction():
-                    if idempotency_key is not None:
-                        known = await _claim(
-                            conn, client, idempotency_key, fingerprint, request=shaped, now=now
-                        )
-                        if known is not None:
-                            return _accepted(*known, replayed=True)
-                    await (await service.producer.send(topic, value=value, key=shaped.key.encode()))
+                known = await _publish(conn, service.producer, topic, shaped, filled, claim, now)
             except (TimeoutError, OSError, KafkaError) as error:
                 log.warning("request not published", error=repr(error), client=client)
                 raise ApiError(
                     503, "broker_unavailable", "the request could not be sent; retry"
                 ) from None
+            if known is not None:
+                return _accepted(*known, replayed=True)
         TAKEN.labels("published", "").inc()
         log.info(
             "request published",
@@ -245,19 +241,26 @@ def _fingerprint(document: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def _known(
-    conn: Connection, client: str, key: str, fingerprint: str
-) -> tuple[str, str] | None:
-    """(channel, id) a key was answered with before, if the body is the same (422 if not)."""
+@dataclass(frozen=True)
+class Claim:
+    """An ``Idempotency-Key`` of one client, with the fingerprint of the body it came with."""
+
+    client: str
+    key: str
+    fingerprint: str
+
+
+async def _known(conn: Connection, claim: Claim) -> tuple[str, str] | None:
+    """(channel, id) the key was answered with before, if the body is the same (422 if not)."""
     row = await conn.fetchrow(
         "SELECT channel, channel_message_id, fingerprint FROM channel_requests "
         "WHERE client = $1 AND idempotency_key = $2",
-        client,
-        key,
+        claim.client,
+        claim.key,
     )
     if row is None:
         return None
-    if row["fingerprint"] != fingerprint:
+    if row["fingerprint"] != claim.fingerprint:
         TAKEN.labels("refused", IDEMPOTENCY_KEY_REUSED).inc()
         raise ApiError(
             422,
@@ -268,29 +271,37 @@ async def _known(
     return row["channel"], row["channel_message_id"]
 
 
-async def _claim(
+async def _publish(  # noqa: PLR0917 - private; the one call site names them
     conn: Connection,
-    client: str,
-    key: str,
-    fingerprint: str,
-    *,
+    producer: AIOKafkaProducer,
+    topic: str,
     request: Request,
+    document: dict[str, Any],
+    claim: Claim | None,
     now: datetime,
 ) -> tuple[str, str] | None:
-    """Record the key's id (in the publishing transaction: undone if the broker refuses); the
-    id of a concurrent request with the same key when that one was first."""
-    inserted = await conn.fetchval(
-        "INSERT INTO channel_requests (client, idempotency_key, channel_message_id, channel, "
-        "fingerprint, accepted_at) VALUES ($1, $2, $3, $4, $5, $6) "
-        "ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING true",
-        client,
-        key,
-        request.channel_message_id,
-        request.channel,
-        fingerprint,
-        now,
-    )
-    return None if inserted else await _known(conn, client, key, fingerprint)
+    """Record the key's id and publish, in one transaction: a broker that does not take the
+    request undoes the key (the retry publishes), and a concurrent request with the same key
+    waits on it and then answers this one's id (returned: nothing was published). Should the
+    commit fail after the broker took it, a retry publishes again — a duplicate, never a loss."""
+    async with conn.transaction():
+        if claim is not None:
+            inserted = await conn.fetchval(
+                "INSERT INTO channel_requests (client, idempotency_key, channel_message_id, "
+                "channel, fingerprint, accepted_at) VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT (client, idempotency_key) DO NOTHING RETURNING true",
+                claim.client,
+                claim.key,
+                request.channel_message_id,
+                request.channel,
+                claim.fingerprint,
+                now,
+            )
+            if not inserted:
+                return await _known(conn, claim)
+        value = json.dumps(document, ensure_ascii=False).encode()
+        await (await producer.send(topic, value=value, key=request.key.encode()))
+    return None
 
 
 def _accepted(channel: str, channel_message_id: str, *, replayed: bool) -> JSONResponse:

@@ -174,9 +174,7 @@ class DemoTraffic:
             return f"bad:{self.sent}", self._malformed()
         request = self.request()
         if roll < 0.10 and self.known_tickets:
-            request["reply_to_ticket"], request["customer"] = self.random.choice(
-                self.known_tickets
-            )
+            request["reply_to_ticket"], request["customer"] = self.random.choice(self.known_tickets)
             request["subject"] = "Re: " + request["subject"]
             request["description"] = self.random.choice(
                 ["还是没有解决，请尽快处理。", "Any update on this?", "问题依旧存在。"]

@@ -178,9 +178,10 @@ class Requests(Subscription[Incoming]):
         self, uow: UnitOfWork, ticket_ids: Iterable[str]
     ) -> dict[str, CustomerDetails]:
         """The customer of each ticket intake recorded, by ticket id (its receipt's)."""
-        received = await uow.store.read_subjects(
-            uow.conn, list(ticket_ids), [TicketReceived.event_type()]
-        )
+        wanted = list(ticket_ids)
+        if not wanted:
+            return {}
+        received = await uow.store.read_subjects(uow.conn, wanted, [TicketReceived.event_type()])
         found = {}
         for ticket_id, events in received.items():
             if events and isinstance(receipt := events[0].decode(), TicketReceived):
