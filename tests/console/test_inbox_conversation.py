@@ -16,10 +16,10 @@ import pytest
 
 from services import build_service
 from shared.deadletter import Record
-from shared.local.sinks import HttpReceiver, http_receiver, smtp_server
+from shared.local.sinks import http_receiver, smtp_server
 from shared.settings import Settings
 from tests.console.support import served
-from tests.notify.support import notify_policy
+from tests.notify.support import agent_notices, notify_policy
 from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
@@ -76,22 +76,6 @@ class WebForm:
         return [data(r) for r in records][:count]
 
 
-async def agent(kafka: KafkaProbe, agent_id: str, number: str, kind: str, **fields: Any) -> None:
-    body = {
-        "command_id": str(uuid.uuid4()),
-        "type": kind,
-        "ticket_number": number,
-        "actor": agent_id,
-        **fields,
-    }
-    await kafka.command("tickets.commands", body, key=number)
-
-
-def agent_notices(http: HttpReceiver, agent_id: str, template: str) -> list[dict[str, Any]]:
-    posted = [r.json() for r in http.at(f"/agents/{agent_id}")]
-    return [p for p in posted if p["template"] == template]
-
-
 @pytest.mark.asyncio
 async def test_a_whole_conversation_by_the_http_channel_each_reply_published_once(
     settings: Settings, kafka: KafkaProbe, tmp_path: Path
@@ -115,10 +99,10 @@ async def test_a_whole_conversation_by_the_http_channel_each_reply_published_onc
             number = ack["number"]
             [assigned] = await kafka.await_records(DISPATCH, of_type("assigned"))
             owner = data(assigned)["agent_id"]
-            await agent(kafka, owner, number, "accept")
+            await kafka.ticket_command(owner, number, "accept")
 
             # The agent's question, and the customer's answer through the form.
-            await agent(kafka, owner, number, "respond", message="Which tray do you use?")
+            await kafka.ticket_command(owner, number, "respond", message="Which tray do you use?")
             question = (await form.heard(2))[1]
             await form.post("Re: Printer jams", "Tray 2.", reply_to_ticket=number)
             told = await eventually(
@@ -129,13 +113,17 @@ async def test_a_whole_conversation_by_the_http_channel_each_reply_published_onc
             assert "Tray 2." in told[0]["text"]
 
             # The resolution; "still broken"; reopened; resolved again, with the survey.
-            await agent(kafka, owner, number, "resolve", resolution="Replaced the pickup roller.")
+            await kafka.ticket_command(
+                owner, number, "resolve", resolution="Replaced the pickup roller."
+            )
             resolution = (await form.heard(3))[2]
             await form.post(
                 "Re: Printer jams", "Still broken: it jams again.", reply_to_ticket=number
             )
             [reopened] = await kafka.await_records(DISPATCH, of_type("reopened"))
-            await agent(kafka, owner, number, "resolve", resolution="Replaced the whole tray.")
+            await kafka.ticket_command(
+                owner, number, "resolve", resolution="Replaced the whole tray."
+            )
             survey = (await form.heard(4))[3]
             heard = await kafka.all_records(MESSAGES, settle=2.0)
             received = await kafka.await_records(INTAKE, of_type("received"))

@@ -5,7 +5,6 @@ timelines show the link."""
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,21 +35,6 @@ def of_type(name: str) -> Any:
     return lambda r: r.header("ce_type") == f"servicedesk.ticket.{name}.v1"
 
 
-async def command(
-    kafka: KafkaProbe, actor: str, number: str, kind: str, at: datetime | None = None, **fields: Any
-) -> None:
-    """``actor``'s command, with a token issued ``at`` (dispatch's driven time) if given."""
-    body = {
-        "command_id": str(uuid.uuid4()),
-        "type": kind,
-        "ticket_number": number,
-        "actor": actor,
-        **fields,
-    }
-    signing = token(kafka.settings, actor, now=at) if at else None
-    await kafka.command("tickets.commands", body, key=number, token=signing)
-
-
 @pytest.mark.asyncio
 async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
     settings: Settings, kafka: KafkaProbe
@@ -65,7 +49,7 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
             ("resolve", {"resolution": "new drum"}),
             ("close", {}),
         ]:
-            await command(kafka, owner, number, kind, **fields)
+            await kafka.ticket_command(owner, number, kind, **fields)
         await kafka.await_records(DISPATCH, of_type("closed"))
         reply = valid(
             "again", reply_to_ticket=number, subject="Re: 打印机卡纸", description="又卡纸了。"
@@ -110,8 +94,9 @@ async def test_a_reply_after_the_reopen_window_opens_a_linked_follow_up_not_a_re
         await kafka.publish("requests.incoming", encode(valid("first")))
         [assigned] = await kafka.await_records(DISPATCH, of_type("assigned"))
         number, owner = data(assigned)["number"], data(assigned)["agent_id"]
-        await command(kafka, owner, number, "accept", start)
-        await command(kafka, owner, number, "resolve", start, resolution="new drum")
+        then = token(driven, owner, now=start)  # dispatch checks it against its driven clock
+        await kafka.ticket_command(owner, number, "accept", token=then)
+        await kafka.ticket_command(owner, number, "resolve", token=then, resolution="new drum")
         await kafka.await_records(DISPATCH, of_type("resolved"))
 
         later = start + timedelta(days=8)

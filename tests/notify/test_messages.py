@@ -22,7 +22,7 @@ from tests.support.services import running
 
 
 @pytest.mark.asyncio
-async def test_a_chat_customers_acknowledgement_and_agents_reply_are_published_once_for_the_chat_adapter(
+async def test_a_chat_customers_acknowledgement_and_reply_are_published_once_for_its_adapter(
     settings: Settings, kafka: KafkaProbe, tmp_path: Path
 ) -> None:
     with smtp_server() as smtp, http_receiver() as http:
