@@ -118,6 +118,9 @@ async def test_hostile_posts_are_refused_with_a_reason_code_and_publish_nothing(
         )
         for name, body, _, _ in HOSTILE:
             await refused(name, await channel.post(body))
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            bearer = {"Authorization": f"Bearer {token(small, WEBFORM)}"}
+            await refused("the agents' API", await client.get("/api/tickets", headers=bearer))
         accepted = await channel.post(web_request())
         records = await kafka.all_records(INCOMING, settle=1.5)
 
@@ -128,6 +131,7 @@ async def test_hostile_posts_are_refused_with_a_reason_code_and_publish_nothing(
         "a customer": (403, "forbidden"),
         "too large": (413, "body_too_large"),
         "a key too long": (422, "invalid_request"),
+        "the agents' API": (403, "forbidden"),
         **{name: (status, code) for name, _, status, code in HOSTILE},
     }
     assert {name: (status, body["code"]) for name, (status, body) in answers.items()} == expected
