@@ -8,7 +8,7 @@ from services.console.api import Console, api
 from services.console.callers import Callers
 from services.console.courier import Courier
 from services.console.feeds import DeadLetterFeed, PublicEvents
-from services.console.inbox import inbox
+from services.console.inbox import forget_keys, inbox
 from services.console.journal import Journal
 from services.console.pages import pages
 from services.console.settings import ConsoleSettings
@@ -47,7 +47,7 @@ def build(settings: Settings) -> Service:
         subscriptions=[PublicEvents(journal, read_models), DeadLetterFeed()],
         projections=read_models,
         log=journal,
-        workers=[stream_changes, keep_in_force(policy)],
+        workers=[stream_changes, keep_in_force(policy), forget_keys(own)],
         migrations=MIGRATIONS,
         http=http,
         sends=(TICKET_COMMANDS, AGENT_COMMANDS, INCOMING_TOPIC),

@@ -16,6 +16,7 @@ channel:webform``); an agent's or customer's token is 403. That subject — neve
 the rate limit (:mod:`.allowance`: 429 with ``Retry-After``) and the ``Idempotency-Key``s: a key
 seen before with the same body answers the id it was given then and publishes nothing (kept in
 PostgreSQL: a restart changes nothing); with another body it is 422 ``idempotency_key_reused``.
+Keys are forgotten after ``console_idempotency_retention`` (:func:`forget_keys`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from shared.database import Connection
 from shared.durations import format_duration
 from shared.events import format_time
 from shared.logging import get_logger
+from shared.service import Service, Worker, every
 
 log = get_logger(__name__)
 TAKEN = Counter(
@@ -149,6 +151,29 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
             reply_to_ticket=shaped.reply_to_ticket,
         )
         return _accepted(shaped.channel, shaped.channel_message_id, replayed=False)
+
+
+def forget_keys(settings: ConsoleSettings) -> Worker:
+    """The worker forgetting Idempotency-Keys older than the retention, by the service's clock,
+    every ``processed_purge_interval`` (as processed message ids are)."""
+
+    async def idempotency_keys_forgotten(service: Service) -> None:
+        async with service.pool.acquire() as conn:
+            before = await service.clock.now(conn) - settings.console_idempotency_retention
+            if forgotten := await forget_idempotency_keys(conn, before):
+                log.info("idempotency keys forgotten", count=forgotten, before=format_time(before))
+
+    return every(settings.processed_purge_interval, idempotency_keys_forgotten)
+
+
+async def forget_idempotency_keys(conn: Connection, before: datetime) -> int:
+    """Delete the keys accepted before ``before``; return how many."""
+    forgotten: int = await conn.fetchval(
+        "WITH gone AS (DELETE FROM channel_requests WHERE accepted_at < $1 RETURNING 1) "
+        "SELECT count(*) FROM gone",
+        before,
+    )
+    return forgotten
 
 
 def request_schema() -> dict[str, Any]:

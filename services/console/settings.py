@@ -35,3 +35,9 @@ class ConsoleSettings(Settings):
         gt=timedelta(0),
         description="`POST /requests`: the window console_requests_limit counts in ('1s', '1m').",
     )
+    console_idempotency_retention: Duration = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description="`POST /requests`: how long an Idempotency-Key is remembered (then the same "
+        "key is a new request); purged every DESK_PROCESSED_PURGE_INTERVAL.",
+    )

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from services import build_service
+from services.console.inbox import forget_idempotency_keys
 from services.intake.contract import Request, read_request
 from shared.deadletter import Record
 from shared.settings import Settings
@@ -147,7 +148,7 @@ async def test_hostile_posts_are_refused_with_a_reason_code_and_publish_nothing(
 
 
 @pytest.mark.asyncio
-async def test_an_idempotency_key_answers_its_first_id_after_a_restart_and_publishes_once(
+async def test_an_idempotency_key_answers_its_first_id_after_a_restart_until_forgotten(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
     key = {"Idempotency-Key": "form-submission-41"}
@@ -158,9 +159,15 @@ async def test_an_idempotency_key_answers_its_first_id_after_a_restart_and_publi
         again = await channel.post(first_body, **key)
         changed = await channel.post(web_request(subject="Scanner jams"), **key)
         other_client = await channel.post(first_body, actor=PORTAL, **key)
-    async with served(build_service("console", settings)) as url:
+    console = build_service("console", settings)
+    async with served(console) as url:
         channel = Channel(settings, url)
         after_restart = await channel.post(first_body, **key)
+        # The retention has passed (as the purge sees it): the key is a new request's.
+        async with console.pool.acquire() as conn:
+            later = datetime.now(UTC) + timedelta(seconds=1)
+            forgotten = await forget_idempotency_keys(conn, later)
+        after_retention = await channel.post(first_body, **key)
         records = await kafka.all_records(INCOMING, settle=1.5)
 
     assert first.status_code == 202, first.text
@@ -172,8 +179,17 @@ async def test_an_idempotency_key_answers_its_first_id_after_a_restart_and_publi
     # Keys are each client's own: the portal's same key is its own request.
     assert other_client.status_code == 202
     assert other_client.json()["channel_message_id"] != made
+    assert forgotten == 2
+    assert after_retention.status_code == 202
+    assert after_retention.json()["channel_message_id"] != made
     ids = [r.channel_message_id for r in published(records)]
-    assert sorted(ids) == sorted([made, other_client.json()["channel_message_id"]])
+    assert sorted(ids) == sorted(
+        [
+            made,
+            other_client.json()["channel_message_id"],
+            after_retention.json()["channel_message_id"],
+        ]
+    )
 
 
 @pytest.mark.asyncio

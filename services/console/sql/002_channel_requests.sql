@@ -1,7 +1,8 @@
 -- The HTTP channel (POST /requests): each Idempotency-Key a channel client sent, and the channel
 -- message id it was answered with. A retry with the same key and body — after a restart too —
 -- gets the same id and publishes nothing; the same key with another body is refused. The key is
--- the client's own: two clients' keys never meet. The fingerprint is a SHA-256 of the body as
+-- the client's own: two clients' keys never meet. Keys are forgotten after
+-- console_idempotency_retention (by accepted_at). The fingerprint is a SHA-256 of the body as
 -- sent (canonical JSON), never the body: it holds the customer's contact data.
 CREATE TABLE channel_requests (
     client             text        NOT NULL,
@@ -12,3 +13,4 @@ CREATE TABLE channel_requests (
     accepted_at        timestamptz NOT NULL,
     PRIMARY KEY (client, idempotency_key)
 );
+CREATE INDEX channel_requests_accepted_at ON channel_requests (accepted_at);
