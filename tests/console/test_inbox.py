@@ -4,6 +4,7 @@ across a restart, and the rate per verified client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -159,6 +160,9 @@ async def test_an_idempotency_key_answers_its_first_id_after_a_restart_until_for
         again = await channel.post(first_body, **key)
         changed = await channel.post(web_request(subject="Scanner jams"), **key)
         other_client = await channel.post(first_body, actor=PORTAL, **key)
+        # A client retrying at once, many times over, before any answer came back.
+        racing = {"Idempotency-Key": "form-submission-42"}
+        raced = await asyncio.gather(*(channel.post(first_body, **racing) for _ in range(6)))
     console = build_service("console", settings)
     async with served(console) as url:
         channel = Channel(settings, url)
@@ -179,7 +183,9 @@ async def test_an_idempotency_key_answers_its_first_id_after_a_restart_until_for
     # Keys are each client's own: the portal's same key is its own request.
     assert other_client.status_code == 202
     assert other_client.json()["channel_message_id"] != made
-    assert forgotten == 2
+    assert {r.status_code for r in raced} == {202}
+    [raced_id] = {r.json()["channel_message_id"] for r in raced}
+    assert forgotten == 3
     assert after_retention.status_code == 202
     assert after_retention.json()["channel_message_id"] != made
     ids = [r.channel_message_id for r in published(records)]
@@ -187,6 +193,7 @@ async def test_an_idempotency_key_answers_its_first_id_after_a_restart_until_for
         [
             made,
             other_client.json()["channel_message_id"],
+            raced_id,
             after_retention.json()["channel_message_id"],
         ]
     )
