@@ -43,7 +43,8 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -311,16 +312,12 @@ async def idle(cpu: Processes, seconds: float = 5.0) -> dict[str, float]:
     }
 
 
-async def measure(
-    total: int,
-    rate: float,
-    instances: int,
-    warmup: int,
-    timeout: float,
-    *,
-    settings: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Run the system, offer the burst and the steady load; the figures (see the module)."""
+@asynccontextmanager
+async def warmed_up(
+    instances: int, warmup: int, timeout: float, settings: dict[str, str] | None
+) -> AsyncIterator[tuple[System, Stages, Processes]]:
+    """The system running with ``instances`` of each service, ``warmup`` requests through it
+    (the consumer groups, the pools, the caches), its stages and processes watched."""
     log_dir = os.environ.get("BENCH_LOG_DIR")
     # The services' own clock (PostgreSQL's), not the harness's driven one: time stamps are real.
     async with running_system(
@@ -331,9 +328,22 @@ async def measure(
             for name in service_names()
             for _ in range(instances - 1)
         ]
-        stages, cpu = Stages(system), Processes(system, extra)
-        # Warm up: the consumer groups, the pools, the caches.
-        await phase(stages, cpu, lambda: system.adapter.burst(warmup), timeout)
+        stages, processes = Stages(system), Processes(system, extra)
+        await phase(stages, processes, lambda: system.adapter.burst(warmup), timeout)
+        yield system, stages, processes
+
+
+async def measure(
+    total: int,
+    rate: float,
+    instances: int,
+    warmup: int,
+    timeout: float,
+    *,
+    settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the system, offer the burst and the steady load; the figures (see the module)."""
+    async with warmed_up(instances, warmup, timeout, settings) as (system, stages, cpu):
         idle_cpu = await idle(cpu)
         load_before = os.getloadavg()
         ceilings = {
@@ -386,17 +396,7 @@ async def soak(
     """``total`` requests at a steady ``rate``, nobody resolving (every ticket stays open):
     each process's resident memory every ``window`` seconds and, per window of publishing,
     the latency to each stage — what stays flat and what grows with the open tickets."""
-    log_dir = os.environ.get("BENCH_LOG_DIR")
-    async with running_system(
-        Path(log_dir) if log_dir else None, env={"DESK_CLOCK": "database", **(settings or {})}
-    ) as system:
-        extra = [
-            await system.extra_instance(name)
-            for name in service_names()
-            for _ in range(instances - 1)
-        ]
-        stages, processes = Stages(system), Processes(system, extra)
-        await phase(stages, processes, lambda: system.adapter.burst(warmup), timeout)
+    async with warmed_up(instances, warmup, timeout, settings) as (system, stages, processes):
         load_before = os.getloadavg()
         memory: list[tuple[float, dict[str, float]]] = []
 

@@ -16,7 +16,6 @@ import pytest
 
 from services.dispatch.app import build as dispatch
 from services.dispatch.pools import DESK_KEY, lock_key, pools
-from services.intake.events import ticket_stream
 from services.policy import Policy
 from services.vocabulary import PRIORITY_RANK
 from shared.database import connect
@@ -25,7 +24,6 @@ from shared.service import Service
 from shared.settings import Settings
 from tests.dispatch.support import triaged
 from tests.dispatch.test_dispatch import send_command, send_triaged
-from tests.support.events import publish_event
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running_together
 from tests.support.waiting import eventually
@@ -67,6 +65,12 @@ class Handled:
             self.counts[n, name] += len(messages)
 
         return counted
+
+
+def two_instances(settings: Settings) -> tuple[Service, Service]:
+    """Two dispatch instances of one deployment, under the pools policy."""
+    settings = settings.replace(policy_file=POLICY_FILE)
+    return dispatch(settings), dispatch(settings)
 
 
 async def dispatched(service: Service) -> int:
@@ -127,8 +131,7 @@ def check_capacity_and_queue_order(envelopes: list[dict[str, Any]]) -> tuple[int
 async def test_two_instances_share_the_work_and_keep_capacity_limits_and_queue_order(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
-    settings = settings.replace(policy_file=POLICY_FILE)
-    first, second = dispatch(settings), dispatch(settings)
+    first, second = two_instances(settings)
     handled = Handled([first, second])
     total, at_once = 160, 120
     async with running_together(first, second):
@@ -170,8 +173,7 @@ async def events_partitions(service: Service) -> set[int]:
 async def test_a_batch_waits_only_for_the_pools_it_touches(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
-    settings = settings.replace(policy_file=POLICY_FILE)
-    first, second = dispatch(settings), dispatch(settings)
+    first, second = two_instances(settings)
     async with running_together(first, second):
         owned = [await events_partitions(s) for s in (first, second)]
         assert owned[0] and owned[1] and not owned[0] & owned[1]
@@ -180,16 +182,7 @@ async def test_a_batch_waits_only_for_the_pools_it_touches(
         async def send(group: str, partition: int) -> None:
             nonlocal n
             n += 1
-            ticket = triaged(n, product_line=LINES[group])
-            await publish_event(
-                kafka,
-                "intake.events",
-                ticket,
-                stream_id=ticket_stream(ticket.ticket_id),
-                version=2,
-                subject=ticket.ticket_id,
-                partition=partition,
-            )
+            await send_triaged(kafka, triaged(n, product_line=LINES[group]), partition)
 
         # Two rounds to every partition: each instance records the policy version in force
         # (the one batch that takes the whole desk) and settles.
