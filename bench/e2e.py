@@ -289,13 +289,33 @@ async def database_ceiling(url: str, rows: int = 100_000, batch: int = 1_000) ->
 async def phase(
     stages: Stages, cpu: Processes, publish: Callable[[], Awaitable[list[str]]], timeout: float
 ) -> tuple[list[str], dict[str, float]]:
-    """Run ``publish()`` and wait for the acknowledgement of every request it published; those
+    """Run ``publish()`` and wait until every request it published reached every stage; those
     requests and the CPU per ticket by process over the whole phase."""
     acknowledged = stages.acknowledged()
     before = cpu.sample()
     keys = await publish()
     await until_acknowledged(stages, acknowledged + len(keys), timeout)
+    await until_every_stage(stages, keys, timeout)
     return keys, per_ticket(before, cpu.sample(), len(keys))
+
+
+async def until_every_stage(stages: Stages, keys: list[str], timeout: float) -> None:
+    """Wait until each request reached every stage, or ``timeout`` passes without one more.
+
+    The acknowledgement does not wait for dispatch or the SLA clocks (notify acknowledges
+    intake's events), so a phase that ended with the last acknowledgement read the other stages
+    of its last requests before they happened."""
+    last, changed = -1, time.monotonic()
+    while True:
+        journeys = stages.times()
+        done = sum(all(s in journeys.get(k, {}) for s in STAGES) for k in keys)
+        if done == len(keys):
+            return
+        if done != last:
+            last, changed = done, time.monotonic()
+        elif time.monotonic() - changed > timeout:
+            return
+        await asyncio.sleep(0.5)
 
 
 async def idle(cpu: Processes, seconds: float = 5.0) -> dict[str, float]:
