@@ -95,7 +95,7 @@ class Desk:
     queues: dict[str, list[Ticket]] = field(default_factory=dict)
     """By group: queued tickets (the heads of the queues, as loaded, plus new ones)."""
     agent_versions: dict[str, int] = field(default_factory=dict)
-    reach: set[str] | None = None
+    held: set[str] | None = None
     """The groups this batch holds the pools of (None: every group); see :meth:`_within`."""
 
     # --- tickets arriving ----------------------------------------------------------------
@@ -322,8 +322,8 @@ class Desk:
     def _within(self, *group_ids: str) -> None:
         """Refuse to change a group whose pool this batch does not hold (a gap in
         :mod:`services.dispatch.reach`): loudly, never a capacity limit broken in silence."""
-        if self.reach is not None and not self.reach.issuperset(group_ids):
-            outside = sorted(set(group_ids) - self.reach)
+        if self.held is not None and not self.held.issuperset(group_ids):
+            outside = sorted(set(group_ids) - self.held)
             raise OutOfReach(f"dispatch batch reached groups it does not hold: {outside}")
 
     def move_retired(self, tickets: Sequence[Ticket]) -> None:

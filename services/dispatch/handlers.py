@@ -90,26 +90,26 @@ class DeskSession:
         *,
         ticket_ids: Sequence[str] = (),
         numbers: Sequence[str] = (),
-        reach: Reach | None = None,
+        touches: Reach | None = None,
         queues: bool = True,
     ) -> Desk:
         """The batch's desk; the handler points ``desk.record`` at each message's cause.
 
-        ``reach`` says which groups the messages may change (None: every group); ``queues``
+        ``touches`` says which groups the messages may change (None: every group); ``queues``
         false when none of them can free room, so no queue is read."""
         conn = uow.conn
         in_force = self.policy.in_force(uow.now)
         locks = Locks(conn, self._pools_of(in_force.version, in_force.policy))
-        if reach is None or self.policy.pending_switch(uow.now):
+        if touches is None or self.policy.pending_switch(uow.now):
             await locks.take(None)
         else:
             first = await self._tickets(conn, ticket_ids, numbers)  # before the locks: a guess
-            await locks.take(reach(in_force.policy, first))
+            await locks.take(touches(in_force.policy, first))
         current, switched = await self.policy.adopt(conn, uow.now)
         policy, version = current.policy, current.version
         tickets = await self._tickets(conn, ticket_ids, numbers)
-        if reach is not None:  # a ticket may have moved to another pool meanwhile
-            await locks.widen(reach(policy, tickets))
+        if touches is not None:  # a ticket may have moved to another pool meanwhile
+            await locks.widen(touches(policy, tickets))
         held = locks.groups()
         if queues:
             for ticket_id, ticket in (await storage.queued(conn, held)).items():
@@ -129,7 +129,7 @@ class DeskSession:
         )
         # Agents are registered because the policy's directory names them.
         directory = uow.caused_by(Cause(f"policy-{version}"))
-        desk = Desk(policy, version, uow.now, board, directory, tickets=tickets, reach=held)
+        desk = Desk(policy, version, uow.now, board, directory, tickets=tickets, held=held)
         for ticket in tickets.values():
             if ticket.status == "queued" and (held is None or ticket.group_id in held):
                 desk.queues.setdefault(ticket.group_id, []).append(ticket)
@@ -155,7 +155,7 @@ class DeskSession:
 
 def policy_switch(session: DeskSession) -> Worker:
     """dispatch's switch to a policy version that comes into force while no message arrives:
-    the tickets of the groups it retires move at that moment, under the desk lock."""
+    the tickets of the groups it retires move at that moment, holding the whole desk."""
 
     async def switch_policy(service: Service) -> None:
         async with service.pool.acquire() as conn, conn.transaction():
@@ -193,7 +193,7 @@ class Events(EventSubscription):
 
         # Only an escalation frees room (its agent's), so only then are queues read.
         escalations = any(isinstance(m.message.data, EscalationRaised) for m in messages)
-        desk = await self.session.open(uow, ticket_ids=ids, reach=groups, queues=escalations)
+        desk = await self.session.open(uow, ticket_ids=ids, touches=groups, queues=escalations)
         for inbound in messages:
             delivered = inbound.message
             desk.record = uow.caused_by(delivered.envelope)
@@ -266,7 +266,7 @@ class Commands(Subscription[DecodedCommand]):
                 found |= reach.of_command(policy, command, ticket)
             return found
 
-        desk = await self.session.open(uow, numbers=[n for n in numbers if n], reach=groups)
+        desk = await self.session.open(uow, numbers=[n for n in numbers if n], touches=groups)
         for inbound in messages:
             message = inbound.message
             agents = inbound.record.topic.endswith(AGENT_COMMANDS)
