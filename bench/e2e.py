@@ -2,6 +2,7 @@
 
     python -m bench.e2e [--requests 5000] [--rate 200] [--instances 1] [--warmup 200]
                         [--set DESK_NAME=VALUE ...]
+    python -m bench.e2e --soak [--requests 100000] [--rate 200] [--window 30]
 
 ``desk up`` starts as a user starts it (embedded PostgreSQL and broker, each service its own
 process), with notify's SMTP server, webhooks and SMS endpoint at receivers in their own process
@@ -27,6 +28,12 @@ receivers, this benchmark) over each phase, and per second while nothing is offe
 the ceilings: the raw broker produce rate and PostgreSQL's batched-insert rate — every figure is
 read as a ratio to them, since machines here differ 2-3x and the cores are shared (the load
 average is printed too).
+
+``--soak`` runs only a steady phase (``--requests`` at ``--rate``, nobody resolving, so every
+ticket stays open) and prints each process's resident memory at its start and end (and the most
+seen), and per ``--window`` seconds of publishing the p50/p99 latency to each stage with the
+services' resident memory at the window's end: state that grows with open tickets shows as a
+slope in either.
 """
 
 from __future__ import annotations
@@ -37,7 +44,9 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -57,6 +66,7 @@ from shared.settings import Settings
 from tests.support.system import Instance, System, running_system
 
 STAGES = ("recorded", "dispatched", "clocks_started", "acknowledged")
+SERVICES = frozenset(service_names())
 ACKNOWLEDGEMENT = ":acknowledgement"
 """How a customer's acknowledgement notice key ends (``<cause event>:<recipient>:<template>``)."""
 
@@ -136,10 +146,10 @@ class Stages:
         return tickets
 
 
-class CpuTimes:
-    """CPU seconds so far of every process of the run, by name: each service (its instances
-    together), PostgreSQL with its backends, the broker, ``desk up``, the receivers, this
-    benchmark."""
+class Processes:
+    """Every process of the run, by name: each service (its instances together), PostgreSQL
+    with its backends, the broker, ``desk up``, the receivers, this benchmark; their CPU
+    seconds so far and their resident memory."""
 
     def __init__(self, system: System, instances: list[Instance]) -> None:
         self.system = system
@@ -157,17 +167,45 @@ class CpuTimes:
         yield "receivers", self.system.receivers.process.pid, False
         yield "bench", os.getpid(), False
 
-    def sample(self) -> dict[str, float]:
-        spent: dict[str, float] = {}
+    def _each(self) -> Iterable[tuple[str, psutil.Process]]:
         for name, pid, family in self._roots():
             try:
                 root = psutil.Process(pid)
-                for process in [root, *root.children(recursive=True)] if family else [root]:
-                    times = process.cpu_times()
-                    spent[name] = spent.get(name, 0.0) + times.user + times.system
+                yield from ((name, p) for p in [root, *root.children(recursive=True)] if family)
+                if not family:
+                    yield name, root
             except psutil.Error:
                 continue
+
+    def sample(self) -> dict[str, float]:
+        """CPU seconds by name."""
+        spent: dict[str, float] = {}
+        for name, process in self._each():
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            spent[name] = spent.get(name, 0.0) + times.user + times.system
         return spent
+
+    def memory(self) -> dict[str, float]:
+        """Resident MB by name: each service instance on its own (``sla``, ``sla#2``), the
+        families summed (PostgreSQL's sum counts its shared buffers once per backend: read
+        its change, not its level)."""
+        resident: dict[str, float] = {}
+        extra = {instance.process.pid: instance.name for instance in self.instances}
+        seen: Counter[str] = Counter()
+        for name, process in self._each():
+            try:
+                mb = process.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+            label = name
+            if process.pid in extra:
+                seen[name] += 1
+                label = f"{name}#{seen[name] + 1}"
+            resident[label] = round(resident.get(label, 0.0) + mb, 1)
+        return resident
 
 
 def per_ticket(before: dict[str, float], after: dict[str, float], tickets: int) -> dict[str, float]:
@@ -270,18 +308,38 @@ async def database_ceiling(url: str, rows: int = 100_000, batch: int = 1_000) ->
 
 
 async def phase(
-    stages: Stages, cpu: CpuTimes, publish: Callable[[], Awaitable[list[str]]], timeout: float
+    stages: Stages, cpu: Processes, publish: Callable[[], Awaitable[list[str]]], timeout: float
 ) -> tuple[list[str], dict[str, float]]:
-    """Run ``publish()`` and wait for the acknowledgement of every request it published; those
+    """Run ``publish()`` and wait until every request it published reached every stage; those
     requests and the CPU per ticket by process over the whole phase."""
     acknowledged = stages.acknowledged()
     before = cpu.sample()
     keys = await publish()
     await until_acknowledged(stages, acknowledged + len(keys), timeout)
+    await until_every_stage(stages, keys, timeout)
     return keys, per_ticket(before, cpu.sample(), len(keys))
 
 
-async def idle(cpu: CpuTimes, seconds: float = 5.0) -> dict[str, float]:
+async def until_every_stage(stages: Stages, keys: list[str], timeout: float) -> None:
+    """Wait until each request reached every stage, or ``timeout`` passes without one more.
+
+    The acknowledgement does not wait for dispatch or the SLA clocks (notify acknowledges
+    intake's events), so a phase that ended with the last acknowledgement read the other stages
+    of its last requests before they happened."""
+    last, changed = -1, time.monotonic()
+    while True:
+        journeys = stages.times()
+        done = sum(all(s in journeys.get(k, {}) for s in STAGES) for k in keys)
+        if done == len(keys):
+            return
+        if done != last:
+            last, changed = done, time.monotonic()
+        elif time.monotonic() - changed > timeout:
+            return
+        await asyncio.sleep(0.5)
+
+
+async def idle(cpu: Processes, seconds: float = 5.0) -> dict[str, float]:
     """CPU milliseconds per second of each process while nothing is offered: what polling costs."""
     before = cpu.sample()
     started = time.perf_counter()
@@ -295,16 +353,12 @@ async def idle(cpu: CpuTimes, seconds: float = 5.0) -> dict[str, float]:
     }
 
 
-async def measure(
-    total: int,
-    rate: float,
-    instances: int,
-    warmup: int,
-    timeout: float,
-    *,
-    settings: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Run the system, offer the burst and the steady load; the figures (see the module)."""
+@asynccontextmanager
+async def warmed_up(
+    instances: int, warmup: int, timeout: float, settings: dict[str, str] | None
+) -> AsyncIterator[tuple[System, Stages, Processes]]:
+    """The system running with ``instances`` of each service, ``warmup`` requests through it
+    (the consumer groups, the pools, the caches), its stages and processes watched."""
     log_dir = os.environ.get("BENCH_LOG_DIR")
     # The services' own clock (PostgreSQL's), not the harness's driven one: time stamps are real.
     async with running_system(
@@ -315,9 +369,22 @@ async def measure(
             for name in service_names()
             for _ in range(instances - 1)
         ]
-        stages, cpu = Stages(system), CpuTimes(system, extra)
-        # Warm up: the consumer groups, the pools, the caches.
-        await phase(stages, cpu, lambda: system.adapter.burst(warmup), timeout)
+        stages, processes = Stages(system), Processes(system, extra)
+        await phase(stages, processes, lambda: system.adapter.burst(warmup), timeout)
+        yield system, stages, processes
+
+
+async def measure(
+    total: int,
+    rate: float,
+    instances: int,
+    warmup: int,
+    timeout: float,
+    *,
+    settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run the system, offer the burst and the steady load; the figures (see the module)."""
+    async with warmed_up(instances, warmup, timeout, settings) as (system, stages, cpu):
         idle_cpu = await idle(cpu)
         load_before = os.getloadavg()
         ceilings = {
@@ -357,11 +424,113 @@ async def measure(
     }
 
 
+async def soak(
+    total: int,
+    rate: float,
+    instances: int,
+    warmup: int,
+    timeout: float,
+    *,
+    window: float,
+    settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """``total`` requests at a steady ``rate``, nobody resolving (every ticket stays open):
+    each process's resident memory every ``window`` seconds and, per window of publishing,
+    the latency to each stage — what stays flat and what grows with the open tickets."""
+    async with warmed_up(instances, warmup, timeout, settings) as (system, stages, processes):
+        load_before = os.getloadavg()
+        memory: list[tuple[float, dict[str, float]]] = []
+
+        async def sample() -> None:
+            while True:
+                memory.append((time.time(), processes.memory()))
+                await asyncio.sleep(window)
+
+        sampler = asyncio.create_task(sample())
+        try:
+            keys, cpu = await phase(
+                stages, processes, lambda: system.adapter.paced(total, rate), timeout
+            )
+        finally:
+            sampler.cancel()
+        memory.append((time.time(), processes.memory()))
+        load_after = os.getloadavg()
+        journeys = stages.times()
+
+    return {
+        "mode": "soak",
+        "requests": total,
+        "offered_per_s": rate,
+        "instances": instances,
+        "window_s": window,
+        "rss_mb": resident_change(memory),
+        "windows": windows(journeys, keys, memory, window),
+        "cpu_ms_per_ticket": cpu,
+        "load_average": {
+            "before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in load_after],
+        },
+    }
+
+
+def resident_change(memory: list[tuple[float, dict[str, float]]]) -> dict[str, Any]:
+    """Per process: resident MB at the start, at the end, the most seen, and the change."""
+    first, last = memory[0][1], memory[-1][1]
+    return {
+        name: {
+            "start": first[name],
+            "end": last.get(name, 0.0),
+            "max": max(sample.get(name, 0.0) for _, sample in memory),
+            "change_pct": round(100 * (last.get(name, 0.0) - first[name]) / first[name], 1),
+        }
+        for name in sorted(first)
+    }
+
+
+def windows(
+    journeys: dict[str, dict[str, float]],
+    keys: list[str],
+    memory: list[tuple[float, dict[str, float]]],
+    window: float,
+) -> list[dict[str, Any]]:
+    """Requests by the window they were published in: how many, p50/p99 to each stage, and
+    each service's resident MB at the window's end."""
+    published = {k: journeys[k]["published"] for k in keys if "published" in journeys.get(k, {})}
+    start = min(published.values())
+    buckets: dict[int, list[str]] = {}
+    for key, at in published.items():
+        buckets.setdefault(int((at - start) // window), []).append(key)
+    found = []
+    for n in sorted(buckets):
+        end = start + (n + 1) * window
+        rss = min(memory, key=lambda sample: abs(sample[0] - end))[1]
+        stages = latencies(journeys, buckets[n])
+        found.append(
+            {
+                "from_s": round(n * window),
+                "published": len(buckets[n]),
+                **{
+                    f"{stage}_ms": [figures.get("p50_ms"), figures.get("p99_ms")]
+                    for stage, figures in stages.items()
+                },
+                "rss_mb": {name: mb for name, mb in rss.items() if name.split("#")[0] in SERVICES},
+            }
+        )
+    return found
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=5_000, help="per phase")
     parser.add_argument("--rate", type=float, default=200.0, help="steady requests per second")
     parser.add_argument("--instances", type=int, default=1, help="instances of each service")
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="only the steady phase, --requests at --rate, every ticket left open: resident "
+        "memory of each process and latency per window",
+    )
+    parser.add_argument("--window", type=float, default=30.0, help="seconds per soak window")
     parser.add_argument("--warmup", type=int, default=200, help="requests before measuring")
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds without progress before giving up"
@@ -375,10 +544,11 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     chosen = dict(item.split("=", 1) for item in args.set)
+    run = (args.requests, args.rate, args.instances, args.warmup, args.timeout)
     figures = asyncio.run(
-        measure(
-            args.requests, args.rate, args.instances, args.warmup, args.timeout, settings=chosen
-        )
+        soak(*run, window=args.window, settings=chosen)
+        if args.soak
+        else measure(*run, settings=chosen)
     )
     figures["settings"] = chosen
     report(figures)

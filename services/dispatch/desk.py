@@ -62,7 +62,7 @@ from services.dispatch.events import (
     WorkStarted,
     agent_stream,
 )
-from services.dispatch.routing import AgentOnBoard, Board, classify, escalation_group
+from services.dispatch.routing import AgentOnBoard, Board, classify, escalation_group, group_for
 from services.dispatch.ticket import OPEN, ActorKind, Refused, Ticket, check, reply_outcome
 from services.intake.events import CustomerReplied, TicketTriaged, ticket_stream
 from services.policy import Policy
@@ -70,6 +70,10 @@ from services.sla.events import EscalationRaised
 from services.vocabulary import CATEGORY_OF, Category, ComplaintSeverity, Complexity
 from shared.events import EventData
 from shared.unit_of_work import Recorder
+
+
+class OutOfReach(RuntimeError):
+    """A batch was about to route in a group it did not lock: a bug, never a message's fault."""
 
 
 @dataclass
@@ -91,6 +95,8 @@ class Desk:
     queues: dict[str, list[Ticket]] = field(default_factory=dict)
     """By group: queued tickets (the heads of the queues, as loaded, plus new ones)."""
     agent_versions: dict[str, int] = field(default_factory=dict)
+    held: set[str] | None = None
+    """The groups this batch holds the pools of (None: every group); see :meth:`_within`."""
 
     # --- tickets arriving ----------------------------------------------------------------
 
@@ -310,10 +316,15 @@ class Desk:
     # --- policy versions -------------------------------------------------------------------
 
     def group_for(self, group_id: str) -> str:
-        """The group a ticket of ``group_id`` belongs to under this policy: the group itself,
-        where a retired group moved to, or — for a group this version does not know at all —
-        the default group. No policy version can make routing fail on a stored group."""
-        return self.policy.directory.home(group_id) or self.policy.routing.default_group
+        """The group a ticket of ``group_id`` belongs to under this policy (:func:`group_for`)."""
+        return group_for(self.policy, group_id)
+
+    def _within(self, *group_ids: str) -> None:
+        """Refuse to change a group whose pool this batch does not hold (a gap in
+        :mod:`services.dispatch.reach`): loudly, never a capacity limit broken in silence."""
+        if self.held is not None and not self.held.issuperset(group_ids):
+            outside = sorted(set(group_ids) - self.held)
+            raise OutOfReach(f"dispatch batch reached groups it does not hold: {outside}")
 
     def move_retired(self, tickets: Sequence[Ticket]) -> None:
         """Re-route the open tickets of groups this version retired (to their ``moved_to``) or
@@ -354,6 +365,7 @@ class Desk:
     ) -> None:
         """Give the ticket to an agent of the group, or put it in the group's queue."""
         group_id = self.group_for(group_id)
+        self._within(group_id)
         choice = self.board.choose(group_id, language=ticket.language, tags=ticket.tags, only=only)
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
         if choice.agent_id is None:
@@ -390,6 +402,7 @@ class Desk:
 
     def _serve(self, group_ids: Sequence[str]) -> None:
         """Assign queued tickets, best first, while the groups have someone with room."""
+        self._within(*group_ids)
         for group_id in group_ids:
             queue = self.queues.get(group_id, [])
             queue.sort(key=lambda t: t.queue_key)
@@ -422,6 +435,7 @@ class Desk:
         agent = self.board.agents.get(ticket.agent_id or "")
         self._emit(ticket, TicketReopened(**ids, actor=actor, reason=reason))
         if self.policy.routing.reopen_to_same_agent and agent is not None and agent.has_room:
+            self._within(*agent.profile.groups)
             self.board.take(agent.id)  # back with the agent who resolved it
             return
         group = self.group_for(ticket.group_id)
@@ -488,7 +502,7 @@ class Desk:
 
     def _reclassify(self, ticket: Ticket, command: Reclassify, actor: str) -> None:
         """Correct triage; routing sends the ticket where its corrected class belongs."""
-        complexity, category, severity = _corrected(self.policy, ticket, command)
+        complexity, category, severity = corrected_class(self.policy, ticket, command)
         if (complexity, category, severity) == (
             ticket.complexity,
             ticket.category,
@@ -583,7 +597,7 @@ _LOADED_STATES = ("assigned", "accepted", "in_progress", "waiting_for_customer")
 _COMPLEXITY_OF: dict[Category, Complexity] = {c: x for x, c in CATEGORY_OF.items()}
 
 
-def _corrected(
+def corrected_class(
     policy: Policy, ticket: Ticket, command: Reclassify
 ) -> tuple[Complexity, Category, ComplaintSeverity]:
     """The complexity, category and complaint severity a reclassify command means.

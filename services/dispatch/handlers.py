@@ -1,8 +1,9 @@
 """dispatch's consumers: events (triaged tickets, customer replies, SLA escalations) and commands
 (ticket and agent commands).
 
-Every batch runs the same way (:class:`DeskSession`): take the desk lock, load the tickets the
-batch names, the board (agents, loads, cursors) and the queues, hand each message to the
+Every batch runs the same way (:class:`DeskSession`): lock the pools of the groups its messages
+may change (:mod:`services.dispatch.pools`), load the tickets the batch names, the board (agents,
+loads, cursors) and those groups' queues, hand each message to the
 :class:`Desk` with a recorder caused by that message, record what it decides. A command acts as
 the actor its credential proves (:mod:`services.dispatch.authority`). Refused commands become
 ``*CommandRejected`` events on ``tickets.commands.rejected`` / ``agents.commands.rejected``;
@@ -12,13 +13,13 @@ again is evaluated anew (answered again, or applied if it now can be).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from prometheus_client import Counter
 
-from services.dispatch import storage
+from services.dispatch import reach, storage
 from services.dispatch.authority import (
     UNAUTHENTICATED,
     Attributed,
@@ -43,6 +44,8 @@ from services.dispatch.events import (
     CommandRejected,
     TicketCommandRejected,
 )
+from services.dispatch.pools import Locks, pools
+from services.dispatch.ticket import Ticket
 from services.intake.events import EVENTS_TOPIC as INTAKE_EVENTS
 from services.intake.events import CustomerReplied, TicketTriaged
 from services.policy import Policy
@@ -50,6 +53,7 @@ from services.sla.events import EVENTS_TOPIC as SLA_EVENTS
 from services.sla.events import EscalationRaised
 from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
 from shared.credentials import CommandVerifier
+from shared.database import Connection
 from shared.deadletter import Record
 from shared.eventstore import ANY_VERSION
 from shared.keys import KeyRing
@@ -64,11 +68,21 @@ REFUSED = Counter(
 )
 
 
+Reach = Callable[[Policy, Mapping[str, Ticket]], set[str]]
+"""The groups a batch's messages may change, given the policy and the tickets they name."""
+
+
 class DeskSession:
-    """Opens a :class:`Desk` on a unit of work: lock, load, register the directory's agents."""
+    """Opens a :class:`Desk` on a unit of work: lock, load, register the directory's agents.
+
+    The locks are the pools of the groups the batch may change (:mod:`services.dispatch.pools`),
+    or the whole desk in the transaction that switches policy versions; loads, cursors and
+    queues are read after them, so two instances never decide on the same agent's room."""
 
     def __init__(self, policy: PolicySchedule[Policy]) -> None:
         self.policy = policy
+        self._pools: dict[str, dict[str, str]] = {}
+        """Policy version -> group -> pool (a handful of versions at most)."""
 
     async def open(
         self,
@@ -76,17 +90,30 @@ class DeskSession:
         *,
         ticket_ids: Sequence[str] = (),
         numbers: Sequence[str] = (),
+        touches: Reach | None = None,
+        queues: bool = True,
     ) -> Desk:
-        """The batch's desk; the handler points ``desk.record`` at each message's cause."""
+        """The batch's desk; the handler points ``desk.record`` at each message's cause.
+
+        ``touches`` says which groups the messages may change (None: every group); ``queues``
+        false when none of them can free room, so no queue is read."""
         conn = uow.conn
-        await storage.lock_desk(conn)
+        in_force = self.policy.in_force(uow.now)
+        locks = Locks(conn, self._pools_of(in_force.version, in_force.policy))
+        if touches is None or self.policy.pending_switch(uow.now):
+            await locks.take(None)
+        else:
+            first = await self._tickets(conn, ticket_ids, numbers)  # before the locks: a guess
+            await locks.take(touches(in_force.policy, first))
         current, switched = await self.policy.adopt(conn, uow.now)
         policy, version = current.policy, current.version
-        tickets = await storage.tickets_by_id(conn, ticket_ids)
-        tickets.update(await storage.tickets_by_number(conn, numbers))
-        queued = await storage.queued(conn)
-        for ticket_id, ticket in queued.items():
-            tickets.setdefault(ticket_id, ticket)
+        tickets = await self._tickets(conn, ticket_ids, numbers)
+        if touches is not None:  # a ticket may have moved to another pool meanwhile
+            await locks.widen(touches(policy, tickets))
+        held = locks.groups()
+        if queues:
+            for ticket_id, ticket in (await storage.queued(conn, held)).items():
+                tickets.setdefault(ticket_id, ticket)
         stranded: list[str] = []
         if switched:  # tickets of groups this version retired or dropped move, once
             outside = await storage.open_outside(conn, policy.directory.group)
@@ -102,19 +129,33 @@ class DeskSession:
         )
         # Agents are registered because the policy's directory names them.
         directory = uow.caused_by(Cause(f"policy-{version}"))
-        desk = Desk(policy, version, uow.now, board, directory, tickets=tickets)
+        desk = Desk(policy, version, uow.now, board, directory, tickets=tickets, held=held)
         for ticket in tickets.values():
-            if ticket.status == "queued":
+            if ticket.status == "queued" and (held is None or ticket.group_id in held):
                 desk.queues.setdefault(ticket.group_id, []).append(ticket)
         desk.agent_versions = {a: v for a, (_, v) in known.items()}
         desk.register_agents({a: e for a, (e, _) in known.items()})
         desk.move_retired([tickets[i] for i in stranded])
         return desk
 
+    def _pools_of(self, version: str, policy: Policy) -> dict[str, str]:
+        found = self._pools.get(version)
+        if found is None:
+            found = self._pools[version] = pools(policy.directory)
+        return found
+
+    @staticmethod
+    async def _tickets(
+        conn: Connection, ticket_ids: Sequence[str], numbers: Sequence[str]
+    ) -> dict[str, Ticket]:
+        tickets = await storage.tickets_by_id(conn, ticket_ids)
+        tickets.update(await storage.tickets_by_number(conn, numbers))
+        return tickets
+
 
 def policy_switch(session: DeskSession) -> Worker:
     """dispatch's switch to a policy version that comes into force while no message arrives:
-    the tickets of the groups it retires move at that moment, under the desk lock."""
+    the tickets of the groups it retires move at that moment, holding the whole desk."""
 
     async def switch_policy(service: Service) -> None:
         async with service.pool.acquire() as conn, conn.transaction():
@@ -142,7 +183,17 @@ class Events(EventSubscription):
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         ids = [m.message.data.ticket_id for m in messages]  # type: ignore[attr-defined]
-        desk = await self.session.open(uow, ticket_ids=ids)
+
+        def groups(policy: Policy, tickets: Mapping[str, Ticket]) -> set[str]:
+            found: set[str] = set()
+            for inbound in messages:
+                data: Any = inbound.message.data
+                found |= reach.of_event(policy, data, tickets.get(data.ticket_id))
+            return found
+
+        # Only an escalation frees room (its agent's), so only then are queues read.
+        escalations = any(isinstance(m.message.data, EscalationRaised) for m in messages)
+        desk = await self.session.open(uow, ticket_ids=ids, touches=groups, queues=escalations)
         for inbound in messages:
             delivered = inbound.message
             desk.record = uow.caused_by(delivered.envelope)
@@ -205,7 +256,17 @@ class Commands(Subscription[DecodedCommand]):
         numbers = [
             getattr(getattr(m.message, "command", None), "ticket_number", "") for m in messages
         ]
-        desk = await self.session.open(uow, numbers=[n for n in numbers if n])
+        commands = [c for m in messages if (c := getattr(m.message, "command", None))]
+
+        def groups(policy: Policy, tickets: Mapping[str, Ticket]) -> set[str]:
+            by_number = {t.number: t for t in tickets.values()}
+            found: set[str] = set()
+            for command in commands:
+                ticket = by_number.get(getattr(command, "ticket_number", ""))
+                found |= reach.of_command(policy, command, ticket)
+            return found
+
+        desk = await self.session.open(uow, numbers=[n for n in numbers if n], touches=groups)
         for inbound in messages:
             message = inbound.message
             agents = inbound.record.topic.endswith(AGENT_COMMANDS)

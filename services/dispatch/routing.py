@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from services.policy import Policy
 from services.policy.dispatch import (
     AgentPolicy,
     DirectoryPolicy,
@@ -43,6 +44,13 @@ def escalation_group(ladder: Sequence[EscalationLevel], level: int, holding: str
         return None
     rung = {step.group: step.level for step in ladder if step.group}
     return target if rung[target] > rung.get(holding, 0) else None
+
+
+def group_for(policy: Policy, group_id: str) -> str:
+    """The group a ticket of ``group_id`` belongs to under ``policy``: the group itself, where a
+    retired group moved to, or — for a group this version does not know at all — the default
+    group. No policy version can make routing fail on a stored group."""
+    return policy.directory.home(group_id) or policy.routing.default_group
 
 
 @dataclass(frozen=True)

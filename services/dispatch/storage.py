@@ -54,12 +54,6 @@ _SELECT = f"SELECT {', '.join(c + ('::text' if c == 'ticket_id' else '') for c i
 _LOADED = sorted(LOADED)
 
 
-async def lock_desk(conn: Connection) -> None:
-    """One dispatch batch at a time changes assignments: loads and queues stay exact, across
-    consumers and instances. Held until the transaction ends."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dispatch.desk'))")
-
-
 def _ticket(row: Any) -> Ticket:
     return Ticket(**{c: row[i] for i, c in enumerate(_TICKET_COLUMNS)})
 
@@ -80,12 +74,23 @@ async def tickets_by_number(conn: Connection, numbers: Iterable[str]) -> dict[st
     return {row[0]: _ticket(row) for row in rows}
 
 
-async def queued(conn: Connection, per_group: int = 500) -> dict[str, Ticket]:
-    """The head of every group's queue, by priority then age."""
+async def queued(
+    conn: Connection, groups: Iterable[str] | None, per_group: int = 500
+) -> dict[str, Ticket]:
+    """The head of each group's queue (of every group: None), by priority then age.
+
+    One index range per group (``tickets_queue``), so the cost does not grow with the queues:
+    with 100,000 tickets queued a window over all of them took every batch longer."""
+    if groups is None:
+        groups = await conn.fetchval(
+            "SELECT coalesce(array_agg(DISTINCT group_id), '{}') FROM tickets "
+            "WHERE status = 'queued'"
+        )
     rows = await conn.fetch(
-        f"{_SELECT} FROM (SELECT *, row_number() OVER (PARTITION BY group_id "
-        "ORDER BY priority_rank, queued_at) AS place FROM tickets WHERE status = 'queued') q "
-        "WHERE place <= $1",
+        f"{_SELECT} FROM unnest($1::text[]) AS g(id) CROSS JOIN LATERAL (SELECT * FROM tickets "
+        "WHERE status = 'queued' AND group_id = g.id ORDER BY priority_rank, queued_at, number "
+        "LIMIT $2) q",
+        sorted(groups),
         per_group,
     )
     return {row[0]: _ticket(row) for row in rows}

@@ -149,9 +149,10 @@ class Ticket:
         return self.status in LOADED and self.agent_id is not None
 
     @property
-    def queue_key(self) -> tuple[int, datetime]:
-        """Queues are served by priority, then age."""
-        return PRIORITY_RANK[self.priority], self.queued_at or self.received_at
+    def queue_key(self) -> tuple[int, datetime, str]:
+        """Queues are served by priority, then age, then number (the order intake received
+        tickets queued at one moment); ``tickets_queue`` is the same order."""
+        return PRIORITY_RANK[self.priority], self.queued_at or self.received_at, self.number
 
     def apply(self, event: EventData, time: datetime) -> None:  # noqa: PLR0912 - one case per event
         """Evolve by one event (the handler and the projection share this)."""

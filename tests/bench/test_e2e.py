@@ -52,3 +52,30 @@ def test_a_tiny_run_reaches_every_stage_and_prices_every_process() -> None:
         assert all(cpu[p] >= 0 for p in parts)
         assert cpu["total"] == pytest.approx(sum(cpu[p] for p in parts), abs=0.01)
         assert cpu["total"] > 0
+
+
+@pytest.mark.slow
+def test_a_tiny_soak_samples_every_process_and_every_window() -> None:
+    command = [sys.executable, "-m", "bench.e2e", "--soak", "--requests", "30", "--rate", "10"]
+    command += ["--warmup", "4", "--window", "1", "--timeout", "90"]
+    run = subprocess.run(
+        command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+
+    assert figures["mode"] == "soak"
+    processes = {*service_names(), "postgres", "broker", "desk_up", "receivers", "bench"}
+    assert set(figures["rss_mb"]) == processes
+    for memory in figures["rss_mb"].values():
+        assert 0 < memory["start"] <= memory["max"]
+        assert 0 < memory["end"] <= memory["max"]
+    windows = figures["windows"]
+    assert len(windows) >= 2  # 30 requests at 10/s: three seconds of publishing
+    assert sum(w["published"] for w in windows) == 30
+    assert [w["from_s"] for w in windows] == sorted(w["from_s"] for w in windows)
+    for window in windows:
+        assert set(window["rss_mb"]) == set(service_names())
+        for stage in STAGES:
+            p50, p99 = window[f"{stage}_ms"]
+            assert 0 < p50 <= p99

@@ -35,7 +35,9 @@ def kind(name: str) -> Any:
     return lambda r: r.header("ce_type") == f"servicedesk.ticket.{name}.v1"
 
 
-async def send_triaged(kafka: KafkaProbe, ticket: TicketTriaged) -> None:
+async def send_triaged(
+    kafka: KafkaProbe, ticket: TicketTriaged, partition: int | None = None
+) -> None:
     await publish_event(
         kafka,
         "intake.events",
@@ -44,6 +46,7 @@ async def send_triaged(kafka: KafkaProbe, ticket: TicketTriaged) -> None:
         version=2,
         subject=ticket.ticket_id,
         source="servicedesk/intake",
+        partition=partition,
     )
 
 
