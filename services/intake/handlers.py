@@ -337,7 +337,19 @@ def triaged(ticket_id: str, number: str, request: Request, result: Triage) -> Ti
         customer_tier=request.customer.tier,
         subject=request.subject,
         received_at=request.received_at,
+        customer_key=customer_key(request),
     )
+
+
+def customer_key(request: Request) -> str | None:
+    """The customer across their tickets: their id in the customer's own systems, else their
+    email address (case-insensitive), else their phone number."""
+    customer = request.customer
+    if customer.customer_id:
+        return f"id:{customer.customer_id}"
+    if customer.email:
+        return f"email:{customer.email.lower()}"
+    return f"phone:{customer.phone}" if customer.phone else None
 
 
 def _attachments(request: Request) -> list[AttachmentRef]:

@@ -45,6 +45,9 @@ def command(kind: str, actor: str, **fields: Any) -> Any:
         "reopen": {"reason": "still jams"},
         "reassign": {"reason": "rebalancing", "to_agent": "f2"},
         "escalate": {"reason": "needs a manager"},
+        "flag_customer": {"reason": "insults the agent"},
+        "request_specialist": {"to_group": "tiny", "question": "is the drum worn?"},
+        "provide_findings": {"findings": "the drum is worn"},
         "record_satisfaction": {"score": 4, "comment": "ok"},
     }
     values.update(defaults.get(kind, {}))  # type: ignore[call-overload]
@@ -186,10 +189,46 @@ CASES: list[tuple[str, tuple[tuple[str, str], ...], Callable[[], Any], str]] = [
         "unknown_ticket",
     ),
     (
-        "escalate past the top of the ladder",
-        (("escalate", "boss"), ("escalate", "boss"), ("escalate", "boss")),
-        lambda: command("escalate", "dir"),  # the ticket is with the directors now: dir's group
-        "no_escalation_level",
+        "escalate with nobody above the supervisor who has it",
+        (("escalate", "f1"),),  # to boss, who supervises the front line and the supervisors
+        lambda: command("escalate", "boss"),
+        "no_supervisor",
+    ),
+    (
+        "flag the customer by an agent not on the ticket",
+        ACCEPTED,
+        lambda: command("flag_customer", "f2"),
+        "not_permitted",
+    ),
+    (
+        "ask an unknown group for findings",
+        ACCEPTED,
+        lambda: command("request_specialist", "f1", to_group="nowhere"),
+        "unknown_group",
+    ),
+    (
+        "ask for findings twice before the first answer",
+        (*ACCEPTED, ("request_specialist", "f1")),
+        lambda: command("request_specialist", "f1"),
+        "specialist_pending",
+    ),
+    (
+        "findings nobody asked for",
+        ACCEPTED,
+        lambda: command("provide_findings", "t1"),
+        "no_specialist_request",
+    ),
+    (
+        "findings from outside the group asked",
+        (*ACCEPTED, ("request_specialist", "f1")),
+        lambda: command("provide_findings", "r1"),
+        "not_permitted",
+    ),
+    (
+        "a standard reply the policy does not have",
+        ACCEPTED,
+        lambda: command("respond", "f1", message=None, template="no_such_reply"),
+        "unknown_template",
     ),
     (
         "a supervisor of another group",  # dir supervises the directors, not the front line
