@@ -148,7 +148,14 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         + f" — {d['reason']}{_policy(d)}"
     ),
     "ticket.customer_replied": lambda d: f"customer replied via {d['channel']}: {d['body'][:80]!r}",
-    "ticket.classified": lambda d: f"group {d['group_id']} — {d['reason']}{_policy(d)}",
+    "ticket.classified": lambda d: (
+        f"group {d['group_id']} — {d['reason']}{_policy(d)}"
+        + (
+            f"; CUSTOMER FLAGGED before: {d['customer_flag'][:80]!r}"
+            if d.get("customer_flag")
+            else ""
+        )
+    ),
     "ticket.assigned": lambda d: (
         f"assigned to {d['agent_id']} in {d['group_id']} ({d['cause']}; {d['strategy']}: "
         f"{d['reason']})"
@@ -163,7 +170,10 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ticket.note_added": lambda d: f"internal note by {d['agent_id']}: {d['note'][:80]!r}",
     "ticket.waiting_for_customer": lambda d: f"waiting for the customer: {d['question'][:80]!r}",
     "ticket.resumed": lambda d: f"in progress again ({d['cause']})",
-    "ticket.resolved": lambda d: f"resolved by {d['agent_id']}: {d['resolution'][:80]!r}",
+    "ticket.resolved": lambda d: (
+        f"resolved by {d['agent_id']}: {d['resolution'][:80]!r}"
+        + "".join(f"; {k} {d[k][:60]!r}" for k in ("cause", "actions", "compensation") if d.get(k))
+    ),
     "ticket.reopened": lambda d: f"reopened by {d['actor']}: {d['reason'][:80]!r}",
     "ticket.closed": lambda d: f"closed by {d['actor']}",
     "ticket.follow_up_requested": lambda d: (
@@ -179,7 +189,15 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "ticket.escalated": lambda d: (
         f"escalated to level {d['level']} ({d['cause']})"
+        + (f", to {d['to_agent']}" if d.get("to_agent") else "")
         + (f", to {d['to_group']}" if d.get("to_group") else ", supervisors notified")
+    ),
+    "ticket.customer_flagged": lambda d: f"CUSTOMER FLAGGED by {d['actor']}: {d['reason'][:80]!r}",
+    "ticket.specialist_requested": lambda d: (
+        f"{d['actor']} asks {d['to_group']} for findings: {d['question'][:80]!r}"
+    ),
+    "ticket.findings_provided": lambda d: (
+        f"findings from {d['from_group']} by {d['actor']}: {d['findings'][:80]!r}"
     ),
     "ticket.satisfaction_recorded": lambda d: f"satisfaction {d['score']}/5 {d['comment']!r}",
     "sla.clock_started": lambda d: (

@@ -124,6 +124,12 @@ class SlaClock(BaseModel):
         return self.met_at is None and not self.stopped
 
     @property
+    def follows_ticket(self) -> bool:
+        """Whether the clock answers to whoever has the ticket now; a specialist request's
+        answers to the group asked, whoever has the ticket."""
+        return "findings_provided" not in self.fulfilled_by
+
+    @property
     def status(self) -> str:
         if self.met_at is not None:
             return "met_late" if self.late else "met"

@@ -286,8 +286,8 @@ class Timekeeper:
         if group_id is not None:
             facts.group_id, facts.agent_id = group_id, agent_id
         for clock in self._of(facts):
-            if "findings_provided" in clock.fulfilled_by:
-                continue  # a specialist request's clock answers to the group asked
+            if not clock.follows_ticket:
+                continue
             clock.group_id, clock.agent_id = facts.group_id, facts.agent_id
 
     def _of(self, facts: ClockFacts) -> list[SlaClock]:
