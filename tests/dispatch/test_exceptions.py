@@ -331,3 +331,58 @@ async def test_each_exception_path_is_observable(
 ) -> None:
     async with desk(settings, kafka) as scene:
         await row(scene)
+
+
+ASSIGNEE = "<assignee>"
+HOSTILE: list[tuple[str, str, str, str | None, dict[str, Any], str]] = [
+    # (case, command, actor in the payload, signer when not the actor, fields, reason)
+    ("a forged actor", "flag_customer", "zhao.lei", ASSIGNEE, {"reason": "x"}, "unauthenticated"),
+    ("findings from outside the group asked", "provide_findings", "mark.chen", None,
+     {"findings": "guess"}, "not_permitted"),
+    ("an unknown template", "respond", ASSIGNEE, None, {"template": "kb_nothing"},
+     "unknown_template"),
+    ("a template name of 10,000 characters", "respond", ASSIGNEE, None,
+     {"template": "k" * 10_000}, "invalid_command"),
+    ("a reason of 40,000 characters", "flag_customer", ASSIGNEE, None,
+     {"reason": "滚" * 40_000}, "invalid_command"),
+    ("a flag without a reason", "flag_customer", ASSIGNEE, None, {}, "invalid_command"),
+    ("a specialist request to no group", "request_specialist", ASSIGNEE, None,
+     {"question": "?"}, "invalid_command"),
+    ("a reply with a message and a template", "respond", ASSIGNEE, None,
+     {"message": "hi", "template": "standard_inquiry"}, "invalid_command"),
+    ("findings with a NUL", "provide_findings", "wu.hao", None, {"findings": "a\x00b"},
+     "invalid_command"),
+]  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_hostile_commands_of_the_exceptions_path_are_refused_and_change_nothing(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    async with desk(settings, kafka) as scene:
+        number, agent = await scene.request("hostile-1", **INQUIRY)
+        await scene.working(number, agent)
+        await scene.command(number, "request_specialist", agent, to_group="network",
+                            question="Is the VPN down?")  # fmt: skip
+        await scene.events("ticket.specialist_requested", number=number)
+
+        def who(name: str | None) -> str | None:
+            return agent if name == ASSIGNEE else name
+
+        sent = {
+            case: await scene.command(number, kind, who(actor) or "", signer=who(signer), **fields)
+            for case, kind, actor, signer, fields, _ in HOSTILE
+        }
+        for case, *_, reason in HOSTILE:
+            refused = await scene.rejection(sent[case])
+            assert refused["reason"] == reason, (case, refused)
+            if reason == "unauthenticated":
+                assert refused["actor"] is None, "a forged actor is not named as the actor"
+        # The desk still works, and none of it changed the ticket.
+        await scene.command(number, "provide_findings", "wu.hao", findings="It is up.")
+        await scene.events("ticket.findings_provided", number=number, actor="wu.hao")
+        everything = await scene.kafka.all_records(DISPATCH, settle=0.5)
+        kinds = [r.header("ce_type") for r in everything if data(r).get("number") == number]
+        assert "servicedesk.ticket.customer_flagged.v1" not in kinds
+        assert kinds.count("servicedesk.ticket.responded.v1") == 1
+        assert kinds.count("servicedesk.ticket.assigned.v1") == 1
