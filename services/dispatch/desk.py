@@ -581,8 +581,7 @@ class Desk:
         self._emit(
             ticket,
             TicketResponded(
-                ticket_id=ticket.ticket_id,
-                number=ticket.number,
+                **_ids(ticket),
                 agent_id=actor,
                 message=message,
                 first_response=not ticket.responded,
@@ -605,8 +604,7 @@ class Desk:
         self._emit(
             ticket,
             TicketResolved(
-                ticket_id=ticket.ticket_id,
-                number=ticket.number,
+                **_ids(ticket),
                 agent_id=agent,
                 resolution=command.resolution,
                 cause=command.cause,
@@ -622,8 +620,7 @@ class Desk:
         self._emit(
             ticket,
             CustomerFlagged(
-                ticket_id=ticket.ticket_id,
-                number=ticket.number,
+                **_ids(ticket),
                 actor=actor,
                 reason=command.reason,
                 customer_key=ticket.customer_key,
@@ -653,8 +650,7 @@ class Desk:
         self._emit(
             ticket,
             TicketEscalated(
-                ticket_id=ticket.ticket_id,
-                number=ticket.number,
+                **_ids(ticket),
                 level=ticket.escalation_level + 1,
                 cause=cause,
                 actor=actor,
@@ -696,8 +692,7 @@ class Desk:
         self._emit(
             ticket,
             SpecialistRequested(
-                ticket_id=ticket.ticket_id,
-                number=ticket.number,
+                **_ids(ticket),
                 actor=actor,
                 agent_id=ticket.agent_id,
                 to_group=command.to_group,
@@ -723,6 +718,11 @@ class Desk:
         if asked and (asked in profile.groups or self.policy.directory.supervises(actor, asked)):
             kinds.add("specialist")
         return kinds
+
+
+def _ids(ticket: Ticket) -> dict[str, str]:
+    """The fields that name the ticket in each of its events."""
+    return {"ticket_id": ticket.ticket_id, "number": ticket.number}
 
 
 def _actor(command: TicketCommand | AgentCommand) -> str:

@@ -7,8 +7,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,12 +18,11 @@ from shared.credentials import authenticate_command
 from shared.database import connect
 from shared.keys import KeyRing
 from shared.settings import Settings
+from tests.cli.support import DESK, desk
 from tests.intake.requests import encode, intake_clock, valid
 from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
-
-DESK = str(Path(sys.executable).parent / "desk")
 
 
 @pytest.mark.asyncio
@@ -99,27 +96,16 @@ async def test_the_timeline_spans_intake_and_dispatch_in_order(
     assert missing.returncode == 1 and "no ticket numbered" in missing.stdout
 
 
-async def _desk(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [DESK, *args],
-        env={**os.environ, **settings.environment()},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 @pytest.mark.asyncio
 async def test_the_exceptions_commands_are_sent_signed_in_the_tokens_name(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
     await kafka.create("tickets.commands")
     signed_by = token(settings, "li.na")
-    sent = await _desk(settings, "ticket", "ask-specialist", "req-2026-000007", "--group",
+    sent = await desk(settings, "ticket", "ask-specialist", "req-2026-000007", "--group",
                        "network", "--question", "VPN down?", "--token", signed_by)  # fmt: skip
     assert sent.returncode == 0, sent.stderr
-    refused = await _desk(settings, "ticket", "respond", "REQ-2026-000007", "--token", signed_by)
+    refused = await desk(settings, "ticket", "respond", "REQ-2026-000007", "--token", signed_by)
     assert refused.returncode == 1
     assert "respond needs either message or template" in refused.stdout
     [record] = await kafka.await_records("tickets.commands", lambda r: True)

@@ -8,7 +8,6 @@ their reason codes, the mails people get.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,12 +24,13 @@ from services.intake.app import build as intake
 from services.notify.app import build as notify
 from services.sla.app import build as sla
 from shared.database import connect
-from shared.deadletter import Record
 from shared.local.sinks import SmtpServer, smtp_server
 from shared.settings import Settings
 from tests.intake.requests import RECEIVED_AT, encode, valid
 from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
+from tests.support.records import data
+from tests.support.records import event as of
 from tests.support.services import running
 from tests.support.time import DrivenTime
 from tests.support.waiting import eventually
@@ -44,23 +44,6 @@ INQUIRY = {"subject": "How do I reset my password?", "description": "I forgot it
            "product_line": None, "customer": ENGLISH}  # fmt: skip
 COMPLAINT = {"subject": "投诉：客服态度很差", "description": "电话客服态度很差，我要投诉。",
              "product_line": None}  # fmt: skip
-
-
-def data(record: Record) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(record.value)["data"]
-    return value
-
-
-def of(kind: str, **fields: Any) -> Callable[[Record], bool]:
-    """Records of ``servicedesk.<kind>.v1`` whose data has these values."""
-
-    def match(record: Record) -> bool:
-        if record.header("ce_type") != f"servicedesk.{kind}.v1":
-            return False
-        found = data(record)
-        return all(found.get(k) == v for k, v in fields.items())
-
-    return match
 
 
 @dataclass
