@@ -8,6 +8,7 @@ their reason codes, the mails people get.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -205,7 +206,8 @@ async def flagged_customer(scene: Scene) -> None:
     await scene.command(number, "flag_customer", agent, reason="threatens the agent")
     [flag] = await scene.events("ticket.customer_flagged", number=number)
     assert (flag["actor"], flag["reason"]) == (agent, "threatens the agent")
-    assert flag["customer_key"] == f"email:{CUSTOMER}"
+    digest = hashlib.sha256(f"email:{CUSTOMER}".encode()).hexdigest()[:32]
+    assert flag["customer_key"] == f"customer:{digest}", "a digest, never the address"
     await scene.events("ticket.assigned", number=number, agent_id="qian.hui", cause="reassigned")
     await scene.mail("qian.hui@desk.example.com", number, "threatens the agent")
     later, _ = await scene.request("flag-2", subject="又卡纸了")
