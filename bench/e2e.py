@@ -15,7 +15,9 @@ Each request's stages are read from the records themselves, never from when some
 * ``recorded`` — ``ticket.received`` on ``intake.events`` (its record timestamp: the relay's send);
 * ``dispatched`` — the first ``ticket.assigned`` or ``ticket.queued`` on ``dispatch.events``;
 * ``clocks_started`` — the last ``sla.clock_started`` of the ticket on ``sla.events``;
-* ``acknowledged`` — the customer's acknowledgement arriving at the receivers (their journal).
+* ``acknowledged`` — the customer's acknowledgement arriving at the receivers (their journal) or,
+  for chat, web, api and phone customers, published on ``customer.messages`` for their adapter
+  (its record timestamp).
 
 Prints one JSON object: per stage the burst's throughput (tickets reaching it per second since
 the first publish) and the steady phase's p50/p99 latency from ``published``; CPU milliseconds
@@ -47,6 +49,7 @@ from services import service_names
 from services.dispatch.events import TicketAssigned, TicketQueued
 from services.intake.contract import INCOMING_TOPIC
 from services.intake.events import TicketReceived, TicketTriaged
+from services.notify.events import MESSAGES_TOPIC, CustomerMessage
 from services.sla.events import ClockStarted
 from shared.database import connect
 from shared.kafka import ensure_topics, make_producer
@@ -66,17 +69,35 @@ class Stages:
         self.system = system
         self.request_of: dict[str, str] = {}
         """Ticket id -> request key (``<channel>:<channel_message_id>``)."""
+        self.published: list[tuple[str, float]] = []
+        """Acknowledgements published on ``customer.messages``: (notice key, record time)."""
         system.observer.watch(
             system.settings.topic("intake.events"), TicketReceived.event_type(), self._received
+        )
+        system.observer.watch(
+            system.settings.topic(MESSAGES_TOPIC), CustomerMessage.event_type(), self._message
         )
 
     def _received(self, seen: Any, value: bytes) -> None:
         data = json.loads(value)["data"]
         self.request_of[seen.subject] = f"{data['channel']}:{data['channel_message_id']}"
 
+    def _message(self, seen: Any, value: bytes) -> None:
+        key = json.loads(value)["data"]["notice_key"]
+        if key.endswith(ACKNOWLEDGEMENT):
+            self.published.append((key, seen.stamped))
+
+    def _acknowledgements(self) -> list[tuple[str, float]]:
+        """(notice key, when) of every acknowledgement: arrived at the receivers, or published
+        for a channel's adapter."""
+        received = self.system.receivers.received()
+        return [(r.key, r.at) for r in received if r.key.endswith(ACKNOWLEDGEMENT)] + list(
+            self.published
+        )
+
     def acknowledged(self) -> int:
-        """Acknowledgements the receivers have accepted so far (repeats included)."""
-        return sum(r.key.endswith(ACKNOWLEDGEMENT) for r in self.system.receivers.received())
+        """Acknowledgements sent so far (repeats included)."""
+        return len(self._acknowledgements())
 
     def times(self) -> dict[str, dict[str, float]]:
         """Request key -> stage -> wall time (seconds); ``published`` included."""
@@ -108,10 +129,10 @@ class Stages:
             if seen.subject and seen.type == ClockStarted.event_type():
                 stages = tickets.setdefault(seen.subject, {})
                 stages["clocks_started"] = max(stages.get("clocks_started", 0.0), seen.stamped)
-        for received in self.system.receivers.received():
-            ticket = triaged.get(received.key.split(":", 1)[0])
-            if ticket is not None and received.key.endswith(ACKNOWLEDGEMENT):
-                tickets.setdefault(ticket, {}).setdefault("acknowledged", received.at)
+        for key, at in self._acknowledgements():
+            ticket = triaged.get(key.split(":", 1)[0])
+            if ticket is not None:
+                tickets.setdefault(ticket, {}).setdefault("acknowledged", at)
         return tickets
 
 

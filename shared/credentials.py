@@ -1,12 +1,13 @@
 """Who is acting: tokens for people, and commands on Kafka that prove whose they are.
 
 **Tokens** are JWTs (HS256, PyJWT) signed with a key of the ring (:mod:`shared.keys`): header
-``kid``; claims ``iss`` (the key's issuer), ``sub`` (the actor: an agent id, ``customer`` or
-``system``), ``aud`` (``servicedesk``), ``iat``, ``exp``, ``jti``; a customer token adds
-``ticket`` (the one ticket number it acts on) and ``commands`` (the command types it may send).
-A token is accepted only if its issuer may vouch for its subject: agents by an issuer vouching for
-``agents`` (the operators' ``desk``), ``customer`` by one vouching for ``customers`` (notify's
-signed links), ``system`` only by a service's own key.
+``kid``; claims ``iss`` (the key's issuer), ``sub`` (the actor: an agent id, ``customer``,
+``system``, or ``channel:<name>`` for a channel adapter's client), ``aud`` (``servicedesk``),
+``iat``, ``exp``, ``jti``; a customer token adds ``ticket`` (the one ticket number it acts on)
+and ``commands`` (the command types it may send). A token is accepted only if its issuer may
+vouch for its subject: agents — and channel clients, which operators set up as they set up
+agents — by an issuer vouching for ``agents`` (the operators' ``desk``), ``customer`` by one
+vouching for ``customers`` (notify's signed links), ``system`` only by a service's own key.
 
 **A command on Kafka** carries a proof, never the token itself (a record is read by many and
 kept for days): the header ``desk_token`` holds the token's ``header.payload`` and
@@ -44,6 +45,8 @@ TOKEN_HEADER = "desk_token"
 """Kafka header: the token's ``header.payload`` (its signing input, not its signature)."""
 PROOF_HEADER = "desk_proof"
 """Kafka header: base64url HMAC-SHA256 of the record value, keyed by the token's signature."""
+CHANNEL_PREFIX = "channel:"
+"""The subject of a channel adapter's client starts with it (``channel:webform``)."""
 CLOCK_SKEW = timedelta(minutes=1)
 """How far in the future a token's ``iat`` may be (clocks of issuers and services differ)."""
 _REQUIRED = ["iss", "sub", "aud", "iat", "exp", "jti"]
@@ -72,8 +75,11 @@ class Credential:
 
     @property
     def kind(self) -> str:
-        """``system``, ``customer`` or ``agent``: what the subject is."""
-        return self.subject if self.subject in ("system", "customer") else "agent"
+        """``system``, ``customer``, ``channel`` (a ``channel:<name>`` client posting customers'
+        requests: a web form, an API client) or ``agent``: what the subject is."""
+        if self.subject in ("system", "customer"):
+            return self.subject
+        return "channel" if self.subject.startswith(CHANNEL_PREFIX) else "agent"
 
     def check_time(self, now: datetime, max_ttl: timedelta) -> None:
         """Raise :class:`Unauthenticated` unless the token is valid at ``now``.

@@ -15,8 +15,9 @@ FIRST_PARTY = ("shared", "services", "bench", "tests")
 OPEN_TO_TOOLS = ("queries", "demo", "mail")
 """The modules of a service that ``desk`` may import (it builds services through the list):
 what it reads, and the channel adapters it runs (demo traffic, the email channel)."""
-CONTRACTS = ("events", "commands")
-"""The modules of a service other services may import: what it publishes, what it accepts."""
+CONTRACTS = ("events", "commands", "contract")
+"""The modules of a service other services may import: what it publishes, what it accepts
+(dispatch's commands, intake's contract of requests.incoming)."""
 
 
 def module_of(path: Path) -> str:

@@ -85,6 +85,8 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic notify.events.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic notify.events.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic notify.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic requests.incoming
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic requests.incoming
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic requests.incoming.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic requests.incoming.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic requests.rejected

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from typing import Annotated
@@ -55,7 +56,7 @@ def register(app: typer.Typer) -> None:
     app.command()(replay)
 
 
-def up(
+def up(  # noqa: PLR0917 - one parameter per option: typer reads them
     demo: Annotated[
         bool, typer.Option(help="Publish demo requests once everything is up.")
     ] = False,
@@ -66,13 +67,42 @@ def up(
     only: Annotated[
         list[str] | None, typer.Option(help="Start only these services (repeatable).")
     ] = None,
+    email: Annotated[
+        bool, typer.Option(help="Run the email channel (desk adapter email) with intake.")
+    ] = True,
+    email_port: Annotated[
+        int | None,
+        typer.Option(
+            help="SMTP port of the email adapter (default DESK_EMAIL_ADAPTER_PORT, else 2525 "
+            "when free, else a free one).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Start PostgreSQL, Kafka (embedded unless configured) and every service; Ctrl-C stops all."""
+    """Start PostgreSQL, Kafka (embedded unless configured), every service and the email
+    adapter; Ctrl-C stops all."""
     settings = desk_settings()
     configure_logging("desk", log_format="console" if sys.stderr.isatty() else settings.log_format)
     names = pick_services(only)
-    code = run_async(_up(settings, names, demo=demo, demo_rate=demo_rate, raw_logs=raw_logs))
+    mail_port = _email_port(settings, email_port) if email and "intake" in names else None
+    code = run_async(
+        _up(settings, names, demo=demo, demo_rate=demo_rate, raw_logs=raw_logs, mail=mail_port)
+    )
     raise typer.Exit(code)
+
+
+def _email_port(settings: Settings, chosen: int | None) -> int:
+    """The email adapter's port: as asked, as configured, else the default unless another
+    program holds it (another `desk up`), then a free one."""
+    if chosen is not None:
+        return chosen
+    port = settings.email_adapter_port  # type: ignore[attr-defined]
+    assert isinstance(port, int)
+    if "DESK_EMAIL_ADAPTER_PORT" in os.environ:
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        taken = probe.connect_ex((settings.email_adapter_host, port)) == 0  # type: ignore[attr-defined]
+    return free_port() if taken else port
 
 
 def _mail_configured() -> bool:
@@ -108,7 +138,13 @@ def _local_sinks(
 
 
 async def _up(
-    settings: Settings, names: list[str], *, demo: bool, demo_rate: float, raw_logs: bool
+    settings: Settings,
+    names: list[str],
+    *,
+    demo: bool,
+    demo_rate: float,
+    raw_logs: bool,
+    mail: int | None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -134,6 +170,12 @@ async def _up(
         for name in names:
             argv = [sys.executable, "-m", f"services.{name}"]
             await supervisor.start(name, argv, infra.service_environment(name))
+        if mail is not None:
+            # The channel intake reads: it publishes with intake's environment.
+            argv = [sys.executable, "-m", "services.cli", "adapter", "email"]
+            env = {**infra.service_environment("intake"), "DESK_EMAIL_ADAPTER_PORT": str(mail)}
+            await supervisor.start("email", argv, env)
+            told.append(f"Mail to the desk: SMTP on 127.0.0.1:{mail} (desk adapter email).")
 
         def record() -> None:
             write_run_file(
@@ -145,6 +187,7 @@ async def _up(
                     "desk_pid": os.getpid(),
                     "services": {n: c.pid for n, c in supervisor.children.items()},
                     "ports": _ports(ready_settings, names),
+                    "email_adapter_port": mail,
                 },
             )
 

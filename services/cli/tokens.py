@@ -1,8 +1,9 @@
-"""``desk token issue``: a token an agent's desk (or a customer's link) acts with; ``desk keys
-generate``: a fresh key ring for a deployment."""
+"""``desk token issue``: a token an agent's desk (a customer's link, a channel client posting
+requests) acts with; ``desk keys generate``: a fresh key ring for a deployment."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -12,19 +13,26 @@ from services import key_issuers
 from services.cli.context import console, fail, load_settings
 from services.policy import policy_path, policy_schedule
 from services.vocabulary import CUSTOMER_COMMANDS
-from shared.credentials import issue_token
+from shared.credentials import CHANNEL_PREFIX, issue_token
 from shared.durations import format_duration, parse_duration
 from shared.keys import KeyRing, KeyRingError
 from shared.settings import Settings
 
-app = typer.Typer(help="Tokens for people: agents' desks, customers' links.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tokens for people: agents' desks, customers' links, channel clients.",
+    no_args_is_help=True,
+)
 keys_app = typer.Typer(help="The key ring of the issuers servicedesk trusts.", no_args_is_help=True)
 
 
 @app.command()
 def issue(
     actor: Annotated[
-        str, typer.Argument(help="An agent or operator id of the directory, or 'customer'.")
+        str,
+        typer.Argument(
+            help="An agent or operator id of the directory, 'customer', or 'channel:NAME' (a "
+            "web form or API client posting requests to the console's POST /requests)."
+        ),
     ],
     ttl: Annotated[str, typer.Option(help="How long it is valid: 8h, 30m, 7d.")] = "8h",
     ticket: Annotated[
@@ -37,8 +45,9 @@ def issue(
         ),
     ] = None,
 ) -> None:
-    """Print a token for an agent (signed with the operators' key) or for the customer of one
-    ticket (with the key that vouches for customers). `system` is the services' own."""
+    """Print a token for an agent or a channel client (signed with the operators' key) or for
+    the customer of one ticket (with the key that vouches for customers). `system` is the
+    services' own."""
     settings = load_settings()
     try:
         lifetime = parse_duration(ttl)
@@ -58,7 +67,10 @@ def issue(
     else:
         if ticket is not None or command:
             raise fail("--ticket and --command are for customer tokens")
-        if not _known_person(settings, actor):
+        if actor.startswith(CHANNEL_PREFIX):
+            if not _CHANNEL_NAME.match(actor.removeprefix(CHANNEL_PREFIX)):
+                raise fail("a channel client is channel:NAME (letters, digits, . _ -; 1-60)")
+        elif not _known_person(settings, actor):
             raise fail(
                 f"{actor} is not an agent or operator of the directory ({policy_path(settings)})"
             )
@@ -74,6 +86,9 @@ def issue(
         commands=command or list(CUSTOMER_COMMANDS),
     )
     console.print(token, markup=False, highlight=False, soft_wrap=True)
+
+
+_CHANNEL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,60}$")
 
 
 def _known_person(settings: Settings, actor: str) -> bool:

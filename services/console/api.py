@@ -6,7 +6,9 @@ Every request names its caller with a bearer token (:mod:`services.console.calle
 may see follows :mod:`services.console.visibility`. Errors are JSON ``{"code", "message"}`` with a
 stable code, never a stack trace: 400 unreadable JSON or cursor, 401 no or bad token, 403 not
 the caller's to see or do, 404 unknown, 409 a command id someone else used, 413 body too large,
-422 not a valid request or command, 503 broker unavailable, 500 anything else (logged).
+422 not a valid request or command, 429 too many requests (``Retry-After``), 503 broker
+unavailable, 500 anything else (logged). The HTTP channel for customers' requests (``POST
+/requests``) is :mod:`services.console.inbox`.
 """
 
 from __future__ import annotations
@@ -66,9 +68,18 @@ STATUS_TEXT = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        *,
+        field: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers, self.field = headers, field
 
 
 class Console:
@@ -212,16 +223,20 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def _problem(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+def _problem(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = Problem(code=code, message=message, **extra).model_dump(exclude_defaults=True)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return _problem(error.status, error.code, error.message)
+        extra = {"field": error.field} if error.field else {}
+        return _problem(error.status, error.code, error.message, error.headers, **extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""Wiring of the console service: what it reads, its read models, its HTTP side."""
+"""Wiring of the console service: what it reads, its read models, its HTTP side (the API, the
+pages, the HTTP channel)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from services.console.api import Console, api
 from services.console.callers import Callers
 from services.console.courier import Courier
 from services.console.feeds import DeadLetterFeed, PublicEvents
+from services.console.inbox import forget_keys, inbox
 from services.console.journal import Journal
 from services.console.pages import pages
 from services.console.settings import ConsoleSettings
 from services.dispatch.events import AGENT_COMMANDS, TICKET_COMMANDS
+from services.intake.contract import INCOMING_TOPIC
 from services.policy import policy_schedule
 from shared.keys import KeyRing
 from shared.migrations import load
@@ -29,6 +32,7 @@ def build(settings: Settings) -> Service:
     console = Console(policy, Callers(KeyRing.from_settings(own), own.token_max_ttl), Courier(own))
     http = api(console, own.console_max_body)
     pages(http, console, own)
+    inbox(http, console, own)
 
     async def stream_changes(service: Service) -> None:
         await console.stream.follow(service)
@@ -38,15 +42,15 @@ def build(settings: Settings) -> Service:
         own,
         port=own.console_port,
         description="The people's side: an HTTP API for agent desks, the live dashboard, the "
-        "customers' survey page.",
+        "customers' survey page, and the HTTP channel for customers' requests (POST /requests).",
         publishes={},
         subscriptions=[PublicEvents(journal, read_models), DeadLetterFeed()],
         projections=read_models,
         log=journal,
-        workers=[stream_changes, keep_in_force(policy)],
+        workers=[stream_changes, keep_in_force(policy), forget_keys(own)],
         migrations=MIGRATIONS,
         http=http,
-        sends=(TICKET_COMMANDS, AGENT_COMMANDS),
+        sends=(TICKET_COMMANDS, AGENT_COMMANDS, INCOMING_TOPIC),
     )
     console.attach(service)
     return service

@@ -32,12 +32,17 @@ class Problem(_Out):
     code: str = Field(
         description="unauthenticated, forbidden, not_found, invalid_json, invalid_request, "
         "invalid_command, invalid_cursor, body_too_large, command_id_taken, "
-        "broker_unavailable, internal_error",
+        "broker_unavailable, internal_error; POST /requests adds intake's reason codes "
+        "(README, requests.rejected), channel_not_served, idempotency_key_reused and "
+        "too_many_requests",
         examples=["forbidden"],
     )
     message: str
     errors: list[dict[str, Any]] = Field(
         default=[], description="invalid_request: each problem with its location."
+    )
+    field: str | None = Field(
+        default=None, description="POST /requests: the field a reason code is about."
     )
 
 
@@ -246,3 +251,13 @@ class Dashboard(_Out):
     dead_letters: list[DeadLetterFigure]
     csat: CsatFigures
     reviews: list[AgentReview] | None = Field(description="Supervisors and above only.")
+
+
+class RequestAccepted(_Out):
+    """A customer's request taken by the HTTP channel: on its way to intake."""
+
+    channel: str
+    channel_message_id: str = Field(
+        description="The channel's id of this request (intake's key with the channel): the same "
+        "Idempotency-Key answers the same id."
+    )

@@ -1,4 +1,5 @@
-"""console's settings: the kernel's, plus its HTTP port and the limits of its HTTP side."""
+"""console's settings: the kernel's, plus its HTTP port and the limits of its HTTP side (the
+HTTP channel's ``POST /requests`` among them)."""
 
 from __future__ import annotations
 
@@ -22,4 +23,21 @@ class ConsoleSettings(Settings):
         default=timedelta(seconds=3),
         description="How long the survey page waits for dispatch's decision before saying the "
         "score is on its way.",
+    )
+    console_requests_limit: int = Field(
+        default=60,
+        ge=1,
+        description="`POST /requests`: requests one channel client (its token's subject) may send "
+        "per console_requests_window; more are answered 429 with Retry-After.",
+    )
+    console_requests_window: Duration = Field(
+        default=timedelta(minutes=1),
+        gt=timedelta(0),
+        description="`POST /requests`: the window console_requests_limit counts in ('1s', '1m').",
+    )
+    console_idempotency_retention: Duration = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description="`POST /requests`: how long an Idempotency-Key is remembered (then the same "
+        "key is a new request); purged every DESK_PROCESSED_PURGE_INTERVAL.",
     )

@@ -5,7 +5,8 @@ are checked against the key ring, and the actor is the token's subject. The payl
 is optional; when given it must name the same actor, or the command is refused as
 ``unauthenticated`` (a record that says one actor and is signed by another is a forgery, not a
 typo). A customer token acts on its one ticket, with the command types it lists; anything else
-it tries is ``not_permitted``. Whether the actor may do what the command asks (assignee,
+it tries is ``not_permitted``; a channel client's token (``channel:<name>``) sends no commands at
+all. Whether the actor may do what the command asks (assignee,
 supervisor of the ticket's group, …) is the desk's decision, as for every command.
 """
 
@@ -69,10 +70,17 @@ def refusal(attributed: Attributed, *, now: datetime, max_ttl: timedelta) -> Com
         credential.check_time(now, max_ttl)
     except Unauthenticated as refused:
         return CommandRefusal(UNAUTHENTICATED, refused.detail)
+    if credential.kind == "channel":
+        return CommandRefusal(NOT_PERMITTED, "a channel client's token posts requests only")
     if credential.kind != "customer":
         return None
     if isinstance(command, AGENT_COMMAND_TYPES):
         return CommandRefusal(NOT_PERMITTED, "a customer token acts on tickets only")
+    return _customer_refusal(command, credential)
+
+
+def _customer_refusal(command: TicketCommand, credential: Credential) -> CommandRefusal | None:
+    """What a customer token may do: its one ticket, the command types it lists."""
     if command.ticket_number != credential.ticket:
         return CommandRefusal(NOT_PERMITTED, f"this customer token is for {credential.ticket}")
     if command.type not in credential.commands:

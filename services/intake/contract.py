@@ -283,8 +283,26 @@ class Refusal:
     channel_message_id: str | None = None
 
 
-def read_request(value: bytes) -> Request | Refusal:  # noqa: PLR0911 - one exit per way to be wrong
+def read_request(value: bytes) -> Request | Refusal:
     """Validate one record's bytes against the contract. Never raises."""
+    if _plain(value):
+        # The common case, a well-formed request: pydantic parses and validates in one go.
+        try:
+            return Request.model_validate_json(value)
+        except ValidationError:
+            pass  # find out exactly what is wrong below
+    document = read_document(value)
+    if isinstance(document, Refusal):
+        return document
+    return validate_request(document)
+
+
+def read_document(value: bytes) -> dict[str, Any] | Refusal:  # noqa: PLR0911 - one exit per way to be wrong
+    """The JSON object a request's bytes hold, or why they hold none a request could be made
+    of (too large, not UTF-8, not JSON, too deep, NUL or lone surrogates). Never raises.
+
+    Channel adapters that fill in part of a request themselves (the console's ``POST
+    /requests``) read the caller's bytes with it, then :func:`validate_request`."""
     if len(value) > MAX_MESSAGE_BYTES:
         return Refusal(
             Reason.MESSAGE_TOO_LARGE, "", f"{len(value)} bytes; at most {MAX_MESSAGE_BYTES}"
@@ -295,13 +313,6 @@ def read_request(value: bytes) -> Request | Refusal:  # noqa: PLR0911 - one exit
         text = value.decode("utf-8")
     except UnicodeDecodeError as error:
         return Refusal(Reason.INVALID_ENCODING, "", f"not UTF-8: {error.reason} at {error.start}")
-    suspicious = "\\u0000" in text or _SURROGATE_ESCAPE.search(text) is not None
-    if not suspicious and text.count("[") + text.count("{") <= MAX_DEPTH:
-        # The common case, a well-formed request: pydantic parses and validates in one go.
-        try:
-            return Request.model_validate_json(text)
-        except ValidationError:
-            pass  # find out exactly what is wrong below
     try:
         document = json.loads(text)
     except RecursionError:
@@ -316,6 +327,7 @@ def read_request(value: bytes) -> Request | Refusal:  # noqa: PLR0911 - one exit
     # Both walks are only needed when the text could hold what they look for.
     if text.count("[") + text.count("{") > MAX_DEPTH and (depth := _depth(document)) > MAX_DEPTH:
         return identity.refuse(Reason.TOO_DEEP, "", f"nested {depth} levels; at most {MAX_DEPTH}")
+    suspicious = "\\u0000" in text or _SURROGATE_ESCAPE.search(text) is not None
     if suspicious and (found := _bad_character(document)):
         reason, path = found
         message = (
@@ -324,10 +336,28 @@ def read_request(value: bytes) -> Request | Refusal:  # noqa: PLR0911 - one exit
             else "lone surrogate: not a Unicode character"
         )
         return identity.refuse(reason, printable(path), message)
+    return document
+
+
+def _plain(value: bytes) -> bool:
+    """Bytes with nothing :func:`read_document` looks for: small, UTF-8, no NUL (raw or
+    escaped), no escaped surrogate, shallow enough that nesting cannot exceed the bound."""
+    if len(value) > MAX_MESSAGE_BYTES or b"\x00" in value or b"\\u0000" in value:
+        return False
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _SURROGATE_ESCAPE.search(text) is None and text.count("[") + text.count("{") <= MAX_DEPTH
+
+
+def validate_request(document: dict[str, Any]) -> Request | Refusal:
+    """A request from a JSON object :func:`read_document` read, or the first reason it is not
+    one. Never raises."""
     try:
         return Request.model_validate(document)
     except ValidationError as error:
-        return _refusal(error, identity)
+        return _refusal(error, _Identity.of(document))
 
 
 @dataclass(frozen=True)

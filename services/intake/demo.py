@@ -162,7 +162,9 @@ class DemoTraffic:
         self.random = random.Random(seed)
         self.run = run or f"{int(time.time())}"
         self.sent = 0
-        self.known_numbers: deque[str] = deque(maxlen=200)
+        self.known_tickets: deque[tuple[str, dict[str, Any]]] = deque(maxlen=200)
+        """Tickets seen received, with their customer: a reply comes from the ticket's own
+        customer (intake treats one from anybody else as a ticket of its own)."""
 
     def next(self) -> tuple[str, bytes]:
         """The key and value of the next message."""
@@ -171,8 +173,8 @@ class DemoTraffic:
         if roll < 0.03:
             return f"bad:{self.sent}", self._malformed()
         request = self.request()
-        if roll < 0.10 and self.known_numbers:
-            request["reply_to_ticket"] = self.random.choice(self.known_numbers)
+        if roll < 0.10 and self.known_tickets:
+            request["reply_to_ticket"], request["customer"] = self.random.choice(self.known_tickets)
             request["subject"] = "Re: " + request["subject"]
             request["description"] = self.random.choice(
                 ["还是没有解决，请尽快处理。", "Any update on this?", "问题依旧存在。"]
@@ -292,6 +294,8 @@ async def _learn_numbers(settings: Settings, traffic: DemoTraffic) -> None:
     try:
         async for record in consumer:
             if record.value and received in record.value:
-                traffic.known_numbers.append(json.loads(record.value)["data"]["number"])
+                ticket = json.loads(record.value)["data"]
+                customer = {k: v for k, v in ticket["customer"].items() if v is not None}
+                traffic.known_tickets.append((ticket["number"], customer))
     finally:
         await consumer.stop()

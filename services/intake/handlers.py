@@ -5,7 +5,11 @@ become ``RequestRejected`` (published on ``requests.rejected``); new requests ge
 triage and become ``TicketReceived`` + ``TicketTriaged``; replies to a known ticket become
 ``CustomerReplied`` — named by ``reply_to_ticket``, or found by ``in_reply_to`` (a message that
 made a ticket or a reply, also earlier in the same batch) — and replies to an unknown number are
-refused. A request whose channel message was recorded before is absorbed: one channel message,
+refused. A reply whose sender is not the ticket's customer (:func:`same_customer`) neither
+reopens nor wakes that ticket, nor tells its assignee anything: it becomes a ticket of its own,
+unlinked (the safer of the two ways: nothing the sender wrote is lost, nothing of the other
+ticket is shown to them, and a guessed ticket number or a forged thread changes no one else's
+ticket). A request whose channel message was recorded before is absorbed: one channel message,
 one ticket. A new request or reply whose ``received_at`` lies outside the policy's bounds around
 intake's clock is refused (``received_at_out_of_range``): the clocks it would start cannot be
 trusted. A refused request does not claim its (channel, message id): sent again, corrected, it is
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
 
@@ -26,6 +30,7 @@ from services.intake import storage
 from services.intake.contract import (
     INCOMING_TOPIC,
     MAX_MESSAGE_BYTES,
+    Customer,
     Reason,
     Refusal,
     Request,
@@ -134,22 +139,65 @@ class Requests(Subscription[Incoming]):
                 new.append(request)
             else:
                 replies.append((inbound, target))
-
+        tickets = await self._senders_checked(uow, new, replies)
         numbers = await record_tickets(uow, new, policy, version)
-        await self._record_replies(uow, replies, numbers)
+        await self._record_replies(uow, replies, tickets, numbers)
         for message in messages:
             if isinstance(message.message, Refusal):
                 self._reject(uow, message.record, message.message)
+
+    async def _senders_checked(
+        self,
+        uow: UnitOfWork,
+        new: list[Request],
+        replies: list[tuple[Inbound[Request], str | int]],
+    ) -> dict[str, str]:
+        """Move the replies whose sender is not their ticket's customer to ``new`` (in place);
+        return the ticket id of each number replied to."""
+        tickets = await storage.tickets_by_number(
+            uow.conn, [t for _, t in replies if isinstance(t, str)]
+        )
+        customers = await self._customers(uow, tickets.values())
+        for inbound, target in list(replies):
+            request = inbound.message
+            if isinstance(target, int):
+                theirs: Customer | CustomerDetails | None = new[target].customer
+            else:
+                theirs = customers.get(tickets.get(target, ""))
+            if theirs is not None and not same_customer(theirs, request.customer):
+                replies.remove((inbound, target))
+                new.append(request)
+                log.info(
+                    "a reply from another sender than the ticket's customer: a ticket of its own",
+                    ticket_number=target if isinstance(target, str) else None,
+                    channel=request.channel,
+                    channel_message_id=request.channel_message_id,
+                )
+        return tickets
+
+    async def _customers(
+        self, uow: UnitOfWork, ticket_ids: Iterable[str]
+    ) -> dict[str, CustomerDetails]:
+        """The customer of each ticket intake recorded, by ticket id (its receipt's)."""
+        wanted = list(ticket_ids)
+        if not wanted:
+            return {}
+        received = await uow.store.read_subjects(uow.conn, wanted, [TicketReceived.event_type()])
+        found = {}
+        for ticket_id, events in received.items():
+            if events and isinstance(receipt := events[0].decode(), TicketReceived):
+                found[ticket_id] = receipt.customer
+        return found
 
     async def _record_replies(
         self,
         uow: UnitOfWork,
         replies: list[tuple[Inbound[Request], str | int]],
+        known: dict[str, str],
         in_batch: list[tuple[str, str]],
     ) -> None:
         """Record replies: to a ticket number, or (an int) to the n-th new ticket of the batch."""
-        wanted = [t for _, t in replies if isinstance(t, str)]
-        tickets = {**await storage.tickets_by_number(uow.conn, wanted), **dict(in_batch)}
+        tickets = {**known, **dict(in_batch)}
         for inbound, target in replies:
             request = inbound.message
             number = in_batch[target][0] if isinstance(target, int) else target
@@ -226,6 +274,16 @@ def _out_of_range(request: Request, now: datetime, policy: Policy) -> Refusal:
         f"({format_time(now)})",
         channel=request.channel,
         channel_message_id=request.channel_message_id,
+    )
+
+
+def same_customer(ticket: Customer | CustomerDetails, sender: Customer) -> bool:
+    """Whether a reply comes from the ticket's customer: the same e-mail address or phone
+    number — what the channel vouches for (the mail server's verdict on the sender, the channel
+    client's token); a name or customer id in the body proves nothing."""
+    return bool(
+        (sender.email and sender.email == ticket.email)
+        or (sender.phone and sender.phone == ticket.phone)
     )
 
 

@@ -8,11 +8,13 @@ The server listens on a Unix socket inside its data directory; the URL says wher
 from __future__ import annotations
 
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 from urllib.parse import quote
 
+from shared.local.lifetime import die_with_parent
 from shared.logging import get_logger
 
 log = get_logger(__name__)
@@ -34,6 +36,7 @@ class EmbeddedPostgres:
         self._server: object | None = None
         self._system_user: str | None = None
         self._socket_dir: Path | None = None
+        self._guard: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
         """Start the server (or adopt one already running on this data) and return its URL."""
@@ -64,8 +67,37 @@ class EmbeddedPostgres:
         except (OSError, ValueError, IndexError):
             return None
 
+    def guard(self) -> None:
+        """Stop the server when this process dies, even by SIGKILL (throwaway servers: tests).
+
+        Call from a thread that lives as long as the process (the kernel signals the guard when
+        the thread that started it ends).
+        """
+        if self._guard is not None:
+            return
+        self._guard = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shared.local.postgres_guard",
+                str(self.data_dir),
+                self._system_user or "",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only calls prctl, resolved beforehand
+        )
+        assert self._guard.stdout is not None
+        with self._guard.stdout as ready:  # until it blocks signals, one would kill it unheard
+            if ready.readline().strip() != b"guarding":
+                raise RuntimeError("the PostgreSQL guard did not start")
+
     def stop(self) -> None:
         """Fast shutdown: open sessions are ended, committed data is kept."""
+        if self._guard is not None:
+            self._guard.kill()  # a clean stop needs no guard; it must not stop it twice
+            self._guard.wait()
+            self._guard = None
         if not (self.data_dir / "postmaster.pid").exists():
             return
         try:
@@ -114,7 +146,12 @@ class EmbeddedPostgres:
         return _run("psql", "-X", "-A", "-t", "-c", sql, self.url())
 
     def _pg_ctl(self, *args: str) -> None:
-        _run("pg_ctl", "-D", str(self.data_dir), *args, user=self._system_user)
+        pg_ctl(self.data_dir, *args, user=self._system_user)
+
+
+def pg_ctl(data_dir: Path, *args: str, user: str | None = None) -> None:
+    """Run ``pg_ctl`` on the server whose data is ``data_dir``."""
+    _run("pg_ctl", "-D", str(data_dir), *args, user=user)
 
 
 def _run(binary: str, *args: str, user: str | None = None) -> str:

@@ -8,12 +8,14 @@ import json
 import os
 import shutil
 import signal
+import smtplib
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from email.message import EmailMessage
 from pathlib import Path
 
 import psutil
@@ -118,6 +120,8 @@ def test_up_runs_everything_status_sees_it_and_ctrl_c_leaves_nothing_behind(
     run = json.loads((Path(desk_env["DESK_DATA_DIR"]) / "run.json").read_text())
     pids = [run["desk_pid"], run["broker_pid"], run["postgres_pid"], *run["services"].values()]
     assert all(alive(pid) for pid in pids)
+    assert "email" in run["services"], "desk up runs the email channel too"
+    assert send_mail(run["email_adapter_port"]) == {}, "a mail taken (on the broker)"
     postgres = psutil.Process(run["postgres_pid"])
     everything = {p.pid for p in [postgres, *postgres.children(recursive=True)]} | set(pids)
 
@@ -134,6 +138,25 @@ def test_up_runs_everything_status_sees_it_and_ctrl_c_leaves_nothing_behind(
     assert strays == []
     assert not (Path(desk_env["DESK_DATA_DIR"]) / "run.json").exists()
     assert wait_for_status(desk_env, want=1, timeout=10).returncode == 1
+
+
+def send_mail(port: int) -> dict[str, tuple[int, bytes]]:
+    """A customer's mail to the email adapter, retried while it is still starting; the
+    recipients it refused (none: the adapter published the request)."""
+    message = EmailMessage()
+    message["From"] = "Ann <ann@example.com>"
+    message["To"] = "desk@desk.example.com"
+    message["Subject"] = "Printer jams"
+    message.set_content("The printer on floor 3 jams.")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                return client.send_message(message)
+        except (OSError, smtplib.SMTPException):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def start_desk_up(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:

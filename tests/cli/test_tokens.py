@@ -46,10 +46,21 @@ def test_a_customer_token_is_bound_to_its_ticket(keys: KeyRing) -> None:
     assert credential.commands == ("record_satisfaction", "reopen")
 
 
+def test_a_channel_client_token_posts_requests_and_is_no_agent(keys: KeyRing) -> None:
+    code, token = issue("channel:webform", "--ttl", "1h")
+    assert code == 0, token
+    credential = verify_bearer(keys, token, now=datetime.now(UTC), max_ttl=timedelta(days=7))
+    assert (credential.subject, credential.issuer) == ("channel:webform", "desk")
+    assert credential.kind == "channel"
+
+
 @pytest.mark.parametrize(
     ("args", "why"),
     [
         (["mallory"], "not an agent or operator of the directory"),
+        (["channel:"], "a channel client is channel:NAME"),
+        (["channel:web form"], "a channel client is channel:NAME"),
+        (["channel:webform", "--ticket", "REQ-2026-000001"], "for customer tokens"),
         (["system"], "service's own key"),
         (["customer"], "needs --ticket"),
         (["li.na", "--ttl", "30d"], "longer than DESK_TOKEN_MAX_TTL"),

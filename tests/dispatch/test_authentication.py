@@ -130,6 +130,11 @@ def customer_token_on_agent_commands(settings: Settings, number: str, agent: str
     return signed("agents.commands", value, customer, agent)
 
 
+def a_channel_clients_token(settings: Settings, number: str, agent: str) -> Forgery:
+    # a web form's token posts customers' requests to the console; it acts on no ticket
+    return signed(COMMANDS, body(number, "close"), token(settings, "channel:webform"), number)
+
+
 def another_agents_shift(settings: Settings, number: str, agent: str) -> Forgery:
     value = {"command_id": str(uuid.uuid4()), "type": "go_off_shift", "agent_id": agent}
     return signed("agents.commands", value, token(settings, "f2"), agent)
@@ -153,6 +158,7 @@ CASES: list[tuple[str, Make, str]] = [
     ("system from the operators' key", system_from_the_operators_key, "unauthenticated"),
     ("a customer token on agents.commands", customer_token_on_agent_commands, "not_permitted"),
     ("an agent changing another agent's shift", another_agents_shift, "not_permitted"),
+    ("a channel client's token", a_channel_clients_token, "not_permitted"),
 ]
 
 

@@ -22,7 +22,9 @@ from tests.support.services import running
 def test_the_mix_covers_channels_languages_complexities_and_complaints() -> None:
     policy, version = load_policy(DEFAULT_POLICY, Policy)
     traffic = DemoTraffic(seed=7)
-    traffic.known_numbers.append("REQ-2026-000001")
+    traffic.known_tickets.append(
+        ("REQ-2026-000001", {"name": "王芳", "email": "wang.fang@example.com"})
+    )
     seen: Counter[str] = Counter()
     for _ in range(600):
         _, value = traffic.next()

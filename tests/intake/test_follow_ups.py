@@ -1,10 +1,11 @@
-"""A reply to a closed ticket opens a new ticket linked to it, through intake and dispatch on the
-real broker and PostgreSQL; both timelines show the link."""
+"""A reply to a closed ticket, or to one resolved longer ago than the reopen window, opens a new
+ticket linked to it, through intake and dispatch on the real broker and PostgreSQL; both
+timelines show the link."""
 
 from __future__ import annotations
 
 import json
-import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,9 +17,11 @@ from services.intake.queries import ticket_id as find_ticket
 from shared.database import connect
 from shared.deadletter import Record
 from shared.settings import Settings
-from tests.intake.requests import encode, intake_clock, valid
+from tests.intake.requests import RECEIVED_AT, encode, intake_clock, valid
+from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
+from tests.support.time import DrivenTime
 
 INTAKE, DISPATCH = "intake.events", "dispatch.events"
 
@@ -30,17 +33,6 @@ def data(record: Record) -> dict[str, Any]:
 
 def of_type(name: str) -> Any:
     return lambda r: r.header("ce_type") == f"servicedesk.ticket.{name}.v1"
-
-
-async def command(kafka: KafkaProbe, actor: str, number: str, kind: str, **fields: Any) -> None:
-    body = {
-        "command_id": str(uuid.uuid4()),
-        "type": kind,
-        "ticket_number": number,
-        "actor": actor,
-        **fields,
-    }
-    await kafka.command("tickets.commands", body, key=number)
 
 
 @pytest.mark.asyncio
@@ -57,7 +49,7 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
             ("resolve", {"resolution": "new drum"}),
             ("close", {}),
         ]:
-            await command(kafka, owner, number, kind, **fields)
+            await kafka.ticket_command(owner, number, kind, **fields)
         await kafka.await_records(DISPATCH, of_type("closed"))
         reply = valid(
             "again", reply_to_ticket=number, subject="Re: 打印机卡纸", description="又卡纸了。"
@@ -86,3 +78,48 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
     assert any(f"follow-up {follow_up} opened" in line for line in old_said), old_said
     assert any(f"follows up {number}" in line for line in new_said), new_said
     assert not any(of_type("reopened")(r) for r in await kafka.all_records(DISPATCH, settle=0.5))
+
+
+@pytest.mark.asyncio
+async def test_a_reply_after_the_reopen_window_opens_a_linked_follow_up_not_a_reopening(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """intake's and dispatch's clocks are driven: the ticket is resolved, then eight days pass
+    (the shipped window is seven) before the customer writes again."""
+    driven = settings.replace(clock="driven")
+    clock = DrivenTime(driven, "intake", "dispatch")
+    start = datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
+    await clock.set(start)
+    async with running(intake(driven)), running(dispatch(driven)):
+        await kafka.publish("requests.incoming", encode(valid("first")))
+        [assigned] = await kafka.await_records(DISPATCH, of_type("assigned"))
+        number, owner = data(assigned)["number"], data(assigned)["agent_id"]
+        then = token(driven, owner, now=start)  # dispatch checks it against its driven clock
+        await kafka.ticket_command(owner, number, "accept", token=then)
+        await kafka.ticket_command(owner, number, "resolve", token=then, resolution="new drum")
+        await kafka.await_records(DISPATCH, of_type("resolved"))
+
+        later = start + timedelta(days=8)
+        await clock.set(later)
+        reply = valid(
+            "eight-days-on",
+            reply_to_ticket=number,
+            received_at=later.isoformat(),
+            subject="Re: 打印机卡纸",
+            description="又卡纸了。",
+        )
+        await kafka.publish("requests.incoming", encode(reply))
+        [asked] = await kafka.await_records(DISPATCH, of_type("follow_up_requested"))
+        [opened] = await kafka.await_records(INTAKE, of_type("follow_up_opened"))
+        follow_up = data(opened)["follow_up_number"]
+        receipts = await kafka.await_records(INTAKE, of_type("received"), count=2)
+        await kafka.await_records(
+            DISPATCH, lambda r: of_type("assigned")(r) and data(r)["number"] == follow_up
+        )
+        after = await kafka.all_records(DISPATCH, settle=0.5)
+
+    assert (data(asked)["reason"], data(asked)["body"]) == ("reopen_window_passed", "又卡纸了。")
+    [receipt] = [data(r) for r in receipts if data(r)["number"] == follow_up]
+    assert receipt["follows_up"] == number
+    assert datetime.fromisoformat(receipt["received_at"]) == later
+    assert not any(of_type("reopened")(r) for r in after), "the old ticket stays resolved"

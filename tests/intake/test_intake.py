@@ -152,6 +152,45 @@ async def test_a_reply_to_a_known_ticket_is_recorded_on_that_ticket(
 
 
 @pytest.mark.asyncio
+async def test_a_reply_from_another_sender_than_the_tickets_customer_is_a_ticket_of_its_own(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """Named by number or threaded onto the customer's own message, a reply from someone else
+    touches nothing of that ticket: it opens an unlinked ticket for its sender. The customer's
+    own reply, by the phone number the ticket has, is a reply."""
+    phone = {"name": "王芳", "email": "wang.fang@example.com", "phone": "+8613800138000"}
+    stranger = {"name": "Mallory", "email": "mallory@example.net"}
+    async with running(build(settings)):
+        await kafka.publish(INCOMING, encode(valid("orig", customer=phone)), key="email:orig")
+        [received] = await kafka.await_records(EVENTS, of_type("received"))
+        number = data(received)["number"]
+        by_number = valid("m-1", customer=stranger, channel="web", reply_to_ticket=number)
+        by_thread = valid("m-2", customer=stranger, in_reply_to=["orig"])
+        by_phone = valid(
+            "m-3",
+            channel="phone",
+            customer={"name": "王芳", "phone": "+86 138 0013 8000"},
+            reply_to_ticket=number,
+        )
+        for request in (by_number, by_thread, by_phone):
+            await kafka.publish(INCOMING, encode(request))
+        await kafka.await_records(EVENTS, of_type("received"), count=3)
+        await kafka.await_records(EVENTS, of_type("customer_replied"))
+        events = await kafka.all_records(EVENTS, settle=1.0)
+
+    [replied] = [data(r) for r in events if of_type("customer_replied")(r)]
+    assert (replied["number"], replied["channel_message_id"]) == (number, "m-3")
+    opened = {
+        data(r)["channel_message_id"]: data(r)
+        for r in events
+        if of_type("received")(r) and data(r)["number"] != number
+    }
+    assert set(opened) == {"m-1", "m-2"}
+    assert all(t["customer"]["email"] == "mallory@example.net" for t in opened.values())
+    assert not any(t.get("follows_up") for t in opened.values())
+
+
+@pytest.mark.asyncio
 async def test_every_bad_input_is_rejected_with_its_reason_and_the_next_request_goes_through(
     settings: Settings, kafka: KafkaProbe
 ) -> None:

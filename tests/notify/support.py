@@ -26,6 +26,12 @@ def notify_policy(
     return path
 
 
+def agent_notices(http: HttpReceiver, agent_id: str, template: str) -> list[dict[str, Any]]:
+    """The notices of ``template`` posted to an agent's webhook (the receiver) so far."""
+    posted = [r.json() for r in http.at(f"/agents/{agent_id}")]
+    return [p for p in posted if p["template"] == template]
+
+
 def ticket_id(n: int) -> str:
     return f"00000000-0000-7000-8000-{n:012d}"
 

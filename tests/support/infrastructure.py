@@ -80,6 +80,7 @@ def session_infrastructure() -> Iterator[SessionInfrastructure]:
             data = Path(tempfile.mkdtemp(prefix="desk-test-pg-")) / "data"
             postgres = EmbeddedPostgres(data, durable=False)
             database_url = postgres.start()
+            postgres.guard()  # a killed test session must not leave its server behind
             stops.append(postgres.stop)
             database_kind = "embedded"
 

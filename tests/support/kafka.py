@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -71,6 +72,20 @@ class KafkaProbe:
 
         value, headers = signed(self.settings, body, token_=token)
         await self.publish(topic, value, key=key, headers=headers)
+
+    async def ticket_command(
+        self, actor: str, number: str, kind: str, *, token: str | None = None, **fields: Any
+    ) -> None:
+        """``actor``'s command ``kind`` on ticket ``number`` (a fresh command id), signed for
+        them (or with ``token``: one issued at a driven clock's time)."""
+        body = {
+            "command_id": str(uuid.uuid4()),
+            "type": kind,
+            "ticket_number": number,
+            "actor": actor,
+            **fields,
+        }
+        await self.command("tickets.commands", body, key=number, token=token)
 
     async def read(
         self,

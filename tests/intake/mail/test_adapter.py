@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import smtplib
-import uuid
 from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,7 +22,7 @@ from shared.deadletter import Record
 from shared.local.sinks import HttpReceiver, SmtpServer, http_receiver, smtp_server
 from shared.settings import Settings
 from tests.intake.mail.support import CUSTOMER, customer_mail, email_adapter, send
-from tests.notify.support import notify_policy
+from tests.notify.support import agent_notices, notify_policy
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
 from tests.support.waiting import eventually
@@ -66,17 +65,6 @@ async def _count(smtp: SmtpServer) -> int:
     return len(smtp.to(CUSTOMER))
 
 
-async def agent(kafka: KafkaProbe, agent_id: str, number: str, kind: str, **fields: Any) -> None:
-    body = {
-        "command_id": str(uuid.uuid4()),
-        "type": kind,
-        "ticket_number": number,
-        "actor": agent_id,
-        **fields,
-    }
-    await kafka.command("tickets.commands", body, key=number)
-
-
 def ids(message: EmailMessage, header: str) -> list[str]:
     return str(message.get(header, "")).split()
 
@@ -108,10 +96,10 @@ async def test_a_whole_conversation_by_email_threaded_and_each_mail_sent_once(
             assert number is not None
             [assigned] = await kafka.await_records(DISPATCH, of_type("assigned"))
             owner = data(assigned)["agent_id"]
-            await agent(kafka, owner, number, "accept")
+            await kafka.ticket_command(owner, number, "accept")
 
             # The agent's question, and the customer's answer by replying to that email.
-            await agent(kafka, owner, number, "respond", message="Which tray do you use?")
+            await kafka.ticket_command(owner, number, "respond", message="Which tray do you use?")
             question = (await mails(smtp, 2))[1]
             answer = customer_mail(
                 "Tray 2.\n\nOn Friday the desk wrote:\n> Which tray do you use?",
@@ -127,7 +115,9 @@ async def test_a_whole_conversation_by_email_threaded_and_each_mail_sent_once(
             assert "Tray 2." in told[0]["text"] and "Which tray" not in told[0]["text"]
 
             # The resolution; the customer replies "still broken"; reopened; resolved again.
-            await agent(kafka, owner, number, "resolve", resolution="Replaced the pickup roller.")
+            await kafka.ticket_command(
+                owner, number, "resolve", resolution="Replaced the pickup roller."
+            )
             resolution = (await mails(smtp, 3))[2]
             await send(
                 port,
@@ -140,7 +130,9 @@ async def test_a_whole_conversation_by_email_threaded_and_each_mail_sent_once(
             [reopened] = await kafka.await_records(DISPATCH, of_type("reopened"))
             assert data(reopened)["actor"] == "customer"
             assert data(reopened)["reason"] == "customer replied: Still broken: it jams again."
-            await agent(kafka, owner, number, "resolve", resolution="Replaced the whole tray.")
+            await kafka.ticket_command(
+                owner, number, "resolve", resolution="Replaced the whole tray."
+            )
             survey = (await mails(smtp, 4))[3]
             await kafka.all_records(INTAKE, settle=2.0)  # let anything extra arrive
             received = await kafka.await_records(INTAKE, of_type("received"))
@@ -175,16 +167,11 @@ async def test_a_whole_conversation_by_email_threaded_and_each_mail_sent_once(
         resolution["Message-ID"],
     ]
     # The assignee heard of both replies (with the text), once each.
-    assert len(_agent_notices_now(http, owner, "customer_reply")) == 2
+    assert len(agent_notices(http, owner, "customer_reply")) == 2
 
 
 async def _agent_notices(http: HttpReceiver, agent_id: str, template: str) -> list[dict[str, Any]]:
-    return _agent_notices_now(http, agent_id, template)
-
-
-def _agent_notices_now(http: HttpReceiver, agent_id: str, template: str) -> list[dict[str, Any]]:
-    posted = [r.json() for r in http.at(f"/agents/{agent_id}")]
-    return [p for p in posted if p["template"] == template]
+    return agent_notices(http, agent_id, template)
 
 
 @pytest.mark.asyncio
