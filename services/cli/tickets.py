@@ -1,4 +1,6 @@
 """``desk ticket show NUMBER``: one ticket's whole story, across every service's events, in order.
+``desk ticket escalate|flag|ask-specialist|findings|respond|resolve``: the exceptions path's
+commands, signed with the person's own token (``--token`` or ``DESK_TOKEN``).
 
 Each service keeps its own events; the ticket is their common ``subject``. intake, which numbers
 tickets, finds the ticket; the timeline reads each service's event store for events about it and
@@ -10,6 +12,7 @@ it, and why — the rule, the policy version, the cause.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,9 +24,12 @@ from rich.table import Table
 
 from services import service_names
 from services.cli.context import console, fail, load_settings, run_async
+from services.dispatch import queries as dispatch
 from services.intake import queries as intake
+from shared.credentials import sign_command
 from shared.database import Connection, connect
 from shared.eventstore import EventStore
+from shared.kafka import make_producer
 
 app = typer.Typer(help="Tickets: their whole story.", no_args_is_help=True)
 
@@ -117,6 +123,114 @@ def show(
     console.print(table)
 
 
+# --- commands: the exceptions path -------------------------------------------------------------
+
+Token = Annotated[
+    str,
+    typer.Option(
+        envvar="DESK_TOKEN",
+        help="Your token (desk token issue): the command acts in its subject's name.",
+        show_default=False,
+    ),
+]
+Number = Annotated[str, typer.Argument(help="The ticket's number, e.g. REQ-2026-000123.")]
+
+
+def send(number: str, kind: str, token: str, **fields: str | None) -> None:
+    """Check the command against dispatch's contract, sign it with the token, publish it, and
+    print its id; dispatch answers a refusal on tickets.commands.rejected with a reason."""
+    body = {"command_id": str(uuid.uuid4()), "type": kind, "ticket_number": number.upper()}
+    body |= {k: v for k, v in fields.items() if v is not None}
+    value = json.dumps(body, ensure_ascii=False).encode()
+    problem = dispatch.command_problem(value)
+    if problem is not None:
+        raise fail(problem)
+    try:
+        headers = sign_command(token, value)
+    except ValueError as error:
+        raise fail(f"--token: {error}") from None
+    settings = load_settings()
+    if not settings.kafka_bootstrap_servers:
+        raise fail("KAFKA_BOOTSTRAP_SERVERS is not set and no `desk up` is running")
+
+    async def publish() -> None:
+        producer = make_producer(settings, client_id="desk-ticket")
+        await producer.start()
+        try:
+            topic = settings.topic(dispatch.COMMANDS_TOPIC)
+            await producer.send_and_wait(topic, value, key=number.upper().encode(), headers=headers)
+        finally:
+            await producer.stop()
+
+    run_async(publish())
+    typer.echo(f"{kind} {body['command_id']} sent")
+
+
+@app.command()
+def escalate(number: Number, reason: Annotated[str, typer.Option()], token: Token) -> None:
+    """Hand the ticket to its group's supervisor (a decision outside your rights)."""
+    send(number, "escalate", token, reason=reason)
+
+
+@app.command()
+def flag(number: Number, reason: Annotated[str, typer.Option()], token: Token) -> None:
+    """Flag the customer abusive or unreasonable: the ticket goes to the supervisor, and the
+    customer's later tickets carry the flag."""
+    send(number, "flag_customer", token, reason=reason)
+
+
+@app.command("ask-specialist")
+def ask_specialist(
+    number: Number,
+    group: Annotated[str, typer.Option(help="The group asked, e.g. network.")],
+    question: Annotated[str, typer.Option()],
+    token: Token,
+) -> None:
+    """Ask another group for findings; the ticket stays yours, their answer is timed."""
+    send(number, "request_specialist", token, to_group=group, question=question)
+
+
+@app.command()
+def findings(number: Number, text: Annotated[str, typer.Option()], token: Token) -> None:
+    """Answer a specialist request of your group."""
+    send(number, "provide_findings", token, findings=text)
+
+
+@app.command()
+def respond(
+    number: Number,
+    token: Token,
+    message: Annotated[str | None, typer.Option(help="Your words to the customer.")] = None,
+    template: Annotated[
+        str | None, typer.Option(help="A standard reply of the policy (replies.templates).")
+    ] = None,
+) -> None:
+    """Reply to the customer: your words, or a standard reply in their language."""
+    send(number, "respond", token, message=message, template=template)
+
+
+@app.command()
+def resolve(  # noqa: PLR0917 - typer reads the options from the signature
+    number: Number,
+    resolution: Annotated[str, typer.Option()],
+    token: Token,
+    cause: Annotated[str | None, typer.Option(help="Complaints: the cause.")] = None,
+    actions: Annotated[str | None, typer.Option(help="Complaints: the actions taken.")] = None,
+    compensation: Annotated[str | None, typer.Option(help="Complaints: the compensation.")] = None,
+) -> None:
+    """Resolve the ticket (a complaint with cause, actions and compensation, as the policy's
+    routing.resolution_requires says)."""
+    send(
+        number,
+        "resolve",
+        token,
+        resolution=resolution,
+        cause=cause,
+        actions=actions,
+        compensation=compensation,
+    )
+
+
 def _generic(data: dict[str, Any]) -> str:
     shown = {
         k: v
@@ -148,7 +262,14 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         + f" — {d['reason']}{_policy(d)}"
     ),
     "ticket.customer_replied": lambda d: f"customer replied via {d['channel']}: {d['body'][:80]!r}",
-    "ticket.classified": lambda d: f"group {d['group_id']} — {d['reason']}{_policy(d)}",
+    "ticket.classified": lambda d: (
+        f"group {d['group_id']} — {d['reason']}{_policy(d)}"
+        + (
+            f"; CUSTOMER FLAGGED before: {d['customer_flag'][:80]!r}"
+            if d.get("customer_flag")
+            else ""
+        )
+    ),
     "ticket.assigned": lambda d: (
         f"assigned to {d['agent_id']} in {d['group_id']} ({d['cause']}; {d['strategy']}: "
         f"{d['reason']})"
@@ -163,7 +284,10 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ticket.note_added": lambda d: f"internal note by {d['agent_id']}: {d['note'][:80]!r}",
     "ticket.waiting_for_customer": lambda d: f"waiting for the customer: {d['question'][:80]!r}",
     "ticket.resumed": lambda d: f"in progress again ({d['cause']})",
-    "ticket.resolved": lambda d: f"resolved by {d['agent_id']}: {d['resolution'][:80]!r}",
+    "ticket.resolved": lambda d: (
+        f"resolved by {d['agent_id']}: {d['resolution'][:80]!r}"
+        + "".join(f"; {k} {d[k][:60]!r}" for k in ("cause", "actions", "compensation") if d.get(k))
+    ),
     "ticket.reopened": lambda d: f"reopened by {d['actor']}: {d['reason'][:80]!r}",
     "ticket.closed": lambda d: f"closed by {d['actor']}",
     "ticket.follow_up_requested": lambda d: (
@@ -179,7 +303,15 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "ticket.escalated": lambda d: (
         f"escalated to level {d['level']} ({d['cause']})"
+        + (f", to {d['to_agent']}" if d.get("to_agent") else "")
         + (f", to {d['to_group']}" if d.get("to_group") else ", supervisors notified")
+    ),
+    "ticket.customer_flagged": lambda d: f"CUSTOMER FLAGGED by {d['actor']}: {d['reason'][:80]!r}",
+    "ticket.specialist_requested": lambda d: (
+        f"{d['actor']} asks {d['to_group']} for findings: {d['question'][:80]!r}"
+    ),
+    "ticket.findings_provided": lambda d: (
+        f"findings from {d['from_group']} by {d['actor']}: {d['findings'][:80]!r}"
     ),
     "ticket.satisfaction_recorded": lambda d: f"satisfaction {d['score']}/5 {d['comment']!r}",
     "sla.clock_started": lambda d: (

@@ -38,6 +38,9 @@ SAID: dict[type[EventData], str] = {
     dispatch.TicketResolved: "resolution",
     dispatch.TicketReopened: "reason",
     dispatch.SatisfactionRecorded: "comment",
+    dispatch.CustomerFlagged: "reason",
+    dispatch.SpecialistRequested: "question",
+    dispatch.FindingsProvided: "findings",
 }
 """The field in which someone wrote something, per event: personal, kept apart."""
 _PERSONAL = {"customer", "subject", "description", "attachments", *SAID.values()}

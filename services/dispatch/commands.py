@@ -72,10 +72,18 @@ class Accept(_TicketCommand):
 
 
 class Respond(_TicketCommand):
-    """A public reply to the customer."""
+    """A public reply to the customer: the agent's own words, or a standard reply of the
+    policy (``replies.templates``) rendered in the ticket's language."""
 
     type: Literal["respond"]
-    message: Text
+    message: Text | None = None
+    template: Id | None = Field(default=None, description="A reply of the policy's replies.")
+
+    @model_validator(mode="after")
+    def _one_text(self) -> Respond:
+        if (self.message is None) == (self.template is None):
+            raise ValueError("respond needs either message or template")
+        return self
 
 
 class StartWork(_TicketCommand):
@@ -95,8 +103,14 @@ class RequestCustomerInfo(_TicketCommand):
 
 
 class Resolve(_TicketCommand):
+    """``cause``, ``actions``, ``compensation``: required for the categories the policy names
+    (``routing.resolution_requires``; complaints)."""
+
     type: Literal["resolve"]
     resolution: Text
+    cause: Text | None = None
+    actions: Text | None = None
+    compensation: Text | None = None
 
 
 class Reopen(_TicketCommand):
@@ -128,6 +142,28 @@ class Reassign(_TicketCommand):
 class Escalate(_TicketCommand):
     type: Literal["escalate"]
     reason: Text
+
+
+class FlagCustomer(_TicketCommand):
+    """The customer is abusive or unreasonable: the ticket goes to the group's supervisor."""
+
+    type: Literal["flag_customer"]
+    reason: Text
+
+
+class RequestSpecialist(_TicketCommand):
+    """Ask another group for findings; the ticket stays with its owner."""
+
+    type: Literal["request_specialist"]
+    to_group: Id
+    question: Text
+
+
+class ProvideFindings(_TicketCommand):
+    """The answer of the group a specialist request asked."""
+
+    type: Literal["provide_findings"]
+    findings: Text
 
 
 class Reclassify(_TicketCommand):
@@ -170,6 +206,9 @@ TicketCommand = Annotated[
     | Reassign
     | Escalate
     | Reclassify
+    | FlagCustomer
+    | RequestSpecialist
+    | ProvideFindings
     | RecordSatisfaction,
     Field(discriminator="type"),
 ]

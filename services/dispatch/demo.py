@@ -38,7 +38,17 @@ _STEPS: list[tuple[str, dict[str, Any], tuple[float, float]]] = [
     ("accept", {}, (2, 10)),
     ("respond", {"message": "您好，我们正在处理。 We are on it."}, (5, 20)),
     ("start_work", {}, (2, 8)),
-    ("resolve", {"resolution": "已解决。 Fixed; please tell us how we did."}, (10, 45)),
+    (
+        "resolve",
+        {
+            "resolution": "已解决。 Fixed; please tell us how we did.",
+            # What the shipped policy asks of a complaint's resolution (sop.md).
+            "cause": "配置错误 A wrong setting",
+            "actions": "已更正并复查 Corrected and checked",
+            "compensation": "无需补偿 None needed",
+        },
+        (10, 45),
+    ),
 ]
 """What an agent does with a ticket, and how many seconds each step takes them (at pace 1)."""
 _SCORES = [5, 5, 5, 5, 5, 4, 4, 4, 4, 3, 2]

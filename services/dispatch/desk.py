@@ -18,19 +18,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from jinja2 import TemplateError
+
 from services.dispatch.commands import (
     Accept,
     AddNote,
     AgentCommand,
     Close,
     Escalate,
+    FlagCustomer,
     GoOffShift,
     GoOnShift,
+    ProvideFindings,
     Reassign,
     Reclassify,
     RecordSatisfaction,
     Reopen,
     RequestCustomerInfo,
+    RequestSpecialist,
     Resolve,
     Respond,
     SetCapacity,
@@ -41,11 +46,14 @@ from services.dispatch.events import (
     AgentRegistered,
     AssignCause,
     CapacityChanged,
+    CustomerFlagged,
+    FindingsProvided,
     FollowUpRequested,
     NoteAdded,
     SatisfactionRecorded,
     ShiftEnded,
     ShiftStarted,
+    SpecialistRequested,
     TicketAccepted,
     TicketAssigned,
     TicketClassified,
@@ -69,6 +77,7 @@ from services.policy import Policy
 from services.sla.events import EscalationRaised
 from services.vocabulary import CATEGORY_OF, Category, ComplaintSeverity, Complexity
 from shared.events import EventData
+from shared.templating import render_text
 from shared.unit_of_work import Recorder
 
 
@@ -97,6 +106,8 @@ class Desk:
     agent_versions: dict[str, int] = field(default_factory=dict)
     held: set[str] | None = None
     """The groups this batch holds the pools of (None: every group); see :meth:`_within`."""
+    flags: dict[str, str] = field(default_factory=dict)
+    """Customer key -> why they were flagged: the customers of this batch's new tickets."""
 
     # --- tickets arriving ----------------------------------------------------------------
 
@@ -130,6 +141,8 @@ class Desk:
             subject=triaged.subject,
             received_at=triaged.received_at,
             policy_version=self.version,
+            customer_key=triaged.customer_key,
+            customer_flag=self.flags.get(triaged.customer_key or ""),
         )
         ticket = Ticket.classified(classified, self.now)
         self.tickets[ticket.ticket_id] = ticket
@@ -199,6 +212,8 @@ class Desk:
     def _run(  # noqa: PLR0912 - one branch per command reads better than a table of lambdas
         self, command: TicketCommand, actor: str, ticket: Ticket, kinds: set[ActorKind]
     ) -> None:
+        if isinstance(command, ProvideFindings) and ticket.specialist_group is None:
+            raise Refused("no_specialist_request", "no specialist request waits for findings")
         check(command.type, ticket, kinds)
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
         agent = ticket.agent_id or actor
@@ -206,15 +221,7 @@ class Desk:
             case Accept():
                 self._emit(ticket, TicketAccepted(**ids, agent_id=agent))
             case Respond():
-                self._emit(
-                    ticket,
-                    TicketResponded(
-                        **ids,
-                        agent_id=actor,
-                        message=command.message,
-                        first_response=not ticket.responded,
-                    ),
-                )
+                self._respond(ticket, command, actor)
             case StartWork():
                 self._emit(ticket, WorkStarted(**ids, agent_id=agent))
             case AddNote():
@@ -224,11 +231,7 @@ class Desk:
                     ticket, WaitingForCustomer(**ids, agent_id=agent, question=command.question)
                 )
             case Resolve():
-                freed = ticket.agent_id
-                self._emit(
-                    ticket, TicketResolved(**ids, agent_id=agent, resolution=command.resolution)
-                )
-                self._free(freed)
+                self._resolve(ticket, command, agent)
             case Reopen():
                 self._reopen(ticket, command.reason, actor)
             case Close():
@@ -236,12 +239,19 @@ class Desk:
             case Reassign():
                 self._reassign(ticket, command, actor, kinds)
             case Escalate():
-                level = ticket.escalation_level + 1
-                if level not in self._ladder:
-                    raise Refused(
-                        "no_escalation_level", f"no escalation level {level} in the policy"
-                    )
-                self._escalate(ticket, level, f"manual: {command.reason}", None, actor=actor)
+                self._escalate_to_supervisor(ticket, f"manual: {command.reason}", actor)
+            case FlagCustomer():
+                self._flag(ticket, command, actor)
+            case RequestSpecialist():
+                self._request_specialist(ticket, command, actor)
+            case ProvideFindings():
+                group = ticket.specialist_group or ""
+                self._emit(
+                    ticket,
+                    FindingsProvided(
+                        **ids, actor=actor, from_group=group, findings=command.findings
+                    ),
+                )
             case Reclassify():
                 self._reclassify(ticket, command, actor)
             case RecordSatisfaction():
@@ -563,9 +573,146 @@ class Desk:
             self._route(ticket, to_group, cause="escalated")
             self._free(freed)
 
-    @property
-    def _ladder(self) -> dict[int, str | None]:
-        return {level.level: level.group for level in self.policy.routing.escalation}
+    # --- the exceptions path (sop.md: abusive customers, missing permissions, hand-offs) ------
+
+    def _respond(self, ticket: Ticket, command: Respond, actor: str) -> None:
+        """The agent's words, or the policy's standard reply in the ticket's language."""
+        message, language = command.message, None
+        if command.template is not None:
+            replies = self.policy.replies
+            if command.template not in replies.templates:
+                raise Refused("unknown_template", f"no reply template {command.template!r}")
+            language = replies.language_of(command.template, ticket.language)
+            context = {"number": ticket.number, "subject": ticket.subject}
+            try:
+                text = render_text(replies.templates[command.template][language], context)
+            except TemplateError as error:
+                raise Refused("template_error", f"{command.template}: {error}") from None
+            message = text.strip()[:_TEXT_CHARS]
+            if not message:
+                raise Refused("template_error", f"{command.template} renders no text")
+        assert message is not None  # the command carries a message or a template
+        self._emit(
+            ticket,
+            TicketResponded(
+                **_ids(ticket),
+                agent_id=actor,
+                message=message,
+                first_response=not ticket.responded,
+                template=command.template,
+                language=language,
+            ),
+        )
+
+    def _resolve(self, ticket: Ticket, command: Resolve, agent: str) -> None:
+        """A resolution states what the policy requires of the ticket's category."""
+        required = self.policy.routing.resolution_requires.get(ticket.category, [])  # type: ignore[call-overload]
+        missing = [name for name in required if getattr(command, name) is None]
+        if missing:
+            raise Refused(
+                "resolution_incomplete",
+                f"a {ticket.category} is resolved with {', '.join(required)}: "
+                f"{', '.join(missing)} missing",
+            )
+        freed = ticket.agent_id
+        self._emit(
+            ticket,
+            TicketResolved(
+                **_ids(ticket),
+                agent_id=agent,
+                resolution=command.resolution,
+                cause=command.cause,
+                actions=command.actions,
+                compensation=command.compensation,
+            ),
+        )
+        self._free(freed)
+
+    def _flag(self, ticket: Ticket, command: FlagCustomer, actor: str) -> None:
+        """Record the flag (the customer's later tickets carry it) and hand the ticket to the
+        group's supervisor, unless a supervisor already has it."""
+        self._emit(
+            ticket,
+            CustomerFlagged(
+                **_ids(ticket),
+                actor=actor,
+                reason=command.reason,
+                customer_key=ticket.customer_key,
+            ),
+        )
+        if ticket.customer_key:
+            self.flags[ticket.customer_key] = command.reason
+        supervisor = self._supervisor_for(ticket)
+        if supervisor is None or supervisor == ticket.agent_id:
+            return
+        group = self.policy.directory.agent[supervisor].groups[0]
+        self._move(
+            ticket,
+            group,
+            actor=actor,
+            reason=f"customer flagged: {command.reason}",
+            only=supervisor,
+        )
+
+    def _escalate_to_supervisor(self, ticket: Ticket, cause: str, actor: str) -> None:
+        """A person's escalation, at any level: the ticket goes to its group's supervisor."""
+        supervisor = self._supervisor_for(ticket)
+        if supervisor is None or supervisor == ticket.agent_id:
+            raise Refused("no_supervisor", f"nobody above {ticket.agent_id} supervises the ticket")
+        group = self.policy.directory.agent[supervisor].groups[0]
+        freed = ticket.agent_id if ticket.holds_capacity else None
+        self._emit(
+            ticket,
+            TicketEscalated(
+                **_ids(ticket),
+                level=ticket.escalation_level + 1,
+                cause=cause,
+                actor=actor,
+                from_group=ticket.group_id,
+                to_group=group,
+                supervisors=[supervisor],
+                to_agent=supervisor,
+            ),
+        )
+        self._route(ticket, group, cause="escalated", only=supervisor)
+        self._free(freed)
+
+    def _supervisor_for(self, ticket: Ticket) -> str | None:
+        """Who a ticket goes up to: a supervisor of its group other than its agent (the first
+        with room, else the first); for a supervisor's own ticket, one of theirs."""
+        directory = self.policy.directory
+        groups = [self.group_for(ticket.group_id)]
+        holder = directory.agent.get(ticket.agent_id or "")
+        if holder is not None:
+            groups += holder.groups
+        for group_id in groups:
+            group = directory.group.get(group_id)
+            above = [a for a in (group.supervisors if group else []) if a != ticket.agent_id]
+            if above:
+                agents = self.board.agents
+                free = [a for a in above if a in agents and agents[a].has_room]
+                return (free or above)[0]
+        return None
+
+    def _request_specialist(self, ticket: Ticket, command: RequestSpecialist, actor: str) -> None:
+        if command.to_group not in self.policy.directory.group:
+            raise Refused("unknown_group", f"no group {command.to_group}")
+        if command.to_group == self.group_for(ticket.group_id):
+            raise Refused("illegal_transition", f"the ticket is already {command.to_group}'s")
+        if ticket.specialist_group is not None:
+            raise Refused(
+                "specialist_pending", f"{ticket.specialist_group} has not answered the last request"
+            )
+        self._emit(
+            ticket,
+            SpecialistRequested(
+                **_ids(ticket),
+                actor=actor,
+                agent_id=ticket.agent_id,
+                to_group=command.to_group,
+                question=command.question,
+            ),
+        )
 
     def _actor_kinds(self, actor: str, ticket: Ticket) -> set[ActorKind]:
         if actor == "customer":
@@ -581,7 +728,15 @@ class Desk:
         # A retired (or dropped) group's tickets are supervised where they go: group_for.
         if self.policy.directory.supervises(actor, self.group_for(ticket.group_id)):
             kinds.add("supervisor")
+        asked = ticket.specialist_group
+        if asked and (asked in profile.groups or self.policy.directory.supervises(actor, asked)):
+            kinds.add("specialist")
         return kinds
+
+
+def _ids(ticket: Ticket) -> dict[str, str]:
+    """The fields that name the ticket in each of its events."""
+    return {"ticket_id": ticket.ticket_id, "number": ticket.number}
 
 
 def _actor(command: TicketCommand | AgentCommand) -> str:
@@ -593,6 +748,8 @@ def _actor(command: TicketCommand | AgentCommand) -> str:
 
 _REASON_CHARS = 2000
 """A reopen's reason quotes at most this much of the customer's reply."""
+_TEXT_CHARS = 32_768
+"""A rendered standard reply is held to what a respond command's message may be."""
 _LOADED_STATES = ("assigned", "accepted", "in_progress", "waiting_for_customer")
 _COMPLEXITY_OF: dict[Category, Complexity] = {c: x for x, c in CATEGORY_OF.items()}
 

@@ -55,6 +55,9 @@ class TicketClassified(TicketEvent):
     subject: str
     received_at: Moment
     policy_version: str
+    customer_key: str | None = None
+    customer_flag: str | None = None
+    """Why the customer was flagged on an earlier ticket (flag_customer), if they were."""
 
 
 @event("servicedesk.ticket.assigned", version=1)
@@ -85,11 +88,14 @@ class TicketAccepted(TicketEvent):
 
 @event("servicedesk.ticket.responded", version=1)
 class TicketResponded(TicketEvent):
-    """A public reply to the customer; the first one is the first response for the SLA."""
+    """A public reply to the customer; the first one is the first response for the SLA.
+    ``template``: the policy's standard reply it was rendered from, in ``language``."""
 
     agent_id: str
     message: str
     first_response: bool
+    template: str | None = None
+    language: str | None = None
 
 
 @event("servicedesk.ticket.work_started", version=1)
@@ -121,8 +127,14 @@ class TicketResumed(TicketEvent):
 
 @event("servicedesk.ticket.resolved", version=1)
 class TicketResolved(TicketEvent):
+    """``cause``, ``actions`` and ``compensation``: what the policy requires a resolution of the
+    ticket's category to state (``routing.resolution_requires``: complaints)."""
+
     agent_id: str
     resolution: str
+    cause: str | None = None
+    actions: str | None = None
+    compensation: str | None = None
 
 
 @event("servicedesk.ticket.reopened", version=1)
@@ -176,6 +188,8 @@ class TicketEscalated(TicketEvent):
     from_group: str
     to_group: str | None
     supervisors: list[str] = Field(default_factory=list)
+    to_agent: str | None = None
+    """A person's escalation hands the ticket to this supervisor of its group."""
 
 
 @event("servicedesk.ticket.reclassified", version=1)
@@ -193,6 +207,38 @@ class TicketReclassified(TicketEvent):
     from_group: str
     to_group: str
     policy_version: str
+
+
+@event("servicedesk.ticket.customer_flagged", version=1)
+class CustomerFlagged(TicketEvent):
+    """The assignee or a supervisor judged the customer abusive or unreasonable: the ticket
+    goes to the group's supervisor, and the customer's later tickets carry the flag."""
+
+    actor: str
+    reason: str
+    customer_key: str | None
+    """Who the customer is across tickets (``servicedesk.ticket.triaged``); None: unknown."""
+
+
+@event("servicedesk.ticket.specialist_requested", version=1)
+class SpecialistRequested(TicketEvent):
+    """The ticket's owner asks another group for findings; the ticket stays with them, and the
+    group's answer is timed (sla metric ``specialist_findings``)."""
+
+    actor: str
+    agent_id: str | None
+    """Who owns the ticket (and gets the findings)."""
+    to_group: str
+    question: str
+
+
+@event("servicedesk.ticket.findings_provided", version=1)
+class FindingsProvided(TicketEvent):
+    """The group asked answered the specialist request: its clock stops."""
+
+    actor: str
+    from_group: str
+    findings: str
 
 
 @event("servicedesk.ticket.satisfaction_recorded", version=1)
@@ -253,6 +299,9 @@ TICKET_EVENTS: tuple[type[TicketEvent], ...] = (
     TicketReassigned,
     TicketEscalated,
     TicketReclassified,
+    CustomerFlagged,
+    SpecialistRequested,
+    FindingsProvided,
     SatisfactionRecorded,
 )
 """Every event of a ticket's lifecycle dispatch publishes on ``dispatch.events``."""

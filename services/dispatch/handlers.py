@@ -92,6 +92,7 @@ class DeskSession:
         numbers: Sequence[str] = (),
         touches: Reach | None = None,
         queues: bool = True,
+        customers: Sequence[str | None] = (),
     ) -> Desk:
         """The batch's desk; the handler points ``desk.record`` at each message's cause.
 
@@ -130,6 +131,7 @@ class DeskSession:
         # Agents are registered because the policy's directory names them.
         directory = uow.caused_by(Cause(f"policy-{version}"))
         desk = Desk(policy, version, uow.now, board, directory, tickets=tickets, held=held)
+        desk.flags = await storage.customer_flags(conn, customers)
         for ticket in tickets.values():
             if ticket.status == "queued" and (held is None or ticket.group_id in held):
                 desk.queues.setdefault(ticket.group_id, []).append(ticket)
@@ -193,7 +195,14 @@ class Events(EventSubscription):
 
         # Only an escalation frees room (its agent's), so only then are queues read.
         escalations = any(isinstance(m.message.data, EscalationRaised) for m in messages)
-        desk = await self.session.open(uow, ticket_ids=ids, touches=groups, queues=escalations)
+        customers = [
+            m.message.data.customer_key
+            for m in messages
+            if isinstance(m.message.data, TicketTriaged)
+        ]
+        desk = await self.session.open(
+            uow, ticket_ids=ids, touches=groups, queues=escalations, customers=customers
+        )
         for inbound in messages:
             delivered = inbound.message
             desk.record = uow.caused_by(delivered.envelope)
@@ -217,7 +226,8 @@ class Commands(Subscription[DecodedCommand]):
     topics = (TICKET_COMMANDS, AGENT_COMMANDS)
     description = (
         "Ticket commands (accept, respond, start_work, add_note, request_customer_info, resolve, "
-        "reopen, close, reassign, escalate, reclassify, record_satisfaction) on tickets.commands "
+        "reopen, close, reassign, escalate, reclassify, flag_customer, request_specialist, "
+        "provide_findings, record_satisfaction) on tickets.commands "
         "and agent commands (go_on_shift, go_off_shift, set_capacity) on agents.commands. Each "
         "record carries a credential in two headers: desk_token, a token's header.payload (JWT, "
         "HS256, with kid), and desk_proof, the base64url HMAC-SHA256 of the record value keyed "

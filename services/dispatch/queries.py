@@ -1,5 +1,6 @@
 """What operators' tools read of dispatch's tables and events (``desk sla what-if``,
-``desk policy diff``, ``desk triage review``)."""
+``desk policy diff``, ``desk triage review``), and how dispatch would read a command a tool is
+about to send (``desk ticket flag`` ...)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,21 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from services.dispatch.events import TicketReclassified
+from services.dispatch.commands import Unreadable, read_ticket_command
+from services.dispatch.events import TICKET_COMMANDS, TicketReclassified
 from services.dispatch.ticket import OPEN
 from shared.database import Connection
 from shared.eventstore import EventStore
 
 STORE = EventStore("dispatch", "servicedesk/dispatch")
+COMMANDS_TOPIC = TICKET_COMMANDS
+
+
+def command_problem(value: bytes) -> str | None:
+    """Why dispatch would refuse these bytes as a ticket command (``invalid_command``), or
+    None: a tool says so before sending anything."""
+    command = read_ticket_command(value)
+    return command.detail if isinstance(command, Unreadable) else None
 
 
 async def ticket_stories(

@@ -14,6 +14,7 @@ from services.dispatch.commands import (
     AGENT_COMMAND_TYPES,
     AgentCommand,
     Escalate,
+    FlagCustomer,
     Reassign,
     Reclassify,
     TicketCommand,
@@ -52,6 +53,19 @@ def of_escalation(policy: Policy, ticket: Ticket, level: int) -> set[str]:
     return of_ticket(policy, ticket) | ({group_for(policy, to_group)} if to_group else set())
 
 
+def of_supervisors(policy: Policy, ticket: Ticket) -> set[str]:
+    """A person's escalation or a flag hands the ticket to a supervisor of its group (or of its
+    agent's groups) — any of them, by who has room — in that supervisor's first group; their
+    room counts across all their groups, so all of those are reached."""
+    directory = policy.directory
+    groups = of_ticket(policy, ticket)
+    for group_id in set(groups):
+        group = directory.group.get(group_id)
+        for supervisor in group.supervisors if group else []:
+            groups |= agent_groups(policy, supervisor)
+    return groups
+
+
 def of_event(policy: Policy, data: object, ticket: Ticket | None) -> set[str]:
     """A triaged ticket, a customer reply or an SLA escalation."""
     if isinstance(data, TicketTriaged):
@@ -77,8 +91,8 @@ def of_command(
             if command.to_group:
                 groups.add(group_for(policy, command.to_group))
             groups |= agent_groups(policy, command.to_agent)
-        case Escalate():
-            groups = of_escalation(policy, ticket, ticket.escalation_level + 1)
+        case Escalate() | FlagCustomer():
+            groups = of_supervisors(policy, ticket)
         case Reclassify():
             try:
                 complexity, _, severity = corrected_class(policy, ticket, command)

@@ -14,6 +14,7 @@ from typing import Any
 from services.dispatch.events import (
     AgentRegistered,
     CapacityChanged,
+    CustomerFlagged,
     ShiftEnded,
     ShiftStarted,
     TicketAssigned,
@@ -49,6 +50,9 @@ _TICKET_COLUMNS = {  # column -> PostgreSQL type, in Ticket's field order
     "version": "integer",
     "updated_at": "timestamptz",
     "resolved_at": "timestamptz",
+    "customer_key": "text",
+    "customer_flag": "text",
+    "specialist_group": "text",
 }
 _SELECT = f"SELECT {', '.join(c + ('::text' if c == 'ticket_id' else '') for c in _TICKET_COLUMNS)}"
 _LOADED = sorted(LOADED)
@@ -144,11 +148,23 @@ async def cursors(conn: Connection) -> dict[str, str]:
     return {r[0]: r[1] for r in await conn.fetch("SELECT group_id, agent_id FROM group_cursors")}
 
 
+async def customer_flags(conn: Connection, keys: Iterable[str | None]) -> dict[str, str]:
+    """Customer key -> why that customer was flagged (the latest flag), for those flagged."""
+    wanted = sorted({k for k in keys if k})
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT customer_key, reason FROM customer_flags WHERE customer_key = ANY($1::text[])",
+        wanted,
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 class TicketBoard(Projection):
-    """Current state of every ticket, and each group's round-robin cursor."""
+    """Current state of every ticket, each group's round-robin cursor, flagged customers."""
 
     name = "ticket_board"
-    tables = ("tickets", "group_cursors")
+    tables = ("tickets", "group_cursors", "customer_flags")
 
     async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
         mine = [e for e in events if isinstance(e.decode(), TicketEvent)]
@@ -166,6 +182,8 @@ class TicketBoard(Projection):
             ticket.apply(data, recorded.time)
             if isinstance(data, TicketAssigned):
                 cursor[data.group_id] = data.agent_id
+            elif isinstance(data, CustomerFlagged) and data.customer_key:
+                await _flag(conn, data, recorded.time)
         touched = [tickets[i] for i in ids]
         columns: list[list[Any]] = [[] for _ in _TICKET_COLUMNS]
         for ticket in touched:
@@ -221,6 +239,19 @@ class AgentRoster(Projection):
                 )
             elif isinstance(data, ShiftStarted | ShiftEnded | CapacityChanged):
                 await _agent_change(conn, data, recorded.time)
+
+
+async def _flag(conn: Connection, flagged: CustomerFlagged, time: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO customer_flags (customer_key, reason, number, actor, flagged_at) "
+        "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_key) DO UPDATE SET "
+        "reason = $2, number = $3, actor = $4, flagged_at = $5",
+        flagged.customer_key,
+        flagged.reason,
+        flagged.number,
+        flagged.actor,
+        time,
+    )
 
 
 async def _agent_change(conn: Connection, data: Any, time: datetime) -> None:

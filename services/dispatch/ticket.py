@@ -13,7 +13,10 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from services.dispatch.events import (
+    CustomerFlagged,
+    FindingsProvided,
     SatisfactionRecorded,
+    SpecialistRequested,
     Status,
     TicketAccepted,
     TicketAssigned,
@@ -53,9 +56,14 @@ TicketCommandType = Literal[
     "reassign",
     "escalate",
     "reclassify",
+    "flag_customer",
+    "request_specialist",
+    "provide_findings",
     "record_satisfaction",
 ]
-ActorKind = Literal["assignee", "agent", "supervisor", "customer", "system"]
+ActorKind = Literal["assignee", "agent", "supervisor", "specialist", "customer", "system"]
+"""``specialist``: a member (or supervisor) of the group the ticket's specialist request asks."""
+WORKING: frozenset[Status] = frozenset({"accepted", "in_progress", "waiting_for_customer"})
 
 ALLOWED_FROM: dict[TicketCommandType, frozenset[Status]] = {
     "accept": frozenset({"assigned"}),
@@ -69,6 +77,9 @@ ALLOWED_FROM: dict[TicketCommandType, frozenset[Status]] = {
     "reassign": OPEN,
     "escalate": OPEN,
     "reclassify": OPEN,
+    "flag_customer": OPEN,
+    "request_specialist": WORKING,
+    "provide_findings": OPEN,
     "record_satisfaction": frozenset({"resolved", "closed"}),
 }
 WHO: dict[TicketCommandType, frozenset[ActorKind]] = {
@@ -83,6 +94,9 @@ WHO: dict[TicketCommandType, frozenset[ActorKind]] = {
     "reassign": frozenset({"assignee", "supervisor"}),
     "escalate": frozenset({"assignee", "supervisor"}),
     "reclassify": frozenset({"assignee", "supervisor"}),
+    "flag_customer": frozenset({"assignee", "supervisor"}),
+    "request_specialist": frozenset({"assignee", "supervisor"}),
+    "provide_findings": frozenset({"specialist"}),
     "record_satisfaction": frozenset({"customer", "system"}),
 }
 """Who may give each command. Reassigning to another group is for supervisors only;
@@ -116,6 +130,11 @@ class Ticket:
     updated_at: datetime | None = None
     resolved_at: datetime | None = None
     """When it was last resolved: a customer's reply within the reopen window reopens it."""
+    customer_key: str | None = None
+    customer_flag: str | None = None
+    """Why the customer was flagged (on this ticket or an earlier one)."""
+    specialist_group: str | None = None
+    """The group a specialist request waits on (None: no request open)."""
 
     @classmethod
     def classified(cls, event: TicketClassified, time: datetime) -> Ticket:
@@ -137,6 +156,8 @@ class Ticket:
             received_at=event.received_at,
             version=1,
             updated_at=time,
+            customer_key=event.customer_key,
+            customer_flag=event.customer_flag,
         )
 
     @property
@@ -194,6 +215,12 @@ class Ticket:
                 self.complaint_severity = event.complaint_severity
             case SatisfactionRecorded():
                 self.satisfaction = event.score
+            case CustomerFlagged():
+                self.customer_flag = event.reason
+            case SpecialistRequested():
+                self.specialist_group = event.to_group
+            case FindingsProvided():
+                self.specialist_group = None
             case _:
                 pass
 

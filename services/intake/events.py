@@ -86,6 +86,9 @@ class TicketTriaged(EventData):
     customer_tier: str | None = None
     subject: str
     received_at: Moment
+    customer_key: str | None = None
+    """Who the customer is across tickets: a digest of their customer id, else of their email,
+    else of their phone (dispatch keeps flags on customers by it)."""
 
 
 @event("servicedesk.ticket.customer_replied", version=1)

@@ -19,6 +19,7 @@ evaluated anew.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
@@ -395,7 +396,24 @@ def triaged(ticket_id: str, number: str, request: Request, result: Triage) -> Ti
         customer_tier=request.customer.tier,
         subject=request.subject,
         received_at=request.received_at,
+        customer_key=customer_key(request),
     )
+
+
+def customer_key(request: Request) -> str | None:
+    """The customer across their tickets: a digest of their id in the customer's own systems,
+    else of their email address (case-insensitive), else of their phone number. Services that
+    only need to recognise the customer (dispatch's flags) never hold the address itself."""
+    customer = request.customer
+    if customer.customer_id:
+        known = f"id:{customer.customer_id}"
+    elif customer.email:
+        known = f"email:{customer.email.lower()}"
+    elif customer.phone:
+        known = f"phone:{customer.phone}"
+    else:
+        return None
+    return "customer:" + hashlib.sha256(known.encode()).hexdigest()[:32]
 
 
 def _attachments(request: Request) -> list[AttachmentRef]:

@@ -57,7 +57,11 @@ HEARD = (
     dispatch.WaitingForCustomer,
     dispatch.TicketResolved,
     dispatch.TicketClosed,
+    dispatch.CustomerFlagged,
+    dispatch.SpecialistRequested,
+    dispatch.FindingsProvided,
     sla.ClockWarned,
+    sla.ClockBreached,
     sla.EscalationRaised,
 )
 """What tells notify who a ticket's customer is and who has it, or may owe someone a notice."""

@@ -162,7 +162,9 @@ def _rules(
     return [
         rule
         for rule in settings.rules
-        if rule.event == trigger and (rule.levels is None or data.get("level") in rule.levels)
+        if rule.event == trigger
+        and (rule.levels is None or data.get("level") in rule.levels)
+        and (rule.metrics is None or data.get("metric") in rule.metrics)
     ]
 
 
@@ -181,8 +183,11 @@ def recipients(
         }
         return [Recipient("customer", facts.customer_name, facts.language, contacts)]
     if rule.to == "assignee":
-        agent_id = data.get("agent_id") or facts.agent_id
+        agent_id = data.get("agent_id") or data.get("to_agent") or facts.agent_id
         agents = [directory.agent[agent_id]] if agent_id in directory.agent else []
+    elif rule.to == "specialists":
+        asked = data.get("to_group")
+        agents = [a for a in directory.agents if asked in a.groups]
     elif rule.to == "supervisors":
         # A retired group's supervisors are those of the group that took its tickets.
         home = directory.home(data.get("group_id") or facts.group_id or "")
@@ -317,7 +322,7 @@ def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None
         case dispatch.TicketReassigned():
             ticket.group_id, ticket.agent_id = data.to_group, None
         case dispatch.TicketEscalated() if data.to_group is not None:
-            ticket.group_id, ticket.agent_id = data.to_group, None
+            ticket.group_id, ticket.agent_id = data.to_group, data.to_agent
         case intake.CustomerReplied() if data.channel == "email":
             if mail := _mail_id(data.channel_message_id):
                 ticket.thread = _bounded([*ticket.thread, mail])

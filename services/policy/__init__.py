@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from services.policy.dispatch import DirectoryPolicy, RoutingPolicy, check_routing
 from services.policy.intake import IntakePolicy
 from services.policy.notify import NotificationPolicy
+from services.policy.replies import ReplyPolicy
 from services.policy.sla import SlaPolicy
 from services.policy.triage import NumberingPolicy, TriagePolicy
 from shared.endpoints import EndpointRefused, EndpointRule, check_endpoint
@@ -49,6 +50,7 @@ class Policy(BaseModel):
     routing: RoutingPolicy
     sla: SlaPolicy | None = None
     notifications: NotificationPolicy | None = None
+    replies: ReplyPolicy = ReplyPolicy()
 
     @field_validator("effective_from")
     @classmethod

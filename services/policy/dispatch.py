@@ -9,12 +9,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.policy.notify import WebAddress
-from services.vocabulary import Complexity
+from services.vocabulary import Category, Complexity
 from shared.durations import Duration
 
 GroupKind = Literal["front_line", "specialist", "supervisors", "experts", "directors"]
 Role = Literal["agent", "supervisor", "expert", "director"]
 Strategy = Literal["round_robin", "least_loaded", "skills"]
+ResolutionField = Literal["cause", "actions", "compensation"]
 _SLUG = r"^[a-z0-9][a-z0-9_.-]*$"
 
 
@@ -33,7 +34,9 @@ class GroupPolicy(_Section):
         "picks among the rest.",
     )
     supervisors: list[str] = Field(
-        default=[], description="Agents told about this group's escalations."
+        default=[],
+        description="Agents told about this group's escalations; an escalate or flag_customer "
+        "command hands the ticket to the first of them with room (else the first).",
     )
 
     @model_validator(mode="after")
@@ -187,6 +190,12 @@ class RoutingPolicy(_Section):
         default=timedelta(days=7),
         description="A customer's reply to a resolved ticket within this time reopens it; to a "
         "closed ticket, or later, it opens a new ticket linked to the old one.",
+    )
+    resolution_requires: dict[Category, list[ResolutionField]] = Field(
+        default={},
+        description="What a resolution of each category must state besides its text (sop.md: "
+        "a complaint's solution gives the cause, the actions taken and the compensation); a "
+        "resolve command without them is refused (resolution_incomplete).",
     )
 
 

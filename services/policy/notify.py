@@ -32,7 +32,13 @@ Trigger = Literal[
     "ticket.waiting_for_customer",
     "ticket.resolved",
     "ticket.closed",
+    "ticket.escalated",
+    "ticket.reassigned",
+    "ticket.customer_flagged",
+    "ticket.specialist_requested",
+    "ticket.findings_provided",
     "sla.clock_warned",
+    "sla.clock_breached",
     "sla.escalated",
 ]
 NoticeChannel = Literal["email", "webhook", "sms", "messages"]
@@ -54,7 +60,7 @@ def _web_address(value: str) -> str:
 
 WebAddress = Annotated[str, AfterValidator(_web_address)]
 """An http(s) URL with a host, that httpx can send to (webhooks, the SMS provider)."""
-_RECIPIENT = r"^(customer|assignee|supervisors|directors|agent:[a-z0-9][a-z0-9_.-]*)$"
+_RECIPIENT = r"^(customer|assignee|supervisors|directors|specialists|agent:[a-z0-9][a-z0-9_.-]*)$"
 
 
 class _Section(BaseModel):
@@ -80,13 +86,16 @@ class NotificationRule(_Section):
     event: Trigger
     to: str = Field(
         pattern=_RECIPIENT,
-        description="customer, assignee, supervisors (of the ticket's group), directors, or "
-        "agent:<id>.",
+        description="customer, assignee, supervisors (of the ticket's group), directors, "
+        "specialists (the agents of the group a specialist request asks), or agent:<id>.",
     )
     template: str
     channels: list[NoticeChannel] = Field(min_length=1, description="In order of preference.")
     levels: list[int] | None = Field(
         default=None, description="sla.escalated only: the escalation levels this rule is for."
+    )
+    metrics: list[str] | None = Field(
+        default=None, description="sla.* only: the SLA metrics this rule is for (none: all)."
     )
 
 

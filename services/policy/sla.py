@@ -20,9 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from services.vocabulary import Channel, Complexity, Priority
 from shared.durations import Duration
 
-Metric = Literal["first_response", "start_of_work", "resolution", "complaint_first_contact"]
-Start = Literal["received", "dispatched", "assigned"]
-Fulfilment = Literal["responded", "work_started", "resolved"]
+Metric = Literal[
+    "first_response",
+    "start_of_work",
+    "resolution",
+    "complaint_first_contact",
+    "specialist_findings",
+    "customer_update",
+]
+Start = Literal["received", "dispatched", "assigned", "specialist_requested"]
+Fulfilment = Literal["responded", "work_started", "resolved", "findings_provided"]
+Update = Literal["responded", "waiting_for_customer", "escalated", "reassigned"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _Day = TypeVar("_Day", Weekday, date)
@@ -133,7 +141,8 @@ class MetricPolicy(_Section):
 
     starts: Start = Field(
         description="received: when the customer's request arrived; dispatched: when it was "
-        "classified and routed; assigned: its first assignment to an agent."
+        "classified and routed; assigned: its first assignment to an agent; "
+        "specialist_requested: each request_specialist (the clock answers to the group asked)."
     )
     fulfilled_by: list[Fulfilment] = Field(min_length=1)
     pauses_when_waiting: bool = Field(
@@ -141,6 +150,15 @@ class MetricPolicy(_Section):
     )
     restarts_on_reopen: bool = Field(
         default=False, description="A reopened ticket starts this clock again from zero."
+    )
+    restarts_on: list[Update] = Field(
+        default=[],
+        description="Events that start a running clock again from zero: for a clock that "
+        "measures the quiet since the customer last heard from the desk (customer_update).",
+    )
+    warns: bool = Field(default=True, description="Fires the policy's warnings.")
+    escalates: bool = Field(
+        default=True, description="Climbs the escalation ladder after its breach."
     )
 
 

@@ -22,6 +22,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import cache
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -121,6 +122,12 @@ class SlaClock(BaseModel):
     @property
     def open(self) -> bool:
         return self.met_at is None and not self.stopped
+
+    @property
+    def follows_ticket(self) -> bool:
+        """Whether the clock answers to whoever has the ticket now; a specialist request's
+        answers to the group asked, whoever has the ticket."""
+        return "findings_provided" not in self.fulfilled_by
 
     @property
     def status(self) -> str:
@@ -274,9 +281,16 @@ class SlaClock(BaseModel):
         ids = {**self._ids(), "cause_event_id": cause_event_id}
         return [ClockStopped(**ids, at=at, reason=reason)]
 
-    def restart(self, at: datetime, cause_event_id: str) -> list[EventData]:
-        """Start again from zero with the same terms (a reopened ticket's resolution clock)."""
-        events = self.stop(at, "reopened", cause_event_id)
+    def restart(
+        self,
+        at: datetime,
+        cause_event_id: str,
+        *,
+        reason: Literal["reopened", "updated"] = "reopened",
+    ) -> list[EventData]:
+        """Start again from zero with the same terms (a reopened ticket's resolution clock; the
+        quiet since the customer's last update)."""
+        events = self.stop(at, reason, cause_event_id)
         deadline = self.business.add(at, self.target_s)
         events.append(
             ClockStarted(
@@ -284,7 +298,7 @@ class SlaClock(BaseModel):
                 started_at=at,
                 deadline=deadline,
                 target_s=self.target_s,
-                rule="reopened",
+                rule=reason if reason == "reopened" else self.rule,
                 calendar=self.calendar,
                 calendar_definition=_json_object(self.calendar_definition),
                 warnings=self.warnings,

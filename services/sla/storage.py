@@ -123,7 +123,7 @@ async def claim_due(conn: Connection, now: datetime, limit: int) -> list[SlaCloc
     claimed = []
     for state, group_id, agent_id in rows:
         clock = SlaClock.model_validate_json(state)
-        if group_id is not None:
+        if group_id is not None and clock.follows_ticket:
             clock.group_id, clock.agent_id = group_id, agent_id
         claimed.append(clock)
     return claimed

@@ -16,14 +16,19 @@ from datetime import datetime
 from typing import get_args
 
 from services.dispatch import events as dispatch
-from services.policy.sla import Metric, SlaPolicy, Start, choose
+from services.policy.sla import Metric, SlaPolicy, Start, Update, choose
 from services.sla.clocks import SlaClock, business_calendar, fold
 from services.sla.events import ClockStarted, LadderLevel
 from shared.events import EventData
 from shared.unit_of_work import Recorder
 
 METRICS: tuple[Metric, ...] = get_args(Metric)
-UNTIMED = (dispatch.TicketAccepted, dispatch.NoteAdded, dispatch.SatisfactionRecorded)
+UNTIMED = (
+    dispatch.TicketAccepted,
+    dispatch.NoteAdded,
+    dispatch.CustomerFlagged,
+    dispatch.SatisfactionRecorded,
+)
 """dispatch's ticket events that start, pause, resume, fulfil or stop no clock."""
 TIMED = tuple(kind for kind in dispatch.TICKET_EVENTS if kind not in UNTIMED)
 """The ticket events :meth:`Timekeeper.on` takes."""
@@ -47,6 +52,15 @@ class ClockFacts:
     updated_at: datetime | None = None
     """When sla last took a lifecycle event of the ticket (what-if replays the recent ones)."""
     closed: bool = False
+
+
+_UPDATES: dict[type[EventData], Update] = {
+    dispatch.TicketResponded: "responded",
+    dispatch.WaitingForCustomer: "waiting_for_customer",
+    dispatch.TicketEscalated: "escalated",
+    dispatch.TicketReassigned: "reassigned",
+}
+"""dispatch's events the customer hears of (a reply, a question, a progress notice)."""
 
 
 def clock_id(ticket_id: str, metric: str) -> str:
@@ -93,6 +107,9 @@ class Timekeeper:
             return  # a ticket classified before sla kept clocks: nothing to time
         self.changed.add(facts.ticket_id)
         facts.updated_at = at
+        update = _UPDATES.get(type(event))
+        if update is not None:
+            self._updated(facts, update, at, event_id)
         match event:
             case dispatch.TicketAssigned():
                 self._answer(facts, event.group_id, event.agent_id)
@@ -110,6 +127,10 @@ class Timekeeper:
                 self._fulfil(facts, "work_started", at, event_id)
             case dispatch.TicketResolved():
                 self._fulfil(facts, "resolved", at, event_id)
+            case dispatch.SpecialistRequested():
+                self._start(facts, "specialist_requested", at, event_id, group_id=event.to_group)
+            case dispatch.FindingsProvided():
+                self._fulfil(facts, "findings_provided", at, event_id)
             case dispatch.WaitingForCustomer():
                 facts.waiting = True
                 for clock in self._open(facts):
@@ -173,12 +194,25 @@ class Timekeeper:
         self._start(facts, "received", event.received_at, event_id)
         self._start(facts, "dispatched", at, event_id)
 
-    def _start(self, facts: ClockFacts, start: Start, at: datetime, event_id: str) -> None:
+    def _start(
+        self,
+        facts: ClockFacts,
+        start: Start,
+        at: datetime,
+        event_id: str,
+        *,
+        group_id: str | None = None,
+    ) -> None:
+        """Start the metrics that start here; ``group_id``: the group the clock answers to
+        when not the ticket's (a specialist request's), and whose clock may run again (a new
+        request once the last one was answered)."""
         policy = self.policy
         if policy is None:
             return
         for metric, definition in policy.metrics.items():
-            if definition.starts != start or clock_id(facts.ticket_id, metric) in self.clocks:
+            before = self.clocks.get(clock_id(facts.ticket_id, metric))
+            again = group_id is not None and before is not None and not before.open
+            if definition.starts != start or (before is not None and not again):
                 continue
             chosen = choose(policy, metric, facts)
             if chosen is None:
@@ -191,7 +225,7 @@ class Timekeeper:
                 number=facts.number,
                 metric=metric,
                 clock_id=clock_id(facts.ticket_id, metric),
-                run=1,
+                run=before.run + 1 if before is not None else 1,
                 cause_event_id=event_id,
                 policy_version=self.policy_version,
                 calendar_version=calendar.version,
@@ -201,15 +235,15 @@ class Timekeeper:
                 rule=rule.name or f"targets[{index}]",
                 calendar=rule.calendar,
                 calendar_definition=calendar.definition,
-                warnings=policy.warnings,
-                ladder=self._ladder(policy),
+                warnings=policy.warnings if definition.warns else [],
+                ladder=self._ladder(policy) if definition.escalates else [],
                 pauses_when_waiting=definition.pauses_when_waiting,
                 fulfilled_by=list(definition.fulfilled_by),
                 restarts_on_reopen=definition.restarts_on_reopen,
-                group_id=facts.group_id,
-                agent_id=facts.agent_id,
+                group_id=group_id or facts.group_id,
+                agent_id=None if group_id else facts.agent_id,
             )
-            self._emit(facts, None, [started])
+            self._emit(facts, before, [started])
 
     def _ladder(self, policy: SlaPolicy) -> list[LadderLevel]:
         """The policy's ladder as clocks keep it (made once per policy)."""
@@ -226,6 +260,20 @@ class Timekeeper:
             if by in clock.fulfilled_by:
                 self._emit(facts, clock, clock.fulfil(at, by, event_id))
 
+    def _updated(self, facts: ClockFacts, update: Update, at: datetime, event_id: str) -> None:
+        """The customer heard from the desk: the clocks that measure the quiet since start
+        again (paused again at once while the ticket waits for the customer)."""
+        metrics = self.policy.metrics if self.policy else {}
+        for clock in self._open(facts):
+            definition = metrics.get(clock.metric)  # type: ignore[call-overload]
+            if definition is None or update not in definition.restarts_on:
+                continue
+            events = clock.restart(at, event_id, reason="updated")
+            started = events[-1]
+            if facts.waiting and clock.pauses_when_waiting and isinstance(started, ClockStarted):
+                events += SlaClock.started(started).pause(at, event_id)
+            self._emit(facts, clock, events)
+
     def _reopened(self, facts: ClockFacts, at: datetime, event_id: str) -> None:
         for clock in self._of(facts):
             if clock.restarts_on_reopen:
@@ -238,6 +286,8 @@ class Timekeeper:
         if group_id is not None:
             facts.group_id, facts.agent_id = group_id, agent_id
         for clock in self._of(facts):
+            if not clock.follows_ticket:
+                continue
             clock.group_id, clock.agent_id = facts.group_id, facts.agent_id
 
     def _of(self, facts: ClockFacts) -> list[SlaClock]:

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from services import service_migrations
@@ -17,20 +11,8 @@ from shared.deadletter import DeadLetters, Record, list_dead_letters
 from shared.kafka import make_producer
 from shared.migrations import migrate
 from shared.settings import Settings
+from tests.cli.support import desk
 from tests.support.kafka import KafkaProbe
-
-DESK = str(Path(sys.executable).parent / "desk")
-
-
-async def desk(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [DESK, *args],
-        env={**os.environ, **settings.environment()},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 async def dead_letter_in_intake_and_dispatch(settings: Settings, kafka: KafkaProbe) -> None:

@@ -1,4 +1,5 @@
-"""`desk ticket show`: one ticket's story across services, in order."""
+"""`desk ticket show`: one ticket's story across services, in order; `desk ticket flag`, ...:
+the exceptions path's commands, signed with the person's token."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,13 +14,15 @@ from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
 from services.intake.queries import ticket_id as find_ticket
+from shared.credentials import authenticate_command
 from shared.database import connect
+from shared.keys import KeyRing
 from shared.settings import Settings
+from tests.cli.support import DESK, desk
 from tests.intake.requests import encode, intake_clock, valid
+from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
-
-DESK = str(Path(sys.executable).parent / "desk")
 
 
 @pytest.mark.asyncio
@@ -93,3 +94,27 @@ async def test_the_timeline_spans_intake_and_dispatch_in_order(
     assert shown.returncode == 0, shown.stderr
     assert number in shown.stdout and "first response" in shown.stdout
     assert missing.returncode == 1 and "no ticket numbered" in missing.stdout
+
+
+@pytest.mark.asyncio
+async def test_the_exceptions_commands_are_sent_signed_in_the_tokens_name(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    await kafka.create("tickets.commands")
+    signed_by = token(settings, "li.na")
+    sent = await desk(settings, "ticket", "ask-specialist", "req-2026-000007", "--group",
+                       "network", "--question", "VPN down?", "--token", signed_by)  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    refused = await desk(settings, "ticket", "respond", "REQ-2026-000007", "--token", signed_by)
+    assert refused.returncode == 1
+    assert "respond needs either message or template" in refused.stdout
+    [record] = await kafka.await_records("tickets.commands", lambda r: True)
+    credential = authenticate_command(KeyRing.from_settings(settings), record.headers, record.value)
+    body = json.loads(record.value)
+    assert credential.subject == "li.na"
+    assert "actor" not in body, "the actor is the token's, never the payload's"
+    assert (body["type"], body["ticket_number"], body["to_group"], body["question"]) == (
+        "request_specialist", "REQ-2026-000007", "network", "VPN down?"
+    )  # fmt: skip
+    assert sent.stdout.strip() == f"request_specialist {body['command_id']} sent"
+    assert len(await kafka.all_records("tickets.commands", settle=0.5)) == 1, "the refused one"

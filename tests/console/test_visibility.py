@@ -93,5 +93,5 @@ def test_a_command_takes_its_target_from_the_path_and_keeps_dispatchs_shape() ->
             shape("ticket", "REQ-2026-000001", body, "li.na")
         assert case
     schema = command_schema("ticket")
-    respond = schema["$defs"]["Respond"]
-    assert "ticket_number" not in respond["required"] and "message" in respond["required"]
+    resolve = schema["$defs"]["Resolve"]
+    assert "ticket_number" not in resolve["required"] and "resolution" in resolve["required"]

@@ -13,12 +13,17 @@ from pydantic import TypeAdapter
 from services.dispatch.commands import TicketCommand
 from services.dispatch.desk import Desk
 from services.dispatch.events import (
+    CustomerFlagged,
+    FindingsProvided,
     FollowUpRequested,
     SatisfactionRecorded,
+    SpecialistRequested,
     TicketAssigned,
+    TicketClassified,
     TicketEscalated,
     TicketReassigned,
     TicketReopened,
+    TicketResolved,
     TicketResponded,
     TicketResumed,
 )
@@ -45,6 +50,9 @@ def command(kind: str, actor: str, **fields: Any) -> Any:
         "reopen": {"reason": "still jams"},
         "reassign": {"reason": "rebalancing", "to_agent": "f2"},
         "escalate": {"reason": "needs a manager"},
+        "flag_customer": {"reason": "insults the agent"},
+        "request_specialist": {"to_group": "tiny", "question": "is the drum worn?"},
+        "provide_findings": {"findings": "the drum is worn"},
         "record_satisfaction": {"score": 4, "comment": "ok"},
     }
     values.update(defaults.get(kind, {}))  # type: ignore[call-overload]
@@ -186,10 +194,46 @@ CASES: list[tuple[str, tuple[tuple[str, str], ...], Callable[[], Any], str]] = [
         "unknown_ticket",
     ),
     (
-        "escalate past the top of the ladder",
-        (("escalate", "boss"), ("escalate", "boss"), ("escalate", "boss")),
-        lambda: command("escalate", "dir"),  # the ticket is with the directors now: dir's group
-        "no_escalation_level",
+        "escalate with nobody above the supervisor who has it",
+        (("escalate", "f1"),),  # to boss, who supervises the front line and the supervisors
+        lambda: command("escalate", "boss"),
+        "no_supervisor",
+    ),
+    (
+        "flag the customer by an agent not on the ticket",
+        ACCEPTED,
+        lambda: command("flag_customer", "f2"),
+        "not_permitted",
+    ),
+    (
+        "ask an unknown group for findings",
+        ACCEPTED,
+        lambda: command("request_specialist", "f1", to_group="nowhere"),
+        "unknown_group",
+    ),
+    (
+        "ask for findings twice before the first answer",
+        (*ACCEPTED, ("request_specialist", "f1")),
+        lambda: command("request_specialist", "f1"),
+        "specialist_pending",
+    ),
+    (
+        "findings nobody asked for",
+        ACCEPTED,
+        lambda: command("provide_findings", "t1"),
+        "no_specialist_request",
+    ),
+    (
+        "findings from outside the group asked",
+        (*ACCEPTED, ("request_specialist", "f1")),
+        lambda: command("provide_findings", "r1"),
+        "not_permitted",
+    ),
+    (
+        "a standard reply the policy does not have",
+        ACCEPTED,
+        lambda: command("respond", "f1", message=None, template="no_such_reply"),
+        "unknown_template",
     ),
     (
         "a supervisor of another group",  # dir supervises the directors, not the front line
@@ -345,3 +389,77 @@ def test_a_reply_to_a_closed_ticket_asks_for_a_follow_up_and_to_an_open_one_chan
     before = len(recorded.records)
     d.customer_replied(reply(ticket), "reply-event")
     assert len(recorded.records) == before, "the assignee is told by notify; the state stays"
+
+
+def test_escalate_hands_the_ticket_to_the_groups_supervisor_at_every_level() -> None:
+    d, recorded, ticket = fresh()
+    run(d, *ACCEPTED, ("escalate", "f1"))
+    [escalated] = recorded.events(TicketEscalated)
+    assert (escalated.level, escalated.to_agent, escalated.to_group) == (1, "boss", "supervisors")
+    assert (ticket.agent_id, ticket.status, ticket.escalation_level) == ("boss", "assigned", 1)
+    assert (d.board.agents["f1"].load, d.board.agents["boss"].load) == (0, 1)
+    assigned = recorded.events(TicketAssigned)[-1]
+    assert (assigned.agent_id, assigned.cause) == ("boss", "escalated")
+
+
+def test_a_flagged_customer_goes_to_the_supervisor_and_is_flagged_on_their_next_ticket() -> None:
+    d, recorded = desk()
+    d.classify(triaged(1, complexity="simple", category="inquiry", customer_key="email:a@x"))
+    run(d, *ACCEPTED, ("flag_customer", "f1"))
+    [flag] = recorded.events(CustomerFlagged)
+    assert (flag.actor, flag.reason, flag.customer_key) == ("f1", "insults the agent", "email:a@x")
+    assert d.by_number(NUMBER).agent_id == "boss"  # type: ignore[union-attr]
+    assert recorded.events(TicketReassigned)[-1].reason == "customer flagged: insults the agent"
+    d.classify(triaged(2, customer_key="email:a@x"))
+    d.classify(triaged(3, customer_key="email:b@x"))
+    flags = {e.number: e.customer_flag for e in recorded.events(TicketClassified)}
+    assert flags == {NUMBER: None, "REQ-2026-000002": "insults the agent", "REQ-2026-000003": None}
+
+
+def test_a_specialist_request_leaves_the_ticket_with_its_owner_until_the_findings() -> None:
+    d, recorded, ticket = fresh()
+    run(d, *ACCEPTED, ("request_specialist", "f1"))
+    assert (ticket.agent_id, ticket.specialist_group) == ("f1", "tiny")
+    assert recorded.events(SpecialistRequested)[0].agent_id == "f1"
+    run(d, ("provide_findings", "t2"))  # any member of the group asked
+    [found] = recorded.events(FindingsProvided)
+    assert (found.actor, found.from_group, found.findings) == ("t2", "tiny", "the drum is worn")
+    assert (ticket.agent_id, ticket.specialist_group) == ("f1", None)
+    run(d, ("request_specialist", "f1"))  # and may ask again
+
+
+def test_a_complaint_resolves_only_with_cause_actions_and_compensation() -> None:
+    d, recorded = desk()
+    d.classify(triaged(1, complexity="simple", category="complaint", complaint=True,
+                       complaint_severity="ordinary"))  # fmt: skip
+    run(d, *ACCEPTED)
+    refusal = d.command(command("resolve", "f1", cause="a new colleague", actions="trained"))
+    assert refusal is not None
+    assert (refusal.reason, refusal.detail) == (
+        "resolution_incomplete",
+        "a complaint is resolved with cause, actions, compensation: compensation missing",
+    )
+    full = {"cause": "a new colleague", "actions": "trained", "compensation": "a month free"}
+    assert d.command(command("resolve", "f1", **full)) is None
+    [resolved] = recorded.events(TicketResolved)
+    assert (resolved.cause, resolved.actions, resolved.compensation) == tuple(full.values())
+
+
+def test_a_standard_reply_is_rendered_in_the_tickets_language_or_the_default() -> None:
+    d, recorded = desk()
+    d.classify(triaged(1, complexity="simple", category="inquiry", language="zh-CN"))
+    d.classify(triaged(2, complexity="simple", category="inquiry", language="fr"))
+    for number in (NUMBER, "REQ-2026-000002"):
+        ticket = d.by_number(number)
+        assert ticket is not None and ticket.agent_id is not None
+        agent = ticket.agent_id
+        assert d.command(command("accept", agent, ticket_number=number)) is None
+        reply = command("respond", agent, ticket_number=number, message=None, template="ask")
+        assert d.command(reply) is None
+    zh, fr = recorded.events(TicketResponded)
+    assert (zh.message, zh.language, zh.template) == (
+        f"关于 {NUMBER}：发生了什么，什么时候？",
+        "zh",
+        "ask",
+    )
+    assert (fr.message, fr.language) == ("About REQ-2026-000002: what happened, and when?", "en")

@@ -24,6 +24,9 @@ pytestmark = pytest.mark.unit
         ("reassign", {"to_agent": "f2"}),
         ("reassign", {"to_group": "tiny", "to_agent": None, "actor": "boss"}),
         ("escalate", {"actor": "boss"}),
+        ("escalate", {"reason": "beyond my permissions"}),
+        ("flag_customer", {"reason": "abusive"}),
+        ("request_specialist", {"to_group": "tiny", "question": "is the board faulty?"}),
         ("reclassify", {"complexity": "complex", "actor": "boss", "reason": "worse"}),
     ],
 )

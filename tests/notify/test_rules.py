@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,3 +188,33 @@ def test_an_emails_subject_carries_the_number_in_brackets_once() -> None:
     )
     assert subject("Re: Printer jams") == "[REQ-2026-000001] Re: Printer jams"
     assert subject("Re: [REQ-2026-000001] x") == "Re: [REQ-2026-000001] x"
+
+
+def test_the_exceptions_path_tells_the_customer_the_supervisors_and_the_group_asked() -> None:
+    """Progress notices by policy; a specialist request reaches the group asked and copies the
+    ticket group's supervisor; a breach notifies the customer only for customer_update."""
+
+    def who(trigger: str, data: dict[str, Any]) -> list[tuple[str, str]]:
+        return sorted(
+            (n.recipient, n.template) for n in notices(POLICY, facts(), trigger, data, "e")
+        )
+
+    escalated = {"level": 1, "cause": "manual: x", "to_agent": "zhao.lei", "to_group": "s"}
+    assert who("ticket.escalated", escalated) == [
+        ("agent:zhao.lei", "ticket_escalated"), ("customer", "progress_escalated")
+    ]  # fmt: skip
+    assert who("ticket.reassigned", {"to_group": "x"}) == [("customer", "progress_reassigned")]
+    asked = {"to_group": "network", "question": "VPN?", "actor": "li.na", "agent_id": "li.na"}
+    assert who("ticket.specialist_requested", asked) == [
+        ("agent:wu.hao", "specialist_request"), ("agent:zhao.lei", "specialist_request")
+    ]  # fmt: skip
+    found = {"from_group": "network", "findings": "up", "actor": "wu.hao"}
+    assert who("ticket.findings_provided", found) == [
+        ("agent:li.na", "findings"), ("agent:zhao.lei", "findings")
+    ]  # fmt: skip
+    assert who("sla.clock_breached", {"metric": "customer_update"}) == [
+        ("customer", "progress_update")
+    ]
+    assert who("sla.clock_breached", {"metric": "first_response"}) == []
+    flagged = {"actor": "li.na", "reason": "abusive"}
+    assert who("ticket.customer_flagged", flagged) == [("agent:zhao.lei", "customer_flagged")]

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from services.dispatch.events import (
+    FindingsProvided,
+    SpecialistRequested,
     TicketAssigned,
     TicketReopened,
     TicketResolved,
@@ -229,3 +231,63 @@ def test_a_complaint_gets_its_own_first_contact_target() -> None:
     clock = world.clock(1, "complaint_first_contact")
     assert clock.deadline == minutes(10)
     assert world.events(ClockStarted, "complaint_first_contact")[0].rule == "targets[0]"
+
+
+EXCEPTIONS = {
+    **SLA,
+    "metrics": {
+        **SLA["metrics"],
+        "specialist_findings": {"starts": "specialist_requested",
+                                "fulfilled_by": ["findings_provided"]},
+        "customer_update": {"starts": "dispatched", "fulfilled_by": ["resolved"],
+                            "pauses_when_waiting": True, "warns": False, "escalates": False,
+                            "restarts_on": ["responded", "waiting_for_customer"]},
+    },
+    "targets": [
+        *SLA["targets"],
+        {"metric": "specialist_findings", "target": "2h", "calendar": "always"},
+        {"metric": "customer_update", "target": "4h", "calendar": "always"},
+    ],
+}  # fmt: skip
+
+
+def test_the_quiet_since_the_last_update_starts_over_with_each_update_and_waits_with_the_ticket(
+) -> None:  # fmt: skip
+    world = World(EXCEPTIONS)
+    ids = {"ticket_id": classified(1).ticket_id, "number": classified(1).number}
+    world.on(classified(1), T0)
+    world.on(TicketResponded(**ids, agent_id="a", message="hi", first_response=True),
+             T0 + timedelta(hours=3))  # fmt: skip
+    world.on(WaitingForCustomer(**ids, agent_id="a", question="which?"), T0 + timedelta(hours=5))
+    assert world.run_until(T0 + timedelta(hours=20)) == [], "nothing fires while it waits"
+    world.on(TicketResumed(**ids, cause="customer replied", cause_event_id="r"),
+             T0 + timedelta(hours=21))  # fmt: skip
+    world.run_until(T0 + timedelta(hours=30))
+    [breach] = world.events(ClockBreached, "customer_update")
+    assert breach.due_at == T0 + timedelta(hours=25), "four hours after the customer wrote"
+    assert world.events(ClockWarned, "customer_update") == []
+    assert world.events(EscalationRaised, "customer_update") == []
+    runs = [e.run for e in world.events(ClockStarted, "customer_update")]
+    assert runs == [1, 2, 3], "started at dispatch, again at the reply and at the question"
+
+
+def test_a_specialist_request_is_timed_for_the_group_asked_and_each_request_anew() -> None:
+    world = World(EXCEPTIONS)
+    ids = {"ticket_id": classified(1).ticket_id, "number": classified(1).number}
+    world.on(classified(1), T0)
+    world.on(TicketAssigned(**ids, group_id="front-line", agent_id="li.na", strategy="s",
+                            reason="r", cause="classified", policy_version="v"), T0)  # fmt: skip
+    asked = {"actor": "li.na", "agent_id": "li.na", "to_group": "network", "question": "?"}
+    world.on(SpecialistRequested(**ids, **asked), T0 + timedelta(minutes=10))
+    clock = world.clock(1, "specialist_findings")
+    assert (clock.group_id, clock.agent_id) == ("network", None)
+    world.on(FindingsProvided(**ids, actor="wu.hao", from_group="network", findings="ok"),
+             T0 + timedelta(minutes=70))  # fmt: skip
+    [met] = world.events(ClockMet, "specialist_findings")
+    assert (met.late, met.elapsed_s, met.group_id) == (False, 3600, "network")
+    world.on(SpecialistRequested(**ids, **asked), T0 + timedelta(hours=2))
+    world.run_until(T0 + timedelta(hours=4, minutes=1))
+    [breach] = world.events(ClockBreached, "specialist_findings")
+    assert (breach.run, breach.due_at, breach.group_id) == (2, T0 + timedelta(hours=4), "network")
+    [level_1] = world.events(EscalationRaised, "specialist_findings")
+    assert level_1.group_id == "network"

@@ -127,7 +127,9 @@ class _Mail:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = message_from_bytes(envelope.content, policy=default)
-        key = str(message.get("X-Desk-Notice") or message.get("Message-ID") or "")
+        # A long key is folded onto a continuation line (RFC 5322): its leading space is
+        # folding, not part of the key.
+        key = str(message.get("X-Desk-Notice") or message.get("Message-ID") or "").strip()
         self.journal.write("email", key, str(message.get("To", "")))
         return "250 OK"
 

@@ -16,9 +16,15 @@ def data(record: Record) -> dict[str, Any]:
 
 def ticket_event(name: str, **fields: Any) -> Callable[[Record], bool]:
     """Matches ``servicedesk.ticket.<name>.v1`` records whose data has these fields."""
+    return event(f"ticket.{name}", **fields)
+
+
+def event(kind: str, **fields: Any) -> Callable[[Record], bool]:
+    """Matches ``servicedesk.<kind>.v1`` records (``sla.clock_met``) whose data has these
+    fields."""
 
     def match(record: Record) -> bool:
-        if record.header("ce_type") != f"servicedesk.ticket.{name}.v1":
+        if record.header("ce_type") != f"servicedesk.{kind}.v1":
             return False
         return all(data(record).get(k) == v for k, v in fields.items())
 

@@ -159,6 +159,10 @@ class Adapter:
             self._producer = None
 
 
+COMPLAINT_ANSWER = {"cause": "A wrong setting", "actions": "Corrected", "compensation": "None"}
+"""What the shipped policy asks of a complaint's resolution; any other ticket may state it too."""
+
+
 @dataclass
 class AgentDesk:
     """Agents working their tickets: each ``ticket.assigned`` it sees is accepted, answered,
@@ -201,7 +205,7 @@ class AgentDesk:
         steps: list[tuple[str, dict[str, Any]]] = [
             ("accept", {}),
             ("respond", {"message": "We are on it."}),
-            ("resolve", {"resolution": "Fixed."}),
+            ("resolve", {"resolution": "Fixed.", **COMPLAINT_ANSWER}),
             ("close", {}),
         ]
         for kind, extra in steps:

@@ -1,0 +1,34 @@
+"""Texts from the policy file rendered for people: Jinja2 in a sandbox, in their language.
+
+Operators edit these templates: the sandbox keeps a template from reaching Python internals,
+and an unknown variable renders empty rather than failing. notify renders notices with it,
+dispatch an agent's standard replies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from jinja2 import Template
+from jinja2.sandbox import SandboxedEnvironment
+
+_ENVIRONMENT = SandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
+
+
+@cache
+def _compiled(source: str) -> Template:
+    return _ENVIRONMENT.from_string(source)
+
+
+def render_text(source: str, context: dict[str, Any]) -> str:
+    return _compiled(source).render(context)
+
+
+def pick_language(variants: Mapping[str, object], language: str | None, default: str) -> str:
+    """``zh-CN`` uses ``zh`` if there is no ``zh-CN`` variant; else ``default``."""
+    for candidate in (language, (language or "").split("-")[0]):
+        if candidate and candidate in variants:
+            return candidate
+    return default
