@@ -64,7 +64,12 @@ def test_a_clean_stop_ends_the_guard_and_the_server_once(tmp_path: Path) -> None
     postgres.guard()
     server = postgres.pid
     assert server is not None
-    guards = [c for c in psutil.Process().children() if "postgres_guard" in " ".join(c.cmdline())]
+    data = str((tmp_path / "data").resolve())
+    guards = [  # this server's guard: the session's own server may have one too
+        c
+        for c in psutil.Process().children()
+        if "shared.local.postgres_guard" in c.cmdline() and data in c.cmdline()
+    ]
     assert len(guards) == 1
     postgres.stop()
     assert wait_gone(server)
