@@ -119,11 +119,20 @@ class SubjectKey:
 class KeyStore:
     """The ``subject_keys`` table of the key holder's schema, read and written through the
     master key. Methods take the caller's connection: a key is made in the transaction that
-    records the first event sealed with it."""
+    records the first event sealed with it.
 
-    def __init__(self, master: MasterKey, schema: str = KEY_HOLDER) -> None:
-        self.master = master
+    Given settings, the master key is read when first needed (a service checks it at start:
+    building a service, e.g. for its AsyncAPI document, needs none)."""
+
+    def __init__(self, master: MasterKey | Settings, schema: str = KEY_HOLDER) -> None:
+        self._master = master
         self.table = f"{identifier(schema)}.subject_keys"
+
+    @property
+    def master(self) -> MasterKey:
+        if isinstance(self._master, Settings):
+            self._master = MasterKey.from_settings(self._master)
+        return self._master
 
     async def subjects(self, conn: Connection, identities: Iterable[str]) -> dict[str, SubjectKey]:
         """The subject of each identity (a customer id or a normalised contact address), made

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, TypeVar
 
@@ -41,6 +42,29 @@ class Sealed(str):
         return {"ref": self.ref, "ct": self.ct}
 
 
+class Unsealed(str):
+    """Clear text bound for a sealed field: sealed for ``ref`` when its event is appended (an
+    event store with a key store does it, :func:`seal_pending`); never serialised as it is."""
+
+    ref: str
+
+    def __new__(cls, text: str, ref: str) -> Unsealed:
+        unsealed = super().__new__(cls, text)
+        unsealed.ref = ref
+        return unsealed
+
+
+_PLACEHOLDER = re.compile(r"^\[sealed ([\w-]+)\]$")
+
+
+def ref_in(text: str) -> str | None:
+    """The pseudonym a sealed field (or its placeholder text, as a table keeps it) names."""
+    if isinstance(text, Sealed):
+        return text.ref
+    match = _PLACEHOLDER.match(text)
+    return match[1] if match else None
+
+
 class Erased(str):
     """What a personal field reads as once its subject's key is destroyed."""
 
@@ -51,15 +75,17 @@ ERASED = Erased("erased")
 def _read(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     if isinstance(value, Sealed):
         return value
-    if isinstance(value, dict) and isinstance(value.get("ref"), str):
-        ct = value.get("ct")
-        if isinstance(ct, str) and len(value) == 2:
-            return Sealed(value["ref"], ct)
+    if isinstance(value, dict) and (sealed := _sealed_json(value)) is not None:
+        return sealed
     return handler(value)
 
 
 def _write(value: str) -> Any:
-    return value.as_json() if isinstance(value, Sealed) else value
+    if isinstance(value, Sealed):
+        return value.as_json()
+    if isinstance(value, Unsealed):
+        raise ValueError("a personal field was not sealed before it was written")
+    return value
 
 
 class _Personal:
@@ -135,13 +161,54 @@ class DataKeys:
         ``ref``."""
         return _rebuild(model, lambda v: self.seal_text(ref, v) if type(v) is str else v)
 
+    def seal_pending(self, model: M) -> M:
+        """``model`` with every :class:`Unsealed` field sealed for its pseudonym (erased when
+        the key is gone: the text is not kept in clear)."""
+        return _rebuild(model, self._seal_unsealed)
+
+    def _seal_unsealed(self, value: str) -> str:
+        if not isinstance(value, Unsealed):
+            return value
+        if self._ciphers.get(value.ref) is None:
+            return ERASED
+        return self.seal_text(value.ref, str(value))
+
     def reveal(self, model: M) -> M:
         """``model`` with every sealed field opened."""
         return _rebuild(model, self.open_text)
 
+    def reveal_json(self, value: Any) -> Any:
+        """JSON data (an event's, as published) with every sealed field opened: for readers
+        that work on the JSON itself (timelines, exports)."""
+        if isinstance(value, dict):
+            sealed = _sealed_json(value)
+            if sealed is not None:
+                return self.open_text(sealed)
+            return {k: self.reveal_json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.reveal_json(v) for v in value]
+        return value
+
+
+def for_subject(model: M, ref: str) -> M:
+    """``model`` with its clear personal fields bound to be sealed for ``ref`` when appended
+    (for code that cannot await the keys, e.g. a pure domain model)."""
+    return _rebuild(model, lambda v: Unsealed(v, ref) if type(v) is str else v)
+
+
+async def seal_pending(store: KeyStore, conn: Connection, models: list[M]) -> list[M]:
+    """``models`` with their :class:`Unsealed` fields sealed (the event store calls it)."""
+    refs: set[str] = set()
+    for model in models:
+        _collect(model, refs, Unsealed)
+    if not refs:
+        return models
+    keys = DataKeys(await store.keys(conn, refs))
+    return [keys.seal_pending(m) for m in models]
+
 
 async def keys_for(store: KeyStore, conn: Connection, values: Iterable[Any]) -> DataKeys:
-    """The data keys that open every sealed field of ``values`` (models, lists, dicts)."""
+    """The data keys that open every sealed field of ``values`` (models, or JSON data)."""
     refs: set[str] = set()
     for value in values:
         _collect(value, refs)
@@ -155,18 +222,27 @@ def sealed_refs(value: Any) -> set[str]:
     return refs
 
 
-def _collect(value: Any, refs: set[str]) -> None:
-    if isinstance(value, Sealed):
+def _sealed_json(value: dict[str, Any]) -> Sealed | None:
+    ref, ct = value.get("ref"), value.get("ct")
+    if len(value) == 2 and isinstance(ref, str) and isinstance(ct, str):
+        return Sealed(ref, ct)
+    return None
+
+
+def _collect(value: Any, refs: set[str], kind: type[Sealed | Unsealed] = Sealed) -> None:
+    if isinstance(value, kind):
         refs.add(value.ref)
+    elif kind is Sealed and isinstance(value, dict) and (sealed := _sealed_json(value)):
+        refs.add(sealed.ref)
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
-            _collect(getattr(value, name), refs)
+            _collect(getattr(value, name), refs, kind)
     elif isinstance(value, list | tuple):
         for item in value:
-            _collect(item, refs)
+            _collect(item, refs, kind)
     elif isinstance(value, dict):
         for item in value.values():
-            _collect(item, refs)
+            _collect(item, refs, kind)
 
 
 def _rebuild(model: M, change: Any) -> M:

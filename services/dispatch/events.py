@@ -11,6 +11,7 @@ from pydantic import Field
 from services.intake.events import AttachmentRef
 from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
 from shared.events import EventData, Moment, event
+from shared.personal import PersonalText
 
 EVENTS_TOPIC = "dispatch.events"
 TICKET_COMMANDS = "tickets.commands"
@@ -52,7 +53,7 @@ class TicketClassified(TicketEvent):
     product_line: str | None = None
     problem_type: str | None = None
     customer_tier: str | None = None
-    subject: str
+    subject: PersonalText
     received_at: Moment
     policy_version: str
 
@@ -88,7 +89,7 @@ class TicketResponded(TicketEvent):
     """A public reply to the customer; the first one is the first response for the SLA."""
 
     agent_id: str
-    message: str
+    message: PersonalText
     first_response: bool
 
 
@@ -102,13 +103,13 @@ class NoteAdded(TicketEvent):
     """An internal note: never shown to the customer."""
 
     agent_id: str
-    note: str
+    note: PersonalText
 
 
 @event("servicedesk.ticket.waiting_for_customer", version=1)
 class WaitingForCustomer(TicketEvent):
     agent_id: str
-    question: str
+    question: PersonalText
 
 
 @event("servicedesk.ticket.resumed", version=1)
@@ -122,7 +123,7 @@ class TicketResumed(TicketEvent):
 @event("servicedesk.ticket.resolved", version=1)
 class TicketResolved(TicketEvent):
     agent_id: str
-    resolution: str
+    resolution: PersonalText
 
 
 @event("servicedesk.ticket.reopened", version=1)
@@ -130,7 +131,7 @@ class TicketReopened(TicketEvent):
     """The customer rejected the solution."""
 
     actor: str
-    reason: str
+    reason: PersonalText
 
 
 @event("servicedesk.ticket.follow_up_requested", version=1)
@@ -144,8 +145,8 @@ class FollowUpRequested(TicketEvent):
     channel: Channel
     channel_message_id: str
     received_at: Moment
-    subject: str
-    body: str
+    subject: PersonalText
+    body: PersonalText
     attachments: list[AttachmentRef] = Field(default_factory=list)
 
 
@@ -198,7 +199,7 @@ class TicketReclassified(TicketEvent):
 @event("servicedesk.ticket.satisfaction_recorded", version=1)
 class SatisfactionRecorded(TicketEvent):
     score: int = Field(ge=1, le=5)
-    comment: str
+    comment: PersonalText
     actor: str
 
 

@@ -30,6 +30,7 @@ from services.intake.contract import (
     Request,
     read_request,
 )
+from services.intake.customers import Customers, rejected_subject, seal_for
 from services.intake.events import (
     AttachmentRef,
     CustomerDetails,
@@ -48,6 +49,7 @@ from shared.deadletter import Record
 from shared.durations import format_duration
 from shared.events import format_time, new_event_id
 from shared.eventstore import ANY_VERSION, NO_STREAM
+from shared.keystore import KeyStore
 from shared.logging import get_logger
 from shared.policyfile import PolicySchedule
 from shared.privacy import scrub
@@ -78,8 +80,9 @@ class Requests(Subscription[Incoming]):
     )
     payload = Request
 
-    def __init__(self, policy: PolicySchedule[Policy]) -> None:
+    def __init__(self, policy: PolicySchedule[Policy], keys: KeyStore) -> None:
         self.policy = policy
+        self.keys = keys
 
     def decode(self, record: Record) -> Incoming:
         return read_request(record.value)
@@ -116,6 +119,7 @@ class Requests(Subscription[Incoming]):
         )
         new: list[Request] = []
         replies: list[tuple[Inbound[Request], str | int]] = []
+        refused: list[tuple[Record, Refusal]] = []
         opened: dict[tuple[str, str], int] = {}  # this batch's new tickets, by channel message
         bounds = policy.intake.received_at
         for inbound in requests:
@@ -124,7 +128,7 @@ class Requests(Subscription[Incoming]):
                 DUPLICATES.inc()
                 continue
             if not bounds.allows(request.received_at, uow.now):
-                self._reject(uow, inbound.record, _out_of_range(request, uow.now, policy))
+                refused.append((inbound.record, _out_of_range(request, uow.now, policy)))
                 inbound.release()  # sent again (its date fixed), it is evaluated anew
                 continue
             target = request.reply_to_ticket or _thread(request, threads, opened)
@@ -134,17 +138,26 @@ class Requests(Subscription[Incoming]):
             else:
                 replies.append((inbound, target))
 
-        numbers = await record_tickets(uow, new, policy, version)
-        await self._record_replies(uow, replies, numbers)
+        customers = await Customers.of(
+            self.keys,
+            uow.conn,
+            [r.customer for r in new] + [i.message.customer for i, _ in replies],
+        )
+        numbers = await record_tickets(uow, new, policy, version, customers)
+        await self._record_replies(uow, replies, numbers, customers, refused)
         for message in messages:
             if isinstance(message.message, Refusal):
-                self._reject(uow, message.record, message.message)
+                refused.append((message.record, message.message))
+        for record, refusal in refused:
+            await self._reject(uow, record, refusal)
 
     async def _record_replies(
         self,
         uow: UnitOfWork,
         replies: list[tuple[Inbound[Request], str | int]],
         in_batch: list[tuple[str, str]],
+        customers: Customers,
+        refused: list[tuple[Record, Refusal]],
     ) -> None:
         """Record replies: to a ticket number, or (an int) to the n-th new ticket of the batch."""
         wanted = [t for _, t in replies if isinstance(t, str)]
@@ -161,26 +174,30 @@ class Requests(Subscription[Incoming]):
                     channel=request.channel,
                     channel_message_id=request.channel_message_id,
                 )
-                self._reject(uow, inbound.record, refusal)
+                refused.append((inbound.record, refusal))
                 inbound.release()
                 continue
-            reply = CustomerReplied(
-                ticket_id=ticket_id,
-                number=number,
-                channel=request.channel,
-                channel_message_id=request.channel_message_id,
-                received_at=request.received_at,
-                subject=request.subject,
-                body=request.description,
-                attachments=_attachments(request),
+            reply = customers.seal(
+                request.customer,
+                CustomerReplied(
+                    ticket_id=ticket_id,
+                    number=number,
+                    channel=request.channel,
+                    channel_message_id=request.channel_message_id,
+                    received_at=request.received_at,
+                    subject=request.subject,
+                    body=request.description,
+                    attachments=_attachments(request),
+                ),
             )
             uow.caused_by(Cause(ticket_id))(
                 ticket_stream(ticket_id), [reply], expected_version=ANY_VERSION, subject=ticket_id
             )
             REPLIES.inc()
 
-    def _reject(self, uow: UnitOfWork, record: Record, refusal: Refusal) -> None:
+    async def _reject(self, uow: UnitOfWork, record: Record, refusal: Refusal) -> None:
         preview = record.value[:PREVIEW_BYTES]
+        subject = await rejected_subject(self.keys, uow.conn, record.value)
         rejected = RequestRejected(
             reason=refusal.reason,
             # Bounded and with contact data masked: they are for operators and logs. The
@@ -197,10 +214,11 @@ class Requests(Subscription[Incoming]):
             original_preview=preview.decode("utf-8", "replace").replace("\x00", "\ufffd"),
             original_base64=base64.b64encode(preview).decode(),
             truncated=len(record.value) > PREVIEW_BYTES,
+            customer_ref=subject.ref,
         )
         uow.caused_by(Cause(str(new_event_id())))(
             f"rejection-{record.topic}-{record.partition}-{record.offset}",
-            [rejected],
+            [seal_for(subject, rejected)],
             expected_version=ANY_VERSION,
         )
         OUTCOMES.labels("rejected", refusal.reason).inc()
@@ -247,26 +265,34 @@ async def record_tickets(
     new: Sequence[Request],
     policy: Policy,
     version: str,
+    customers: Customers,
+    *,
     follows_up: Sequence[str | None] = (),
 ) -> list[tuple[str, str]]:
-    """Number, triage and record new tickets (``follows_up``: for each, the number of the ticket
-    it follows up, if any); return (number, ticket id) of each, in order."""
+    """Number, triage and record new tickets, their personal fields sealed under each one's
+    customer (``follows_up``: for each, the number of the ticket it follows up, if any); return
+    (number, ticket id) of each, in order."""
     zone = policy.numbering.zone
     years = [request.received_at.astimezone(zone).year for request in new]
     counters = await storage.allocate_numbers(uow.conn, years)
     numbered: list[tuple[str, str]] = []
     for index, (request, year) in enumerate(zip(new, years, strict=True)):
         number = format_number(policy, year, counters[year].pop(0))
+        customer = request.customer
         ticket_id = str(new_event_id())
         result = triage(request, policy.triage, version)
         numbered.append((number, ticket_id))
-        receipt = received(ticket_id, number, request, result.language)
+        receipt = received(ticket_id, number, request, result.language, customers.ref(customer))
         if index < len(follows_up) and follows_up[index]:
             receipt = receipt.model_copy(update={"follows_up": follows_up[index]})
+        sealed = [
+            customers.seal(customer, receipt),
+            customers.seal(customer, triaged(ticket_id, number, request, result)),
+        ]
         # A new ticket starts a story: every event it causes carries its id as correlation.
         uow.caused_by(Cause(ticket_id))(
             ticket_stream(ticket_id),
-            [receipt, triaged(ticket_id, number, request, result)],
+            sealed,
             expected_version=NO_STREAM,
             subject=ticket_id,
         )
@@ -291,7 +317,9 @@ def format_number(policy: Policy, year: int, counter: int) -> str:
     return f"{numbering.prefix}-{year}-{counter:0{numbering.digits}d}"
 
 
-def received(ticket_id: str, number: str, request: Request, language: str) -> TicketReceived:
+def received(
+    ticket_id: str, number: str, request: Request, language: str, ref: str | None = None
+) -> TicketReceived:
     customer = request.customer
     return TicketReceived(
         ticket_id=ticket_id,
@@ -306,6 +334,7 @@ def received(ticket_id: str, number: str, request: Request, language: str) -> Ti
             customer_id=customer.customer_id,
             language=customer.language,
             tier=customer.tier,
+            ref=ref,
         ),
         subject=request.subject,
         description=request.description,

@@ -9,6 +9,8 @@ from datetime import datetime
 from services.intake.events import TicketReceived, TicketTriaged
 from services.intake.review import RuleReview, Triaged, review
 from shared.database import Connection
+from shared.keystore import KeyStore
+from shared.personal import Erased, keys_for
 
 __all__ = ["RuleReview", "ticket_id", "triage_review"]
 
@@ -24,10 +26,11 @@ async def ticket_id(conn: Connection, number: str) -> str | None:
 
 
 async def triage_review(
-    conn: Connection, since: datetime, corrections: Mapping[str, str]
+    conn: Connection, since: datetime, corrections: Mapping[str, str], keys: KeyStore
 ) -> list[RuleReview]:
     """Each triage rule's tickets since ``since``, against agents' corrections (ticket id ->
-    what it was corrected to: dispatch's reclassifications)."""
+    what it was corrected to: dispatch's reclassifications). The texts are opened with the
+    customers' keys (an erased customer's count, their words do not)."""
     if await conn.fetchval("SELECT to_regclass('intake.events')") is None:
         return []
     rows = await conn.fetch(
@@ -38,11 +41,17 @@ async def triage_review(
     )
     texts: dict[str, str] = {}
     rules: dict[str, str] = {}
-    for subject, kind, data in rows:
-        found = json.loads(data)
+    documents = [(subject, kind, json.loads(data)) for subject, kind, data in rows]
+    opening = await keys_for(keys, conn, [d for _, _, d in documents])
+    for subject, kind, found in documents:
         if kind == TicketTriaged.event_type():
             rules[subject] = found["rule"]
         else:
-            texts[subject] = f"{found['subject']}\n{found['description']}"
+            text = opening.reveal_json({"s": found["subject"], "d": found["description"]})
+            texts[subject] = (
+                ""
+                if any(isinstance(v, Erased) for v in text.values())
+                else f"{text['s']}\n{text['d']}"
+            )
     tickets = (Triaged(t, rule, texts.get(t, "")) for t, rule in rules.items())
     return review(tickets, corrections)

@@ -18,6 +18,7 @@ from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
 from tests.notify.support import notify_policy
 from tests.support.kafka import KafkaProbe
+from tests.support.personal import opened
 from tests.support.services import running
 
 
@@ -61,7 +62,8 @@ async def test_an_agents_reply_to_a_chat_customer_is_published_once_for_the_chat
             published = await kafka.all_records("customer.messages", settle=2.0)
             outcomes = await kafka.all_records("notify.events", settle=0.5)
     [record] = published
-    message: dict[str, Any] = json.loads(record.value)["data"]
+    assert b"Which tray?" not in record.value and b"C77" not in record.value
+    message: dict[str, Any] = await opened(settings, json.loads(record.value)["data"])
     assert record.header("ce_type") == "servicedesk.customer.message.v1"
     assert (message["channel"], message["conversation"]) == ("chat", "chat-session-7")
     assert (message["customer_id"], message["text"]) == ("C77", "Which tray?")
