@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from services import build_service
-from services.cli.customers import held
 from services.cli.tickets import timeline
+from services.intake.queries import customer_data as held
 from shared.database import connect
 from shared.deadletter import Record
 from shared.keystore import KeyStore, MasterKey
@@ -122,13 +122,16 @@ def desk_command(settings: Settings, *args: str) -> subprocess.CompletedProcess[
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_a_customers_data_is_sealed_everywhere_exported_on_request_and_erased_for_good(
-    settings: Settings,
+    settings: Settings, capfd: pytest.CaptureFixture[str]
 ) -> None:
     with smtp_server() as smtp:
         await scenario(settings.replace(smtp_port=smtp.port))
         bodies = [m.get_payload(decode=True) for m in smtp.to(CUSTOMER["email"])]
     mails = "\n".join(b.decode() for b in bodies if isinstance(b, bytes))
     assert REPLY in mails and RESOLUTION in mails, "notify sent the customer the clear text"
+    logs = "".join(capfd.readouterr())
+    assert "service started" in logs, "the services logged what they did"
+    assert not [p for p in PERSONAL if p in logs], "no log line names the customer"
 
 
 async def scenario(settings: Settings) -> None:
@@ -184,7 +187,9 @@ async def scenario(settings: Settings) -> None:
             keys = KeyStore(MasterKey.from_settings(settings))
             ref = await keys.find(conn, f"email:{CUSTOMER['email']}")
             assert ref is not None
-            exported = json.dumps(await held(conn, keys, ref), ensure_ascii=False, default=str)
+            exported = json.dumps(
+                await held(conn, keys, ref, RUNNING), ensure_ascii=False, default=str
+            )
             ticket_id = shown["ticket_id"]
             before = await timeline(conn, ticket_id, keys)
         finally:

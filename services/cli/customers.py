@@ -15,17 +15,13 @@ import json
 import os
 from typing import Annotated, Any
 
-import asyncpg
 import typer
 
 from services import service_names
 from services.cli.context import connected, console, database_settings, fail, run_async
-from services.intake.events import CustomerErased, customer_stream
+from services.intake import queries as intake
 from shared.clock import service_now
-from shared.database import Connection, identifier
-from shared.eventstore import ANY_VERSION, EventStore, PendingEvent
 from shared.keystore import KEY_HOLDER, KeyStore, MasterKey, identity_of
-from shared.personal import keys_for
 
 app = typer.Typer(help="Customers' personal data: erase it, export it.", no_args_is_help=True)
 
@@ -45,15 +41,8 @@ def erase(
     async def go() -> bool:
         async with connected(settings) as conn, conn.transaction():
             now = await service_now(conn, KEY_HOLDER, driven=settings.clock == "driven")
-            if not await keys.erase(conn, ref, now):
-                return False
-            erased = CustomerErased(
-                ref=ref, erased_at=now, erased_by=os.environ.get("USER", "desk"), reason=reason
-            )
-            store = EventStore(KEY_HOLDER, f"servicedesk/{KEY_HOLDER}")
-            pending = PendingEvent(erased, now, correlation_id=customer_stream(ref))
-            await store.append(conn, customer_stream(ref), ANY_VERSION, [pending])
-            return True
+            by = os.environ.get("USER", "desk")
+            return await intake.erase_customer(conn, keys, ref, now, by=by, reason=reason)
 
     if not run_async(go()):
         raise fail(f"no customer {ref} holding a key (unknown, or erased before)")
@@ -69,7 +58,7 @@ def export(ref: Ref) -> None:
 
     async def go() -> dict[str, Any] | None:
         async with connected(settings) as conn:
-            return await held(conn, keys, ref)
+            return await intake.customer_data(conn, keys, ref, service_names())
 
     found = run_async(go())
     if found is None:
@@ -98,42 +87,3 @@ def find(
     if ref is None:
         raise fail("no such customer (never seen, or erased)")
     typer.echo(ref)
-
-
-async def held(conn: Connection, keys: KeyStore, ref: str) -> dict[str, Any] | None:
-    """Everything held about ``ref``: None when the key store never knew it."""
-    key = await conn.fetchrow(
-        f"SELECT ref, created_at, closed_at, erased_at FROM {keys.table} WHERE ref = $1", ref
-    )
-    if key is None:
-        return None
-    events: list[dict[str, Any]] = []
-    for name in service_names():
-        events += await _carrying(conn, name, ref)
-    opening = await keys_for(keys, conn, [e["data"] for e in events])
-    for entry in events:
-        entry["data"] = opening.reveal_json(entry["data"])
-    return {"customer": dict(key), "events": events}
-
-
-async def _carrying(conn: Connection, service: str, ref: str) -> list[dict[str, Any]]:
-    """A service's events whose envelope names the pseudonym (a sealed field carries it)."""
-    try:
-        rows = await conn.fetch(
-            "SELECT stream_id, type, occurred_at, envelope::text "
-            f"FROM {identifier(service)}.events "
-            "WHERE strpos(envelope::text, $1) > 0 ORDER BY position",
-            f'"{ref}"',
-        )
-    except asyncpg.UndefinedTableError:
-        return []
-    return [
-        {
-            "service": service,
-            "stream": r[0],
-            "type": r[1],
-            "time": r[2].isoformat(),
-            "data": json.loads(r[3])["data"],
-        }
-        for r in rows
-    ]
