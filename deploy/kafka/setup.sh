@@ -130,7 +130,6 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Write --topic tickets.commands.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic tickets.commands.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Write --topic tickets.commands.rejected
-"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Read --group intake.closures
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Read --group intake.follow_ups
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Read --group intake.requests
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Describe --topic dispatch.events

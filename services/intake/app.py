@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.intake.events import PUBLISHES
 from services.intake.follow_ups import FollowUps
 from services.intake.handlers import Requests
-from services.intake.retention import Closures, forgetting
+from services.intake.retention import forgetting
 from services.intake.settings import IntakeSettings
 from services.intake.storage import TicketIndex
 from services.policy import policy_schedule
@@ -28,7 +28,7 @@ def build(settings: Settings) -> Service:
         port=own.intake_port,
         description="Requests from every channel in; numbered, recorded and triaged tickets out.",
         publishes=PUBLISHES,
-        subscriptions=[Requests(policy, keys), FollowUps(policy, keys), Closures()],
+        subscriptions=[Requests(policy, keys), FollowUps(policy, keys)],
         projections=[TicketIndex()],
         workers=[keep_in_force(policy), forgetting(policy, keys, own.processed_purge_interval)],
         migrations=MIGRATIONS,

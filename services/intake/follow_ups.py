@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from services.dispatch.events import EVENTS_TOPIC as DISPATCH_EVENTS
-from services.dispatch.events import FollowUpRequested
+from services.dispatch.events import FollowUpRequested, TicketClosed
 from services.intake.contract import Request
 from services.intake.customers import Customers
 from services.intake.events import FollowUpOpened, TicketReceived, ticket_stream
 from services.intake.handlers import record_tickets
+from services.intake.retention import record_closures
 from services.policy import Policy
 from shared.consumer import Delivered, EventSubscription, Inbound
 from shared.events import Envelope
@@ -37,14 +38,15 @@ class FollowUps(EventSubscription):
 
     name = "follow_ups"
     topics = (DISPATCH_EVENTS,)
-    description = "Follow-up tickets dispatch asks for: each becomes a new ticket, linked."
-    accepts = (FollowUpRequested.event_name,)
+    description = "Follow-up tickets dispatch asks for (each a new ticket, linked); closed tickets."
+    accepts = (FollowUpRequested.event_name, TicketClosed.event_name)
 
     def __init__(self, policy: PolicySchedule[Policy], keys: KeyStore) -> None:
         self.policy = policy
         self.keys = keys
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+        await record_closures(uow, messages)  # for the retention of customers' data
         asked = [
             (m.message.envelope, m.message.data)
             for m in messages

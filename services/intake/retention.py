@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from services.dispatch.events import EVENTS_TOPIC as DISPATCH_EVENTS
 from services.dispatch.events import TicketClosed
 from services.intake.events import CustomerErased, customer_stream
 from services.policy import Policy
-from shared.consumer import Delivered, EventSubscription, Inbound
+from shared.consumer import Delivered, Inbound
 from shared.durations import format_duration
 from shared.eventstore import ANY_VERSION
 from shared.keystore import KeyStore
@@ -33,24 +32,18 @@ FORGET_BATCH = 500
 """Customers forgotten per round (the next round takes the rest)."""
 
 
-class Closures(EventSubscription):
-    """dispatch's closed tickets: when each closed, for the retention of its customer's data."""
-
-    name = "closures"
-    topics = (DISPATCH_EVENTS,)
-    description = "Closed tickets: their customer's data is kept for the policy's retention."
-    accepts = (TicketClosed.event_name,)
-
-    async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
-        closed = [m.message for m in messages if isinstance(m.message.data, TicketClosed)]
-        if closed:
-            await uow.conn.execute(
-                "UPDATE tickets t SET closed_at = greatest(t.closed_at, c.at) "
-                "FROM unnest($1::uuid[], $2::timestamptz[]) AS c(ticket_id, at) "
-                "WHERE t.ticket_id = c.ticket_id",
-                [m.data.ticket_id for m in closed],  # type: ignore[attr-defined]
-                [m.envelope.time for m in closed],
-            )
+async def record_closures(uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+    """dispatch's closed tickets (read with its follow-up requests): when each closed, for the
+    retention of its customer's data."""
+    closed = [m.message for m in messages if isinstance(m.message.data, TicketClosed)]
+    if closed:
+        await uow.conn.execute(
+            "UPDATE tickets t SET closed_at = greatest(t.closed_at, c.at) "
+            "FROM unnest($1::uuid[], $2::timestamptz[]) AS c(ticket_id, at) "
+            "WHERE t.ticket_id = c.ticket_id",
+            [m.data.ticket_id for m in closed],  # type: ignore[attr-defined]
+            [m.envelope.time for m in closed],
+        )
 
 
 def forgetting(policy: PolicySchedule[Policy], keys: KeyStore, interval: timedelta) -> Worker:
