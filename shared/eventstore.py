@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
@@ -28,11 +28,15 @@ from shared.events import (
     format_time,
     new_event_id,
 )
+from shared.personal import seal_pending
 
 ANY_VERSION: None = None
 """Expected version meaning "append whatever the stream's version is"."""
 NO_STREAM = 0
 """Expected version meaning "the stream must not exist yet"."""
+
+if TYPE_CHECKING:
+    from shared.keystore import KeyStore
 
 _CONFLICT = "SD409"
 
@@ -132,6 +136,7 @@ class EventStore:
         source: str,
         event_types: set[str] | None = None,
         max_event_bytes: int | None = None,
+        sealing: KeyStore | None = None,
     ) -> None:
         self.schema = identifier(schema)
         self.source = source
@@ -139,6 +144,9 @@ class EventStore:
         """When given, the only types this store accepts (each has a topic to go to)."""
         self.max_event_bytes = max_event_bytes
         """When given, the largest envelope an append takes (what the broker will publish)."""
+        self.sealing = sealing
+        """When given, personal fields bound for a subject (:func:`shared.personal.for_subject`)
+        are sealed with its key as they are appended."""
         self._append_sql = (
             "SELECT event_id, event_position, event_stream_version "
             f"FROM {self.schema}.append_events("
@@ -167,6 +175,8 @@ class EventStore:
         self, conn: Connection, appends: Sequence[StreamAppend]
     ) -> list[Appended]:
         """Append to several streams in one round trip, all or nothing."""
+        if self.sealing is not None:
+            await self._seal(conn, appends)
         stream_ids: list[str] = []
         expected: list[int | None] = []
         ids: list[UUID] = []
@@ -220,6 +230,13 @@ class EventStore:
                 ) from None
             raise
         return [Appended(r[0], r[1], r[2]) for r in rows]
+
+    async def _seal(self, conn: Connection, appends: Sequence[StreamAppend]) -> None:
+        assert self.sealing is not None
+        pending = [p for a in appends for p in a.events]
+        sealed = await seal_pending(self.sealing, conn, [p.data for p in pending])
+        for event, data in zip(pending, sealed, strict=True):
+            event.data = data
 
     def _check_size(self, envelope: str, event_type: str) -> None:
         limit = self.max_event_bytes

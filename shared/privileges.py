@@ -11,7 +11,9 @@
   never rewrites that record) and ``schema_migrations`` (``SELECT``: a service checks it is
   migrated, never migrates); ``EXECUTE`` on its functions. So it may purge its old claims
   (``processed_messages``) and record, publish and mark its dead letters (``dead_letters``), as
-  the kernel does at run time. It creates nothing: no ``CREATE`` on any schema, no ``TEMP``.
+  the kernel does at run time. The services that open customers' sealed fields also get
+  ``SELECT`` on intake's ``subject_keys`` (:func:`grant_key_readers`). It
+  creates nothing: no ``CREATE`` on any schema, no ``TEMP``.
 * The event store is append-only for every role, the owner too: a trigger refuses ``UPDATE``,
   ``DELETE`` and ``TRUNCATE`` of ``events`` (``shared/sql/002_append_only.sql``).
 
@@ -29,6 +31,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 
 from shared.database import Connection, identifier
+from shared.keystore import KEY_HOLDER
 from shared.migrations import Migration, migrate
 
 OWNER_ROLE = "desk_owner"
@@ -138,7 +141,26 @@ async def provision(conn: Connection, service: str, migrations: list[Migration])
             "(`desk up` does on the embedded server; see deploy/postgres/init-roles.sh)"
         )
     await grant_service(conn, service, role)
+    await grant_key_readers(conn)
     return applied
+
+
+KEY_READERS = ("dispatch", "notify", "console")
+"""Services granted the key store (:mod:`shared.keystore`): they open customers' sealed fields
+(notify to send, the console to show) or seal what people write about them (dispatch)."""
+
+
+async def grant_key_readers(conn: Connection) -> None:
+    """Give each reader's role ``SELECT`` on the key holder's ``subject_keys`` — the key grant,
+    useless without the master key — once both exist (any order of ``desk migrate``)."""
+    holder = identifier(KEY_HOLDER)
+    if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{holder}.subject_keys"):
+        return
+    for reader in KEY_READERS:
+        role = service_role(reader)
+        if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            await conn.execute(f"GRANT USAGE ON SCHEMA {holder} TO {role}")
+            await conn.execute(f"GRANT SELECT ON {holder}.subject_keys TO {role}")
 
 
 async def role_problems(conn: Connection, schema: str) -> list[str]:

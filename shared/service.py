@@ -47,6 +47,7 @@ from shared.events import EnvelopeOf, EventData
 from shared.eventstore import EventStore
 from shared.kafka import ensure_topics, make_broker, make_producer
 from shared.keys import KeyRing, weak_secrets
+from shared.keystore import KeyStore, MasterKeyError
 from shared.logging import configure_logging, get_logger
 from shared.migrations import Migration, check_migrated, kernel_migrations
 from shared.privileges import role_problems
@@ -83,6 +84,7 @@ class Service:
         http: ASGIApp | None = None,
         sends: Sequence[str] = (),
         log: Log | None = None,
+        key_store: KeyStore | None = None,
     ) -> None:
         self.name = name
         self.port = port
@@ -109,7 +111,10 @@ class Service:
             event_types=set(self._routes),
             # Room for the key, the CloudEvents headers and the record's framing.
             max_event_bytes=settings.kafka_max_message_bytes - 16 * 1024,
+            sealing=key_store,
         )
+        self.key_store = key_store
+        """The customers' data keys, when the service seals or opens personal fields."""
         self.projections = tuple(projections)
         self.log: Log = log or self.store
         """What the projections follow and catch up with at start: the event store, or a log
@@ -271,6 +276,11 @@ class Service:
             problems += weak_secrets(self.settings)
             if problems:
                 raise RuntimeError(f"{self.name} refuses to start: {'; '.join(problems)}")
+        if self.key_store is not None:
+            try:
+                self.key_store.master  # noqa: B018 - read now, not at the first customer
+            except MasterKeyError as error:
+                raise RuntimeError(f"{self.name} refuses to start: {error}") from None
         if self.publishes and self.keys.signing_key(self.name) is None:
             raise RuntimeError(
                 f"{self.name} has no key to seal its events with: add a key of issuer "

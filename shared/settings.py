@@ -165,6 +165,15 @@ class Settings(BaseSettings):
         default=None,
         description="More keys, as the same JSON (from a secret store); added to the file's.",
     )
+    master_key_file: Path | None = Field(
+        default=None,
+        description="File holding the master key (base64url of 32 random bytes) that wraps each "
+        "customer's data key. Unset in local mode: `<data dir>/master.key`, made once.",
+    )
+    master_key: SecretStr | None = Field(
+        default=None,
+        description="The master key itself (from a secret store); wins over DESK_MASTER_KEY_FILE.",
+    )
     token_max_ttl: Duration = Field(
         default=timedelta(days=7),
         description="Longest lifetime of an accepted token; at most DESK_PROCESSED_RETENTION, "

@@ -10,7 +10,20 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import acls, adapter, demo, dlq, docs, policy, run, sla, tickets, tokens, triage
+from services.cli import (
+    acls,
+    adapter,
+    customers,
+    demo,
+    dlq,
+    docs,
+    policy,
+    run,
+    sla,
+    tickets,
+    tokens,
+    triage,
+)
 
 app = typer.Typer(
     name="desk",
@@ -24,6 +37,7 @@ app.add_typer(adapter.app, name="adapter")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
 app.add_typer(tickets.app, name="ticket")
+app.add_typer(customers.app, name="customer")
 app.add_typer(sla.app, name="sla")
 app.add_typer(triage.app, name="triage")
 app.add_typer(tokens.app, name="token")

@@ -35,6 +35,9 @@ def load_settings() -> Settings:
         update.update(running.get("broker_settings", {}))
     if settings.keys_file is None and settings.keys is None and running.get("keys_file"):
         update["keys_file"] = running["keys_file"]
+    local_master = settings.data_dir / "master.key"
+    if settings.master_key_file is None and settings.master_key is None and local_master.exists():
+        update["master_key_file"] = local_master
     fields = desk_settings_class().model_fields
     for name, port in running.get("ports", {}).items():
         if port_field(name) in fields:

@@ -27,6 +27,7 @@ from shared.database import connect
 from shared.health import check_all
 from shared.kafka import ensure_topics
 from shared.keys import local_key_file
+from shared.keystore import local_master_key
 from shared.local.infrastructure import (
     Infrastructure,
     read_run_file,
@@ -231,11 +232,15 @@ def _demo(settings: Settings, rate: float, stop: asyncio.Event) -> list[asyncio.
 
 def _local_mode(settings: Settings, infra: Infrastructure) -> None:
     """What `desk up` adds for every process: local mode, and local keys unless keys are
-    configured (made once in the data directory, so tokens outlive a restart)."""
+    configured (made once in the data directory, so tokens outlive a restart, and customers'
+    data stays readable: the master key wraps every data key)."""
     infra.extra_env["DESK_LOCAL_MODE"] = "true"
     if settings.keys_file is None and settings.keys is None:
         keys = local_key_file(settings.data_dir / "keys.json", key_issuers())
         infra.extra_env["DESK_KEYS_FILE"] = str(keys.resolve())
+    if settings.master_key_file is None and settings.master_key is None:
+        master = local_master_key(settings.data_dir / "master.key")
+        infra.extra_env["DESK_MASTER_KEY_FILE"] = str(master.resolve())
 
 
 async def _prepare(

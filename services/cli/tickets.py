@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -30,6 +30,8 @@ from shared.credentials import sign_command
 from shared.database import Connection, connect
 from shared.eventstore import EventStore
 from shared.kafka import make_producer
+from shared.keystore import KeyStore, MasterKey
+from shared.personal import keys_for
 
 app = typer.Typer(help="Tickets: their whole story.", no_args_is_help=True)
 
@@ -53,8 +55,9 @@ class Entry:
         return describe(self.data) if describe else _generic(self.data)
 
 
-async def timeline(conn: Connection, ticket_id: str) -> list[Entry]:
-    """Every service's events about the ticket (its event store's ``subject``), merged."""
+async def timeline(conn: Connection, ticket_id: str, keys: KeyStore) -> list[Entry]:
+    """Every service's events about the ticket (its event store's ``subject``), merged, with
+    personal fields opened (``erased`` where the customer's key is gone)."""
     entries: list[Entry] = []
     for rank, name in enumerate(service_names()):
         store = EventStore(name, f"servicedesk/{name}")
@@ -75,7 +78,8 @@ async def timeline(conn: Connection, ticket_id: str) -> list[Entry]:
             for e in events
         ]
     entries.sort(key=lambda e: (e.time, e.position))
-    return entries
+    opening = await keys_for(keys, conn, [e.data for e in entries])
+    return [replace(e, data=opening.reveal_json(e.data)) for e in entries]
 
 
 @app.command()
@@ -92,7 +96,11 @@ def show(
         conn = await connect(settings.require_database_url())
         try:
             ticket_id = await intake.ticket_id(conn, number.upper())
-            return ticket_id, await timeline(conn, ticket_id) if ticket_id else []
+            if ticket_id is None:
+                return None, []
+            return ticket_id, await timeline(
+                conn, ticket_id, KeyStore(MasterKey.from_settings(settings))
+            )
         finally:
             await conn.close()
 

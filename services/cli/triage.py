@@ -13,6 +13,7 @@ from services.cli.context import connected, console, database_settings, run_asyn
 from services.dispatch import queries as dispatch
 from services.intake import queries as intake
 from shared.clock import service_now
+from shared.keystore import KeyStore, MasterKey
 
 app = typer.Typer(help="Triage: how its rules fare.", no_args_is_help=True)
 
@@ -34,7 +35,8 @@ def review(
                 c.ticket_id: f"{c.to_complexity} {c.to_category}"
                 for c in await dispatch.reclassifications(conn, since)
             }
-            return await intake.triage_review(conn, since, corrections)
+            keys = KeyStore(MasterKey.from_settings(settings))
+            return await intake.triage_review(conn, since, corrections, keys)
 
     rules = run_async(go())
     if as_json:

@@ -16,6 +16,7 @@ from services.dispatch.events import AGENT_COMMANDS, TICKET_COMMANDS
 from services.intake.contract import INCOMING_TOPIC
 from services.policy import policy_schedule
 from shared.keys import KeyRing
+from shared.keystore import KeyStore
 from shared.migrations import load
 from shared.policyfile import keep_in_force
 from shared.service import Service
@@ -27,7 +28,8 @@ MIGRATIONS = load("console", "services.console")
 def build(settings: Settings) -> Service:
     own = ConsoleSettings.of(settings)
     journal = Journal("console")
-    read_models = storage.read_models()
+    keys = KeyStore(own)
+    read_models = storage.read_models(keys)
     policy = policy_schedule(own)
     console = Console(policy, Callers(KeyRing.from_settings(own), own.token_max_ttl), Courier(own))
     http = api(console, own.console_max_body)
@@ -51,6 +53,7 @@ def build(settings: Settings) -> Service:
         migrations=MIGRATIONS,
         http=http,
         sends=(TICKET_COMMANDS, AGENT_COMMANDS, INCOMING_TOPIC),
+        key_store=keys,
     )
     console.attach(service)
     return service

@@ -3,18 +3,23 @@ of a request, and what people wrote (replies, messages, notes, survey comments).
 
 This is the only module that puts such a field into the console's tables or takes one out:
 projections store them with the ``stored_*`` functions, the API and pages read them with
-:func:`customer` and :func:`text`. Today the events carry them in clear text and they are kept as
-they came. When the events carry them encrypted per customer (crypto-shredding), these functions
-are where the console decrypts them, through the kernel's helper, and where a shredded customer's
-fields become unreadable; no other module changes.
+:func:`customer` and :func:`text`. The events carry them sealed per customer (crypto-shredding,
+:mod:`shared.personal`): the read models open a batch's events with the customers' keys first
+(:func:`opened`), so an erased customer's fields read "erased" — when the erasure arrives, and
+in any rebuild after it.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from services.intake.events import CustomerDetails
+from shared.database import Connection
+from shared.eventstore import RecordedEvent
+from shared.keystore import KeyStore
+from shared.personal import ERASED, Erased, keys_for
 
 
 @dataclass(frozen=True)
@@ -28,9 +33,38 @@ class Customer:
     tier: str | None
 
 
+async def opened(
+    conn: Connection, keys: KeyStore, events: Sequence[RecordedEvent]
+) -> list[RecordedEvent]:
+    """``events`` with their sealed fields opened (one look-up of keys for the batch)."""
+    decoded = [e.decode() for e in events]
+    opening = await keys_for(keys, conn, decoded)
+    return [replace(e, typed=opening.reveal(d)) for e, d in zip(events, decoded, strict=True)]
+
+
+async def forget(conn: Connection, refs: Sequence[str]) -> None:
+    """An erased customer's data out of the read models: what was opened from their sealed
+    fields (before the key was destroyed) becomes "erased", as a rebuild would make it."""
+    if not refs:
+        return
+    await conn.execute(
+        "WITH gone AS (UPDATE tickets SET customer_key = 'ref:' || (customer::json->>'ref'), "
+        "customer = json_build_object('name', $2::text, 'ref', customer::json->>'ref')::text, "
+        "subject = $2, description = $2, satisfaction_comment = "
+        "CASE WHEN satisfaction_comment IS NULL THEN NULL ELSE $2 END "
+        "WHERE customer::json->>'ref' = ANY($1::text[]) RETURNING ticket_id) "
+        "UPDATE timeline SET said = $2 WHERE said IS NOT NULL "
+        "AND ticket_id IN (SELECT ticket_id FROM gone)",
+        list(refs),
+        str(ERASED),
+    )
+
+
 def customer_key(details: CustomerDetails) -> str | None:
     """What ties a customer's tickets together (their history): the adapter's customer id, else
-    the email address, else the phone number."""
+    the email address, else the phone number; an erased customer's pseudonym."""
+    if details.ref and any(isinstance(v, Erased) for v in (details.name, details.email)):
+        return f"ref:{details.ref}"
     if details.customer_id:
         return f"id:{details.customer_id}"
     if details.email:
@@ -52,6 +86,7 @@ def stored_customer(details: CustomerDetails) -> str:
             "phone": details.phone,
             "customer_id": details.customer_id,
             "tier": details.tier,
+            "ref": details.ref,
         },
         ensure_ascii=False,
     )

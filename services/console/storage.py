@@ -23,6 +23,7 @@ from services.sla import events as sla
 from shared.database import Connection
 from shared.events import EventData
 from shared.eventstore import RecordedEvent
+from shared.keystore import KeyStore
 from shared.projection import Projection
 from shared.provenance import catalogue
 
@@ -58,10 +59,16 @@ class Tickets(Projection):
     name = "tickets"
     tables = ("tickets", "timeline")
 
+    def __init__(self, keys: KeyStore) -> None:
+        self.keys = keys
+
     async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
         created: set[str] = set()
-        for recorded in events:
+        erased: list[str] = []
+        for recorded in await personal.opened(conn, self.keys, events):
             data = recorded.decode()
+            if isinstance(data, intake.CustomerErased):
+                erased.append(data.ref)
             ticket_id = _ticket_id(data)
             if ticket_id is None:
                 continue
@@ -69,6 +76,7 @@ class Tickets(Projection):
                 created.add(ticket_id)
             await _timeline(conn, recorded, data, ticket_id)
         await refresh_sla(conn, created)
+        await personal.forget(conn, erased)
 
 
 async def _change(conn: Connection, data: EventData, time: datetime) -> bool:  # noqa: PLR0912
@@ -429,6 +437,6 @@ class Decisions(Projection):
         )
 
 
-def read_models() -> list[Projection]:
+def read_models(keys: KeyStore) -> list[Projection]:
     """Every projection of the journal, in the order they are applied."""
-    return [Tickets(), Clocks(), Agents(), Traffic(), Decisions()]
+    return [Tickets(keys), Clocks(), Agents(), Traffic(), Decisions()]

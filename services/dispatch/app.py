@@ -8,6 +8,7 @@ from services.dispatch.settings import DispatchSettings
 from services.dispatch.storage import AgentRoster, TicketBoard
 from services.policy import policy_schedule
 from shared.keys import KeyRing
+from shared.keystore import KeyStore
 from shared.migrations import load
 from shared.service import Service
 from shared.settings import Settings
@@ -18,6 +19,7 @@ MIGRATIONS = load("dispatch", "services.dispatch")
 def build(settings: Settings) -> Service:
     own = DispatchSettings.of(settings)
     session = DeskSession(policy_schedule(own))
+    keys = KeyStore(own)
     return Service(
         "dispatch",
         own,
@@ -25,10 +27,12 @@ def build(settings: Settings) -> Service:
         description="Classification matrix, routing to groups and agents, the ticket lifecycle.",
         publishes=PUBLISHES,
         subscriptions=[
-            Events(session),
+            Events(session, keys),
             Commands(session, KeyRing.from_settings(own), own.token_max_ttl),
         ],
         projections=[TicketBoard(), AgentRoster()],
         workers=[policy_switch(session)],
         migrations=MIGRATIONS,
+        # What people write about a ticket is its customer's personal data: sealed as recorded.
+        key_store=keys,
     )

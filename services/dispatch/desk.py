@@ -77,6 +77,7 @@ from services.policy import Policy
 from services.sla.events import EscalationRaised
 from services.vocabulary import CATEGORY_OF, Category, ComplaintSeverity, Complexity
 from shared.events import EventData
+from shared.personal import for_subject, ref_in
 from shared.templating import render_text
 from shared.unit_of_work import Recorder
 
@@ -355,6 +356,8 @@ class Desk:
 
     def _emit(self, ticket: Ticket, *events: EventData) -> None:
         expected = ticket.version
+        if (ref := ref_in(ticket.subject)) is not None:  # free text: the customer's, sealed
+            events = tuple(for_subject(e, ref) for e in events)
         for event in events:
             ticket.apply(event, self.now)
         self.record(

@@ -11,6 +11,7 @@ from pydantic import Field
 from services.intake.events import AttachmentRef
 from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
 from shared.events import EventData, Moment, event
+from shared.personal import OptionalPersonalText, PersonalText
 
 EVENTS_TOPIC = "dispatch.events"
 TICKET_COMMANDS = "tickets.commands"
@@ -52,11 +53,11 @@ class TicketClassified(TicketEvent):
     product_line: str | None = None
     problem_type: str | None = None
     customer_tier: str | None = None
-    subject: str
+    subject: PersonalText
     received_at: Moment
     policy_version: str
     customer_key: str | None = None
-    customer_flag: str | None = None
+    customer_flag: OptionalPersonalText = None
     """Why the customer was flagged on an earlier ticket (flag_customer), if they were."""
 
 
@@ -92,7 +93,7 @@ class TicketResponded(TicketEvent):
     ``template``: the policy's standard reply it was rendered from, in ``language``."""
 
     agent_id: str
-    message: str
+    message: PersonalText
     first_response: bool
     template: str | None = None
     language: str | None = None
@@ -108,13 +109,13 @@ class NoteAdded(TicketEvent):
     """An internal note: never shown to the customer."""
 
     agent_id: str
-    note: str
+    note: PersonalText
 
 
 @event("servicedesk.ticket.waiting_for_customer", version=1)
 class WaitingForCustomer(TicketEvent):
     agent_id: str
-    question: str
+    question: PersonalText
 
 
 @event("servicedesk.ticket.resumed", version=1)
@@ -131,10 +132,10 @@ class TicketResolved(TicketEvent):
     ticket's category to state (``routing.resolution_requires``: complaints)."""
 
     agent_id: str
-    resolution: str
-    cause: str | None = None
-    actions: str | None = None
-    compensation: str | None = None
+    resolution: PersonalText
+    cause: OptionalPersonalText = None
+    actions: OptionalPersonalText = None
+    compensation: OptionalPersonalText = None
 
 
 @event("servicedesk.ticket.reopened", version=1)
@@ -142,7 +143,7 @@ class TicketReopened(TicketEvent):
     """The customer rejected the solution."""
 
     actor: str
-    reason: str
+    reason: PersonalText
 
 
 @event("servicedesk.ticket.follow_up_requested", version=1)
@@ -156,8 +157,8 @@ class FollowUpRequested(TicketEvent):
     channel: Channel
     channel_message_id: str
     received_at: Moment
-    subject: str
-    body: str
+    subject: PersonalText
+    body: PersonalText
     attachments: list[AttachmentRef] = Field(default_factory=list)
 
 
@@ -215,7 +216,7 @@ class CustomerFlagged(TicketEvent):
     goes to the group's supervisor, and the customer's later tickets carry the flag."""
 
     actor: str
-    reason: str
+    reason: PersonalText
     customer_key: str | None
     """Who the customer is across tickets (``servicedesk.ticket.triaged``); None: unknown."""
 
@@ -229,7 +230,7 @@ class SpecialistRequested(TicketEvent):
     agent_id: str | None
     """Who owns the ticket (and gets the findings)."""
     to_group: str
-    question: str
+    question: PersonalText
 
 
 @event("servicedesk.ticket.findings_provided", version=1)
@@ -238,13 +239,13 @@ class FindingsProvided(TicketEvent):
 
     actor: str
     from_group: str
-    findings: str
+    findings: PersonalText
 
 
 @event("servicedesk.ticket.satisfaction_recorded", version=1)
 class SatisfactionRecorded(TicketEvent):
     score: int = Field(ge=1, le=5)
-    comment: str
+    comment: PersonalText
     actor: str
 
 

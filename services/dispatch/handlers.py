@@ -57,7 +57,9 @@ from shared.database import Connection
 from shared.deadletter import Record
 from shared.eventstore import ANY_VERSION
 from shared.keys import KeyRing
+from shared.keystore import KeyStore
 from shared.logging import get_logger
+from shared.personal import keys_for
 from shared.policyfile import POLICY_CHECK_INTERVAL, PolicySchedule
 from shared.service import Service, Worker, every
 from shared.unit_of_work import Cause, UnitOfWork
@@ -180,11 +182,15 @@ class Events(EventSubscription):
     description = "Triaged tickets and customer replies from intake; escalations from sla."
     accepts = (TicketTriaged.event_name, CustomerReplied.event_name, EscalationRaised.event_name)
 
-    def __init__(self, session: DeskSession) -> None:
+    def __init__(self, session: DeskSession, keys: KeyStore) -> None:
         self.session = session
+        self.keys = keys
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         ids = [m.message.data.ticket_id for m in messages]  # type: ignore[attr-defined]
+        # A reply's text reopens with its words (sealed again as the reopening is recorded).
+        replies = [m.message.data for m in messages if isinstance(m.message.data, CustomerReplied)]
+        opening = await keys_for(self.keys, uow.conn, replies)
 
         def groups(policy: Policy, tickets: Mapping[str, Ticket]) -> set[str]:
             found: set[str] = set()
@@ -210,7 +216,7 @@ class Events(EventSubscription):
             if isinstance(data, TicketTriaged):
                 desk.classify(data)
             elif isinstance(data, CustomerReplied):
-                desk.customer_replied(data, event_id)
+                desk.customer_replied(opening.reveal(data), event_id)
             elif isinstance(data, EscalationRaised):
                 desk.escalation(data, event_id)
 

@@ -9,6 +9,7 @@ from services.intake import contract
 from services.intake.contract import Reason
 from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
 from shared.events import EventData, Moment, event
+from shared.personal import OptionalPersonalText, PersonalText
 
 EVENTS_TOPIC = "intake.events"
 REJECTIONS_TOPIC = "requests.rejected"
@@ -23,12 +24,18 @@ def ticket_stream(ticket_id: str) -> str:
 
 
 class CustomerDetails(BaseModel):
+    """Who asked. Personal fields are sealed under the customer's data key (``ref`` names it:
+    a pseudonym, the same for every request of the same customer until they are erased)."""
+
     model_config = ConfigDict(frozen=True)
 
-    name: str
-    email: str | None = None
-    phone: str | None = None
-    customer_id: str | None = None
+    name: PersonalText
+    email: OptionalPersonalText = None
+    phone: OptionalPersonalText = None
+    customer_id: OptionalPersonalText = None
+    ref: str | None = Field(
+        default=None, description="The customer's pseudonym (their data key's reference)."
+    )
     language: str | None = None
     tier: str | None = None
 
@@ -52,8 +59,8 @@ class TicketReceived(EventData):
     channel_message_id: str
     received_at: Moment
     customer: CustomerDetails
-    subject: str
-    description: str
+    subject: PersonalText
+    description: PersonalText
     product_line: str | None = None
     problem_type: str | None = None
     priority: Priority
@@ -84,11 +91,12 @@ class TicketTriaged(EventData):
     product_line: str | None = None
     problem_type: str | None = None
     customer_tier: str | None = None
-    subject: str
+    subject: PersonalText
     received_at: Moment
     customer_key: str | None = None
-    """Who the customer is across tickets: a digest of their customer id, else of their email,
-    else of their phone (dispatch keeps flags on customers by it)."""
+    """Who the customer is across tickets: their pseudonym (``cust-…``, the data subject's
+    reference: by customer id, else email, else phone). Dispatch keeps flags on customers by it;
+    it names no one, and once the customer is erased nothing links it to them."""
 
 
 @event("servicedesk.ticket.customer_replied", version=1)
@@ -100,8 +108,8 @@ class CustomerReplied(EventData):
     channel: Channel
     channel_message_id: str
     received_at: Moment
-    subject: str
-    body: str
+    subject: PersonalText
+    body: PersonalText
     attachments: list[AttachmentRef] = Field(default_factory=list)
 
 
@@ -137,15 +145,36 @@ class RequestRejected(EventData):
     channel_message_id: str | None = None
     source: RejectedSource
     original_size: int
-    original_preview: str
-    """The first bytes of the record as text (undecodable bytes replaced)."""
-    original_base64: str
-    """The same first bytes, exactly."""
+    original_preview: PersonalText
+    """The first bytes of the record as text (undecodable bytes replaced); sealed, for they are
+    a customer's data: under the customer's key when the record names one, else its own."""
+    original_base64: PersonalText
+    """The same first bytes, exactly (sealed alike)."""
+    customer_ref: str | None = Field(
+        default=None, description="Pseudonym of the data subject the preview is sealed for."
+    )
     truncated: bool
 
 
+def customer_stream(ref: str) -> str:
+    """A data subject's own stream (its erasure), named after its pseudonym."""
+    return f"customer-{ref}"
+
+
+@event("servicedesk.customer.erased", version=1)
+class CustomerErased(EventData):
+    """A customer's data key was destroyed (``desk customer erase``): every personal field
+    sealed under ``ref`` — in any store, topic, dead letter or backup — is unreadable from now
+    on. Read models holding opened copies of them drop those copies."""
+
+    ref: str
+    erased_at: Moment
+    erased_by: str
+    reason: str = ""
+
+
 PUBLISHES: dict[str, tuple[type[EventData], ...]] = {
-    EVENTS_TOPIC: (TicketReceived, TicketTriaged, CustomerReplied, FollowUpOpened),
+    EVENTS_TOPIC: (TicketReceived, TicketTriaged, CustomerReplied, FollowUpOpened, CustomerErased),
     # Rejections answer the adapters on their own topic.
     REJECTIONS_TOPIC: (RequestRejected,),
 }

@@ -14,15 +14,19 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from services.dispatch.events import EVENTS_TOPIC as DISPATCH_EVENTS
-from services.dispatch.events import FollowUpRequested
+from services.dispatch.events import FollowUpRequested, TicketClosed
 from services.intake.contract import Request
+from services.intake.customers import Customers
 from services.intake.events import FollowUpOpened, TicketReceived, ticket_stream
 from services.intake.handlers import record_tickets
+from services.intake.retention import record_closures
 from services.policy import Policy
 from shared.consumer import Delivered, EventSubscription, Inbound
 from shared.events import Envelope
 from shared.eventstore import ANY_VERSION, RecordedEvent
+from shared.keystore import KeyStore
 from shared.logging import get_logger
+from shared.personal import keys_for
 from shared.policyfile import PolicySchedule
 from shared.unit_of_work import UnitOfWork
 
@@ -34,13 +38,15 @@ class FollowUps(EventSubscription):
 
     name = "follow_ups"
     topics = (DISPATCH_EVENTS,)
-    description = "Follow-up tickets dispatch asks for: each becomes a new ticket, linked."
-    accepts = (FollowUpRequested.event_name,)
+    description = "Follow-up tickets dispatch asks for (each a new ticket, linked); closed tickets."
+    accepts = (FollowUpRequested.event_name, TicketClosed.event_name)
 
-    def __init__(self, policy: PolicySchedule[Policy]) -> None:
+    def __init__(self, policy: PolicySchedule[Policy], keys: KeyStore) -> None:
         self.policy = policy
+        self.keys = keys
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+        await record_closures(uow, messages)  # for the retention of customers' data
         asked = [
             (m.message.envelope, m.message.data)
             for m in messages
@@ -52,15 +58,30 @@ class FollowUps(EventSubscription):
         streams = await uow.store.read_streams(
             uow.conn, [ticket_stream(data.ticket_id) for _, data in asked]
         )
+        receipts = {
+            data.ticket_id: _receipt(data, streams.get(ticket_stream(data.ticket_id), []))
+            for _, data in asked
+        }
+        # The new ticket is made from clear text (and sealed again, under its customer's key).
+        keys = await keys_for(self.keys, uow.conn, [*receipts.values(), *(d for _, d in asked)])
         requests: list[Request] = []
         links: list[tuple[Envelope, FollowUpRequested]] = []
         for envelope, data in asked:
-            request = _request(data, streams.get(ticket_stream(data.ticket_id), []))
+            receipt = receipts[data.ticket_id]
+            if receipt is None:
+                continue
+            request = _request(keys.reveal(data), keys.reveal(receipt))
             if request is not None:
                 requests.append(request)
                 links.append((envelope, data))
+        customers = await Customers.of(self.keys, uow.conn, [r.customer for r in requests])
         opened = await record_tickets(
-            uow, requests, current.policy, current.version, [d.number for _, d in links]
+            uow,
+            requests,
+            current.policy,
+            current.version,
+            customers,
+            follows_up=[d.number for _, d in links],
         )
         for (envelope, data), (number, ticket_id) in zip(links, opened, strict=True):
             link = FollowUpOpened(
@@ -78,20 +99,24 @@ class FollowUps(EventSubscription):
             )
 
 
-def _request(asked: FollowUpRequested, history: Sequence[RecordedEvent]) -> Request | None:
-    """The new ticket's request: the old ticket's customer, the reply's content. None (logged)
-    when intake holds no receipt of the old ticket or the reply does not make a request."""
+def _receipt(asked: FollowUpRequested, history: Sequence[RecordedEvent]) -> TicketReceived | None:
+    """The old ticket's receipt; None (logged) when intake holds none."""
     receipt = next((d for e in history if isinstance(d := e.decode(), TicketReceived)), None)
     if receipt is None:
         log.warning("follow-up of a ticket intake never recorded", ticket_number=asked.number)
-        return None
+    return receipt
+
+
+def _request(asked: FollowUpRequested, receipt: TicketReceived) -> Request | None:
+    """The new ticket's request: the old ticket's customer, the reply's content (both in clear).
+    None (logged) when the reply does not make a request (or its customer was erased)."""
     try:
         return Request.model_validate(
             {
                 "channel": asked.channel,
                 "channel_message_id": asked.channel_message_id,
                 "received_at": asked.received_at,
-                "customer": receipt.customer.model_dump(exclude_none=True),
+                "customer": receipt.customer.model_dump(exclude_none=True, exclude={"ref"}),
                 "subject": asked.subject,
                 "description": asked.body,
                 "product_line": receipt.product_line,

@@ -19,7 +19,6 @@ evaluated anew.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import cast
@@ -36,6 +35,7 @@ from services.intake.contract import (
     Request,
     read_request,
 )
+from services.intake.customers import Customers, rejected_subject, seal_for
 from services.intake.events import (
     AttachmentRef,
     CustomerDetails,
@@ -54,7 +54,9 @@ from shared.deadletter import Record
 from shared.durations import format_duration
 from shared.events import format_time, new_event_id
 from shared.eventstore import ANY_VERSION, NO_STREAM
+from shared.keystore import KeyStore
 from shared.logging import get_logger
+from shared.personal import keys_for
 from shared.policyfile import PolicySchedule
 from shared.privacy import scrub
 from shared.unit_of_work import Cause, UnitOfWork
@@ -84,8 +86,9 @@ class Requests(Subscription[Incoming]):
     )
     payload = Request
 
-    def __init__(self, policy: PolicySchedule[Policy]) -> None:
+    def __init__(self, policy: PolicySchedule[Policy], keys: KeyStore) -> None:
         self.policy = policy
+        self.keys = keys
 
     def decode(self, record: Record) -> Incoming:
         return read_request(record.value)
@@ -122,6 +125,7 @@ class Requests(Subscription[Incoming]):
         )
         new: list[Request] = []
         replies: list[tuple[Inbound[Request], str | int]] = []
+        refused: list[tuple[Record, Refusal]] = []
         opened: dict[tuple[str, str], int] = {}  # this batch's new tickets, by channel message
         bounds = policy.intake.received_at
         for inbound in requests:
@@ -130,7 +134,7 @@ class Requests(Subscription[Incoming]):
                 DUPLICATES.inc()
                 continue
             if not bounds.allows(request.received_at, uow.now):
-                self._reject(uow, inbound.record, _out_of_range(request, uow.now, policy))
+                refused.append((inbound.record, _out_of_range(request, uow.now, policy)))
                 inbound.release()  # sent again (its date fixed), it is evaluated anew
                 continue
             target = request.reply_to_ticket or _thread(request, threads, opened)
@@ -140,11 +144,20 @@ class Requests(Subscription[Incoming]):
             else:
                 replies.append((inbound, target))
         tickets = await self._senders_checked(uow, new, replies)
-        numbers = await record_tickets(uow, new, policy, version)
-        await self._record_replies(uow, replies, tickets, numbers)
+        customers = await Customers.of(
+            self.keys,
+            uow.conn,
+            [r.customer for r in new] + [i.message.customer for i, _ in replies],
+        )
+        numbers = await record_tickets(uow, new, policy, version, customers)
+        await self._record_replies(
+            uow, replies, tickets, numbers, customers=customers, refused=refused
+        )
         for message in messages:
             if isinstance(message.message, Refusal):
-                self._reject(uow, message.record, message.message)
+                refused.append((message.record, message.message))
+        for record, refusal in refused:
+            await self._reject(uow, record, refusal)
 
     async def _senders_checked(
         self,
@@ -183,11 +196,14 @@ class Requests(Subscription[Incoming]):
         if not wanted:
             return {}
         received = await uow.store.read_subjects(uow.conn, wanted, [TicketReceived.event_type()])
-        found = {}
-        for ticket_id, events in received.items():
-            if events and isinstance(receipt := events[0].decode(), TicketReceived):
-                found[ticket_id] = receipt.customer
-        return found
+        receipts = {
+            ticket_id: receipt
+            for ticket_id, events in received.items()
+            if events and isinstance(receipt := events[0].decode(), TicketReceived)
+        }
+        # Sealed in the store: compared in clear (an erased customer matches no one).
+        opening = await keys_for(self.keys, uow.conn, list(receipts.values()))
+        return {t: opening.reveal(receipt).customer for t, receipt in receipts.items()}
 
     async def _record_replies(
         self,
@@ -195,6 +211,9 @@ class Requests(Subscription[Incoming]):
         replies: list[tuple[Inbound[Request], str | int]],
         known: dict[str, str],
         in_batch: list[tuple[str, str]],
+        *,
+        customers: Customers,
+        refused: list[tuple[Record, Refusal]],
     ) -> None:
         """Record replies: to a ticket number, or (an int) to the n-th new ticket of the batch."""
         tickets = {**known, **dict(in_batch)}
@@ -210,26 +229,30 @@ class Requests(Subscription[Incoming]):
                     channel=request.channel,
                     channel_message_id=request.channel_message_id,
                 )
-                self._reject(uow, inbound.record, refusal)
+                refused.append((inbound.record, refusal))
                 inbound.release()
                 continue
-            reply = CustomerReplied(
-                ticket_id=ticket_id,
-                number=number,
-                channel=request.channel,
-                channel_message_id=request.channel_message_id,
-                received_at=request.received_at,
-                subject=request.subject,
-                body=request.description,
-                attachments=_attachments(request),
+            reply = customers.seal(
+                request.customer,
+                CustomerReplied(
+                    ticket_id=ticket_id,
+                    number=number,
+                    channel=request.channel,
+                    channel_message_id=request.channel_message_id,
+                    received_at=request.received_at,
+                    subject=request.subject,
+                    body=request.description,
+                    attachments=_attachments(request),
+                ),
             )
             uow.caused_by(Cause(ticket_id))(
                 ticket_stream(ticket_id), [reply], expected_version=ANY_VERSION, subject=ticket_id
             )
             REPLIES.inc()
 
-    def _reject(self, uow: UnitOfWork, record: Record, refusal: Refusal) -> None:
+    async def _reject(self, uow: UnitOfWork, record: Record, refusal: Refusal) -> None:
         preview = record.value[:PREVIEW_BYTES]
+        subject = await rejected_subject(self.keys, uow.conn, record.value)
         rejected = RequestRejected(
             reason=refusal.reason,
             # Bounded and with contact data masked: they are for operators and logs. The
@@ -246,10 +269,11 @@ class Requests(Subscription[Incoming]):
             original_preview=preview.decode("utf-8", "replace").replace("\x00", "\ufffd"),
             original_base64=base64.b64encode(preview).decode(),
             truncated=len(record.value) > PREVIEW_BYTES,
+            customer_ref=subject.ref,
         )
         uow.caused_by(Cause(str(new_event_id())))(
             f"rejection-{record.topic}-{record.partition}-{record.offset}",
-            [rejected],
+            [seal_for(subject, rejected)],
             expected_version=ANY_VERSION,
         )
         OUTCOMES.labels("rejected", refusal.reason).inc()
@@ -306,26 +330,36 @@ async def record_tickets(
     new: Sequence[Request],
     policy: Policy,
     version: str,
+    customers: Customers,
+    *,
     follows_up: Sequence[str | None] = (),
 ) -> list[tuple[str, str]]:
-    """Number, triage and record new tickets (``follows_up``: for each, the number of the ticket
-    it follows up, if any); return (number, ticket id) of each, in order."""
+    """Number, triage and record new tickets, their personal fields sealed under each one's
+    customer (``follows_up``: for each, the number of the ticket it follows up, if any); return
+    (number, ticket id) of each, in order."""
     zone = policy.numbering.zone
     years = [request.received_at.astimezone(zone).year for request in new]
     counters = await storage.allocate_numbers(uow.conn, years)
     numbered: list[tuple[str, str]] = []
     for index, (request, year) in enumerate(zip(new, years, strict=True)):
         number = format_number(policy, year, counters[year].pop(0))
+        customer = request.customer
         ticket_id = str(new_event_id())
         result = triage(request, policy.triage, version)
         numbered.append((number, ticket_id))
-        receipt = received(ticket_id, number, request, result.language)
+        receipt = received(ticket_id, number, request, result.language, customers.ref(customer))
         if index < len(follows_up) and follows_up[index]:
             receipt = receipt.model_copy(update={"follows_up": follows_up[index]})
+        sealed = [
+            customers.seal(customer, receipt),
+            customers.seal(
+                customer, triaged(ticket_id, number, request, result, customers.ref(customer))
+            ),
+        ]
         # A new ticket starts a story: every event it causes carries its id as correlation.
         uow.caused_by(Cause(ticket_id))(
             ticket_stream(ticket_id),
-            [receipt, triaged(ticket_id, number, request, result)],
+            sealed,
             expected_version=NO_STREAM,
             subject=ticket_id,
         )
@@ -350,7 +384,9 @@ def format_number(policy: Policy, year: int, counter: int) -> str:
     return f"{numbering.prefix}-{year}-{counter:0{numbering.digits}d}"
 
 
-def received(ticket_id: str, number: str, request: Request, language: str) -> TicketReceived:
+def received(
+    ticket_id: str, number: str, request: Request, language: str, ref: str | None = None
+) -> TicketReceived:
     customer = request.customer
     return TicketReceived(
         ticket_id=ticket_id,
@@ -365,6 +401,7 @@ def received(ticket_id: str, number: str, request: Request, language: str) -> Ti
             customer_id=customer.customer_id,
             language=customer.language,
             tier=customer.tier,
+            ref=ref,
         ),
         subject=request.subject,
         description=request.description,
@@ -376,7 +413,12 @@ def received(ticket_id: str, number: str, request: Request, language: str) -> Ti
     )
 
 
-def triaged(ticket_id: str, number: str, request: Request, result: Triage) -> TicketTriaged:
+def triaged(
+    ticket_id: str, number: str, request: Request, result: Triage, customer_key: str
+) -> TicketTriaged:
+    """The triage, public: ``customer_key`` is the customer's pseudonym (their data subject's
+    reference), so services that only need to recognise a customer across tickets (dispatch's
+    flags) hold nothing that names them, and nothing that does once they are erased."""
     return TicketTriaged(
         ticket_id=ticket_id,
         number=number,
@@ -396,24 +438,8 @@ def triaged(ticket_id: str, number: str, request: Request, result: Triage) -> Ti
         customer_tier=request.customer.tier,
         subject=request.subject,
         received_at=request.received_at,
-        customer_key=customer_key(request),
+        customer_key=customer_key,
     )
-
-
-def customer_key(request: Request) -> str | None:
-    """The customer across their tickets: a digest of their id in the customer's own systems,
-    else of their email address (case-insensitive), else of their phone number. Services that
-    only need to recognise the customer (dispatch's flags) never hold the address itself."""
-    customer = request.customer
-    if customer.customer_id:
-        known = f"id:{customer.customer_id}"
-    elif customer.email:
-        known = f"email:{customer.email.lower()}"
-    elif customer.phone:
-        known = f"phone:{customer.phone}"
-    else:
-        return None
-    return "customer:" + hashlib.sha256(known.encode()).hexdigest()[:32]
 
 
 def _attachments(request: Request) -> list[AttachmentRef]:

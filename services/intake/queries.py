@@ -1,16 +1,23 @@
-"""What operators' tools read of intake's tables (``desk ticket show``, ``desk triage review``)."""
+"""What operators' tools read of intake's tables (``desk ticket show``, ``desk triage review``,
+``desk customer export``) and the one thing they do there: erase a customer's data."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from services.intake.events import TicketReceived, TicketTriaged
+import asyncpg
+
+from services.intake.events import CustomerErased, TicketReceived, TicketTriaged, customer_stream
 from services.intake.review import RuleReview, Triaged, review
-from shared.database import Connection
+from shared.database import Connection, identifier
+from shared.eventstore import ANY_VERSION, EventStore, PendingEvent
+from shared.keystore import KEY_HOLDER, KeyStore
+from shared.personal import Erased, keys_for
 
-__all__ = ["RuleReview", "ticket_id", "triage_review"]
+__all__ = ["RuleReview", "customer_data", "erase_customer", "ticket_id", "triage_review"]
 
 
 async def ticket_id(conn: Connection, number: str) -> str | None:
@@ -24,10 +31,11 @@ async def ticket_id(conn: Connection, number: str) -> str | None:
 
 
 async def triage_review(
-    conn: Connection, since: datetime, corrections: Mapping[str, str]
+    conn: Connection, since: datetime, corrections: Mapping[str, str], keys: KeyStore
 ) -> list[RuleReview]:
     """Each triage rule's tickets since ``since``, against agents' corrections (ticket id ->
-    what it was corrected to: dispatch's reclassifications)."""
+    what it was corrected to: dispatch's reclassifications). The texts are opened with the
+    customers' keys (an erased customer's count, their words do not)."""
     if await conn.fetchval("SELECT to_regclass('intake.events')") is None:
         return []
     rows = await conn.fetch(
@@ -38,11 +46,75 @@ async def triage_review(
     )
     texts: dict[str, str] = {}
     rules: dict[str, str] = {}
-    for subject, kind, data in rows:
-        found = json.loads(data)
+    documents = [(subject, kind, json.loads(data)) for subject, kind, data in rows]
+    opening = await keys_for(keys, conn, [d for _, _, d in documents])
+    for subject, kind, found in documents:
         if kind == TicketTriaged.event_type():
             rules[subject] = found["rule"]
         else:
-            texts[subject] = f"{found['subject']}\n{found['description']}"
+            text = opening.reveal_json({"s": found["subject"], "d": found["description"]})
+            texts[subject] = (
+                ""
+                if any(isinstance(v, Erased) for v in text.values())
+                else f"{text['s']}\n{text['d']}"
+            )
     tickets = (Triaged(t, rule, texts.get(t, "")) for t, rule in rules.items())
     return review(tickets, corrections)
+
+
+async def erase_customer(
+    conn: Connection, keys: KeyStore, ref: str, now: datetime, *, by: str, reason: str = ""
+) -> bool:
+    """Destroy the customer's data key and record ``servicedesk.customer.erased`` in intake's
+    store (``desk customer erase``; in the caller's transaction). False when the pseudonym is
+    unknown or was erased before."""
+    if not await keys.erase(conn, ref, now):
+        return False
+    erased = CustomerErased(ref=ref, erased_at=now, erased_by=by, reason=reason)
+    store = EventStore(KEY_HOLDER, f"servicedesk/{KEY_HOLDER}")
+    pending = PendingEvent(erased, now, correlation_id=customer_stream(ref))
+    await store.append(conn, customer_stream(ref), ANY_VERSION, [pending])
+    return True
+
+
+async def customer_data(
+    conn: Connection, keys: KeyStore, ref: str, services: Sequence[str]
+) -> dict[str, Any] | None:
+    """Everything held about a customer (``desk customer export``): their key's record and every
+    event of every service carrying their pseudonym, opened. None when the key store never knew
+    the pseudonym."""
+    key = await conn.fetchrow(
+        f"SELECT ref, created_at, closed_at, erased_at FROM {keys.table} WHERE ref = $1", ref
+    )
+    if key is None:
+        return None
+    events: list[dict[str, Any]] = []
+    for name in services:
+        events += await _carrying(conn, name, ref)
+    opening = await keys_for(keys, conn, [e["data"] for e in events])
+    for entry in events:
+        entry["data"] = opening.reveal_json(entry["data"])
+    return {"customer": dict(key), "events": events}
+
+
+async def _carrying(conn: Connection, service: str, ref: str) -> list[dict[str, Any]]:
+    """A service's events whose envelope names the pseudonym (a sealed field carries it)."""
+    try:
+        rows = await conn.fetch(
+            "SELECT stream_id, type, occurred_at, envelope::text "
+            f"FROM {identifier(service)}.events "
+            "WHERE strpos(envelope::text, $1) > 0 ORDER BY position",
+            f'"{ref}"',
+        )
+    except asyncpg.UndefinedTableError:
+        return []
+    return [
+        {
+            "service": service,
+            "stream": r[0],
+            "type": r[1],
+            "time": r[2].isoformat(),
+            "data": json.loads(r[3])["data"],
+        }
+        for r in rows
+    ]

@@ -104,7 +104,7 @@ class TicketIndex(Projection):
         received: dict[str, tuple[TicketReceived, RecordedEvent]],
         triaged: dict[str, TicketTriaged],
     ) -> None:
-        columns: list[list[Any]] = [[] for _ in range(13)]
+        columns: list[list[Any]] = [[] for _ in range(14)]
         for ticket_id, (ticket, recorded) in received.items():
             triage = triaged.get(ticket_id)
             row = (
@@ -121,16 +121,17 @@ class TicketIndex(Projection):
                 triage.category if triage else None,
                 triage.complaint if triage else None,
                 triage.policy_version if triage else None,
+                ticket.customer.ref,
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         await conn.execute(
             "INSERT INTO tickets (ticket_id, number, channel, channel_message_id, received_at, "
             "recorded_at, customer_name, language, subject, complexity, category, complaint, "
-            "policy_version) "
+            "policy_version, customer_ref) "
             "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], "
             "$5::timestamptz[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], "
-            "$10::text[], $11::text[], $12::boolean[], $13::text[])",
+            "$10::text[], $11::text[], $12::boolean[], $13::text[], $14::text[])",
             *columns,
         )
 

@@ -10,6 +10,7 @@ from services.notify.settings import NotifySettings
 from services.notify.survey import SurveyLinks
 from services.policy import policy_schedule
 from shared.keys import KeyRing
+from shared.keystore import KeyStore
 from shared.migrations import load
 from shared.policyfile import keep_in_force
 from shared.service import Service, every
@@ -21,6 +22,7 @@ MIGRATIONS = load("notify", "services.notify")
 def build(settings: Settings) -> Service:
     own = NotifySettings.of(settings)
     policy = policy_schedule(own)
+    keys = KeyStore(own)
     deliverer = Deliverer(policy, own)
     survey = SurveyLinks(
         own.notify_console_url,
@@ -37,11 +39,12 @@ def build(settings: Settings) -> Service:
         port=own.notify_port,
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
         publishes=PUBLISHES,
-        subscriptions=[NoticeTriggers(policy, survey), Replays()],
+        subscriptions=[NoticeTriggers(policy, survey, keys), Replays()],
         workers=[
             deliver_notices,
             every(own.notify_report_interval, refresh_gauges),
             keep_in_force(policy),
         ],
         migrations=MIGRATIONS,
+        key_store=keys,  # the customer messages it publishes
     )

@@ -10,6 +10,7 @@ import hashlib
 import re
 
 from shared.events import EventData, event
+from shared.personal import OptionalPersonalText, PersonalText
 
 EVENTS_TOPIC = "notify.events"
 MESSAGES_TOPIC = "customer.messages"
@@ -61,12 +62,12 @@ class CustomerMessage(EventData):
     """Where the ticket came in: the adapter that delivers it."""
     conversation: str
     """The channel message id that opened the ticket (the chat session, the call, the form)."""
-    customer_id: str | None = None
-    customer_name: str
+    customer_id: OptionalPersonalText = None
+    customer_name: PersonalText
     language: str
     template: str
-    subject: str
-    text: str
+    subject: PersonalText
+    text: PersonalText
     cause_event_id: str
 
 

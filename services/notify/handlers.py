@@ -33,7 +33,9 @@ from services.policy import Policy
 from services.sla import events as sla
 from shared.consumer import Delivered, EventSubscription, Inbound, Rejected, Subscription
 from shared.deadletter import Reason, Record
+from shared.keystore import KeyStore
 from shared.logging import get_logger
+from shared.personal import keys_for
 from shared.policyfile import PolicySchedule
 from shared.unit_of_work import UnitOfWork
 
@@ -75,9 +77,10 @@ class NoticeTriggers(EventSubscription):
     description = "Ticket events from intake, dispatch and sla: each may notify someone."
     accepts = tuple(kind.event_name for kind in HEARD)
 
-    def __init__(self, policy: PolicySchedule[Policy], survey: SurveyLinks) -> None:
+    def __init__(self, policy: PolicySchedule[Policy], survey: SurveyLinks, keys: KeyStore) -> None:
         self.policy = policy
         self.survey = survey
+        self.keys = keys
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         current, _ = await self.policy.adopt(uow.conn, uow.now)
@@ -88,6 +91,10 @@ class NoticeTriggers(EventSubscription):
 
         ids = [str(getattr(m.message.data, "ticket_id", "")) for m in messages]
         facts = await storage.lock_tickets(uow.conn, [i for i in ids if i])
+        # Facts stay sealed as kept; notices are made from the clear text (erased: "erased").
+        keys = await keys_for(
+            self.keys, uow.conn, [*facts.values(), *(m.message.data for m in messages)]
+        )
         known = {i for i, f in facts.items() if f.received}
         changed: set[str] = set()
         pending: list[Notice] = []
@@ -100,11 +107,20 @@ class NoticeTriggers(EventSubscription):
             changed.add(ticket.ticket_id)
             trigger = delivered.envelope.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
             data, event_id = delivered.envelope.data, str(delivered.envelope.id)
-            pending += notices(policy, ticket, trigger, data, event_id, survey=survey)
+            clear = keys.reveal(ticket)
+            pending += notices(
+                policy,
+                clear,
+                trigger,
+                keys.reveal_json(data),
+                event_id,
+                survey=survey,
+            )
+            ticket.thread = clear.thread  # the mails it threads, kept (the rest stays sealed)
             if needs_receipt(policy, ticket, trigger, data):
                 early.append(WaitingEvent(ticket.ticket_id, event_id, trigger, data))
         receipts = [i for i in changed if facts[i].received and i not in known]
-        released = await _wait_for_receipts(uow, policy, facts, receipts, early, survey)
+        released = await _wait_for_receipts(uow, self.keys, policy, facts, receipts, early, survey)
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
         pending = released + pending  # they happened before this batch's events
         new = await storage.enqueue(uow.conn, pending, version, uow.now)
@@ -116,6 +132,7 @@ class NoticeTriggers(EventSubscription):
 
 async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names them
     uow: UnitOfWork,
+    store: KeyStore,
     policy: Policy,
     facts: dict[str, NoticeFacts],
     receipts: list[str],
@@ -126,17 +143,22 @@ async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names th
     notices of those whose receipt is now read (waiting before, or early in this batch)."""
     waited = await storage.stop_waiting(uow.conn, receipts)
     released: list[Notice] = []
-    for waiting in [*waited, *(e for e in early if facts[e.ticket_id].received)]:
-        ticket = facts[waiting.ticket_id]
+    due = [*waited, *(e for e in early if facts[e.ticket_id].received)]
+    keys = await keys_for(
+        store, uow.conn, [*(facts[w.ticket_id] for w in due), *(w.data for w in due)]
+    )
+    for waiting in due:
+        ticket = keys.reveal(facts[waiting.ticket_id])
         released += notices(
             policy,
             ticket,
             waiting.trigger,
-            waiting.data,
+            keys.reveal_json(waiting.data),
             waiting.event_id,
             customer_only=True,
             survey=survey,
         )
+        facts[waiting.ticket_id].thread = ticket.thread  # the mails it threads, kept
     still = [e for e in early if not facts[e.ticket_id].received]
     await storage.keep_waiting(uow.conn, still, uow.now)
     for waiting in still:

@@ -16,6 +16,7 @@ from services.notify.events import CustomerMessage, NotificationSent
 from services.notify.outcomes import record_outcome
 from services.notify.rules import TOPIC_CHANNELS, Notice, NoticeFacts
 from shared.eventstore import ANY_VERSION
+from shared.personal import for_subject, ref_in
 from shared.unit_of_work import Cause, UnitOfWork
 
 
@@ -31,7 +32,7 @@ def publish_messages(
         if notice.channel not in TOPIC_CHANNELS or notice.failure or notice.notice_key not in new:
             continue
         ticket = facts[notice.ticket_id]
-        message = CustomerMessage(
+        message: CustomerMessage = CustomerMessage(
             notice_key=notice.notice_key,
             ticket_id=notice.ticket_id,
             number=notice.number,
@@ -45,6 +46,8 @@ def publish_messages(
             text=notice.body,
             cause_event_id=notice.cause_event_id,
         )
+        if (ref := ref_in(ticket.customer_name)) is not None:  # sealed as it is recorded
+            message = for_subject(message, ref)
         # One stream per ticket: the key keeps a ticket's messages in order for its adapter.
         uow.caused_by(Cause(notice.ticket_id, notice.cause_event_id))(
             f"messages-{notice.ticket_id}",

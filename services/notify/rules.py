@@ -24,6 +24,7 @@ from services.policy.dispatch import AgentPolicy
 from services.policy.notify import NoticeChannel, NotificationPolicy, NotificationRule
 from services.policy.sla import Metric, choose
 from shared.events import EventData
+from shared.personal import OptionalPersonalText, PersonalText
 
 
 class NoticeFacts(BaseModel):
@@ -37,11 +38,11 @@ class NoticeFacts(BaseModel):
     ticket_id: str
     number: str
     received: bool = True
-    subject: str = ""
+    subject: PersonalText = ""
     received_at: datetime | None = None
-    customer_name: str = ""
-    email: str | None = None
-    phone: str | None = None
+    customer_name: PersonalText = ""
+    email: OptionalPersonalText = None
+    phone: OptionalPersonalText = None
     language: str | None = None
     complexity: str = "general"
     priority: str = "normal"
@@ -51,7 +52,7 @@ class NoticeFacts(BaseModel):
     group_id: str | None = None
     agent_id: str | None = None
     channel_message_id: str = ""
-    customer_id: str | None = None
+    customer_id: OptionalPersonalText = None
     thread: list[str] = []
     """Message-IDs of the ticket's email conversation so far, oldest first: the customer's
     mails and notify's to them. A customer email's ``References`` (its last: ``In-Reply-To``)."""

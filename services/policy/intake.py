@@ -4,6 +4,8 @@
 tells the customer when to expect an answer, so it is bounded by intake's own clock: a request
 received longer ago than ``max_past`` (an adapter replaying a backlog, a wrong clock, a forged
 date) or later than ``max_future`` from now is refused with ``received_at_out_of_range``.
+``retention`` is how long customers' personal data outlives their last closed ticket
+(:mod:`services.intake.retention`).
 """
 
 from __future__ import annotations
@@ -39,3 +41,10 @@ class ReceivedAtPolicy(_Section):
 
 class IntakePolicy(_Section):
     received_at: ReceivedAtPolicy = ReceivedAtPolicy()
+    retention: Duration | None = Field(
+        default=None,
+        gt=timedelta(0),
+        description="How long a customer's personal data is kept after their last ticket "
+        "closed: then their data key is destroyed (as by `desk customer erase`) and intake's "
+        "dead letters older than it are purged. None: kept until erased.",
+    )

@@ -17,6 +17,7 @@ from services.intake.queries import ticket_id as find_ticket
 from shared.credentials import authenticate_command
 from shared.database import connect
 from shared.keys import KeyRing
+from shared.keystore import KeyStore, MasterKey
 from shared.settings import Settings
 from tests.cli.support import DESK, desk
 from tests.intake.requests import encode, intake_clock, valid
@@ -56,7 +57,7 @@ async def test_the_timeline_spans_intake_and_dispatch_in_order(
         try:
             ticket_id = await find_ticket(conn, number)
             assert ticket_id is not None
-            entries = await timeline(conn, ticket_id)
+            entries = await timeline(conn, ticket_id, KeyStore(MasterKey.from_settings(settings)))
         finally:
             await conn.close()
 

@@ -18,6 +18,7 @@ from services.intake.app import build as intake
 from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
 from tests.support.kafka import KafkaProbe
+from tests.support.personal import opened
 from tests.support.records import data, ticket_event
 from tests.support.services import running
 
@@ -42,7 +43,8 @@ async def test_reclassify_reroutes_and_the_review_counts_it_against_the_rule(
             await kafka.publish("requests.incoming", encode(request))
         triaged = await kafka.await_records("intake.events", ticket_event("triaged"), count=3)
         assert {data(r)["rule"] for r in triaged} == {"questions"}, "all three judged simple"
-        [faded] = [data(r) for r in triaged if data(r)["subject"] == "Printer"]
+        readable = [await opened(settings, data(r)) for r in triaged]
+        [faded] = [d for d in readable if d["subject"] == "Printer"]
         [first] = await kafka.await_records(
             "dispatch.events", ticket_event("assigned", number=faded["number"])
         )

@@ -12,6 +12,7 @@ import pytest
 
 from services.console.journal import Journal
 from services.console.storage import read_models
+from shared.keystore import KeyStore, MasterKey
 from shared.projection import rebuild
 from shared.settings import Settings
 from tests.console.support import PRINTER, SIMPLE, desk, sse_events
@@ -154,7 +155,9 @@ async def test_tickets_queues_and_agents_each_as_the_callers_role_may_see_them(
         # The read models hold nothing the journal does not: rebuilt, they are the same.
         async with world.console.pool.acquire() as conn:
             before = {t: await _rows(conn, t) for t in TABLES}
-            for projection in read_models():
+            for projection in read_models(
+                KeyStore(MasterKey.from_settings(world.console.settings))
+            ):
                 await rebuild(conn, Journal("console"), projection)
             assert {t: await _rows(conn, t) for t in TABLES} == before
 

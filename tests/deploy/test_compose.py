@@ -162,7 +162,12 @@ def test_every_secret_is_required_and_none_has_a_default() -> None:
     for variable, operator in references:
         assert operator == ":?", f"${{{variable}}} must be required (${{{variable}:?…}})"
     required = {v for v, _ in references}
-    for secret in ("DESK_KEYS", "DESK_NOTIFY_SIGNING_SECRET", "POSTGRES_PASSWORD"):
+    for secret in (
+        "DESK_KEYS",
+        "DESK_MASTER_KEY",
+        "DESK_NOTIFY_SIGNING_SECRET",
+        "POSTGRES_PASSWORD",
+    ):
         assert secret in required
     assert {f"DB_{n.upper()}_PASSWORD" for n in SERVICE_NAMES} <= required
     assert "change-me" not in text and "desk:desk@" not in text

@@ -20,6 +20,7 @@ from tests.dispatch.support import POLICY_FILE, triaged
 from tests.intake.requests import encode, intake_clock, valid
 from tests.support.events import escalation, publish_event
 from tests.support.kafka import KafkaProbe
+from tests.support.personal import opened
 from tests.support.services import running
 
 EVENTS, COMMANDS, AGENTS = "dispatch.events", "tickets.commands", "agents.commands"
@@ -97,9 +98,11 @@ async def test_the_sop_seed_paths_through_intake_and_dispatch(
             await kafka.publish("requests.incoming", encode(request))
         assigned = await kafka.await_records(EVENTS, kind("assigned"), count=4)
         classified = await kafka.await_records(EVENTS, kind("classified"), count=4)
-    routes = {data(c)["subject"]: (data(c)["group_id"], data(c)["route"]) for c in classified}
+    assert not any(b"How do I reset" in c.value for c in classified)
+    opened_ = [await opened(settings, data(c)) for c in classified]
+    routes = {c["subject"]: (c["group_id"], c["route"]) for c in opened_}
     agents = {data(a)["number"]: (data(a)["group_id"], data(a)["agent_id"]) for a in assigned}
-    by_subject = {data(c)["subject"]: agents[data(c)["number"]] for c in classified}
+    by_subject = {c["subject"]: agents[c["number"]] for c in opened_}
     assert routes["How do I reset my password?"] == ("front-line", "complexity:simple")
     assert by_subject["How do I reset my password?"][0] == "front-line"
     assert routes["电脑无法开机"] == ("pc-hardware", "matrix:pc/*")

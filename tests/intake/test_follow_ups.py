@@ -16,10 +16,12 @@ from services.intake.app import build as intake
 from services.intake.queries import ticket_id as find_ticket
 from shared.database import connect
 from shared.deadletter import Record
+from shared.keystore import KeyStore, MasterKey
 from shared.settings import Settings
 from tests.intake.requests import RECEIVED_AT, encode, intake_clock, valid
 from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
+from tests.support.personal import opened as revealed
 from tests.support.services import running
 from tests.support.time import DrivenTime
 
@@ -66,12 +68,16 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
         try:
             old_id, new_id = await find_ticket(conn, number), await find_ticket(conn, follow_up)
             assert old_id is not None and new_id is not None
-            old_said = [e.summary() for e in await timeline(conn, old_id)]
-            new_said = [e.summary() for e in await timeline(conn, new_id)]
+            keys = KeyStore(MasterKey.from_settings(settings))
+            old_said = [e.summary() for e in await timeline(conn, old_id, keys)]
+            new_said = [e.summary() for e in await timeline(conn, new_id, keys)]
         finally:
             await conn.close()
-    assert (data(asked)["reason"], data(asked)["body"]) == ("closed", "又卡纸了。")
-    [receipt] = [data(r) for r in receipts if data(r)["number"] == follow_up]
+    assert data(asked)["reason"] == "closed"
+    assert (await revealed(settings, data(asked)))["body"] == "又卡纸了。"
+    [receipt] = [
+        await revealed(settings, data(r)) for r in receipts if data(r)["number"] == follow_up
+    ]
     assert receipt["follows_up"] == number
     assert receipt["description"] == "又卡纸了。"
     assert receipt["customer"]["email"] == "wang.fang@example.com", "the old ticket's customer"

@@ -16,6 +16,7 @@ from shared.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.intake.requests import BAD_INPUTS, encode, intake_clock, valid
 from tests.support.kafka import KafkaProbe
+from tests.support.personal import opened
 from tests.support.services import running, running_together
 from tests.support.waiting import eventually
 
@@ -48,7 +49,10 @@ async def test_a_request_becomes_a_numbered_received_and_triaged_ticket(
         )
     assert received.header("ce_type") == "servicedesk.ticket.received.v1"
     assert triaged.header("ce_type") == "servicedesk.ticket.triaged.v1"
-    ticket, triage = data(received), data(triaged)
+    assert "wang.fang@example.com" not in received.value.decode()
+    assert "三楼的打印机" not in json.dumps(data(received), ensure_ascii=False)
+    ticket, triage = await opened(settings, data(received)), data(triaged)
+    assert ticket["customer"]["ref"] == data(received)["customer"]["email"]["ref"]
     assert re.fullmatch(r"REQ-2026-\d{6}", ticket["number"])
     assert ticket["number"] == triage["number"] == "REQ-2026-000001"
     assert ticket["channel"] == "email"
@@ -146,7 +150,8 @@ async def test_a_reply_to_a_known_ticket_is_recorded_on_that_ticket(
             "SELECT replies FROM tickets WHERE number = $1", number
         )
     assert data(replied)["ticket_id"] == data(received)["ticket_id"]
-    assert data(replied)["body"] == "还是不行"
+    assert data(replied)["body"]["ref"] == data(received)["customer"]["ref"]
+    assert (await opened(settings, data(replied)))["body"] == "还是不行"
     assert replied.key == received.key
     assert replies == 1
 
@@ -247,7 +252,8 @@ async def test_a_rejection_names_no_contact_data_outside_the_original(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
     """The field, message and problems of a rejection are for operators and logs: contact data
-    in them is masked. The original bytes go back to the adapter as they came."""
+    in them is masked. The original bytes go back to the adapter sealed under the customer's
+    key (the adapter's own key grant opens them)."""
     request = valid("pii")
     request["customer"] = {**request["customer"], "li.lei@example.com": "+8613800001234"}
     async with running(build(settings)):
@@ -257,4 +263,6 @@ async def test_a_rejection_names_no_contact_data_outside_the_original(
     assert got["reason"] == "unknown_field"
     said = json.dumps([got["field"], got["message"], got["problems"]])
     assert "li.lei@example.com" not in said and "***@example.com" in said, said
-    assert "li.lei@example.com" in got["original_preview"]
+    assert "wang.fang@example.com" not in rejected.value.decode()
+    assert got["customer_ref"] == got["original_preview"]["ref"]
+    assert "li.lei@example.com" in (await opened(settings, got))["original_preview"]

@@ -18,6 +18,7 @@ from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
 from tests.notify.support import notify_policy
 from tests.support.kafka import KafkaProbe
+from tests.support.personal import opened
 from tests.support.services import running
 
 
@@ -62,8 +63,12 @@ async def test_a_chat_customers_acknowledgement_and_reply_are_published_once_for
             )
             published = await kafka.all_records("customer.messages", settle=2.0)
             outcomes = await kafka.all_records("notify.events", settle=0.5)
-    messages: list[dict[str, Any]] = [json.loads(r.value)["data"] for r in published]
     assert {r.header("ce_type") for r in published} == {"servicedesk.customer.message.v1"}
+    for record in published:
+        assert b"Which tray?" not in record.value and b"C77" not in record.value
+    messages: list[dict[str, Any]] = [
+        await opened(settings, json.loads(r.value)["data"]) for r in published
+    ]
     assert [m["template"] for m in messages] == ["acknowledgement", "agent_reply"]
     [ack, message] = messages
     assert ticket["number"] in ack["text"]

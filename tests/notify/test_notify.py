@@ -23,6 +23,7 @@ from services.notify.storage import enqueue
 from shared.database import connect
 from shared.deadletter import Record, list_dead_letters, replay_dead_letter
 from shared.kafka import make_producer
+from shared.keystore import KeyStore, MasterKey
 from shared.local.ports import free_port
 from shared.local.sinks import HttpReceiver, SmtpServer, http_receiver, smtp_server
 from shared.settings import Settings
@@ -118,7 +119,12 @@ async def test_one_acknowledgement_with_number_and_expected_time_and_a_signed_as
             try:
                 found = await find_ticket(conn, number)
                 assert found is not None
-                said = [e.summary() for e in await timeline(conn, found)]
+                said = [
+                    e.summary()
+                    for e in await timeline(
+                        conn, found, KeyStore(MasterKey.from_settings(settings))
+                    )
+                ]
             finally:
                 await conn.close()
         [mail] = smtp.to("wang.fang@example.com")

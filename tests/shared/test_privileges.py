@@ -5,6 +5,8 @@ run time (purging claims, dead letters) is allowed; a service refuses to start u
 
 from __future__ import annotations
 
+import base64
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -170,7 +172,11 @@ async def test_a_service_refuses_to_start_unmigrated(settings: Settings) -> None
 async def test_outside_local_mode_a_service_refuses_to_run_as_the_owner(
     settings: Settings,
 ) -> None:
-    production = settings.replace(local_mode=False, notify_signing_secret="n" * 8 + "x" * 40)
+    production = settings.replace(
+        local_mode=False,
+        notify_signing_secret="n" * 8 + "x" * 40,
+        master_key=base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    )
     await migrated(production, "intake", service_migrations("intake"))
     service = intake(production)  # its URL is the owner's: no role of its own
     with pytest.raises(RuntimeError, match="owner of schema intake"):

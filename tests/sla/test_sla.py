@@ -20,6 +20,7 @@ from services.sla.report import build_report
 from services.sla.storage import ClockBoard
 from shared.database import connect
 from shared.deadletter import Record
+from shared.keystore import KeyStore, MasterKey
 from shared.local.ports import free_port
 from shared.projection import rebuild
 from shared.settings import Settings
@@ -136,7 +137,9 @@ async def test_no_response_breaches_at_30_minutes_and_a_response_at_29_meets_it(
         everything = await kafka.all_records(SLA_EVENTS, settle=1.0)
         conn = await connect(driven.require_database_url())
         try:
-            story = await timeline(conn, data(breach)["ticket_id"])
+            story = await timeline(
+                conn, data(breach)["ticket_id"], KeyStore(MasterKey.from_settings(driven))
+            )
         finally:
             await conn.close()
     said = {e.what: e.summary() for e in story}

@@ -24,6 +24,7 @@ from shared.settings import Settings
 from tests.intake.mail.support import CUSTOMER, customer_mail, email_adapter, send
 from tests.notify.support import agent_notices, notify_policy
 from tests.support.kafka import KafkaProbe
+from tests.support.personal import opened
 from tests.support.services import running
 from tests.support.waiting import eventually
 
@@ -129,7 +130,8 @@ async def test_a_whole_conversation_by_email_threaded_and_each_mail_sent_once(
             )
             [reopened] = await kafka.await_records(DISPATCH, of_type("reopened"))
             assert data(reopened)["actor"] == "customer"
-            assert data(reopened)["reason"] == "customer replied: Still broken: it jams again."
+            reason = (await opened(settings, data(reopened)))["reason"]
+            assert reason == "customer replied: Still broken: it jams again."
             await kafka.ticket_command(
                 owner, number, "resolve", resolution="Replaced the whole tray."
             )
@@ -266,7 +268,8 @@ async def test_replies_to_the_first_mail_or_the_acknowledgement_before_any_agent
             received = await kafka.all_records(INTAKE, settle=1.5)
     [ticket] = [data(r) for r in received if of_type("received")(r)]
     assert [data(r)["number"] for r in replies] == [ticket["number"]] * 2
-    assert [data(r)["body"] for r in replies] == ["It started Monday.", "Also on Wi-Fi."]
+    bodies = [(await opened(settings, data(r)))["body"] for r in replies]
+    assert bodies == ["It started Monday.", "Also on Wi-Fi."]
 
 
 @pytest.mark.asyncio

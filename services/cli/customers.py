@@ -1,0 +1,89 @@
+"""``desk customer``: the data subject's rights over what servicedesk holds about them.
+
+``erase REF`` destroys the customer's data key (crypto-shredding, :mod:`shared.keystore`) and
+records ``servicedesk.customer.erased``: every personal field sealed under the pseudonym — in
+every event store, on every topic, in dead letters and backups — is unreadable from then on,
+while the tickets and their timelines stay whole, "erased" where the personal data was.
+``export REF`` writes everything held about the customer as JSON (the right of access): every
+event of every service's store that carries the pseudonym, with its fields opened. ``find``
+gives the pseudonym of a customer id, e-mail address or phone number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Any
+
+import typer
+
+from services import service_names
+from services.cli.context import connected, console, database_settings, fail, run_async
+from services.intake import queries as intake
+from shared.clock import service_now
+from shared.keystore import KEY_HOLDER, KeyStore, MasterKey, identity_of
+
+app = typer.Typer(help="Customers' personal data: erase it, export it.", no_args_is_help=True)
+
+Ref = Annotated[str, typer.Argument(help="The customer's pseudonym, e.g. cust-3f9a0c1d2e4b5a69.")]
+
+
+@app.command()
+def erase(
+    ref: Ref,
+    reason: Annotated[str, typer.Option(help="Why (recorded with the erasure).")] = "",
+) -> None:
+    """Destroy the customer's data key and record the erasure; exits 1 when the pseudonym is
+    unknown or already erased."""
+    settings = database_settings()
+    keys = KeyStore(MasterKey.from_settings(settings))
+
+    async def go() -> bool:
+        async with connected(settings) as conn, conn.transaction():
+            now = await service_now(conn, KEY_HOLDER, driven=settings.clock == "driven")
+            by = os.environ.get("USER", "desk")
+            return await intake.erase_customer(conn, keys, ref, now, by=by, reason=reason)
+
+    if not run_async(go()):
+        raise fail(f"no customer {ref} holding a key (unknown, or erased before)")
+    console.print(f"{ref}: data key destroyed; its personal data reads 'erased' everywhere")
+
+
+@app.command()
+def export(ref: Ref) -> None:
+    """Print everything held about the customer as JSON: the key's record and every event
+    carrying the pseudonym, personal fields opened."""
+    settings = database_settings()
+    keys = KeyStore(MasterKey.from_settings(settings))
+
+    async def go() -> dict[str, Any] | None:
+        async with connected(settings) as conn:
+            return await intake.customer_data(conn, keys, ref, service_names())
+
+    found = run_async(go())
+    if found is None:
+        raise fail(f"no customer {ref}")
+    typer.echo(json.dumps(found, ensure_ascii=False, indent=2, default=str))
+
+
+@app.command()
+def find(
+    customer_id: Annotated[str | None, typer.Option(help="The adapter's customer id.")] = None,
+    email: Annotated[str | None, typer.Option(help="An e-mail address.")] = None,
+    phone: Annotated[str | None, typer.Option(help="A phone number (as +8613800001234).")] = None,
+) -> None:
+    """Print the pseudonym of a customer (by id, else e-mail address, else phone number)."""
+    identity = identity_of(customer_id, email, phone)
+    if identity is None:
+        raise fail("name a customer: --customer-id, --email or --phone")
+    settings = database_settings()
+    keys = KeyStore(MasterKey.from_settings(settings))
+
+    async def go() -> str | None:
+        async with connected(settings) as conn:
+            return await keys.find(conn, identity)
+
+    ref = run_async(go())
+    if ref is None:
+        raise fail("no such customer (never seen, or erased)")
+    typer.echo(ref)

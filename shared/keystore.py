@@ -1,0 +1,252 @@
+"""The key store of crypto-shredding: a data key per data subject, wrapped under a master key.
+
+A customer's personal fields are sealed with their own data key (:mod:`shared.personal`).
+Destroying that key erases the fields everywhere at once — event stores, Kafka history, dead
+letters, backups — without rewriting an event. The keys live in the ``subject_keys`` table of
+intake's schema (intake meets every data subject first); the services that need clear text are
+granted ``SELECT`` on it (:func:`shared.privileges.grant_key_readers`) and hold the master key.
+
+The master key comes from settings (``DESK_MASTER_KEY`` or ``DESK_MASTER_KEY_FILE``); in local
+mode without either, ``<data dir>/master.key`` is made once. Two subkeys are derived from it
+(HKDF): one wraps data keys, one turns an identity into the table's ``lookup`` (an HMAC), so a
+subject is found again without the table holding who it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from shared.database import Connection, identifier
+from shared.keys import WELL_KNOWN_SECRETS
+from shared.settings import Settings
+
+KEY_HOLDER = "intake"
+"""The schema whose ``subject_keys`` table holds the data keys."""
+KEY_BYTES = 32
+NONCE_BYTES = 12
+
+
+class MasterKeyError(ValueError):
+    """No usable master key, and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class MasterKey:
+    """The key that wraps every data key. ``kid`` names it (a hash), so a row wrapped under
+    another master key is recognised instead of failing to decrypt."""
+
+    kid: str
+    _wrap: AESGCM
+    _lookup: bytes
+
+    @classmethod
+    def of(cls, secret: bytes) -> MasterKey:
+        if len(secret) != KEY_BYTES:
+            raise MasterKeyError(f"the master key must be {KEY_BYTES} bytes, not {len(secret)}")
+        if secret.strip(secret[:1]) == b"" or secret in WELL_KNOWN_SECRETS:
+            raise MasterKeyError("the master key is a repeated-byte or well-known secret")
+        kid = "mk-" + hashlib.sha256(b"servicedesk master key id" + secret).hexdigest()[:12]
+        return cls(kid, AESGCM(_derive(secret, b"wrap")), _derive(secret, b"lookup"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MasterKey:
+        """``DESK_MASTER_KEY``, else ``DESK_MASTER_KEY_FILE``, else (local mode only) the local
+        file in the data directory, made if missing."""
+        if settings.master_key is not None:
+            return cls.of(_unb64(settings.master_key.get_secret_value(), "DESK_MASTER_KEY"))
+        path = settings.master_key_file
+        if path is None:
+            if not settings.local_mode:
+                raise MasterKeyError("no master key (set DESK_MASTER_KEY or DESK_MASTER_KEY_FILE)")
+            path = local_master_key(settings.data_dir / "master.key")
+        try:
+            text = path.read_text("utf-8").strip()
+        except OSError as error:
+            raise MasterKeyError(f"cannot read the master key file {path}: {error}") from None
+        return cls.of(_unb64(text, str(path)))
+
+    def lookup(self, identity: str) -> bytes:
+        """The identity's HMAC: equal identities, equal lookups; the identity is not in it."""
+        return hmac.new(self._lookup, identity.encode(), hashlib.sha256).digest()
+
+    def wrap(self, ref: str, data_key: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._wrap.encrypt(nonce, data_key, ref.encode())
+
+    def unwrap(self, ref: str, wrapped: bytes) -> bytes | None:
+        """The data key, or None when it was not wrapped for ``ref`` under this master key."""
+        try:
+            return self._wrap.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], ref.encode())
+        except (InvalidTag, ValueError):
+            return None
+
+
+def local_master_key(path: Path) -> Path:
+    """The master key file of a local run: made once (mode 0600), never rewritten — a new
+    master key would make every customer's data unreadable. Two processes racing make one."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written aside, then linked into place: a reader never sees a half-written key.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(_b64(secrets.token_bytes(KEY_BYTES)) + "\n")
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink()
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectKey:
+    """A data subject's pseudonym and data key (None once erased: the key is gone)."""
+
+    ref: str
+    key: bytes | None
+
+
+class KeyStore:
+    """The ``subject_keys`` table of the key holder's schema, read and written through the
+    master key. Methods take the caller's connection: a key is made in the transaction that
+    records the first event sealed with it.
+
+    Given settings, the master key is read when first needed (a service checks it at start:
+    building a service, e.g. for its AsyncAPI document, needs none)."""
+
+    def __init__(self, master: MasterKey | Settings, schema: str = KEY_HOLDER) -> None:
+        self._master = master
+        self.table = f"{identifier(schema)}.subject_keys"
+
+    @property
+    def master(self) -> MasterKey:
+        if isinstance(self._master, Settings):
+            self._master = MasterKey.from_settings(self._master)
+        return self._master
+
+    async def subjects(self, conn: Connection, identities: Iterable[str]) -> dict[str, SubjectKey]:
+        """The subject of each identity (a customer id or a normalised contact address), made
+        with a fresh pseudonym and data key when first met."""
+        lookups = {identity: self.master.lookup(identity) for identity in set(identities)}
+        if not lookups:
+            return {}
+        found = await self._by_lookup(conn, list(lookups.values()))
+        missing = [lookup for lookup in lookups.values() if lookup not in found]
+        if missing:
+            refs = [new_ref() for _ in missing]
+            wrapped = [self.master.wrap(r, secrets.token_bytes(KEY_BYTES)) for r in refs]
+            await conn.execute(
+                f"INSERT INTO {self.table} (ref, lookup, master_kid, wrapped_key) "
+                "SELECT r, l, $4, w FROM unnest($1::text[], $2::bytea[], $3::bytea[]) "
+                "AS u(r, l, w) "
+                "ON CONFLICT (lookup) DO NOTHING",
+                refs,
+                missing,
+                wrapped,
+                self.master.kid,
+            )
+            found.update(await self._by_lookup(conn, missing))
+        return {identity: found[lookup] for identity, lookup in lookups.items()}
+
+    async def anonymous(self, conn: Connection) -> SubjectKey:
+        """A subject of its own for data whose owner is unknown (a refused request's bytes):
+        erasable by its pseudonym, found by no identity."""
+        ref, key = new_ref(), secrets.token_bytes(KEY_BYTES)
+        await conn.execute(
+            f"INSERT INTO {self.table} (ref, master_kid, wrapped_key) VALUES ($1, $2, $3)",
+            ref,
+            self.master.kid,
+            self.master.wrap(ref, key),
+        )
+        return SubjectKey(ref, key)
+
+    async def keys(self, conn: Connection, refs: Iterable[str]) -> dict[str, bytes | None]:
+        """The data key of each pseudonym: None when erased or unknown."""
+        wanted = sorted(set(refs))
+        if not wanted:
+            return {}
+        rows = await conn.fetch(
+            f"SELECT ref, wrapped_key FROM {self.table} WHERE ref = ANY($1::text[])", wanted
+        )
+        keys: dict[str, bytes | None] = dict.fromkeys(wanted)
+        for row in rows:
+            keys[row[0]] = self._unwrap(row[0], row[1])
+        return keys
+
+    async def erase(self, conn: Connection, ref: str, at: datetime) -> bool:
+        """Destroy the subject's data key (and the lookup that found it: the same customer
+        writing again becomes a new subject). False when it was unknown or already erased."""
+        erased = await conn.fetchval(
+            f"UPDATE {self.table} SET wrapped_key = NULL, lookup = NULL, erased_at = $2 "
+            "WHERE ref = $1 AND erased_at IS NULL RETURNING ref",
+            ref,
+            at,
+        )
+        return erased is not None
+
+    async def find(self, conn: Connection, identity: str) -> str | None:
+        """The pseudonym of an identity already met and not erased (operators' look-up)."""
+        row = await conn.fetchval(
+            f"SELECT ref FROM {self.table} WHERE lookup = $1", self.master.lookup(identity)
+        )
+        return str(row) if row is not None else None
+
+    async def _by_lookup(self, conn: Connection, lookups: list[bytes]) -> dict[bytes, SubjectKey]:
+        rows = await conn.fetch(
+            f"SELECT lookup, ref, wrapped_key FROM {self.table} WHERE lookup = ANY($1::bytea[])",
+            lookups,
+        )
+        return {r[0]: SubjectKey(r[1], self._unwrap(r[1], r[2])) for r in rows}
+
+    def _unwrap(self, ref: str, wrapped: bytes | None) -> bytes | None:
+        return None if wrapped is None else self.master.unwrap(ref, wrapped)
+
+
+def new_ref() -> str:
+    """A pseudonym: random, so it says nothing about whom it stands for."""
+    return f"cust-{secrets.token_hex(8)}"
+
+
+def identity_of(customer_id: str | None, email: str | None, phone: str | None) -> str | None:
+    """Who a request's data belongs to: the customer id the adapter sends, else the normalised
+    contact address (intake's contract lower-cases e-mail and compacts phone numbers)."""
+    if customer_id:
+        return f"id:{customer_id}"
+    if email:
+        return f"email:{email.strip().lower()}"
+    if phone:
+        return f"phone:{phone}"
+    return None
+
+
+def _derive(secret: bytes, purpose: bytes) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"servicedesk " + purpose
+    ).derive(secret)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str, source: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+    except ValueError:
+        raise MasterKeyError(f"{source}: the master key is not base64url") from None

@@ -1,0 +1,267 @@
+"""Personal fields of events, sealed per data subject: the one way to encrypt and decrypt them.
+
+An event field typed :data:`PersonalText` holds a customer's personal data (a name, an address,
+what they wrote). Intake seals it with the subject's data key before the event is stored, and
+from then on it travels as ``{"ref": "cust-…", "ct": "…"}``: the pseudonym in clear (whose data
+it is), the text as AES-GCM ciphertext bound to that pseudonym. In Python a sealed field is a
+:class:`Sealed` — a ``str`` reading ``[sealed cust-…]`` — so code that never opens it still
+runs; code that needs the text asks :class:`DataKeys` to :meth:`~DataKeys.reveal` the event.
+Once the subject's key is destroyed (``desk customer erase``), revealing yields :data:`ERASED`,
+never an exception. Old events written before sealing carry clear strings and read as they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, TypeVar
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, PlainSerializer, WithJsonSchema, WrapValidator
+from pydantic_core.core_schema import ValidatorFunctionWrapHandler
+
+from shared.database import Connection
+from shared.keystore import NONCE_BYTES, KeyStore
+
+
+class Sealed(str):
+    """A sealed personal field: its pseudonym and ciphertext; as text, a placeholder."""
+
+    ref: str
+    ct: str
+
+    def __new__(cls, ref: str, ct: str) -> Sealed:
+        sealed = super().__new__(cls, f"[sealed {ref}]")
+        sealed.ref, sealed.ct = ref, ct
+        return sealed
+
+    def as_json(self) -> dict[str, str]:
+        return {"ref": self.ref, "ct": self.ct}
+
+
+class Unsealed(str):
+    """Clear text bound for a sealed field: sealed for ``ref`` when its event is appended (an
+    event store with a key store does it, :func:`seal_pending`); never serialised as it is."""
+
+    ref: str
+
+    def __new__(cls, text: str, ref: str) -> Unsealed:
+        unsealed = super().__new__(cls, text)
+        unsealed.ref = ref
+        return unsealed
+
+
+_PLACEHOLDER = re.compile(r"^\[sealed ([\w-]+)\]$")
+
+
+def ref_in(text: str) -> str | None:
+    """The pseudonym a sealed field (or its placeholder text, as a table keeps it) names."""
+    if isinstance(text, Sealed):
+        return text.ref
+    match = _PLACEHOLDER.match(text)
+    return match[1] if match else None
+
+
+class Erased(str):
+    """What a personal field reads as once its subject's key is destroyed."""
+
+
+ERASED = Erased("erased")
+
+
+def _read(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    if isinstance(value, Sealed):
+        return value
+    if isinstance(value, dict) and (sealed := _sealed_json(value)) is not None:
+        return sealed
+    return handler(value)
+
+
+def _write(value: str) -> Any:
+    if isinstance(value, Sealed):
+        return value.as_json()
+    if isinstance(value, Unsealed):
+        raise ValueError("a personal field was not sealed before it was written")
+    return value
+
+
+class _Personal:
+    """Marks a field as personal data (what :meth:`DataKeys.seal` seals)."""
+
+
+PERSONAL_SCHEMA: dict[str, Any] = {
+    "x-personal": True,
+    "description": "Personal data: sealed as {ref, ct} (AES-GCM under the subject's data key).",
+    "anyOf": [
+        {"type": "string"},
+        {
+            "type": "object",
+            "properties": {"ref": {"type": "string"}, "ct": {"type": "string"}},
+            "required": ["ref", "ct"],
+            "additionalProperties": False,
+        },
+    ],
+}
+
+PersonalText = Annotated[
+    str,
+    _Personal(),
+    WrapValidator(_read),
+    PlainSerializer(_write),
+    WithJsonSchema(PERSONAL_SCHEMA),
+]
+"""A personal field: clear text, or sealed (as every event intake writes carries it)."""
+
+OptionalPersonalText = Annotated[
+    str | None,
+    _Personal(),
+    WrapValidator(_read),
+    PlainSerializer(_write),
+    WithJsonSchema({**PERSONAL_SCHEMA, "anyOf": [*PERSONAL_SCHEMA["anyOf"], {"type": "null"}]}),
+]
+"""A personal field that may be absent."""
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class DataKeys:
+    """Data keys of some subjects (one batch's), to seal and open their fields with."""
+
+    def __init__(self, keys: Mapping[str, bytes | None]) -> None:
+        self._ciphers = {ref: AESGCM(k) if k is not None else None for ref, k in keys.items()}
+
+    def seal_text(self, ref: str, text: str) -> Sealed:
+        cipher = self._ciphers.get(ref)
+        if cipher is None:
+            raise KeyError(f"no data key for {ref}")
+        nonce = os.urandom(NONCE_BYTES)
+        raw = nonce + cipher.encrypt(nonce, text.encode(), ref.encode())
+        return Sealed(ref, base64.urlsafe_b64encode(raw).rstrip(b"=").decode())
+
+    def open_text(self, value: str) -> str:
+        """A field's text: clear text as it is, a sealed one decrypted, :data:`ERASED` when
+        its key is gone (or the ciphertext is not its key's)."""
+        if not isinstance(value, Sealed):
+            return value
+        cipher = self._ciphers.get(value.ref)
+        if cipher is None:
+            return ERASED
+        try:
+            raw = base64.urlsafe_b64decode(value.ct + "=" * (-len(value.ct) % 4))
+            clear = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], value.ref.encode())
+        except (InvalidTag, ValueError):
+            return ERASED
+        return clear.decode()
+
+    def seal(self, model: M, ref: str) -> M:
+        """``model`` with every personal field (nested models and lists too) sealed for
+        ``ref``."""
+        return _rebuild(model, lambda v: self.seal_text(ref, v) if type(v) is str else v)
+
+    def seal_pending(self, model: M) -> M:
+        """``model`` with every :class:`Unsealed` field sealed for its pseudonym (erased when
+        the key is gone: the text is not kept in clear)."""
+        return _rebuild(model, self._seal_unsealed)
+
+    def _seal_unsealed(self, value: str) -> str:
+        if not isinstance(value, Unsealed):
+            return value
+        if self._ciphers.get(value.ref) is None:
+            return ERASED
+        return self.seal_text(value.ref, str(value))
+
+    def reveal(self, model: M) -> M:
+        """``model`` with every sealed field opened."""
+        return _rebuild(model, self.open_text)
+
+    def reveal_json(self, value: Any) -> Any:
+        """JSON data (an event's, as published) with every sealed field opened: for readers
+        that work on the JSON itself (timelines, exports)."""
+        if isinstance(value, dict):
+            sealed = _sealed_json(value)
+            if sealed is not None:
+                return self.open_text(sealed)
+            return {k: self.reveal_json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.reveal_json(v) for v in value]
+        return value
+
+
+def for_subject(model: M, ref: str) -> M:
+    """``model`` with its clear personal fields bound to be sealed for ``ref`` when appended
+    (for code that cannot await the keys, e.g. a pure domain model)."""
+    return _rebuild(model, lambda v: Unsealed(v, ref) if type(v) is str else v)
+
+
+async def seal_pending(store: KeyStore, conn: Connection, models: list[M]) -> list[M]:
+    """``models`` with their :class:`Unsealed` fields sealed (the event store calls it)."""
+    refs: set[str] = set()
+    for model in models:
+        _collect(model, refs, Unsealed)
+    if not refs:
+        return models
+    keys = DataKeys(await store.keys(conn, refs))
+    return [keys.seal_pending(m) for m in models]
+
+
+async def keys_for(store: KeyStore, conn: Connection, values: Iterable[Any]) -> DataKeys:
+    """The data keys that open every sealed field of ``values`` (models, or JSON data)."""
+    refs: set[str] = set()
+    for value in values:
+        _collect(value, refs)
+    return DataKeys(await store.keys(conn, refs))
+
+
+def sealed_refs(value: Any) -> set[str]:
+    """The pseudonyms whose data ``value`` holds."""
+    refs: set[str] = set()
+    _collect(value, refs)
+    return refs
+
+
+def _sealed_json(value: dict[str, Any]) -> Sealed | None:
+    ref, ct = value.get("ref"), value.get("ct")
+    if len(value) == 2 and isinstance(ref, str) and isinstance(ct, str):
+        return Sealed(ref, ct)
+    return None
+
+
+def _collect(value: Any, refs: set[str], kind: type[Sealed | Unsealed] = Sealed) -> None:
+    if isinstance(value, kind):
+        refs.add(value.ref)
+    elif kind is Sealed and isinstance(value, dict) and (sealed := _sealed_json(value)):
+        refs.add(sealed.ref)
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            _collect(getattr(value, name), refs, kind)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _collect(item, refs, kind)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, refs, kind)
+
+
+def _rebuild(model: M, change: Any) -> M:
+    updates: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        personal = any(isinstance(m, _Personal) for m in info.metadata)
+        new = _changed(value, change, personal=personal)
+        if new is not value:
+            updates[name] = new
+    return model.model_copy(update=updates) if updates else model
+
+
+def _changed(value: Any, change: Any, *, personal: bool) -> Any:
+    if isinstance(value, str):
+        return change(value) if personal else value
+    if isinstance(value, BaseModel):
+        return _rebuild(value, change)
+    if isinstance(value, list):
+        items = [_changed(v, change, personal=personal) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value

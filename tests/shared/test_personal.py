@@ -1,0 +1,104 @@
+"""Sealed personal fields (shared/personal.py): sealed for a subject, opened with its key, read
+as "erased" once the key is gone — never an exception."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.personal import (
+    ERASED,
+    DataKeys,
+    Erased,
+    OptionalPersonalText,
+    PersonalText,
+    Sealed,
+    sealed_refs,
+)
+
+
+class Contact(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: PersonalText
+    email: OptionalPersonalText = None
+    tier: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    number: str
+    contact: Contact
+    body: PersonalText
+    copies: list[Contact] = []
+
+
+def message() -> Message:
+    wang = Contact(name="Wang Fang", email="wang.fang@example.com", tier="vip")
+    return Message(number="REQ-1", contact=wang, body="My router is broken", copies=[wang])
+
+
+def keys(*refs: str) -> DataKeys:
+    return DataKeys({ref: secrets.token_bytes(32) for ref in refs})
+
+
+def test_sealing_hides_every_personal_field_and_keeps_the_rest() -> None:
+    sealed = keys("cust-1").seal(message(), "cust-1")
+    text = sealed.model_dump_json()
+
+    for clear in ("Wang Fang", "wang.fang@example.com", "My router is broken"):
+        assert clear not in text
+    document = json.loads(text)
+    assert document["number"] == "REQ-1"
+    assert document["contact"]["tier"] == "vip"
+    assert set(document["contact"]["name"]) == {"ref", "ct"}
+    assert document["contact"]["name"]["ref"] == "cust-1"
+    assert sealed_refs(sealed) == {"cust-1"}
+
+
+def test_a_sealed_event_read_back_opens_with_its_key() -> None:
+    ring = keys("cust-1")
+    text = ring.seal(message(), "cust-1").model_dump_json()
+
+    read = Message.model_validate_json(text)
+    assert isinstance(read.body, Sealed)
+    assert read.body == "[sealed cust-1]"
+    assert ring.reveal(read) == message()
+
+
+def test_without_its_key_a_field_reads_erased() -> None:
+    text = keys("cust-1").seal(message(), "cust-1").model_dump_json()
+    read = Message.model_validate_json(text)
+
+    for ring in (DataKeys({"cust-1": None}), DataKeys({}), keys("cust-1")):
+        opened = ring.reveal(read)
+        assert opened.contact.name is ERASED
+        assert isinstance(opened.body, Erased)
+        assert opened.body == "erased"
+        assert opened.number == "REQ-1"
+
+
+def test_a_ciphertext_moved_to_another_subject_does_not_open() -> None:
+    ring = keys("cust-1", "cust-2")
+    stolen = ring.seal_text("cust-1", "secret")
+    assert ring.open_text(Sealed("cust-2", stolen.ct)) is ERASED
+    assert ring.open_text(Sealed("cust-1", "not base64 at all!")) is ERASED
+
+
+def test_clear_text_of_old_events_reads_as_it_is() -> None:
+    assert keys().reveal(message()) == message()
+    assert (
+        Message.model_validate({"number": "1", "contact": {"name": "A"}, "body": "b"}).body == "b"
+    )
+
+
+def test_schemas_mark_personal_fields() -> None:
+    schema = json.dumps(Message.model_json_schema())
+    properties = Message.model_json_schema()["$defs"]["Contact"]["properties"]
+    assert properties["name"]["x-personal"] is True
+    assert properties["email"]["x-personal"] is True
+    assert "x-personal" not in properties["tier"]
+    assert schema.count("x-personal") == 3
