@@ -13,6 +13,7 @@ never an exception. Old events written before sealing carry clear strings and re
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -220,6 +221,24 @@ def sealed_refs(value: Any) -> set[str]:
     refs: set[str] = set()
     _collect(value, refs)
     return refs
+
+
+def to_column(text: str) -> str:
+    """A personal field as a table column keeps it: a sealed one as its JSON, so that it is
+    still sealed there, erased with its key, and can be put back into an event as it was."""
+    return json.dumps(text.as_json()) if isinstance(text, Sealed) else str(text)
+
+
+def from_column(text: str) -> str:
+    """What :func:`to_column` kept: a :class:`Sealed` again, or the clear text it was."""
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(value, dict) and (sealed := _sealed_json(value)) is not None:
+            return sealed
+    return text
 
 
 def _sealed_json(value: dict[str, Any]) -> Sealed | None:

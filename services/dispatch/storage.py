@@ -25,6 +25,7 @@ from services.dispatch.ticket import LOADED, OPEN, Ticket
 from services.vocabulary import PRIORITY_RANK
 from shared.database import Connection
 from shared.eventstore import RecordedEvent
+from shared.personal import from_column, to_column
 from shared.projection import Projection
 
 _TICKET_COLUMNS = {  # column -> PostgreSQL type, in Ticket's field order
@@ -157,7 +158,7 @@ async def customer_flags(conn: Connection, keys: Iterable[str | None]) -> dict[s
         "SELECT customer_key, reason FROM customer_flags WHERE customer_key = ANY($1::text[])",
         wanted,
     )
-    return {r[0]: r[1] for r in rows}
+    return {r[0]: from_column(r[1]) for r in rows}
 
 
 class TicketBoard(Projection):
@@ -247,7 +248,7 @@ async def _flag(conn: Connection, flagged: CustomerFlagged, time: datetime) -> N
         "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_key) DO UPDATE SET "
         "reason = $2, number = $3, actor = $4, flagged_at = $5",
         flagged.customer_key,
-        flagged.reason,
+        to_column(flagged.reason),  # sealed under the customer's key, as in the event
         flagged.number,
         flagged.actor,
         time,
