@@ -22,6 +22,7 @@ from tests.console.support import served
 from tests.notify.support import agent_notices, notify_policy
 from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
+from tests.support.personal import opened
 from tests.support.services import running
 from tests.support.waiting import eventually
 
@@ -42,7 +43,7 @@ class WebForm:
     """The customer's side: a web form posting to the console, reading ``customer.messages``."""
 
     def __init__(self, settings: Settings, url: str, kafka: KafkaProbe) -> None:
-        self.url, self.kafka = url, kafka
+        self.settings, self.url, self.kafka = settings, url, kafka
         self.token = token(settings, "channel:webform")
         self.conversation = ""
 
@@ -73,7 +74,8 @@ class WebForm:
         records = await self.kafka.await_records(
             MESSAGES, lambda r: data(r)["conversation"] == self.conversation, count, timeout=60
         )
-        return [data(r) for r in records][:count]
+        assert not any(b"Which tray" in r.value for r in records), "the agent's words are sealed"
+        return [await opened(self.settings, data(r)) for r in records[:count]]
 
 
 @pytest.mark.asyncio
@@ -134,7 +136,8 @@ async def test_a_whole_conversation_by_the_http_channel_each_reply_published_onc
     assert resolution["template"] == "resolution"
     assert "Replaced the pickup roller." in resolution["text"]
     assert data(reopened)["actor"] == "customer"
-    assert data(reopened)["reason"] == "customer replied: Still broken: it jams again."
+    reason = (await opened(desk, data(reopened)))["reason"]
+    assert reason == "customer replied: Still broken: it jams again."
     assert survey["template"] == "resolution"
     assert "Replaced the whole tray." in survey["text"]
     assert f"/survey/{number}" in survey["text"]

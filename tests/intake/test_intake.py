@@ -185,14 +185,14 @@ async def test_a_reply_from_another_sender_than_the_tickets_customer_is_a_ticket
 
     [replied] = [data(r) for r in events if of_type("customer_replied")(r)]
     assert (replied["number"], replied["channel_message_id"]) == (number, "m-3")
-    opened = {
-        data(r)["channel_message_id"]: data(r)
+    others = {
+        data(r)["channel_message_id"]: await opened(settings, data(r))
         for r in events
         if of_type("received")(r) and data(r)["number"] != number
     }
-    assert set(opened) == {"m-1", "m-2"}
-    assert all(t["customer"]["email"] == "mallory@example.net" for t in opened.values())
-    assert not any(t.get("follows_up") for t in opened.values())
+    assert set(others) == {"m-1", "m-2"}
+    assert all(t["customer"]["email"] == "mallory@example.net" for t in others.values())
+    assert not any(t.get("follows_up") for t in others.values())
 
 
 @pytest.mark.asyncio
