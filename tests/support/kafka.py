@@ -127,6 +127,32 @@ class KafkaProbe:
         finally:
             await consumer.stop()
 
+    async def records_so_far(self, topic: str, timeout: float = 60.0) -> list[Record]:
+        """Everything on the topic up to its end as of now: bounded by the end offsets, so a
+        topic that services keep writing to cannot keep the reader waiting for quiet."""
+        name = self.settings.topic(topic)
+        consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            numbers = sorted(await _partitions(consumer, name))
+            partitions = [TopicPartition(name, p) for p in numbers]
+            ends = await consumer.end_offsets(partitions)
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning()
+            records: list[Record] = []
+            deadline = time.monotonic() + timeout
+            pending = {tp for tp in partitions if ends[tp] > 0}
+            while pending:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name}: not read to its end in {timeout}s")
+                batch = await consumer.getmany(*pending, timeout_ms=200)
+                for tp, messages in batch.items():
+                    records.extend(Record.of(m) for m in messages if m.offset < ends[tp])
+                pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+            return records
+        finally:
+            await consumer.stop()
+
     async def await_records(
         self, topic: str, match: Callable[[Record], bool], count: int = 1, timeout: float = 30.0
     ) -> list[Record]:
@@ -154,3 +180,13 @@ class KafkaProbe:
             return time.monotonic() - last_change[0] > settle
 
         return await self.read(topic, until=quiet, timeout=120)
+
+
+async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
+    found = consumer.partitions_for_topic(name)
+    if found is None:
+        await consumer._client.force_metadata_update()
+        found = consumer.partitions_for_topic(name)
+    if found is None:
+        raise TimeoutError(f"topic {name} does not exist")
+    return set(found)
