@@ -325,7 +325,7 @@ async def _publish(  # noqa: PLR0917 - private; the one call site names them
             if not inserted:
                 return await _known(conn, claim)
         value = json.dumps(document, ensure_ascii=False).encode()
-        await (await producer.send(topic, value=value, key=request.key.encode()))
+        await (await producer.send(topic, value=value, key=request.thread_key.encode()))
     return None
 
 

@@ -215,9 +215,10 @@ class Request(BaseModel):
         default=[],
         max_length=MAX_THREAD,
         description="Channel message ids of earlier messages on the same channel this one "
-        "answers (email: In-Reply-To and References). Without reply_to_ticket, one that made a "
-        "ticket or a reply makes this message a reply to that ticket (the customer answering "
-        "their own first message); none known: a new ticket.",
+        "answers, newest first and the thread's first message last (email: In-Reply-To, then "
+        "References backwards). Without reply_to_ticket, one that made a ticket or a reply "
+        "makes this message a reply to that ticket (the customer answering their own first "
+        "message); none known: a new ticket.",
     )
 
     @field_validator("received_at")
@@ -269,6 +270,14 @@ class Request(BaseModel):
     def key(self) -> str:
         """The de-duplication key: one ticket per (channel, channel message id)."""
         return f"{self.channel}:{self.channel_message_id}"
+
+    @property
+    def thread_key(self) -> str:
+        """The partition key: a thread's messages share its first message's key, so intake
+        reads a reply after the message it answers, never before (it would open a ticket)."""
+        if self.in_reply_to:
+            return f"{self.channel}:{self.in_reply_to[-1]}"
+        return self.key
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from aiosmtpd.smtp import SMTP
 from prometheus_client import Counter
 
 from services.intake.contract import INCOMING_TOPIC, Refusal, read_request
-from services.intake.mail.reading import CHANNEL, NO_SENDER, UNREADABLE, Unread, read_mail
+from services.intake.mail.reading import NO_SENDER, UNREADABLE, Unread, read_mail
 from services.intake.settings import IntakeSettings
 from shared.kafka import ensure_topics, make_producer
 from shared.logging import get_logger
@@ -69,7 +69,7 @@ class MailIntake:
                 message_id=read["channel_message_id"],
             )
             return f"550 5.6.0 {checked.reason}: {checked.message[:200]}"
-        key = f"{CHANNEL}:{checked.channel_message_id}".encode()
+        key = checked.thread_key.encode()
         try:
             await self.producer.send_and_wait(self.topic, value=value, key=key)
         except KafkaError as error:

@@ -74,13 +74,17 @@ def message_key(message_id: str) -> str:
 
 
 def references(message: Message) -> list[str]:
-    """The Message-IDs a mail answers, newest first: In-Reply-To, then References backwards."""
+    """The Message-IDs a mail answers, newest first: In-Reply-To, then References backwards.
+    The thread's first message (the first of References) stays last however long the thread:
+    it is the thread's partition key, so a reply is never read before the mail it answers."""
     found: list[str] = []
     for header in ("In-Reply-To", "References"):
         ids = _MESSAGE_ID.findall(str(message.get(header, "")))
         found += ids if header == "In-Reply-To" else reversed(ids)
     unique = list(dict.fromkeys(f"<{i}>" for i in found))
-    return unique[:MAX_REFERENCES]
+    if len(unique) <= MAX_REFERENCES:
+        return unique
+    return [*unique[: MAX_REFERENCES - 1], unique[-1]]
 
 
 def ticket_named(refs: list[str], subject: str) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 
 from services.intake.contract import MAX_DESCRIPTION_BYTES, Request, read_request
 from services.intake.mail.reading import Unread, html_to_text, read_mail, without_quote
-from services.intake.mail.rules import Loop, message_key
+from services.intake.mail.rules import MAX_REFERENCES, Loop, message_key
 from services.notify.events import mail_message_id
 
 pytestmark = pytest.mark.unit
@@ -130,6 +130,25 @@ def test_a_reply_to_the_customers_own_first_mail_is_left_to_intake_by_its_thread
     )
     assert found.reply_to_ticket is None, "the adapter cannot know that ticket's number"
     assert found.in_reply_to == ["first-1@mail.example.com"]
+
+
+def test_a_thread_shares_its_first_mails_partition_key_however_long_it_grows() -> None:
+    """Keyed by its own id, a reply sent at once could be read before the mail it answers
+    (another partition) and open a second ticket (seen in CI)."""
+    first = request(mail("The VPN drops every hour."))
+    later = [f"<m{i}@mail.example.com>" for i in range(80)]
+    reply = request(
+        mail(
+            "It started Monday.",
+            subject="Re: VPN",
+            message_id="<r80@mail.example.com>",
+            In_Reply_To=later[-1],
+            References=" ".join(["<first-1@mail.example.com>", *later]),
+        )
+    )
+    assert len(reply.in_reply_to) == MAX_REFERENCES
+    assert reply.in_reply_to[0] == "m79@mail.example.com", "newest first"
+    assert reply.thread_key == first.thread_key == first.key == "email:first-1@mail.example.com"
 
 
 @pytest.mark.parametrize(
