@@ -6,7 +6,8 @@ Before erasure, no record servicedesk wrote on any topic (all but the adapters' 
 the customer's name, e-mail address, phone number, or what they or the agent wrote — yet opened
 with the customers' keys they all are there, and ``desk customer export`` returns them. After
 ``desk customer erase`` nothing opens any more, the ticket's whole timeline is still told with
-"erased" in their place, the console shows "erased", and other customers' requests flow.
+"erased" in their place, the console shows "erased", the SLA report is the same, and other
+customers' requests flow.
 """
 
 from __future__ import annotations
@@ -44,9 +45,7 @@ RESOLUTION = "Replaced the fuser of the floor-7 printer"
 PERSONAL = [*CUSTOMER.values(), "13912345678", SUBJECT, DESCRIPTION, REPLY, RESOLUTION]
 
 
-RUNNING = ("intake", "dispatch", "notify", "console")
-"""sla is left out: intake's clock is driven to the day the requests were received, sla's would
-breach and escalate them meanwhile (its events carry no personal data)."""
+RUNNING = ("intake", "dispatch", "sla", "notify", "console")
 
 
 INPUTS = ("requests.incoming", "tickets.commands", "agents.commands")
@@ -119,6 +118,15 @@ def desk_command(settings: Settings, *args: str) -> subprocess.CompletedProcess[
     )
 
 
+async def sla_report(settings: Settings) -> dict[str, Any]:
+    """``desk sla report --json`` as of sla's driven clock (the same window each time)."""
+    driven = settings.replace(clock="driven")
+    shown = await asyncio.to_thread(desk_command, driven, "sla", "report", "--days", "30", "--json")
+    assert shown.returncode == 0, shown.stderr
+    report: dict[str, Any] = json.loads(shown.stdout)
+    return report
+
+
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_a_customers_data_is_sealed_everywhere_exported_on_request_and_erased_for_good(
@@ -135,7 +143,7 @@ async def test_a_customers_data_is_sealed_everywhere_exported_on_request_and_era
 
 
 async def scenario(settings: Settings) -> None:
-    async with desk(settings, "notify") as world:
+    async with desk(settings, "sla", "notify") as world:
         await world.request(1, customer=CUSTOMER, subject=SUBJECT, description=DESCRIPTION)
         refused = {**valid("bad-1", customer=CUSTOMER, description=DESCRIPTION), "extra": 1}
         await world.kafka.publish("requests.incoming", encode(refused), key="email:bad-1")
@@ -197,6 +205,9 @@ async def scenario(settings: Settings) -> None:
         for clear in (*CUSTOMER.values(), DESCRIPTION, REPLY, RESOLUTION):
             assert clear in exported
         assert "servicedesk.request.rejected.v1" in exported, "the refused request's bytes too"
+        report = await sla_report(settings)
+        met = {c["metric"]: c["met"] for c in report["compliance"]}
+        assert met["first_response"] == 1 and report["mean_handling_s"], report
         cli = await asyncio.to_thread(desk_command, settings, "customer", "export", ref)
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["customer"]["ref"] == ref
@@ -231,6 +242,7 @@ async def scenario(settings: Settings) -> None:
         assert all(e["said"] in (None, "erased") for e in shown["timeline"])
         shell = await asyncio.to_thread(desk_command, settings, "ticket", "show", number)
         assert shell.returncode == 0 and "erased" in shell.stdout, shell.stderr
+        assert await sla_report(settings) == report, "the SLA report is the same"
 
         # Other customers' requests flow; the erased one writing again is a new subject.
         other = {"name": "Li Na", "email": "li.na.customer@example.com"}

@@ -110,11 +110,13 @@ async def served(service: Service) -> AsyncIterator[str]:
 @asynccontextmanager
 async def desk(settings: Settings, *also: str) -> AsyncIterator[Desk]:
     """intake, dispatch and ``also`` running, and the console served. The requests were received
-    on a fixed day, so intake reads a clock driven to that day (the others keep the real one)."""
+    on a fixed day, so intake reads a clock driven to that day, and so does sla, whose clocks
+    would otherwise breach and escalate them at once (the others keep the real one)."""
+    timed = ("intake", "sla")
     async with AsyncExitStack() as stack:
-        driven = await intake_clock(settings)
+        driven = await intake_clock(settings, also=tuple(n for n in also if n in timed))
         for name in ("intake", "dispatch", *also):
-            own = driven if name == "intake" else settings
+            own = driven if name in timed else settings
             await stack.enter_async_context(running(build_service(name, own)))
         console = build_service("console", settings)
         url = await stack.enter_async_context(served(console))

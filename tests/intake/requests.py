@@ -32,14 +32,16 @@ def encode(request: dict[str, Any]) -> bytes:
     return json.dumps(request, ensure_ascii=False).encode()
 
 
-async def intake_clock(settings: Settings, at: datetime | None = None) -> Settings:
-    """Settings whose intake reads a driven clock, set to ``at`` (default: a minute after
-    :data:`RECEIVED_AT`). The policy bounds ``received_at`` by intake's clock, so tests sending
-    requests received on a fixed day drive intake's time to that day."""
+async def intake_clock(
+    settings: Settings, at: datetime | None = None, *, also: tuple[str, ...] = ()
+) -> Settings:
+    """Settings whose intake (and ``also``) read a driven clock, set to ``at`` (default: a
+    minute after :data:`RECEIVED_AT`). The policy bounds ``received_at`` by intake's clock, so
+    tests sending requests received on a fixed day drive intake's time to that day."""
     from tests.support.time import DrivenTime
 
     driven = settings.replace(clock="driven")
-    await DrivenTime(driven, "intake").set(
+    await DrivenTime(driven, "intake", *also).set(
         at or datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
     )
     return driven
