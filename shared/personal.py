@@ -135,6 +135,10 @@ class DataKeys:
     def __init__(self, keys: Mapping[str, bytes | None]) -> None:
         self._ciphers = {ref: AESGCM(k) if k is not None else None for ref, k in keys.items()}
 
+    def holds(self, ref: str) -> bool:
+        """Whether ``ref``'s key is here (not erased)."""
+        return self._ciphers.get(ref) is not None
+
     def seal_text(self, ref: str, text: str) -> Sealed:
         cipher = self._ciphers.get(ref)
         if cipher is None:

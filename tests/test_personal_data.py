@@ -70,12 +70,13 @@ def record_text(record: Record) -> str:
 
 
 async def stored_rows(settings: Settings) -> list[str]:
-    """Every row of every event store (the console's journal too) and of every dead-letter
-    table, as text."""
+    """Every row of every event store (the console's journal too), of every dead-letter table
+    and of notify's notices and ticket facts, as text."""
     conn = await connect(settings.require_database_url())
     try:
         tables = [f"{n}.events" for n in RUNNING if n != "console"]
-        tables += ["console.journal", *(f"{n}.dead_letters" for n in RUNNING)]
+        tables += ["console.journal", "notify.deliveries", "notify.tickets"]
+        tables += [f"{n}.dead_letters" for n in RUNNING]
         rows: list[str] = []
         for table in tables:
             for row in await conn.fetch(f"SELECT * FROM {table}"):

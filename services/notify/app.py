@@ -23,7 +23,7 @@ def build(settings: Settings) -> Service:
     own = NotifySettings.of(settings)
     policy = policy_schedule(own)
     keys = KeyStore(own)
-    deliverer = Deliverer(policy, own)
+    deliverer = Deliverer(policy, own, keys)
     survey = SurveyLinks(
         own.notify_console_url,
         KeyRing.from_settings(own).issuer_of("customers"),

@@ -48,6 +48,8 @@ class Transient:
 @dataclass(frozen=True)
 class Permanent:
     error: str
+    reason: str = "refused"
+    """Why it failed for good, as its event and dead letter say."""
 
 
 Outcome = Sent | Transient | Permanent

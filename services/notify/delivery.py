@@ -27,12 +27,15 @@ from services.notify import storage
 from services.notify.channels import Channels, Outcome, Permanent, Sent
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed, NotificationSent
 from services.notify.outcomes import record_outcome
+from services.notify.sealing import ERASED_REASON, opened, sealed_columns
 from services.notify.settings import NotifySettings
 from services.policy import Policy
 from shared.database import Connection
 from shared.deadletter import Record
 from shared.faults import crash_point
+from shared.keystore import KeyStore
 from shared.logging import get_logger
+from shared.personal import keys_for
 from shared.policyfile import PolicySchedule
 from shared.scheduling import backoff, sleep_until_due
 from shared.unit_of_work import UnitOfWork
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from shared.service import Service
 
 log = get_logger(__name__)
+ERASED_ERROR = "the customer's personal data was erased before the notice was sent"
 DELIVERY_FAILED = "delivery_failed"
 """The dead-letter reason of a notice its channel refused for good, or on every attempt."""
 OUTCOMES = Counter(
@@ -51,9 +55,12 @@ OUTCOMES = Counter(
 class Deliverer:
     """The worker (``run``) and its parts; the channels live as long as the service."""
 
-    def __init__(self, policy: PolicySchedule[Policy], settings: NotifySettings) -> None:
+    def __init__(
+        self, policy: PolicySchedule[Policy], settings: NotifySettings, keys: KeyStore
+    ) -> None:
         self.policy = policy
         self.settings = settings
+        self.keys = keys
 
     async def run(self, service: Service) -> None:
         settings = self.settings
@@ -71,14 +78,18 @@ class Deliverer:
             while True:
                 if settler.done():
                     settler.result()  # it failed: raise, and the service restarts the worker
-                claimed = await self._claim(service)
+                claimed, erased = await self._claim(service)
+                for delivery in erased:  # its customer was erased while it waited: never sent
+                    answered.put_nowait((delivery, Permanent(ERASED_ERROR, ERASED_REASON)))
                 if claimed:
                     crash_point("notify.before_send")
                     sends = (self._send(channels, limit, d, answered) for d in claimed)
                     await _finish_on_stop(
                         _round(sends, answered, settler), settings.notify_send_timeout
                     )
-                if len(claimed) < settings.notify_batch:
+                elif erased:
+                    await _settled(answered, settler)
+                if len(claimed) + len(erased) < settings.notify_batch:
                     await sleep_until_due(
                         service.pool, service.clock, storage.next_due, settings.notify_interval
                     )
@@ -87,13 +98,18 @@ class Deliverer:
             await asyncio.gather(settler, return_exceptions=True)
             await channels.close()
 
-    async def _claim(self, service: Service) -> list[storage.Delivery]:
+    async def _claim(
+        self, service: Service
+    ) -> tuple[list[storage.Delivery], list[storage.Delivery]]:
+        """Due notices leased and opened to send, and those whose customer was erased."""
         settings = self.settings
         async with service.pool.acquire() as conn, conn.transaction():
             now = await service.clock.now(conn)
-            return await storage.claim(
+            claimed = await storage.claim(
                 conn, now, now + settings.notify_lease, settings.notify_batch
             )
+            keys = await keys_for(self.keys, conn, sealed_columns(claimed))
+        return opened(claimed, keys)
 
     async def _send(
         self,
@@ -137,7 +153,7 @@ def _decide(
     if isinstance(outcome, Sent):
         return storage.Settlement(delivery, "sent")
     if isinstance(outcome, Permanent) or delivery.attempts >= settings.notify_max_attempts:
-        reason = "refused" if isinstance(outcome, Permanent) else "attempts_exhausted"
+        reason = outcome.reason if isinstance(outcome, Permanent) else "attempts_exhausted"
         return storage.Settlement(delivery, "failed", error=outcome.error, reason=reason)
     delay = backoff(
         delivery.attempts,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.dispatch import events as dispatch
 from services.intake import events as intake
-from services.notify import storage
+from services.notify import sealing, storage
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed
 from services.notify.messages import publish_messages
 from services.notify.outcomes import record_outcome
@@ -123,7 +123,8 @@ class NoticeTriggers(EventSubscription):
         released = await _wait_for_receipts(uow, self.keys, policy, facts, receipts, early, survey)
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
         pending = released + pending  # they happened before this batch's events
-        new = await storage.enqueue(uow.conn, pending, version, uow.now)
+        kept = sealing.kept(pending, facts, keys)
+        new = await storage.enqueue(uow.conn, kept, version, uow.now)
         publish_messages(uow, pending, new, facts, version)
         for notice in pending:
             if notice.failure and notice.notice_key in new:

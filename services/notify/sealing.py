@@ -1,0 +1,68 @@
+"""Notices as ``deliveries`` keeps them: sealed under the ticket's customer until they are sent.
+
+A notice's text names the customer and repeats what they wrote. Kept in clear in
+``deliveries``, it would outlive ``desk customer erase`` — in a pending notice still to be sent,
+and in every sent one. So it is stored sealed for the customer's pseudonym (its address too when
+it goes to the customer), opened as it is claimed for sending; a notice whose customer was
+erased meanwhile is not sent: it fails as :data:`ERASED_REASON`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from services.notify.rules import Notice, NoticeFacts
+from services.notify.storage import Delivery
+from shared.personal import ERASED, DataKeys, Erased, from_column, ref_in, to_column
+
+ERASED_REASON = "erased"
+"""Why a notice kept for a customer whose data was erased before it went out fails."""
+
+
+def kept(
+    notices: Sequence[Notice], facts: Mapping[str, NoticeFacts], keys: DataKeys
+) -> list[Notice]:
+    """The notices as ``deliveries`` keeps them: their subject and body (a customer's notice:
+    its address too) sealed for the ticket's customer. A ticket without a sealed customer (made
+    before sealing) or one already erased keeps what it has: nothing personal is left to seal."""
+    out: list[Notice] = []
+    for notice in notices:
+        ticket = facts.get(notice.ticket_id)
+        ref = ref_in(ticket.customer_name) if ticket is not None else None
+        if ref is None or notice.failure or not keys.holds(ref):
+            out.append(notice)
+            continue
+
+        def seal(text: str, ref: str = ref) -> str:
+            return to_column(keys.seal_text(ref, text))
+
+        address = notice.address
+        if notice.recipient == "customer" and address is not None:
+            address = seal(address)
+        out.append(
+            replace(notice, subject=seal(notice.subject), body=seal(notice.body), address=address)
+        )
+    return out
+
+
+def opened(deliveries: Sequence[Delivery], keys: DataKeys) -> tuple[list[Delivery], list[Delivery]]:
+    """The claimed notices opened to send (first), and those whose customer was erased since
+    they were kept (second): these are never sent."""
+    sendable: list[Delivery] = []
+    erased: list[Delivery] = []
+    for delivery in deliveries:
+        address, subject, body = (
+            keys.open_text(from_column(t))
+            for t in (delivery.address, delivery.subject, delivery.body)
+        )
+        if any(isinstance(t, Erased) for t in (address, subject, body)):
+            erased.append(replace(delivery, address=ERASED, subject=ERASED, body=ERASED))
+        else:
+            sendable.append(replace(delivery, address=address, subject=subject, body=body))
+    return sendable, erased
+
+
+def sealed_columns(deliveries: Sequence[Delivery]) -> list[str]:
+    """What claimed notices keep sealed (for :func:`~shared.personal.keys_for`)."""
+    return [from_column(c) for d in deliveries for c in (d.address, d.subject, d.body)]
