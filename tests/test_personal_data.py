@@ -173,6 +173,10 @@ async def scenario(settings: Settings) -> None:
             CUSTOMER["email"],
             DESCRIPTION,
         ), "the console opens them for the people allowed to see the ticket"
+        # An agent desk's broken command, quoting what they wrote: its bytes are refused, sealed.
+        broken = {"type": "respond", "ticket_number": number, "message": f"{REPLY} (draft)"}
+        await world.kafka.publish("tickets.commands", json.dumps(broken).encode(), key=number)
+        await world.kafka.await_records("tickets.commands.rejected", lambda r: True)
         await world.kafka.await_records("requests.rejected", lambda r: True)
         await world.kafka.await_records(
             "notify.events", lambda r: r.header("ce_type") == "servicedesk.notification.sent.v1"
@@ -182,6 +186,7 @@ async def scenario(settings: Settings) -> None:
         records = await raw_records(settings)
         assert records["intake.events"] and records["dispatch.events"]
         assert records["requests.rejected"] and records["notify.events"]
+        assert records["tickets.commands.rejected"]
         texts = [record_text(r) for rs in records.values() for r in rs]
         rows = await stored_rows(settings)
         for text in [*texts, *rows]:

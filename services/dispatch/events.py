@@ -327,8 +327,10 @@ class CommandRejected(EventData):
     detail: str
     status: str | None = None
     """The ticket's status when the command was refused."""
-    original: str | None = None
-    """The record's first bytes, when it could not be read as a command."""
+    original: OptionalPersonalText = None
+    """The record's first bytes, when it could not be read as a command but names a ticket:
+    sealed under its customer, for what an agent writes about a ticket is the customer's data
+    (naming none, they are left out: the record stays on the input topic)."""
 
 
 @event("servicedesk.ticket_command.rejected", version=1)

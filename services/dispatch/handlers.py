@@ -59,7 +59,7 @@ from shared.eventstore import ANY_VERSION
 from shared.keys import KeyRing
 from shared.keystore import KeyStore
 from shared.logging import get_logger
-from shared.personal import keys_for
+from shared.personal import for_subject, keys_for, ref_in
 from shared.policyfile import POLICY_CHECK_INTERVAL, PolicySchedule
 from shared.service import Service, Worker, every
 from shared.unit_of_work import Cause, UnitOfWork
@@ -288,7 +288,8 @@ class Commands(Subscription[DecodedCommand]):
             agents = inbound.record.topic.endswith(AGENT_COMMANDS)
             kind = AgentCommandRejected if agents else TicketCommandRejected
             if isinstance(message, Unreadable):
-                _reject(uow, kind, message, message.target, inbound.record)
+                owner = await self._owner(uow.conn, message, agents=agents)
+                _reject(uow, kind, message, inbound.record, owner)
                 continue
             command = message.command
             target = (
@@ -315,6 +316,16 @@ class Commands(Subscription[DecodedCommand]):
                 if refused := desk.command(command):
                     _refuse(uow, kind, command, target, refused)
                     inbound.release()
+
+    @staticmethod
+    async def _owner(conn: Connection, unreadable: Unreadable, *, agents: bool) -> str | None:
+        """Whose data an unreadable command's bytes may be (what an agent wrote about a
+        customer): the customer of the ticket it names, if it names one dispatch knows."""
+        if not unreadable.original or agents or not unreadable.target:
+            return None
+        for ticket in (await storage.tickets_by_number(conn, [unreadable.target])).values():
+            return ref_in(ticket.subject)
+        return None
 
 
 def _refuse(
@@ -345,20 +356,25 @@ def _reject(
     uow: UnitOfWork,
     kind: type[CommandRejected],
     unreadable: Unreadable,
-    target: str | None,
     record: Record,
+    ref: str | None,
 ) -> None:
+    """Record an unreadable command; its first bytes sealed for ``ref``, the customer of the
+    ticket it names. Without one they are left out — they may still be what an agent wrote
+    about somebody, and only intake makes keys — and stay on the desk's own input topic, at the
+    coordinates the rejection's stream names."""
+    rejection = kind(
+        command_id=unreadable.command_id,
+        command=unreadable.command,
+        target=unreadable.target,
+        actor=unreadable.actor,
+        reason=unreadable.reason,
+        detail=unreadable.detail,
+        original=unreadable.original if ref else None,
+    )
     _record_rejection(
         uow,
-        kind(
-            command_id=unreadable.command_id,
-            command=unreadable.command,
-            target=target,
-            actor=unreadable.actor,
-            reason=unreadable.reason,
-            detail=unreadable.detail,
-            original=unreadable.original,
-        ),
+        for_subject(rejection, ref) if ref else rejection,
         stream=f"rejection-{record.topic}-{record.partition}-{record.offset}",
         correlation=unreadable.command_id or record.coordinates,
     )
