@@ -42,7 +42,14 @@ SUBJECT = "Printer jams on floor 7"
 DESCRIPTION = "The printer near room 7031 jams on every second page since Monday."
 REPLY = "Please send the printer's asset tag"
 RESOLUTION = "Replaced the fuser of the floor-7 printer"
-PERSONAL = [*CUSTOMER.values(), "13912345678", SUBJECT, DESCRIPTION, REPLY, RESOLUTION]
+FILE = "zhang-wei-lease-contract.pdf"
+ATTACHMENT = {
+    "name": FILE,
+    "size": 10,
+    "content_type": "application/pdf",
+    "url": f"https://f/{FILE}",
+}
+PERSONAL = [*CUSTOMER.values(), "13912345678", SUBJECT, DESCRIPTION, REPLY, RESOLUTION, FILE]
 
 
 RUNNING = ("intake", "dispatch", "sla", "notify", "console")
@@ -145,7 +152,13 @@ async def test_a_customers_data_is_sealed_everywhere_exported_on_request_and_era
 
 async def scenario(settings: Settings) -> None:
     async with desk(settings, "sla", "notify") as world:
-        await world.request(1, customer=CUSTOMER, subject=SUBJECT, description=DESCRIPTION)
+        await world.request(
+            1,
+            customer=CUSTOMER,
+            subject=SUBJECT,
+            description=DESCRIPTION,
+            attachments=[ATTACHMENT],
+        )
         refused = {**valid("bad-1", customer=CUSTOMER, description=DESCRIPTION), "extra": 1}
         await world.kafka.publish("requests.incoming", encode(refused), key="email:bad-1")
         [ticket] = await world.tickets("ops", 1, status=["assigned"])

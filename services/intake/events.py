@@ -41,12 +41,15 @@ class CustomerDetails(BaseModel):
 
 
 class AttachmentRef(BaseModel):
+    """A file the customer sent, by reference: its name and address are theirs (a file name
+    often names its owner; an address may carry a token), so both are sealed."""
+
     model_config = ConfigDict(frozen=True)
 
-    name: str
+    name: PersonalText
     size: int
     content_type: str
-    url: str
+    url: PersonalText
 
 
 @event("servicedesk.ticket.received", version=1)
