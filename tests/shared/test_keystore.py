@@ -92,6 +92,31 @@ async def test_erasure_destroys_the_key_and_the_identity_becomes_a_new_subject(
 
 
 @pytest.mark.asyncio
+async def test_a_key_erased_by_another_process_is_never_used_again_by_one_that_kept_it(
+    owner: asyncpg.Connection,
+) -> None:
+    """Intake keeps unwrapped keys between batches; an erasure elsewhere (the desk's, or
+    retention's) must still stop it from sealing or opening with the destroyed key."""
+    secret = secrets.token_bytes(32)
+    intake, desk = KeyStore(MasterKey.of(secret)), KeyStore(MasterKey.of(secret))
+    identity = "email:a@example.com"
+    before = (await intake.subjects(owner, [identity]))[identity]
+    assert before.key is not None
+    assert (await intake.subjects(owner, [identity]))[identity] == before  # kept: the same
+    sealed = DataKeys({before.ref: before.key}).seal_text(before.ref, "Wang Fang")
+    assert (await keys_for(intake, owner, [sealed])).open_text(sealed) == "Wang Fang"
+
+    assert await desk.erase(owner, before.ref, NOW)
+
+    after = (await intake.subjects(owner, [identity]))[identity]
+    assert after.ref != before.ref and after.key not in (None, before.key)
+    assert (await intake.keys(owner, [before.ref])) == {before.ref: None}
+    assert (await keys_for(intake, owner, [sealed])).open_text(sealed) is ERASED
+    with pytest.raises(KeyError):
+        (await keys_for(intake, owner, [sealed])).seal_text(before.ref, "Wang Fang")
+
+
+@pytest.mark.asyncio
 async def test_anonymous_subjects_are_erasable_but_never_found(owner: asyncpg.Connection) -> None:
     store = KeyStore(master())
     subject = await store.anonymous(owner)
