@@ -56,9 +56,14 @@ class Unsealed(str):
 
     ref: str
 
+    made = False
+    """Whether this process ever made one: until it does, no event can hold one, and appending
+    skips the search (intake seals everything itself and never makes one)."""
+
     def __new__(cls, text: str, ref: str) -> Unsealed:
         unsealed = super().__new__(cls, text)
         unsealed.ref = ref
+        Unsealed.made = True
         return unsealed
 
 
@@ -218,6 +223,8 @@ def for_subject(model: M, ref: str) -> M:
 
 async def seal_pending(store: KeyStore, conn: Connection, models: list[M]) -> list[M]:
     """``models`` with their :class:`Unsealed` fields sealed (the event store calls it)."""
+    if not Unsealed.made:
+        return models
     refs: set[str] = set()
     for model in models:
         _collect(model, refs, Unsealed)
