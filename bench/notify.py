@@ -8,6 +8,11 @@ dispatch's assigned event (as their relays would): two notices per ticket — th
 acknowledgement by email and the agent's assignment by signed webhook. ``notices_per_s`` counts
 from the first publish until the SMTP server and the receiver have both seen every notice; what
 they saw is checked for repeats.
+
+Each ticket has a customer of its own whose personal fields are sealed under their data key, as
+intake seals them (``--clear`` publishes them in clear, as before sealing), so notify opens
+every receipt. ``cpu_ms_per_ticket`` is the CPU each part of the machine spent per ticket over
+that window (notify, PostgreSQL, the broker, this benchmark) and the share left idle.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ import asyncio
 import multiprocessing
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench._support import Outgoing, bench_settings, publish, report, sealed, start_service
+from bench._support import CpuMeter, Outgoing, bench_world, publish, report, sealed, start_service
+from services import service_migrations
 from services.dispatch.events import TicketAssigned
 from services.intake.events import CustomerDetails, TicketReceived, TicketTriaged, ticket_stream
 from services.policy import DEFAULT_POLICY
@@ -31,8 +38,12 @@ from shared.database import connect
 from shared.events import EventData, new_event_id
 from shared.eventstore import EventStore, PendingEvent, with_version
 from shared.kafka import ensure_topics, make_producer
+from shared.keystore import KeyStore, SubjectKey
 from shared.local.ports import free_port
 from shared.local.sinks import SmtpServer
+from shared.personal import DataKeys
+from shared.privileges import provision
+from shared.settings import Settings
 
 AGENTS = ["li.na", "wang.qiang", "emma.jones"]
 
@@ -55,8 +66,10 @@ def _record(
     return stream, value.encode(), headers
 
 
-def ticket_events(count: int) -> tuple[Outgoing, Outgoing]:
-    """(intake's events, dispatch's events) for ``count`` tickets."""
+def ticket_events(count: int, customers: Sequence[SubjectKey] = ()) -> tuple[Outgoing, Outgoing]:
+    """(intake's events, dispatch's events) for ``count`` tickets; given ``customers``, the n-th
+    ticket's personal fields sealed under the n-th one's key."""
+    keys = DataKeys({c.ref: c.key for c in customers})
     intake, dispatch = (
         EventStore("intake", "servicedesk/intake"),
         EventStore("d", "servicedesk/dispatch"),
@@ -66,6 +79,7 @@ def ticket_events(count: int) -> tuple[Outgoing, Outgoing]:
     dispatch_out: Outgoing = []
     for n in range(count):
         ticket_id, number = str(new_event_id()), f"BENCH-{n:07d}"
+        ref = customers[n].ref if customers else None
         stream = ticket_stream(ticket_id)
         language = "zh" if n % 2 else "en"
         common: dict[str, Any] = {"ticket_id": ticket_id, "number": number}
@@ -75,7 +89,10 @@ def ticket_events(count: int) -> tuple[Outgoing, Outgoing]:
             channel_message_id=f"bench-{n}",
             received_at=now,
             customer=CustomerDetails(
-                name=f"Customer {n}", email=f"customer{n}@example.com", language=language
+                name=f"Customer {n}",
+                email=f"customer{n}@example.com",
+                language=language,
+                ref=ref,
             ),
             subject="Printer jam",
             description="bench",
@@ -97,6 +114,7 @@ def ticket_events(count: int) -> tuple[Outgoing, Outgoing]:
             language=language,
             subject="Printer jam",
             received_at=now,
+            customer_key=ref,
         )
         assigned = TicketAssigned(
             **common,
@@ -107,6 +125,8 @@ def ticket_events(count: int) -> tuple[Outgoing, Outgoing]:
             cause="classified",
             policy_version="bench",
         )
+        if ref is not None:  # sealed as intake seals them
+            received, triaged = keys.seal(received, ref), keys.seal(triaged, ref)
         intake_out += [
             _record(intake, stream, 1, received, ticket_id),
             _record(intake, stream, 2, triaged, ticket_id),
@@ -149,7 +169,20 @@ def serve_sinks(smtp_port: int, http_port: int, emails: Any, hooks: Any, repeats
     uvicorn.run(app, host="127.0.0.1", port=http_port, log_level="warning", access_log=False)
 
 
-async def run(tickets: int) -> dict[str, Any]:
+async def customers(settings: Settings, count: int) -> list[SubjectKey]:
+    """A data subject per ticket in intake's key store, as intake makes them (notify reads
+    their keys through its grant, as in production)."""
+    conn = await connect(settings.require_database_url())
+    try:
+        await provision(conn, "intake", service_migrations("intake"))
+        identities = [f"email:customer{n}@example.com" for n in range(count)]
+        made = await KeyStore(settings).subjects(conn, identities)
+    finally:
+        await conn.close()
+    return [made[i] for i in identities]
+
+
+async def run(tickets: int, clear: bool) -> dict[str, Any]:
     smtp_port, http_port = free_port(), free_port()
     emails, hooks, repeats = (multiprocessing.Value("i", 0) for _ in range(3))
     sinks = multiprocessing.Process(
@@ -157,16 +190,19 @@ async def run(tickets: int) -> dict[str, Any]:
     )
     sinks.start()
     try:
-        async with bench_settings(
+        async with bench_world(
             notify_port=free_port(), smtp_port=smtp_port, policy_file=bench_policy(http_port)
-        ) as settings:
+        ) as (settings, infrastructure):
             topics = {name: settings.topic(name) for name in ("intake.events", "dispatch.events")}
             await ensure_topics(settings, list(topics.values()))
+            subjects = [] if clear else await customers(settings, tickets)
             service = await start_service("notify", settings)
             producer = make_producer(settings, client_id="bench-notify", max_batch_size=512 * 1024)
             await producer.start()
-            intake, dispatch = ticket_events(tickets)
+            intake, dispatch = ticket_events(tickets, subjects)
+            meter = CpuMeter([service.pid], infrastructure)
             try:
+                meter.start()
                 started = time.perf_counter()
                 await publish(producer, topics["intake.events"], sealed(settings, "intake", intake))
                 dispatched = sealed(settings, "dispatch", dispatch)
@@ -185,6 +221,7 @@ async def run(tickets: int) -> dict[str, Any]:
                         raise RuntimeError("notices did not all arrive within 600 s")
                     await asyncio.sleep(0.05)
                 elapsed = time.perf_counter() - started
+                cpu = meter.stop(tickets)
                 await database.close()
                 await asyncio.sleep(2)  # anything sent twice would show up now
             finally:
@@ -203,13 +240,18 @@ async def run(tickets: int) -> dict[str, Any]:
         "emails_received": emails.value,
         "webhooks_received": hooks.value,
         "webhooks_repeated": repeats.value,
+        "personal_fields": "clear" if clear else "sealed",
+        # Where the cores went until every notice arrived: CPU ms per ticket by process role.
+        "cpu_ms_per_ticket": cpu,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tickets", type=int, default=2000)
-    report(asyncio.run(run(parser.parse_args().tickets)))
+    parser.add_argument("--clear", action="store_true", help="personal fields in clear")
+    args = parser.parse_args()
+    report(asyncio.run(run(args.tickets, args.clear)))
 
 
 if __name__ == "__main__":

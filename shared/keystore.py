@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from asyncpg import Record
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -38,6 +39,8 @@ KEY_HOLDER = "intake"
 """The schema whose ``subject_keys`` table holds the data keys."""
 KEY_BYTES = 32
 NONCE_BYTES = 12
+UNWRAPPED_KEPT = 4096
+"""Unwrapped data keys a :class:`KeyStore` keeps for the next batches (repeat customers)."""
 
 
 class MasterKeyError(ValueError):
@@ -133,6 +136,10 @@ class KeyStore:
     def __init__(self, master: MasterKey | Settings, schema: str = KEY_HOLDER) -> None:
         self._master = master
         self.table = f"{identifier(schema)}.subject_keys"
+        self._unwrapped: dict[tuple[str, bytes], bytes] = {}
+        """Data keys already unwrapped, by (pseudonym, wrapped key as the table holds it): a
+        repeat customer's batch skips the unwrapping, never the read of the row — an erased
+        row holds no wrapped key, so its entry is never found again."""
 
     @property
     def master(self) -> MasterKey:
@@ -151,17 +158,20 @@ class KeyStore:
         if missing:
             refs = [new_ref() for _ in missing]
             wrapped = [self.master.wrap(r, secrets.token_bytes(KEY_BYTES)) for r in refs]
-            await conn.execute(
+            made = await conn.fetch(
                 f"INSERT INTO {self.table} (ref, lookup, master_kid, wrapped_key) "
                 "SELECT r, l, $4, w FROM unnest($1::text[], $2::bytea[], $3::bytea[]) "
                 "AS u(r, l, w) "
-                "ON CONFLICT (lookup) DO NOTHING",
+                "ON CONFLICT (lookup) DO NOTHING RETURNING lookup, ref, wrapped_key",
                 refs,
                 missing,
                 wrapped,
                 self.master.kid,
             )
-            found.update(await self._by_lookup(conn, missing))
+            found.update(self._subjects(made))
+            raced = [lookup for lookup in missing if lookup not in found]
+            if raced:  # made meanwhile by another transaction: theirs it is
+                found.update(await self._by_lookup(conn, raced))
         return {identity: found[lookup] for identity, lookup in lookups.items()}
 
     async def anonymous(self, conn: Connection) -> SubjectKey:
@@ -198,6 +208,8 @@ class KeyStore:
             ref,
             at,
         )
+        for kept in [k for k in self._unwrapped if k[0] == ref]:
+            del self._unwrapped[kept]  # not even this process holds it any longer
         return erased is not None
 
     async def find(self, conn: Connection, identity: str) -> str | None:
@@ -212,10 +224,23 @@ class KeyStore:
             f"SELECT lookup, ref, wrapped_key FROM {self.table} WHERE lookup = ANY($1::bytea[])",
             lookups,
         )
+        return self._subjects(rows)
+
+    def _subjects(self, rows: Iterable[Record]) -> dict[bytes, SubjectKey]:
         return {r[0]: SubjectKey(r[1], self._unwrap(r[1], r[2])) for r in rows}
 
     def _unwrap(self, ref: str, wrapped: bytes | None) -> bytes | None:
-        return None if wrapped is None else self.master.unwrap(ref, wrapped)
+        if wrapped is None:
+            return None
+        key = self._unwrapped.get((ref, wrapped))
+        if key is None:
+            key = self.master.unwrap(ref, wrapped)
+            if key is None:
+                return None
+            if len(self._unwrapped) >= UNWRAPPED_KEPT:
+                del self._unwrapped[next(iter(self._unwrapped))]  # the oldest
+            self._unwrapped[(ref, wrapped)] = key
+        return key
 
 
 def new_ref() -> str:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from services.intake.contract import MAX_MESSAGE_BYTES, Customer
+from services.intake.contract import MAX_MESSAGE_BYTES, Customer, Request
 from shared.database import Connection
 from shared.keystore import KeyStore, SubjectKey, identity_of
 from shared.personal import DataKeys
@@ -50,8 +50,30 @@ class Customers:
         return self._subjects[identity(customer)].ref
 
     def seal(self, customer: Customer, event: M) -> M:
-        """``event`` with its personal fields sealed under ``customer``'s key."""
+        """``event`` with its personal fields sealed under ``customer``'s key (those already
+        sealed as they are)."""
         return self._keys.seal(event, self.ref(customer))
+
+    def sealed(self, request: Request) -> Request:
+        """``request`` with its personal texts sealed under its customer's key, for the events
+        of its ticket to be built from: each text is encrypted once, not once per event that
+        repeats it, and the events need no sealed copy made (what remains clear in them is
+        still sealed by :meth:`seal`). Never for triage or comparisons: they need the text."""
+        customer = request.customer
+        ref = self.ref(customer)
+        seal = self._keys.seal_text
+        texts = {f: seal(ref, v) for f in _CUSTOMER_TEXTS if (v := getattr(customer, f))}
+        return request.model_copy(
+            update={
+                "customer": customer.model_copy(update=texts),
+                "subject": seal(ref, request.subject),
+                "description": seal(ref, request.description),
+            }
+        )
+
+
+_CUSTOMER_TEXTS = ("name", "email", "phone", "customer_id")
+"""A request's customer's personal fields (what :class:`CustomerDetails` seals)."""
 
 
 async def rejected_subject(store: KeyStore, conn: Connection, value: bytes) -> SubjectKey:

@@ -347,14 +347,13 @@ async def record_tickets(
         ticket_id = str(new_event_id())
         result = triage(request, policy.triage, version)
         numbered.append((number, ticket_id))
-        receipt = received(ticket_id, number, request, result.language, customers.ref(customer))
+        ref, texts = customers.ref(customer), customers.sealed(request)
+        receipt = received(ticket_id, number, texts, result.language, ref)
         if index < len(follows_up) and follows_up[index]:
             receipt = receipt.model_copy(update={"follows_up": follows_up[index]})
         sealed = [
             customers.seal(customer, receipt),
-            customers.seal(
-                customer, triaged(ticket_id, number, request, result, customers.ref(customer))
-            ),
+            customers.seal(customer, triaged(ticket_id, number, texts, result, ref)),
         ]
         # A new ticket starts a story: every event it causes carries its id as correlation.
         uow.caused_by(Cause(ticket_id))(

@@ -12,11 +12,20 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
+from pydantic import BaseModel
 
 from services import service_migrations
 from shared.database import connect
 from shared.keystore import KeyStore, MasterKey, MasterKeyError, identity_of, local_master_key
-from shared.personal import ERASED, DataKeys, keys_for
+from shared.personal import (
+    ERASED,
+    DataKeys,
+    PersonalText,
+    Sealed,
+    for_subject,
+    keys_for,
+    seal_pending,
+)
 from shared.settings import Settings
 from tests.support.services import migrated
 
@@ -89,6 +98,55 @@ async def test_erasure_destroys_the_key_and_the_identity_becomes_a_new_subject(
     assert await store.find(owner, "email:a@example.com") is None
     fresh = (await store.subjects(owner, ["email:a@example.com"]))["email:a@example.com"]
     assert fresh.ref != subject.ref
+
+
+@pytest.mark.asyncio
+async def test_a_key_erased_by_another_process_is_never_used_again_by_one_that_kept_it(
+    owner: asyncpg.Connection,
+) -> None:
+    """Intake keeps unwrapped keys between batches; an erasure elsewhere (the desk's, or
+    retention's) must still stop it from sealing or opening with the destroyed key."""
+    secret = secrets.token_bytes(32)
+    intake, desk = KeyStore(MasterKey.of(secret)), KeyStore(MasterKey.of(secret))
+    identity = "email:a@example.com"
+    before = (await intake.subjects(owner, [identity]))[identity]
+    assert before.key is not None
+    assert (await intake.subjects(owner, [identity]))[identity] == before  # kept: the same
+    sealed = DataKeys({before.ref: before.key}).seal_text(before.ref, "Wang Fang")
+    assert (await keys_for(intake, owner, [sealed])).open_text(sealed) == "Wang Fang"
+
+    assert await desk.erase(owner, before.ref, NOW)
+
+    after = (await intake.subjects(owner, [identity]))[identity]
+    assert after.ref != before.ref and after.key not in (None, before.key)
+    assert (await intake.keys(owner, [before.ref])) == {before.ref: None}
+    assert (await keys_for(intake, owner, [sealed])).open_text(sealed) is ERASED
+    with pytest.raises(KeyError):
+        (await keys_for(intake, owner, [sealed])).seal_text(before.ref, "Wang Fang")
+
+
+class Note(BaseModel):
+    text: PersonalText
+    number: str
+
+
+@pytest.mark.asyncio
+async def test_fields_bound_for_a_subject_are_sealed_as_appended_and_others_left_as_they_are(
+    owner: asyncpg.Connection,
+) -> None:
+    store = KeyStore(master())
+    subject = (await store.subjects(owner, ["id:C-9"]))["id:C-9"]
+    sealed_already = DataKeys({subject.ref: subject.key}).seal(
+        Note(text="x", number="1"), subject.ref
+    )
+    assert (await seal_pending(store, owner, [sealed_already]))[0] is sealed_already
+
+    bound = for_subject(Note(text="Wang Fang", number="2"), subject.ref)
+    (appended,) = await seal_pending(store, owner, [bound])
+
+    assert isinstance(appended.text, Sealed) and appended.number == "2"
+    assert "Wang Fang" not in appended.model_dump_json()
+    assert (await keys_for(store, owner, [appended])).reveal(appended).text == "Wang Fang"
 
 
 @pytest.mark.asyncio
