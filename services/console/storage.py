@@ -65,6 +65,7 @@ class Tickets(Projection):
     async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
         created: set[str] = set()
         erased: list[str] = []
+        timeline: list[tuple[Any, ...]] = []
         for recorded in await personal.opened(conn, self.keys, events):
             data = recorded.decode()
             if isinstance(data, intake.CustomerErased):
@@ -74,7 +75,8 @@ class Tickets(Projection):
                 continue
             if await _change(conn, data, recorded.time):
                 created.add(ticket_id)
-            await _timeline(conn, recorded, data, ticket_id)
+            timeline.append(_timeline_row(recorded, data, ticket_id))
+        await _add_to_timelines(conn, timeline)
         await refresh_sla(conn, created)
         await personal.forget(conn, erased)
 
@@ -223,9 +225,7 @@ async def _set(conn: Connection, data: Any, time: datetime, change: str, *values
     )
 
 
-async def _timeline(
-    conn: Connection, recorded: RecordedEvent, data: EventData, ticket_id: str
-) -> None:
+def _timeline_row(recorded: RecordedEvent, data: EventData, ticket_id: str) -> tuple[Any, ...]:
     kind = recorded.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
     said_field = SAID.get(type(data))
     facts = {
@@ -234,9 +234,7 @@ async def _timeline(
         if k not in _PERSONAL and k not in _IDENTITY
     }
     actor = getattr(data, "actor", None) or getattr(data, "agent_id", None)
-    await conn.execute(
-        "INSERT INTO timeline (ticket_id, position, at, service, kind, actor, facts, said) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+    return (
         ticket_id,
         recorded.position,
         recorded.time,
@@ -246,6 +244,17 @@ async def _timeline(
         facts,
         personal.stored_text(getattr(data, said_field)) if said_field else None,
     )
+
+
+async def _add_to_timelines(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """One pipelined statement for the whole batch: a statement per event, each its own round
+    trip, was a fifth of the console's CPU in a burst. Rows are independent of each other."""
+    if rows:
+        await conn.executemany(
+            "INSERT INTO timeline (ticket_id, position, at, service, kind, actor, facts, said) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            rows,
+        )
 
 
 async def refresh_sla(conn: Connection, ticket_ids: Iterable[str]) -> None:
