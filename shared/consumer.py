@@ -137,6 +137,10 @@ class Subscription(ABC, Generic[T]):
     written_by: str = "clients"
     """Who writes these topics when no service publishes them (the Kafka ACLs): ``clients``
     (channel adapters, agent desks) or ``operator`` (the ``desk`` tools)."""
+    patience_ms: int = 0
+    """How long a fetch may wait for records at the least (``kafka_fetch_max_wait_ms`` when it
+    is longer): topics whose records may wait (dead letters) are polled less often. The
+    embedded broker's CPU grows with every partition polled, whatever the traffic."""
 
     @abstractmethod
     def decode(self, record: Record) -> T:
@@ -338,11 +342,16 @@ class ConsumerRunner(Generic[T]):
                 title=f"{self.name}:consume" if n == 0 else f"{self.name}:consume:{n}",
                 description=self.subscription.description,
                 include_in_schema=n == 0,
-                **consumer_options(self.settings),
+                **self._consumer_options(),
             )
             prompt_batches(subscriber)
             subscriber(on_batch)
             self._members.append((subscriber, listener))
+
+    def _consumer_options(self) -> dict[str, Any]:
+        options = consumer_options(self.settings)
+        wait = max(options["fetch_max_wait_ms"], self.subscription.patience_ms)
+        return {**options, "fetch_max_wait_ms": wait}
 
     # --- the batch path -------------------------------------------------------------------
 
