@@ -256,8 +256,7 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
     }
     try:
         # The survey link is a signed token: made only for a template that shows it.
-        wanted = uses(settings, rule.template, language)
-        if wanted & _SURVEY:
+        if uses(settings, rule.template, language) & _SURVEY:
             context.update(links(facts.number))
             context["survey_url"] = render_text(settings.survey_url, context)
         subject, body = render(settings, rule.template, language, context)
