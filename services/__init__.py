@@ -115,9 +115,18 @@ def service_publishes(name: str) -> dict[str, tuple[type[EventData], ...]]:
 
 
 def event_owners() -> dict[str, str]:
-    """The catalogue: each event type and the one service that publishes it."""
+    """The catalogue: each event type and the one service that publishes it.
+
+    Computed once per list of services: consumers look it up for every event they read (the
+    provenance check, the console's timeline), and walking every service's ``PUBLISHES`` each
+    time was 7 % of the console's CPU in a burst."""
+    return _owners(service_names())
+
+
+@cache
+def _owners(names: tuple[str, ...]) -> dict[str, str]:
     owners: dict[str, str] = {}
-    for name in service_names():
+    for name in names:
         for types in service_publishes(name).values():
             for cls in types:
                 owner = owners.setdefault(cls.event_type(), name)

@@ -114,7 +114,11 @@ class Settings(BaseSettings):
     kafka_create_topics: bool = Field(
         default=True, description="Services create the topics they use at start (idempotent)."
     )
-    topic_partitions: int = Field(default=6, ge=1, description="Partitions of created topics.")
+    topic_partitions: int = Field(
+        default=6,
+        ge=1,
+        description="Partitions of created topics. `desk up` sets 2 for the embedded broker.",
+    )
     topic_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor of created topics."
     )
@@ -198,7 +202,7 @@ class Settings(BaseSettings):
         ge=1,
         le=16,
         description="Consumers per subscription in one process: one batch's Python work "
-        "overlaps another's database work.",
+        "overlaps another's database work. `desk up` sets 1 for the embedded broker.",
     )
     consumer_batch_size: int = Field(
         default=500, ge=1, description="Most messages a consumer handles in one transaction."

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from jinja2 import Template
+from jinja2 import Template, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 _ENVIRONMENT = SandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
@@ -24,6 +24,12 @@ def _compiled(source: str) -> Template:
 
 def render_text(source: str, context: dict[str, Any]) -> str:
     return _compiled(source).render(context)
+
+
+@cache
+def names_used(source: str) -> frozenset[str]:
+    """The variables a template reads: a context value it never reads need not be computed."""
+    return frozenset(meta.find_undeclared_variables(_ENVIRONMENT.parse(source)))
 
 
 def pick_language(variants: Mapping[str, object], language: str | None, default: str) -> str:

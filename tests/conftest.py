@@ -82,6 +82,9 @@ def make_settings(
         url = new_database(infrastructure.admin_database_url, name)
         created.append(name)
         values: dict[str, Any] = {
+            # The embedded broker's client settings first: the tests' own choices below win
+            # (three partitions, so that ordering across partitions is exercised).
+            **infrastructure.broker_settings,
             "database_url": url,
             "kafka_bootstrap_servers": infrastructure.bootstrap_servers,
             "topic_prefix": f"t{uuid4().hex[:10]}.",
@@ -97,7 +100,6 @@ def make_settings(
             "local_mode": True,
             "keys_file": infrastructure.keys_file,
             **{port_field(name): free_port() for name in service_names()},
-            **infrastructure.broker_settings,
         }
         values.update(overrides)
         return desk_settings(**values)

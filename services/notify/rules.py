@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from services.dispatch import events as dispatch
 from services.intake import events as intake
 from services.notify.events import mail_message_id
-from services.notify.templates import pick_language, render, render_text
+from services.notify.templates import pick_language, render, render_text, uses
 from services.policy import Policy
 from services.policy.calendar import BusinessCalendar
 from services.policy.dispatch import AgentPolicy
@@ -122,7 +122,7 @@ def notices(
         if customer_only and rule.to != "customer":
             continue
         for recipient in recipients(policy, rule, facts, data):
-            links = survey(facts.number) if recipient.key == "customer" else {}
+            links = survey if recipient.key == "customer" else _no_links
             notice = _notice(policy, settings, rule, recipient, facts, data, event_id, links)
             found.append(_threaded(facts, notice))
     return found
@@ -211,6 +211,14 @@ def _agent(agent: AgentPolicy) -> Recipient:
     return Recipient(f"agent:{agent.id}", agent.name, agent.languages[0], contacts)
 
 
+_SURVEY = frozenset({"survey_url", "console_url", "token"})
+"""What a template reads of the survey link."""
+
+
+def _no_links(number: str) -> dict[str, str]:
+    return {}
+
+
 def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
     policy: Policy,
     settings: NotificationPolicy,
@@ -219,7 +227,7 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
     facts: NoticeFacts,
     data: dict[str, Any],
     event_id: str,
-    links: dict[str, str],
+    links: SurveyContext,
 ) -> Notice:
     language = pick_language(settings, rule.template, recipient.language)
     channel = next((c for c in rule.channels if recipient.contacts.get(c)), None)
@@ -244,10 +252,13 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
         "expected_by": expected_by(policy, facts) if rule.event == "ticket.triaged" else None,
         "console_url": "",
         "token": "",
-        **links,
+        "survey_url": "",
     }
     try:
-        context["survey_url"] = render_text(settings.survey_url, context)
+        # The survey link is a signed token: made only for a template that shows it.
+        if uses(settings, rule.template, language) & _SURVEY:
+            context.update(links(facts.number))
+            context["survey_url"] = render_text(settings.survey_url, context)
         subject, body = render(settings, rule.template, language, context)
     except TemplateError as error:
         return Notice(**base, subject="", body="", failure="template_error", error=str(error))

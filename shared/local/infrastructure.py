@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.database import connect, create_database, wait_for_database, with_database
-from shared.local.broker import EMBEDDED_BROKER_SETTINGS, EmbeddedBroker, embedded_broker_env
+from shared.local.broker import EmbeddedBroker, embedded_broker_env, embedded_broker_settings
 from shared.local.postgres import EmbeddedPostgres
 from shared.logging import get_logger
 from shared.privileges import OWNER_ROLE, create_roles, hand_over, role_url, service_role
@@ -69,7 +69,7 @@ class Infrastructure:
             "postgres_pid": self.postgres.pid if self.postgres else None,
             "broker_pid": self.broker.pid if self.broker else None,
             "embedded_broker": self.embedded_broker,
-            "broker_settings": EMBEDDED_BROKER_SETTINGS if self.broker is not None else {},
+            "broker_settings": embedded_broker_settings() if self.broker is not None else {},
         }
 
     def stop(self) -> None:

@@ -12,8 +12,10 @@ import asyncpg
 import httpx
 import pytest
 
+from services.intake.events import TicketReceived
 from shared.database import Connection, connect
 from shared.deadletter import list_dead_letters, replay_dead_letter
+from shared.events import EVENTS
 from shared.local.ports import free_port
 from shared.settings import Settings
 from tests.conftest import SettingsFactory
@@ -186,6 +188,24 @@ async def test_bad_bytes_go_straight_to_the_dead_letter_topic_and_the_consumer_g
 
         await eventually(good, lambda n: n == 1, what="the valid command after the bad ones")
         assert (await service.readiness())["consumers"]
+
+
+@pytest.mark.asyncio
+async def test_a_record_of_a_type_the_consumer_does_not_handle_is_read_past_by_its_header(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """The ``ce_type`` header names a known type the consumer does not accept: it is skipped
+    without parsing (even bytes that would be a dead letter); without the header it is parsed."""
+    assert EVENTS.knows(TicketReceived.event_name)
+    assert TicketReceived.event_name not in probe.Tally.accepts
+    service = probe.build(settings, port=0)
+    async with running(service):
+        other = [("ce_type", TicketReceived.event_type().encode())]
+        await kafka.publish(probe.EVENTS, b"{someone else's", key="k", headers=other)
+        await kafka.publish(probe.EVENTS, b"{no header", key="k")
+        dead = await kafka.await_records(f"{probe.EVENTS}.dlq", lambda r: True, count=1)
+        assert [r.value for r in dead] == [b"{no header"]
+        assert dead[0].header("dlq_reason") == "undecodable"
 
 
 @pytest.mark.asyncio
