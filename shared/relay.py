@@ -85,8 +85,6 @@ class Relay:
         self.leader = False
         self._partitions: dict[str, list[int]] = {}
         self._wake = asyncio.Event()
-        self._round = asyncio.Lock()
-        self._drained = False
         self._source = f"servicedesk/{service}".encode()
         self._read_sql = (
             "SELECT position, event_id::text, stream_id, stream_version, type, subject, "
@@ -112,9 +110,7 @@ class Relay:
             while True:
                 # Cleared before reading: a commit notified during the round wakes the next.
                 self._wake.clear()
-                async with self._round:
-                    published = await self.publish_pending(conn)
-                    self._drained = published == 0
+                published = await self.publish_pending(conn)
                 if published < self.batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -122,27 +118,6 @@ class Relay:
             self._set_leader(False)
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.close(timeout=2))
-
-    async def drain(self, within: float) -> None:
-        """A graceful stop: publish what is committed, then hold the relay between rounds, so
-        that cancelling it leaves nothing published but not checkpointed (to be published again
-        at the next start). The lock is kept: the relay waits on it until it is cancelled."""
-        if not self.leader:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        self._drained = False  # a round must start after this call: it reads the last commits
-        self._wake.set()
-        while True:
-            try:  # a round stuck on the broker does not hold the stop up: cancelled, as before
-                await asyncio.wait_for(self._round.acquire(), max(0.0, deadline - loop.time()))
-            except TimeoutError:
-                return
-            if self._drained or loop.time() > deadline:
-                return
-            self._round.release()
-            self._wake.set()
-            await asyncio.sleep(0.01)
 
     async def _await_leadership(self, conn: Connection) -> None:
         """Stand by until this instance holds the service's relay lock."""

@@ -291,9 +291,6 @@ class Service:
         self.closing.set()
         for runner in self.consumers:
             await runner.stop()
-        if self.relay is not None:
-            # The consumers' last batches are committed: publish their events before stopping.
-            await self.relay.drain(within=self.settings.shutdown_grace.total_seconds() / 4)
         await self.tasks.stop()
 
     async def _close_storage(self) -> None:
