@@ -28,7 +28,7 @@ from shared.events import (
     format_time,
     new_event_id,
 )
-from shared.personal import seal_pending
+from shared.personal import SEALED_ONLY, seal_pending
 
 ANY_VERSION: None = None
 """Expected version meaning "append whatever the stream's version is"."""
@@ -137,6 +137,8 @@ class EventStore:
         event_types: set[str] | None = None,
         max_event_bytes: int | None = None,
         sealing: KeyStore | None = None,
+        *,
+        sealed_only: bool = False,
     ) -> None:
         self.schema = identifier(schema)
         self.source = source
@@ -147,6 +149,10 @@ class EventStore:
         self.sealing = sealing
         """When given, personal fields bound for a subject (:func:`shared.personal.for_subject`)
         are sealed with its key as they are appended."""
+        self.sealed_only = sealed_only
+        """Whether an event with a personal field in clear is refused (its writer seals every
+        one itself): the last check before the bytes are written, whatever the code before."""
+        self._context = SEALED_ONLY if sealed_only else None
         self._append_sql = (
             "SELECT event_id, event_position, event_stream_version "
             f"FROM {self.schema}.append_events("
@@ -265,7 +271,8 @@ class EventStore:
             "correlationid": pending.correlation_id,
             "causationid": pending.causation_id,
         }
-        return f'{to_json(head).decode()[:-1]},"data":{pending.data.model_dump_json()}}}'
+        data = pending.data.model_dump_json(context=self._context)
+        return f'{to_json(head).decode()[:-1]},"data":{data}}}'
 
     async def read_stream(
         self, conn: Connection, stream_id: str, after_version: int = 0

@@ -84,7 +84,7 @@ class MasterKey:
 
     def lookup(self, identity: str) -> bytes:
         """The identity's HMAC: equal identities, equal lookups; the identity is not in it."""
-        return hmac.new(self._lookup, identity.encode(), hashlib.sha256).digest()
+        return hmac.digest(self._lookup, identity.encode(), hashlib.sha256)
 
     def wrap(self, ref: str, data_key: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)

@@ -29,7 +29,7 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, PlainSerializer, WithJsonSchema, WrapValidator
-from pydantic_core.core_schema import ValidatorFunctionWrapHandler
+from pydantic_core.core_schema import SerializationInfo, ValidatorFunctionWrapHandler
 
 from shared.database import Connection
 from shared.keystore import NONCE_BYTES, KeyStore
@@ -93,11 +93,19 @@ def _read(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     return handler(value)
 
 
-def _write(value: str) -> Any:
+SEALED_ONLY: dict[str, bool] = {"sealed_only": True}
+"""Serialisation context of a writer that seals every personal field itself (intake's event
+store): a field still in clear there is a bug, refused rather than written. It is the net
+behind sealing that builds events from sealed texts instead of walking each event."""
+
+
+def _write(value: str, info: SerializationInfo) -> Any:
     if isinstance(value, Sealed):
         return value.as_json()
     if isinstance(value, Unsealed):
         raise ValueError("a personal field was not sealed before it was written")
+    if info.context is SEALED_ONLY and type(value) is str:
+        raise ValueError("a personal field in clear where every one must be sealed")
     return value
 
 

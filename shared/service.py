@@ -85,6 +85,7 @@ class Service:
         sends: Sequence[str] = (),
         log: Log | None = None,
         key_store: KeyStore | None = None,
+        sealed_only: bool = False,
     ) -> None:
         self.name = name
         self.port = port
@@ -112,6 +113,7 @@ class Service:
             # Room for the key, the CloudEvents headers and the record's framing.
             max_event_bytes=settings.kafka_max_message_bytes - 16 * 1024,
             sealing=key_store,
+            sealed_only=sealed_only,
         )
         self.key_store = key_store
         """The customers' data keys, when the service seals or opens personal fields."""

@@ -33,4 +33,5 @@ def build(settings: Settings) -> Service:
         workers=[keep_in_force(policy), forgetting(policy, keys, own.processed_purge_interval)],
         migrations=MIGRATIONS,
         key_store=keys,
+        sealed_only=True,  # it seals every personal field it writes (customers.py)
     )

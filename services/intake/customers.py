@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from services.intake.contract import MAX_MESSAGE_BYTES, Customer, Request
+from services.intake.events import AttachmentRef
 from shared.database import Connection
 from shared.keystore import KeyStore, SubjectKey, identity_of
 from shared.personal import DataKeys
@@ -54,26 +56,50 @@ class Customers:
         sealed as they are)."""
         return self._keys.seal(event, self.ref(customer))
 
-    def sealed(self, request: Request) -> Request:
-        """``request`` with its personal texts sealed under its customer's key, for the events
-        of its ticket to be built from: each text is encrypted once, not once per event that
-        repeats it, and the events need no sealed copy made (what remains clear in them is
-        still sealed by :meth:`seal`). Never for triage or comparisons: they need the text."""
+    def sealed(self, request: Request) -> SealedTexts:
+        """``request``'s personal texts sealed under its customer's key, for the events of its
+        ticket to be built from: each text is encrypted once, not once per event that repeats
+        it, and no event is walked to find them (intake's store refuses any left in clear).
+        Never for triage or comparisons: they need the text."""
         customer = request.customer
         ref = self.ref(customer)
         seal = self._keys.seal_text
-        texts = {f: seal(ref, v) for f in _CUSTOMER_TEXTS if (v := getattr(customer, f))}
-        return request.model_copy(
-            update={
-                "customer": customer.model_copy(update=texts),
-                "subject": seal(ref, request.subject),
-                "description": seal(ref, request.description),
-            }
+
+        def optional(text: str | None) -> str | None:
+            return None if text is None else seal(ref, text)
+
+        return SealedTexts(
+            ref=ref,
+            name=seal(ref, customer.name),
+            email=optional(customer.email),
+            phone=optional(customer.phone),
+            customer_id=optional(customer.customer_id),
+            subject=seal(ref, request.subject),
+            description=seal(ref, request.description),
+            attachments=[
+                AttachmentRef(
+                    name=seal(ref, a.name),
+                    size=a.size,
+                    content_type=a.content_type,
+                    url=seal(ref, a.url),
+                )
+                for a in request.attachments
+            ],
         )
 
 
-_CUSTOMER_TEXTS = ("name", "email", "phone", "customer_id")
-"""A request's customer's personal fields (what :class:`CustomerDetails` seals)."""
+@dataclass(frozen=True, slots=True)
+class SealedTexts:
+    """A request's personal fields, sealed under its customer's key (``ref``)."""
+
+    ref: str
+    name: str
+    email: str | None
+    phone: str | None
+    customer_id: str | None
+    subject: str
+    description: str
+    attachments: list[AttachmentRef]
 
 
 async def rejected_subject(store: KeyStore, conn: Connection, value: bytes) -> SubjectKey:

@@ -35,7 +35,7 @@ from services.intake.contract import (
     Request,
     read_request,
 )
-from services.intake.customers import Customers, rejected_subject, seal_for
+from services.intake.customers import Customers, SealedTexts, rejected_subject, seal_for
 from services.intake.events import (
     AttachmentRef,
     CustomerDetails,
@@ -343,22 +343,18 @@ async def record_tickets(
     numbered: list[tuple[str, str]] = []
     for index, (request, year) in enumerate(zip(new, years, strict=True)):
         number = format_number(policy, year, counters[year].pop(0))
-        customer = request.customer
         ticket_id = str(new_event_id())
         result = triage(request, policy.triage, version)
         numbered.append((number, ticket_id))
-        ref, texts = customers.ref(customer), customers.sealed(request)
-        receipt = received(ticket_id, number, texts, result.language, ref)
+        texts = customers.sealed(request)
+        receipt = received(ticket_id, number, request, texts, result.language)
         if index < len(follows_up) and follows_up[index]:
             receipt = receipt.model_copy(update={"follows_up": follows_up[index]})
-        sealed = [
-            customers.seal(customer, receipt),
-            customers.seal(customer, triaged(ticket_id, number, texts, result, ref)),
-        ]
+        events = [receipt, triaged(ticket_id, number, request, texts, result)]
         # A new ticket starts a story: every event it causes carries its id as correlation.
         uow.caused_by(Cause(ticket_id))(
             ticket_stream(ticket_id),
-            sealed,
+            events,
             expected_version=NO_STREAM,
             subject=ticket_id,
         )
@@ -384,8 +380,9 @@ def format_number(policy: Policy, year: int, counter: int) -> str:
 
 
 def received(
-    ticket_id: str, number: str, request: Request, language: str, ref: str | None = None
+    ticket_id: str, number: str, request: Request, texts: SealedTexts, language: str
 ) -> TicketReceived:
+    """The receipt: ``request``'s personal fields as ``texts`` holds them (sealed)."""
     customer = request.customer
     return TicketReceived(
         ticket_id=ticket_id,
@@ -394,26 +391,26 @@ def received(
         channel_message_id=request.channel_message_id,
         received_at=request.received_at,
         customer=CustomerDetails(
-            name=customer.name,
-            email=customer.email,
-            phone=customer.phone,
-            customer_id=customer.customer_id,
+            name=texts.name,
+            email=texts.email,
+            phone=texts.phone,
+            customer_id=texts.customer_id,
             language=customer.language,
             tier=customer.tier,
-            ref=ref,
+            ref=texts.ref,
         ),
-        subject=request.subject,
-        description=request.description,
+        subject=texts.subject,
+        description=texts.description,
         product_line=request.product_line,
         problem_type=request.problem_type,
         priority=request.priority,
         language=language,
-        attachments=_attachments(request),
+        attachments=texts.attachments,
     )
 
 
 def triaged(
-    ticket_id: str, number: str, request: Request, result: Triage, customer_key: str
+    ticket_id: str, number: str, request: Request, texts: SealedTexts, result: Triage
 ) -> TicketTriaged:
     """The triage, public: ``customer_key`` is the customer's pseudonym (their data subject's
     reference), so services that only need to recognise a customer across tickets (dispatch's
@@ -435,9 +432,9 @@ def triaged(
         product_line=request.product_line,
         problem_type=request.problem_type,
         customer_tier=request.customer.tier,
-        subject=request.subject,
+        subject=texts.subject,
         received_at=request.received_at,
-        customer_key=customer_key,
+        customer_key=texts.ref,
     )
 
 

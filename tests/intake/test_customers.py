@@ -13,13 +13,23 @@ from services.intake.handlers import received, triaged
 from services.intake.triage import triage
 from services.policy import DEFAULT_POLICY, Policy
 from shared.keystore import SubjectKey, new_ref
-from shared.personal import DataKeys, Sealed
+from shared.personal import SEALED_ONLY, DataKeys, Sealed
 from tests.intake.requests import encode, valid
 
 
 def request() -> Request:
     customer = {"name": "王芳", "email": "wang.fang@example.com", "phone": "+8613800001234"}
-    read = read_request(encode(valid(customer={**customer, "customer_id": "C-7"})))
+    files = [
+        {
+            "name": "王芳-invoice.pdf",
+            "size": 10,
+            "content_type": "application/pdf",
+            "url": "https://files.example.com/王芳?token=s3cr3t",
+        }
+    ]
+    read = read_request(
+        encode(valid(customer={**customer, "customer_id": "C-7"}, attachments=files))
+    )
     assert isinstance(read, Request)
     return read
 
@@ -32,14 +42,15 @@ def test_a_tickets_events_carry_every_personal_text_sealed_and_opening_to_the_re
     result = triage(asked, policy.triage, "v1")
 
     texts = customers.sealed(asked)
-    receipt = customers.seal(asked.customer, received("t-1", "REQ-1", texts, result.language))
-    triage_event = customers.seal(
-        asked.customer, triaged("t-1", "REQ-1", texts, result, subject.ref)
-    )
+    receipt = received("t-1", "REQ-1", asked, texts, result.language)
+    triage_event = triaged("t-1", "REQ-1", asked, texts, result)
 
-    raw = receipt.model_dump_json() + triage_event.model_dump_json()
-    for clear in ("王芳", "wang.fang@example.com", "+8613800001234", "C-7", asked.subject):
+    # Written as intake's store writes them: a field left in clear would raise here.
+    raw = "".join(e.model_dump_json(context=SEALED_ONLY) for e in (receipt, triage_event))
+    for clear in ("王芳", "wang.fang@example.com", "+8613800001234", "C-7", "s3cr3t"):
         assert clear not in raw
+    assert asked.subject not in raw
+    assert triage_event.customer_key == subject.ref
     sealed = [
         receipt.customer.name,
         receipt.customer.email,
@@ -47,6 +58,8 @@ def test_a_tickets_events_carry_every_personal_text_sealed_and_opening_to_the_re
         receipt.customer.customer_id,
         receipt.subject,
         receipt.description,
+        receipt.attachments[0].name,
+        receipt.attachments[0].url,
         triage_event.subject,
     ]
     assert all(isinstance(s, Sealed) and s.ref == subject.ref for s in sealed)

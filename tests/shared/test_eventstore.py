@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
 import pytest_asyncio
+from pydantic_core import PydanticSerializationError
 
 from shared.database import Connection, connect
 from shared.events import EVENTS, EventData, event
@@ -21,6 +23,7 @@ from shared.eventstore import (
     StreamAppend,
 )
 from shared.migrations import kernel_migrations, migrate
+from shared.personal import DataKeys, PersonalText
 from shared.settings import Settings
 
 SCHEMA = "store_test"
@@ -157,6 +160,31 @@ async def test_append_many_is_all_or_nothing(store: EventStore, conn: Connection
         ],
     )
     assert sorted((d.stream_version) for d in done) == [1, 2, 2]
+
+
+@event("test.store.confided", version=1)
+class Confided(EventData):
+    secret: PersonalText
+
+
+@pytest.mark.asyncio
+async def test_a_store_that_takes_only_sealed_fields_refuses_clear_text(
+    store: EventStore, conn: Connection
+) -> None:
+    sealed_only = EventStore(SCHEMA, "servicedesk/test", sealed_only=True)
+    now = datetime.now(UTC)
+    clear = PendingEvent(Confided(secret="Wang Fang's PIN"), now, "c")
+    with pytest.raises(PydanticSerializationError, match="in clear"):
+        await sealed_only.append(conn, "leaky", NO_STREAM, [clear])
+    assert await store.read_stream(conn, "leaky") == []
+
+    ring = DataKeys({"cust-1": secrets.token_bytes(32)})
+    sealed = PendingEvent(ring.seal(Confided(secret="Wang Fang's PIN"), "cust-1"), now, "c")
+    await sealed_only.append(conn, "tight", NO_STREAM, [sealed])
+    (stored,) = await store.read_stream(conn, "tight")
+    assert "Wang" not in stored.data_json
+    # Any other store writes what it is given.
+    await store.append(conn, "plain", NO_STREAM, [clear])
 
 
 @pytest.mark.asyncio

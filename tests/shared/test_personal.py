@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import secrets
 
+import pytest
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import PydanticSerializationError
 
 from shared.personal import (
     ERASED,
+    SEALED_ONLY,
     DataKeys,
     Erased,
     OptionalPersonalText,
@@ -86,6 +89,21 @@ def test_a_ciphertext_moved_to_another_subject_does_not_open() -> None:
     stolen = ring.seal_text("cust-1", "secret")
     assert ring.open_text(Sealed("cust-2", stolen.ct)) is ERASED
     assert ring.open_text(Sealed("cust-1", "not base64 at all!")) is ERASED
+
+
+def test_a_writer_that_seals_everything_refuses_a_field_left_in_clear() -> None:
+    ring = keys("cust-1")
+    sealed = ring.seal(message(), "cust-1")
+    assert "Wang" not in sealed.model_dump_json(context=SEALED_ONLY)
+    # One field of a nested list left in clear is enough.
+    leak = sealed.model_copy(update={"copies": [Contact(name="Wang Fang")]})
+    with pytest.raises(PydanticSerializationError, match="in clear"):
+        leak.model_dump_json(context=SEALED_ONLY)
+    # What an erased subject's field reads as is no personal data; other writers are not held.
+    assert "erased" in sealed.model_copy(update={"body": ERASED}).model_dump_json(
+        context=SEALED_ONLY
+    )
+    assert "Wang Fang" in leak.model_dump_json()
 
 
 def test_clear_text_of_old_events_reads_as_it_is() -> None:
