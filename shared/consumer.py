@@ -46,7 +46,7 @@ from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from shared.database import Connection
-from shared.deadletter import Reason, Record, dlq_topic
+from shared.deadletter import Reason, Record, dlq_topic, sealed, unsealed
 from shared.events import (
     EVENTS,
     Envelope,
@@ -164,6 +164,13 @@ class Subscription(ABC, Generic[T]):
     def wants(self, message: T) -> bool:
         """False for messages this consumer reads past without applying (never claimed)."""
         return True
+
+    async def owner(self, conn: Connection, record: Record) -> str | None:
+        """The pseudonym of the customer whose personal data ``record`` holds in clear (a
+        request, an agent's reply about them): its dead letter, if it comes to one, is sealed
+        under their key. The default — None — keeps a dead letter as it came: events carry
+        their personal fields sealed already."""
+        return None
 
     def passes(self, record: Record) -> bool:
         """True for a record this consumer reads past without even decoding it (its headers
@@ -671,8 +678,37 @@ class ConsumerRunner(Generic[T]):
             attempts=attempts,
         )
         await self.service.dead_letters.record(
-            conn, record, consumer=self.name, reason=reason, error=error, attempts=attempts
+            conn,
+            await self._sealed(conn, record),
+            consumer=self.name,
+            reason=reason,
+            error=error,
+            attempts=attempts,
         )
+
+    async def _sealed(self, conn: Connection, record: Record) -> Record:
+        """The record as its dead letter keeps it: sealed under the customer whose personal
+        data it holds in clear (:meth:`Subscription.owner`), else as it came. Finding them
+        must not keep the dead letter from being written: a failure there is logged, and the
+        record kept as it came (in the service's own table and dead-letter topic)."""
+        record, keys = unsealed(record), self.service.key_store
+        if keys is None:
+            return record
+        try:
+            async with conn.transaction():  # a savepoint: a failed look-up leaves it writable
+                ref = await self.subscription.owner(conn, record)
+                key = (await keys.keys(conn, [ref])).get(ref) if ref is not None else None
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as error:
+            log.error(
+                "dead letter kept unsealed: finding whose data it holds failed",
+                consumer=self.name,
+                record=record.coordinates,
+                error=repr(error)[:300],
+            )
+            return record
+        return record if ref is None else sealed(record, ref, key)
 
     # --- when nothing can be applied ------------------------------------------------------
 

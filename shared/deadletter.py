@@ -9,7 +9,9 @@ supervised task of the service and retried with backoff until the broker takes i
 dead-letter topic that is missing, or a broker that refuses the write, holds up no partition and
 loses nothing. A copy too large for the broker is cut to fit (``dlq_truncated`` gives the
 original size; the table keeps every byte); a write refused for good is left in the table,
-counted by ``desk_dead_letters_unpublished``. Error texts are stored with contact data masked.
+counted by ``desk_dead_letters_unpublished``. Error texts are stored with contact data masked;
+a record holding a customer's data in clear (a request, an agent's reply) is kept sealed under
+their key (:data:`SEALED_FOR`), opened only to replay it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,8 +30,10 @@ from aiokafka import AIOKafkaProducer
 from shared.clock import Clock
 from shared.database import Connection, identifier
 from shared.kafka import record_size, refused
+from shared.keystore import KeyStore
 from shared.logging import get_logger
 from shared.metrics import DEAD_LETTERS_UNPUBLISHED
+from shared.personal import DataKeys, sealed_json
 from shared.privacy import scrub
 from shared.scheduling import backoff
 from shared.settings import Settings
@@ -92,6 +96,36 @@ class Record:
     @property
     def coordinates(self) -> str:
         return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+SEALED_FOR = "dlq_sealed_for"
+"""Header of a dead letter whose value is sealed: the pseudonym of the customer whose personal
+data the record held in clear (a request, an agent's reply). Its value is then the sealed
+``{"ref", "ct"}`` of the record's bytes, opened only to replay it; once the customer is erased
+it is unreadable, like every other copy of their data."""
+
+
+class ErasedDeadLetter(Exception):
+    """A sealed dead letter whose customer was erased: nothing of it is left to replay."""
+
+
+def sealed(record: Record, ref: str, key: bytes | None) -> Record:
+    """``record`` as its dead letter keeps it: its value sealed under ``ref``'s data key (none
+    when the key is gone: the customer was erased, and so is their data here)."""
+    value = b""
+    if key is not None:
+        value = json.dumps(DataKeys({ref: key}).seal_bytes(ref, record.value).as_json()).encode()
+    return replace(
+        record, value=value, headers=(*unsealed(record).headers, (SEALED_FOR, ref.encode()))
+    )
+
+
+def unsealed(record: Record) -> Record:
+    """``record`` without a :data:`SEALED_FOR` header it may have come with: only the dead
+    letter's writer says a value is sealed."""
+    if all(k != SEALED_FOR for k, _ in record.headers):
+        return record
+    return replace(record, headers=tuple((k, v) for k, v in record.headers if k != SEALED_FOR))
 
 
 DLQ_SUFFIX = ".dlq"
@@ -214,6 +248,7 @@ class DeadLetters:
             ("dlq_offset", str(row["offset"]).encode()),
             ("dlq_attempts", str(row["attempts"]).encode()),
             ("dlq_time", row["recorded_at"].isoformat().encode()),
+            *((k, v.encode()) for k, v in original if k == SEALED_FOR),  # the writer's own
         ]
         key, value = row["key"], bytes(row["value"])
         limit = self.settings.kafka_max_message_bytes
@@ -330,13 +365,34 @@ def _headers(value: Any) -> list[list[str]]:
 
 
 async def replay_dead_letter(
-    conn: Connection, producer: AIOKafkaProducer, letter: DeadLetter
+    conn: Connection, producer: AIOKafkaProducer, letter: DeadLetter, keys: KeyStore | None = None
 ) -> None:
-    """Send a dead letter back to its original topic, with its original headers."""
+    """Send a dead letter back to its original topic, with its original headers (a sealed one
+    opened with ``keys``; :class:`ErasedDeadLetter` when its customer was erased)."""
+    value = await original_value(conn, letter, keys)
     headers = [(k, v.encode()) for k, v in letter.headers if not k.startswith("dlq_")]
     headers.append(("dlq_replayed_from", f"{letter.service}/{letter.id}".encode()))
-    await (await producer.send(letter.topic, value=letter.value, key=letter.key, headers=headers))
+    await (await producer.send(letter.topic, value=value, key=letter.key, headers=headers))
     await conn.execute(
         f"UPDATE {identifier(letter.service)}.dead_letters SET replayed_at = now() WHERE id = $1",
         letter.id,
     )
+
+
+async def original_value(conn: Connection, letter: DeadLetter, keys: KeyStore | None) -> bytes:
+    """The bytes the dead letter's record came with: a sealed one opened with its customer's key."""
+    ref = next((v for k, v in letter.headers if k == SEALED_FOR), None)
+    if ref is None:
+        return letter.value
+    if keys is None:
+        raise ValueError(f"{letter.service}/{letter.id} is sealed: opening it needs the key store")
+    found = (await keys.keys(conn, [ref])).get(ref)
+    try:
+        document = json.loads(letter.value) if letter.value else None
+    except ValueError:
+        document = None
+    seal = sealed_json(document) if isinstance(document, dict) else None
+    clear = DataKeys({ref: found}).open_bytes(seal) if seal is not None else None
+    if clear is None:
+        raise ErasedDeadLetter(f"{letter.service}/{letter.id}: its customer {ref} was erased")
+    return clear

@@ -88,7 +88,7 @@ ERASED = Erased("erased")
 def _read(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
     if isinstance(value, Sealed):
         return value
-    if isinstance(value, dict) and (sealed := _sealed_json(value)) is not None:
+    if isinstance(value, dict) and (sealed := sealed_json(value)) is not None:
         return sealed
     return handler(value)
 
@@ -163,11 +163,15 @@ class DataKeys:
         return self._ciphers.get(ref) is not None
 
     def seal_text(self, ref: str, text: str) -> Sealed:
+        return self.seal_bytes(ref, text.encode())
+
+    def seal_bytes(self, ref: str, clear: bytes) -> Sealed:
+        """Any bytes (a record as it came, which need not be text) sealed for ``ref``."""
         cipher = self._ciphers.get(ref)
         if cipher is None:
             raise KeyError(f"no data key for {ref}")
         nonce = self._nonce()
-        raw = nonce + cipher.encrypt(nonce, text.encode(), ref.encode())
+        raw = nonce + cipher.encrypt(nonce, clear, ref.encode())
         return Sealed(ref, _b64(raw))
 
     def _nonce(self) -> bytes:
@@ -183,15 +187,22 @@ class DataKeys:
         its key is gone (or the ciphertext is not its key's)."""
         if not isinstance(value, Sealed):
             return value
+        clear = self.open_bytes(value)
+        try:
+            return ERASED if clear is None else clear.decode()
+        except UnicodeDecodeError:
+            return ERASED
+
+    def open_bytes(self, value: Sealed) -> bytes | None:
+        """What :meth:`seal_bytes` sealed; None when its key is gone (or is not this one)."""
         cipher = self._ciphers.get(value.ref)
         if cipher is None:
-            return ERASED
+            return None
         try:
             raw = base64.urlsafe_b64decode(value.ct + "=" * (-len(value.ct) % 4))
-            clear = cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], value.ref.encode())
+            return cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], value.ref.encode())
         except (InvalidTag, ValueError):
-            return ERASED
-        return clear.decode()
+            return None
 
     def seal(self, model: M, ref: str) -> M:
         """``model`` with every personal field (nested models and lists too) sealed for
@@ -218,7 +229,7 @@ class DataKeys:
         """JSON data (an event's, as published) with every sealed field opened: for readers
         that work on the JSON itself (timelines, exports)."""
         if isinstance(value, dict):
-            sealed = _sealed_json(value)
+            sealed = sealed_json(value)
             if sealed is not None:
                 return self.open_text(sealed)
             return {k: self.reveal_json(v) for k, v in value.items()}
@@ -274,12 +285,12 @@ def from_column(text: str) -> str:
             value = json.loads(text)
         except ValueError:
             return text
-        if isinstance(value, dict) and (sealed := _sealed_json(value)) is not None:
+        if isinstance(value, dict) and (sealed := sealed_json(value)) is not None:
             return sealed
     return text
 
 
-def _sealed_json(value: dict[str, Any]) -> Sealed | None:
+def sealed_json(value: dict[str, Any]) -> Sealed | None:
     ref, ct = value.get("ref"), value.get("ct")
     if len(value) == 2 and isinstance(ref, str) and isinstance(ct, str):
         return Sealed(ref, ct)
@@ -297,7 +308,7 @@ def _collect(value: Any, refs: set[str], kind: type[Sealed | Unsealed] = Sealed)
         refs.add(value.ref)
     elif type(value) in _ATOMS or isinstance(value, str):
         return
-    elif kind is Sealed and isinstance(value, dict) and (sealed := _sealed_json(value)):
+    elif kind is Sealed and isinstance(value, dict) and (sealed := sealed_json(value)):
         refs.add(sealed.ref)
     elif isinstance(value, BaseModel):
         for name, _ in _fields(type(value)):

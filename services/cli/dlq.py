@@ -10,8 +10,14 @@ from rich.table import Table
 from services import service_names
 from services.cli.context import console, fail, load_settings, pick_services, run_async
 from shared.database import connect
-from shared.deadletter import DeadLetter, list_dead_letters, replay_dead_letter
+from shared.deadletter import (
+    DeadLetter,
+    ErasedDeadLetter,
+    list_dead_letters,
+    replay_dead_letter,
+)
 from shared.kafka import make_producer
+from shared.keystore import KeyStore
 from shared.settings import Settings
 
 app = typer.Typer(help="Messages consumers gave up on, with their reasons.", no_args_is_help=True)
@@ -120,18 +126,26 @@ def replay(
     pending = run_async(_letters(settings, pick_services(service), everything=False))
     chosen = pending if all_ else _chosen(ids or [], service, pending)
 
+    keys = KeyStore(settings)  # a request or an agent's reply is replayed from its sealed copy
+
     async def go() -> int:
         producer = make_producer(settings, client_id="desk-dlq-replay")
         await producer.start()
         conn = await connect(settings.require_database_url())
         try:
+            replayed = 0
             for letter in chosen:
-                await replay_dead_letter(conn, producer, letter)
+                try:
+                    await replay_dead_letter(conn, producer, letter, keys)
+                except ErasedDeadLetter as erased:
+                    console.print(f"not replayed: {erased}")
+                    continue
+                replayed += 1
                 console.print(f"replayed {letter_name(letter)} to {letter.topic}")
         finally:
             await conn.close()
             await producer.stop()
-        return len(chosen)
+        return replayed
 
     count = run_async(go())
     console.print(f"{count} dead letter(s) replayed")

@@ -258,6 +258,20 @@ class Commands(Subscription[DecodedCommand]):
         target = "agent_id" if record.topic.endswith(AGENT_COMMANDS) else "ticket_number"
         return unreadable(record.value[:4096], f"{reason}: {detail}", target)
 
+    async def owner(self, conn: Connection, record: Record) -> str | None:
+        """A ticket command may carry what an agent wrote about the ticket's customer (a reply,
+        a resolution): its dead letter is sealed under that customer, when it names a ticket
+        dispatch knows. Agent commands say nothing about customers."""
+        if record.topic.endswith(AGENT_COMMANDS):
+            return None
+        read = read_ticket_command(record.value)
+        number = read.target if isinstance(read, Unreadable) else read.ticket_number
+        if not number:
+            return None
+        for ticket in (await storage.tickets_by_number(conn, [number])).values():
+            return ref_in(ticket.subject)
+        return None
+
     def message_id(self, message: DecodedCommand, record: Record) -> str:
         if isinstance(message, Attributed):
             return f"command:{message.principal}:{message.command.command_id}"

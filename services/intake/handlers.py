@@ -49,6 +49,7 @@ from services.intake.events import (
 from services.intake.triage import Triage, triage
 from services.policy import Policy
 from shared.consumer import Inbound, Subscription
+from shared.database import Connection
 from shared.deadletter import Reason as Unread
 from shared.deadletter import Record
 from shared.durations import format_duration
@@ -106,6 +107,11 @@ class Requests(Subscription[Incoming]):
         if isinstance(message, Request):
             return message.key
         return f"refused:{record.coordinates}"
+
+    async def owner(self, conn: Connection, record: Record) -> str | None:
+        """A request is its customer's data through and through: a dead letter of one is
+        sealed under the customer it names (made if new), else under a subject of its own."""
+        return (await rejected_subject(self.keys, conn, record.value)).ref
 
     def log_context(self, message: Incoming) -> dict[str, object]:
         if isinstance(message, Request) and message.reply_to_ticket:
