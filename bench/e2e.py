@@ -15,7 +15,8 @@ Each request's stages are read from the records themselves, never from when some
 * ``published`` — the request's record timestamp on ``requests.incoming`` (the adapter's send);
 * ``recorded`` — ``ticket.received`` on ``intake.events`` (its record timestamp: the relay's send);
 * ``dispatched`` — the first ``ticket.assigned`` or ``ticket.queued`` on ``dispatch.events``;
-* ``clocks_started`` — the last ``sla.clock_started`` of the ticket on ``sla.events``;
+* ``clocks_started`` — the last ``sla.clock_started`` on ``sla.events`` caused by the ticket's
+  triage or first dispatch (not one started later, when it is reassigned or escalated);
 * ``acknowledged`` — the customer's acknowledgement arriving at the receivers (their journal) or,
   for chat, web, api and phone customers, published on ``customer.messages`` for their adapter
   (its record timestamp).
@@ -126,17 +127,26 @@ class Stages:
         tickets: dict[str, dict[str, float]] = {}
         triaged: dict[str, str] = {}
         """Event id of a ``ticket.triaged`` (the acknowledgement's cause) -> ticket id."""
+        arrival: dict[str, set[str]] = {}
+        """Ticket id -> its triage's and first dispatch's event ids: the clocks they start are
+        the stage's (a clock started later — the ticket reassigned, escalated — is not)."""
         for seen in records(topic("intake.events")):
             if seen.subject and seen.type == TicketReceived.event_type():
                 tickets.setdefault(seen.subject, {}).setdefault("recorded", seen.stamped)
             elif seen.subject and seen.event_id and seen.type == TicketTriaged.event_type():
                 triaged[seen.event_id] = seen.subject
+                arrival.setdefault(seen.subject, set()).add(seen.event_id)
         dispatched = {TicketAssigned.event_type(), TicketQueued.event_type()}
         for seen in records(topic("dispatch.events")):
             if seen.subject and seen.type in dispatched:
-                tickets.setdefault(seen.subject, {}).setdefault("dispatched", seen.stamped)
+                stages = tickets.setdefault(seen.subject, {})
+                if "dispatched" not in stages and seen.event_id:
+                    stages["dispatched"] = seen.stamped
+                    arrival.setdefault(seen.subject, set()).add(seen.event_id)
         for seen in records(topic("sla.events")):
             if seen.subject and seen.type == ClockStarted.event_type():
+                if seen.headers.get("ce_causationid") not in arrival.get(seen.subject, ()):
+                    continue
                 stages = tickets.setdefault(seen.subject, {})
                 stages["clocks_started"] = max(stages.get("clocks_started", 0.0), seen.stamped)
         for key, at in self._acknowledgements():
