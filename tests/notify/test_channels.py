@@ -5,10 +5,17 @@ followed; answers are judged by status, read only up to a bound, and waited for 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from services.notify.channels import RESPONSE_BODY_LIMIT, Channels, Permanent, Sent, Transient
 from services.notify.settings import NotifySettings
@@ -48,15 +55,17 @@ class Canned:
     """A loopback HTTP/1.1 server answering every request with one canned response; it counts
     connections and requests, and ``silent`` never answers."""
 
-    def __init__(self, response: bytes, *, silent: bool = False) -> None:
-        self.response, self.silent = response, silent
+    def __init__(
+        self, response: bytes, *, silent: bool = False, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.response, self.silent, self.tls = response, silent, tls
         self.connections = self.requests = 0
         self.port = 0
         self._server: asyncio.Server | None = None
         self._closing = asyncio.Event()
 
     async def __aenter__(self) -> Canned:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -165,3 +174,76 @@ async def test_a_receiver_that_never_answers_times_out_as_transient() -> None:
             await channels.close()
     assert isinstance(outcome, Transient), outcome
     assert waited < 5, "bounded by notify_send_timeout"
+
+
+def certificate(
+    name: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+    )
+    if name == issuer:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    else:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def tls_serving(folder: Path, name: str) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a certificate for ``name`` from a new authority, and the
+    authority's certificate (a trust store)."""
+    authority, leaf = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    pem = serialization.Encoding.PEM
+    folder.mkdir()
+    trust = folder / "authority.pem"
+    trust.write_bytes(certificate("Test CA", authority, "Test CA", authority).public_bytes(pem))
+    chain, secret = folder / "leaf.pem", folder / "leaf.key"
+    chain.write_bytes(certificate(name, leaf, "Test CA", authority).public_bytes(pem))
+    secret.write_bytes(
+        leaf.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(chain, secret)
+    return context, trust
+
+
+@pytest.mark.asyncio
+async def test_https_webhooks_verify_the_certificate_for_the_name_not_the_pinned_address(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Sent to the address the name was checked to resolve to, verified as the name: a
+    certificate for the name from a trusted authority passes; one for another name, or from an
+    authority not trusted, is refused (transient: a certificate can be fixed) and nothing is
+    accepted."""
+    resolve_to(monkeypatch, "hooks.example.com", "127.0.0.1")
+    right, trust = tls_serving(tmp_path / "right", "hooks.example.com")
+    wrong, _ = tls_serving(tmp_path / "wrong", "other.example.com")
+    outcomes = []
+    for context, trusted in ((right, trust), (wrong, trust), (right, None)):
+        if trusted is None:
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        else:
+            monkeypatch.setenv("SSL_CERT_FILE", str(trusted))
+        async with Canned(answer("200 OK"), tls=context) as server:
+            channels = local_channels()
+            try:
+                url = f"https://hooks.example.com:{server.port}/agents/li.na"
+                outcomes.append((await channels.send(webhook(url)), server.requests))
+            finally:
+                await channels.close()
+    [(good, _), (other_name, heard_other), (unknown_authority, heard_unknown)] = outcomes
+    assert good == Sent()
+    assert isinstance(other_name, Transient) and "certificate" in other_name.error.lower()
+    assert isinstance(unknown_authority, Transient), unknown_authority
+    assert "certificate" in unknown_authority.error.lower()
+    assert heard_other == heard_unknown == 0
