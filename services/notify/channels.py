@@ -21,15 +21,13 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
-from email.header import Header
-from email.mime.text import MIMEText
-from email.utils import formataddr, formatdate
+from email.utils import formataddr
 
 import aiohttp
 import aiosmtplib
 import httpx
 
-from services.notify.events import mail_message_id
+from services.notify.mail import compose
 from services.notify.settings import NotifySettings
 from services.notify.storage import Delivery
 from shared.endpoints import EndpointRefused, EndpointRule, pin
@@ -143,22 +141,7 @@ class Channels:
         return Permanent(f"unknown channel {notice.channel}")
 
     async def _email(self, notice: Delivery) -> Outcome:
-        # compat32 MIMEText: the modern EmailMessage header machinery costs more CPU than the
-        # whole rest of a notice.
-        message = MIMEText(notice.body, "plain", "utf-8")
-        message["From"] = self.sender
-        message["To"] = notice.address
-        message["Subject"] = Header(subject_with_number(notice), "utf-8")  # type: ignore[assignment]
-        message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = mail_message_id(notice.notice_key, notice.number)
-        if notice.thread:  # the customer's conversation: a reply finds its ticket by these
-            message["In-Reply-To"] = notice.thread.split()[-1]
-            message["References"] = notice.thread
-        message["X-Auto-Response-Suppress"] = "All"  # no out-of-office answers to notices
-        message["X-Desk-Notice"] = notice.notice_key
-        message["X-Desk-Ticket"] = notice.number
-        message["Content-Language"] = notice.language
-        raw = message.as_bytes()
+        raw = compose(self.sender, notice, subject_with_number(notice))
         client = await self._smtp.get()
         try:
             try:
