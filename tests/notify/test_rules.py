@@ -238,3 +238,16 @@ def test_a_new_policys_calendar_is_used_for_the_expected_time_not_the_last_ones(
     # if Friday closes at 17:00.
     assert "2026-11-20 18:00" in before.body and "2026-11-20 18:00" in again.body
     assert "2026-11-23 10:00" in after.body
+
+
+def test_templates_render_in_the_sandbox_with_jinjas_globals() -> None:
+    """What operators' templates may use: Jinja's globals; unknown names render empty; what
+    reaches into Python is refused — the notice fails as a template error, the others go."""
+    document = shipped()
+    zh = document["notifications"]["templates"]["acknowledgement"]["zh"]
+    zh["body"] = "{% for n in range(3) %}{{ n }}{% endfor %}[{{ nobody }}]{{ number }}"
+    [ack] = notices(parsed(document), facts(language="zh"), "ticket.triaged", {}, "e-1")
+    assert (ack.body, ack.failure) == ("012[]REQ-2026-000001", None)
+    zh["body"] = "{{ number.__class__.__mro__ }}"
+    [refused] = notices(parsed(document), facts(language="zh"), "ticket.triaged", {}, "e-1")
+    assert refused.failure == "template_error" and "unsafe" in refused.error, refused
