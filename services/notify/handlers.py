@@ -24,6 +24,7 @@ from services.notify.rules import (
     NoticeFacts,
     SurveyContext,
     evolve,
+    fires,
     needs_receipt,
     notices,
 )
@@ -107,16 +108,17 @@ class NoticeTriggers(EventSubscription):
             changed.add(ticket.ticket_id)
             trigger = delivered.envelope.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
             data, event_id = delivered.envelope.data, str(delivered.envelope.id)
-            clear = keys.reveal(ticket)
-            pending += notices(
-                policy,
-                clear,
-                trigger,
-                keys.reveal_json(data),
-                event_id,
-                survey=survey,
-            )
-            ticket.thread = clear.thread  # the mails it threads, kept (the rest stays sealed)
+            if fires(policy, trigger, data):  # opening the ticket costs; most events notify none
+                clear = keys.reveal(ticket)
+                pending += notices(
+                    policy,
+                    clear,
+                    trigger,
+                    keys.reveal_json(data),
+                    event_id,
+                    survey=survey,
+                )
+                ticket.thread = clear.thread  # the mails it threads, kept (the rest stays sealed)
             if needs_receipt(policy, ticket, trigger, data):
                 early.append(WaitingEvent(ticket.ticket_id, event_id, trigger, data))
         receipts = [i for i in changed if facts[i].received and i not in known]

@@ -22,7 +22,7 @@ from services.policy import Policy
 from services.policy.calendar import BusinessCalendar
 from services.policy.dispatch import AgentPolicy
 from services.policy.notify import NoticeChannel, NotificationPolicy, NotificationRule
-from services.policy.sla import Metric, choose
+from services.policy.sla import CalendarPolicy, Metric, choose
 from shared.events import EventData
 from shared.personal import OptionalPersonalText, PersonalText
 
@@ -146,6 +146,12 @@ def _mail_id(channel_message_id: str) -> str | None:
     mail's own); None when it is not one."""
     bare = channel_message_id.strip().strip("<>")
     return f"<{bare}>" if "@" in bare and " " not in bare else None
+
+
+def fires(policy: Policy, trigger: str, data: dict[str, Any]) -> bool:
+    """Some rule of ``policy`` answers this event (whether or not it finds a recipient)."""
+    settings = policy.notifications
+    return settings is not None and bool(_rules(settings, trigger, data))
 
 
 def needs_receipt(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]) -> bool:
@@ -285,10 +291,25 @@ def expected_by(policy: Policy, facts: NoticeFacts) -> str | None:
     if chosen is None:
         return None
     rule = chosen[1]
-    calendar = BusinessCalendar(sla.calendars[rule.calendar])
+    calendar = _calendar(sla.calendars[rule.calendar])
     due = calendar.add(facts.received_at, rule.target / timedelta(seconds=1))
     local = due.astimezone(calendar.zone)
     return f"{local:%Y-%m-%d %H:%M} ({calendar.zone.key})"
+
+
+_CALENDARS: dict[int, tuple[CalendarPolicy, BusinessCalendar]] = {}
+
+
+def _calendar(definition: CalendarPolicy) -> BusinessCalendar:
+    """The calendar of a definition in force, made once (its hours parsed, its days kept), not
+    for every acknowledgement; held by identity with the definition, so a new policy's
+    definitions get calendars of their own."""
+    held = _CALENDARS.get(id(definition))
+    if held is None or held[0] is not definition:
+        if len(_CALENDARS) >= 64:  # policies replaced many times: start again
+            _CALENDARS.clear()
+        held = _CALENDARS[id(definition)] = (definition, BusinessCalendar(definition))
+    return held[1]
 
 
 def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None:

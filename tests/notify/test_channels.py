@@ -1,11 +1,23 @@
-"""A webhook whose name resolves into a network notify may not reach is refused at send time:
-a permanent failure, and nothing is sent (the receiver listens on loopback and sees nothing)."""
+"""Webhooks as sent: a name resolving into a network notify may not reach is refused at send
+time (a permanent failure, nothing sent); connections are kept alive; redirects are not
+followed; answers are judged by status, read only up to a bound, and waited for only so long."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import datetime as dt
+import ssl
+import time
+from pathlib import Path
+from typing import Any
 
-from services.notify.channels import Channels, Permanent, Sent
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from services.notify.channels import RESPONSE_BODY_LIMIT, Channels, Permanent, Sent, Transient
 from services.notify.settings import NotifySettings
 from services.notify.storage import Delivery
 from shared.local.sinks import http_receiver
@@ -37,3 +49,201 @@ async def test_a_webhook_resolving_to_loopback_is_refused_outside_local_mode(
     assert isinstance(sent, Sent)
     [request] = receiver.at("/agents/li.na")
     assert request.headers["host"] == f"hooks.example.com:{receiver.port}"
+
+
+class Canned:
+    """A loopback HTTP/1.1 server answering every request with one canned response; it counts
+    connections and requests, and ``silent`` never answers."""
+
+    def __init__(
+        self, response: bytes, *, silent: bool = False, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self.response, self.silent, self.tls = response, silent, tls
+        self.connections = self.requests = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._closing = asyncio.Event()
+
+    async def __aenter__(self) -> Canned:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._closing.set()
+        self._server.close()
+
+    def url(self, path: str = "/agents/li.na") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"content-length:")),
+                    0,
+                )  # fmt: skip
+                await reader.readexactly(length)
+                self.requests += 1
+                if self.silent:
+                    await self._closing.wait()
+                    return
+                writer.write(self.response)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def answer(status: str, body: bytes = b"", *headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status}", f"content-length: {len(body)}", *headers]
+    return "\r\n".join(head).encode() + b"\r\n\r\n" + body
+
+
+def local_channels(**settings: Any) -> Channels:
+    return Channels(NotifySettings(local_mode=True, **settings), "desk", "desk@example.com")
+
+
+@pytest.mark.asyncio
+async def test_webhooks_reuse_one_kept_alive_connection() -> None:
+    async with Canned(answer("200 OK")) as server:
+        channels = local_channels()
+        try:
+            outcomes = [await channels.send(webhook(server.url())) for _ in range(3)]
+        finally:
+            await channels.close()
+    assert outcomes == [Sent()] * 3
+    assert (server.requests, server.connections) == (3, 1)
+
+
+@pytest.mark.asyncio
+async def test_a_redirect_is_not_followed_and_fails_for_good() -> None:
+    async with Canned(answer("200 OK")) as elsewhere:
+        moved = answer("302 Found", b"", f"location: {elsewhere.url('/stolen')}")
+        async with Canned(moved) as server:
+            channels = local_channels()
+            try:
+                outcome = await channels.send(webhook(server.url()))
+            finally:
+                await channels.close()
+    assert isinstance(outcome, Permanent) and outcome.error.startswith("HTTP 302"), outcome
+    assert elsewhere.requests == 0
+
+
+@pytest.mark.asyncio
+async def test_a_server_error_is_retried_later_with_the_start_of_its_answer() -> None:
+    async with Canned(answer("503 Service Unavailable", b"busy " * 100)) as server:
+        channels = local_channels()
+        try:
+            outcome = await channels.send(webhook(server.url()))
+        finally:
+            await channels.close()
+    assert isinstance(outcome, Transient), outcome
+    assert outcome.error == "HTTP 503: " + ("busy " * 40)
+
+
+@pytest.mark.asyncio
+async def test_an_endless_answer_is_read_only_up_to_its_bound() -> None:
+    """A receiver answering 4 MiB: read 64 KiB, the connection dropped, the next send fine."""
+    huge = RESPONSE_BODY_LIMIT * 64
+    async with Canned(answer("400 Bad Request", b"x" * huge)) as server:
+        channels = local_channels()
+        try:
+            first = await channels.send(webhook(server.url()))
+            second = await channels.send(webhook(server.url()))
+        finally:
+            await channels.close()
+    assert isinstance(first, Permanent) and first.error == "HTTP 400: " + "x" * 200
+    assert second == first
+    assert (server.requests, server.connections) == (2, 2), "an unread answer is not reused"
+
+
+@pytest.mark.asyncio
+async def test_a_receiver_that_never_answers_times_out_as_transient() -> None:
+    async with Canned(b"", silent=True) as server:
+        channels = local_channels(notify_send_timeout="300ms")
+        try:
+            started = time.monotonic()
+            outcome = await channels.send(webhook(server.url()))
+            waited = time.monotonic() - started
+        finally:
+            await channels.close()
+    assert isinstance(outcome, Transient), outcome
+    assert waited < 5, "bounded by notify_send_timeout"
+
+
+def certificate(
+    name: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+    )
+    if name == issuer:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    else:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+def tls_serving(folder: Path, name: str) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a certificate for ``name`` from a new authority, and the
+    authority's certificate (a trust store)."""
+    authority, leaf = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    pem = serialization.Encoding.PEM
+    folder.mkdir()
+    trust = folder / "authority.pem"
+    trust.write_bytes(certificate("Test CA", authority, "Test CA", authority).public_bytes(pem))
+    chain, secret = folder / "leaf.pem", folder / "leaf.key"
+    chain.write_bytes(certificate(name, leaf, "Test CA", authority).public_bytes(pem))
+    secret.write_bytes(
+        leaf.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(chain, secret)
+    return context, trust
+
+
+@pytest.mark.asyncio
+async def test_https_webhooks_verify_the_certificate_for_the_name_not_the_pinned_address(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Sent to the address the name was checked to resolve to, verified as the name: a
+    certificate for the name from a trusted authority passes; one for another name, or from an
+    authority not trusted, is refused (transient: a certificate can be fixed) and nothing is
+    accepted."""
+    resolve_to(monkeypatch, "hooks.example.com", "127.0.0.1")
+    right, trust = tls_serving(tmp_path / "right", "hooks.example.com")
+    wrong, _ = tls_serving(tmp_path / "wrong", "other.example.com")
+    outcomes = []
+    for context, trusted in ((right, trust), (wrong, trust), (right, None)):
+        if trusted is None:
+            monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        else:
+            monkeypatch.setenv("SSL_CERT_FILE", str(trusted))
+        async with Canned(answer("200 OK"), tls=context) as server:
+            channels = local_channels()
+            try:
+                url = f"https://hooks.example.com:{server.port}/agents/li.na"
+                outcomes.append((await channels.send(webhook(url)), server.requests))
+            finally:
+                await channels.close()
+    [(good, _), (other_name, heard_other), (unknown_authority, heard_unknown)] = outcomes
+    assert good == Sent()
+    assert isinstance(other_name, Transient) and "certificate" in other_name.error.lower()
+    assert isinstance(unknown_authority, Transient), unknown_authority
+    assert "certificate" in unknown_authority.error.lower()
+    assert heard_other == heard_unknown == 0

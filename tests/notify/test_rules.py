@@ -9,7 +9,7 @@ import pytest
 
 from services.notify.channels import mask, sign, subject_with_number
 from services.notify.events import mail_message_id, ticket_of_mail
-from services.notify.rules import NoticeFacts, needs_receipt, notices, recipients
+from services.notify.rules import NoticeFacts, fires, needs_receipt, notices, recipients
 from services.notify.storage import Delivery
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
@@ -218,3 +218,36 @@ def test_the_exceptions_path_tells_the_customer_the_supervisors_and_the_group_as
     assert who("sla.clock_breached", {"metric": "first_response"}) == []
     flagged = {"actor": "li.na", "reason": "abusive"}
     assert who("ticket.customer_flagged", flagged) == [("agent:zhao.lei", "customer_flagged")]
+
+
+def test_only_events_a_rule_answers_fire() -> None:
+    assert fires(POLICY, "ticket.triaged", {})
+    assert not fires(POLICY, "ticket.received", {})
+    assert not fires(parsed({**shipped(), "notifications": None}), "ticket.triaged", {})
+
+
+def test_a_new_policys_calendar_is_used_for_the_expected_time_not_the_last_ones() -> None:
+    """Calendars are made once per definition in force: a policy that changes the hours gives
+    the acknowledgement of its own hours."""
+    [before] = notices(POLICY, facts(), "ticket.triaged", {}, "e-1")
+    document = shipped()
+    document["sla"]["calendars"]["office"]["hours"]["fri"] = ["09:00-17:00"]
+    [after] = notices(parsed(document), facts(), "ticket.triaged", {}, "e-1")
+    [again] = notices(POLICY, facts(), "ticket.triaged", {}, "e-1")
+    # T0 is Friday 16:00 in Shanghai; 2 business hours: 18:00 by the shipped hours, Monday 10:00
+    # if Friday closes at 17:00.
+    assert "2026-11-20 18:00" in before.body and "2026-11-20 18:00" in again.body
+    assert "2026-11-23 10:00" in after.body
+
+
+def test_templates_render_in_the_sandbox_with_jinjas_globals() -> None:
+    """What operators' templates may use: Jinja's globals; unknown names render empty; what
+    reaches into Python is refused — the notice fails as a template error, the others go."""
+    document = shipped()
+    zh = document["notifications"]["templates"]["acknowledgement"]["zh"]
+    zh["body"] = "{% for n in range(3) %}{{ n }}{% endfor %}[{{ nobody }}]{{ number }}"
+    [ack] = notices(parsed(document), facts(language="zh"), "ticket.triaged", {}, "e-1")
+    assert (ack.body, ack.failure) == ("012[]REQ-2026-000001", None)
+    zh["body"] = "{{ number.__class__.__mro__ }}"
+    [refused] = notices(parsed(document), facts(language="zh"), "ticket.triaged", {}, "e-1")
+    assert refused.failure == "template_error" and "unsafe" in refused.error, refused
