@@ -72,6 +72,7 @@ class Relay:
         batch_size: int = 2000,
         poll_interval: timedelta = timedelta(seconds=1),
         max_record_bytes: int = 1024 * 1024,
+        finish_within: float = 5.0,
     ) -> None:
         self.service = service
         self.database_url = database_url
@@ -82,6 +83,8 @@ class Relay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval.total_seconds()
         self.max_record_bytes = max_record_bytes
+        self.finish_within = finish_within
+        """How long a round in progress when the relay is stopped may take to finish."""
         self.leader = False
         self._partitions: dict[str, list[int]] = {}
         self._wake = asyncio.Event()
@@ -110,7 +113,7 @@ class Relay:
             while True:
                 # Cleared before reading: a commit notified during the round wakes the next.
                 self._wake.clear()
-                published = await self.publish_pending(conn)
+                published = await self._round(conn)
                 if published < self.batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -118,6 +121,19 @@ class Relay:
             self._set_leader(False)
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.close(timeout=2))
+
+    async def _round(self, conn: Connection) -> int:
+        """One round, let finish when the relay is stopped meanwhile (a graceful stop), for
+        :attr:`finish_within` at most: cancelled between the broker's acknowledgement and the
+        checkpoint, a round's events would be published again at the next start. A round stuck
+        on the broker is cancelled at the bound, as before."""
+        round_ = asyncio.ensure_future(self.publish_pending(conn))
+        try:
+            return await asyncio.shield(round_)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):  # its outcome is the next start's concern
+                await asyncio.wait_for(round_, self.finish_within)
+            raise
 
     async def _await_leadership(self, conn: Connection) -> None:
         """Stand by until this instance holds the service's relay lock."""

@@ -260,6 +260,7 @@ class Service:
             key=self.keys.signing_key(self.name),  # present whenever it publishes (start checks)
             batch_size=settings.relay_batch_size,
             poll_interval=settings.relay_poll_interval,
+            finish_within=settings.shutdown_grace.total_seconds() / 4,
             max_record_bytes=settings.kafka_max_message_bytes,
         )
         self.tasks.start("relay", relay.run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from shared.eventstore import ANY_VERSION, EventStore, EventTooLarge, PendingEve
 from shared.local.broker import EmbeddedBroker
 from shared.local.ports import free_port
 from shared.migrations import migrate
-from shared.relay import ReplayRefused, replay
+from shared.relay import Relay, ReplayRefused, replay
 from shared.service import Service
 from shared.settings import Settings
 from shared.unit_of_work import Cause, UnitOfWork
@@ -101,6 +102,34 @@ async def test_one_relay_per_service_and_a_standby_takes_over(
 
 async def _value(value: bool) -> bool:
     return value
+
+
+@pytest.mark.asyncio
+async def test_a_graceful_stop_lets_the_round_in_progress_checkpoint_what_it_published(
+    settings: Settings, kafka: KafkaProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped between the broker's acknowledgement and the checkpoint (a deploy's SIGTERM),
+    the relay finishes the round: the next start publishes none of it again."""
+    published = asyncio.Event()
+    real = Relay._publish
+
+    async def acknowledged_then_slow(relay: Relay, rows: list, records: list) -> None:  # type: ignore[type-arg]
+        await real(relay, rows, records)
+        published.set()
+        await asyncio.sleep(0.5)  # the window a stop used to fall into
+
+    monkeypatch.setattr(Relay, "_publish", acknowledged_then_slow)
+    service = probe.build(settings, port=0, tally=False)
+    async with running(service):
+        await kafka.publish(probe.COMMANDS, probe.command("g-1", "g"), key="g")
+        await asyncio.wait_for(published.wait(), 30)
+    conn = await connect(settings.require_database_url(), schema="probe")
+    try:
+        head = await conn.fetchval("SELECT max(position) FROM events")
+        checkpoint = await conn.fetchval("SELECT position FROM checkpoints WHERE name = 'relay'")
+    finally:
+        await conn.close()
+    assert head is not None and checkpoint == head
 
 
 @pytest.mark.asyncio
