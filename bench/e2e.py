@@ -15,8 +15,8 @@ Each request's stages are read from the records themselves, never from when some
 * ``published`` — the request's record timestamp on ``requests.incoming`` (the adapter's send);
 * ``recorded`` — ``ticket.received`` on ``intake.events`` (its record timestamp: the relay's send);
 * ``dispatched`` — the first ``ticket.assigned`` or ``ticket.queued`` on ``dispatch.events``;
-* ``clocks_started`` — the last ``sla.clock_started`` on ``sla.events`` caused by the ticket's
-  triage or first dispatch (not one started later, when it is reassigned or escalated);
+* ``clocks_started`` — the last ``sla.clock_started`` on ``sla.events`` caused by one of the
+  ticket's events up to its first dispatch (not one started later, when it is escalated);
 * ``acknowledged`` — the customer's acknowledgement arriving at the receivers (their journal) or,
   for chat, web, api and phone customers, published on ``customer.messages`` for their adapter
   (its record timestamp).
@@ -64,6 +64,7 @@ from services.sla.events import ClockStarted
 from shared.database import connect
 from shared.kafka import ensure_topics, make_producer
 from shared.settings import Settings
+from tests.support.observer import Seen
 from tests.support.system import Instance, System, running_system
 
 STAGES = ("recorded", "dispatched", "clocks_started", "acknowledged")
@@ -128,21 +129,17 @@ class Stages:
         triaged: dict[str, str] = {}
         """Event id of a ``ticket.triaged`` (the acknowledgement's cause) -> ticket id."""
         arrival: dict[str, set[str]] = {}
-        """Ticket id -> its triage's and first dispatch's event ids: the clocks they start are
-        the stage's (a clock started later — the ticket reassigned, escalated — is not)."""
+        """Ticket id -> the ids of its events up to its first dispatch (intake's, dispatch's
+        classification and assignment): the clocks they start are the stage's, not one started
+        later (the ticket escalated or reassigned, minutes on)."""
         for seen in records(topic("intake.events")):
             if seen.subject and seen.type == TicketReceived.event_type():
                 tickets.setdefault(seen.subject, {}).setdefault("recorded", seen.stamped)
+                arrival.setdefault(seen.subject, set()).add(seen.event_id or "")
             elif seen.subject and seen.event_id and seen.type == TicketTriaged.event_type():
                 triaged[seen.event_id] = seen.subject
                 arrival.setdefault(seen.subject, set()).add(seen.event_id)
-        dispatched = {TicketAssigned.event_type(), TicketQueued.event_type()}
-        for seen in records(topic("dispatch.events")):
-            if seen.subject and seen.type in dispatched:
-                stages = tickets.setdefault(seen.subject, {})
-                if "dispatched" not in stages and seen.event_id:
-                    stages["dispatched"] = seen.stamped
-                    arrival.setdefault(seen.subject, set()).add(seen.event_id)
+        _first_dispatch(records(topic("dispatch.events")), tickets, arrival)
         for seen in records(topic("sla.events")):
             if seen.subject and seen.type == ClockStarted.event_type():
                 if seen.headers.get("ce_causationid") not in arrival.get(seen.subject, ()):
@@ -154,6 +151,23 @@ class Stages:
             if ticket is not None:
                 tickets.setdefault(ticket, {}).setdefault("acknowledged", at)
         return tickets
+
+
+def _first_dispatch(
+    records: Iterable[Seen], tickets: dict[str, dict[str, float]], arrival: dict[str, set[str]]
+) -> None:
+    """Each ticket's ``dispatched`` stage, and its dispatch events up to it in ``arrival``
+    (a ticket's records are in order: one partition)."""
+    dispatched = {TicketAssigned.event_type(), TicketQueued.event_type()}
+    for seen in records:
+        if not seen.subject or not seen.event_id:
+            continue
+        stages = tickets.setdefault(seen.subject, {})
+        if "dispatched" in stages:
+            continue
+        arrival.setdefault(seen.subject, set()).add(seen.event_id)
+        if seen.type in dispatched:
+            stages["dispatched"] = seen.stamped
 
 
 class Processes:
