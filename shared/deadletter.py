@@ -394,5 +394,5 @@ async def original_value(conn: Connection, letter: DeadLetter, keys: KeyStore | 
     seal = sealed_json(document) if isinstance(document, dict) else None
     clear = DataKeys({ref: found}).open_bytes(seal) if seal is not None else None
     if clear is None:
-        raise ErasedDeadLetter(f"{letter.service}/{letter.id}: its customer {ref} was erased")
+        raise ErasedDeadLetter(f"its customer {ref} was erased")
     return clear

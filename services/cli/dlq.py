@@ -17,7 +17,7 @@ from shared.deadletter import (
     replay_dead_letter,
 )
 from shared.kafka import make_producer
-from shared.keystore import KeyStore
+from shared.keystore import KeyStore, MasterKeyError
 from shared.settings import Settings
 
 app = typer.Typer(help="Messages consumers gave up on, with their reasons.", no_args_is_help=True)
@@ -137,8 +137,8 @@ def replay(
             for letter in chosen:
                 try:
                     await replay_dead_letter(conn, producer, letter, keys)
-                except ErasedDeadLetter as erased:
-                    console.print(f"not replayed: {erased}")
+                except (ErasedDeadLetter, MasterKeyError) as unopened:
+                    console.print(f"not replayed: {letter_name(letter)}: {unopened}")
                     continue
                 replayed += 1
                 console.print(f"replayed {letter_name(letter)} to {letter.topic}")
