@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -42,7 +42,12 @@ class Sealed(str):
     ct: str
 
     def __new__(cls, ref: str, ct: str) -> Sealed:
-        sealed = super().__new__(cls, f"[sealed {ref}]")
+        return cls.made(f"[sealed {ref}]", ref, ct)
+
+    @classmethod
+    def made(cls, placeholder: str, ref: str, ct: str) -> Sealed:
+        """One whose placeholder (``[sealed ref]``) the caller made once for many."""
+        sealed = str.__new__(cls, placeholder)
         sealed.ref, sealed.ct = ref, ct
         return sealed
 
@@ -157,6 +162,7 @@ class DataKeys:
     def __init__(self, keys: Mapping[str, bytes | None]) -> None:
         self._ciphers = {ref: _cipher(k) if k is not None else None for ref, k in keys.items()}
         self._nonces = b""
+        self._next_nonce = 0
 
     def holds(self, ref: str) -> bool:
         """Whether ``ref``'s key is here (not erased)."""
@@ -167,20 +173,24 @@ class DataKeys:
 
     def seal_bytes(self, ref: str, clear: bytes) -> Sealed:
         """Any bytes (a record as it came, which need not be text) sealed for ``ref``."""
+        return self.sealer(ref).seal_bytes(clear)
+
+    def sealer(self, ref: str) -> Sealer:
+        """What seals ``ref``'s fields one after another (a request's half dozen): the cipher
+        and what binds a ciphertext to ``ref`` looked up once, not once a field."""
         cipher = self._ciphers.get(ref)
         if cipher is None:
             raise KeyError(f"no data key for {ref}")
-        nonce = self._nonce()
-        raw = nonce + cipher.encrypt(nonce, clear, ref.encode())
-        return Sealed(ref, _b64(raw))
+        return Sealer(ref, cipher, self._nonce)
 
     def _nonce(self) -> bytes:
         """A fresh random nonce: drawn from the OS in blocks (one system call per
         :data:`NONCE_BLOCK` fields instead of one a field), each used once."""
-        if not self._nonces:
-            self._nonces = os.urandom(NONCE_BYTES * NONCE_BLOCK)
-        nonce, self._nonces = self._nonces[:NONCE_BYTES], self._nonces[NONCE_BYTES:]
-        return nonce
+        at = self._next_nonce
+        if at >= len(self._nonces):
+            self._nonces, at = os.urandom(NONCE_BYTES * NONCE_BLOCK), 0
+        self._next_nonce = at + NONCE_BYTES
+        return self._nonces[at : at + NONCE_BYTES]
 
     def open_text(self, value: str) -> str:
         """A field's text: clear text as it is, a sealed one decrypted, :data:`ERASED` when
@@ -236,6 +246,28 @@ class DataKeys:
         if isinstance(value, list):
             return [self.reveal_json(v) for v in value]
         return value
+
+
+class Sealer:
+    """Seals texts for one subject (:meth:`DataKeys.sealer`): intake seals every personal
+    field of every request through one, so each step here is paid per field."""
+
+    __slots__ = ("_aad", "_encrypt", "_nonce", "_placeholder", "ref")
+
+    def __init__(self, ref: str, cipher: AESGCM, nonce: Callable[[], bytes]) -> None:
+        self.ref = ref
+        self._encrypt = cipher.encrypt
+        self._aad = ref.encode()  # the ciphertext is bound to its pseudonym
+        self._nonce = nonce
+        self._placeholder = f"[sealed {ref}]"
+
+    def __call__(self, text: str) -> Sealed:
+        return self.seal_bytes(text.encode())
+
+    def seal_bytes(self, clear: bytes) -> Sealed:
+        nonce = self._nonce()
+        raw = nonce + self._encrypt(nonce, clear, self._aad)
+        return Sealed.made(self._placeholder, self.ref, _b64(raw))
 
 
 def for_subject(model: M, ref: str) -> M:

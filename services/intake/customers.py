@@ -63,25 +63,22 @@ class Customers:
         Never for triage or comparisons: they need the text."""
         customer = request.customer
         ref = self.ref(customer)
-        seal = self._keys.seal_text
-
-        def optional(text: str | None) -> str | None:
-            return None if text is None else seal(ref, text)
-
+        seal = self._keys.sealer(ref)
+        email, phone, customer_id = customer.email, customer.phone, customer.customer_id
         return SealedTexts(
             ref=ref,
-            name=seal(ref, customer.name),
-            email=optional(customer.email),
-            phone=optional(customer.phone),
-            customer_id=optional(customer.customer_id),
-            subject=seal(ref, request.subject),
-            description=seal(ref, request.description),
+            name=seal(customer.name),
+            email=None if email is None else seal(email),
+            phone=None if phone is None else seal(phone),
+            customer_id=None if customer_id is None else seal(customer_id),
+            subject=seal(request.subject),
+            description=seal(request.description),
             attachments=[
                 AttachmentRef(
-                    name=seal(ref, a.name),
+                    name=seal(a.name),
                     size=a.size,
                     content_type=a.content_type,
-                    url=seal(ref, a.url),
+                    url=seal(a.url),
                 )
                 for a in request.attachments
             ],

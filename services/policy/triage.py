@@ -91,13 +91,17 @@ class Keywords(_Section):
     def find(self, language: str, hits: Set[str]) -> list[str]:
         """Those of the keywords of ``language`` (and ``any``) among ``hits``: the keywords
         found in the request (:meth:`TriagePolicy.hits`, one pass over its words)."""
+        found = self.of(language) & hits
+        return sorted(found) if found else []
+
+    def of(self, language: str) -> frozenset[str]:
+        """The keywords of ``language`` and those of ``any``."""
         mine = self._of.get(language)
         if mine is None:
             mine = self._of[language] = frozenset(
                 [*self.phrases.get(language, ()), *self.phrases.get("any", ())]
             )
-        found = mine & hits
-        return sorted(found) if found else []
+        return mine
 
     @cached_property
     def _of(self) -> dict[str, frozenset[str]]:
@@ -168,26 +172,38 @@ class TriageCondition(_Section):
         self, facts: dict[str, str | None], language: str, hits: Set[str]
     ) -> tuple[str, ...] | None:
         """What made every condition hold, or None if one does not."""
-        found: list[str] = []
         for name, allowed in self.checks:
-            actual = facts[name]
-            if actual not in allowed:
+            if facts[name] not in allowed:
                 return None
-            found.append(f"{name}={actual}")
-        groups = [self.keywords, *self.all_of] if self.keywords else self.all_of
-        for group in groups:
-            matched = group.find(language, hits)
-            if not matched:
+        # Most rules fail on their words: ruled out by set look-ups before any evidence is
+        # built (a request meets a dozen rules and matches one).
+        for group in self._groups(language):
+            if group.isdisjoint(hits):
                 return None
-            found += matched
+        if self.none_of and not self.none_of.of(language).isdisjoint(hits):
+            return None
+        found = [f"{name}={facts[name]}" for name, _ in self.checks]
+        for keywords in [self.keywords, *self.all_of] if self.keywords else self.all_of:
+            found += keywords.find(language, hits)
         if self.several is not None:
             named = self.several.of.find(language, hits)
             if len(named) < self.several.count:
                 return None
             found += named
-        if self.none_of and self.none_of.find(language, hits):
-            return None
         return tuple(dict.fromkeys(found))
+
+    def _groups(self, language: str) -> tuple[frozenset[str], ...]:
+        """The keyword groups of ``language`` of which the request must hold a word each."""
+        groups = self._groups_of.get(language)
+        if groups is None:
+            lists = [self.keywords, *self.all_of] if self.keywords else list(self.all_of)
+            lists += [self.several.of] if self.several is not None else []
+            groups = self._groups_of[language] = tuple(k.of(language) for k in lists)
+        return groups
+
+    @cached_property
+    def _groups_of(self) -> dict[str, tuple[frozenset[str], ...]]:
+        return {}
 
 
 class TriageRule(_Section):
