@@ -182,7 +182,7 @@ class Subscription(ABC, Generic[T]):
         return {}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Delivered:
     """An event from another service (or this one), with its envelope and typed data."""
 

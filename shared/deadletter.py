@@ -63,7 +63,7 @@ class Reason:
     """The consumer plumbing itself failed on it, ``consumer_max_attempts`` times."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """One Kafka record as a consumer received it."""
 

@@ -85,7 +85,7 @@ class Customers:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SealedTexts:
     """A request's personal fields, sealed under its customer's key (``ref``)."""
 

@@ -14,7 +14,7 @@ from services.policy.triage import Judgement, TriagePolicy, TriageRequest, judge
 from services.policy.triage import resolve_language as _resolve
 
 
-@dataclass(frozen=True)
+@dataclass
 class Triage(Judgement):
     policy_version: str = ""
 

@@ -269,7 +269,7 @@ class TriagePolicy(_Section):
         }
 
 
-@dataclass(frozen=True)
+@dataclass
 class TriageRequest:
     """What triage looks at in a request."""
 
@@ -284,7 +284,7 @@ class TriageRequest:
     tier: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Judgement:
     complexity: Complexity
     category: Category

@@ -81,7 +81,7 @@ def latin_words(text: str) -> list[str]:
     return found
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Words:
     """A request's text reduced to what keywords are matched against."""
 
