@@ -7,9 +7,16 @@ intake's schema (intake meets every data subject first); the services that need 
 granted ``SELECT`` on it (:func:`shared.privileges.grant_key_readers`) and hold the master key.
 
 The master key comes from settings (``DESK_MASTER_KEY`` or ``DESK_MASTER_KEY_FILE``); in local
-mode without either, ``<data dir>/master.key`` is made once. Two subkeys are derived from it
-(HKDF): one wraps data keys, one turns an identity into the table's ``lookup`` (an HMAC), so a
-subject is found again without the table holding who it is.
+mode without either, ``<data dir>/master.key`` is made once. Retired master keys
+(``DESK_MASTER_KEYS_RETIRED``) only open rows still wrapped under them: each row names its
+master key (``master_kid``), and ``desk master-key rotate`` (:mod:`shared.rotation`) rewraps
+them under the current one. A row under a master key not configured here is an error, never
+"erased": a wrong master key must not pass for a mass erasure.
+
+The table's ``lookup`` (an HMAC of the identity) finds a subject again without the table holding
+who it is. Its secret lives beside the keys (``lookup_secret``), wrapped under the master key
+like them, so a rotation keeps every lookup: identities are not stored, so lost lookups could
+never be made again.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -41,6 +48,8 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 UNWRAPPED_KEPT = 4096
 """Unwrapped data keys a :class:`KeyStore` keeps for the next batches (repeat customers)."""
+LOOKUP_SECRET = "lookup secret"
+"""What the lookup secret's wrapping is bound to, as a data key's is to its pseudonym."""
 
 
 class MasterKeyError(ValueError):
@@ -54,7 +63,9 @@ class MasterKey:
 
     kid: str
     _wrap: AESGCM
-    _lookup: bytes
+    derived_lookup: bytes
+    """The lookup secret as derived from this key before it was kept apart: the one a
+    deployment's lookups were made with, so the stored secret starts as it."""
 
     @classmethod
     def of(cls, secret: bytes) -> MasterKey:
@@ -82,10 +93,6 @@ class MasterKey:
             raise MasterKeyError(f"cannot read the master key file {path}: {error}") from None
         return cls.of(_unb64(text, str(path)))
 
-    def lookup(self, identity: str) -> bytes:
-        """The identity's HMAC: equal identities, equal lookups; the identity is not in it."""
-        return hmac.digest(self._lookup, identity.encode(), hashlib.sha256)
-
     def wrap(self, ref: str, data_key: bytes) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
         return nonce + self._wrap.encrypt(nonce, data_key, ref.encode())
@@ -96,6 +103,58 @@ class MasterKey:
             return self._wrap.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], ref.encode())
         except (InvalidTag, ValueError):
             return None
+
+
+@dataclass(frozen=True, slots=True)
+class MasterKeys:
+    """The current master key, which wraps everything new, and the retired ones, kept only to
+    open what is still wrapped under them until a rotation has rewrapped it."""
+
+    current: MasterKey
+    retired: Mapping[str, MasterKey] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, current: MasterKey, *retired: MasterKey) -> MasterKeys:
+        return cls(current, {k.kid: k for k in retired if k.kid != current.kid})
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MasterKeys:
+        """The current key (:meth:`MasterKey.from_settings`) and ``DESK_MASTER_KEYS_RETIRED``'s
+        and ``DESK_MASTER_KEYS_RETIRED_FILE``'s."""
+        texts: list[tuple[str, str]] = []
+        if settings.master_keys_retired is not None:
+            given = settings.master_keys_retired.get_secret_value().split(",")
+            texts += [("DESK_MASTER_KEYS_RETIRED", t) for t in given if t.strip()]
+        path = settings.master_keys_retired_file
+        if path is not None:
+            try:
+                lines = path.read_text("utf-8").splitlines()
+            except OSError as error:
+                raise MasterKeyError(
+                    f"cannot read the retired master keys {path}: {error}"
+                ) from None
+            texts += [(str(path), t) for t in lines if t.strip()]
+        retired = [MasterKey.of(_unb64(text, source)) for source, text in texts]
+        return cls.of(MasterKey.from_settings(settings), *retired)
+
+    def named(self, kid: str) -> MasterKey:
+        if kid == self.current.kid:
+            return self.current
+        key = self.retired.get(kid)
+        if key is None:
+            raise MasterKeyError(
+                f"data keys are wrapped under master key {kid}, which is not configured here: "
+                "set it as DESK_MASTER_KEY, or add it to DESK_MASTER_KEYS_RETIRED"
+            )
+        return key
+
+    def unwrap(self, ref: str, kid: str, wrapped: bytes) -> bytes:
+        """The key wrapped for ``ref`` under the master key ``kid``; an error, not None, when
+        it does not open: the row was not erased, so reading it as erased would be a lie."""
+        key = self.named(kid).unwrap(ref, wrapped)
+        if key is None:
+            raise MasterKeyError(f"{ref}: does not open under master key {kid} (a damaged row)")
+        return key
 
 
 def local_master_key(path: Path) -> Path:
@@ -133,26 +192,69 @@ class KeyStore:
     Given settings, the master key is read when first needed (a service checks it at start:
     building a service, e.g. for its AsyncAPI document, needs none)."""
 
-    def __init__(self, master: MasterKey | Settings, schema: str = KEY_HOLDER) -> None:
-        self._master = master
+    def __init__(self, master: MasterKeys | MasterKey | Settings, schema: str = KEY_HOLDER) -> None:
+        self._ring = MasterKeys.of(master) if isinstance(master, MasterKey) else master
         self.table = f"{identifier(schema)}.subject_keys"
+        self.lookup_table = f"{identifier(schema)}.lookup_secret"
+        self._lookup: hmac.HMAC | None = None
+        """The lookup secret's HMAC, keyed once: each identity's is a copy (half the cost of
+        ``hmac.digest``, and intake looks up every request's customer)."""
         self._unwrapped: dict[tuple[str, bytes], bytes] = {}
         """Data keys already unwrapped, by (pseudonym, wrapped key as the table holds it): a
         repeat customer's batch skips the unwrapping, never the read of the row — an erased
         row holds no wrapped key, so its entry is never found again."""
 
     @property
+    def ring(self) -> MasterKeys:
+        if isinstance(self._ring, Settings):
+            self._ring = MasterKeys.from_settings(self._ring)
+        return self._ring
+
+    @property
     def master(self) -> MasterKey:
-        if isinstance(self._master, Settings):
-            self._master = MasterKey.from_settings(self._master)
-        return self._master
+        """The current master key: it wraps every key made now."""
+        return self.ring.current
+
+    async def lookup_secret(self, conn: Connection) -> tuple[str, bytes]:
+        """The lookup secret and the kid of the master key it is wrapped under; made on first
+        use as the lookups were made before it was kept apart — derived from the master key
+        that wrapped the rows holding lookups (the current one if none) — so they all still
+        match. Racing makers insert the same secret; the first row wins."""
+        row = await conn.fetchrow(f"SELECT master_kid, wrapped_secret FROM {self.lookup_table}")
+        if row is None:
+            made_under = await conn.fetchval(
+                f"SELECT master_kid FROM {self.table} WHERE lookup IS NOT NULL LIMIT 1"
+            )
+            secret = self.ring.named(made_under or self.master.kid).derived_lookup
+            await conn.execute(
+                f"INSERT INTO {self.lookup_table} (master_kid, wrapped_secret) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING",
+                self.master.kid,
+                self.master.wrap(LOOKUP_SECRET, secret),
+            )
+            row = await conn.fetchrow(f"SELECT master_kid, wrapped_secret FROM {self.lookup_table}")
+            assert row is not None
+        return row[0], self.ring.unwrap(LOOKUP_SECRET, row[0], row[1])
+
+    async def lookups(self, conn: Connection, identities: Iterable[str]) -> dict[str, bytes]:
+        """Each identity's HMAC: equal identities, equal lookups; the identity is not in it."""
+        if self._lookup is None:
+            _, secret = await self.lookup_secret(conn)
+            self._lookup = hmac.new(secret, digestmod=hashlib.sha256)
+        lookups = {}
+        for identity in identities:
+            mac = self._lookup.copy()
+            mac.update(identity.encode())
+            lookups[identity] = mac.digest()
+        return lookups
 
     async def subjects(self, conn: Connection, identities: Iterable[str]) -> dict[str, SubjectKey]:
         """The subject of each identity (a customer id or a normalised contact address), made
         with a fresh pseudonym and data key when first met."""
-        lookups = {identity: self.master.lookup(identity) for identity in set(identities)}
-        if not lookups:
+        wanted = set(identities)
+        if not wanted:
             return {}
+        lookups = await self.lookups(conn, wanted)
         found = await self._by_lookup(conn, list(lookups.values()))
         missing = [lookup for lookup in lookups.values() if lookup not in found]
         if missing:
@@ -162,7 +264,7 @@ class KeyStore:
                 f"INSERT INTO {self.table} (ref, lookup, master_kid, wrapped_key) "
                 "SELECT r, l, $4, w FROM unnest($1::text[], $2::bytea[], $3::bytea[]) "
                 "AS u(r, l, w) "
-                "ON CONFLICT (lookup) DO NOTHING RETURNING lookup, ref, wrapped_key",
+                "ON CONFLICT (lookup) DO NOTHING RETURNING lookup, ref, master_kid, wrapped_key",
                 refs,
                 missing,
                 wrapped,
@@ -192,11 +294,12 @@ class KeyStore:
         if not wanted:
             return {}
         rows = await conn.fetch(
-            f"SELECT ref, wrapped_key FROM {self.table} WHERE ref = ANY($1::text[])", wanted
+            f"SELECT ref, master_kid, wrapped_key FROM {self.table} WHERE ref = ANY($1::text[])",
+            wanted,
         )
         keys: dict[str, bytes | None] = dict.fromkeys(wanted)
         for row in rows:
-            keys[row[0]] = self._unwrap(row[0], row[1])
+            keys[row[0]] = self._unwrap(row[0], row[1], row[2])
         return keys
 
     async def erase(self, conn: Connection, ref: str, at: datetime) -> bool:
@@ -214,29 +317,28 @@ class KeyStore:
 
     async def find(self, conn: Connection, identity: str) -> str | None:
         """The pseudonym of an identity already met and not erased (operators' look-up)."""
-        row = await conn.fetchval(
-            f"SELECT ref FROM {self.table} WHERE lookup = $1", self.master.lookup(identity)
-        )
+        lookup = (await self.lookups(conn, [identity]))[identity]
+        row = await conn.fetchval(f"SELECT ref FROM {self.table} WHERE lookup = $1", lookup)
         return str(row) if row is not None else None
 
     async def _by_lookup(self, conn: Connection, lookups: list[bytes]) -> dict[bytes, SubjectKey]:
         rows = await conn.fetch(
-            f"SELECT lookup, ref, wrapped_key FROM {self.table} WHERE lookup = ANY($1::bytea[])",
+            f"SELECT lookup, ref, master_kid, wrapped_key FROM {self.table} "
+            "WHERE lookup = ANY($1::bytea[])",
             lookups,
         )
         return self._subjects(rows)
 
     def _subjects(self, rows: Iterable[Record]) -> dict[bytes, SubjectKey]:
-        return {r[0]: SubjectKey(r[1], self._unwrap(r[1], r[2])) for r in rows}
+        return {r[0]: SubjectKey(r[1], self._unwrap(r[1], r[2], r[3])) for r in rows}
 
-    def _unwrap(self, ref: str, wrapped: bytes | None) -> bytes | None:
+    def _unwrap(self, ref: str, kid: str, wrapped: bytes | None) -> bytes | None:
+        """None only when erased; a key that does not open raises :class:`MasterKeyError`."""
         if wrapped is None:
             return None
         key = self._unwrapped.get((ref, wrapped))
         if key is None:
-            key = self.master.unwrap(ref, wrapped)
-            if key is None:
-                return None
+            key = self.ring.unwrap(ref, kid, wrapped)
             if len(self._unwrapped) >= UNWRAPPED_KEPT:
                 del self._unwrapped[next(iter(self._unwrapped))]  # the oldest
             self._unwrapped[(ref, wrapped)] = key

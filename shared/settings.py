@@ -178,6 +178,16 @@ class Settings(BaseSettings):
         default=None,
         description="The master key itself (from a secret store); wins over DESK_MASTER_KEY_FILE.",
     )
+    master_keys_retired: SecretStr | None = Field(
+        default=None,
+        description="Master keys rotated out (base64url, comma separated): they only open data "
+        "keys still wrapped under them, until `desk master-key rotate` has rewrapped those under "
+        "the current one.",
+    )
+    master_keys_retired_file: Path | None = Field(
+        default=None,
+        description="File of retired master keys, one a line; added to DESK_MASTER_KEYS_RETIRED.",
+    )
     token_max_ttl: Duration = Field(
         default=timedelta(days=7),
         description="Longest lifetime of an accepted token; at most DESK_PROCESSED_RETENTION, "

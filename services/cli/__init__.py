@@ -17,6 +17,7 @@ from services.cli import (
     demo,
     dlq,
     docs,
+    master_keys,
     policy,
     run,
     sla,
@@ -38,6 +39,7 @@ app.add_typer(dlq.app, name="dlq")
 app.add_typer(policy.app, name="policy")
 app.add_typer(tickets.app, name="ticket")
 app.add_typer(customers.app, name="customer")
+app.add_typer(master_keys.app, name="master-key")
 app.add_typer(sla.app, name="sla")
 app.add_typer(triage.app, name="triage")
 app.add_typer(tokens.app, name="token")

@@ -21,7 +21,7 @@ from services import service_names
 from services.cli.context import connected, console, database_settings, fail, run_async
 from services.intake import queries as intake
 from shared.clock import service_now
-from shared.keystore import KEY_HOLDER, KeyStore, MasterKey, identity_of
+from shared.keystore import KEY_HOLDER, KeyStore, MasterKeys, identity_of
 
 app = typer.Typer(help="Customers' personal data: erase it, export it.", no_args_is_help=True)
 
@@ -36,7 +36,7 @@ def erase(
     """Destroy the customer's data key and record the erasure; exits 1 when the pseudonym is
     unknown or already erased."""
     settings = database_settings()
-    keys = KeyStore(MasterKey.from_settings(settings))
+    keys = KeyStore(MasterKeys.from_settings(settings))
 
     async def go() -> bool:
         async with connected(settings) as conn, conn.transaction():
@@ -54,7 +54,7 @@ def export(ref: Ref) -> None:
     """Print everything held about the customer as JSON: the key's record and every event
     carrying the pseudonym, personal fields opened."""
     settings = database_settings()
-    keys = KeyStore(MasterKey.from_settings(settings))
+    keys = KeyStore(MasterKeys.from_settings(settings))
 
     async def go() -> dict[str, Any] | None:
         async with connected(settings) as conn:
@@ -77,7 +77,7 @@ def find(
     if identity is None:
         raise fail("name a customer: --customer-id, --email or --phone")
     settings = database_settings()
-    keys = KeyStore(MasterKey.from_settings(settings))
+    keys = KeyStore(MasterKeys.from_settings(settings))
 
     async def go() -> str | None:
         async with connected(settings) as conn:

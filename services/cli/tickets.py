@@ -30,7 +30,7 @@ from shared.credentials import sign_command
 from shared.database import Connection, connect
 from shared.eventstore import EventStore
 from shared.kafka import make_producer
-from shared.keystore import KeyStore, MasterKey
+from shared.keystore import KeyStore, MasterKeys
 from shared.personal import keys_for
 
 app = typer.Typer(help="Tickets: their whole story.", no_args_is_help=True)
@@ -99,7 +99,7 @@ def show(
             if ticket_id is None:
                 return None, []
             return ticket_id, await timeline(
-                conn, ticket_id, KeyStore(MasterKey.from_settings(settings))
+                conn, ticket_id, KeyStore(MasterKeys.from_settings(settings))
             )
         finally:
             await conn.close()

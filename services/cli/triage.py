@@ -13,7 +13,7 @@ from services.cli.context import connected, console, database_settings, run_asyn
 from services.dispatch import queries as dispatch
 from services.intake import queries as intake
 from shared.clock import service_now
-from shared.keystore import KeyStore, MasterKey
+from shared.keystore import KeyStore, MasterKeys
 
 app = typer.Typer(help="Triage: how its rules fare.", no_args_is_help=True)
 
@@ -35,7 +35,7 @@ def review(
                 c.ticket_id: f"{c.to_complexity} {c.to_category}"
                 for c in await dispatch.reclassifications(conn, since)
             }
-            keys = KeyStore(MasterKey.from_settings(settings))
+            keys = KeyStore(MasterKeys.from_settings(settings))
             return await intake.triage_review(conn, since, corrections, keys)
 
     rules = run_async(go())

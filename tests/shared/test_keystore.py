@@ -3,7 +3,10 @@ under the master key, erasure that destroys the key for good, and the readers' k
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
+import hmac
 import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -12,11 +15,20 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel
 
 from services import service_migrations
 from shared.database import connect
-from shared.keystore import KeyStore, MasterKey, MasterKeyError, identity_of, local_master_key
+from shared.keystore import (
+    KeyStore,
+    MasterKey,
+    MasterKeyError,
+    MasterKeys,
+    identity_of,
+    local_master_key,
+)
 from shared.personal import (
     ERASED,
     DataKeys,
@@ -65,18 +77,78 @@ async def test_one_subject_per_identity_with_a_stable_pseudonym(owner: asyncpg.C
 
 
 @pytest.mark.asyncio
-async def test_keys_open_only_under_the_master_key_that_wrapped_them(
+async def test_a_key_under_a_master_key_not_configured_is_an_error_never_erased(
     owner: asyncpg.Connection,
 ) -> None:
-    store = KeyStore(master())
+    """A wrong or missing master key must not pass for a mass erasure: the row names the
+    master key it is under, and the error names it too."""
+    first = master()
+    store = KeyStore(first)
     subject = (await store.subjects(owner, ["phone:+8613800001234"]))["phone:+8613800001234"]
+    erased = await store.anonymous(owner)
+    assert await store.erase(owner, erased.ref, NOW)
 
     assert (await store.keys(owner, [subject.ref]))[subject.ref] == subject.key
     other = KeyStore(master())
-    assert (await other.keys(owner, [subject.ref, "cust-unknown"])) == {
-        subject.ref: None,
+    assert await other.keys(owner, [erased.ref, "cust-unknown"]) == {
+        erased.ref: None,
         "cust-unknown": None,
     }
+    with pytest.raises(MasterKeyError, match=first.kid):
+        await other.keys(owner, [subject.ref])
+    with pytest.raises(MasterKeyError, match=first.kid):
+        await other.find(owner, "phone:+8613800001234")  # the lookup secret is under it too
+    await owner.execute(
+        "UPDATE intake.subject_keys SET wrapped_key = $2 WHERE ref = $1",
+        subject.ref,
+        b"\x00" * 60,
+    )
+    with pytest.raises(MasterKeyError, match="damaged"):
+        await KeyStore(first).keys(owner, [subject.ref])
+
+
+@pytest.mark.asyncio
+async def test_lookups_are_made_with_a_secret_kept_apart_from_the_master_key(
+    owner: asyncpg.Connection,
+) -> None:
+    """Made on first use exactly as lookups were made before it was kept apart (HKDF of the
+    master key): a deployment's existing lookups all still match."""
+    secret = secrets.token_bytes(32)
+    store = KeyStore(MasterKey.of(secret))
+    subject = (await store.subjects(owner, ["id:C-7"]))["id:C-7"]
+
+    derived = HKDF(hashes.SHA256(), 32, None, b"servicedesk lookup").derive(secret)
+    lookup = await owner.fetchval(
+        "SELECT lookup FROM intake.subject_keys WHERE ref = $1", subject.ref
+    )
+    assert lookup == hmac.digest(derived, b"id:C-7", hashlib.sha256)
+    row = await owner.fetchrow("SELECT * FROM intake.lookup_secret")
+    assert row is not None and row["master_kid"] == store.master.kid
+    assert derived not in bytes(row["wrapped_secret"])
+    assert await KeyStore(MasterKey.of(secret)).find(owner, "id:C-7") == subject.ref
+
+
+@pytest.mark.asyncio
+async def test_processes_making_the_lookup_secret_at_once_make_one(
+    owner: asyncpg.Connection, settings: Settings
+) -> None:
+    secret = secrets.token_bytes(32)
+    other = await connect(settings.require_database_url())
+
+    async def made_by_the_other() -> tuple[str, bytes]:
+        async with other.transaction():
+            return await KeyStore(MasterKey.of(secret)).lookup_secret(other)
+
+    try:
+        async with owner.transaction():
+            mine = await KeyStore(MasterKey.of(secret)).lookup_secret(owner)
+            theirs = asyncio.create_task(made_by_the_other())
+            await asyncio.sleep(0.2)
+            assert not theirs.done()  # waits for the first maker's transaction, then reads it
+        assert await theirs == mine
+    finally:
+        await other.close()
+    assert await owner.fetchval("SELECT count(*) FROM intake.lookup_secret") == 1
 
 
 @pytest.mark.asyncio
@@ -202,3 +274,27 @@ def test_master_key_from_settings_or_the_local_file(tmp_path: Path) -> None:
         MasterKey.of(b"\x00" * 32)
     with pytest.raises(MasterKeyError):
         MasterKey.of(b"short")
+
+
+def test_retired_master_keys_from_settings_and_their_file(tmp_path: Path) -> None:
+    current, old, older = (secrets.token_bytes(32) for _ in range(3))
+    b64 = [base64.urlsafe_b64encode(k).decode().rstrip("=") for k in (current, old, older)]
+    (tmp_path / "retired").write_text(f"{b64[2]}\n\n")
+    ring = MasterKeys.from_settings(
+        Settings(
+            master_key=b64[0],
+            master_keys_retired=f"{b64[1]}, {b64[0]}",
+            master_keys_retired_file=tmp_path / "retired",
+        )
+    )
+    assert ring.current.kid == MasterKey.of(current).kid
+    assert set(ring.retired) == {MasterKey.of(old).kid, MasterKey.of(older).kid}
+    assert ring.named(MasterKey.of(old).kid) == ring.retired[MasterKey.of(old).kid]
+    with pytest.raises(MasterKeyError, match="mk-nowhere"):
+        ring.named("mk-nowhere")
+    with pytest.raises(MasterKeyError, match="DESK_MASTER_KEYS_RETIRED"):
+        MasterKeys.from_settings(Settings(master_key=b64[0], master_keys_retired="not!base64"))
+    with pytest.raises(MasterKeyError, match="cannot read"):
+        MasterKeys.from_settings(
+            Settings(master_key=b64[0], master_keys_retired_file=tmp_path / "missing")
+        )
