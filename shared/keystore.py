@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
 from asyncpg import Record
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -235,6 +236,36 @@ class KeyStore:
             row = await conn.fetchrow(f"SELECT master_kid, wrapped_secret FROM {self.lookup_table}")
             assert row is not None
         return row[0], self.ring.unwrap(LOOKUP_SECRET, row[0], row[1])
+
+    async def unconfigured(self, conn: Connection) -> list[str]:
+        """The master keys something here is wrapped under that this process was not given
+        (the lookup secret's only where its table can be read: the key holder's). A service
+        with one refuses to start: otherwise intake would fail every request from a customer
+        met before — and keep those records in clear as dead letters — until someone noticed.
+        One index probe per master key in use (a loose scan), not a read of the table."""
+        try:
+            async with conn.transaction():  # a savepoint in the caller's, if any
+                return await self._unconfigured(conn)
+        except (asyncpg.UndefinedTableError, asyncpg.InsufficientPrivilegeError):
+            return []  # no key store here yet, or not granted yet: nothing to open either
+
+    async def _unconfigured(self, conn: Connection) -> list[str]:
+        kids = await conn.fetch(
+            "WITH RECURSIVE kids(kid) AS ("
+            f" (SELECT master_kid FROM {self.table} WHERE wrapped_key IS NOT NULL"
+            "  ORDER BY master_kid LIMIT 1)"
+            f" UNION ALL SELECT (SELECT master_kid FROM {self.table}"
+            "  WHERE wrapped_key IS NOT NULL AND master_kid > kids.kid"
+            "  ORDER BY master_kid LIMIT 1) FROM kids WHERE kids.kid IS NOT NULL"
+            ") SELECT kid FROM kids WHERE kid IS NOT NULL"
+        )
+        in_use = {row[0] for row in kids}
+        with contextlib.suppress(asyncpg.UndefinedTableError, asyncpg.InsufficientPrivilegeError):
+            async with conn.transaction():  # a refusal must not abort the caller's transaction
+                kid = await conn.fetchval(f"SELECT master_kid FROM {self.lookup_table}")
+            in_use |= {kid} if kid is not None else set()
+        ring = self.ring
+        return sorted(k for k in in_use if k != ring.current.kid and k not in ring.retired)
 
     async def lookups(self, conn: Connection, identities: Iterable[str]) -> dict[str, bytes]:
         """Each identity's HMAC: equal identities, equal lookups; the identity is not in it."""

@@ -233,6 +233,14 @@ class Service:
                     if not settings.local_mode:
                         raise RuntimeError(f"{self.name} refuses to start: {'; '.join(problems)}")
                     log.warning("running with more database rights than needed", problems=problems)
+                if self.key_store is not None and (
+                    missing := await self.key_store.unconfigured(conn)
+                ):
+                    raise RuntimeError(
+                        f"{self.name} refuses to start: customers' data keys are wrapped under "
+                        f"master key(s) {', '.join(missing)}, not given to it (DESK_MASTER_KEY, "
+                        "or DESK_MASTER_KEYS_RETIRED while a rotation runs)"
+                    )
         except BaseException:
             await self._close_storage()
             raise

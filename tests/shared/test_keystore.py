@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import BaseModel
 
 from services import service_migrations
+from services.intake.app import build as intake
 from shared.database import connect
 from shared.keystore import (
     KeyStore,
@@ -105,6 +106,38 @@ async def test_a_key_under_a_master_key_not_configured_is_an_error_never_erased(
     )
     with pytest.raises(MasterKeyError, match="damaged"):
         await KeyStore(first).keys(owner, [subject.ref])
+
+
+@pytest.mark.asyncio
+async def test_the_master_keys_in_use_but_not_given_are_found_without_reading_every_row(
+    owner: asyncpg.Connection,
+) -> None:
+    old, new = master(), master()
+    store = KeyStore(old)
+    kept = (await store.subjects(owner, ["email:kept@example.com"]))["email:kept@example.com"]
+    assert await KeyStore(new).unconfigured(owner) == [old.kid]
+    assert await KeyStore(MasterKeys.of(new, old)).unconfigured(owner) == []
+    assert await store.unconfigured(owner) == []
+
+    # Only erased keys left under the old master key: still its lookup secret.
+    assert await store.erase(owner, kept.ref, NOW)
+    assert await KeyStore(new).unconfigured(owner) == [old.kid]
+    await owner.execute("DELETE FROM intake.lookup_secret")
+    assert await KeyStore(new).unconfigured(owner) == []
+
+
+@pytest.mark.asyncio
+async def test_a_service_given_the_wrong_master_key_refuses_to_start(
+    owner: asyncpg.Connection, settings: Settings
+) -> None:
+    """Started anyway, intake would fail every request of a customer met before — and keep
+    those requests, in clear, as dead letters."""
+    old = secrets.token_bytes(32)
+    await KeyStore(MasterKey.of(old)).subjects(owner, ["email:met@example.com"])
+    given = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+    service = intake(settings.replace(master_key=given))
+    with pytest.raises(RuntimeError, match=f"intake refuses to start: .*{MasterKey.of(old).kid}"):
+        await service.app.start()
 
 
 @pytest.mark.asyncio
