@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -69,6 +70,9 @@ async def bench_world(**overrides: Any) -> AsyncIterator[tuple[Settings, Infrast
     finally:
         await drop_database(admin, name)
         infra.stop()
+        # An embedded PostgreSQL's data is half a gigabyte after a burst: left behind, a few
+        # hundred runs filled this machine's disk and stopped the server mid-benchmark.
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @asynccontextmanager

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,6 +80,7 @@ def session_infrastructure() -> Iterator[SessionInfrastructure]:
             database_kind = "testcontainers"
         else:
             data = Path(tempfile.mkdtemp(prefix="desk-test-pg-")) / "data"
+            stops.append(partial(shutil.rmtree, data.parent, ignore_errors=True))  # after stop
             postgres = EmbeddedPostgres(data, durable=False)
             database_url = postgres.start()
             postgres.guard()  # a killed test session must not leave its server behind
@@ -100,9 +103,9 @@ def session_infrastructure() -> Iterator[SessionInfrastructure]:
 
         # Roles are cluster-wide: made once, as `desk up` and compose's init script do.
         blocking(_create_roles(database_url))
-        keys = local_key_file(
-            Path(tempfile.mkdtemp(prefix="desk-test-keys-")) / "keys.json", TEST_ISSUERS
-        )
+        keys_dir = Path(tempfile.mkdtemp(prefix="desk-test-keys-"))
+        stops.append(partial(shutil.rmtree, keys_dir, ignore_errors=True))
+        keys = local_key_file(keys_dir / "keys.json", TEST_ISSUERS)
         yield SessionInfrastructure(
             database_url, bootstrap, database_kind, broker_kind, broker_settings, keys
         )
