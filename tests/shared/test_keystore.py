@@ -41,6 +41,7 @@ from shared.personal import (
 )
 from shared.settings import Settings
 from tests.support.services import migrated
+from tests.support.waiting import eventually
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
@@ -176,8 +177,18 @@ async def test_processes_making_the_lookup_secret_at_once_make_one(
         async with owner.transaction():
             mine = await KeyStore(MasterKey.of(secret)).lookup_secret(owner)
             theirs = asyncio.create_task(made_by_the_other())
-            await asyncio.sleep(0.2)
-            assert not theirs.done()  # waits for the first maker's transaction, then reads it
+            # The other maker's INSERT waits on this transaction's row (a lock, seen by the
+            # server), then reads the row this one made.
+            await eventually(
+                lambda: owner.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    other.get_server_pid(),
+                ),
+                timeout=10,
+                interval=0.01,
+                what="the other maker waiting on this one's row",
+            )
+            assert not theirs.done()
         assert await theirs == mine
     finally:
         await other.close()
