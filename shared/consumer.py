@@ -767,7 +767,10 @@ class ConsumerRunner(Generic[T]):
         while len(members) > 1:
             subscriber, _ = members.pop()
             before = [a.rebalances for _, a in members]
-            await subscriber.stop()
+            try:
+                await asyncio.wait_for(subscriber.stop(), 10)
+            except TimeoutError:  # the broker did not answer its leaving; the group expires it
+                log.warning("consumer did not leave its group in time", consumer=self.name)
             deadline = asyncio.get_running_loop().time() + 10
             while any(a.rebalances == b for (_, a), b in zip(members, before, strict=True)):
                 if asyncio.get_running_loop().time() > deadline:

@@ -150,7 +150,7 @@ def make_broker(settings: Settings, *, client_id: str, description: str = "") ->
         # Through our logging setup; per-message "Received/Processed" lines go to DEBUG.
         logger=logging.getLogger("faststream.broker"),
         log_level=logging.DEBUG,
-        graceful_timeout=settings.shutdown_grace.total_seconds(),
+        graceful_timeout=settings.shutdown_grace.total_seconds() / 2,  # batches in flight
     )
 
 

@@ -56,6 +56,7 @@ from shared.provenance import Provenance, catalogue
 from shared.relay import Relay
 from shared.retention import purge_processed
 from shared.settings import Settings
+from shared.stopping import StopDeadline
 from shared.tasks import BackgroundTasks
 
 log = get_logger(__name__)
@@ -305,11 +306,22 @@ class Service:
         await self.tasks.stop()
 
     async def _close_storage(self) -> None:
+        """Neither the producer's flush nor the pool's wait for its connections is bounded by
+        its library: each gets a quarter of the grace, then is abandoned (the pool's
+        connections closed under whatever still holds them)."""
+        bound = self.settings.shutdown_grace.total_seconds() / 4
         if self._producer is not None:
-            await self._producer.stop()
+            try:
+                await asyncio.wait_for(self._producer.stop(), bound)
+            except TimeoutError:
+                log.warning("relay producer did not flush in time; abandoned", after_s=bound)
             self._producer = None
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), bound)
+            except TimeoutError:
+                log.warning("database connections still held; closed anyway", after_s=bound)
+                self._pool.terminate()
             self._pool = None
         log.info("service stopped")
 
@@ -407,19 +419,24 @@ def serve(name: str, build: Callable[[Settings], Service], settings_class: type[
         port=service.port,
         log_config=None,
         lifespan="on",
-        timeout_graceful_shutdown=int(settings.shutdown_grace.total_seconds()),
+        # Open requests get a quarter of the grace; the rest is the consumers' and the relay's.
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace.total_seconds() / 4)),
     )
-    _Server(config, service).run()
+    deadline = StopDeadline(name, settings.shutdown_grace.total_seconds())
+    _Server(config, service, deadline).run()
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, telling the service it is closing as soon as a stop signal arrives."""
+    """uvicorn, telling the service it is closing as soon as a stop signal arrives, and
+    arming the deadline by which the process is gone."""
 
-    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+    def __init__(self, config: uvicorn.Config, service: Service, deadline: StopDeadline) -> None:
         super().__init__(config)
         self.service = service
+        self.deadline = deadline
 
     def handle_exit(self, sig: int, frame: Any) -> None:
+        self.deadline.arm()
         self.service.closing.set()
         super().handle_exit(sig, frame)
 

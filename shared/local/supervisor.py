@@ -25,6 +25,9 @@ from shared.logging import get_logger
 
 log = get_logger(__name__)
 
+_LINE_LIMIT = 1024 * 1024
+"""Longest log line shown whole (a traceback with its chained causes fits)."""
+
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 _LEVEL_STYLE = {
     "debug": "dim",
@@ -75,6 +78,7 @@ class Supervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            limit=_LINE_LIMIT,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
@@ -107,8 +111,21 @@ class Supervisor:
         return self._stopping
 
     async def _pump(self, child: Child, stream: asyncio.StreamReader) -> None:
-        while line := await stream.readline():
-            self._show(child, line.decode("utf-8", "replace").rstrip())
+        """Show the child's lines for as long as it writes. Nothing ends this early: a pump that
+        stopped would leave the child blocked on a full pipe at its next log line, the whole
+        service frozen while it looks alive."""
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # over the reader's limit: its head is gone, its tail follows
+                self._show(child, f"(a log line of more than {_LINE_LIMIT} bytes was cut)")
+                continue
+            if not line:
+                return
+            try:
+                self._show(child, line.decode("utf-8", "replace").rstrip())
+            except Exception:
+                log.exception("cannot show a child's log line", child=child.name)
 
     def _show(self, child: Child, line: str) -> None:
         if self.raw_logs:

@@ -17,7 +17,7 @@ from services import service_names
 from shared.durations import parse_duration
 from tests.faults.conftest import Report
 from tests.faults.scenarios import RECOVERY_S, mid_batch, under_traffic
-from tests.support.system import System
+from tests.support.system import System, last_words
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -58,7 +58,8 @@ async def test_sigterm_mid_batch_drains_within_the_grace(system: System, report:
     figures = await system.invariant.wait(RECOVERY_S, since=system.fault_ended)
     drained_s = {name: round(seconds, 1) for name, seconds in drained.items()}
     report(figures, fault="SIGTERM of every service mid-batch", drained_s=drained_s)
-    assert max(drained.values()) <= parse_duration(GRACE).total_seconds(), drained_s
+    last = last_words(system.log, service_names())
+    assert max(drained.values()) <= parse_duration(GRACE).total_seconds(), (drained_s, last)
     assert figures.holds, figures.problems
     redone = {
         "notices received again": figures.notice_repeats - before.notice_repeats,

@@ -200,7 +200,11 @@ class System:
                 if name not in exited and not _alive(pid):
                     exited[name] = time.monotonic() - sent
             if time.monotonic() - sent > timeout:
-                raise AssertionError(f"still running {timeout}s after signal {sig}: {pids}")
+                running = [n for n in pids if n not in exited]
+                raise AssertionError(
+                    f"still running {timeout}s after signal {sig}: {running}; their last words: "
+                    f"{last_words(self.log, running)}"
+                )
             await asyncio.sleep(0.05)
         self.fault_ended = time.time()
         deadline = time.monotonic() + timeout
@@ -444,6 +448,21 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def last_words(log: Path, services: Sequence[str], each: int = 3) -> dict[str, list[str]]:
+    """The last few log events of each service in ``desk up``'s log: what a hung one was
+    doing, in the failure's own message (CI keeps nothing else)."""
+    words: dict[str, list[str]] = {name: [] for name in services}
+    with contextlib.suppress(OSError), log.open("rb") as lines:
+        for raw in lines:
+            with contextlib.suppress(ValueError):
+                record = json.loads(raw)
+                if isinstance(record, dict) and record.get("service") in words:
+                    said = words[record["service"]]
+                    said.append(f"{str(record.get('timestamp', ''))[11:23]} {record.get('event')}")
+                    del said[:-each]
+    return words
 
 
 def _alive(pid: int) -> bool:
