@@ -303,7 +303,7 @@ class Service:
         self.closing.set()
         for runner in self.consumers:
             await runner.stop()
-        await self.tasks.stop()
+        await self.tasks.stop(within=self.settings.shutdown_grace.total_seconds() / 4)
 
     async def _close_storage(self) -> None:
         """Neither the producer's flush nor the pool's wait for its connections is bounded by

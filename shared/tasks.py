@@ -12,7 +12,6 @@ that fails at once stays down. A task that returns has finished and is no longer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -43,13 +42,25 @@ class BackgroundTasks:
         task = asyncio.create_task(self._supervise(name, run), name=f"{self.service} {name}")
         self._running.append(task)
 
-    async def stop(self) -> None:
-        for task in self._running:
+    async def stop(self, within: float | None = None) -> None:
+        """Cancel every task and wait ``within`` seconds at most for them to end. A task stuck
+        in its cancellation (asyncpg cancelling a query on a server that does not answer) is
+        left behind, named, so the rest of the stop still runs."""
+        running, self._running = self._running, []
+        if not running:
+            return
+        for task in running:
             task.cancel()
-        for task in self._running:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._running.clear()
+        done, pending = await asyncio.wait(running, timeout=within)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved: its failure was logged when it happened
+        if pending:
+            log.warning(
+                "background tasks did not stop in time; left behind",
+                tasks=sorted(t.get_name() for t in pending),
+                after_s=within,
+            )
 
     async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
