@@ -1,6 +1,7 @@
 """What happens to the processes, under traffic: PostgreSQL restarted; each service killed,
-every service stopped, a second instance of each joining, mid-batch; the broker stopped for a
-minute. The work in flight is done once, by someone; nothing is lost; every group settles.
+every service stopped (also while PostgreSQL hangs), a second instance of each joining,
+mid-batch; the broker stopped for a minute. The work in flight is done once, by someone;
+nothing is lost; every group settles.
 
 One system for the module, the faults in sequence, the invariant checked after each; the
 broker's minute comes last, as the fault most likely to leave the system broken for the rest.
@@ -66,6 +67,26 @@ async def test_sigterm_mid_batch_drains_within_the_grace(system: System, report:
         "events published again": figures.topic_repeats - before.topic_repeats,
     }
     assert not any(redone.values()), redone
+
+
+async def test_sigterm_while_postgresql_is_frozen_ends_within_the_grace(
+    system: System, report: Report
+) -> None:
+    """A deploy while the database hangs (a stalled disk): nothing a graceful stop waits on
+    answers — queries, their cancellation, the pool's connections — yet every service is gone
+    within the grace; what it could not finish is a crash's, done again once PostgreSQL
+    answers."""
+    async with under_traffic(system):
+        await mid_batch(system, "dispatch")
+        async with system.frozen_postgres():
+            pids, drained = await system.signal_exits(service_names(), signal.SIGTERM)
+        await system.restarted(pids)
+    figures = await system.invariant.wait(RECOVERY_S, since=system.fault_ended)
+    drained_s = {name: round(seconds, 1) for name, seconds in drained.items()}
+    report(figures, fault="SIGTERM of every service, PostgreSQL frozen", drained_s=drained_s)
+    last = last_words(system.log, service_names())
+    assert max(drained.values()) <= parse_duration(GRACE).total_seconds(), (drained_s, last)
+    assert figures.holds, figures.problems
 
 
 async def test_a_second_instance_of_each_service_joins_mid_burst(

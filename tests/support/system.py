@@ -192,6 +192,14 @@ class System:
         return await self._replace(names, signal.SIGTERM, timeout)
 
     async def _replace(self, names: Sequence[str], sig: int, timeout: float) -> dict[str, float]:
+        pids, exited = await self.signal_exits(names, sig, timeout)
+        await self.restarted(pids, timeout)
+        return exited
+
+    async def signal_exits(
+        self, names: Sequence[str], sig: int, timeout: float = 60.0
+    ) -> tuple[dict[str, int], dict[str, float]]:
+        """Signal services at once; return their pids and how long each took to exit."""
         pids = {name: self.send_signal(name, sig) for name in names}
         sent = time.monotonic()
         exited: dict[str, float] = {}
@@ -207,13 +215,33 @@ class System:
                 )
             await asyncio.sleep(0.05)
         self.fault_ended = time.time()
+        return pids, exited
+
+    async def restarted(self, pids: Mapping[str, int], timeout: float = 60.0) -> None:
+        """Return once ``desk up`` runs each of these services again (a new pid) and all are
+        ready."""
         deadline = time.monotonic() + timeout
         while any(self.run().get("services", {}).get(n) in (None, p) for n, p in pids.items()):
             if time.monotonic() > deadline:
-                raise AssertionError(f"desk up did not start {names} again")
+                raise AssertionError(f"desk up did not start {sorted(pids)} again")
             await asyncio.sleep(0.1)
         await self.wait_ready(timeout)
-        return exited
+
+    @asynccontextmanager
+    async def frozen_postgres(self) -> AsyncIterator[None]:
+        """PostgreSQL and its backends stopped (SIGSTOP) for the block: every connection open,
+        nothing answered — what a stalled disk or host looks like from the services."""
+        root = psutil.Process(self.pid("postgres"))
+        family = [root, *root.children(recursive=True)]
+        for process in family:
+            process.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for process in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.send_signal(signal.SIGCONT)
+            self.fault_ended = time.time()
 
     async def pause_broker(self, seconds: float) -> None:
         """The broker unavailable for ``seconds`` (SIGSTOP, then SIGCONT: it keeps its data)."""
