@@ -77,6 +77,7 @@ def waiting_on(loop: asyncio.AbstractEventLoop | None, most: int = 40) -> list[s
         tasks = list(asyncio.all_tasks(loop))
     except RuntimeError:
         return ["(the task list changed while read)"]
+    tasks.sort(key=lambda t: t.get_name().startswith("Task-"))  # the service's own, named, first
     lines = []
     for task in tasks[:most]:
         try:

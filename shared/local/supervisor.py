@@ -28,6 +28,9 @@ log = get_logger(__name__)
 _LINE_LIMIT = 1024 * 1024
 """Longest log line shown whole (a traceback with its chained causes fits)."""
 
+_RAN_WELL_S = 60.0
+"""A child that ran this long before exiting starts its restart pauses afresh."""
+
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 _LEVEL_STYLE = {
     "debug": "dim",
@@ -91,20 +94,36 @@ class Supervisor:
         self.on_change()
 
     async def _watch(self, child: Child) -> None:
-        """Restart a child that exits on its own, with a growing pause."""
+        """Restart a child that exits on its own, with a pause that grows while it keeps
+        failing and starts afresh once it has run a while. A restart that cannot even start the
+        process (no memory to fork, a file gone) is tried again the same way, never the end of
+        the watch: a service left down for good while ``desk up`` looks fine is the worst case.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         while True:
-            assert child.process is not None
-            code = await child.process.wait()
-            await asyncio.gather(*child.pumps, return_exceptions=True)
+            if child.process is not None:
+                code = await child.process.wait()
+                await asyncio.gather(*child.pumps, return_exceptions=True)
+                said = f"exited with code {code}"
+            else:
+                said = "could not be started"
             if self._stopping:
                 return
+            if loop.time() - started > _RAN_WELL_S:
+                child.restarts = 0
             child.restarts += 1
             delay = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-            self._say(child, f"exited with code {code}; restarting in {delay:.1f}s", "warning")
+            self._say(child, f"{said}; restarting in {delay:.1f}s", "warning")
             await asyncio.sleep(delay)
             if self.stopping:
                 return
-            await self._spawn(child)
+            started = loop.time()
+            try:
+                await self._spawn(child)
+            except OSError as error:
+                child.process = None
+                self._say(child, f"cannot start: {error}", "error")
 
     @property
     def stopping(self) -> bool:
