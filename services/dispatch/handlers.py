@@ -45,6 +45,7 @@ from services.dispatch.events import (
     TicketCommandRejected,
 )
 from services.dispatch.pools import Locks, pools
+from services.dispatch.routing import Board
 from services.dispatch.ticket import Ticket
 from services.intake.events import EVENTS_TOPIC as INTAKE_EVENTS
 from services.intake.events import CustomerReplied, TicketTriaged
@@ -70,6 +71,11 @@ REFUSED = Counter(
 )
 
 
+_FREES = 2
+"""Queued tickets one message can serve at most beyond the room there is now: the place it
+frees (an agent's, by a resolution, a transfer or an escalation), and the loaded head it may
+take out of the queue itself (a queued ticket closed or moved), which is skipped, not served."""
+
 Reach = Callable[[Policy, Mapping[str, Ticket]], set[str]]
 """The groups a batch's messages may change, given the policy and the tickets they name."""
 
@@ -93,13 +99,17 @@ class DeskSession:
         ticket_ids: Sequence[str] = (),
         numbers: Sequence[str] = (),
         touches: Reach | None = None,
-        queues: bool = True,
+        frees: int | None = None,
         customers: Sequence[str | None] = (),
     ) -> Desk:
         """The batch's desk; the handler points ``desk.record`` at each message's cause.
 
-        ``touches`` says which groups the messages may change (None: every group); ``queues``
-        false when none of them can free room, so no queue is read."""
+        ``touches`` says which groups the messages may change (None: every group). ``frees``
+        bounds how many queued tickets the messages can serve beyond the room there is now:
+        0 reads no queue (none of them frees room); None reads a window of every held queue
+        (they may add any room: an agent's shift or capacity). Each queue is read that deep and
+        no deeper: serving assigns one head per free place, so the rest would be read for
+        nothing — with long queues, hundreds of rows a batch."""
         conn = uow.conn
         in_force = self.policy.in_force(uow.now)
         locks = Locks(conn, self._pools_of(in_force.version, in_force.policy))
@@ -114,15 +124,6 @@ class DeskSession:
         if touches is not None:  # a ticket may have moved to another pool meanwhile
             await locks.widen(touches(policy, tickets))
         held = locks.groups()
-        if queues:
-            for ticket_id, ticket in (await storage.queued(conn, held)).items():
-                tickets.setdefault(ticket_id, ticket)
-        stranded: list[str] = []
-        if switched:  # tickets of groups this version retired or dropped move, once
-            outside = await storage.open_outside(conn, policy.directory.group)
-            stranded = list(outside)
-            for ticket_id, ticket in outside.items():
-                tickets.setdefault(ticket_id, ticket)
         known = await storage.agent_states(conn)
         board = board_from(
             policy,
@@ -130,6 +131,16 @@ class DeskSession:
             await storage.loads(conn),
             await storage.cursors(conn),
         )
+        if frees != 0:
+            depths = _depths(board, held, frees)
+            for ticket_id, ticket in (await storage.queued(conn, depths)).items():
+                tickets.setdefault(ticket_id, ticket)
+        stranded: list[str] = []
+        if switched:  # tickets of groups this version retired or dropped move, once
+            outside = await storage.open_outside(conn, policy.directory.group)
+            stranded = list(outside)
+            for ticket_id, ticket in outside.items():
+                tickets.setdefault(ticket_id, ticket)
         # Agents are registered because the policy's directory names them.
         directory = uow.caused_by(Cause(f"policy-{version}"))
         desk = Desk(policy, version, uow.now, board, directory, tickets=tickets, held=held)
@@ -155,6 +166,15 @@ class DeskSession:
         tickets = await storage.tickets_by_id(conn, ticket_ids)
         tickets.update(await storage.tickets_by_number(conn, numbers))
         return tickets
+
+
+def _depths(board: Board, held: set[str] | None, frees: int | None) -> dict[str, int] | None:
+    """How deep to read each held queue: the room its agents have now plus what the batch can
+    free (None: a window of every queue, as deep as storage reads when room can appear from
+    anywhere)."""
+    if held is None or frees is None:
+        return None if held is None else dict.fromkeys(held, storage.QUEUE_WINDOW)
+    return {g: min(storage.QUEUE_WINDOW, board.room(g) + frees) for g in held}
 
 
 def policy_switch(session: DeskSession) -> Worker:
@@ -200,14 +220,14 @@ class Events(EventSubscription):
             return found
 
         # Only an escalation frees room (its agent's), so only then are queues read.
-        escalations = any(isinstance(m.message.data, EscalationRaised) for m in messages)
+        escalations = sum(isinstance(m.message.data, EscalationRaised) for m in messages)
         customers = [
             m.message.data.customer_key
             for m in messages
             if isinstance(m.message.data, TicketTriaged)
         ]
         desk = await self.session.open(
-            uow, ticket_ids=ids, touches=groups, queues=escalations, customers=customers
+            uow, ticket_ids=ids, touches=groups, frees=_FREES * escalations, customers=customers
         )
         for inbound in messages:
             delivered = inbound.message
@@ -296,7 +316,12 @@ class Commands(Subscription[DecodedCommand]):
                 found |= reach.of_command(policy, command, ticket)
             return found
 
-        desk = await self.session.open(uow, numbers=[n for n in numbers if n], touches=groups)
+        # A ticket command frees at most one place; an agent's shift or capacity, any number.
+        agents = any(isinstance(c, AGENT_COMMAND_TYPES) for c in commands)
+        frees = None if agents else _FREES * len(commands)
+        desk = await self.session.open(
+            uow, numbers=[n for n in numbers if n], touches=groups, frees=frees
+        )
         for inbound in messages:
             message = inbound.message
             agents = inbound.record.topic.endswith(AGENT_COMMANDS)

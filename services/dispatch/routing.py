@@ -164,6 +164,14 @@ class Board:
         later = [a for a in candidates if a.id > cursor]
         return later + [a for a in candidates if a.id <= cursor]
 
+    def room(self, group_id: str) -> int:
+        """Tickets the group's agents on shift can take now, together."""
+        return sum(
+            max(0, a.capacity - a.load)
+            for a in self.agents.values()
+            if a.on_shift and group_id in a.profile.groups
+        )
+
     def take(self, agent_id: str) -> None:
         self.agents[agent_id].load += 1
 

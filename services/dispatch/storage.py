@@ -7,7 +7,7 @@ rebuildable from the log (``shared.projection.rebuild``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -79,24 +79,34 @@ async def tickets_by_number(conn: Connection, numbers: Iterable[str]) -> dict[st
     return {row[0]: _ticket(row) for row in rows}
 
 
+QUEUE_WINDOW = 500
+"""Heads read of a queue when a batch can add any amount of room (an agent's shift or
+capacity, a policy switch)."""
+
+
 async def queued(
-    conn: Connection, groups: Iterable[str] | None, per_group: int = 500
+    conn: Connection, depths: Mapping[str, int] | None, per_group: int = QUEUE_WINDOW
 ) -> dict[str, Ticket]:
-    """The head of each group's queue (of every group: None), by priority then age.
+    """The heads of the groups' queues, by priority then age: ``depths`` says how many of each
+    group's (None: ``per_group`` of every group's).
 
     One index range per group (``tickets_queue``), so the cost does not grow with the queues:
     with 100,000 tickets queued a window over all of them took every batch longer."""
-    if groups is None:
+    if depths is None:
         groups = await conn.fetchval(
             "SELECT coalesce(array_agg(DISTINCT group_id), '{}') FROM tickets "
             "WHERE status = 'queued'"
         )
+        depths = dict.fromkeys(groups, per_group)
+    wanted = sorted((g, d) for g, d in depths.items() if d > 0)
+    if not wanted:
+        return {}
     rows = await conn.fetch(
-        f"{_SELECT} FROM unnest($1::text[]) AS g(id) CROSS JOIN LATERAL (SELECT * FROM tickets "
-        "WHERE status = 'queued' AND group_id = g.id ORDER BY priority_rank, queued_at, number "
-        "LIMIT $2) q",
-        sorted(groups),
-        per_group,
+        f"{_SELECT} FROM unnest($1::text[], $2::int[]) AS g(id, depth) CROSS JOIN LATERAL "
+        "(SELECT * FROM tickets WHERE status = 'queued' AND group_id = g.id "
+        "ORDER BY priority_rank, queued_at, number LIMIT g.depth) q",
+        [g for g, _ in wanted],
+        [d for _, d in wanted],
     )
     return {row[0]: _ticket(row) for row in rows}
 

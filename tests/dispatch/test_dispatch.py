@@ -222,6 +222,34 @@ async def test_capacity_holds_and_the_queue_is_served_by_priority_then_age(
 
 
 @pytest.mark.asyncio
+async def test_a_resolution_serves_the_head_of_a_long_queue_by_priority_then_age(
+    test_policy: Settings, kafka: KafkaProbe
+) -> None:
+    """A ticket command reads only as much of a queue as it can serve (the room there is, plus
+    the place it frees): the head it serves is still the queue's, however long the queue."""
+    service = dispatch(test_policy)
+    priorities = ["low", "normal", "high", "normal", "urgent", "low", "high", "urgent", "normal"]
+    async with running(service):
+        for n in (1, 2):
+            await send_triaged(kafka, triaged(n, product_line="tiny"))
+        assigned = await kafka.await_records(EVENTS, kind("assigned"), count=2)
+        for n, priority in enumerate(priorities, start=3):
+            await send_triaged(kafka, triaged(n, product_line="tiny", priority=priority))
+        await kafka.await_records(EVENTS, kind("queued"), count=len(priorities))
+        for record in assigned:
+            number, agent = data(record)["number"], data(record)["agent_id"]
+            for kind_, fields in (("accept", {}), ("start_work", {}), ("resolve", {})):
+                if kind_ == "resolve":
+                    fields = {"resolution": "done"}
+                await send_command(kafka, number, kind_, agent, **fields)
+        served = await kafka.await_records(
+            EVENTS, lambda r: kind("assigned")(r) and data(r)["cause"] == "queue", count=2
+        )
+    # the two urgent tickets, the older first, though 5 lower-priority ones queued before them
+    assert [data(r)["number"] for r in served] == ["REQ-2026-000007", "REQ-2026-000010"]
+
+
+@pytest.mark.asyncio
 async def test_refused_commands_change_nothing_and_a_repeated_command_has_one_effect(
     test_policy: Settings, kafka: KafkaProbe
 ) -> None:
