@@ -238,10 +238,9 @@ async def test_a_resolution_serves_the_head_of_a_long_queue_by_priority_then_age
         await kafka.await_records(EVENTS, kind("queued"), count=len(priorities))
         for record in assigned:
             number, agent = data(record)["number"], data(record)["agent_id"]
-            for kind_, fields in (("accept", {}), ("start_work", {}), ("resolve", {})):
-                if kind_ == "resolve":
-                    fields = {"resolution": "done"}
-                await send_command(kafka, number, kind_, agent, **fields)
+            await send_command(kafka, number, "accept", agent)
+            await send_command(kafka, number, "start_work", agent)
+            await send_command(kafka, number, "resolve", agent, resolution="done")
         served = await kafka.await_records(
             EVENTS, lambda r: kind("assigned")(r) and data(r)["cause"] == "queue", count=2
         )
