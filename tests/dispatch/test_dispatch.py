@@ -241,11 +241,17 @@ async def test_a_resolution_serves_the_head_of_a_long_queue_by_priority_then_age
             await send_command(kafka, number, "accept", agent)
             await send_command(kafka, number, "start_work", agent)
             await send_command(kafka, number, "resolve", agent, resolution="done")
-        served = await kafka.await_records(
+        await kafka.await_records(
             EVENTS, lambda r: kind("assigned")(r) and data(r)["cause"] == "queue", count=2
         )
-    # the two urgent tickets, the older first, though 5 lower-priority ones queued before them
-    assert [data(r)["number"] for r in served] == ["REQ-2026-000007", "REQ-2026-000010"]
+        rows = await service.pool.fetch(
+            "SELECT envelope::text FROM events WHERE type = 'servicedesk.ticket.assigned.v1' "
+            "ORDER BY position"
+        )
+    assignments = [json.loads(r[0])["data"] for r in rows]
+    served = [d["number"] for d in assignments if d["cause"] == "queue"]
+    # the two urgent tickets, the older first, though lower-priority ones queued before them
+    assert served == ["REQ-2026-000007", "REQ-2026-000010"]
 
 
 @pytest.mark.asyncio
