@@ -317,8 +317,8 @@ class Commands(Subscription[DecodedCommand]):
             return found
 
         # A ticket command frees at most one place; an agent's shift or capacity, any number.
-        agents = any(isinstance(c, AGENT_COMMAND_TYPES) for c in commands)
-        frees = None if agents else _FREES * len(commands)
+        rosters = any(isinstance(c, AGENT_COMMAND_TYPES) for c in commands)
+        frees = None if rosters else _FREES * len(commands)
         desk = await self.session.open(
             uow, numbers=[n for n in numbers if n], touches=groups, frees=frees
         )
