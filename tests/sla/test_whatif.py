@@ -135,18 +135,25 @@ async def test_tightening_simple_response_turns_exactly_the_late_answers_into_br
             SLA_EVENTS, sla_kind("clock_breached", metric="first_response"), count=2
         )
         await kafka.await_records(SLA_EVENTS, sla_kind("escalated", level=1), count=2)
-        before = await stored(driven)
-        report, same, what_if = [
-            await desk(driven, *args)
-            for args in (
-                ["sla", "report", "--days", "30", "--json"],
-                ["sla", "what-if", str(current), "--days", "30", "--json"],
-                ["sla", "what-if", str(proposed), "--days", "30", "--json"],
-            )
-        ]
-        table = await desk(driven, "sla", "what-if", str(proposed), "--days", "30")
-        in_processes = await in_worker_processes(driven, proposed)
-        after = await stored(driven)
+        # dispatch's answer to them, before the services stop: moved up the ladder.
+        await kafka.await_records(
+            "dispatch.events",
+            lambda r: r.header("ce_type") == "servicedesk.ticket.escalated.v1",
+            count=2,
+        )
+    # Stopped: nothing but the what-if can write while it is compared with the stores.
+    before = await stored(driven)
+    report, same, what_if = [
+        await desk(driven, *args)
+        for args in (
+            ["sla", "report", "--days", "30", "--json"],
+            ["sla", "what-if", str(current), "--days", "30", "--json"],
+            ["sla", "what-if", str(proposed), "--days", "30", "--json"],
+        )
+    ]
+    table = await desk(driven, "sla", "what-if", str(proposed), "--days", "30")
+    in_processes = await in_worker_processes(driven, proposed)
+    after = await stored(driven)
     for done in (report, same, what_if, table):
         assert done.returncode == 0, done.stdout + done.stderr
     assert after == before, "a what-if writes nothing"
