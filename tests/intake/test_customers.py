@@ -28,7 +28,7 @@ def request() -> Request:
         }
     ]
     read = read_request(
-        encode(valid(customer={**customer, "customer_id": "C-7"}, attachments=files))
+        encode(valid(customer={**customer, "customer_id": "C-7-wang-fang"}, attachments=files))
     )
     assert isinstance(read, Request)
     return read
@@ -47,7 +47,7 @@ def test_a_tickets_events_carry_every_personal_text_sealed_and_opening_to_the_re
 
     # Written as intake's store writes them: a field left in clear would raise here.
     raw = "".join(e.model_dump_json(context=SEALED_ONLY) for e in (receipt, triage_event))
-    for clear in ("王芳", "wang.fang@example.com", "+8613800001234", "C-7", "s3cr3t"):
+    for clear in ("王芳", "wang.fang@example.com", "+8613800001234", "C-7-wang-fang", "s3cr3t"):
         assert clear not in raw
     assert asked.subject not in raw
     assert triage_event.customer_key == subject.ref
@@ -68,7 +68,7 @@ def test_a_tickets_events_carry_every_personal_text_sealed_and_opening_to_the_re
         "name": "王芳",
         "email": "wang.fang@example.com",
         "phone": "+8613800001234",
-        "customer_id": "C-7",
+        "customer_id": "C-7-wang-fang",
     }
     assert (opened.subject, opened.description) == (asked.subject, asked.description)
     assert isinstance(triage_event.subject, Sealed) and isinstance(receipt.subject, Sealed)
