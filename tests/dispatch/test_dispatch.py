@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from services.dispatch import storage
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
 from services.intake.events import TicketTriaged, ticket_stream
@@ -225,8 +226,9 @@ async def test_capacity_holds_and_the_queue_is_served_by_priority_then_age(
 async def test_a_resolution_serves_the_head_of_a_long_queue_by_priority_then_age(
     test_policy: Settings, kafka: KafkaProbe
 ) -> None:
-    """A ticket command reads only as much of a queue as it can serve (the room there is, plus
-    the place it frees): the head it serves is still the queue's, however long the queue."""
+    """A ticket command reads a queue only as deep as it can serve (the room there is, plus
+    two a message): a read that deep holds the queue's heads in order, and the heads served
+    are still the queue's, though the queue is longer than any batch reads."""
     service = dispatch(test_policy)
     priorities = ["low", "normal", "high", "normal", "urgent", "low", "high", "urgent", "normal"]
     async with running(service):
@@ -236,6 +238,13 @@ async def test_a_resolution_serves_the_head_of_a_long_queue_by_priority_then_age
         for n, priority in enumerate(priorities, start=3):
             await send_triaged(kafka, triaged(n, product_line="tiny", priority=priority))
         await kafka.await_records(EVENTS, kind("queued"), count=len(priorities))
+        async with service.pool.acquire() as conn:
+            heads = await storage.queued(conn, {"tiny": 3, "round": 0})
+        assert [t.number for t in heads.values()] == [
+            "REQ-2026-000007",  # urgent, the older first
+            "REQ-2026-000010",
+            "REQ-2026-000005",  # then high; the other 6 queued are not read
+        ]
         for record in assigned:
             number, agent = data(record)["number"], data(record)["agent_id"]
             await send_command(kafka, number, "accept", agent)
