@@ -216,9 +216,12 @@ class Watcher:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def start_service(name: str, settings: Settings) -> asyncio.subprocess.Process:
+async def start_service(
+    name: str, settings: Settings, *, module: str | None = None
+) -> asyncio.subprocess.Process:
     """A service as its own process, as in production: migrated by the owner, run as its own
-    database role; ready."""
+    database role; ready. ``module``: what to run instead of ``services.<name>`` (a variant
+    of the service a benchmark compares with)."""
     env = {**settings.environment(), "DESK_LOG_LEVEL": "WARNING", "DESK_LOG_FORMAT": "json"}
     conn = await connect(settings.require_database_url())
     try:
@@ -229,7 +232,7 @@ async def start_service(name: str, settings: Settings) -> asyncio.subprocess.Pro
     finally:
         await conn.close()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", f"services.{name}", env={**os.environ, **env}, cwd=ROOT
+        sys.executable, "-m", module or f"services.{name}", env={**os.environ, **env}, cwd=ROOT
     )
     async with httpx.AsyncClient() as client:
         for _ in range(600):

@@ -1,6 +1,6 @@
 """intake throughput and latency: request published -> triaged event on Kafka, intake alone.
 
-    python -m bench.intake [--requests 30000] [--steady-rate 2000] [--steady-seconds 10]
+    python -m bench.intake [--requests 30000] [--steady-rate 2000] [--steady-seconds 10] [--clear]
 
 intake runs as its own process (as in production). Phase 1 publishes ``--requests`` requests as
 fast as the producer can and measures how fast triaged events come out: ``requests_per_s``.
@@ -11,6 +11,10 @@ without it).
 It also prints ``cpu_ms_per_request``: the CPU each part of the machine spent per request during
 the burst (the intake processes, PostgreSQL, the broker, this benchmark's publisher and watcher)
 and the share of the machine left idle — what bounds the figure on a shared machine.
+
+``--clear`` runs the same intake with its customers' personal fields left in clear and no key
+store consulted (:mod:`bench.clear_intake`): the cost of sealing is the difference between runs
+with and without it, alternated, for one run differs from the next by up to a fifth here.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from bench._support import CpuMeter, Watcher, bench_world, report, start_service
 from services.intake.contract import INCOMING_TOPIC as INCOMING
 from services.intake.demo import DemoTraffic
 from services.intake.events import EVENTS_TOPIC as EVENTS
-from services.intake.events import TicketTriaged
+from services.intake.events import TicketReceived, TicketTriaged
 from shared.kafka import ensure_topics, make_producer
 from shared.local.ports import free_port
 from shared.settings import Settings
@@ -48,11 +52,17 @@ def requests(count: int, run: str) -> list[tuple[str, bytes]]:
     return out
 
 
-async def main(total: int, steady_rate: float, steady_seconds: float, instances: int) -> None:
+async def main(
+    total: int, steady_rate: float, steady_seconds: float, instances: int, clear: bool
+) -> None:
     async with bench_world(intake_port=free_port()) as (settings, infrastructure):
         await ensure_topics(settings, [settings.topic(t) for t in (INCOMING, EVENTS)])
         intakes = [
-            await start_service("intake", settings.replace(intake_port=free_port()))
+            await start_service(
+                "intake",
+                settings.replace(intake_port=free_port()),
+                module="bench.clear_intake" if clear else None,
+            )
             for _ in range(instances)
         ]
         watcher = Watcher(settings, EVENTS, TRIAGED)
@@ -76,6 +86,7 @@ async def main(total: int, steady_rate: float, steady_seconds: float, instances:
             cpu = meter.stop(total)
 
             latencies = await steady(producer, settings, watcher, steady_rate, steady_seconds)
+            sealed = await sealed_share(settings)
         finally:
             await watcher.stop()
             await producer.stop()
@@ -92,6 +103,8 @@ async def main(total: int, steady_rate: float, steady_seconds: float, instances:
             "burst_requests": total,
             "burst_publish_s": round(published - started, 2),
             "intake_processes": instances,
+            "personal_fields": "clear" if clear else "sealed",
+            "receipts_sealed_share": sealed,
             # Where the cores went during the burst: CPU ms per request by process role.
             "cpu_ms_per_request": cpu,
         }
@@ -139,11 +152,34 @@ async def steady(
     return [(watcher.arrived[r["number"]] - sent_at[r["channel_message_id"]]) * 1000 for r in rows]
 
 
+async def sealed_share(settings: Settings) -> float:
+    """The share of recorded receipts whose personal fields are sealed: 1 for intake, 0 for
+    ``--clear`` (a check that the run measured what it says)."""
+    conn = await asyncpg.connect(settings.require_database_url())
+    try:
+        share = await conn.fetchval(
+            "SELECT avg((envelope->'data'->'description'->>'ct' IS NOT NULL)::int) "
+            "FROM intake.events WHERE type = $1",
+            TicketReceived.event_type(),
+        )
+    finally:
+        await conn.close()
+    return round(float(share), 3)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--steady-rate", type=float, default=2000)
     parser.add_argument("--steady-seconds", type=float, default=10)
     parser.add_argument("--instances", type=int, default=1, help="intake processes")
+    parser.add_argument(
+        "--clear",
+        action="store_true",
+        help="intake as before sealing: personal fields in clear, no key store (what sealing "
+        "costs is the difference from a run without it)",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.steady_rate, args.steady_seconds, args.instances))
+    asyncio.run(
+        main(args.requests, args.steady_rate, args.steady_seconds, args.instances, args.clear)
+    )

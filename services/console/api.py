@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from aiokafka.errors import KafkaError
@@ -85,11 +85,20 @@ class ApiError(Exception):
 class Console:
     """What the console's HTTP side works with; the service is attached once it is built."""
 
-    def __init__(self, policy: PolicySchedule[Policy], callers: Callers, courier: courier.Courier):
+    def __init__(
+        self,
+        policy: PolicySchedule[Policy],
+        callers: Callers,
+        courier: courier.Courier,
+        *,
+        recheck: timedelta = timedelta(seconds=15),
+    ):
         self.policy = policy
         self.callers = callers
         self.courier = courier
         self.stream = ChangeStream()
+        self.recheck = recheck
+        """How often an open stream checks its caller again (``console_stream_recheck``)."""
         self._service: Service | None = None
 
     @property
@@ -132,6 +141,34 @@ async def session(
 
 
 Caller = Annotated[Session, Depends(session)]
+
+
+async def watcher(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Viewer:
+    """The caller of a live stream (401, 403), checked with a connection borrowed for the check
+    alone: FastAPI ends a dependency's ``yield`` only once the response is sent, and a stream's
+    lasts as long as a desk stays open, so :func:`session`'s connection would be held as long;
+    a pool's few would be gone with a dozen desks open, and with them the console."""
+    console: Console = request.app.state.console
+    token = bearer(authorization) or request.cookies.get(COOKIE)
+    _, person = authenticate(console, token, await console.service.clock.now())
+    return person
+
+
+async def recheck(console: Console, request: Request) -> Viewer | None:
+    """The stream's caller again, as :func:`watcher` finds them now; None when they are no
+    longer let in (the token expired, the directory no longer knows them) or cannot be checked."""
+    token = bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE)
+    try:
+        _, person = authenticate(console, token, await console.service.clock.now())
+    except ApiError as refused:
+        log.info("stream ended: its caller is no longer let in", code=refused.code)
+        return None
+    except Exception as error:  # a check that cannot be made fails closed
+        log.warning("stream ended: its caller could not be checked", error=repr(error))
+        return None
+    return person
 
 
 def api(console: Console, max_body: int) -> FastAPI:
@@ -403,12 +440,21 @@ def _routes(console: Console) -> APIRouter:
     @router.get(
         "/stream",
         summary="Server-sent events: `ticket` (a ticket the caller sees changed: its summary), "
-        "`board` (the dashboard's figures may have changed), `resync` (reload).",
+        "`board` (the dashboard's figures may have changed), `resync` (reload), `signed_out` "
+        "(the caller's token expired or they left the directory: the stream ends).",
         response_class=StreamingResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
     )
-    async def stream(request: Request, s: Caller) -> StreamingResponse:
-        body = console.stream.events(s.viewer, console.service.closing, request.is_disconnected)
+    async def stream(
+        request: Request, person: Annotated[Viewer, Depends(watcher)]
+    ) -> StreamingResponse:
+        body = console.stream.events(
+            person,
+            console.service.closing,
+            request.is_disconnected,
+            recheck=lambda: recheck(console, request),
+            every=console.recheck.total_seconds(),
+        )
         return StreamingResponse(
             body,
             media_type="text/event-stream",

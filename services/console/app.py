@@ -31,7 +31,12 @@ def build(settings: Settings) -> Service:
     keys = KeyStore(own)
     read_models = storage.read_models(keys)
     policy = policy_schedule(own)
-    console = Console(policy, Callers(KeyRing.from_settings(own), own.token_max_ttl), Courier(own))
+    console = Console(
+        policy,
+        Callers(KeyRing.from_settings(own), own.token_max_ttl),
+        Courier(own),
+        recheck=own.console_stream_recheck,
+    )
     http = api(console, own.console_max_body)
     pages(http, console, own)
     inbox(http, console, own)

@@ -19,6 +19,13 @@ class ConsoleSettings(Settings):
         le=1_048_576,
         description="Largest request body the console reads, in bytes (larger: 413).",
     )
+    console_stream_recheck: Duration = Field(
+        default=timedelta(seconds=15),
+        gt=timedelta(0),
+        description="How often an open live stream (`/api/stream`) checks its caller again: "
+        "a token expired meanwhile, or a person no longer in the directory, ends it "
+        "(`signed_out`), and a change of their groups applies from then on.",
+    )
     console_command_wait: Duration = Field(
         default=timedelta(seconds=3),
         description="How long the survey page waits for dispatch's decision before saying the "

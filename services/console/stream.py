@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,36 +90,57 @@ class ChangeStream:
                 watcher.offer("board", {})
 
     async def events(
-        self, viewer: Viewer, closing: asyncio.Event, gone: Callable[[], Any]
+        self,
+        viewer: Viewer,
+        closing: asyncio.Event,
+        gone: Callable[[], Any],
+        *,
+        recheck: Callable[[], Awaitable[Viewer | None]],
+        every: float,
     ) -> AsyncIterator[bytes]:
-        """The SSE body of one watcher, until the client leaves or the service closes."""
+        """The SSE body of one watcher, until the client leaves, the service closes, or
+        ``recheck`` (every ``every`` seconds) no longer lets the caller in: a token outlived by
+        its stream would keep showing tickets to whoever held it."""
         watcher = Watcher(viewer)
         self.watchers.add(watcher)
         WATCHERS.inc()
+        clock = asyncio.get_running_loop().time
+        checked_at = clock()
         try:
             yield b"retry: 2000\n\n"
             while not closing.is_set():
-                item = await _next(watcher, closing)
+                due = checked_at + every - clock()
+                item = await _next(watcher, closing, max(0.0, min(KEEPALIVE_S, due)))
+                if clock() >= checked_at + every:
+                    checked_at = clock()
+                    still = await recheck()
+                    if still is None:
+                        yield b"event: signed_out\ndata: {}\n\n"
+                        return
+                    watcher.viewer = still  # their groups as the directory says now
                 if item is None:
                     if closing.is_set() or await gone():
                         return
                     yield b": keepalive\n\n"
                     continue
                 event, data = item
+                if event == "ticket" and not _sees(watcher.viewer, data):
+                    continue  # offered under the groups the caller had before the check
                 yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
         finally:
             self.watchers.discard(watcher)
             WATCHERS.dec()
 
 
-async def _next(watcher: Watcher, closing: asyncio.Event) -> tuple[str, dict[str, Any]] | None:
-    """The watcher's next change; None when the service closes or nothing came for a while."""
+async def _next(
+    watcher: Watcher, closing: asyncio.Event, within: float
+) -> tuple[str, dict[str, Any]] | None:
+    """The watcher's next change; None when the service closes or nothing came ``within``
+    seconds."""
     getting = asyncio.ensure_future(watcher.queue.get())
     stopping = asyncio.ensure_future(closing.wait())
     try:
-        await asyncio.wait(
-            {getting, stopping}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
-        )
+        await asyncio.wait({getting, stopping}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiting in (getting, stopping):
             if not waiting.done():
@@ -127,3 +148,7 @@ async def _next(watcher: Watcher, closing: asyncio.Event) -> tuple[str, dict[str
     if getting.done() and not getting.cancelled():
         return getting.result()
     return None
+
+
+def _sees(viewer: Viewer, ticket: dict[str, Any]) -> bool:
+    return viewer.sees_ticket(ticket.get("group_id"), ticket.get("agent_id"))

@@ -71,4 +71,8 @@
   source.addEventListener("ticket", function (e) { show(JSON.parse(e.data)); refresh(); });
   source.addEventListener("board", refresh);
   source.addEventListener("resync", refresh);
+  source.addEventListener("signed_out", function () {
+    source.close();  // the sign-in ended: reconnecting would only be refused
+    window.location.href = "/login";
+  });
 })();

@@ -1,0 +1,81 @@
+"""The live stream from outside: desks left open do not starve the console, and a stream does
+not outlive its caller's token."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from shared.settings import Settings
+from tests.console.support import SIMPLE, desk
+from tests.support.credentials import token
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _opened(stack: AsyncExitStack, client: httpx.AsyncClient) -> AsyncIterator[str]:
+    """A stream, open as a desk keeps it: its first line read, the rest left waiting."""
+    response = await stack.enter_async_context(client.stream("GET", "/api/stream"))
+    assert response.status_code == 200
+    lines = response.aiter_lines()
+    first = await anext(lines)
+    assert first.startswith("retry:")
+    return lines
+
+
+async def test_streams_left_open_do_not_hold_the_consoles_connections(settings: Settings) -> None:
+    small = settings.replace(db_pool_max_size=3)
+    async with desk(small) as world, AsyncExitStack() as stack:
+        desks = [world.client(agent) for agent in ("li.na", "wang.qiang", "zhao.lei")]
+        # Twice as many streams as the console has connections, all open at once.
+        await asyncio.wait_for(
+            asyncio.gather(*(_opened(stack, desks[n % 3]) for n in range(6))), timeout=20
+        )
+        started = time.monotonic()
+        me = await asyncio.wait_for(desks[0].get("/api/me"), timeout=10)
+        listed = await asyncio.wait_for(desks[2].get("/api/tickets"), timeout=10)
+        assert (me.status_code, listed.status_code) == (200, 200)
+        assert time.monotonic() - started < 5
+
+
+async def test_a_stream_ends_when_its_token_expires(settings: Settings) -> None:
+    quick = settings.replace(console_stream_recheck="500ms")
+    async with desk(quick) as world:
+        short = token(quick, "li.na", ttl=timedelta(seconds=3))
+        client = httpx.AsyncClient(
+            base_url=world.url, headers={"Authorization": f"Bearer {short}"}, timeout=20
+        )
+        world.clients.append(client)
+        started = time.monotonic()
+        lines = []
+        async with client.stream("GET", "/api/stream") as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():  # ends when the server ends the stream
+                lines.append(line)
+        assert "event: signed_out" in lines
+        # Ended within a check of the expiry (3 s), not at the next keepalive or never.
+        assert 2 < time.monotonic() - started < 8
+        # And the desk reconnecting with the same token is refused.
+        again = await client.get("/api/stream")
+        assert again.status_code == 401
+
+
+async def test_a_stream_still_delivers_across_its_checks(settings: Settings) -> None:
+    quick = settings.replace(console_stream_recheck="200ms")
+    async with desk(quick) as world, AsyncExitStack() as stack:
+        lines = await _opened(stack, world.client("zhao.lei"))
+        await asyncio.sleep(1)  # several checks pass; the caller is still let in
+        await world.request(1, **SIMPLE)  # the front line's, which zhao.lei supervises
+        seen = []
+        async with asyncio.timeout(30):
+            async for line in lines:
+                seen.append(line)
+                if line == "event: ticket":
+                    break
+        assert "event: signed_out" not in seen
