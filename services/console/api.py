@@ -92,11 +92,12 @@ class Console:
         courier: courier.Courier,
         *,
         recheck: timedelta = timedelta(seconds=15),
+        streams_per_caller: int = 8,
     ):
         self.policy = policy
         self.callers = callers
         self.courier = courier
-        self.stream = ChangeStream()
+        self.stream = ChangeStream(streams_per_caller)
         self.recheck = recheck
         """How often an open stream checks its caller again (``console_stream_recheck``)."""
         self._service: Service | None = None
@@ -441,13 +442,24 @@ def _routes(console: Console) -> APIRouter:
         "/stream",
         summary="Server-sent events: `ticket` (a ticket the caller sees changed: its summary), "
         "`board` (the dashboard's figures may have changed), `resync` (reload), `signed_out` "
-        "(the caller's token expired or they left the directory: the stream ends).",
+        "(the caller's token expired or they left the directory: the stream ends). 429 when "
+        "the caller already holds DESK_CONSOLE_STREAMS_PER_CALLER open.",
         response_class=StreamingResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={
+            200: {"content": {"text/event-stream": {}}},
+            429: {"model": Problem, "description": "Too many streams open."},
+        },
     )
     async def stream(
         request: Request, person: Annotated[Viewer, Depends(watcher)]
     ) -> StreamingResponse:
+        if not console.stream.admits(person):
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"at most {console.stream.per_caller} streams open at once per person",
+                {"Retry-After": "5"},
+            )
         body = console.stream.events(
             person,
             console.service.closing,

@@ -36,6 +36,7 @@ def build(settings: Settings) -> Service:
         Callers(KeyRing.from_settings(own), own.token_max_ttl),
         Courier(own),
         recheck=own.console_stream_recheck,
+        streams_per_caller=own.console_streams_per_caller,
     )
     http = api(console, own.console_max_body)
     pages(http, console, own)

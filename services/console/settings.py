@@ -26,6 +26,12 @@ class ConsoleSettings(Settings):
         "a token expired meanwhile, or a person no longer in the directory, ends it "
         "(`signed_out`), and a change of their groups applies from then on.",
     )
+    console_streams_per_caller: int = Field(
+        default=8,
+        ge=1,
+        description="Live streams (`/api/stream`) one person may hold open at once (their desks "
+        "and tabs); one more is answered 429: each holds a queue of up to 1,000 changes.",
+    )
     console_command_wait: Duration = Field(
         default=timedelta(seconds=3),
         description="How long the survey page waits for dispatch's decision before saying the "

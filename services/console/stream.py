@@ -47,10 +47,17 @@ class Watcher:
 
 
 class ChangeStream:
-    """Fans changes out to the watchers of this process."""
+    """Fans changes out to the watchers of this process, at most ``per_caller`` streams of
+    one person at a time (each holds a queue of up to :data:`BACKLOG` changes)."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_caller: int = 8) -> None:
         self.watchers: set[Watcher] = set()
+        self.per_caller = per_caller
+
+    def admits(self, viewer: Viewer) -> bool:
+        """Whether ``viewer`` may open one more stream."""
+        held = sum(1 for w in self.watchers if w.viewer.subject == viewer.subject)
+        return held < self.per_caller
 
     async def follow(self, service: Service) -> None:
         """The worker: listen, read what changed, hand it out; until cancelled."""
@@ -101,6 +108,9 @@ class ChangeStream:
         """The SSE body of one watcher, until the client leaves, the service closes, or
         ``recheck`` (every ``every`` seconds) no longer lets the caller in: a token outlived by
         its stream would keep showing tickets to whoever held it."""
+        if not self.admits(viewer):  # opened together with others since the route asked
+            yield b"event: too_many_streams\ndata: {}\n\n"
+            return
         watcher = Watcher(viewer)
         self.watchers.add(watcher)
         WATCHERS.inc()

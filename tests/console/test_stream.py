@@ -15,6 +15,7 @@ import pytest
 from shared.settings import Settings
 from tests.console.support import SIMPLE, desk
 from tests.support.credentials import token
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -24,6 +25,7 @@ async def _opened(stack: AsyncExitStack, client: httpx.AsyncClient) -> AsyncIter
     response = await stack.enter_async_context(client.stream("GET", "/api/stream"))
     assert response.status_code == 200
     lines = response.aiter_lines()
+    stack.push_async_callback(lines.aclose)  # held as long as the stack: a dropped one closes
     first = await anext(lines)
     assert first.startswith("retry:")
     return lines
@@ -79,3 +81,27 @@ async def test_a_stream_still_delivers_across_its_checks(settings: Settings) -> 
                 if line == "event: ticket":
                     break
         assert "event: signed_out" not in seen
+
+
+async def test_one_person_holds_at_most_so_many_streams(settings: Settings) -> None:
+    capped = settings.replace(console_streams_per_caller=2)
+    async with desk(capped) as world:
+        li_na, wang_qiang = world.client("li.na"), world.client("wang.qiang")
+        async with AsyncExitStack() as stack:
+            await _opened(stack, li_na)
+            await _opened(stack, li_na)
+            refused = await li_na.get("/api/stream")
+            assert refused.status_code == 429
+            assert refused.json()["code"] == "too_many_streams"
+            assert refused.headers["Retry-After"]
+            await _opened(stack, wang_qiang)  # another person is not counted against her
+        # Her streams closed, she may open one again (once the console has seen them go).
+        async with AsyncExitStack() as stack:
+            await eventually(
+                lambda: _opened_or_refused(stack, li_na), lambda ok: ok, what="a stream again"
+            )
+
+
+async def _opened_or_refused(stack: AsyncExitStack, client: httpx.AsyncClient) -> bool:
+    response = await stack.enter_async_context(client.stream("GET", "/api/stream"))
+    return response.status_code == 200

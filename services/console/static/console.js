@@ -71,6 +71,7 @@
   source.addEventListener("ticket", function (e) { show(JSON.parse(e.data)); refresh(); });
   source.addEventListener("board", refresh);
   source.addEventListener("resync", refresh);
+  source.addEventListener("too_many_streams", function () { source.close(); });
   source.addEventListener("signed_out", function () {
     source.close();  // the sign-in ended: reconnecting would only be refused
     window.location.href = "/login";
