@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AsyncExitStack, aclosing
 from datetime import timedelta
 
 import httpx
@@ -24,10 +24,16 @@ async def _opened(stack: AsyncExitStack, client: httpx.AsyncClient) -> AsyncIter
     """A stream, open as a desk keeps it: its first line read, the rest left waiting."""
     response = await stack.enter_async_context(client.stream("GET", "/api/stream"))
     assert response.status_code == 200
-    lines = response.aiter_lines()
-    stack.push_async_callback(lines.aclose)  # held as long as the stack: a dropped one closes
+    # Held as long as the stack: a line iterator dropped and collected closes its stream.
+    lines = await stack.enter_async_context(aclosing(_generator(response.aiter_lines())))
     first = await anext(lines)
     assert first.startswith("retry:")
+    return lines
+
+
+def _generator(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
+    """httpx's line iterator as what it is, an async generator (typed as an iterator)."""
+    assert isinstance(lines, AsyncGenerator)
     return lines
 
 
