@@ -5,6 +5,7 @@ shows up in the dashboard's CSAT."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -24,8 +25,28 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
 OPEN_TILE = "return document.querySelector('[data-tile=open] .value')?.textContent.trim()"
 
 
-def sign_in_link(settings: Settings, url: str, actor: str = "ops") -> str:
-    return f"{url}/login#token={token(settings, actor)}"
+def sign_in_link(
+    settings: Settings, url: str, actor: str = "ops", ttl: timedelta = timedelta(hours=1)
+) -> str:
+    return f"{url}/login#token={token(settings, actor, ttl=ttl)}"
+
+
+async def test_the_dashboard_goes_to_sign_in_when_its_sign_in_ends(settings: Settings) -> None:
+    quick = settings.replace(console_stream_recheck="500ms")
+    async with desk(quick) as world:
+        with chromium() as browser:
+            link = sign_in_link(quick, world.url, ttl=timedelta(seconds=5))
+            await run(browser.get, link)
+            await until(browser, "return location.pathname === '/'", what="signed in")
+            await until(browser, "return document.getElementById('live').className === 'live on'")
+            # The token expires: the stream says so, and the page leaves for the sign-in form
+            # instead of showing "reconnecting" over figures it may no longer see.
+            await until(
+                browser,
+                "return location.pathname === '/login'",
+                timeout=20,
+                what="back at the sign-in form",
+            )
 
 
 async def test_the_dashboard_renders_and_its_tiles_follow_the_desk_without_a_reload(
