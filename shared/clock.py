@@ -17,6 +17,10 @@ from shared.database import Connection, identifier
 
 
 class Clock(Protocol):
+    expression: str
+    """The SQL that reads this clock inside a statement: one that stamps rows with now (a
+    consumer's claim of its messages) then needs no round trip of its own to ask."""
+
     async def now(self, conn: Connection | None = None) -> datetime:
         """Now. Code holding a connection passes it: a clock that reads the database then uses
         it instead of taking a second one from the pool (which can run dry under load)."""
@@ -28,11 +32,12 @@ class DatabaseClock:
 
     def __init__(self, pool: asyncpg.Pool, *, driven: bool = False) -> None:
         self.pool = pool
-        self._sql = (
-            "SELECT coalesce((SELECT value FROM desk_clock LIMIT 1), clock_timestamp())"
+        self.expression = (
+            "coalesce((SELECT value FROM desk_clock LIMIT 1), clock_timestamp())"
             if driven
-            else "SELECT clock_timestamp()"
+            else "clock_timestamp()"
         )
+        self._sql = f"SELECT {self.expression}"
 
     async def now(self, conn: Connection | None = None) -> datetime:
         value: datetime = await (conn or self.pool).fetchval(self._sql)

@@ -471,35 +471,38 @@ class ConsumerRunner(Generic[T]):
             return
         service = self.service
         async with service.pool.acquire() as conn, conn.transaction():
-            now = await service.clock.now(conn)
-            fresh = await self._claim(conn, messages, now)
-            if fresh:
+            fresh, now = await self._claim(conn, messages)
+            if now is not None:  # some are fresh
                 uow = UnitOfWork(conn, service.store, now, service.projections)
                 await self.subscription.handle(uow, fresh)
                 await uow.flush()
                 await self._release(conn, [m.message_id for m in fresh if m.released])
 
     async def _claim(
-        self, conn: Connection, messages: Sequence[Inbound[T]], now: datetime
-    ) -> list[Inbound[T]]:
-        """Record every id as processed (at ``now``, by the service's clock, which the purge of
-        old ids reads too); return the messages seen for the first time."""
+        self, conn: Connection, messages: Sequence[Inbound[T]]
+    ) -> tuple[list[Inbound[T]], datetime | None]:
+        """Record every id as processed, stamped with the service's clock (which the purge of
+        old ids reads too); return the messages seen for the first time and that now, read in
+        the same statement (a batch of one message is the steady case: a round trip saved is a
+        tenth of its cost); None when none is fresh."""
         unique: dict[str, Inbound[T]] = {}
         for m in messages:
             unique.setdefault(m.message_id, m)
         claimed = await conn.fetch(
+            f"WITH now AS MATERIALIZED (SELECT {self.service.clock.expression} AS at) "
             "INSERT INTO processed_messages (consumer, message_id, processed_at) "
-            "SELECT $1, unnest($2::text[]), $3 ON CONFLICT DO NOTHING RETURNING message_id",
+            "SELECT $1, unnest($2::text[]), (SELECT at FROM now) "
+            "ON CONFLICT DO NOTHING RETURNING message_id, processed_at",
             self.name,
             list(unique),
-            now,
         )
+        now: datetime | None = claimed[0][1] if claimed else None
         new_ids = {r[0] for r in claimed}
         fresh = [m for m in unique.values() if m.message_id in new_ids]
         if len(fresh) < len(messages):
             MESSAGES_DUPLICATE.labels(*self._labels).inc(len(messages) - len(fresh))
         MESSAGES_HANDLED.labels(*self._labels).inc(len(fresh))
-        return fresh
+        return fresh, now
 
     async def _release(self, conn: Connection, message_ids: list[str]) -> None:
         if message_ids:

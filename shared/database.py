@@ -35,6 +35,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pooled connection's reset between two users: asyncpg's own part only (an open
+    transaction rolled back, listeners dropped). Its default also runs ``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` — a round trip per release,
+    i.e. per consumer batch — for session state nothing leaves on a pooled connection here:
+    locks are transaction locks, settings ``SET LOCAL``, and the relay listens and holds its
+    leader lock on a connection of its own (:func:`connect`); ``tests/shared/test_database.py``
+    keeps it so."""
+
+
 async def connect(
     url: str, *, schema: str | None = None, durable_commits: bool = True
 ) -> asyncpg.Connection:
@@ -62,6 +72,7 @@ async def create_pool(
         command_timeout=settings.db_command_timeout.total_seconds(),
         server_settings={"search_path": identifier(schema), "application_name": application},
         init=_init_connection,
+        reset=_keep_session,
     )
     if pool is None:  # pragma: no cover - asyncpg returns None only when not awaited
         raise RuntimeError("pool creation failed")

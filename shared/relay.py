@@ -89,10 +89,21 @@ class Relay:
         self._partitions: dict[str, list[int]] = {}
         self._wake = asyncio.Event()
         self._source = f"servicedesk/{service}".encode()
+        # One round trip a round reads the checkpoint and what follows it (each row carries
+        # the checkpoint it was read after, for the conditional update), and one writes the
+        # checkpoint and reads the head for the lag: a round per commit is the steady case.
         self._read_sql = (
+            "WITH c AS MATERIALIZED (SELECT position FROM checkpoints WHERE name = $1) "
             "SELECT position, event_id::text, stream_id, stream_version, type, subject, "
-            f"occurred_at, correlation_id, causation_id, envelope::text FROM {self.schema}.events "
-            "WHERE position > $1 ORDER BY position LIMIT $2"
+            "occurred_at, correlation_id, causation_id, envelope::text, "
+            "(SELECT position FROM c) AS was "
+            f"FROM {self.schema}.events WHERE position > (SELECT position FROM c) "
+            "ORDER BY position LIMIT $2"
+        )
+        self._checkpoint_sql = (
+            "UPDATE checkpoints SET position = $2, updated_at = now() "
+            "WHERE name = $1 AND position = $3 "
+            f"RETURNING (SELECT coalesce(max(position), 0) FROM {self.schema}.events)"
         )
 
     async def run(self) -> None:
@@ -152,7 +163,7 @@ class Relay:
 
     def _record(self, row: Any) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
         """Key, value and headers of one stored event: CloudEvents' and the service's seal."""
-        _, event_id, stream, version, type_, subject, time, corr, cause, raw = row
+        _, event_id, stream, version, type_, subject, time, corr, cause, raw, _ = row
         key = stream.encode()
         headers = [
             ("ce_specversion", b"1.0"),
@@ -235,13 +246,11 @@ class Relay:
 
     async def publish_pending(self, conn: Connection) -> int:
         """One round: publish up to a batch after the checkpoint; return how many."""
-        checkpoint = await conn.fetchval(
-            "SELECT position FROM checkpoints WHERE name = $1", CHECKPOINT
-        )
-        rows = await conn.fetch(self._read_sql, checkpoint, self.batch_size)
+        rows = await conn.fetch(self._read_sql, CHECKPOINT, self.batch_size)
         if not rows:
             RELAY_LAG.labels(self.service).set(0)
             return 0
+        checkpoint = rows[0][-1]
         records = [self._record(row) for row in rows]
         fit, refusal = self._oversized(rows, records)
         rows, records = rows[:fit], records[:fit]
@@ -261,16 +270,11 @@ class Relay:
         return len(rows)
 
     async def _checkpoint(self, conn: Connection, was: int, last: int) -> None:
-        # Conditional: if `desk replay` moved the checkpoint meanwhile, its value wins.
-        await conn.execute(
-            "UPDATE checkpoints SET position = $2, updated_at = now() "
-            "WHERE name = $1 AND position = $3",
-            CHECKPOINT,
-            last,
-            was,
-        )
-        head = await conn.fetchval(f"SELECT coalesce(max(position), 0) FROM {self.schema}.events")
-        RELAY_LAG.labels(self.service).set(max(0, head - last))
+        # Conditional: if `desk replay` moved the checkpoint meanwhile, its value wins (and the
+        # lag is left for the next round, which reads from there).
+        head = await conn.fetchval(self._checkpoint_sql, CHECKPOINT, last, was)
+        if head is not None:
+            RELAY_LAG.labels(self.service).set(max(0, head - last))
 
 
 class ReplayRefused(Exception):
