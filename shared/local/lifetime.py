@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,19 @@ class PidFile:
 
 
 def _identity(pid: int) -> dict[str, Any]:
+    """What tells this process from a later one with its pid. Read just after it was started,
+    its command line can still be empty (the kernel has not finished its ``exec``): recorded so,
+    a later start would take the process for a stranger and leave it running. So an empty one is
+    read again, for a moment."""
     process = psutil.Process(pid)
-    return {"pid": pid, "create_time": process.create_time(), "cmdline": process.cmdline()}
+    cmdline, deadline = process.cmdline(), time.monotonic() + _EXEC_SETTLES_WITHIN
+    while not cmdline and time.monotonic() < deadline:
+        time.sleep(0.005)
+        cmdline = process.cmdline()
+    return {"pid": pid, "create_time": process.create_time(), "cmdline": cmdline}
+
+
+_EXEC_SETTLES_WITHIN = 2.0
 
 
 def _same_process(identity: dict[str, Any]) -> psutil.Process | None:

@@ -3,6 +3,7 @@ and only ever that one."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,23 @@ def test_a_stranger_with_the_recorded_pid_is_left_alone(tmp_path: Path) -> None:
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_process_is_recorded_with_its_command_even_the_instant_it_starts(
+    tmp_path: Path,
+) -> None:
+    """Read at once, /proc can show an empty command line (the exec is not done): recorded so,
+    the next start would take the leftover for a stranger and leave it running."""
+    pid_file = PidFile(tmp_path / "broker.pid")
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+    for _ in range(20):
+        child = subprocess.Popen(command)
+        try:
+            pid_file.record(child.pid)
+            assert json.loads(pid_file.path.read_text())["process"]["cmdline"] == command
+        finally:
+            child.kill()
+            child.wait()
 
 
 def test_a_process_a_running_program_started_is_not_taken_from_it(tmp_path: Path) -> None:
