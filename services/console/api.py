@@ -157,19 +157,17 @@ async def watcher(
     return person
 
 
-async def recheck(console: Console, request: Request) -> Viewer | None:
+async def recheck(request: Request) -> Viewer | None:
     """The stream's caller again, as :func:`watcher` finds them now; None when they are no
     longer let in (the token expired, the directory no longer knows them) or cannot be checked."""
-    token = bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE)
     try:
-        _, person = authenticate(console, token, await console.service.clock.now())
+        return await watcher(request, request.headers.get("authorization"))
     except ApiError as refused:
         log.info("stream ended: its caller is no longer let in", code=refused.code)
         return None
     except Exception as error:  # a check that cannot be made fails closed
         log.warning("stream ended: its caller could not be checked", error=repr(error))
         return None
-    return person
 
 
 def api(console: Console, max_body: int) -> FastAPI:
@@ -464,7 +462,7 @@ def _routes(console: Console) -> APIRouter:
             person,
             console.service.closing,
             request.is_disconnected,
-            recheck=lambda: recheck(console, request),
+            recheck=lambda: recheck(request),
             every=console.recheck.total_seconds(),
         )
         return StreamingResponse(
