@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from shared.database import Connection
 from shared.events import Envelope, EventData
 from shared.eventstore import EventStore, PendingEvent, RecordedEvent, StreamAppend
+from shared.projection import checkpoint_all
 
 if TYPE_CHECKING:
     from shared.projection import Projection
@@ -144,6 +145,5 @@ class UnitOfWork:
             done = appended[event.id]
             event.position, event.stream_version = done.position, done.stream_version
         recorded.sort(key=lambda e: e.position)
-        for projection in self._projections:
-            await projection.checkpoint_to(self.conn, recorded[-1].position)
+        await checkpoint_all(self.conn, self._projections, recorded[-1].position)
         return recorded

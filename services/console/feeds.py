@@ -21,7 +21,7 @@ from services.sla import events as sla
 from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
 from shared.database import Connection
 from shared.deadletter import Record, dead_letter_topics
-from shared.projection import Projection
+from shared.projection import Projection, checkpoint_all
 from shared.unit_of_work import UnitOfWork
 
 CHANGES = "console_changes"
@@ -63,8 +63,10 @@ class PublicEvents(EventSubscription):
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         journaled = await self.journal.record(uow.conn, messages)
-        for projection in self.read_models:
-            await projection.apply_and_checkpoint(uow.conn, journaled)
+        if journaled:
+            for projection in self.read_models:
+                await projection.apply(uow.conn, journaled)
+            await checkpoint_all(uow.conn, self.read_models, journaled[-1].position)
         changed = {str(getattr(e.decode(), "ticket_id", "") or "") for e in journaled}
         await announce(uow.conn, changed - {""})
 
