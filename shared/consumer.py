@@ -489,9 +489,9 @@ class ConsumerRunner(Generic[T]):
         for m in messages:
             unique.setdefault(m.message_id, m)
         claimed = await conn.fetch(
-            f"WITH now AS MATERIALIZED (SELECT {self.service.clock.expression} AS at) "
+            f"WITH clock AS MATERIALIZED (SELECT {self.service.clock.expression} AS now) "
             "INSERT INTO processed_messages (consumer, message_id, processed_at) "
-            "SELECT $1, unnest($2::text[]), (SELECT at FROM now) "
+            "SELECT $1, unnest($2::text[]), (SELECT now FROM clock) "
             "ON CONFLICT DO NOTHING RETURNING message_id, processed_at",
             self.name,
             list(unique),

@@ -13,15 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from shared.database import Connection
 from shared.events import Envelope, EventData
 from shared.eventstore import EventStore, PendingEvent, RecordedEvent, StreamAppend
-from shared.projection import checkpoint_all
-
-if TYPE_CHECKING:
-    from shared.projection import Projection
+from shared.projection import Projection, checkpoint_all
 
 
 @dataclass(frozen=True, slots=True)
