@@ -1,6 +1,7 @@
 """intake throughput and latency: request published -> triaged event on Kafka, intake alone.
 
-    python -m bench.intake [--requests 30000] [--steady-rate 2000] [--steady-seconds 10] [--clear]
+    python -m bench.intake [--requests 30000] [--steady-rate 2000] [--steady-seconds 10]
+                           [--clear | --compare PAIRS]
 
 intake runs as its own process (as in production). Phase 1 publishes ``--requests`` requests as
 fast as the producer can and measures how fast triaged events come out: ``requests_per_s``.
@@ -15,6 +16,7 @@ and the share of the machine left idle — what bounds the figure on a shared ma
 ``--clear`` runs the same intake with its customers' personal fields left in clear and no key
 store consulted (:mod:`bench.clear_intake`): the cost of sealing is the difference between runs
 with and without it, alternated, for one run differs from the next by up to a fifth here.
+``--compare PAIRS`` does that: PAIRS runs of each, alternated, and the medians' ratio.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import json
 import statistics
 import time
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -52,9 +55,10 @@ def requests(count: int, run: str) -> list[tuple[str, bytes]]:
     return out
 
 
-async def main(
+async def run(
     total: int, steady_rate: float, steady_seconds: float, instances: int, clear: bool
-) -> None:
+) -> dict[str, Any]:
+    """One run in a world of its own: the burst, then the steady phase."""
     async with bench_world(intake_port=free_port()) as (settings, infrastructure):
         await ensure_topics(settings, [settings.topic(t) for t in (INCOMING, EVENTS)])
         intakes = [
@@ -93,22 +97,50 @@ async def main(
             for intake in intakes:
                 intake.terminate()
                 await intake.wait()
-    report(
-        {
-            "requests_per_s": round(throughput, 1),
-            "p50_ms": round(statistics.median(latencies), 1),
-            "p99_ms": round(statistics.quantiles(latencies, n=100)[98], 1),
-            "steady_offered_per_s": steady_rate,
-            "steady_requests": len(latencies),
-            "burst_requests": total,
-            "burst_publish_s": round(published - started, 2),
-            "intake_processes": instances,
-            "personal_fields": "clear" if clear else "sealed",
-            "receipts_sealed_share": sealed,
-            # Where the cores went during the burst: CPU ms per request by process role.
-            "cpu_ms_per_request": cpu,
-        }
-    )
+    return {
+        "requests_per_s": round(throughput, 1),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p99_ms": round(statistics.quantiles(latencies, n=100)[98], 1),
+        "steady_offered_per_s": steady_rate,
+        "steady_requests": len(latencies),
+        "burst_requests": total,
+        "burst_publish_s": round(published - started, 2),
+        "intake_processes": instances,
+        "personal_fields": "clear" if clear else "sealed",
+        "receipts_sealed_share": sealed,
+        # Where the cores went during the burst: CPU ms per request by process role.
+        "cpu_ms_per_request": cpu,
+    }
+
+
+async def compare(
+    pairs: int, total: int, steady_rate: float, steady_seconds: float, instances: int
+) -> dict[str, Any]:
+    """What sealing costs intake: ``pairs`` runs with personal fields in clear and as many
+    sealed, alternated (clear first in one pair, sealed first in the next, so a machine that
+    drifts weighs on both alike). One run differs from the next by up to a fifth here, so the
+    figure is the medians' ratio, with every run's beside it."""
+    cpu: dict[str, list[float]] = {"clear": [], "sealed": []}
+    rates: dict[str, list[float]] = {"clear": [], "sealed": []}
+    for pair in range(pairs):
+        for clear in (True, False) if pair % 2 == 0 else (False, True):
+            one = await run(total, steady_rate, steady_seconds, instances, clear)
+            if one["receipts_sealed_share"] != (0.0 if clear else 1.0):
+                raise RuntimeError(f"a {one['personal_fields']} run measured something else")
+            cpu[one["personal_fields"]].append(one["cpu_ms_per_request"]["service"])
+            rates[one["personal_fields"]].append(one["requests_per_s"])
+    median = {mode: statistics.median(runs) for mode, runs in cpu.items()}
+    return {
+        "pairs": pairs,
+        "burst_requests": total,
+        "service_cpu_ms_per_request": cpu,
+        "median_service_cpu_ms_per_request": median,
+        "sealing_cpu_pct": round(100 * (median["sealed"] / median["clear"] - 1), 1),
+        "pair_sealing_cpu_pct": [
+            round(100 * (s / c - 1), 1) for c, s in zip(cpu["clear"], cpu["sealed"], strict=True)
+        ],
+        "requests_per_s": rates,
+    }
 
 
 async def publish_all(
@@ -179,7 +211,15 @@ if __name__ == "__main__":
         help="intake as before sealing: personal fields in clear, no key store (what sealing "
         "costs is the difference from a run without it)",
     )
-    args = parser.parse_args()
-    asyncio.run(
-        main(args.requests, args.steady_rate, args.steady_seconds, args.instances, args.clear)
+    parser.add_argument(
+        "--compare",
+        type=int,
+        metavar="PAIRS",
+        help="runs in clear and sealed, alternated, PAIRS of each: what sealing costs",
     )
+    args = parser.parse_args()
+    options = (args.requests, args.steady_rate, args.steady_seconds, args.instances)
+    if args.compare:
+        report(asyncio.run(compare(args.compare, *options)))
+    else:
+        report(asyncio.run(run(*options, args.clear)))

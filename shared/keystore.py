@@ -47,8 +47,10 @@ KEY_HOLDER = "intake"
 """The schema whose ``subject_keys`` table holds the data keys."""
 KEY_BYTES = 32
 NONCE_BYTES = 12
-UNWRAPPED_KEPT = 4096
-"""Unwrapped data keys a :class:`KeyStore` keeps for the next batches (repeat customers)."""
+UNWRAPPED_KEPT = 16_384
+"""Unwrapped data keys a :class:`KeyStore` keeps for the next batches (repeat customers), the
+least recently used dropped first: a few MB, and a population of customers writing again that
+is larger than this pays an unwrapping (and a new cipher) on every request."""
 LOOKUP_SECRET = "lookup secret"
 """What the lookup secret's wrapping is bound to, as a data key's is to its pseudonym."""
 
@@ -289,19 +291,25 @@ class KeyStore:
         found = await self._by_lookup(conn, list(lookups.values()))
         missing = [lookup for lookup in lookups.values() if lookup not in found]
         if missing:
+            # Made here: each key is known in clear, so it is kept as unwrapped already.
             refs = [new_ref() for _ in missing]
-            wrapped = [self.master.wrap(r, secrets.token_bytes(KEY_BYTES)) for r in refs]
-            made = await conn.fetch(
+            keys = [secrets.token_bytes(KEY_BYTES) for _ in missing]
+            wrapped = [self.master.wrap(r, k) for r, k in zip(refs, keys, strict=True)]
+            kept = await conn.fetch(
                 f"INSERT INTO {self.table} (ref, lookup, master_kid, wrapped_key) "
                 "SELECT r, l, $4, w FROM unnest($1::text[], $2::bytea[], $3::bytea[]) "
                 "AS u(r, l, w) "
-                "ON CONFLICT (lookup) DO NOTHING RETURNING lookup, ref, master_kid, wrapped_key",
+                "ON CONFLICT (lookup) DO NOTHING RETURNING lookup",
                 refs,
                 missing,
                 wrapped,
                 self.master.kid,
             )
-            found.update(self._subjects(made))
+            inserted = {row[0] for row in kept}
+            for lookup, ref, key, wrap in zip(missing, refs, keys, wrapped, strict=True):
+                if lookup in inserted:
+                    found[lookup] = SubjectKey(ref, key)
+                    self._keep(ref, wrap, key)
             raced = [lookup for lookup in missing if lookup not in found]
             if raced:  # made meanwhile by another transaction: theirs it is
                 found.update(await self._by_lookup(conn, raced))
@@ -367,13 +375,17 @@ class KeyStore:
         """None only when erased; a key that does not open raises :class:`MasterKeyError`."""
         if wrapped is None:
             return None
-        key = self._unwrapped.get((ref, wrapped))
+        key = self._unwrapped.pop((ref, wrapped), None)
         if key is None:
             key = self.ring.unwrap(ref, kid, wrapped)
-            if len(self._unwrapped) >= UNWRAPPED_KEPT:
-                del self._unwrapped[next(iter(self._unwrapped))]  # the oldest
-            self._unwrapped[(ref, wrapped)] = key
+        self._keep(ref, wrapped, key)
         return key
+
+    def _keep(self, ref: str, wrapped: bytes, key: bytes) -> None:
+        """``key`` kept as the most recently used (a dict keeps insertion order)."""
+        if len(self._unwrapped) >= UNWRAPPED_KEPT:
+            del self._unwrapped[next(iter(self._unwrapped))]  # the least recently used
+        self._unwrapped[(ref, wrapped)] = key
 
 
 def new_ref() -> str:

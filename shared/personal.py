@@ -13,12 +13,12 @@ never an exception. Old events written before sealing carry clear strings and re
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from binascii import b2a_base64
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -32,7 +32,7 @@ from pydantic import BaseModel, PlainSerializer, WithJsonSchema, WrapValidator
 from pydantic_core.core_schema import SerializationInfo, ValidatorFunctionWrapHandler
 
 from shared.database import Connection
-from shared.keystore import NONCE_BYTES, KeyStore
+from shared.keystore import NONCE_BYTES, UNWRAPPED_KEPT, KeyStore
 
 
 class Sealed(str):
@@ -42,12 +42,7 @@ class Sealed(str):
     ct: str
 
     def __new__(cls, ref: str, ct: str) -> Sealed:
-        return cls.made(f"[sealed {ref}]", ref, ct)
-
-    @classmethod
-    def made(cls, placeholder: str, ref: str, ct: str) -> Sealed:
-        """One whose placeholder (``[sealed ref]``) the caller made once for many."""
-        sealed = str.__new__(cls, placeholder)
+        sealed = str.__new__(cls, f"[sealed {ref}]")
         sealed.ref, sealed.ct = ref, ct
         return sealed
 
@@ -155,14 +150,17 @@ M = TypeVar("M", bound=BaseModel)
 NONCE_BLOCK = 64
 """Nonces drawn from the OS at once by a :class:`DataKeys` (12 bytes each)."""
 
+_B64URL = bytes.maketrans(b"+/", b"-_")
+"""Base64 to unpadded base64url (as :func:`base64.urlsafe_b64encode` gives, for half its cost)."""
+
 
 class DataKeys:
     """Data keys of some subjects (one batch's), to seal and open their fields with."""
 
     def __init__(self, keys: Mapping[str, bytes | None]) -> None:
         self._ciphers = {ref: _cipher(k) if k is not None else None for ref, k in keys.items()}
-        self._nonces = b""
-        self._next_nonce = 0
+        self._nonces: list[bytes] = []
+        """Fresh nonces, each popped once (by this and every sealer it made)."""
 
     def holds(self, ref: str) -> bool:
         """Whether ``ref``'s key is here (not erased)."""
@@ -181,16 +179,7 @@ class DataKeys:
         cipher = self._ciphers.get(ref)
         if cipher is None:
             raise KeyError(f"no data key for {ref}")
-        return Sealer(ref, cipher, self._nonce)
-
-    def _nonce(self) -> bytes:
-        """A fresh random nonce: drawn from the OS in blocks (one system call per
-        :data:`NONCE_BLOCK` fields instead of one a field), each used once."""
-        at = self._next_nonce
-        if at >= len(self._nonces):
-            self._nonces, at = os.urandom(NONCE_BYTES * NONCE_BLOCK), 0
-        self._next_nonce = at + NONCE_BYTES
-        return self._nonces[at : at + NONCE_BYTES]
+        return Sealer(ref, cipher, self._nonces)
 
     def open_text(self, value: str) -> str:
         """A field's text: clear text as it is, a sealed one decrypted, :data:`ERASED` when
@@ -252,22 +241,49 @@ class Sealer:
     """Seals texts for one subject (:meth:`DataKeys.sealer`): intake seals every personal
     field of every request through one, so each step here is paid per field."""
 
-    __slots__ = ("_aad", "_encrypt", "_nonce", "_placeholder", "ref")
+    __slots__ = ("_aad", "_encrypt", "_nonces", "_placeholder", "ref")
 
-    def __init__(self, ref: str, cipher: AESGCM, nonce: Callable[[], bytes]) -> None:
+    def __init__(self, ref: str, cipher: AESGCM, nonces: list[bytes]) -> None:
         self.ref = ref
         self._encrypt = cipher.encrypt
         self._aad = ref.encode()  # the ciphertext is bound to its pseudonym
-        self._nonce = nonce
+        self._nonces = nonces
         self._placeholder = f"[sealed {ref}]"
 
     def __call__(self, text: str) -> Sealed:
         return self.seal_bytes(text.encode())
 
     def seal_bytes(self, clear: bytes) -> Sealed:
-        nonce = self._nonce()
-        raw = nonce + self._encrypt(nonce, clear, self._aad)
-        return Sealed.made(self._placeholder, self.ref, _b64(raw))
+        return self.all((clear,))[0]
+
+    def all(self, clears: Iterable[bytes]) -> list[Sealed]:
+        """Each of ``clears`` sealed: a request's fields in one call, one loop with everything
+        bound locally (measured: 1.5 µs a field sealed one by one, 1.27 so; the encryption
+        itself is 0.47)."""
+        ref, aad, placeholder, encrypt, nonces = (
+            self.ref,
+            self._aad,
+            self._placeholder,
+            self._encrypt,
+            self._nonces,
+        )
+        out: list[Sealed] = []
+        for clear in clears:
+            nonce = nonces.pop() if nonces else _draw(nonces)
+            raw = nonce + encrypt(nonce, clear, aad)
+            sealed = str.__new__(Sealed, placeholder)
+            sealed.ref = ref
+            sealed.ct = b2a_base64(raw, newline=False).translate(_B64URL).rstrip(b"=").decode()
+            out.append(sealed)
+        return out
+
+
+def _draw(nonces: list[bytes]) -> bytes:
+    """A fresh random nonce, ``nonces`` refilled from the OS in blocks (one system call per
+    :data:`NONCE_BLOCK` fields instead of one a field): each is popped, so used once."""
+    block = os.urandom(NONCE_BYTES * NONCE_BLOCK)
+    nonces.extend(block[at : at + NONCE_BYTES] for at in range(0, len(block), NONCE_BYTES))
+    return nonces.pop()
 
 
 def for_subject(model: M, ref: str) -> M:
@@ -355,20 +371,13 @@ def _collect(value: Any, refs: set[str], kind: type[Sealed | Unsealed] = Sealed)
             _collect(item, refs, kind)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=UNWRAPPED_KEPT)
 def _cipher(key: bytes) -> AESGCM:
     """A data key's cipher, kept for the next batch of the same subject (making one costs
-    twice an encryption). Keyed by the key itself: only a caller that has just read the
-    subject's key from the key store reaches it, so a destroyed key is never used again."""
+    twice an encryption) as long as the key store keeps the key unwrapped. Keyed by the key
+    itself: only a caller that has just read the subject's key from the key store reaches it,
+    so a destroyed key is never used again."""
     return AESGCM(key)
-
-
-_B64URL = bytes.maketrans(b"+/", b"-_")
-
-
-def _b64(raw: bytes) -> str:
-    """Unpadded base64url (what :func:`base64.urlsafe_b64encode` gives, for half the cost)."""
-    return binascii.b2a_base64(raw, newline=False).translate(_B64URL).rstrip(b"=").decode()
 
 
 @functools.cache

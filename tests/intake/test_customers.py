@@ -8,7 +8,7 @@ import secrets
 import yaml
 
 from services.intake.contract import Request, read_request
-from services.intake.customers import Customers, identity
+from services.intake.customers import Customers, SealedTexts, identity
 from services.intake.handlers import received, triaged
 from services.intake.triage import triage
 from services.policy import DEFAULT_POLICY, Policy
@@ -74,3 +74,57 @@ def test_a_tickets_events_carry_every_personal_text_sealed_and_opening_to_the_re
     assert isinstance(triage_event.subject, Sealed) and isinstance(receipt.subject, Sealed)
     assert triage_event.subject.ct == receipt.subject.ct  # the same text, encrypted once
     assert (asked.customer.name, asked.subject) == ("王芳", "打印机卡纸")  # the request stays clear
+
+
+def test_each_field_opens_to_its_own_text_whichever_are_absent_and_however_many_files() -> None:
+    """All of a request's texts are sealed in one call and taken back by position: a contact
+    without some addresses, or several attachments, must not shift one text into another's
+    field."""
+    files = [
+        {
+            "name": f"photo-{n}.jpg",
+            "size": n,
+            "content_type": "image/jpeg",
+            "url": f"https://files.example.com/{n}",
+        }
+        for n in (1, 2, 3)
+    ]
+    contacts = [
+        {"name": "Li Lei", "phone": "+8613900001111"},
+        {"name": "Han Meimei", "email": "han@example.com", "customer_id": "C-9"},
+        {"name": "Zhao Min", "customer_id": "C-10", "phone": "+8613700002222"},
+    ]
+    for customer, attachments in zip(contacts, ([], files[:1], files), strict=True):
+        read = read_request(encode(valid(customer=customer, attachments=attachments)))
+        assert isinstance(read, Request)
+        subject = SubjectKey(new_ref(), secrets.token_bytes(32))
+        texts = Customers({identity(read.customer): subject}).sealed(read)
+        keys = DataKeys({subject.ref: subject.key})
+
+        opened = [keys.open_text(t) if t is not None else None for t in _texts(texts)]
+
+        asked = read.customer
+        assert opened == [
+            asked.name,
+            asked.email,
+            asked.phone,
+            asked.customer_id,
+            read.subject,
+            read.description,
+            *[text for a in read.attachments for text in (a.name, a.url)],
+        ]
+        assert [(a.size, a.content_type) for a in texts.attachments] == [
+            (a.size, a.content_type) for a in read.attachments
+        ]
+
+
+def _texts(texts: SealedTexts) -> list[str | None]:
+    return [
+        texts.name,
+        texts.email,
+        texts.phone,
+        texts.customer_id,
+        texts.subject,
+        texts.description,
+        *[text for a in texts.attachments for text in (a.name, a.url)],
+    ]

@@ -23,6 +23,7 @@ from services import service_migrations
 from services.intake.app import build as intake
 from shared.database import connect
 from shared.keystore import (
+    LOOKUP_SECRET,
     KeyStore,
     MasterKey,
     MasterKeyError,
@@ -76,6 +77,37 @@ async def test_one_subject_per_identity_with_a_stable_pseudonym(owner: asyncpg.C
     key = first["id:C-7"].key
     assert key is not None and len(key) == 32
     assert base64.b64encode(key) not in stored
+
+
+@pytest.mark.asyncio
+async def test_a_key_made_here_is_the_one_stored_and_read_again_without_unwrapping(
+    owner: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The maker keeps the key it made (no unwrapping its own row back); another process reads
+    the very same key from the table. Keys kept are dropped least recently used first."""
+    monkeypatch.setattr("shared.keystore.UNWRAPPED_KEPT", 2)
+    secret = secrets.token_bytes(32)
+    unwrapped: list[str] = []
+
+    class Counting(MasterKeys):
+        def unwrap(self, ref: str, kid: str, wrapped: bytes) -> bytes:
+            if ref != LOOKUP_SECRET:  # unwrapped once per process, not a data key
+                unwrapped.append(ref)
+            return super().unwrap(ref, kid, wrapped)
+
+    maker = KeyStore(Counting.of(MasterKey.of(secret)))
+    a, b, c = "email:a@example.com", "email:b@example.com", "email:c@example.com"
+    made = await maker.subjects(owner, [a, b])
+    assert unwrapped == []
+    elsewhere = await KeyStore(MasterKey.of(secret)).subjects(owner, [a, b])
+    assert elsewhere == made
+
+    await maker.subjects(owner, [a])  # a is now the more recently used
+    await maker.subjects(owner, [c])  # made: b, the least recently used, is dropped
+    assert (await maker.subjects(owner, [a]))[a] == made[a]
+    assert unwrapped == []
+    assert (await maker.subjects(owner, [b]))[b] == made[b]
+    assert unwrapped == [made[b].ref]
 
 
 @pytest.mark.asyncio

@@ -3,6 +3,7 @@ as "erased" once the key is gone — never an exception."""
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 
@@ -10,8 +11,10 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticSerializationError
 
+from shared.keystore import NONCE_BYTES
 from shared.personal import (
     ERASED,
+    NONCE_BLOCK,
     SEALED_ONLY,
     DataKeys,
     Erased,
@@ -120,3 +123,23 @@ def test_schemas_mark_personal_fields() -> None:
     assert properties["email"]["x-personal"] is True
     assert "x-personal" not in properties["tier"]
     assert schema.count("x-personal") == 3
+
+
+def test_every_field_sealed_gets_a_nonce_of_its_own_across_sealers_and_refills() -> None:
+    """AES-GCM under one key must never take a nonce twice: nonces come from a pool drawn in
+    blocks and shared by every sealer of a batch, and each is used once."""
+    batch = keys("cust-a", "cust-b")
+    a, b = batch.sealer("cust-a"), batch.sealer("cust-b")
+    texts = [f"text {n}".encode() for n in range(NONCE_BLOCK * 3 + 5)]
+
+    sealed = [
+        *a.all(texts),
+        *b.all(texts),
+        a.seal_bytes(b"one more"),
+        *batch.sealer("cust-a").all(texts),
+    ]
+
+    raw = [base64.urlsafe_b64decode(s.ct + "=" * (-len(s.ct) % 4)) for s in sealed]
+    nonces = [r[:NONCE_BYTES] for r in raw]
+    assert len(set(nonces)) == len(sealed)
+    assert [batch.open_bytes(s) for s in sealed[: len(texts)]] == texts
