@@ -161,6 +161,8 @@ class DataKeys:
         self._ciphers = {ref: _cipher(k) if k is not None else None for ref, k in keys.items()}
         self._nonces: list[bytes] = []
         """Fresh nonces, each popped once (by this and every sealer it made)."""
+        self._sealers: dict[str, Sealer] = {}
+        """One per subject: a model sealed field by field (:meth:`seal`) makes it once."""
 
     def holds(self, ref: str) -> bool:
         """Whether ``ref``'s key is here (not erased)."""
@@ -176,10 +178,13 @@ class DataKeys:
     def sealer(self, ref: str) -> Sealer:
         """What seals ``ref``'s fields one after another (a request's half dozen): the cipher
         and what binds a ciphertext to ``ref`` looked up once, not once a field."""
-        cipher = self._ciphers.get(ref)
-        if cipher is None:
-            raise KeyError(f"no data key for {ref}")
-        return Sealer(ref, cipher, self._nonces)
+        sealer = self._sealers.get(ref)
+        if sealer is None:
+            cipher = self._ciphers.get(ref)
+            if cipher is None:
+                raise KeyError(f"no data key for {ref}")
+            sealer = self._sealers[ref] = Sealer(ref, cipher, self._nonces)
+        return sealer
 
     def open_text(self, value: str) -> str:
         """A field's text: clear text as it is, a sealed one decrypted, :data:`ERASED` when
