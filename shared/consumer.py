@@ -31,15 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import asyncpg
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from faststream.middlewares import AckPolicy
@@ -343,6 +344,7 @@ class ConsumerRunner(Generic[T]):
                 max_records=self.settings.consumer_batch_size,
                 batch_timeout_ms=100,
                 ack_policy=AckPolicy.MANUAL,
+                parser=_tolerant,
                 decoder=_raw,
                 auto_offset_reset="earliest",
                 listener=listener,
@@ -786,6 +788,37 @@ class Poll(NamedTuple):
 
     consumer: Any
     records: Sequence[Any]
+
+
+async def _tolerant(
+    records: tuple[ConsumerRecord[Any, Any], ...],
+    original: Callable[[tuple[ConsumerRecord[Any, Any], ...]], Awaitable[Any]],
+) -> Any:
+    """FastStream's batch parser, made to survive any header: it decodes every header value of
+    the poll as UTF-8, so one record with a header that is not text (or is null) failed the
+    whole poll before the handler saw it — and the consumer, its position already past those
+    records, went on without them: every record of the poll lost, none dead-lettered. Such a
+    poll is parsed again from copies without those headers; the handler still gets the records
+    exactly as they came (:func:`_raw`), and judges each on its own."""
+    try:
+        return await original(records)
+    except (UnicodeDecodeError, AttributeError):
+        message = await original(tuple(_text_headers_only(r) for r in records))
+        message.raw_message = records
+        return message
+
+
+def _text_headers_only(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    headers = [(k, v) for k, v in record.headers if isinstance(v, bytes) and _is_text(v)]
+    return dataclasses.replace(record, headers=headers)
+
+
+def _is_text(value: bytes) -> bool:
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 async def _raw(message: Any) -> Poll:

@@ -83,7 +83,8 @@ class Record:
             offset=raw.offset,
             key=raw.key,
             value=raw.value if raw.value is not None else b"",
-            headers=tuple(raw.headers or ()),
+            # A null header value reads as an empty one (a header carries bytes, or nothing).
+            headers=tuple((k, b"" if v is None else v) for k, v in raw.headers or ()),
             timestamp_ms=raw.timestamp,
         )
 

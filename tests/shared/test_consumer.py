@@ -522,3 +522,31 @@ async def test_a_fault_of_the_plumbing_itself_is_retried_a_bounded_number_of_tim
     assert row["reason"] == "plumbing_failed"
     assert "refused by a test" in row["error"]
     assert row["attempts"] == 3
+
+
+@pytest.mark.asyncio
+async def test_a_header_that_is_not_text_loses_neither_its_record_nor_the_rest_of_the_poll(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """FastStream decodes every header of a poll as text: one record with a header of other
+    bytes, or a null one, failed the poll before the handler, and the consumer went on past it
+    — every record of that poll lost. Published before the service starts, so they come in one
+    poll."""
+    odd: dict[int, list[tuple[str, bytes | None]]] = {3: [("x-bad", b"\xff\xfe")], 6: [("x", None)]}
+    for n in range(10):
+        headers = odd.get(n, [("x-fine", b"yes")])
+        await kafka.publish(
+            probe.COMMANDS,
+            probe.command(f"h-{n}", "h"),
+            key="h",
+            headers=headers,  # type: ignore[arg-type]  # a null value, as any client may send
+            partition=0,
+        )
+    service = probe.build(settings, port=0)
+    async with running(service):
+
+        async def applied() -> int:
+            return await count(service.pool, "SELECT count(*) FROM applied WHERE counter = 'h'")
+
+        await eventually(applied, lambda n: n == 10, what="all ten commands, odd headers too")
+        assert (await service.readiness())["consumers"]
