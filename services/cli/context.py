@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import asyncpg
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from services import desk_settings, desk_settings_class, port_field, service_names
 from shared.database import connect
@@ -18,6 +20,13 @@ from shared.settings import Settings
 
 console = Console(highlight=False, soft_wrap=True)
 T = TypeVar("T")
+
+
+def plain_row(table: Table, *cells: str | Text) -> None:
+    """A table row of data, shown as it is: never read as rich markup, for customers write
+    some of it (a name of ``[/]`` broke ``desk ticket show``; ``[link=…]`` made a live link).
+    A cell to be styled is given as a :class:`~rich.text.Text` already."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
 
 
 def load_settings() -> Settings:

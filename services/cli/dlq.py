@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from services import service_names
-from services.cli.context import console, fail, load_settings, pick_services, run_async
+from services.cli.context import console, fail, load_settings, pick_services, plain_row, run_async
 from shared.database import connect
 from shared.deadletter import (
     DeadLetter,
@@ -54,7 +54,8 @@ def list_(
     for column in ("consumer", "from", "reason", "attempts", "error", "recorded", "replayed"):
         table.add_column(column)
     for d, name in zip(letters, names, strict=True):
-        table.add_row(
+        plain_row(
+            table,
             name,
             d.consumer,
             f"{d.topic}/{d.partition}/{d.offset}",
@@ -138,7 +139,7 @@ def replay(
                 try:
                     await replay_dead_letter(conn, producer, letter, keys)
                 except (ErasedDeadLetter, MasterKeyError) as unopened:
-                    console.print(f"not replayed: {letter_name(letter)}: {unopened}")
+                    console.print(f"not replayed: {letter_name(letter)}: {unopened}", markup=False)
                     continue
                 replayed += 1
                 console.print(f"replayed {letter_name(letter)} to {letter.topic}")

@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 
 from services import service_names
-from services.cli.context import connected, console, fail, load_settings, run_async
+from services.cli.context import connected, console, fail, load_settings, plain_row, run_async
 from services.dispatch import queries as dispatch
 from services.policy import DEFAULT_POLICY, Policy, endpoints_allowed, policy_path, policy_schedule
 from services.policy.changes import Removal, removals, sections
@@ -79,7 +79,7 @@ def _score_triage(policy: Policy, path: Path, require: float | None) -> None:
     for column in ("complexity", "right", "of", "accuracy"):
         table.add_column(column)
     for s in scores:
-        table.add_row(s.complexity, str(s.right), str(s.total), f"{s.accuracy:.1%}")
+        plain_row(table, s.complexity, str(s.right), str(s.total), f"{s.accuracy:.1%}")
     console.print(table)
     for s in scores:
         for case, judged in s.misses:
@@ -235,7 +235,8 @@ def history() -> None:
             name: next((r.loaded_at for r in rows if r.version == v.version), None)
             for name, rows in found.items()
         }
-        table.add_row(
+        plain_row(
+            table,
             v.version,
             v.approved_by or "-",
             _when(v.effective_from),

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from services.cli.context import connected, console, database_settings, fail, run_async
+from services.cli.context import connected, console, database_settings, fail, plain_row, run_async
 from services.dispatch import queries as dispatch
 from services.policy import Policy, policy_schedule
 from services.policy.sla import DEFAULT_SATISFACTION
@@ -58,7 +59,7 @@ def report(
         table.add_column(column)
     for c in result.compliance:
         ratio = "-" if c.ratio is None else f"{c.ratio:.1%}"
-        table.add_row(c.day, c.metric, c.group_id, str(c.met), str(c.breached), ratio)
+        plain_row(table, c.day, c.metric, c.group_id, str(c.met), str(c.breached), ratio)
     console.print(table)
     console.print(f"mean time to first response: {_duration(result.mean_first_response_s)}")
     console.print(
@@ -74,7 +75,7 @@ def report(
             risky.add_column(column)
         for r in result.at_risk:
             deadline = f"{r.deadline:%Y-%m-%d %H:%M}" if r.deadline else "-"
-            risky.add_row(r.number, r.metric, r.group_id, r.status, f"{r.warned:.0%}", deadline)
+            plain_row(risky, r.number, r.metric, r.group_id, r.status, f"{r.warned:.0%}", deadline)
         console.print(risky)
     _csat(result)
 
@@ -87,9 +88,8 @@ def _csat(result: sla.SlaReport) -> None:
     below = result.below_target()
     for c in result.csat:
         ratio = "-" if c.ratio is None else f"{c.ratio:.1%}"
-        if c in below:
-            ratio = f"[bold red]{ratio} below target[/]"
-        table.add_row(c.day, c.group_id, str(c.satisfied), str(c.rated), ratio)
+        shown = Text(f"{ratio} below target", style="bold red") if c in below else Text(ratio)
+        plain_row(table, c.day, c.group_id, str(c.satisfied), str(c.rated), shown)
     console.print(table)
     if not result.csat:
         console.print("no survey answers in this period")
@@ -152,8 +152,13 @@ def what_if(
     ):
         table.add_column(column)
     for side in result.comparison:
-        table.add_row(
-            side.day, side.metric, side.group_id, *_figures(side.actual), *_figures(side.proposed)
+        plain_row(
+            table,
+            side.day,
+            side.metric,
+            side.group_id,
+            *_figures(side.actual),
+            *_figures(side.proposed),
         )
     console.print(table)
     if result.changes:
@@ -161,7 +166,7 @@ def what_if(
         for column in ("ticket", "metric", "group", "actual", "proposed", "why"):
             changed.add_column(column, overflow="fold")
         for c in result.changes:
-            changed.add_row(c.number, c.metric, c.group_id, c.actual, c.proposed, c.why)
+            plain_row(changed, c.number, c.metric, c.group_id, c.actual, c.proposed, c.why)
         console.print(changed)
     else:
         console.print("no clock would change its outcome")

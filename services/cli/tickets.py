@@ -23,7 +23,7 @@ import typer
 from rich.table import Table
 
 from services import service_names
-from services.cli.context import console, fail, load_settings, run_async
+from services.cli.context import console, fail, load_settings, plain_row, run_async
 from services.dispatch import queries as dispatch
 from services.intake import queries as intake
 from shared.credentials import sign_command
@@ -127,7 +127,7 @@ def show(
     for column in ("time", "service", "event", "what happened"):
         table.add_column(column, overflow="fold")
     for e in entries:
-        table.add_row(e.time.strftime("%Y-%m-%d %H:%M:%S"), e.service, e.what, e.summary())
+        plain_row(table, e.time.strftime("%Y-%m-%d %H:%M:%S"), e.service, e.what, e.summary())
     console.print(table)
 
 

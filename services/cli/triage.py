@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services.cli.context import connected, console, database_settings, run_async
+from services.cli.context import connected, console, database_settings, plain_row, run_async
 from services.dispatch import queries as dispatch
 from services.intake import queries as intake
 from shared.clock import service_now
@@ -57,7 +57,8 @@ def review(
     for column in ("rule", "hits", "corrected", "rate", "corrected to", "frequent words"):
         table.add_column(column, overflow="fold")
     for r in rules:
-        table.add_row(
+        plain_row(
+            table,
             r.rule,
             str(r.hits),
             str(r.corrected),

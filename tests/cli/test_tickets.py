@@ -119,3 +119,31 @@ async def test_the_exceptions_commands_are_sent_signed_in_the_tokens_name(
     )  # fmt: skip
     assert sent.stdout.strip() == f"request_specialist {body['command_id']} sent"
     assert len(await kafka.all_records("tickets.commands", settle=0.5)) == 1, "the refused one"
+
+
+@pytest.mark.asyncio
+async def test_what_a_customer_wrote_is_shown_as_written_never_as_markup(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """A name of ``[/]`` made `desk ticket show` fail, and ``[link=…]`` printed a live link in
+    the operator's terminal: customers' text went to the table as rich markup."""
+    settings = await intake_clock(settings)
+    name, subject = "[/] x", "[link=http://evil.example]phish[/link] [blink]now[/blink]"
+    async with running(intake(settings)):
+        request = valid("markup-1", subject=subject)
+        request["customer"] = {**request["customer"], "name": name}
+        await kafka.publish("requests.incoming", encode(request))
+        [received] = await kafka.await_records(
+            "intake.events", lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1"
+        )
+        number = json.loads(received.value)["data"]["number"]
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [DESK, "ticket", "show", number],
+            env={**os.environ, **settings.environment(), "COLUMNS": "400"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert shown.returncode == 0, shown.stderr
+    assert name in shown.stdout and subject in shown.stdout
