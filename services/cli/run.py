@@ -392,6 +392,7 @@ def replay(
         int | None,
         typer.Option(
             "--from",
+            min=0,
             help="Republish events after this position of one service's store (default: all).",
             show_default=False,
         ),

@@ -276,6 +276,10 @@ async def test_replay_from_a_position_names_one_store(settings: Settings) -> Non
     assert "one service" in everywhere.stdout
     assert await relay_checkpoints(settings) == {"intake": 5, "dispatch": 1}
 
+    negative = await desk_with(settings, "replay", "intake", "--from", "-1")
+    assert negative.returncode == 2  # a usage error: no position is below 0
+    assert await relay_checkpoints(settings) == {"intake": 5, "dispatch": 1}
+
     back = await desk_with(settings, "replay", "intake", "--from", "2")
     assert back.returncode == 0, back.stdout + back.stderr
     assert "intake: 3 events after position 2" in back.stdout
