@@ -251,13 +251,15 @@ class Refused(Exception):
 
 
 def check(command: TicketCommandType, ticket: Ticket, kinds: set[ActorKind]) -> None:
-    """Raise :class:`Refused` unless ``command`` may run now, by an actor of these kinds."""
+    """Raise :class:`Refused` unless ``command`` may run now, by an actor of these kinds.
+
+    Who first: an actor who may not act on the ticket learns nothing of its state."""
+    allowed = WHO[command]
+    if not kinds & allowed:
+        who = " or ".join(sorted(allowed))
+        raise Refused("not_permitted", f"only the {who} may {command.replace('_', ' ')}")
     if ticket.status not in ALLOWED_FROM[command]:
         raise Refused(
             "illegal_transition",
             f"cannot {command.replace('_', ' ')} a ticket that is {ticket.status}",
         )
-    allowed = WHO[command]
-    if not kinds & allowed:
-        who = " or ".join(sorted(allowed))
-        raise Refused("not_permitted", f"only the {who} may {command.replace('_', ' ')}")

@@ -163,6 +163,12 @@ CASES: list[tuple[str, tuple[tuple[str, str], ...], Callable[[], Any], str]] = [
         "not_permitted",
     ),
     (
+        "resolve a closed ticket, by an agent not on it: told who may, not what state it is in",
+        CLOSED,
+        lambda: command("resolve", "f2"),
+        "not_permitted",
+    ),
+    (
         "reassign to an unknown agent",
         ACCEPTED,
         lambda: command("reassign", "f1", to_agent="nobody"),
