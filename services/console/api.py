@@ -5,10 +5,11 @@ openapi``).
 Every request names its caller with a bearer token (:mod:`services.console.callers`); what they
 may see follows :mod:`services.console.visibility`. Errors are JSON ``{"code", "message"}`` with a
 stable code, never a stack trace: 400 unreadable JSON or cursor, 401 no or bad token, 403 not
-the caller's to see or do, 404 unknown, 409 a command id someone else used, 413 body too large,
-422 not a valid request or command, 429 too many requests (``Retry-After``), 503 broker
-unavailable, 500 anything else (logged). The HTTP channel for customers' requests (``POST
-/requests``) is :mod:`services.console.inbox`.
+the caller's to see or do, 404 unknown (a path holding NUL too), 409 a command id someone else
+used, 413 body too large, 422 not a valid request or command (``nul_character``: a query
+parameter holding NUL, which no database text holds), 429 too many requests (``Retry-After``),
+503 broker unavailable, 500 anything else (logged). The HTTP channel for customers' requests
+(``POST /requests``) is :mod:`services.console.inbox`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Histogram
 from pydantic import BaseModel
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.console import board, courier, listing
-from services.console.callers import COOKIE, Callers, bearer
+from services.console.callers import COOKIE, Callers, bearer, token_of
 from services.console.contract import (
     AgentView,
     CommandAccepted,
@@ -44,6 +46,7 @@ from services.console.contract import (
 )
 from services.console.stream import ChangeStream
 from services.console.visibility import NotAPerson, Viewer, viewer
+from services.intake.contract import Reason
 from services.policy import Policy
 from shared.credentials import Credential, Unauthenticated
 from shared.database import Connection
@@ -132,7 +135,7 @@ async def session(
 ) -> AsyncIterator[Session]:
     """The request's caller (401, 403), with a connection and the service clock's now."""
     console: Console = request.app.state.console
-    token = bearer(authorization) or request.cookies.get(COOKIE)
+    token = token_of(authorization, request.cookies.get(COOKIE))
     service = console.service
     async with service.pool.acquire() as conn:
         now = await service.clock.now(conn)
@@ -152,7 +155,7 @@ async def watcher(
     lasts as long as a desk stays open, so :func:`session`'s connection would be held as long;
     a pool's few would be gone with a dozen desks open, and with them the console."""
     console: Console = request.app.state.console
-    token = bearer(authorization) or request.cookies.get(COOKIE)
+    token = token_of(authorization, request.cookies.get(COOKIE))
     _, person = authenticate(console, token, await console.service.clock.now())
     return person
 
@@ -183,6 +186,7 @@ def api(console: Console, max_body: int) -> FastAPI:
     app.state.console = console
     _errors(app)
     app.include_router(_routes(console))
+    app.add_middleware(NoNul)
     app.add_middleware(BodyLimit, max_bytes=max_body)
     app.add_middleware(Timing)
     return app
@@ -211,6 +215,36 @@ class Timing:
             await send(message)
 
         await self.app(scope, receive, sent)
+
+
+class NoNul:
+    """Refuse a path or query parameter holding NUL before any route reads it, for every route
+    at once (the API, the pages, ``POST /requests``): PostgreSQL text cannot hold NUL, so such a
+    value would reach the database only to fail there (a 500). A path with NUL names nothing
+    (404); a query parameter with it is 422 ``nul_character``, intake's code for a NUL."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        refusal = _nul_refusal(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _nul_refusal(scope: Any) -> JSONResponse | None:
+    """The answer to a request whose path or query holds NUL (decoded, as routes read them)."""
+    if "\x00" in scope["path"]:
+        return _problem(404, "not_found", "no such resource: a path holding NUL names nothing")
+    for name, value in QueryParams(scope.get("query_string", b"")).multi_items():
+        if "\x00" in name or "\x00" in value:
+            field = name.replace("\x00", "")
+            return _problem(
+                422, Reason.NUL_CHARACTER, f"{field}: NUL character in the value", field=field
+            )
+    return None
 
 
 class BodyLimit:
@@ -493,8 +527,9 @@ def _answer(model: BaseModel) -> Response:
 
 
 def _header_only(authorization: str | None) -> None:
-    """Commands carry their token in the header: a browser's cookie alone sends none."""
-    if bearer(authorization) is None:
+    """Commands carry their token in the header: a browser's cookie alone sends none, nor does
+    a cookie beside a header with a blank token."""
+    if not bearer(authorization):
         raise ApiError(401, "unauthenticated", "commands need Authorization: Bearer <token>")
 
 

@@ -44,8 +44,17 @@ class Callers:
 
 
 def bearer(authorization: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer …`` header."""
+    """The token of an ``Authorization: Bearer …`` header; None for no header, another scheme
+    or a blank token, never "": a caller testing for None would take "" for a token."""
     if not authorization:
         return None
     scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def token_of(authorization: str | None, cookie: str | None) -> str | None:
+    """A read's token: the header's whenever the request has one — a header without a usable
+    token is refused (401), never made up for by the cookie — and the cookie's only without."""
+    if authorization is not None:
+        return bearer(authorization)
+    return cookie

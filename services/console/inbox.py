@@ -3,13 +3,14 @@
 A channel adapter like ``desk adapter email``, served by the console. The body is a request of
 intake's ``requests.incoming`` contract — checked with the very model intake validates with
 (:mod:`services.intake.contract`) — less what the channel fills in itself: ``channel_message_id``
-(made here; the 202 answers it) and, when absent, ``received_at`` (the console's clock). It is
-published to ``requests.incoming`` and answered once the broker has it. What intake would
-refuse is refused here, with intake's reason code, before anything is published: 422 (unreadable
-JSON 400; a body over ``console_max_body`` 413, before it is read), ``received_at`` outside the
-policy's bounds around the console's clock and a ``reply_to_ticket`` the console never saw
-included. Email is not served here (422 ``channel_not_served``): its message ids and threads are
-the email adapter's.
+(made here; the 202 answers it) and ``received_at`` (the console's clock when it took the
+request: here the console is the channel, and a client's word for it would let a web form start
+a ticket's SLA clocks days ago, breached and escalated at once). A body naming either is refused
+(422 ``unknown_field``). It is published to ``requests.incoming`` and answered once the broker
+has it. What intake would refuse is refused here, with intake's reason code, before anything is
+published: 422 (unreadable JSON 400; a body over ``console_max_body`` 413, before it is read), a
+``reply_to_ticket`` the console never saw included. Email is not served here (422
+``channel_not_served``): its message ids and threads are the email adapter's.
 
 Who may post: a channel client's token, subject ``channel:<name>`` (``desk token issue
 channel:webform``); an agent's or customer's token is 403. That subject — never the body — keys
@@ -65,8 +66,12 @@ TAKEN = Counter(
 CHANNEL_NOT_SERVED = "channel_not_served"
 IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
 TOO_MANY_REQUESTS = "too_many_requests"
-FILLED_IN = "channel_message_id"
-"""What the channel makes itself: a body naming it is refused (``unknown_field``)."""
+FILLED_IN = {
+    "channel_message_id": "the channel makes the message id; send an Idempotency-Key to retry "
+    "safely",
+    "received_at": "the channel receives the request: its time is the console's clock",
+}
+"""What the channel makes itself, and why: a body naming one is refused (``unknown_field``)."""
 _UNREADABLE = {Reason.INVALID_JSON: 400, Reason.INVALID_ENCODING: 400}
 _TOO_LARGE = {Reason.MESSAGE_TOO_LARGE: 413}
 
@@ -85,8 +90,9 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
         response_model=RequestAccepted,
         summary="A customer's request (or reply) from a web form or an API client.",
         description="The body is a request of the requests.incoming contract (README) without "
-        "`channel_message_id`, which the channel makes and answers; `received_at` defaults to "
-        "now. Only a channel client's token (`desk token issue channel:NAME`). An "
+        "`channel_message_id`, which the channel makes and answers, and `received_at`, the "
+        "console's clock when it takes the request (either in the body: 422 `unknown_field`). "
+        "Only a channel client's token (`desk token issue channel:NAME`). An "
         "`Idempotency-Key` header makes a retry safe: the same key and body answer the same id "
         "and publish nothing. 202: on its way to intake.",
         openapi_extra={
@@ -132,7 +138,7 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
             )
             if claim is not None and (known := await _known(conn, claim)) is not None:
                 return _accepted(*known, replayed=True)
-            shaped, filled = await _shape(conn, console, document, now)
+            shaped, filled = await _shape(conn, document, now)
             try:
                 known = await _publish(conn, service.producer, topic, shaped, filled, claim, now)
             except (TimeoutError, OSError, KafkaError) as error:
@@ -179,10 +185,9 @@ async def forget_idempotency_keys(conn: Connection, before: datetime) -> int:
 def request_schema() -> dict[str, Any]:
     """The body's JSON Schema: intake's contract, without what the channel fills in."""
     schema = TypeAdapter(Request).json_schema(ref_template="#/components/schemas/{model}")
-    schema["properties"].pop(FILLED_IN, None)
-    schema["required"] = [
-        r for r in schema.get("required", []) if r not in (FILLED_IN, "received_at")
-    ]
+    for name in FILLED_IN:
+        schema["properties"].pop(name, None)
+    schema["required"] = [r for r in schema.get("required", []) if r not in FILLED_IN]
     return schema
 
 
@@ -207,14 +212,9 @@ def _document(body: bytes) -> dict[str, Any]:
     document = read_document(body)
     if isinstance(document, Refusal):
         _refuse(document)
-    if FILLED_IN in document:
-        _refuse(
-            Refusal(
-                Reason.UNKNOWN_FIELD,
-                FILLED_IN,
-                "the channel makes the message id; send an Idempotency-Key to retry safely",
-            )
-        )
+    for name, why in FILLED_IN.items():
+        if name in document:
+            _refuse(Refusal(Reason.UNKNOWN_FIELD, name, why))
     if document.get("channel") == "email":
         _refuse(
             Refusal(
@@ -227,28 +227,18 @@ def _document(body: bytes) -> dict[str, Any]:
 
 
 async def _shape(
-    conn: Connection, console: Console, document: dict[str, Any], now: datetime
+    conn: Connection, document: dict[str, Any], now: datetime
 ) -> tuple[Request, dict[str, Any]]:
     """The request intake will read, as a model and as the document to publish, or the reason
-    intake would refuse it (422)."""
+    intake would refuse it (422): received now, by the console's clock, with a fresh id."""
     filled = {
         **document,
-        FILLED_IN: str(uuid.uuid4()),
-        "received_at": document.get("received_at", format_time(now)),
+        "channel_message_id": str(uuid.uuid4()),
+        "received_at": format_time(now),
     }
     checked = validate_request(filled)
     if isinstance(checked, Refusal):
         _refuse(checked)
-    bounds = console.policy_at(now).intake.received_at
-    if not bounds.allows(checked.received_at, now):
-        _refuse(
-            Refusal(
-                Reason.RECEIVED_AT_OUT_OF_RANGE,
-                "received_at",
-                f"more than {format_duration(bounds.max_past)} before or "
-                f"{format_duration(bounds.max_future)} after now ({format_time(now)})",
-            )
-        )
     number = checked.reply_to_ticket
     if number and not await conn.fetchval("SELECT true FROM tickets WHERE number = $1", number):
         _refuse(Refusal(Reason.UNKNOWN_REPLY_TICKET, "reply_to_ticket", f"no ticket {number}"))

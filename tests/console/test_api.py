@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
+from services import build_service
 from services.console.journal import Journal
 from services.console.storage import read_models
 from shared.keystore import KeyStore, MasterKey
 from shared.projection import rebuild
 from shared.settings import Settings
-from tests.console.support import PRINTER, SIMPLE, desk, sse_events
+from tests.console.support import PRINTER, SIMPLE, desk, served, sse_events
+from tests.support.credentials import token
 from tests.support.waiting import eventually
 
 TABLES = ("tickets", "timeline", "clocks", "agents", "traffic", "decisions")
@@ -387,3 +391,103 @@ async def test_the_survey_records_satisfaction_once_through_the_customers_signed
         assert (shown["satisfaction"], shown["satisfaction_comment"]) == (5, "Quick, thanks")
         csat = (await world.client("ops").get("/api/dashboard")).json()["csat"]
         assert (csat["today"]["rated"], csat["today"]["ratio"]) == (1, 1.0)
+
+
+@pytest.mark.asyncio
+async def test_a_nul_in_a_path_or_query_parameter_is_refused_before_the_database(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL text cannot hold NUL: such an id names nothing (404), such a filter is 422,
+    and neither reaches the database to fail there as a 500 with a traceback."""
+    logged = Logged()
+    monkeypatch.setattr("services.console.api.log", logged)
+    async with (
+        served(build_service("console", settings)) as url,
+        httpx.AsyncClient(
+            base_url=url, timeout=10, headers={"Authorization": f"Bearer {token(settings, 'ops')}"}
+        ) as operator,
+    ):
+        in_path = {
+            "a ticket": await operator.get("/api/tickets/REQ-2026-000247%00"),
+            "a command": await operator.get("/api/commands/%00"),
+            "an agent's commands": await operator.post(
+                "/api/agents/%00/commands", json={"type": "go_off_shift"}
+            ),
+            "a ticket's commands": await operator.post(
+                "/api/tickets/%00/commands", json={"type": "accept"}
+            ),
+        }
+        in_query = {
+            name: await operator.get("/api/tickets", params={name: "a\x00b"})
+            for name in ("q", "customer", "group", "agent", "complexity", "after")
+        }
+    for case, response in in_path.items():
+        assert (response.status_code, response.json()["code"]) == (404, "not_found"), case
+    for name, response in in_query.items():
+        answer = response.json()
+        assert response.status_code == 422, (name, response.text)
+        assert (answer["code"], answer["field"]) == ("nul_character", name)
+    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (logged.errors, failed) == ([], [])
+
+
+class Logged:
+    """The console API's log, keeping what it logs as an error (a traceback)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def exception(self, event: str, **_: Any) -> None:
+        self.errors.append(event)
+
+    error = exception
+
+    def warning(self, event: str, **_: Any) -> None:
+        pass
+
+    info = warning
+
+
+@pytest.mark.asyncio
+async def test_an_authorization_header_without_a_token_is_refused_and_never_falls_to_the_cookie(
+    settings: Settings,
+) -> None:
+    """A blank bearer token beside a valid cookie must not pass for the cookie: commands take
+    their token from the header alone, and a header that carries none is a refusal, not a
+    reason to read the cookie."""
+    cookie = {"Cookie": f"desk_token={token(settings, 'ops')}"}
+    blank = {**cookie, "Authorization": "Bearer"}  # what "Bearer " and "Bearer   " arrive as
+    command = {"type": "accept"}
+    async with (
+        served(build_service("console", settings)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        # The cookie itself is good: reads take it, commands do not; a header passes.
+        assert (await client.get("/api/me", headers=cookie)).status_code == 200
+        cookie_only = await client.post(
+            "/api/tickets/REQ-2026-000001/commands", json=command, headers=cookie
+        )
+        assert cookie_only.status_code == 401
+        with_header = await client.post(
+            "/api/tickets/REQ-2026-000001/commands",
+            json=command,
+            headers={"Authorization": f"Bearer {token(settings, 'ops')}"},
+        )
+        assert with_header.status_code == 404  # past the door: no such ticket
+        refused = {
+            "a ticket command": await client.post(
+                "/api/tickets/REQ-2026-000001/commands", json=command, headers=blank
+            ),
+            "an agent command": await client.post(
+                "/api/agents/li.na/commands", json={"type": "go_off_shift"}, headers=blank
+            ),
+            "a read": await client.get("/api/me", headers=blank),
+            "an empty header": await client.get("/api/me", headers={**cookie, "Authorization": ""}),
+            "another scheme": await client.get(
+                "/api/me", headers={**cookie, "Authorization": "Basic b3BzOg=="}
+            ),
+        }
+        async with client.stream("GET", "/api/stream", headers=blank) as stream:
+            refused["the stream"] = stream
+    for case, response in refused.items():
+        assert response.status_code == 401, case
