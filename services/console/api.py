@@ -61,8 +61,8 @@ ANSWERED = Histogram(
     ["route", "status"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+UNPARSED = "the body is not JSON that can be read: not UTF-8, nested too deep or a number too long"
 STATUS_TEXT = {
-    400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
     413: "body_too_large",
@@ -310,6 +310,8 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400:  # FastAPI's own 400 is a body it could not parse
+            return _problem(400, "invalid_json", UNPARSED)
         code = STATUS_TEXT.get(error.status_code, "http_error")
         return _problem(error.status_code, code, str(error.detail))
 

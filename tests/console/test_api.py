@@ -229,6 +229,33 @@ async def test_commands_go_to_dispatch_in_the_callers_name_and_their_decisions_c
                 400,
                 "invalid_json",
             ),
+            "JSON nested 10,000 deep": (
+                await agent.post(
+                    f"/api/tickets/{number}/commands",
+                    content=b"[" * 10_000 + b"]" * 10_000,
+                    headers={"content-type": "application/json"},
+                ),
+                400,
+                "invalid_json",
+            ),
+            "not UTF-8": (
+                await agent.post(
+                    f"/api/tickets/{number}/commands",
+                    content=b'{"type": "accept", "x": "\xff\xfe"}',
+                    headers={"content-type": "application/json"},
+                ),
+                400,
+                "invalid_json",
+            ),
+            "a number of 5,000 digits": (
+                await agent.post(
+                    f"/api/tickets/{number}/commands",
+                    content=b'{"type": "accept", "x": ' + b"9" * 5000 + b"}",
+                    headers={"content-type": "application/json"},
+                ),
+                400,
+                "invalid_json",
+            ),
             "not an object": (
                 await agent.post(f"/api/tickets/{number}/commands", json=["accept"]),
                 422,
