@@ -35,6 +35,8 @@ from shared.credentials import Unauthenticated
 PACKAGE = Path(str(files("services.console")))
 LANGUAGE_COOKIE = "desk_lang"
 _SCORES = (1, 2, 3, 4, 5)
+_SCORES_BY_TEXT = {str(score): score for score in _SCORES}
+MAX_COMMENT_CHARS = 4000
 
 
 def _environment() -> Environment:
@@ -214,22 +216,30 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
     async def rate(  # noqa: PLR0917 - the form's fields: FastAPI reads them
         request: Request,
         number: str,
-        token: Annotated[str, Form(max_length=MAX_TOKEN_CHARS)],
-        score: Annotated[int | None, Form()] = None,
-        comment: Annotated[str, Form(max_length=4000)] = "",
+        # Read as text and judged here, never by FastAPI: whatever a customer's browser (or
+        # anyone) sends, the answer is this page, not a JSON error (the body is bounded by
+        # console_max_body before it is read).
+        token: Annotated[str, Form()] = "",
+        score: Annotated[str, Form()] = "",
+        comment: Annotated[str, Form()] = "",
         lang: str | None = None,
     ) -> HTMLResponse:
-        found = await customer(number, token, request, lang)
+        found = (
+            None if len(token) > MAX_TOKEN_CHARS else await customer(number, token, request, lang)
+        )
         if found is None:
             return render("survey.j2", language_of(request, lang), status=403, state="invalid")
         language, shown = found
         ticket = shown["ticket"]
         if ticket is not None and ticket.satisfaction is not None:
             return render("survey.j2", language, state="done", **shown)
-        if score not in _SCORES:
+        chosen = _SCORES_BY_TEXT.get(score.strip())
+        if chosen is None:
             return render("survey.j2", language, status=422, state="ask", missing=True, **shown)
+        if len(comment) > MAX_COMMENT_CHARS:
+            return render("survey.j2", language, status=422, state="ask", too_long=True, **shown)
         state, reason = await _record(
-            console, settings, number, token=token, score=score, comment=comment
+            console, settings, number, token=token, score=chosen, comment=comment
         )
         return render("survey.j2", language, state=state, reason=reason, **shown)
 

@@ -408,6 +408,23 @@ async def test_the_survey_records_satisfaction_once_through_the_customers_signed
         assert "How did we do?" in page.text  # the customer's language
         wrong = await link.get("/survey/REQ-2026-000999", params={"token": customer})
         assert wrong.status_code == 403
+        # Whatever the form holds, the customer gets the page back, never a JSON error.
+        odd_forms = [
+            ({"token": customer, "score": score}, 422, "from 1 to 5")
+            for score in ("abc", "3.5", "1e1", "", "6")
+        ]
+        odd_forms += [
+            ({"token": customer, "score": "4", "comment": "x" * 4001}, 422, "too long"),
+            ({"score": "4"}, 403, "not valid"),
+            ({"token": "t" * 5000, "score": "4"}, 403, "not valid"),
+        ]
+        for form, status, shown in odd_forms:
+            answer = await link.post(f"/survey/{number}", data=form)
+            assert answer.status_code == status, form
+            assert answer.headers["content-type"].startswith("text/html"), form
+            assert shown in answer.text, form
+        as_json = await link.post(f"/survey/{number}", json={"token": customer, "score": 4})
+        assert as_json.status_code == 403 and as_json.headers["content-type"].startswith("text/")
         rated = await link.post(
             f"/survey/{number}", data={"token": customer, "score": "5", "comment": "Quick, thanks"}
         )
