@@ -293,6 +293,15 @@ class Desk:
                 agent.on_shift = False
                 self._record_agent(stream, ShiftEnded(agent_id=agent.id, actor=actor))
             case SetCapacity():
+                ceiling = agent.profile.capacity
+                if command.capacity > ceiling and actor == agent.id and not supervisor:
+                    # An agent may say they can take less; more than the directory gives them
+                    # would drain their groups' queues onto them alone: a supervisor's call.
+                    return CommandRefusal(
+                        "not_permitted",
+                        f"{agent.id} may set their own capacity up to the directory's {ceiling}; "
+                        "above it, a supervisor of their group",
+                    )
                 agent.capacity = command.capacity
                 self._record_agent(
                     stream,

@@ -146,3 +146,34 @@ def test_the_ladder_never_hands_a_ticket_to_a_lower_rung(
     holding: str, level: int, moved_to: str | None
 ) -> None:
     assert escalation_group(POLICY.routing.escalation, level, holding) == moved_to
+
+
+def test_an_agent_may_lower_their_capacity_but_only_a_supervisor_raise_it_past_the_directory() -> (
+    None
+):
+    """An agent who set themselves a capacity of 100,000 took their groups' whole queue."""
+    from services.dispatch.commands import SetCapacity
+
+    d, recorded = desk()
+    for n in range(1, 6):
+        d.classify(triaged(n, product_line="tiny"))  # t1, t2 full; three queued
+    recorded.records.clear()
+
+    def capacity(actor: str, value: int) -> str | None:
+        refusal = d.agent_command(
+            SetCapacity(
+                type="set_capacity", command_id=f"{actor}-{value}", agent_id="t2", actor=actor,
+                capacity=value,
+            )
+        )  # fmt: skip
+        return refusal.reason if refusal else None
+
+    ceiling = POLICY.directory.agent["t2"].capacity
+    assert capacity("t2", 100_000) == "not_permitted"
+    assert capacity("t2", ceiling + 1) == "not_permitted"
+    assert recorded.events(TicketAssigned) == []  # nothing drained onto t2
+    assert capacity("t2", 0) is None  # less is theirs to say
+    assert capacity("t2", ceiling) is None
+    assert capacity("boss", ceiling + 2) is None  # more is a supervisor's
+    assert d.board.agents["t2"].capacity == ceiling + 2
+    assert len(recorded.events(TicketAssigned)) == 2
