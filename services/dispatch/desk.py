@@ -275,10 +275,9 @@ class Desk:
             return CommandRefusal(refused.reason, refused.detail)
         directory = self.policy.directory
         supervisor = any(directory.supervises(actor, g) for g in agent.profile.groups)
-        if actor not in (command.agent_id, "system") and not supervisor:
-            return CommandRefusal(
-                "not_permitted", "only the agent, a supervisor of their group or the system may"
-            )
+        refusal = _who_may(command, agent, actor, supervisor=supervisor)
+        if refusal is not None:
+            return refusal
         stream = agent_stream(agent.id)
         match command:
             case GoOnShift():
@@ -293,15 +292,6 @@ class Desk:
                 agent.on_shift = False
                 self._record_agent(stream, ShiftEnded(agent_id=agent.id, actor=actor))
             case SetCapacity():
-                ceiling = agent.profile.capacity
-                if command.capacity > ceiling and actor == agent.id and not supervisor:
-                    # An agent may say they can take less; more than the directory gives them
-                    # would drain their groups' queues onto them alone: a supervisor's call.
-                    return CommandRefusal(
-                        "not_permitted",
-                        f"{agent.id} may set their own capacity up to the directory's {ceiling}; "
-                        "above it, a supervisor of their group",
-                    )
                 agent.capacity = command.capacity
                 self._record_agent(
                     stream,
@@ -809,3 +799,24 @@ def board_from(
         on_shift, capacity = states.get(profile.id, (profile.on_shift, profile.capacity))
         agents[profile.id] = AgentOnBoard(profile, on_shift, capacity, loads.get(profile.id, 0))
     return Board(policy.directory, agents, dict(cursors))
+
+
+def _who_may(
+    command: AgentCommand, agent: AgentOnBoard, actor: str, *, supervisor: bool
+) -> CommandRefusal | None:
+    """The agent, a supervisor of their group or the system acts on an agent; an agent may say
+    they can take less, but more than the directory gives them would drain their groups' queues
+    onto them alone: a supervisor's call."""
+    if actor not in (command.agent_id, "system") and not supervisor:
+        return CommandRefusal(
+            "not_permitted", "only the agent, a supervisor of their group or the system may"
+        )
+    ceiling = agent.profile.capacity
+    raising = isinstance(command, SetCapacity) and command.capacity > ceiling
+    if raising and actor == agent.id and not supervisor:
+        return CommandRefusal(
+            "not_permitted",
+            f"{agent.id} may set their own capacity up to the directory's {ceiling}; "
+            "above it, a supervisor of their group",
+        )
+    return None
