@@ -259,28 +259,13 @@ class Sealer:
         return self.seal_bytes(text.encode())
 
     def seal_bytes(self, clear: bytes) -> Sealed:
-        return self.all((clear,))[0]
-
-    def all(self, clears: Iterable[bytes]) -> list[Sealed]:
-        """Each of ``clears`` sealed: a request's fields in one call, one loop with everything
-        bound locally (measured: 1.5 µs a field sealed one by one, 1.27 so; the encryption
-        itself is 0.47)."""
-        ref, aad, placeholder, encrypt, nonces = (
-            self.ref,
-            self._aad,
-            self._placeholder,
-            self._encrypt,
-            self._nonces,
-        )
-        out: list[Sealed] = []
-        for clear in clears:
-            nonce = nonces.pop() if nonces else _draw(nonces)
-            raw = nonce + encrypt(nonce, clear, aad)
-            sealed = str.__new__(Sealed, placeholder)
-            sealed.ref = ref
-            sealed.ct = b2a_base64(raw, newline=False).translate(_B64URL).rstrip(b"=").decode()
-            out.append(sealed)
-        return out
+        nonces = self._nonces
+        nonce = nonces.pop() if nonces else _draw(nonces)
+        raw = nonce + self._encrypt(nonce, clear, self._aad)
+        sealed = str.__new__(Sealed, self._placeholder)
+        sealed.ref = self.ref
+        sealed.ct = b2a_base64(raw, newline=False).translate(_B64URL).rstrip(b"=").decode()
+        return sealed
 
 
 def _draw(nonces: list[bytes]) -> bytes:

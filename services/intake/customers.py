@@ -63,35 +63,25 @@ class Customers:
         Never for triage or comparisons: they need the text."""
         customer = request.customer
         ref = self.ref(customer)
-        optional = (customer.email, customer.phone, customer.customer_id)
-        texts = [customer.name, request.subject, request.description]
-        texts += [text for text in optional if text is not None]
-        for attachment in request.attachments:
-            texts += (attachment.name, attachment.url)
-        # All sealed at once, then taken back in the order they were given.
-        sealed = iter(self._keys.sealer(ref).all(text.encode() for text in texts))
-        name, subject, description = next(sealed), next(sealed), next(sealed)
-        email, phone, customer_id = (None if text is None else next(sealed) for text in optional)
-        attachments = []
-        for attachment in request.attachments:
-            attachment_name, url = next(sealed), next(sealed)
-            attachments.append(
-                AttachmentRef(
-                    name=attachment_name,
-                    size=attachment.size,
-                    content_type=attachment.content_type,
-                    url=url,
-                )
-            )
+        seal = self._keys.sealer(ref)
+        email, phone, customer_id = customer.email, customer.phone, customer.customer_id
         return SealedTexts(
             ref=ref,
-            name=name,
-            email=email,
-            phone=phone,
-            customer_id=customer_id,
-            subject=subject,
-            description=description,
-            attachments=attachments,
+            name=seal(customer.name),
+            email=None if email is None else seal(email),
+            phone=None if phone is None else seal(phone),
+            customer_id=None if customer_id is None else seal(customer_id),
+            subject=seal(request.subject),
+            description=seal(request.description),
+            attachments=[
+                AttachmentRef(
+                    name=seal(a.name),
+                    size=a.size,
+                    content_type=a.content_type,
+                    url=seal(a.url),
+                )
+                for a in request.attachments
+            ],
         )
 
 

@@ -133,10 +133,9 @@ def test_every_field_sealed_gets_a_nonce_of_its_own_across_sealers_and_refills()
     texts = [f"text {n}".encode() for n in range(NONCE_BLOCK * 3 + 5)]
 
     sealed = [
-        *a.all(texts),
-        *b.all(texts),
-        a.seal_bytes(b"one more"),
-        *batch.sealer("cust-a").all(texts),
+        *[a.seal_bytes(t) for t in texts],
+        *[b.seal_bytes(t) for t in texts],
+        *[batch.seal_bytes("cust-a", t) for t in texts],
     ]
 
     raw = [base64.urlsafe_b64decode(s.ct + "=" * (-len(s.ct) % 4)) for s in sealed]
