@@ -130,6 +130,9 @@ async def compare(
             cpu[one["personal_fields"]].append(one["cpu_ms_per_request"]["service"])
             rates[one["personal_fields"]].append(one["requests_per_s"])
     median = {mode: statistics.median(runs) for mode, runs in cpu.items()}
+    if not median["clear"]:
+        # The kernel counts CPU in 10 ms ticks: a burst that short measures nothing.
+        raise SystemExit(f"a burst of {total} requests is too short to measure: raise --requests")
     return {
         "pairs": pairs,
         "burst_requests": total,

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_compare_alternates_clear_and_sealed_runs_and_prices_sealing_from_them() -> None:
-    command = [sys.executable, "-m", "bench.intake", "--requests", "40", "--compare", "1"]
+    command = [sys.executable, "-m", "bench.intake", "--requests", "1500", "--compare", "1"]
     command += ["--steady-rate", "20", "--steady-seconds", "1"]
     run = subprocess.run(
         command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600
