@@ -28,14 +28,25 @@ from pydantic import (
 
 from services.vocabulary import Category, Complexity
 from shared.privacy import scrub
+from shared.text import tidy_line, tidy_text
 
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _safe(value: str) -> str:
-    """No NUL, no lone surrogates: what a database or a mail server would choke on later."""
+    """No NUL, no lone surrogates: what a database or a mail server would choke on later.
+    Other control characters are replaced (:mod:`shared.text`): they would reach an agent's
+    terminal and the customer's mail."""
     if _UNSAFE.search(value):
         raise ValueError("contains NUL or a lone surrogate")
+    return tidy_text(value)
+
+
+def _an_id(value: str) -> str:
+    """An id is made by a program: one with a control character in it is not one."""
+    if _UNSAFE.search(value) or _CONTROL.search(value):
+        raise ValueError("contains a control character or a lone surrogate")
     return value
 
 
@@ -47,7 +58,7 @@ Text = Annotated[
 Id = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=120),
-    AfterValidator(_safe),
+    AfterValidator(_an_id),
 ]
 
 
@@ -283,7 +294,7 @@ def unreadable(value: bytes, detail: str, target: str) -> Unreadable:
 
     def text(key: str) -> str | None:
         found = document.get(key)
-        return _UNSAFE.sub("\ufffd", found[:120]) if isinstance(found, str) else None
+        return tidy_line(_UNSAFE.sub("\ufffd", found[:120])) if isinstance(found, str) else None
 
     return Unreadable(
         reason="invalid_command",

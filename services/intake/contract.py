@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from services.vocabulary import Channel, Priority
+from shared.text import tidy_line, tidy_text
 
 INCOMING_TOPIC = "requests.incoming"
 """Where channel adapters publish requests (key: ``<channel>:<channel_message_id>``)."""
@@ -81,9 +82,17 @@ class Reason:
 
 
 def _clean(value: Any) -> Any:
-    """Unicode NFC and no surrounding whitespace, for every string the contract carries."""
+    """Unicode NFC, no surrounding whitespace and no control characters
+    (:mod:`shared.text`), for every one-line string the contract carries."""
     if isinstance(value, str):
-        return unicodedata.normalize("NFC", value).strip()
+        return tidy_line(unicodedata.normalize("NFC", value).strip())
+    return value
+
+
+def _clean_text(value: Any) -> Any:
+    """As :func:`_clean`, for free text: its line breaks and tabs are kept."""
+    if isinstance(value, str):
+        return tidy_text(unicodedata.normalize("NFC", value).strip())
     return value
 
 
@@ -103,6 +112,7 @@ def _bounded(limit: int) -> Any:
 
 
 Text = Annotated[str, BeforeValidator(_clean), Field(strict=True)]
+FreeText = Annotated[str, BeforeValidator(_clean_text), Field(strict=True)]
 Name = Annotated[Text, AfterValidator(_not_blank), _bounded(200)]
 Label = Annotated[Text, AfterValidator(_not_blank), _bounded(100)]
 
@@ -203,7 +213,7 @@ class Request(BaseModel):
     received_at: datetime = Field(description="When the channel received it (with time zone).")
     customer: Customer
     subject: Annotated[Text, AfterValidator(_not_blank)]
-    description: Annotated[Text, AfterValidator(_not_blank)]
+    description: Annotated[FreeText, AfterValidator(_not_blank)]
     product_line: Label | None = None
     problem_type: Label | None = None
     priority: Priority = "normal"

@@ -60,3 +60,19 @@ def test_a_refusal_keeps_the_identity_it_could_read() -> None:
     refusal = read_request(encode(valid("m-77", channel="email", priority="asap")))
     assert isinstance(refusal, Refusal)
     assert (refusal.channel, refusal.channel_message_id) == ("email", "m-77")
+
+
+def test_control_characters_are_replaced_and_line_breaks_kept_only_in_the_description() -> None:
+    request = read_request(
+        encode(
+            valid(
+                subject="Printer\x1b[2J\r\nbroken",
+                description="It beeps\x07 all day.\r\nPlease help.",
+                customer={"name": "Wang\x08\x08Li", "email": "a@b.cn"},
+            )
+        )
+    )
+    assert isinstance(request, Request)
+    assert request.subject == "Printer\ufffd[2J broken"
+    assert request.description == "It beeps\ufffd all day.\r\nPlease help."
+    assert request.customer.name == "Wang\ufffd\ufffdLi"

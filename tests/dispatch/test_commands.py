@@ -1,0 +1,32 @@
+"""Commands as agent desks send them: control characters in what people write are replaced,
+and an id holding one is no id."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.dispatch.commands import AddNote, Unreadable, read_ticket_command
+
+pytestmark = pytest.mark.unit
+
+
+def command(**fields: object) -> bytes:
+    return json.dumps(
+        {"type": "add_note", "command_id": "c-1", "ticket_number": "REQ-2026-0001", **fields}
+    ).encode()
+
+
+def test_control_characters_in_what_an_agent_writes_are_replaced_and_line_breaks_kept() -> None:
+    read = read_ticket_command(command(note="called\x1b]0;pwned\x07 back\nno answer"))
+    assert isinstance(read, AddNote)
+    assert read.note == "called\ufffd]0;pwned\ufffd back\nno answer"
+
+
+def test_an_id_with_a_control_character_is_refused_and_the_rejection_shows_none() -> None:
+    read = read_ticket_command(command(command_id="c-\x1b[31m1", note="fine"))
+    assert isinstance(read, Unreadable)
+    assert read.reason == "invalid_command"
+    assert read.detail.startswith("add_note.command_id")
+    assert read.command_id == "c-\ufffd[31m1"
