@@ -19,6 +19,13 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 """C0 (but tab, line feed, carriage return), DEL and C1 controls."""
 _BREAK = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]+")
 """What breaks a line (or a column): in a one-line field, one space."""
+_ANY_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\x85\u2028\u2029]")
+
+
+def has_control(text: str) -> bool:
+    """Whether ``text`` holds any control character or line break: an id made by a program
+    holds none, and changing one would make it another id (so it is refused, not tidied)."""
+    return _ANY_CONTROL.search(text) is not None
 
 
 def tidy_text(text: str) -> str:

@@ -28,10 +28,9 @@ from pydantic import (
 
 from services.vocabulary import Category, Complexity
 from shared.privacy import scrub
-from shared.text import tidy_line, tidy_text
+from shared.text import has_control, tidy_line, tidy_text
 
 _UNSAFE = re.compile("[\x00\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _safe(value: str) -> str:
@@ -45,7 +44,7 @@ def _safe(value: str) -> str:
 
 def _an_id(value: str) -> str:
     """An id is made by a program: one with a control character in it is not one."""
-    if _UNSAFE.search(value) or _CONTROL.search(value):
+    if _UNSAFE.search(value) or has_control(value):
         raise ValueError("contains a control character or a lone surrogate")
     return value
 

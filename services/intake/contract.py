@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from services.vocabulary import Channel, Priority
-from shared.text import tidy_line, tidy_text
+from shared.text import has_control, tidy_line, tidy_text
 
 INCOMING_TOPIC = "requests.incoming"
 """Where channel adapters publish requests (key: ``<channel>:<channel_message_id>``)."""
@@ -54,6 +54,7 @@ class Reason:
     TOO_DEEP = "too_deep"
     NOT_AN_OBJECT = "not_an_object"
     NUL_CHARACTER = "nul_character"
+    CONTROL_CHARACTER = "control_character"
     INVALID_UNICODE = "invalid_unicode"
     MISSING_FIELD = "missing_field"
     UNKNOWN_FIELD = "unknown_field"
@@ -96,6 +97,18 @@ def _clean_text(value: Any) -> Any:
     return value
 
 
+def _an_id(value: Any) -> Any:
+    """An id, as :func:`_clean` but refused rather than tidied when it holds a control
+    character: two ids differing only there would otherwise become one (a lost request)."""
+    if isinstance(value, str):
+        value = unicodedata.normalize("NFC", value).strip()
+        if has_control(value):
+            raise PydanticCustomError(
+                Reason.CONTROL_CHARACTER, "an id holds no control character or line break"
+            )
+    return value
+
+
 def _not_blank(value: str) -> str:
     if not value:
         raise PydanticCustomError(Reason.BLANK_FIELD, "must not be blank")
@@ -113,6 +126,7 @@ def _bounded(limit: int) -> Any:
 
 Text = Annotated[str, BeforeValidator(_clean), Field(strict=True)]
 FreeText = Annotated[str, BeforeValidator(_clean_text), Field(strict=True)]
+Id = Annotated[str, BeforeValidator(_an_id), Field(strict=True)]
 Name = Annotated[Text, AfterValidator(_not_blank), _bounded(200)]
 Label = Annotated[Text, AfterValidator(_not_blank), _bounded(100)]
 
@@ -123,7 +137,7 @@ class Customer(BaseModel):
     name: Name
     email: Text | None = None
     phone: Text | None = None
-    customer_id: Label | None = None
+    customer_id: Annotated[Id, AfterValidator(_not_blank), _bounded(100)] | None = None
     language: Text | None = None
     tier: Label | None = Field(default=None, description="Service tier, e.g. standard or vip.")
 
@@ -207,7 +221,7 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     channel: Channel = Field(description="phone, chat, email, web or api.")
-    channel_message_id: Annotated[Text, AfterValidator(_not_blank), _bounded(200)] = Field(
+    channel_message_id: Annotated[Id, AfterValidator(_not_blank), _bounded(200)] = Field(
         description="The adapter's own id of this message; the same id is the same request."
     )
     received_at: datetime = Field(description="When the channel received it (with time zone).")
@@ -221,7 +235,7 @@ class Request(BaseModel):
         default=None, description="Ticket number this message replies to (REQ-2026-000123)."
     )
     attachments: list[Attachment] = Field(default=[], max_length=MAX_ATTACHMENTS)
-    in_reply_to: list[Annotated[Text, AfterValidator(_not_blank), _bounded(200)]] = Field(
+    in_reply_to: list[Annotated[Id, AfterValidator(_not_blank), _bounded(200)]] = Field(
         default=[],
         max_length=MAX_THREAD,
         description="Channel message ids of earlier messages on the same channel this one "

@@ -98,6 +98,12 @@ BAD_INPUTS: list[tuple[str, bytes, str, str]] = [
     ("NUL byte", encode(valid("bad")).replace("卡纸".encode(), b"\x00"), "nul_character", ""),
     ("escaped NUL", _with(_set("description", "a\u0000b")), "nul_character", "description"),
     (
+        "a tab in an id",
+        _with(_set("channel_message_id", "m\t1")),
+        "control_character",
+        "channel_message_id",
+    ),
+    (
         "lone surrogate",
         encode(valid("bad")).replace("卡纸".encode(), b"\\ud83d"),
         "invalid_unicode",
