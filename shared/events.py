@@ -35,7 +35,8 @@ EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
-def _plausible(value: datetime) -> datetime:
+def plausible(value: datetime) -> datetime:
+    """``value`` when it is a :data:`Moment`; else ValueError (what it lacks)."""
     if value.utcoffset() is None:
         raise ValueError("needs a time zone offset")
     if not EARLIEST <= value <= LATEST:
@@ -43,7 +44,7 @@ def _plausible(value: datetime) -> datetime:
     return value
 
 
-Moment = Annotated[datetime, AfterValidator(_plausible)]
+Moment = Annotated[datetime, AfterValidator(plausible)]
 """A point in time an event carries and a consumer computes with (deadlines, calendars): with a
 time zone, and far enough from the ends of the calendar that adding a target or converting to
 UTC cannot overflow. A record carrying another is refused when read (``schema_invalid``)."""

@@ -408,7 +408,8 @@ def _routes(console: Console) -> APIRouter:
         summary="Send a ticket command in the caller's name.",
         description="The body is a command of the tickets.commands contract (README); "
         "`ticket_number` comes from the path and `command_id` is made unless given (the same "
-        "id again from the same caller is the same command). 202: sent; dispatch decides.",
+        "id again from the same caller is the same command: sent again only if dispatch refused "
+        "it; with another command, 422 command_id_reused). 202: sent; dispatch decides.",
         openapi_extra=_body("ticket"),
         responses={409: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
     )
@@ -568,6 +569,10 @@ async def _send(
     except courier.Taken:
         raise ApiError(
             409, "command_id_taken", "that command id was sent by someone else"
+        ) from None
+    except courier.Reused:
+        raise ApiError(
+            422, "command_id_reused", "that command id was sent before with another command"
         ) from None
     except (TimeoutError, OSError, KafkaError) as error:
         log.warning("command not sent", error=repr(error))

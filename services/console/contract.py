@@ -32,9 +32,9 @@ class Problem(_Out):
     code: str = Field(
         description="unauthenticated, forbidden, not_found, invalid_json, invalid_request, "
         "invalid_command, invalid_cursor, nul_character, body_too_large, command_id_taken, "
-        "broker_unavailable, internal_error; POST /requests adds intake's reason codes "
-        "(README, requests.rejected), channel_not_served, idempotency_key_reused and "
-        "too_many_requests",
+        "command_id_reused, broker_unavailable, internal_error; POST /requests adds intake's "
+        "reason codes (README, requests.rejected), channel_not_served, idempotency_key_reused "
+        "and too_many_requests",
         examples=["forbidden"],
     )
     message: str

@@ -9,6 +9,7 @@ for nobody: dispatch verifies the caller as it verifies any desk, and decides.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -50,11 +51,16 @@ class Taken(Exception):
     """The command id was sent before by someone else."""
 
 
+class Reused(Exception):
+    """The command id was sent before by the same caller, with another command."""
+
+
 @dataclass(frozen=True)
 class Sent:
     command_id: str
     fresh: bool
-    """False when the same caller sent this command id before (a retry): nothing was sent."""
+    """False when the same caller sent this command id before (a retry) and it was not
+    refused: nothing was sent. A refused one is sent again (dispatch evaluates it anew)."""
 
 
 def command_schema(kind: Kind) -> dict[str, Any]:
@@ -102,27 +108,46 @@ class Courier:
         token: str,
         now: datetime,
     ) -> Sent:
-        """Record, then publish and await the broker; the record is undone if publishing fails."""
+        """Record, then publish and await the broker, in one transaction: a concurrent
+        retry waits on the row until this one is sent (or undone, when publishing fails; then
+        it sends itself), so no answer says "sent" for a command that never was.
+
+        The same id again from the same caller: with another command, :class:`Reused`; after
+        dispatch refused it, sent again (a refusal does not use up the id, README), its old
+        decision forgotten; otherwise nothing is sent."""
         command_id, target = command["command_id"], command[_TARGET[kind]]
-        inserted = await conn.fetchval(
-            "INSERT INTO commands (command_id, kind, target, type, actor, submitted_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (command_id) DO NOTHING RETURNING true",
-            command_id,
-            kind,
-            target,
-            command["type"],
-            actor,
-            now,
-        )
-        if not inserted:
-            sender = await conn.fetchval(
-                "SELECT actor FROM commands WHERE command_id = $1", command_id
+        said = digest(command)
+        async with conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO commands (command_id, kind, target, type, actor, submitted_at, "
+                "digest) VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                "ON CONFLICT (command_id) DO NOTHING RETURNING true",
+                command_id,
+                kind,
+                target,
+                command["type"],
+                actor,
+                now,
+                said,
             )
-            if sender != actor:
-                raise Taken(command_id)
-            return Sent(command_id, fresh=False)
-        value = json.dumps(command, ensure_ascii=False).encode()
-        try:
+            if not inserted:
+                earlier = await conn.fetchrow(
+                    "SELECT c.actor, c.digest, d.outcome FROM commands c "
+                    "LEFT JOIN decisions d USING (command_id) WHERE c.command_id = $1 "
+                    "FOR UPDATE OF c",
+                    command_id,
+                )
+                if earlier is None or earlier["actor"] != actor:
+                    raise Taken(command_id)
+                if earlier["digest"] not in (None, said):
+                    raise Reused(command_id)
+                if earlier["outcome"] != "refused":
+                    return Sent(command_id, fresh=False)
+                await conn.execute("DELETE FROM decisions WHERE command_id = $1", command_id)
+                await conn.execute(
+                    "UPDATE commands SET submitted_at = $2 WHERE command_id = $1", command_id, now
+                )
+            value = json.dumps(command, ensure_ascii=False).encode()
             await (
                 await producer.send(
                     self.settings.topic(_TOPIC[kind]),
@@ -131,11 +156,15 @@ class Courier:
                     headers=sign_command(token, value),
                 )
             )
-        except BaseException:
-            await conn.execute("DELETE FROM commands WHERE command_id = $1", command_id)
-            raise
         SENT.labels(kind).inc()
         return Sent(command_id, fresh=True)
+
+
+def digest(command: dict[str, Any]) -> bytes:
+    """What a command says, as a fingerprint: its canonical JSON without ``actor`` (the token
+    says who) and ``issued_at`` (a retry may stamp a new one)."""
+    said = {k: v for k, v in command.items() if k not in ("actor", "issued_at")}
+    return hashlib.sha256(json.dumps(said, sort_keys=True, ensure_ascii=False).encode()).digest()
 
 
 async def status(conn: Connection, command_id: str) -> tuple[str, CommandStatus] | None:

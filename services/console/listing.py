@@ -29,8 +29,11 @@ from services.console.contract import (
 from services.console.storage import LOADED
 from services.console.visibility import Viewer
 from shared.database import Connection
+from shared.events import plausible
 
 MAX_PAGE = 200
+MAX_NUMBER_CHARS = 60
+"""A ticket number in a cursor is at most as long as one in a path."""
 
 _SUMMARY = (
     "number, ticket_id::text, status, group_id, agent_id, priority, complexity, category, "
@@ -235,6 +238,9 @@ def _read_cursor(text: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
         received, number = raw.split("|", 1)
-        return datetime.fromisoformat(received), number
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        # Only what _cursor makes: a moment the database can compare, a number it can hold.
+        if "\x00" in number or len(number) > MAX_NUMBER_CHARS:
+            raise ValueError("not a ticket number")
+        return plausible(datetime.fromisoformat(received)), number
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise BadCursor("not a cursor of this list") from None

@@ -4,6 +4,7 @@ requests, the console reads their events and answers agent desks over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -140,6 +141,18 @@ async def test_tickets_queues_and_agents_each_as_the_callers_role_may_see_them(
                 400,
                 "invalid_cursor",
             ),
+            **{
+                f"a cursor of {what}": (
+                    await operator.get("/api/tickets", params={"after": _cursor_of(raw)}),
+                    400,
+                    "invalid_cursor",
+                )
+                for what, raw in {
+                    "the calendar's end": "9999-12-31T23:59:59-14:00|REQ-2026-000001",
+                    "no time zone": "2026-12-01T15:24:24|REQ-2026-000001",
+                    "a NUL in its number": "2026-12-01T15:24:24+00:00|REQ\x00",
+                }.items()
+            },
             "an unknown status": (
                 await operator.get("/api/tickets", params={"status": "lost"}),
                 422,
@@ -166,6 +179,11 @@ async def test_tickets_queues_and_agents_each_as_the_callers_role_may_see_them(
             assert {t: await _rows(conn, t) for t in TABLES} == before
 
 
+def _cursor_of(raw: str) -> str:
+    """A cursor made by hand, shaped as the list makes them (base64url of ``time|number``)."""
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
 async def _rows(conn: object, table: str) -> list[str]:
     rows = await conn.fetch(f"SELECT * FROM {table}")  # type: ignore[attr-defined]
     return sorted(json.dumps(dict(r), default=str, sort_keys=True) for r in rows)
@@ -181,6 +199,13 @@ async def test_commands_go_to_dispatch_in_the_callers_name_and_their_decisions_c
         number, assignee = ticket["number"], ticket["agent_id"]
         agent = world.client(assignee)
         other = next(a for a in ("li.na", "wang.qiang", "emma.jones") if a != assignee)
+
+        # Too early: refused (the ticket is not accepted yet); the same id is kept for later.
+        early = {"type": "start_work", "command_id": "early-start"}
+        sent = await agent.post(f"/api/tickets/{number}/commands", json=early)
+        assert sent.status_code == 202, sent.text
+        refused = await world.decided(agent, "early-start")
+        assert (refused["status"], refused["reason"]) == ("refused", "illegal_transition")
 
         # Accepted: the ticket changes, and the command says so.
         sent = await agent.post(f"/api/tickets/{number}/commands", json={"type": "accept"})
@@ -207,6 +232,15 @@ async def test_commands_go_to_dispatch_in_the_callers_name_and_their_decisions_c
             f"/api/tickets/{number}/commands", json={"type": "accept", "command_id": command_id}
         )
         assert (again.status_code, again.json()["command_id"]) == (202, command_id)
+        # ... with another command under it: refused, nothing sent.
+        other_body = {"type": "add_note", "note": "hello", "command_id": command_id}
+        reused = await agent.post(f"/api/tickets/{number}/commands", json=other_body)
+        assert (reused.status_code, reused.json()["code"]) == (422, "command_id_reused")
+        # A refused one sent again is evaluated anew: now that the ticket is accepted, applied.
+        again = await agent.post(f"/api/tickets/{number}/commands", json=early)
+        assert again.status_code == 202, again.text
+        assert (await world.decided(agent, "early-start"))["status"] == "accepted"
+        assert (await agent.get(f"/api/tickets/{number}")).json()["status"] == "in_progress"
 
         # Agent commands: the agent's own shift.
         off = await agent.post(f"/api/agents/{assignee}/commands", json={"type": "go_off_shift"})
@@ -324,7 +358,7 @@ async def test_commands_go_to_dispatch_in_the_callers_name_and_their_decisions_c
         }
         for case, (response, status, code) in cases.items():
             assert (response.status_code, response.json()["code"]) == (status, code), case
-        assert (await agent.get(f"/api/tickets/{number}")).json()["status"] == "accepted"
+        assert (await agent.get(f"/api/tickets/{number}")).json()["status"] == "in_progress"
 
         # Reclassify, like every ticket command: triage was wrong, the read model follows.
         sent = await agent.post(
