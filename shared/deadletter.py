@@ -142,6 +142,9 @@ def dead_letter_topics(consumed: Iterable[str]) -> list[str]:
     return [dlq_topic(t) for t in consumed if not t.endswith(DLQ_SUFFIX)]
 
 
+NOT_REPUBLISHED = "a dead letter's dead letter: kept here, never published (no .dlq.dlq topic)"
+
+
 class DeadLetters:
     """Records dead letters in the consuming service's schema, and publishes them afterwards."""
 
@@ -174,11 +177,17 @@ class DeadLetters:
     ) -> None:
         """Write the dead letter in the caller's transaction; :meth:`wake` the publisher once it
         commits. The row is unique per (consumer, topic, partition, offset): recording the same
-        record again (a redelivery) updates it, and does not publish it a second time."""
+        record again (a redelivery) updates it, and does not publish it a second time.
+
+        A dead letter's own dead letter (a record of a ``.dlq`` topic its reader failed on) is
+        kept here and never published, as one refused for good (:data:`NOT_REPUBLISHED`): there
+        is no ``.dlq.dlq`` topic to take it."""
+        now = await self.clock.now(conn)
         await conn.execute(
             f"INSERT INTO {self.schema}.dead_letters "
             '(consumer, topic, partition, "offset", key, value, headers, reason, error, attempts, '
-            "publish_due) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+            "publish_due, publish_error) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) "
             'ON CONFLICT (consumer, topic, partition, "offset") DO UPDATE '
             "SET reason = excluded.reason, error = excluded.error, attempts = excluded.attempts, "
             "recorded_at = now(), replayed_at = NULL",
@@ -192,7 +201,7 @@ class DeadLetters:
             reason,
             _text(scrub(error))[:8000],
             attempts,
-            await self.clock.now(conn),
+            *((None, NOT_REPUBLISHED) if record.topic.endswith(DLQ_SUFFIX) else (now, None)),
         )
 
     def wake(self) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from services import SERVICES
 from services.console.journal import Journal
 from services.dispatch import events as dispatch
 from services.intake import events as intake
@@ -21,7 +22,9 @@ from services.sla import events as sla
 from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
 from shared.database import Connection
 from shared.deadletter import Record, dead_letter_topics
+from shared.events import EARLIEST, plausible
 from shared.projection import Projection, checkpoint_all
+from shared.text import tidy_line
 from shared.unit_of_work import UnitOfWork
 
 CHANGES = "console_changes"
@@ -92,6 +95,18 @@ class DeadLetter:
     at: datetime
 
 
+def _moment(value: str | int | None) -> datetime | None:
+    """A dead letter's time (ISO text, or Kafka's milliseconds) if it is a plausible one."""
+    try:
+        if isinstance(value, str):
+            return plausible(datetime.fromisoformat(value))
+        if value is not None:
+            return plausible(datetime.fromtimestamp(value / 1000, UTC))
+    except (ValueError, OverflowError, OSError):
+        pass
+    return None
+
+
 class DeadLetterFeed(Subscription[DeadLetter]):
     """Every ``<topic>.dlq`` of a consumed topic: who dead-lettered what, and why. A record is
     taken as it is (never refused: a dead letter's dead letter would go nowhere)."""
@@ -105,16 +120,15 @@ class DeadLetterFeed(Subscription[DeadLetter]):
     patience_ms = 500
 
     def decode(self, record: Record) -> DeadLetter:
-        consumer = record.header("dlq_consumer") or "?"
-        try:
-            at = datetime.fromisoformat(record.header("dlq_time") or "")
-        except ValueError:
-            at = datetime.fromtimestamp((record.timestamp_ms or 0) / 1000, UTC)
+        """Whatever the headers hold: text the database can keep (no NUL), a service of this
+        system (else ``?``), and a time a calendar can hold — the header's, else the record's."""
+        consumer = tidy_line(record.header("dlq_consumer") or "?")
+        service = consumer.split(".", 1)[0]
         return DeadLetter(
-            service=consumer.split(".", 1)[0][:60],
+            service=service if service in SERVICES else "?",
             consumer=consumer[:120],
-            reason=(record.header("dlq_reason") or "?")[:60],
-            at=at,
+            reason=tidy_line(record.header("dlq_reason") or "?")[:60],
+            at=_moment(record.header("dlq_time")) or _moment(record.timestamp_ms) or EARLIEST,
         )
 
     def message_id(self, message: DeadLetter, record: Record) -> str:

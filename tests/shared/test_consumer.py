@@ -14,7 +14,7 @@ import pytest
 
 from services.intake.events import TicketReceived
 from shared.database import Connection, connect
-from shared.deadletter import list_dead_letters, replay_dead_letter
+from shared.deadletter import NOT_REPUBLISHED, Record, list_dead_letters, replay_dead_letter
 from shared.events import EVENTS
 from shared.local.ports import free_port
 from shared.settings import Settings
@@ -550,3 +550,33 @@ async def test_a_header_that_is_not_text_loses_neither_its_record_nor_the_rest_o
 
         await eventually(applied, lambda n: n == 10, what="all ten commands, odd headers too")
         assert (await service.readiness())["consumers"]
+
+
+@pytest.mark.asyncio
+async def test_a_dead_letters_own_dead_letter_is_kept_and_never_published(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """A reader of a ``.dlq`` topic that fails on a record: the row is kept, as one refused for
+    good, and no ``.dlq.dlq`` topic is written (production creates none)."""
+    await kafka.create(probe.COMMANDS, probe.EVENTS)
+    service = probe.build(settings, port=0, tally=False)
+    async with running(service):
+        letter = Record(f"{settings.topic(probe.COMMANDS)}.dlq", 0, 7, b"k", b"{}", ())
+        async with service.pool.acquire() as conn:
+            await service.dead_letters.record(
+                conn, letter, consumer="probe.dead-letters", reason="x", error="boom", attempts=5
+            )
+        await service.dead_letters.publish_due(service.pool)
+        row = await service.pool.fetchrow(
+            "SELECT published_at, publish_due, publish_attempts, publish_error FROM dead_letters"
+        )
+    assert row is not None
+    assert dict(row) == {
+        "published_at": None,
+        "publish_due": None,
+        "publish_attempts": 0,
+        "publish_error": NOT_REPUBLISHED,
+    }
+    # Nothing was sent there (the embedded broker would have made the topic on the first send).
+    with pytest.raises(TimeoutError, match="does not exist"):
+        await kafka.records_so_far(f"{probe.COMMANDS}.dlq.dlq", timeout=2)
