@@ -208,7 +208,7 @@ class CommandVerifier:
         try:
             text = signing_input.decode("ascii")
             header = json.loads(_unb64(text.partition(".")[0]))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # deep JSON: no header either
             raise Unauthenticated(f"{TOKEN_HEADER} is not a token's header.payload") from None
         kid = header.get("kid") if isinstance(header, dict) else None
         key = self.ring.get(kid) if isinstance(kid, str) else None

@@ -30,6 +30,13 @@ _ISO = re.compile(
 
 def parse_duration(value: Any) -> timedelta:
     """Read a duration from text ("1h30m", "PT90M"), a number of seconds, or a timedelta."""
+    try:
+        return _parse(value)
+    except OverflowError:
+        raise ValueError(f"duration {value!r} is longer than any clock can count") from None
+
+
+def _parse(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):

@@ -48,9 +48,23 @@ Check = Callable[[M], list[tuple[tuple[int | str, ...], str]]]
 """More rules, that need more than the file (settings): each problem's field path and message."""
 
 
+MAX_POLICY_BYTES = 4 * 1024 * 1024
+"""A policy file is written by hand: larger than this, it is not one (``/dev/zero`` would read
+for ever)."""
+
+
+def read_policy_file(path: Path) -> bytes:
+    """A policy file's bytes (:class:`PolicyError` when too large; OSError when unreadable)."""
+    with path.open("rb") as file:
+        content = file.read(MAX_POLICY_BYTES + 1)
+    if len(content) > MAX_POLICY_BYTES:
+        raise PolicyError(str(path), [f"larger than {MAX_POLICY_BYTES // 1024 // 1024} MiB"])
+    return content
+
+
 def load_policy(path: Path, model: type[M], check: Check[M] | None = None) -> tuple[M, str]:
     """Read and validate a policy file; return the model and its version."""
-    content = path.read_bytes()
+    content = read_policy_file(path)
     return parse_policy(content, model, source=str(path), check=check), policy_version(content)
 
 

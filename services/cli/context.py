@@ -21,6 +21,10 @@ from shared.settings import Settings
 console = Console(highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
+MAX_DAYS = 36_600
+"""The longest look back a ``--days`` option takes (a century): more is no date a report can
+start from."""
+
 
 def plain_row(table: Table, *cells: str | Text) -> None:
     """A table row of data, shown as it is: never read as rich markup, for customers write

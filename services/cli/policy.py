@@ -34,6 +34,7 @@ from shared.policyfile import (
     adoptions,
     load_policy,
     parse_policy,
+    read_policy_file,
 )
 from shared.settings import Settings
 
@@ -67,7 +68,7 @@ def check(
 
 def _score_triage(policy: Policy, path: Path, require: float | None) -> None:
     try:
-        cases = parse_policy(path.read_bytes(), TriageCases, source=str(path))
+        cases = parse_policy(read_policy_file(path), TriageCases, source=str(path))
     except (OSError, PolicyError) as error:
         problems = error.problems if isinstance(error, PolicyError) else [str(error)]
         console.print(f"[bold red]{path} is not a set of triage cases:[/]")

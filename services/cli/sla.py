@@ -14,7 +14,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from services.cli.context import connected, console, database_settings, fail, plain_row, run_async
+from services.cli.context import (
+    MAX_DAYS,
+    connected,
+    console,
+    database_settings,
+    fail,
+    plain_row,
+    run_async,
+)
 from services.dispatch import queries as dispatch
 from services.policy import Policy, policy_schedule
 from services.policy.sla import DEFAULT_SATISFACTION
@@ -26,7 +34,9 @@ app = typer.Typer(help="Service levels: how the desk keeps its targets.", no_arg
 
 @app.command()
 def report(
-    days: Annotated[int, typer.Option(help="Outcomes of the last N days.", min=1)] = 7,
+    days: Annotated[
+        int, typer.Option(help="Outcomes of the last N days.", min=1, max=MAX_DAYS)
+    ] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Compliance per metric, group and day; mean first-response and handling time; at risk;
@@ -98,7 +108,9 @@ def _csat(result: sla.SlaReport) -> None:
 @app.command("what-if")
 def what_if(
     proposed: Annotated[Path, typer.Argument(help="The proposed policy YAML.")],
-    days: Annotated[int, typer.Option(help="Outcomes of the last N days.", min=1)] = 7,
+    days: Annotated[
+        int, typer.Option(help="Outcomes of the last N days.", min=1, max=MAX_DAYS)
+    ] = 7,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Compliance per metric, group and day had PROPOSED been in force, beside the actual

@@ -4,7 +4,7 @@ requests) acts with; ``desk keys generate``: a fresh key ring for a deployment."
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import typer
@@ -54,6 +54,8 @@ def issue(
         ring = KeyRing.from_settings(settings)
     except (ValueError, KeyRingError) as error:
         raise fail(str(error)) from None
+    if lifetime <= timedelta(0):
+        raise fail("--ttl must be longer than zero: a token valid for no time is of no use")
     if lifetime > settings.token_max_ttl:
         raise fail(
             f"--ttl is longer than DESK_TOKEN_MAX_TTL ({format_duration(settings.token_max_ttl)})"

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services.cli.context import connected, console, database_settings, plain_row, run_async
+from services.cli.context import (
+    MAX_DAYS,
+    connected,
+    console,
+    database_settings,
+    plain_row,
+    run_async,
+)
 from services.dispatch import queries as dispatch
 from services.intake import queries as intake
 from shared.clock import service_now
@@ -20,7 +27,9 @@ app = typer.Typer(help="Triage: how its rules fare.", no_args_is_help=True)
 
 @app.command()
 def review(
-    days: Annotated[int, typer.Option(help="Tickets triaged in the last N days.", min=1)] = 30,
+    days: Annotated[
+        int, typer.Option(help="Tickets triaged in the last N days.", min=1, max=MAX_DAYS)
+    ] = 30,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """Per rule: tickets it decided, how many agents corrected (and to what), and the words

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
+from typer.testing import CliRunner
 
+from services.cli import app as desk
 from services.dispatch.events import SatisfactionRecorded, TicketResponded
 from services.sla.app import build as sla
 from shared.settings import Settings
@@ -121,3 +123,20 @@ async def test_the_report_counts_met_breached_and_at_risk(
 async def _sample(name: str, labels: dict[str, str] | None = None) -> float | None:
     """A gauge of this process's registry (the sla service runs in the test's process)."""
     return REGISTRY.get_sample_value(name, labels or {})
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sla", "report", "--days", "99999999"],
+        ["sla", "report", "--days", "99999999999999999999"],
+        ["sla", "what-if", "policy.yaml", "--days", "99999999"],
+        ["triage", "review", "--days", "999999999"],
+    ],
+)
+def test_a_look_back_past_the_calendar_is_an_argument_error(command: list[str]) -> None:
+    result = CliRunner().invoke(desk, command)
+    assert result.exit_code == 2, result.output
+    assert "--days" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -77,3 +77,10 @@ def test_keys_generate_prints_a_strong_ring_for_every_issuer() -> None:
     ring = KeyRing.parse(result.output)
     assert ring.problems() == []
     assert {k.issuer for k in ring} == set(key_issuers())
+
+
+@pytest.mark.parametrize("ttl", ["0", "0s", "0d"])
+def test_a_token_valid_for_no_time_is_refused(keys: KeyRing, ttl: str) -> None:
+    code, output = issue("li.na", "--ttl", ttl)
+    assert code == 1
+    assert "--ttl must be longer than zero" in output

@@ -70,6 +70,16 @@ def test_desk_policy_check_reports_valid_and_invalid_files(tmp_path: Path) -> No
     )
     assert bad.returncode == 1
     assert f"{broken}:10: triage.rules[1].when.priorities[0]" in bad.stdout
+    # A file without end (or a huge one) is read no further than a policy can be long.
+    endless = subprocess.run(
+        [DESK, "policy", "check", "/dev/zero"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert endless.returncode == 1
+    assert "larger than 4 MiB" in endless.stdout
 
 
 @pytest.mark.unit

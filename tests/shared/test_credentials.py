@@ -161,6 +161,13 @@ def test_a_command_proves_its_token_without_carrying_it() -> None:
             value,
         ),
         "garbage": ([(TOKEN_HEADER, b"\xff"), (PROOF_HEADER, b"x")], value),
+        "a header nested 50,000 deep": (
+            [
+                (TOKEN_HEADER, base64.urlsafe_b64encode(b"[" * 50_000).rstrip(b"=") + b".e30"),
+                (PROOF_HEADER, b"AAAA"),
+            ],
+            value,
+        ),
     }
     accepted = [n for n, (hs, v) in refused.items() if not _refused(authenticate_command, hs, v)]
     assert accepted == []

@@ -42,6 +42,12 @@ def test_bad_durations_say_how_to_write_one(bad: object) -> None:
         parse_duration(bad)
 
 
+@pytest.mark.parametrize("huge", ["99999999999999999999d", "P99999999999999999999D", 1e300])
+def test_a_duration_past_what_a_clock_counts_is_an_error_not_an_overflow(huge: object) -> None:
+    with pytest.raises(ValueError, match="longer than any clock can count"):
+        parse_duration(huge)
+
+
 def test_the_error_names_the_accepted_forms() -> None:
     with pytest.raises(ValueError, match=r"e\.g\. 45s, 30m, 4h"):
         parse_duration("soon")
