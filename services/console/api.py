@@ -48,6 +48,7 @@ from services.console.stream import ChangeStream
 from services.console.visibility import NotAPerson, Viewer, viewer
 from services.intake.contract import Reason
 from services.policy import Policy
+from services.vocabulary import Complexity
 from shared.credentials import Credential, Unauthenticated
 from shared.database import Connection
 from shared.logging import get_logger
@@ -366,7 +367,7 @@ def _routes(console: Console) -> APIRouter:
         customer: Annotated[
             str | None, Query(max_length=200, description="Customer id, email or phone.")
         ] = None,
-        complexity: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
+        complexity: Annotated[list[Complexity], Query()] = [],  # noqa: B006
         sla: Annotated[list[SlaState], Query()] = [],  # noqa: B006
         q: Annotated[str | None, Query(max_length=200, description="Text in the subject.")] = None,
         limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE)] = 50,

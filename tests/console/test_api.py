@@ -158,6 +158,11 @@ async def test_tickets_queues_and_agents_each_as_the_callers_role_may_see_them(
                 422,
                 "invalid_request",
             ),
+            "an unknown complexity": (
+                await operator.get("/api/tickets", params={"complexity": "bogus"}),
+                422,
+                "invalid_request",
+            ),
             "an unknown route": (await operator.get("/api/nothing"), 404, "not_found"),
         }
         for case, (response, status, code) in cases.items():
