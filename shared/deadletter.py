@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -142,6 +142,9 @@ def dead_letter_topics(consumed: Iterable[str]) -> list[str]:
     return [dlq_topic(t) for t in consumed if not t.endswith(DLQ_SUFFIX)]
 
 
+Sealing = Callable[[list[tuple[str, bytes]], bytes], list[tuple[str, bytes]]]
+"""Headers sealing a dead letter as published (its headers, its value)."""
+
 NOT_REPUBLISHED = "a dead letter's dead letter: kept here, never published (no .dlq.dlq topic)"
 
 
@@ -156,9 +159,17 @@ class DeadLetters:
     """Headers a dead letter cut to fit keeps whole: the original record's too, up to this."""
 
     def __init__(
-        self, producer: AIOKafkaProducer, schema: str, clock: Clock, settings: Settings
+        self,
+        producer: AIOKafkaProducer,
+        schema: str,
+        clock: Clock,
+        settings: Settings,
+        seal: Sealing | None = None,
     ) -> None:
         self.producer = producer
+        self.seal = seal
+        """What seals each dead letter as this service's (:func:`shared.provenance.seal_dead_letter`
+        with its key), so a reader can tell it from a forged one; None: published unsealed."""
         self.schema = identifier(schema)
         self.service = schema
         self.clock = clock
@@ -272,6 +283,8 @@ class DeadLetters:
             headers.append(("dlq_truncated", str(size).encode()))
             key = key[:1024] if key else key
             value = value[: max(0, limit - record_size(key, b"", headers) - 1024)]
+        if self.seal is not None:
+            headers += self.seal(headers, value)
         await (await self.producer.send(dlq_topic(row["topic"]), value, key, headers=headers))
 
     async def _settle(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from shared.deadletter import Reason, Record
 from shared.events import Envelope
@@ -62,6 +62,46 @@ def seal(key: Key, value: bytes) -> list[tuple[str, bytes]]:
         (KID_HEADER, key.kid.encode()),
         (SEAL_HEADER, base64.urlsafe_b64encode(digest).rstrip(b"=")),
     ]
+
+
+DEAD_LETTER_KID = "dlq_kid"
+DEAD_LETTER_SEAL = "dlq_seal"
+_DEAD_LETTER_SEALED = (
+    "dlq_consumer",
+    "dlq_reason",
+    "dlq_time",
+    "dlq_topic",
+    "dlq_partition",
+    "dlq_offset",
+)
+"""What a dead letter's seal covers, beside its value: who dead-lettered what, why and when."""
+
+
+def _dead_letter_input(headers: Iterable[tuple[str, bytes]], value: bytes) -> bytes:
+    found = dict(headers)
+    return b"\0".join(found.get(name, b"") for name in _DEAD_LETTER_SEALED) + b"\0" + value
+
+
+def seal_dead_letter(
+    key: Key, headers: Iterable[tuple[str, bytes]], value: bytes
+) -> list[tuple[str, bytes]]:
+    """The headers that make a dead letter (its ``dlq_*`` headers and value, as published) one
+    ``key``'s issuer wrote: what counts dead letters per service can tell a forged one."""
+    digest = hmac.digest(key.secret, _dead_letter_input(headers, value), hashlib.sha256)
+    return [
+        (DEAD_LETTER_KID, key.kid.encode()),
+        (DEAD_LETTER_SEAL, base64.urlsafe_b64encode(digest).rstrip(b"=")),
+    ]
+
+
+def dead_letter_writer(keys: KeyRing, record: Record) -> str | None:
+    """The service whose key sealed this dead letter; None when unsealed or the seal is wrong."""
+    kid, found = record.header(DEAD_LETTER_KID), dict(record.headers).get(DEAD_LETTER_SEAL)
+    key = keys.get(kid) if kid is not None else None
+    if key is None or found is None:
+        return None
+    expected = seal_dead_letter(key, record.headers, record.value)[1][1]
+    return key.issuer if hmac.compare_digest(expected, found) else None
 
 
 class Provenance:

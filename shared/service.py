@@ -52,7 +52,7 @@ from shared.logging import configure_logging, get_logger
 from shared.migrations import Migration, check_migrated, kernel_migrations
 from shared.privileges import role_problems
 from shared.projection import Log, Projection, catch_up
-from shared.provenance import Provenance, catalogue
+from shared.provenance import Provenance, catalogue, seal_dead_letter
 from shared.relay import Relay
 from shared.retention import purge_processed
 from shared.settings import Settings
@@ -253,7 +253,14 @@ class Service:
             settings, client_id=f"servicedesk-{self.name}-relay", max_batch_size=256 * 1024
         )
         await self._producer.start()
-        self._dead_letters = DeadLetters(self._producer, self.schema, self.clock, settings)
+        own_key = self.keys.signing_key(self.name)
+        self._dead_letters = DeadLetters(
+            self._producer,
+            self.schema,
+            self.clock,
+            settings,
+            seal=partial(seal_dead_letter, own_key) if own_key is not None else None,
+        )
         async with self.pool.acquire() as conn:
             for projection in self.projections:
                 await catch_up(conn, self.log, projection)

@@ -52,7 +52,10 @@ def build(settings: Settings) -> Service:
         description="The people's side: an HTTP API for agent desks, the live dashboard, the "
         "customers' survey page, and the HTTP channel for customers' requests (POST /requests).",
         publishes={},
-        subscriptions=[PublicEvents(journal, read_models), DeadLetterFeed()],
+        subscriptions=[
+            PublicEvents(journal, read_models),
+            DeadLetterFeed(KeyRing.from_settings(own)),
+        ],
         projections=read_models,
         log=journal,
         workers=[stream_changes, keep_in_force(policy), forget_keys(own)],

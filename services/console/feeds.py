@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from services import SERVICES
 from services.console.journal import Journal
 from services.dispatch import events as dispatch
 from services.intake import events as intake
@@ -23,7 +22,9 @@ from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
 from shared.database import Connection
 from shared.deadletter import Record, dead_letter_topics
 from shared.events import EARLIEST, plausible
+from shared.keys import KeyRing
 from shared.projection import Projection, checkpoint_all
+from shared.provenance import dead_letter_writer
 from shared.text import tidy_line
 from shared.unit_of_work import UnitOfWork
 
@@ -93,6 +94,37 @@ class DeadLetter:
     consumer: str
     reason: str
     at: datetime
+    origin: tuple[str, int, int] | None = None
+    """The dead-lettered record (topic, partition, offset) of one the console says it wrote
+    itself: unsealed (the console holds no key), so checked against its own table."""
+
+
+def _origin(record: Record) -> tuple[str, int, int] | None:
+    try:
+        topic = record.header("dlq_topic") or ""
+        return (
+            topic,
+            int(record.header("dlq_partition") or ""),
+            int(record.header("dlq_offset") or ""),
+        )
+    except ValueError:
+        return None
+
+
+async def _written_here(
+    conn: Connection, claims: Sequence[DeadLetter]
+) -> set[tuple[str, tuple[str, int, int]]]:
+    """Which of these dead letters the console's own table holds."""
+    rows = await conn.fetch(
+        'SELECT consumer, topic, partition, "offset" FROM dead_letters '
+        'WHERE (consumer, topic, partition, "offset") IN (SELECT * FROM unnest($1::text[], '
+        "$2::text[], $3::int[], $4::bigint[]))",
+        [c.consumer for c in claims],
+        [c.origin[0] for c in claims if c.origin],
+        [c.origin[1] for c in claims if c.origin],
+        [c.origin[2] for c in claims if c.origin],
+    )
+    return {(r[0], (r[1], r[2], r[3])) for r in rows}
 
 
 def _moment(value: str | int | None) -> datetime | None:
@@ -107,6 +139,9 @@ def _moment(value: str | int | None) -> datetime | None:
     return None
 
 
+CONSOLE = "console"
+
+
 class DeadLetterFeed(Subscription[DeadLetter]):
     """Every ``<topic>.dlq`` of a consumed topic: who dead-lettered what, and why. A record is
     taken as it is (never refused: a dead letter's dead letter would go nowhere)."""
@@ -119,22 +154,39 @@ class DeadLetterFeed(Subscription[DeadLetter]):
     # topics as often as the tickets' cost the embedded broker a third of its idle CPU.
     patience_ms = 500
 
+    def __init__(self, keys: KeyRing) -> None:
+        self.keys = keys
+
     def decode(self, record: Record) -> DeadLetter:
-        """Whatever the headers hold: text the database can keep (no NUL), a service of this
-        system (else ``?``), and a time a calendar can hold — the header's, else the record's."""
+        """Whatever the headers hold: text the database can keep (no NUL), the service that
+        sealed it (:func:`~shared.provenance.dead_letter_writer`; else ``?``: anyone can write to
+        a topic of the embedded broker), and a time a calendar can hold — the header's, else the
+        record's."""
         consumer = tidy_line(record.header("dlq_consumer") or "?")
-        service = consumer.split(".", 1)[0]
+        claimed = consumer.split(".", 1)[0]
+        writer = dead_letter_writer(self.keys, record)
+        origin = _origin(record) if claimed == CONSOLE and writer is None else None
         return DeadLetter(
-            service=service if service in SERVICES else "?",
+            service=claimed if claimed == writer or origin is not None else "?",
             consumer=consumer[:120],
             reason=tidy_line(record.header("dlq_reason") or "?")[:60],
             at=_moment(record.header("dlq_time")) or _moment(record.timestamp_ms) or EARLIEST,
+            origin=origin,
         )
 
     def message_id(self, message: DeadLetter, record: Record) -> str:
         return f"dead-letter:{record.coordinates}"
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[DeadLetter]]) -> None:
+        claims = [m.message for m in messages if m.message.origin is not None]
+        if claims:  # the console's own: a row of its dead_letters, or not the console's
+            mine = await _written_here(uow.conn, claims)
+            messages = [
+                m
+                if m.message.origin is None or (m.message.consumer, m.message.origin) in mine
+                else replace(m, message=replace(m.message, service="?"))
+                for m in messages
+            ]
         await uow.conn.executemany(
             'INSERT INTO dead_letters_seen (service, consumer, topic, partition, "offset", reason, '
             "recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",

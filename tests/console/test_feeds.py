@@ -1,6 +1,7 @@
-"""The console's dead-letter feed takes every record of the ``.dlq`` topics as it is: whatever
-its headers say, it is counted — under a service of this system or ``?``, at a time a calendar
-can hold — and none is refused (a dead letter's dead letter would go nowhere)."""
+"""The console's dead-letter feed takes every record of the ``.dlq`` topics as it is, and counts
+each under the service that sealed it — ``?`` when none did (anyone can write to a topic of a
+broker without ACLs) — at a time a calendar can hold; none is refused (a dead letter's dead
+letter would go nowhere)."""
 
 from __future__ import annotations
 
@@ -9,53 +10,70 @@ from datetime import UTC, datetime
 import pytest
 
 from services import build_service
+from shared.keys import KeyRing
+from shared.provenance import seal_dead_letter
 from shared.settings import Settings
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
 from tests.support.waiting import eventually
 
+DLQ = "requests.incoming.dlq"
 HOSTILE = {
     "the calendar's end": [("dlq_time", b"9999-12-31T23:59:59-14:00")],
     "the calendar's start": [("dlq_time", b"0001-01-01T00:00:00+14:00")],
     "no time zone": [("dlq_time", b"2026-12-01T15:24:24")],
     "a NUL in the consumer": [("dlq_consumer", b"int\x00ake.requests")],
-    "a service of no one": [("dlq_consumer", b"mallory.requests")],
+    "the console's name, not its letter": [("dlq_consumer", b"console.public-events")],
+    "the console's name and a letter it never wrote": [
+        ("dlq_consumer", b"console.public-events"),
+        ("dlq_topic", b"intake.events"),
+        ("dlq_partition", b"0"),
+        ("dlq_offset", b"5"),
+    ],
 }
 
 
+def headers(**given: bytes) -> list[tuple[str, bytes]]:
+    found = {"dlq_consumer": b"intake.requests", "dlq_reason": b"undecodable", **given}
+    return list(found.items())
+
+
 @pytest.mark.asyncio
-async def test_forged_dead_letter_headers_are_counted_soberly_and_none_is_dead_lettered(
+async def test_dead_letters_count_under_the_service_that_sealed_them_at_a_plausible_time(
     settings: Settings,
 ) -> None:
     kafka = KafkaProbe(settings)
     console = build_service("console", settings)
+    intake_key = KeyRing.from_settings(settings).signing_key("intake")
+    assert intake_key is not None
     try:
         async with running(console):
             sent_at = datetime.now(UTC)
-            for n, headers in enumerate(HOSTILE.values()):
-                defaults = {"dlq_consumer": b"intake.requests", "dlq_reason": b"undecodable"}
-                given = dict(headers)
+            for n, given in enumerate(HOSTILE.values()):  # unsealed: anyone's
                 await kafka.publish(
-                    "requests.incoming.dlq",
-                    b"{}",
-                    key=f"k{n}",
-                    headers=[*{**defaults, **given}.items()],
-                    partition=0,
+                    DLQ, b"{}", key=f"k{n}", headers=headers(**dict(given)), partition=0
                 )
+            # Sealed by intake, with a time past the calendar: intake's, at the record's time.
+            sealed = headers(dlq_time=b"9999-12-31T23:59:59-14:00")
+            sealed += seal_dead_letter(intake_key, sealed, b"{}")
+            await kafka.publish(DLQ, b"{}", key="sealed", headers=sealed, partition=0)
+            # ... and the same seal on another value: no one's.
+            await kafka.publish(DLQ, b"{ }", key="resealed", headers=sealed, partition=0)
+            # The console's own dead letter (a record it cannot read): the console's.
+            await kafka.publish("intake.events", b"{not json", key="poison")
             rows = await eventually(
                 lambda: console.pool.fetch(
-                    "SELECT service, consumer, recorded_at FROM dead_letters_seen "
-                    "WHERE topic LIKE '%requests.incoming.dlq' ORDER BY \"offset\""
+                    "SELECT service, consumer, topic, recorded_at FROM dead_letters_seen "
+                    'ORDER BY topic, "offset"'
                 ),
-                lambda found: len(found) == len(HOSTILE),
+                lambda found: len(found) == len(HOSTILE) + 3,
                 what="every dead letter counted",
             )
-            failed = await console.pool.fetchval("SELECT count(*) FROM dead_letters")
-        assert [r["service"] for r in rows] == ["intake", "intake", "intake", "?", "?"]
-        assert rows[3]["consumer"] == "int\ufffdake.requests"
+        assert [r["service"] for r in rows] == ["console", *["?"] * 6, "intake", "?"]
+        assert rows[0]["topic"].endswith("intake.events.dlq")
+        assert rows[4]["consumer"] == "int\ufffdake.requests"
         # A time no calendar holds, or one without its zone: when the broker took the record.
-        for row in rows[:3]:
+        for row in [*rows[1:4], rows[7]]:
             assert abs((row["recorded_at"] - sent_at).total_seconds()) < 60, row
-        assert failed == 0  # nothing failed: nothing for a .dlq.dlq topic
     finally:
         await kafka.close()

@@ -16,7 +16,9 @@ from services.intake.events import TicketReceived
 from shared.database import Connection, connect
 from shared.deadletter import NOT_REPUBLISHED, Record, list_dead_letters, replay_dead_letter
 from shared.events import EVENTS
+from shared.keys import KeyRing
 from shared.local.ports import free_port
+from shared.provenance import dead_letter_writer
 from shared.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.support import probe
@@ -182,6 +184,9 @@ async def test_bad_bytes_go_straight_to_the_dead_letter_topic_and_the_consumer_g
             "undecodable",
         ]
         assert all(r.header("dlq_attempts") == "1" for r in [*commands_dlq, *events_dlq])
+        # Sealed as the probe's: what counts dead letters per service can tell them from forgeries.
+        ring = KeyRing.from_settings(settings)
+        assert {dead_letter_writer(ring, r) for r in [*commands_dlq, *events_dlq]} == {"probe"}
 
         async def good() -> int:
             return await count(service.pool, "SELECT count(*) FROM applied WHERE counter = 'g'")
