@@ -104,6 +104,16 @@ def dead_letter_writer(keys: KeyRing, record: Record) -> str | None:
     return key.issuer if hmac.compare_digest(expected, found) else None
 
 
+def sealed_by(keys: KeyRing, record: Record) -> str | None:
+    """The issuer whose key sealed ``record``'s value (``desk_kid``, ``desk_seal``, as
+    :func:`seal` makes them); None when unsealed, under an unknown key, or the seal is wrong."""
+    kid, found = record.header(KID_HEADER), dict(record.headers).get(SEAL_HEADER)
+    key = keys.get(kid) if kid is not None else None
+    if key is None or found is None:
+        return None
+    return key.issuer if hmac.compare_digest(seal(key, record.value)[1][1], found) else None
+
+
 class Provenance:
     """Checks each consumed event against the catalogue and its seal."""
 

@@ -21,6 +21,8 @@ from services.dispatch.events import FollowUpRequested
 from services.intake.contract import Refusal, read_request
 from shared.consumer import ConsumerRunner, EventSubscription
 from shared.events import new_event_id
+from shared.keys import KeyRing
+from shared.provenance import seal
 from shared.service import Service
 from shared.settings import Settings
 from tests.dispatch.support import triaged
@@ -149,8 +151,13 @@ async def valid_message(runner: ConsumerRunner[Any], topic: str, kafka: KafkaPro
         await kafka.publish(logical, value, headers=headers, partition=0)
         return lambda s, _: _claimed(s, name, f"command:system:{command_id}")
     if logical == "notify.deliveries":
-        notice = {"notice_key": "no-such-notice"}
-        sent = await kafka.publish(logical, notice, key="no-such-notice", partition=0)
+        notice = json.dumps({"notice_key": "no-such-notice"}).encode()
+        notify_key = KeyRing.from_settings(kafka.settings).signing_key("notify")
+        assert notify_key is not None
+        sealed = seal(notify_key, notice)  # a replay is one notify dead-lettered
+        sent = await kafka.publish(
+            logical, notice, key="no-such-notice", headers=sealed, partition=0
+        )
         return lambda s, _: _claimed(s, name, f"replay:{topic}/0/{sent.offset}")
     ticket = triaged(1)
     if name == "intake.follow_ups":  # it reads past every other type of dispatch.events

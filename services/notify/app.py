@@ -24,9 +24,10 @@ def build(settings: Settings) -> Service:
     policy = policy_schedule(own)
     keys = KeyStore(own)
     deliverer = Deliverer(policy, own, keys)
+    ring = KeyRing.from_settings(own)
     survey = SurveyLinks(
         own.notify_console_url,
-        KeyRing.from_settings(own).issuer_of("customers"),
+        ring.issuer_of("customers"),
         own.token_max_ttl,
     )
 
@@ -39,7 +40,7 @@ def build(settings: Settings) -> Service:
         port=own.notify_port,
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
         publishes=PUBLISHES,
-        subscriptions=[NoticeTriggers(policy, survey, keys), Replays()],
+        subscriptions=[NoticeTriggers(policy, survey, keys), Replays(ring)],
         workers=[
             deliver_notices,
             every(own.notify_report_interval, refresh_gauges),

@@ -37,6 +37,7 @@ from shared.keystore import KeyStore
 from shared.logging import get_logger
 from shared.personal import keys_for
 from shared.policyfile import PolicySchedule
+from shared.provenance import seal
 from shared.scheduling import backoff, sleep_until_due
 from shared.unit_of_work import UnitOfWork
 
@@ -251,13 +252,17 @@ async def _dead_letter(
         "template": delivery.template,
         "reason": reason,
     }
+    value = json.dumps(body, ensure_ascii=False).encode()
+    key = service.keys.signing_key(service.name)
+    # Sealed as notify's: a replay (`desk dlq replay` keeps the headers) is taken only so.
+    sealed = tuple(seal(key, value)) if key is not None else ()
     record = Record(
         topic=service.settings.topic(DELIVERIES_TOPIC),
         partition=0,
         offset=delivery.id,
         key=delivery.notice_key.encode(),
-        value=json.dumps(body, ensure_ascii=False).encode(),
-        headers=(("ce_subject", delivery.ticket_id.encode()),),
+        value=value,
+        headers=(("ce_subject", delivery.ticket_id.encode()), *sealed),
     )
     await service.dead_letters.record(
         conn,

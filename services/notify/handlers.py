@@ -34,10 +34,12 @@ from services.policy import Policy
 from services.sla import events as sla
 from shared.consumer import Delivered, EventSubscription, Inbound, Rejected, Subscription
 from shared.deadletter import Reason, Record
+from shared.keys import KeyRing
 from shared.keystore import KeyStore
 from shared.logging import get_logger
 from shared.personal import keys_for
 from shared.policyfile import PolicySchedule
+from shared.provenance import sealed_by
 from shared.unit_of_work import UnitOfWork
 
 log = get_logger(__name__)
@@ -202,6 +204,9 @@ class ReplayedNotice(BaseModel):
     notice_key: str
 
 
+NOTIFY = "notify"
+
+
 class Replays(Subscription[str]):
     """Dead-lettered notices an operator replayed (``desk dlq replay``): send them again.
 
@@ -216,6 +221,9 @@ class Replays(Subscription[str]):
     written_by = "operator"
     payload: Any = ReplayedNotice
 
+    def __init__(self, keys: KeyRing) -> None:
+        self.keys = keys
+
     def decode(self, record: Record) -> str:
         try:
             replayed = ReplayedNotice.model_validate_json(record.value)
@@ -227,6 +235,12 @@ class Replays(Subscription[str]):
         if record.key is None or record.key.decode("utf-8", "replace") != replayed.notice_key:
             raise Rejected(
                 Reason.SCHEMA_INVALID, "a replayed notice needs its notice key as record key"
+            )
+        if sealed_by(self.keys, record) != NOTIFY:
+            raise Rejected(
+                Reason.UNAUTHENTICATED,
+                "a replayed notice is one notify dead-lettered, with its seal (desk dlq replay "
+                "keeps it); this one has none that holds",
             )
         return replayed.notice_key
 
