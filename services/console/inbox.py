@@ -8,9 +8,12 @@ request: here the console is the channel, and a client's word for it would let a
 a ticket's SLA clocks days ago, breached and escalated at once). A body naming either is refused
 (422 ``unknown_field``). It is published to ``requests.incoming`` and answered once the broker
 has it. What intake would refuse is refused here, with intake's reason code, before anything is
-published: 422 (unreadable JSON 400; a body over ``console_max_body`` 413, before it is read), a
-``reply_to_ticket`` the console never saw included. Email is not served here (422
-``channel_not_served``): its message ids and threads are the email adapter's.
+published: 422 (unreadable JSON 400; a body over ``console_max_body`` 413, before it is read).
+Only ``web`` and ``api`` are served here (422 ``channel_not_served``): email, phone and chat have
+adapters of their own. A reply names its conversation in ``in_reply_to`` (the id the first
+request was answered with), never a ticket number: ``reply_to_ticket`` is 422
+``reply_by_conversation`` — a web form vouches for no address, so a number and the customer's
+e-mail would reply to anyone's ticket.
 
 Who may post: a channel client's token, subject ``channel:<name>`` (``desk token issue
 channel:webform``); an agent's or customer's token is 403. That subject — never the body — keys
@@ -27,7 +30,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, get_args
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -50,6 +53,7 @@ from services.intake.contract import (
     read_document,
     validate_request,
 )
+from services.vocabulary import Channel
 from shared.credentials import Unauthenticated
 from shared.database import Connection
 from shared.durations import format_duration
@@ -64,6 +68,11 @@ TAKEN = Counter(
     ["outcome", "reason"],
 )
 CHANNEL_NOT_SERVED = "channel_not_served"
+SERVED = ("web", "api")
+"""The channels this adapter is: a web form's or an API client's. Email, phone and chat have
+adapters of their own, which know their senders and threads (a web form's token posting as
+``phone`` would make a caller out of any number)."""
+REPLY_BY_CONVERSATION = "reply_by_conversation"
 IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
 TOO_MANY_REQUESTS = "too_many_requests"
 FILLED_IN = {
@@ -138,7 +147,7 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
             )
             if claim is not None and (known := await _known(conn, claim)) is not None:
                 return _accepted(*known, replayed=True)
-            shaped, filled = await _shape(conn, document, now)
+            shaped, filled = _shape(document, now)
             try:
                 known = await _publish(conn, service.producer, topic, shaped, filled, claim, now)
             except (TimeoutError, OSError, KafkaError) as error:
@@ -215,20 +224,32 @@ def _document(body: bytes) -> dict[str, Any]:
     for name, why in FILLED_IN.items():
         if name in document:
             _refuse(Refusal(Reason.UNKNOWN_FIELD, name, why))
-    if document.get("channel") == "email":
+    channel = document.get("channel")
+    if channel in get_args(Channel) and channel not in SERVED:  # an unknown one: intake's code
         _refuse(
             Refusal(
                 CHANNEL_NOT_SERVED,
                 "channel",
-                "email comes in through the email adapter (its message ids and threads)",
+                f"{channel} comes in through its own adapter; this one serves "
+                + " and ".join(SERVED),
+            )
+        )
+    if document.get("reply_to_ticket") is not None:
+        # A web form vouches for no address: naming a ticket and its customer's e-mail would
+        # reply to (and reopen) anyone's. The conversation id the first request was answered
+        # with — unguessable, known to that customer's client alone — is the proof.
+        _refuse(
+            Refusal(
+                REPLY_BY_CONVERSATION,
+                "reply_to_ticket",
+                "a reply names its conversation: in_reply_to with the channel_message_id the "
+                "first request was answered with, not a ticket number",
             )
         )
     return document
 
 
-async def _shape(
-    conn: Connection, document: dict[str, Any], now: datetime
-) -> tuple[Request, dict[str, Any]]:
+def _shape(document: dict[str, Any], now: datetime) -> tuple[Request, dict[str, Any]]:
     """The request intake will read, as a model and as the document to publish, or the reason
     intake would refuse it (422): received now, by the console's clock, with a fresh id."""
     filled = {
@@ -239,9 +260,6 @@ async def _shape(
     checked = validate_request(filled)
     if isinstance(checked, Refusal):
         _refuse(checked)
-    number = checked.reply_to_ticket
-    if number and not await conn.fetchval("SELECT true FROM tickets WHERE number = $1", number):
-        _refuse(Refusal(Reason.UNKNOWN_REPLY_TICKET, "reply_to_ticket", f"no ticket {number}"))
     return checked, filled
 
 

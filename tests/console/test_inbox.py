@@ -92,8 +92,18 @@ HOSTILE: list[tuple[str, dict[str, Any] | bytes, int, str]] = [
         422,
         "unknown_field",
     ),
-    ("no such ticket", web_request(reply_to_ticket="REQ-2026-999999"), 422, "unknown_reply_ticket"),
-    ("not a number", web_request(reply_to_ticket="ticket 7"), 422, "invalid_ticket_number"),
+    # A web form vouches for no address: a reply names its conversation, never a ticket.
+    (
+        "a ticket number",
+        web_request(reply_to_ticket="REQ-2026-000001"),
+        422,
+        "reply_by_conversation",
+    ),
+    ("not a number", web_request(reply_to_ticket="ticket 7"), 422, "reply_by_conversation"),
+    *[
+        (f"posting as {channel}", web_request(channel=channel), 422, "channel_not_served")
+        for channel in ("email", "phone", "chat")
+    ],
 ]
 
 

@@ -106,7 +106,7 @@ async def test_a_whole_conversation_by_the_http_channel_each_reply_published_onc
             # The agent's question, and the customer's answer through the form.
             await kafka.ticket_command(owner, number, "respond", message="Which tray do you use?")
             question = (await form.heard(2))[1]
-            await form.post("Re: Printer jams", "Tray 2.", reply_to_ticket=number)
+            await form.post("Re: Printer jams", "Tray 2.", in_reply_to=[form.conversation])
             told = await eventually(
                 lambda: _async(agent_notices(http, owner, "customer_reply")),
                 lambda found: len(found) >= 1,
@@ -120,7 +120,7 @@ async def test_a_whole_conversation_by_the_http_channel_each_reply_published_onc
             )
             resolution = (await form.heard(3))[2]
             await form.post(
-                "Re: Printer jams", "Still broken: it jams again.", reply_to_ticket=number
+                "Re: Printer jams", "Still broken: it jams again.", in_reply_to=[form.conversation]
             )
             [reopened] = await kafka.await_records(DISPATCH, of_type("reopened"))
             await kafka.ticket_command(
