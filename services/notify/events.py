@@ -82,6 +82,10 @@ MAIL_DOMAIN = "servicedesk"
 _MAIL_TICKET = re.compile(r"^<?[0-9a-f]{24}\.([A-Za-z0-9-]{1,40})@" + MAIL_DOMAIN + r">?$")
 
 
+NOTICE_HEADER = "X-Desk-Notice"
+"""The header every notice's email carries (its notice key): a mail holding it is one of ours."""
+
+
 def mail_message_id(notice_key: str, number: str) -> str:
     """The ``Message-ID`` of a notice's email: stable for the notice (a resend carries the same
     id, so receivers drop the repeat) and naming its ticket, so that a reply's ``In-Reply-To`` /

@@ -15,7 +15,7 @@ from email.header import Header
 from email.mime.text import MIMEText
 from email.utils import formatdate
 
-from services.notify.events import mail_message_id
+from services.notify.events import NOTICE_HEADER, mail_message_id
 from services.notify.storage import Delivery
 
 LINE = 78
@@ -38,7 +38,7 @@ def compose(sender: str, notice: Delivery, subject: str) -> bytes:
         headers += [("In-Reply-To", notice.thread.split()[-1]), ("References", notice.thread)]
     headers += [
         ("X-Auto-Response-Suppress", "All"),  # no out-of-office answers to notices
-        ("X-Desk-Notice", notice.notice_key),
+        (NOTICE_HEADER, notice.notice_key),
         ("X-Desk-Ticket", notice.number),
         ("Content-Language", notice.language),
     ]

@@ -17,7 +17,7 @@ import re
 from email.message import Message
 from email.utils import getaddresses
 
-from services.notify.events import ticket_of_mail
+from services.notify.events import NOTICE_HEADER, ticket_of_mail
 
 MAX_KEY_CHARS = 200
 """A channel message id is at most this long (the contract); longer Message-IDs are hashed."""
@@ -37,10 +37,15 @@ class Loop:
     BULK_PRECEDENCE = "bulk_precedence"
     AUTO_REPLY = "auto_reply"
     BOUNCE = "bounce"
+    OWN_NOTICE = "own_notice"
+    """One of servicedesk's own notices come back (a forwarding mailbox, an auto-forward):
+    read as a request it would open a ticket whose acknowledgement comes back in turn."""
 
 
 def automatic(message: Message, envelope_sender: str | None) -> str | None:
     """The reason a mail was sent by a machine (:class:`Loop`), or None for a person's."""
+    if message.get(NOTICE_HEADER) is not None or ticket_of_mail(str(message.get("Message-ID", ""))):
+        return Loop.OWN_NOTICE
     submitted = str(message.get("Auto-Submitted", "")).split(";")[0].strip().lower()
     if submitted and submitted != "no":
         return Loop.AUTO_SUBMITTED

@@ -193,6 +193,17 @@ def test_automatic_mail_is_never_a_request(
     assert isinstance(found, Unread) and found.reason == reason
 
 
+def test_one_of_our_own_notices_come_back_is_never_a_request() -> None:
+    """A mailbox forwarding everything back to the desk: read as a request, each notice would
+    open a ticket whose acknowledgement came back in turn, for ever."""
+    forwarded = mail("We received your request.", message_id=ACK, X_Desk_Notice="ack:1")
+    assert read(forwarded).reason == Loop.OWN_NOTICE
+    headers_stripped = mail("We received your request.", message_id=ACK)
+    assert read(headers_stripped).reason == Loop.OWN_NOTICE
+    # The customer's answer to it is theirs: it names the notice, it is not the notice.
+    assert isinstance(read(mail("Thanks!", In_Reply_To=ACK)), dict)
+
+
 def test_a_person_saying_auto_submitted_no_and_a_delivery_report_type() -> None:
     assert isinstance(read(mail(Auto_Submitted="no")), dict)
     report = mail()
