@@ -27,6 +27,7 @@ from services.intake.mail.rules import automatic, message_key, references, ticke
 
 CHANNEL = "email"
 NO_SENDER = "no_sender"
+AMBIGUOUS_SENDER = "ambiguous_sender"
 UNREADABLE = "unreadable_mail"
 _TRUNCATED = "\n[… shortened by the email adapter]"
 _QUOTE_HEADER = re.compile(
@@ -64,6 +65,10 @@ def _read(
     key = _key(message, raw)
     if reason := automatic(message, envelope_sender):
         return Unread(reason, "an automatic message: recorded, never a request", key)
+    if len(_mailboxes(_raw_from(message))) > 1:
+        # "victim@example.com <attacker@evil.com>": read as the first, checked by DMARC as the
+        # second. Whose it is cannot be told, so it is no one's.
+        return Unread(AMBIGUOUS_SENDER, "From names more than one address", key)
     name, address = _sender(message, envelope_sender)
     if not address:
         return Unread(NO_SENDER, "no sender address in From or the envelope", key)
@@ -101,10 +106,26 @@ def _key(message: Message, raw: bytes) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def _sender(message: Message, envelope_sender: str | None) -> tuple[str, str]:
-    for name, address in getaddresses([str(message.get("From", ""))]):
+def _mailboxes(header: str) -> list[tuple[str, str]]:
+    """The distinct addresses a ``From`` value names (a display name repeating its address is
+    one)."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, address in getaddresses([header]):
         if "@" in address:
-            return (name.strip() or address.split("@")[0]), address.strip().lower()
+            found.setdefault(address.strip().lower(), (name.strip(), address.strip().lower()))
+    return list(found.values())
+
+
+def _raw_from(message: Message) -> str:
+    """``From`` as it came: the parsed header keeps one address of ``a@b <c@d>``."""
+    raw = next((str(v) for k, v in message.raw_items() if k.lower() == "from"), "")
+    return re.sub(r"\r?\n[ \t]", " ", raw)
+
+
+def _sender(message: Message, envelope_sender: str | None) -> tuple[str, str]:
+    if senders := _mailboxes(str(message.get("From", ""))):
+        name, address = senders[0]
+        return (name or address.split("@")[0]), address
     if envelope_sender and "@" in envelope_sender:
         address = envelope_sender.strip("<> ").lower()
         return address.split("@")[0], address

@@ -193,6 +193,20 @@ def test_automatic_mail_is_never_a_request(
     assert isinstance(found, Unread) and found.reason == reason
 
 
+def test_a_from_naming_two_addresses_is_no_ones() -> None:
+    """``victim@example.com <attacker@evil.com>``: the parser reads the first, DMARC checks the
+    second (the attacker's own domain passes), so the mail would pass as the victim's reply."""
+    raw = mail("send the secret", sender="attacker@evil.com").as_bytes()
+    raw = raw.replace(b"From: attacker@evil.com", b"From: victim@example.com <attacker@evil.com>")
+    forged = read(raw)
+    assert isinstance(forged, Unread) and forged.reason == "ambiguous_sender"
+    # A display name repeating its own address is one address.
+    assert read(mail(sender='"wang.fang@example.com" <wang.fang@example.com>'))["customer"] == {
+        "name": "wang.fang@example.com",
+        "email": "wang.fang@example.com",
+    }
+
+
 def test_one_of_our_own_notices_come_back_is_never_a_request() -> None:
     """A mailbox forwarding everything back to the desk: read as a request, each notice would
     open a ticket whose acknowledgement came back in turn, for ever."""
