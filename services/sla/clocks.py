@@ -249,11 +249,15 @@ class SlaClock(BaseModel):
         return [ClockPaused(**ids, at=at, elapsed_s=self.elapsed_at(at))]
 
     def resume(self, at: datetime, cause_event_id: str) -> list[EventData]:
+        """Run again from ``at`` — or from the clock's start, if that is later (a request
+        received a few minutes ahead of intake's clock, paused and resumed before then): a
+        pause never brings a deadline forward."""
         if not self.open or self.running_since is not None:
             return []
-        deadline = self.business.add(at, max(0.0, self.target_s - self.elapsed_s))
+        since = max(at, self.started_at)
+        deadline = self.business.add(since, max(0.0, self.target_s - self.elapsed_s))
         ids = {**self._ids(), "cause_event_id": cause_event_id}
-        return [ClockResumed(**ids, at=at, elapsed_s=self.elapsed_s, deadline=deadline)]
+        return [ClockResumed(**ids, at=since, elapsed_s=self.elapsed_s, deadline=deadline)]
 
     def fulfil(self, at: datetime, by: str, cause_event_id: str) -> list[EventData]:
         if not self.open:
@@ -267,7 +271,7 @@ class SlaClock(BaseModel):
             due = self.deadline or at
             events.append(ClockBreached(**ids, **who, due_at=due, target_s=self.target_s))
             late = True
-        wall = (at - self.started_at).total_seconds()
+        wall = max(0.0, (at - self.started_at).total_seconds())  # met before it started: 0
         events.append(
             ClockMet(
                 **ids, **who, at=at, elapsed_s=elapsed, wall_s=wall, late=late, fulfilled_by=by

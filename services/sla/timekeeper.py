@@ -112,9 +112,11 @@ class Timekeeper:
             self._updated(facts, update, at, event_id)
         match event:
             case dispatch.TicketAssigned():
+                self._left_waiting(facts, at, event_id)
                 self._answer(facts, event.group_id, event.agent_id)
                 self._start(facts, "assigned", at, event_id)
             case dispatch.TicketQueued():
+                self._left_waiting(facts, at, event_id)
                 self._answer(facts, event.group_id, None)
             case dispatch.TicketReassigned():
                 self._answer(facts, event.to_group, None)
@@ -132,13 +134,9 @@ class Timekeeper:
             case dispatch.FindingsProvided():
                 self._fulfil(facts, "findings_provided", at, event_id)
             case dispatch.WaitingForCustomer():
-                facts.waiting = True
-                for clock in self._open(facts):
-                    self._emit(facts, clock, clock.pause(at, event_id))
+                self._began_waiting(facts, at, event_id)
             case dispatch.TicketResumed():
-                facts.waiting = False
-                for clock in self._open(facts):
-                    self._emit(facts, clock, clock.resume(at, event_id))
+                self._left_waiting(facts, at, event_id)
             case dispatch.TicketReopened():
                 facts.waiting = False
                 self._reopened(facts, at, event_id)
@@ -153,6 +151,23 @@ class Timekeeper:
                     self._emit(facts, clock, clock.stop(at, "ticket_closed", event_id))
             case _:
                 pass
+
+    def _began_waiting(self, facts: ClockFacts, at: datetime, event_id: str) -> None:
+        """The ticket waits for its customer: the clocks that pause then stop counting."""
+        facts.waiting = True
+        for clock in self._open(facts):
+            self._emit(facts, clock, clock.pause(at, event_id))
+
+    def _left_waiting(self, facts: ClockFacts, at: datetime, event_id: str) -> None:
+        """The ticket no longer waits for its customer: the clocks its question paused run
+        again. The customer's reply says so (``TicketResumed``), and so does a waiting ticket
+        handed on — escalated, reassigned, flagged — to be assigned or queued anew (dispatch's
+        state is then ``assigned`` or ``queued``: nobody waits for the customer any longer)."""
+        if not facts.waiting:
+            return
+        facts.waiting = False
+        for clock in self._open(facts):
+            self._emit(facts, clock, clock.resume(at, event_id))
 
     def forget(self) -> None:
         """Let go of every ticket and clock (a replay goes on to the next ticket)."""

@@ -11,6 +11,7 @@ from services.dispatch.events import (
     FindingsProvided,
     SpecialistRequested,
     TicketAssigned,
+    TicketEscalated,
     TicketReopened,
     TicketResolved,
     TicketResponded,
@@ -180,6 +181,45 @@ def test_waiting_for_the_customer_pauses_the_resolution_clock() -> None:
     world.on(TicketResolved(**ids(), agent_id="ann", resolution="done"), minutes(2880 + 60))
     [met] = world.events(ClockMet, "resolution")
     assert (met.late, met.elapsed_s) == (False, 2 * 3600)
+
+
+def test_a_waiting_ticket_handed_to_a_supervisor_runs_its_paused_clocks_again() -> None:
+    """Escalated while waiting, the ticket is assigned anew: nobody waits for the customer any
+    longer, so the resolution clock counts again (it stayed paused until the next question's
+    answer, if any ever came)."""
+    world = World()
+    world.on(classified(1), T0)
+    world.on(assigned(1), T0)
+    world.on(WorkStarted(**ids(), agent_id="ann"), minutes(10))
+    world.on(WaitingForCustomer(**ids(), agent_id="ann", question="?"), minutes(60))
+    assert world.clock(1, "resolution").deadline is None  # paused
+    world.on(
+        TicketEscalated(
+            **ids(), level=1, cause="agent", actor="ann", from_group="front-line", to_group=None
+        ),
+        minutes(120),
+    )
+    world.on(assigned(1, agent="zoe"), minutes(120))
+    # 1 h counted before the question, 23 h left from the hand-over.
+    assert world.clock(1, "resolution").deadline == minutes(120 + 23 * 60)
+
+
+def test_a_pause_never_brings_a_deadline_forward() -> None:
+    """A request received five minutes ahead of intake's clock (the bound allows it), asked a
+    question and answered at once: the clock runs from its start, not from the answer."""
+    world = World()
+    ahead = minutes(5)
+    world.on(classified(1, received_at=ahead), T0)
+    world.on(assigned(1), T0)
+    before = world.clock(1, "resolution").deadline
+    assert before is not None
+    world.on(WorkStarted(**ids(), agent_id="ann"), minutes(1))
+    world.on(WaitingForCustomer(**ids(), agent_id="ann", question="?"), minutes(1))
+    world.on(TicketResumed(**ids(), cause="customer_replied", cause_event_id="x"), minutes(2))
+    assert world.clock(1, "resolution").deadline == before
+    world.on(TicketResolved(**ids(), agent_id="ann", resolution="done"), minutes(3))
+    [met] = world.events(ClockMet, "resolution")
+    assert (met.elapsed_s, met.wall_s) == (0, 0)
 
 
 def test_a_friday_evening_web_request_counts_business_minutes_only() -> None:
