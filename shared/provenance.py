@@ -96,22 +96,35 @@ def seal_dead_letter(
 
 def dead_letter_writer(keys: KeyRing, record: Record) -> str | None:
     """The service whose key sealed this dead letter; None when unsealed or the seal is wrong."""
-    kid, found = record.header(DEAD_LETTER_KID), dict(record.headers).get(DEAD_LETTER_SEAL)
-    key = keys.get(kid) if kid is not None else None
-    if key is None or found is None:
-        return None
-    expected = seal_dead_letter(key, record.headers, record.value)[1][1]
-    return key.issuer if hmac.compare_digest(expected, found) else None
+    return _sealer(
+        keys,
+        record,
+        DEAD_LETTER_KID,
+        DEAD_LETTER_SEAL,
+        lambda key: seal_dead_letter(key, record.headers, record.value),
+    )
 
 
 def sealed_by(keys: KeyRing, record: Record) -> str | None:
     """The issuer whose key sealed ``record``'s value (``desk_kid``, ``desk_seal``, as
     :func:`seal` makes them); None when unsealed, under an unknown key, or the seal is wrong."""
-    kid, found = record.header(KID_HEADER), dict(record.headers).get(SEAL_HEADER)
+    return _sealer(keys, record, KID_HEADER, SEAL_HEADER, lambda key: seal(key, record.value))
+
+
+def _sealer(
+    keys: KeyRing,
+    record: Record,
+    kid_header: str,
+    seal_header: str,
+    sealing: Callable[[Key], list[tuple[str, bytes]]],
+) -> str | None:
+    """The issuer of the key ``kid_header`` names, if its seal (``sealing``'s second header)
+    is the one ``seal_header`` holds."""
+    kid, found = record.header(kid_header), dict(record.headers).get(seal_header)
     key = keys.get(kid) if kid is not None else None
     if key is None or found is None:
         return None
-    return key.issuer if hmac.compare_digest(seal(key, record.value)[1][1], found) else None
+    return key.issuer if hmac.compare_digest(sealing(key)[1][1], found) else None
 
 
 class Provenance:

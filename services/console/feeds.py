@@ -99,30 +99,32 @@ class DeadLetter:
     itself: unsealed (the console holds no key), so checked against its own table."""
 
 
+_PARTITIONS, _OFFSETS = 2**31, 2**63
+"""What the console's table can hold of a partition (integer) and an offset (bigint)."""
+
+
 def _origin(record: Record) -> tuple[str, int, int] | None:
+    """The record a dead letter says it came from, if its headers name one that can be."""
     try:
-        topic = record.header("dlq_topic") or ""
-        return (
-            topic,
-            int(record.header("dlq_partition") or ""),
-            int(record.header("dlq_offset") or ""),
-        )
+        partition = int(record.header("dlq_partition") or "")
+        offset = int(record.header("dlq_offset") or "")
     except ValueError:
         return None
+    if not (0 <= partition < _PARTITIONS and 0 <= offset < _OFFSETS):
+        return None
+    return record.header("dlq_topic") or "", partition, offset
 
 
 async def _written_here(
     conn: Connection, claims: Sequence[DeadLetter]
 ) -> set[tuple[str, tuple[str, int, int]]]:
     """Which of these dead letters the console's own table holds."""
+    named = [(c.consumer, *c.origin) for c in claims if c.origin is not None]
     rows = await conn.fetch(
         'SELECT consumer, topic, partition, "offset" FROM dead_letters '
         'WHERE (consumer, topic, partition, "offset") IN (SELECT * FROM unnest($1::text[], '
         "$2::text[], $3::int[], $4::bigint[]))",
-        [c.consumer for c in claims],
-        [c.origin[0] for c in claims if c.origin],
-        [c.origin[1] for c in claims if c.origin],
-        [c.origin[2] for c in claims if c.origin],
+        *(list(column) for column in zip(*named, strict=True)),
     )
     return {(r[0], (r[1], r[2], r[3])) for r in rows}
 

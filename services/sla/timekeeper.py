@@ -161,7 +161,7 @@ class Timekeeper:
     def _left_waiting(self, facts: ClockFacts, at: datetime, event_id: str) -> None:
         """The ticket no longer waits for its customer: the clocks its question paused run
         again. The customer's reply says so (``TicketResumed``), and so does a waiting ticket
-        handed on — escalated, reassigned, flagged — to be assigned or queued anew (dispatch's
+        handed on — escalated or reassigned — to be assigned or queued anew (dispatch's
         state is then ``assigned`` or ``queued``: nobody waits for the customer any longer)."""
         if not facts.waiting:
             return

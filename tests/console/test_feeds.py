@@ -24,6 +24,12 @@ HOSTILE = {
     "no time zone": [("dlq_time", b"2026-12-01T15:24:24")],
     "a NUL in the consumer": [("dlq_consumer", b"int\x00ake.requests")],
     "the console's name, not its letter": [("dlq_consumer", b"console.public-events")],
+    "the console's name and an offset no table holds": [
+        ("dlq_consumer", b"console.public-events"),
+        ("dlq_topic", b"intake.events"),
+        ("dlq_partition", b"0"),
+        ("dlq_offset", b"99999999999999999999"),
+    ],
     "the console's name and a letter it never wrote": [
         ("dlq_consumer", b"console.public-events"),
         ("dlq_topic", b"intake.events"),
@@ -69,11 +75,14 @@ async def test_dead_letters_count_under_the_service_that_sealed_them_at_a_plausi
                 lambda found: len(found) == len(HOSTILE) + 3,
                 what="every dead letter counted",
             )
-        assert [r["service"] for r in rows] == ["console", *["?"] * 6, "intake", "?"]
+            failed = await console.pool.fetch("SELECT topic FROM dead_letters")
+        assert [r["service"] for r in rows] == ["console", *["?"] * 7, "intake", "?"]
         assert rows[0]["topic"].endswith("intake.events.dlq")
+        # The feed refused none: the console's one dead letter is the record it could not read.
+        assert [r["topic"] for r in failed] == [settings.topic("intake.events")]
         assert rows[4]["consumer"] == "int\ufffdake.requests"
         # A time no calendar holds, or one without its zone: when the broker took the record.
-        for row in [*rows[1:4], rows[7]]:
+        for row in [*rows[1:4], rows[8]]:
             assert abs((row["recorded_at"] - sent_at).total_seconds()) < 60, row
     finally:
         await kafka.close()
