@@ -51,4 +51,15 @@ class LifecycleEvents(EventSubscription):
             record = uow.caused_by(envelope)
             keeper.on(data, envelope.time, str(envelope.id), record)
         await storage.save_tickets(uow.conn, [facts[i] for i in keeper.changed])
+        await storage.note_partitions(uow.conn, _partitions(messages))
         await storage.save_scores(uow.conn, scores)
+
+
+def _partitions(messages: Sequence[Inbound[Delivered]]) -> dict[str, int]:
+    """Each ticket's partition (the timers wait until it is read past their due moment)."""
+    found = {}
+    for inbound in messages:
+        ticket_id = str(getattr(inbound.message.data, "ticket_id", ""))
+        if ticket_id:
+            found[ticket_id] = inbound.record.partition
+    return found

@@ -108,17 +108,42 @@ async def lock_clocks(conn: Connection, ticket_ids: Iterable[str]) -> dict[str, 
     return {clock.clock_id: clock for clock in found}
 
 
-async def claim_due(conn: Connection, now: datetime, limit: int) -> list[SlaClock]:
+async def note_partitions(conn: Connection, partitions: dict[str, int]) -> None:
+    """Remember on which partition each ticket's events arrive (written when it changes)."""
+    if not partitions:
+        return
+    await conn.execute(
+        "UPDATE tickets t SET read_partition = p.partition "
+        "FROM unnest($1::uuid[], $2::integer[]) AS p(ticket_id, partition) "
+        "WHERE t.ticket_id = p.ticket_id AND t.read_partition IS DISTINCT FROM p.partition",
+        list(partitions),
+        list(partitions.values()),
+    )
+
+
+async def claim_due(
+    conn: Connection, now: datetime, read_until: dict[int, datetime], limit: int
+) -> list[SlaClock]:
     """Clocks whose timer is due, locked; rows another instance holds are skipped.
 
-    Each comes with its ticket's current group and agent (they change without clock events).
+    A clock is due only once its ticket's events are read past its due moment (``read_until``
+    by partition; a ticket of unknown partition waits for all of them): an unread response
+    must fulfil it, not find it breached. Each comes with its ticket's current group and agent
+    (they change without clock events).
     """
+    floor = min(read_until.values(), default=None)
     rows = await conn.fetch(
         "SELECT c.state, t.group_id, t.agent_id FROM clocks c "
         "LEFT JOIN tickets t USING (ticket_id) "
-        "WHERE c.due_at <= $1 ORDER BY c.due_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED",
+        "WHERE c.due_at <= $1 AND c.due_at <= CASE WHEN t.read_partition IS NULL THEN $5 ELSE "
+        "(SELECT m.until FROM unnest($3::integer[], $4::timestamptz[]) AS m(partition, until) "
+        "WHERE m.partition = t.read_partition) END "
+        "ORDER BY c.due_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED",
         now,
         limit,
+        list(read_until),
+        list(read_until.values()),
+        floor,
     )
     claimed = []
     for state, group_id, agent_id in rows:

@@ -10,19 +10,24 @@ rows; a killed one's claims are released by its rolled-back transaction.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import TYPE_CHECKING
+import asyncio
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, NamedTuple
 
-from prometheus_client import Counter, Histogram
+from aiokafka.errors import KafkaError
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.sla import storage
+from services.sla.handlers import LifecycleEvents
 from services.sla.settings import SlaSettings
 from shared.faults import crash_point
 from shared.logging import get_logger
+from shared.readmarks import ReadMarks
 from shared.scheduling import sleep_until_due
 from shared.unit_of_work import Cause, UnitOfWork
 
 if TYPE_CHECKING:
+    from shared.database import Connection
     from shared.service import Service, Worker
 
 log = get_logger(__name__)
@@ -32,29 +37,85 @@ LATENESS = Histogram(
     "How long after its due time a timer fired.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+UNREAD = Gauge(
+    "desk_sla_unread_seconds",
+    "How far sla's reading of dispatch's events (its slowest partition) trails its clock, "
+    "beyond the read margin: timers due within it wait.",
+)
+
+
+HOLD_POLL = 0.05
+"""Seconds between rounds while sla reads behind its clock: due timers fire soon after it has
+caught up, for a few cheap queries a round."""
 
 
 def timer_worker(settings: SlaSettings) -> Worker:
     """The worker firing due timers, ``sla_timer_batch`` clocks a round."""
+    interval, limit, margin = (
+        settings.sla_timer_interval, settings.sla_timer_batch, settings.sla_read_margin
+    )  # fmt: skip
+
+    async def read_due(conn: Connection) -> datetime | None:
+        """When the next timer can fire: its due moment, once read past (plus the margin)."""
+        due = await storage.next_due(conn)
+        return None if due is None else due + margin
 
     async def fire_due_timers(service: Service) -> None:
-        """Run rounds until cancelled; sleep until the next timer, at most one poll interval."""
-        interval, limit = settings.sla_timer_interval, settings.sla_timer_batch
-        while True:
-            fired = await fire_round(service, limit)
-            if fired < limit:  # else a backlog: no sleep
-                await sleep_until_due(service.pool, service.clock, storage.next_due, interval)
+        """Run rounds until cancelled; sleep until the next timer can fire, at most one poll
+        interval (briefly while sla reads behind; a whole one while the broker is away)."""
+        [tickets] = [c for c in service.consumers if isinstance(c.subscription, LifecycleEvents)]
+        marks = ReadMarks(settings, tickets.topics[0], tickets.group_id, margin)
+        unreachable = False
+        try:
+            while True:
+                try:
+                    fired, behind = await fire_round(service, limit, marks)
+                except KafkaError as error:  # the broker is away: timers wait, said once
+                    if not unreachable:
+                        log.warning("timers wait: the broker does not say what sla has read",
+                                    error=repr(error))  # fmt: skip
+                    unreachable = True
+                    await asyncio.sleep(interval.total_seconds())
+                    continue
+                if unreachable:
+                    log.info("timers resume: the broker answers again")
+                unreachable = False
+                if fired >= limit:  # a backlog: no sleep
+                    continue
+                if behind:
+                    await asyncio.sleep(min(interval.total_seconds(), HOLD_POLL))
+                else:
+                    await sleep_until_due(service.pool, service.clock, read_due, interval)
+        finally:
+            await marks.close()
 
     return fire_due_timers
 
 
-async def fire_round(service: Service, limit: int) -> int:
-    """One transaction: claim due clocks, fire them. Returns how many clocks fired."""
-    async with service.pool.acquire() as conn, conn.transaction():
+class Round(NamedTuple):
+    fired: int
+    """Clocks fired."""
+    behind: bool
+    """sla has not read every partition up to this round (timers due then may wait)."""
+
+
+async def fire_round(service: Service, limit: int, marks: ReadMarks) -> Round:
+    """Claim due clocks whose tickets are read past their due moment and fire them, in one
+    transaction. Raises ``KafkaError`` while the broker is away."""
+    async with service.pool.acquire() as conn:
         now = await service.clock.now(conn)
-        clocks = await storage.claim_due(conn, now, limit)
+        due = await storage.next_due(conn)
+    if due is None or due > now:
+        return Round(0, behind=False)
+    read_until = await marks.read_until(now)
+    checkpoint = now - marks.margin
+    slowest = min(read_until.values(), default=None)
+    behind = slowest is None or slowest < checkpoint
+    UNREAD.set(0.0 if slowest is None else max(0.0, (checkpoint - slowest).total_seconds()))
+    async with service.pool.acquire() as conn, conn.transaction():
+        clocks = await storage.claim_due(conn, now, read_until, limit)
         if not clocks:
-            return 0
+            return Round(0, behind)
         uow = UnitOfWork(conn, service.store, now, service.projections)
         for clock in clocks:
             events = clock.fire(now)
@@ -70,4 +131,4 @@ async def fire_round(service: Service, limit: int) -> int:
         await uow.flush()
         crash_point("sla.timers.before_commit")
     log.debug("timers fired", clocks=len(clocks))
-    return len(clocks)
+    return Round(len(clocks), behind)

@@ -13,7 +13,7 @@ import pytest
 
 from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
-from services.dispatch.events import TicketClassified
+from services.dispatch.events import TicketClassified, TicketResponded
 from services.intake.app import build as intake
 from services.sla.app import build as sla
 from services.sla.report import build_report
@@ -282,3 +282,38 @@ async def test_after_a_restart_overdue_timers_fire_at_once_and_the_model_rebuild
     first = [c for c in report.compliance if c.metric == "first_response"]
     assert [(c.group_id, c.met, c.breached, c.ratio) for c in first] == [("front-line", 0, 5, 0.0)]
     assert report.tickets_breached_open == 5
+
+
+@pytest.mark.asyncio
+async def test_a_response_in_time_read_after_the_deadline_meets_the_clock(
+    driven: Settings, kafka: KafkaProbe
+) -> None:
+    """sla stopped while the agent answered at 29 minutes and starts again at 31: the timer
+    must wait for the consumer to read that answer, not breach and escalate first."""
+    time = DrivenTime(driven, "sla")
+    await time.set(T0)
+    ticket = classified(7)
+    async with running(sla(driven)):
+        await send_classified(kafka, ticket, T0)
+        await kafka.await_records(SLA_EVENTS, sla_kind("clock_started", metric="first_response"))
+    answer = TicketResponded(
+        ticket_id=ticket.ticket_id, number=ticket.number, agent_id="agent-1",
+        message="Use the reset link.", first_response=True,
+    )  # fmt: skip
+    await publish_event(
+        kafka,
+        "dispatch.events",
+        answer,
+        stream_id=f"ticket-{ticket.ticket_id}",
+        subject=ticket.ticket_id,
+        time=T0 + timedelta(minutes=29),
+    )
+    await time.set(T0 + timedelta(minutes=31))
+    async with running(sla(driven)):
+        [met] = await kafka.await_records(
+            SLA_EVENTS, sla_kind("clock_met", metric="first_response")
+        )
+        everything = await kafka.all_records(SLA_EVENTS, settle=2.0)
+    assert (data(met)["late"], data(met)["elapsed_s"]) == (False, 29 * 60)
+    fired = {kind for _, kind, _ in _fired(everything)}
+    assert not fired & {"clock_breached", "escalated"}, fired

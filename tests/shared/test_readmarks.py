@@ -1,0 +1,68 @@
+"""Read marks against a real broker: a partition is marked read up to a moment only once the
+group has committed every record published before it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from shared.kafka import client_options
+from shared.readmarks import ReadMarks
+from tests.support.kafka import KafkaProbe
+
+T1 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+MARGIN = timedelta(seconds=1)
+
+
+async def commit(kafka: KafkaProbe, group: str, offsets: dict[int, int]) -> None:
+    """Commit ``offsets`` for ``group`` as its consumer would after its transaction."""
+    topic = kafka.settings.topic("marks")
+    consumer = AIOKafkaConsumer(
+        **client_options(kafka.settings), group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in offsets]
+        consumer.assign(partitions)
+        await consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_partition_is_read_up_to_a_moment_once_its_records_then_are_committed(
+    kafka: KafkaProbe,
+) -> None:
+    await kafka.create("marks")
+    for partition, count in ((0, 3), (1, 2)):
+        for n in range(count):
+            await kafka.publish("marks", f"record {n}", partition=partition)
+    group = kafka.settings.topic("marks-reader")
+    marks = ReadMarks(kafka.settings, kafka.settings.topic("marks"), group, MARGIN)
+    try:
+        read = await marks.read_until(T1)
+        assert 0 not in read and 1 not in read  # nothing committed yet
+        assert all(at == T1 - MARGIN for at in read.values())  # the empty partitions
+        await commit(kafka, group, {0: 3, 1: 1})
+        await kafka.publish("marks", "record 3", partition=0)  # published after the checkpoint
+        read = await marks.read_until(T1 + timedelta(minutes=1))
+        assert read[0] == T1 - MARGIN  # read up to the first moment, not the second
+        assert 1 not in read  # one record published before it is still unread
+        await commit(kafka, group, {0: 4, 1: 2})
+        read = await marks.read_until(T1 + timedelta(minutes=2))
+        assert read[0] == read[1] == T1 + timedelta(minutes=2) - MARGIN
+    finally:
+        await marks.close()
+
+
+@pytest.mark.asyncio
+async def test_a_topic_the_broker_does_not_know_is_an_error_not_a_mark(kafka: KafkaProbe) -> None:
+    marks = ReadMarks(kafka.settings, kafka.settings.topic("never-created"), "nobody", MARGIN)
+    try:
+        with pytest.raises(KafkaError):
+            await marks.read_until(T1)
+    finally:
+        await marks.close()
