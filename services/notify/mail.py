@@ -37,7 +37,10 @@ def compose(sender: str, notice: Delivery, subject: str) -> bytes:
     if notice.thread:  # the customer's conversation: a reply finds its ticket by these
         headers += [("In-Reply-To", notice.thread.split()[-1]), ("References", notice.thread)]
     headers += [
-        ("X-Auto-Response-Suppress", "All"),  # no out-of-office answers to notices
+        # RFC 3834: made by a program, so no responder answers it (sieve/vacation read the
+        # first, Exchange the second); a reply a person writes still reaches intake.
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "All"),
         (NOTICE_HEADER, notice.notice_key),
         ("X-Desk-Ticket", notice.number),
         ("Content-Language", notice.language),

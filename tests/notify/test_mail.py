@@ -36,6 +36,7 @@ def by_the_email_package(notice: Delivery, subject: str) -> bytes:
     if notice.thread:
         message["In-Reply-To"] = notice.thread.split()[-1]
         message["References"] = notice.thread
+    message["Auto-Submitted"] = "auto-generated"
     message["X-Auto-Response-Suppress"] = "All"
     message["X-Desk-Notice"] = notice.notice_key
     message["X-Desk-Ticket"] = notice.number
@@ -75,3 +76,11 @@ def test_a_header_value_with_a_line_break_is_refused_as_before() -> None:
         by_the_email_package(notice, "s")
     with pytest.raises(HeaderParseError, match="embedded header"):
         compose(SENDER, notice, "s")
+
+
+def test_every_notice_says_it_was_made_by_a_program() -> None:
+    """RFC 3834: an out-of-office responder answers no notice (one that did would mail the
+    customer's absence back to the desk, once per notice)."""
+    message = email.message_from_bytes(compose(SENDER, NOTICE, "s"), policy=default)
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["X-Auto-Response-Suppress"] == "All"
