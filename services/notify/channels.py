@@ -72,8 +72,8 @@ class Channels:
     ~1.8 ms of CPU a request here against ~0.2 ms, and was most of notify's CPU in
     ``bench.notify``. It is configured as httpx was: the same TLS trust store and verification
     (``httpx.create_ssl_context``), at most ``notify_send_timeout`` a request, no redirects
-    followed, 8 connections kept alive up to 5 s, no proxy or credentials from the
-    environment."""
+    followed, a connection for each of the ``notify_concurrency`` sends in flight, kept alive up
+    to 5 s, no proxy or credentials from the environment."""
 
     def __init__(self, settings: NotifySettings, sender_name: str, sender_email: str) -> None:
         self.settings = settings
@@ -81,8 +81,12 @@ class Channels:
         self.sender_address = sender_email
         self.endpoints = EndpointRule.of(settings)
         self.http = aiohttp.ClientSession(
+            # A connection for every send in flight: the timeout counts from the pool, so
+            # sends queued behind a slow receiver's timed out unsent, or were sent twice.
             connector=aiohttp.TCPConnector(
-                limit=8, keepalive_timeout=5.0, ssl=httpx.create_ssl_context()
+                limit=settings.notify_concurrency,
+                keepalive_timeout=5.0,
+                ssl=httpx.create_ssl_context(),
             ),
             timeout=aiohttp.ClientTimeout(total=settings.notify_send_timeout.total_seconds()),
             trust_env=False,

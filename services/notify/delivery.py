@@ -1,7 +1,9 @@
 """The delivery worker: sends due notices, records each outcome, schedules retries.
 
-Each round claims due notices (a lease, committed before anything is sent) and sends them
-concurrently; answers are settled as they come, those that arrived together in one transaction:
+Up to ``notify_concurrency`` sends are in flight; as they answer, more due notices are claimed
+(a lease, committed before anything is sent), up to ``notify_batch`` in hand, so a receiver
+that hangs holds only its own sends until their timeout. Answers are settled as they come,
+those that arrived together in one transaction:
 sent (``NotificationSent``), retry later (exponential backoff with jitter: the row's ``due_at``
 moves, nothing waits), or failed for good (``NotificationFailed`` and a dead letter on
 ``notify.deliveries.dlq``). One recipient's failures never hold back another's notices.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +66,10 @@ class Deliverer:
         self.keys = keys
 
     async def run(self, service: Service) -> None:
+        """Send claimed notices ``notify_concurrency`` at a time and claim more as they
+        answer: a send that hangs holds its own slot until its timeout, never the others'
+        (rounds that waited for their slowest send held every notice behind one bad
+        receiver)."""
         settings = self.settings
         notifications = self.policy.in_force(await service.clock.now()).policy.notifications
         sender = notifications.sender if notifications else None
@@ -72,54 +78,85 @@ class Deliverer:
             sender.name if sender else "servicedesk",
             sender.email if sender else "desk@localhost",
         )
-        limit = asyncio.Semaphore(settings.notify_concurrency)
+        slots = asyncio.Semaphore(settings.notify_concurrency)
+        most = settings.notify_batch  # notices in hand: on the wire or waiting for a slot
+        enough = max(1, most // 2)  # claims stay batches
+        # A notice still waiting for a slot when its lease could end mid-send is left to the
+        # lease (sent after it, once) rather than risk a second copy.
+        patience = (settings.notify_lease - settings.notify_send_timeout).total_seconds()
         answered: asyncio.Queue[tuple[storage.Delivery, Outcome]] = asyncio.Queue()
         settler = asyncio.create_task(self._settle_forever(service, answered))
+        sending: set[asyncio.Task[None]] = set()
+        room_again = asyncio.Event()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            sending.discard(task)
+            if len(sending) <= most - enough:
+                room_again.set()
+
         try:
             while True:
                 if settler.done():
                     settler.result()  # it failed: raise, and the service restarts the worker
-                claimed, erased = await self._claim(service)
+                room = most - len(sending)
+                claimed, erased = await self._claim(service, room)
                 for delivery in erased:  # its customer was erased while it waited: never sent
                     answered.put_nowait((delivery, Permanent(ERASED_ERROR, ERASED_REASON)))
                 if claimed:
                     crash_point("notify.before_send")
-                    sends = (self._send(channels, limit, d, answered) for d in claimed)
-                    await _finish_on_stop(
-                        _round(sends, answered, settler), settings.notify_send_timeout
-                    )
-                elif erased:
-                    await _settled(answered, settler)
-                if len(claimed) + len(erased) < settings.notify_batch:
-                    await sleep_until_due(
+                until = asyncio.get_running_loop().time() + patience
+                for delivery in claimed:
+                    send = self._send(channels, slots, until, delivery, answered)
+                    task = asyncio.create_task(send)
+                    sending.add(task)
+                    task.add_done_callback(finished)
+                if len(claimed) + len(erased) == room:  # perhaps more due: claim on
+                    if len(sending) > most - enough:
+                        room_again.clear()
+                        await _first(room_again.wait(), settler)
+                else:
+                    waking = sleep_until_due(
                         service.pool, service.clock, storage.next_due, settings.notify_interval
                     )
+                    await _first(waking, settler)
+        except asyncio.CancelledError:
+            # Stopping: the sends on the wire are answered and recorded (up to one timeout),
+            # else a notice the channel accepted would stay leased and go again later.
+            await _drain(sending, answered, settler, settings.notify_send_timeout)
+            raise
         finally:
+            for task in sending:
+                task.cancel()
             settler.cancel()
-            await asyncio.gather(settler, return_exceptions=True)
+            await asyncio.gather(*sending, settler, return_exceptions=True)
             await channels.close()
 
     async def _claim(
-        self, service: Service
+        self, service: Service, limit: int
     ) -> tuple[list[storage.Delivery], list[storage.Delivery]]:
-        """Due notices leased and opened to send, and those whose customer was erased."""
-        settings = self.settings
+        """Up to ``limit`` due notices leased and opened to send, and those whose customer was
+        erased."""
+        if limit <= 0:
+            return [], []
         async with service.pool.acquire() as conn, conn.transaction():
             now = await service.clock.now(conn)
-            claimed = await storage.claim(
-                conn, now, now + settings.notify_lease, settings.notify_batch
-            )
+            claimed = await storage.claim(conn, now, now + self.settings.notify_lease, limit)
             keys = await keys_for(self.keys, conn, sealed_columns(claimed))
         return opened(claimed, keys)
 
     async def _send(
         self,
         channels: Channels,
-        limit: asyncio.Semaphore,
+        slots: asyncio.Semaphore,
+        until: float,
         delivery: storage.Delivery,
         answered: asyncio.Queue[tuple[storage.Delivery, Outcome]],
     ) -> None:
-        async with limit:
+        async with slots:
+            if asyncio.get_running_loop().time() > until:
+                log.warning("notice left to its lease: no send slot in time",
+                            notice=delivery.notice_key, channel=delivery.channel)  # fmt: skip
+                return
             outcome = await channels.send(delivery)
         crash_point("notify.after_send")
         OUTCOMES.labels(delivery.channel, type(outcome).__name__.lower()).inc()
@@ -207,38 +244,29 @@ async def _record(
         )
 
 
-async def _round(
-    sends: Iterable[Awaitable[None]], answered: asyncio.Queue[Any], settler: asyncio.Task[None]
-) -> None:
-    await asyncio.gather(*sends)
-    await _settled(answered, settler)
-
-
-async def _finish_on_stop(work: Coroutine[Any, Any, None], within: timedelta) -> None:
-    """Run a round; if the service stops meanwhile (the worker is cancelled), let it finish —
-    the sends in flight answered, their outcomes recorded — for up to ``within``, then stop.
-
-    Cancelled mid-round instead, a notice the channel accepted would stay leased and be sent
-    again when its lease ends: a graceful stop would cost what only a crash should.
-    """
-    round_ = asyncio.ensure_future(work)
+async def _first(waking: Coroutine[Any, Any, Any], settler: asyncio.Task[None]) -> None:
+    """Wait for ``waking`` unless the settler dies first."""
+    sleep = asyncio.ensure_future(waking)
     try:
-        await asyncio.shield(round_)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(round_, within.total_seconds())
-        raise
+        await asyncio.wait({sleep, settler}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleep.cancel()
 
 
-async def _settled(answered: asyncio.Queue[Any], settler: asyncio.Task[None]) -> None:
-    """Wait until every answer of the round is settled (before the next claim: the window in
-    which a sent notice is not yet recorded stays short); raise if the settler died."""
-    joined = asyncio.ensure_future(answered.join())
-    await asyncio.wait([joined, settler], return_when=asyncio.FIRST_COMPLETED)
-    if settler.done():
+async def _drain(
+    sending: set[asyncio.Task[None]],
+    answered: asyncio.Queue[Any],
+    settler: asyncio.Task[None],
+    within: timedelta,
+) -> None:
+    """On a stop: let the sends in flight answer and their outcomes be recorded, for up to
+    ``within`` (a send's own timeout) and one settling after it."""
+    with contextlib.suppress(Exception):
+        if sending:
+            await asyncio.wait(set(sending), timeout=within.total_seconds())
+        joined = asyncio.ensure_future(answered.join())
+        await asyncio.wait({joined, settler}, timeout=within.total_seconds())
         joined.cancel()
-        settler.result()
-        raise RuntimeError("the settler stopped")
 
 
 async def _dead_letter(

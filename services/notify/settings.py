@@ -63,6 +63,17 @@ class NotifySettings(Settings):
     )
 
     @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> Self:
+        # A lease ending while its send may still be answered lets the next claim send the
+        # notice again although the receiver took it.
+        if self.notify_lease <= self.notify_send_timeout:
+            raise ValueError(
+                f"notify_lease ({self.notify_lease}) must be longer than notify_send_timeout "
+                f"({self.notify_send_timeout}): a notice still being sent would go again"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sms_endpoint_allowed(self) -> Self:
         if self.notify_sms_endpoint is not None:
             try:

@@ -110,11 +110,14 @@ class Request:
 
 @dataclass
 class HttpReceiver:
-    """Records every POST; paths in ``failing`` always answer 500. With a ``folder`` each body
+    """Records every POST; paths in ``failing`` always answer 500, paths in ``slow`` answer
+    only after so many seconds (or once ``release`` is called). With a ``folder`` each body
     is also written there; ``keep=False`` keeps no copy in memory (for long runs)."""
 
     port: int
     failing: set[str] = field(default_factory=set)
+    slow: dict[str, float] = field(default_factory=dict)
+    released: threading.Event = field(default_factory=threading.Event)
     requests: list[Request] = field(default_factory=list)
     folder: Path | None = None
     keep: bool = True
@@ -131,6 +134,10 @@ class HttpReceiver:
     def all(self) -> list[Request]:
         with self._lock:
             return list(self.requests)
+
+    def release(self) -> None:
+        """Answer every slow request now, and the later ones at once."""
+        self.released.set()
 
 
 @contextmanager
@@ -153,6 +160,8 @@ def http_receiver(
                 if receiver.folder is not None:
                     receiver.folder.mkdir(parents=True, exist_ok=True)
                     (receiver.folder / f"{receiver.received:07d}.json").write_bytes(body)
+            if self.path in receiver.slow:
+                receiver.released.wait(receiver.slow[self.path])
             status = 500 if self.path in receiver.failing else 200
             self.send_response(status)
             self.send_header("content-length", "0")
@@ -167,5 +176,6 @@ def http_receiver(
     try:
         yield receiver
     finally:
+        receiver.release()
         server.shutdown()
         server.server_close()

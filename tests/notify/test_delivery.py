@@ -1,10 +1,15 @@
-"""The delivery worker on a graceful stop: notices already on the wire are answered and recorded
-before it ends, so none waits for its lease to be sent a second time."""
+"""The delivery worker: on a graceful stop, notices already on the wire are answered and
+recorded before it ends, so none waits for its lease to be sent a second time; a receiver that
+hangs, or is slow, holds back no other notice and gets none twice."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sized
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +18,12 @@ from aiosmtpd.controller import Controller
 from services.notify.app import build as notify
 from shared.database import connect
 from shared.local.ports import free_port
+from shared.local.sinks import http_receiver, smtp_server
 from shared.settings import Settings
-from tests.notify.test_notify import send_ticket
+from tests.notify.test_notify import EVENTS, data, kind, notify_settings, send_ticket
 from tests.support.kafka import KafkaProbe
-from tests.support.services import start
+from tests.support.services import running, start
+from tests.support.waiting import eventually
 
 
 class SlowMailServer:
@@ -58,3 +65,57 @@ async def test_a_graceful_stop_records_the_notices_it_was_sending(
         controller.stop()
     assert [(r["status"], r["attempts"]) for r in statuses] == [("sent", 1)]
     assert mail.accepted == 1
+
+
+async def _count(values: Callable[[], Sized]) -> int:
+    return len(values())
+
+
+@pytest.mark.asyncio
+async def test_a_hanging_webhook_holds_back_no_other_notice(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """li.na's receiver never answers within the send timeout; acknowledgements sent while
+    her notices hang go out at once, not after the timeout (rounds used to wait for their
+    slowest send)."""
+    with smtp_server() as smtp, http_receiver() as http:
+        http.slow["/agents/li.na"] = 60
+        desk = notify_settings(
+            settings, tmp_path, smtp, http, notify_send_timeout="20s", notify_lease="30s"
+        )
+        async with running(notify(desk)):
+            for n in range(1, 4):
+                await send_ticket(kafka, n, agent="li.na")
+            await eventually(lambda: _count(lambda: http.at("/agents/li.na")), lambda c: c == 3)
+            await eventually(lambda: _count(lambda: smtp.messages), lambda c: c == 3)
+            began = time.monotonic()
+            for n in range(10, 15):
+                await send_ticket(kafka, n)
+            await eventually(lambda: _count(lambda: smtp.messages), lambda c: c == 8, timeout=60)
+            waited = time.monotonic() - began
+            http.release()
+    assert waited < 10, f"acknowledgements waited {waited:.1f} s behind the hanging webhook"
+
+
+@pytest.mark.asyncio
+async def test_sends_waiting_for_a_connection_neither_time_out_nor_go_twice(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """Twenty webhooks to a receiver answering in 1.5 s, within a 4 s timeout: each is sent
+    once, at the first attempt (with 8 connections, the third eight timed out in the queue
+    and were sent again)."""
+    with smtp_server() as smtp, http_receiver() as http:
+        http.slow["/agents/wang.qiang"] = 1.5
+        desk = notify_settings(
+            settings, tmp_path, smtp, http, notify_send_timeout="4s", notify_lease="6s"
+        )
+        async with running(notify(desk)):
+            for n in range(1, 21):
+                await send_ticket(kafka, n, agent="wang.qiang")
+            sent = await kafka.await_records(
+                EVENTS, lambda r: kind("sent")(r) and data(r)["channel"] == "webhook", count=20
+            )
+            await kafka.all_records(EVENTS, settle=2.0)
+    keys = Counter(r.headers["idempotency-key"] for r in http.at("/agents/wang.qiang"))
+    assert len(keys) == 20 and set(keys.values()) == {1}, keys
+    assert {data(r)["attempts"] for r in sent} == {1}
