@@ -18,6 +18,7 @@ from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -152,6 +153,8 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         lang: str | None = None,
     ) -> Response:
         language = language_of(request, lang)
+        if cross_site(request):  # another site signing this browser in as someone else
+            return render("login.j2", language, status=403, refused=True)
         service = console.service
         async with service.pool.acquire() as conn:
             now = await service.clock.now(conn)
@@ -170,8 +173,10 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         )
         return response
 
-    @app.post("/logout", include_in_schema=False)
-    async def logout() -> RedirectResponse:
+    @app.post("/logout", include_in_schema=False, response_model=None)
+    async def logout(request: Request) -> Response:
+        if cross_site(request):
+            return Response(status_code=403)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
         return response
@@ -286,3 +291,16 @@ async def _record(
             return "refused", decided.reason
         await asyncio.sleep(0.1)
     return "pending", None
+
+
+def cross_site(request: Request) -> bool:
+    """A browser's form post from another site (login CSRF: the attacker's own token set as
+    the victim's cookie). Browsers say so in ``Sec-Fetch-Site``, older ones in ``Origin``;
+    a client that sends neither is no browser carrying someone's cookies."""
+    fetched_from = request.headers.get("sec-fetch-site")
+    if fetched_from is not None:
+        return fetched_from not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc != request.headers.get("host", "")

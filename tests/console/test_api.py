@@ -574,3 +574,42 @@ async def test_an_authorization_header_without_a_token_is_refused_and_never_fall
             refused["the stream"] = stream
     for case, response in refused.items():
         assert response.status_code == 401, case
+
+
+@pytest.mark.asyncio
+async def test_signing_in_from_another_site_is_refused(settings: Settings) -> None:
+    """Login CSRF: a page elsewhere posting its author's token to /login would sign the
+    visitor's browser in as the author (what they then type lands in the author's name)."""
+    form = {"token": token(settings, "ops")}
+    async with (
+        served(build_service("console", settings)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        own = url.rstrip("/")
+
+        async def sign_in(**headers: str) -> httpx.Response:
+            client.cookies.clear()
+            return await client.post("/login", data=form, headers=headers)
+
+        answers = {
+            "fetch metadata, cross-site": await sign_in(**{"Sec-Fetch-Site": "cross-site"}),
+            "fetch metadata, same-site": await sign_in(**{"Sec-Fetch-Site": "same-site"}),
+            "another origin": await sign_in(Origin="https://evil.example"),
+            "an opaque origin": await sign_in(Origin="null"),
+            "same origin": await sign_in(Origin=own, **{"Sec-Fetch-Site": "same-origin"}),
+            "its own origin, no fetch metadata": await sign_in(Origin=own),
+            "no browser headers": await sign_in(),
+        }
+        logout = await client.post("/logout", headers={"Origin": "https://evil.example"})
+    statuses = {case: r.status_code for case, r in answers.items()}
+    assert statuses == {
+        "fetch metadata, cross-site": 403,
+        "fetch metadata, same-site": 403,
+        "another origin": 403,
+        "an opaque origin": 403,
+        "same origin": 303,
+        "its own origin, no fetch metadata": 303,
+        "no browser headers": 303,
+    }
+    assert all("set-cookie" not in r.headers for r in answers.values() if r.status_code == 403)
+    assert logout.status_code == 403
