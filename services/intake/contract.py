@@ -39,7 +39,9 @@ MAX_ATTACHMENTS = 20
 MAX_THREAD = 50
 TICKET_NUMBER = re.compile(r"^[A-Z]{2,8}-\d{4}-\d{4,12}$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
-_PHONE = re.compile(r"^\+?[0-9]{6,20}$")
+_PHONE = re.compile(r"^(\+[1-9][0-9]{5,14}|(?!0+$)[0-9]{6,17})$")
+"""E.164 with its ``+`` (a country code never starts with 0; at most 15 digits), or a national
+number, or one dialled with an international prefix (``0086…``): numbers a provider can use."""
 _LANGUAGE = re.compile(r"^[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*$")
 _CONTENT_TYPE = re.compile(r"^[\w.+-]+/[\w.+-]+$")
 _BYTES_FIELDS = {"content", "data", "bytes", "base64", "body"}

@@ -156,6 +156,22 @@ BAD_INPUTS: list[tuple[str, bytes, str, str]] = [
         "customer.email",
     ),
     ("invalid phone", _with(_set("customer.phone", "call me")), "invalid_phone", "customer.phone"),
+    *(
+        (
+            f"phone {number!r}",
+            _with(_set("customer.phone", number)),
+            "invalid_phone",
+            "customer.phone",
+        )
+        for number in (
+            "+00 0000 0000",
+            "+0861380000000",
+            "000000",
+            "+9999999999999999",
+            "+12345",
+            "١٢٣٤٥٦٧٨",
+        )
+    ),
     (
         "invalid language",
         _with(_set("customer.language", "chinese!")),

@@ -59,7 +59,7 @@ plausible_requests = st.fixed_dictionaries(
                 "email": st.emails().map(str),
             },
             optional={
-                "phone": st.from_regex(r"\+?[0-9]{6,15}", fullmatch=True),
+                "phone": st.from_regex(r"\+[1-9][0-9]{5,14}|[1-9][0-9]{5,16}", fullmatch=True),
                 "language": st.sampled_from(["zh", "zh-CN", "en", "en-GB", "fr"]),
                 "tier": st.sampled_from(["standard", "vip"]),
             },
