@@ -9,6 +9,7 @@ demo traffic. The commands are thin: the mechanisms live in ``shared/`` and the 
 from __future__ import annotations
 
 import typer
+from pydantic import ValidationError
 
 from services.cli import (
     acls,
@@ -50,4 +51,13 @@ app.command()(acls.acls)
 
 
 def main() -> None:
-    app()
+    """Run a command; a setting that fails validation is one clear message and exit status 2,
+    not a traceback."""
+    try:
+        app()
+    except ValidationError as error:
+        for problem in error.errors(include_url=False, include_input=False):
+            where = "".join(f"{part}: " for part in problem["loc"])
+            said = problem["msg"].removeprefix("Value error, ")
+            typer.echo(f"desk: configuration: {where}{said}", err=True)
+        raise SystemExit(2) from None

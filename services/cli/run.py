@@ -82,7 +82,7 @@ def up(  # noqa: PLR0917 - one parameter per option: typer reads them
 ) -> None:
     """Start PostgreSQL, Kafka (embedded unless configured), every service and the email
     adapter; Ctrl-C stops all."""
-    settings = desk_settings()
+    settings = desk_settings(local_mode=True)  # as every process it starts runs
     configure_logging("desk", log_format="console" if sys.stderr.isatty() else settings.log_format)
     names = pick_services(only)
     mail_port = _email_port(settings, email_port) if email and "intake" in names else None

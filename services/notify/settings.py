@@ -9,7 +9,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 
 from services.policy.notify import WebAddress
-from shared.durations import Duration
+from shared.durations import Duration, format_duration
 from shared.endpoints import EndpointRefused, EndpointRule, check_endpoint
 from shared.settings import Settings
 
@@ -67,9 +67,12 @@ class NotifySettings(Settings):
         # A lease ending while its send may still be answered lets the next claim send the
         # notice again although the receiver took it.
         if self.notify_lease <= self.notify_send_timeout:
+            lease, timeout = (
+                format_duration(d) for d in (self.notify_lease, self.notify_send_timeout)
+            )
             raise ValueError(
-                f"notify_lease ({self.notify_lease}) must be longer than notify_send_timeout "
-                f"({self.notify_send_timeout}): a notice still being sent would go again"
+                f"notify_lease ({lease}) must be longer than notify_send_timeout ({timeout}): "
+                "a notice still being sent would go again"
             )
         return self
 

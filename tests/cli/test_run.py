@@ -107,6 +107,17 @@ def test_status_exits_non_zero_when_nothing_runs(desk_env: dict[str, str]) -> No
     assert "down" in result.stdout
 
 
+def test_a_setting_that_fails_validation_is_one_line_not_a_traceback(
+    desk_env: dict[str, str],
+) -> None:
+    result = desk("status", env={**desk_env, "DESK_NOTIFY_LEASE": "5s"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "desk: configuration: notify_lease (5s) must be longer than notify_send_timeout (10s): "
+        "a notice still being sent would go again"
+    ], result.stderr
+
+
 def test_up_runs_everything_status_sees_it_and_ctrl_c_leaves_nothing_behind(
     desk_up: subprocess.Popen[bytes], desk_env: dict[str, str], tmp_path: Path
 ) -> None:
