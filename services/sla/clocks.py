@@ -201,15 +201,18 @@ class SlaClock(BaseModel):
         }
 
     def fire(self, now: datetime) -> list[EventData]:
-        """Everything whose mark has passed by ``now``, in order, each once."""
+        """Everything whose mark has passed by ``now``, in order, each once — but a warning
+        whose breach fires with it (sla was stopped or behind) is stale: the breach says more,
+        and the assignee would get both at once."""
         due = self.due_at
         if due is None or due > now + _EPSILON:
             return []
         elapsed = self.elapsed_at(now)
+        passed = [(mark, what) for mark, what in self.marks() if mark <= elapsed + _EPSILON_S]
+        if any(what == "breach" for _, what in passed):
+            passed = [(mark, what) for mark, what in passed if not what.startswith("warning:")]
         events: list[EventData] = []
-        for mark, what in self.marks():
-            if mark > elapsed + _EPSILON_S:
-                break
+        for mark, what in passed:
             due = self.when(mark)
             assert due is not None
             events.append(self._mark_event(what, due))

@@ -184,8 +184,16 @@ class Timekeeper:
         if facts is None:
             return
         self._record = record
-        for clock in self._open(facts):
-            self._emit(facts, clock, clock.fire(at))
+        for opened in self._open(facts):
+            # Mark by mark, as a worker firing on time would (one running late skips the
+            # warnings its breach makes stale).
+            clock = opened
+            while clock.open and (due := clock.due_at) is not None and due <= at:
+                fired = clock.fire(due)
+                if not fired:
+                    break
+                self._emit(facts, clock, fired)
+                clock = self.clocks[clock.clock_id]
 
     # --- steps ----------------------------------------------------------------------------
 

@@ -219,9 +219,21 @@ async def test_warnings_and_levels_fire_once_with_two_instances_and_one_killed(
         await kafka.await_records(
             SLA_EVENTS, sla_kind("clock_started", metric="first_response"), count=TICKETS
         )
-        for minutes in (23, 28, 31, 61):
+        # Each mark waits for the last to fire: a warning fired late with its breach is
+        # stale and dropped.
+        marks: list[tuple[int, str | None, dict[str, Any]]] = [
+            (23, "clock_warned", {"fraction": 0.75}),
+            (28, "clock_warned", {"fraction": 0.9}),
+            (31, "escalated", {"level": 1}),
+            (61, None, {}),
+        ]
+        for minutes, kind_, fields in marks:
             await time.set(T0 + timedelta(minutes=minutes))
-            if minutes == 61:
+            if kind_ is not None:
+                await kafka.await_records(
+                    SLA_EVENTS, sla_kind(kind_, **fields), count=TICKETS, timeout=60
+                )
+            else:
                 instances[0].kill()  # mid-run: level 2 of every ticket is due right now
         await time.set(T0 + timedelta(minutes=91))
         records = await kafka.await_records(

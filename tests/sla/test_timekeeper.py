@@ -121,6 +121,25 @@ def test_a_simple_request_without_response_warns_breaches_and_climbs_the_ladder(
     assert later and all(e.metric != "first_response" for e in later)
 
 
+def test_a_worker_running_late_drops_the_warnings_its_breach_makes_stale() -> None:
+    """sla stopped from minute 20 to 31: the breach and level 1 fire, the 75 % and 90 %
+    warnings do not (the assignee would get them with the breach); a replay, which fires mark
+    by mark, still warns."""
+    world = World()
+    world.on(classified(1), T0)
+    clock = world.clock(1, "first_response")
+    late = clock.fire(minutes(31))
+    assert [(type(e).__name__, getattr(e, "level", None)) for e in late] == [
+        ("ClockBreached", None),
+        ("EscalationRaised", 1),
+    ]
+    on_time = clock.fire(minutes(28))
+    assert [getattr(e, "fraction", None) for e in on_time] == [0.75, 0.9]
+    world.keeper.fire_due(classified(1).ticket_id, minutes(31), world.recorded)
+    replayed = [e for e in world.recorded.events(ClockWarned) if e.metric == "first_response"]
+    assert [e.fraction for e in replayed] == [0.75, 0.9]
+
+
 def test_a_response_at_29_minutes_meets_the_target() -> None:
     world = World()
     world.on(classified(1), T0)
