@@ -214,8 +214,7 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         if found is None:
             return render("survey.j2", language_of(request, lang), status=403, state="invalid")
         language, shown = found
-        state = "done" if shown["ticket"] and shown["ticket"].satisfaction is not None else "ask"
-        return render("survey.j2", language, state=state, **shown)
+        return render("survey.j2", language, state=_survey_state(shown["ticket"]), **shown)
 
     @app.post("/survey/{number}", include_in_schema=False)
     async def rate(  # noqa: PLR0917 - the form's fields: FastAPI reads them
@@ -235,9 +234,8 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         if found is None:
             return render("survey.j2", language_of(request, lang), status=403, state="invalid")
         language, shown = found
-        ticket = shown["ticket"]
-        if ticket is not None and ticket.satisfaction is not None:
-            return render("survey.j2", language, state="done", **shown)
+        if (state := _survey_state(shown["ticket"])) != "ask":
+            return render("survey.j2", language, state=state, **shown)
         chosen = _SCORES_BY_TEXT.get(score.strip())
         if chosen is None:
             return render("survey.j2", language, status=422, state="ask", missing=True, **shown)
@@ -288,9 +286,18 @@ async def _record(
         if decided is not None and decided.status == "refused":
             if decided.reason == "already_recorded":
                 return "done", None
+            if decided.reason == "illegal_transition":  # reopened meanwhile
+                return "not_yet", None
             return "refused", decided.reason
         await asyncio.sleep(0.1)
     return "pending", None
+
+
+def _survey_state(ticket: Any) -> str:
+    """What the survey page shows before any score: the score already given, else the form.
+    Whether the ticket can be rated is dispatch's to say (the console's view may lag the
+    resolution whose notice brought the customer here): a refusal then reads "not yet"."""
+    return "done" if ticket is not None and ticket.satisfaction is not None else "ask"
 
 
 def cross_site(request: Request) -> bool:

@@ -98,6 +98,10 @@ PHRASES: dict[str, tuple[str, str]] = {
         "Your rating for this request is already recorded. Thank you!",
     ),
     "survey_refused": ("暂时无法记录您的评价：{reason}", "We could not record it: {reason}"),
+    "not_yet": (
+        "此请求尚未解决：解决后即可评价。",
+        "This request is not resolved yet: you can rate it once it is.",
+    ),
     "link_invalid": (
         "此链接无效或已过期。",
         "This link is not valid, or it has expired.",

@@ -437,11 +437,13 @@ async def test_the_survey_records_satisfaction_once_through_the_customers_signed
         )
         [ticket] = await world.tickets("ops", 1, status="assigned")
         number, agent = ticket["number"], world.client(ticket["agent_id"])
+        link = world.client()
+        customer = world.client("customer", ticket=number).headers["authorization"][7:]
+        early = await link.post(f"/survey/{number}", data={"token": customer, "score": "4"})
+        assert 'data-state="not_yet"' in early.text  # not dispatch's reason code
         for body in ({"type": "accept"}, {"type": "resolve", "resolution": "Reset it for you"}):
             sent = await agent.post(f"/api/tickets/{number}/commands", json=body)
             assert (await world.decided(agent, sent.json()["command_id"]))["status"] == "accepted"
-        link = world.client()
-        customer = world.client("customer", ticket=number).headers["authorization"][7:]
         page = await link.get(f"/survey/{number}", params={"token": customer})
         assert page.status_code == 200 and 'name="score"' in page.text
         assert "How did we do?" in page.text  # the customer's language
