@@ -20,7 +20,7 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import formataddr
 
 import aiohttp
@@ -29,6 +29,7 @@ import httpx
 
 from services.notify.mail import compose
 from services.notify.settings import NotifySettings
+from services.notify.sms import shortened
 from services.notify.storage import Delivery
 from shared.endpoints import EndpointRefused, EndpointRule, pin
 from shared.privacy import mask_email, mask_phone
@@ -122,7 +123,10 @@ class Channels:
                 endpoint = self.settings.notify_sms_endpoint
                 if not endpoint:
                     return Permanent("no SMS provider endpoint is configured")
-                return await self._post(endpoint, notice, {"to": notice.address})
+                text = shortened(notice.body, self.settings.notify_sms_max_segments)
+                return await self._post(
+                    endpoint, replace(notice, body=text), {"to": notice.address}
+                )
         except (EndpointRefused, aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as error:
             return Permanent(f"cannot send to this address: {type(error).__name__}: {error}")
         except (TimeoutError, aiohttp.ClientError, aiosmtplib.SMTPConnectError) as error:

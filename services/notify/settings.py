@@ -29,6 +29,13 @@ class NotifySettings(Settings):
     notify_sms_endpoint: WebAddress | None = Field(
         default=None, description="HTTP endpoint of the SMS provider (same shape as webhooks)."
     )
+    notify_sms_max_segments: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Longest text message, in segments (153 GSM characters, or 67 others, a "
+        "segment): a longer one is cut with an ellipsis.",
+    )
     notify_signing_secret: SecretStr = Field(
         default=SecretStr("local-development-secret"),
         description="HMAC-SHA256 key of webhook and SMS request signatures. Set it in production.",

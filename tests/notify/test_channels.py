@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import ssl
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from services.notify.channels import RESPONSE_BODY_LIMIT, Channels, Permanent, Sent, Transient
 from services.notify.settings import NotifySettings
+from services.notify.sms import segments
 from services.notify.storage import Delivery
 from shared.local.sinks import http_receiver
 from tests.support.dns import resolve_to
@@ -247,3 +249,22 @@ async def test_https_webhooks_verify_the_certificate_for_the_name_not_the_pinned
     assert isinstance(unknown_authority, Transient), unknown_authority
     assert "certificate" in unknown_authority.error.lower()
     assert heard_other == heard_unknown == 0
+
+
+@pytest.mark.asyncio
+async def test_a_long_text_message_goes_to_the_provider_cut_to_its_segments() -> None:
+    long = "您好，您的服务请求已受理：" + "打印机卡纸，无法打印任何文件。" * 20
+    with http_receiver() as provider:
+        channels = local_channels(
+            notify_sms_endpoint=provider.url("/sms"), notify_sms_max_segments=2
+        )
+        try:
+            notice = replace(webhook(""), channel="sms", address="+8613800001234", body=long)
+            outcome = await channels.send(notice)
+        finally:
+            await channels.close()
+    [sent] = provider.at("/sms")
+    text = sent.json()["text"]
+    assert outcome == Sent()
+    assert (segments(text), text.endswith("…")) == (2, True)
+    assert long.startswith(text[:-1])
