@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+from collections import Counter as Tally
 from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -81,6 +83,7 @@ class Deliverer:
         slots = asyncio.Semaphore(settings.notify_concurrency)
         most = settings.notify_batch  # notices in hand: on the wire or waiting for a slot
         enough = max(1, most // 2)  # claims stay batches
+        hands = Hands(settings.notify_destination_concurrency, max(1, most // 2))
         # A notice still waiting for a slot when its lease could end mid-send is left to the
         # lease (sent after it, once) rather than risk a second copy.
         patience = (settings.notify_lease - settings.notify_send_timeout).total_seconds()
@@ -89,36 +92,42 @@ class Deliverer:
         sending: set[asyncio.Task[None]] = set()
         room_again = asyncio.Event()
 
-        def finished(task: asyncio.Task[None]) -> None:
+        def finished(destination: str, task: asyncio.Task[None]) -> None:
             sending.discard(task)
-            if len(sending) <= most - enough:
+            if hands.give_back(destination) or len(sending) == most - enough:
                 room_again.set()
+
+        async def next_due(conn: Connection) -> datetime | None:
+            # With a destination's hands full its notices are due and wait: sleep the interval
+            # (or until it has room), not the 5 ms a due row would mean.
+            return None if hands.full else await storage.next_due(conn)
 
         try:
             while True:
                 if settler.done():
                     settler.result()  # it failed: raise, and the service restarts the worker
                 room = most - len(sending)
-                claimed, erased = await self._claim(service, room)
+                room_again.clear()
+                claimed, erased = await self._claim(service, room, hands)
                 for delivery in erased:  # its customer was erased while it waited: never sent
                     answered.put_nowait((delivery, Permanent(ERASED_ERROR, ERASED_REASON)))
                 if claimed:
                     crash_point("notify.before_send")
                 until = asyncio.get_running_loop().time() + patience
                 for delivery in claimed:
-                    send = self._send(channels, slots, until, delivery, answered)
+                    gate = hands.take(delivery.destination)
+                    send = self._send(channels, (gate, slots), until, delivery, answered)
                     task = asyncio.create_task(send)
                     sending.add(task)
-                    task.add_done_callback(finished)
+                    task.add_done_callback(functools.partial(finished, delivery.destination))
                 if len(claimed) + len(erased) == room:  # perhaps more due: claim on
                     if len(sending) > most - enough:
-                        room_again.clear()
                         await _first(room_again.wait(), settler)
-                else:
+                else:  # nothing due but for destinations whose hands are full
                     waking = sleep_until_due(
-                        service.pool, service.clock, storage.next_due, settings.notify_interval
+                        service.pool, service.clock, next_due, settings.notify_interval
                     )
-                    await _first(waking, settler)
+                    await _first(waking, settler, room_again)
         except asyncio.CancelledError:
             # Stopping: the sends on the wire are answered and recorded (up to one timeout),
             # else a notice the channel accepted would stay leased and go again later.
@@ -132,27 +141,33 @@ class Deliverer:
             await channels.close()
 
     async def _claim(
-        self, service: Service, limit: int
+        self, service: Service, limit: int, hands: Hands
     ) -> tuple[list[storage.Delivery], list[storage.Delivery]]:
-        """Up to ``limit`` due notices leased and opened to send, and those whose customer was
-        erased."""
+        """Up to ``limit`` due notices, as many as ``hands`` has room for, leased and opened to
+        send, and those whose customer was erased."""
         if limit <= 0:
             return [], []
         async with service.pool.acquire() as conn, conn.transaction():
             now = await service.clock.now(conn)
-            claimed = await storage.claim(conn, now, now + self.settings.notify_lease, limit)
+            lease = now + self.settings.notify_lease
+            claimed = await storage.claim(
+                conn, now, lease, limit, room=hands.rooms, room_else=hands.most, full=hands.full
+            )
             keys = await keys_for(self.keys, conn, sealed_columns(claimed))
         return opened(claimed, keys)
 
     async def _send(
         self,
         channels: Channels,
-        slots: asyncio.Semaphore,
+        gates: tuple[asyncio.Semaphore, asyncio.Semaphore],
         until: float,
         delivery: storage.Delivery,
         answered: asyncio.Queue[tuple[storage.Delivery, Outcome]],
     ) -> None:
-        async with slots:
+        """Send once its destination's gate and then a slot are free (waiting at the gate, a
+        notice for a receiver that holds sends up takes no slot from the others)."""
+        destination, slots = gates
+        async with destination, slots:
             if asyncio.get_running_loop().time() > until:
                 log.warning("notice left to its lease: no send slot in time",
                             notice=delivery.notice_key, channel=delivery.channel)  # fmt: skip
@@ -244,13 +259,53 @@ async def _record(
         )
 
 
-async def _first(waking: Coroutine[Any, Any, Any], settler: asyncio.Task[None]) -> None:
-    """Wait for ``waking`` unless the settler dies first."""
+class Hands:
+    """The notices a sender holds, by destination: at most ``each`` on the wire to one
+    destination and ``most`` in hand for it. A receiver that holds its sends up (a webhook
+    answering nothing until the timeout) so takes a bounded share of the sender, and its
+    notices wait in the table, not in the sender's hands, while it is full."""
+
+    def __init__(self, each: int, most: int) -> None:
+        self.each = each
+        self.most = most
+        self.held: Tally[str] = Tally()
+        self._gates: dict[str, asyncio.Semaphore] = {}
+
+    @property
+    def rooms(self) -> dict[str, int]:
+        """Room left for each destination in hand (one not named: all of ``most``)."""
+        return {d: self.most - n for d, n in self.held.items()}
+
+    @property
+    def full(self) -> list[str]:
+        return [d for d, n in self.held.items() if n >= self.most]
+
+    def take(self, destination: str) -> asyncio.Semaphore:
+        """Hold a notice for ``destination``; its gate lets ``each`` through at once."""
+        self.held[destination] += 1
+        return self._gates.setdefault(destination, asyncio.Semaphore(self.each))
+
+    def give_back(self, destination: str) -> bool:
+        """A notice for ``destination`` is done; True when that leaves room for a batch of
+        them (half its hands free), so claims stay batches."""
+        self.held[destination] -= 1
+        left = self.held[destination]
+        if left <= 0:
+            del self.held[destination], self._gates[destination]
+        return left == self.most // 2
+
+
+async def _first(
+    waking: Coroutine[Any, Any, Any], settler: asyncio.Task[None], *more: asyncio.Event
+) -> None:
+    """Wait for ``waking`` (or any of ``more`` events) unless the settler dies first."""
     sleep = asyncio.ensure_future(waking)
+    others = [asyncio.ensure_future(event.wait()) for event in more]
     try:
-        await asyncio.wait({sleep, settler}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({sleep, settler, *others}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        sleep.cancel()
+        for waiter in (sleep, *others):
+            waiter.cancel()
 
 
 async def _drain(

@@ -60,6 +60,12 @@ class NotifySettings(Settings):
     )
     notify_batch: int = Field(default=200, ge=1, description="Notices claimed per round.")
     notify_concurrency: int = Field(default=32, ge=1, description="Sends in flight at once.")
+    notify_destination_concurrency: int = Field(
+        default=12,
+        ge=1,
+        description="Sends in flight at once to one destination (the SMTP relay, the SMS "
+        "provider, one webhook host): a receiver that holds sends up takes no more.",
+    )
     notify_lease: Duration = Field(
         default=timedelta(minutes=1),
         description="A claimed notice not finished by then (its sender died) is sent again, "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -176,6 +176,9 @@ class Delivery:
     attempts: int
     thread: str | None = None
     """An email's ``References``: the Message-IDs it follows, space separated."""
+    destination: str = ""
+    """Where it goes, as far as one receiver can hold sends up: the SMTP relay (``email``),
+    the SMS provider (``sms``), or a webhook's host."""
 
 
 _CLAIMED = (
@@ -185,19 +188,43 @@ _CLAIMED = (
 
 
 async def claim(
-    conn: Connection, now: datetime, lease_until: datetime, limit: int
+    conn: Connection,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    *,
+    room: Mapping[str, int] | None = None,
+    room_else: int | None = None,
+    full: Sequence[str] = (),
 ) -> list[Delivery]:
-    """Due notices, leased to this sender until ``lease_until`` (committed by the caller)."""
+    """Due notices, leased to this sender until ``lease_until`` (committed by the caller): up
+    to ``limit``, at most ``room[destination]`` for a destination named there (``room_else``
+    for others), none for ``full`` ones — so one receiver that holds its sends up never fills
+    the sender's hands. One statement: the due rows locked, numbered by destination, the first
+    of each leased."""
+    room = room or {}
     rows = await conn.fetch(
-        "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, due_at = $2 "
-        "WHERE id IN (SELECT id FROM deliveries WHERE status IN ('pending', 'sending') "
-        "AND due_at <= $1 ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) "
-        f"RETURNING {_CLAIMED}",
+        "WITH due AS ("
+        "   SELECT id, due_at, destination FROM deliveries "
+        "   WHERE status IN ('pending', 'sending') AND due_at <= $1 "
+        "   AND destination <> ALL($4::text[]) "
+        "   ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED), "
+        "ranked AS (SELECT id, destination, "
+        "  row_number() OVER (PARTITION BY destination ORDER BY due_at, id) AS n FROM due) "
+        "UPDATE deliveries d SET status = 'sending', attempts = attempts + 1, due_at = $2 "
+        "FROM ranked r WHERE d.id = r.id AND r.n <= coalesce("
+        "  (SELECT u.room FROM unnest($5::text[], $6::integer[]) AS u(destination, room) "
+        "   WHERE u.destination = r.destination), $7) "
+        f"RETURNING {', '.join(f'd.{c}' for c in _CLAIMED.split(', '))}, r.destination",
         now,
         lease_until,
         limit,
+        list(full),
+        list(room),
+        list(room.values()),
+        room_else if room_else is not None else limit,
     )
-    return [Delivery(*row) for row in rows]
+    return sorted((Delivery(*row) for row in rows), key=lambda d: d.id)
 
 
 @dataclass(frozen=True)
@@ -231,9 +258,12 @@ async def settle(conn: Connection, settlements: Sequence[Settlement], now: datet
     return {row[0] for row in rows}
 
 
-async def next_due(conn: Connection) -> datetime | None:
+async def next_due(conn: Connection, full: Sequence[str] = ()) -> datetime | None:
+    """When the next notice comes due (one for a ``full`` destination waits for room)."""
     found: datetime | None = await conn.fetchval(
-        "SELECT min(due_at) FROM deliveries WHERE status IN ('pending', 'sending')"
+        "SELECT min(due_at) FROM deliveries WHERE status IN ('pending', 'sending') "
+        + ("AND destination <> ALL($1::text[])" if full else ""),
+        *([list(full)] if full else []),
     )
     return found
 
