@@ -258,12 +258,9 @@ async def settle(conn: Connection, settlements: Sequence[Settlement], now: datet
     return {row[0] for row in rows}
 
 
-async def next_due(conn: Connection, full: Sequence[str] = ()) -> datetime | None:
-    """When the next notice comes due (one for a ``full`` destination waits for room)."""
+async def next_due(conn: Connection) -> datetime | None:
     found: datetime | None = await conn.fetchval(
-        "SELECT min(due_at) FROM deliveries WHERE status IN ('pending', 'sending') "
-        + ("AND destination <> ALL($1::text[])" if full else ""),
-        *([list(full)] if full else []),
+        "SELECT min(due_at) FROM deliveries WHERE status IN ('pending', 'sending')"
     )
     return found
 
