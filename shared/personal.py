@@ -31,11 +31,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     WithJsonSchema,
     WrapValidator,
-    computed_field,
+    model_serializer,
     model_validator,
 )
 from pydantic_core.core_schema import SerializationInfo, ValidatorFunctionWrapHandler
@@ -186,19 +186,6 @@ OptionalPersonalText = Annotated[
     WithJsonSchema({**PERSONAL_SCHEMA, "anyOf": [*PERSONAL_SCHEMA["anyOf"], {"type": "null"}]}),
 ]
 """A personal field that may be absent."""
-
-
-def _in_parts(value: Any) -> bool:
-    """Whether a field travels in its model's ``sealed`` rather than on its own."""
-    return type(value) is SealedPart
-
-
-TogetherText = Annotated[PersonalText, Field(exclude_if=_in_parts)]
-"""A personal field of a :class:`SealedTogether` model: a part of its one ciphertext, or, as
-any personal field, clear or sealed alone."""
-
-OptionalTogetherText = Annotated[OptionalPersonalText, Field(exclude_if=_in_parts)]
-"""The same, where it may be absent."""
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T", bound="SealedTogether")
@@ -513,8 +500,7 @@ class SealedTogether(BaseModel):
     more in Python than in AES. When every personal field present is a part of one
     ciphertext, named as the field, they travel as ``"sealed": {"ref", "ct", "parts"}`` in
     their place; otherwise each as it is. Read back, each field is its :class:`SealedPart`,
-    so readers see the same fields either way. Its personal fields are typed
-    :data:`TogetherText` (which leaves a part out of its own place); it refuses any other."""
+    so readers see the same fields either way."""
 
     model_config = ConfigDict(json_schema_extra=_together_schema)
 
@@ -523,8 +509,6 @@ class SealedTogether(BaseModel):
     def _unpack(cls, data: Any) -> Any:
         if not isinstance(data, dict) or SEALED_KEY not in data:
             return data
-        if data[SEALED_KEY] is None:  # nothing sealed together (as a clear model writes it)
-            return {k: v for k, v in data.items() if k != SEALED_KEY}
         parts = parts_json(data[SEALED_KEY])
         if parts is None:
             raise ValueError(f"{SEALED_KEY!r} is not a sealed {{ref, ct, parts}}")
@@ -536,31 +520,29 @@ class SealedTogether(BaseModel):
             unpacked[part.part] = part
         return unpacked
 
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def sealed(self) -> dict[str, Any] | None:
-        """The fields that are parts of one ciphertext (each left out on its own:
-        :data:`TogetherText`), as ``{"ref", "ct", "parts"}``; None when none is."""
-        parts = [
+    @model_serializer(mode="wrap")
+    def _pack(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        present = [
             (name, value)
             for name in _personal_names(type(self))
-            if type(value := getattr(self, name)) is SealedPart
+            if (value := getattr(self, name)) is not None
         ]
-        if not parts:
-            return None
-        first = parts[0][1]
-        for name, value in parts:
-            if value.part != name or value.ct != first.ct or value.ref != first.ref:
-                # Never written wrong: a field read back as another, or another ciphertext's.
-                raise ValueError(f"{name!r} is not the part {name!r} of one ciphertext")
-        return {"ref": first.ref, "ct": first.ct, "parts": [name for name, _ in parts]}
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        loose = [n for n in _personal_names(cls) if cls.model_fields[n].exclude_if is not _in_parts]
-        if loose:
-            raise TypeError(f"{cls.__name__}: personal fields {loose} are not TogetherText")
+        if not present or not isinstance(out, dict):
+            return out
+        first = present[0][1]
+        if not all(
+            isinstance(value, SealedPart)
+            and value.part == name
+            and value.ct == first.ct
+            and value.ref == first.ref
+            for name, value in present
+        ):
+            return out
+        for name, _ in present:
+            out.pop(name, None)  # in the ciphertext now (an absent one stays null)
+        out[SEALED_KEY] = {"ref": first.ref, "ct": first.ct, "parts": [n for n, _ in present]}
+        return out
 
 
 @functools.cache

@@ -9,12 +9,7 @@ from services.intake import contract
 from services.intake.contract import Reason
 from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
 from shared.events import EventData, Moment, event
-from shared.personal import (
-    OptionalTogetherText,
-    PersonalText,
-    SealedTogether,
-    TogetherText,
-)
+from shared.personal import OptionalPersonalText, PersonalText, SealedTogether
 
 EVENTS_TOPIC = "intake.events"
 REJECTIONS_TOPIC = "requests.rejected"
@@ -35,10 +30,10 @@ class CustomerDetails(SealedTogether):
 
     model_config = ConfigDict(frozen=True)
 
-    name: TogetherText
-    email: OptionalTogetherText = None
-    phone: OptionalTogetherText = None
-    customer_id: OptionalTogetherText = None
+    name: PersonalText
+    email: OptionalPersonalText = None
+    phone: OptionalPersonalText = None
+    customer_id: OptionalPersonalText = None
     ref: str | None = Field(
         default=None, description="The customer's pseudonym (their data key's reference)."
     )

@@ -19,12 +19,10 @@ from shared.personal import (
     DataKeys,
     Erased,
     OptionalPersonalText,
-    OptionalTogetherText,
     PersonalText,
     Sealed,
     SealedPart,
     SealedTogether,
-    TogetherText,
     sealed_refs,
 )
 
@@ -151,9 +149,9 @@ def test_every_field_sealed_gets_a_nonce_of_its_own_across_sealers_and_refills()
 class Customer(SealedTogether):
     model_config = ConfigDict(frozen=True)
 
-    name: TogetherText
-    email: OptionalTogetherText = None
-    phone: OptionalTogetherText = None
+    name: PersonalText
+    email: OptionalPersonalText = None
+    phone: OptionalPersonalText = None
     tier: str | None = None
 
 
@@ -192,9 +190,7 @@ def test_a_customer_is_sealed_as_one_ciphertext_in_place_of_its_fields() -> None
     assert isinstance(read.customer.email, SealedPart) and read.customer.phone is None
     assert read.customer.name == "[sealed cust-1]"
     assert ring.reveal(read) == receipt()
-    clear = receipt().model_dump(mode="json")
-    assert clear["customer"].pop("sealed") is None  # nothing sealed together in clear
-    assert ring.reveal_json(json.loads(text)) == clear
+    assert ring.reveal_json(json.loads(text)) == receipt().model_dump(mode="json")
     assert sealed_refs(json.loads(text)) == sealed_refs(read) == {"cust-1"}
     erased = DataKeys({"cust-1": None}).reveal(read)
     assert erased.customer.name is ERASED and erased.customer.email is ERASED
@@ -209,32 +205,11 @@ def test_a_part_copied_into_another_record_travels_with_its_ciphertext() -> None
     assert set(json.loads(copied)["customer_name"]) == {"ref", "ct", "part"}
     assert ring.open_text(Copy.model_validate_json(copied).customer_name) == "Wang Fang"
     assert ring.reveal_json(json.loads(copied)) == {"customer_name": "Wang Fang"}
-    # A field sealed on its own beside the parts travels on its own.
+    # A customer whose fields are not all parts of one ciphertext keeps each as it is.
     mixed = read.customer.model_copy(update={"email": ring.seal_text("cust-1", "w@example.com")})
     document = json.loads(mixed.model_dump_json())
-    assert document["sealed"]["parts"] == ["name"] and set(document["email"]) == {"ref", "ct"}
+    assert "sealed" not in document and set(document["name"]) == {"ref", "ct", "part"}
     assert ring.reveal(Customer.model_validate(document)).email == "w@example.com"
-    # A clear customer reads back as it was written.
-    assert Customer.model_validate_json(receipt().customer.model_dump_json()) == receipt().customer
-
-
-def test_a_part_of_another_ciphertext_or_field_is_never_written_as_this_ones() -> None:
-    ring = keys("cust-1")
-    sealer = ring.sealer("cust-1")
-    ours, theirs = sealer.parts({"name": "A", "email": "a@x"}), sealer.parts({"email": "b@y"})
-    for wrong in (
-        Customer(name=ours["name"], email=theirs["email"]),
-        Customer(name=ours["email"], email=ours["name"]),
-    ):
-        with pytest.raises(PydanticSerializationError, match="part"):
-            wrong.model_dump_json()
-
-
-def test_a_model_sealed_together_takes_only_fields_that_can_be_parts() -> None:
-    with pytest.raises(TypeError, match="TogetherText"):
-
-        class Loose(SealedTogether):
-            name: PersonalText
 
 
 def test_a_ciphertext_of_parts_and_a_single_fields_never_stand_for_each_other() -> None:
@@ -256,7 +231,6 @@ def test_a_ciphertext_of_parts_and_a_single_fields_never_stand_for_each_other() 
         {"ref": "cust-1", "ct": "x", "parts": "name"},
         {"ref": "cust-1", "ct": "x"},
         {"ref": "cust-1", "ct": "x", "parts": ["email"], "more": 1},
-        {"ref": "cust-1", "ct": "x", "parts": []},
         "name",
     ],
 )
