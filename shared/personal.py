@@ -28,16 +28,7 @@ from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    PlainSerializer,
-    SerializerFunctionWrapHandler,
-    WithJsonSchema,
-    WrapValidator,
-    model_serializer,
-    model_validator,
-)
+from pydantic import BaseModel, PlainSerializer, WithJsonSchema, WrapValidator
 from pydantic_core.core_schema import SerializationInfo, ValidatorFunctionWrapHandler
 
 from shared.database import Connection
@@ -57,28 +48,6 @@ class Sealed(str):
 
     def as_json(self) -> dict[str, str]:
         return {"ref": self.ref, "ct": self.ct}
-
-
-class SealedPart(Sealed):
-    """One of several fields sealed together under one ciphertext (a customer's name,
-    addresses and id: :class:`SealedTogether`). ``ct`` holds them all, as a JSON object;
-    ``part`` names this one. Alone (copied into another record) it travels as
-    ``{"ref", "ct", "part"}``."""
-
-    part: str
-
-    def __new__(cls, ref: str, ct: str, part: str) -> SealedPart:
-        sealed = str.__new__(cls, f"[sealed {ref}]")
-        sealed.ref, sealed.ct, sealed.part = ref, ct, part
-        return sealed
-
-    def as_json(self) -> dict[str, str]:
-        return {"ref": self.ref, "ct": self.ct, "part": self.part}
-
-
-_PARTS_AAD = b"\x00parts"
-"""Appended to the pseudonym as the associated data of a ciphertext of parts, so that one can
-never be opened as a single field's, nor a single field's as parts."""
 
 
 class Unsealed(str):
@@ -155,17 +124,6 @@ PERSONAL_SCHEMA: dict[str, Any] = {
             "required": ["ref", "ct"],
             "additionalProperties": False,
         },
-        {
-            "type": "object",
-            "description": "One part of several sealed together (a copy of a customer's field).",
-            "properties": {
-                "ref": {"type": "string"},
-                "ct": {"type": "string"},
-                "part": {"type": "string"},
-            },
-            "required": ["ref", "ct", "part"],
-            "additionalProperties": False,
-        },
     ],
 }
 
@@ -188,7 +146,6 @@ OptionalPersonalText = Annotated[
 """A personal field that may be absent."""
 
 M = TypeVar("M", bound=BaseModel)
-T = TypeVar("T", bound="SealedTogether")
 
 NONCE_BLOCK = 64
 """Nonces drawn from the OS at once by a :class:`DataKeys` (12 bytes each)."""
@@ -206,9 +163,6 @@ class DataKeys:
         """Fresh nonces, each popped once (by this and every sealer it made)."""
         self._sealers: dict[str, Sealer] = {}
         """One per subject: a model sealed field by field (:meth:`seal`) makes it once."""
-        self._parts: dict[tuple[str, str], dict[str, Any] | None] = {}
-        """Ciphertexts of parts opened (by pseudonym and ``ct``): a record's customer is
-        opened once, not once a field."""
 
     def holds(self, ref: str) -> bool:
         """Whether ``ref``'s key is here (not erased)."""
@@ -237,8 +191,6 @@ class DataKeys:
         its key is gone (or the ciphertext is not its key's)."""
         if not isinstance(value, Sealed):
             return value
-        if isinstance(value, SealedPart):
-            return self._open_part(value)
         clear = self.open_bytes(value)
         try:
             return ERASED if clear is None else clear.decode()
@@ -256,36 +208,10 @@ class DataKeys:
         except (InvalidTag, ValueError):
             return None
 
-    def _open_part(self, value: SealedPart) -> str:
-        opened = (value.ref, value.ct)  # a ciphertext is its pseudonym's only
-        if opened in self._parts:
-            parts = self._parts[opened]
-        else:
-            parts = self._parts[opened] = self._open_parts(value)
-        text = parts.get(value.part) if parts is not None else None
-        return text if isinstance(text, str) else ERASED
-
-    def _open_parts(self, value: Sealed) -> dict[str, Any] | None:
-        cipher = self._ciphers.get(value.ref)
-        if cipher is None:
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(value.ct + "=" * (-len(value.ct) % 4))
-            clear = cipher.decrypt(
-                raw[:NONCE_BYTES], raw[NONCE_BYTES:], value.ref.encode() + _PARTS_AAD
-            )
-            parts = json.loads(clear)
-        except (InvalidTag, ValueError):
-            return None
-        return parts if isinstance(parts, dict) else None
-
     def seal(self, model: M, ref: str) -> M:
         """``model`` with every personal field (nested models and lists too) sealed for
         ``ref``."""
-        sealer = self.sealer(ref)
-        return _rebuild(
-            model, lambda v: sealer(v) if type(v) is str else v, together=sealer.together
-        )
+        return _rebuild(model, lambda v: self.seal_text(ref, v) if type(v) is str else v)
 
     def seal_pending(self, model: M) -> M:
         """``model`` with every :class:`Unsealed` field sealed for its pseudonym (erased when
@@ -310,13 +236,7 @@ class DataKeys:
             sealed = sealed_json(value)
             if sealed is not None:
                 return self.open_text(sealed)
-            parts = parts_json(value.get(SEALED_KEY))
-            opened = {
-                k: self.reveal_json(v) for k, v in value.items() if k != SEALED_KEY or parts is None
-            }
-            for part in parts or ():
-                opened.setdefault(part.part, self.open_text(part))
-            return opened
+            return {k: self.reveal_json(v) for k, v in value.items()}
         if isinstance(value, list):
             return [self.reveal_json(v) for v in value]
         return value
@@ -345,35 +265,6 @@ class Sealer:
         sealed = str.__new__(Sealed, self._placeholder)
         sealed.ref = self.ref
         sealed.ct = b2a_base64(raw, newline=False).translate(_B64URL).rstrip(b"=").decode()
-        return sealed
-
-    def together(self, model: T) -> T:
-        """``model`` with its personal fields in clear sealed together (:meth:`parts`)."""
-        texts = {
-            name: value
-            for name in _personal_names(type(model))
-            if type(value := getattr(model, name)) is str
-        }
-        if not texts:
-            return model
-        copy = model.__copy__()  # the values are already valid: no second validation
-        copy.__dict__.update(self.parts(texts))
-        return copy
-
-    def parts(self, texts: Mapping[str, str]) -> dict[str, SealedPart]:
-        """``texts`` (a field name to its text) sealed together as one ciphertext, as
-        :class:`SealedTogether` carries them: one encryption, one nonce and one tag for
-        them all — most of a field's cost is what is paid per ciphertext, not per byte."""
-        nonces = self._nonces
-        nonce = nonces.pop() if nonces else _draw(nonces)
-        clear = json.dumps(texts, ensure_ascii=False, separators=(",", ":")).encode()
-        raw = nonce + self._encrypt(nonce, clear, self._aad + _PARTS_AAD)
-        ct = b2a_base64(raw, newline=False).translate(_B64URL).rstrip(b"=").decode()
-        ref, placeholder, new = self.ref, self._placeholder, str.__new__
-        sealed: dict[str, SealedPart] = {}
-        for part in texts:
-            one = sealed[part] = new(SealedPart, placeholder)
-            one.ref, one.ct, one.part = ref, ct, part
         return sealed
 
 
@@ -438,116 +329,10 @@ def from_column(text: str) -> str:
 
 
 def sealed_json(value: dict[str, Any]) -> Sealed | None:
-    """A sealed field as JSON holds it: ``{"ref", "ct"}``, or one part of a ciphertext of
-    several, ``{"ref", "ct", "part"}``."""
     ref, ct = value.get("ref"), value.get("ct")
-    if not (isinstance(ref, str) and isinstance(ct, str)):
-        return None
-    if len(value) == 2:
+    if len(value) == 2 and isinstance(ref, str) and isinstance(ct, str):
         return Sealed(ref, ct)
-    part = value.get("part")
-    if len(value) == 3 and isinstance(part, str):
-        return SealedPart(ref, ct, part)
     return None
-
-
-SEALED_KEY = "sealed"
-"""Where a :class:`SealedTogether` model's personal fields travel when sealed together."""
-
-
-def parts_json(value: Any) -> list[SealedPart] | None:
-    """The fields a ``{"ref", "ct", "parts": [names]}`` holds (what :data:`SEALED_KEY` of a
-    :class:`SealedTogether` model carries), or None when ``value`` is not one."""
-    if not isinstance(value, dict) or len(value) != 3:
-        return None
-    ref, ct, names = value.get("ref"), value.get("ct"), value.get("parts")
-    if not (isinstance(ref, str) and isinstance(ct, str) and isinstance(names, list)):
-        return None
-    if not all(isinstance(name, str) for name in names):
-        return None
-    return [SealedPart(ref, ct, name) for name in names]
-
-
-def _together_schema(schema: dict[str, Any]) -> None:
-    """A :class:`SealedTogether` model's JSON Schema: its personal fields may be in
-    :data:`SEALED_KEY` instead, so none of them is required on its own."""
-    properties = schema.setdefault("properties", {})
-    personal = [name for name, field in properties.items() if field.get("x-personal")]
-    properties[SEALED_KEY] = {
-        "x-personal": True,
-        "description": "Personal fields sealed together, in their place: one AES-GCM "
-        "ciphertext of a JSON object of them (`parts` names them) under the subject's key.",
-        "type": "object",
-        "properties": {
-            "ref": {"type": "string"},
-            "ct": {"type": "string"},
-            "parts": {"type": "array", "items": {"enum": personal}},
-        },
-        "required": ["ref", "ct", "parts"],
-        "additionalProperties": False,
-    }
-    required = [name for name in schema.get("required", []) if name not in personal]
-    if required:
-        schema["required"] = required
-    else:
-        schema.pop("required", None)
-
-
-class SealedTogether(BaseModel):
-    """A model whose personal fields may be sealed together, as one ciphertext: a customer's
-    name, addresses and id are written at once and read at once, so intake seals them once
-    (:meth:`Sealer.parts`) instead of once a field — on its busiest path, each ciphertext costs
-    more in Python than in AES. When every personal field present is a part of one
-    ciphertext, named as the field, they travel as ``"sealed": {"ref", "ct", "parts"}`` in
-    their place; otherwise each as it is. Read back, each field is its :class:`SealedPart`,
-    so readers see the same fields either way."""
-
-    model_config = ConfigDict(json_schema_extra=_together_schema)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _unpack(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or SEALED_KEY not in data:
-            return data
-        parts = parts_json(data[SEALED_KEY])
-        if parts is None:
-            raise ValueError(f"{SEALED_KEY!r} is not a sealed {{ref, ct, parts}}")
-        unpacked = {k: v for k, v in data.items() if k != SEALED_KEY}
-        personal = _personal_names(cls)
-        for part in parts:
-            if part.part not in personal or unpacked.get(part.part) is not None:
-                raise ValueError(f"sealed part {part.part!r} is no personal field left empty")
-            unpacked[part.part] = part
-        return unpacked
-
-    @model_serializer(mode="wrap")
-    def _pack(self, handler: SerializerFunctionWrapHandler) -> Any:
-        out = handler(self)
-        present = [
-            (name, value)
-            for name in _personal_names(type(self))
-            if (value := getattr(self, name)) is not None
-        ]
-        if not present or not isinstance(out, dict):
-            return out
-        first = present[0][1]
-        if not all(
-            isinstance(value, SealedPart)
-            and value.part == name
-            and value.ct == first.ct
-            and value.ref == first.ref
-            for name, value in present
-        ):
-            return out
-        for name, _ in present:
-            out.pop(name, None)  # in the ciphertext now (an absent one stays null)
-        out[SEALED_KEY] = {"ref": first.ref, "ct": first.ct, "parts": [n for n, _ in present]}
-        return out
-
-
-@functools.cache
-def _personal_names(model: type[BaseModel]) -> tuple[str, ...]:
-    return tuple(name for name, personal in _fields(model) if personal)
 
 
 _ATOMS = frozenset({str, int, float, bool, bytes, type(None), datetime, date, UUID, Decimal})
@@ -563,8 +348,6 @@ def _collect(value: Any, refs: set[str], kind: type[Sealed | Unsealed] = Sealed)
         return
     elif kind is Sealed and isinstance(value, dict) and (sealed := sealed_json(value)):
         refs.add(sealed.ref)
-    elif kind is Sealed and isinstance(value, dict) and (parts := parts_json(value)):
-        refs.add(parts[0].ref)
     elif isinstance(value, BaseModel):
         for name, _ in _fields(type(value)):
             item = getattr(value, name)
@@ -614,11 +397,7 @@ def _plain(annotation: Any) -> bool:
     return isinstance(annotation, type) and (annotation in _ATOMS or issubclass(annotation, Enum))
 
 
-def _rebuild(model: M, change: Any, together: Any = None) -> M:
-    """``model`` with ``change`` applied to each personal field (``together``, if given, to a
-    :class:`SealedTogether` model first)."""
-    if together is not None and isinstance(model, SealedTogether):
-        model = together(model)
+def _rebuild(model: M, change: Any) -> M:
     updates: dict[str, Any] = {}
     for name, personal in _fields(type(model)):
         value = getattr(model, name)
@@ -626,7 +405,7 @@ def _rebuild(model: M, change: Any, together: Any = None) -> M:
             not personal and (type(value) in _ATOMS or not isinstance(value, BaseModel | list))
         ):
             continue  # nothing personal can be inside
-        new = _changed(value, change, together, personal=personal)
+        new = _changed(value, change, personal=personal)
         if new is not value:
             updates[name] = new
     if not updates:
@@ -636,12 +415,12 @@ def _rebuild(model: M, change: Any, together: Any = None) -> M:
     return copy
 
 
-def _changed(value: Any, change: Any, together: Any, *, personal: bool) -> Any:
+def _changed(value: Any, change: Any, *, personal: bool) -> Any:
     if isinstance(value, str):
         return change(value) if personal else value
     if isinstance(value, BaseModel):
-        return _rebuild(value, change, together)
+        return _rebuild(value, change)
     if isinstance(value, list):
-        items = [_changed(v, change, together, personal=personal) for v in value]
+        items = [_changed(v, change, personal=personal) for v in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
     return value

@@ -64,20 +64,13 @@ class Customers:
         customer = request.customer
         ref = self.ref(customer)
         seal = self._keys.sealer(ref)
-        who = {"name": customer.name}
-        if customer.email is not None:
-            who["email"] = customer.email
-        if customer.phone is not None:
-            who["phone"] = customer.phone
-        if customer.customer_id is not None:
-            who["customer_id"] = customer.customer_id
-        sealed = seal.parts(who)  # one ciphertext for the customer (CustomerDetails)
+        email, phone, customer_id = customer.email, customer.phone, customer.customer_id
         return SealedTexts(
             ref=ref,
-            name=sealed["name"],
-            email=sealed.get("email"),
-            phone=sealed.get("phone"),
-            customer_id=sealed.get("customer_id"),
+            name=seal(customer.name),
+            email=None if email is None else seal(email),
+            phone=None if phone is None else seal(phone),
+            customer_id=None if customer_id is None else seal(customer_id),
             subject=seal(request.subject),
             description=seal(request.description),
             attachments=[

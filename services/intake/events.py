@@ -9,7 +9,7 @@ from services.intake import contract
 from services.intake.contract import Reason
 from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
 from shared.events import EventData, Moment, event
-from shared.personal import OptionalPersonalText, PersonalText, SealedTogether
+from shared.personal import OptionalPersonalText, PersonalText
 
 EVENTS_TOPIC = "intake.events"
 REJECTIONS_TOPIC = "requests.rejected"
@@ -23,10 +23,9 @@ def ticket_stream(ticket_id: str) -> str:
     return f"ticket-{ticket_id}"
 
 
-class CustomerDetails(SealedTogether):
+class CustomerDetails(BaseModel):
     """Who asked. Personal fields are sealed under the customer's data key (``ref`` names it:
-    a pseudonym, the same for every request of the same customer until they are erased),
-    together as one ciphertext (``sealed``) as intake records them."""
+    a pseudonym, the same for every request of the same customer until they are erased)."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -8,7 +8,7 @@ import json
 import secrets
 
 import pytest
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticSerializationError
 
 from shared.keystore import NONCE_BYTES
@@ -21,8 +21,6 @@ from shared.personal import (
     OptionalPersonalText,
     PersonalText,
     Sealed,
-    SealedPart,
-    SealedTogether,
     sealed_refs,
 )
 
@@ -144,113 +142,3 @@ def test_every_field_sealed_gets_a_nonce_of_its_own_across_sealers_and_refills()
     nonces = [r[:NONCE_BYTES] for r in raw]
     assert len(set(nonces)) == len(sealed)
     assert [batch.open_bytes(s) for s in sealed[: len(texts)]] == texts
-
-
-class Customer(SealedTogether):
-    model_config = ConfigDict(frozen=True)
-
-    name: PersonalText
-    email: OptionalPersonalText = None
-    phone: OptionalPersonalText = None
-    tier: str | None = None
-
-
-class Receipt(BaseModel):
-    number: str
-    customer: Customer
-    subject: PersonalText
-
-
-class Copy(BaseModel):
-    """Another record holding one of a customer's fields (as notify's facts do)."""
-
-    customer_name: PersonalText
-
-
-def receipt() -> Receipt:
-    wang = Customer(name="Wang Fang", email="wang.fang@example.com", tier="vip")
-    return Receipt(number="REQ-1", customer=wang, subject="Router broken")
-
-
-def test_a_customer_is_sealed_as_one_ciphertext_in_place_of_its_fields() -> None:
-    ring = keys("cust-1")
-    sealed = ring.seal(receipt(), "cust-1")
-    text = sealed.model_dump_json(context=SEALED_ONLY)
-
-    for clear in ("Wang Fang", "wang.fang@example.com", "Router broken"):
-        assert clear not in text
-    customer = json.loads(text)["customer"]
-    assert set(customer) == {"phone", "tier", "sealed"}  # no name or email of its own
-    assert customer["tier"] == "vip"
-    assert customer["sealed"]["ref"] == "cust-1"
-    assert customer["sealed"]["parts"] == ["name", "email"]
-    assert text.count('"ct"') == 2  # the customer's one, and the subject's
-
-    read = Receipt.model_validate_json(text)
-    assert isinstance(read.customer.email, SealedPart) and read.customer.phone is None
-    assert read.customer.name == "[sealed cust-1]"
-    assert ring.reveal(read) == receipt()
-    assert ring.reveal_json(json.loads(text)) == receipt().model_dump(mode="json")
-    assert sealed_refs(json.loads(text)) == sealed_refs(read) == {"cust-1"}
-    erased = DataKeys({"cust-1": None}).reveal(read)
-    assert erased.customer.name is ERASED and erased.customer.email is ERASED
-    assert DataKeys({"cust-1": None}).reveal_json(json.loads(text))["customer"]["name"] == "erased"
-
-
-def test_a_part_copied_into_another_record_travels_with_its_ciphertext() -> None:
-    ring = keys("cust-1")
-    read = Receipt.model_validate_json(ring.seal(receipt(), "cust-1").model_dump_json())
-
-    copied = Copy(customer_name=read.customer.name).model_dump_json()
-    assert set(json.loads(copied)["customer_name"]) == {"ref", "ct", "part"}
-    assert ring.open_text(Copy.model_validate_json(copied).customer_name) == "Wang Fang"
-    assert ring.reveal_json(json.loads(copied)) == {"customer_name": "Wang Fang"}
-    # A customer whose fields are not all parts of one ciphertext keeps each as it is.
-    mixed = read.customer.model_copy(update={"email": ring.seal_text("cust-1", "w@example.com")})
-    document = json.loads(mixed.model_dump_json())
-    assert "sealed" not in document and set(document["name"]) == {"ref", "ct", "part"}
-    assert ring.reveal(Customer.model_validate(document)).email == "w@example.com"
-
-
-def test_a_ciphertext_of_parts_and_a_single_fields_never_stand_for_each_other() -> None:
-    ring = keys("cust-1")
-    sealer = ring.sealer("cust-1")
-    parts = sealer.parts({"name": "Wang Fang"})
-    single = sealer("Wang Fang")
-    assert ring.open_text(Sealed("cust-1", parts["name"].ct)) is ERASED
-    assert ring.open_text(SealedPart("cust-1", single.ct, "name")) is ERASED
-    assert ring.open_text(SealedPart("cust-1", parts["name"].ct, "email")) is ERASED
-    assert ring.open_text(SealedPart("cust-2", parts["name"].ct, "name")) is ERASED
-
-
-@pytest.mark.parametrize(
-    "sealed",
-    [
-        {"ref": "cust-1", "ct": "x", "parts": ["tier"]},  # not a personal field
-        {"ref": "cust-1", "ct": "x", "parts": ["name", "name", "nope"]},
-        {"ref": "cust-1", "ct": "x", "parts": "name"},
-        {"ref": "cust-1", "ct": "x"},
-        {"ref": "cust-1", "ct": "x", "parts": ["email"], "more": 1},
-        "name",
-    ],
-)
-def test_a_malformed_sealed_customer_is_refused(sealed: object) -> None:
-    with pytest.raises(ValidationError):
-        Customer.model_validate({"sealed": sealed, "tier": "vip"})
-
-
-def test_a_sealed_part_cannot_hide_a_field_given_in_clear() -> None:
-    with pytest.raises(ValidationError, match="sealed part"):
-        Customer.model_validate(
-            {"name": "Mallory", "sealed": {"ref": "cust-1", "ct": "x", "parts": ["name"]}}
-        )
-
-
-def test_the_schema_says_a_customers_fields_may_be_sealed_together() -> None:
-    schema = Customer.model_json_schema()
-    assert schema["properties"]["sealed"]["properties"]["parts"]["items"]["enum"] == [
-        "name",
-        "email",
-        "phone",
-    ]
-    assert "required" not in schema
