@@ -128,3 +128,39 @@ async def test_sends_waiting_for_a_connection_neither_time_out_nor_go_twice(
     keys = Counter(r.headers["idempotency-key"] for r in http.at("/agents/wang.qiang"))
     assert len(keys) == 20 and set(keys.values()) == {1}, keys
     assert {data(r)["attempts"] for r in sent} == {1}
+
+
+@pytest.mark.asyncio
+async def test_a_notice_that_waited_too_long_for_its_turn_is_left_to_its_lease_not_sent_twice(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """Three webhooks to one receiver that answers in 3 s, one at a time on the wire (the
+    destination's share), a 4 s timeout and a 5 s lease. The second waits 3 s for its turn:
+    sent then, it would still be on the wire when its lease ends at 5 s and be claimed and sent
+    again. Past lease - timeout (1 s) of waiting it is left to its lease instead, and goes once,
+    at a later attempt."""
+    with smtp_server() as smtp, http_receiver() as http:
+        http.slow["/agents/wang.qiang"] = 3
+        desk = notify_settings(
+            settings,
+            tmp_path,
+            smtp,
+            http,
+            notify_send_timeout="4s",
+            notify_lease="5s",
+            notify_destination_concurrency=1,
+        )
+        async with running(notify(desk)):
+            for n in range(1, 4):
+                await send_ticket(kafka, n, agent="wang.qiang")
+            sent = await kafka.await_records(
+                EVENTS,
+                lambda r: kind("sent")(r) and data(r)["channel"] == "webhook",
+                count=3,
+                timeout=90,
+            )
+            await kafka.all_records(EVENTS, settle=4.0)
+    keys = Counter(r.headers["idempotency-key"] for r in http.at("/agents/wang.qiang"))
+    assert len(keys) == 3 and set(keys.values()) == {1}, keys
+    assert sorted(data(r)["attempts"] for r in sent)[0] == 1
+    assert max(data(r)["attempts"] for r in sent) > 1  # the others waited out their lease
