@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from asyncpg import Record
@@ -199,6 +200,7 @@ class KeyStore:
         self._ring = MasterKeys.of(master) if isinstance(master, MasterKey) else master
         self.table = f"{identifier(schema)}.subject_keys"
         self.lookup_table = f"{identifier(schema)}.lookup_secret"
+        self.erasures_table = f"{identifier(schema)}.subject_erasures"
         self._lookup: hmac.HMAC | None = None
         """The lookup secret's HMAC, keyed once: each identity's is a copy (half the cost of
         ``hmac.digest``, and intake looks up every request's customer)."""
@@ -206,6 +208,14 @@ class KeyStore:
         """Data keys already unwrapped, by (pseudonym, wrapped key as the table holds it): a
         repeat customer's batch skips the unwrapping, never the read of the row — an erased
         row holds no wrapped key, so its entry is never found again."""
+        self._met: dict[bytes, SubjectKey] = {}
+        """Subjects read from the table before, by lookup, the least recently used first: a
+        repeat customer's batch reads the erasure count instead of their row (half of what
+        meeting a customer cost intake). Only committed rows are kept — a subject made in a
+        transaction that may still roll back is not — and all are forgotten when the count
+        moves, since an erasure anywhere may have been one of theirs."""
+        self._erasures: int | None = None
+        """``subject_erasures.erased`` when :attr:`_met` was last checked against it."""
 
     @property
     def ring(self) -> MasterKeys:
@@ -288,7 +298,7 @@ class KeyStore:
         if not wanted:
             return {}
         lookups = await self.lookups(conn, wanted)
-        found = await self._by_lookup(conn, list(lookups.values()))
+        found = await self._met_or_read(conn, list(lookups.values()))
         missing = [lookup for lookup in lookups.values() if lookup not in found]
         if missing:
             # Made here: each key is known in clear, so it is kept as unwrapped already.
@@ -314,6 +324,42 @@ class KeyStore:
             if raced:  # made meanwhile by another transaction: theirs it is
                 found.update(await self._by_lookup(conn, raced))
         return {identity: found[lookup] for identity, lookup in lookups.items()}
+
+    async def _met_or_read(self, conn: Connection, lookups: list[bytes]) -> dict[bytes, SubjectKey]:
+        """The subjects of ``lookups`` already in the table: those met before as kept, the others
+        read, in one statement that also reads the erasure count. A count that moved since the
+        last batch forgets every kept subject and key, and reads them all again. Like reading the
+        rows, this sees erasures committed before the statement: one committed while the batch
+        is in flight is as if it came after it."""
+        met = self._met
+        unknown = [lookup for lookup in lookups if lookup not in met]
+        rows = await conn.fetch(
+            f"SELECT e.erased, k.lookup, k.ref, k.master_kid, k.wrapped_key "
+            f"FROM {self.erasures_table} e "
+            f"LEFT JOIN {self.table} k ON k.lookup = ANY($1::bytea[])",
+            unknown,
+        )
+        erased = rows[0][0] if rows else None
+        if erased is None or erased != self._erasures:
+            met.clear()
+            self._unwrapped.clear()  # nor does this process hold a destroyed key any longer
+            self._erasures = erased
+            if erased is None:  # no count to check against: nothing is kept
+                return await self._by_lookup(conn, lookups)
+            if len(unknown) < len(lookups):
+                return await self._met_or_read(conn, lookups)
+        found: dict[bytes, SubjectKey] = {}
+        for lookup in lookups:
+            if (subject := met.pop(lookup, None)) is not None:
+                found[lookup] = met[lookup] = subject  # now the most recently used
+        read = self._subjects(row[1:] for row in rows if row[1] is not None)
+        for lookup, subject in read.items():
+            found[lookup] = subject
+            if subject.key is not None:
+                if len(met) >= UNWRAPPED_KEPT:
+                    del met[next(iter(met))]  # the least recently used
+                met[lookup] = subject
+        return found
 
     async def anonymous(self, conn: Connection) -> SubjectKey:
         """A subject of its own for data whose owner is unknown (a refused request's bytes):
@@ -352,6 +398,8 @@ class KeyStore:
         )
         for kept in [k for k in self._unwrapped if k[0] == ref]:
             del self._unwrapped[kept]  # not even this process holds it any longer
+        for lookup in [k for k, subject in self._met.items() if subject.ref == ref]:
+            del self._met[lookup]
         return erased is not None
 
     async def find(self, conn: Connection, identity: str) -> str | None:
@@ -368,7 +416,7 @@ class KeyStore:
         )
         return self._subjects(rows)
 
-    def _subjects(self, rows: Iterable[Record]) -> dict[bytes, SubjectKey]:
+    def _subjects(self, rows: Iterable[Record | tuple[Any, ...]]) -> dict[bytes, SubjectKey]:
         return {r[0]: SubjectKey(r[1], self._unwrap(r[1], r[2], r[3])) for r in rows}
 
     def _unwrap(self, ref: str, kid: str, wrapped: bytes | None) -> bytes | None:

@@ -3,29 +3,20 @@ speed is the benchmark's to measure, on a quiet machine)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from services import service_names
+from tests.support.benchmarks import bench
 
-ROOT = Path(__file__).resolve().parents[2]
 STAGES = ["recorded", "dispatched", "clocks_started", "acknowledged"]
 REQUESTS = 12
 
 
 @pytest.mark.slow
 def test_a_tiny_run_reaches_every_stage_and_prices_every_process() -> None:
-    command = [sys.executable, "-m", "bench.e2e", "--requests", str(REQUESTS)]
-    command += ["--warmup", "4", "--rate", "20", "--timeout", "90"]
-    run = subprocess.run(
-        command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600
+    figures = bench(
+        "e2e", "--requests", str(REQUESTS), "--warmup", "4", "--rate", "20", "--timeout", "90"
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    figures = json.loads(run.stdout.strip().splitlines()[-1])
 
     ceiling = figures["ceilings"]["broker_records_per_s"]
     assert ceiling > 0
@@ -56,13 +47,20 @@ def test_a_tiny_run_reaches_every_stage_and_prices_every_process() -> None:
 
 @pytest.mark.slow
 def test_a_tiny_soak_samples_every_process_and_every_window() -> None:
-    command = [sys.executable, "-m", "bench.e2e", "--soak", "--requests", "30", "--rate", "10"]
-    command += ["--warmup", "4", "--window", "1", "--timeout", "90"]
-    run = subprocess.run(
-        command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600
+    figures = bench(
+        "e2e",
+        "--soak",
+        "--requests",
+        "30",
+        "--rate",
+        "10",
+        "--warmup",
+        "4",
+        "--window",
+        "1",
+        "--timeout",
+        "90",
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    figures = json.loads(run.stdout.strip().splitlines()[-1])
 
     assert figures["mode"] == "soak"
     processes = {*service_names(), "postgres", "broker", "desk_up", "receivers", "bench"}

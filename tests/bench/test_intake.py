@@ -3,26 +3,26 @@ says (clear or sealed), and the figure is computed from the runs it prints."""
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.benchmarks import bench
 
 
 @pytest.mark.slow
 def test_compare_alternates_clear_and_sealed_runs_and_prices_sealing_from_them() -> None:
-    command = [sys.executable, "-m", "bench.intake", "--requests", "1500", "--compare", "1"]
-    command += ["--steady-rate", "20", "--steady-seconds", "1"]
-    run = subprocess.run(
-        command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600
+    figures = bench(
+        "intake",
+        "--requests",
+        "1500",
+        "--compare",
+        "1",
+        "--steady-rate",
+        "20",
+        "--steady-seconds",
+        "1",
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    figures = json.loads(run.stdout.strip().splitlines()[-1])
 
     cpu = figures["service_cpu_ms_per_request"]
     assert [len(cpu["clear"]), len(cpu["sealed"])] == [1, 1]

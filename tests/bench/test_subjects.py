@@ -3,24 +3,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.benchmarks import bench
 
 
 @pytest.mark.slow
 def test_a_small_run_prices_meeting_customers_and_sealing_their_texts() -> None:
-    command = [sys.executable, "-m", "bench.subjects", "--requests", "600", "--batch", "50"]
-    run = subprocess.run(
-        command, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    figures = bench("subjects", "--requests", "600", "--batch", "50", timeout=300)
 
     assert (figures["requests"], figures["batch"]) == (600, 50)
     # The demo draws customers from 9,000: in 600 requests most are met for the first time.

@@ -273,6 +273,68 @@ async def test_a_key_erased_by_another_process_is_never_used_again_by_one_that_k
         (await keys_for(intake, owner, [sealed])).seal_text(before.ref, "Wang Fang")
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "by_hand",
+    [
+        "UPDATE intake.subject_keys SET wrapped_key = NULL, lookup = NULL, erased_at = now() "
+        "WHERE ref = $1",
+        "UPDATE intake.subject_keys SET lookup = NULL WHERE ref = $1",
+        "DELETE FROM intake.subject_keys WHERE ref = $1",
+        "TRUNCATE intake.subject_keys",
+    ],
+    ids=["erased", "unlinked", "deleted", "truncated"],
+)
+async def test_a_kept_subject_is_forgotten_however_its_row_was_erased(
+    owner: asyncpg.Connection, by_hand: str
+) -> None:
+    """Intake keeps the subjects it met and reads only the erasure count for them; a trigger
+    moves the count whatever erases a row — SQL typed by an operator too — so a kept key is
+    never used after its row is gone. Closing a subject's ticket moves nothing."""
+    store = KeyStore(master())
+    identity = "email:kept@example.com"
+    before = (await store.subjects(owner, [identity]))[identity]
+    assert (await store.subjects(owner, [identity]))[identity] == before  # read once, then kept
+    count = "SELECT erased FROM intake.subject_erasures"
+    erased = await owner.fetchval(count)
+    await owner.execute(
+        "UPDATE intake.subject_keys SET closed_at = now() WHERE ref = $1", before.ref
+    )
+    assert await owner.fetchval(count) == erased
+    assert (await store.subjects(owner, [identity]))[identity] == before
+
+    await owner.execute(by_hand, *([before.ref] if "$1" in by_hand else []))
+
+    assert await owner.fetchval(count) > erased
+    after = (await store.subjects(owner, [identity]))[identity]
+    assert after.ref != before.ref and after.key != before.key
+    row = await owner.fetchrow(
+        "SELECT wrapped_key FROM intake.subject_keys WHERE ref = $1", after.ref
+    )
+    assert row is not None and row[0] is not None
+
+
+@pytest.mark.asyncio
+async def test_a_subject_made_in_a_transaction_that_rolled_back_is_not_kept(
+    owner: asyncpg.Connection,
+) -> None:
+    """A batch that fails rolls its new subjects back: the next one must not seal under a key
+    that no row holds (nothing could ever open it)."""
+    store = KeyStore(master())
+    identity = "email:rolled-back@example.com"
+    batch = owner.transaction()
+    await batch.start()
+    lost = (await store.subjects(owner, [identity]))[identity]
+    await batch.rollback()  # the batch failed
+
+    again = (await store.subjects(owner, [identity]))[identity]
+    kept = (await store.subjects(owner, [identity]))[identity]
+
+    assert again.ref != lost.ref and kept == again
+    assert await store.keys(owner, [again.ref]) == {again.ref: again.key}
+    assert await store.keys(owner, [lost.ref]) == {lost.ref: None}
+
+
 class Note(BaseModel):
     text: PersonalText
     number: str
