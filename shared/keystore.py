@@ -210,12 +210,16 @@ class KeyStore:
         row holds no wrapped key, so its entry is never found again."""
         self._met: dict[bytes, SubjectKey] = {}
         """Subjects read from the table before, by lookup, the least recently used first: a
-        repeat customer's batch reads the erasure count instead of their row (half of what
-        meeting a customer cost intake). Only committed rows are kept — a subject made in a
-        transaction that may still roll back is not — and all are forgotten when the count
+        repeat customer's batch reads the erasure count instead of their row (a third of what
+        finding a known customer cost intake). Only committed rows are kept — a subject made in
+        a transaction that may still roll back is not — and all are forgotten when the count
         moves, since an erasure anywhere may have been one of theirs."""
         self._erasures: int | None = None
         """``subject_erasures.erased`` when :attr:`_met` was last checked against it."""
+        self._unsettled: dict[bytes, str] = {}
+        """Subjects this process made, by lookup, with the (top-level) transaction that made
+        them, until read by another: a transaction reads its own rows before it commits, and
+        keeping one that then rolls back would seal later requests under a key no row holds."""
 
     @property
     def ring(self) -> MasterKeys:
@@ -309,13 +313,17 @@ class KeyStore:
                 f"INSERT INTO {self.table} (ref, lookup, master_kid, wrapped_key) "
                 "SELECT r, l, $4, w FROM unnest($1::text[], $2::bytea[], $3::bytea[]) "
                 "AS u(r, l, w) "
-                "ON CONFLICT (lookup) DO NOTHING RETURNING lookup",
+                "ON CONFLICT (lookup) DO NOTHING RETURNING lookup, pg_current_xact_id()::text",
                 refs,
                 missing,
                 wrapped,
                 self.master.kid,
             )
             inserted = {row[0] for row in kept}
+            for row in kept:
+                if len(self._unsettled) >= UNWRAPPED_KEPT:
+                    del self._unsettled[next(iter(self._unsettled))]
+                self._unsettled[row[0]] = row[1]
             for lookup, ref, key, wrap in zip(missing, refs, keys, wrapped, strict=True):
                 if lookup in inserted:
                     found[lookup] = SubjectKey(ref, key)
@@ -334,8 +342,8 @@ class KeyStore:
         met = self._met
         unknown = [lookup for lookup in lookups if lookup not in met]
         rows = await conn.fetch(
-            f"SELECT e.erased, k.lookup, k.ref, k.master_kid, k.wrapped_key "
-            f"FROM {self.erasures_table} e "
+            f"SELECT e.erased, pg_current_xact_id_if_assigned()::text, "
+            f"k.lookup, k.ref, k.master_kid, k.wrapped_key FROM {self.erasures_table} e "
             f"LEFT JOIN {self.table} k ON k.lookup = ANY($1::bytea[])",
             unknown,
         )
@@ -352,9 +360,14 @@ class KeyStore:
         for lookup in lookups:
             if (subject := met.pop(lookup, None)) is not None:
                 found[lookup] = met[lookup] = subject  # now the most recently used
-        read = self._subjects(row[1:] for row in rows if row[1] is not None)
+        this_transaction = rows[0][1]  # None until it writes: then it made nothing either
+        read = self._subjects(row[2:] for row in rows if row[2] is not None)
         for lookup, subject in read.items():
             found[lookup] = subject
+            if (maker := self._unsettled.get(lookup)) is not None:
+                if maker == this_transaction:
+                    continue  # made by this very transaction, not committed yet
+                del self._unsettled[lookup]  # seen by another transaction: committed
             if subject.key is not None:
                 if len(met) >= UNWRAPPED_KEPT:
                     del met[next(iter(met))]  # the least recently used

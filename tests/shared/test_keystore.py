@@ -319,12 +319,16 @@ async def test_a_subject_made_in_a_transaction_that_rolled_back_is_not_kept(
     owner: asyncpg.Connection,
 ) -> None:
     """A batch that fails rolls its new subjects back: the next one must not seal under a key
-    that no row holds (nothing could ever open it)."""
+    that no row holds (nothing could ever open it) — even when the failed batch had read its
+    own new row back before it failed."""
     store = KeyStore(master())
     identity = "email:rolled-back@example.com"
     batch = owner.transaction()
     await batch.start()
-    lost = (await store.subjects(owner, [identity]))[identity]
+    async with owner.transaction():  # a savepoint, as a batch isolating a message makes
+        lost = (await store.subjects(owner, [identity]))[identity]
+    # The batch meets the customer again (a refused request of theirs): its own row, read.
+    assert (await store.subjects(owner, [identity]))[identity] == lost
     await batch.rollback()  # the batch failed
 
     again = (await store.subjects(owner, [identity]))[identity]
