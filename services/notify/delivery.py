@@ -83,7 +83,7 @@ class Deliverer:
         slots = asyncio.Semaphore(settings.notify_concurrency)
         most = settings.notify_batch  # notices in hand: on the wire or waiting for a slot
         enough = max(1, most // 2)  # claims stay batches
-        hands = Hands(settings.notify_destination_concurrency, max(1, most // 2))
+        hands = Hands(settings.notify_destination_concurrency, in_hand_per_destination(settings))
         # A notice still waiting for a slot when its lease could end mid-send is left to the
         # lease (sent after it, once) rather than risk a second copy.
         patience = (settings.notify_lease - settings.notify_send_timeout).total_seconds()
@@ -257,6 +257,19 @@ async def _record(
             retry_at=settlement.due.isoformat() if settlement.due else None,
             error=error,
         )
+
+
+def in_hand_per_destination(settings: NotifySettings) -> int:
+    """Notices held for one destination at most: those on the wire (its share) and as many
+    waves behind them as can each wait out a whole send before theirs and still go before their
+    lease ends — half the sender's hands if that is fewer. Held beyond that, a notice behind a
+    receiver that answers at the timeout would be left to its lease and claimed again (an
+    attempt counted for a send never made; after enough, one failure would be its last)."""
+    each = settings.notify_destination_concurrency
+    waves = (
+        1 + (settings.notify_lease - settings.notify_send_timeout) // settings.notify_send_timeout
+    )
+    return max(1, min(settings.notify_batch // 2, each * waves))
 
 
 class Hands:

@@ -16,6 +16,8 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notify.app import build as notify
+from services.notify.delivery import in_hand_per_destination
+from services.notify.settings import NotifySettings
 from shared.database import connect
 from shared.local.ports import free_port
 from shared.local.sinks import http_receiver, smtp_server
@@ -112,12 +114,13 @@ async def test_sends_waiting_for_a_connection_neither_time_out_nor_go_twice(
 ) -> None:
     """Twenty webhooks to a receiver answering in 1.5 s, within a 4 s timeout: each is sent
     once, at the first attempt (with 8 connections, the third eight timed out in the queue
-    and were sent again). The lease leaves 6 s to wait for a turn: with 2 (a 6 s lease), a
-    slowed machine left some to their lease, sent once but at a second attempt."""
+    and were sent again). The sender holds the twelve it can send within the 6 s lease, and
+    the other eight wait in the table (held too, waiting 1.5 s of the 2 s a turn may take, a
+    slowed machine left some to their lease: sent once, but at a second attempt)."""
     with smtp_server() as smtp, http_receiver() as http:
         http.slow["/agents/wang.qiang"] = 1.5
         desk = notify_settings(
-            settings, tmp_path, smtp, http, notify_send_timeout="4s", notify_lease="10s"
+            settings, tmp_path, smtp, http, notify_send_timeout="4s", notify_lease="6s"
         )
         async with running(notify(desk)):
             for n in range(1, 21):
@@ -136,10 +139,11 @@ async def test_a_notice_that_waited_too_long_for_its_turn_is_left_to_its_lease_n
     settings: Settings, kafka: KafkaProbe, tmp_path: Path
 ) -> None:
     """Three webhooks to one receiver that answers in 3 s, one at a time on the wire (the
-    destination's share), a 4 s timeout and a 5 s lease. The second waits 3 s for its turn:
-    sent then, it would still be on the wire when its lease ends at 5 s and be claimed and sent
-    again. Past lease - timeout (1 s) of waiting it is left to its lease instead, and goes once,
-    at a later attempt."""
+    sender's one slot; its hands hold what the destination's share of three can send within the
+    lease), a 4 s timeout and a 5 s lease. The second waits 3 s for its turn: sent then, it
+    would still be on the wire when its lease ends at 5 s and be claimed and sent again. Past
+    lease - timeout (1 s) of waiting it is left to its lease instead, and goes once, at a later
+    attempt."""
     with smtp_server() as smtp, http_receiver() as http:
         http.slow["/agents/wang.qiang"] = 3
         desk = notify_settings(
@@ -149,7 +153,8 @@ async def test_a_notice_that_waited_too_long_for_its_turn_is_left_to_its_lease_n
             http,
             notify_send_timeout="4s",
             notify_lease="5s",
-            notify_destination_concurrency=1,
+            notify_concurrency=1,
+            notify_destination_concurrency=3,
         )
         async with running(notify(desk)):
             for n in range(1, 4):
@@ -165,3 +170,62 @@ async def test_a_notice_that_waited_too_long_for_its_turn_is_left_to_its_lease_n
     assert len(keys) == 3 and set(keys.values()) == {1}, keys
     assert sorted(data(r)["attempts"] for r in sent)[0] == 1
     assert max(data(r)["attempts"] for r in sent) > 1  # the others waited out their lease
+
+
+@pytest.mark.asyncio
+async def test_a_slow_receiver_s_notices_wait_in_the_table_not_past_their_lease(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """Six webhooks to a receiver answering in 3 s, two on the wire at once, a 4 s timeout and
+    a 6 s lease: a notice may wait 2 s for its turn. Held all at once, the third and fourth
+    would wait 3 s and be left to their lease (sent at a second attempt, their claim counted
+    for a send never made); the sender holds only what it can send within the lease, two, and
+    claims the rest as room frees: each goes once, at its first attempt."""
+    with smtp_server() as smtp, http_receiver() as http:
+        http.slow["/agents/wang.qiang"] = 3
+        desk = notify_settings(
+            settings,
+            tmp_path,
+            smtp,
+            http,
+            notify_send_timeout="4s",
+            notify_lease="6s",
+            notify_destination_concurrency=2,
+        )
+        async with running(notify(desk)):
+            for n in range(1, 7):
+                await send_ticket(kafka, n, agent="wang.qiang")
+            sent = await kafka.await_records(
+                EVENTS,
+                lambda r: kind("sent")(r) and data(r)["channel"] == "webhook",
+                count=6,
+                timeout=90,
+            )
+            await kafka.all_records(EVENTS, settle=2.0)
+    keys = Counter(r.headers["idempotency-key"] for r in http.at("/agents/wang.qiang"))
+    assert len(keys) == 6 and set(keys.values()) == {1}, keys
+    assert [data(r)["attempts"] for r in sent] == [1] * 6
+
+
+@pytest.mark.parametrize(
+    ("share", "timeout", "lease", "batch", "held"),
+    [
+        (12, "10s", "60s", 200, 72),  # the defaults: the share, and five waves behind it
+        (12, "10s", "60m", 200, 100),  # never more than half the sender's hands
+        (2, "4s", "6s", 200, 2),  # no time to wait a whole send: the share only
+        (3, "1s", "3500ms", 200, 9),  # 2.5 s to wait: two whole sends
+        (1, "4s", "5s", 1, 1),  # at least one
+    ],
+)
+def test_a_sender_holds_for_one_destination_what_it_can_send_within_the_lease(
+    settings: Settings, share: int, timeout: str, lease: str, batch: int, held: int
+) -> None:
+    own = NotifySettings.of(
+        settings.replace(
+            notify_destination_concurrency=share,
+            notify_send_timeout=timeout,
+            notify_lease=lease,
+            notify_batch=batch,
+        )
+    )
+    assert in_hand_per_destination(own) == held
