@@ -260,15 +260,14 @@ async def _record(
 
 
 def in_hand_per_destination(settings: NotifySettings) -> int:
-    """Notices held for one destination at most: those on the wire (its share) and as many
-    waves behind them as can each wait out a whole send before theirs and still go before their
-    lease ends — half the sender's hands if that is fewer. Held beyond that, a notice behind a
-    receiver that answers at the timeout would be left to its lease and claimed again (an
-    attempt counted for a send never made; after enough, one failure would be its last)."""
-    each = settings.notify_destination_concurrency
-    waves = (
-        1 + (settings.notify_lease - settings.notify_send_timeout) // settings.notify_send_timeout
-    )
+    """Notices held for one destination at most: as many waves of its share as whole sends fit
+    in ``lease - timeout`` (the latest a send may start), so that the last wave, behind a
+    receiver that answers only at the timeout, still starts a whole send before that — half the
+    sender's hands if that is fewer, and never less than one wave. Held beyond, such notices
+    were left to their lease and claimed again: an attempt counted for a send never made, and
+    after enough of them one failure was their last."""
+    each, timeout = settings.notify_destination_concurrency, settings.notify_send_timeout
+    waves = max(1, (settings.notify_lease - timeout) // timeout)
     return max(1, min(settings.notify_batch // 2, each * waves))
 
 

@@ -210,10 +210,10 @@ async def test_a_slow_receiver_s_notices_wait_in_the_table_not_past_their_lease(
 @pytest.mark.parametrize(
     ("share", "timeout", "lease", "batch", "held"),
     [
-        (12, "10s", "60s", 200, 72),  # the defaults: the share, and five waves behind it
+        (12, "10s", "60s", 200, 60),  # the defaults: five waves, the last 10 s to spare
         (12, "10s", "60m", 200, 100),  # never more than half the sender's hands
-        (2, "4s", "6s", 200, 2),  # no time to wait a whole send: the share only
-        (3, "1s", "3500ms", 200, 9),  # 2.5 s to wait: two whole sends
+        (2, "4s", "6s", 200, 2),  # no whole send fits in the 2 s to wait: one wave
+        (3, "1s", "3500ms", 200, 6),  # 2.5 s to wait: two waves, the last 1.5 s to spare
         (1, "4s", "5s", 1, 1),  # at least one
     ],
 )
