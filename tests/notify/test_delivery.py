@@ -117,21 +117,11 @@ async def test_sends_waiting_for_a_connection_neither_time_out_nor_go_twice(
     and were sent again). The sender holds the twelve it can send within the 6 s lease, and
     the other eight wait in the table (held too, waiting 1.5 s of the 2 s a turn may take, a
     slowed machine left some to their lease: sent once, but at a second attempt)."""
-    with smtp_server() as smtp, http_receiver() as http:
-        http.slow["/agents/wang.qiang"] = 1.5
-        desk = notify_settings(
-            settings, tmp_path, smtp, http, notify_send_timeout="4s", notify_lease="6s"
-        )
-        async with running(notify(desk)):
-            for n in range(1, 21):
-                await send_ticket(kafka, n, agent="wang.qiang")
-            sent = await kafka.await_records(
-                EVENTS, lambda r: kind("sent")(r) and data(r)["channel"] == "webhook", count=20
-            )
-            await kafka.all_records(EVENTS, settle=2.0)
-    keys = Counter(r.headers["idempotency-key"] for r in http.at("/agents/wang.qiang"))
-    assert len(keys) == 20 and set(keys.values()) == {1}, keys
-    assert {data(r)["attempts"] for r in sent} == {1}
+    attempts = await webhooks_to_a_slow_receiver(
+        settings, kafka, tmp_path, 20, answering_in=1.5, notify_send_timeout="4s",
+        notify_lease="6s",
+    )  # fmt: skip
+    assert attempts == [1] * 20
 
 
 @pytest.mark.asyncio
@@ -144,32 +134,12 @@ async def test_a_notice_that_waited_too_long_for_its_turn_is_left_to_its_lease_n
     would still be on the wire when its lease ends at 5 s and be claimed and sent again. Past
     lease - timeout (1 s) of waiting it is left to its lease instead, and goes once, at a later
     attempt."""
-    with smtp_server() as smtp, http_receiver() as http:
-        http.slow["/agents/wang.qiang"] = 3
-        desk = notify_settings(
-            settings,
-            tmp_path,
-            smtp,
-            http,
-            notify_send_timeout="4s",
-            notify_lease="5s",
-            notify_concurrency=1,
-            notify_destination_concurrency=3,
-        )
-        async with running(notify(desk)):
-            for n in range(1, 4):
-                await send_ticket(kafka, n, agent="wang.qiang")
-            sent = await kafka.await_records(
-                EVENTS,
-                lambda r: kind("sent")(r) and data(r)["channel"] == "webhook",
-                count=3,
-                timeout=90,
-            )
-            await kafka.all_records(EVENTS, settle=4.0)
-    keys = Counter(r.headers["idempotency-key"] for r in http.at("/agents/wang.qiang"))
-    assert len(keys) == 3 and set(keys.values()) == {1}, keys
-    assert sorted(data(r)["attempts"] for r in sent)[0] == 1
-    assert max(data(r)["attempts"] for r in sent) > 1  # the others waited out their lease
+    attempts = await webhooks_to_a_slow_receiver(
+        settings, kafka, tmp_path, 3, answering_in=3, notify_send_timeout="4s",
+        notify_lease="5s", notify_concurrency=1, notify_destination_concurrency=3,
+    )  # fmt: skip
+    assert attempts[0] == 1
+    assert attempts[-1] > 1  # the others waited out their lease
 
 
 @pytest.mark.asyncio
@@ -181,30 +151,11 @@ async def test_a_slow_receiver_s_notices_wait_in_the_table_not_past_their_lease(
     would wait 3 s and be left to their lease (sent at a second attempt, their claim counted
     for a send never made); the sender holds only what it can send within the lease, two, and
     claims the rest as room frees: each goes once, at its first attempt."""
-    with smtp_server() as smtp, http_receiver() as http:
-        http.slow["/agents/wang.qiang"] = 3
-        desk = notify_settings(
-            settings,
-            tmp_path,
-            smtp,
-            http,
-            notify_send_timeout="4s",
-            notify_lease="6s",
-            notify_destination_concurrency=2,
-        )
-        async with running(notify(desk)):
-            for n in range(1, 7):
-                await send_ticket(kafka, n, agent="wang.qiang")
-            sent = await kafka.await_records(
-                EVENTS,
-                lambda r: kind("sent")(r) and data(r)["channel"] == "webhook",
-                count=6,
-                timeout=90,
-            )
-            await kafka.all_records(EVENTS, settle=2.0)
-    keys = Counter(r.headers["idempotency-key"] for r in http.at("/agents/wang.qiang"))
-    assert len(keys) == 6 and set(keys.values()) == {1}, keys
-    assert [data(r)["attempts"] for r in sent] == [1] * 6
+    attempts = await webhooks_to_a_slow_receiver(
+        settings, kafka, tmp_path, 6, answering_in=3, notify_send_timeout="4s",
+        notify_lease="6s", notify_destination_concurrency=2,
+    )  # fmt: skip
+    assert attempts == [1] * 6
 
 
 @pytest.mark.parametrize(
@@ -229,3 +180,33 @@ def test_a_sender_holds_for_one_destination_what_it_can_send_within_the_lease(
         )
     )
     assert in_hand_per_destination(own) == held
+
+
+async def webhooks_to_a_slow_receiver(
+    settings: Settings,
+    kafka: KafkaProbe,
+    tmp_path: Path,
+    tickets: int,
+    *,
+    answering_in: float,
+    **options: Any,
+) -> list[int]:
+    """``tickets`` assignment webhooks to one receiver answering in ``answering_in`` s, through
+    notify with ``options``: each must arrive exactly once (by idempotency key); the attempt
+    each was sent at, in order."""
+    with smtp_server() as smtp, http_receiver() as http:
+        http.slow["/agents/wang.qiang"] = answering_in
+        desk = notify_settings(settings, tmp_path, smtp, http, **options)
+        async with running(notify(desk)):
+            for n in range(1, tickets + 1):
+                await send_ticket(kafka, n, agent="wang.qiang")
+            sent = await kafka.await_records(
+                EVENTS,
+                lambda r: kind("sent")(r) and data(r)["channel"] == "webhook",
+                count=tickets,
+                timeout=90,
+            )
+            await kafka.all_records(EVENTS, settle=4.0)
+    keys = Counter(r.headers["idempotency-key"] for r in http.at("/agents/wang.qiang"))
+    assert len(keys) == tickets and set(keys.values()) == {1}, keys
+    return sorted(data(r)["attempts"] for r in sent)
