@@ -472,6 +472,7 @@ class ConsumerRunner(Generic[T]):
         if not messages:
             return
         service = self.service
+        uow: UnitOfWork | None = None
         async with service.pool.acquire() as conn, conn.transaction():
             fresh, now = await self._claim(conn, messages)
             if now is not None:  # some are fresh
@@ -479,6 +480,8 @@ class ConsumerRunner(Generic[T]):
                 await self.subscription.handle(uow, fresh)
                 await uow.flush()
                 await self._release(conn, [m.message_id for m in fresh if m.released])
+        if uow is not None:
+            uow.committed()
 
     async def _claim(
         self, conn: Connection, messages: Sequence[Inbound[T]]

@@ -9,7 +9,7 @@ message's effects exist or none do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -64,6 +64,20 @@ class UnitOfWork:
         self.now = now
         self._projections = projections
         self._appends: dict[str, StreamAppend] = {}
+        self._on_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this unit of work's transaction has committed (never if it
+        rolls back): a worker of the same process told of rows it can now see, rather than
+        finding them at its next poll. Run by the consumer plumbing (:meth:`committed`)."""
+        if callback not in self._on_commit:
+            self._on_commit.append(callback)
+
+    def committed(self) -> None:
+        """The transaction committed: run the ``on_commit`` callbacks, once."""
+        callbacks, self._on_commit = self._on_commit, []
+        for callback in callbacks:
+            callback()
 
     def caused_by(self, cause: Envelope | Cause) -> Recorder:
         """The recorder of events caused by ``cause``: an event being handled (its envelope), or

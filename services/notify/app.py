@@ -40,7 +40,10 @@ def build(settings: Settings) -> Service:
         port=own.notify_port,
         description="Acknowledgements and notices by email, webhook and SMS, each sent once.",
         publishes=PUBLISHES,
-        subscriptions=[NoticeTriggers(policy, survey, keys), Replays(ring)],
+        subscriptions=[
+            NoticeTriggers(policy, survey, keys, deliverer.wake),
+            Replays(ring, deliverer.wake),
+        ],
         workers=[
             deliver_notices,
             every(own.notify_report_interval, refresh_gauges),

@@ -66,6 +66,12 @@ class Deliverer:
         self.policy = policy
         self.settings = settings
         self.keys = keys
+        self._due = asyncio.Event()
+
+    def wake(self) -> None:
+        """Notices were committed that may be due now: claim at once, not at the next poll
+        (``notify_interval``, which still finds those another instance enqueued)."""
+        self._due.set()
 
     async def run(self, service: Service) -> None:
         """Send claimed notices ``notify_concurrency`` at a time and claim more as they
@@ -73,13 +79,7 @@ class Deliverer:
         (rounds that waited for their slowest send held every notice behind one bad
         receiver)."""
         settings = self.settings
-        notifications = self.policy.in_force(await service.clock.now()).policy.notifications
-        sender = notifications.sender if notifications else None
-        channels = Channels(
-            settings,
-            sender.name if sender else "servicedesk",
-            sender.email if sender else "desk@localhost",
-        )
+        channels = await self._channels(service)
         slots = asyncio.Semaphore(settings.notify_concurrency)
         most = settings.notify_batch  # notices in hand: on the wire or waiting for a slot
         enough = max(1, most // 2)  # claims stay batches
@@ -108,6 +108,7 @@ class Deliverer:
                     settler.result()  # it failed: raise, and the service restarts the worker
                 room = most - len(sending)
                 room_again.clear()
+                self._due.clear()  # before the claim: notices committed during it wake the next
                 claimed, erased = await self._claim(service, room, hands)
                 for delivery in erased:  # its customer was erased while it waited: never sent
                     answered.put_nowait((delivery, Permanent(ERASED_ERROR, ERASED_REASON)))
@@ -127,7 +128,7 @@ class Deliverer:
                     waking = sleep_until_due(
                         service.pool, service.clock, next_due, settings.notify_interval
                     )
-                    await _first(waking, settler, room_again)
+                    await _first(waking, settler, room_again, self._due)
         except asyncio.CancelledError:
             # Stopping: the sends on the wire are answered and recorded (up to one timeout),
             # else a notice the channel accepted would stay leased and go again later.
@@ -139,6 +140,16 @@ class Deliverer:
             settler.cancel()
             await asyncio.gather(*sending, settler, return_exceptions=True)
             await channels.close()
+
+    async def _channels(self, service: Service) -> Channels:
+        """The channels, sending as the policy's sender (the one in force at start)."""
+        notifications = self.policy.in_force(await service.clock.now()).policy.notifications
+        sender = notifications.sender if notifications else None
+        return Channels(
+            self.settings,
+            sender.name if sender else "servicedesk",
+            sender.email if sender else "desk@localhost",
+        )
 
     async def _claim(
         self, service: Service, limit: int, hands: Hands

@@ -7,7 +7,7 @@ never holds back a partition.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import Counter
@@ -80,10 +80,17 @@ class NoticeTriggers(EventSubscription):
     description = "Ticket events from intake, dispatch and sla: each may notify someone."
     accepts = tuple(kind.event_name for kind in HEARD)
 
-    def __init__(self, policy: PolicySchedule[Policy], survey: SurveyLinks, keys: KeyStore) -> None:
+    def __init__(
+        self,
+        policy: PolicySchedule[Policy],
+        survey: SurveyLinks,
+        keys: KeyStore,
+        notices_due: Callable[[], None],
+    ) -> None:
         self.policy = policy
         self.survey = survey
         self.keys = keys
+        self.notices_due = notices_due
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         current, _ = await self.policy.adopt(uow.conn, uow.now)
@@ -129,6 +136,8 @@ class NoticeTriggers(EventSubscription):
         pending = released + pending  # they happened before this batch's events
         kept = sealing.kept(pending, facts, keys)
         new = await storage.enqueue(uow.conn, kept, version, uow.now)
+        if new:
+            uow.on_commit(self.notices_due)
         publish_messages(uow, pending, new, facts, version)
         for notice in pending:
             if notice.failure and notice.notice_key in new:
@@ -221,8 +230,9 @@ class Replays(Subscription[str]):
     written_by = "operator"
     payload: Any = ReplayedNotice
 
-    def __init__(self, keys: KeyRing) -> None:
+    def __init__(self, keys: KeyRing, notices_due: Callable[[], None]) -> None:
         self.keys = keys
+        self.notices_due = notices_due
 
     def decode(self, record: Record) -> str:
         try:
@@ -251,3 +261,4 @@ class Replays(Subscription[str]):
         for inbound in messages:
             if await storage.send_again(uow.conn, inbound.message, uow.now):
                 log.info("dead-lettered notice replayed", notice=inbound.message)
+                uow.on_commit(self.notices_due)

@@ -1,10 +1,12 @@
-"""The delivery worker: on a graceful stop, notices already on the wire are answered and
-recorded before it ends, so none waits for its lease to be sent a second time; a receiver that
-hangs, or is slow, holds back no other notice and gets none twice."""
+"""The delivery worker: a notice goes as soon as its transaction commits; on a graceful stop,
+notices already on the wire are answered and recorded before it ends, so none waits for its
+lease to be sent a second time; a receiver that hangs, or is slow, holds back no other notice
+and gets none twice."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections import Counter
@@ -41,6 +43,26 @@ class SlowMailServer:
         await asyncio.sleep(self.delay)
         self.accepted += 1
         return "250 OK"
+
+
+@pytest.mark.asyncio
+async def test_a_notice_goes_when_its_transaction_commits_not_at_the_next_poll(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """The consumer wakes the worker on commit: with the worker polling every ten minutes,
+    each acknowledgement still goes within seconds. The second ticket comes while the worker
+    sleeps, having found nothing more after the first."""
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(settings, tmp_path, smtp, http, notify_interval="10m")
+        async with running(notify(desk)):
+            for n in (1, 2):
+                await send_ticket(kafka, n)
+                address = f"c{n}@example.com"
+                await eventually(
+                    functools.partial(_count, functools.partial(smtp.to, address)),
+                    timeout=20,
+                    what=f"the acknowledgement to {address}",
+                )
 
 
 @pytest.mark.asyncio

@@ -147,6 +147,8 @@ async def test_a_transient_failure_is_retried_then_applied_once(
         assert _metrics(before)["desk_messages_retried_total"] == 1
         assert await count(service.pool, "SELECT count(*) FROM dead_letters") == 0
         assert await applied() == 1
+        # Each attempt asked to be told of its commit; only the one that committed was.
+        assert probe.COMMITTED.count("flaky") == 1
 
 
 @pytest.mark.asyncio

@@ -82,3 +82,20 @@ def test_a_second_record_on_a_stream_must_follow_the_first() -> None:
         record("s", [Noted(text="3")], expected_version=4)
     record("s", [Noted(text="3")], expected_version=5)
     assert uow.pending == 3
+
+
+@pytest.mark.unit
+def test_commit_callbacks_run_once_each_however_often_asked_for() -> None:
+    uow = UnitOfWork(conn=None, store=None, now=NOW)  # type: ignore[arg-type]
+    told: list[str] = []
+
+    def wake() -> None:
+        told.append("wake")
+
+    uow.on_commit(wake)
+    uow.on_commit(wake)  # two handlers' notices, one worker to wake
+    uow.on_commit(lambda: told.append("other"))
+    assert told == []  # nothing before the commit
+    uow.committed()
+    uow.committed()
+    assert told == ["wake", "other"]

@@ -10,6 +10,7 @@ Run as ``python -m tests.support.probe`` with the port in ``PROBE_PORT``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from shared.unit_of_work import Cause, UnitOfWork
 COMMANDS = "probe.commands"
 EVENTS = "probe.events"
 _failures: dict[str, int] = {}
+COMMITTED: list[str] = []
+"""Ids of the commands whose transaction committed, as the unit of work's ``on_commit`` saw."""
 
 
 @event("test.probe.counter_bumped", version=1)
@@ -64,6 +67,7 @@ class Commands(Subscription[BumpCommand]):
         return message.id
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[BumpCommand]]) -> None:
+        uow.on_commit(functools.partial(COMMITTED.extend, [m.message.id for m in messages]))
         for inbound in messages:
             command = inbound.message
             if command.fail == "always":
