@@ -11,8 +11,9 @@ A :class:`Subscription` says what a consumer reads and how it handles a batch; t
 2. **Apply** the whole poll in one transaction: claim every message id in
    ``processed_messages`` (a redelivered message is already there and is skipped), run the
    handler on the new ones, append the events it recorded, feed the inline projections, commit.
-3. **Then** commit the Kafka offsets. A crash between 2 and 3 means redelivery, and redelivery
-   finds the ids claimed: no second effect. Offsets are never committed first.
+3. **Then** commit the Kafka offsets, once an interval for all the batches in it
+   (:mod:`shared.offsets`). A crash between 2 and 3 means redelivery, and redelivery finds the
+   ids claimed: no second effect. Offsets are never committed first.
 
 When the batch fails, it is rolled back and replayed message by message to find the culprit.
 A failing message is retried with exponential backoff by pausing *its partition only* and
@@ -34,7 +35,7 @@ import contextlib
 import dataclasses
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
@@ -68,6 +69,7 @@ from shared.metrics import (
     MESSAGES_HANDLED,
     MESSAGES_RETRIED,
 )
+from shared.offsets import PendingOffsets
 from shared.provenance import Forged
 from shared.scheduling import backoff
 from shared.unit_of_work import UnitOfWork
@@ -271,6 +273,7 @@ class _Assignment(ConsumerRebalanceListener):  # type: ignore[misc]
         self.rebalances = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.runner.commit_pending(revoked)
         for tp in revoked:
             self.runner.forget_partition(tp)
 
@@ -294,6 +297,8 @@ class ConsumerRunner(Generic[T]):
         self._resume_tasks: dict[TopicPartition, asyncio.Task[None]] = {}
         self._labels = (service.name, subscription.name)
         self._lag: dict[TopicPartition, int] = {}
+        self._offsets: dict[int, PendingOffsets] = {}
+        """Per consumer (by identity): the offsets processed and not yet committed."""
 
     @property
     def joined(self) -> bool:
@@ -746,21 +751,34 @@ class ConsumerRunner(Generic[T]):
         await asyncio.sleep(delay)
 
     async def _commit(self, consumer: Any, positions: dict[TopicPartition, int]) -> None:
+        """The batch's transaction committed: its offsets go with the next commit
+        (:mod:`shared.offsets`)."""
         if not positions:
             return
-        try:
-            await consumer.commit(positions)
-            for tp, offset in positions.items():
-                high = consumer.highwater(tp)
-                if high is not None:
-                    self._lag[tp] = max(0, high - offset)
-            CONSUMER_LAG.labels(*self._labels).set(sum(self._lag.values()))
-        except (CommitFailedError, IllegalStateError) as error:
-            # A rebalance took the partitions away; their new owner redelivers from the last
-            # committed offset and the claims make that harmless.
-            log.warning(
-                "offset commit refused after rebalance", consumer=self.name, error=str(error)
-            )
+        offsets = self._offsets.get(id(consumer))
+        if offsets is None:
+            interval = self.settings.consumer_commit_interval.total_seconds()
+            offsets = PendingOffsets(consumer, interval, self._committed, self.name)
+            self._offsets[id(consumer)] = offsets
+        await offsets.processed(positions)
+
+    def _committed(self, consumer: Any, positions: dict[TopicPartition, int]) -> None:
+        for tp, offset in positions.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                self._lag[tp] = max(0, high - offset)
+        CONSUMER_LAG.labels(*self._labels).set(sum(self._lag.values()))
+
+    async def commit_pending(self, partitions: Collection[TopicPartition] | None = None) -> None:
+        """Commit the processed offsets not yet committed (of ``partitions``, when given): before
+        a rebalance takes them away, or a stop."""
+        for offsets in list(self._offsets.values()):
+            try:
+                await offsets.commit_now(partitions)
+            except Exception as error:  # redelivered to the next owner, skipped by its claims
+                log.warning("offset commit failed", consumer=self.name, error=repr(error))
+            if partitions is not None:
+                offsets.forget(partitions)
 
     async def stop(self) -> None:
         """Leave the group one consumer at a time, each time letting the others take over.
@@ -771,6 +789,7 @@ class ConsumerRunner(Generic[T]):
         for task in self._resume_tasks.values():
             task.cancel()
         self._resume_tasks.clear()
+        await self.commit_pending()
         members = [(s, a) for s, a in self._members if a.joined]
         while len(members) > 1:
             subscriber, _ = members.pop()
@@ -784,6 +803,8 @@ class ConsumerRunner(Generic[T]):
                 if asyncio.get_running_loop().time() > deadline:
                     break
                 await asyncio.sleep(0.05)
+        for offsets in self._offsets.values():  # the last member's, up to now
+            await offsets.close()
 
 
 class Poll(NamedTuple):

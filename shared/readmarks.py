@@ -35,6 +35,8 @@ class ReadMarks:
         self.group_id = group_id
         self.margin = margin
         self._until: dict[int, datetime] = {}
+        self.partitions: set[int] = set()
+        """The topic's partitions, as of the last :meth:`read_until`."""
         self._checkpoints: list[tuple[datetime, dict[int, int]]] = []
         self._ends: AIOKafkaConsumer | None = None
         self._offsets: AIOKafkaConsumer | None = None
@@ -45,6 +47,7 @@ class ReadMarks:
         Raises ``KafkaError`` while the broker is away; the marks then stay where they were.
         """
         ends = await self._end_offsets()
+        self.partitions = set(ends)
         self._checkpoints.append((now - self.margin, ends))
         del self._checkpoints[:-CHECKPOINTS]
         committed = await self._committed(ends)

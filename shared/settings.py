@@ -214,6 +214,12 @@ class Settings(BaseSettings):
         description="Consumers per subscription in one process: one batch's Python work "
         "overlaps another's database work. `desk up` sets 1 for the embedded broker.",
     )
+    consumer_commit_interval: Duration = Field(
+        default=timedelta(seconds=1),
+        description="Longest a consumer waits to commit the offsets it has processed: one "
+        "commit an interval, not one a batch. A crash redelivers at most that much, which the "
+        "processed ids skip; 0 commits after every batch.",
+    )
     consumer_batch_size: int = Field(
         default=500, ge=1, description="Most messages a consumer handles in one transaction."
     )

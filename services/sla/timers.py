@@ -83,6 +83,9 @@ def timer_worker(settings: SlaSettings) -> Worker:
                 if fired >= limit:  # a backlog: no sleep
                     continue
                 if behind:
+                    # What sla has applied but not yet committed (the consumers commit once an
+                    # interval) counts as read only once committed: commit it now.
+                    await tickets.commit_pending()
                     await asyncio.sleep(min(interval.total_seconds(), HOLD_POLL))
                 else:
                     await sleep_until_due(service.pool, service.clock, read_due, interval)
@@ -110,7 +113,8 @@ async def fire_round(service: Service, limit: int, marks: ReadMarks) -> Round:
     read_until = await marks.read_until(now)
     checkpoint = now - marks.margin
     slowest = min(read_until.values(), default=None)
-    behind = slowest is None or slowest < checkpoint
+    unmarked = marks.partitions - read_until.keys()  # not read past any checkpoint yet
+    behind = bool(unmarked) or slowest is None or slowest < checkpoint
     UNREAD.set(0.0 if slowest is None else max(0.0, (checkpoint - slowest).total_seconds()))
     async with service.pool.acquire() as conn, conn.transaction():
         clocks = await storage.claim_due(conn, now, read_until, limit)
