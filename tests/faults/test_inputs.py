@@ -16,6 +16,7 @@ import pytest
 from tests.faults.conftest import Report
 from tests.faults.scenarios import RECOVERY_S, under_traffic
 from tests.support.system import System
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -24,9 +25,26 @@ def marks(system: System, kind: str) -> int:
     return len(system.invariant.events("sla", kind))
 
 
+async def _unanswered_clocks(system: System, requests: int) -> None:
+    """``requests`` tickets nobody works (the desk works only what is assigned while it works),
+    waited for until one's first-response clock runs: whatever the desk answers before the
+    jump, that clock breaches and climbs its ladder (a complaint would not: it starts at the
+    top)."""
+
+    async def running() -> int:
+        await system.invariant.read()
+        started = system.invariant.events("sla", "sla.clock_started")
+        return sum(1 for e in started if e.data.get("metric") == "first_response")
+
+    before = await running()
+    await system.adapter.burst(requests)
+    await eventually(running, lambda n: n > before, timeout=60, what="a first-response clock")
+
+
 async def test_the_clock_jumps_three_days_forward(system: System, report: Report) -> None:
     # Every open clock then fires all its marks at once (two warnings, the breach, three
     # levels), each with its events and notices: a small burst is plenty.
+    await _unanswered_clocks(system, 5)
     async with under_traffic(system, burst=20):
         await system.set_clock(datetime.now(UTC) + timedelta(days=3))
     figures = await system.invariant.wait(RECOVERY_S, since=system.fault_ended)
