@@ -27,9 +27,9 @@ def marks(system: System, kind: str) -> int:
 
 async def _unanswered_clocks(system: System, requests: int) -> None:
     """``requests`` tickets nobody works (the desk works only what is assigned while it works),
-    waited for until one's first-response clock runs: whatever the desk answers before the
-    jump, that clock breaches and climbs its ladder (a complaint would not: it starts at the
-    top)."""
+    waited for until one's first-response clock runs: only sla's timers can breach that clock,
+    and a timer's breach climbs the ladder. A ticket the desk answers after the jump is met
+    late instead: its breach is recorded with the answer, and nothing escalates."""
 
     async def running() -> int:
         await system.invariant.read()
