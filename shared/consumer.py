@@ -11,9 +11,9 @@ A :class:`Subscription` says what a consumer reads and how it handles a batch; t
 2. **Apply** the whole poll in one transaction: claim every message id in
    ``processed_messages`` (a redelivered message is already there and is skipped), run the
    handler on the new ones, append the events it recorded, feed the inline projections, commit.
-3. **Then** commit the Kafka offsets, once an interval for all the batches in it
-   (:mod:`shared.offsets`). A crash between 2 and 3 means redelivery, and redelivery finds the
-   ids claimed: no second effect. Offsets are never committed first.
+3. **Then** commit the Kafka offsets (after every batch, or once an interval for all the
+   batches in it: :mod:`shared.offsets`). A crash between 2 and 3 means redelivery, and
+   redelivery finds the ids claimed: no second effect. Offsets are never committed first.
 
 When the batch fails, it is rolled back and replayed message by message to find the culprit.
 A failing message is retried with exponential backoff by pausing *its partition only* and

@@ -1,4 +1,5 @@
-"""A consumer's processed offsets, committed to its group at most once an interval.
+"""A consumer's processed offsets, committed to its group at most once an interval (opt-in:
+``consumer_commit_interval``; the default, 0, commits after every batch).
 
 Committing after every batch cost a broker round trip a batch, in the client and in the broker,
 whatever the batch held (at a steady 20 requests a second, committing once a second instead
