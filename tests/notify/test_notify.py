@@ -164,7 +164,9 @@ async def test_killed_mid_batch_and_restarted_loses_nothing_and_repeats_nothing_
             leased = await conn.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sending'")
         finally:
             await conn.close()
-        assert leased >= 4  # the batch it held, at least
+        # The batch it held: however many were due at its claim (woken as each consumer batch
+        # commits, a claim may hold fewer than notify_batch), never none.
+        assert leased >= 1
         process.start()
         try:
 
