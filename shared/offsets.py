@@ -1,5 +1,5 @@
-"""A consumer's processed offsets, committed to its group at most once an interval (opt-in:
-``consumer_commit_interval``; the default, 0, commits after every batch).
+"""A consumer's processed offsets, committed to its group at most once an interval
+(``consumer_commit_interval``; 0 commits after every batch).
 
 Committing after every batch cost a broker round trip a batch, in the client and in the broker,
 whatever the batch held (at a steady 20 requests a second, committing once a second instead
@@ -63,7 +63,12 @@ class PendingOffsets:
             self._later = asyncio.create_task(self._commit_later())
 
     async def _commit_later(self) -> None:
-        """Wait an interval, then commit; never raises (a failed commit tries again later)."""
+        """Wait an interval, then commit; never raises (a failed commit tries again later).
+
+        Whatever is still pending afterwards — a batch that came while the commit was in
+        flight, or a commit that failed — gets the next interval: the last batch before a quiet
+        spell must not wait for a batch that may never come.
+        """
         await asyncio.sleep(self.interval)
         try:
             await self.commit_now()
@@ -73,10 +78,10 @@ class PendingOffsets:
                     "offset commit failed; will retry", consumer=self._name, error=repr(error)
                 )
             self._failing = True
-            if self._pending:
-                self._later = asyncio.create_task(self._commit_later())
         else:
             self._failing = False
+        if self._pending:
+            self._later = asyncio.create_task(self._commit_later())
 
     async def commit(self, only: Collection[TopicPartition] | None = None) -> None:
         """Commit what is pending (of ``only``, when given) for the partitions still held."""

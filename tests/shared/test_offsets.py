@@ -25,18 +25,24 @@ A, B = TopicPartition("t", 0), TopicPartition("t", 1)
 class GroupMember:
     """The two things :class:`PendingOffsets` asks of an aiokafka consumer, recorded."""
 
-    def __init__(self, *held: TopicPartition, failures: int = 0, hangs: bool = False) -> None:
+    def __init__(
+        self, *held: TopicPartition, failures: int = 0, hangs: bool = False, takes: float = 0
+    ) -> None:
         self.held = set(held)
         self.commits: list[dict[TopicPartition, int]] = []
         self.failures = failures
         self.hangs = hangs
+        self.takes = takes
+        self.committing = asyncio.Event()
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.held)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committing.set()
         if self.hangs:  # the broker stopped: no answer before the client's request timeout
             await asyncio.Event().wait()
+        await asyncio.sleep(self.takes)  # the broker's round trip
         if self.failures:
             self.failures -= 1
             raise KafkaConnectionError("the broker is away")
@@ -96,6 +102,21 @@ async def test_a_failed_commit_keeps_its_offsets_and_tries_again() -> None:
     await eventually(lambda: _value(member.commits), timeout=2)
     assert member.commits == [{A: 4}]
     assert member.failures == 0
+
+
+@pytest.mark.unit
+@pytest.mark.asyncio
+async def test_a_batch_processed_while_a_commit_is_in_flight_is_committed_without_another() -> None:
+    """The last batch before a quiet spell came during the previous commit: it must not wait for
+    a batch that may never come (the group would stay a batch behind for good)."""
+    member = GroupMember(A, takes=0.2)
+    offsets, _ = pending(member, 0.05)
+    await offsets.processed({A: 1})
+    await asyncio.wait_for(member.committing.wait(), 2)
+    await offsets.processed({A: 2})  # while {A: 1} is on its way
+    await eventually(lambda: _value(len(member.commits) == 2 or None), timeout=3)
+    assert member.commits == [{A: 1}, {A: 2}]
+    assert offsets.pending == {}
 
 
 @pytest.mark.unit
