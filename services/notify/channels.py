@@ -113,20 +113,13 @@ class Channels:
                     await client.quit()
 
     async def send(self, notice: Delivery) -> Outcome:  # noqa: PLR0911 - one return per verdict
-        """The outcome of one send; never raises (only cancellation goes through)."""
+        """The outcome of one send, within ``notify_send_timeout`` all told; never raises (only
+        cancellation goes through). All told: an SMTP send is several exchanges (connect, log
+        in, envelope, data) and a webhook's address is resolved before its request, each bounded
+        on its own, while the lease allows one send one timeout before it may go again."""
         try:
-            if notice.channel == "email":
-                return await self._email(notice)
-            if notice.channel == "webhook":
-                return await self._post(notice.address, notice, {"to": None})
-            if notice.channel == "sms":
-                endpoint = self.settings.notify_sms_endpoint
-                if not endpoint:
-                    return Permanent("no SMS provider endpoint is configured")
-                text = shortened(notice.body, self.settings.notify_sms_max_segments)
-                return await self._post(
-                    endpoint, replace(notice, body=text), {"to": notice.address}
-                )
+            async with asyncio.timeout(self.settings.notify_send_timeout.total_seconds()):
+                return await self._send(notice)
         except (EndpointRefused, aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as error:
             return Permanent(f"cannot send to this address: {type(error).__name__}: {error}")
         except (TimeoutError, aiohttp.ClientError, aiosmtplib.SMTPConnectError) as error:
@@ -146,6 +139,18 @@ class Channels:
             return Transient(f"SMTP: {error}")
         except Exception as error:  # anything else: this notice's trouble, retried, bounded
             return Transient(f"{type(error).__name__}: {error}")
+
+    async def _send(self, notice: Delivery) -> Outcome:
+        if notice.channel == "email":
+            return await self._email(notice)
+        if notice.channel == "webhook":
+            return await self._post(notice.address, notice, {"to": None})
+        if notice.channel == "sms":
+            endpoint = self.settings.notify_sms_endpoint
+            if not endpoint:
+                return Permanent("no SMS provider endpoint is configured")
+            text = shortened(notice.body, self.settings.notify_sms_max_segments)
+            return await self._post(endpoint, replace(notice, body=text), {"to": notice.address})
         return Permanent(f"unknown channel {notice.channel}")
 
     async def _email(self, notice: Delivery) -> Outcome:

@@ -21,7 +21,7 @@ import contextlib
 import functools
 import json
 from collections import Counter as Tally
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +83,7 @@ class Deliverer:
         slots = asyncio.Semaphore(settings.notify_concurrency)
         most = settings.notify_batch  # notices in hand: on the wire or waiting for a slot
         enough = max(1, most // 2)  # claims stay batches
-        hands = Hands(settings.notify_destination_concurrency, in_hand_per_destination(settings))
+        hands = sender_hands(settings)
         # A notice still waiting for a slot when its lease could end mid-send is left to the
         # lease (sent after it, once) rather than risk a second copy.
         patience = (settings.notify_lease - settings.notify_send_timeout).total_seconds()
@@ -270,16 +270,30 @@ async def _record(
         )
 
 
-def in_hand_per_destination(settings: NotifySettings) -> int:
-    """Notices held for one destination at most: as many waves of its share as whole sends fit
-    in ``lease - timeout`` (the latest a send may start), so that the last wave, behind a
-    receiver that answers only at the timeout, still starts a whole send before that — half the
-    sender's hands if that is fewer, and never less than one wave. Held beyond, such notices
-    were left to their lease and claimed again: an attempt counted for a send never made, and
-    after enough of them one failure was their last."""
-    each, timeout = settings.notify_destination_concurrency, settings.notify_send_timeout
+def in_hand_per_destination(settings: NotifySettings, each: int | None = None) -> int:
+    """Notices held for one destination at most: as many waves of its share (``each`` sends on
+    the wire at once; by default ``notify_destination_concurrency``) as whole sends fit in
+    ``lease - timeout`` (the latest a send may start), so that the last wave, behind a receiver
+    that answers only at the timeout, still starts a whole send before that — half the sender's
+    hands if that is fewer, and never less than one wave. Held beyond, such notices were left
+    to their lease and claimed again: an attempt counted for a send never made, and after
+    enough of them one failure was their last."""
+    if each is None:
+        each = settings.notify_destination_concurrency
+    timeout = settings.notify_send_timeout
     waves = max(1, (settings.notify_lease - timeout) // timeout)
     return max(1, min(settings.notify_batch // 2, each * waves))
+
+
+def sender_hands(settings: NotifySettings) -> Hands:
+    """Each destination's share of the sender, the SMTP relay's no wider than the connections
+    kept to it (``smtp_connections``): a send let through its gate must find a connection at
+    once. Waiting for one after the check that it can still finish within its lease, an email
+    behind a slow relay outlived the lease and was claimed and sent a second time."""
+    each = settings.notify_destination_concurrency
+    mail = min(each, settings.smtp_connections)
+    by_mail = (mail, in_hand_per_destination(settings, mail))
+    return Hands(each, in_hand_per_destination(settings), {"email": by_mail})
 
 
 class Hands:
@@ -288,25 +302,39 @@ class Hands:
     answering nothing until the timeout) so takes a bounded share of the sender, and its
     notices wait in the table, not in the sender's hands, while it is full."""
 
-    def __init__(self, each: int, most: int) -> None:
+    def __init__(
+        self, each: int, most: int, narrower: Mapping[str, tuple[int, int]] | None = None
+    ) -> None:
         self.each = each
         self.most = most
+        self.narrower = dict(narrower or {})
+        """Destinations with a share of their own: (``each``, ``most``)."""
         self.held: Tally[str] = Tally()
         self._gates: dict[str, asyncio.Semaphore] = {}
 
+    def share(self, destination: str) -> tuple[int, int]:
+        """Sends on the wire at once to ``destination``, and notices held for it at most."""
+        return self.narrower.get(destination, (self.each, self.most))
+
     @property
     def rooms(self) -> dict[str, int]:
-        """Room left for each destination in hand (one not named: all of ``most``)."""
-        return {d: self.most - n for d, n in self.held.items()}
+        """Room left for each destination in hand or of a share of its own (any other: all of
+        ``most``)."""
+        rooms = {d: most for d, (_, most) in self.narrower.items()}
+        rooms.update({d: self.share(d)[1] - n for d, n in self.held.items()})
+        return rooms
 
     @property
     def full(self) -> list[str]:
-        return [d for d, n in self.held.items() if n >= self.most]
+        return [d for d, n in self.held.items() if n >= self.share(d)[1]]
 
     def take(self, destination: str) -> asyncio.Semaphore:
-        """Hold a notice for ``destination``; its gate lets ``each`` through at once."""
+        """Hold a notice for ``destination``; its gate lets its share through at once."""
         self.held[destination] += 1
-        return self._gates.setdefault(destination, asyncio.Semaphore(self.each))
+        gate = self._gates.get(destination)
+        if gate is None:
+            gate = self._gates[destination] = asyncio.Semaphore(self.share(destination)[0])
+        return gate
 
     def give_back(self, destination: str) -> bool:
         """A notice for ``destination`` is done; True when that leaves room for a batch of
@@ -315,7 +343,7 @@ class Hands:
         left = self.held[destination]
         if left <= 0:
             del self.held[destination], self._gates[destination]
-        return left == self.most // 2
+        return left == self.share(destination)[1] // 2
 
 
 async def _first(

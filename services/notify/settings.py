@@ -64,7 +64,8 @@ class NotifySettings(Settings):
         default=12,
         ge=1,
         description="Sends in flight at once to one destination (the SMTP relay, the SMS "
-        "provider, one webhook host): a receiver that holds sends up takes no more.",
+        "provider, one webhook host): a receiver that holds sends up takes no more. The relay "
+        "gets no more than DESK_SMTP_CONNECTIONS.",
     )
     notify_lease: Duration = Field(
         default=timedelta(minutes=1),

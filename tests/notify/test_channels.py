@@ -1,6 +1,7 @@
 """Webhooks as sent: a name resolving into a network notify may not reach is refused at send
 time (a permanent failure, nothing sent); connections are kept alive; redirects are not
-followed; answers are judged by status, read only up to a bound, and waited for only so long."""
+followed; answers are judged by status, read only up to a bound, and waited for only so long.
+A send, whatever its channel, takes at most the send timeout all told."""
 
 from __future__ import annotations
 
@@ -106,6 +107,57 @@ def answer(status: str, body: bytes = b"", *headers: str) -> bytes:
     return "\r\n".join(head).encode() + b"\r\n\r\n" + body
 
 
+class SlowRelay:
+    """A loopback SMTP server that answers each command ``delay`` seconds after it came: every
+    exchange is well within a timeout that the whole conversation is not."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.accepted = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> SlowRelay:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def say(line: bytes) -> None:
+            await asyncio.sleep(self.delay)
+            writer.write(line + b"\r\n")
+            await writer.drain()
+
+        try:
+            await say(b"220 slow.example ESMTP")
+            while line := await reader.readline():
+                verb = line.split(b" ", 1)[0].strip().upper()
+                if verb == b"DATA":
+                    await say(b"354 end with a dot")
+                    while (await reader.readline()) not in (b".\r\n", b""):
+                        pass
+                    self.accepted += 1
+                    await say(b"250 accepted")
+                elif verb == b"QUIT":
+                    await say(b"221 bye")
+                    break
+                else:
+                    await say(b"250 OK")
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+def email(address: str) -> Delivery:
+    return Delivery(1, "k:1", "t", "REQ-2026-000001", "e", "customer", "email", address,
+                    "acknowledged", "en", "subject", "body", "v", 0)  # fmt: skip
+
+
 def local_channels(**settings: Any) -> Channels:
     return Channels(NotifySettings(local_mode=True, **settings), "desk", "desk@example.com")
 
@@ -176,6 +228,28 @@ async def test_a_receiver_that_never_answers_times_out_as_transient() -> None:
             await channels.close()
     assert isinstance(outcome, Transient), outcome
     assert waited < 5, "bounded by notify_send_timeout"
+
+
+@pytest.mark.asyncio
+async def test_an_email_send_is_bounded_as_a_whole_not_exchange_by_exchange() -> None:
+    """Six exchanges of 0.4 s each against a 1 s timeout: each would pass alone, but the send
+    must end within the one timeout the lease allows for it (else a send still going when its
+    lease ends is claimed and sent a second time)."""
+    async with SlowRelay(delay=0.4) as relay:
+        channels = local_channels(
+            smtp_host="127.0.0.1", smtp_port=relay.port, notify_send_timeout="1s"
+        )
+        try:
+            started = time.monotonic()
+            outcome = await channels.send(email("c1@example.com"))
+            waited = time.monotonic() - started
+            relay.delay = 0  # the next send finds the relay quick again: it is sent
+            again = await channels.send(email("c1@example.com"))
+        finally:
+            await channels.close()
+    assert isinstance(outcome, Transient), outcome
+    assert waited < 1.8, f"the send took {waited:.1f} s"
+    assert again == Sent() and relay.accepted == 1
 
 
 def certificate(

@@ -18,11 +18,11 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notify.app import build as notify
-from services.notify.delivery import in_hand_per_destination
+from services.notify.delivery import in_hand_per_destination, sender_hands
 from services.notify.settings import NotifySettings
 from shared.database import connect
 from shared.local.ports import free_port
-from shared.local.sinks import http_receiver, smtp_server
+from shared.local.sinks import SmtpServer, http_receiver, smtp_server
 from shared.settings import Settings
 from tests.notify.test_notify import EVENTS, data, kind, notify_settings, send_ticket
 from tests.support.kafka import KafkaProbe
@@ -31,17 +31,20 @@ from tests.support.waiting import eventually
 
 
 class SlowMailServer:
-    """Accepts every message, answering only after ``delay`` seconds."""
+    """Accepts every message, answering only after ``delay`` seconds; keeps the recipients of
+    each message it accepted."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.arrived = threading.Event()
         self.accepted = 0
+        self.recipients: list[str] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.arrived.set()
         await asyncio.sleep(self.delay)
         self.accepted += 1
+        self.recipients.extend(envelope.rcpt_tos)
         return "250 OK"
 
 
@@ -180,6 +183,42 @@ async def test_a_slow_receiver_s_notices_wait_in_the_table_not_past_their_lease(
     assert attempts == [1] * 6
 
 
+@pytest.mark.asyncio
+async def test_emails_behind_a_slow_relay_with_one_connection_go_once_each(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """Four acknowledgements through one SMTP connection to a relay answering in 2.5 s, a 4 s
+    timeout, a 6 s lease, and a destination share of three. Let through the gate three at a
+    time, the third waited 5 s for the connection — past the check that it could still be sent
+    within its lease — was still being sent when the lease ended, and went twice. The relay's
+    share is now no wider than its connections: one at a time, each once, at its first
+    attempt."""
+    mail = SlowMailServer(delay=2.5)
+    port = free_port()
+    controller = Controller(mail, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        with http_receiver() as http:
+            desk = notify_settings(
+                settings, tmp_path, SmtpServer(port=port), http, smtp_connections=1,
+                notify_destination_concurrency=3, notify_send_timeout="4s", notify_lease="6s",
+            )  # fmt: skip
+            async with running(notify(desk)):
+                for n in range(1, 5):
+                    await send_ticket(kafka, n)
+                sent = await kafka.await_records(
+                    EVENTS,
+                    lambda r: kind("sent")(r) and data(r)["channel"] == "email",
+                    count=4,
+                    timeout=90,
+                )
+                await kafka.all_records(EVENTS, settle=7.0)  # a second copy would be due by then
+    finally:
+        controller.stop()
+    assert sorted(Counter(mail.recipients).values()) == [1, 1, 1, 1], mail.recipients
+    assert sorted(data(r)["attempts"] for r in sent) == [1, 1, 1, 1]
+
+
 @pytest.mark.parametrize(
     ("share", "timeout", "lease", "batch", "held"),
     [
@@ -232,3 +271,14 @@ async def webhooks_to_a_slow_receiver(
     keys = Counter(r.headers["idempotency-key"] for r in http.at("/agents/wang.qiang"))
     assert len(keys) == tickets and set(keys.values()) == {1}, keys
     return sorted(data(r)["attempts"] for r in sent)
+
+
+def test_the_smtp_relay_s_share_is_no_wider_than_its_connections(settings: Settings) -> None:
+    """Defaults: a share of 12 sends and 60 held a destination; the relay's follows its 4
+    connections, and a claim respects it before any email is in hand."""
+    hands = sender_hands(NotifySettings.of(settings.replace(smtp_connections=4)))
+    assert hands.share("email") == (4, 20)
+    assert hands.share("hooks.example.com") == (12, 60)
+    assert hands.rooms == {"email": 20}
+    hands.take("email")
+    assert hands.rooms == {"email": 19}
