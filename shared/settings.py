@@ -215,10 +215,10 @@ class Settings(BaseSettings):
         "overlaps another's database work. `desk up` sets 1 for the embedded broker.",
     )
     consumer_commit_interval: Duration = Field(
-        default=timedelta(seconds=1),
+        default=timedelta(0),
         description="Longest a consumer waits to commit the offsets it has processed: one "
-        "commit an interval, not one a batch (0: after every batch). A crash redelivers at "
-        "most that much, which the processed ids skip.",
+        "commit an interval, not one a batch (0, the default: after every batch). A crash "
+        "redelivers at most that much, which the processed ids skip.",
     )
     consumer_batch_size: int = Field(
         default=500, ge=1, description="Most messages a consumer handles in one transaction."
