@@ -47,6 +47,7 @@ class PendingOffsets:
         self._pending: dict[TopicPartition, int] = {}
         self._later: asyncio.Task[None] | None = None
         self._failing = False
+        self._closed = False
 
     @property
     def pending(self) -> dict[TopicPartition, int]:
@@ -81,7 +82,7 @@ class PendingOffsets:
             self._failing = True
         else:
             self._failing = False
-        if self._pending:
+        if self._pending and not self._closed:  # closed meanwhile: its own commit takes them
             self._later = asyncio.create_task(self._commit_later())
 
     async def commit(self, only: Collection[TopicPartition] | None = None) -> None:
@@ -124,6 +125,7 @@ class PendingOffsets:
 
     async def close(self) -> None:
         """Commit everything pending (a stop), then stop the timer."""
+        self._closed = True  # a timer whose cancellation was lost must not start another
         if self._later is not None:
             self._later.cancel()
             await asyncio.gather(self._later, return_exceptions=True)
