@@ -114,7 +114,7 @@ async def test_a_batch_processed_while_a_commit_is_in_flight_is_committed_withou
     await offsets.processed({A: 1})
     await asyncio.wait_for(member.committing.wait(), 2)
     await offsets.processed({A: 2})  # while {A: 1} is on its way
-    await eventually(lambda: _value(len(member.commits) == 2 or None), timeout=3)
+    await eventually(lambda: _value(len(member.commits)), lambda n: n == 2, timeout=3)
     assert member.commits == [{A: 1}, {A: 2}]
     assert offsets.pending == {}
 
