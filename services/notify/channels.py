@@ -100,7 +100,12 @@ class Channels:
                     port=settings.smtp_port,
                     use_tls=settings.smtp_security == "tls",
                     start_tls=settings.smtp_security == "starttls",
-                    timeout=settings.notify_send_timeout.total_seconds(),
+                    # No deadline of its own: an exchange's bound is the whole send's (``send``).
+                    # aiosmtplib bounds an exchange with ``asyncio.wait_for``, which on Python
+                    # 3.11 returns the answer, swallowing the cancellation, when the send's
+                    # deadline falls as the answer arrives: the send then ran on past its
+                    # deadline, and past its lease.
+                    timeout=None,
                 )
             )
 
@@ -109,8 +114,10 @@ class Channels:
         while not self._smtp.empty():
             client = self._smtp.get_nowait()
             if client.is_connected:
-                with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                    await client.quit()
+                with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                    async with asyncio.timeout(self.settings.notify_send_timeout.total_seconds()):
+                        await client.quit()
+                client.close()
 
     async def send(self, notice: Delivery) -> Outcome:  # noqa: PLR0911 - one return per verdict
         """The outcome of one send, within ``notify_send_timeout`` all told; never raises (only

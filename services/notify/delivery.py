@@ -86,7 +86,7 @@ class Deliverer:
         hands = sender_hands(settings)
         # A notice still waiting for a slot when its lease could end mid-send is left to the
         # lease (sent after it, once) rather than risk a second copy.
-        patience = (settings.notify_lease - settings.notify_send_timeout).total_seconds()
+        patience = latest_start(settings).total_seconds()
         answered: asyncio.Queue[tuple[storage.Delivery, Outcome]] = asyncio.Queue()
         settler = asyncio.create_task(self._settle_forever(service, answered))
         sending: set[asyncio.Task[None]] = set()
@@ -109,12 +109,15 @@ class Deliverer:
                 room = most - len(sending)
                 room_again.clear()
                 self._due.clear()  # before the claim: notices committed during it wake the next
+                # The lease runs from the claim's reading of the clock, so the wait is counted
+                # from before it: counted from its commit, a send let go at the last moment
+                # could end that long after its lease.
+                until = asyncio.get_running_loop().time() + patience
                 claimed, erased = await self._claim(service, room, hands)
                 for delivery in erased:  # its customer was erased while it waited: never sent
                     answered.put_nowait((delivery, Permanent(ERASED_ERROR, ERASED_REASON)))
                 if claimed:
                     crash_point("notify.before_send")
-                until = asyncio.get_running_loop().time() + patience
                 for delivery in claimed:
                     gate = hands.take(delivery.destination)
                     send = self._send(channels, (gate, slots), until, delivery, answered)
@@ -270,10 +273,20 @@ async def _record(
         )
 
 
+def latest_start(settings: NotifySettings) -> timedelta:
+    """How long after its claim a notice may still be let go: a send started then and answered
+    at the timeout still leaves time to record the answer (a group commit, a second at most)
+    before the lease ends. Without it, the answer to a send let go at the last moment could be
+    recorded after another claim had taken the notice again, and it went twice."""
+    lease, timeout = settings.notify_lease, settings.notify_send_timeout
+    recording = min(timedelta(seconds=1), min(lease - timeout, timeout) / 4)
+    return lease - timeout - recording
+
+
 def in_hand_per_destination(settings: NotifySettings, each: int | None = None) -> int:
     """Notices held for one destination at most: as many waves of its share (``each`` sends on
     the wire at once; by default ``notify_destination_concurrency``) as whole sends fit in
-    ``lease - timeout`` (the latest a send may start), so that the last wave, behind a receiver
+    ``lease - timeout`` (about :func:`latest_start`), so that the last wave, behind a receiver
     that answers only at the timeout, still starts a whole send before that — half the sender's
     hands if that is fewer, and never less than one wave. Held beyond, such notices were left
     to their lease and claimed again: an attempt counted for a send never made, and after

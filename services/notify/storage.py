@@ -200,21 +200,29 @@ async def claim(
     """Due notices, leased to this sender until ``lease_until`` (committed by the caller): up
     to ``limit``, at most ``room[destination]`` for a destination named there (``room_else``
     for others), none for ``full`` ones — so one receiver that holds its sends up never fills
-    the sender's hands. One statement: the due rows locked, numbered by destination, the first
-    of each leased."""
+    the sender's hands. One statement: the destinations with notices owed walked by the index
+    (a loose index scan), each one's first due rows locked from its own range, the earliest of
+    them leased. Numbering the first ``limit`` due rows by destination instead, a backlog for
+    one receiver filled them all, and every other destination waited for it to drain."""
     room = room or {}
     rows = await conn.fetch(
-        "WITH due AS ("
-        "   SELECT id, due_at, destination FROM deliveries "
-        "   WHERE status IN ('pending', 'sending') AND due_at <= $1 "
-        "   AND destination <> ALL($4::text[]) "
-        "   ORDER BY due_at, id LIMIT $3 FOR UPDATE SKIP LOCKED), "
-        "ranked AS (SELECT id, destination, "
-        "  row_number() OVER (PARTITION BY destination ORDER BY due_at, id) AS n FROM due) "
+        "WITH RECURSIVE owed(destination) AS ("
+        "   SELECT min(destination) FROM deliveries WHERE status IN ('pending', 'sending') "
+        "   UNION ALL "
+        "   SELECT (SELECT min(e.destination) FROM deliveries e "
+        "           WHERE e.status IN ('pending', 'sending') AND e.destination > o.destination) "
+        "   FROM owed o WHERE o.destination IS NOT NULL), "
+        "share AS (SELECT o.destination, coalesce(u.room, $7) AS room FROM owed o "
+        "   LEFT JOIN unnest($5::text[], $6::integer[]) AS u(destination, room) "
+        "   ON u.destination = o.destination "
+        "   WHERE o.destination IS NOT NULL AND o.destination <> ALL($4::text[])), "
+        "due AS (SELECT l.id, l.destination FROM share s CROSS JOIN LATERAL ("
+        "   SELECT d.id, d.due_at, d.destination FROM deliveries d "
+        "   WHERE d.destination = s.destination AND d.status IN ('pending', 'sending') "
+        "   AND d.due_at <= $1 ORDER BY d.due_at, d.id LIMIT s.room "
+        "   FOR UPDATE SKIP LOCKED) l ORDER BY l.due_at, l.id LIMIT $3) "
         "UPDATE deliveries d SET status = 'sending', attempts = attempts + 1, due_at = $2 "
-        "FROM ranked r WHERE d.id = r.id AND r.n <= coalesce("
-        "  (SELECT u.room FROM unnest($5::text[], $6::integer[]) AS u(destination, room) "
-        "   WHERE u.destination = r.destination), $7) "
+        "FROM due r WHERE d.id = r.id "
         f"RETURNING {', '.join(f'd.{c}' for c in _CLAIMED.split(', '))}, r.destination",
         now,
         lease_until,

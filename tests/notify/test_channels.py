@@ -252,6 +252,36 @@ async def test_an_email_send_is_bounded_as_a_whole_not_exchange_by_exchange() ->
     assert again == Sent() and relay.accepted == 1
 
 
+@pytest.mark.asyncio
+async def test_a_relay_that_never_answers_holds_a_send_no_longer_than_the_timeout() -> None:
+    """The SMTP client has no deadline of its own (each exchange is bounded only by the whole
+    send's): a relay that takes the connection and says nothing still ends the send at the
+    timeout, as a failure to try again, and a relay gone silent after a send does not hold
+    the service's stop past one timeout either."""
+    async with SlowRelay(delay=60) as relay:
+        channels = local_channels(
+            smtp_host="127.0.0.1", smtp_port=relay.port, notify_send_timeout="1s"
+        )
+        try:
+            started = time.monotonic()
+            outcome = await channels.send(email("c1@example.com"))
+            waited = time.monotonic() - started
+        finally:
+            await channels.close()
+    assert isinstance(outcome, Transient), outcome
+    assert waited < 1.8, f"the send took {waited:.1f} s"
+    async with SlowRelay(delay=0) as relay:
+        channels = local_channels(
+            smtp_host="127.0.0.1", smtp_port=relay.port, notify_send_timeout="1s"
+        )
+        assert await channels.send(email("c1@example.com")) == Sent()
+        relay.delay = 60  # QUIT goes unanswered
+        started = time.monotonic()
+        await channels.close()
+        closing = time.monotonic() - started
+    assert closing < 1.8, f"closing took {closing:.1f} s"
+
+
 def certificate(
     name: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: ec.EllipticCurvePrivateKey
 ) -> x509.Certificate:

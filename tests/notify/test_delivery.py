@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sized
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from services.notify.app import build as notify
-from services.notify.delivery import in_hand_per_destination, sender_hands
+from services.notify.delivery import in_hand_per_destination, latest_start, sender_hands
 from services.notify.settings import NotifySettings
 from shared.database import connect
 from shared.local.ports import free_port
@@ -241,6 +242,22 @@ def test_a_sender_holds_for_one_destination_what_it_can_send_within_the_lease(
         )
     )
     assert in_hand_per_destination(own) == held
+    last_wave = (held // share - 1) * own.notify_send_timeout if held >= share else timedelta()
+    assert last_wave <= latest_start(own)  # every wave held is let go in time
+    # ... and a send let go at the last moment, answered at the timeout, is recorded in its lease
+    assert latest_start(own) + own.notify_send_timeout < own.notify_lease
+
+
+def test_a_notice_is_let_go_no_later_than_leaves_its_answer_time_to_be_recorded(
+    settings: Settings,
+) -> None:
+    """With the defaults (a 1 min lease, 10 s timeout) a notice waiting for a slot goes within
+    49 s of its claim: the last second of the lease is for recording the answer. With a lease
+    barely longer than the timeout, a quarter of what is left."""
+    defaults = NotifySettings.of(settings)
+    assert latest_start(defaults) == timedelta(seconds=49)
+    tight = NotifySettings.of(settings.replace(notify_lease="5s", notify_send_timeout="4s"))
+    assert latest_start(tight) == timedelta(milliseconds=750)
 
 
 async def webhooks_to_a_slow_receiver(
