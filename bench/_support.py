@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ from uuid import uuid4
 
 import httpx
 import psutil
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services import desk_settings, key_issuers, port_of, service_migrations, service_names
@@ -32,6 +34,16 @@ from shared.provenance import seal
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def written_policy(policy: dict[str, Any]) -> Path:
+    """``policy`` written where a benchmark's services read it; removed when the run ends (a
+    directory a run, left behind, piled up in /tmp)."""
+    folder = Path(tempfile.mkdtemp(prefix="desk-bench-policy-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy, allow_unicode=True))
+    return path
 
 
 @asynccontextmanager

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import random
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,7 +25,16 @@ from pathlib import Path
 import yaml
 from aiokafka import AIOKafkaProducer
 
-from bench._support import CpuMeter, Watcher, bench_world, publish, report, sealed, start_service
+from bench._support import (
+    CpuMeter,
+    Watcher,
+    bench_world,
+    publish,
+    report,
+    sealed,
+    start_service,
+    written_policy,
+)
 from services.intake.events import TicketTriaged, ticket_stream
 from services.policy import DEFAULT_POLICY
 from shared.events import new_event_id
@@ -55,9 +63,7 @@ def bench_policy() -> Path:
     policy = yaml.safe_load(DEFAULT_POLICY.read_text())
     for agent in policy["directory"]["agents"]:
         agent["capacity"] = 100_000
-    path = Path(tempfile.mkdtemp(prefix="desk-bench-")) / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy, allow_unicode=True))
-    return path
+    return written_policy(policy)
 
 
 def triaged_events(count: int, run: str) -> list[tuple[str, bytes, list[tuple[str, bytes]]]]:

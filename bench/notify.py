@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -29,7 +28,16 @@ from typing import Any
 
 import yaml
 
-from bench._support import CpuMeter, Outgoing, bench_world, publish, report, sealed, start_service
+from bench._support import (
+    CpuMeter,
+    Outgoing,
+    bench_world,
+    publish,
+    report,
+    sealed,
+    start_service,
+    written_policy,
+)
 from services import service_migrations
 from services.dispatch.events import TicketAssigned
 from services.intake.events import CustomerDetails, TicketReceived, TicketTriaged, ticket_stream
@@ -52,9 +60,7 @@ def bench_policy(http_port: int) -> Path:
     policy = yaml.safe_load(DEFAULT_POLICY.read_text())
     for agent in policy["directory"]["agents"]:
         agent["webhook_url"] = f"http://127.0.0.1:{http_port}/agents/{agent['id']}"
-    path = Path(tempfile.mkdtemp(prefix="desk-bench-notify-")) / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy, allow_unicode=True))
-    return path
+    return written_policy(policy)
 
 
 def _record(

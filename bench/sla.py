@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from bench._support import bench_settings, report, start_service
+from bench._support import bench_settings, report, start_service, written_policy
 from services.dispatch.events import TicketClassified
 from services.policy import DEFAULT_POLICY, policy_schedule
 from services.sla.app import build
@@ -53,9 +52,7 @@ def bench_policy(target_s: float) -> Path:
     sla["targets"] = [{"metric": "first_response", "target": f"{target_s}s", "calendar": "always"}]
     sla["warnings"] = []
     sla["escalation"] = [{"level": 1, "after": "0s"}]
-    path = Path(tempfile.mkdtemp(prefix="desk-bench-sla-")) / "policy.yaml"
-    path.write_text(yaml.safe_dump(policy, allow_unicode=True))
-    return path
+    return written_policy(policy)
 
 
 def rss_mb(pid: int) -> float:
