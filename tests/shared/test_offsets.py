@@ -95,6 +95,24 @@ async def test_a_partition_taken_away_is_never_committed_by_its_former_owner() -
 
 @pytest.mark.unit
 @pytest.mark.asyncio
+async def test_partitions_being_taken_away_have_their_offsets_committed_at_once() -> None:
+    """A rebalance revoking A (``on_partitions_revoked``) commits what was processed of A then
+    and there, not at the end of the interval — by then A's new owner has started from the last
+    commit and applies the batch again — and leaves B's to the interval."""
+    member = GroupMember(A, B)
+    offsets, _ = pending(member, 60)
+    await offsets.processed({A: 5, B: 6})
+    await offsets.commit_now([A])
+    offsets.forget([A])
+    member.held = {B}
+    assert member.commits == [{A: 5}]
+    assert offsets.pending == {B: 6}
+    await offsets.close()
+    assert member.commits == [{A: 5}, {B: 6}]
+
+
+@pytest.mark.unit
+@pytest.mark.asyncio
 async def test_a_failed_commit_keeps_its_offsets_and_tries_again() -> None:
     member = GroupMember(A, failures=2)
     offsets, _ = pending(member, 0.02)
