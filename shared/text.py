@@ -7,6 +7,14 @@ screen, BEL rings, a carriage return overwrites the line before it — so text i
 one replaced by U+FFFD (visibly: what was there is not hidden, and the request is not refused
 over a stray byte). Free text keeps its line breaks and tabs; a one-line field (a subject, a
 name) turns them into a space.
+
+Bidirectional formatting characters get the same care (the "Trojan Source" trick). An override
+(U+202D, U+202E) shows characters in an order other than the one they are in — a subject or a
+name that reads as something it is not — so it is replaced like a control character. Embeddings
+and isolates are how mixed Arabic, Hebrew and Latin text is written, so they stay, but each one
+still open at the end of a line is closed there: left open, it reordered what a terminal or a
+mail client shows after the field (the next column of ``desk ticket show``, a log line's
+ticket number).
 """
 
 from __future__ import annotations
@@ -15,23 +23,52 @@ import re
 
 REPLACEMENT = "\ufffd"
 
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-"""C0 (but tab, line feed, carriage return), DEL and C1 controls."""
 _BREAK = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]+")
 """What breaks a line (or a column): in a one-line field, one space."""
-_ANY_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\x85\u2028\u2029]")
+_ANY_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\x85\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202d\u202e]")
+"""What :func:`tidy_text` replaces: C0 controls (but tab, line feed, carriage return), DEL, C1
+controls, and the two bidi overrides."""
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_OPENS_EMBEDDING = "\u202a\u202b"  # LRE, RLE (closed by PDF, U+202C)
+_OPENS_ISOLATE = "\u2066\u2067\u2068"  # LRI, RLI, FSI (closed by PDI, U+2069)
+_PDF, _PDI = "\u202c", "\u2069"
+_LINE = re.compile("(\r\n|[\n\r\x0b\x0c\x85\u2028\u2029])")
 
 
 def has_control(text: str) -> bool:
-    """Whether ``text`` holds any control character or line break: an id made by a program
-    holds none, and changing one would make it another id (so it is refused, not tidied)."""
+    """Whether ``text`` holds any control character, line break or bidi formatting character:
+    an id made by a program holds none, and changing one would make it another id (so it is
+    refused, not tidied)."""
     return _ANY_CONTROL.search(text) is not None
 
 
 def tidy_text(text: str) -> str:
-    """Free text (a description, a reply) with its control characters replaced; line breaks
-    and tabs kept."""
-    return _CONTROL.sub(REPLACEMENT, text) if _CONTROL.search(text) else text
+    """Free text (a description, a reply) with its control characters and bidi overrides
+    replaced and its embeddings and isolates closed line by line; line breaks and tabs kept."""
+    if _UNSAFE.search(text):
+        text = _UNSAFE.sub(REPLACEMENT, text)
+    if _BIDI.search(text):
+        parts = _LINE.split(text)  # lines at even places, their breaks between
+        text = "".join(p if i % 2 else _closed(p) for i, p in enumerate(parts))
+    return text
+
+
+def _closed(line: str) -> str:
+    """``line`` with every embedding and isolate it leaves open closed at its end (UAX #9's
+    pairing, simplified: a PDI closes the innermost isolate and what opened inside it; a PDF
+    the innermost embedding, unless an isolate opened after it)."""
+    still_open: list[str] = []
+    for char in _BIDI.findall(line):
+        if char in _OPENS_EMBEDDING:
+            still_open.append(_PDF)
+        elif char in _OPENS_ISOLATE:
+            still_open.append(_PDI)
+        elif char == _PDF and still_open and still_open[-1] == _PDF:
+            still_open.pop()
+        elif char == _PDI and _PDI in still_open:
+            del still_open[len(still_open) - 1 - still_open[::-1].index(_PDI) :]
+    return line + "".join(reversed(still_open))
 
 
 def tidy_line(text: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.text import REPLACEMENT, tidy_line, tidy_text
+from shared.text import REPLACEMENT, has_control, tidy_line, tidy_text
 
 
 @pytest.mark.parametrize("control", ["\x1b", "\x07", "\x08", "\x7f", "\x9b", "\x00", "\x0c"])
@@ -27,3 +27,34 @@ def test_text_without_controls_is_returned_as_it_is() -> None:
     text = "打印机坏了 — ça ne marche pas"
     assert tidy_text(text) is text
     assert tidy_line(text) is text
+
+
+RLO, LRE, PDF, RLI, PDI = "\u202e", "\u202a", "\u202c", "\u2067", "\u2069"
+
+
+def test_a_bidi_override_is_replaced_visibly() -> None:
+    """An override shows a name or a subject in an order other than its characters' ("invoice
+    RLO fdp.exe" reads as "invoice exe.pdf"): replaced, like a control character."""
+    assert tidy_line(f"invoice {RLO}fdp.exe") == f"invoice {REPLACEMENT}fdp.exe"
+    assert tidy_text(f"see {RLO}this{PDF}") == f"see {REPLACEMENT}this{PDF}"
+
+
+def test_embeddings_and_isolates_left_open_are_closed_at_the_end_of_each_line() -> None:
+    """Mixed-direction text keeps its embeddings and isolates; one still open at a line's end
+    is closed there, so it cannot reorder what is shown after the field."""
+    assert tidy_line(f"name {RLI}شركة") == f"name {RLI}شركة{PDI}"
+    assert tidy_line(f"{LRE}a{RLI}b") == f"{LRE}a{RLI}b{PDI}{PDF}"
+    assert tidy_text(f"{RLI}one\nline two {LRE}x") == f"{RLI}one{PDI}\nline two {LRE}x{PDF}"
+
+
+def test_balanced_embeddings_and_isolates_are_kept_as_they_are() -> None:
+    text = f"order {RLI}طلب{PDI} and {LRE}abc{PDF}, a stray {PDF}{PDI} closes nothing"
+    assert tidy_text(text) == text
+    assert tidy_line(f"{RLI}{LRE}x{PDI}") == f"{RLI}{LRE}x{PDI}"  # the PDI closed both
+
+
+def test_an_id_with_a_bidi_formatting_character_is_not_an_id() -> None:
+    """Ids are refused, not tidied: one shown reversed would pass for another."""
+    assert has_control(f"cust-{RLO}1234")
+    assert has_control(f"cust-{RLI}1234")
+    assert not has_control("cust-1234")
