@@ -19,7 +19,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.notify.channels import RESPONSE_BODY_LIMIT, Channels, Permanent, Sent, Transient
+from services.notify.channels import (
+    RESPONSE_BODY_LIMIT,
+    Channels,
+    Outcome,
+    Permanent,
+    Sent,
+    Transient,
+)
 from services.notify.settings import NotifySettings
 from services.notify.sms import segments
 from services.notify.storage import Delivery
@@ -230,19 +237,26 @@ async def test_a_receiver_that_never_answers_times_out_as_transient() -> None:
     assert waited < 5, "bounded by notify_send_timeout"
 
 
+async def timed_send(channels: Channels) -> tuple[Outcome, float]:
+    """An acknowledgement's outcome, and the seconds it took."""
+    started = time.monotonic()
+    outcome = await channels.send(email("c1@example.com"))
+    return outcome, time.monotonic() - started
+
+
+def channels_to(relay: SlowRelay) -> Channels:
+    return local_channels(smtp_host="127.0.0.1", smtp_port=relay.port, notify_send_timeout="1s")
+
+
 @pytest.mark.asyncio
 async def test_an_email_send_is_bounded_as_a_whole_not_exchange_by_exchange() -> None:
     """Six exchanges of 0.4 s each against a 1 s timeout: each would pass alone, but the send
     must end within the one timeout the lease allows for it (else a send still going when its
     lease ends is claimed and sent a second time)."""
     async with SlowRelay(delay=0.4) as relay:
-        channels = local_channels(
-            smtp_host="127.0.0.1", smtp_port=relay.port, notify_send_timeout="1s"
-        )
+        channels = channels_to(relay)
         try:
-            started = time.monotonic()
-            outcome = await channels.send(email("c1@example.com"))
-            waited = time.monotonic() - started
+            outcome, waited = await timed_send(channels)
             relay.delay = 0  # the next send finds the relay quick again: it is sent
             again = await channels.send(email("c1@example.com"))
         finally:
@@ -259,21 +273,15 @@ async def test_a_relay_that_never_answers_holds_a_send_no_longer_than_the_timeou
     timeout, as a failure to try again, and a relay gone silent after a send does not hold
     the service's stop past one timeout either."""
     async with SlowRelay(delay=60) as relay:
-        channels = local_channels(
-            smtp_host="127.0.0.1", smtp_port=relay.port, notify_send_timeout="1s"
-        )
+        channels = channels_to(relay)
         try:
-            started = time.monotonic()
-            outcome = await channels.send(email("c1@example.com"))
-            waited = time.monotonic() - started
+            outcome, waited = await timed_send(channels)
         finally:
             await channels.close()
     assert isinstance(outcome, Transient), outcome
     assert waited < 1.8, f"the send took {waited:.1f} s"
     async with SlowRelay(delay=0) as relay:
-        channels = local_channels(
-            smtp_host="127.0.0.1", smtp_port=relay.port, notify_send_timeout="1s"
-        )
+        channels = channels_to(relay)
         assert await channels.send(email("c1@example.com")) == Sent()
         relay.delay = 60  # QUIT goes unanswered
         started = time.monotonic()
