@@ -30,6 +30,8 @@ _UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202d\u202e]")
 """What :func:`tidy_text` replaces: C0 controls (but tab, line feed, carriage return), DEL, C1
 controls, and the two bidi overrides."""
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_SPECIAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Either of the two above: most text holds none, and one scan of it says so."""
 _OPENS_EMBEDDING = "\u202a\u202b"  # LRE, RLE (closed by PDF, U+202C)
 _OPENS_ISOLATE = "\u2066\u2067\u2068"  # LRI, RLI, FSI (closed by PDI, U+2069)
 _PDF, _PDI = "\u202c", "\u2069"
@@ -46,8 +48,9 @@ def has_control(text: str) -> bool:
 def tidy_text(text: str) -> str:
     """Free text (a description, a reply) with its control characters and bidi overrides
     replaced and its embeddings and isolates closed line by line; line breaks and tabs kept."""
-    if _UNSAFE.search(text):
-        text = _UNSAFE.sub(REPLACEMENT, text)
+    if not _SPECIAL.search(text):
+        return text
+    text = _UNSAFE.sub(REPLACEMENT, text)
     if _BIDI.search(text):
         parts = _LINE.split(text)  # lines at even places, their breaks between
         text = "".join(p if i % 2 else _closed(p) for i, p in enumerate(parts))
