@@ -30,3 +30,12 @@ def test_an_id_with_a_control_character_is_refused_and_the_rejection_shows_none(
     assert read.reason == "invalid_command"
     assert read.detail.startswith("add_note.command_id")
     assert read.command_id == "c-\ufffd[31m1"
+
+
+def test_a_bidi_override_in_a_note_is_replaced_and_one_in_an_id_refused() -> None:
+    read = read_ticket_command(command(note="refund \u202eredro"))
+    assert isinstance(read, AddNote)
+    assert read.note == "refund \ufffdredro"
+    refused = read_ticket_command(command(command_id="c-\u202e1", note="fine"))
+    assert isinstance(refused, Unreadable)
+    assert refused.reason == "invalid_command"

@@ -104,6 +104,12 @@ BAD_INPUTS: list[tuple[str, bytes, str, str]] = [
         "channel_message_id",
     ),
     (
+        "a bidi override in an id",
+        _with(_set("customer.customer_id", "cust-\u202e1234")),
+        "control_character",
+        "customer.customer_id",
+    ),
+    (
         "lone surrogate",
         encode(valid("bad")).replace("卡纸".encode(), b"\\ud83d"),
         "invalid_unicode",

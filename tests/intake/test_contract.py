@@ -76,3 +76,21 @@ def test_control_characters_are_replaced_and_line_breaks_kept_only_in_the_descri
     assert request.subject == "Printer\ufffd[2J broken"
     assert request.description == "It beeps\ufffd all day.\r\nPlease help."
     assert request.customer.name == "Wang\ufffd\ufffdLi"
+
+
+def test_bidi_overrides_are_replaced_and_open_isolates_closed() -> None:
+    """A subject that would read as something it is not, and a name whose open isolate would
+    reorder what a screen shows after it: both recorded as they can be shown safely."""
+    request = read_request(
+        encode(
+            valid(
+                subject="invoice \u202efdp.exe",
+                description="عربي \u2067نص\nsecond line",
+                customer={"name": "\u2067شركة", "email": "a@b.cn"},
+            )
+        )
+    )
+    assert isinstance(request, Request)
+    assert request.subject == "invoice \ufffdfdp.exe"
+    assert request.description == "عربي \u2067نص\u2069\nsecond line"
+    assert request.customer.name == "\u2067شركة\u2069"
