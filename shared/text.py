@@ -11,10 +11,9 @@ name) turns them into a space.
 Bidirectional formatting characters get the same care (the "Trojan Source" trick). An override
 (U+202D, U+202E) shows characters in an order other than the one they are in — a subject or a
 name that reads as something it is not — so it is replaced like a control character. Embeddings
-and isolates are how mixed Arabic, Hebrew and Latin text is written, so they stay, but each one
-still open at the end of a line is closed there: left open, it reordered what a terminal or a
-mail client shows after the field (the next column of ``desk ticket show``, a log line's
-ticket number).
+and isolates are how mixed Arabic, Hebrew and Latin text is written, so they stay when closed
+on their line; one left open is replaced: it reordered what a terminal or a mail client shows
+after the field (the next column of ``desk ticket show``, a log line's ticket number).
 """
 
 from __future__ import annotations
@@ -47,7 +46,8 @@ def has_control(text: str) -> bool:
 
 def tidy_text(text: str) -> str:
     """Free text (a description, a reply) with its control characters and bidi overrides
-    replaced and its embeddings and isolates closed line by line; line breaks and tabs kept."""
+    replaced, and the embeddings and isolates a line leaves open replaced; line breaks and tabs
+    kept."""
     if not _SPECIAL.search(text):
         return text
     text = _UNSAFE.sub(REPLACEMENT, text)
@@ -58,20 +58,31 @@ def tidy_text(text: str) -> str:
 
 
 def _closed(line: str) -> str:
-    """``line`` with every embedding and isolate it leaves open closed at its end (UAX #9's
-    pairing, simplified: a PDI closes the innermost isolate and what opened inside it; a PDF
-    the innermost embedding, unless an isolate opened after it)."""
-    still_open: list[str] = []
-    for char in _BIDI.findall(line):
-        if char in _OPENS_EMBEDDING:
-            still_open.append(_PDF)
-        elif char in _OPENS_ISOLATE:
-            still_open.append(_PDI)
-        elif char == _PDF and still_open and still_open[-1] == _PDF:
+    """``line`` with every embedding and isolate it leaves open replaced (UAX #9's pairing,
+    simplified: a PDI closes the innermost isolate and what opened inside it; a PDF the
+    innermost embedding, unless an isolate opened after it). Replaced, not closed with an added
+    PDF or PDI: the text keeps its length, so a field cut to its limit stays within it. Linear:
+    each opener is pushed and popped once."""
+    still_open: list[tuple[int, bool]] = []  # (where, is an isolate), innermost last
+    isolates = 0
+    for found in _BIDI.finditer(line):
+        char = found.group()
+        if char in _OPENS_EMBEDDING or char in _OPENS_ISOLATE:
+            isolate = char in _OPENS_ISOLATE
+            still_open.append((found.start(), isolate))
+            isolates += isolate
+        elif char == _PDF and still_open and not still_open[-1][1]:
             still_open.pop()
-        elif char == _PDI and _PDI in still_open:
-            del still_open[len(still_open) - 1 - still_open[::-1].index(_PDI) :]
-    return line + "".join(reversed(still_open))
+        elif char == _PDI and isolates:
+            while not still_open.pop()[1]:
+                pass
+            isolates -= 1
+    if not still_open:
+        return line
+    chars = list(line)
+    for where, _ in still_open:
+        chars[where] = REPLACEMENT
+    return "".join(chars)
 
 
 def tidy_line(text: str) -> str:

@@ -164,14 +164,15 @@ class DeadLetterFeed(Subscription[DeadLetter]):
         sealed it (:func:`~shared.provenance.dead_letter_writer`; else ``?``: anyone can write to
         a topic of the embedded broker), and a time a calendar can hold — the header's, else the
         record's."""
-        consumer = tidy_line(record.header("dlq_consumer") or "?")
+        # Cut, then tidied: cut after, a closed isolate could lose its closer to the cut.
+        consumer = tidy_line((record.header("dlq_consumer") or "?")[:120])
         claimed = consumer.split(".", 1)[0]
         writer = dead_letter_writer(self.keys, record)
         origin = _origin(record) if claimed == CONSOLE and writer is None else None
         return DeadLetter(
             service=claimed if claimed == writer or origin is not None else "?",
-            consumer=consumer[:120],
-            reason=tidy_line(record.header("dlq_reason") or "?")[:60],
+            consumer=consumer,
+            reason=tidy_line((record.header("dlq_reason") or "?")[:60]),
             at=_moment(record.header("dlq_time")) or _moment(record.timestamp_ms) or EARLIEST,
             origin=origin,
         )

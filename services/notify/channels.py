@@ -110,14 +110,21 @@ class Channels:
             )
 
     async def close(self) -> None:
+        """Close the HTTP client and say QUIT on every SMTP connection at once, each bounded by
+        the send timeout: one after another, a silent relay held a stop for a timeout a
+        connection."""
         await self.http.close()
+        clients = []
         while not self._smtp.empty():
-            client = self._smtp.get_nowait()
-            if client.is_connected:
-                with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                    async with asyncio.timeout(self.settings.notify_send_timeout.total_seconds()):
-                        await client.quit()
-                client.close()
+            clients.append(self._smtp.get_nowait())
+        await asyncio.gather(*(self._quit(client) for client in clients))
+
+    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                async with asyncio.timeout(self.settings.notify_send_timeout.total_seconds()):
+                    await client.quit()
+        client.close()
 
     async def send(self, notice: Delivery) -> Outcome:  # noqa: PLR0911 - one return per verdict
         """The outcome of one send, within ``notify_send_timeout`` all told; never raises (only

@@ -109,11 +109,11 @@ class Deliverer:
                 room = most - len(sending)
                 room_again.clear()
                 self._due.clear()  # before the claim: notices committed during it wake the next
+                claimed, erased, leased_at = await self._claim(service, room, hands)
                 # The lease runs from the claim's reading of the clock, so the wait is counted
-                # from before it: counted from its commit, a send let go at the last moment
+                # from just before it: counted from its commit, a send let go at the last moment
                 # could end that long after its lease.
-                until = asyncio.get_running_loop().time() + patience
-                claimed, erased = await self._claim(service, room, hands)
+                until = leased_at + patience
                 for delivery in erased:  # its customer was erased while it waited: never sent
                     answered.put_nowait((delivery, Permanent(ERASED_ERROR, ERASED_REASON)))
                 if claimed:
@@ -156,19 +156,22 @@ class Deliverer:
 
     async def _claim(
         self, service: Service, limit: int, hands: Hands
-    ) -> tuple[list[storage.Delivery], list[storage.Delivery]]:
+    ) -> tuple[list[storage.Delivery], list[storage.Delivery], float]:
         """Up to ``limit`` due notices, as many as ``hands`` has room for, leased and opened to
-        send, and those whose customer was erased."""
+        send; those whose customer was erased; and the loop's time just before the clock was
+        read for their lease."""
+        leased_at = asyncio.get_running_loop().time()
         if limit <= 0:
-            return [], []
+            return [], [], leased_at
         async with service.pool.acquire() as conn, conn.transaction():
+            leased_at = asyncio.get_running_loop().time()  # not counting the wait for a connection
             now = await service.clock.now(conn)
             lease = now + self.settings.notify_lease
             claimed = await storage.claim(
                 conn, now, lease, limit, room=hands.rooms, room_else=hands.most, full=hands.full
             )
             keys = await keys_for(self.keys, conn, sealed_columns(claimed))
-        return opened(claimed, keys)
+        return (*opened(claimed, keys), leased_at)
 
     async def _send(
         self,

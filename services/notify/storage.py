@@ -219,7 +219,7 @@ async def claim(
         "due AS (SELECT l.id, l.destination FROM share s CROSS JOIN LATERAL ("
         "   SELECT d.id, d.due_at, d.destination FROM deliveries d "
         "   WHERE d.destination = s.destination AND d.status IN ('pending', 'sending') "
-        "   AND d.due_at <= $1 ORDER BY d.due_at, d.id LIMIT s.room "
+        "   AND d.due_at <= $1 ORDER BY d.due_at, d.id LIMIT least(s.room, $3) "
         "   FOR UPDATE SKIP LOCKED) l ORDER BY l.due_at, l.id LIMIT $3) "
         "UPDATE deliveries d SET status = 'sending', attempts = attempts + 1, due_at = $2 "
         "FROM due r WHERE d.id = r.id "

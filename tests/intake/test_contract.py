@@ -92,5 +92,5 @@ def test_bidi_overrides_are_replaced_and_open_isolates_closed() -> None:
     )
     assert isinstance(request, Request)
     assert request.subject == "invoice \ufffdfdp.exe"
-    assert request.description == "عربي \u2067نص\u2069\nsecond line"
-    assert request.customer.name == "\u2067شركة\u2069"
+    assert request.description == "عربي \ufffdنص\nsecond line"
+    assert request.customer.name == "\ufffdشركة"

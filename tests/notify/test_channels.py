@@ -244,8 +244,13 @@ async def timed_send(channels: Channels) -> tuple[Outcome, float]:
     return outcome, time.monotonic() - started
 
 
-def channels_to(relay: SlowRelay) -> Channels:
-    return local_channels(smtp_host="127.0.0.1", smtp_port=relay.port, notify_send_timeout="1s")
+def channels_to(relay: SlowRelay, connections: int = 4) -> Channels:
+    return local_channels(
+        smtp_host="127.0.0.1",
+        smtp_port=relay.port,
+        notify_send_timeout="1s",
+        smtp_connections=connections,
+    )
 
 
 @pytest.mark.asyncio
@@ -271,7 +276,7 @@ async def test_a_relay_that_never_answers_holds_a_send_no_longer_than_the_timeou
     """The SMTP client has no deadline of its own (each exchange is bounded only by the whole
     send's): a relay that takes the connection and says nothing still ends the send at the
     timeout, as a failure to try again, and a relay gone silent after a send does not hold
-    the service's stop past one timeout either."""
+    the service's stop past one timeout either, however many connections are open to it."""
     async with SlowRelay(delay=60) as relay:
         channels = channels_to(relay)
         try:
@@ -281,9 +286,10 @@ async def test_a_relay_that_never_answers_holds_a_send_no_longer_than_the_timeou
     assert isinstance(outcome, Transient), outcome
     assert waited < 1.8, f"the send took {waited:.1f} s"
     async with SlowRelay(delay=0) as relay:
-        channels = channels_to(relay)
-        assert await channels.send(email("c1@example.com")) == Sent()
-        relay.delay = 60  # QUIT goes unanswered
+        channels = channels_to(relay, connections=3)
+        sends = [channels.send(email(f"c{n}@example.com")) for n in range(3)]
+        assert await asyncio.gather(*sends) == [Sent()] * 3  # three connections open
+        relay.delay = 60  # QUIT goes unanswered: each connection's bounded, all at once
         started = time.monotonic()
         await channels.close()
         closing = time.monotonic() - started

@@ -3,6 +3,8 @@ something."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared.text import REPLACEMENT, has_control, tidy_line, tidy_text
@@ -39,12 +41,29 @@ def test_a_bidi_override_is_replaced_visibly() -> None:
     assert tidy_text(f"see {RLO}this{PDF}") == f"see {REPLACEMENT}this{PDF}"
 
 
-def test_embeddings_and_isolates_left_open_are_closed_at_the_end_of_each_line() -> None:
-    """Mixed-direction text keeps its embeddings and isolates; one still open at a line's end
-    is closed there, so it cannot reorder what is shown after the field."""
-    assert tidy_line(f"name {RLI}شركة") == f"name {RLI}شركة{PDI}"
-    assert tidy_line(f"{LRE}a{RLI}b") == f"{LRE}a{RLI}b{PDI}{PDF}"
-    assert tidy_text(f"{RLI}one\nline two {LRE}x") == f"{RLI}one{PDI}\nline two {LRE}x{PDF}"
+def test_embeddings_and_isolates_left_open_on_their_line_are_replaced() -> None:
+    """Mixed-direction text keeps its embeddings and isolates; one still open at its line's end
+    would reorder what is shown after the field, so it is replaced — not closed by an added
+    character: a field cut to its limit must stay within it."""
+    assert tidy_line(f"name {RLI}شركة") == f"name {REPLACEMENT}شركة"
+    assert tidy_line(f"{LRE}a{RLI}b") == f"{REPLACEMENT}a{REPLACEMENT}b"
+    assert tidy_text(f"{RLI}one\nline two {LRE}x") == f"{REPLACEMENT}one\nline two {REPLACEMENT}x"
+    assert tidy_line(f"{LRE}a{RLI}b{PDF}") == f"{REPLACEMENT}a{REPLACEMENT}b{PDF}"  # no PDF across
+    subject = f"{RLI}{'x' * 299}"
+    assert len(tidy_line(subject)) == len(subject)
+
+
+def test_tidying_takes_time_in_proportion_to_the_text() -> None:
+    """Forty thousand openers and as many stray closers (a record's worth): pairing them must
+    not compare each closer with every opener."""
+    hostile = LRE * 40_000 + PDI * 40_000 + RLI * 40_000 + PDF * 40_000
+    began = time.process_time()
+    tidied = tidy_text(hostile)
+    took = time.process_time() - began
+    # Linear: about 0.1 s here; pairing by scanning the open ones took tens of seconds.
+    assert took < 3, f"tidying took {took:.1f} s of CPU"
+    assert tidied.count(REPLACEMENT) == 80_000
+    assert len(tidied) == len(hostile)
 
 
 def test_balanced_embeddings_and_isolates_are_kept_as_they_are() -> None:
