@@ -94,3 +94,12 @@ def test_bidi_overrides_are_replaced_and_open_isolates_closed() -> None:
     assert request.subject == "invoice \ufffdfdp.exe"
     assert request.description == "عربي \ufffdنص\nsecond line"
     assert request.customer.name == "\ufffdشركة"
+
+
+def test_a_subject_at_its_limit_with_an_open_isolate_stays_within_it() -> None:
+    """The mail adapter cuts a subject to 300 characters, the contract's limit; tidying must not
+    lengthen it (closing the isolate with an added character made it 301, and the mail
+    bounced)."""
+    request = read_request(encode(valid(subject="\u2067" + "x" * 299)))
+    assert isinstance(request, Request), request
+    assert request.subject == "\ufffd" + "x" * 299
