@@ -53,11 +53,11 @@ def tidy_text(text: str) -> str:
     text = _UNSAFE.sub(REPLACEMENT, text)
     if _BIDI.search(text):
         parts = _LINE.split(text)  # lines at even places, their breaks between
-        text = "".join(p if i % 2 else _closed(p) for i, p in enumerate(parts))
+        text = "".join(p if i % 2 else _open_ones_replaced(p) for i, p in enumerate(parts))
     return text
 
 
-def _closed(line: str) -> str:
+def _open_ones_replaced(line: str) -> str:
     """``line`` with every embedding and isolate it leaves open replaced (UAX #9's pairing,
     simplified: a PDI closes the innermost isolate and what opened inside it; a PDF the
     innermost embedding, unless an isolate opened after it). Replaced, not closed with an added

@@ -106,7 +106,8 @@ def _an_id(value: Any) -> Any:
         value = unicodedata.normalize("NFC", value).strip()
         if has_control(value):
             raise PydanticCustomError(
-                Reason.CONTROL_CHARACTER, "an id holds no control character or line break"
+                Reason.CONTROL_CHARACTER,
+                "an id holds no control character, line break or bidi formatting character",
             )
     return value
 
