@@ -24,13 +24,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services import desk_settings, key_issuers, port_of, service_migrations, service_names
 from shared.database import connect, create_database, drop_database, with_database
-from shared.kafka import client_options
+from shared.kafka import client_options, make_producer
 from shared.keys import KeyRing, local_key_file
 from shared.local.broker import EMBEDDED_BROKER_SETTINGS
 from shared.local.infrastructure import Infrastructure, start_infrastructure
 from shared.logging import configure_logging
 from shared.privileges import OWNER_ROLE, hand_over, provision, role_url, service_role
 from shared.provenance import seal
+from shared.relay import mark_record
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,3 +275,32 @@ async def publish(producer: AIOKafkaProducer, topic: str, events: Outgoing) -> N
     """Send every record, then wait for every acknowledgement."""
     sends = [await producer.send(topic, value=v, key=k.encode(), headers=h) for k, v, h in events]
     await asyncio.gather(*sends)
+
+
+@asynccontextmanager
+async def marks_of(settings: Settings, service: str, every: float = 0.25) -> AsyncIterator[None]:
+    """``service``'s relay marks while the benchmark stands in for it (it publishes the
+    events itself, or none): a mark of PostgreSQL's clock every ``every`` seconds, sealed by
+    its key, as its idle relay would — sla's timers wait for dispatch's (``shared.relay``)."""
+    key = KeyRing.from_settings(settings).signing_key(service)
+    producer = make_producer(settings, client_id=f"bench-{service}-marks")
+    await producer.start()
+    conn = await connect(settings.require_database_url())
+
+    async def mark() -> None:
+        while True:
+            value, headers = mark_record(service, key, await conn.fetchval("SELECT now()"))
+            await producer.send_and_wait(
+                settings.topic(f"{service}.marks"), value, key=service.encode(), partition=0,
+                headers=headers,
+            )  # fmt: skip
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(mark())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
+        await conn.close()

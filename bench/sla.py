@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from bench._support import bench_settings, report, start_service, written_policy
+from bench._support import bench_settings, marks_of, report, start_service, written_policy
 from services.dispatch.events import TicketClassified
 from services.policy import DEFAULT_POLICY, policy_schedule
 from services.sla.app import build
@@ -37,6 +37,7 @@ from shared.database import create_pool
 from shared.deadletter import Record
 from shared.events import Envelope, new_event_id
 from shared.local.ports import free_port
+from shared.settings import Settings
 from shared.unit_of_work import UnitOfWork
 
 BATCH = 500
@@ -101,47 +102,62 @@ async def run(timers: int, lead: float, window: float) -> dict[str, Any]:
     async with bench_settings(sla_port=free_port(), policy_file=policy) as settings:
         process = await start_service("sla", settings)
         try:
-            service = build(settings)
-            handler = LifecycleEvents(policy_schedule(settings))
-            pool = await create_pool(settings, schema="sla", application="bench-sla")
-            rss_before = rss_mb(process.pid)
-            start: datetime = await pool.fetchval("SELECT clock_timestamp()")
-            first_due = start + timedelta(seconds=lead)
-            began = time.perf_counter()
-            samples = []
-            for offset in range(0, timers, BATCH):
-                if offset % max(BATCH, timers // 4 // BATCH * BATCH) == 0:
-                    samples.append(rss_mb(process.pid))
-                messages = []
-                for n in range(offset, min(offset + BATCH, timers)):
-                    due = first_due + timedelta(seconds=window * n / timers)
-                    messages.append(classified(n, due - timedelta(seconds=target_s)))
-                async with pool.acquire() as conn, conn.transaction():
-                    uow = UnitOfWork(conn, service.store, start, service.projections)
-                    await handler.handle(uow, messages)
-                    await uow.flush()
-            armed_s = time.perf_counter() - began
-            rss_armed = rss_mb(process.pid)
-            armed_at: datetime = await pool.fetchval("SELECT clock_timestamp()")
-            deadline = time.monotonic() + lead + window + 600
-            while time.monotonic() < deadline:
-                left = await pool.fetchval("SELECT count(*) FROM clocks WHERE due_at IS NOT NULL")
-                if left == 0:
-                    break
-                await asyncio.sleep(0.5)
-            lateness = await pool.fetchrow(
-                "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY late), "
-                "percentile_cont(0.99) WITHIN GROUP (ORDER BY late), max(late), "
-                "min(occurred_at), max(occurred_at) FROM ("
-                "  SELECT occurred_at, extract(epoch FROM occurred_at - "
-                "    (envelope::jsonb #>> '{data,due_at}')::timestamptz) * 1000 AS late "
-                "  FROM events WHERE type = 'servicedesk.sla.clock_breached.v1') fired"
-            )
-            rss_after = rss_mb(process.pid)
-            await pool.close()
+            async with marks_of(settings, "dispatch"):
+                return await measure(
+                    settings, process, timers=timers, lead=lead, window=window, target_s=target_s
+                )
         finally:
             process.terminate()
             await process.wait()
+
+
+async def measure(
+    settings: Settings,
+    process: asyncio.subprocess.Process,
+    *,
+    timers: int,
+    lead: float,
+    window: float,
+    target_s: float,
+) -> dict[str, Any]:
+    service = build(settings)
+    handler = LifecycleEvents(policy_schedule(settings))
+    pool = await create_pool(settings, schema="sla", application="bench-sla")
+    rss_before = rss_mb(process.pid)
+    start: datetime = await pool.fetchval("SELECT clock_timestamp()")
+    first_due = start + timedelta(seconds=lead)
+    began = time.perf_counter()
+    samples = []
+    for offset in range(0, timers, BATCH):
+        if offset % max(BATCH, timers // 4 // BATCH * BATCH) == 0:
+            samples.append(rss_mb(process.pid))
+        messages = []
+        for n in range(offset, min(offset + BATCH, timers)):
+            due = first_due + timedelta(seconds=window * n / timers)
+            messages.append(classified(n, due - timedelta(seconds=target_s)))
+        async with pool.acquire() as conn, conn.transaction():
+            uow = UnitOfWork(conn, service.store, start, service.projections)
+            await handler.handle(uow, messages)
+            await uow.flush()
+    armed_s = time.perf_counter() - began
+    rss_armed = rss_mb(process.pid)
+    armed_at: datetime = await pool.fetchval("SELECT clock_timestamp()")
+    deadline = time.monotonic() + lead + window + 600
+    while time.monotonic() < deadline:
+        left = await pool.fetchval("SELECT count(*) FROM clocks WHERE due_at IS NOT NULL")
+        if left == 0:
+            break
+        await asyncio.sleep(0.5)
+    lateness = await pool.fetchrow(
+        "SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY late), "
+        "percentile_cont(0.99) WITHIN GROUP (ORDER BY late), max(late), "
+        "min(occurred_at), max(occurred_at) FROM ("
+        "  SELECT occurred_at, extract(epoch FROM occurred_at - "
+        "    (envelope::jsonb #>> '{data,due_at}')::timestamptz) * 1000 AS late "
+        "  FROM events WHERE type = 'servicedesk.sla.clock_breached.v1') fired"
+    )
+    rss_after = rss_mb(process.pid)
+    await pool.close()
     assert lateness is not None
     fired, first_fire, last_fire = lateness[0], lateness[4], lateness[5]
     p50, p99, worst = (None if v is None else float(v) for v in lateness[1:4])

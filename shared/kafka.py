@@ -185,6 +185,18 @@ def prompt_batches(subscriber: object) -> None:
     subscriber.__class__ = PromptBatchSubscriber
 
 
+MARKS_SUFFIX = ".marks"
+MARKS_RETENTION_MS = 3_600_000
+
+
+def topic_layout(topic: str, partitions: int) -> tuple[int, dict[str, str]]:
+    """Partitions and settings of a topic. A relay's marks (``shared.relay``) are one stream read
+    only at its end, four records a second: one partition, kept an hour, not the default week."""
+    if topic.endswith(MARKS_SUFFIX):
+        return 1, {"retention.ms": str(MARKS_RETENTION_MS)}
+    return partitions, {}
+
+
 async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
     """Create the given physical topics if missing; return the ones created now."""
     wanted = sorted(set(topics))
@@ -201,8 +213,9 @@ async def ensure_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
             [
                 NewTopic(
                     name=t,
-                    num_partitions=settings.topic_partitions,
+                    num_partitions=topic_layout(t, settings.topic_partitions)[0],
                     replication_factor=settings.topic_replication_factor,
+                    topic_configs=topic_layout(t, settings.topic_partitions)[1],
                 )
                 for t in missing
             ]

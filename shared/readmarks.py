@@ -7,20 +7,32 @@ offsets, not in time, so :class:`ReadMarks` turns one into the other with checkp
 ``t`` it asks the topic's end offsets; once the group's committed offsets reach them, every record
 published before ``t`` has been processed (a consumer commits only after its transaction).
 
-An event stamped ``t - margin`` by its producer is taken to be published by ``t``: the margin
-covers a relay's usual delay and small clock differences, not a relay stopped for longer.
+When was an event stamped ``t`` published? Given the producer's :class:`RelayMarks` — its
+relay's statement "every event stamped before T is on its topic", published after the broker
+acknowledged them (``shared.relay``) — a checkpoint is taken at the latest such T, read before
+the end offsets: a relay stopped or lagging holds the marks back however long it takes. Without
+marks, an event stamped ``t - margin`` is taken to be published by ``t``: the margin covers a
+relay's usual delay, not a relay stopped for longer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
+import json
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnknownTopicOrPartitionError
 
 from shared.kafka import client_options
+from shared.keys import KeyRing
+from shared.logging import get_logger
+from shared.provenance import KID_HEADER, SEAL_HEADER, seal
 from shared.settings import Settings
+
+log = get_logger(__name__)
+_TICK = timedelta(microseconds=1)
 
 CHECKPOINTS = 64
 """Checkpoints kept while a partition lags; past this the oldest go (which only delays a mark)."""
@@ -29,11 +41,21 @@ CHECKPOINTS = 64
 class ReadMarks:
     """Per partition of ``topic``: the latest time up to which ``group_id`` has read it all."""
 
-    def __init__(self, settings: Settings, topic: str, group_id: str, margin: timedelta) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        group_id: str,
+        margin: timedelta,
+        *,
+        marks: RelayMarks | None = None,
+    ) -> None:
         self.settings = settings
         self.topic = topic
         self.group_id = group_id
         self.margin = margin
+        self.marks = marks
+        """The topic's producer's marks; without them, the margin."""
         self._until: dict[int, datetime] = {}
         self.partitions: set[int] = set()
         """The topic's partitions, as of the last :meth:`read_until`."""
@@ -46,9 +68,15 @@ class ReadMarks:
 
         Raises ``KafkaError`` while the broker is away; the marks then stay where they were.
         """
+        at: datetime | None = now - self.margin
+        if self.marks is not None:
+            through = await self.marks.latest()  # before the end offsets: they hold its events
+            # A mark covers what was stamped *before* it; a checkpoint what was at or before.
+            at = min(now, through - _TICK) if through is not None else None
         ends = await self._end_offsets()
         self.partitions = set(ends)
-        self._checkpoints.append((now - self.margin, ends))
+        if at is not None:
+            self._checkpoints.append((at, ends))
         del self._checkpoints[:-CHECKPOINTS]
         committed = await self._committed(ends)
         for at, checkpoint in self._checkpoints:
@@ -92,6 +120,80 @@ class ReadMarks:
                 with contextlib.suppress(Exception):
                     await client.stop()
         self._ends = self._offsets = None
+        if self.marks is not None:
+            await self.marks.close()
+
+
+class RelayMarks:
+    """The latest mark ``issuer``'s relay published on ``topic``: only records sealed by one of
+    its keys count (anyone able to write the topic could otherwise fire every timer early)."""
+
+    def __init__(self, settings: Settings, topic: str, issuer: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.issuer = issuer
+        self.keys = KeyRing.from_settings(settings)
+        self.through: datetime | None = None
+        """The latest mark read (marks only ever grow: each is true for good once made)."""
+        self._next = 0
+        self._reader: AIOKafkaConsumer | None = None
+
+    async def latest(self) -> datetime | None:
+        """Read what was published since the last call; the latest mark. Raises ``KafkaError``
+        while the broker is away."""
+        part = TopicPartition(self.topic, 0)
+        if self._reader is None:
+            reader = AIOKafkaConsumer(
+                **client_options(self.settings),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",  # marks kept an hour: past them, the oldest left
+            )
+            self._reader = await _started(reader)
+            self._reader.assign([part])
+        reader = self._reader
+        end = (await reader.end_offsets([part]))[part]
+        if end <= self._next:
+            return self.through
+        # Only the newest count: a mark past the last says more than all before it.
+        reader.seek(part, max(self._next, end - CHECKPOINTS))
+        while self._next < end:
+            found = await reader.getmany(part, timeout_ms=500, max_records=CHECKPOINTS)
+            records = found.get(part, [])
+            if not records:  # expired meanwhile (kept an hour): the next mark will come
+                self._next = end
+                break
+            for record in records:
+                self._next = record.offset + 1
+                self._take(record.value, dict(record.headers or ()))
+        return self.through
+
+    def _take(self, value: bytes | None, headers: dict[str, bytes]) -> None:
+        kid, sealed = headers.get(KID_HEADER), headers.get(SEAL_HEADER)
+        key = self.keys.get(kid.decode(errors="replace")) if kid is not None else None
+        if (
+            value is None
+            or key is None
+            or key.issuer != self.issuer
+            or sealed is None
+            or not hmac.compare_digest(seal(key, value)[1][1], sealed)
+        ):
+            log.warning("a mark not sealed by its relay is ignored", topic=self.topic)
+            return
+        try:
+            through = datetime.fromisoformat(json.loads(value)["through"])
+        except (ValueError, KeyError, TypeError):
+            through = None
+        if through is None or through.tzinfo is None:
+            log.warning("a sealed mark that says no time is ignored", topic=self.topic)
+            return
+        if self.through is None or through > self.through:
+            self.through = through
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await self._reader.stop()
+        self._reader = None
 
 
 async def _started(client: AIOKafkaConsumer) -> AIOKafkaConsumer:

@@ -17,14 +17,26 @@ skipped — the log's order is the promise — but it must not hold the log up s
 raises :class:`PublishRefused` naming the event, ``desk_relay_blocked_position`` holds its
 position, and ``/ready`` reports the relay down until the cause is removed (see
 ``docs/architecture.md``).
+
+A relay given a marks topic also says how far it has got in time: after a round that read the
+log to its end and had every record acknowledged, it publishes a *mark* — "every event stamped
+before T is on its topic" — at most once a :attr:`Relay.mark_interval`, idle or not. A worker
+acting on the absence of an event (sla's timers) waits for a mark past the moment, so a relay
+stopped or lagging holds it back instead of turning an answer in time into a breach. T is
+taken before the round's read: the earlier of the statement's start and the start of every
+other transaction of the service's role still open (an event's time is read inside the
+transaction that appends it, so one not yet committed is never stamped before T). Under a
+driven clock (tests) transactions' starts say nothing about its time, so T is the clock's
+reading, taken only when no other transaction is open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -73,6 +85,9 @@ class Relay:
         poll_interval: timedelta = timedelta(seconds=1),
         max_record_bytes: int = 1024 * 1024,
         finish_within: float = 5.0,
+        marks_topic: str | None = None,
+        mark_interval: timedelta = timedelta(milliseconds=250),
+        driven_clock: bool = False,
     ) -> None:
         self.service = service
         self.database_url = database_url
@@ -85,6 +100,12 @@ class Relay:
         self.max_record_bytes = max_record_bytes
         self.finish_within = finish_within
         """How long a round in progress when the relay is stopped may take to finish."""
+        self.marks_topic = marks_topic
+        """Where marks go (``None``: this relay publishes none)."""
+        self.mark_interval = mark_interval.total_seconds()
+        self._marked_at: float | None = None
+        """Loop time of the last mark published (``None``: none yet)."""
+        self._mark_sql = _DRIVEN_MARK_SQL if driven_clock else _MARK_SQL
         self.leader = False
         self._partitions: dict[str, list[int]] = {}
         self._wake = asyncio.Event()
@@ -127,7 +148,7 @@ class Relay:
                 published = await self._round(conn)
                 if published < self.batch_size:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                        await asyncio.wait_for(self._wake.wait(), self._idle_wait())
         finally:
             self._set_leader(False)
             with contextlib.suppress(Exception):
@@ -145,6 +166,31 @@ class Relay:
             with contextlib.suppress(BaseException):  # its outcome is the next start's concern
                 await asyncio.wait_for(round_, self.finish_within)
             raise
+
+    def _idle_wait(self) -> float:
+        """Until the next round when nothing wakes the relay: the poll, or the next mark due."""
+        if self.marks_topic is None or self._marked_at is None:
+            return self.poll_interval
+        due = self._marked_at + self.mark_interval - asyncio.get_running_loop().time()
+        return max(0.0, min(self.poll_interval, due))
+
+    def _mark_due(self) -> bool:
+        if self.marks_topic is None:
+            return False
+        if self._marked_at is None:
+            return True
+        return asyncio.get_running_loop().time() - self._marked_at >= self.mark_interval
+
+    async def _publish_mark(self, through: datetime) -> None:
+        """Say every event stamped before ``through`` is on its topic (the caller has had them
+        all acknowledged); sealed like an event, so a reader knows it is this service's."""
+        assert self.marks_topic is not None
+        value, headers = mark_record(self.service, self.key, through)
+        delivery = await self.producer.send(
+            self.marks_topic, value, key=self.service.encode(), partition=0, headers=headers
+        )
+        await delivery
+        self._marked_at = asyncio.get_running_loop().time()
 
     async def _await_leadership(self, conn: Connection) -> None:
         """Stand by until this instance holds the service's relay lock."""
@@ -245,8 +291,18 @@ class Relay:
         return len(rows), None
 
     async def publish_pending(self, conn: Connection) -> int:
-        """One round: publish up to a batch after the checkpoint; return how many."""
+        """One round: publish up to a batch after the checkpoint; return how many. Then, if a
+        mark is due and the round read to the log's end, the mark taken before the read."""
+        # Before the read (its own statement, so its own snapshot): what commits after it is
+        # stamped after it, or by a transaction it saw open.
+        through = await conn.fetchval(self._mark_sql) if self._mark_due() else None
         rows = await conn.fetch(self._read_sql, CHECKPOINT, self.batch_size)
+        published = await self._publish_rows(conn, rows)
+        if through is not None and len(rows) < self.batch_size:
+            await self._publish_mark(through)
+        return published
+
+    async def _publish_rows(self, conn: Connection, rows: list[Any]) -> int:
         if not rows:
             RELAY_LAG.labels(self.service).set(0)
             return 0
@@ -275,6 +331,31 @@ class Relay:
         head = await conn.fetchval(self._checkpoint_sql, CHECKPOINT, last, was)
         if head is not None:
             RELAY_LAG.labels(self.service).set(max(0, head - last))
+
+
+def mark_record(
+    service: str, key: Key | None, through: datetime
+) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The value and headers of a mark: JSON naming the service and the moment, sealed by the
+    service's key (``shared.readmarks.RelayMarks`` takes no other). Always on partition 0."""
+    value = json.dumps({"service": service, "through": format_time(through)}).encode()
+    return value, seal(key, value) if key is not None else []
+
+
+_OTHERS_OPEN = (
+    "SELECT min(xact_start) AS oldest, count(*) AS open FROM pg_stat_activity "
+    "WHERE datname = current_database() AND usename = current_user "
+    "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+)
+_MARK_SQL = f"SELECT least(statement_timestamp(), oldest) FROM ({_OTHERS_OPEN}) o"
+_DRIVEN_MARK_SQL = (
+    "SELECT CASE WHEN d.value IS NULL THEN least(statement_timestamp(), o.oldest) "
+    "WHEN o.open = 0 THEN d.value END "
+    f"FROM ({_OTHERS_OPEN}) o LEFT JOIN (SELECT value FROM desk_clock LIMIT 1) d ON true"
+)
+"""A mark: before the statement's start and every other open transaction's of this role (a
+session of another role shows no start, so only the service's own appends are covered).
+Driven, the clock's reading while no other transaction is open, else none this round."""
 
 
 class ReplayRefused(Exception):

@@ -87,6 +87,8 @@ class Service:
         log: Log | None = None,
         key_store: KeyStore | None = None,
         sealed_only: bool = False,
+        marks: str | None = None,
+        watches: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.port = port
@@ -98,9 +100,16 @@ class Service:
         self.publishes = {topic: tuple(types) for topic, types in publishes.items()}
         self.http = http
         """The service's own HTTP app (an API, pages), beside the kernel's routes."""
-        self.sends = tuple(sends)
+        self.marks = marks
+        """The topic its relay publishes its marks to (``shared.relay``), if others act on the
+        absence of its events."""
+        self.sends = (*sends, *([marks] if marks else []))
         """Topics the service writes records to itself, not from its event store (the console
-        sends people's commands): created with its topics, granted to its Kafka principal."""
+        sends people's commands, the relay its marks): created with its topics, granted to its
+        Kafka principal."""
+        self.watches = tuple(watches)
+        """Topics the service reads outside its subscriptions, in no consumer group (another
+        service's marks): created with its topics, granted to its Kafka principal."""
         self.closing = asyncio.Event()
         """Set when the process is asked to stop, before the HTTP server drains its connections:
         long-lived responses (event streams) end then instead of holding the shutdown up."""
@@ -213,7 +222,7 @@ class Service:
     def topics(self) -> list[str]:
         """Every physical topic this service reads or writes, dead-letter topics included."""
         consumed = [t for runner in self.consumers for t in runner.topics]
-        produced = [self.settings.topic(t) for t in (*self.publishes, *self.sends)]
+        produced = [self.settings.topic(t) for t in (*self.publishes, *self.sends, *self.watches)]
         return sorted({*consumed, *produced, *dead_letter_topics(consumed)})
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -278,6 +287,9 @@ class Service:
             poll_interval=settings.relay_poll_interval,
             finish_within=settings.shutdown_grace.total_seconds() / 4,
             max_record_bytes=settings.kafka_max_message_bytes,
+            marks_topic=settings.topic(self.marks) if self.marks else None,
+            mark_interval=settings.relay_mark_interval,
+            driven_clock=settings.clock == "driven",
         )
         self.tasks.start("relay", relay.run)
         publish = partial(self.dead_letters.publish_forever, self.pool)

@@ -207,6 +207,11 @@ class Settings(BaseSettings):
         default=timedelta(seconds=1),
         description="Fallback poll of the relay when no NOTIFY arrives.",
     )
+    relay_mark_interval: Duration = Field(
+        default=timedelta(milliseconds=250),
+        description="How often a relay that publishes marks (dispatch's) says how far it has "
+        "published, idle or not: the most a timer waiting for it (sla's) fires late.",
+    )
     consumer_concurrency: int = Field(
         default=2,
         ge=1,

@@ -14,6 +14,7 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic customer.messages --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
+"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.marks --partitions 1 --config retention.ms=3600000 --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic intake.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic intake.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic notify.deliveries --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
@@ -118,6 +119,8 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Write --topic agents.commands.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Write --topic dispatch.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic dispatch.marks
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Write --topic dispatch.marks
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic intake.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Read --topic intake.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic intake.events.dlq
@@ -185,6 +188,8 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic dispatch.events.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic dispatch.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic dispatch.marks
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic dispatch.marks
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic intake.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic intake.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic intake.events
@@ -230,5 +235,7 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Read --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Describe --topic dispatch.events.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Write --topic dispatch.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Describe --topic dispatch.marks
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Read --topic dispatch.marks
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Describe --topic sla.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:sla --operation Write --topic sla.events

@@ -23,6 +23,7 @@ import typer
 from services import build_service, desk_settings, service_names
 from services.cli.context import console
 from shared.deadletter import DLQ_SUFFIX, dead_letter_topics
+from shared.kafka import topic_layout
 from shared.settings import Settings
 
 SETUP_SCRIPT = Path("deploy/kafka/setup.sh")
@@ -65,6 +66,8 @@ def derive_acls() -> list[Acl]:
             published.add(topic)
         for topic in service.sends:
             allow("topic", topic, "Write", "Describe")
+        for topic in service.watches:
+            allow("topic", topic, "Read", "Describe")
         for runner in service.consumers:
             allow("group", runner.group_id, "Read")
             for topic in runner.topics:
@@ -123,10 +126,16 @@ def setup_script(acls: list[Acl]) -> str:
         "# Topics (services do not create them here: DESK_KAFKA_CREATE_TOPICS=false).",
     ]
     for topic in topics:
+        count, configs = topic_layout(topic, partitions)
+        layout = (
+            f"--partitions ${{DESK_TOPIC_PARTITIONS:-{partitions}}}"
+            if count == partitions
+            else f"--partitions {count}"
+        )
+        layout += "".join(f" --config {k}={v}" for k, v in configs.items())
         lines.append(
             f'"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic {topic} '
-            f"--partitions ${{DESK_TOPIC_PARTITIONS:-{partitions}}} "
-            "--replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}"
+            f"{layout} --replication-factor ${{DESK_TOPIC_REPLICATION_FACTOR:-1}}"
         )
     lines += ["", "# One SCRAM user per principal; each password from its own variable."]
     for who in principals(acls):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.dispatch.events import PUBLISHES
+from services.dispatch.events import MARKS_TOPIC, PUBLISHES
 from services.dispatch.handlers import Commands, DeskSession, Events, policy_switch
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.storage import AgentRoster, TicketBoard
@@ -26,6 +26,8 @@ def build(settings: Settings) -> Service:
         port=own.dispatch_port,
         description="Classification matrix, routing to groups and agents, the ticket lifecycle.",
         publishes=PUBLISHES,
+        # sla fires a breach on an answer's absence: it waits until the answer is surely out.
+        marks=MARKS_TOPIC,
         subscriptions=[
             Events(session, keys),
             Commands(session, KeyRing.from_settings(own), own.token_max_ttl),

@@ -14,6 +14,8 @@ from shared.events import EventData, Moment, event
 from shared.personal import OptionalPersonalText, PersonalText
 
 EVENTS_TOPIC = "dispatch.events"
+MARKS_TOPIC = "dispatch.marks"
+"""How far dispatch's relay has published, in time (``shared.relay``): sla's timers wait for it."""
 TICKET_COMMANDS = "tickets.commands"
 AGENT_COMMANDS = "agents.commands"
 TICKET_REJECTIONS = "tickets.commands.rejected"

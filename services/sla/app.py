@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from services.dispatch.events import MARKS_TOPIC as DISPATCH_MARKS
 from services.policy import policy_schedule
 from services.policy.sla import DEFAULT_SATISFACTION, SatisfactionPolicy
 from services.sla.events import PUBLISHES
@@ -35,6 +36,7 @@ def build(settings: Settings) -> Service:
         description="Response-time clocks on business calendars, warnings, escalation ladder.",
         publishes=PUBLISHES,
         subscriptions=[LifecycleEvents(policy)],
+        watches=[DISPATCH_MARKS],
         projections=[ClockBoard()],
         workers=[
             timer_worker(own),

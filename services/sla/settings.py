@@ -20,13 +20,6 @@ class SlaSettings(Settings):
     sla_timer_batch: int = Field(
         default=500, ge=1, description="Most clocks one timer round fires in one transaction."
     )
-    sla_read_margin: Duration = Field(
-        default=timedelta(milliseconds=500),
-        description="How long after dispatch records an event it is surely on its topic (its "
-        "relay's delay; at 200 requests/s on a saturated 2-core machine, p99 357 ms, at most "
-        "489): a timer due at T fires once sla has read every ticket event published by T plus "
-        "this.",
-    )
     sla_report_interval: Duration = Field(
         default=timedelta(seconds=15), description="How often the SLA report gauges refresh."
     )

@@ -123,21 +123,23 @@ async def note_partitions(conn: Connection, partitions: dict[str, int]) -> None:
 
 async def claim_due(
     conn: Connection, now: datetime, read_until: dict[int, datetime], limit: int
-) -> list[SlaClock]:
+) -> list[tuple[SlaClock, datetime]]:
     """Clocks whose timer is due, locked; rows another instance holds are skipped.
 
     A clock is due only once its ticket's events are read past its due moment (``read_until``
     by partition; a ticket of unknown partition waits for all of them): an unread response
     must fulfil it, not find it breached. Each comes with its ticket's current group and agent
-    (they change without clock events).
+    (they change without clock events), and the moment it may fire up to: its ticket's events
+    read past it (a breach due after it waits, though a warning before it fires).
     """
     floor = min(read_until.values(), default=None)
     rows = await conn.fetch(
-        "SELECT c.state, t.group_id, t.agent_id FROM clocks c "
+        "SELECT c.state, t.group_id, t.agent_id, r.until FROM clocks c "
         "LEFT JOIN tickets t USING (ticket_id) "
-        "WHERE c.due_at <= $1 AND c.due_at <= CASE WHEN t.read_partition IS NULL THEN $5 ELSE "
-        "(SELECT m.until FROM unnest($3::integer[], $4::timestamptz[]) AS m(partition, until) "
-        "WHERE m.partition = t.read_partition) END "
+        "CROSS JOIN LATERAL (SELECT CASE WHEN t.read_partition IS NULL THEN $5::timestamptz "
+        "ELSE (SELECT m.until FROM unnest($3::integer[], $4::timestamptz[]) "
+        "AS m(partition, until) WHERE m.partition = t.read_partition) END AS until) r "
+        "WHERE c.due_at <= $1 AND c.due_at <= r.until "
         "ORDER BY c.due_at LIMIT $2 FOR UPDATE OF c SKIP LOCKED",
         now,
         limit,
@@ -146,11 +148,11 @@ async def claim_due(
         floor,
     )
     claimed = []
-    for state, group_id, agent_id in rows:
+    for state, group_id, agent_id, until in rows:
         clock = SlaClock.model_validate_json(state)
         if group_id is not None and clock.follows_ticket:
             clock.group_id, clock.agent_id = group_id, agent_id
-        claimed.append(clock)
+        claimed.append((clock, min(now, until)))
     return claimed
 
 

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, NamedTuple
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.dispatch.events import MARKS_TOPIC as DISPATCH_MARKS
 from services.sla import storage
 from services.sla.handlers import LifecycleEvents
 from services.sla.settings import SlaSettings
 from shared.faults import crash_point
 from shared.logging import get_logger
-from shared.readmarks import ReadMarks
+from shared.readmarks import ReadMarks, RelayMarks
 from shared.scheduling import sleep_until_due
 from shared.unit_of_work import Cause, UnitOfWork
 
 if TYPE_CHECKING:
-    from shared.database import Connection
     from shared.service import Service, Worker
 
 log = get_logger(__name__)
@@ -39,33 +39,33 @@ LATENESS = Histogram(
 )
 UNREAD = Gauge(
     "desk_sla_unread_seconds",
-    "How far sla's reading of dispatch's events (its slowest partition) trails its clock, "
-    "beyond the read margin: timers due within it wait.",
+    "How far sla's reading of dispatch's events (its slowest partition, as far as dispatch's "
+    "marks vouch for) trails its clock: timers due within it wait.",
 )
 
 
 HOLD_POLL = 0.05
-"""Seconds between rounds while sla reads behind its clock: due timers fire soon after it has
-caught up, for a few cheap queries a round."""
+"""Seconds between rounds while a due timer waits for sla's reading and dispatch's marks to
+pass it: it fires soon after, for a few cheap queries a round. While the marks stand still
+(dispatch or its relay stopped), a whole poll interval."""
 
 
 def timer_worker(settings: SlaSettings) -> Worker:
     """The worker firing due timers, ``sla_timer_batch`` clocks a round."""
-    interval, limit, margin = (
-        settings.sla_timer_interval, settings.sla_timer_batch, settings.sla_read_margin
-    )  # fmt: skip
-
-    async def read_due(conn: Connection) -> datetime | None:
-        """When the next timer can fire: its due moment, once read past (plus the margin)."""
-        due = await storage.next_due(conn)
-        return None if due is None else due + margin
+    interval, limit = settings.sla_timer_interval, settings.sla_timer_batch
 
     async def fire_due_timers(service: Service) -> None:
-        """Run rounds until cancelled; sleep until the next timer can fire, at most one poll
-        interval (briefly while sla reads behind; a whole one while the broker is away)."""
+        """Run rounds until cancelled; sleep until the next timer is due, at most one poll
+        interval (briefly while a due one waits to be read past; a whole one while the broker
+        is away or dispatch's marks stand still)."""
         [tickets] = [c for c in service.consumers if isinstance(c.subscription, LifecycleEvents)]
-        marks = ReadMarks(settings, tickets.topics[0], tickets.group_id, margin)
+        # dispatch's marks, not a margin: an answer recorded in time but published late (its
+        # relay stopped or lagging) must be read before its clock is judged.
+        dispatch = RelayMarks(settings, settings.topic(DISPATCH_MARKS), "dispatch")
+        marks = ReadMarks(settings, tickets.topics[0], tickets.group_id, timedelta(0),
+                          marks=dispatch)  # fmt: skip
         unreachable = False
+        last_mark: datetime | None = None
         try:
             while True:
                 try:
@@ -86,9 +86,12 @@ def timer_worker(settings: SlaSettings) -> Worker:
                     # What sla has applied but not yet committed (the consumers commit once an
                     # interval) counts as read only once committed: commit it now.
                     await tickets.commit_pending()
-                    await asyncio.sleep(min(interval.total_seconds(), HOLD_POLL))
+                    still = dispatch.through == last_mark
+                    last_mark = dispatch.through
+                    wait = interval.total_seconds()
+                    await asyncio.sleep(wait if still else min(wait, HOLD_POLL))
                 else:
-                    await sleep_until_due(service.pool, service.clock, read_due, interval)
+                    await sleep_until_due(service.pool, service.clock, storage.next_due, interval)
         finally:
             await marks.close()
 
@@ -99,7 +102,7 @@ class Round(NamedTuple):
     fired: int
     """Clocks fired."""
     behind: bool
-    """sla has not read every partition up to this round (timers due then may wait)."""
+    """A due timer waits: sla has not read every partition past it (or no mark says so)."""
 
 
 async def fire_round(service: Service, limit: int, marks: ReadMarks) -> Round:
@@ -111,18 +114,17 @@ async def fire_round(service: Service, limit: int, marks: ReadMarks) -> Round:
     if due is None or due > now:
         return Round(0, behind=False)
     read_until = await marks.read_until(now)
-    checkpoint = now - marks.margin
     slowest = min(read_until.values(), default=None)
     unmarked = marks.partitions - read_until.keys()  # not read past any checkpoint yet
-    behind = bool(unmarked) or slowest is None or slowest < checkpoint
-    UNREAD.set(0.0 if slowest is None else max(0.0, (checkpoint - slowest).total_seconds()))
+    behind = bool(unmarked) or slowest is None or slowest < due
+    UNREAD.set(0.0 if slowest is None else max(0.0, (now - slowest).total_seconds()))
     async with service.pool.acquire() as conn, conn.transaction():
         clocks = await storage.claim_due(conn, now, read_until, limit)
         if not clocks:
             return Round(0, behind)
         uow = UnitOfWork(conn, service.store, now, service.projections)
-        for clock in clocks:
-            events = clock.fire(now)
+        for clock, read_past in clocks:
+            events = clock.fire(read_past)
             if not events:
                 continue
             # Caused by the event that last set the clock running.

@@ -36,7 +36,7 @@ async def test_the_report_counts_met_breached_and_at_risk(
     driven = settings.replace(
         clock="driven", policy_file=write_policy(tmp_path / "p.yaml"), sla_report_interval="100ms"
     )
-    time = DrivenTime(driven, "sla")
+    time = DrivenTime(driven, "sla", marks=kafka)
     now = T0
     await time.set(now)
     async with running(sla(driven)):

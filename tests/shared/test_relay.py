@@ -7,22 +7,25 @@ import json
 import os
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from shared.database import connect
 from shared.eventstore import ANY_VERSION, EventStore, EventTooLarge, PendingEvent
+from shared.keys import KeyRing
 from shared.local.broker import EmbeddedBroker
 from shared.local.ports import free_port
 from shared.migrations import migrate
-from shared.relay import Relay, ReplayRefused, replay
+from shared.readmarks import RelayMarks
+from shared.relay import Relay, ReplayRefused, mark_record, replay
 from shared.service import Service
 from shared.settings import Settings
 from shared.unit_of_work import Cause, UnitOfWork
 from tests.conftest import SettingsFactory
 from tests.support import probe
+from tests.support.events import publish_mark
 from tests.support.kafka import KafkaProbe
 from tests.support.processes import ServiceProcess
 from tests.support.services import running
@@ -314,3 +317,75 @@ async def test_a_stored_event_the_broker_refuses_stops_the_relay_loudly_not_sile
 
 async def _async(value: float | None) -> float | None:
     return value
+
+
+@pytest.mark.asyncio
+async def test_a_mark_follows_what_was_published_and_never_passes_an_open_transaction(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """A relay's mark says every event stamped before it is on its topic: so it comes after
+    the events (acknowledged), goes on while the relay is idle, and stays before the start of
+    a transaction of the service still open (it may append an event stamped then), passing it
+    once that commits."""
+    own = settings.replace(relay_mark_interval="50ms")
+    marks = RelayMarks(own, own.topic("probe.marks"), "probe")
+    service = probe.build(own, port=0, tally=False, marks="probe.marks")
+    try:
+        async with running(service):
+            await kafka.publish(probe.COMMANDS, probe.command("m-1", "m"), key="m")
+            [record] = await kafka.await_records(probe.EVENTS, lambda r: r.key == b"counter-m")
+            stamped = datetime.fromisoformat(record.header("ce_time") or "")
+            await eventually(lambda: _past(marks, stamped), what="a mark past the event")
+
+            # One of the service's own connections (its role), as an append's would be.
+            async with service.pool.acquire() as conn:
+                async with conn.transaction():
+                    opened = await conn.fetchval("SELECT clock_timestamp()")
+                    published = await _marks_published(marks)
+                    await eventually(
+                        lambda: _more_marks(marks, published + 3), what="marks while it is open"
+                    )
+                    held = await marks.latest()
+                    assert held is not None and held <= opened
+                await eventually(lambda: _past(marks, opened), what="a mark past it once done")
+    finally:
+        await marks.close()
+
+
+async def _past(marks: RelayMarks, moment: datetime) -> bool:
+    through = await marks.latest()
+    return through is not None and through > moment
+
+
+async def _marks_published(marks: RelayMarks) -> int:
+    await marks.latest()
+    return marks._next
+
+
+async def _more_marks(marks: RelayMarks, count: int) -> bool:
+    return await _marks_published(marks) >= count
+
+
+@pytest.mark.asyncio
+async def test_a_mark_not_sealed_by_its_relay_is_ignored(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """Anyone able to write the topic could otherwise make every timer fire early."""
+    moment = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    marks = RelayMarks(settings, settings.topic("dispatch.marks"), "dispatch")
+    try:
+        await publish_mark(kafka, moment)
+        assert await marks.latest() == moment
+        later = moment + timedelta(hours=1)
+        value, headers = mark_record("dispatch", None, later)
+        await kafka.publish("dispatch.marks", value, key="dispatch", partition=0)  # unsealed
+        intake = KeyRing.from_settings(settings).signing_key("intake")
+        value, headers = mark_record("dispatch", intake, later)  # another service's seal
+        await kafka.publish("dispatch.marks", value, headers=headers, partition=0)
+        assert await marks.latest() == moment
+        await publish_mark(kafka, moment - timedelta(minutes=1))  # an older one says less
+        assert await marks.latest() == moment
+        await publish_mark(kafka, later)
+        assert await marks.latest() == later
+    finally:
+        await marks.close()

@@ -27,7 +27,7 @@ from shared.settings import Settings
 from tests.intake.requests import encode, valid
 from tests.sla.support import T0, classified, write_policy
 from tests.support.credentials import token
-from tests.support.events import publish_event
+from tests.support.events import publish_event, publish_mark
 from tests.support.kafka import KafkaProbe
 from tests.support.processes import ServiceProcess
 from tests.support.services import running
@@ -157,7 +157,7 @@ async def test_a_friday_evening_request_counts_business_minutes_only(
     # The test policy's web requests answer within 30 min of a Mon-Fri 09:00-18:00 Berlin
     # calendar whose Monday 2026-11-23 is a holiday.
     friday = datetime.fromisoformat("2026-11-20T17:50:00+01:00")
-    time = DrivenTime(driven, "sla")
+    time = DrivenTime(driven, "sla", marks=kafka)
     await time.set(friday)
     # Committing its offsets only every ten minutes, sla commits what it has applied as soon
     # as a timer waits on it: the warnings and the breach still fire at once.
@@ -203,7 +203,7 @@ def _fired(records: list[Record]) -> Counter[tuple[str, str, object]]:
 async def test_warnings_and_levels_fire_once_with_two_instances_and_one_killed(
     driven: Settings, kafka: KafkaProbe, tmp_path: Path
 ) -> None:
-    time = DrivenTime(driven, "sla")
+    time = DrivenTime(driven, "sla", marks=kafka)
     await time.set(T0)
     instances = [
         ServiceProcess(
@@ -269,7 +269,7 @@ async def test_warnings_and_levels_fire_once_with_two_instances_and_one_killed(
 async def test_after_a_restart_overdue_timers_fire_at_once_and_the_model_rebuilds(
     driven: Settings, kafka: KafkaProbe
 ) -> None:
-    time = DrivenTime(driven, "sla")
+    time = DrivenTime(driven, "sla", marks=kafka)
     await time.set(T0)
     async with running(sla(driven)):
         for n in range(5):
@@ -304,7 +304,7 @@ async def test_a_response_in_time_read_after_the_deadline_meets_the_clock(
 ) -> None:
     """sla stopped while the agent answered at 29 minutes and starts again at 31: the timer
     must wait for the consumer to read that answer, not breach and escalate first."""
-    time = DrivenTime(driven, "sla")
+    time = DrivenTime(driven, "sla", marks=kafka)
     await time.set(T0)
     ticket = classified(7)
     async with running(sla(driven)):
@@ -331,3 +331,44 @@ async def test_a_response_in_time_read_after_the_deadline_meets_the_clock(
     assert (data(met)["late"], data(met)["elapsed_s"]) == (False, 29 * 60)
     fired = {kind for _, kind, _ in _fired(everything)}
     assert not fired & {"clock_breached", "escalated"}, fired
+
+
+@pytest.mark.asyncio
+async def test_an_answer_in_time_published_late_is_waited_for_and_meets_the_clock(
+    driven: Settings, kafka: KafkaProbe
+) -> None:
+    """dispatch recorded the agent's answer at 29 minutes, but its relay stopped before
+    publishing it. At 31 minutes sla has read everything on the topic and its clock is past the
+    deadline; dispatch's marks say it has published only up to 28 minutes, so the breach waits
+    (the warnings, due before the mark, fire). Once the answer and a mark past it are out, the
+    clock is met, on time."""
+    time = DrivenTime(driven, "sla")
+    await time.set(T0)
+    ticket = classified(8)
+    async with running(sla(driven)):
+        await send_classified(kafka, ticket, T0)
+        await kafka.await_records(SLA_EVENTS, sla_kind("clock_started", metric="first_response"))
+        await publish_mark(kafka, T0 + timedelta(minutes=28))
+        await time.set(T0 + timedelta(minutes=31))
+        await kafka.await_records(SLA_EVENTS, sla_kind("clock_warned", fraction=0.9))
+        held = await kafka.all_records(SLA_EVENTS, settle=2.0)
+        assert not {kind for _, kind, _ in _fired(held)} & {"clock_breached", "escalated"}
+        answer = TicketResponded(
+            ticket_id=ticket.ticket_id, number=ticket.number, agent_id="agent-1",
+            message="Use the reset link.", first_response=True,
+        )  # fmt: skip
+        await publish_event(
+            kafka,
+            "dispatch.events",
+            answer,
+            stream_id=f"ticket-{ticket.ticket_id}",
+            subject=ticket.ticket_id,
+            time=T0 + timedelta(minutes=29),
+        )
+        await publish_mark(kafka, T0 + timedelta(minutes=31))
+        [met] = await kafka.await_records(
+            SLA_EVENTS, sla_kind("clock_met", metric="first_response")
+        )
+        everything = await kafka.all_records(SLA_EVENTS, settle=2.0)
+    assert (data(met)["late"], data(met)["elapsed_s"]) == (False, 29 * 60)
+    assert not {kind for _, kind, _ in _fired(everything)} & {"clock_breached", "escalated"}

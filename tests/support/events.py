@@ -11,6 +11,7 @@ from shared.events import EventData, new_event_id
 from shared.eventstore import EventStore, PendingEvent, with_version
 from shared.keys import Key, KeyRing
 from shared.provenance import SOURCE_PREFIX, catalogue, seal
+from shared.relay import mark_record
 from tests.support.kafka import KafkaProbe
 
 
@@ -50,6 +51,17 @@ async def publish_event(
         headers.extend(seal(key, envelope))
     await kafka.publish(topic, envelope, key=stream_id, headers=headers, partition=partition)
     return str(pending.id)
+
+
+async def publish_mark(kafka: KafkaProbe, through: datetime, service: str = "dispatch") -> None:
+    """What ``service``'s relay says once every event it stamped before ``through`` is on its
+    topic (``shared.relay``): a test standing in for dispatch says it too, or sla's timers wait
+    for it."""
+    key = KeyRing.from_settings(kafka.settings).signing_key(service)
+    value, headers = mark_record(service, key, through)
+    topic = f"{service}.marks"
+    await kafka.create(topic)
+    await kafka.publish(topic, value, key=service, headers=headers, partition=0)
 
 
 def escalation(

@@ -127,6 +127,7 @@ def build(
     port: int | None = None,
     tally: bool = True,
     workers: Sequence[Worker] = (),
+    marks: str | None = None,
 ) -> Service:
     subscriptions: list[Subscription[Any]] = [Commands()]
     if tally:
@@ -141,6 +142,7 @@ def build(
         workers=workers,
         migrations=load("probe", "tests.support", "probe_sql"),
         port=port if port is not None else int(os.environ.get("PROBE_PORT", "0")),
+        marks=marks,
     )
 
 
