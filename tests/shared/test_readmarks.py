@@ -10,7 +10,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared.kafka import client_options
-from shared.readmarks import ReadMarks
+from shared.readmarks import ReadMarks, RelayMarks
+from tests.support.events import publish_mark
 from tests.support.kafka import KafkaProbe
 
 T1 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -19,7 +20,7 @@ MARGIN = timedelta(seconds=1)
 
 async def commit(kafka: KafkaProbe, group: str, offsets: dict[int, int]) -> None:
     """Commit ``offsets`` for ``group`` as its consumer would after its transaction."""
-    topic = kafka.settings.topic("marks")
+    topic = kafka.settings.topic("lifecycle")
     consumer = AIOKafkaConsumer(
         **client_options(kafka.settings), group_id=group, enable_auto_commit=False
     )
@@ -36,18 +37,18 @@ async def commit(kafka: KafkaProbe, group: str, offsets: dict[int, int]) -> None
 async def test_a_partition_is_read_up_to_a_moment_once_its_records_then_are_committed(
     kafka: KafkaProbe,
 ) -> None:
-    await kafka.create("marks")
+    await kafka.create("lifecycle")
     for partition, count in ((0, 3), (1, 2)):
         for n in range(count):
-            await kafka.publish("marks", f"record {n}", partition=partition)
-    group = kafka.settings.topic("marks-reader")
-    marks = ReadMarks(kafka.settings, kafka.settings.topic("marks"), group, MARGIN)
+            await kafka.publish("lifecycle", f"record {n}", partition=partition)
+    group = kafka.settings.topic("lifecycle-reader")
+    marks = ReadMarks(kafka.settings, kafka.settings.topic("lifecycle"), group, MARGIN)
     try:
         read = await marks.read_until(T1)
         assert 0 not in read and 1 not in read  # nothing committed yet
         assert all(at == T1 - MARGIN for at in read.values())  # the empty partitions
         await commit(kafka, group, {0: 3, 1: 1})
-        await kafka.publish("marks", "record 3", partition=0)  # published after the checkpoint
+        await kafka.publish("lifecycle", "record 3", partition=0)  # published after the checkpoint
         read = await marks.read_until(T1 + timedelta(minutes=1))
         assert read[0] == T1 - MARGIN  # read up to the first moment, not the second
         assert 1 not in read  # one record published before it is still unread
@@ -64,5 +65,30 @@ async def test_a_topic_the_broker_does_not_know_is_an_error_not_a_mark(kafka: Ka
     try:
         with pytest.raises(KafkaError):
             await marks.read_until(T1)
+    finally:
+        await marks.close()
+
+
+@pytest.mark.asyncio
+async def test_with_a_producers_marks_a_partition_is_read_only_up_to_its_latest_mark(
+    kafka: KafkaProbe,
+) -> None:
+    """Reading the topic to its end says nothing of what its producer has not published yet:
+    only its mark does, however far the clock has gone."""
+    await kafka.create("lifecycle")
+    await kafka.publish("lifecycle", "record 0", partition=0)
+    group = kafka.settings.topic("lifecycle-reader")
+    dispatch = RelayMarks(kafka.settings, kafka.settings.topic("dispatch.marks"), "dispatch")
+    marks = ReadMarks(
+        kafka.settings, kafka.settings.topic("lifecycle"), group, timedelta(0), marks=dispatch
+    )
+    try:
+        await kafka.create("dispatch.marks")
+        assert await marks.read_until(T1) == {}  # no mark yet: nothing is read past anything
+        await publish_mark(kafka, T1 - timedelta(minutes=5))
+        await commit(kafka, group, {0: 1})
+        read = await marks.read_until(T1)
+        assert set(read.values()) == {T1 - timedelta(minutes=5, microseconds=1)}
+        assert read.keys() == marks.partitions
     finally:
         await marks.close()
