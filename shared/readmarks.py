@@ -156,6 +156,7 @@ class RelayMarks:
             return self.through
         # Only the newest count: a mark past the last says more than all before it.
         reader.seek(part, max(self._next, end - CHECKPOINTS))
+        ignored = 0
         while self._next < end:
             found = await reader.getmany(part, timeout_ms=500, max_records=CHECKPOINTS)
             records = found.get(part, [])
@@ -164,10 +165,14 @@ class RelayMarks:
                 break
             for record in records:
                 self._next = record.offset + 1
-                self._take(record.value, dict(record.headers or ()))
+                ignored += not self._take(record.value, dict(record.headers or ()))
+        if ignored:  # once a call: at most CHECKPOINTS records are read in one
+            log.warning("marks not sealed by their relay, or saying no time, are ignored",
+                        topic=self.topic, ignored=ignored)  # fmt: skip
         return self.through
 
-    def _take(self, value: bytes | None, headers: dict[str, bytes]) -> None:
+    def _take(self, value: bytes | None, headers: dict[str, bytes]) -> bool:
+        """Take a record's mark if it is one of the issuer's; False if it is not."""
         kid, sealed = headers.get(KID_HEADER), headers.get(SEAL_HEADER)
         key = self.keys.get(kid.decode(errors="replace")) if kid is not None else None
         if (
@@ -177,17 +182,16 @@ class RelayMarks:
             or sealed is None
             or not hmac.compare_digest(seal(key, value)[1][1], sealed)
         ):
-            log.warning("a mark not sealed by its relay is ignored", topic=self.topic)
-            return
+            return False
         try:
             through = datetime.fromisoformat(json.loads(value)["through"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             through = None
         if through is None or through.tzinfo is None:
-            log.warning("a sealed mark that says no time is ignored", topic=self.topic)
-            return
+            return False
         if self.through is None or through > self.through:
             self.through = through
+        return True
 
     async def close(self) -> None:
         if self._reader is not None:
