@@ -54,6 +54,8 @@ from shared.provenance import seal
 log = get_logger(__name__)
 
 CHECKPOINT = "relay"
+MARK_RETRY = 0.05
+"""Seconds until a mark not taken (a driven clock while a transaction is open) is tried again."""
 TopicRoute = Callable[[str], str]
 """Event type -> physical topic."""
 
@@ -103,8 +105,8 @@ class Relay:
         self.marks_topic = marks_topic
         """Where marks go (``None``: this relay publishes none)."""
         self.mark_interval = mark_interval.total_seconds()
-        self._marked_at: float | None = None
-        """Loop time of the last mark published (``None``: none yet)."""
+        self._next_mark = 0.0
+        """Loop time from which the next mark is due."""
         self._mark_sql = _DRIVEN_MARK_SQL if driven_clock else _MARK_SQL
         self.leader = False
         self._partitions: dict[str, list[int]] = {}
@@ -169,17 +171,16 @@ class Relay:
 
     def _idle_wait(self) -> float:
         """Until the next round when nothing wakes the relay: the poll, or the next mark due."""
-        if self.marks_topic is None or self._marked_at is None:
+        if self.marks_topic is None:
             return self.poll_interval
-        due = self._marked_at + self.mark_interval - asyncio.get_running_loop().time()
+        due = self._next_mark - asyncio.get_running_loop().time()
         return max(0.0, min(self.poll_interval, due))
 
     def _mark_due(self) -> bool:
-        if self.marks_topic is None:
-            return False
-        if self._marked_at is None:
-            return True
-        return asyncio.get_running_loop().time() - self._marked_at >= self.mark_interval
+        return self.marks_topic is not None and asyncio.get_running_loop().time() >= self._next_mark
+
+    def _mark_later(self, seconds: float) -> None:
+        self._next_mark = asyncio.get_running_loop().time() + seconds
 
     async def _publish_mark(self, through: datetime) -> None:
         """Say every event stamped before ``through`` is on its topic (the caller has had them
@@ -190,7 +191,7 @@ class Relay:
             self.marks_topic, value, key=self.service.encode(), partition=0, headers=headers
         )
         await delivery
-        self._marked_at = asyncio.get_running_loop().time()
+        self._mark_later(self.mark_interval)
 
     async def _await_leadership(self, conn: Connection) -> None:
         """Stand by until this instance holds the service's relay lock."""
@@ -295,11 +296,14 @@ class Relay:
         mark is due and the round read to the log's end, the mark taken before the read."""
         # Before the read (its own statement, so its own snapshot): what commits after it is
         # stamped after it, or by a transaction it saw open.
-        through = await conn.fetchval(self._mark_sql) if self._mark_due() else None
+        due = self._mark_due()
+        through = await conn.fetchval(self._mark_sql) if due else None
         rows = await conn.fetch(self._read_sql, CHECKPOINT, self.batch_size)
         published = await self._publish_rows(conn, rows)
         if through is not None and len(rows) < self.batch_size:
             await self._publish_mark(through)
+        elif due and through is None:  # driven, another transaction open: try again soon
+            self._mark_later(min(self.mark_interval, MARK_RETRY))
         return published
 
     async def _publish_rows(self, conn: Connection, rows: list[Any]) -> int:
