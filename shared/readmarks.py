@@ -160,9 +160,11 @@ class RelayMarks:
         while self._next < end:
             found = await reader.getmany(part, timeout_ms=500, max_records=CHECKPOINTS)
             records = found.get(part, [])
-            if not records:  # expired meanwhile (kept an hour): the next mark will come
-                self._next = end
-                break
+            if not records:
+                first = (await reader.beginning_offsets([part]))[part]
+                if first >= end:  # all expired (kept an hour): none to read before the end
+                    self._next = end
+                break  # else a slow fetch: read again at the next call
             for record in records:
                 self._next = record.offset + 1
                 ignored += not self._take(record.value, dict(record.headers or ()))

@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from shared.database import Connection, connect, identifier
 from shared.events import format_time
@@ -138,6 +139,12 @@ class Relay:
         conn = await connect(self.database_url, schema=self.schema, durable_commits=False)
         try:
             await conn.add_listener(f"{self.schema}_events", self._notified)
+            if self.marks_topic is not None and not await _activity_tracked(conn):
+                log.error(
+                    "relay publishes no marks: track_activities is off, so open transactions "
+                    "cannot be seen (timers waiting for marks will wait)"
+                )
+                self.marks_topic = None
             await self._await_leadership(conn)
             self._set_leader(True)
             await conn.execute(
@@ -187,10 +194,13 @@ class Relay:
         all acknowledged); sealed like an event, so a reader knows it is this service's."""
         assert self.marks_topic is not None
         value, headers = mark_record(self.service, self.key, through)
-        delivery = await self.producer.send(
-            self.marks_topic, value, key=self.service.encode(), partition=0, headers=headers
-        )
-        await delivery
+        try:
+            delivery = await self.producer.send(
+                self.marks_topic, value, key=self.service.encode(), partition=0, headers=headers
+            )
+            await delivery
+        except KafkaError as error:  # the marks wait (and the timers with them), not the events
+            log.warning("relay mark not published", topic=self.marks_topic, error=repr(error))
         self._mark_later(self.mark_interval)
 
     async def _await_leadership(self, conn: Connection) -> None:
@@ -348,7 +358,7 @@ def mark_record(
 
 _OTHERS_OPEN = (
     "SELECT min(xact_start) AS oldest, count(*) AS open FROM pg_stat_activity "
-    "WHERE datname = current_database() AND usename = current_user "
+    "WHERE datname = current_database() AND usename = session_user "
     "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
 )
 _MARK_SQL = f"SELECT least(statement_timestamp(), oldest) FROM ({_OTHERS_OPEN}) o"
@@ -357,9 +367,15 @@ _DRIVEN_MARK_SQL = (
     "WHEN o.open = 0 THEN d.value END "
     f"FROM ({_OTHERS_OPEN}) o LEFT JOIN (SELECT value FROM desk_clock LIMIT 1) d ON true"
 )
-"""A mark: before the statement's start and every other open transaction's of this role (a
-session of another role shows no start, so only the service's own appends are covered).
+"""A mark: before the statement's start and every other open transaction's of this login role
+(a session of another role shows no start, so only the service's own appends are covered).
 Driven, the clock's reading while no other transaction is open, else none this round."""
+
+
+async def _activity_tracked(conn: Connection) -> bool:
+    """Whether sessions report their transactions' starts (``track_activities``, on by
+    default): without them a mark could pass an open transaction."""
+    return bool(await conn.fetchval("SELECT current_setting('track_activities')::boolean"))
 
 
 class ReplayRefused(Exception):

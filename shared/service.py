@@ -102,7 +102,8 @@ class Service:
         """The service's own HTTP app (an API, pages), beside the kernel's routes."""
         self.marks = marks
         """The topic its relay publishes its marks to (``shared.relay``), if others act on the
-        absence of its events."""
+        absence of its events. Only for a service that stamps each event with the clock read
+        inside the transaction appending it (the mark's bound rests on it)."""
         self.sends = (*sends, *([marks] if marks else []))
         """Topics the service writes records to itself, not from its event store (the console
         sends people's commands, the relay its marks): created with its topics, granted to its

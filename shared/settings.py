@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     relay_mark_interval: Duration = Field(
         default=timedelta(milliseconds=250),
         description="How often a relay that publishes marks (dispatch's) says how far it has "
-        "published, idle or not: the most a timer waiting for it (sla's) fires late.",
+        "published, idle or not: timers waiting for them (sla's) fire up to about this late.",
     )
     consumer_concurrency: int = Field(
         default=2,

@@ -14,7 +14,7 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic customer.messages --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
-"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.marks --partitions 1 --config retention.ms=3600000 --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
+"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.marks --partitions 1 --config retention.ms=3600000 --config segment.ms=3600000 --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic intake.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic intake.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic notify.deliveries --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}

@@ -122,7 +122,11 @@ async def note_partitions(conn: Connection, partitions: dict[str, int]) -> None:
 
 
 async def claim_due(
-    conn: Connection, now: datetime, read_until: dict[int, datetime], limit: int
+    conn: Connection,
+    now: datetime,
+    read_until: dict[int, datetime],
+    floor: datetime | None,
+    limit: int,
 ) -> list[tuple[SlaClock, datetime]]:
     """Clocks whose timer is due, locked; rows another instance holds are skipped.
 
@@ -130,9 +134,10 @@ async def claim_due(
     by partition; a ticket of unknown partition waits for all of them): an unread response
     must fulfil it, not find it breached. Each comes with its ticket's current group and agent
     (they change without clock events), and the moment it may fire up to: its ticket's events
-    read past it (a breach due after it waits, though a warning before it fires).
+    read past it (a breach due after it waits, though a warning before it fires). ``floor``:
+    what every partition is read past (``None`` while one is not read past anything), for a
+    ticket whose partition is not known.
     """
-    floor = min(read_until.values(), default=None)
     rows = await conn.fetch(
         "SELECT c.state, t.group_id, t.agent_id, r.until FROM clocks c "
         "LEFT JOIN tickets t USING (ticket_id) "

@@ -11,6 +11,7 @@ rows; a killed one's claims are released by its rolled-back transaction.
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -65,7 +66,10 @@ def timer_worker(settings: SlaSettings) -> Worker:
         marks = ReadMarks(settings, tickets.topics[0], tickets.group_id, timedelta(0),
                           marks=dispatch)  # fmt: skip
         unreachable = False
-        last_mark: datetime | None = None
+        mark: datetime | None = None
+        mark_moved = 0.0  # loop time the mark last moved
+        # Marks come every relay_mark_interval: none for twice that, and they stand still.
+        patience = 2 * settings.relay_mark_interval.total_seconds()
         try:
             while True:
                 try:
@@ -86,8 +90,14 @@ def timer_worker(settings: SlaSettings) -> Worker:
                     # What sla has applied but not yet committed (the consumers commit once an
                     # interval) counts as read only once committed: commit it now.
                     await tickets.commit_pending()
-                    still = dispatch.through == last_mark
-                    last_mark = dispatch.through
+                    loop_time = asyncio.get_running_loop().time()
+                    if dispatch.through is None and mark_moved == 0.0:
+                        log.warning("timers wait: no mark from dispatch's relay read yet",
+                                    topic=dispatch.topic)  # fmt: skip
+                        mark_moved = loop_time  # said once
+                    if dispatch.through != mark:
+                        mark, mark_moved = dispatch.through, loop_time
+                    still = loop_time - mark_moved > patience
                     wait = interval.total_seconds()
                     await asyncio.sleep(wait if still else min(wait, HOLD_POLL))
                 else:
@@ -117,9 +127,11 @@ async def fire_round(service: Service, limit: int, marks: ReadMarks) -> Round:
     slowest = min(read_until.values(), default=None)
     unmarked = marks.partitions - read_until.keys()  # not read past any checkpoint yet
     behind = bool(unmarked) or slowest is None or slowest < due
-    UNREAD.set(0.0 if slowest is None else max(0.0, (now - slowest).total_seconds()))
+    # No mark read yet (dispatch never ran, or not upgraded): unbounded, not zero.
+    UNREAD.set(math.inf if slowest is None else max(0.0, (now - slowest).total_seconds()))
+    floor = None if unmarked else slowest
     async with service.pool.acquire() as conn, conn.transaction():
-        clocks = await storage.claim_due(conn, now, read_until, limit)
+        clocks = await storage.claim_due(conn, now, read_until, floor, limit)
         if not clocks:
             return Round(0, behind)
         uow = UnitOfWork(conn, service.store, now, service.projections)

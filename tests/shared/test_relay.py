@@ -18,6 +18,7 @@ from shared.keys import KeyRing
 from shared.local.broker import EmbeddedBroker
 from shared.local.ports import free_port
 from shared.migrations import migrate
+from shared.provenance import seal
 from shared.readmarks import RelayMarks
 from shared.relay import Relay, ReplayRefused, mark_record, replay
 from shared.service import Service
@@ -340,7 +341,8 @@ async def test_a_mark_follows_what_was_published_and_never_passes_an_open_transa
             # One of the service's own connections (its role), as an append's would be.
             async with service.pool.acquire() as conn:
                 async with conn.transaction():
-                    opened = await conn.fetchval("SELECT clock_timestamp()")
+                    opened = await conn.fetchval("SELECT now()")  # the transaction's start
+                    await conn.execute("SELECT pg_sleep(0.1)")  # its last statement is later
                     published = await _marks_published(marks)
                     await eventually(
                         lambda: _more_marks(marks, published + 3), what="marks while it is open"
@@ -383,6 +385,11 @@ async def test_a_mark_not_sealed_by_its_relay_is_ignored(
         value, headers = mark_record("dispatch", intake, later)  # another service's seal
         await kafka.publish("dispatch.marks", value, headers=headers, partition=0)
         assert await marks.latest() == moment
+        key = KeyRing.from_settings(settings).signing_key("dispatch")
+        assert key is not None
+        for says in (b"not json", b"[[[]]]", b'{"through": "2100-01-01T00:00:00"}', b"{}"):
+            await kafka.publish("dispatch.marks", says, headers=seal(key, says), partition=0)
+        assert await marks.latest() == moment  # sealed, but no time (or one without a zone)
         await publish_mark(kafka, moment - timedelta(minutes=1))  # an older one says less
         assert await marks.latest() == moment
         await publish_mark(kafka, later)
