@@ -69,6 +69,22 @@ async def send_classified(kafka: KafkaProbe, ticket: TicketClassified, at: datet
     )
 
 
+async def send_answer(kafka: KafkaProbe, ticket: TicketClassified, at: datetime) -> None:
+    """dispatch's record of an agent's first response, stamped ``at``."""
+    answer = TicketResponded(
+        ticket_id=ticket.ticket_id, number=ticket.number, agent_id="agent-1",
+        message="Use the reset link.", first_response=True,
+    )  # fmt: skip
+    await publish_event(
+        kafka,
+        "dispatch.events",
+        answer,
+        stream_id=f"ticket-{ticket.ticket_id}",
+        subject=ticket.ticket_id,
+        time=at,
+    )
+
+
 async def command(
     kafka: KafkaProbe, at: datetime, number: str, kind: str, actor: str, **fields: Any
 ) -> None:
@@ -310,18 +326,7 @@ async def test_a_response_in_time_read_after_the_deadline_meets_the_clock(
     async with running(sla(driven)):
         await send_classified(kafka, ticket, T0)
         await kafka.await_records(SLA_EVENTS, sla_kind("clock_started", metric="first_response"))
-    answer = TicketResponded(
-        ticket_id=ticket.ticket_id, number=ticket.number, agent_id="agent-1",
-        message="Use the reset link.", first_response=True,
-    )  # fmt: skip
-    await publish_event(
-        kafka,
-        "dispatch.events",
-        answer,
-        stream_id=f"ticket-{ticket.ticket_id}",
-        subject=ticket.ticket_id,
-        time=T0 + timedelta(minutes=29),
-    )
+    await send_answer(kafka, ticket, T0 + timedelta(minutes=29))
     await time.set(T0 + timedelta(minutes=31))
     async with running(sla(driven)):
         [met] = await kafka.await_records(
@@ -353,18 +358,7 @@ async def test_an_answer_in_time_published_late_is_waited_for_and_meets_the_cloc
         await kafka.await_records(SLA_EVENTS, sla_kind("clock_warned", fraction=0.9))
         held = await kafka.all_records(SLA_EVENTS, settle=2.0)
         assert not {kind for _, kind, _ in _fired(held)} & {"clock_breached", "escalated"}
-        answer = TicketResponded(
-            ticket_id=ticket.ticket_id, number=ticket.number, agent_id="agent-1",
-            message="Use the reset link.", first_response=True,
-        )  # fmt: skip
-        await publish_event(
-            kafka,
-            "dispatch.events",
-            answer,
-            stream_id=f"ticket-{ticket.ticket_id}",
-            subject=ticket.ticket_id,
-            time=T0 + timedelta(minutes=29),
-        )
+        await send_answer(kafka, ticket, T0 + timedelta(minutes=29))  # recorded then
         await publish_mark(kafka, T0 + timedelta(minutes=31))
         [met] = await kafka.await_records(
             SLA_EVENTS, sla_kind("clock_met", metric="first_response")
