@@ -24,7 +24,13 @@ REPLACEMENT = "\ufffd"
 
 _BREAK = re.compile("[\t\n\r\x0b\x0c\x85\u2028\u2029]+")
 """What breaks a line (or a column): in a one-line field, one space."""
-_ANY_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\x85\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_ANY_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\x85\u2028\u2029\u202a-\u202e\u2066-\u2069"
+    "\u061c\u180e\u200b-\u200f\u2060-\u2064\ufeff]"
+)
+"""What no id holds: controls, line breaks, bidi formatting, and the invisible formatting
+characters (zero-width space and joiners, LRM/RLM/ALM, word joiner, BOM) — shown, an id with
+one looks like the id without it."""
 _UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202d\u202e]")
 """What :func:`tidy_text` replaces: C0 controls (but tab, line feed, carriage return), DEL, C1
 controls, and the two bidi overrides."""
@@ -38,9 +44,9 @@ _LINE = re.compile("(\r\n|[\n\r\x0b\x0c\x85\u2028\u2029])")
 
 
 def has_control(text: str) -> bool:
-    """Whether ``text`` holds any control character, line break or bidi formatting character:
-    an id made by a program holds none, and changing one would make it another id (so it is
-    refused, not tidied)."""
+    """Whether ``text`` holds any control character, line break, bidi or invisible formatting
+    character: an id made by a program holds none, and changing one would make it another id
+    (so it is refused, not tidied)."""
     return _ANY_CONTROL.search(text) is not None
 
 

@@ -45,7 +45,9 @@ def _safe(value: str) -> str:
 def _an_id(value: str) -> str:
     """An id is made by a program: one with a control character in it is not one."""
     if _UNSAFE.search(value) or has_control(value):
-        raise ValueError("contains a control or bidi formatting character, or a lone surrogate")
+        raise ValueError(
+            "contains a control, bidi or invisible formatting character, or a lone surrogate"
+        )
     return value
 
 

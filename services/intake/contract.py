@@ -107,7 +107,8 @@ def _an_id(value: Any) -> Any:
         if has_control(value):
             raise PydanticCustomError(
                 Reason.CONTROL_CHARACTER,
-                "an id holds no control character, line break or bidi formatting character",
+                "an id holds no control character, line break, bidi or invisible formatting "
+                "character",
             )
     return value
 

@@ -39,3 +39,6 @@ def test_a_bidi_override_in_a_note_is_replaced_and_one_in_an_id_refused() -> Non
     refused = read_ticket_command(command(command_id="c-\u202e1", note="fine"))
     assert isinstance(refused, Unreadable)
     assert refused.reason == "invalid_command"
+    marked = read_ticket_command(command(command_id="c-\u200e1", note="fine"))  # an LRM
+    assert isinstance(marked, Unreadable)
+    assert marked.reason == "invalid_command"

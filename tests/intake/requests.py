@@ -110,6 +110,12 @@ BAD_INPUTS: list[tuple[str, bytes, str, str]] = [
         "customer.customer_id",
     ),
     (
+        "a zero-width space in an id",
+        _with(_set("customer.customer_id", "cust-12\u200b34")),
+        "control_character",
+        "customer.customer_id",
+    ),
+    (
         "lone surrogate",
         encode(valid("bad")).replace("卡纸".encode(), b"\\ud83d"),
         "invalid_unicode",

@@ -77,3 +77,13 @@ def test_an_id_with_a_bidi_formatting_character_is_not_an_id() -> None:
     assert has_control(f"cust-{RLO}1234")
     assert has_control(f"cust-{RLI}1234")
     assert not has_control("cust-1234")
+
+
+@pytest.mark.parametrize(
+    "invisible", ["\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u061c", "\u2060", "\ufeff"]
+)
+def test_an_id_with_an_invisible_formatting_character_is_not_an_id(invisible: str) -> None:
+    """Zero-width characters and the directional marks show as nothing: ``cust-1234`` with one
+    looks like ``cust-1234`` and is another customer."""
+    assert has_control(f"cust-12{invisible}34")
+    assert not has_control("cust-1234 and عميل")
