@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 
-from shared.database import connect
+from shared.database import connect, with_database
 from shared.eventstore import ANY_VERSION, EventStore, EventTooLarge, PendingEvent
+from shared.kafka import make_producer
 from shared.keys import KeyRing
 from shared.local.broker import EmbeddedBroker
 from shared.local.ports import free_port
@@ -27,6 +35,7 @@ from shared.unit_of_work import Cause, UnitOfWork
 from tests.conftest import SettingsFactory
 from tests.support import probe
 from tests.support.events import publish_mark
+from tests.support.infrastructure import SessionInfrastructure
 from tests.support.kafka import KafkaProbe
 from tests.support.processes import ServiceProcess
 from tests.support.services import running
@@ -396,3 +405,128 @@ async def test_a_mark_not_sealed_by_its_relay_is_ignored(
         assert await marks.latest() == later
     finally:
         await marks.close()
+
+
+MARKS = "probe.marks"
+
+
+@dataclass
+class MarksWorld:
+    """The probe's store (migrated), a producer for its relays, and a reader of its marks."""
+
+    settings: Settings
+    service: Service
+    conn: asyncpg.Connection
+    producer: AIOKafkaProducer
+    marks: RelayMarks
+
+    def relay(self, url: str | None = None, **options: Any) -> Relay:
+        """The probe's relay, publishing a mark whenever a round allows one."""
+        return Relay(
+            service="probe",
+            database_url=url or self.settings.require_database_url(),
+            schema="probe",
+            producer=self.producer,
+            route=lambda _: self.settings.topic(probe.EVENTS),
+            key=KeyRing.from_settings(self.settings).signing_key("probe"),
+            marks_topic=self.settings.topic(MARKS),
+            mark_interval=timedelta(0),
+            **options,
+        )
+
+    async def append(self, count: int = 1) -> None:
+        for n in range(count):
+            pending = PendingEvent(
+                probe.CounterBumped(counter="c", amount=n), datetime.now(UTC), "c"
+            )
+            await self.service.store.append(self.conn, "counter-c", None, [pending])
+
+
+@contextlib.asynccontextmanager
+async def marks_world(settings: Settings, kafka: KafkaProbe) -> AsyncIterator[MarksWorld]:
+    await kafka.create(probe.EVENTS, MARKS)
+    service = probe.build(settings, port=0, tally=False)
+    conn = await connect(settings.require_database_url(), schema="probe")
+    producer = make_producer(settings, client_id="test-relay")
+    marks = RelayMarks(settings, settings.topic(MARKS), "probe")
+    try:
+        await migrate(conn, "probe", service.migrations)
+        await producer.start()
+        yield MarksWorld(settings, service, conn, producer, marks)
+    finally:
+        await marks.close()
+        await producer.stop()
+        await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_a_round_that_reads_a_full_batch_publishes_no_mark(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """A full batch may have left events behind it in the log: a mark after it would say they
+    are published. Only the round that reads to the log's end may publish one."""
+    async with marks_world(settings, kafka) as world:
+        await world.append(5)
+        conn = world.conn
+        await conn.execute("INSERT INTO checkpoints (name, position) VALUES ('relay', 0)")
+        last = await conn.fetchval("SELECT max(occurred_at) FROM events")
+        relay = world.relay(batch_size=2)
+
+        assert [await relay.publish_pending(conn) for _ in range(2)] == [2, 2]
+        assert await world.marks.latest() is None, "two full rounds, one event left: no mark"
+        assert await relay.publish_pending(conn) == 1
+        through = await world.marks.latest()
+        assert through is not None and through > last
+
+
+@pytest.mark.asyncio
+async def test_without_track_activities_the_relay_publishes_events_but_no_mark(
+    settings: Settings, kafka: KafkaProbe, infrastructure: SessionInfrastructure
+) -> None:
+    """Open transactions are invisible then, so no mark could be trusted: the timers waiting
+    for marks wait (and say so) rather than fire early; the events go on."""
+    async with marks_world(settings, kafka) as world:
+        # Only a superuser may turn it off: the relay connects as one here, with it off.
+        url = settings.require_database_url()
+        admin = with_database(infrastructure.admin_database_url, urlsplit(url).path.lstrip("/"))
+        relay = world.relay(f"{admin}{'&' if '?' in admin else '?'}track_activities=off")
+        running_relay = asyncio.create_task(relay.run())
+        try:
+            await world.append()
+            await kafka.await_records(probe.EVENTS, lambda r: r.key == b"counter-c")
+            await asyncio.sleep(0.3)  # rounds go on, a mark due at each
+            assert await world.marks.latest() is None
+        finally:
+            running_relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running_relay
+
+
+@pytest.mark.asyncio
+async def test_under_a_driven_clock_a_mark_is_the_clocks_reading_taken_while_nothing_is_open(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """Tests drive the clock: a mark is then its reading, but not while another transaction of
+    the service is open (it may append an event stamped with that reading)."""
+    async with marks_world(settings, kafka) as world:
+        conn, marks = world.conn, world.marks
+        await conn.execute("INSERT INTO checkpoints (name, position) VALUES ('relay', 0)")
+        relay = world.relay(driven_clock=True)
+        first = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+        await conn.execute("INSERT INTO desk_clock (value) VALUES ($1)", first)
+        await relay.publish_pending(conn)
+        assert await marks.latest() == first
+
+        later = first + timedelta(minutes=5)
+        await conn.execute("UPDATE desk_clock SET value = $1", later)
+        other = await connect(settings.require_database_url())  # the service's role too
+        try:
+            async with other.transaction():
+                await other.execute("SELECT 1")
+                for _ in range(3):
+                    await relay.publish_pending(conn)
+                assert await marks.latest() == first, "no mark while a transaction is open"
+        finally:
+            await other.close()
+        await relay.publish_pending(conn)
+        assert await marks.latest() == later
