@@ -18,17 +18,17 @@ relay's usual delay, not a relay stopped for longer.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnknownTopicOrPartitionError
 
+from shared.deadletter import Record
 from shared.kafka import client_options
 from shared.keys import KeyRing
 from shared.logging import get_logger
-from shared.provenance import KID_HEADER, SEAL_HEADER, seal
+from shared.provenance import sealed_by
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -167,26 +167,18 @@ class RelayMarks:
                 break  # else a slow fetch: read again at the next call
             for record in records:
                 self._next = record.offset + 1
-                ignored += not self._take(record.value, dict(record.headers or ()))
+                ignored += not self._take(Record.of(record))
         if ignored:  # once a call: at most CHECKPOINTS records are read in one
             log.warning("marks not sealed by their relay, or saying no time, are ignored",
                         topic=self.topic, ignored=ignored)  # fmt: skip
         return self.through
 
-    def _take(self, value: bytes | None, headers: dict[str, bytes]) -> bool:
+    def _take(self, record: Record) -> bool:
         """Take a record's mark if it is one of the issuer's; False if it is not."""
-        kid, sealed = headers.get(KID_HEADER), headers.get(SEAL_HEADER)
-        key = self.keys.get(kid.decode(errors="replace")) if kid is not None else None
-        if (
-            value is None
-            or key is None
-            or key.issuer != self.issuer
-            or sealed is None
-            or not hmac.compare_digest(seal(key, value)[1][1], sealed)
-        ):
+        if sealed_by(self.keys, record) != self.issuer:
             return False
         try:
-            through = datetime.fromisoformat(json.loads(value)["through"])
+            through = datetime.fromisoformat(json.loads(record.value)["through"])
         except (ValueError, KeyError, TypeError, RecursionError):
             through = None
         if through is None or through.tzinfo is None:
