@@ -152,6 +152,10 @@ class RelayMarks:
             self._reader.assign([part])
         reader = self._reader
         end = (await reader.end_offsets([part]))[part]
+        if end < self._next:  # shorter than what was read: recreated, so its offsets start over
+            log.warning("marks topic ends before what was read; reading it from its start",
+                        topic=self.topic, read=self._next, end=end)  # fmt: skip
+            self._next = 0
         if end <= self._next:
             return self.through
         # Only the newest count: a mark past the last says more than all before it.

@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from shared.kafka import client_options
 from shared.readmarks import ReadMarks, RelayMarks
 from tests.support.events import publish_mark
 from tests.support.kafka import KafkaProbe
+from tests.support.waiting import eventually
 
 T1 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 MARGIN = timedelta(seconds=1)
@@ -90,5 +92,27 @@ async def test_with_a_producers_marks_a_partition_is_read_only_up_to_its_latest_
         read = await marks.read_until(T1)
         assert set(read.values()) == {T1 - timedelta(minutes=5, microseconds=1)}
         assert read.keys() == marks.partitions
+    finally:
+        await marks.close()
+
+
+@pytest.mark.asyncio
+async def test_marks_are_read_again_once_their_topic_is_recreated(kafka: KafkaProbe) -> None:
+    """A recreated topic's offsets start over: a reader that waited for the old end would take
+    no mark for as long as the old topic had taken to fill, and sla's timers with it."""
+    marks = RelayMarks(kafka.settings, kafka.settings.topic("dispatch.marks"), "dispatch")
+    try:
+        for minutes in range(5):
+            await publish_mark(kafka, T1 + timedelta(minutes=minutes))
+        assert await marks.latest() == T1 + timedelta(minutes=4)
+
+        admin = AIOKafkaAdminClient(**client_options(kafka.settings))
+        await admin.start()
+        try:
+            await admin.delete_topics([kafka.settings.topic("dispatch.marks")])
+        finally:
+            await admin.close()
+        await publish_mark(kafka, T1 + timedelta(minutes=9))  # creates it again
+        await eventually(marks.latest, lambda t: t == T1 + timedelta(minutes=9), timeout=10)
     finally:
         await marks.close()
