@@ -447,6 +447,8 @@ class ConsumerRunner(Generic[T]):
         subscription = self.subscription
         limit = self.settings.kafka_max_message_bytes
         try:
+            if record.unreadable is not None:
+                raise Rejected(Reason.UNREADABLE, record.unreadable)
             size = record_size(record.key, record.value, record.headers)
             if size > limit:
                 raise Rejected(Reason.TOO_LARGE, f"{size} bytes; at most {limit}")

@@ -61,6 +61,8 @@ class Reason:
     """Over ``kafka_max_message_bytes``: not even read."""
     PLUMBING_FAILED = "plumbing_failed"
     """The consumer plumbing itself failed on it, ``consumer_max_attempts`` times."""
+    UNREADABLE = "unreadable"
+    """The Kafka client itself cannot read it (a header key not UTF-8): kept by coordinates."""
 
 
 @dataclass(slots=True)
@@ -74,6 +76,9 @@ class Record:
     value: bytes
     headers: tuple[tuple[str, bytes], ...]
     timestamp_ms: int | None = None
+    unreadable: str | None = None
+    """Why the Kafka client could not read the record this stands in for (``shared.kafka.poll``):
+    only its coordinates are known."""
 
     @classmethod
     def of(cls, raw: Any) -> Record:
@@ -86,6 +91,7 @@ class Record:
             # A null header value reads as an empty one (a header carries bytes, or nothing).
             headers=tuple((k, b"" if v is None else v) for k, v in raw.headers or ()),
             timestamp_ms=raw.timestamp,
+            unreadable=getattr(raw, "unreadable", None),
         )
 
     def header(self, name: str) -> str | None:

@@ -14,18 +14,22 @@ import random
 import struct
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import BrokerResponseError
+from aiokafka.errors import BrokerResponseError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 
+from shared.logging import get_logger
 from shared.settings import Settings
+
+log = get_logger(__name__)
 
 # Kafka's error code for "topic already exists": creating topics is idempotent here.
 _TOPIC_ALREADY_EXISTS = 36
@@ -166,8 +170,8 @@ class PromptBatchSubscriber(BatchSubscriber):
 
     async def get_msg(self, consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
         started = time.monotonic()
-        polled = await consumer.getmany(
-            timeout_ms=self.batch_timeout_ms, max_records=self.max_records
+        polled = await poll(
+            consumer, timeout_ms=self.batch_timeout_ms, max_records=self.max_records
         )
         if polled:
             return tuple(chain.from_iterable(polled.values()))
@@ -175,6 +179,107 @@ class PromptBatchSubscriber(BatchSubscriber):
         if rest > 0:
             await asyncio.sleep(rest)
         return ()
+
+
+@dataclass
+class UnreadableRecord(ConsumerRecord[bytes, bytes]):  # type: ignore[misc]
+    """Stands in for a record the Kafka client itself cannot read — aiokafka's reader raises on
+    a header key that is not UTF-8, before any of this code sees the record — at its
+    coordinates, with why. Consumers dead-letter it like any unreadable record; the record
+    itself stays on its topic, where its coordinates find it."""
+
+    unreadable: str = ""
+
+
+async def poll(
+    consumer: AIOKafkaConsumer,
+    *partitions: TopicPartition,
+    timeout_ms: int,
+    max_records: int | None,
+) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+    """``consumer.getmany``, surviving a record the client cannot read.
+
+    aiokafka's reader raises on such a record (a header key that is not UTF-8) inside
+    ``getmany``: the poll fails, its partition never moves past the record — restarts included —
+    and nothing is dead-lettered; the records the same call had already drained from other
+    partitions are gone from this process, their positions moved past them. Here the held
+    partitions go back to their committed offsets (a group's consumer; what was processed since
+    is redelivered and skipped by its claims) and are read a record at a time: a record that
+    fails twice at the same position is handed on as an :class:`UnreadableRecord` and the
+    consumer seeks past it. Given ``partitions`` (a reader of its own, not a group's), only
+    those are read, from where they were. ``KafkaError`` (the broker away) is raised as before.
+    """
+    try:
+        polled: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = await consumer.getmany(
+            *partitions, timeout_ms=timeout_ms, max_records=max_records
+        )
+    except KafkaError:
+        raise
+    except Exception:  # what the reader raised on some record: find it, a record at a time
+        return await _read_around(consumer, partitions, timeout_ms, max_records)
+    return polled
+
+
+async def _read_around(
+    consumer: AIOKafkaConsumer,
+    partitions: tuple[TopicPartition, ...],
+    timeout_ms: int,
+    max_records: int | None,
+) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+    if len(partitions) > 1:
+        raise ValueError("one partition of its own, or a group's assignment")
+    if not partitions:  # the failed call may have drained others: back to what is committed
+        for tp in consumer.assignment():
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
+    held = set(partitions or consumer.assignment()) - consumer.paused()
+    room = max_records or 500
+    found: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
+    for tp in sorted(held):
+        failed_at: int | None = None
+        while room > 0:
+            try:
+                got = await consumer.getmany(tp, timeout_ms=timeout_ms, max_records=1)
+            except KafkaError:
+                raise
+            except Exception as error:
+                at = await consumer.position(tp)
+                if failed_at != at:  # once may be chance: read it once more
+                    failed_at = at
+                    continue
+                found.setdefault(tp, []).append(_unreadable(tp, at, error))
+                consumer.seek(tp, at + 1)
+                room -= 1
+                break
+            records = got.get(tp, [])
+            if not records:
+                break
+            found.setdefault(tp, []).extend(records)
+            room -= len(records)
+    return found
+
+
+def _unreadable(tp: TopicPartition, offset: int, error: Exception) -> UnreadableRecord:
+    why = f"the Kafka client cannot read this record: {type(error).__name__}: {error}"[:500]
+    log.error("record the Kafka client cannot read; passed on as unreadable",
+              topic=tp.topic, partition=tp.partition, offset=offset, error=why)  # fmt: skip
+    return UnreadableRecord(
+        topic=tp.topic,
+        partition=tp.partition,
+        offset=offset,
+        timestamp=-1,
+        timestamp_type=0,
+        key=None,
+        value=None,
+        checksum=None,
+        serialized_key_size=-1,
+        serialized_value_size=-1,
+        headers=[],
+        unreadable=why,
+    )
 
 
 def prompt_batches(subscriber: object) -> None:

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import UnknownTopicOrPartitionError
 
 from shared.deadletter import Record
-from shared.kafka import client_options
+from shared.kafka import client_options, poll
 from shared.keys import KeyRing
 from shared.logging import get_logger
 from shared.provenance import sealed_by
@@ -162,7 +162,7 @@ class RelayMarks:
         reader.seek(part, max(self._next, end - CHECKPOINTS))
         ignored = 0
         while self._next < end:
-            found = await reader.getmany(part, timeout_ms=500, max_records=CHECKPOINTS)
+            found = await poll(reader, part, timeout_ms=500, max_records=CHECKPOINTS)
             records = found.get(part, [])
             if not records:
                 first = (await reader.beginning_offsets([part]))[part]

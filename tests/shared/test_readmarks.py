@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from shared.kafka import client_options
 from shared.readmarks import ReadMarks, RelayMarks
 from tests.support.events import publish_mark
-from tests.support.kafka import KafkaProbe
+from tests.support.kafka import KafkaProbe, publish_with_unreadable_header_key
 from tests.support.waiting import eventually
 
 T1 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -114,5 +114,18 @@ async def test_marks_are_read_again_once_their_topic_is_recreated(kafka: KafkaPr
             await admin.close()
         await publish_mark(kafka, T1 + timedelta(minutes=9))  # creates it again
         await eventually(marks.latest, lambda t: t == T1 + timedelta(minutes=9), timeout=10)
+    finally:
+        await marks.close()
+
+
+@pytest.mark.asyncio
+async def test_a_record_the_kafka_client_cannot_read_hides_no_mark(kafka: KafkaProbe) -> None:
+    """One such record among the marks failed every read of them, and with it sla's timers."""
+    marks = RelayMarks(kafka.settings, kafka.settings.topic("dispatch.marks"), "dispatch")
+    try:
+        await publish_mark(kafka, T1)
+        await publish_with_unreadable_header_key(kafka.settings, "dispatch.marks", b"{}")
+        await publish_mark(kafka, T1 + timedelta(minutes=1))
+        assert await eventually(marks.latest, lambda t: t == T1 + timedelta(minutes=1), timeout=10)
     finally:
         await marks.close()

@@ -190,3 +190,39 @@ async def _partitions(consumer: AIOKafkaConsumer, name: str) -> set[int]:
     if found is None:
         raise TimeoutError(f"topic {name} does not exist")
     return set(found)
+
+
+class _NotUtf8(str):
+    """A header key that goes on the wire as bytes that are not UTF-8."""
+
+    def encode(self, *args: object, **kwargs: object) -> bytes:
+        return b"\xff\xfe"
+
+
+async def publish_with_unreadable_header_key(
+    settings: Settings, topic: str, value: bytes, partition: int = 0
+) -> int:
+    """Publish ``value`` with a header key that is not UTF-8, as any client able to write
+    ``topic`` can (header keys are bytes on the wire; aiokafka's own reader then raises on
+    them). Returns its offset. Built by aiokafka's pure-Python batch builder, which encodes
+    keys as it is told."""
+    from aiokafka.producer import message_accumulator, producer
+    from aiokafka.record import default_records
+
+    compiled = message_accumulator.DefaultRecordBatchBuilder
+    plain = default_records._DefaultRecordBatchBuilderPy
+    message_accumulator.DefaultRecordBatchBuilder = plain
+    producer.DefaultRecordBatchBuilder = plain
+    try:
+        hostile = make_producer(settings, client_id="hostile", linger_ms=1)
+        await hostile.start()
+        try:
+            sent = await hostile.send_and_wait(
+                settings.topic(topic), value, partition=partition, headers=[(_NotUtf8("x"), b"1")]
+            )
+        finally:
+            await hostile.stop()
+    finally:
+        message_accumulator.DefaultRecordBatchBuilder = compiled
+        producer.DefaultRecordBatchBuilder = compiled
+    return int(sent.offset)
