@@ -60,8 +60,12 @@ class ChangeStream:
         return held < self.per_caller
 
     async def follow(self, service: Service) -> None:
-        """The worker: listen, read what changed, hand it out; until cancelled."""
-        notices: asyncio.Queue[str] = asyncio.Queue()
+        """The worker: listen, read what changed, hand it out; until cancelled. Raises once
+        its connection is lost (a restart of PostgreSQL, a failover, an idle session killed):
+        asyncpg then stops calling the listener without an error, so the worker would wait
+        for good while ``/ready`` said all was well. Its supervisor starts it again, and every
+        watcher is told to reload: what changed while nobody listened is not known."""
+        notices: asyncio.Queue[str | None] = asyncio.Queue()
         conn = await connect(
             service.database_url or service.settings.require_database_url(), schema=service.schema
         )
@@ -70,19 +74,30 @@ class ChangeStream:
             notices.put_nowait(args[3])
 
         try:
+            conn.add_termination_listener(lambda _: notices.put_nowait(None))
             await conn.add_listener(CHANGES, heard)
+            self._resync()
             while True:
-                payload = json.loads(await notices.get())
-                ids = set(payload.get("tickets", ()))
-                board = bool(payload.get("board"))
-                while not notices.empty():  # a burst: one read for all of it
-                    more = json.loads(notices.get_nowait())
-                    ids.update(more.get("tickets", ()))
-                    board = board or bool(more.get("board"))
+                ids: set[str] = set()
+                board = False
+                notice: str | None = await notices.get()
+                while True:  # a burst: one read for all of it
+                    if notice is None:
+                        raise ConnectionError("the stream's listening connection was lost")
+                    payload = json.loads(notice)
+                    ids.update(payload.get("tickets", ()))
+                    board = board or bool(payload.get("board"))
+                    if notices.empty():
+                        break
+                    notice = notices.get_nowait()
                 await self._hand_out(service, sorted(ids), board)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.close(timeout=2))
+
+    def _resync(self) -> None:
+        for watcher in list(self.watchers):
+            watcher.offer("resync", {})
 
     async def _hand_out(self, service: Service, ids: list[str], board: bool) -> None:
         if not self.watchers:

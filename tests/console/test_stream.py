@@ -111,3 +111,38 @@ async def test_one_person_holds_at_most_so_many_streams(settings: Settings) -> N
 async def _opened_or_refused(stack: AsyncExitStack, client: httpx.AsyncClient) -> bool:
     response = await stack.enter_async_context(client.stream("GET", "/api/stream"))
     return response.status_code == 200
+
+
+async def _until(lines: AsyncIterator[str], event: str, within: float) -> list[str]:
+    """Lines read up to ``event`` (an error if it does not come ``within`` seconds)."""
+    seen: list[str] = []
+    async with asyncio.timeout(within):
+        async for line in lines:
+            seen.append(line)
+            if line == f"event: {event}":
+                return seen
+    raise AssertionError(f"the stream ended before {event}: {seen}")
+
+
+async def test_the_stream_outlives_the_loss_of_its_listening_connection(
+    settings: Settings,
+) -> None:
+    """A PostgreSQL restart, a failover or an idle session killed ends the connection the
+    stream listens on without an error: the worker waited for good, no desk got another change
+    and /ready said all was well. Now the worker starts again, every desk is told to reload
+    (what changed meanwhile is not known), and changes flow again."""
+    quick = settings.replace(task_restart_backoff="100ms")
+    async with desk(quick) as world, AsyncExitStack() as stack:
+        lines = await _opened(stack, world.client("zhao.lei"))
+        await world.request(1, **SIMPLE)
+        await _until(lines, "ticket", 30)
+        console = world.console
+        killed = await console.pool.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE query LIKE 'LISTEN %' AND datname = current_database()"
+        )
+        assert killed == 1
+        await _until(lines, "resync", 30)
+        await world.request(2, **SIMPLE)
+        await _until(lines, "ticket", 30)
+        assert all((await console.readiness()).values())
