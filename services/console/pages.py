@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -32,11 +33,13 @@ from services.console.phrases import PHRASES, Language, phrase, pick
 from services.console.settings import ConsoleSettings
 from services.console.visibility import Viewer
 from shared.credentials import Unauthenticated
+from shared.logging import get_logger
 
 PACKAGE = Path(str(files("services.console")))
 LANGUAGE_COOKIE = "desk_lang"
 _SCORES = (1, 2, 3, 4, 5)
 _SCORES_BY_TEXT = {str(score): score for score in _SCORES}
+log = get_logger(__name__)
 MAX_COMMENT_CHARS = 4000
 
 
@@ -241,9 +244,16 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
             return render("survey.j2", language, status=422, state="ask", missing=True, **shown)
         if len(comment) > MAX_COMMENT_CHARS:
             return render("survey.j2", language, status=422, state="ask", too_long=True, **shown)
-        state, reason = await _record(
-            console, settings, number, token=token, score=chosen, comment=comment
-        )
+        try:
+            state, reason = await _record(
+                console, settings, number, token=token, score=chosen, comment=comment
+            )
+        except (TimeoutError, OSError, KafkaError) as error:  # the broker away: ask again
+            log.warning("survey score not sent", error=repr(error))
+            return render(
+                "survey.j2", language, status=503, state="ask", unavailable=True,
+                chosen=chosen, comment=comment, **shown,
+            )  # fmt: skip
         return render("survey.j2", language, state=state, reason=reason, **shown)
 
 

@@ -107,6 +107,10 @@ PHRASES: dict[str, tuple[str, str]] = {
         "This link is not valid, or it has expired.",
     ),
     "choose_score": ("请选择 1–5 分。", "Please choose a score from 1 to 5."),
+    "try_again": (
+        "暂时无法记录您的评价，请稍后再提交。",
+        "We could not record your rating just now. Please send it again in a moment.",
+    ),
     "comment_too_long": (
         "您的意见过长，请控制在 4000 字以内。",
         "Your comment is too long: 4,000 characters at most.",

@@ -4,7 +4,9 @@ shows up in the dashboard's CSAT."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from services import port_of
+from shared.local.broker import EmbeddedBroker
 from shared.local.sinks import smtp_server
 from shared.settings import Settings
 from tests.conftest import SettingsFactory
@@ -141,3 +144,35 @@ async def _mail(server: object, subject: str) -> str:
             body = message.get_body(("plain",))
             return str(body.get_content()) if body is not None else ""
     return ""
+
+
+@pytest.mark.asyncio
+async def test_a_score_sent_while_the_broker_is_away_gets_the_form_back_as_it_was(
+    make_settings: SettingsFactory,
+) -> None:
+    """The customer was answered a bare JSON 500 and lost their comment; now the page asks them
+    to send it again, with their score and comment (escaped) still in the form."""
+    broker = EmbeddedBroker()
+    settings = make_settings(kafka_bootstrap_servers=broker.start(), kafka_request_timeout_ms=1500)
+    try:
+        async with desk(settings) as world:
+            await world.request(0, **SIMPLE)
+            [ticket] = await world.tickets("ops", 1)
+            number = ticket["number"]
+            customer = world.client("customer", ticket=number).headers["authorization"][7:]
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                answer = await world.client().post(
+                    f"/survey/{number}",
+                    data={"token": customer, "score": "4", "comment": "Fixed <b>fast</b>"},
+                )
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            assert answer.status_code == 503
+            assert answer.headers["content-type"].startswith("text/html")
+            assert 'data-state="try_again"' in answer.text
+            assert ">Fixed &lt;b&gt;fast&lt;/b&gt;</textarea>" in answer.text
+            assert re.search(r'value="4" required checked', answer.text)
+    finally:
+        broker.stop()
