@@ -163,6 +163,21 @@ async def test_tickets_queues_and_agents_each_as_the_callers_role_may_see_them(
                 422,
                 "invalid_request",
             ),
+            "a status named 1,500 times": (
+                await operator.get("/api/tickets", params={"status": ["assigned"] * 1500}),
+                422,
+                "invalid_request",
+            ),
+            "61 groups": (
+                await operator.get("/api/tickets", params={"group": [f"g{n}" for n in range(61)]}),
+                422,
+                "invalid_request",
+            ),
+            "a group of 10,000 characters": (
+                await operator.get("/api/tickets", params={"group": "g" * 10_000}),
+                422,
+                "invalid_request",
+            ),
             "an unknown route": (await operator.get("/api/nothing"), 404, "not_found"),
         }
         for case, (response, status, code) in cases.items():
