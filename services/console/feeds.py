@@ -8,6 +8,7 @@ stream (:mod:`services.console.stream`) sends them to the people watching.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -101,6 +102,8 @@ class DeadLetter:
 
 _PARTITIONS, _OFFSETS = 2**31, 2**63
 """What the console's table can hold of a partition (integer) and an offset (bigint)."""
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""A name Kafka allows a topic (a NUL in one failed the look-up, and the batch with it)."""
 
 
 def _origin(record: Record) -> tuple[str, int, int] | None:
@@ -110,9 +113,10 @@ def _origin(record: Record) -> tuple[str, int, int] | None:
         offset = int(record.header("dlq_offset") or "")
     except ValueError:
         return None
-    if not (0 <= partition < _PARTITIONS and 0 <= offset < _OFFSETS):
+    topic = record.header("dlq_topic") or ""
+    if not (0 <= partition < _PARTITIONS and 0 <= offset < _OFFSETS and _TOPIC.fullmatch(topic)):
         return None
-    return record.header("dlq_topic") or "", partition, offset
+    return topic, partition, offset
 
 
 async def _written_here(
