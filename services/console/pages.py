@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from services.console import board, courier, listing
+from services.console.allowance import Allowance, retry_after
 from services.console.api import ApiError, Console, authenticate
 from services.console.callers import COOKIE, MAX_TOKEN_CHARS
 from services.console.phrases import PHRASES, Language, phrase, pick
@@ -76,6 +78,8 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
     """Add the pages to the console's app (not part of its OpenAPI document)."""
     templates = _environment()
     app.mount("/static", StaticFiles(directory=PACKAGE / "static"), name="static")
+
+    surveys = Allowance(settings.console_survey_limit, settings.console_survey_window)
 
     def render(name: str, language: Language, status: int = 200, **values: Any) -> HTMLResponse:
         def t(key: str, **fields: str) -> str:
@@ -244,16 +248,30 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
             return render("survey.j2", language, status=422, state="ask", missing=True, **shown)
         if len(comment) > MAX_COMMENT_CHARS:
             return render("survey.j2", language, status=422, state="ask", too_long=True, **shown)
+        return await send(language, shown, token=token, score=chosen, comment=comment)
+
+    async def send(
+        language: Language, shown: dict[str, Any], *, token: str, score: int, comment: str
+    ) -> HTMLResponse:
+        """Send the score as the customer's command, unless this ticket's have come too often
+        (each is a command to dispatch: one link must not send them without end) or the broker
+        is away: then the form again as it was, to send in a moment."""
+        number = shown["number"]  # the one its verified token is for
+        again = partial(
+            render, "survey.j2", language, state="ask", unavailable=True,
+            chosen=score, comment=comment, **shown,
+        )  # fmt: skip
+        if wait := surveys.take(number):
+            page = again(status=429)
+            page.headers["Retry-After"] = retry_after(wait)
+            return page
         try:
             state, reason = await _record(
-                console, settings, number, token=token, score=chosen, comment=comment
+                console, settings, number, token=token, score=score, comment=comment
             )
         except (TimeoutError, OSError, KafkaError) as error:  # the broker away: ask again
             log.warning("survey score not sent", error=repr(error))
-            return render(
-                "survey.j2", language, status=503, state="ask", unavailable=True,
-                chosen=chosen, comment=comment, **shown,
-            )  # fmt: skip
+            return again(status=503)
         return render("survey.j2", language, state=state, reason=reason, **shown)
 
 

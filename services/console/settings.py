@@ -48,6 +48,17 @@ class ConsoleSettings(Settings):
         gt=timedelta(0),
         description="`POST /requests`: the window console_requests_limit counts in ('1s', '1m').",
     )
+    console_survey_limit: int = Field(
+        default=5,
+        ge=1,
+        description="Survey page: scores that may be sent for one ticket per "
+        "console_survey_window (each is a command to dispatch); more are answered 429.",
+    )
+    console_survey_window: Duration = Field(
+        default=timedelta(minutes=10),
+        gt=timedelta(0),
+        description="Survey page: the window console_survey_limit counts in ('30s', '10m').",
+    )
     console_idempotency_retention: Duration = Field(
         default=timedelta(days=7),
         gt=timedelta(0),

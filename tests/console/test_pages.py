@@ -176,3 +176,28 @@ async def test_a_score_sent_while_the_broker_is_away_gets_the_form_back_as_it_wa
             assert re.search(r'value="4" required checked', answer.text)
     finally:
         broker.stop()
+
+
+@pytest.mark.asyncio
+async def test_one_survey_link_sends_dispatch_only_so_many_scores(settings: Settings) -> None:
+    """Each score posted was a command to dispatch, however many came (50 at once from one
+    link all went out). Now a ticket's are counted: past the limit the form comes back, 429
+    with Retry-After, and no command is sent."""
+    capped = settings.replace(console_survey_limit=2, console_survey_window="1h")
+    async with desk(capped) as world:
+        await world.request(0, **SIMPLE)
+        [ticket] = await world.tickets("ops", 1)
+        number = ticket["number"]
+        customer = world.client("customer", ticket=number).headers["authorization"][7:]
+        link = world.client()
+        answers = [
+            await link.post(
+                f"/survey/{number}", data={"token": customer, "score": "3", "comment": f"#{n}"}
+            )
+            for n in range(4)
+        ]
+        assert [a.status_code for a in answers[2:]] == [429, 429]
+        assert int(answers[2].headers["Retry-After"]) > 0
+        assert 'data-state="try_again"' in answers[3].text and ">#3</textarea>" in answers[3].text
+        sent = await world.kafka.all_records("tickets.commands")
+        assert len([r for r in sent if b"record_satisfaction" in r.value]) == 2
