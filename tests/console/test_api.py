@@ -527,7 +527,13 @@ async def test_a_nul_in_a_path_or_query_parameter_is_refused_before_the_database
         answer = response.json()
         assert response.status_code == 422, (name, response.text)
         assert (answer["code"], answer["field"]) == ("nul_character", name)
-    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    # What failed in the console or its server (a 500, a traceback); not the Kafka client's
+    # chatter about the embedded broker's metadata, which comes and goes with the broker.
+    failed = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and not r.name.startswith("aiokafka")
+    ]
     assert (logged.errors, failed) == ([], [])
 
 
