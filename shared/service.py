@@ -351,8 +351,9 @@ class Service:
         """Each check behind ``/ready``: database, broker, consumers joined, and each background
         task by name (the relay first) running."""
         checks: dict[str, bool] = {}
-        try:
-            checks["database"] = await self.pool.fetchval("SELECT true", timeout=2) is True
+        try:  # a pool with no connection free is not ready either: the acquire is bounded too
+            async with self.pool.acquire(timeout=2) as conn:
+                checks["database"] = await conn.fetchval("SELECT true", timeout=2) is True
         except Exception:
             checks["database"] = False
         checks["broker"] = await self.broker.ping(timeout=2)

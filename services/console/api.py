@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
@@ -30,6 +31,7 @@ from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.console import board, courier, listing
+from services.console.allowance import retry_after
 from services.console.callers import COOKIE, Callers, bearer, token_of
 from services.console.contract import (
     AgentView,
@@ -156,6 +158,33 @@ async def session(
 
 
 Caller = Annotated[Session, Depends(session)]
+
+
+@asynccontextmanager
+async def sending(console: Console) -> AsyncIterator[None]:
+    """One of the courier's sending slots (:meth:`courier.Courier.slot`); 503 with
+    Retry-After when none frees."""
+    try:
+        async with console.courier.slot():
+            yield
+    except courier.Busy as busy:
+        wait = console.courier.settings.console_send_wait.total_seconds()
+        raise ApiError(
+            503, "broker_unavailable", f"{busy}; retry", {"Retry-After": retry_after(wait)}
+        ) from None
+
+
+async def sender(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> AsyncIterator[Session]:
+    """:func:`session` inside a sending slot, taken first: a caller waiting for one while the
+    broker is slow holds no connection."""
+    console: Console = request.app.state.console
+    async with sending(console), asynccontextmanager(session)(request, authorization) as s:
+        yield s
+
+
+Sender = Annotated[Session, Depends(sender)]
 
 
 async def watcher(
@@ -426,7 +455,7 @@ def _routes(console: Console) -> APIRouter:
         responses={409: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
     )
     async def ticket_command(
-        s: Caller,
+        s: Sender,
         number: Annotated[str, Path(max_length=60)],
         body: Annotated[dict[str, Any], Body()],
         authorization: Annotated[str | None, Header()] = None,
@@ -454,7 +483,7 @@ def _routes(console: Console) -> APIRouter:
         responses={409: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}},
     )
     async def agent_command(
-        s: Caller,
+        s: Sender,
         agent_id: Annotated[str, Path(max_length=120)],
         body: Annotated[dict[str, Any], Body()],
         authorization: Annotated[str | None, Header()] = None,

@@ -9,9 +9,12 @@ for nobody: dispatch verifies the caller as it verifies any desk, and decides.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -21,11 +24,11 @@ from prometheus_client import Counter
 from pydantic import TypeAdapter, ValidationError
 
 from services.console.contract import CommandStatus
+from services.console.settings import ConsoleSettings
 from services.dispatch import commands as contract
 from services.dispatch.events import AGENT_COMMANDS, TICKET_COMMANDS
 from shared.credentials import sign_command
 from shared.database import Connection
-from shared.settings import Settings
 
 SENT = Counter(
     "desk_console_commands_sent_total", "Commands sent in people's names, by kind.", ["kind"]
@@ -45,6 +48,10 @@ class Invalid(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class Busy(TimeoutError):
+    """No sending slot freed within ``console_send_wait``: the broker is slow to answer."""
 
 
 class Taken(Exception):
@@ -94,8 +101,26 @@ def shape(kind: Kind, target: str, body: dict[str, Any], actor: str) -> dict[str
 class Courier:
     """Records and publishes people's commands."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ConsoleSettings) -> None:
         self.settings = settings
+        self._slots = asyncio.Semaphore(max(1, settings.db_pool_max_size // 2))
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the console's sending slots, taken before a connection is: a send holds its
+        connection (and transaction) until the broker answers, up to its request timeout, so a
+        stalled broker with unbounded sends would hold the whole pool and freeze every read,
+        /ready included. Half the pool may send; the rest wait here, holding nothing, for
+        ``console_send_wait`` at most, then :class:`Busy`."""
+        try:
+            async with asyncio.timeout(self.settings.console_send_wait.total_seconds()):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise Busy("no sending slot freed: the broker is slow to answer") from None
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def send(
         self,
@@ -108,7 +133,8 @@ class Courier:
         token: str,
         now: datetime,
     ) -> Sent:
-        """Record, then publish and await the broker, in one transaction: a concurrent
+        """Record, then publish and await the broker, in one transaction (the caller holds a
+        :meth:`slot`): a concurrent
         retry waits on the row until this one is sent (or undone, when publishing fails; then
         it sends itself), so no answer says "sent" for a command that never was.
 

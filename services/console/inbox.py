@@ -41,7 +41,7 @@ from prometheus_client import Counter
 from pydantic import TypeAdapter
 
 from services.console.allowance import Allowance, retry_after
-from services.console.api import ApiError, Console
+from services.console.api import ApiError, Console, sending
 from services.console.callers import bearer
 from services.console.contract import Problem, RequestAccepted
 from services.console.settings import ConsoleSettings
@@ -129,7 +129,7 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     ) -> JSONResponse:
         service = console.service
-        async with service.pool.acquire() as conn:
+        async with sending(console), service.pool.acquire() as conn:
             now = await service.clock.now(conn)
             client = _client(console, authorization, now)
             wait = allowance.take(client)

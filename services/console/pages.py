@@ -288,7 +288,7 @@ async def _record(
     while the console is stopping)."""
     body = {"type": "record_satisfaction", "score": score, "comment": comment}
     service = console.service
-    async with service.pool.acquire() as conn:
+    async with console.courier.slot(), service.pool.acquire() as conn:
         now = await service.clock.now(conn)
         try:
             command = courier.shape("ticket", number, body, "customer")

@@ -37,6 +37,13 @@ class ConsoleSettings(Settings):
         description="How long the survey page waits for dispatch's decision before saying the "
         "score is on its way.",
     )
+    console_send_wait: Duration = Field(
+        default=timedelta(seconds=5),
+        gt=timedelta(0),
+        description="How long a command or `POST /requests` waits for one of the console's "
+        "sending slots (half of DESK_DB_POOL_MAX_SIZE; each holds a connection until the broker "
+        "answers) before 503 with Retry-After: a slow broker cannot take the whole pool.",
+    )
     console_requests_limit: int = Field(
         default=60,
         ge=1,
