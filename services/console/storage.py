@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.console import personal
 from services.dispatch import events as dispatch
@@ -421,37 +421,58 @@ class Traffic(Projection):
 
 class Decisions(Projection):
     """dispatch's decision on each command the console sent: accepted when one of dispatch's
-    events names it as its cause, refused when a rejection names it (accepted stands)."""
+    events names it as its cause, refused when a rejection names it (accepted stands).
+
+    A rejection counts only if it names the command's type and target, and its actor when it
+    names one: any writer of ``tickets.commands`` can send a record under another's pending
+    command id, and dispatch's refusal of *that* record must not show as the sender's."""
 
     name = "decisions"
     tables = ("decisions",)
 
     async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        decided: dict[str, tuple[str, str | None, str | None, datetime]] = {}
+        found: list[_Decision] = []
         for recorded in events:
             data = recorded.decode()
             if isinstance(data, dispatch.CommandRejected) and data.command_id:
-                if data.command_id not in decided:
-                    decided[data.command_id] = ("refused", data.reason, data.detail, recorded.time)
+                found.append(
+                    _Decision(
+                        data.command_id, "refused", data.reason, data.detail, recorded.time,
+                        data.command, data.target, data.actor,
+                    )
+                )  # fmt: skip
             elif recorded.causation_id and catalogue().get(recorded.type) == "dispatch":
-                decided[recorded.causation_id] = ("accepted", None, None, recorded.time)
-        if not decided:
+                found.append(_Decision(recorded.causation_id, "accepted", at=recorded.time))
+        if not found:
             return
-        ids = list(decided)
+        # Per command, its first decision here that is its own, an acceptance before a refusal.
         await conn.execute(
             "INSERT INTO decisions (command_id, outcome, reason, detail, decided_at) "
-            "SELECT d.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-            "$5::timestamptz[]) AS d(command_id, outcome, reason, detail, at) "
+            "SELECT DISTINCT ON (d.command_id) d.command_id, d.outcome, d.reason, d.detail, "
+            "d.at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+            "$5::timestamptz[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY "
+            "AS d(command_id, outcome, reason, detail, at, type, target, actor, n) "
             "JOIN commands c USING (command_id) "
+            "WHERE d.outcome = 'accepted' OR (d.type = c.type AND d.target = c.target "
+            "AND (d.actor IS NULL OR d.actor = c.actor)) "
+            "ORDER BY d.command_id, d.outcome = 'accepted' DESC, d.n "
             "ON CONFLICT (command_id) DO UPDATE SET outcome = excluded.outcome, reason = NULL, "
             "detail = NULL, decided_at = excluded.decided_at "
             "WHERE decisions.outcome = 'refused' AND excluded.outcome = 'accepted'",
-            ids,
-            [decided[i][0] for i in ids],
-            [decided[i][1] for i in ids],
-            [decided[i][2] for i in ids],
-            [decided[i][3] for i in ids],
+            *(list(column) for column in zip(*found, strict=True)),
         )
+
+
+class _Decision(NamedTuple):
+    command_id: str
+    outcome: str
+    reason: str | None = None
+    detail: str | None = None
+    at: datetime | None = None
+    type: str | None = None
+    """What a rejection says it refused: the command's type, target and actor."""
+    target: str | None = None
+    actor: str | None = None
 
 
 def read_models(keys: KeyStore) -> list[Projection]:

@@ -403,6 +403,35 @@ async def test_commands_go_to_dispatch_in_the_callers_name_and_their_decisions_c
         assert [t["number"] for t in listed] == [number]
 
 
+@pytest.mark.asyncio
+async def test_a_refusal_of_another_record_under_the_same_command_id_is_not_shown_as_ours(
+    settings: Settings,
+) -> None:
+    """Anyone able to write tickets.commands can send an unsigned record under a command id
+    they expect someone to use. dispatch refuses it (unauthenticated, nobody's), and the
+    console showed that refusal as the real sender's, which stood even once dispatch refused
+    the real command for its own reason. Now a refusal counts only if it names what the sender
+    sent (type, target, and actor when it names one)."""
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE)
+        [ticket] = await world.tickets("ops", 1, status="assigned")
+        number, agent = ticket["number"], world.client(ticket["agent_id"])
+        forged = {
+            "type": "start_work",
+            "command_id": "early-start",
+            "ticket_number": "REQ-2026-999999",
+            "actor": ticket["agent_id"],
+            "issued_at": datetime.now(UTC).isoformat(),
+        }
+        # First on the ticket's partition: dispatch refuses it before the real one.
+        await world.kafka.publish("tickets.commands", json.dumps(forged).encode(), key=number)
+        real = {"type": "start_work", "command_id": "early-start"}
+        sent = await agent.post(f"/api/tickets/{number}/commands", json=real)
+        assert sent.status_code == 202, sent.text
+        decided = await world.decided(agent, "early-start")
+        assert (decided["status"], decided["reason"]) == ("refused", "illegal_transition")
+
+
 async def _detail(client: Any, number: str) -> dict[str, Any]:
     shown: dict[str, Any] = (await client.get(f"/api/tickets/{number}")).json()
     return shown
