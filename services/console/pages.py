@@ -22,10 +22,12 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Form, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from services.console import board, courier, listing
 from services.console.allowance import Allowance, retry_after
@@ -154,14 +156,13 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         return render("login.j2", language_of(request, lang), refused=False)
 
     @app.post("/login", include_in_schema=False, response_model=None)
-    async def login(
-        request: Request,
-        token: Annotated[str, Form(max_length=MAX_TOKEN_CHARS)],
-        lang: str | None = None,
-    ) -> Response:
+    async def login(request: Request, lang: str | None = None) -> Response:
         language = language_of(request, lang)
         if cross_site(request):  # another site signing this browser in as someone else
             return render("login.j2", language, status=403, refused=True)
+        token = await _field(request, "token")
+        if not token.strip() or len(token) > MAX_TOKEN_CHARS:
+            return render("login.j2", language, status=401, refused=True)
         service = console.service
         async with service.pool.acquire() as conn:
             now = await service.clock.now(conn)
@@ -224,17 +225,10 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         return render("survey.j2", language, state=_survey_state(shown["ticket"]), **shown)
 
     @app.post("/survey/{number}", include_in_schema=False)
-    async def rate(  # noqa: PLR0917 - the form's fields: FastAPI reads them
-        request: Request,
-        number: str,
-        # Read as text and judged here, never by FastAPI: whatever a customer's browser (or
-        # anyone) sends, the answer is this page, not a JSON error (the body is bounded by
-        # console_max_body before it is read).
-        token: Annotated[str, Form()] = "",
-        score: Annotated[str, Form()] = "",
-        comment: Annotated[str, Form()] = "",
-        lang: str | None = None,
-    ) -> HTMLResponse:
+    async def rate(request: Request, number: str, lang: str | None = None) -> HTMLResponse:
+        token, score, comment = [
+            await _field(request, name) for name in ("token", "score", "comment")
+        ]
         found = (
             None if len(token) > MAX_TOKEN_CHARS else await customer(number, token, request, lang)
         )
@@ -319,6 +313,19 @@ async def _record(
             return "refused", decided.reason
         await asyncio.sleep(0.1)
     return "pending", None
+
+
+async def _field(request: Request, name: str) -> str:
+    """A form field as text, read and judged here, never by FastAPI: whatever a browser (or
+    anyone) sends — a field missing, a file in its place, no form at all — the answer is the
+    page, not a JSON error. The body is bounded by console_max_body before it is read."""
+    try:
+        value = (await request.form()).get(name)
+    except (MultiPartException, HTTPException):
+        # Not a form that can be read (inside an app Starlette answers its MultiPartException
+        # as a 400 of its own): as if the field were not there.
+        return ""
+    return value if isinstance(value, str) else ""
 
 
 def _survey_state(ticket: Any) -> str:

@@ -508,6 +508,14 @@ async def test_the_survey_records_satisfaction_once_through_the_customers_signed
             assert answer.status_code == status, form
             assert answer.headers["content-type"].startswith("text/html"), form
             assert shown in answer.text, form
+        # A file in place of a field (a multipart form) is not the field: the page again.
+        for files, form, status in (
+            ({"token": ("t.txt", customer.encode())}, {"score": "4"}, 403),
+            ({"score": ("s.txt", b"4")}, {"token": customer}, 422),
+        ):
+            answer = await link.post(f"/survey/{number}", data=form, files=files)
+            assert answer.status_code == status, files
+            assert answer.headers["content-type"].startswith("text/html"), files
         as_json = await link.post(f"/survey/{number}", json={"token": customer, "score": 4})
         assert as_json.status_code == 403 and as_json.headers["content-type"].startswith("text/")
         rated = await link.post(
@@ -626,6 +634,32 @@ async def test_an_authorization_header_without_a_token_is_refused_and_never_fall
             refused["the stream"] = stream
     for case, response in refused.items():
         assert response.status_code == 401, case
+
+
+@pytest.mark.asyncio
+async def test_a_sign_in_without_a_usable_token_gets_the_sign_in_page_back(
+    settings: Settings,
+) -> None:
+    """No token, one too long or a file in its place was a JSON 422 to a browser."""
+    async with (
+        served(build_service("console", settings)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+        answers = [
+            await client.post("/login", data={}),
+            await client.post("/login", data={"token": "   "}),
+            await client.post("/login", data={"token": "x" * 5000}),
+            await client.post(
+                "/login", files={"token": ("t.txt", token(settings, "ops").encode())}
+            ),
+            await client.post(
+                "/login", content=b"\x00\xff", headers={"Content-Type": "multipart/form-data"}
+            ),
+        ]
+    for answer in answers:
+        assert answer.status_code == 401, answer.text
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "set-cookie" not in answer.headers
 
 
 @pytest.mark.asyncio
