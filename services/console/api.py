@@ -169,6 +169,7 @@ async def sending(console: Console) -> AsyncIterator[None]:
             yield
     except courier.Busy as busy:
         wait = console.courier.settings.console_send_wait.total_seconds()
+        log.warning("not sent: no sending slot freed", waited_s=wait)
         raise ApiError(
             503, "broker_unavailable", f"{busy}; retry", {"Retry-After": retry_after(wait)}
         ) from None
