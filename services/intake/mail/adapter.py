@@ -24,7 +24,14 @@ from aiosmtpd.smtp import SMTP
 from prometheus_client import Counter
 
 from services.intake.contract import INCOMING_TOPIC, Refusal, read_request
-from services.intake.mail.reading import AMBIGUOUS_SENDER, NO_SENDER, UNREADABLE, Unread, read_mail
+from services.intake.mail.reading import (
+    AMBIGUOUS_SENDER,
+    NO_SENDER,
+    TOO_MANY_PARTS,
+    UNREADABLE,
+    Unread,
+    read_mail,
+)
 from services.intake.settings import IntakeSettings
 from shared.kafka import ensure_topics, make_producer
 from shared.logging import get_logger
@@ -54,7 +61,11 @@ class MailIntake:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw = envelope.original_content or b""
-        read = read_mail(raw, envelope_sender=envelope.mail_from, received_at=self.clock())
+        # Off the event loop: a large mail takes a while to read (MAX_PARTS bounds how long),
+        # and meanwhile every other sender's session goes on.
+        read = await asyncio.to_thread(
+            read_mail, raw, envelope_sender=envelope.mail_from, received_at=self.clock()
+        )
         if isinstance(read, Unread):
             return self._unread(read, envelope.mail_from)
         value = json.dumps(read, ensure_ascii=False).encode()
@@ -87,7 +98,7 @@ class MailIntake:
         return "250 2.0.0 OK"
 
     def _unread(self, unread: Unread, sender: str | None) -> str:
-        if unread.reason in (NO_SENDER, AMBIGUOUS_SENDER, UNREADABLE):
+        if unread.reason in (NO_SENDER, AMBIGUOUS_SENDER, UNREADABLE, TOO_MANY_PARTS):
             MAIL.labels("refused", unread.reason).inc()
             log.warning("mail refused", reason=unread.reason, detail=unread.detail)
             return f"550 5.6.0 {unread.reason}: {unread.detail[:200]}"

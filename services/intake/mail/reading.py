@@ -29,6 +29,11 @@ CHANNEL = "email"
 NO_SENDER = "no_sender"
 AMBIGUOUS_SENDER = "ambiguous_sender"
 UNREADABLE = "unreadable_mail"
+TOO_MANY_PARTS = "too_many_parts"
+MAX_PARTS = 200
+"""MIME parts a mail may have. The email package reads a part's headers in about half a
+millisecond, so ten megabytes of tiny parts held the adapter (every other sender's session
+with it) for a minute; no customer's mail has hundreds of parts."""
 _TRUNCATED = "\n[… shortened by the email adapter]"
 _QUOTE_HEADER = re.compile(
     r"^(On .{1,300} wrote:|.{1,200}(写道|寫道)[:：]|-{2,}\s*Original Message\s*-{2,}|"
@@ -53,10 +58,22 @@ def read_mail(
 ) -> dict[str, Any] | Unread:
     """The request (a dict of the contract) a mail makes, or :class:`Unread`. Never raises."""
     try:
+        if (parts := _parts(raw)) > MAX_PARTS:
+            return Unread(TOO_MANY_PARTS, f"{parts} MIME parts; at most {MAX_PARTS}")
         message = message_from_bytes(raw, _class=EmailMessage, policy=default)
         return _read(message, raw, envelope_sender, received_at)
     except Exception as error:  # whatever the bytes, the adapter gets an answer
         return Unread(UNREADABLE, f"{type(error).__name__}: {error}"[:300])
+
+
+def _parts(raw: bytes) -> int:
+    """The mail's MIME parts, when there may be more than :data:`MAX_PARTS` (0 otherwise):
+    every part but the first opens with a line starting ``--``, so a mail with few such lines
+    is within at no cost; one with many is counted by the legacy parser, which reads headers
+    some twenty times faster than the modern one."""
+    if raw.count(b"\n--") < MAX_PARTS:
+        return 0
+    return sum(1 for _ in message_from_bytes(raw).walk())
 
 
 def _read(

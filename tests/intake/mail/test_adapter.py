@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
+from services.intake.mail.reading import MAX_PARTS
 from services.notify.app import build as notify
 from services.notify.events import ticket_of_mail
 from shared.deadletter import Record
@@ -273,7 +274,7 @@ async def test_replies_to_the_first_mail_or_the_acknowledgement_before_any_agent
 
 
 @pytest.mark.asyncio
-async def test_an_oversized_mail_is_refused_at_smtp_and_publishes_nothing(
+async def test_an_oversized_mail_or_one_of_too_many_parts_is_refused_at_smtp_and_publishes_nothing(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
     desk = settings.replace(email_adapter_max_bytes=4096)
@@ -282,5 +283,14 @@ async def test_an_oversized_mail_is_refused_at_smtp_and_publishes_nothing(
             await send(port, customer_mail("x" * 10_000, subject="big"))
         assert refused.value.smtp_code == 552
         await send(port, customer_mail("small enough", subject="small"))
+    async with email_adapter(settings) as port:
+        parted = customer_mail("see the files", subject="parted")
+        for n in range(MAX_PARTS):
+            parted.add_attachment(b"x", maintype="application", subtype="octet-stream",
+                                  filename=f"f{n}.bin")  # fmt: skip
+        with pytest.raises(smtplib.SMTPDataError) as too_many:
+            await send(port, parted)
+        assert too_many.value.smtp_code == 550
+        assert b"too_many_parts" in too_many.value.smtp_error
         incoming = await kafka.all_records("requests.incoming", settle=1.0)
     assert [json.loads(r.value)["subject"] for r in incoming] == ["small"]

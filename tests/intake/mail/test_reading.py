@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 
 from services.intake.contract import MAX_DESCRIPTION_BYTES, Request, read_request
-from services.intake.mail.reading import Unread, html_to_text, read_mail, without_quote
+from services.intake.mail.reading import (
+    MAX_PARTS,
+    Unread,
+    html_to_text,
+    read_mail,
+    without_quote,
+)
 from services.intake.mail.rules import MAX_REFERENCES, Loop, message_key
 from services.notify.events import mail_message_id
 
@@ -252,6 +258,35 @@ def test_what_the_contract_bounds_is_shortened_not_refused() -> None:
     assert found.channel_message_id.startswith("sha256:"), "over the contract's 200 characters"
     no_id = mail(message_id=None)
     assert read(no_id)["channel_message_id"] == read(no_id)["channel_message_id"]
+
+
+def _with_parts(attachments: int) -> EmailMessage:
+    message = mail("See the files.")
+    for n in range(attachments):
+        message.add_attachment(b"x", maintype="application", subtype="octet-stream",
+                               filename=f"f{n}.bin")  # fmt: skip
+    return message
+
+
+def test_a_mail_of_more_parts_than_any_customers_is_refused_with_its_reason() -> None:
+    """Reading a part's headers costs the email package about half a millisecond: ten
+    megabytes of tiny parts held the adapter, and every other sender with it, a minute."""
+    within = request(_with_parts(MAX_PARTS - 2))  # with the text and the container: MAX_PARTS
+    assert len(within.attachments) == 20  # listed up to the contract's bound, as before
+    over = read(_with_parts(MAX_PARTS))
+    assert isinstance(over, Unread), over
+    assert (over.reason, over.detail) == (
+        "too_many_parts",
+        f"{MAX_PARTS + 2} MIME parts; at most {MAX_PARTS}",
+    )
+    nested = b"From: a@example.com\r\nMIME-Version: 1.0\r\n"
+    for n in range(MAX_PARTS + 1):
+        nested += b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (n, n)
+    nested += b"Content-Type: text/plain\r\n\r\nhello\r\n"
+    assert read(nested).reason == "too_many_parts"
+    # Lines that only look like delimiters are text: a mail of them is read, not counted out.
+    dashes = "\n".join(f"-- line {n} of a pasted log" for n in range(MAX_PARTS * 3))
+    assert request(mail(dashes)).description.startswith("-- line 0")
 
 
 def test_a_mail_without_any_sender_is_refused_with_its_reason() -> None:
