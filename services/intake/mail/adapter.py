@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from services.intake.contract import INCOMING_TOPIC, Refusal, read_request
 from services.intake.mail.reading import (
     AMBIGUOUS_SENDER,
+    HEADERS_TOO_LARGE,
     NO_SENDER,
     TOO_MANY_PARTS,
     UNREADABLE,
@@ -98,7 +99,13 @@ class MailIntake:
         return "250 2.0.0 OK"
 
     def _unread(self, unread: Unread, sender: str | None) -> str:
-        if unread.reason in (NO_SENDER, AMBIGUOUS_SENDER, UNREADABLE, TOO_MANY_PARTS):
+        if unread.reason in (
+            NO_SENDER,
+            AMBIGUOUS_SENDER,
+            UNREADABLE,
+            TOO_MANY_PARTS,
+            HEADERS_TOO_LARGE,
+        ):
             MAIL.labels("refused", unread.reason).inc()
             log.warning("mail refused", reason=unread.reason, detail=unread.detail)
             return f"550 5.6.0 {unread.reason}: {unread.detail[:200]}"
