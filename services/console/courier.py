@@ -134,9 +134,9 @@ class Courier:
         now: datetime,
     ) -> Sent:
         """Record, then publish and await the broker, in one transaction (the caller holds a
-        :meth:`slot`): a concurrent
-        retry waits on the row until this one is sent (or undone, when publishing fails; then
-        it sends itself), so no answer says "sent" for a command that never was.
+        :meth:`slot`): a concurrent retry waits on the row until this one is sent (or undone,
+        when publishing fails; then it sends itself), so no answer says "sent" for a command
+        that never was.
 
         The same id again from the same caller: with another command, :class:`Reused`; after
         dispatch refused it, sent again (a refusal does not use up the id, README), its old
