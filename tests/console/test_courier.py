@@ -17,6 +17,7 @@ from tests.conftest import SettingsFactory
 from tests.console.support import SIMPLE, desk
 from tests.console.test_inbox import web_request
 from tests.support.credentials import token
+from tests.support.waiting import eventually
 
 
 @pytest.mark.asyncio
@@ -53,7 +54,16 @@ async def test_sends_to_a_stalled_broker_hold_half_the_pool_and_the_console_stil
                     )
                     for n in range(2)
                 ]
-                await asyncio.sleep(1)  # both hold their slot, waiting on the broker
+                # Both recorded, their transactions open while the broker does not answer.
+                await eventually(
+                    lambda: world.console.pool.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND state = 'idle in transaction' "
+                        "AND query LIKE 'INSERT INTO commands %'"
+                    ),
+                    lambda waiting: waiting == 2,
+                    what="two sends waiting on the broker",
+                )
                 assert not any(task.done() for task in in_flight), [
                     (t.result().status_code, t.result().text) for t in in_flight if t.done()
                 ]

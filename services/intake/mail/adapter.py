@@ -24,15 +24,7 @@ from aiosmtpd.smtp import SMTP
 from prometheus_client import Counter
 
 from services.intake.contract import INCOMING_TOPIC, Refusal, read_request
-from services.intake.mail.reading import (
-    AMBIGUOUS_SENDER,
-    HEADERS_TOO_LARGE,
-    NO_SENDER,
-    TOO_MANY_PARTS,
-    UNREADABLE,
-    Unread,
-    read_mail,
-)
+from services.intake.mail.reading import REFUSED, Unread, read_mail
 from services.intake.settings import IntakeSettings
 from shared.kafka import ensure_topics, make_producer
 from shared.logging import get_logger
@@ -99,13 +91,7 @@ class MailIntake:
         return "250 2.0.0 OK"
 
     def _unread(self, unread: Unread, sender: str | None) -> str:
-        if unread.reason in (
-            NO_SENDER,
-            AMBIGUOUS_SENDER,
-            UNREADABLE,
-            TOO_MANY_PARTS,
-            HEADERS_TOO_LARGE,
-        ):
+        if unread.reason in REFUSED:
             MAIL.labels("refused", unread.reason).inc()
             log.warning("mail refused", reason=unread.reason, detail=unread.detail)
             return f"550 5.6.0 {unread.reason}: {unread.detail[:200]}"

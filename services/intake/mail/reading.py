@@ -38,6 +38,8 @@ MAX_HEADER_CHARS = 16_384
 """Of a header, what is read (a From of 10,000 addresses took 4 s; SMTP bounds only the whole
 mail): 16 KiB holds the References of a thread of some 300 mails."""
 HEADERS_TOO_LARGE = "headers_too_large"
+REFUSED = frozenset({NO_SENDER, AMBIGUOUS_SENDER, UNREADABLE, TOO_MANY_PARTS, HEADERS_TOO_LARGE})
+"""The reasons a mail is refused (550: its sender hears of it), unlike an automatic mail's."""
 HEADER_BUDGET = 131_072
 """Characters of headers read in all, each distinct header once: a customer's mail with twenty
 attachments needs some ten thousand."""
