@@ -297,7 +297,9 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         + "".join(f"; {k} {d[k][:60]!r}" for k in ("cause", "actions", "compensation") if d.get(k))
     ),
     "ticket.reopened": lambda d: f"reopened by {d['actor']}: {d['reason'][:80]!r}",
-    "ticket.closed": lambda d: f"closed by {d['actor']}",
+    "ticket.closed": lambda d: (
+        f"closed by {d['actor']}" + (f": {d['reason']}" if d.get("reason") else "")
+    ),
     "ticket.follow_up_requested": lambda d: (
         f"customer wrote on it {_FOLLOW_UP_REASONS.get(d['reason'], d['reason'])}: a follow-up "
         f"ticket is opened for {d['body'][:80]!r}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.dispatch.closing import closing
 from services.dispatch.events import MARKS_TOPIC, PUBLISHES
 from services.dispatch.handlers import Commands, DeskSession, Events, policy_switch
 from services.dispatch.settings import DispatchSettings
@@ -33,7 +34,7 @@ def build(settings: Settings) -> Service:
             Commands(session, KeyRing.from_settings(own), own.token_max_ttl),
         ],
         projections=[TicketBoard(), AgentRoster()],
-        workers=[policy_switch(session)],
+        workers=[policy_switch(session), closing(session, own.dispatch_close_interval)],
         migrations=MIGRATIONS,
         # What people write about a ticket is its customer's personal data: sealed as recorded.
         key_store=keys,

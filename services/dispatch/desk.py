@@ -76,6 +76,7 @@ from services.intake.events import CustomerReplied, TicketTriaged, ticket_stream
 from services.policy import Policy
 from services.sla.events import EscalationRaised
 from services.vocabulary import CATEGORY_OF, Category, ComplaintSeverity, Complexity
+from shared.durations import format_duration
 from shared.events import EventData
 from shared.personal import for_subject, ref_in
 from shared.templating import render_text
@@ -195,6 +196,21 @@ class Desk:
         if raised.level <= ticket.escalation_level:
             return  # each level once per ticket
         self._escalate(ticket, raised.level, f"sla:{raised.metric}", cause_event_id, actor="system")
+
+    def close_quiet(self, ticket_id: str) -> bool:
+        """Close a ticket resolved at least ``routing.close_after`` ago and not reopened since
+        (decided here, under the batch's locks: a reply may have reopened it meanwhile)."""
+        ticket = self.tickets.get(ticket_id)
+        close_after = self.policy.routing.close_after
+        if ticket is None or ticket.status != "resolved" or close_after is None:
+            return False
+        resolved = ticket.resolved_at or ticket.updated_at or self.now
+        if self.now - resolved < close_after:
+            return False
+        reason = f"resolved {format_duration(close_after)} ago and not reopened"
+        ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
+        self._emit(ticket, TicketClosed(**ids, actor="system", reason=reason))
+        return True
 
     # --- commands --------------------------------------------------------------------------
 

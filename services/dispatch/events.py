@@ -167,6 +167,8 @@ class FollowUpRequested(TicketEvent):
 @event("servicedesk.ticket.closed", version=1)
 class TicketClosed(TicketEvent):
     actor: str
+    reason: str | None = None
+    """Why the system closed it (``routing.close_after`` passed); none when a person did."""
 
 
 @event("servicedesk.ticket.reassigned", version=1)

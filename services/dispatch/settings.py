@@ -1,11 +1,20 @@
-"""dispatch's settings: the kernel's, plus its HTTP port."""
+"""dispatch's settings: the kernel's, plus its HTTP port and how often it closes tickets."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from pydantic import Field
 
+from shared.durations import Duration
 from shared.settings import Settings
 
 
 class DispatchSettings(Settings):
     dispatch_port: int = Field(default=8102, description="HTTP port of dispatch.")
+    dispatch_close_interval: Duration = Field(
+        default=timedelta(minutes=1),
+        gt=timedelta(0),
+        description="How often dispatch closes the resolved tickets past the policy's "
+        "routing.close_after.",
+    )

@@ -121,6 +121,18 @@ async def open_outside(conn: Connection, groups: Iterable[str]) -> dict[str, Tic
     return {row[0]: _ticket(row) for row in rows}
 
 
+async def resolved_before(conn: Connection, cutoff: datetime, limit: int) -> list[str]:
+    """Resolved tickets whose resolution is ``cutoff`` or older, oldest first: the ones due to
+    close (``tickets_resolved``)."""
+    rows = await conn.fetch(
+        "SELECT ticket_id::text FROM tickets WHERE status = 'resolved' AND resolved_at <= $1 "
+        "ORDER BY resolved_at LIMIT $2",
+        cutoff,
+        limit,
+    )
+    return [row[0] for row in rows]
+
+
 async def agent_states(conn: Connection) -> dict[str, tuple[AgentRegistered, int]]:
     """Every agent as the roster knows it (profile, shift, capacity), and its stream version."""
     rows = await conn.fetch(

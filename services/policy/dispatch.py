@@ -191,6 +191,12 @@ class RoutingPolicy(_Section):
         description="A customer's reply to a resolved ticket within this time reopens it; to a "
         "closed ticket, or later, it opens a new ticket linked to the old one.",
     )
+    close_after: Duration | None = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description="A resolved ticket nobody reopened is closed by dispatch this long after its "
+        "resolution (sop.md: the rating, then the close); none: only a person closes it.",
+    )
     resolution_requires: dict[Category, list[ResolutionField]] = Field(
         default={},
         description="What a resolution of each category must state besides its text (sop.md: "

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
@@ -22,6 +24,7 @@ from tests.intake.requests import RECEIVED_AT, encode, intake_clock, valid
 from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
 from tests.support.personal import opened as revealed
+from tests.support.policies import shipped
 from tests.support.services import running
 from tests.support.time import DrivenTime
 
@@ -88,11 +91,16 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
 
 @pytest.mark.asyncio
 async def test_a_reply_after_the_reopen_window_opens_a_linked_follow_up_not_a_reopening(
-    settings: Settings, kafka: KafkaProbe
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
 ) -> None:
     """intake's and dispatch's clocks are driven: the ticket is resolved, then eight days pass
-    (the shipped window is seven) before the customer writes again."""
-    driven = settings.replace(clock="driven")
+    (the shipped window is seven) before the customer writes again. Nobody closes it meanwhile
+    (``close_after: null``): closed, it would be followed up for that reason instead."""
+    document = shipped()
+    document["routing"]["close_after"] = None
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump(document, allow_unicode=True))
+    driven = settings.replace(clock="driven", policy_file=policy)
     clock = DrivenTime(driven, "intake", "dispatch")
     start = datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
     await clock.set(start)

@@ -1,0 +1,110 @@
+"""Closing resolved tickets (services/dispatch/closing.py), through intake and dispatch on the
+real broker and PostgreSQL with their clocks driven: a ticket resolved and left alone is closed
+by the system once the policy's close_after (shipped: 7d) has passed — not before — and one the
+customer reopened meanwhile stays open."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from services.dispatch.app import build as dispatch
+from services.dispatch.desk import Desk
+from services.dispatch.events import TicketClosed
+from services.intake.app import build as intake
+from shared.deadletter import Record
+from shared.settings import Settings
+from tests.dispatch.support import T0, desk, triaged
+from tests.intake.requests import RECEIVED_AT, encode, valid
+from tests.support.credentials import token
+from tests.support.kafka import KafkaProbe
+from tests.support.services import running
+from tests.support.time import DrivenTime
+
+DISPATCH = "dispatch.events"
+
+
+def data(record: Record) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(record.value)["data"]
+    return value
+
+
+def of_type(name: str) -> Any:
+    return lambda r: r.header("ce_type") == f"servicedesk.ticket.{name}.v1"
+
+
+@pytest.mark.asyncio
+async def test_a_resolved_ticket_left_alone_is_closed_by_the_system_after_close_after(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    driven = settings.replace(clock="driven", dispatch_close_interval="100ms")
+    clock = DrivenTime(driven, "intake", "dispatch")
+    start = datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
+    await clock.set(start)
+    async with running(intake(driven)), running(dispatch(driven)):
+        for message_id in ("quiet", "reopened"):
+            await kafka.publish("requests.incoming", encode(valid(message_id)))
+        assigned = await kafka.await_records(DISPATCH, of_type("assigned"), count=2)
+        numbers: dict[str, str] = {}
+        for record in assigned:
+            number, owner = data(record)["number"], data(record)["agent_id"]
+            mine = token(driven, owner, now=start)
+            await kafka.ticket_command(owner, number, "accept", token=mine)
+            await kafka.ticket_command(owner, number, "resolve", token=mine, resolution="fixed")
+            numbers[number] = owner
+        await kafka.await_records(DISPATCH, of_type("resolved"), count=2)
+        quiet, reopened = sorted(numbers)
+
+        await clock.set(start + timedelta(days=1))
+        reply = valid(
+            "not-fixed",
+            reply_to_ticket=reopened,
+            received_at=(start + timedelta(days=1)).isoformat(),
+            description="still broken",
+        )
+        await kafka.publish("requests.incoming", encode(reply))
+        await kafka.await_records(DISPATCH, of_type("reopened"))
+
+        await clock.set(start + timedelta(days=7) - timedelta(minutes=1))
+        await asyncio.sleep(0.6)  # rounds of a 100 ms interval go by
+        early = [r for r in await kafka.all_records(DISPATCH, settle=0.2) if of_type("closed")(r)]
+
+        await clock.set(start + timedelta(days=7, minutes=1))
+        [closed] = await kafka.await_records(DISPATCH, of_type("closed"))
+        await asyncio.sleep(0.6)
+        after = await kafka.all_records(DISPATCH, settle=0.2)
+
+    assert early == [], "not before close_after"
+    assert data(closed)["number"] == quiet
+    assert data(closed)["actor"] == "system"
+    assert data(closed)["reason"] == "resolved 7d ago and not reopened"
+    assert [data(r)["number"] for r in after if of_type("closed")(r)] == [quiet], (
+        "closed once; the reopened ticket stays open"
+    )
+
+
+def _resolved(ticket_desk: Desk, n: int, at: datetime) -> str:
+    ticket_desk.now = at
+    ticket_desk.classify(triaged(n))
+    [ticket] = [t for t in ticket_desk.tickets.values() if t.number == f"REQ-2026-{n:06d}"]
+    ticket.status, ticket.resolved_at = "resolved", at
+    return ticket.ticket_id
+
+
+def test_the_desk_closes_only_a_ticket_still_resolved_and_resolved_long_enough_ago() -> None:
+    ticket_desk, recorded = desk()
+    old = _resolved(ticket_desk, 1, T0)
+    recent = _resolved(ticket_desk, 2, T0 + timedelta(days=3))
+    ticket_desk.now = T0 + timedelta(days=7)
+
+    assert ticket_desk.close_quiet(old) is True
+    assert ticket_desk.close_quiet(old) is False, "closed already"
+    assert ticket_desk.close_quiet(recent) is False, "resolved four days ago"
+    assert ticket_desk.close_quiet("no-such-ticket") is False
+    closed = recorded.events(TicketClosed)
+    assert [(e.ticket_id, e.actor) for e in closed] == [(old, "system")]
+    assert ticket_desk.tickets[old].status == "closed"
