@@ -423,9 +423,11 @@ class Decisions(Projection):
     """dispatch's decision on each command the console sent: accepted when one of dispatch's
     events names it as its cause, refused when a rejection names it (accepted stands).
 
-    A rejection counts only if it names the command's type and target, and its actor when it
-    names one: any writer of ``tickets.commands`` can send a record under another's pending
-    command id, and dispatch's refusal of *that* record must not show as the sender's."""
+    Two senders may use one command id (dispatch keys commands by sender and id), and any writer
+    of ``tickets.commands`` can send a record under another's pending id: so an acceptance
+    counts only if the event is on the command's target's stream (the ticket's, the agent's),
+    and a rejection only if it names the command's type and target, and its actor when it names
+    one — dispatch's decision on *that* record must not show as the sender's."""
 
     name = "decisions"
     tables = ("decisions",)
@@ -442,7 +444,12 @@ class Decisions(Projection):
                     )
                 )  # fmt: skip
             elif recorded.causation_id and catalogue().get(recorded.type) == "dispatch":
-                found.append(_Decision(recorded.causation_id, "accepted", at=recorded.time))
+                found.append(
+                    _Decision(
+                        recorded.causation_id, "accepted", at=recorded.time,
+                        target=recorded.stream_id,
+                    )
+                )  # fmt: skip
         if not found:
             return
         # Per command, its first decision here that is its own, an acceptance before a refusal.
@@ -453,8 +460,11 @@ class Decisions(Projection):
             "$5::timestamptz[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY "
             "AS d(command_id, outcome, reason, detail, at, type, target, actor, n) "
             "JOIN commands c USING (command_id) "
-            "WHERE d.outcome = 'accepted' OR (d.type = c.type AND d.target = c.target "
-            "AND (d.actor IS NULL OR d.actor = c.actor)) "
+            "WHERE CASE WHEN d.outcome = 'accepted' THEN d.target = CASE c.kind "
+            "WHEN 'agent' THEN 'agent-' || c.target ELSE (SELECT 'ticket-' || t.ticket_id "
+            "FROM tickets t WHERE t.number = c.target) END "
+            "ELSE d.type = c.type AND d.target = c.target "
+            "AND (d.actor IS NULL OR d.actor = c.actor) END "
             "ORDER BY d.command_id, d.outcome = 'accepted' DESC, d.n "
             "ON CONFLICT (command_id) DO UPDATE SET outcome = excluded.outcome, reason = NULL, "
             "detail = NULL, decided_at = excluded.decided_at "
@@ -470,7 +480,8 @@ class _Decision(NamedTuple):
     detail: str | None = None
     at: datetime | None = None
     type: str | None = None
-    """What a rejection says it refused: the command's type, target and actor."""
+    """What a rejection says it refused: the command's type, target and actor (for an
+    acceptance, ``target`` is the stream of the event that names the command)."""
     target: str | None = None
     actor: str | None = None
 

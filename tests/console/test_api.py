@@ -432,6 +432,34 @@ async def test_a_refusal_of_another_record_under_the_same_command_id_is_not_show
         assert (decided["status"], decided["reason"]) == ("refused", "illegal_transition")
 
 
+@pytest.mark.asyncio
+async def test_an_acceptance_of_another_senders_command_under_the_same_id_is_not_shown_as_ours(
+    settings: Settings,
+) -> None:
+    """dispatch keys commands by sender and id, so two people may use one id. Another agent's
+    accepted command on their own ticket, under our pending id, showed ours as accepted while
+    dispatch refused ours. Now an acceptance counts only on the command's target's stream."""
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE)
+        await world.request(1, **PRINTER)
+        tickets = {t["group_id"]: t for t in await world.tickets("ops", 2, status="assigned")}
+        ours, theirs = tickets["front-line"], tickets["printing"]
+        agent = world.client(ours["agent_id"])
+        # Refused: an assigned ticket is accepted before work starts on it.
+        mine = {"type": "start_work", "command_id": "shared-id"}
+        sent = await agent.post(f"/api/tickets/{ours['number']}/commands", json=mine)
+        assert sent.status_code == 202, sent.text
+        await world.kafka.ticket_command(
+            theirs["agent_id"], theirs["number"], "accept", command_id="shared-id"
+        )
+        await world.tickets("ops", 1, status="accepted", agent=theirs["agent_id"])
+        decided = await world.decided(agent, "shared-id")
+        await asyncio.sleep(0.5)  # whatever else the console reads of it is read by now
+        again = (await agent.get("/api/commands/shared-id")).json()
+    assert (decided["status"], decided["reason"]) == ("refused", "illegal_transition")
+    assert (again["status"], again["reason"]) == ("refused", "illegal_transition")
+
+
 async def _detail(client: Any, number: str) -> dict[str, Any]:
     shown: dict[str, Any] = (await client.get(f"/api/tickets/{number}")).json()
     return shown
