@@ -303,6 +303,12 @@ async def keys_for(store: KeyStore, conn: Connection, values: Iterable[Any]) -> 
     return DataKeys(await store.keys(conn, refs))
 
 
+def personal_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` that may hold personal data (typed personal, or holding a model
+    that may): what must not be copied out of an opened event beside its personal texts."""
+    return frozenset(name for name, _ in _fields(model))
+
+
 def sealed_refs(value: Any) -> set[str]:
     """The pseudonyms whose data ``value`` holds."""
     refs: set[str] = set()

@@ -49,7 +49,11 @@ ATTACHMENT = {
     "content_type": "application/pdf",
     "url": f"https://f/{FILE}",
 }
-PERSONAL = [*CUSTOMER.values(), "13912345678", SUBJECT, DESCRIPTION, REPLY, RESOLUTION, FILE]
+CAUSE = "Zhang Wei's toner cartridge was a counterfeit"
+"""A complaint's solution states its cause (and actions, compensation): what the agent wrote."""
+PERSONAL = [
+    *CUSTOMER.values(), "13912345678", SUBJECT, DESCRIPTION, REPLY, RESOLUTION, CAUSE, FILE,
+]  # fmt: skip
 
 
 RUNNING = ("intake", "dispatch", "sla", "notify", "console")
@@ -94,6 +98,22 @@ async def stored_rows(settings: Settings) -> list[str]:
                     )
                 )
         return rows
+    finally:
+        await conn.close()
+
+
+async def console_rows(settings: Settings) -> list[str]:
+    """Every row of every table of the console's own (its read models: opened for the desk)."""
+    conn = await connect(settings.require_database_url())
+    try:
+        tables = await conn.fetch(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'console'"
+        )
+        return [
+            str(dict(row))
+            for (table,) in tables
+            for row in await conn.fetch(f'SELECT * FROM console."{table}"')
+        ]
     finally:
         await conn.close()
 
@@ -167,7 +187,7 @@ async def scenario(settings: Settings) -> None:
         for body in (
             {"type": "accept"},
             {"type": "respond", "message": REPLY},
-            {"type": "resolve", "resolution": RESOLUTION},
+            {"type": "resolve", "resolution": RESOLUTION, "cause": CAUSE},
         ):
             sent = await agent.post(f"/api/tickets/{number}/commands", json=body)
             assert sent.status_code == 202, sent.text
@@ -186,6 +206,8 @@ async def scenario(settings: Settings) -> None:
             CUSTOMER["email"],
             DESCRIPTION,
         ), "the console opens them for the people allowed to see the ticket"
+        [solution] = [e for e in shown["timeline"] if e["kind"] == "ticket.resolved"]
+        assert solution["said"] == f"{RESOLUTION}\ncause: {CAUSE}", solution
         # An agent desk's broken command, quoting what they wrote: its bytes are refused, sealed.
         broken = {"type": "respond", "ticket_number": number, "message": f"{REPLY} (draft)"}
         await world.kafka.publish("tickets.commands", json.dumps(broken).encode(), key=number)
@@ -259,6 +281,10 @@ async def scenario(settings: Settings) -> None:
         )
         assert shown["customer"]["name"] == "erased" and shown["subject"] == "erased"
         assert all(e["said"] in (None, "erased") for e in shown["timeline"])
+        kept = await console_rows(settings)
+        assert not [(p, r[:300]) for r in kept for p in PERSONAL if p in r], (
+            "the console's read models keep nothing of theirs in clear"
+        )
         shell = await asyncio.to_thread(desk_command, settings, "ticket", "show", number)
         assert shell.returncode == 0 and "erased" in shell.stdout, shell.stderr
         assert await sla_report(settings) == report, "the SLA report is the same"

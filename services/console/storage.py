@@ -24,6 +24,7 @@ from shared.database import Connection
 from shared.events import EventData
 from shared.eventstore import RecordedEvent
 from shared.keystore import KeyStore
+from shared.personal import personal_fields
 from shared.projection import Projection
 from shared.provenance import catalogue
 
@@ -43,9 +44,13 @@ SAID: dict[type[EventData], str] = {
     dispatch.SpecialistRequested: "question",
     dispatch.FindingsProvided: "findings",
 }
-"""The field in which someone wrote something, per event: personal, kept apart."""
-_PERSONAL = {"customer", "subject", "description", "attachments", *SAID.values()}
-_IDENTITY = {"ticket_id", "number"}
+"""The field in which someone wrote something, per event: personal, kept apart (``said``, which
+an erasure overwrites)."""
+_SAID_TOO: dict[type[EventData], tuple[str, ...]] = {
+    dispatch.TicketResolved: ("cause", "actions", "compensation"),
+}
+"""What else someone wrote in the event, shown after the said field (a complaint's solution)."""
+_IDENTITY = frozenset({"ticket_id", "number"})
 
 
 def _ticket_id(data: EventData) -> str | None:
@@ -240,12 +245,9 @@ def _set(data: Any, time: datetime, change: str, *values: Any) -> Statement:
 
 def _timeline_row(recorded: RecordedEvent, data: EventData, ticket_id: str) -> tuple[Any, ...]:
     kind = recorded.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
-    said_field = SAID.get(type(data))
-    facts = {
-        k: v
-        for k, v in data.model_dump(mode="json").items()
-        if k not in _PERSONAL and k not in _IDENTITY
-    }
+    # Every field that may hold personal data, by its type: opened here, it would stay in clear
+    # in ``facts``, which an erasure does not touch (a complaint's cause and compensation did).
+    facts = data.model_dump(mode="json", exclude=set(personal_fields(type(data)) | _IDENTITY))
     actor = getattr(data, "actor", None) or getattr(data, "agent_id", None)
     return (
         ticket_id,
@@ -255,8 +257,19 @@ def _timeline_row(recorded: RecordedEvent, data: EventData, ticket_id: str) -> t
         kind,
         actor if isinstance(actor, str) else None,
         facts,
-        personal.stored_text(getattr(data, said_field)) if said_field else None,
+        personal.stored_text(_said(data)),
     )
+
+
+def _said(data: EventData) -> str | None:
+    field = SAID.get(type(data))
+    if field is None:
+        return None
+    parts = [getattr(data, field)]
+    for name in _SAID_TOO.get(type(data), ()):
+        if value := getattr(data, name):
+            parts.append(f"{name}: {value}")
+    return "\n".join(parts)
 
 
 async def _add_to_timelines(conn: Connection, rows: list[tuple[Any, ...]]) -> None:

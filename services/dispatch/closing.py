@@ -19,6 +19,7 @@ from services.dispatch import reach, storage
 from services.dispatch.handlers import DeskSession
 from services.dispatch.ticket import Ticket
 from services.policy import Policy
+from shared.durations import format_duration
 from shared.logging import get_logger
 from shared.service import Worker, every
 from shared.unit_of_work import Cause, UnitOfWork
@@ -60,7 +61,7 @@ async def _close_batch(service: Service, session: DeskSession) -> int:
             desk.record = uow.caused_by(Cause(ticket_id))
             closed += desk.close_quiet(ticket_id)
         await uow.flush()
-    log.info("resolved tickets closed", closed=closed, close_after=str(close_after))
+    log.info("resolved tickets closed", closed=closed, close_after=format_duration(close_after))
     return len(due)
 
 
