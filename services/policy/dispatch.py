@@ -194,6 +194,7 @@ class RoutingPolicy(_Section):
     close_after: Duration | None = Field(
         default=timedelta(days=7),
         gt=timedelta(0),
+        le=timedelta(days=36500),  # dispatch's now minus it must still be a date
         description="A resolved ticket nobody reopened is closed by dispatch this long after its "
         "resolution (sop.md: the rating, then the close); none: only a person closes it.",
     )

@@ -44,6 +44,7 @@ class IntakePolicy(_Section):
     retention: Duration | None = Field(
         default=None,
         gt=timedelta(0),
+        le=timedelta(days=36500),  # intake's now minus it must still be a date
         description="How long a customer's personal data is kept after their last ticket "
         "closed: then their data key is destroyed (as by `desk customer erase`) and intake's "
         "dead letters older than it are purged. None: kept until erased.",

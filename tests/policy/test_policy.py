@@ -191,3 +191,27 @@ def test_the_sms_endpoint_setting_must_be_an_http_address() -> None:
     with pytest.raises(ValidationError, match="not a URL"):
         NotifySettings(notify_sms_endpoint="http://[::1")
     assert NotifySettings(notify_sms_endpoint="https://sms.example.com/send")
+
+
+@pytest.mark.unit
+def test_periods_subtracted_from_now_are_bounded_so_the_workers_never_overflow() -> None:
+    """dispatch closes what was resolved ``close_after`` before its now, intake forgets what
+    closed ``retention`` before it: a million days would overflow the date in every round."""
+    shipped = DEFAULT_POLICY.read_text()
+    assert "  close_after: 7d" in shipped and "    max_future: 5m" in shipped
+
+    def with_periods(days: int) -> bytes:
+        document = shipped.replace("  close_after: 7d", f"  close_after: {days}d", 1)
+        return document.replace(
+            "    max_future: 5m", f"    max_future: 5m\n  retention: {days}d", 1
+        ).encode()
+
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(with_periods(1_000_000), Policy, source="policy.yaml")
+    problems = caught.value.problems
+    assert any("routing.close_after" in p for p in problems), problems
+    assert any("intake.retention" in p for p in problems), problems
+    policy = parse_policy(with_periods(36_500), Policy, source="policy.yaml")
+    longest = timedelta(days=36_500)
+    assert policy.routing.close_after == policy.intake.retention == longest
+    assert datetime.now(UTC) - longest < datetime.now(UTC), "still a date"
