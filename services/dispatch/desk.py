@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from jinja2 import TemplateError
 
@@ -209,7 +209,8 @@ class Desk:
             return False
         reason = f"resolved {format_duration(close_after)} ago and not reopened"
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
-        self._emit(ticket, TicketClosed(**ids, actor="system", reason=reason))
+        silent = self.now - resolved - close_after > LATE_CLOSE
+        self._emit(ticket, TicketClosed(**ids, actor="system", reason=reason, silent=silent))
         return True
 
     # --- commands --------------------------------------------------------------------------
@@ -764,6 +765,8 @@ def _actor(command: TicketCommand | AgentCommand) -> str:
     return command.actor
 
 
+LATE_CLOSE = timedelta(days=1)
+"""A ticket closed by the system later than this after it was due is closed silently."""
 _REASON_CHARS = 2000
 """A reopen's reason quotes at most this much of the customer's reply."""
 _TEXT_CHARS = 32_768

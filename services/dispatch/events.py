@@ -169,6 +169,10 @@ class TicketClosed(TicketEvent):
     actor: str
     reason: str | None = None
     """Why the system closed it (``routing.close_after`` passed); none when a person did."""
+    silent: bool = False
+    """Closed by the system over a day after it was due — a backlog, as on the first round
+    after an upgrade or after dispatch was down: no rule tells anyone of it (notify), so no
+    customer hears about a ticket resolved months ago."""
 
 
 @event("servicedesk.ticket.reassigned", version=1)

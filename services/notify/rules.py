@@ -170,6 +170,7 @@ def _rules(
         rule
         for rule in settings.rules
         if rule.event == trigger
+        and not data.get("silent")  # a backlog the system closed (dispatch's TicketClosed)
         and (rule.levels is None or data.get("level") in rule.levels)
         and (rule.metrics is None or data.get("metric") in rule.metrics)
     ]

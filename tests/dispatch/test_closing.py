@@ -106,5 +106,18 @@ def test_the_desk_closes_only_a_ticket_still_resolved_and_resolved_long_enough_a
     assert ticket_desk.close_quiet(recent) is False, "resolved four days ago"
     assert ticket_desk.close_quiet("no-such-ticket") is False
     closed = recorded.events(TicketClosed)
-    assert [(e.ticket_id, e.actor) for e in closed] == [(old, "system")]
+    assert [(e.ticket_id, e.actor, e.silent) for e in closed] == [(old, "system", False)]
     assert ticket_desk.tickets[old].status == "closed"
+
+
+def test_a_backlog_is_closed_silently_a_ticket_just_due_is_not() -> None:
+    """The first round after an upgrade finds tickets resolved months ago: their customers
+    are not told (notify fires no rule on a silent event); one due an hour ago is announced."""
+    ticket_desk, recorded = desk()
+    now = T0 + timedelta(days=90)
+    months = _resolved(ticket_desk, 1, T0)
+    hour = _resolved(ticket_desk, 2, now - timedelta(days=7, hours=1))
+    ticket_desk.now = now
+    assert ticket_desk.close_quiet(months) and ticket_desk.close_quiet(hour)
+    silent = {e.ticket_id: e.silent for e in recorded.events(TicketClosed)}
+    assert silent == {months: True, hour: False}

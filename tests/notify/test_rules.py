@@ -223,6 +223,12 @@ def test_the_exceptions_path_tells_the_customer_the_supervisors_and_the_group_as
 def test_only_events_a_rule_answers_fire() -> None:
     assert fires(POLICY, "ticket.triaged", {})
     assert not fires(POLICY, "ticket.received", {})
+    closed = {"actor": "system", "reason": "resolved 7d ago and not reopened"}
+    [closure] = notices(POLICY, facts(), "ticket.closed", closed, "e")
+    assert (closure.recipient, closure.template) == ("customer", "closure")
+    silent = {**closed, "silent": True}
+    assert not fires(POLICY, "ticket.closed", silent), "a backlog: nobody is told"
+    assert notices(POLICY, facts(), "ticket.closed", silent, "e") == []
     assert not fires(parsed({**shipped(), "notifications": None}), "ticket.triaged", {})
 
 
