@@ -298,7 +298,9 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     ),
     "ticket.reopened": lambda d: f"reopened by {d['actor']}: {d['reason'][:80]!r}",
     "ticket.closed": lambda d: (
-        f"closed by {d['actor']}" + (f": {d['reason']}" if d.get("reason") else "")
+        f"closed by {d['actor']}"
+        + (f": {d['reason']}" if d.get("reason") else "")
+        + (" (silently: long past due, nobody told)" if d.get("silent") else "")
     ),
     "ticket.follow_up_requested": lambda d: (
         f"customer wrote on it {_FOLLOW_UP_REASONS.get(d['reason'], d['reason'])}: a follow-up "
