@@ -6,9 +6,7 @@ customer reopened meanwhile stays open."""
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -16,25 +14,16 @@ from services.dispatch.app import build as dispatch
 from services.dispatch.desk import Desk
 from services.dispatch.events import TicketClosed
 from services.intake.app import build as intake
-from shared.deadletter import Record
 from shared.settings import Settings
 from tests.dispatch.support import T0, desk, triaged
 from tests.intake.requests import RECEIVED_AT, encode, valid
 from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
+from tests.support.records import data, ticket_event
 from tests.support.services import running
 from tests.support.time import DrivenTime
 
 DISPATCH = "dispatch.events"
-
-
-def data(record: Record) -> dict[str, Any]:
-    value: dict[str, Any] = json.loads(record.value)["data"]
-    return value
-
-
-def of_type(name: str) -> Any:
-    return lambda r: r.header("ce_type") == f"servicedesk.ticket.{name}.v1"
 
 
 @pytest.mark.asyncio
@@ -48,7 +37,7 @@ async def test_a_resolved_ticket_left_alone_is_closed_by_the_system_after_close_
     async with running(intake(driven)), running(dispatch(driven)):
         for message_id in ("quiet", "reopened"):
             await kafka.publish("requests.incoming", encode(valid(message_id)))
-        assigned = await kafka.await_records(DISPATCH, of_type("assigned"), count=2)
+        assigned = await kafka.await_records(DISPATCH, ticket_event("assigned"), count=2)
         numbers: dict[str, str] = {}
         for record in assigned:
             number, owner = data(record)["number"], data(record)["agent_id"]
@@ -56,7 +45,7 @@ async def test_a_resolved_ticket_left_alone_is_closed_by_the_system_after_close_
             await kafka.ticket_command(owner, number, "accept", token=mine)
             await kafka.ticket_command(owner, number, "resolve", token=mine, resolution="fixed")
             numbers[number] = owner
-        await kafka.await_records(DISPATCH, of_type("resolved"), count=2)
+        await kafka.await_records(DISPATCH, ticket_event("resolved"), count=2)
         quiet, reopened = sorted(numbers)
 
         await clock.set(start + timedelta(days=1))
@@ -67,14 +56,16 @@ async def test_a_resolved_ticket_left_alone_is_closed_by_the_system_after_close_
             description="still broken",
         )
         await kafka.publish("requests.incoming", encode(reply))
-        await kafka.await_records(DISPATCH, of_type("reopened"))
+        await kafka.await_records(DISPATCH, ticket_event("reopened"))
 
         await clock.set(start + timedelta(days=7) - timedelta(minutes=1))
         await asyncio.sleep(0.6)  # rounds of a 100 ms interval go by
-        early = [r for r in await kafka.all_records(DISPATCH, settle=0.2) if of_type("closed")(r)]
+        early = [
+            r for r in await kafka.all_records(DISPATCH, settle=0.2) if ticket_event("closed")(r)
+        ]
 
         await clock.set(start + timedelta(days=7, minutes=1))
-        [closed] = await kafka.await_records(DISPATCH, of_type("closed"))
+        [closed] = await kafka.await_records(DISPATCH, ticket_event("closed"))
         await asyncio.sleep(0.6)
         after = await kafka.all_records(DISPATCH, settle=0.2)
 
@@ -82,7 +73,8 @@ async def test_a_resolved_ticket_left_alone_is_closed_by_the_system_after_close_
     assert data(closed)["number"] == quiet
     assert data(closed)["actor"] == "system"
     assert data(closed)["reason"] == "resolved 7d ago and not reopened"
-    assert [data(r)["number"] for r in after if of_type("closed")(r)] == [quiet], (
+    assert data(closed)["silent"] is False, "due a minute ago: the customer is told"
+    assert [data(r)["number"] for r in after if ticket_event("closed")(r)] == [quiet], (
         "closed once; the reopened ticket stays open"
     )
 
