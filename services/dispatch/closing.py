@@ -39,6 +39,8 @@ def closing(session: DeskSession, interval: timedelta) -> Worker:
     """The worker that closes resolved tickets past the policy's ``close_after``."""
 
     async def close_resolved(service: Service) -> None:
+        # Another batch only after a full one all closed: one the desk left a ticket of (a reply
+        # reopened it meanwhile) waits for the next round rather than spin on the same rows.
         while await _close_batch(service, session) == CLOSE_BATCH:
             pass
 
@@ -62,7 +64,7 @@ async def _close_batch(service: Service, session: DeskSession) -> int:
             closed += desk.close_quiet(ticket_id)
         await uow.flush()
     log.info("resolved tickets closed", closed=closed, close_after=format_duration(close_after))
-    return len(due)
+    return closed
 
 
 def _their_groups(policy: Policy, tickets: Mapping[str, Ticket]) -> set[str]:
