@@ -252,6 +252,9 @@ def _policy(data: dict[str, Any]) -> str:
     return f" [policy {data['policy_version']}]" if data.get("policy_version") else ""
 
 
+_SILENTLY = " (silently: long past due, nobody told)"
+"""A backlog the system settled: notify sends no notice of it."""
+
 _FOLLOW_UP_REASONS = {
     "closed": "after it was closed",
     "reopen_window_passed": "after the reopen window of its resolution",
@@ -295,12 +298,14 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ticket.resolved": lambda d: (
         f"resolved by {d['agent_id']}: {d['resolution'][:80]!r}"
         + "".join(f"; {k} {d[k][:60]!r}" for k in ("cause", "actions", "compensation") if d.get(k))
+        + (f" — {d['reason']}" if d.get("reason") else "")
+        + _SILENTLY * bool(d.get("silent"))
     ),
     "ticket.reopened": lambda d: f"reopened by {d['actor']}: {d['reason'][:80]!r}",
     "ticket.closed": lambda d: (
         f"closed by {d['actor']}"
         + (f": {d['reason']}" if d.get("reason") else "")
-        + (" (silently: long past due, nobody told)" if d.get("silent") else "")
+        + _SILENTLY * bool(d.get("silent"))
     ),
     "ticket.follow_up_requested": lambda d: (
         f"customer wrote on it {_FOLLOW_UP_REASONS.get(d['reason'], d['reason'])}: a follow-up "

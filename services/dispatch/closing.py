@@ -1,25 +1,37 @@
-"""Closing resolved tickets nobody reopened: the last step of the SOP, done by the system.
+"""The system's own steps on quiet tickets: resolving the unanswered, closing the resolved.
 
 A resolved ticket stays open to the customer: their reply within ``routing.reopen_window``
 reopens it, their rating is recorded. Without this worker it stayed *resolved* forever unless a
 person closed it — no closure notice, and no retention of the customer's data, which counts
-from the close (``services/intake/retention.py``). Every ``DESK_DISPATCH_CLOSE_INTERVAL`` dispatch
-closes, as ``system``, the tickets resolved at least ``routing.close_after`` ago (shipped: 7d,
-the reopen window's length, so no reply that could still reopen a ticket finds it closed), by
-its own clock. Each batch takes the tickets' pools like any message about them and decides
-under those locks, so a reply that reopens a ticket at the same moment wins or loses whole.
+from the close (``services/intake/retention.py``). Likewise a ticket *waiting for the customer*
+whose question was never answered waited forever, holding its agent's place while its SLA
+clocks stood paused. Every ``DESK_DISPATCH_CLOSE_INTERVAL`` dispatch, by its own clock and as
+``system``:
+
+1. resolves the tickets that have waited ``routing.resolve_unanswered_after`` for the
+   customer's reply, with the policy's ``routing.unanswered_resolution`` reply (the customer's
+   resolution notice; their reply within the reopen window still reopens it). Categories whose
+   resolution must state more (``routing.resolution_requires``: complaints) wait for a person;
+2. closes the tickets resolved at least ``routing.close_after`` ago (shipped: 7d, the reopen
+   window's length, so no reply that could still reopen a ticket finds it closed).
+
+Each batch takes the tickets' pools like any message about them and decides under those locks,
+so a customer's reply at the same moment wins or loses whole.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from services.dispatch import reach, storage
+from services.dispatch.desk import Desk
 from services.dispatch.handlers import DeskSession
 from services.dispatch.ticket import Ticket
 from services.policy import Policy
-from shared.durations import format_duration
+from shared.database import Connection
 from shared.logging import get_logger
 from shared.service import Worker, every
 from shared.unit_of_work import Cause, UnitOfWork
@@ -31,40 +43,73 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-CLOSE_BATCH = 200
-"""Tickets closed per transaction; a backlog is closed batch after batch in the same round."""
+BATCH = 200
+"""Tickets settled per transaction; a backlog is settled batch after batch in the same round."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One kind of settling: which tickets are due, and the desk's decision on each."""
+
+    done: str
+    """What the log says was done."""
+    due: Callable[[Connection, Policy, datetime], Awaitable[list[str]]]
+    settle: Callable[[Desk, str], bool]
+    frees: bool
+    """Whether settling frees an agent's place (the desk serves their groups' queues: read)."""
+
+
+async def _unanswered(conn: Connection, policy: Policy, now: datetime) -> list[str]:
+    routing = policy.routing
+    if routing.resolve_unanswered_after is None:
+        return []
+    exempt = [category for category, fields in routing.resolution_requires.items() if fields]
+    return await storage.waiting_before(conn, now - routing.resolve_unanswered_after, exempt, BATCH)
+
+
+async def _resolved(conn: Connection, policy: Policy, now: datetime) -> list[str]:
+    close_after = policy.routing.close_after
+    if close_after is None:
+        return []
+    return await storage.resolved_before(conn, now - close_after, BATCH)
+
+
+STEPS = (
+    Step("unanswered tickets resolved", _unanswered, Desk.resolve_unanswered, frees=True),
+    Step("resolved tickets closed", _resolved, Desk.close_quiet, frees=False),
+)
+"""In this order: a ticket resolved unanswered is closed only ``close_after`` later."""
 
 
 def closing(session: DeskSession, interval: timedelta) -> Worker:
-    """The worker that closes resolved tickets past the policy's ``close_after``."""
+    """The worker that resolves unanswered tickets and closes resolved ones, by the policy."""
 
-    async def close_resolved(service: Service) -> None:
-        # Another batch only after a full one all closed: one the desk left a ticket of (a reply
-        # reopened it meanwhile) waits for the next round rather than spin on the same rows.
-        while await _close_batch(service, session) == CLOSE_BATCH:
-            pass
+    async def settle_quiet_tickets(service: Service) -> None:
+        for step in STEPS:
+            # Another batch only after a full one all settled: one the desk left a ticket of (a
+            # reply came meanwhile) waits for the next round rather than spin on the same rows.
+            while await _settle_batch(service, session, step) == BATCH:
+                pass
 
-    return every(interval, close_resolved)
+    return every(interval, settle_quiet_tickets)
 
 
-async def _close_batch(service: Service, session: DeskSession) -> int:
+async def _settle_batch(service: Service, session: DeskSession, step: Step) -> int:
     async with service.pool.acquire() as conn, conn.transaction():
         now = await service.clock.now(conn)
-        close_after = session.policy.in_force(now).policy.routing.close_after
-        if close_after is None:
-            return 0
-        due = await storage.resolved_before(conn, now - close_after, CLOSE_BATCH)
+        due = await step.due(conn, session.policy.in_force(now).policy, now)
         if not due:
             return 0
         uow = UnitOfWork(conn, service.store, now, service.projections)
-        desk = await session.open(uow, ticket_ids=due, touches=_their_groups, frees=0)
-        closed = 0
+        frees = len(due) if step.frees else 0
+        desk = await session.open(uow, ticket_ids=due, touches=_their_groups, frees=frees)
+        settled = 0
         for ticket_id in due:
             desk.record = uow.caused_by(Cause(ticket_id))
-            closed += desk.close_quiet(ticket_id)
+            settled += step.settle(desk, ticket_id)
         await uow.flush()
-    log.info("resolved tickets closed", closed=closed, close_after=format_duration(close_after))
-    return closed
+    log.info(step.done, count=settled)
+    return settled
 
 
 def _their_groups(policy: Policy, tickets: Mapping[str, Ticket]) -> set[str]:

@@ -213,6 +213,45 @@ class Desk:
         self._emit(ticket, TicketClosed(**ids, actor="system", reason=reason, silent=silent))
         return True
 
+    def resolve_unanswered(self, ticket_id: str) -> bool:
+        """Resolve, as ``system``, a ticket that has waited ``routing.resolve_unanswered_after``
+        for the customer's reply (decided here, under the batch's locks: the reply may have come
+        meanwhile), with the policy's reply in its language. It frees the agent's place. A
+        backlog is resolved and closed silently: nobody has heard of the ticket for long."""
+        ticket = self.tickets.get(ticket_id)
+        routing, replies = self.policy.routing, self.policy.replies
+        after, name = routing.resolve_unanswered_after, routing.unanswered_resolution
+        if ticket is None or ticket.status != "waiting_for_customer" or after is None or not name:
+            return False
+        since = ticket.waiting_since or ticket.updated_at or self.now
+        needs_person = routing.resolution_requires.get(ticket.category)  # type: ignore[call-overload]
+        if self.now - since < after or needs_person:
+            return False
+        waited = format_duration(after)
+        source = replies.templates[name][replies.language_of(name, ticket.language)]
+        try:
+            text = render_text(source, {"number": ticket.number, "waited": waited}).strip()
+        except TemplateError:  # a reply that fails at render time must not hold the ticket
+            text = ""
+        freed, reason = ticket.agent_id, f"waited {waited} for the customer's reply"
+        silent = self.now - since - after > LATE_CLOSE
+        self._emit(
+            ticket,
+            TicketResolved(
+                **_ids(ticket),
+                agent_id="system",
+                resolution=text[:_TEXT_CHARS] or f"No reply in {waited}: resolved.",
+                reason=reason,
+                silent=silent,
+            ),
+        )
+        if silent:  # a backlog, settled at once: a closure notice later would be the first word
+            self._emit(
+                ticket, TicketClosed(**_ids(ticket), actor="system", reason=reason, silent=True)
+            )
+        self._free(freed)
+        return True
+
     # --- commands --------------------------------------------------------------------------
 
     def command(self, command: TicketCommand) -> CommandRefusal | None:
@@ -766,7 +805,7 @@ def _actor(command: TicketCommand | AgentCommand) -> str:
 
 
 LATE_CLOSE = timedelta(days=1)
-"""A ticket closed by the system later than this after it was due is closed silently."""
+"""A ticket the system closes or resolves later than this after it was due: silently."""
 _REASON_CHARS = 2000
 """A reopen's reason quotes at most this much of the customer's reply."""
 _TEXT_CHARS = 32_768

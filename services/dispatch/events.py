@@ -134,10 +134,16 @@ class TicketResolved(TicketEvent):
     ticket's category to state (``routing.resolution_requires``: complaints)."""
 
     agent_id: str
+    """Who resolved it: ``system`` when the customer left the question unanswered."""
     resolution: PersonalText
     cause: OptionalPersonalText = None
     actions: OptionalPersonalText = None
     compensation: OptionalPersonalText = None
+    reason: str | None = None
+    """Why the system resolved it (``routing.resolve_unanswered_after`` passed); none when a
+    person did."""
+    silent: bool = False
+    """Resolved by the system over a day after it was due (a backlog): no rule tells anyone."""
 
 
 @event("servicedesk.ticket.reopened", version=1)

@@ -15,6 +15,6 @@ class DispatchSettings(Settings):
     dispatch_close_interval: Duration = Field(
         default=timedelta(minutes=1),
         gt=timedelta(0),
-        description="How often dispatch closes the resolved tickets past the policy's "
-        "routing.close_after.",
+        description="How often dispatch resolves the tickets past the policy's "
+        "routing.resolve_unanswered_after and closes those past routing.close_after.",
     )

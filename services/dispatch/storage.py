@@ -54,6 +54,7 @@ _TICKET_COLUMNS = {  # column -> PostgreSQL type, in Ticket's field order
     "customer_key": "text",
     "customer_flag": "text",
     "specialist_group": "text",
+    "waiting_since": "timestamptz",
 }
 _SELECT = f"SELECT {', '.join(c + ('::text' if c == 'ticket_id' else '') for c in _TICKET_COLUMNS)}"
 _LOADED = sorted(LOADED)
@@ -128,6 +129,21 @@ async def resolved_before(conn: Connection, cutoff: datetime, limit: int) -> lis
         "SELECT ticket_id::text FROM tickets WHERE status = 'resolved' AND resolved_at <= $1 "
         "ORDER BY resolved_at LIMIT $2",
         cutoff,
+        limit,
+    )
+    return [row[0] for row in rows]
+
+
+async def waiting_before(
+    conn: Connection, cutoff: datetime, exempt: Sequence[str], limit: int
+) -> list[str]:
+    """Tickets waiting for the customer since ``cutoff`` or earlier, oldest first, but those of
+    the ``exempt`` categories: the ones due to be resolved unanswered (``tickets_waiting``)."""
+    rows = await conn.fetch(
+        "SELECT ticket_id::text FROM tickets WHERE status = 'waiting_for_customer' "
+        "AND waiting_since <= $1 AND category <> ALL($2::text[]) ORDER BY waiting_since LIMIT $3",
+        cutoff,
+        list(exempt),
         limit,
     )
     return [row[0] for row in rows]

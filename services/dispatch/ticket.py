@@ -135,6 +135,8 @@ class Ticket:
     """Why the customer was flagged (on this ticket or an earlier one)."""
     specialist_group: str | None = None
     """The group a specialist request waits on (None: no request open)."""
+    waiting_since: datetime | None = None
+    """When it began to wait for the customer's reply (None: it does not wait)."""
 
     @classmethod
     def classified(cls, event: TicketClassified, time: datetime) -> Ticket:
@@ -197,7 +199,7 @@ class Ticket:
             case WorkStarted() | TicketResumed():
                 self.status = "in_progress"
             case WaitingForCustomer():
-                self.status = "waiting_for_customer"
+                self.status, self.waiting_since = "waiting_for_customer", time
             case TicketResolved():
                 self.status, self.resolved_at = "resolved", time
             case TicketReopened():
@@ -223,6 +225,8 @@ class Ticket:
                 self.specialist_group = None
             case _:
                 pass
+        if self.status != "waiting_for_customer":
+            self.waiting_since = None
 
 
 def reply_outcome(

@@ -69,6 +69,7 @@ class Policy(BaseModel):
                 for step in self.sla.escalation
                 if step.level not in routed
             ]
+        problems += _unanswered_problems(self.routing, self.replies)
         if self.notifications is not None:
             problems += [
                 f"notifications rule names unknown agent {rule.to[6:]!r}"
@@ -78,6 +79,18 @@ class Policy(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+def _unanswered_problems(routing: RoutingPolicy, replies: ReplyPolicy) -> list[str]:
+    """An automatic resolution of unanswered tickets needs its text, one the replies hold."""
+    name = routing.unanswered_resolution
+    if routing.resolve_unanswered_after is None:
+        return []
+    if name is None:
+        return ["routing.resolve_unanswered_after needs routing.unanswered_resolution"]
+    if name not in replies.templates:
+        return [f"routing.unanswered_resolution names unknown reply {name!r}"]
+    return []
 
 
 DEFAULT_POLICY = Path(str(files("services.policy").joinpath("default.yaml")))

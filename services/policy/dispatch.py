@@ -198,6 +198,21 @@ class RoutingPolicy(_Section):
         description="A resolved ticket nobody reopened is closed by dispatch this long after its "
         "resolution (sop.md: the rating, then the close); none: only a person closes it.",
     )
+    resolve_unanswered_after: Duration | None = Field(
+        default=None,
+        gt=timedelta(0),
+        le=timedelta(days=36500),
+        description="A ticket waiting this long for the customer's reply is resolved by dispatch "
+        "with the reply named by unanswered_resolution (a reply within reopen_window still "
+        "reopens it); a category that resolution_requires fields of waits for a person. None: "
+        "it waits for a person.",
+    )
+    unanswered_resolution: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The standard reply (replies.templates) an unanswered ticket's automatic "
+        "resolution states, in the ticket's language.",
+    )
     resolution_requires: dict[Category, list[ResolutionField]] = Field(
         default={},
         description="What a resolution of each category must state besides its text (sop.md: "

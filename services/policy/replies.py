@@ -20,7 +20,9 @@ class ReplyPolicy(BaseModel):
 
     default_language: str = "en"
     templates: dict[str, dict[str, str]] = Field(
-        default={}, description="reply name -> language -> text (Jinja2: number, subject)."
+        default={},
+        description="reply name -> language -> text (Jinja2: number, subject; and waited, "
+        "how long an automatic resolution's ticket waited: routing.unanswered_resolution).",
     )
 
     @model_validator(mode="after")

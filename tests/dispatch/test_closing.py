@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
 from services.dispatch.app import build as dispatch
 from services.dispatch.desk import Desk
-from services.dispatch.events import TicketClosed
+from services.dispatch.events import (
+    TicketAssigned,
+    TicketClosed,
+    TicketResolved,
+    TicketResumed,
+    WaitingForCustomer,
+)
 from services.intake.app import build as intake
 from shared.settings import Settings
 from tests.dispatch.support import T0, desk, triaged
@@ -79,6 +86,63 @@ async def test_a_resolved_ticket_left_alone_is_closed_by_the_system_after_close_
     )
 
 
+@pytest.mark.asyncio
+async def test_a_question_left_unanswered_is_resolved_by_the_system_then_closed(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """The shipped policy: 7d waiting for the customer's reply, then the resolution; the ticket
+    is then closed like any resolved one, 7d later. One the customer answered goes on."""
+    driven = settings.replace(clock="driven", dispatch_close_interval="100ms")
+    clock = DrivenTime(driven, "intake", "dispatch")
+    start = datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
+    await clock.set(start)
+    async with running(intake(driven)), running(dispatch(driven)):
+        for message_id in ("silent", "answering"):
+            await kafka.publish("requests.incoming", encode(valid(message_id)))
+        assigned = await kafka.await_records(DISPATCH, ticket_event("assigned"), count=2)
+        for record in assigned:
+            number, owner = data(record)["number"], data(record)["agent_id"]
+            mine = token(driven, owner, now=start)
+            await kafka.ticket_command(owner, number, "accept", token=mine)
+            await kafka.ticket_command(
+                owner, number, "request_customer_info", token=mine, question="Which model?"
+            )
+        await kafka.await_records(DISPATCH, ticket_event("waiting_for_customer"), count=2)
+        silent, answering = sorted(data(r)["number"] for r in assigned)
+
+        await clock.set(start + timedelta(days=1))
+        reply = valid(
+            "the-answer",
+            reply_to_ticket=answering,
+            received_at=(start + timedelta(days=1)).isoformat(),
+            description="model X200",
+        )
+        await kafka.publish("requests.incoming", encode(reply))
+        await kafka.await_records(DISPATCH, ticket_event("resumed"))
+
+        await clock.set(start + timedelta(days=7) - timedelta(minutes=1))
+        await asyncio.sleep(0.6)  # rounds of a 100 ms interval go by
+        early = await kafka.all_records(DISPATCH, settle=0.2)
+
+        await clock.set(start + timedelta(days=7, minutes=1))
+        [resolved] = await kafka.await_records(DISPATCH, ticket_event("resolved"))
+        await clock.set(start + timedelta(days=14, minutes=2))
+        [closed] = await kafka.await_records(DISPATCH, ticket_event("closed"))
+        await asyncio.sleep(0.6)
+        after = await kafka.all_records(DISPATCH, settle=0.2)
+
+    assert [r for r in early if ticket_event("resolved")(r)] == [], "not before 7d"
+    assert data(resolved)["number"] == silent
+    assert data(resolved)["agent_id"] == "system"
+    assert data(resolved)["resolution"]["ref"].startswith("cust-"), "sealed like a person's"
+    assert data(resolved)["reason"] == "waited 7d for the customer's reply"
+    assert data(resolved)["silent"] is False
+    assert data(closed)["number"] == silent
+    assert [data(r)["number"] for r in after if ticket_event("resolved")(r)] == [silent], (
+        "resolved once; the answered ticket is still being worked"
+    )
+
+
 def _resolved(ticket_desk: Desk, n: int, at: datetime) -> str:
     ticket_desk.now = at
     ticket_desk.classify(triaged(n))
@@ -113,3 +177,71 @@ def test_a_backlog_is_closed_silently_a_ticket_just_due_is_not() -> None:
     assert ticket_desk.close_quiet(months) and ticket_desk.close_quiet(hour)
     silent = {e.ticket_id: e.silent for e in recorded.events(TicketClosed)}
     assert silent == {months: True, hour: False}
+
+
+def _waiting(ticket_desk: Desk, n: int, since: datetime, **changes: Any) -> str:
+    """A ticket of the tiny group (two agents of capacity 1) waiting for its customer."""
+    ticket_desk.now = since
+    ticket_desk.classify(triaged(n, product_line="tiny", **changes))
+    [ticket] = [t for t in ticket_desk.tickets.values() if t.number == f"REQ-2026-{n:06d}"]
+    ticket.apply(
+        WaitingForCustomer(
+            ticket_id=ticket.ticket_id,
+            number=ticket.number,
+            agent_id=ticket.agent_id or "",
+            question="when?",
+        ),
+        since,
+    )
+    return ticket.ticket_id
+
+
+def test_the_desk_resolves_a_ticket_left_unanswered_long_enough_and_frees_its_place() -> None:
+    ticket_desk, recorded = desk()
+    old = _waiting(ticket_desk, 1, T0)  # t1, in Chinese
+    recent = _waiting(ticket_desk, 2, T0 + timedelta(days=3), language="en")  # t2
+    ticket_desk.now = T0 + timedelta(days=4)
+    ticket_desk.classify(triaged(3, product_line="tiny"))  # nobody has room: queued
+    agent = ticket_desk.tickets[old].agent_id
+    ticket_desk.now = T0 + timedelta(days=7)
+
+    assert ticket_desk.resolve_unanswered(recent) is False, "waiting four days"
+    assert ticket_desk.resolve_unanswered(old) is True
+    assert ticket_desk.resolve_unanswered(old) is False, "resolved already"
+    [resolved] = recorded.events(TicketResolved)
+    assert (resolved.ticket_id, resolved.agent_id, resolved.silent) == (old, "system", False)
+    assert resolved.resolution == "REQ-2026-000001：7d 内未收到答复，已解决。", "its language"
+    assert resolved.reason == "waited 7d for the customer's reply"
+    assert ticket_desk.tickets[old].status == "resolved"
+    [served] = [e for e in recorded.events(TicketAssigned) if e.number == "REQ-2026-000003"]
+    assert served.agent_id == agent, "the freed place goes to the queue's head"
+
+
+def test_a_ticket_answered_or_needing_a_person_is_not_resolved_unanswered() -> None:
+    ticket_desk, recorded = desk()
+    answered = _waiting(ticket_desk, 1, T0)
+    complaint = _waiting(ticket_desk, 2, T0, category="complaint")
+    ticket = ticket_desk.tickets[answered]
+    ticket.apply(
+        TicketResumed(ticket_id=answered, number=ticket.number, cause="reply", cause_event_id="e"),
+        T0 + timedelta(days=1),
+    )
+    ticket_desk.now = T0 + timedelta(days=30)
+
+    assert ticket.waiting_since is None
+    assert ticket_desk.resolve_unanswered(answered) is False, "the customer replied"
+    assert ticket_desk.resolve_unanswered(complaint) is False, "a complaint states its cause"
+    assert recorded.events(TicketResolved) == []
+
+
+def test_a_backlog_is_resolved_silently_a_ticket_just_due_is_not() -> None:
+    ticket_desk, recorded = desk()
+    now = T0 + timedelta(days=90)
+    months = _waiting(ticket_desk, 1, T0)
+    hour = _waiting(ticket_desk, 2, now - timedelta(days=7, hours=1))
+    ticket_desk.now = now
+    assert ticket_desk.resolve_unanswered(months) and ticket_desk.resolve_unanswered(hour)
+    silent = {e.ticket_id: e.silent for e in recorded.events(TicketResolved)}
+    assert silent == {months: True, hour: False}
+    closed = [(e.ticket_id, e.silent) for e in recorded.events(TicketClosed)]
+    assert closed == [(months, True)], "the backlog is closed at once, never announced later"

@@ -229,6 +229,12 @@ def test_only_events_a_rule_answers_fire() -> None:
     silent = {**closed, "silent": True}
     assert not fires(POLICY, "ticket.closed", silent), "a backlog: nobody is told"
     assert notices(POLICY, facts(), "ticket.closed", silent, "e") == []
+    unanswered = {"agent_id": "system", "resolution": "No reply in 7d: resolved.", "reason": "-"}
+    [resolution] = notices(POLICY, facts(), "ticket.resolved", unanswered, "e")
+    assert (resolution.recipient, resolution.template) == ("customer", "resolution")
+    assert "No reply in 7d: resolved." in resolution.body
+    late = {**unanswered, "silent": True}
+    assert notices(POLICY, facts(), "ticket.resolved", late, "e") == [], "a backlog"
     assert not fires(parsed({**shipped(), "notifications": None}), "ticket.triaged", {})
 
 

@@ -202,6 +202,9 @@ def test_periods_subtracted_from_now_are_bounded_so_the_workers_never_overflow()
 
     def with_periods(days: int) -> bytes:
         document = shipped.replace("  close_after: 7d", f"  close_after: {days}d", 1)
+        document = document.replace(
+            "  resolve_unanswered_after: 7d", f"  resolve_unanswered_after: {days}d", 1
+        )
         return document.replace(
             "    max_future: 5m", f"    max_future: 5m\n  retention: {days}d", 1
         ).encode()
@@ -210,8 +213,35 @@ def test_periods_subtracted_from_now_are_bounded_so_the_workers_never_overflow()
         parse_policy(with_periods(1_000_000), Policy, source="policy.yaml")
     problems = caught.value.problems
     assert any("routing.close_after" in p for p in problems), problems
+    assert any("routing.resolve_unanswered_after" in p for p in problems), problems
     assert any("intake.retention" in p for p in problems), problems
     policy = parse_policy(with_periods(36_500), Policy, source="policy.yaml")
     longest = timedelta(days=36_500)
     assert policy.routing.close_after == policy.intake.retention == longest
+    assert policy.routing.resolve_unanswered_after == longest
     assert datetime.now(UTC) - longest < datetime.now(UTC), "still a date"
+
+
+@pytest.mark.unit
+def test_an_automatic_resolution_of_unanswered_tickets_names_a_reply_the_policy_has() -> None:
+    """Without its text dispatch could not resolve; the mistake is the operator's to see."""
+    shipped = DEFAULT_POLICY.read_text()
+    named = "  unanswered_resolution: no_reply"
+    assert named in shipped
+
+    def problems(document: str) -> list[str]:
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(document.encode(), Policy, source="policy.yaml")
+        return caught.value.problems
+
+    unknown = problems(shipped.replace(named, "  unanswered_resolution: no_such_reply", 1))
+    assert any("unknown reply 'no_such_reply'" in p for p in unknown), unknown
+    missing = problems(shipped.replace(named, "", 1))
+    assert any("needs routing.unanswered_resolution" in p for p in missing), missing
+    off = shipped.replace(named, "", 1).replace(
+        "  resolve_unanswered_after: 7d", "  resolve_unanswered_after: null", 1
+    )
+    assert (
+        parse_policy(off.encode(), Policy, source="policy.yaml").routing.resolve_unanswered_after
+        is None
+    )
