@@ -6,7 +6,7 @@ package; nothing is fetched from anywhere else. The dashboard's tiles are one te
 the stream says something changed, so tiles update live without a reload.
 
 The browser carries the person's token in an HttpOnly, SameSite=Strict cookie set by signing in
-(``/login``; ``desk up`` prints a link that signs its operator in). The survey page takes the
+(``/login``; ``desk up`` prints a link that fills it in for its operator). The survey page takes the
 customer token of the resolution notice's link and sends the score as a
 ``record_satisfaction`` command signed with it: the same path as any desk's command.
 """

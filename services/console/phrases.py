@@ -22,6 +22,10 @@ PHRASES: dict[str, tuple[str, str]] = {
         "粘贴您的访问令牌（desk token issue 您的工号）。",
         "Paste your access token (desk token issue YOUR_ID).",
     ),
+    "sign_in_as": (
+        "此链接将以 {actor} 的身份登录。仅当链接是您本人申请的时才点击“登录”。",
+        "This link signs you in as {actor}. Click Sign in only if you asked for it.",
+    ),
     "token": ("访问令牌", "Access token"),
     "token_refused": ("令牌无效或已过期。", "That token is not valid, or has expired."),
     "open_tickets": ("未关闭工单", "Open tickets"),

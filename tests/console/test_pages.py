@@ -4,6 +4,7 @@ shows up in the dashboard's CSAT."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 
 from services import port_of
+from services.console.callers import COOKIE
 from shared.local.broker import EmbeddedBroker
 from shared.local.sinks import smtp_server
 from shared.settings import Settings
@@ -34,13 +37,42 @@ def sign_in_link(
     return f"{url}/login#token={token(settings, actor, ttl=ttl)}"
 
 
+async def sign_in(browser: WebDriver, link: str, actor: str = "ops") -> None:
+    """Open a sign-in link and click Sign in, as its person would: the link fills the form and
+    names whose token it is, and signs in nobody by itself."""
+    await run(browser.get, link)
+    shown = "return document.getElementById('signin-as')?.textContent"
+    assert actor in await until(browser, shown, what="whose token the link holds")
+    button = await run(browser.find_element, By.CSS_SELECTOR, "#signin button")
+    await run(button.click)
+    await until(browser, "return location.pathname === '/'", what="signed in")
+
+
+async def test_a_sign_in_link_signs_in_nobody_until_its_person_clicks(
+    settings: Settings,
+) -> None:
+    """Login CSRF: a link carrying someone else's token must not sign this browser in as them
+    by itself; it fills the form, says whose token it is, and waits for the click."""
+    async with desk(settings) as world:
+        with chromium() as browser:
+            link = sign_in_link(settings, world.url, actor="li.na")
+            await run(browser.get, link)
+            shown = "return document.getElementById('signin-as')?.textContent"
+            assert "li.na" in await until(browser, shown, what="whose token the link holds")
+            await asyncio.sleep(1.0)  # an auto-submit would have left the page by now
+            assert await run(browser.execute_script, "return location.pathname") == "/login"
+            assert await run(browser.execute_script, "return location.hash") == "", "token hidden"
+            cookies = await run(browser.get_cookies)
+            assert all(c["name"] != COOKIE for c in cookies), "not signed in"
+            await sign_in(browser, link, actor="li.na")
+
+
 async def test_the_dashboard_goes_to_sign_in_when_its_sign_in_ends(settings: Settings) -> None:
     quick = settings.replace(console_stream_recheck="500ms")
     async with desk(quick) as world:
         with chromium() as browser:
             link = sign_in_link(quick, world.url, ttl=timedelta(seconds=5))
-            await run(browser.get, link)
-            await until(browser, "return location.pathname === '/'", what="signed in")
+            await sign_in(browser, link)
             await until(browser, "return document.getElementById('live').className === 'live on'")
             # The token expires: the stream says so, and the page leaves for the sign-in form
             # instead of showing "reconnecting" over figures it may no longer see.
@@ -60,8 +92,7 @@ async def test_the_dashboard_renders_and_its_tiles_follow_the_desk_without_a_rel
         await world.request(1, **PRINTER)
         tickets = await world.tickets("ops", 2, status="assigned")
         with chromium() as browser:
-            await run(browser.get, sign_in_link(settings, world.url))
-            await until(browser, "return location.pathname === '/'", what="signed in")
+            await sign_in(browser, sign_in_link(settings, world.url))
             assert await run(lambda: browser.title) == "Service desk console"
             assert await until(browser, OPEN_TILE) == "2"
             await until(browser, "return document.getElementById('live').className === 'live on'")
@@ -131,7 +162,7 @@ async def test_a_survey_answered_in_the_browser_shows_up_in_csat(
                 assert await until(browser, state) == "done"
                 assert "already recorded" in await run(lambda: browser.page_source)
 
-                await run(browser.get, sign_in_link(settings, world.url))
+                await sign_in(browser, sign_in_link(settings, world.url))
                 csat = "return document.querySelector('[data-tile=csat] .value')?.textContent"
                 assert await until(browser, csat, what="CSAT") == "100.0 %"
                 note = "return document.querySelector('[data-tile=csat] .note').textContent"

@@ -2,12 +2,25 @@
 (function () {
   "use strict";
 
-  // Sign-in link (/login#token=...): the token never reaches a server log.
+  // Sign-in link (/login#token=...): the token never reaches a server log. It fills the form
+  // and says whose token it is, but never submits it: a link from someone else would sign
+  // this browser in as them (login CSRF), so the person clicks "Sign in" themselves.
   var signin = document.getElementById("signin");
   if (signin && location.hash.indexOf("#token=") === 0) {
-    signin.elements.token.value = decodeURIComponent(location.hash.slice(7));
+    var given = decodeURIComponent(location.hash.slice(7));
     history.replaceState(null, "", location.pathname + location.search);
-    signin.submit();
+    signin.elements.token.value = given;
+    var note = document.getElementById("signin-as");
+    var actor = null;
+    try {
+      var part = given.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      actor = JSON.parse(atob(part)).sub;
+    } catch (e) { actor = null; }
+    if (note && typeof actor === "string") {
+      note.textContent = note.getAttribute("data-text").replace("{actor}", function () { return actor; });
+      note.hidden = false;
+    }
+    signin.querySelector("button").focus();
     return;
   }
 
