@@ -294,6 +294,15 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ticket.work_started": lambda d: f"work started by {d['agent_id']}",
     "ticket.note_added": lambda d: f"internal note by {d['agent_id']}: {d['note'][:80]!r}",
     "ticket.waiting_for_customer": lambda d: f"waiting for the customer: {d['question'][:80]!r}",
+    "ticket.customer_reminded": lambda d: (
+        f"customer reminded: no reply in {d['waited']}"
+        + (
+            f"; resolved unless they reply within {d['resolves_in']}"
+            if d.get("resolves_in")
+            else ""
+        )
+        + _SILENTLY * bool(d.get("silent"))
+    ),
     "ticket.resumed": lambda d: f"in progress again ({d['cause']})",
     "ticket.resolved": lambda d: (
         f"resolved by {d['agent_id']}: {d['resolution'][:80]!r}"

@@ -12,7 +12,9 @@ clocks stood paused. Every ``DESK_DISPATCH_CLOSE_INTERVAL`` dispatch, by its own
    customer's reply, with the policy's ``routing.unanswered_resolution`` reply (the customer's
    resolution notice; their reply within the reopen window still reopens it). Categories whose
    resolution must state more (``routing.resolution_requires``: complaints) wait for a person;
-2. closes the tickets resolved at least ``routing.close_after`` ago (shipped: 7d, the reopen
+2. reminds, once per question, the customers of tickets that have waited
+   ``routing.remind_unanswered_after`` (a notification rule sends ``ticket.customer_reminded``);
+3. closes the tickets resolved at least ``routing.close_after`` ago (shipped: 7d, the reopen
    window's length, so no reply that could still reopen a ticket finds it closed).
 
 Each batch takes the tickets' pools like any message about them and decides under those locks,
@@ -64,7 +66,15 @@ async def _unanswered(conn: Connection, policy: Policy, now: datetime) -> list[s
     if routing.resolve_unanswered_after is None:
         return []
     exempt = [category for category, fields in routing.resolution_requires.items() if fields]
-    return await storage.waiting_before(conn, now - routing.resolve_unanswered_after, exempt, BATCH)
+    cutoff = now - routing.resolve_unanswered_after
+    return await storage.waiting_before(conn, cutoff, BATCH, exempt=exempt)
+
+
+async def _unreminded(conn: Connection, policy: Policy, now: datetime) -> list[str]:
+    after = policy.routing.remind_unanswered_after
+    if after is None:
+        return []
+    return await storage.waiting_before(conn, now - after, BATCH, unreminded=True)
 
 
 async def _resolved(conn: Connection, policy: Policy, now: datetime) -> list[str]:
@@ -76,9 +86,11 @@ async def _resolved(conn: Connection, policy: Policy, now: datetime) -> list[str
 
 STEPS = (
     Step("unanswered tickets resolved", _unanswered, Desk.resolve_unanswered, frees=True),
+    Step("customers reminded of a question", _unreminded, Desk.remind_unanswered, frees=False),
     Step("resolved tickets closed", _resolved, Desk.close_quiet, frees=False),
 )
-"""In this order: a ticket resolved unanswered is closed only ``close_after`` later."""
+"""In this order: a ticket due both a reminder and its resolution (a backlog) is resolved and
+not reminded; one resolved unanswered is closed only ``close_after`` later."""
 
 
 def closing(session: DeskSession, interval: timedelta) -> Worker:

@@ -47,6 +47,7 @@ from services.dispatch.events import (
     AssignCause,
     CapacityChanged,
     CustomerFlagged,
+    CustomerReminded,
     FindingsProvided,
     FollowUpRequested,
     NoteAdded,
@@ -213,6 +214,35 @@ class Desk:
         self._emit(ticket, TicketClosed(**ids, actor="system", reason=reason, silent=silent))
         return True
 
+    def remind_unanswered(self, ticket_id: str) -> bool:
+        """Remind the customer, once per question, of a ticket that has waited
+        ``routing.remind_unanswered_after`` for their reply; say how long until the system
+        resolves it, when it will."""
+        ticket = self.tickets.get(ticket_id)
+        routing = self.policy.routing
+        after, resolve = routing.remind_unanswered_after, routing.resolve_unanswered_after
+        if ticket is None or ticket.status != "waiting_for_customer" or after is None:
+            return False
+        since = ticket.waiting_since or ticket.updated_at or self.now
+        if ticket.reminded or self.now - since < after:
+            return False
+        resolves = resolve is not None and self._resolves_unanswered(ticket)
+        self._emit(
+            ticket,
+            CustomerReminded(
+                **_ids(ticket),
+                waited=format_duration(after),
+                resolves_in=format_duration(resolve - after) if resolves and resolve else None,
+                silent=self.now - since - after > LATE_CLOSE,
+            ),
+        )
+        return True
+
+    def _resolves_unanswered(self, ticket: Ticket) -> bool:
+        """Whether the system may resolve the ticket unanswered: not if its category's
+        resolution must state more than the system can (complaints)."""
+        return not self.policy.routing.resolution_requires.get(ticket.category)  # type: ignore[call-overload]
+
     def resolve_unanswered(self, ticket_id: str) -> bool:
         """Resolve, as ``system``, a ticket that has waited ``routing.resolve_unanswered_after``
         for the customer's reply (decided here, under the batch's locks: the reply may have come
@@ -224,8 +254,7 @@ class Desk:
         if ticket is None or ticket.status != "waiting_for_customer" or after is None or not name:
             return False
         since = ticket.waiting_since or ticket.updated_at or self.now
-        needs_person = routing.resolution_requires.get(ticket.category)  # type: ignore[call-overload]
-        if self.now - since < after or needs_person:
+        if self.now - since < after or not self._resolves_unanswered(ticket):
             return False
         waited = format_duration(after)
         source = replies.templates[name][replies.language_of(name, ticket.language)]

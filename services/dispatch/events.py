@@ -120,6 +120,18 @@ class WaitingForCustomer(TicketEvent):
     question: PersonalText
 
 
+@event("servicedesk.ticket.customer_reminded", version=1)
+class CustomerReminded(TicketEvent):
+    """The ticket has waited ``waited`` for the customer's reply (``routing.
+    remind_unanswered_after``): they are reminded once per question. ``resolves_in``: how long
+    after this the system resolves it if they stay silent (none: it waits for a person)."""
+
+    waited: str
+    resolves_in: str | None = None
+    silent: bool = False
+    """Over a day late (a backlog): no rule tells anyone."""
+
+
 @event("servicedesk.ticket.resumed", version=1)
 class TicketResumed(TicketEvent):
     """A ticket that waited for the customer is in progress again (the customer replied)."""
@@ -306,6 +318,7 @@ TICKET_EVENTS: tuple[type[TicketEvent], ...] = (
     WorkStarted,
     NoteAdded,
     WaitingForCustomer,
+    CustomerReminded,
     TicketResumed,
     TicketResolved,
     TicketReopened,

@@ -55,6 +55,7 @@ _TICKET_COLUMNS = {  # column -> PostgreSQL type, in Ticket's field order
     "customer_flag": "text",
     "specialist_group": "text",
     "waiting_since": "timestamptz",
+    "reminded": "boolean",
 }
 _SELECT = f"SELECT {', '.join(c + ('::text' if c == 'ticket_id' else '') for c in _TICKET_COLUMNS)}"
 _LOADED = sorted(LOADED)
@@ -135,15 +136,23 @@ async def resolved_before(conn: Connection, cutoff: datetime, limit: int) -> lis
 
 
 async def waiting_before(
-    conn: Connection, cutoff: datetime, exempt: Sequence[str], limit: int
+    conn: Connection,
+    cutoff: datetime,
+    limit: int,
+    *,
+    exempt: Sequence[str] = (),
+    unreminded: bool = False,
 ) -> list[str]:
     """Tickets waiting for the customer since ``cutoff`` or earlier, oldest first, but those of
-    the ``exempt`` categories: the ones due to be resolved unanswered (``tickets_waiting``)."""
+    the ``exempt`` categories (and, ``unreminded``, those reminded already): the ones due to be
+    resolved unanswered, or reminded (``tickets_waiting``)."""
     rows = await conn.fetch(
         "SELECT ticket_id::text FROM tickets WHERE status = 'waiting_for_customer' "
-        "AND waiting_since <= $1 AND category <> ALL($2::text[]) ORDER BY waiting_since LIMIT $3",
+        "AND waiting_since <= $1 AND category <> ALL($2::text[]) AND NOT (reminded AND $3) "
+        "ORDER BY waiting_since LIMIT $4",
         cutoff,
         list(exempt),
+        unreminded,
         limit,
     )
     return [row[0] for row in rows]

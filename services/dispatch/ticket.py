@@ -14,6 +14,7 @@ from typing import Literal
 
 from services.dispatch.events import (
     CustomerFlagged,
+    CustomerReminded,
     FindingsProvided,
     SatisfactionRecorded,
     SpecialistRequested,
@@ -137,6 +138,8 @@ class Ticket:
     """The group a specialist request waits on (None: no request open)."""
     waiting_since: datetime | None = None
     """When it began to wait for the customer's reply (None: it does not wait)."""
+    reminded: bool = False
+    """Whether the customer was reminded of the question it waits on."""
 
     @classmethod
     def classified(cls, event: TicketClassified, time: datetime) -> Ticket:
@@ -200,6 +203,9 @@ class Ticket:
                 self.status = "in_progress"
             case WaitingForCustomer():
                 self.status, self.waiting_since = "waiting_for_customer", time
+                self.reminded = False
+            case CustomerReminded():
+                self.reminded = True
             case TicketResolved():
                 self.status, self.resolved_at = "resolved", time
             case TicketReopened():
@@ -226,7 +232,7 @@ class Ticket:
             case _:
                 pass
         if self.status != "waiting_for_customer":
-            self.waiting_since = None
+            self.waiting_since, self.reminded = None, False
 
 
 def reply_outcome(

@@ -60,6 +60,7 @@ HEARD = (
     dispatch.TicketEscalated,
     dispatch.TicketResponded,
     dispatch.WaitingForCustomer,
+    dispatch.CustomerReminded,
     dispatch.TicketResolved,
     dispatch.TicketClosed,
     dispatch.CustomerFlagged,

@@ -82,10 +82,17 @@ class Policy(BaseModel):
 
 
 def _unanswered_problems(routing: RoutingPolicy, replies: ReplyPolicy) -> list[str]:
-    """An automatic resolution of unanswered tickets needs its text, one the replies hold."""
-    name = routing.unanswered_resolution
-    if routing.resolve_unanswered_after is None:
+    """An automatic resolution of unanswered tickets needs its text, one the replies hold, and
+    comes after the reminder."""
+    name, remind, resolve = (
+        routing.unanswered_resolution,
+        routing.remind_unanswered_after,
+        routing.resolve_unanswered_after,
+    )
+    if resolve is None:
         return []
+    if remind is not None and remind >= resolve:
+        return ["routing.remind_unanswered_after must be shorter than resolve_unanswered_after"]
     if name is None:
         return ["routing.resolve_unanswered_after needs routing.unanswered_resolution"]
     if name not in replies.templates:

@@ -198,6 +198,14 @@ class RoutingPolicy(_Section):
         description="A resolved ticket nobody reopened is closed by dispatch this long after its "
         "resolution (sop.md: the rating, then the close); none: only a person closes it.",
     )
+    remind_unanswered_after: Duration | None = Field(
+        default=None,
+        gt=timedelta(0),
+        le=timedelta(days=36500),
+        description="A ticket waiting this long for the customer's reply has them reminded of it "
+        "once (ticket.customer_reminded; a notification rule sends it); shorter than "
+        "resolve_unanswered_after. None: no reminder.",
+    )
     resolve_unanswered_after: Duration | None = Field(
         default=None,
         gt=timedelta(0),

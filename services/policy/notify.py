@@ -30,6 +30,7 @@ Trigger = Literal[
     "ticket.responded",
     "ticket.customer_replied",
     "ticket.waiting_for_customer",
+    "ticket.customer_reminded",
     "ticket.resolved",
     "ticket.closed",
     "ticket.escalated",

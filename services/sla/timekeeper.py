@@ -26,6 +26,7 @@ METRICS: tuple[Metric, ...] = get_args(Metric)
 UNTIMED = (
     dispatch.TicketAccepted,
     dispatch.NoteAdded,
+    dispatch.CustomerReminded,
     dispatch.CustomerFlagged,
     dispatch.SatisfactionRecorded,
 )

@@ -14,6 +14,7 @@ import pytest
 from services.dispatch.app import build as dispatch
 from services.dispatch.desk import Desk
 from services.dispatch.events import (
+    CustomerReminded,
     TicketAssigned,
     TicketClosed,
     TicketResolved,
@@ -90,8 +91,9 @@ async def test_a_resolved_ticket_left_alone_is_closed_by_the_system_after_close_
 async def test_a_question_left_unanswered_is_resolved_by_the_system_then_closed(
     settings: Settings, kafka: KafkaProbe
 ) -> None:
-    """The shipped policy: 7d waiting for the customer's reply, then the resolution; the ticket
-    is then closed like any resolved one, 7d later. One the customer answered goes on."""
+    """The shipped policy: a reminder after 3d waiting for the customer's reply, the resolution
+    after 7d; the ticket is then closed like any resolved one, 7d later. One the customer
+    answered goes on."""
     driven = settings.replace(clock="driven", dispatch_close_interval="100ms")
     clock = DrivenTime(driven, "intake", "dispatch")
     start = datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
@@ -120,6 +122,9 @@ async def test_a_question_left_unanswered_is_resolved_by_the_system_then_closed(
         await kafka.publish("requests.incoming", encode(reply))
         await kafka.await_records(DISPATCH, ticket_event("resumed"))
 
+        await clock.set(start + timedelta(days=3, minutes=1))
+        [reminded] = await kafka.await_records(DISPATCH, ticket_event("customer_reminded"))
+
         await clock.set(start + timedelta(days=7) - timedelta(minutes=1))
         await asyncio.sleep(0.6)  # rounds of a 100 ms interval go by
         early = await kafka.all_records(DISPATCH, settle=0.2)
@@ -132,6 +137,9 @@ async def test_a_question_left_unanswered_is_resolved_by_the_system_then_closed(
         after = await kafka.all_records(DISPATCH, settle=0.2)
 
     assert [r for r in early if ticket_event("resolved")(r)] == [], "not before 7d"
+    assert (data(reminded)["number"], data(reminded)["waited"]) == (silent, "3d")
+    assert data(reminded)["resolves_in"] == "4d"
+    assert [data(r)["number"] for r in after if ticket_event("customer_reminded")(r)] == [silent]
     assert data(resolved)["number"] == silent
     assert data(resolved)["agent_id"] == "system"
     assert data(resolved)["resolution"]["ref"].startswith("cust-"), "sealed like a person's"
@@ -245,3 +253,37 @@ def test_a_backlog_is_resolved_silently_a_ticket_just_due_is_not() -> None:
     assert silent == {months: True, hour: False}
     closed = [(e.ticket_id, e.silent) for e in recorded.events(TicketClosed)]
     assert closed == [(months, True)], "the backlog is closed at once, never announced later"
+
+
+def test_the_customer_is_reminded_once_per_question_and_told_when_it_resolves() -> None:
+    """The test policy: a reminder at 3d, the resolution at 7d — but none for a complaint."""
+    ticket_desk, recorded = desk()
+    fault = _waiting(ticket_desk, 1, T0)
+    complaint = _waiting(ticket_desk, 2, T0, category="complaint")
+    ticket_desk.now = T0 + timedelta(days=3) - timedelta(minutes=1)
+    assert ticket_desk.remind_unanswered(fault) is False, "not before 3d"
+
+    ticket_desk.now = T0 + timedelta(days=3)
+    assert ticket_desk.remind_unanswered(fault) and ticket_desk.remind_unanswered(complaint)
+    assert ticket_desk.remind_unanswered(fault) is False, "once per question"
+    reminded = {
+        e.ticket_id: (e.waited, e.resolves_in, e.silent) for e in recorded.events(CustomerReminded)
+    }
+    assert reminded == {fault: ("3d", "4d", False), complaint: ("3d", None, False)}
+
+    ticket = ticket_desk.tickets[fault]  # answered, then asked again: a new question
+    ids = {"ticket_id": fault, "number": ticket.number}
+    ticket.apply(TicketResumed(**ids, cause="reply", cause_event_id="e"), ticket_desk.now)
+    ticket.apply(WaitingForCustomer(**ids, agent_id="t1", question="and now?"), ticket_desk.now)
+    assert ticket_desk.remind_unanswered(fault) is False, "the new question waits 3d again"
+    ticket_desk.now += timedelta(days=3)
+    assert ticket_desk.remind_unanswered(fault) is True
+
+
+def test_a_backlog_reminder_is_silent() -> None:
+    ticket_desk, recorded = desk()
+    stale = _waiting(ticket_desk, 1, T0)
+    ticket_desk.now = T0 + timedelta(days=5)
+    assert ticket_desk.remind_unanswered(stale)
+    [reminder] = recorded.events(CustomerReminded)
+    assert reminder.silent is True, "two days late: the resolution it would announce is near"

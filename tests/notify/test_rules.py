@@ -235,6 +235,18 @@ def test_only_events_a_rule_answers_fire() -> None:
     assert "No reply in 7d: resolved." in resolution.body
     late = {**unanswered, "silent": True}
     assert notices(POLICY, facts(), "ticket.resolved", late, "e") == [], "a backlog"
+    reminded = {"waited": "3d", "resolves_in": "4d"}
+    [reminder] = notices(POLICY, facts(language="en"), "ticket.customer_reminded", reminded, "e")
+    assert (reminder.recipient, reminder.template) == ("customer", "reminder")
+    assert "3d ago" in reminder.body and "within 4d" in reminder.body
+    [waits] = notices(
+        POLICY, facts(language="en"), "ticket.customer_reminded", {"waited": "3d"}, "e"
+    )
+    assert "3d ago" in waits.body and "resolved" not in waits.body, "a complaint waits for a person"
+    assert (
+        notices(POLICY, facts(), "ticket.customer_reminded", {**reminded, "silent": True}, "e")
+        == []
+    )
     assert not fires(parsed({**shipped(), "notifications": None}), "ticket.triaged", {})
 
 

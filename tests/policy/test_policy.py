@@ -236,6 +236,8 @@ def test_an_automatic_resolution_of_unanswered_tickets_names_a_reply_the_policy_
 
     unknown = problems(shipped.replace(named, "  unanswered_resolution: no_such_reply", 1))
     assert any("unknown reply 'no_such_reply'" in p for p in unknown), unknown
+    late = shipped.replace("  remind_unanswered_after: 3d", "  remind_unanswered_after: 7d", 1)
+    assert any("must be shorter" in p for p in problems(late)), "a reminder after the resolution"
     missing = problems(shipped.replace(named, "", 1))
     assert any("needs routing.unanswered_resolution" in p for p in missing), missing
     off = shipped.replace(named, "", 1).replace(
