@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -173,6 +173,14 @@ class EscalationLevel(_Section):
     )
 
 
+def _quiet_period(default: timedelta | None, description: str) -> Any:
+    """How long a ticket stays quiet before dispatch's closing worker acts on it: positive, and
+    at most 100 years, so the worker's now minus it is still a date."""
+    return Field(
+        default=default, gt=timedelta(0), le=timedelta(days=36500), description=description
+    )
+
+
 class RoutingPolicy(_Section):
     """Which group a ticket goes to, and where escalations take it."""
 
@@ -191,26 +199,20 @@ class RoutingPolicy(_Section):
         description="A customer's reply to a resolved ticket within this time reopens it; to a "
         "closed ticket, or later, it opens a new ticket linked to the old one.",
     )
-    close_after: Duration | None = Field(
-        default=timedelta(days=7),
-        gt=timedelta(0),
-        le=timedelta(days=36500),  # dispatch's now minus it must still be a date
-        description="A resolved ticket nobody reopened is closed by dispatch this long after its "
+    close_after: Duration | None = _quiet_period(
+        timedelta(days=7),
+        "A resolved ticket nobody reopened is closed by dispatch this long after its "
         "resolution (sop.md: the rating, then the close); none: only a person closes it.",
     )
-    remind_unanswered_after: Duration | None = Field(
-        default=None,
-        gt=timedelta(0),
-        le=timedelta(days=36500),
-        description="A ticket waiting this long for the customer's reply has them reminded of it "
+    remind_unanswered_after: Duration | None = _quiet_period(
+        None,
+        "A ticket waiting this long for the customer's reply has them reminded of it "
         "once (ticket.customer_reminded; a notification rule sends it); shorter than "
         "resolve_unanswered_after. None: no reminder.",
     )
-    resolve_unanswered_after: Duration | None = Field(
-        default=None,
-        gt=timedelta(0),
-        le=timedelta(days=36500),
-        description="A ticket waiting this long for the customer's reply is resolved by dispatch "
+    resolve_unanswered_after: Duration | None = _quiet_period(
+        None,
+        "A ticket waiting this long for the customer's reply is resolved by dispatch "
         "with the reply named by unanswered_resolution (a reply within reopen_window still "
         "reopens it); a category that resolution_requires fields of waits for a person. None: "
         "it waits for a person.",

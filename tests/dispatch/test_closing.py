@@ -6,6 +6,8 @@ customer reopened meanwhile stays open."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +24,7 @@ from services.dispatch.events import (
     WaitingForCustomer,
 )
 from services.intake.app import build as intake
+from shared.deadletter import Record
 from shared.settings import Settings
 from tests.dispatch.support import T0, desk, triaged
 from tests.intake.requests import RECEIVED_AT, encode, valid
@@ -34,48 +37,60 @@ from tests.support.time import DrivenTime
 DISPATCH = "dispatch.events"
 
 
-@pytest.mark.asyncio
-async def test_a_resolved_ticket_left_alone_is_closed_by_the_system_after_close_after(
-    settings: Settings, kafka: KafkaProbe
-) -> None:
+@asynccontextmanager
+async def _two_tickets(
+    settings: Settings, kafka: KafkaProbe, then: str, **fields: Any
+) -> AsyncIterator[tuple[DrivenTime, datetime, list[str]]]:
+    """intake and dispatch with their clocks driven and the closing worker's rounds every
+    100 ms; two tickets, each accepted by its agent and given the command ``then``. Yields the
+    clock, when it started, and the two numbers in order."""
     driven = settings.replace(clock="driven", dispatch_close_interval="100ms")
     clock = DrivenTime(driven, "intake", "dispatch")
     start = datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
     await clock.set(start)
     async with running(intake(driven)), running(dispatch(driven)):
-        for message_id in ("quiet", "reopened"):
+        for message_id in ("first", "second"):
             await kafka.publish("requests.incoming", encode(valid(message_id)))
         assigned = await kafka.await_records(DISPATCH, ticket_event("assigned"), count=2)
-        numbers: dict[str, str] = {}
         for record in assigned:
             number, owner = data(record)["number"], data(record)["agent_id"]
             mine = token(driven, owner, now=start)
             await kafka.ticket_command(owner, number, "accept", token=mine)
-            await kafka.ticket_command(owner, number, "resolve", token=mine, resolution="fixed")
-            numbers[number] = owner
-        await kafka.await_records(DISPATCH, ticket_event("resolved"), count=2)
-        quiet, reopened = sorted(numbers)
+            await kafka.ticket_command(owner, number, then, token=mine, **fields)
+        yield clock, start, sorted(data(r)["number"] for r in assigned)
 
-        await clock.set(start + timedelta(days=1))
-        reply = valid(
-            "not-fixed",
-            reply_to_ticket=reopened,
-            received_at=(start + timedelta(days=1)).isoformat(),
-            description="still broken",
-        )
-        await kafka.publish("requests.incoming", encode(reply))
-        await kafka.await_records(DISPATCH, ticket_event("reopened"))
+
+async def _customer_writes(
+    kafka: KafkaProbe, clock: DrivenTime, at: datetime, number: str, outcome: str
+) -> None:
+    """The customer replies to ticket ``number`` at ``at``; dispatch records ``outcome``."""
+    await clock.set(at)
+    reply = valid("reply", reply_to_ticket=number, received_at=at.isoformat(), description="hi")
+    await kafka.publish("requests.incoming", encode(reply))
+    await kafka.await_records(DISPATCH, ticket_event(outcome))
+
+
+async def _quiet_rounds(kafka: KafkaProbe) -> list[Record]:
+    """Every record of dispatch.events once rounds of the 100 ms interval have gone by."""
+    await asyncio.sleep(0.6)
+    return await kafka.all_records(DISPATCH, settle=0.2)
+
+
+@pytest.mark.asyncio
+async def test_a_resolved_ticket_left_alone_is_closed_by_the_system_after_close_after(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    async with _two_tickets(settings, kafka, "resolve", resolution="fixed") as tickets:
+        clock, start, (quiet, reopened) = tickets
+        await kafka.await_records(DISPATCH, ticket_event("resolved"), count=2)
+        await _customer_writes(kafka, clock, start + timedelta(days=1), reopened, "reopened")
 
         await clock.set(start + timedelta(days=7) - timedelta(minutes=1))
-        await asyncio.sleep(0.6)  # rounds of a 100 ms interval go by
-        early = [
-            r for r in await kafka.all_records(DISPATCH, settle=0.2) if ticket_event("closed")(r)
-        ]
+        early = [r for r in await _quiet_rounds(kafka) if ticket_event("closed")(r)]
 
         await clock.set(start + timedelta(days=7, minutes=1))
         [closed] = await kafka.await_records(DISPATCH, ticket_event("closed"))
-        await asyncio.sleep(0.6)
-        after = await kafka.all_records(DISPATCH, settle=0.2)
+        after = await _quiet_rounds(kafka)
 
     assert early == [], "not before close_after"
     assert data(closed)["number"] == quiet
@@ -94,47 +109,23 @@ async def test_a_question_left_unanswered_is_resolved_by_the_system_then_closed(
     """The shipped policy: a reminder after 3d waiting for the customer's reply, the resolution
     after 7d; the ticket is then closed like any resolved one, 7d later. One the customer
     answered goes on."""
-    driven = settings.replace(clock="driven", dispatch_close_interval="100ms")
-    clock = DrivenTime(driven, "intake", "dispatch")
-    start = datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
-    await clock.set(start)
-    async with running(intake(driven)), running(dispatch(driven)):
-        for message_id in ("silent", "answering"):
-            await kafka.publish("requests.incoming", encode(valid(message_id)))
-        assigned = await kafka.await_records(DISPATCH, ticket_event("assigned"), count=2)
-        for record in assigned:
-            number, owner = data(record)["number"], data(record)["agent_id"]
-            mine = token(driven, owner, now=start)
-            await kafka.ticket_command(owner, number, "accept", token=mine)
-            await kafka.ticket_command(
-                owner, number, "request_customer_info", token=mine, question="Which model?"
-            )
+    question = {"question": "Which model?"}
+    async with _two_tickets(settings, kafka, "request_customer_info", **question) as tickets:
+        clock, start, (silent, answering) = tickets
         await kafka.await_records(DISPATCH, ticket_event("waiting_for_customer"), count=2)
-        silent, answering = sorted(data(r)["number"] for r in assigned)
-
-        await clock.set(start + timedelta(days=1))
-        reply = valid(
-            "the-answer",
-            reply_to_ticket=answering,
-            received_at=(start + timedelta(days=1)).isoformat(),
-            description="model X200",
-        )
-        await kafka.publish("requests.incoming", encode(reply))
-        await kafka.await_records(DISPATCH, ticket_event("resumed"))
+        await _customer_writes(kafka, clock, start + timedelta(days=1), answering, "resumed")
 
         await clock.set(start + timedelta(days=3, minutes=1))
         [reminded] = await kafka.await_records(DISPATCH, ticket_event("customer_reminded"))
 
         await clock.set(start + timedelta(days=7) - timedelta(minutes=1))
-        await asyncio.sleep(0.6)  # rounds of a 100 ms interval go by
-        early = await kafka.all_records(DISPATCH, settle=0.2)
+        early = await _quiet_rounds(kafka)
 
         await clock.set(start + timedelta(days=7, minutes=1))
         [resolved] = await kafka.await_records(DISPATCH, ticket_event("resolved"))
         await clock.set(start + timedelta(days=14, minutes=2))
         [closed] = await kafka.await_records(DISPATCH, ticket_event("closed"))
-        await asyncio.sleep(0.6)
-        after = await kafka.all_records(DISPATCH, settle=0.2)
+        after = await _quiet_rounds(kafka)
 
     assert [r for r in early if ticket_event("resolved")(r)] == [], "not before 7d"
     assert (data(reminded)["number"], data(reminded)["waited"]) == (silent, "3d")
@@ -172,19 +163,6 @@ def test_the_desk_closes_only_a_ticket_still_resolved_and_resolved_long_enough_a
     closed = recorded.events(TicketClosed)
     assert [(e.ticket_id, e.actor, e.silent) for e in closed] == [(old, "system", False)]
     assert ticket_desk.tickets[old].status == "closed"
-
-
-def test_a_backlog_is_closed_silently_a_ticket_just_due_is_not() -> None:
-    """The first round after an upgrade finds tickets resolved months ago: their customers
-    are not told (notify fires no rule on a silent event); one due an hour ago is announced."""
-    ticket_desk, recorded = desk()
-    now = T0 + timedelta(days=90)
-    months = _resolved(ticket_desk, 1, T0)
-    hour = _resolved(ticket_desk, 2, now - timedelta(days=7, hours=1))
-    ticket_desk.now = now
-    assert ticket_desk.close_quiet(months) and ticket_desk.close_quiet(hour)
-    silent = {e.ticket_id: e.silent for e in recorded.events(TicketClosed)}
-    assert silent == {months: True, hour: False}
 
 
 def _waiting(ticket_desk: Desk, n: int, since: datetime, **changes: Any) -> str:
@@ -242,19 +220,6 @@ def test_a_ticket_answered_or_needing_a_person_is_not_resolved_unanswered() -> N
     assert recorded.events(TicketResolved) == []
 
 
-def test_a_backlog_is_resolved_silently_a_ticket_just_due_is_not() -> None:
-    ticket_desk, recorded = desk()
-    now = T0 + timedelta(days=90)
-    months = _waiting(ticket_desk, 1, T0)
-    hour = _waiting(ticket_desk, 2, now - timedelta(days=7, hours=1))
-    ticket_desk.now = now
-    assert ticket_desk.resolve_unanswered(months) and ticket_desk.resolve_unanswered(hour)
-    silent = {e.ticket_id: e.silent for e in recorded.events(TicketResolved)}
-    assert silent == {months: True, hour: False}
-    closed = [(e.ticket_id, e.silent) for e in recorded.events(TicketClosed)]
-    assert closed == [(months, True)], "the backlog is closed at once, never announced later"
-
-
 def test_the_customer_is_reminded_once_per_question_and_told_when_it_resolves() -> None:
     """The test policy: a reminder at 3d, the resolution at 7d — but none for a complaint."""
     ticket_desk, recorded = desk()
@@ -287,3 +252,31 @@ def test_a_backlog_reminder_is_silent() -> None:
     assert ticket_desk.remind_unanswered(stale)
     [reminder] = recorded.events(CustomerReminded)
     assert reminder.silent is True, "two days late: the resolution it would announce is near"
+
+
+@pytest.mark.parametrize(
+    ("make", "settle", "kind"),
+    [
+        (_resolved, Desk.close_quiet, TicketClosed),
+        (_waiting, Desk.resolve_unanswered, TicketResolved),
+    ],
+    ids=["closing", "resolving unanswered"],
+)
+def test_a_backlog_is_settled_silently_a_ticket_just_due_is_not(
+    make: Callable[[Desk, int, datetime], str],
+    settle: Callable[[Desk, str], bool],
+    kind: type[TicketClosed | TicketResolved],
+) -> None:
+    """The first round after an upgrade finds tickets resolved, or waiting, since months ago:
+    their customers are not told (notify fires no rule on a silent event); one due an hour ago
+    is announced. A backlog resolved unanswered is closed at once, never announced later."""
+    ticket_desk, recorded = desk()
+    now = T0 + timedelta(days=90)
+    months = make(ticket_desk, 1, T0)
+    hour = make(ticket_desk, 2, now - timedelta(days=7, hours=1))
+    ticket_desk.now = now
+    assert settle(ticket_desk, months) and settle(ticket_desk, hour)
+    silent = {e.ticket_id: e.silent for e in recorded.events(kind)}
+    assert silent == {months: True, hour: False}
+    closed = {e.ticket_id: e.silent for e in recorded.events(TicketClosed)}
+    assert (closed[months], closed.get(hour, False)) == (True, False)
