@@ -25,7 +25,9 @@ this plumbing itself (neither a message's nor the infrastructure's) is retried
 ``plumbing_failed`` and the partition moves on.
 
 A handler may :meth:`Inbound.release` a message it refused without effect: its claim is dropped
-in the same transaction, so the same message sent again is evaluated anew.
+in the same transaction, so the same message sent again is evaluated anew. The *record* stays
+answered (a claim of its coordinates): redelivered after a crash between 2 and 3, it is skipped,
+not refused a second time — or, the state having moved on, applied after its refusal was told.
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ class Rejected(Exception):
         self.reason = reason
 
 
+def released_key(record: Record) -> str:
+    """The claim a released message leaves for its record: a redelivery of the record (same
+    coordinates) is skipped; the message sent again (a new offset) is evaluated anew."""
+    return f"released:{record.coordinates}"
+
+
 @dataclass(slots=True)
 class Inbound(Generic[T]):
     """A decoded message with its record and the id it is de-duplicated by."""
@@ -114,7 +122,8 @@ class Inbound(Generic[T]):
 
     def release(self) -> None:
         """Refused without effect: forget its id, so that the same message sent again is
-        evaluated anew (dispatch's refused commands) instead of skipped as a repeat."""
+        evaluated anew (dispatch's refused commands) instead of skipped as a repeat; this record
+        itself, redelivered, is still skipped (:func:`released_key`)."""
         self.released = True
 
 
@@ -486,7 +495,7 @@ class ConsumerRunner(Generic[T]):
                 uow = UnitOfWork(conn, service.store, now, service.projections)
                 await self.subscription.handle(uow, fresh)
                 await uow.flush()
-                await self._release(conn, [m.message_id for m in fresh if m.released])
+                await self._release(conn, [m for m in fresh if m.released])
         if uow is not None:
             uow.committed()
 
@@ -501,12 +510,16 @@ class ConsumerRunner(Generic[T]):
         for m in messages:
             unique.setdefault(m.message_id, m)
         claimed = await conn.fetch(
-            f"WITH clock AS MATERIALIZED (SELECT {self.service.clock.expression} AS now) "
+            f"WITH clock AS MATERIALIZED (SELECT {self.service.clock.expression} AS now), "
+            "answered AS (SELECT message_id FROM processed_messages "
+            "WHERE consumer = $1 AND message_id = ANY($3::text[])) "
             "INSERT INTO processed_messages (consumer, message_id, processed_at) "
-            "SELECT $1, unnest($2::text[]), (SELECT now FROM clock) "
+            "SELECT $1, m.id, (SELECT now FROM clock) FROM unnest($2::text[], $3::text[]) "
+            "AS m(id, released) WHERE m.released NOT IN (SELECT message_id FROM answered) "
             "ON CONFLICT DO NOTHING RETURNING message_id, processed_at",
             self.name,
             list(unique),
+            [released_key(m.record) for m in unique.values()],
         )
         now: datetime | None = claimed[0][1] if claimed else None
         new_ids = {r[0] for r in claimed}
@@ -516,12 +529,18 @@ class ConsumerRunner(Generic[T]):
         MESSAGES_HANDLED.labels(*self._labels).inc(len(fresh))
         return fresh, now
 
-    async def _release(self, conn: Connection, message_ids: list[str]) -> None:
-        if message_ids:
+    async def _release(self, conn: Connection, released: list[Inbound[T]]) -> None:
+        """Forget the released messages' ids; claim their records' coordinates instead."""
+        if released:
             await conn.execute(
-                "DELETE FROM processed_messages WHERE consumer = $1 AND message_id = ANY($2)",
+                "WITH forgotten AS (DELETE FROM processed_messages "
+                "WHERE consumer = $1 AND message_id = ANY($2::text[])) "
+                "INSERT INTO processed_messages (consumer, message_id, processed_at) "
+                f"SELECT $1, unnest($3::text[]), {self.service.clock.expression} "
+                "ON CONFLICT DO NOTHING",
                 self.name,
-                message_ids,
+                [m.message_id for m in released],
+                [released_key(m.record) for m in released],
             )
 
     # --- isolating a poison message -------------------------------------------------------

@@ -20,7 +20,7 @@ from shared.settings import Settings
 from tests.dispatch.support import POLICY_FILE, triaged
 from tests.intake.requests import encode, intake_clock, valid
 from tests.support.events import escalation, publish_event
-from tests.support.kafka import KafkaProbe
+from tests.support.kafka import KafkaProbe, rewind_group
 from tests.support.personal import opened
 from tests.support.services import running
 
@@ -348,6 +348,36 @@ async def test_a_refused_command_sent_again_is_evaluated_anew_and_an_applied_one
     assert sorted(answers) == sorted(
         [(ghost, "unknown_ticket"), (ghost, "unknown_ticket"), (early, "unknown_ticket")]
     )
+
+
+@pytest.mark.asyncio
+async def test_a_refused_command_redelivered_after_a_crash_is_not_applied_later(
+    test_policy: Settings, kafka: KafkaProbe
+) -> None:
+    """A refusal releases the command's id (sent again, it is evaluated anew), but the record
+    itself was answered: redelivered after a crash between dispatch's commit and its offsets',
+    once the ticket has moved on, it must neither be refused again nor be applied after the
+    agent was told it was refused."""
+    async with running(dispatch(test_policy)) as service:
+        [group] = [c.group_id for c in service.consumers if test_policy.topic(COMMANDS) in c.topics]
+        await send_triaged(kafka, triaged(3, product_line="rr"))
+        [assigned] = await kafka.await_records(EVENTS, kind("assigned"))
+        number, agent = data(assigned)["number"], data(assigned)["agent_id"]
+        early = await send_command(kafka, number, "start_work", agent)  # not accepted yet
+        [refused] = await kafka.await_records(REJECTED, lambda r: True)
+        await send_command(kafka, number, "accept", agent)
+        await kafka.await_records(EVENTS, kind("accepted"))
+    [record] = [r for r in await kafka.all_records(COMMANDS) if early in r.value.decode()]
+    await rewind_group(test_policy, group, record.topic, record.partition, record.offset)
+
+    async with running(dispatch(test_policy)):
+        await send_command(kafka, number, "add_note", agent, note="after the restart")
+        await kafka.await_records(EVENTS, kind("note_added"))
+        events = await kafka.all_records(EVENTS, settle=0.5)
+        rejected = await kafka.all_records(REJECTED, settle=0.5)
+    assert (data(refused)["command_id"], data(refused)["reason"]) == (early, "illegal_transition")
+    assert [e for e in events if kind("work_started")(e)] == [], "refused, so never applied"
+    assert [data(r)["command_id"] for r in rejected] == [early], "and refused once"
 
 
 @pytest.mark.asyncio

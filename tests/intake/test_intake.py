@@ -15,7 +15,7 @@ from shared.deadletter import Record
 from shared.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.intake.requests import BAD_INPUTS, encode, intake_clock, valid
-from tests.support.kafka import KafkaProbe
+from tests.support.kafka import KafkaProbe, rewind_group
 from tests.support.personal import opened
 from tests.support.services import running, running_together
 from tests.support.waiting import eventually
@@ -266,3 +266,32 @@ async def test_a_rejection_names_no_contact_data_outside_the_original(
     assert "wang.fang@example.com" not in rejected.value.decode()
     assert got["customer_ref"] == got["original_preview"]["ref"]
     assert "li.lei@example.com" in (await opened(settings, got))["original_preview"]
+
+
+@pytest.mark.asyncio
+async def test_a_refused_request_redelivered_after_a_crash_is_answered_once(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """A refusal releases the request's claim (sent again, corrected, it is evaluated anew), so
+    a crash between intake's commit and its offsets' would once have refused the same record
+    twice. Here the group's offset is set back to the refused record, as such a crash leaves it,
+    and intake starts again: the adapter hears of it once."""
+    late = valid("late", received_at="2000-01-01T09:00:00+08:00")
+    async with running(build(settings)) as service:
+        group = service.consumers[0].group_id
+        await kafka.publish(INCOMING, encode(late), key="email:late")
+        [first] = await kafka.await_records(REJECTED, lambda r: True)
+    source = data(first)["source"]
+    assert data(first)["reason"] == "received_at_out_of_range"
+    await rewind_group(settings, group, source["topic"], source["partition"], source["offset"])
+
+    async with running(build(settings)) as service:
+        after = valid("after")  # same key, same partition: read after the redelivered record
+        await kafka.publish(INCOMING, encode(after), key="email:late")
+        await kafka.await_records(EVENTS, of_type("received"))
+        rejected = await kafka.all_records(REJECTED, settle=0.5)
+        answered = await service.pool.fetchval(
+            "SELECT count(*) FROM events WHERE stream_id LIKE 'rejection-%'"
+        )
+    assert [data(r)["source"]["offset"] for r in rejected] == [source["offset"]]
+    assert answered == 1

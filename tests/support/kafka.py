@@ -226,3 +226,21 @@ async def publish_with_unreadable_header_key(
         message_accumulator.DefaultRecordBatchBuilder = compiled
         producer.DefaultRecordBatchBuilder = compiled
     return int(sent.offset)
+
+
+async def rewind_group(
+    settings: Settings, group: str, topic: str, partition: int, offset: int
+) -> None:
+    """Commit ``offset`` for a stopped consumer group, as a crash between a service's commit
+    and its offsets' leaves it: the next start reads that record again."""
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.subscribe([topic])
+        while not consumer.assignment():  # the group's only member once it has joined
+            await consumer.getmany(timeout_ms=100)
+        await consumer.commit({TopicPartition(topic, partition): offset})
+    finally:
+        await consumer.stop()
