@@ -292,7 +292,7 @@ def _banner(settings: Settings, names: list[str], seconds: float) -> None:
         url = f"http://{settings.http_host}:{port_of(settings, 'console')}/"
         console.print(f"[bold]console[/]: the dashboard at {url}")
         if link := _sign_in_link(settings, url):
-            console.print(f"  signed in as the policy's operator: {link}", soft_wrap=True)
+            console.print(f"  the operator's sign-in link (click Sign in): {link}", soft_wrap=True)
         console.print("  an agent desk's token: `desk token issue AGENT_ID`")
     console.print("`desk status` in another terminal shows health; Ctrl-C stops everything.")
 
