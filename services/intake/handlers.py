@@ -278,7 +278,7 @@ class Requests(Subscription[Incoming]):
             customer_ref=subject.ref,
         )
         uow.caused_by(Cause(str(new_event_id())))(
-            _rejection_stream(record),
+            f"rejection-{record.topic}-{record.partition}-{record.offset}",
             [seal_for(subject, rejected)],
             expected_version=ANY_VERSION,
         )
@@ -292,12 +292,6 @@ class Requests(Subscription[Incoming]):
             channel_message_id=refusal.channel_message_id,
             record=record.coordinates,
         )
-
-
-def _rejection_stream(record: Record) -> str:
-    """One rejection per record: a redelivered record has the same coordinates, a request
-    sent again a new offset."""
-    return f"rejection-{record.topic}-{record.partition}-{record.offset}"
 
 
 def _out_of_range(request: Request, now: datetime, policy: Policy) -> Refusal:
