@@ -295,8 +295,9 @@ MARKS_RETENTION_MS = 3_600_000
 
 
 def topic_layout(topic: str, partitions: int) -> tuple[int, dict[str, str]]:
-    """Partitions and settings of a topic. A relay's marks (``shared.relay``) are one stream read
-    only at its end, four records a second: one partition, kept an hour, not the default week."""
+    """Partitions and settings of a topic. A relay's marks (``shared.relay``) are one stream,
+    read forward from its newest records, four a second: one partition, kept an hour, not the
+    default week."""
     if topic.endswith(MARKS_SUFFIX):
         # An hour's segments, or the active one (a week by default) would keep them all.
         return 1, {"retention.ms": str(MARKS_RETENTION_MS), "segment.ms": str(MARKS_RETENTION_MS)}

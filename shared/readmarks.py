@@ -38,6 +38,10 @@ CHECKPOINTS = 64
 """Checkpoints kept while a partition lags; past this the oldest go (which only delays a mark)."""
 
 
+MARKS_READ = 500
+"""Records of a marks topic fetched at once."""
+
+
 class ReadMarks:
     """Per partition of ``topic``: the latest time up to which ``group_id`` has read it all."""
 
@@ -158,11 +162,14 @@ class RelayMarks:
             self._next = 0
         if end <= self._next:
             return self.through
-        # Only the newest count: a mark past the last says more than all before it.
-        reader.seek(part, max(self._next, end - CHECKPOINTS))
+        # The first read starts among the newest (the topic keeps an hour of marks, and a mark
+        # says more than all before it); every later one reads each record since the last call.
+        # Anyone able to write the topic could otherwise hide each new mark behind a screen of
+        # records of their own, and hold every timer for as long as they kept it up.
+        reader.seek(part, self._next or max(0, end - CHECKPOINTS))
         ignored = 0
         while self._next < end:
-            found = await poll(reader, part, timeout_ms=500, max_records=CHECKPOINTS)
+            found = await poll(reader, part, timeout_ms=500, max_records=MARKS_READ)
             records = found.get(part, [])
             if not records:
                 first = (await reader.beginning_offsets([part]))[part]
@@ -172,7 +179,7 @@ class RelayMarks:
             for record in records:
                 self._next = record.offset + 1
                 ignored += not self._take(Record.of(record))
-        if ignored:  # once a call: at most CHECKPOINTS records are read in one
+        if ignored:  # once a call
             log.warning("marks not sealed by their relay, or saying no time, are ignored",
                         topic=self.topic, ignored=ignored)  # fmt: skip
         return self.through

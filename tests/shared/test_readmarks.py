@@ -129,3 +129,21 @@ async def test_a_record_the_kafka_client_cannot_read_hides_no_mark(kafka: KafkaP
         assert await eventually(marks.latest, lambda t: t == T1 + timedelta(minutes=1), timeout=10)
     finally:
         await marks.close()
+
+
+@pytest.mark.asyncio
+async def test_records_forged_after_each_mark_hide_none_of_them(kafka: KafkaProbe) -> None:
+    """Only the newest records were read: anyone able to write the topic could follow each mark
+    with a screen of unsealed records claiming any time, and sla's timers waited for good."""
+    marks = RelayMarks(kafka.settings, kafka.settings.topic("dispatch.marks"), "dispatch")
+    forged = {"service": "dispatch", "through": (T1 + timedelta(days=365)).isoformat()}
+    try:
+        await publish_mark(kafka, T1)
+        assert await marks.latest() == T1
+        for minute in (1, 2):
+            await publish_mark(kafka, T1 + timedelta(minutes=minute))
+            for _ in range(200):
+                await kafka.publish("dispatch.marks", forged, key="dispatch", partition=0)
+            assert await marks.latest() == T1 + timedelta(minutes=minute)
+    finally:
+        await marks.close()
