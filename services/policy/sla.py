@@ -29,7 +29,9 @@ Metric = Literal[
     "customer_update",
 ]
 Start = Literal["received", "dispatched", "assigned", "specialist_requested"]
-Fulfilment = Literal["responded", "work_started", "resolved", "findings_provided"]
+Fulfilment = Literal[
+    "responded", "waiting_for_customer", "work_started", "resolved", "findings_provided"
+]
 Update = Literal["responded", "waiting_for_customer", "escalated", "reassigned"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -144,7 +146,12 @@ class MetricPolicy(_Section):
         "classified and routed; assigned: its first assignment to an agent; "
         "specialist_requested: each request_specialist (the clock answers to the group asked)."
     )
-    fulfilled_by: list[Fulfilment] = Field(min_length=1)
+    fulfilled_by: list[Fulfilment] = Field(
+        min_length=1,
+        description="Events that meet the clock: responded (an agent's reply), "
+        "waiting_for_customer (an agent's question to the customer), work_started, resolved, "
+        "findings_provided. A clock still open when its ticket is resolved stops there.",
+    )
     pauses_when_waiting: bool = Field(
         default=False, description="Waiting for the customer stops the clock until they reply."
     )

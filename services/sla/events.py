@@ -105,11 +105,12 @@ class ClockMet(AnsweredClockEvent):
 
 @event("servicedesk.sla.clock_stopped", version=1)
 class ClockStopped(ClockEvent):
-    """The ticket closed while the clock still ran (e.g. resolved without the metric's event);
-    or the clock starts again: the ticket was reopened, or the customer heard from the desk."""
+    """The ticket was resolved or closed while the clock still ran (the metric's event never
+    came: nothing is left to time); or the clock starts again: the ticket was reopened, or the
+    customer heard from the desk."""
 
     at: datetime
-    reason: Literal["ticket_closed", "reopened", "updated"]
+    reason: Literal["ticket_resolved", "ticket_closed", "reopened", "updated"]
 
 
 @event("servicedesk.sla.escalated", version=1)

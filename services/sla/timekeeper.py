@@ -129,13 +129,13 @@ class Timekeeper:
             case dispatch.WorkStarted():
                 self._fulfil(facts, "work_started", at, event_id)
             case dispatch.TicketResolved():
-                self._fulfil(facts, "resolved", at, event_id)
+                self._resolved(facts, at, event_id)
             case dispatch.SpecialistRequested():
                 self._start(facts, "specialist_requested", at, event_id, group_id=event.to_group)
             case dispatch.FindingsProvided():
                 self._fulfil(facts, "findings_provided", at, event_id)
             case dispatch.WaitingForCustomer():
-                self._began_waiting(facts, at, event_id)
+                self._asked(facts, at, event_id)
             case dispatch.TicketResumed():
                 self._left_waiting(facts, at, event_id)
             case dispatch.TicketReopened():
@@ -153,8 +153,17 @@ class Timekeeper:
             case _:
                 pass
 
-    def _began_waiting(self, facts: ClockFacts, at: datetime, event_id: str) -> None:
-        """The ticket waits for its customer: the clocks that pause then stop counting."""
+    def _resolved(self, facts: ClockFacts, at: datetime, event_id: str) -> None:
+        """The clocks the resolution meets are met; the others are over too: one left running
+        would warn, breach and climb the ladder for a ticket nobody has left to answer."""
+        self._fulfil(facts, "resolved", at, event_id)
+        for clock in self._open(facts):
+            self._emit(facts, clock, clock.stop(at, "ticket_resolved", event_id))
+
+    def _asked(self, facts: ClockFacts, at: datetime, event_id: str) -> None:
+        """An agent asked the customer a question (which reaches them: it meets the clocks it
+        fulfils), and the ticket waits for them: the clocks that pause then stop counting."""
+        self._fulfil(facts, "waiting_for_customer", at, event_id)
         facts.waiting = True
         for clock in self._open(facts):
             self._emit(facts, clock, clock.pause(at, event_id))

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import yaml
 
 from services.dispatch.events import (
     FindingsProvided,
@@ -19,12 +20,14 @@ from services.dispatch.events import (
     WaitingForCustomer,
     WorkStarted,
 )
+from services.policy import DEFAULT_POLICY
 from services.sla.clocks import SlaClock
 from services.sla.events import (
     ClockBreached,
     ClockMet,
     ClockPaused,
     ClockStarted,
+    ClockStopped,
     ClockWarned,
     EscalationRaised,
 )
@@ -181,6 +184,55 @@ def test_a_fulfilment_past_an_unrecorded_deadline_records_the_breach_first() -> 
         if getattr(e, "metric", "") == "first_response"
     ]
     assert kinds == ["ClockStarted", "ClockBreached", "ClockMet"]
+
+
+def test_a_resolution_stops_every_clock_it_does_not_meet() -> None:
+    """Resolved in five minutes without a separate reply, the ticket's first-response clock
+    (met only by a reply under this policy) warned, breached and climbed the whole escalation
+    ladder for a ticket nobody had left to answer."""
+    world = World()
+    world.on(classified(1), T0)
+    world.on(assigned(1), T0)
+    world.on(TicketResolved(**ids(), agent_id="ann", resolution="done"), minutes(5))
+    [stopped] = world.events(ClockStopped, "first_response")
+    assert (stopped.reason, stopped.at) == ("ticket_resolved", minutes(5))
+    assert world.run_until(minutes(60 * 24)) == []
+    assert world.events(ClockBreached) == world.events(EscalationRaised) == []
+    world.on(TicketReopened(**ids(), actor="customer", reason="still broken"), minutes(60))
+    assert world.clock(1, "first_response").status == "stopped"  # it does not restart on reopen
+    assert world.clock(1, "resolution").status == "running"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        WaitingForCustomer(**ids(), agent_id="ann", question="Which model is it?"),
+        TicketResolved(**ids(), agent_id="ann", resolution="done"),
+        TicketResponded(**ids(), agent_id="ann", message="On it.", first_response=True),
+    ],
+    ids=["question", "resolution", "reply"],
+)
+def test_with_the_shipped_policy_a_question_or_a_resolution_is_a_first_response(
+    answer: EventData,
+) -> None:
+    """Each reaches the customer: the first-response clock (and a complaint's first contact)
+    is met by it, not left to breach."""
+    shipped = yaml.safe_load(DEFAULT_POLICY.read_text())["sla"]
+    world = World(shipped)
+    world.on(classified(1), T0)
+    world.on(assigned(1), T0)
+    world.on(classified(2, category="complaint", complaint=True), T0)
+    world.on(answer, minutes(5))
+    world.on(answer.model_copy(update=ids(2)), minutes(5))
+    met = world.events(ClockMet, "first_response") + world.events(
+        ClockMet, "complaint_first_contact"
+    )
+    assert [(m.number, m.metric, m.late) for m in met] == [
+        ("REQ-2026-000001", "first_response", False),
+        ("REQ-2026-000002", "complaint_first_contact", False),
+    ]
+    later = world.run_until(minutes(60 * 24 * 3))
+    assert [e for e in later if e.metric in ("first_response", "complaint_first_contact")] == []
 
 
 def test_waiting_for_the_customer_pauses_the_resolution_clock() -> None:
