@@ -294,6 +294,10 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ticket.work_started": lambda d: f"work started by {d['agent_id']}",
     "ticket.note_added": lambda d: f"internal note by {d['agent_id']}: {d['note'][:80]!r}",
     "ticket.waiting_for_customer": lambda d: f"waiting for the customer: {d['question'][:80]!r}",
+    "ticket.left_unanswered": lambda d: (
+        f"no reply in {d['waited']}: left to a person (its resolution needs one)"
+        + _SILENTLY * bool(d.get("silent"))
+    ),
     "ticket.customer_reminded": lambda d: (
         f"customer reminded: no reply in {d['waited']}"
         + (

@@ -11,7 +11,9 @@ clocks stood paused. Every ``DESK_DISPATCH_CLOSE_INTERVAL`` dispatch, by its own
 1. resolves the tickets that have waited ``routing.resolve_unanswered_after`` for the
    customer's reply, with the policy's ``routing.unanswered_resolution`` reply (the customer's
    resolution notice; their reply within the reopen window still reopens it). Categories whose
-   resolution must state more (``routing.resolution_requires``: complaints) wait for a person;
+   resolution must state more (``routing.resolution_requires``: complaints) wait for a person,
+   and their assignee and supervisors are told so, once per question
+   (``ticket.left_unanswered``);
 2. reminds, once per question, the customers of tickets that have waited
    ``routing.remind_unanswered_after`` (a notification rule sends ``ticket.customer_reminded``);
 3. closes the tickets resolved at least ``routing.close_after`` ago (shipped: 7d, the reopen
@@ -70,6 +72,17 @@ async def _unanswered(conn: Connection, policy: Policy, now: datetime) -> list[s
     return await storage.waiting_before(conn, cutoff, BATCH, exempt=exempt)
 
 
+async def _left_to_a_person(conn: Connection, policy: Policy, now: datetime) -> list[str]:
+    routing = policy.routing
+    if routing.resolve_unanswered_after is None:
+        return []
+    held = [category for category, fields in routing.resolution_requires.items() if fields]
+    if not held:
+        return []
+    cutoff = now - routing.resolve_unanswered_after
+    return await storage.waiting_before(conn, cutoff, BATCH, only=held, untold=True)
+
+
 async def _unreminded(conn: Connection, policy: Policy, now: datetime) -> list[str]:
     after = policy.routing.remind_unanswered_after
     if after is None:
@@ -86,6 +99,12 @@ async def _resolved(conn: Connection, policy: Policy, now: datetime) -> list[str
 
 STEPS = (
     Step("unanswered tickets resolved", _unanswered, Desk.resolve_unanswered, frees=True),
+    Step(
+        "unanswered tickets left to a person",
+        _left_to_a_person,
+        Desk.leave_unanswered,
+        frees=False,
+    ),
     Step("customers reminded of a question", _unreminded, Desk.remind_unanswered, frees=False),
     Step("resolved tickets closed", _resolved, Desk.close_quiet, frees=False),
 )

@@ -50,6 +50,7 @@ from services.dispatch.events import (
     CustomerReminded,
     FindingsProvided,
     FollowUpRequested,
+    LeftUnanswered,
     NoteAdded,
     SatisfactionRecorded,
     ShiftEnded,
@@ -242,6 +243,22 @@ class Desk:
         """Whether the system may resolve the ticket unanswered: not if its category's
         resolution must state more than the system can (complaints)."""
         return not self.policy.routing.resolution_requires.get(ticket.category)  # type: ignore[call-overload]
+
+    def leave_unanswered(self, ticket_id: str) -> bool:
+        """Tell a ticket's people, once per question, that it has waited
+        ``routing.resolve_unanswered_after`` for the customer's reply when the system may not
+        resolve it (a complaint): otherwise nobody would hear of it again."""
+        ticket = self.tickets.get(ticket_id)
+        after = self.policy.routing.resolve_unanswered_after
+        if ticket is None or ticket.status != "waiting_for_customer" or after is None:
+            return False
+        since = ticket.waiting_since or ticket.updated_at or self.now
+        if ticket.left_unanswered or self.now - since < after or self._resolves_unanswered(ticket):
+            return False
+        silent = self.now - since - after > LATE_CLOSE
+        waited = format_duration(after)
+        self._emit(ticket, LeftUnanswered(**_ids(ticket), waited=waited, silent=silent))
+        return True
 
     def resolve_unanswered(self, ticket_id: str) -> bool:
         """Resolve, as ``system``, a ticket that has waited ``routing.resolve_unanswered_after``

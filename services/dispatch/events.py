@@ -132,6 +132,18 @@ class CustomerReminded(TicketEvent):
     """Over a day late (a backlog): no rule tells anyone."""
 
 
+@event("servicedesk.ticket.left_unanswered", version=1)
+class LeftUnanswered(TicketEvent):
+    """The ticket has waited ``waited`` for the customer's reply (``routing.
+    resolve_unanswered_after``), but its category's resolution must state what only a person
+    can (``routing.resolution_requires``: complaints), so the system does not resolve it: its
+    assignee and supervisors are told instead, once per question."""
+
+    waited: str
+    silent: bool = False
+    """Over a day late (a backlog): no rule tells anyone."""
+
+
 @event("servicedesk.ticket.resumed", version=1)
 class TicketResumed(TicketEvent):
     """A ticket that waited for the customer is in progress again (the customer replied)."""
@@ -319,6 +331,7 @@ TICKET_EVENTS: tuple[type[TicketEvent], ...] = (
     NoteAdded,
     WaitingForCustomer,
     CustomerReminded,
+    LeftUnanswered,
     TicketResumed,
     TicketResolved,
     TicketReopened,

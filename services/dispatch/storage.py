@@ -56,6 +56,7 @@ _TICKET_COLUMNS = {  # column -> PostgreSQL type, in Ticket's field order
     "specialist_group": "text",
     "waiting_since": "timestamptz",
     "reminded": "boolean",
+    "left_unanswered": "boolean",
 }
 _SELECT = f"SELECT {', '.join(c + ('::text' if c == 'ticket_id' else '') for c in _TICKET_COLUMNS)}"
 _LOADED = sorted(LOADED)
@@ -141,18 +142,25 @@ async def waiting_before(
     limit: int,
     *,
     exempt: Sequence[str] = (),
+    only: Sequence[str] | None = None,
     unreminded: bool = False,
+    untold: bool = False,
 ) -> list[str]:
     """Tickets waiting for the customer since ``cutoff`` or earlier, oldest first, but those of
-    the ``exempt`` categories (and, ``unreminded``, those reminded already): the ones due to be
-    resolved unanswered, or reminded (``tickets_waiting``)."""
+    the ``exempt`` categories, and given ``only``, of those categories alone (``unreminded``:
+    not reminded yet; ``untold``: their people not told yet): the ones due to be resolved
+    unanswered, reminded, or left to a person (``tickets_waiting``)."""
     rows = await conn.fetch(
         "SELECT ticket_id::text FROM tickets WHERE status = 'waiting_for_customer' "
-        "AND waiting_since <= $1 AND category <> ALL($2::text[]) AND NOT (reminded AND $3) "
-        "ORDER BY waiting_since LIMIT $4",
+        "AND waiting_since <= $1 AND category <> ALL($2::text[]) "
+        "AND ($3::text[] IS NULL OR category = ANY($3::text[])) "
+        "AND NOT (reminded AND $4) AND NOT (left_unanswered AND $5) "
+        "ORDER BY waiting_since LIMIT $6",
         cutoff,
         list(exempt),
+        None if only is None else list(only),
         unreminded,
+        untold,
         limit,
     )
     return [row[0] for row in rows]

@@ -16,6 +16,7 @@ from services.dispatch.events import (
     CustomerFlagged,
     CustomerReminded,
     FindingsProvided,
+    LeftUnanswered,
     SatisfactionRecorded,
     SpecialistRequested,
     Status,
@@ -140,6 +141,8 @@ class Ticket:
     """When it began to wait for the customer's reply (None: it does not wait)."""
     reminded: bool = False
     """Whether the customer was reminded of the question it waits on."""
+    left_unanswered: bool = False
+    """Whether its people were told the question went unanswered (a complaint's)."""
 
     @classmethod
     def classified(cls, event: TicketClassified, time: datetime) -> Ticket:
@@ -203,9 +206,11 @@ class Ticket:
                 self.status = "in_progress"
             case WaitingForCustomer():
                 self.status, self.waiting_since = "waiting_for_customer", time
-                self.reminded = False
+                self.reminded = self.left_unanswered = False
             case CustomerReminded():
                 self.reminded = True
+            case LeftUnanswered():
+                self.left_unanswered = True
             case TicketResolved():
                 self.status, self.resolved_at = "resolved", time
             case TicketReopened():
@@ -232,7 +237,7 @@ class Ticket:
             case _:
                 pass
         if self.status != "waiting_for_customer":
-            self.waiting_since, self.reminded = None, False
+            self.waiting_since, self.reminded, self.left_unanswered = None, False, False
 
 
 def reply_outcome(

@@ -27,6 +27,7 @@ UNTIMED = (
     dispatch.TicketAccepted,
     dispatch.NoteAdded,
     dispatch.CustomerReminded,
+    dispatch.LeftUnanswered,
     dispatch.CustomerFlagged,
     dispatch.SatisfactionRecorded,
 )

@@ -17,6 +17,7 @@ from services.dispatch.app import build as dispatch
 from services.dispatch.desk import Desk
 from services.dispatch.events import (
     CustomerReminded,
+    LeftUnanswered,
     TicketAssigned,
     TicketClosed,
     TicketResolved,
@@ -39,18 +40,23 @@ DISPATCH = "dispatch.events"
 
 @asynccontextmanager
 async def _two_tickets(
-    settings: Settings, kafka: KafkaProbe, then: str, **fields: Any
+    settings: Settings,
+    kafka: KafkaProbe,
+    then: str,
+    second: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> AsyncIterator[tuple[DrivenTime, datetime, list[str]]]:
     """intake and dispatch with their clocks driven and the closing worker's rounds every
-    100 ms; two tickets, each accepted by its agent and given the command ``then``. Yields the
-    clock, when it started, and the two numbers in order."""
+    100 ms; two tickets (the second's request changed by ``second``), each accepted by its agent
+    and given the command ``then``. Yields the clock, when it started, and the two numbers in
+    order."""
     driven = settings.replace(clock="driven", dispatch_close_interval="100ms")
     clock = DrivenTime(driven, "intake", "dispatch")
     start = datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
     await clock.set(start)
     async with running(intake(driven)), running(dispatch(driven)):
-        for message_id in ("first", "second"):
-            await kafka.publish("requests.incoming", encode(valid(message_id)))
+        for message_id, changes in (("first", {}), ("second", second or {})):
+            await kafka.publish("requests.incoming", encode(valid(message_id, **changes)))
         assigned = await kafka.await_records(DISPATCH, ticket_event("assigned"), count=2)
         for record in assigned:
             number, owner = data(record)["number"], data(record)["agent_id"]
@@ -109,8 +115,8 @@ async def test_a_question_left_unanswered_is_resolved_by_the_system_then_closed(
     """The shipped policy: a reminder after 3d waiting for the customer's reply, the resolution
     after 7d; the ticket is then closed like any resolved one, 7d later. One the customer
     answered goes on."""
-    question = {"question": "Which model?"}
-    async with _two_tickets(settings, kafka, "request_customer_info", **question) as tickets:
+    then = "request_customer_info"
+    async with _two_tickets(settings, kafka, then, question="Which model?") as tickets:
         clock, start, (silent, answering) = tickets
         await kafka.await_records(DISPATCH, ticket_event("waiting_for_customer"), count=2)
         await _customer_writes(kafka, clock, start + timedelta(days=1), answering, "resumed")
@@ -139,6 +145,36 @@ async def test_a_question_left_unanswered_is_resolved_by_the_system_then_closed(
     assert data(closed)["number"] == silent
     assert [data(r)["number"] for r in after if ticket_event("resolved")(r)] == [silent], (
         "resolved once; the answered ticket is still being worked"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_complaint_left_unanswered_is_left_to_its_people_who_are_told_once(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """A complaint's resolution states its cause, actions and compensation, which the system
+    cannot: at 7d it is not resolved, but its people hear that the question went unanswered —
+    before, nobody heard of it again while it held its agent's place."""
+    complaint = {"subject": "投诉：客服态度很差", "description": "电话客服态度很差，我要投诉。"}
+    then = "request_customer_info"
+    async with _two_tickets(settings, kafka, then, complaint, question="When?") as tickets:
+        clock, start, _ = tickets
+        asked = await kafka.await_records(DISPATCH, ticket_event("waiting_for_customer"), count=2)
+        classified = await kafka.await_records(DISPATCH, ticket_event("classified"), count=2)
+        [held] = [data(r)["number"] for r in classified if data(r)["category"] == "complaint"]
+        [fault] = {data(r)["number"] for r in asked} - {held}
+
+        await clock.set(start + timedelta(days=7) - timedelta(minutes=1))
+        early = await _quiet_rounds(kafka)
+        await clock.set(start + timedelta(days=7, minutes=1))
+        [told] = await kafka.await_records(DISPATCH, ticket_event("left_unanswered"))
+        after = await _quiet_rounds(kafka)
+
+    assert [r for r in early if ticket_event("left_unanswered")(r)] == [], "not before 7d"
+    assert (data(told)["number"], data(told)["waited"], data(told)["silent"]) == (held, "7d", False)
+    assert [data(r)["number"] for r in after if ticket_event("left_unanswered")(r)] == [held]
+    assert [data(r)["number"] for r in after if ticket_event("resolved")(r)] == [fault], (
+        "the fault is resolved by the system, the complaint waits for a person"
     )
 
 
@@ -243,6 +279,31 @@ def test_the_customer_is_reminded_once_per_question_and_told_when_it_resolves() 
     assert ticket_desk.remind_unanswered(fault) is False, "the new question waits 3d again"
     ticket_desk.now += timedelta(days=3)
     assert ticket_desk.remind_unanswered(fault) is True
+
+
+def test_a_complaint_left_unanswered_is_told_to_its_people_once_per_question() -> None:
+    ticket_desk, recorded = desk()
+    fault = _waiting(ticket_desk, 1, T0)
+    complaint = _waiting(ticket_desk, 2, T0, category="complaint")
+    ticket_desk.now = T0 + timedelta(days=7) - timedelta(minutes=1)
+    assert ticket_desk.leave_unanswered(complaint) is False, "not before 7d"
+
+    ticket_desk.now = T0 + timedelta(days=7)
+    assert ticket_desk.leave_unanswered(fault) is False, "the system resolves a fault itself"
+    assert ticket_desk.leave_unanswered(complaint) is True
+    assert ticket_desk.leave_unanswered(complaint) is False, "once per question"
+    [told] = recorded.events(LeftUnanswered)
+    assert (told.ticket_id, told.waited, told.silent) == (complaint, "7d", False)
+    assert ticket_desk.tickets[complaint].status == "waiting_for_customer"
+
+    ticket = ticket_desk.tickets[complaint]  # answered, then asked again: a new question
+    ids = {"ticket_id": complaint, "number": ticket.number}
+    ticket.apply(TicketResumed(**ids, cause="reply", cause_event_id="e"), ticket_desk.now)
+    ticket.apply(WaitingForCustomer(**ids, agent_id="t1", question="and now?"), ticket_desk.now)
+    assert ticket_desk.leave_unanswered(complaint) is False, "the new question waits 7d again"
+    ticket_desk.now += timedelta(days=30)
+    assert ticket_desk.leave_unanswered(complaint) is True
+    assert recorded.events(LeftUnanswered)[-1].silent is True, "23 days late: a backlog"
 
 
 def test_a_backlog_reminder_is_silent() -> None:
