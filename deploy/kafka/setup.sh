@@ -17,6 +17,7 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.marks --partitions 1 --config retention.ms=3600000 --config segment.ms=3600000 --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic intake.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic intake.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
+"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic intake.marks --partitions 1 --config retention.ms=3600000 --config segment.ms=3600000 --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic notify.deliveries --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic notify.deliveries.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic notify.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
@@ -125,6 +126,8 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Read --topic intake.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic intake.events.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Write --topic intake.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic intake.marks
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Read --topic intake.marks
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic sla.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Read --topic sla.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:dispatch --operation Describe --topic sla.events.dlq
@@ -143,6 +146,8 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Write --topic dispatch.events.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Describe --topic intake.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Write --topic intake.events
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Describe --topic intake.marks
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Write --topic intake.marks
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Describe --topic requests.incoming
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Read --topic requests.incoming
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:intake --operation Describe --topic requests.incoming.dlq
@@ -195,6 +200,8 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic intake.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic intake.events.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic intake.events.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic intake.marks
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic intake.marks
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic notify.deliveries
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic notify.deliveries
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic notify.deliveries

@@ -7,6 +7,7 @@ from services.dispatch.events import MARKS_TOPIC, PUBLISHES
 from services.dispatch.handlers import Commands, DeskSession, Events, policy_switch
 from services.dispatch.settings import DispatchSettings
 from services.dispatch.storage import AgentRoster, TicketBoard
+from services.intake.events import MARKS_TOPIC as INTAKE_MARKS
 from services.policy import policy_schedule
 from shared.keys import KeyRing
 from shared.keystore import KeyStore
@@ -29,12 +30,13 @@ def build(settings: Settings) -> Service:
         publishes=PUBLISHES,
         # sla fires a breach on an answer's absence: it waits until the answer is surely out.
         marks=MARKS_TOPIC,
+        watches=[INTAKE_MARKS],  # its quiet tickets wait until intake's replies are read
         subscriptions=[
             Events(session, keys),
             Commands(session, KeyRing.from_settings(own), own.token_max_ttl),
         ],
         projections=[TicketBoard(), AgentRoster()],
-        workers=[policy_switch(session), closing(session, own.dispatch_close_interval)],
+        workers=[policy_switch(session), closing(session, own, own.dispatch_close_interval)],
         migrations=MIGRATIONS,
         # What people write about a ticket is its customer's personal data: sealed as recorded.
         key_store=keys,

@@ -20,30 +20,41 @@ clocks stood paused. Every ``DESK_DISPATCH_CLOSE_INTERVAL`` dispatch, by its own
    window's length, so no reply that could still reopen a ticket finds it closed).
 
 Each batch takes the tickets' pools like any message about them and decides under those locks,
-so a customer's reply at the same moment wins or loses whole.
+so a customer's reply at the same moment wins or loses whole. And a ticket is settled only once
+dispatch has read intake's events past its due moment — by intake's marks (``intake.marks``,
+``shared.readmarks``), as sla's timers wait for dispatch's: a reply the customer sent in time but
+dispatch has not read yet (dispatch down or behind, intake's relay stopped) is applied first,
+instead of the ticket being resolved or closed under it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from aiokafka.errors import KafkaError
+
 from services.dispatch import reach, storage
 from services.dispatch.desk import Desk
-from services.dispatch.handlers import DeskSession
+from services.dispatch.handlers import DeskSession, Events
 from services.dispatch.ticket import Ticket
+from services.intake.events import EVENTS_TOPIC as INTAKE_EVENTS
+from services.intake.events import MARKS_TOPIC as INTAKE_MARKS
 from services.policy import Policy
 from shared.database import Connection
 from shared.logging import get_logger
-from shared.service import Worker, every
+from shared.readmarks import ReadMarks, RelayMarks
+from shared.settings import Settings
 from shared.unit_of_work import Cause, UnitOfWork
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from shared.service import Service
+    from shared.consumer import ConsumerRunner
+    from shared.service import Service, Worker
 
 log = get_logger(__name__)
 
@@ -112,23 +123,58 @@ STEPS = (
 not reminded; one resolved unanswered is closed only ``close_after`` later."""
 
 
-def closing(session: DeskSession, interval: timedelta) -> Worker:
-    """The worker that resolves unanswered tickets and closes resolved ones, by the policy."""
+def closing(session: DeskSession, settings: Settings, interval: timedelta) -> Worker:
+    """The worker that resolves unanswered tickets and closes resolved ones, by the policy: a
+    round every ``interval``, of the tickets due by the time dispatch has read intake up to."""
 
     async def settle_quiet_tickets(service: Service) -> None:
-        for step in STEPS:
-            # Another batch only after a full one all settled: one the desk left a ticket of (a
-            # reply came meanwhile) waits for the next round rather than spin on the same rows.
-            while await _settle_batch(service, session, step) == BATCH:
-                pass
+        [replies] = [c for c in service.consumers if isinstance(c.subscription, Events)]
+        intake = RelayMarks(settings, settings.topic(INTAKE_MARKS), "intake")
+        marks = ReadMarks(settings, settings.topic(INTAKE_EVENTS), replies.group_id,
+                          timedelta(0), marks=intake)  # fmt: skip
+        said: str | None = None
+        try:
+            while True:
+                waits = await _settle_round(service, session, replies, marks)
+                if waits != said:  # said once, not every round, and once it no longer waits
+                    log.info(waits or "quiet tickets settle: intake's events read past a mark")
+                    said = waits
+                await asyncio.sleep(interval.total_seconds())
+        finally:
+            await marks.close()
 
-    return every(interval, settle_quiet_tickets)
+    return settle_quiet_tickets
 
 
-async def _settle_batch(service: Service, session: DeskSession, step: Step) -> int:
+async def _settle_round(
+    service: Service, session: DeskSession, replies: ConsumerRunner[object], marks: ReadMarks
+) -> str | None:
+    """Settle what was due by the moment dispatch has read intake's events up to, and by now;
+    or say why the round waits."""
+    async with service.pool.acquire() as conn:
+        now = await service.clock.now(conn)
+    await replies.commit_pending()  # what it applied counts as read once committed
+    try:
+        read = await marks.read_until(now)
+    except KafkaError:  # the broker is away: the round waits for the next
+        return "quiet tickets wait: the broker does not say what dispatch has read"
+    if not read or marks.partitions - read.keys():
+        return "quiet tickets wait: intake's events not read past a mark of intake's relay yet"
+    through = min(now, *read.values())
+    for step in STEPS:
+        # Another batch only after a full one all settled: one the desk left a ticket of (a
+        # reply came meanwhile) waits for the next round rather than spin on the same rows.
+        while await _settle_batch(service, session, step, through) == BATCH:
+            pass
+    return None
+
+
+async def _settle_batch(
+    service: Service, session: DeskSession, step: Step, through: datetime
+) -> int:
     async with service.pool.acquire() as conn, conn.transaction():
         now = await service.clock.now(conn)
-        due = await step.due(conn, session.policy.in_force(now).policy, now)
+        due = await step.due(conn, session.policy.in_force(now).policy, through)
         if not due:
             return 0
         uow = UnitOfWork(conn, service.store, now, service.projections)

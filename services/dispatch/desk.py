@@ -173,7 +173,8 @@ class Desk:
                 TicketResumed(**ids, cause="customer replied", cause_event_id=cause_event_id),
             )
         elif outcome == "reopen":
-            self._reopen(ticket, f"customer replied: {reply.body}"[:_REASON_CHARS], "customer")
+            reason = f"customer replied: {reply.body}"[:_REASON_CHARS]
+            self._reopen(ticket, reason, "customer", by_reply=True)
         elif outcome in ("closed", "reopen_window_passed"):
             self._emit(
                 ticket,
@@ -544,10 +545,11 @@ class Desk:
                     ),
                 )
 
-    def _reopen(self, ticket: Ticket, reason: str, actor: str) -> None:
+    def _reopen(self, ticket: Ticket, reason: str, actor: str, *, by_reply: bool = False) -> None:
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
         agent = self.board.agents.get(ticket.agent_id or "")
-        self._emit(ticket, TicketReopened(**ids, actor=actor, reason=reason))
+        reopened = TicketReopened(**ids, actor=actor, reason=reason, by_reply=by_reply)
+        self._emit(ticket, reopened)
         if self.policy.routing.reopen_to_same_agent and agent is not None and agent.has_room:
             self._within(*agent.profile.groups)
             self.board.take(agent.id)  # back with the agent who resolved it

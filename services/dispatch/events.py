@@ -172,10 +172,12 @@ class TicketResolved(TicketEvent):
 
 @event("servicedesk.ticket.reopened", version=1)
 class TicketReopened(TicketEvent):
-    """The customer rejected the solution."""
+    """The customer rejected the solution: by replying (``by_reply``; the reply is intake's
+    ``ticket.customer_replied``), or by a command (the survey link's, a supervisor's)."""
 
     actor: str
     reason: PersonalText
+    by_reply: bool = False
 
 
 @event("servicedesk.ticket.follow_up_requested", version=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.intake.events import PUBLISHES
+from services.intake.events import MARKS_TOPIC, PUBLISHES
 from services.intake.follow_ups import FollowUps
 from services.intake.handlers import Requests
 from services.intake.retention import forgetting
@@ -28,6 +28,9 @@ def build(settings: Settings) -> Service:
         port=own.intake_port,
         description="Requests from every channel in; numbered, recorded and triaged tickets out.",
         publishes=PUBLISHES,
+        # dispatch resolves and closes quiet tickets on a reply's absence: it waits until every
+        # reply recorded in time is surely out.
+        marks=MARKS_TOPIC,
         subscriptions=[Requests(policy, keys), FollowUps(policy, keys)],
         projections=[TicketIndex()],
         workers=[keep_in_force(policy), forgetting(policy, keys, own.processed_purge_interval)],

@@ -12,6 +12,9 @@ from shared.events import EventData, Moment, event
 from shared.personal import OptionalPersonalText, PersonalText
 
 EVENTS_TOPIC = "intake.events"
+MARKS_TOPIC = "intake.marks"
+"""intake's relay: "every event stamped before T is on ``intake.events``" (``shared.relay``):
+dispatch settles quiet tickets only once it has read past a customer's reply in time."""
 REJECTIONS_TOPIC = "requests.rejected"
 INCOMING_TOPIC = contract.INCOMING_TOPIC
 """Where channel adapters publish requests (the contract: :mod:`services.intake.contract`)."""

@@ -22,7 +22,7 @@ from services.policy import Policy
 from services.policy.calendar import BusinessCalendar
 from services.policy.dispatch import AgentPolicy
 from services.policy.notify import NoticeChannel, NotificationPolicy, NotificationRule
-from services.policy.sla import CalendarPolicy, Metric, choose
+from services.policy.sla import DEFAULT_SATISFACTION, CalendarPolicy, Metric, choose
 from shared.events import EventData
 from shared.personal import OptionalPersonalText, PersonalText
 
@@ -118,7 +118,7 @@ def notices(
     if settings is None:
         return []
     found: list[Notice] = []
-    for rule in _rules(settings, trigger, data):
+    for rule in _rules(policy, trigger, data):
         if customer_only and rule.to != "customer":
             continue
         for recipient in recipients(policy, rule, facts, data):
@@ -150,22 +150,24 @@ def _mail_id(channel_message_id: str) -> str | None:
 
 def fires(policy: Policy, trigger: str, data: dict[str, Any]) -> bool:
     """Some rule of ``policy`` answers this event (whether or not it finds a recipient)."""
-    settings = policy.notifications
-    return settings is not None and bool(_rules(settings, trigger, data))
+    return bool(_rules(policy, trigger, data))
 
 
 def needs_receipt(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]) -> bool:
     """The event owes the customer a notice, but notify has not read the ticket's receipt yet:
     the event is kept and its notices made when the receipt arrives."""
-    settings = policy.notifications
-    if settings is None or facts.received:
+    if facts.received:
         return False
-    return any(rule.to == "customer" for rule in _rules(settings, trigger, data))
+    return any(rule.to == "customer" for rule in _rules(policy, trigger, data))
 
 
-def _rules(
-    settings: NotificationPolicy, trigger: str, data: dict[str, Any]
-) -> list[NotificationRule]:
+def _rules(policy: Policy, trigger: str, data: dict[str, Any]) -> list[NotificationRule]:
+    settings = policy.notifications
+    if settings is None:
+        return []
+    satisfaction = policy.sla.satisfaction if policy.sla is not None else DEFAULT_SATISFACTION
+    by_reply = data.get("by_reply") if trigger == "ticket.reopened" else None
+    score = data.get("score")
     return [
         rule
         for rule in settings.rules
@@ -173,6 +175,11 @@ def _rules(
         and not data.get("silent")  # a backlog the system closed (dispatch's TicketClosed)
         and (rule.levels is None or data.get("level") in rule.levels)
         and (rule.metrics is None or data.get("metric") in rule.metrics)
+        and (rule.by_reply is None or bool(by_reply) == rule.by_reply)
+        and (
+            rule.satisfied is None
+            or (isinstance(score, int) and satisfaction.satisfied(score) == rule.satisfied)
+        )
     ]
 
 

@@ -31,8 +31,11 @@ Trigger = Literal[
     "ticket.customer_replied",
     "ticket.waiting_for_customer",
     "ticket.customer_reminded",
+    "ticket.left_unanswered",
     "ticket.resolved",
+    "ticket.reopened",
     "ticket.closed",
+    "ticket.satisfaction_recorded",
     "ticket.escalated",
     "ticket.reassigned",
     "ticket.customer_flagged",
@@ -98,6 +101,36 @@ class NotificationRule(_Section):
     metrics: list[str] | None = Field(
         default=None, description="sla.* only: the SLA metrics this rule is for (none: all)."
     )
+    by_reply: bool | None = Field(
+        default=None,
+        description="ticket.reopened only: true for a reopen by the customer's reply (which "
+        "ticket.customer_replied also tells, with the reply), false for one by a command (the "
+        "survey link's, a supervisor's); none: both.",
+    )
+    satisfied: bool | None = Field(
+        default=None,
+        description="ticket.satisfaction_recorded only: true for scores of "
+        "sla.satisfaction.satisfied_from or more, false for those below (a dissatisfied "
+        "customer); none: every score.",
+    )
+
+    @model_validator(mode="after")
+    def _conditions_fit_the_event(self) -> NotificationRule:
+        problems = [
+            f"{name} is a condition of {event} rules only, not of {self.event}"
+            for name, event in _CONDITIONS.items()
+            if getattr(self, name) is not None and self.event != event
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+_CONDITIONS: dict[str, Trigger] = {
+    "by_reply": "ticket.reopened",
+    "satisfied": "ticket.satisfaction_recorded",
+}
+"""A rule's conditions on what one kind of event says, and that event."""
 
 
 class Sender(_Section):

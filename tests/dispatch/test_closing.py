@@ -26,6 +26,7 @@ from services.dispatch.events import (
 )
 from services.intake.app import build as intake
 from shared.deadletter import Record
+from shared.service import Service
 from shared.settings import Settings
 from tests.dispatch.support import T0, desk, triaged
 from tests.intake.requests import RECEIVED_AT, encode, valid
@@ -176,6 +177,64 @@ async def test_a_complaint_left_unanswered_is_left_to_its_people_who_are_told_on
     assert [data(r)["number"] for r in after if ticket_event("resolved")(r)] == [fault], (
         "the fault is resolved by the system, the complaint waits for a person"
     )
+
+
+@pytest.mark.asyncio
+async def test_a_reply_sent_in_time_is_read_before_the_ticket_is_settled(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """The customer answers an hour before the question's 7d are up, but dispatch reads the
+    reply only later (down, or behind). Its closing round used to settle by its clock alone:
+    the ticket was resolved as unanswered under the reply, its customer told so, and then
+    reopened by the reply read late. Now the round waits until dispatch has read intake's
+    events past the due moment."""
+    driven = settings.replace(clock="driven", dispatch_close_interval="100ms")
+    clock = DrivenTime(driven, "intake", "dispatch")
+    start = datetime.fromisoformat(RECEIVED_AT) + timedelta(minutes=1)
+    await clock.set(start)
+    service = dispatch(driven)
+    reading = _held(service)
+    async with running(intake(driven)), running(service):
+        await kafka.publish("requests.incoming", encode(valid("first")))
+        [assigned] = await kafka.await_records(DISPATCH, ticket_event("assigned"))
+        number, owner = data(assigned)["number"], data(assigned)["agent_id"]
+        mine = token(driven, owner, now=start)
+        await kafka.ticket_command(owner, number, "accept", token=mine)
+        question = {"question": "Which model?"}
+        await kafka.ticket_command(owner, number, "request_customer_info", token=mine, **question)
+        await kafka.await_records(DISPATCH, ticket_event("waiting_for_customer"))
+
+        reading.clear()  # dispatch reads nothing more of intake's events for now
+        answered = start + timedelta(days=7) - timedelta(hours=1)
+        await clock.set(answered)
+        reply = valid("reply", reply_to_ticket=number, received_at=answered.isoformat())
+        await kafka.publish("requests.incoming", encode(reply))
+        await kafka.await_records("intake.events", ticket_event("customer_replied"))
+        await clock.set(start + timedelta(days=7, minutes=1))
+        unread = await _quiet_rounds(kafka)
+        assert [r for r in unread if ticket_event("resolved")(r)] == [], "the reply is unread"
+
+        reading.set()
+        await kafka.await_records(DISPATCH, ticket_event("resumed"))
+        after = await _quiet_rounds(kafka)
+
+    settled = [r for r in after if ticket_event("resolved")(r) or ticket_event("reopened")(r)]
+    assert settled == [], "the reply came first: the ticket is worked on, not resolved"
+
+
+def _held(service: Service) -> asyncio.Event:
+    """An event that, cleared, holds dispatch's reading of intake's (and sla's) events."""
+    reading = asyncio.Event()
+    reading.set()
+    [runner] = [r for r in service.consumers if r.subscription.name == "events"]
+    handle = runner.subscription.handle
+
+    async def held(uow: Any, messages: Any) -> None:
+        await reading.wait()
+        await handle(uow, messages)
+
+    runner.subscription.handle = held  # type: ignore[method-assign]
+    return reading
 
 
 def _resolved(ticket_desk: Desk, n: int, at: datetime) -> str:

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
-from services.dispatch.events import TicketResolved
+from services.dispatch.events import SatisfactionRecorded, TicketReopened, TicketResolved
 from services.intake.app import build as intake
 from services.intake.queries import ticket_id as find_ticket
 from services.notify.app import build as notify
@@ -26,9 +26,10 @@ from shared.kafka import make_producer
 from shared.keystore import KeyStore, MasterKey
 from shared.local.ports import free_port
 from shared.local.sinks import HttpReceiver, SmtpServer, http_receiver, smtp_server
+from shared.personal import from_column, ref_in
 from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
-from tests.notify.support import notify_policy, received, ticket_id, triaged
+from tests.notify.support import agent_notices, notify_policy, received, ticket_id, triaged
 from tests.sla.support import T0
 from tests.support.events import assignment, publish_event
 from tests.support.kafka import KafkaProbe
@@ -391,3 +392,58 @@ async def test_a_notice_httpx_cannot_parse_fails_alone_once_and_the_others_go_ou
     assert sum(1 for r in outcomes if kind("failed")(r)) == 1
     assert sum(1 for r in outcomes if kind("sent")(r)) == 6
     assert row is not None and tuple(row) == ("failed", 1)
+
+
+@pytest.mark.asyncio
+async def test_a_reopen_and_a_poor_score_reach_the_agent_and_the_supervisor_sealed_when_kept(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """The survey link's reopen tells the ticket's agent who and why (a reopen by the customer's
+    reply does not: the reply told them); a score of 1 tells the group's supervisor with the
+    comment, which ``deliveries`` keeps sealed under the customer like every notice's text."""
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(await intake_clock(settings), tmp_path, smtp, http)
+        async with running(intake(desk)), running(notify(desk)) as service:
+            await kafka.publish("requests.incoming", encode(valid("reopen-1")))
+            [receipt] = await kafka.await_records(
+                "intake.events",
+                lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
+            )
+            ticket, number = data(receipt)["ticket_id"], data(receipt)["number"]
+            stream = f"ticket-{ticket}"
+            comment = "没有人回电话，问题也没解决。"
+            for event in (
+                assignment(ticket, number, "li.na"),
+                TicketReopened(
+                    ticket_id=ticket, number=number, actor="customer", reason="还是卡纸"
+                ),
+                TicketReopened(
+                    ticket_id=ticket,
+                    number=number,
+                    actor="customer",
+                    reason="customer replied: 还是不行",
+                    by_reply=True,
+                ),
+                SatisfactionRecorded(
+                    ticket_id=ticket, number=number, score=1, comment=comment, actor="customer"
+                ),
+            ):
+                await publish_event(kafka, "dispatch.events", event, stream_id=stream)
+            # The acknowledgement, the assignment, one reopen notice, one to the supervisor.
+            await kafka.await_records(EVENTS, kind("sent"), count=4)
+            outcomes = await kafka.all_records(EVENTS, settle=1.5)  # let anything extra arrive
+            kept = await service.pool.fetch(
+                "SELECT template, subject, body FROM deliveries WHERE template = ANY($1)",
+                ["reopened", "dissatisfied"],
+            )
+    assert sum(1 for r in outcomes if kind("sent")(r)) == 4
+    [reopened] = agent_notices(http, "li.na", "reopened")
+    assert reopened["text"] == f"李娜，已解决的工单 {number}（打印机卡纸）被客户重新打开：还是卡纸"
+    [poor] = agent_notices(http, "zhao.lei", "dissatisfied")
+    assert poor["subject"] == f"客户不满意：{number}（1/5）"
+    assert comment in poor["text"]
+    assert sorted(row["template"] for row in kept) == ["dissatisfied", "reopened"]
+    for row in kept:
+        for column in (row["subject"], row["body"]):
+            assert comment not in column and "卡纸" not in column
+            assert ref_in(from_column(column)) is not None, "sealed under the customer"

@@ -6,19 +6,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
+from services.dispatch.commands import TicketCommand
+from services.dispatch.desk import Desk, board_from
+from services.dispatch.events import (
+    TicketAssigned,
+    TicketReassigned,
+    TicketReopened,
+    TicketResolved,
+)
+from services.dispatch.ticket import Ticket
+from services.intake.events import CustomerReplied
 from services.notify.channels import mask, sign, subject_with_number
 from services.notify.events import mail_message_id, ticket_of_mail
-from services.notify.rules import NoticeFacts, fires, needs_receipt, notices, recipients
+from services.notify.rules import NoticeFacts, evolve, fires, needs_receipt, notices, recipients
 from services.notify.storage import Delivery
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
+from tests.dispatch.support import triaged
 from tests.sla.support import T0
 from tests.support.policies import parsed, shipped, without_groups
+from tests.support.recorded import Recorded
 
 pytestmark = pytest.mark.unit
 
 POLICY, _ = load_policy(Path(DEFAULT_POLICY), Policy)
+COMMAND = TypeAdapter[Any](TicketCommand)
 
 
 def facts(**changes: object) -> NoticeFacts:
@@ -250,6 +264,20 @@ def test_only_events_a_rule_answers_fire() -> None:
     assert not fires(parsed({**shipped(), "notifications": None}), "ticket.triaged", {})
 
 
+def test_a_complaint_left_unanswered_tells_its_agent_and_supervisors_not_its_customer() -> None:
+    """The system does not resolve a complaint whose question went unanswered: its people hear
+    that it waits on them (a backlog's, silent, tells nobody)."""
+    left = {"waited": "7d"}
+    told = notices(POLICY, facts(group_id="customer-care"), "ticket.left_unanswered", left, "e")
+    assert {(n.recipient, n.template) for n in told} == {
+        ("agent:li.na", "left_unanswered"),
+        ("agent:zhao.lei", "left_unanswered"),
+    }
+    assert all("7d" in n.body and "REQ-2026-000001" in n.body for n in told)
+    silent = {**left, "silent": True}
+    assert notices(POLICY, facts(), "ticket.left_unanswered", silent, "e") == []
+
+
 def test_a_new_policys_calendar_is_used_for_the_expected_time_not_the_last_ones() -> None:
     """Calendars are made once per definition in force: a policy that changes the hours gives
     the acknowledgement of its own hours."""
@@ -275,3 +303,135 @@ def test_templates_render_in_the_sandbox_with_jinjas_globals() -> None:
     zh["body"] = "{{ number.__class__.__mro__ }}"
     [refused] = notices(parsed(document), facts(language="zh"), "ticket.triaged", {}, "e-1")
     assert refused.failure == "template_error" and "unsafe" in refused.error, refused
+
+
+def _desk_of_the_shipped_policy(loads: dict[str, int]) -> tuple[Desk, Recorded, Ticket]:
+    """dispatch's desk under the shipped policy with a ticket li.na resolved."""
+    recorded = Recorded()
+    desk = Desk(POLICY, "v", T0, board_from(POLICY, {}, loads, {}), recorded)
+    desk.classify(triaged(1, complexity="simple", category="inquiry", language="zh"))
+    ticket = desk.by_number("REQ-2026-000001")
+    assert ticket is not None and ticket.agent_id == "li.na"
+    for kind in ("accept", "resolve"):
+        body = {"reopen": {"reason": "x"}, "resolve": {"resolution": "Replaced the drum"}}
+        shaped = COMMAND.validate_python({
+            "command_id": kind, "type": kind, "ticket_number": ticket.number,
+            "actor": "li.na", **body.get(kind, {}),
+        })  # fmt: skip
+        assert desk.command(shaped) is None, kind
+    return desk, recorded, ticket
+
+
+def _heard(events: list[Any], ticket: NoticeFacts) -> list[tuple[str, str, str]]:
+    """Who is told what of dispatch's and intake's events, as notify evolves its facts: (trigger,
+    recipient, template) of every agent's notice."""
+    known = {ticket.ticket_id: ticket}
+    told: list[tuple[str, str, str]] = []
+    for n, event in enumerate(events):
+        evolve(known, event)
+        trigger = event.event_type().removeprefix("servicedesk.").rsplit(".v", 1)[0]
+        data = event.model_dump(mode="json")
+        for notice in notices(POLICY, known[ticket.ticket_id], trigger, data, f"e-{n}"):
+            if notice.recipient != "customer":
+                told.append((trigger, notice.recipient, notice.template))
+    return told
+
+
+def _after_resolution(recorded: Recorded) -> list[Any]:
+    found = recorded.events()
+    last = max(i for i, e in enumerate(found) if isinstance(e, TicketResolved))
+    return found[last + 1 :]
+
+
+def test_a_reopen_by_the_survey_link_or_a_supervisor_tells_the_agent_who_and_why() -> None:
+    """sop.md: the customer rejects the solution. With room, the ticket goes straight back to
+    its agent (dispatch records only ticket.reopened): the agent hears who reopened it and why,
+    in their language."""
+    desk, recorded, ticket = _desk_of_the_shipped_policy({})
+    ticket_facts = facts(ticket_id=ticket.ticket_id, agent_id=None)
+    reopen = {"command_id": "r", "type": "reopen", "ticket_number": ticket.number}
+    customer = COMMAND.validate_python({**reopen, "actor": "customer", "reason": "Still jams"})
+    assert desk.command(customer) is None
+    assert (ticket.status, ticket.agent_id) == ("in_progress", "li.na")
+    events = [*recorded.events(TicketAssigned), *_after_resolution(recorded)]
+    assert [type(e) for e in events] == [TicketAssigned, TicketReopened]
+    assert _heard(events, ticket_facts) == [
+        ("ticket.assigned", "agent:li.na", "assignment"),
+        ("ticket.reopened", "agent:li.na", "reopened"),
+    ]
+    [told] = notices(POLICY, ticket_facts, "ticket.reopened", events[1].model_dump(), "e")
+    assert told.language == "zh" and told.channel == "email"
+    assert (
+        told.body == "李娜，已解决的工单 REQ-2026-000001（Printer jam）被客户重新打开：Still jams"
+    )
+    by_supervisor = {"actor": "zhao.lei", "reason": "wrong fix"}
+    [told] = notices(POLICY, facts(agent_id="emma.jones"), "ticket.reopened", by_supervisor, "e")
+    assert (told.recipient, told.language) == ("agent:emma.jones", "en")
+    assert "was reopened by zhao.lei: wrong fix" in told.body
+
+
+def test_a_reopen_by_the_customers_reply_tells_the_agent_once_with_the_reply() -> None:
+    """dispatch reopens on a mail reply with ticket.reopened (``by_reply``), and notify also
+    hears intake's ticket.customer_replied:
+    the agent gets the reply (customer_reply), not a second notice of the reopen."""
+    desk, recorded, ticket = _desk_of_the_shipped_policy({})
+    reply = CustomerReplied(
+        ticket_id=ticket.ticket_id,
+        number=ticket.number,
+        channel="email",
+        channel_message_id="reply-1@example.com",
+        received_at=T0,
+        subject="Re: Printer jam",
+        body="It still jams.",
+    )
+    desk.customer_replied(reply, "reply-event")
+    [reopened] = _after_resolution(recorded)
+    assert isinstance(reopened, TicketReopened) and reopened.actor == "customer"
+    assert _heard([reply, reopened], facts(ticket_id=ticket.ticket_id)) == [
+        ("ticket.customer_replied", "agent:li.na", "customer_reply")
+    ]
+    # Sealed, its reason cannot tell: the event is opened (fires), the opened one decides.
+    sealed = {"actor": "customer", "reason": {"ref": "cust-1", "ct": "…"}}
+    assert fires(POLICY, "ticket.reopened", sealed)
+
+
+def test_a_reopen_its_agent_has_no_room_for_tells_them_and_the_next_agent_once_each() -> None:
+    """No room: the ticket goes back to the group; its agent hears of the reopen, whoever has it
+    now hears of it by the assignment notice, nobody twice."""
+    desk, recorded, ticket = _desk_of_the_shipped_policy({})
+    desk.board.agents["li.na"].load = 8  # full by the time the customer reopens
+    reopen = {"command_id": "r", "type": "reopen", "ticket_number": ticket.number}
+    customer = COMMAND.validate_python({**reopen, "actor": "customer", "reason": "Still jams"})
+    assert desk.command(customer) is None
+    events = _after_resolution(recorded)
+    assert [type(e) for e in events] == [TicketReopened, TicketReassigned, TicketAssigned]
+    heard = _heard(events, facts(ticket_id=ticket.ticket_id))
+    assert heard == [
+        ("ticket.reopened", "agent:li.na", "reopened"),
+        ("ticket.assigned", f"agent:{ticket.agent_id}", "assignment"),
+    ]
+    assert ticket.agent_id != "li.na"
+
+
+def test_a_dissatisfied_customers_score_and_comment_reach_the_groups_supervisors() -> None:
+    """sop.md: satisfaction of at least 90 %. A score below sla.satisfaction.satisfied_from
+    (shipped 4) tells the ticket group's supervisors, with the comment; a satisfied one only
+    counts."""
+    rated = {"score": 1, "comment": "Nobody called back.", "actor": "customer"}
+    trigger = "ticket.satisfaction_recorded"
+    [told] = notices(POLICY, facts(), trigger, rated, "e")
+    assert (told.recipient, told.template, told.language) == (
+        "agent:zhao.lei",
+        "dissatisfied",
+        "zh",
+    )
+    assert "1/5" in told.subject and "Nobody called back." in told.body
+    [silent] = notices(POLICY, facts(), trigger, {**rated, "score": 3, "comment": ""}, "e")
+    assert "3/5" in silent.subject and "未留评语" in silent.body
+    for score in (4, 5):
+        assert not fires(POLICY, trigger, {**rated, "score": score})
+    # The threshold is the policy's: satisfied from 3, a 3 tells nobody.
+    document = shipped()
+    document["sla"]["satisfaction"]["satisfied_from"] = 3
+    assert notices(parsed(document), facts(), trigger, {**rated, "score": 3}, "e") == []
+    assert fires(parsed(document), trigger, {**rated, "score": 2})

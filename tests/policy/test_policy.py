@@ -247,3 +247,39 @@ def test_an_automatic_resolution_of_unanswered_tickets_names_a_reply_the_policy_
         parse_policy(off.encode(), Policy, source="policy.yaml").routing.resolve_unanswered_after
         is None
     )
+
+
+@pytest.mark.unit
+def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_only() -> None:
+    """``satisfied`` (a score against sla.satisfaction.satisfied_from) is a condition of
+    satisfaction rules, ``by_reply`` of reopen rules: on another event it could never hold, a
+    mistake the operator hears of when the policy loads."""
+    shipped = DEFAULT_POLICY.read_text()
+    rule = "       channels: [webhook, email], satisfied: false}"
+    assert rule in shipped
+    policy = parse_policy(shipped.encode(), Policy, source="policy.yaml")
+    assert policy.notifications is not None
+    conditions = {
+        r.event: (r.satisfied, r.by_reply)
+        for r in policy.notifications.rules
+        if (r.satisfied, r.by_reply) != (None, None)
+    }
+    assert conditions == {
+        "ticket.satisfaction_recorded": (False, None),
+        "ticket.reopened": (None, False),
+    }
+    for changed in (
+        shipped.replace("template: dissatisfied,", "template: dissatisfied, by_reply: false,", 1),
+        shipped.replace(
+            "{event: ticket.closed, to: customer,",
+            "{event: ticket.closed, satisfied: true, to: customer,",
+            1,
+        ),
+    ):
+        assert changed != shipped
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(changed.encode(), Policy, source="policy.yaml")
+        assert any("a condition of" in p for p in caught.value.problems), caught.value.problems
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(shipped.replace(rule, rule.replace("false", "often"), 1).encode(), Policy)
+    assert caught.value.problems
