@@ -146,13 +146,17 @@ class Session:
 async def session(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> AsyncIterator[Session]:
-    """The request's caller (401, 403), with a connection and the service clock's now."""
+    """The request's caller (401, 403), with a connection and the service clock's now. The
+    token's signature and claims are checked first, holding nothing: only a token that verifies
+    takes a connection (its time needs the clock, which reads the database), so forged ones
+    cannot empty the pool."""
     console: Console = request.app.state.console
     token = token_of(authorization, request.cookies.get(COOKIE))
+    credential = identify(console, token)
     service = console.service
     async with service.pool.acquire() as conn:
         now = await service.clock.now(conn)
-        credential, person = authenticate(console, token, now)
+        person = admit(console, credential, now)
         assert token is not None
         yield Session(conn, person, credential, token, now)
 
@@ -178,9 +182,12 @@ async def sending(console: Console) -> AsyncIterator[None]:
 async def sender(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> AsyncIterator[Session]:
-    """:func:`session` inside a sending slot, taken first: a caller waiting for one while the
-    broker is slow holds no connection."""
+    """:func:`session` inside a sending slot, taken before the connection: a caller waiting for
+    one while the broker is slow holds no connection. The header's token is checked before
+    either: a forged one takes no slot."""
     console: Console = request.app.state.console
+    _header_only(authorization)
+    identify(console, bearer(authorization))
     async with sending(console), asynccontextmanager(session)(request, authorization) as s:
         yield s
 
@@ -196,9 +203,8 @@ async def watcher(
     lasts as long as a desk stays open, so :func:`session`'s connection would be held as long;
     a pool's few would be gone with a dozen desks open, and with them the console."""
     console: Console = request.app.state.console
-    token = token_of(authorization, request.cookies.get(COOKIE))
-    _, person = authenticate(console, token, await console.service.clock.now())
-    return person
+    credential = identify(console, token_of(authorization, request.cookies.get(COOKIE)))
+    return admit(console, credential, await console.service.clock.now())
 
 
 async def recheck(request: Request) -> Viewer | None:
@@ -433,9 +439,16 @@ def _routes(console: Console) -> APIRouter:
         found = await listing.ticket(s.conn, number)
         if found is None:
             raise ApiError(404, "not_found", f"no ticket {number}")
-        if not s.viewer.sees_ticket(found.group_id, found.agent_id):
-            raise ApiError(403, "forbidden", f"{number} is not in your part of the desk")
+        _refuse_unseen(s, number, found.group_id, found.agent_id)
         return found
+
+    async def commanded_ticket(s: Session, number: str) -> None:
+        """404 or 403 unless the caller sees the ticket, read without its timeline (a command
+        needs only where the ticket is)."""
+        found = await listing.ticket_facts(s.conn, number)
+        if found is None:
+            raise ApiError(404, "not_found", f"no ticket {number}")
+        _refuse_unseen(s, number, found.group_id, found.agent_id)
 
     @router.get(
         "/tickets/{number}", response_model=TicketDetail, summary="One ticket and its timeline."
@@ -462,7 +475,7 @@ def _routes(console: Console) -> APIRouter:
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         _header_only(authorization)
-        await visible_ticket(s, number)
+        await commanded_ticket(s, number)
         return await _send(console, s, "ticket", number, body)
 
     @router.get("/queues", response_model=list[QueueView], summary="Queued and open, per group.")
@@ -553,16 +566,31 @@ def _routes(console: Console) -> APIRouter:
     return router
 
 
-def authenticate(console: Console, token: str | None, now: datetime) -> tuple[Credential, Viewer]:
-    """401 without a valid token, 403 for a token that stands for no one of the directory."""
+def identify(console: Console, token: str | None) -> Credential:
+    """401 unless the token's signature and claims hold. CPU only: checked before a request
+    takes a connection or a sending slot, which forged tokens would otherwise starve."""
     try:
-        credential = console.callers.authenticate(token, now)
+        return console.callers.read(token)
+    except Unauthenticated as error:
+        raise ApiError(401, "unauthenticated", error.detail) from None
+
+
+def admit(console: Console, credential: Credential, now: datetime) -> Viewer:
+    """The person an :func:`identify`-ed credential stands for at ``now``: 401 for a token not
+    valid then, 403 for one that stands for no one of the directory."""
+    try:
+        console.callers.check_time(credential, now)
     except Unauthenticated as error:
         raise ApiError(401, "unauthenticated", error.detail) from None
     try:
-        return credential, viewer(credential, console.policy_at(now))
+        return viewer(credential, console.policy_at(now))
     except NotAPerson as error:
         raise ApiError(403, "forbidden", str(error)) from None
+
+
+def _refuse_unseen(s: Session, number: str, group_id: str | None, agent_id: str | None) -> None:
+    if not s.viewer.sees_ticket(group_id, agent_id):
+        raise ApiError(403, "forbidden", f"{number} is not in your part of the desk")
 
 
 def _answer(model: BaseModel) -> Response:

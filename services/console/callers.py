@@ -27,8 +27,10 @@ class Callers:
         self.remember = remember
         self._read: OrderedDict[str, Credential] = OrderedDict()
 
-    def authenticate(self, token: str | None, now: datetime) -> Credential:
-        """The token's credential, valid now; :class:`Unauthenticated` otherwise."""
+    def read(self, token: str | None) -> Credential:
+        """The token's credential, its signature and claims checked but not its time; else
+        :class:`Unauthenticated`. CPU only: callers check it before they take a connection
+        (which the clock needs), so forged tokens cannot empty the pool."""
         if not token:
             raise Unauthenticated("no bearer token (Authorization: Bearer <token>)")
         if len(token) > MAX_TOKEN_CHARS:
@@ -39,6 +41,11 @@ class Callers:
             self._read[token] = credential
             if len(self._read) > self.remember:
                 self._read.popitem(last=False)
+        return credential
+
+    def check_time(self, credential: Credential, now: datetime) -> Credential:
+        """``credential`` if it is valid at ``now`` (the service's clock); else
+        :class:`Unauthenticated`."""
         credential.check_time(now, self.max_ttl)
         return credential
 

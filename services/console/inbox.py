@@ -41,7 +41,7 @@ from prometheus_client import Counter
 from pydantic import TypeAdapter
 
 from services.console.allowance import Allowance, retry_after
-from services.console.api import ApiError, Console, sending
+from services.console.api import ApiError, Console, identify, sending
 from services.console.callers import bearer
 from services.console.contract import Problem, RequestAccepted
 from services.console.settings import ConsoleSettings
@@ -54,7 +54,7 @@ from services.intake.contract import (
     validate_request,
 )
 from services.vocabulary import Channel
-from shared.credentials import Unauthenticated
+from shared.credentials import Credential, Unauthenticated
 from shared.database import Connection
 from shared.durations import format_duration
 from shared.events import format_time
@@ -129,9 +129,11 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     ) -> JSONResponse:
         service = console.service
+        # Signature and claims first, holding nothing: a forged token takes no slot.
+        credential = identify(console, bearer(authorization))
         async with sending(console), service.pool.acquire() as conn:
             now = await service.clock.now(conn)
-            client = _client(console, authorization, now)
+            client = _client(console, credential, now)
             wait = allowance.take(client)
             if wait:
                 TAKEN.labels("refused", TOO_MANY_REQUESTS).inc()
@@ -200,10 +202,10 @@ def request_schema() -> dict[str, Any]:
     return schema
 
 
-def _client(console: Console, authorization: str | None, now: datetime) -> str:
-    """The channel client the bearer token stands for (401, 403)."""
+def _client(console: Console, credential: Credential, now: datetime) -> str:
+    """The channel client an identified token stands for, valid at ``now`` (401, 403)."""
     try:
-        credential = console.callers.authenticate(bearer(authorization), now)
+        console.callers.check_time(credential, now)
     except Unauthenticated as error:
         raise ApiError(401, "unauthenticated", error.detail) from None
     if credential.kind != "channel":

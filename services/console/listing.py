@@ -156,6 +156,37 @@ async def ticket(conn: Connection, number: str) -> TicketDetail | None:
     )
 
 
+@dataclass(frozen=True)
+class TicketFacts:
+    """What a command's visibility check and the survey page read of a ticket: a few columns,
+    never its clocks or timeline, which grow with every reply (a customer's thousands of them
+    must not make each command or survey build them all)."""
+
+    group_id: str | None
+    agent_id: str | None
+    language: str | None
+    subject: str
+    satisfaction: int | None
+
+
+async def ticket_facts(conn: Connection, number: str) -> TicketFacts | None:
+    """:class:`TicketFacts` of one ticket, its subject opened (the caller checks it may be
+    seen)."""
+    row = await conn.fetchrow(
+        "SELECT group_id, agent_id, language, subject, satisfaction FROM tickets WHERE number = $1",
+        number,
+    )
+    if row is None:
+        return None
+    return TicketFacts(
+        group_id=row["group_id"],
+        agent_id=row["agent_id"],
+        language=row["language"],
+        subject=personal.text(row["subject"]) or "",
+        satisfaction=row["satisfaction"],
+    )
+
+
 _DETAIL = (
     f"SELECT {_SUMMARY}, description, product_line, problem_type, satisfaction_comment, "
     "(SELECT coalesce(json_agg(c ORDER BY c.metric), '[]') FROM (SELECT metric, status, warned, "

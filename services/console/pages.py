@@ -14,12 +14,13 @@ customer token of the resolution notice's link and sends the score as a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Query, Request
@@ -31,7 +32,7 @@ from starlette.formparsers import MultiPartException
 
 from services.console import board, courier, listing
 from services.console.allowance import Allowance, retry_after
-from services.console.api import ApiError, Console, authenticate
+from services.console.api import ApiError, Console, admit, identify
 from services.console.callers import COOKIE, MAX_TOKEN_CHARS
 from services.console.phrases import PHRASES, Language, phrase, pick
 from services.console.settings import ConsoleSettings
@@ -83,11 +84,26 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
 
     surveys = Allowance(settings.console_survey_limit, settings.console_survey_window)
 
-    def render(name: str, language: Language, status: int = 200, **values: Any) -> HTMLResponse:
+    def render(
+        name: str,
+        language: Language,
+        status: int = 200,
+        *,
+        query: Mapping[str, str] | None = None,
+        **values: Any,
+    ) -> HTMLResponse:
+        """The page; ``query`` holds the parameters it needs in its own address (the survey's
+        token), which its language links keep."""
+
         def t(key: str, **fields: str) -> str:
             return phrase(key, language, **fields)
 
-        page = templates.get_template(name).render(lang=language, t=t, **values)
+        def in_language(code: Language) -> str:
+            return "?" + urlencode({**(query or {}), "lang": code})
+
+        page = templates.get_template(name).render(
+            lang=language, t=t, in_language=in_language, **values
+        )
         response = HTMLResponse(page, status_code=status)
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -113,11 +129,17 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
             )
 
     async def signed_in(request: Request) -> tuple[Viewer, datetime] | None:
+        """The cookie's person and the clock's now; None when not signed in. A cookie that
+        does not verify is turned away before a connection is taken for the clock."""
+        try:
+            credential = identify(console, request.cookies.get(COOKIE))
+        except ApiError:
+            return None
         service = console.service
         async with service.pool.acquire() as conn:
             now = await service.clock.now(conn)
         try:
-            return authenticate(console, request.cookies.get(COOKIE), now)[1], now
+            return admit(console, credential, now), now
         except ApiError:
             return None
 
@@ -163,11 +185,15 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         token = await _field(request, "token")
         if not token.strip() or len(token) > MAX_TOKEN_CHARS:
             return render("login.j2", language, status=401, refused=True)
+        try:  # a forged token takes no connection
+            credential = identify(console, token.strip())
+        except ApiError:
+            return render("login.j2", language, status=401, refused=True)
         service = console.service
         async with service.pool.acquire() as conn:
             now = await service.clock.now(conn)
         try:
-            credential, _ = authenticate(console, token.strip(), now)
+            admit(console, credential, now)
         except ApiError:
             return render("login.j2", language, status=401, refused=True)
         response = RedirectResponse("/", status_code=303)
@@ -177,7 +203,8 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
             max_age=max(1, int((credential.expires_at - now).total_seconds())),
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            # The console serves plain HTTP behind a TLS proxy: the scheme it sees says nothing.
+            secure=settings.secure_cookie,
         )
         return response
 
@@ -186,30 +213,38 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         if cross_site(request):
             return Response(status_code=403)
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE)
+        response.delete_cookie(
+            COOKIE, httponly=True, samesite="strict", secure=settings.secure_cookie
+        )
         return response
 
     async def customer(
         number: str, token: str, request: Request, lang: str | None
     ) -> tuple[Language, dict[str, Any]] | None:
         """The survey page's language and what it shows, if ``token`` is a customer token for
-        this ticket that allows rating it (None otherwise)."""
+        this ticket that allows rating it (None otherwise). Its signature and claims are checked
+        before a connection is taken, and of the ticket only what the page shows is read."""
+        try:
+            credential = console.callers.read(token)
+        except Unauthenticated:
+            return None
+        if (
+            credential.kind != "customer"
+            or credential.ticket != number
+            or "record_satisfaction" not in credential.commands
+        ):
+            return None
         service = console.service
         async with service.pool.acquire() as conn:
             now = await service.clock.now(conn)
             try:
-                credential = console.callers.authenticate(token, now)
+                console.callers.check_time(credential, now)
             except Unauthenticated:
                 return None
-            if (
-                credential.kind != "customer"
-                or credential.ticket != number
-                or "record_satisfaction" not in credential.commands
-            ):
-                return None
-            ticket = await listing.ticket(conn, number)
+            ticket = await listing.ticket_facts(conn, number)
         language = language_of(request, lang, ticket.language if ticket else None)
-        return language, {"number": number, "token": token, "ticket": ticket, "scores": _SCORES}
+        shown = {"number": number, "token": token, "ticket": ticket, "scores": _SCORES}
+        return language, {**shown, "query": {"token": token}}
 
     @app.get("/survey/{number}", include_in_schema=False)
     async def survey(

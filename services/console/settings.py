@@ -13,6 +13,12 @@ from shared.settings import Settings
 
 class ConsoleSettings(Settings):
     console_port: int = Field(default=8105, description="HTTP port of the console.")
+    console_secure_cookie: bool | None = Field(
+        default=None,
+        description="Mark the sign-in cookie Secure (browsers send it over HTTPS only): the "
+        "console serves plain HTTP behind a TLS proxy and cannot tell the browser's scheme. "
+        "Unset: on, except in local mode (`desk up` serves http://127.0.0.1).",
+    )
     console_max_body: int = Field(
         default=65_536,
         ge=1024,
@@ -72,3 +78,10 @@ class ConsoleSettings(Settings):
         description="`POST /requests`: how long an Idempotency-Key is remembered (then the same "
         "key is a new request); purged every DESK_PROCESSED_PURGE_INTERVAL.",
     )
+
+    @property
+    def secure_cookie(self) -> bool:
+        """Whether the sign-in cookie is Secure: console_secure_cookie, else outside local mode."""
+        if self.console_secure_cookie is not None:
+            return self.console_secure_cookie
+        return not self.local_mode

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,10 +16,12 @@ import pytest
 
 from services import build_service
 from services.console.journal import Journal
+from services.console.settings import ConsoleSettings
 from services.console.storage import read_models
 from shared.keystore import KeyStore, MasterKey
 from shared.projection import rebuild
 from shared.settings import Settings
+from tests.conftest import SettingsFactory
 from tests.console.support import PRINTER, SIMPLE, desk, served, sse_events
 from tests.support.credentials import token
 from tests.support.waiting import eventually
@@ -727,3 +730,65 @@ async def test_signing_in_from_another_site_is_refused(settings: Settings) -> No
     }
     assert all("set-cookie" not in r.headers for r in answers.values() if r.status_code == 403)
     assert logout.status_code == 403
+
+
+@pytest.mark.asyncio
+async def test_the_sign_in_cookie_is_secure_unless_the_console_runs_in_local_mode(
+    settings: Settings,
+) -> None:
+    """The cookie was Secure only when the console saw https, which it never does behind the
+    TLS proxy of its deployment: browsers then sent the token over plain HTTP too. Now it is
+    Secure unless the console runs in local mode (`desk up` serves http://127.0.0.1)."""
+    assert ConsoleSettings.of(settings.replace(local_mode=False)).secure_cookie
+    assert not ConsoleSettings.of(settings).secure_cookie  # the tests run in local mode
+    for production in (True, False):
+        own = settings.replace(console_secure_cookie=True) if production else settings
+        async with (
+            served(build_service("console", own)) as url,
+            httpx.AsyncClient(base_url=url, timeout=10) as client,
+        ):
+            signed_in = await client.post("/login", data={"token": token(settings, "ops")})
+            signed_out = await client.post("/logout")
+        for answer in (signed_in, signed_out):
+            assert answer.status_code == 303
+            attributes = {a.strip().lower() for a in answer.headers["set-cookie"].split(";")}
+            assert {"httponly", "samesite=strict"} <= attributes
+            assert ("secure" in attributes) is production, answer.headers["set-cookie"]
+
+
+@pytest.mark.asyncio
+async def test_commands_and_the_survey_read_nothing_of_the_tickets_timeline(
+    make_settings: SettingsFactory,
+) -> None:
+    """Each command and each survey page loaded the ticket's whole detail — every clock and
+    timeline row in one JSON value — only to read where it is, its language, subject and score:
+    a customer's thousands of replies made each of them build it all. Now they read a few
+    columns: with the timeline and clocks locked against every reader, both are answered."""
+    settings = make_settings(db_pool_max_size=10)
+    async with desk(settings) as world:
+        customer = {"name": "Ann", "email": "ann@example.com", "language": "en"}
+        await world.request(0, **SIMPLE, customer=customer)
+        [ticket] = await world.tickets("ops", 1, status="assigned")
+        number, agent = ticket["number"], world.client(ticket["agent_id"])
+        link = world.client()
+        survey = world.client("customer", ticket=number).headers["authorization"][7:]
+        async with world.console.pool.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE timeline, clocks IN ACCESS EXCLUSIVE MODE")
+            sent = await agent.post(
+                f"/api/tickets/{number}/commands", json={"type": "add_note", "note": "Called"}
+            )
+            elsewhere = await world.client("zhou.min").post(
+                f"/api/tickets/{number}/commands", json={"type": "add_note", "note": "Me?"}
+            )
+            page = await link.get(f"/survey/{number}", params={"token": survey})
+            rated = await link.post(f"/survey/{number}", data={"token": survey, "score": "4"})
+            detail = asyncio.create_task(world.client("ops").get(f"/api/tickets/{number}"))
+            await asyncio.sleep(1.0)
+            assert not detail.done(), "the detail reads the timeline: the lock holds"
+        assert sent.status_code == 202, sent.text
+        assert elsewhere.status_code == 403  # the printing group does not see the front line's
+        assert page.status_code == 200 and "How did we do?" in page.text
+        assert ticket["subject"] in page.text
+        assert rated.status_code == 200
+        assert re.search(r'data-state="(not_yet|pending)"', rated.text), rated.text
+        assert (await detail).status_code == 200

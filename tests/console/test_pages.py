@@ -169,6 +169,30 @@ async def test_a_survey_answered_in_the_browser_shows_up_in_csat(
                 assert "1 rated" in await run(browser.execute_script, note)
 
 
+async def test_the_survey_page_changes_language_and_keeps_its_link(settings: Settings) -> None:
+    """The language links were ``?lang=zh``: on the survey page they dropped the link's token,
+    so the customer who asked for Chinese was told the link was invalid."""
+    async with desk(settings) as world:
+        customer = {"name": "Ann", "email": "ann@example.com", "language": "en"}
+        await world.request(0, **SIMPLE, customer=customer)
+        [ticket] = await world.tickets("ops", 1)
+        number = ticket["number"]
+        survey = world.client("customer", ticket=number).headers["authorization"][7:]
+        with chromium() as browser:
+            await run(browser.get, f"{world.url}/survey/{number}?token={survey}")
+            title = "return document.querySelector('h1')?.textContent"
+            assert await until(browser, title) == "How did we do?"
+            chinese = await run(browser.find_element, By.LINK_TEXT, "中文")
+            await run(chinese.click)
+            assert await until(browser, title, what="the page in Chinese") == "服务满意度调查"
+            assert await run(browser.find_elements, By.CSS_SELECTOR, "#rating [name=score]")
+            address = await run(lambda: browser.current_url)
+            assert address == f"{world.url}/survey/{number}?token={survey}&lang=zh"
+            english = await run(browser.find_element, By.LINK_TEXT, "English")
+            await run(english.click)
+            assert await until(browser, title, what="back in English") == "How did we do?"
+
+
 async def _mail(server: object, subject: str) -> str:
     for message in getattr(server, "messages", []):
         if subject in str(message["Subject"]):

@@ -1,0 +1,111 @@
+"""Tokens that do not verify are refused before a request takes what the console has few of: a
+database connection (DESK_DB_POOL_MAX_SIZE) and a sending slot (half of them). Every request
+took a connection to read the clock, and every command a slot, before its token was even read:
+a flood of ``Authorization: Bearer x`` held them all, and real agents got 503, /ready failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services import build_service
+from services.console.api import Console
+from shared.settings import Settings
+from tests.console.support import served
+from tests.console.test_inbox import web_request
+from tests.support.credentials import token
+
+NUMBER = "REQ-2026-000001"
+
+
+def forged(genuine: str) -> str:
+    """``genuine`` with one character of its signature changed."""
+    signed, _, signature = genuine.rpartition(".")
+    changed = "B" if signature[10] == "A" else "A"
+    return f"{signed}.{signature[:10]}{changed}{signature[11:]}"
+
+
+@pytest.mark.asyncio
+async def test_tokens_that_do_not_verify_are_refused_while_every_connection_and_slot_is_held(
+    settings: Settings,
+) -> None:
+    service = build_service("console", settings)
+    assert isinstance(service.http, FastAPI)
+    console: Console = service.http.state.console
+    ops = token(settings, "ops")
+    bad = {"x": "x", "forged": forged(ops)}
+    other_ticket = token(settings, "customer", ticket="REQ-2026-000002")
+    async with served(service) as url, httpx.AsyncClient(base_url=url, timeout=3) as client:
+
+        async def refusals() -> dict[str, int | str]:
+            """Each case's status, or what went wrong (a timeout: it waited for the pool)."""
+            calls: dict[str, Any] = {}
+            for name, value in bad.items():
+                bearer = {"Authorization": f"Bearer {value}"}
+                cookie = {"Cookie": f"desk_token={value}"}
+                calls |= {
+                    f"a read, {name}": client.get("/api/me", headers=bearer),
+                    f"a list, {name}": client.get("/api/tickets", headers=bearer),
+                    f"the stream, {name}": client.get("/api/stream", headers=bearer),
+                    f"a ticket command, {name}": client.post(
+                        f"/api/tickets/{NUMBER}/commands", json={"type": "accept"}, headers=bearer
+                    ),
+                    f"an agent command, {name}": client.post(
+                        "/api/agents/li.na/commands", json={"type": "go_off_shift"}, headers=bearer
+                    ),
+                    f"a request, {name}": client.post(
+                        "/requests",
+                        content=json.dumps(web_request()).encode(),
+                        headers={**bearer, "Content-Type": "application/json"},
+                    ),
+                    f"the dashboard, {name}": client.get("/", headers=cookie),
+                    f"its tiles, {name}": client.get("/board", headers=cookie),
+                    f"signing in, {name}": client.post("/login", data={"token": value}),
+                    f"the survey, {name}": client.get(f"/survey/{NUMBER}", params={"token": value}),
+                    f"a score, {name}": client.post(
+                        f"/survey/{NUMBER}", data={"token": value, "score": "4"}
+                    ),
+                }
+            calls["the survey, another ticket's link"] = client.get(
+                f"/survey/{NUMBER}", params={"token": other_ticket}
+            )
+            answers = await asyncio.gather(*calls.values(), return_exceptions=True)
+            return {
+                case: answer.status_code
+                if isinstance(answer, httpx.Response)
+                else type(answer).__name__
+                for case, answer in zip(calls, answers, strict=True)
+            }
+
+        wanted = {
+            case: 303 if "dashboard" in case else 403 if "survey" in case or "score" in case
+            else 401
+            for case in await refusals()
+        }  # fmt: skip
+        held = [
+            await asyncio.wait_for(service.pool.acquire(), 30)
+            for _ in range(settings.db_pool_max_size)
+        ]
+        try:
+            async with AsyncExitStack() as slots:
+                for _ in range(max(1, settings.db_pool_max_size // 2)):
+                    await slots.enter_async_context(console.courier.slot())
+                # Answered at once (the client waits 3 s), holding nothing.
+                assert await refusals() == wanted
+        finally:
+            for conn in held:
+                await service.pool.release(conn)
+        # A token that verifies still gets in.
+        genuine = {"Authorization": f"Bearer {ops}"}
+        assert (await client.get("/api/me", headers=genuine)).status_code == 200
+        command = await client.post(
+            f"/api/tickets/{NUMBER}/commands", json={"type": "accept"}, headers=genuine
+        )
+        assert command.status_code == 404  # past the door: no such ticket
+        assert (await client.post("/login", data={"token": ops})).status_code == 303
