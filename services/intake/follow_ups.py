@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from services.dispatch.events import EVENTS_TOPIC as DISPATCH_EVENTS
 from services.dispatch.events import FollowUpRequested, TicketClosed
+from services.intake import storage
 from services.intake.contract import Request
 from services.intake.customers import Customers
 from services.intake.events import FollowUpOpened, TicketReceived, ticket_stream
@@ -47,11 +48,14 @@ class FollowUps(EventSubscription):
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         await record_closures(uow, messages)  # for the retention of customers' data
-        asked = [
-            (m.message.envelope, m.message.data)
-            for m in messages
-            if isinstance(m.message.data, FollowUpRequested)
-        ]
+        asked = await _not_opened_yet(
+            uow,
+            [
+                (m.message.envelope, m.message.data)
+                for m in messages
+                if isinstance(m.message.data, FollowUpRequested)
+            ],
+        )
         if not asked:
             return
         current, _ = await self.policy.adopt(uow.conn, uow.now)
@@ -97,6 +101,27 @@ class FollowUps(EventSubscription):
                 expected_version=ANY_VERSION,
                 subject=data.ticket_id,
             )
+
+
+async def _not_opened_yet(
+    uow: UnitOfWork, asked: list[tuple[Envelope, FollowUpRequested]]
+) -> list[tuple[Envelope, FollowUpRequested]]:
+    """The requests whose reply has made no ticket yet: one asked again — dispatch's events
+    replayed after their claims were purged, the same reply judged twice — is answered by the
+    follow-up it already has (a second ticket of one message would be refused by the index,
+    and the batch retried into a dead letter)."""
+    keys = [(data.channel, data.channel_message_id) for _, data in asked]
+    made = await storage.tickets_by_message(uow.conn, keys)
+    fresh: list[tuple[Envelope, FollowUpRequested]] = []
+    seen: set[tuple[str, str]] = set()
+    for envelope, data in asked:
+        key = (data.channel, data.channel_message_id)
+        if made.get(key, data.number) != data.number or key in seen:
+            log.info("follow-up already opened", ticket_number=data.number, follow_up=made.get(key))
+            continue
+        seen.add(key)
+        fresh.append((envelope, data))
+    return fresh
 
 
 def _receipt(asked: FollowUpRequested, history: Sequence[RecordedEvent]) -> TicketReceived | None:

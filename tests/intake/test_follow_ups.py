@@ -27,6 +27,7 @@ from tests.support.personal import opened as revealed
 from tests.support.policies import shipped
 from tests.support.services import running
 from tests.support.time import DrivenTime
+from tests.support.waiting import eventually
 
 INTAKE, DISPATCH = "intake.events", "dispatch.events"
 
@@ -74,8 +75,23 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
             keys = KeyStore(MasterKey.from_settings(settings))
             old_said = [e.summary() for e in await timeline(conn, old_id, keys)]
             new_said = [e.summary() for e in await timeline(conn, new_id, keys)]
+
+            # dispatch's events replayed after intake's claims were purged (processed_retention):
+            # the request comes again, and is answered by the follow-up it already has.
+            await conn.execute("DELETE FROM intake.processed_messages")
+            asked_id = json.loads(asked.value)["id"]
+            headers = list(asked.headers)
+            await kafka.publish(DISPATCH, asked.value, key=asked.key, headers=headers)
+            claimed = "SELECT count(*) FROM intake.processed_messages WHERE message_id = $1"
+            await eventually(lambda: conn.fetchval(claimed, asked_id), lambda n: n == 1)
+            again = await conn.fetchval(
+                "SELECT count(*) FROM intake.tickets WHERE channel_message_id = $1",
+                data(asked)["channel_message_id"],
+            )
+            dead = await conn.fetchval("SELECT count(*) FROM intake.dead_letters")
         finally:
             await conn.close()
+    assert (again, dead) == (1, 0), "one follow-up of the reply, and nothing dead-lettered"
     assert data(asked)["reason"] == "closed"
     assert (await revealed(settings, data(asked)))["body"] == "又卡纸了。"
     [receipt] = [
