@@ -439,8 +439,9 @@ def _routes(console: Console) -> APIRouter:
         found = await listing.ticket(s.conn, number)
         if found is None:
             raise ApiError(404, "not_found", f"no ticket {number}")
-        _refuse_unseen(s, number, found.group_id, found.agent_id)
-        return found
+        detail, asked = found
+        _refuse_unseen(s, number, detail.group_id, detail.agent_id, asked)
+        return detail
 
     async def commanded_ticket(s: Session, number: str) -> None:
         """404 or 403 unless the caller sees the ticket, read without its timeline (a command
@@ -448,7 +449,7 @@ def _routes(console: Console) -> APIRouter:
         found = await listing.ticket_facts(s.conn, number)
         if found is None:
             raise ApiError(404, "not_found", f"no ticket {number}")
-        _refuse_unseen(s, number, found.group_id, found.agent_id)
+        _refuse_unseen(s, number, found.group_id, found.agent_id, found.specialist_group)
 
     @router.get(
         "/tickets/{number}", response_model=TicketDetail, summary="One ticket and its timeline."
@@ -588,8 +589,10 @@ def admit(console: Console, credential: Credential, now: datetime) -> Viewer:
         raise ApiError(403, "forbidden", str(error)) from None
 
 
-def _refuse_unseen(s: Session, number: str, group_id: str | None, agent_id: str | None) -> None:
-    if not s.viewer.sees_ticket(group_id, agent_id):
+def _refuse_unseen(
+    s: Session, number: str, group_id: str | None, agent_id: str | None, asked: str | None
+) -> None:
+    if not s.viewer.sees_ticket(group_id, agent_id, asked):
         raise ApiError(403, "forbidden", f"{number} is not in your part of the desk")
 
 

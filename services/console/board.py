@@ -28,7 +28,7 @@ from services.console.contract import (
     SlaFigures,
     TrafficFigures,
 )
-from services.console.listing import Conditions, visible
+from services.console.listing import Conditions, worked
 from services.console.storage import LOADED
 from services.console.visibility import Viewer
 from services.policy import Policy
@@ -73,7 +73,7 @@ def _scope(viewer: Viewer, *clauses: str) -> Conditions:
     where = Conditions()
     for clause in clauses:
         where.add(clause)
-    visible(where, viewer)
+    worked(where, viewer)
     return where
 
 

@@ -1,9 +1,12 @@
 """What the API reads: tickets (filtered, paged), one ticket with its timeline, queues, agents.
 
 Every query takes the viewer's part of the desk (:mod:`services.console.visibility`) as a
-condition, so a list never holds a ticket its reader may not see. Lists are newest first and
-paged by a cursor (the last ticket's receipt time and number), which stays fast however deep
-the page: each filter has its index (``sql/001_console.sql``).
+condition, so a list never holds a ticket its reader may not see: :func:`visible` for the
+tickets they see (their groups', their own, those asked of their groups), :func:`worked` for the
+figures of their groups (queues, the dashboard), which a ticket asked of them does not join.
+Lists are newest first and paged by a cursor (the last ticket's receipt time and number), which
+stays fast however deep the page: each filter has its index (``sql/001_console.sql``; the
+tickets asked of a group, ``sql/005_specialist_group.sql``).
 """
 
 from __future__ import annotations
@@ -86,7 +89,20 @@ class Conditions:
 
 
 def visible(conditions: Conditions, viewer: Viewer) -> None:
-    """Only what the viewer sees: their groups' tickets and their own."""
+    """Only the tickets the viewer sees: their groups', their own, and those whose specialist
+    request waits on one of their groups."""
+    if viewer.groups is not None:
+        conditions.add(
+            "(group_id = ANY({0}::text[]) OR agent_id = {1} "
+            "OR specialist_group = ANY({0}::text[]))",
+            sorted(viewer.groups),
+            viewer.subject,
+        )
+
+
+def worked(conditions: Conditions, viewer: Viewer) -> None:
+    """Only the tickets of the viewer's groups and their own: the figures of their part of the
+    desk (a ticket another group's owner asked them about is not their groups' work)."""
     if viewer.groups is not None:
         conditions.add(
             "(group_id = ANY({}::text[]) OR agent_id = {})", sorted(viewer.groups), viewer.subject
@@ -134,19 +150,20 @@ async def tickets(
     return TicketPage(items=items, next=_cursor(items[-1]) if more and items else None)
 
 
-async def ticket(conn: Connection, number: str) -> TicketDetail | None:
-    """One ticket with its clocks and its timeline, in one round trip (the caller checks it may
-    be seen)."""
+async def ticket(conn: Connection, number: str) -> tuple[TicketDetail, str | None] | None:
+    """One ticket with its clocks and its timeline, in one round trip, and the group its
+    specialist request waits on (the caller checks it may be seen)."""
     row = await conn.fetchrow(_DETAIL, number)
     if row is None:
         return None
     values = _summary(row)
     values.pop("clocks")
     values.pop("timeline")
+    asked = values.pop("specialist_group")
     values["customer"] = _customer(row["customer"])
     values["description"] = personal.text(values["description"])
     values["satisfaction_comment"] = personal.text(values["satisfaction_comment"])
-    return TicketDetail(
+    detail = TicketDetail(
         **values,
         clocks=[ClockView(**c) for c in json.loads(row["clocks"])],
         timeline=[
@@ -154,6 +171,7 @@ async def ticket(conn: Connection, number: str) -> TicketDetail | None:
             for t in json.loads(row["timeline"])
         ],
     )
+    return detail, asked
 
 
 @dataclass(frozen=True)
@@ -164,6 +182,8 @@ class TicketFacts:
 
     group_id: str | None
     agent_id: str | None
+    specialist_group: str | None
+    """The group its specialist request waits on (None: no request open)."""
     language: str | None
     subject: str
     satisfaction: int | None
@@ -173,7 +193,8 @@ async def ticket_facts(conn: Connection, number: str) -> TicketFacts | None:
     """:class:`TicketFacts` of one ticket, its subject opened (the caller checks it may be
     seen)."""
     row = await conn.fetchrow(
-        "SELECT group_id, agent_id, language, subject, satisfaction FROM tickets WHERE number = $1",
+        "SELECT group_id, agent_id, specialist_group, language, subject, satisfaction "
+        "FROM tickets WHERE number = $1",
         number,
     )
     if row is None:
@@ -181,6 +202,7 @@ async def ticket_facts(conn: Connection, number: str) -> TicketFacts | None:
     return TicketFacts(
         group_id=row["group_id"],
         agent_id=row["agent_id"],
+        specialist_group=row["specialist_group"],
         language=row["language"],
         subject=personal.text(row["subject"]) or "",
         satisfaction=row["satisfaction"],
@@ -189,6 +211,7 @@ async def ticket_facts(conn: Connection, number: str) -> TicketFacts | None:
 
 _DETAIL = (
     f"SELECT {_SUMMARY}, description, product_line, problem_type, satisfaction_comment, "
+    "specialist_group, "
     "(SELECT coalesce(json_agg(c ORDER BY c.metric), '[]') FROM (SELECT metric, status, warned, "
     " deadline, breached_at, met_at, late FROM clocks WHERE ticket_id = t.ticket_id) c) "
     "AS clocks, "
@@ -199,12 +222,21 @@ _DETAIL = (
 )
 
 
-async def summaries(conn: Connection, ticket_ids: list[str]) -> list[TicketSummary]:
-    """The current state of these tickets (what the stream sends when they change)."""
+async def summaries(
+    conn: Connection, ticket_ids: list[str]
+) -> list[tuple[TicketSummary, str | None]]:
+    """The current state of these tickets (what the stream sends when they change), each with
+    the group its specialist request waits on (who else sees it)."""
     rows = await conn.fetch(
-        f"SELECT {_SUMMARY} FROM tickets WHERE ticket_id = ANY($1::uuid[])", ticket_ids
+        f"SELECT {_SUMMARY}, specialist_group FROM tickets WHERE ticket_id = ANY($1::uuid[])",
+        ticket_ids,
     )
-    return [TicketSummary(**_summary(r)) for r in rows]
+    changed = []
+    for row in rows:
+        values = _summary(row)
+        asked = values.pop("specialist_group")
+        changed.append((TicketSummary(**values), asked))
+    return changed
 
 
 def _customer(stored: str | None) -> Customer | None:
@@ -223,7 +255,7 @@ def _customer(stored: str | None) -> Customer | None:
 async def queues(conn: Connection, viewer: Viewer) -> list[QueueView]:
     where = Conditions()
     where.add("status <> 'closed'")
-    visible(where, viewer)
+    worked(where, viewer)
     rows = await conn.fetch(
         "SELECT group_id, count(*) FILTER (WHERE status = 'queued') AS queued, "
         "min(queued_at) FILTER (WHERE status = 'queued') AS oldest_queued_at, count(*) AS open "

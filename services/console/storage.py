@@ -198,6 +198,12 @@ def _change(data: EventData, time: datetime) -> Statement | None:  # noqa: PLR09
                 data.level,
                 *([data.to_group] if data.to_group is not None else []),
             )
+        case dispatch.SpecialistRequested():
+            # As dispatch keeps it (Ticket.specialist_group): the group asked sees the ticket
+            # until it answers, whatever else happens to the ticket meanwhile.
+            return _set(data, time, "specialist_group = $3", data.to_group)
+        case dispatch.FindingsProvided():
+            return _set(data, time, "specialist_group = NULL")
         case dispatch.SatisfactionRecorded():
             return _set(
                 data,

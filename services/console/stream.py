@@ -13,7 +13,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import Gauge
 
@@ -30,20 +30,25 @@ KEEPALIVE_S = 15.0
 BACKLOG = 1000
 
 
+class Change(NamedTuple):
+    event: str
+    data: dict[str, Any]
+    asked: str | None = None
+    """A ticket's: the group its specialist request waits on, which sees it too (not sent)."""
+
+
 @dataclass(eq=False)
 class Watcher:
     viewer: Viewer
-    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = field(
-        default_factory=lambda: asyncio.Queue(BACKLOG)
-    )
+    queue: asyncio.Queue[Change] = field(default_factory=lambda: asyncio.Queue(BACKLOG))
 
-    def offer(self, event: str, data: dict[str, Any]) -> None:
+    def offer(self, event: str, data: dict[str, Any], asked: str | None = None) -> None:
         try:
-            self.queue.put_nowait((event, data))
+            self.queue.put_nowait(Change(event, data, asked))
         except asyncio.QueueFull:
             while not self.queue.empty():
                 self.queue.get_nowait()
-            self.queue.put_nowait(("resync", {}))
+            self.queue.put_nowait(Change("resync", {}))
 
 
 class ChangeStream:
@@ -105,9 +110,9 @@ class ChangeStream:
         async with service.pool.acquire() as conn:
             changed = await listing.summaries(conn, ids) if ids else []
         for watcher in list(self.watchers):
-            for ticket in changed:
-                if watcher.viewer.sees_ticket(ticket.group_id, ticket.agent_id):
-                    watcher.offer("ticket", ticket.model_dump(mode="json"))
+            for ticket, asked in changed:
+                if watcher.viewer.sees_ticket(ticket.group_id, ticket.agent_id, asked):
+                    watcher.offer("ticket", ticket.model_dump(mode="json"), asked)
             if board:
                 watcher.offer("board", {})
 
@@ -148,8 +153,8 @@ class ChangeStream:
                         return
                     yield b": keepalive\n\n"
                     continue
-                event, data = item
-                if event == "ticket" and not _sees(watcher.viewer, data):
+                event, data, asked = item
+                if event == "ticket" and not _sees(watcher.viewer, data, asked):
                     continue  # offered under the groups the caller had before the check
                 yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
         finally:
@@ -157,9 +162,7 @@ class ChangeStream:
             WATCHERS.dec()
 
 
-async def _next(
-    watcher: Watcher, closing: asyncio.Event, within: float
-) -> tuple[str, dict[str, Any]] | None:
+async def _next(watcher: Watcher, closing: asyncio.Event, within: float) -> Change | None:
     """The watcher's next change; None when the service closes or nothing came ``within``
     seconds."""
     getting = asyncio.ensure_future(watcher.queue.get())
@@ -175,5 +178,5 @@ async def _next(
     return None
 
 
-def _sees(viewer: Viewer, ticket: dict[str, Any]) -> bool:
-    return viewer.sees_ticket(ticket.get("group_id"), ticket.get("agent_id"))
+def _sees(viewer: Viewer, ticket: dict[str, Any], asked: str | None) -> bool:
+    return viewer.sees_ticket(ticket.get("group_id"), ticket.get("agent_id"), asked)

@@ -9,6 +9,9 @@
   their groups;
 * a group's tickets include those still naming a group the policy retired into it
   (``retired_groups: moved_to``);
+* a group asked for findings (dispatch's ``request_specialist``) sees the ticket too, until it
+  answers (``provide_findings``): its members and supervisors read the question and send the
+  answer from their desks; the dashboard's figures and queues stay their groups' own;
 * a customer (a survey link's token), ``system``, or an id the directory does not know: nothing
   of the API (403); a customer token opens its ticket's survey page only.
 
@@ -47,10 +50,14 @@ class Viewer:
         """Shown the per-agent figures of the groups they see (the monthly review)."""
         return self.role in ("operator", "director", "supervisor")
 
-    def sees_ticket(self, group_id: str | None, agent_id: str | None) -> bool:
+    def sees_ticket(
+        self, group_id: str | None, agent_id: str | None, asked: str | None = None
+    ) -> bool:
+        """Whether they see a ticket of ``group_id`` assigned to ``agent_id`` whose specialist
+        request waits on the group ``asked`` (None: no request open)."""
         if self.groups is None or agent_id == self.subject:
             return True
-        return group_id is not None and group_id in self.groups
+        return any(g is not None and g in self.groups for g in (group_id, asked))
 
     def sees_agent(self, agent_id: str, groups: list[str]) -> bool:
         if self.groups is None or agent_id == self.subject:

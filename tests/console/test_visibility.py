@@ -54,6 +54,17 @@ def test_a_group_sees_the_tickets_still_naming_a_group_retired_into_it() -> None
     assert not viewer(credential("zhou.min"), retired).sees_ticket("old-desk", None)
 
 
+def test_a_group_asked_for_findings_sees_the_ticket_and_a_third_group_does_not() -> None:
+    """Until it answers: the ticket's specialist request waits on its group."""
+    network = viewer(credential("wu.hao"), POLICY)
+    assert not network.sees_ticket("front-line", "li.na")
+    assert network.sees_ticket("front-line", "li.na", "network")
+    assert viewer(credential("qian.hui"), POLICY).sees_ticket("front-line", None, "network")
+    assert not viewer(credential("zhou.min"), POLICY).sees_ticket("front-line", None, "network")
+    # Still the owner's and their group's, whoever was asked.
+    assert viewer(credential("li.na"), POLICY).sees_ticket("front-line", "li.na", "network")
+
+
 def test_a_supervisor_sees_the_groups_they_supervise() -> None:
     supervisor = viewer(credential("zhao.lei"), POLICY)
     assert supervisor.role == "supervisor" and supervisor.supervises
