@@ -113,6 +113,11 @@ class TicketDetail(TicketSummary):
     satisfaction_comment: str | None
     clocks: list[ClockView]
     timeline: list[TimelineEntry]
+    timeline_omitted: int = Field(
+        default=0,
+        description="Older timeline entries left out: the detail holds the newest 500 "
+        "(`desk ticket show` prints them all).",
+    )
 
 
 class QueueView(_Out):

@@ -159,6 +159,7 @@ async def ticket(conn: Connection, number: str) -> tuple[TicketDetail, str | Non
     values = _summary(row)
     values.pop("clocks")
     values.pop("timeline")
+    omitted = max(0, values.pop("timeline_total") - TIMELINE_SHOWN)
     asked = values.pop("specialist_group")
     values["customer"] = _customer(row["customer"])
     values["description"] = personal.text(values["description"])
@@ -170,6 +171,7 @@ async def ticket(conn: Connection, number: str) -> tuple[TicketDetail, str | Non
             TimelineEntry(**{**t, "said": personal.text(t["said"])})
             for t in json.loads(row["timeline"])
         ],
+        timeline_omitted=omitted,
     )
     return detail, asked
 
@@ -209,6 +211,11 @@ async def ticket_facts(conn: Connection, number: str) -> TicketFacts | None:
     )
 
 
+TIMELINE_SHOWN = 500
+"""Timeline entries a ticket's detail holds, the newest: a customer writing thousands of replies
+must not make every opening of their ticket build and send them all (``desk ticket show`` prints
+the whole story)."""
+
 _DETAIL = (
     f"SELECT {_SUMMARY}, description, product_line, problem_type, satisfaction_comment, "
     "specialist_group, "
@@ -216,8 +223,9 @@ _DETAIL = (
     " deadline, breached_at, met_at, late FROM clocks WHERE ticket_id = t.ticket_id) c) "
     "AS clocks, "
     "(SELECT coalesce(json_agg(e ORDER BY e.at, e.position), '[]') FROM (SELECT at, position, "
-    " service, kind, actor, facts, said FROM timeline WHERE ticket_id = t.ticket_id) e) "
-    "AS timeline "
+    " service, kind, actor, facts, said FROM timeline WHERE ticket_id = t.ticket_id "
+    f" ORDER BY position DESC LIMIT {TIMELINE_SHOWN}) e) AS timeline, "
+    "(SELECT count(*) FROM timeline WHERE ticket_id = t.ticket_id) AS timeline_total "
     "FROM tickets t WHERE number = $1"
 )
 

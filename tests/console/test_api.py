@@ -792,3 +792,29 @@ async def test_commands_and_the_survey_read_nothing_of_the_tickets_timeline(
         assert rated.status_code == 200
         assert re.search(r'data-state="(not_yet|pending)"', rated.text), rated.text
         assert (await detail).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_a_tickets_detail_holds_its_newest_timeline_entries_and_says_how_many_are_left_out(
+    make_settings: SettingsFactory,
+) -> None:
+    """A customer's thousands of replies grew the detail without bound: every opening of the
+    ticket built and sent them all. It holds the newest 500 now, and the count of the rest."""
+    settings = make_settings()
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE)
+        [ticket] = await world.tickets("ops", 1, status="assigned")
+        number = ticket["number"]
+        before = await _detail(world.client("ops"), number)
+        async with world.console.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO timeline (ticket_id, position, at, service, kind, facts, said) "
+                "SELECT $1::uuid, 1000000 + n, now() + n * interval '1 ms', 'intake', "
+                "'ticket.customer_replied', '{}', 'reply ' || n FROM generate_series(1, 600) n",
+                ticket["ticket_id"],
+            )
+        after = await _detail(world.client("ops"), number)
+    assert before["timeline_omitted"] == 0 and len(before["timeline"]) < 500
+    said = [e["said"] for e in after["timeline"]]
+    assert len(said) == 500 and said[-1] == "reply 600" and said[0] == "reply 101"
+    assert after["timeline_omitted"] == 600 + len(before["timeline"]) - 500
