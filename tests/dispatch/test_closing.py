@@ -315,6 +315,14 @@ def test_a_ticket_answered_or_needing_a_person_is_not_resolved_unanswered() -> N
     assert recorded.events(TicketResolved) == []
 
 
+def _asked_again(ticket_desk: Desk, ticket_id: str) -> None:
+    """The customer answers the ticket's question, and is asked a new one, now."""
+    ticket = ticket_desk.tickets[ticket_id]
+    ids = {"ticket_id": ticket_id, "number": ticket.number}
+    ticket.apply(TicketResumed(**ids, cause="reply", cause_event_id="e"), ticket_desk.now)
+    ticket.apply(WaitingForCustomer(**ids, agent_id="t1", question="and now?"), ticket_desk.now)
+
+
 def test_the_customer_is_reminded_once_per_question_and_told_when_it_resolves() -> None:
     """The test policy: a reminder at 3d, the resolution at 7d — but none for a complaint."""
     ticket_desk, recorded = desk()
@@ -331,10 +339,7 @@ def test_the_customer_is_reminded_once_per_question_and_told_when_it_resolves() 
     }
     assert reminded == {fault: ("3d", "4d", False), complaint: ("3d", None, False)}
 
-    ticket = ticket_desk.tickets[fault]  # answered, then asked again: a new question
-    ids = {"ticket_id": fault, "number": ticket.number}
-    ticket.apply(TicketResumed(**ids, cause="reply", cause_event_id="e"), ticket_desk.now)
-    ticket.apply(WaitingForCustomer(**ids, agent_id="t1", question="and now?"), ticket_desk.now)
+    _asked_again(ticket_desk, fault)
     assert ticket_desk.remind_unanswered(fault) is False, "the new question waits 3d again"
     ticket_desk.now += timedelta(days=3)
     assert ticket_desk.remind_unanswered(fault) is True
@@ -355,10 +360,7 @@ def test_a_complaint_left_unanswered_is_told_to_its_people_once_per_question() -
     assert (told.ticket_id, told.waited, told.silent) == (complaint, "7d", False)
     assert ticket_desk.tickets[complaint].status == "waiting_for_customer"
 
-    ticket = ticket_desk.tickets[complaint]  # answered, then asked again: a new question
-    ids = {"ticket_id": complaint, "number": ticket.number}
-    ticket.apply(TicketResumed(**ids, cause="reply", cause_event_id="e"), ticket_desk.now)
-    ticket.apply(WaitingForCustomer(**ids, agent_id="t1", question="and now?"), ticket_desk.now)
+    _asked_again(ticket_desk, complaint)
     assert ticket_desk.leave_unanswered(complaint) is False, "the new question waits 7d again"
     ticket_desk.now += timedelta(days=30)
     assert ticket_desk.leave_unanswered(complaint) is True
