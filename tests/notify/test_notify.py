@@ -410,6 +410,8 @@ async def test_a_reopen_and_a_poor_score_reach_the_agent_and_the_supervisor_seal
                 lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
             )
             ticket, number = data(receipt)["ticket_id"], data(receipt)["number"]
+            # The customer's acknowledgement sent: notify has read the receipt (its subject).
+            await kafka.await_records(EVENTS, kind("sent"))
             stream = f"ticket-{ticket}"
             comment = "没有人回电话，问题也没解决。"
             for event in (
