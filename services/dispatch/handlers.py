@@ -69,6 +69,10 @@ log = get_logger(__name__)
 REFUSED = Counter(
     "desk_dispatch_commands_refused_total", "Commands refused, by reason.", ["kind", "reason"]
 )
+REPLAYED = Counter(
+    "desk_dispatch_replies_replayed_total",
+    "Customer replies delivered again after their ids were forgotten, and left alone.",
+)
 
 
 _FREES = 2
@@ -207,6 +211,11 @@ class Events(EventSubscription):
         self.keys = keys
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+        replied = [m.message.data for m in messages if isinstance(m.message.data, CustomerReplied)]
+        read = await storage.replies_read(uow.conn, [r.ticket_id for r in replied])
+        messages, moved = _unread_replies(messages, read)
+        if not messages:
+            return
         ids = [m.message.data.ticket_id for m in messages]  # type: ignore[attr-defined]
         # A reply's text reopens with its words (sealed again as the reopening is recorded).
         replies = [m.message.data for m in messages if isinstance(m.message.data, CustomerReplied)]
@@ -239,6 +248,35 @@ class Events(EventSubscription):
                 desk.customer_replied(opening.reveal(data), event_id)
             elif isinstance(data, EscalationRaised):
                 desk.escalation(data, event_id)
+        await storage.mark_replies_read(uow.conn, moved)
+
+
+def _unread_replies(
+    messages: Sequence[Inbound[Delivered]], read: dict[str, int]
+) -> tuple[list[Inbound[Delivered]], dict[str, int]]:
+    """The batch without the customer's replies dispatch has acted on before, and the newest
+    position per ticket of those it keeps. A reply is delivered again after
+    ``processed_retention`` has forgotten its id when offsets are reset or expire; judged by
+    the ticket as it is now, it would resume or reopen it as if just written. A reply's
+    position in its ticket's intake stream says which came first, whatever the broker."""
+    kept: list[Inbound[Delivered]] = []
+    moved: dict[str, int] = {}
+    for inbound in messages:
+        data = inbound.message.data
+        if isinstance(data, CustomerReplied):
+            position = inbound.message.envelope.streamversion
+            if position <= read.get(data.ticket_id, 0):
+                REPLAYED.inc()
+                log.info(
+                    "a reply acted on before is delivered again: left alone",
+                    number=data.number,
+                    position=position,
+                    read=read[data.ticket_id],
+                )
+                continue
+            read[data.ticket_id] = moved[data.ticket_id] = position
+        kept.append(inbound)
+    return kept, moved
 
 
 DecodedCommand = Attributed | Unattributed | Unreadable

@@ -204,6 +204,30 @@ async def cursors(conn: Connection) -> dict[str, str]:
     return {r[0]: r[1] for r in await conn.fetch("SELECT group_id, agent_id FROM group_cursors")}
 
 
+async def replies_read(conn: Connection, ticket_ids: Iterable[str]) -> dict[str, int]:
+    """Ticket id -> the intake stream position of the newest reply dispatch has acted on."""
+    wanted = sorted(set(ticket_ids))
+    if not wanted:
+        return {}
+    rows = await conn.fetch(
+        "SELECT ticket_id::text, position FROM replies_read WHERE ticket_id = ANY($1::uuid[])",
+        wanted,
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+async def mark_replies_read(conn: Connection, read: Mapping[str, int]) -> None:
+    """Remember the newest reply acted on per ticket (never moving a mark back)."""
+    if read:
+        await conn.execute(
+            "INSERT INTO replies_read (ticket_id, position) "
+            "SELECT * FROM unnest($1::uuid[], $2::integer[]) ON CONFLICT (ticket_id) "
+            "DO UPDATE SET position = greatest(replies_read.position, excluded.position)",
+            list(read),
+            list(read.values()),
+        )
+
+
 async def customer_flags(conn: Connection, keys: Iterable[str | None]) -> dict[str, str]:
     """Customer key -> why that customer was flagged (the latest flag), for those flagged."""
     wanted = sorted({k for k in keys if k})
