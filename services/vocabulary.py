@@ -19,6 +19,10 @@ Category = Literal["inquiry", "fault", "problem", "complaint"]
 ComplaintSeverity = Literal["none", "ordinary", "major"]
 """Major complaints go to a director; ordinary ones stay with customer service."""
 
+RouteCause = Literal["classified", "queue", "reassigned", "escalated", "reopened"]
+"""Why dispatch routes a ticket (to an agent, or into the queue): new from triage, served from the
+queue, moved by a person, escalated, reopened."""
+
 PRIORITY_RANK: dict[Priority, int] = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
 """Queue order: lower rank is served first."""
 

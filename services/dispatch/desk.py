@@ -44,7 +44,6 @@ from services.dispatch.commands import (
 )
 from services.dispatch.events import (
     AgentRegistered,
-    AssignCause,
     CapacityChanged,
     CustomerFlagged,
     CustomerReminded,
@@ -77,7 +76,7 @@ from services.dispatch.ticket import OPEN, ActorKind, Refused, Ticket, check, re
 from services.intake.events import CustomerReplied, TicketTriaged, ticket_stream
 from services.policy import Policy
 from services.sla.events import EscalationRaised
-from services.vocabulary import CATEGORY_OF, Category, ComplaintSeverity, Complexity
+from services.vocabulary import CATEGORY_OF, Category, ComplaintSeverity, Complexity, RouteCause
 from shared.durations import format_duration
 from shared.events import EventData
 from shared.personal import for_subject, ref_in
@@ -476,7 +475,7 @@ class Desk:
         self.record(stream, [event], expected_version=expected)
 
     def _route(
-        self, ticket: Ticket, group_id: str, *, cause: AssignCause, only: str | None = None
+        self, ticket: Ticket, group_id: str, *, cause: RouteCause, only: str | None = None
     ) -> None:
         """Give the ticket to an agent of the group, or put it in the group's queue."""
         group_id = self.group_for(group_id)
@@ -487,7 +486,11 @@ class Desk:
             self._emit(
                 ticket,
                 TicketQueued(
-                    **ids, group_id=group_id, priority=ticket.priority, reason=choice.reason
+                    **ids,
+                    group_id=group_id,
+                    priority=ticket.priority,
+                    reason=choice.reason,
+                    cause=cause,
                 ),
             )
             self.queues.setdefault(group_id, []).append(ticket)

@@ -9,7 +9,14 @@ from typing import Literal
 from pydantic import Field
 
 from services.intake.events import AttachmentRef
-from services.vocabulary import Category, Channel, ComplaintSeverity, Complexity, Priority
+from services.vocabulary import (
+    Category,
+    Channel,
+    ComplaintSeverity,
+    Complexity,
+    Priority,
+    RouteCause,
+)
 from shared.events import EventData, Moment, event
 from shared.personal import OptionalPersonalText, PersonalText
 
@@ -24,9 +31,6 @@ AGENT_REJECTIONS = "agents.commands.rejected"
 Status = Literal[
     "queued", "assigned", "accepted", "in_progress", "waiting_for_customer", "resolved", "closed"
 ]
-
-
-AssignCause = Literal["classified", "queue", "reassigned", "escalated", "reopened"]
 
 
 def agent_stream(agent_id: str) -> str:
@@ -71,7 +75,7 @@ class TicketAssigned(TicketEvent):
     agent_id: str
     strategy: str
     reason: str
-    cause: AssignCause
+    cause: RouteCause
     policy_version: str
 
 
@@ -82,6 +86,8 @@ class TicketQueued(TicketEvent):
     group_id: str
     priority: Priority
     reason: str
+    cause: RouteCause | None = None
+    """Why it was routed, as ``ticket.assigned`` says (none in events recorded before it was)."""
 
 
 @event("servicedesk.ticket.accepted", version=1)

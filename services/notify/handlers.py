@@ -17,6 +17,7 @@ from services.dispatch import events as dispatch
 from services.intake import events as intake
 from services.notify import sealing, storage
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed
+from services.notify.limits import within_limits
 from services.notify.messages import publish_messages
 from services.notify.outcomes import record_outcome
 from services.notify.rules import (
@@ -137,7 +138,8 @@ class NoticeTriggers(EventSubscription):
         receipts = [i for i in changed if facts[i].received and i not in known]
         released = await _wait_for_receipts(uow, self.keys, policy, facts, receipts, early, survey)
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
-        pending = released + pending  # they happened before this batch's events
+        # They happened before this batch's events.
+        pending = await within_limits(uow.conn, released + pending, facts, uow.now)
         kept = sealing.kept(pending, facts, keys)
         new = await storage.enqueue(uow.conn, kept, version, uow.now)
         if new:

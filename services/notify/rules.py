@@ -21,7 +21,12 @@ from services.notify.templates import pick_language, render, render_text, uses
 from services.policy import Policy
 from services.policy.calendar import BusinessCalendar
 from services.policy.dispatch import AgentPolicy
-from services.policy.notify import NoticeChannel, NotificationPolicy, NotificationRule
+from services.policy.notify import (
+    NoticeChannel,
+    NoticeLimit,
+    NotificationPolicy,
+    NotificationRule,
+)
 from services.policy.sla import DEFAULT_SATISFACTION, CalendarPolicy, Metric, choose
 from shared.events import EventData
 from shared.personal import OptionalPersonalText, PersonalText
@@ -94,6 +99,11 @@ class Notice:
     error: str = ""
     thread: tuple[str, ...] = ()
     """An email to the customer: the Message-IDs it follows (``References``)."""
+    at_most: NoticeLimit | None = None
+    """A customer notice: its rule's limit per customer (:mod:`services.notify.limits`)."""
+    customer_ref: str | None = None
+    """A customer notice: the pseudonym of the customer it goes to, once known (the limit
+    counts by it)."""
 
 
 SurveyContext = Callable[[str], dict[str, str]]
@@ -176,6 +186,7 @@ def _rules(policy: Policy, trigger: str, data: dict[str, Any]) -> list[Notificat
         and (rule.levels is None or data.get("level") in rule.levels)
         and (rule.metrics is None or data.get("metric") in rule.metrics)
         and (rule.by_reply is None or bool(by_reply) == rule.by_reply)
+        and (rule.causes is None or data.get("cause") in rule.causes)
         and (
             rule.satisfied is None
             or (isinstance(score, int) and satisfaction.satisfied(score) == rule.satisfied)
@@ -255,6 +266,7 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
         "address": recipient.contacts.get(channel) if channel else None,
         "template": rule.template,
         "language": language,
+        "at_most": rule.at_most if recipient.key == "customer" else None,
     }
     context = {
         "number": facts.number,

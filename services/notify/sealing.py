@@ -24,13 +24,14 @@ def kept(
     notices: Sequence[Notice], facts: Mapping[str, NoticeFacts], keys: DataKeys
 ) -> list[Notice]:
     """The notices as ``deliveries`` keeps them: their subject and body (a customer's notice:
-    its address too) sealed for the ticket's customer. A ticket without a sealed customer (made
-    before sealing) or one already erased keeps what it has: nothing personal is left to seal."""
+    its address too) sealed for the ticket's customer — one that cannot be sent as well: its row
+    still holds what it would have said. A ticket without a sealed customer (made before
+    sealing) or one already erased keeps what it has: nothing personal is left to seal."""
     out: list[Notice] = []
     for notice in notices:
         ticket = facts.get(notice.ticket_id)
         ref = ref_in(ticket.customer_name) if ticket is not None else None
-        if ref is None or notice.failure or not keys.holds(ref):
+        if ref is None or not keys.holds(ref):
             out.append(notice)
             continue
 

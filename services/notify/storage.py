@@ -100,8 +100,9 @@ _COLUMNS = (
     "last_error",
     "created_at",
     "thread",
+    "customer_ref",
 )
-_TYPES = ("text", "uuid", *["text"] * 11, "timestamptz", "text", "timestamptz", "text")
+_TYPES = ("text", "uuid", *["text"] * 11, "timestamptz", "text", "timestamptz", "text", "text")
 
 
 AT_ONCE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -140,6 +141,7 @@ async def enqueue(
             n.error or None,
             now,
             " ".join(n.thread) or None,
+            n.customer_ref,
         )
         for n in notices
     ]

@@ -22,11 +22,14 @@ from pydantic import (
     model_validator,
 )
 
+from services.vocabulary import RouteCause
+from shared.durations import Duration
 from shared.endpoints import ANY_NETWORK, EndpointRefused, check_endpoint
 
 Trigger = Literal[
     "ticket.triaged",
     "ticket.assigned",
+    "ticket.queued",
     "ticket.responded",
     "ticket.customer_replied",
     "ticket.waiting_for_customer",
@@ -86,6 +89,13 @@ class TemplateText(_Section):
         return self
 
 
+class NoticeLimit(_Section):
+    """At most ``count`` notices of one rule to one customer within ``per``."""
+
+    count: int = Field(ge=1)
+    per: Duration
+
+
 class NotificationRule(_Section):
     event: Trigger
     to: str = Field(
@@ -107,11 +117,24 @@ class NotificationRule(_Section):
         "ticket.customer_replied also tells, with the reply), false for one by a command (the "
         "survey link's, a supervisor's); none: both.",
     )
+    causes: list[RouteCause] | None = Field(
+        default=None,
+        description="ticket.queued only: why the ticket was routed into the queue (classified, "
+        "queue, reassigned, escalated, reopened); none: every cause.",
+    )
     satisfied: bool | None = Field(
         default=None,
         description="ticket.satisfaction_recorded only: true for scores of "
         "sla.satisfaction.satisfied_from or more, false for those below (a dissatisfied "
         "customer); none: every score.",
+    )
+
+    at_most: NoticeLimit | None = Field(
+        default=None,
+        description="customer rules only: at most count notices of this rule to one customer "
+        "(the data subject, however many addresses) within per; the rest are recorded as failed "
+        "'limited' and not sent. RFC 3834: an automatic answer must not answer one sender "
+        "without end — a mail loop, or a flood of mail forging a victim's address.",
     )
 
     @model_validator(mode="after")
@@ -121,6 +144,8 @@ class NotificationRule(_Section):
             for name, event in _CONDITIONS.items()
             if getattr(self, name) is not None and self.event != event
         ]
+        if self.at_most is not None and self.to != "customer":
+            problems.append(f"at_most is for customer rules only, not for {self.to}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -128,6 +153,7 @@ class NotificationRule(_Section):
 
 _CONDITIONS: dict[str, Trigger] = {
     "by_reply": "ticket.reopened",
+    "causes": "ticket.queued",
     "satisfied": "ticket.satisfaction_recorded",
 }
 """A rule's conditions on what one kind of event says, and that event."""

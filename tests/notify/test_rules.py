@@ -12,6 +12,7 @@ from services.dispatch.commands import TicketCommand
 from services.dispatch.desk import Desk, board_from
 from services.dispatch.events import (
     TicketAssigned,
+    TicketQueued,
     TicketReassigned,
     TicketReopened,
     TicketResolved,
@@ -413,6 +414,38 @@ def test_a_reopen_its_agent_has_no_room_for_tells_them_and_the_next_agent_once_e
     assert ticket.agent_id != "li.na"
 
 
+def test_a_reopen_nobody_has_room_for_waits_in_the_queue_and_its_supervisors_hear_of_it() -> None:
+    """No agent of the group has room: the reopened ticket waits in the queue. Its old agent
+    hears of the reopen; the group's supervisors hear that it waits, since nobody else would
+    until its clocks warn. A ticket queued as it first arrives tells nobody."""
+    desk, recorded, ticket = _desk_of_the_shipped_policy({})
+    for agent in desk.board.agents.values():
+        agent.load = 99
+    reopen = {"command_id": "r", "type": "reopen", "ticket_number": ticket.number}
+    customer = COMMAND.validate_python({**reopen, "actor": "customer", "reason": "Still jams"})
+    assert desk.command(customer) is None
+    events = _after_resolution(recorded)
+    assert [type(e) for e in events] == [TicketReopened, TicketReassigned, TicketQueued]
+    assert (ticket.status, ticket.agent_id) == ("queued", None)
+    assert _heard(events, facts(ticket_id=ticket.ticket_id)) == [
+        ("ticket.reopened", "agent:li.na", "reopened"),
+        ("ticket.queued", "agent:zhao.lei", "reopened_queued"),
+    ]
+    queued = events[-1].model_dump(mode="json")
+    [told] = notices(POLICY, facts(ticket_id=ticket.ticket_id), "ticket.queued", queued, "e")
+    assert told.subject == "重新打开的工单 REQ-2026-000001 在队列中等待", told.subject
+    assert f"{queued['group_id']} 组当前没有在班且有空的客服" in told.body, told.body
+
+    first_seen = Recorded()
+    arrived = Desk(POLICY, "v", T0, board_from(POLICY, {}, {}, {}), first_seen)
+    for agent in arrived.board.agents.values():
+        agent.load = 99
+    arrived.classify(triaged(2, complexity="simple", category="inquiry"))
+    [first] = first_seen.events(TicketQueued)
+    assert first.cause == "classified"
+    assert not fires(POLICY, "ticket.queued", first.model_dump(mode="json"))
+
+
 def test_a_dissatisfied_customers_score_and_comment_reach_the_groups_supervisors() -> None:
     """sop.md: satisfaction of at least 90 %. A score below sla.satisfaction.satisfied_from
     (shipped 4) tells the ticket group's supervisors, with the comment; a satisfied one only
@@ -425,7 +458,9 @@ def test_a_dissatisfied_customers_score_and_comment_reach_the_groups_supervisors
         "dissatisfied",
         "zh",
     )
-    assert "1/5" in told.subject and "Nobody called back." in told.body
+    assert "1/5" in told.subject and told.body.endswith("评语：Nobody called back.")
+    [unstopped] = notices(POLICY, facts(), trigger, {**rated, "comment": "没人回电话"}, "e")
+    assert unstopped.body.endswith("评语：没人回电话。"), "one full stop, never two"
     [silent] = notices(POLICY, facts(), trigger, {**rated, "score": 3, "comment": ""}, "e")
     assert "3/5" in silent.subject and "未留评语" in silent.body
     for score in (4, 5):

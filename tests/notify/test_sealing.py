@@ -79,6 +79,24 @@ def test_kept_sealed_for_the_customer_opened_to_send_and_withheld_once_erased() 
 
 
 @pytest.mark.unit
+def test_a_notice_that_cannot_be_sent_is_kept_sealed_all_the_same() -> None:
+    """A customer with no contact for the rule's channels (a phone caller, an acknowledgement
+    by email) gets no notice, but the row recording it holds what it would have said: it was
+    kept in clear, the customer's name and words in deliveries for good."""
+    keys = DataKeys({"cust-1": secrets.token_bytes(32)})
+    facts = {"t-1": NoticeFacts(ticket_id="t-1", number="REQ-2026-000001")}
+    facts["t-1"].customer_name = keys.seal_text("cust-1", "Wang Fang")
+    failed = replace(notice("customer", CUSTOMER), failure="no_contact", channel=None)
+
+    [stored] = kept([failed], facts, keys)
+
+    assert "Wang Fang" not in stored.body + stored.subject and WRITTEN not in stored.body
+    assert CUSTOMER not in str(stored.address)
+    [shown], _ = opened([delivery(stored)], keys)
+    assert (shown.subject, shown.body) == (failed.subject, failed.body)
+
+
+@pytest.mark.unit
 def test_a_ticket_without_a_sealed_customer_keeps_its_notices_as_they_are() -> None:
     facts = {"t-1": NoticeFacts(ticket_id="t-1", number="REQ-2026-000001", customer_name="x")}
     clear = [notice("customer", CUSTOMER)]

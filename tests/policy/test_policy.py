@@ -260,13 +260,14 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
     policy = parse_policy(shipped.encode(), Policy, source="policy.yaml")
     assert policy.notifications is not None
     conditions = {
-        r.event: (r.satisfied, r.by_reply)
+        r.event: (r.satisfied, r.by_reply, r.causes)
         for r in policy.notifications.rules
-        if (r.satisfied, r.by_reply) != (None, None)
+        if (r.satisfied, r.by_reply, r.causes) != (None, None, None)
     }
     assert conditions == {
-        "ticket.satisfaction_recorded": (False, None),
-        "ticket.reopened": (None, False),
+        "ticket.satisfaction_recorded": (False, None, None),
+        "ticket.reopened": (None, False, None),
+        "ticket.queued": (None, None, ["reopened"]),
     }
     for changed in (
         shipped.replace("template: dissatisfied,", "template: dissatisfied, by_reply: false,", 1),
@@ -275,6 +276,7 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
             "{event: ticket.closed, satisfied: true, to: customer,",
             1,
         ),
+        shipped.replace("template: dissatisfied,", "template: dissatisfied, causes: [queue],", 1),
     ):
         assert changed != shipped
         with pytest.raises(PolicyError) as caught:
@@ -283,3 +285,32 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
     with pytest.raises(PolicyError) as caught:
         parse_policy(shipped.replace(rule, rule.replace("false", "often"), 1).encode(), Policy)
     assert caught.value.problems
+
+
+@pytest.mark.unit
+def test_a_limit_on_notices_is_for_customer_rules_and_reads_any_unit() -> None:
+    """``at_most`` limits what one customer is sent automatically (the shipped acknowledgement:
+    10 an hour); an agent's or a supervisor's notices are theirs to filter."""
+    shipped = DEFAULT_POLICY.read_text()
+    limit = "at_most: {count: 10, per: 1h}"
+    assert limit in shipped
+    policy = parse_policy(shipped.encode(), Policy, source="policy.yaml")
+    assert policy.notifications is not None
+    [acknowledgement] = [r for r in policy.notifications.rules if r.at_most is not None]
+    assert (acknowledgement.template, acknowledgement.to) == ("acknowledgement", "customer")
+    limited = acknowledgement.at_most
+    assert limited is not None and (limited.count, limited.per) == (10, timedelta(hours=1))
+    minutes = parse_policy(shipped.replace(limit, "at_most: {count: 3, per: 90m}").encode(), Policy)
+    assert minutes.notifications is not None
+    assert [r.at_most.per for r in minutes.notifications.rules if r.at_most] == [
+        timedelta(minutes=90)
+    ]
+    for wrong, problem in (
+        ("template: assignment,", "customer rules only"),
+        ("template: acknowledgement,", "greater than or equal to 1"),
+    ):
+        at = "at_most: {count: 0, per: 1h}, " if "acknowledgement" in wrong else limit + ", "
+        changed = shipped.replace(limit, "").replace(wrong, wrong + " " + at, 1)
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(changed.encode(), Policy, source="policy.yaml")
+        assert any(problem in p for p in caught.value.problems), caught.value.problems

@@ -1,0 +1,69 @@
+"""A rule's ``at_most``: one customer's acknowledgements are limited, through intake and notify
+on the real broker and PostgreSQL; every request is still a ticket, another customer is not held
+back, and what was not sent is on record (sealed, as every notice)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.intake.app import build as intake
+from services.notify.app import build as notify
+from shared.database import connect
+from shared.local.sinks import http_receiver, smtp_server
+from shared.settings import Settings
+from tests.intake.requests import encode, intake_clock, valid
+from tests.notify.test_notify import EVENTS, kind, notify_settings
+from tests.support.kafka import KafkaProbe
+from tests.support.records import data, ticket_event
+from tests.support.services import running
+
+VICTIM, OTHER = "wang.fang@example.com", "li.lei@example.com"
+
+
+@pytest.mark.asyncio
+async def test_one_customers_acknowledgements_stop_at_the_limit_and_the_rest_are_recorded(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """Five requests in one customer's name (a flood forging their address) under a limit of
+    two an hour: five tickets, two acknowledgements, three recorded as ``limited``; the same
+    address in capitals is the same customer. Another customer's request is acknowledged."""
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(await intake_clock(settings), tmp_path, smtp, http)
+        assert desk.policy_file is not None
+        policy = yaml.safe_load(desk.policy_file.read_text())
+        [rule] = [r for r in policy["notifications"]["rules"] if r["template"] == "acknowledgement"]
+        rule["at_most"] = {"count": 2, "per": "1h"}
+        desk.policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
+        async with running(intake(desk)), running(notify(desk)):
+            for n in range(5):
+                email = VICTIM.upper() if n == 4 else VICTIM
+                customer = {"name": "王芳", "email": email, "language": "zh-CN"}
+                await kafka.publish("requests.incoming", encode(valid(f"f-{n}", customer=customer)))
+            await kafka.await_records(EVENTS, kind("failed"), count=3)
+            await kafka.await_records(EVENTS, kind("sent"), count=2)
+            other = {"name": "李雷", "email": OTHER, "language": "en"}
+            await kafka.publish("requests.incoming", encode(valid("o-1", customer=other)))
+            await kafka.await_records(EVENTS, kind("sent"), count=3)
+            tickets = await kafka.await_records("intake.events", ticket_event("received"), count=6)
+            events = await kafka.all_records(EVENTS, settle=1.0)
+            conn = await connect(desk.require_database_url())
+            try:
+                rows = await conn.fetch(
+                    "SELECT status, last_error, subject, body FROM notify.deliveries "
+                    "WHERE template = 'acknowledgement' ORDER BY id"
+                )
+            finally:
+                await conn.close()
+    assert len(tickets) == 6, "every request is a ticket"
+    assert len(smtp.to(VICTIM)) == 2 and len(smtp.to(OTHER)) == 1
+    assert [r["status"] for r in rows].count("failed") == 3
+    assert [r["status"] for r in rows].count("sent") == 3
+    limited = [r for r in rows if r["status"] == "failed"]
+    assert all("2 acknowledgement notices to this customer within 1h" in r["last_error"]
+               for r in limited), limited  # fmt: skip
+    assert all("王芳" not in r["subject"] + r["body"] for r in limited), "kept sealed"
+    failed = [e for e in events if kind("failed")(e)]
+    assert {data(e)["reason"] for e in failed} == {"limited"}
