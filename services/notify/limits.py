@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from services.notify import storage
 from services.notify.rules import Notice, NoticeFacts
 from shared.database import Connection
 from shared.durations import format_duration
@@ -34,11 +35,7 @@ async def within_limits(
     if not capped:
         return named
     refs = sorted({n.customer_ref for n in capped if n.customer_ref})
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('notify.limits'), k) "
-        "FROM (SELECT DISTINCT hashtext(r) AS k FROM unnest($1::text[]) AS r ORDER BY k) AS keys",
-        refs,
-    )
+    await storage.lock(conn, "notify.limits", refs)
     windows = sorted({_window(n) for n in capped})
     counts = await conn.fetch(
         "SELECT (SELECT count(*) FROM deliveries d WHERE d.customer_ref = w.ref "

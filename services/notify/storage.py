@@ -12,6 +12,17 @@ from services.notify.rules import TOPIC_CHANNELS, Notice, NoticeFacts
 from shared.database import Connection
 
 
+async def lock(conn: Connection, space: str, keys: Sequence[str]) -> None:
+    """Transaction-level advisory locks on ``keys`` in a key space of their own (the two-key
+    form), taken in one order so that two holders never wait for each other in a cycle."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1), k) "
+        "FROM (SELECT DISTINCT hashtext(t) AS k FROM unnest($2::text[]) AS t ORDER BY k) AS keys",
+        space,
+        list(keys),
+    )
+
+
 async def lock_tickets(conn: Connection, ids: Iterable[str]) -> dict[str, NoticeFacts]:
     """The tickets' facts, each ticket locked until the transaction ends.
 
@@ -24,11 +35,7 @@ async def lock_tickets(conn: Connection, ids: Iterable[str]) -> dict[str, Notice
     read after the lock, in a new statement, so they include what the previous holder committed.
     """
     wanted = sorted(set(ids))
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('notify.tickets'), k) "
-        "FROM (SELECT DISTINCT hashtext(t) AS k FROM unnest($1::text[]) AS t ORDER BY k) AS keys",
-        wanted,
-    )
+    await lock(conn, "notify.tickets", wanted)
     rows = await conn.fetch("SELECT facts FROM tickets WHERE ticket_id = ANY($1::uuid[])", wanted)
     found = [NoticeFacts.model_validate_json(row[0]) for row in rows]
     return {f.ticket_id: f for f in found}
