@@ -26,11 +26,15 @@ class Callers:
         self.max_ttl = max_ttl
         self.remember = remember
         self._read: OrderedDict[str, Credential] = OrderedDict()
+        self._seen: datetime | None = None
+        """The service's clock as a request last read it."""
 
     def read(self, token: str | None) -> Credential:
-        """The token's credential, its signature and claims checked but not its time; else
+        """The token's credential, its signature and claims checked; else
         :class:`Unauthenticated`. CPU only: callers check it before they take a connection
-        (which the clock needs), so forged tokens cannot empty the pool."""
+        (which the clock needs), so forged tokens cannot empty the pool — nor genuine ones that
+        live too long, or had expired when a request last read the clock (an old survey link
+        sent again and again). Whether it is valid now is :meth:`check_time`'s, on the clock."""
         if not token:
             raise Unauthenticated("no bearer token (Authorization: Bearer <token>)")
         if len(token) > MAX_TOKEN_CHARS:
@@ -41,11 +45,16 @@ class Callers:
             self._read[token] = credential
             if len(self._read) > self.remember:
                 self._read.popitem(last=False)
+        if credential.expires_at - credential.issued_at > self.max_ttl:
+            raise Unauthenticated(f"token lives longer than the allowed {self.max_ttl}")
+        if self._seen is not None and credential.expires_at <= self._seen:
+            raise Unauthenticated(f"token expired at {credential.expires_at.isoformat()}")
         return credential
 
     def check_time(self, credential: Credential, now: datetime) -> Credential:
         """``credential`` if it is valid at ``now`` (the service's clock); else
         :class:`Unauthenticated`."""
+        self._seen = now  # the latest reading, not the greatest: a clock set back is obeyed
         credential.check_time(now, self.max_ttl)
         return credential
 

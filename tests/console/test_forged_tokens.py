@@ -1,13 +1,16 @@
 """Tokens that do not verify are refused before a request takes what the console has few of: a
 database connection (DESK_DB_POOL_MAX_SIZE) and a sending slot (half of them). Every request
 took a connection to read the clock, and every command a slot, before its token was even read:
-a flood of ``Authorization: Bearer x`` held them all, and real agents got 503, /ready failed."""
+a flood of ``Authorization: Bearer x`` held them all, and real agents got 503, /ready failed.
+Genuine tokens that live too long, or had expired when the console last read its clock (an old
+survey link), are refused the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -39,7 +42,11 @@ async def test_tokens_that_do_not_verify_are_refused_while_every_connection_and_
     assert isinstance(service.http, FastAPI)
     console: Console = service.http.state.console
     ops = token(settings, "ops")
-    bad = {"x": "x", "forged": forged(ops)}
+    expired = token(
+        settings, "ops", ttl=timedelta(hours=1), now=datetime.now(UTC) - timedelta(hours=2)
+    )
+    too_long = token(settings, "ops", ttl=settings.token_max_ttl + timedelta(days=1))
+    bad = {"x": "x", "forged": forged(ops), "expired": expired, "too long-lived": too_long}
     other_ticket = token(settings, "customer", ticket="REQ-2026-000002")
     async with served(service) as url, httpx.AsyncClient(base_url=url, timeout=3) as client:
 
