@@ -211,9 +211,7 @@ class Events(EventSubscription):
         self.keys = keys
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
-        replied = [m.message.data for m in messages if isinstance(m.message.data, CustomerReplied)]
-        read = await storage.replies_read(uow.conn, [r.ticket_id for r in replied])
-        messages, moved = _unread_replies(messages, read)
+        messages, moved = await _unread_replies(uow.conn, messages)
         if not messages:
             return
         ids = [m.message.data.ticket_id for m in messages]  # type: ignore[attr-defined]
@@ -251,14 +249,16 @@ class Events(EventSubscription):
         await storage.mark_replies_read(uow.conn, moved)
 
 
-def _unread_replies(
-    messages: Sequence[Inbound[Delivered]], read: dict[str, int]
+async def _unread_replies(
+    conn: Connection, messages: Sequence[Inbound[Delivered]]
 ) -> tuple[list[Inbound[Delivered]], dict[str, int]]:
     """The batch without the customer's replies dispatch has acted on before, and the newest
     position per ticket of those it keeps. A reply is delivered again after
     ``processed_retention`` has forgotten its id when offsets are reset or expire; judged by
     the ticket as it is now, it would resume or reopen it as if just written. A reply's
     position in its ticket's intake stream says which came first, whatever the broker."""
+    replied = [m.message.data for m in messages if isinstance(m.message.data, CustomerReplied)]
+    read = await storage.replies_read(conn, [r.ticket_id for r in replied])
     kept: list[Inbound[Delivered]] = []
     moved: dict[str, int] = {}
     for inbound in messages:

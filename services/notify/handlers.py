@@ -138,7 +138,7 @@ class NoticeTriggers(EventSubscription):
         receipts = [i for i in changed if facts[i].received and i not in known]
         released = await _wait_for_receipts(uow, self.keys, policy, facts, receipts, early, survey)
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
-        # They happened before this batch's events.
+        # Released notices first: their events came before this batch's.
         pending = await within_limits(uow.conn, released + pending, facts, uow.now)
         kept = sealing.kept(pending, facts, keys)
         new = await storage.enqueue(uow.conn, kept, version, uow.now)

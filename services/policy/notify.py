@@ -9,6 +9,7 @@ picks the variant, falling back to ``default_language``.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from jinja2 import TemplateSyntaxError
@@ -90,10 +91,11 @@ class TemplateText(_Section):
 
 
 class NoticeLimit(_Section):
-    """At most ``count`` notices of one rule to one customer within ``per``."""
+    """At most ``count`` notices of one rule to one customer within ``per`` (a year at most: the
+    window is counted back from now, and the notices it counts are rows kept that long)."""
 
     count: int = Field(ge=1)
-    per: Duration
+    per: Duration = Field(gt=timedelta(0), le=timedelta(days=366))
 
 
 class NotificationRule(_Section):

@@ -305,12 +305,14 @@ def test_a_limit_on_notices_is_for_customer_rules_and_reads_any_unit() -> None:
     assert [r.at_most.per for r in minutes.notifications.rules if r.at_most] == [
         timedelta(minutes=90)
     ]
-    for wrong, problem in (
-        ("template: assignment,", "customer rules only"),
-        ("template: acknowledgement,", "greater than or equal to 1"),
+    ack = "template: acknowledgement,"
+    for wrong, at, problem in (
+        ("template: assignment,", limit, "customer rules only"),
+        (ack, "at_most: {count: 0, per: 1h}", "greater than or equal to 1"),
+        (ack, "at_most: {count: 1, per: 0s}", "greater than 0"),
+        (ack, "at_most: {count: 1, per: 400d}", "less than or equal to"),
     ):
-        at = "at_most: {count: 0, per: 1h}, " if "acknowledgement" in wrong else limit + ", "
-        changed = shipped.replace(limit, "").replace(wrong, wrong + " " + at, 1)
+        changed = shipped.replace(limit, "").replace(wrong, f"{wrong} {at}, ", 1)
         with pytest.raises(PolicyError) as caught:
             parse_policy(changed.encode(), Policy, source="policy.yaml")
         assert any(problem in p for p in caught.value.problems), caught.value.problems
