@@ -8,7 +8,9 @@ the stream says something changed, so tiles update live without a reload.
 The browser carries the person's token in an HttpOnly, SameSite=Strict cookie set by signing in
 (``/login``; ``desk up`` prints a link that fills it in for its operator). The survey page takes the
 customer token of the resolution notice's link and sends the score as a
-``record_satisfaction`` command signed with it: the same path as any desk's command.
+``record_satisfaction`` command signed with it: the same path as any desk's command. The link
+carries the token in its fragment (``/survey/N#token=…``), which no proxy or server log sees:
+the page's script posts it to open the survey. Links with ``?token=`` (sent before) still work.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ _SCORES = (1, 2, 3, 4, 5)
 _SCORES_BY_TEXT = {str(score): score for score in _SCORES}
 log = get_logger(__name__)
 MAX_COMMENT_CHARS = 4000
+MAX_NUMBER_CHARS = 64
+"""Longest ticket number the survey's opening page repeats back (anything longer: invalid)."""
 
 
 def _environment() -> Environment:
@@ -89,17 +93,18 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         language: Language,
         status: int = 200,
         *,
-        query: Mapping[str, str] | None = None,
+        fragment: Mapping[str, str] | None = None,
         **values: Any,
     ) -> HTMLResponse:
-        """The page; ``query`` holds the parameters it needs in its own address (the survey's
-        token), which its language links keep."""
+        """The page; ``fragment`` holds what its own address carries past the ``#`` (the
+        survey's token), which its language links keep."""
 
         def t(key: str, **fields: str) -> str:
             return phrase(key, language, **fields)
 
         def in_language(code: Language) -> str:
-            return "?" + urlencode({**(query or {}), "lang": code})
+            kept = "#" + urlencode(fragment) if fragment else ""
+            return "?" + urlencode({"lang": code}) + kept
 
         page = templates.get_template(name).render(
             lang=language, t=t, in_language=in_language, **values
@@ -244,7 +249,7 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
             ticket = await listing.ticket_facts(conn, number)
         language = language_of(request, lang, ticket.language if ticket else None)
         shown = {"number": number, "token": token, "ticket": ticket, "scores": _SCORES}
-        return language, {**shown, "query": {"token": token}}
+        return language, {**shown, "fragment": {"token": token}}
 
     @app.get("/survey/{number}", include_in_schema=False)
     async def survey(
@@ -253,6 +258,9 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         token: Annotated[str, Query(max_length=MAX_TOKEN_CHARS)] = "",
         lang: str | None = None,
     ) -> HTMLResponse:
+        if not token and len(number) <= MAX_NUMBER_CHARS:
+            # The link's token is in its fragment: the page's script posts it (step "open").
+            return render("survey.j2", language_of(request, lang), state="opening", number=number)
         found = await customer(number, token, request, lang)
         if found is None:
             return render("survey.j2", language_of(request, lang), status=403, state="invalid")
@@ -261,8 +269,8 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
 
     @app.post("/survey/{number}", include_in_schema=False)
     async def rate(request: Request, number: str, lang: str | None = None) -> HTMLResponse:
-        token, score, comment = [
-            await _field(request, name) for name in ("token", "score", "comment")
+        token, score, comment, step = [
+            await _field(request, name) for name in ("token", "score", "comment", "step")
         ]
         found = (
             None if len(token) > MAX_TOKEN_CHARS else await customer(number, token, request, lang)
@@ -270,7 +278,7 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         if found is None:
             return render("survey.j2", language_of(request, lang), status=403, state="invalid")
         language, shown = found
-        if (state := _survey_state(shown["ticket"])) != "ask":
+        if (state := _survey_state(shown["ticket"])) != "ask" or step == "open":
             return render("survey.j2", language, state=state, **shown)
         chosen = _SCORES_BY_TEXT.get(score.strip())
         if chosen is None:

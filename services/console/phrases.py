@@ -106,6 +106,11 @@ PHRASES: dict[str, tuple[str, str]] = {
         "此请求尚未解决：解决后即可评价。",
         "This request is not resolved yet: you can rate it once it is.",
     ),
+    "survey_opening": ("正在打开调查…", "Opening your survey…"),
+    "survey_needs_script": (
+        "请在浏览器中启用 JavaScript 后重新打开此链接。",
+        "Please allow JavaScript in your browser, then open the link again.",
+    ),
     "link_invalid": (
         "此链接无效或已过期。",
         "This link is not valid, or it has expired.",

@@ -17,7 +17,7 @@ from services.dispatch import events as dispatch
 from services.intake import events as intake
 from services.notify import sealing, storage
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed
-from services.notify.limits import within_limits
+from services.notify.limits import LimitWarnings, within_limits
 from services.notify.messages import publish_messages
 from services.notify.outcomes import record_outcome
 from services.notify.rules import (
@@ -49,7 +49,7 @@ UNSENDABLE = Counter(
 )
 EARLY = Counter(
     "desk_notify_waiting_for_receipt_total",
-    "Events owing the customer a notice that arrived before the ticket's receipt.",
+    "Events owing someone a notice that arrived before the ticket's receipt.",
 )
 HEARD = (
     intake.TicketReceived,
@@ -96,6 +96,7 @@ class NoticeTriggers(EventSubscription):
         self.survey = survey
         self.keys = keys
         self.notices_due = notices_due
+        self.limited = LimitWarnings()
 
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
         current, _ = await self.policy.adopt(uow.conn, uow.now)
@@ -122,7 +123,8 @@ class NoticeTriggers(EventSubscription):
             changed.add(ticket.ticket_id)
             trigger = delivered.envelope.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
             data, event_id = delivered.envelope.data, str(delivered.envelope.id)
-            if fires(policy, trigger, data):  # opening the ticket costs; most events notify none
+            # Opening the ticket costs; most events notify none, and none before the receipt.
+            if ticket.received and fires(policy, trigger, data):
                 clear = keys.reveal(ticket)
                 pending += notices(
                     policy,
@@ -147,7 +149,8 @@ class NoticeTriggers(EventSubscription):
         publish_messages(uow, pending, new, facts, version)
         for notice in pending:
             if notice.failure and notice.notice_key in new:
-                _unsendable(uow, notice, version)
+                loud = notice.failure != "limited" or self.limited.first(notice, uow.now)
+                _unsendable(uow, notice, version, loud=loud)
 
 
 async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names them
@@ -159,8 +162,8 @@ async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names th
     early: list[WaitingEvent],
     survey: SurveyContext,
 ) -> list[Notice]:
-    """Keep this batch's early events whose receipt is still unknown; return the customer
-    notices of those whose receipt is now read (waiting before, or early in this batch)."""
+    """Keep this batch's early events whose receipt is still unknown; return the notices of
+    those whose receipt is now read (waiting before, or early in this batch)."""
     waited = await storage.stop_waiting(uow.conn, receipts)
     released: list[Notice] = []
     due = [*waited, *(e for e in early if facts[e.ticket_id].received)]
@@ -175,7 +178,6 @@ async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names th
             waiting.trigger,
             keys.reveal_json(waiting.data),
             waiting.event_id,
-            customer_only=True,
             survey=survey,
         )
         facts[waiting.ticket_id].thread = ticket.thread  # the mails it threads, kept
@@ -184,7 +186,7 @@ async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names th
     for waiting in still:
         EARLY.inc()
         log.info(
-            "customer notice waits for the ticket's receipt",
+            "notices wait for the ticket's receipt",
             ticket_id=waiting.ticket_id,
             ticket_number=facts[waiting.ticket_id].number,
             event_id=waiting.event_id,
@@ -193,14 +195,18 @@ async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names th
     return released
 
 
-def _unsendable(uow: UnitOfWork, notice: Notice, version: str) -> None:
+def _unsendable(uow: UnitOfWork, notice: Notice, version: str, *, loud: bool) -> None:
+    """Record a notice that cannot even be tried; a warning unless it is one more of a
+    customer's limited notices already warned of (:class:`LimitWarnings`)."""
     UNSENDABLE.labels(notice.failure or "").inc()
-    log.warning(
+    say = log.warning if loud else log.info
+    say(
         "notice cannot be sent",
         notice=notice.notice_key,
         reason=notice.failure,
         error=notice.error,
         ticket_number=notice.number,
+        customer_ref=notice.customer_ref,
     )
     record_outcome(
         uow,

@@ -82,3 +82,26 @@ def _named(notice: Notice, facts: Mapping[str, NoticeFacts]) -> Notice:
     if notice.recipient != "customer" or ticket is None:
         return notice
     return replace(notice, customer_ref=ref_in(ticket.customer_name))
+
+
+class LimitWarnings:
+    """Which limited notices are worth a warning: the first of each customer and template in
+    their rule's window. A flood is what the limit is for, and a warning a request would bury
+    the log under it; the others are logged at info (every one is still counted and recorded).
+    Per process: another instance, or a restart, warns once more."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._warned: dict[tuple[str, str], datetime] = {}
+
+    def first(self, notice: Notice, now: datetime) -> bool:
+        """True for a notice limited in a window not yet warned of (and remember it)."""
+        key = (notice.customer_ref or "", notice.template)
+        window = notice.at_most.per if notice.at_most else timedelta()
+        warned = self._warned.get(key)
+        if warned is not None and warned <= now < warned + window:
+            return False
+        if len(self._warned) >= self.size:
+            self._warned.clear()  # bounded; at worst some customer is warned of again
+        self._warned[key] = now
+        return True

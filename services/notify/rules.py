@@ -36,8 +36,10 @@ class NoticeFacts(BaseModel):
     """What notify keeps of a ticket: who the customer is, how to reach them, who has it now.
 
     ``received`` is false while only other services' events were seen (intake's events and
-    dispatch's travel on different topics): agents can already be told, the customer cannot —
-    such an event waits (:func:`needs_receipt`) until the receipt arrives.
+    dispatch's travel on different topics): nobody can be told yet — the customer has no contact
+    and an agent's notice would have no subject — so such an event waits (:func:`needs_receipt`)
+    until the receipt arrives. intake records the receipt before any other service hears of the
+    ticket, so it always comes.
     """
 
     ticket_id: str
@@ -118,19 +120,15 @@ def notices(
     data: dict[str, Any],
     event_id: str,
     *,
-    customer_only: bool = False,
     survey: SurveyContext = lambda number: {},
 ) -> list[Notice]:
-    """Every notice the rules of ``policy`` give for one event about the ticket (customer
-    notices only once its receipt is known; ``customer_only`` when a waiting event is released,
-    its other notices having gone out when it arrived)."""
+    """Every notice the rules of ``policy`` give for one event about the ticket; none before its
+    receipt is known (:func:`needs_receipt`)."""
     settings = policy.notifications
-    if settings is None:
+    if settings is None or not facts.received:
         return []
     found: list[Notice] = []
     for rule in _rules(policy, trigger, data):
-        if customer_only and rule.to != "customer":
-            continue
         for recipient in recipients(policy, rule, facts, data):
             links = survey if recipient.key == "customer" else _no_links
             notice = _notice(policy, settings, rule, recipient, facts, data, event_id, links)
@@ -164,11 +162,10 @@ def fires(policy: Policy, trigger: str, data: dict[str, Any]) -> bool:
 
 
 def needs_receipt(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]) -> bool:
-    """The event owes the customer a notice, but notify has not read the ticket's receipt yet:
-    the event is kept and its notices made when the receipt arrives."""
-    if facts.received:
-        return False
-    return any(rule.to == "customer" for rule in _rules(policy, trigger, data))
+    """The event owes someone a notice, but notify has not read the ticket's receipt yet: the
+    event is kept and its notices made when the receipt arrives (an agent's as well: made now,
+    it would name no subject — the receipt carries it)."""
+    return not facts.received and fires(policy, trigger, data)
 
 
 def _rules(policy: Policy, trigger: str, data: dict[str, Any]) -> list[NotificationRule]:
@@ -199,8 +196,6 @@ def recipients(
 ) -> list[Recipient]:
     directory = policy.directory
     if rule.to == "customer":
-        if not facts.received:
-            return []  # no contact yet: see needs_receipt
         conversation = facts.channel_message_id if facts.channel in CONVERSATION_CHANNELS else None
         contacts: dict[NoticeChannel, str | None] = {
             "email": facts.email,

@@ -54,7 +54,7 @@ async def save_tickets(conn: Connection, facts: Sequence[NoticeFacts]) -> None:
 
 @dataclass(frozen=True)
 class WaitingEvent:
-    """An event owing the customer a notice, kept until the ticket's receipt is read."""
+    """An event owing someone a notice, kept until the ticket's receipt is read."""
 
     ticket_id: str
     event_id: str

@@ -4,6 +4,7 @@ back, and what was not sent is on record (sealed, as every notice)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,15 @@ import yaml
 
 from services.intake.app import build as intake
 from services.notify.app import build as notify
+from services.notify.limits import LimitWarnings
+from services.notify.rules import Notice
+from services.policy.notify import NoticeLimit
 from shared.database import connect
 from shared.local.sinks import http_receiver, smtp_server
 from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
 from tests.notify.test_notify import EVENTS, kind, notify_settings
+from tests.sla.support import T0
 from tests.support.kafka import KafkaProbe
 from tests.support.records import data, ticket_event
 from tests.support.services import running
@@ -67,3 +72,29 @@ async def test_one_customers_acknowledgements_stop_at_the_limit_and_the_rest_are
     assert all("王芳" not in r["subject"] + r["body"] for r in limited), "kept sealed"
     failed = [e for e in events if kind("failed")(e)]
     assert {data(e)["reason"] for e in failed} == {"limited"}
+
+
+def test_a_flood_of_limited_notices_warns_once_a_window_per_customer() -> None:
+    """Each limited notice logged a warning: a flood of 10,000 forged requests, 10,000 lines.
+    The first of a customer's window warns; the rest of that window do not."""
+    hour = NoticeLimit(count=2, per=timedelta(hours=1))
+    warnings = LimitWarnings(size=3)
+
+    def limited(ref: str, template: str = "acknowledgement") -> Notice:
+        return Notice(
+            notice_key=f"e:{ref}", ticket_id="t", number="N", cause_event_id="e",
+            recipient="customer", channel="email", address="a", template=template,
+            language="en", subject="s", body="b", failure="limited", at_most=hour,
+            customer_ref=ref,
+        )  # fmt: skip
+
+    assert warnings.first(limited("c1"), T0)
+    assert not warnings.first(limited("c1"), T0 + timedelta(minutes=59))
+    assert warnings.first(limited("c2"), T0 + timedelta(minutes=59)), "another customer"
+    assert warnings.first(limited("c1", "resolution"), T0), "another rule"
+    assert warnings.first(limited("c1"), T0 + timedelta(hours=1)), "the next window"
+    assert not warnings.first(limited("c1"), T0 + timedelta(hours=1, minutes=1))
+    assert warnings.first(limited("c1"), T0), "a clock set back warns again"
+    for n in range(10):  # bounded: never more than its size remembered
+        warnings.first(limited(f"x{n}"), T0)
+    assert len(warnings._warned) <= 3

@@ -289,9 +289,9 @@ async def test_retries_until_smtp_accepts_and_a_dead_webhook_fails_alone(
 async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
     settings: Settings, kafka: KafkaProbe, tmp_path: Path
 ) -> None:
-    """dispatch's topic ran ahead of intake's: the resolution notice waits for the receipt —
-    nothing retried, nothing dead-lettered, operators see it waiting and for how long — and
-    goes out once, when the receipt is read."""
+    """dispatch's topic ran ahead of intake's: the assignment and the resolution wait for the
+    receipt — nothing retried, nothing dead-lettered, operators see them waiting and for how
+    long — and go out once, when the receipt is read: the agent's with the ticket's subject."""
     with smtp_server() as smtp, http_receiver() as http:
         desk = notify_settings(
             settings, tmp_path, smtp, http, clock="driven", notify_report_interval="100ms"
@@ -306,9 +306,16 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
                 resolution="换了新的硒鼓。",
             )
             stream = f"ticket-{ticket_id(7)}"
-            await publish_event(
-                kafka, "dispatch.events", resolved, stream_id=stream, subject=ticket_id(7)
-            )
+            assigned = assignment(ticket_id(7), received(7).number, "li.na")
+            for version, early in enumerate((assigned, resolved), start=1):
+                await publish_event(
+                    kafka,
+                    "dispatch.events",
+                    early,
+                    stream_id=stream,
+                    version=version,
+                    subject=ticket_id(7),
+                )
 
             async def waiting() -> int:
                 return int(await service.pool.fetchval("SELECT count(*) FROM waiting_events"))
@@ -321,10 +328,10 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
                 )
 
             # Handled (a failed handler leaves no row: it would be retried), nothing to send.
-            await eventually(waiting, lambda n: n == 1, what="the resolution waits")
+            await eventually(waiting, lambda n: n == 2, what="assignment and resolution wait")
             await time.set(T0 + timedelta(minutes=10))
-            await eventually(outstanding, lambda g: g == (1, 600, 0), what="waiting, 10 min")
-            assert smtp.messages == []
+            await eventually(outstanding, lambda g: g == (2, 600, 0), what="waiting, 10 min")
+            assert smtp.messages == [] and agent_notices(http, "li.na", "assignment") == []
             for version, event in enumerate((received(7), triaged(7)), start=1):
                 await publish_event(
                     kafka,
@@ -334,15 +341,17 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
                     version=version,
                     subject=ticket_id(7),
                 )
-            await kafka.await_records(EVENTS, kind("sent"), count=2)
+            await kafka.await_records(EVENTS, kind("sent"), count=3)
             await kafka.all_records(EVENTS, settle=1.5)  # let anything extra arrive
             assert await waiting() == 0
             letters = await service.pool.fetchval("SELECT count(*) FROM dead_letters")
             await eventually(outstanding, lambda g: g == (0, 0, 0), what="nothing outstanding")
         subjects = sorted(str(m["Subject"]) for m in smtp.messages)
+        [told] = agent_notices(http, "li.na", "assignment")
     number = received(7).number
     assert letters == 0
     assert subjects == sorted([f"您的服务请求 [{number}] 已受理", f"您的请求 [{number}] 已解决"])
+    assert told["subject"] == f"新工单 {number}：问题 7"
 
 
 @pytest.mark.asyncio

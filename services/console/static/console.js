@@ -24,6 +24,16 @@
     return;
   }
 
+  // Survey link (/survey/N#token=...): the token, kept out of every server's log, is posted
+  // to open the survey (no token: the server answers that the link is not valid).
+  var survey = document.getElementById("survey-open");
+  if (survey) {
+    var hash = location.hash;
+    survey.elements.token.value = hash.indexOf("#token=") === 0 ? decodeURIComponent(hash.slice(7)) : "";
+    survey.submit();
+    return;
+  }
+
   var tiles = document.getElementById("tiles");
   if (!tiles || !window.EventSource) return;
   var lang = tiles.getAttribute("data-lang");
