@@ -102,7 +102,8 @@ class Notice:
     thread: tuple[str, ...] = ()
     """An email to the customer: the Message-IDs it follows (``References``)."""
     at_most: NoticeLimit | None = None
-    """A customer notice: its rule's limit per customer (:mod:`services.notify.limits`)."""
+    """Its rule's limit: per customer for the customer's, per ticket for anyone else's
+    (:mod:`services.notify.limits`)."""
     customer_ref: str | None = None
     """A customer notice: the pseudonym of the customer it goes to, once known (the limit
     counts by it)."""
@@ -261,7 +262,7 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
         "address": recipient.contacts.get(channel) if channel else None,
         "template": rule.template,
         "language": language,
-        "at_most": rule.at_most if recipient.key == "customer" else None,
+        "at_most": rule.at_most,
     }
     context = {
         "number": facts.number,

@@ -133,10 +133,12 @@ class NotificationRule(_Section):
 
     at_most: NoticeLimit | None = Field(
         default=None,
-        description="customer rules only: at most count notices of this rule to one customer "
-        "(the data subject, however many addresses) within per; the rest are recorded as failed "
-        "'limited' and not sent. RFC 3834: an automatic answer must not answer one sender "
-        "without end — a mail loop, or a flood of mail forging a victim's address.",
+        description="at most count notices of this rule within per: to one customer (the "
+        "data subject, however many addresses) for a customer rule, to one recipient about one "
+        "ticket for any other; the rest are recorded as failed 'limited' and not sent. RFC "
+        "3834: an automatic answer must not answer one sender without end — a mail loop, or a "
+        "flood of mail forging a victim's address; nor should a flood of replies to one ticket "
+        "page its agent once a reply.",
     )
 
     @model_validator(mode="after")
@@ -146,8 +148,6 @@ class NotificationRule(_Section):
             for name, event in _CONDITIONS.items()
             if getattr(self, name) is not None and self.event != event
         ]
-        if self.at_most is not None and self.to != "customer":
-            problems.append(f"at_most is for customer rules only, not for {self.to}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -4,6 +4,7 @@ back, and what was not sent is on record (sealed, as every notice)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from services.intake.app import build as intake
+from services.intake.events import CustomerReplied
 from services.notify.app import build as notify
 from services.notify.limits import LimitWarnings
 from services.notify.rules import Notice
@@ -19,8 +21,10 @@ from shared.database import connect
 from shared.local.sinks import http_receiver, smtp_server
 from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
+from tests.notify.support import agent_notices, received, ticket_id, triaged
 from tests.notify.test_notify import EVENTS, kind, notify_settings
 from tests.sla.support import T0
+from tests.support.events import assignment, publish_event
 from tests.support.kafka import KafkaProbe
 from tests.support.records import data, ticket_event
 from tests.support.services import running
@@ -72,6 +76,48 @@ async def test_one_customers_acknowledgements_stop_at_the_limit_and_the_rest_are
     assert all("王芳" not in r["subject"] + r["body"] for r in limited), "kept sealed"
     failed = [e for e in events if kind("failed")(e)]
     assert {data(e)["reason"] for e in failed} == {"limited"}
+
+
+@pytest.mark.asyncio
+async def test_a_flood_of_replies_to_one_ticket_tells_its_agent_only_so_often(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """Each customer reply told the agent: a customer (or a forger) mailing reply after reply
+    paged them once a reply. Under a limit of two an hour a ticket, five replies tell li.na
+    twice, the other three are recorded ``limited``; a reply to another ticket of hers is
+    counted apart."""
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(settings, tmp_path, smtp, http)
+        assert desk.policy_file is not None
+        policy = yaml.safe_load(desk.policy_file.read_text())
+        [rule] = [r for r in policy["notifications"]["rules"] if r["template"] == "customer_reply"]
+        rule["at_most"] = {"count": 2, "per": "1h"}
+        desk.policy_file.write_text(yaml.safe_dump(policy, allow_unicode=True))
+        async with running(notify(desk)):
+            for n in (1, 2):
+                stream = f"ticket-{ticket_id(n)}"
+                for version, event in enumerate((received(n), triaged(n)), start=1):
+                    await publish_event(
+                        kafka, "intake.events", event, stream_id=stream, version=version
+                    )
+                assigned = assignment(ticket_id(n), received(n).number, "li.na")
+                await publish_event(kafka, "dispatch.events", assigned, stream_id=stream)
+                for r in range(5 if n == 1 else 1):
+                    reply = CustomerReplied(
+                        ticket_id=ticket_id(n), number=received(n).number, channel="email",
+                        channel_message_id=f"r-{n}-{r}@example.com", received_at=T0,
+                        subject="Re: 问题", body=f"第 {r} 次回复",
+                    )  # fmt: skip
+                    await publish_event(
+                        kafka, "intake.events", reply, stream_id=stream, version=3 + r
+                    )
+            await kafka.await_records(EVENTS, kind("failed"), count=3)
+            events = await kafka.all_records(EVENTS, settle=1.5)
+        told = agent_notices(http, "li.na", "customer_reply")
+    by_ticket = Counter(t["number"] for t in told)
+    assert by_ticket == {received(1).number: 2, received(2).number: 1}
+    failed = [data(e) for e in events if kind("failed")(e)]
+    assert [(f["reason"], f["number"]) for f in failed] == [("limited", received(1).number)] * 3
 
 
 def test_a_flood_of_limited_notices_warns_once_a_window_per_customer() -> None:
