@@ -1,8 +1,9 @@
 """The console's consumers: the public topics into its journal and read models, and the
 dead-letter topics into its count of dead letters per service.
 
-After each batch the console announces which tickets changed (``NOTIFY`` on commit), and its
-stream (:mod:`services.console.stream`) sends them to the people watching.
+After each batch the console announces which tickets changed (``NOTIFY`` on commit), and where
+a ticket moved from (the group and agent an event names it left), and its stream
+(:mod:`services.console.stream`) sends them to the people watching.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ from shared.text import tidy_line
 from shared.unit_of_work import UnitOfWork
 
 CHANGES = "console_changes"
-"""The ``NOTIFY`` channel of changed tickets (payload: JSON ``{"tickets": [...]}``)."""
-_PER_NOTICE = 150
-"""Ticket ids per notification (PostgreSQL's payload limit is 8,000 bytes)."""
+"""The ``NOTIFY`` channel of changed tickets (payload: JSON ``{"tickets": [...], "left":
+{ticket: [[group, agent], ...]}, "board": bool}``)."""
+_NOTICE_BYTES = 7000
+"""Most bytes of one notification's payload (PostgreSQL's limit is 8,000)."""
+
+Whereabouts = tuple[str, str | None]
+"""A group a ticket was in, and the agent it was assigned to there (if any)."""
 
 PUBLIC_TOPICS = (
     intake.EVENTS_TOPIC,
@@ -72,21 +77,63 @@ class PublicEvents(EventSubscription):
             for projection in self.read_models:
                 await projection.apply(uow.conn, journaled)
             await checkpoint_all(uow.conn, self.read_models, journaled[-1].position)
-        changed = {str(getattr(e.decode(), "ticket_id", "") or "") for e in journaled}
-        await announce(uow.conn, changed - {""})
+        changed: set[str] = set()
+        left: dict[str, set[Whereabouts]] = {}
+        for entry in journaled:
+            event = entry.decode()
+            ticket = str(getattr(event, "ticket_id", "") or "")
+            changed.add(ticket)
+            if ticket and (was := _moved_from(event)) is not None:
+                left.setdefault(ticket, set()).add(was)
+        await announce(uow.conn, changed - {""}, left=left)
 
 
-async def announce(conn: Connection, ticket_ids: Iterable[str], board: bool = True) -> None:
-    """Tell the stream, when the transaction commits, which tickets changed (``board``: and
-    that the dashboard's figures may have)."""
+def _moved_from(event: object) -> Whereabouts | None:
+    """Where an event says its ticket was before it moved (a transfer, an escalation to
+    another group, a specialist group's answer): whoever saw it there may see it no more."""
+    group = getattr(event, "from_group", None)
+    if not isinstance(group, str):
+        return None
+    agent = getattr(event, "from_agent", None)
+    return group, agent if isinstance(agent, str) else None
+
+
+async def announce(
+    conn: Connection,
+    ticket_ids: Iterable[str],
+    board: bool = True,
+    *,
+    left: dict[str, set[Whereabouts]] | None = None,
+) -> None:
+    """Tell the stream, when the transaction commits, which tickets changed and where from
+    (``left``), and (``board``) that the dashboard's figures may have."""
     ids = sorted(ticket_ids)
     if not ids and not board:
         return
-    chunks = [ids[i : i + _PER_NOTICE] for i in range(0, len(ids), _PER_NOTICE)] or [[]]
-    for chunk in chunks:
-        await conn.execute(
-            "SELECT pg_notify($1, $2)", CHANGES, json.dumps({"tickets": chunk, "board": board})
-        )
+    for payload in _payloads(ids, left or {}, board):
+        await conn.execute("SELECT pg_notify($1, $2)", CHANGES, json.dumps(payload))
+
+
+def _payloads(
+    ids: list[str], left: dict[str, set[Whereabouts]], board: bool
+) -> Iterable[dict[str, Any]]:
+    """The notifications saying it, each under :data:`_NOTICE_BYTES` (at least one)."""
+
+    def empty() -> dict[str, Any]:
+        return {"tickets": [], "left": {}, "board": board}
+
+    payload, size = empty(), 60
+    for ticket in ids:
+        was = sorted(left.get(ticket, ()), key=lambda w: (w[0], w[1] or ""))
+        cost = len(ticket) + 4 + (len(json.dumps(was)) + len(ticket) + 6 if was else 0)
+        if payload["tickets"] and size + cost > _NOTICE_BYTES:
+            yield payload
+            payload, size = empty(), 60
+        payload["tickets"].append(ticket)
+        if was:
+            payload["left"][ticket] = was
+        size += cost
+    yield payload
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 One worker per console process listens for the journal's announcements (``NOTIFY`` on commit,
 :func:`services.console.feeds.announce`), reads the changed tickets once and hands each watcher
-those it may see. A watcher that cannot keep up is told to reload (``resync``) instead of
-growing a queue without bound.
+those it may see — and tells it of a ticket that moved out of its sight (``ticket_left``: a
+transfer to another group, a specialist group's answer), which it would otherwise keep showing
+as it last was. A watcher that cannot keep up is told to reload (``resync``) instead of growing
+a queue without bound.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class ChangeStream:
             self._resync()
             while True:
                 ids: set[str] = set()
+                left: dict[str, set[tuple[str, str | None]]] = {}
                 board = False
                 notice: str | None = await notices.get()
                 while True:  # a burst: one read for all of it
@@ -91,11 +94,13 @@ class ChangeStream:
                         raise ConnectionError("the stream's listening connection was lost")
                     payload = json.loads(notice)
                     ids.update(payload.get("tickets", ()))
+                    for ticket, places in payload.get("left", {}).items():
+                        left.setdefault(ticket, set()).update((g, a) for g, a in places)
                     board = board or bool(payload.get("board"))
                     if notices.empty():
                         break
                     notice = notices.get_nowait()
-                await self._hand_out(service, sorted(ids), board)
+                await self._hand_out(service, sorted(ids), board, left)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(conn.close(timeout=2))
@@ -104,15 +109,25 @@ class ChangeStream:
         for watcher in list(self.watchers):
             watcher.offer("resync", {})
 
-    async def _hand_out(self, service: Service, ids: list[str], board: bool) -> None:
+    async def _hand_out(
+        self,
+        service: Service,
+        ids: list[str],
+        board: bool,
+        left: dict[str, set[tuple[str, str | None]]],
+    ) -> None:
         if not self.watchers:
             return
         async with service.pool.acquire() as conn:
             changed = await listing.summaries(conn, ids) if ids else []
         for watcher in list(self.watchers):
+            viewer = watcher.viewer
             for ticket, asked in changed:
-                if watcher.viewer.sees_ticket(ticket.group_id, ticket.agent_id, asked):
+                if viewer.sees_ticket(ticket.group_id, ticket.agent_id, asked):
                     watcher.offer("ticket", ticket.model_dump(mode="json"), asked)
+                elif any(viewer.sees_ticket(g, a) for g, a in left.get(ticket.ticket_id, ())):
+                    gone = {"ticket_id": ticket.ticket_id, "number": ticket.number}
+                    watcher.offer("ticket_left", gone)
             if board:
                 watcher.offer("board", {})
 

@@ -5,11 +5,14 @@ letter would go nowhere)."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 
 from services import build_service
+from services.console.feeds import _payloads
 from shared.keys import KeyRing
 from shared.provenance import seal_dead_letter
 from shared.settings import Settings
@@ -92,3 +95,21 @@ async def test_dead_letters_count_under_the_service_that_sealed_them_at_a_plausi
             assert abs((row["recorded_at"] - sent_at).total_seconds()) < 60, row
     finally:
         await kafka.close()
+
+
+def test_what_changed_is_told_in_notifications_postgresql_takes() -> None:
+    """A batch of 2,000 tickets, a third of them moved through many groups: every ticket and
+    every place it left is told, and no notification passes PostgreSQL's 8,000 bytes (over it,
+    ``pg_notify`` fails the console's whole batch)."""
+    ids = [str(uuid.UUID(int=n)) for n in range(2000)]
+    left = {
+        t: {(f"group-{g}", f"agent.{g}" if g % 2 else None) for g in range(n % 40)}
+        for n, t in enumerate(ids)
+        if n % 3 == 0
+    }
+    payloads = list(_payloads(ids, left, board=True))
+    assert all(len(json.dumps(p).encode()) < 8000 for p in payloads)
+    assert [t for p in payloads for t in p["tickets"]] == ids
+    told = {t: {tuple(w) for w in was} for p in payloads for t, was in p["left"].items()}
+    assert told == {t: was for t, was in left.items() if was}
+    assert list(_payloads([], {}, board=True)) == [{"tickets": [], "left": {}, "board": True}]

@@ -45,8 +45,14 @@ async def test_a_group_asked_for_findings_sees_the_ticket_and_answers_it_until_i
         def asked(events: list[tuple[str, dict[str, Any], float]]) -> bool:
             return any(kind == "ticket" and data["number"] == number for kind, data, _ in events)
 
+        def left(events: list[tuple[str, dict[str, Any], float]]) -> bool:
+            return any(kind == "ticket_left" for kind, _, _ in events)
+
         reading = asyncio.ensure_future(sse_events(network, asked))
-        await eventually(lambda: _watching(world.console, "wu.hao"), what="wu.hao's stream")
+        staying = asyncio.ensure_future(sse_events(network, left, timeout=60))  # to the end
+        await eventually(
+            lambda: _watching(world.console, "wu.hao"), lambda n: n == 2, what="wu.hao's streams"
+        )
         ask = {"type": "request_specialist", "to_group": "network", "question": QUESTION}
         await _command(world, owner, number, ask)
         streamed = [data for kind, data, _ in await reading if kind == "ticket"]
@@ -72,8 +78,13 @@ async def test_a_group_asked_for_findings_sees_the_ticket_and_answers_it_until_i
             await printing.post(f"/api/tickets/{number}/commands", json=answer)
         ).status_code == 403
 
-        # wu.hao answers from the desk; dispatch takes it.
+        # wu.hao answers from the desk; dispatch takes it. His desk, still open, is told the
+        # ticket left his sight (it would otherwise keep showing it as it last was).
         await _command(world, network, number, answer)
+        told = [(kind, data) for kind, data, _ in await staying if kind.startswith("ticket")]
+        assert told[-1] == ("ticket_left", {"ticket_id": ticket["ticket_id"], "number": number})
+        assert [kind for kind, _ in told].count("ticket_left") == 1
+        assert all(data["number"] == number for _, data in told)
 
         # Answered: no longer theirs to see; still the owner's.
         await eventually(
@@ -151,6 +162,7 @@ async def _status(client: httpx.AsyncClient, number: str) -> int:
     return (await client.get(f"/api/tickets/{number}")).status_code
 
 
-async def _watching(console: object, subject: str) -> bool:
+async def _watching(console: object, subject: str) -> int:
+    """How many streams ``subject`` has open."""
     watchers = console.http.state.console.stream.watchers  # type: ignore[attr-defined]
-    return any(w.viewer.subject == subject for w in watchers)
+    return sum(1 for w in watchers if w.viewer.subject == subject)

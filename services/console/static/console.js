@@ -92,6 +92,13 @@
     live.className = "live"; live.textContent = live.getAttribute("data-reconnecting");
   };
   source.addEventListener("ticket", function (e) { show(JSON.parse(e.data)); refresh(); });
+  source.addEventListener("ticket_left", function (e) {
+    var number = JSON.parse(e.data).number;  // moved out of this person's sight
+    Array.prototype.forEach.call(feed.children, function (row) {
+      if (row.getAttribute("data-number") === number) row.remove();
+    });
+    refresh();
+  });
   source.addEventListener("board", refresh);
   source.addEventListener("resync", refresh);
   source.addEventListener("too_many_streams", function () { source.close(); });
