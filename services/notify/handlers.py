@@ -196,17 +196,19 @@ async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names th
 
 
 def _unsendable(uow: UnitOfWork, notice: Notice, version: str, *, loud: bool) -> None:
-    """Record a notice that cannot even be tried; a warning unless it is one more of a
-    customer's limited notices already warned of (:class:`LimitWarnings`)."""
+    """Record a notice that cannot even be tried; a warning unless it is one more limited
+    notice of a window already warned of (:class:`LimitWarnings`): those are at debug, each
+    still recorded (``notification.failed``) and counted (``desk_notify_unsendable_total``)."""
     UNSENDABLE.labels(notice.failure or "").inc()
-    say = log.warning if loud else log.info
+    say = log.warning if loud else log.debug
+    whom = {"customer_ref": notice.customer_ref} if notice.customer_ref else {}
     say(
         "notice cannot be sent",
         notice=notice.notice_key,
         reason=notice.failure,
         error=notice.error,
         ticket_number=notice.number,
-        customer_ref=notice.customer_ref,
+        **whom,
     )
     record_outcome(
         uow,

@@ -112,7 +112,7 @@ def _named(notice: Notice, facts: Mapping[str, NoticeFacts]) -> Notice:
 class LimitWarnings:
     """Which limited notices are worth a warning: the first of each window counted (a customer
     and template, or a ticket, recipient and template). A flood is what the limit is for, and a
-    warning a request would bury the log under it; the others are logged at info (every one is
+    warning a request would bury the log under it; the others are logged at debug (every one is
     still counted and recorded). Per process: another instance, or a restart, warns once more."""
 
     def __init__(self, size: int = 4096) -> None:
