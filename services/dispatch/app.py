@@ -36,7 +36,7 @@ def build(settings: Settings) -> Service:
             Commands(session, KeyRing.from_settings(own), own.token_max_ttl),
         ],
         projections=[TicketBoard(), AgentRoster()],
-        workers=[policy_switch(session), closing(session, own, own.dispatch_close_interval)],
+        workers=[policy_switch(session), closing(session, own)],
         migrations=MIGRATIONS,
         # What people write about a ticket is its customer's personal data: sealed as recorded.
         key_store=keys,

@@ -40,6 +40,7 @@ from aiokafka.errors import KafkaError
 from services.dispatch import reach, storage
 from services.dispatch.desk import Desk
 from services.dispatch.handlers import DeskSession, Events
+from services.dispatch.settings import DispatchSettings
 from services.dispatch.ticket import Ticket
 from services.intake.events import EVENTS_TOPIC as INTAKE_EVENTS
 from services.intake.events import MARKS_TOPIC as INTAKE_MARKS
@@ -47,7 +48,6 @@ from services.policy import Policy
 from shared.database import Connection
 from shared.logging import get_logger
 from shared.readmarks import ReadMarks, RelayMarks
-from shared.settings import Settings
 from shared.unit_of_work import Cause, UnitOfWork
 
 if TYPE_CHECKING:
@@ -74,24 +74,25 @@ class Step:
     """Whether settling frees an agent's place (the desk serves their groups' queues: read)."""
 
 
+def _for_a_person(policy: Policy) -> list[str]:
+    """Categories whose resolution must state more than the unanswered reply says (complaints):
+    an unanswered ticket of one waits for a person instead of being resolved."""
+    return [c for c, fields in policy.routing.resolution_requires.items() if fields]
+
+
 async def _unanswered(conn: Connection, policy: Policy, now: datetime) -> list[str]:
-    routing = policy.routing
-    if routing.resolve_unanswered_after is None:
+    after = policy.routing.resolve_unanswered_after
+    if after is None:
         return []
-    exempt = [category for category, fields in routing.resolution_requires.items() if fields]
-    cutoff = now - routing.resolve_unanswered_after
-    return await storage.waiting_before(conn, cutoff, BATCH, exempt=exempt)
+    exempt = _for_a_person(policy)
+    return await storage.waiting_before(conn, now - after, BATCH, exempt=exempt)
 
 
 async def _left_to_a_person(conn: Connection, policy: Policy, now: datetime) -> list[str]:
-    routing = policy.routing
-    if routing.resolve_unanswered_after is None:
+    after, held = policy.routing.resolve_unanswered_after, _for_a_person(policy)
+    if after is None or not held:
         return []
-    held = [category for category, fields in routing.resolution_requires.items() if fields]
-    if not held:
-        return []
-    cutoff = now - routing.resolve_unanswered_after
-    return await storage.waiting_before(conn, cutoff, BATCH, only=held, untold=True)
+    return await storage.waiting_before(conn, now - after, BATCH, only=held, untold=True)
 
 
 async def _unreminded(conn: Connection, policy: Policy, now: datetime) -> list[str]:
@@ -123,9 +124,11 @@ STEPS = (
 not reminded; one resolved unanswered is closed only ``close_after`` later."""
 
 
-def closing(session: DeskSession, settings: Settings, interval: timedelta) -> Worker:
+def closing(session: DeskSession, settings: DispatchSettings) -> Worker:
     """The worker that resolves unanswered tickets and closes resolved ones, by the policy: a
-    round every ``interval``, of the tickets due by the time dispatch has read intake up to."""
+    round every ``dispatch_close_interval``, of the tickets due by the time dispatch has read
+    intake up to."""
+    interval = settings.dispatch_close_interval
 
     async def settle_quiet_tickets(service: Service) -> None:
         [replies] = [c for c in service.consumers if isinstance(c.subscription, Events)]
