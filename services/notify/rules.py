@@ -129,8 +129,12 @@ def notices(
     if settings is None or not facts.received:
         return []
     found: list[Notice] = []
+    made: set[tuple[str, str]] = set()
     for rule in _rules(policy, trigger, data):
         for recipient in recipients(policy, rule, facts, data):
+            if (recipient.key, rule.template) in made:
+                continue  # two rules, one notice (its key is the same): once
+            made.add((recipient.key, rule.template))
             links = survey if recipient.key == "customer" else _no_links
             notice = _notice(policy, settings, rule, recipient, facts, data, event_id, links)
             found.append(_threaded(facts, notice))
@@ -185,6 +189,7 @@ def _rules(policy: Policy, trigger: str, data: dict[str, Any]) -> list[Notificat
         and (rule.metrics is None or data.get("metric") in rule.metrics)
         and (rule.by_reply is None or bool(by_reply) == rule.by_reply)
         and (rule.causes is None or data.get("cause") in rule.causes)
+        and (rule.assigned is None or (data.get("agent_id") is not None) == rule.assigned)
         and (
             rule.satisfied is None
             or (isinstance(score, int) and satisfaction.satisfied(score) == rule.satisfied)

@@ -130,6 +130,12 @@ class NotificationRule(_Section):
         "sla.satisfaction.satisfied_from or more, false for those below (a dissatisfied "
         "customer); none: every score.",
     )
+    assigned: bool | None = Field(
+        default=None,
+        description="sla.clock_warned and sla.clock_breached only: true when the ticket had an "
+        "agent as the clock warned or breached, false when it had none (waiting in its "
+        "group's queue: no assignee to tell); none: either.",
+    )
 
     at_most: NoticeLimit | None = Field(
         default=None,
@@ -144,21 +150,22 @@ class NotificationRule(_Section):
     @model_validator(mode="after")
     def _conditions_fit_the_event(self) -> NotificationRule:
         problems = [
-            f"{name} is a condition of {event} rules only, not of {self.event}"
-            for name, event in _CONDITIONS.items()
-            if getattr(self, name) is not None and self.event != event
+            f"{name} is a condition of {' and '.join(events)} rules only, not of {self.event}"
+            for name, events in _CONDITIONS.items()
+            if getattr(self, name) is not None and self.event not in events
         ]
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
 
-_CONDITIONS: dict[str, Trigger] = {
-    "by_reply": "ticket.reopened",
-    "causes": "ticket.queued",
-    "satisfied": "ticket.satisfaction_recorded",
+_CONDITIONS: dict[str, tuple[Trigger, ...]] = {
+    "by_reply": ("ticket.reopened",),
+    "causes": ("ticket.queued",),
+    "satisfied": ("ticket.satisfaction_recorded",),
+    "assigned": ("sla.clock_warned", "sla.clock_breached"),
 }
-"""A rule's conditions on what one kind of event says, and that event."""
+"""A rule's conditions on what some kinds of event say, and those events."""
 
 
 class Sender(_Section):

@@ -472,3 +472,27 @@ def test_a_dissatisfied_customers_score_and_comment_reach_the_groups_supervisors
     document["sla"]["satisfaction"]["satisfied_from"] = 3
     assert notices(parsed(document), facts(), trigger, {**rated, "score": 3}, "e") == []
     assert fires(parsed(document), trigger, {**rated, "score": 2})
+
+
+def test_a_queued_tickets_clock_warning_reaches_its_groups_supervisors() -> None:
+    """A ticket waiting in the queue has no assignee: its warning told nobody, and its group's
+    supervisors first heard of it at the breach. Now they are warned; an assigned ticket's
+    warning still goes to its agent alone."""
+    warned = {
+        "metric": "first_response",
+        "fraction": 0.8,
+        "deadline": "2026-11-20 18:00",
+        "group_id": "front-line",
+        "agent_id": None,
+    }
+    queued = notices(POLICY, facts(agent_id=None), "sla.clock_warned", warned, "e")
+    assert [(n.recipient, n.template) for n in queued] == [("agent:zhao.lei", "sla_warning_queued")]
+    assert "front-line" in queued[0].body and "REQ-2026-000001" in queued[0].subject
+    held = notices(POLICY, facts(), "sla.clock_warned", {**warned, "agent_id": "li.na"}, "e")
+    assert [(n.recipient, n.template) for n in held] == [("agent:li.na", "sla_warning")]
+    # Two rules giving one recipient the same notice (one key): made once.
+    document = shipped()
+    [rule] = [r for r in document["notifications"]["rules"] if r.get("assigned") is False]
+    document["notifications"]["rules"].append({**rule, "assigned": None})
+    twice = notices(parsed(document), facts(agent_id=None), "sla.clock_warned", warned, "e")
+    assert [n.notice_key for n in twice] == ["e:agent:zhao.lei:sla_warning_queued"]

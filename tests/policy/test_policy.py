@@ -260,14 +260,15 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
     policy = parse_policy(shipped.encode(), Policy, source="policy.yaml")
     assert policy.notifications is not None
     conditions = {
-        r.event: (r.satisfied, r.by_reply, r.causes)
+        r.event: (r.satisfied, r.by_reply, r.causes, r.assigned)
         for r in policy.notifications.rules
-        if (r.satisfied, r.by_reply, r.causes) != (None, None, None)
+        if (r.satisfied, r.by_reply, r.causes, r.assigned) != (None, None, None, None)
     }
     assert conditions == {
-        "ticket.satisfaction_recorded": (False, None, None),
-        "ticket.reopened": (None, False, None),
-        "ticket.queued": (None, None, ["reopened"]),
+        "ticket.satisfaction_recorded": (False, None, None, None),
+        "ticket.reopened": (None, False, None, None),
+        "ticket.queued": (None, None, ["reopened"], None),
+        "sla.clock_warned": (None, None, None, False),
     }
     for changed in (
         shipped.replace("template: dissatisfied,", "template: dissatisfied, by_reply: false,", 1),
@@ -277,6 +278,7 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
             1,
         ),
         shipped.replace("template: dissatisfied,", "template: dissatisfied, causes: [queue],", 1),
+        shipped.replace("template: dissatisfied,", "template: dissatisfied, assigned: true,", 1),
     ):
         assert changed != shipped
         with pytest.raises(PolicyError) as caught:
