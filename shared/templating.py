@@ -2,19 +2,52 @@
 
 Operators edit these templates: the sandbox keeps a template from reaching Python internals,
 and an unknown variable renders empty rather than failing. notify renders notices with it,
-dispatch an agent's standard replies.
+dispatch an agent's standard replies. The filter ``local`` shows a moment (an event's time, as
+JSON carries it) in the context's ``time_zone``: people read "2026-11-20 18:00 (Asia/Shanghai)",
+not "2026-11-20T10:00:00Z".
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import Template, meta
+from jinja2 import Template, meta, pass_context
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 _ENVIRONMENT = SandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
+
+
+@pass_context
+def local(context: Context, value: object) -> object:
+    """``value`` (a datetime, or ISO 8601 text) as ``YYYY-MM-DD HH:MM (zone)`` in the context's
+    ``time_zone`` (UTC without one); anything else as it is — a notice never fails on it."""
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if not isinstance(moment, datetime):
+        return value
+    zone = _zone(str(context.get("time_zone") or "UTC"))
+    shown = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(zone)
+    return f"{shown:%Y-%m-%d %H:%M} ({zone.key})"
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+_ENVIRONMENT.filters["local"] = local
 
 
 @cache
@@ -23,6 +56,12 @@ def _compiled(source: str) -> tuple[Template, dict[str, Any]]:
     ``ChainMap`` walked) on every call, two thirds of a short notice's rendering."""
     template = _ENVIRONMENT.from_string(source)
     return template, dict(template.globals)
+
+
+def check(source: str) -> None:
+    """Compile ``source`` as it will be rendered: a syntax error or an unknown filter raises
+    (:class:`jinja2.TemplateSyntaxError`) when the policy loads, not when a notice is made."""
+    _compiled(source)
 
 
 def render_text(source: str, context: dict[str, Any]) -> str:

@@ -275,6 +275,7 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
         "subject": facts.subject,
         "customer_name": facts.customer_name,
         "recipient_name": recipient.name,
+        "time_zone": settings.time_zone,
         "event": data,
         "expected_by": expected_by(policy, facts) if rule.event == "ticket.triaged" else None,
         "console_url": "",

@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 from jinja2 import TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,9 +22,11 @@ from pydantic import (
     model_validator,
 )
 
+from services.policy.sla import TimeZoneName
 from services.vocabulary import RouteCause
 from shared.durations import Duration
 from shared.endpoints import ANY_NETWORK, EndpointRefused, check_endpoint
+from shared.templating import check
 
 Trigger = Literal[
     "ticket.triaged",
@@ -81,10 +82,9 @@ class TemplateText(_Section):
 
     @model_validator(mode="after")
     def _compiles(self) -> TemplateText:
-        environment = SandboxedEnvironment()
         for name in ("subject", "body"):
             try:
-                environment.parse(getattr(self, name))
+                check(getattr(self, name))
             except TemplateSyntaxError as error:
                 raise ValueError(f"{name}: line {error.lineno}: {error.message}") from None
         return self
@@ -176,6 +176,12 @@ class Sender(_Section):
 class NotificationPolicy(_Section):
     sender: Sender
     default_language: str = "en"
+    time_zone: TimeZoneName = Field(
+        default="UTC",
+        description="Where the people notified are: a template's {{ moment | local }} shows a "
+        "time of an event (a deadline, a breach) in this zone, '2026-11-20 18:00 "
+        "(Asia/Shanghai)'.",
+    )
     survey_url: str = Field(
         description="Satisfaction survey link, a template ({{ number }}, {{ ticket_id }})."
     )

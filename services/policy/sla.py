@@ -12,10 +12,10 @@ import json
 import re
 from datetime import date, timedelta
 from functools import cached_property
-from typing import Literal, Protocol, TypeVar
+from typing import Annotated, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.vocabulary import Channel, Complexity, Priority
 from shared.durations import Duration
@@ -39,6 +39,18 @@ _Day = TypeVar("_Day", Weekday, date)
 _HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
 
 
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
+"""An IANA time zone name (``Asia/Shanghai``), refused when the policy loads if unknown."""
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -51,7 +63,7 @@ class CalendarPolicy(_Section):
     (the hours of the calendar's first working weekday), ``holidays`` (none), its weekday's.
     """
 
-    time_zone: str = "UTC"
+    time_zone: TimeZoneName = "UTC"
     always: bool = Field(default=False, description="24x7: every second counts.")
     hours: dict[Weekday, list[str]] = Field(
         default={}, description="Working intervals per weekday, e.g. mon: ['09:00-18:00']."
@@ -65,15 +77,6 @@ class CalendarPolicy(_Section):
     half_days: dict[date, list[str]] = Field(
         default={}, description="Dates with their own working intervals, e.g. a half day."
     )
-
-    @field_validator("time_zone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
-        return value
 
     @field_validator("hours", "half_days")
     @classmethod

@@ -481,13 +481,14 @@ def test_a_queued_tickets_clock_warning_reaches_its_groups_supervisors() -> None
     warned = {
         "metric": "first_response",
         "fraction": 0.8,
-        "deadline": "2026-11-20 18:00",
+        "deadline": "2026-11-20T10:00:00Z",
         "group_id": "front-line",
         "agent_id": None,
     }
     queued = notices(POLICY, facts(agent_id=None), "sla.clock_warned", warned, "e")
     assert [(n.recipient, n.template) for n in queued] == [("agent:zhao.lei", "sla_warning_queued")]
     assert "front-line" in queued[0].body and "REQ-2026-000001" in queued[0].subject
+    assert "2026-11-20 18:00 (Asia/Shanghai)" in queued[0].body, "the desk's time, not UTC's"
     held = notices(POLICY, facts(), "sla.clock_warned", {**warned, "agent_id": "li.na"}, "e")
     assert [(n.recipient, n.template) for n in held] == [("agent:li.na", "sla_warning")]
     # Two rules giving one recipient the same notice (one key): made once.

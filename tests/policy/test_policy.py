@@ -321,3 +321,16 @@ def test_a_limit_on_notices_reads_any_unit_and_is_bounded() -> None:
         with pytest.raises(PolicyError) as caught:
             parse_policy(changed.encode(), Policy, source="policy.yaml")
         assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.unit
+def test_a_template_naming_no_filter_there_is_or_a_zone_nobody_knows_is_refused() -> None:
+    shipped = DEFAULT_POLICY.read_text()
+    for old, new, problem in (
+        ("at {{ event.deadline | local }}.", "at {{ event.deadline | localtime }}.", "No filter"),
+        ("  time_zone: Asia/Shanghai      #", "  time_zone: Asia/Shangai      #", "time zone"),
+    ):
+        assert old in shipped
+        with pytest.raises(PolicyError) as caught:
+            parse_policy(shipped.replace(old, new, 1).encode(), Policy, source="policy.yaml")
+        assert any(problem in p for p in caught.value.problems), caught.value.problems
