@@ -190,11 +190,17 @@ def _rules(policy: Policy, trigger: str, data: dict[str, Any]) -> list[Notificat
         and (rule.by_reply is None or bool(by_reply) == rule.by_reply)
         and (rule.causes is None or data.get("cause") in rule.causes)
         and (rule.assigned is None or (data.get("agent_id") is not None) == rule.assigned)
+        and (rule.by_person is None or _by_person(data) == rule.by_person)
         and (
             rule.satisfied is None
             or (isinstance(score, int) and satisfaction.satisfied(score) == rule.satisfied)
         )
     ]
+
+
+def _by_person(data: dict[str, Any]) -> bool:
+    """An event a person caused (its actor is neither missing nor the system itself)."""
+    return data.get("actor") not in (None, "system")
 
 
 def recipients(

@@ -130,6 +130,12 @@ class NotificationRule(_Section):
         "sla.satisfaction.satisfied_from or more, false for those below (a dissatisfied "
         "customer); none: every score.",
     )
+    by_person: bool | None = Field(
+        default=None,
+        description="ticket.escalated only: true for a person's escalation (the escalate "
+        "command: the ticket goes to a supervisor), false for the system's (an SLA breach, "
+        "whose sla.escalated notices already tell the people of its level); none: both.",
+    )
     assigned: bool | None = Field(
         default=None,
         description="sla.clock_warned and sla.clock_breached only: true when the ticket had an "
@@ -164,6 +170,7 @@ _CONDITIONS: dict[str, tuple[Trigger, ...]] = {
     "causes": ("ticket.queued",),
     "satisfied": ("ticket.satisfaction_recorded",),
     "assigned": ("sla.clock_warned", "sla.clock_breached"),
+    "by_person": ("ticket.escalated",),
 }
 """A rule's conditions on what some kinds of event say, and those events."""
 

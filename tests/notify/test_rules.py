@@ -216,7 +216,13 @@ def test_the_exceptions_path_tells_the_customer_the_supervisors_and_the_group_as
             (n.recipient, n.template) for n in notices(POLICY, facts(), trigger, data, "e")
         )
 
-    escalated = {"level": 1, "cause": "manual: x", "to_agent": "zhao.lei", "to_group": "s"}
+    escalated = {
+        "level": 1,
+        "cause": "manual: x",
+        "actor": "li.na",
+        "to_agent": "zhao.lei",
+        "to_group": "s",
+    }
     assert who("ticket.escalated", escalated) == [
         ("agent:zhao.lei", "ticket_escalated"), ("customer", "progress_escalated")
     ]  # fmt: skip
@@ -497,3 +503,25 @@ def test_a_queued_tickets_clock_warning_reaches_its_groups_supervisors() -> None
     document["notifications"]["rules"].append({**rule, "assigned": None})
     twice = notices(parsed(document), facts(agent_id=None), "sla.clock_warned", warned, "e")
     assert [n.notice_key for n in twice] == ["e:agent:zhao.lei:sla_warning_queued"]
+
+
+def test_an_sla_escalation_tells_its_assignee_once_a_persons_tells_the_supervisor() -> None:
+    """An SLA breach escalated the ticket: its agent got the escalation notice (sla.escalated)
+    and the same again as ticket_escalated (dispatch's ticket.escalated), "升级 1 级" twice."""
+    raised = {"level": 1, "metric": "first_response", "agent_id": "li.na", "group_id": "front-line"}
+    by_sla = {
+        "level": 1,
+        "cause": "sla:first_response",
+        "actor": "system",
+        "from_group": "front-line",
+    }
+    told = [
+        (n.recipient, n.template)
+        for trigger, data in (("sla.escalated", raised), ("ticket.escalated", by_sla))
+        for n in notices(POLICY, facts(), trigger, data, trigger)
+    ]
+    assert [t for t in told if t[0] == "agent:li.na"] == [("agent:li.na", "escalation")]
+    by_hand = {**by_sla, "cause": "too hard for me", "actor": "li.na", "to_agent": "zhao.lei"}
+    [supervisor] = [n for n in notices(POLICY, facts(), "ticket.escalated", by_hand, "e")
+                    if n.recipient != "customer"]  # fmt: skip
+    assert (supervisor.recipient, supervisor.template) == ("agent:zhao.lei", "ticket_escalated")

@@ -260,15 +260,16 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
     policy = parse_policy(shipped.encode(), Policy, source="policy.yaml")
     assert policy.notifications is not None
     conditions = {
-        r.event: (r.satisfied, r.by_reply, r.causes, r.assigned)
+        r.event: (r.satisfied, r.by_reply, r.causes, r.assigned, r.by_person)
         for r in policy.notifications.rules
-        if (r.satisfied, r.by_reply, r.causes, r.assigned) != (None, None, None, None)
+        if (r.satisfied, r.by_reply, r.causes, r.assigned, r.by_person) != (None,) * 5
     }
     assert conditions == {
-        "ticket.satisfaction_recorded": (False, None, None, None),
-        "ticket.reopened": (None, False, None, None),
-        "ticket.queued": (None, None, ["reopened"], None),
-        "sla.clock_warned": (None, None, None, False),
+        "ticket.satisfaction_recorded": (False, None, None, None, None),
+        "ticket.reopened": (None, False, None, None, None),
+        "ticket.queued": (None, None, ["reopened"], None, None),
+        "sla.clock_warned": (None, None, None, False, None),
+        "ticket.escalated": (None, None, None, None, True),
     }
     for changed in (
         shipped.replace("template: dissatisfied,", "template: dissatisfied, by_reply: false,", 1),
@@ -279,6 +280,7 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
         ),
         shipped.replace("template: dissatisfied,", "template: dissatisfied, causes: [queue],", 1),
         shipped.replace("template: dissatisfied,", "template: dissatisfied, assigned: true,", 1),
+        shipped.replace("template: dissatisfied,", "template: dissatisfied, by_person: true,", 1),
     ):
         assert changed != shipped
         with pytest.raises(PolicyError) as caught:
