@@ -282,6 +282,7 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
         "customer_name": facts.customer_name,
         "recipient_name": recipient.name,
         "time_zone": settings.time_zone,
+        "metric_name": _metric_name(policy, data.get("metric"), language),
         "event": data,
         "expected_by": expected_by(policy, facts) if rule.event == "ticket.triaged" else None,
         "console_url": "",
@@ -306,6 +307,14 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
             error=f"{recipient.key} has no contact for {wanted}",
         )
     return Notice(**base, subject=subject, body=body)
+
+
+def _metric_name(policy: Policy, metric: object, language: str) -> str:
+    """An SLA event's metric as people read it in ``language`` (its label, else its id)."""
+    if not isinstance(metric, str) or policy.sla is None:
+        return metric if isinstance(metric, str) else ""
+    labels = next((d.labels for m, d in policy.sla.metrics.items() if m == metric), {})
+    return labels.get(language) or labels.get(language.partition("-")[0]) or metric
 
 
 def expected_by(policy: Policy, facts: NoticeFacts) -> str | None:

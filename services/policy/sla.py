@@ -170,6 +170,11 @@ class MetricPolicy(_Section):
     escalates: bool = Field(
         default=True, description="Climbs the escalation ladder after its breach."
     )
+    labels: dict[str, str] = Field(
+        default={},
+        description="language -> what people read for this metric in notices "
+        "({{ metric_name }}: '首次响应', 'first response'); none: its id.",
+    )
 
 
 class Conditions(_Section):

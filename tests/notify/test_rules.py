@@ -495,6 +495,12 @@ def test_a_queued_tickets_clock_warning_reaches_its_groups_supervisors() -> None
     assert [(n.recipient, n.template) for n in queued] == [("agent:zhao.lei", "sla_warning_queued")]
     assert "front-line" in queued[0].body and "REQ-2026-000001" in queued[0].subject
     assert "2026-11-20 18:00 (Asia/Shanghai)" in queued[0].body, "the desk's time, not UTC's"
+    # The metric as people read it in the notice's language, not its id.
+    assert "首次响应" in queued[0].subject and "first_response" not in queued[0].subject
+    [english] = notices(
+        POLICY, facts(), "sla.clock_warned", {**warned, "agent_id": "emma.jones"}, "e"
+    )
+    assert "of first response used" in english.subject, english.subject
     held = notices(POLICY, facts(), "sla.clock_warned", {**warned, "agent_id": "li.na"}, "e")
     assert [(n.recipient, n.template) for n in held] == [("agent:li.na", "sla_warning")]
     # Two rules giving one recipient the same notice (one key): made once.
