@@ -256,7 +256,7 @@ async def specialist_late(scene: Scene) -> None:
                                   metric="specialist_findings")  # fmt: skip
     assert breach["group_id"] == "network"
     await scene.events("sla.escalated", number=number, metric="specialist_findings", level=1)
-    await scene.mail("qian.hui@desk.example.com", number, "specialist_findings", "第 1 级")
+    await scene.mail("qian.hui@desk.example.com", number, "专业组答复", "第 1 级")
 
 
 async def complaint_resolution(scene: Scene) -> None:
