@@ -91,8 +91,9 @@ class TemplateText(_Section):
 
 
 class NoticeLimit(_Section):
-    """At most ``count`` notices of one rule to one customer within ``per`` (a year at most: the
-    window is counted back from now, and the notices it counts are rows kept that long)."""
+    """At most ``count`` notices of one rule within ``per`` — to one customer, or to one
+    recipient about one ticket (a year at most: the window is counted back from now, and the
+    notices it counts are rows kept that long)."""
 
     count: int = Field(ge=1)
     per: Duration = Field(gt=timedelta(0), le=timedelta(days=366))
