@@ -13,7 +13,7 @@ from shared.service import Service
 PENDING = Gauge("desk_notify_notices_pending", "Notices stored and not yet sent or failed.")
 WAITING = Gauge(
     "desk_notify_events_waiting_for_receipt",
-    "Events owing someone a notice that wait for the ticket's receipt.",
+    "Events owing someone a notice that wait for the ticket's receipt or its routing.",
 )
 OLDEST_WAITING = Gauge(
     "desk_notify_oldest_event_waiting_seconds",

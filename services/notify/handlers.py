@@ -26,8 +26,8 @@ from services.notify.rules import (
     SurveyContext,
     evolve,
     fires,
-    needs_receipt,
     notices,
+    waits,
 )
 from services.notify.storage import WaitingEvent
 from services.notify.survey import SurveyLinks
@@ -50,6 +50,11 @@ UNSENDABLE = Counter(
 EARLY = Counter(
     "desk_notify_waiting_for_receipt_total",
     "Events owing someone a notice that arrived before the ticket's receipt.",
+)
+UNROUTED = Counter(
+    "desk_notify_waiting_for_routing_total",
+    "Events owing the ticket's assignee or supervisors a notice that arrived before dispatch's "
+    "routing of the ticket.",
 )
 HEARD = (
     intake.TicketReceived,
@@ -111,7 +116,7 @@ class NoticeTriggers(EventSubscription):
         keys = await keys_for(
             self.keys, uow.conn, [*facts.values(), *(m.message.data for m in messages)]
         )
-        known = {i for i, f in facts.items() if f.received}
+        before = {i: _readiness(f) for i, f in facts.items()}
         changed: set[str] = set()
         pending: list[Notice] = []
         early: list[WaitingEvent] = []
@@ -123,8 +128,10 @@ class NoticeTriggers(EventSubscription):
             changed.add(ticket.ticket_id)
             trigger = delivered.envelope.type.removeprefix("servicedesk.").rsplit(".v", 1)[0]
             data, event_id = delivered.envelope.data, str(delivered.envelope.id)
-            # Opening the ticket costs; most events notify none, and none before the receipt.
-            if ticket.received and fires(policy, trigger, data):
+            if waits(policy, ticket, trigger, data):
+                early.append(WaitingEvent(ticket.ticket_id, event_id, trigger, data))
+            # Opening the ticket costs; most events notify none.
+            elif fires(policy, trigger, data):
                 clear = keys.reveal(ticket)
                 pending += notices(
                     policy,
@@ -135,10 +142,8 @@ class NoticeTriggers(EventSubscription):
                     survey=survey,
                 )
                 ticket.thread = clear.thread  # the mails it threads, kept (the rest stays sealed)
-            if needs_receipt(policy, ticket, trigger, data):
-                early.append(WaitingEvent(ticket.ticket_id, event_id, trigger, data))
-        receipts = [i for i in changed if facts[i].received and i not in known]
-        released = await _wait_for_receipts(uow, self.keys, policy, facts, receipts, early, survey)
+        readier = [i for i in changed if _readiness(facts[i]) != before.get(i, (False, False))]
+        released = await _release(uow, self.keys, policy, facts, readier, early, survey)
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
         # Released notices first: their events came before this batch's.
         pending = await within_limits(uow.conn, released + pending, facts, uow.now)
@@ -153,23 +158,31 @@ class NoticeTriggers(EventSubscription):
                 _unsendable(uow, notice, version, loud=loud)
 
 
-async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names them
+def _readiness(facts: NoticeFacts) -> tuple[bool, bool]:
+    """What a waiting event can wait for (:func:`waits`): the receipt, dispatch's routing."""
+    return facts.received, facts.group_id is not None
+
+
+async def _release(  # noqa: PLR0917 - private; one call site names them
     uow: UnitOfWork,
     store: KeyStore,
     policy: Policy,
     facts: dict[str, NoticeFacts],
-    receipts: list[str],
+    readier: list[str],
     early: list[WaitingEvent],
     survey: SurveyContext,
 ) -> list[Notice]:
-    """Keep this batch's early events whose receipt is still unknown; return the notices of
-    those whose receipt is now read (waiting before, or early in this batch)."""
-    waited = await storage.stop_waiting(uow.conn, receipts)
-    released: list[Notice] = []
-    due = [*waited, *(e for e in early if facts[e.ticket_id].received)]
+    """Return the notices of waiting events (kept before, or early in this batch) whose ticket
+    now has what they waited for; keep the rest waiting, in their order."""
+    due: list[WaitingEvent] = []
+    still: list[WaitingEvent] = []
+    for waiting in [*await storage.stop_waiting(uow.conn, readier), *early]:
+        ticket = facts[waiting.ticket_id]
+        (still if waits(policy, ticket, waiting.trigger, waiting.data) else due).append(waiting)
     keys = await keys_for(
         store, uow.conn, [*(facts[w.ticket_id] for w in due), *(w.data for w in due)]
     )
+    released: list[Notice] = []
     for waiting in due:
         ticket = keys.reveal(facts[waiting.ticket_id])
         released += notices(
@@ -181,14 +194,14 @@ async def _wait_for_receipts(  # noqa: PLR0917 - private; one call site names th
             survey=survey,
         )
         facts[waiting.ticket_id].thread = ticket.thread  # the mails it threads, kept
-    still = [e for e in early if not facts[e.ticket_id].received]
     await storage.keep_waiting(uow.conn, still, uow.now)
-    for waiting in still:
-        EARLY.inc()
+    for waiting in (w for w in still if w.since is None):  # new: this batch's
+        ticket = facts[waiting.ticket_id]
+        (EARLY if not ticket.received else UNROUTED).inc()
         log.info(
-            "notices wait for the ticket's receipt",
+            "notices wait for the ticket's " + ("routing" if ticket.received else "receipt"),
             ticket_id=waiting.ticket_id,
-            ticket_number=facts[waiting.ticket_id].number,
+            ticket_number=ticket.number,
             event_id=waiting.event_id,
             trigger=waiting.trigger,
         )

@@ -37,9 +37,10 @@ class NoticeFacts(BaseModel):
 
     ``received`` is false while only other services' events were seen (intake's events and
     dispatch's travel on different topics): nobody can be told yet — the customer has no contact
-    and an agent's notice would have no subject — so such an event waits (:func:`needs_receipt`)
+    and an agent's notice would have no subject — so such an event waits (:func:`waits`)
     until the receipt arrives. intake records the receipt before any other service hears of the
-    ticket, so it always comes.
+    ticket, so it always comes; and dispatch routes every ticket it reads (``group_id`` is set
+    by its first heard event), so an event waiting for the routing is released too.
     """
 
     ticket_id: str
@@ -124,17 +125,18 @@ def notices(
     survey: SurveyContext = lambda number: {},
 ) -> list[Notice]:
     """Every notice the rules of ``policy`` give for one event about the ticket; none before its
-    receipt is known (:func:`needs_receipt`)."""
+    receipt is known (:func:`waits`). A recipient two rules reach gets the first one's notice
+    only: a queued ticket's late specialist group warned its supervisors twice, in two texts."""
     settings = policy.notifications
     if settings is None or not facts.received:
         return []
     found: list[Notice] = []
-    made: set[tuple[str, str]] = set()
+    told: set[str] = set()
     for rule in _rules(policy, trigger, data):
         for recipient in recipients(policy, rule, facts, data):
-            if (recipient.key, rule.template) in made:
-                continue  # two rules, one notice (its key is the same): once
-            made.add((recipient.key, rule.template))
+            if recipient.key in told:
+                continue  # one notice a person an event: the first rule that reaches them
+            told.add(recipient.key)
             links = survey if recipient.key == "customer" else _no_links
             notice = _notice(policy, settings, rule, recipient, facts, data, event_id, links)
             found.append(_threaded(facts, notice))
@@ -166,11 +168,29 @@ def fires(policy: Policy, trigger: str, data: dict[str, Any]) -> bool:
     return bool(_rules(policy, trigger, data))
 
 
-def needs_receipt(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]) -> bool:
-    """The event owes someone a notice, but notify has not read the ticket's receipt yet: the
-    event is kept and its notices made when the receipt arrives (an agent's as well: made now,
-    it would name no subject — the receipt carries it)."""
-    return not facts.received and fires(policy, trigger, data)
+def waits(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]) -> bool:
+    """The event owes someone a notice that notify cannot make yet: the event is kept and its
+    notices made when what it lacks arrives.
+
+    What it can lack, since intake's events and dispatch's travel on different topics: the
+    ticket's receipt (an agent's notice made before it would name no subject, a customer's would
+    have no contact), or — for a notice to the ticket's assignee or its supervisors that the
+    event does not name — dispatch's routing of the ticket: a customer's reply read before its
+    ticket's assignment would otherwise tell nobody.
+    """
+    rules = _rules(policy, trigger, data)
+    if not rules:
+        return False
+    if not facts.received:
+        return True
+    return facts.group_id is None and any(_needs_routing(rule, data) for rule in rules)
+
+
+def _needs_routing(rule: NotificationRule, data: dict[str, Any]) -> bool:
+    """The rule's recipients come from who has the ticket, and the event does not say."""
+    if rule.to == "assignee":
+        return "agent_id" not in data and "to_agent" not in data
+    return rule.to == "supervisors" and "group_id" not in data
 
 
 def _rules(policy: Policy, trigger: str, data: dict[str, Any]) -> list[NotificationRule]:

@@ -28,11 +28,12 @@ async def lock_tickets(conn: Connection, ids: Iterable[str]) -> dict[str, Notice
 
     One ticket's events reach notify on three topics, so two consumers (of this process or
     another) can hold the same ticket at once; each rewrites the whole facts row and decides
-    whether a customer notice waits for the receipt, so without the lock the later commit would
-    undo the earlier (a receipt forgotten, a waiting event never released). Transaction-level
-    advisory locks (two-key form, a key space of their own), because a ticket's row may not exist
-    yet; taken in one order, so two batches never wait for each other in a cycle. The facts are
-    read after the lock, in a new statement, so they include what the previous holder committed.
+    whether an event's notices wait (for the receipt or the routing), so without the lock the
+    later commit would undo the earlier (a receipt forgotten, a waiting event never released).
+    Transaction-level advisory locks (two-key form, a key space of their own), because a ticket's
+    row may not exist yet; taken in one order, so two batches never wait for each other in a
+    cycle. The facts are read after the lock, in a new statement, so they include what the
+    previous holder committed.
     """
     wanted = sorted(set(ids))
     await lock(conn, "notify.tickets", wanted)
@@ -54,29 +55,33 @@ async def save_tickets(conn: Connection, facts: Sequence[NoticeFacts]) -> None:
 
 @dataclass(frozen=True)
 class WaitingEvent:
-    """An event owing someone a notice, kept until the ticket's receipt is read."""
+    """An event owing someone a notice, kept until the ticket's receipt (and, for a notice to
+    whoever has the ticket, its routing) is read."""
 
     ticket_id: str
     event_id: str
     trigger: str
     data: dict[str, Any]
+    since: datetime | None = None
+    """When it was first kept (None: not yet); kept again, it keeps its place."""
 
 
 async def keep_waiting(conn: Connection, events: Sequence[WaitingEvent], now: datetime) -> None:
     if not events:
         return
-    rows = [(e.ticket_id, e.event_id, e.trigger, json.dumps(e.data)) for e in events]
+    rows = [
+        (e.ticket_id, e.event_id, e.trigger, json.dumps(e.data), e.since or now) for e in events
+    ]
     await conn.execute(
         "INSERT INTO waiting_events (ticket_id, event_id, trigger, data, since) "
-        "SELECT *, $5::timestamptz FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) "
+        "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) "
         "ON CONFLICT DO NOTHING",
         *[list(column) for column in zip(*rows, strict=True)],
-        now,
     )
 
 
 async def stop_waiting(conn: Connection, ticket_ids: Sequence[str]) -> list[WaitingEvent]:
-    """Take the waiting events of tickets whose receipt has just been read, oldest first
+    """Take the waiting events of tickets whose receipt or routing has just been read, oldest first
     (by when they were kept, then by event id: UUIDv7, so by when they were recorded)."""
     if not ticket_ids:
         return []
@@ -86,7 +91,7 @@ async def stop_waiting(conn: Connection, ticket_ids: Sequence[str]) -> list[Wait
         list(ticket_ids),
     )
     ordered = sorted(rows, key=lambda r: (r[4], r[1]))
-    return [WaitingEvent(r[0], r[1], r[2], json.loads(r[3])) for r in ordered]
+    return [WaitingEvent(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in ordered]
 
 
 _COLUMNS = (

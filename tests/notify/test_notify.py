@@ -15,6 +15,7 @@ from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
 from services.dispatch.events import SatisfactionRecorded, TicketReopened, TicketResolved
 from services.intake.app import build as intake
+from services.intake.events import CustomerReplied
 from services.intake.queries import ticket_id as find_ticket
 from services.notify.app import build as notify
 from services.notify.channels import sign
@@ -352,6 +353,50 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
     assert letters == 0
     assert subjects == sorted([f"您的服务请求 [{number}] 已受理", f"您的请求 [{number}] 已解决"])
     assert told["subject"] == f"新工单 {number}：问题 7"
+
+
+@pytest.mark.asyncio
+async def test_a_reply_read_before_its_tickets_assignment_waits_for_it(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """intake's topic ran ahead of dispatch's: the customer's reply owes the assignee a notice
+    and nobody has the ticket yet as far as notify knows — it waits, and li.na hears of it once
+    her assignment is read (before the fix: nobody was ever told)."""
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = notify_settings(
+            settings, tmp_path, smtp, http, clock="driven", notify_report_interval="100ms"
+        )
+        time = DrivenTime(desk, "notify")
+        await time.set(T0)
+        async with running(notify(desk)) as service:
+            await send_ticket(kafka, 8)
+            stream = f"ticket-{ticket_id(8)}"
+            reply = CustomerReplied(
+                ticket_id=ticket_id(8), number=received(8).number, channel="email",
+                channel_message_id="r-8@example.com", received_at=T0,
+                subject="Re: 问题 8", body="还是不行。",
+            )  # fmt: skip
+            await publish_event(kafka, "intake.events", reply, stream_id=stream, version=3)
+            await kafka.await_records(EVENTS, kind("sent"), count=1)  # the acknowledgement
+
+            async def waiting() -> int:
+                return int(await service.pool.fetchval("SELECT count(*) FROM waiting_events"))
+
+            async def shown() -> float:
+                return gauge("desk_notify_events_waiting_for_receipt")
+
+            await eventually(waiting, lambda n: n == 1, what="the reply waits")
+            await eventually(shown, lambda g: g == 1, what="operators see it waiting")
+            assert agent_notices(http, "li.na", "customer_reply") == []
+            assigned = assignment(ticket_id(8), received(8).number, "li.na")
+            await publish_event(kafka, "dispatch.events", assigned, stream_id=stream, version=1)
+            await kafka.await_records(EVENTS, kind("sent"), count=3)
+            await kafka.all_records(EVENTS, settle=1.5)  # let anything extra arrive
+            assert await waiting() == 0
+        [told] = agent_notices(http, "li.na", "customer_reply")
+        assert len(agent_notices(http, "li.na", "assignment")) == 1
+        assert len(smtp.messages) == 1  # the acknowledgement, nothing else to the customer
+    assert received(8).number in told["subject"]
 
 
 @pytest.mark.asyncio

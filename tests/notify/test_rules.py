@@ -21,7 +21,7 @@ from services.dispatch.ticket import Ticket
 from services.intake.events import CustomerReplied
 from services.notify.channels import mask, sign, subject_with_number
 from services.notify.events import mail_message_id, ticket_of_mail
-from services.notify.rules import NoticeFacts, evolve, fires, needs_receipt, notices, recipients
+from services.notify.rules import NoticeFacts, evolve, fires, notices, recipients, waits
 from services.notify.storage import Delivery
 from services.policy import DEFAULT_POLICY, Policy
 from shared.policyfile import load_policy
@@ -100,16 +100,28 @@ def test_every_notice_waits_for_the_receipt() -> None:
     notice made then would read "New ticket N: " — so it waits as the customer's does."""
     unknown = NoticeFacts(ticket_id="t", number="N", received=False, agent_id="li.na")
     assert notices(POLICY, unknown, "ticket.closed", {}, "e") == []
-    assert needs_receipt(POLICY, unknown, "ticket.closed", {})
-    assert not needs_receipt(POLICY, facts(), "ticket.closed", {})
+    assert waits(POLICY, unknown, "ticket.closed", {})
+    assert not waits(POLICY, facts(), "ticket.closed", {})
     assigned = {"agent_id": "li.na", "group_id": "printing", "reason": "skill"}
     assert notices(POLICY, unknown, "ticket.assigned", assigned, "e") == []
-    assert needs_receipt(POLICY, unknown, "ticket.assigned", assigned)
-    assert not needs_receipt(POLICY, unknown, "ticket.updated", {}), "no rule: nothing waits"
+    assert waits(POLICY, unknown, "ticket.assigned", assigned)
+    assert not waits(POLICY, unknown, "ticket.updated", {}), "no rule: nothing waits"
     # Released once the receipt is read: the agent's notice names the ticket's subject.
     [assignment] = notices(POLICY, facts(), "ticket.assigned", assigned, "e")
     assert assignment.recipient == "agent:li.na"
     assert assignment.subject.endswith(facts().subject) and facts().subject
+
+
+def test_a_notice_to_whoever_has_the_ticket_waits_for_its_routing() -> None:
+    """A reply read before dispatch's routing has nobody to tell yet: it waits. A notice to the
+    customer does not, nor one whose event names the agent or the group itself."""
+    unrouted = facts(group_id=None, agent_id=None)
+    reply = {"body": "还是不行。", "channel": "email"}
+    assert waits(POLICY, unrouted, "ticket.customer_replied", reply)
+    assert not waits(POLICY, facts(group_id="front-line"), "ticket.customer_replied", reply)
+    assert not waits(POLICY, unrouted, "ticket.triaged", {}), "the customer's: no wait"
+    warned = {"metric": "first_response", "agent_id": None, "group_id": "front-line"}
+    assert not waits(POLICY, unrouted, "sla.clock_warned", warned), "the event says who"
 
 
 def test_masks_signatures_and_message_ids() -> None:
@@ -509,6 +521,11 @@ def test_a_queued_tickets_clock_warning_reaches_its_groups_supervisors() -> None
     document["notifications"]["rules"].append({**rule, "assigned": None})
     twice = notices(parsed(document), facts(agent_id=None), "sla.clock_warned", warned, "e")
     assert [n.notice_key for n in twice] == ["e:agent:zhao.lei:sla_warning_queued"]
+    # Two rules, two texts, one person: a queued ticket's specialist group is late — the
+    # supervisors hear it once (the shipped `sla_warning` for that metric reaches them too).
+    late = {**warned, "metric": "specialist_findings"}
+    once = notices(POLICY, facts(agent_id=None), "sla.clock_warned", late, "e")
+    assert [(n.recipient, n.template) for n in once] == [("agent:zhao.lei", "sla_warning_queued")]
 
 
 def test_an_sla_escalation_tells_its_assignee_once_a_persons_tells_the_supervisor() -> None:

@@ -325,7 +325,9 @@ def _notices(snapshot: Snapshot, figures: Figures) -> None:
             figures.problems.append(f"{len(items)} {what}: {list(items)[:3]}")
     if snapshot.waiting_for_receipt:
         waiting = snapshot.waiting_for_receipt
-        figures.problems.append(f"{waiting} events still wait for their ticket's receipt")
+        figures.problems.append(
+            f"{waiting} events still wait for their ticket's receipt or routing"
+        )
 
 
 def _dead_letters(snapshot: Snapshot, services: Mapping[str, Service], figures: Figures) -> None:
