@@ -23,7 +23,11 @@ def demo(
         bool, typer.Option(help="Agents take the tickets through; customers rate them.")
     ] = True,
     pace: Annotated[
-        float, typer.Option(help="How fast agents and customers act (1: a person's pace).")
+        float,
+        typer.Option(
+            help="Scales how long agents and customers take for each step (1: a person's "
+            "pace; 0.2, the default: five times faster; larger is slower)."
+        ),
     ] = 0.2,
 ) -> None:
     """Publish a realistic mix of requests to requests.incoming, like a channel adapter; demo
