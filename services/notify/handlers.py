@@ -145,9 +145,9 @@ class NoticeTriggers(EventSubscription):
         readier = [i for i in changed if _readiness(facts[i]) != before.get(i, (False, False))]
         released = await _release(uow, self.keys, policy, facts, readier, early, survey)
         await storage.save_tickets(uow.conn, [facts[i] for i in changed])
-        # In the order their events were recorded (event ids are UUIDv7), whichever topic was
-        # read first: the acknowledgement before a resolution that waited for the receipt, the
-        # assignment before a reply that waited for it — the order they are counted and sent.
+        # A batch's notices in the order their events were recorded (event ids are UUIDv7),
+        # whichever topic was read first — the assignment before the reply that waited for it,
+        # in the batch that read it: the order they are counted against limits and sent.
         made = sorted(released + pending, key=lambda notice: notice.cause_event_id)
         pending = await within_limits(uow.conn, made, facts, uow.now)
         kept = sealing.kept(pending, facts, keys)

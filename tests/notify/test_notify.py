@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from datetime import timedelta
@@ -23,6 +24,7 @@ from services.notify.rules import Notice
 from services.notify.storage import enqueue
 from shared.database import connect
 from shared.deadletter import Record, list_dead_letters, replay_dead_letter
+from shared.events import new_event_id
 from shared.kafka import make_producer
 from shared.keystore import KeyStore, MasterKey
 from shared.local.ports import free_port
@@ -370,6 +372,8 @@ async def test_a_reply_read_before_its_tickets_assignment_waits_for_it(
         await time.set(T0)
         async with running(notify(desk)) as service:
             await send_ticket(kafka, 8)
+            routed = new_event_id()  # dispatch assigned it before the reply; notify lags on it
+            await asyncio.sleep(0.002)  # ids are ordered by the millisecond they were made in
             stream = f"ticket-{ticket_id(8)}"
             reply = CustomerReplied(
                 ticket_id=ticket_id(8), number=received(8).number, channel="email",
@@ -389,10 +393,17 @@ async def test_a_reply_read_before_its_tickets_assignment_waits_for_it(
             await eventually(shown, lambda g: g == 1, what="operators see it waiting")
             assert agent_notices(http, "li.na", "customer_reply") == []
             assigned = assignment(ticket_id(8), received(8).number, "li.na")
-            await publish_event(kafka, "dispatch.events", assigned, stream_id=stream, version=1)
+            await publish_event(
+                kafka, "dispatch.events", assigned, stream_id=stream, event_id=routed
+            )
             await kafka.await_records(EVENTS, kind("sent"), count=3)
             await kafka.all_records(EVENTS, settle=1.5)  # let anything extra arrive
             assert await waiting() == 0
+            made = await service.pool.fetch(
+                "SELECT template FROM deliveries WHERE recipient = 'agent:li.na' ORDER BY id"
+            )
+        # Made (and sent) in the order their events were recorded: the assignment first.
+        assert [r[0] for r in made] == ["assignment", "customer_reply"]
         [told] = agent_notices(http, "li.na", "customer_reply")
         assert len(agent_notices(http, "li.na", "assignment")) == 1
         assert len(smtp.messages) == 1  # the acknowledgement, nothing else to the customer

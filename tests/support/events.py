@@ -4,6 +4,7 @@ seal)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from uuid import UUID
 
 from services.dispatch.events import TicketAssigned
 from services.sla.events import EscalationRaised
@@ -29,17 +30,19 @@ async def publish_event(
     sealed_by: Key | None = None,
     unsealed: bool = False,
     partition: int | None = None,
+    event_id: UUID | None = None,
 ) -> str:
     """Publish one event, sealed by its source's key (``sealed_by``, or none: ``unsealed``);
-    return its id. The
-    source is by default the event type's owner, as the catalogue says."""
+    return its id (``event_id``, else a new one: UUIDv7, so one made earlier says the event was
+    recorded earlier). The source is by default the event type's owner, as the catalogue
+    says."""
     source = source or SOURCE_PREFIX + catalogue()[data.event_type()]
     pending = PendingEvent(
         data,
         time or datetime.now(UTC),
         correlation_id=correlation_id or subject or stream_id,
         subject=subject,
-        id=new_event_id(),
+        id=event_id or new_event_id(),
     )
     stored = EventStore("test", source)._envelope_json(stream_id, pending, data.event_type())
     envelope = with_version(stored, version).encode()
