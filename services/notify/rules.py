@@ -60,6 +60,9 @@ class NoticeFacts(BaseModel):
     group_id: str | None = None
     agent_id: str | None = None
     channel_message_id: str = ""
+    closed: bool = False
+    """Closed: nobody has it any longer. A reply to it opens a follow-up ticket (dispatch), whose
+    assignment tells its agent; its last assignee is not told (:func:`recipients`)."""
     customer_id: OptionalPersonalText = None
     thread: list[str] = []
     """Message-IDs of the ticket's email conversation so far, oldest first: the customer's
@@ -236,7 +239,8 @@ def recipients(
         }
         return [Recipient("customer", facts.customer_name, facts.language, contacts)]
     if rule.to == "assignee":
-        agent_id = data.get("agent_id") or data.get("to_agent") or facts.agent_id
+        holder = None if facts.closed else facts.agent_id
+        agent_id = data.get("agent_id") or data.get("to_agent") or holder
         agents = [directory.agent[agent_id]] if agent_id in directory.agent else []
     elif rule.to == "specialists":
         asked = data.get("to_group")
@@ -391,6 +395,7 @@ def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None
             priority=data.priority,
             group_id=ticket.group_id if ticket else None,
             agent_id=ticket.agent_id if ticket else None,
+            closed=ticket.closed if ticket else False,
             channel_message_id=data.channel_message_id,
             customer_id=customer.customer_id,
             thread=_opening(data, ticket),
@@ -400,6 +405,12 @@ def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None
         ticket = facts[ticket_id] = NoticeFacts(
             ticket_id=ticket_id, number=str(getattr(data, "number", "")), received=False
         )
+    _learn(ticket, data)
+    return ticket
+
+
+def _learn(ticket: NoticeFacts, data: EventData) -> None:
+    """What an event other than the receipt changes of the ticket's facts."""
     match data:
         case intake.TicketTriaged():
             ticket.complexity, ticket.priority = data.complexity, data.priority
@@ -413,12 +424,15 @@ def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None
             ticket.group_id, ticket.agent_id = data.to_group, None
         case dispatch.TicketEscalated() if data.to_group is not None:
             ticket.group_id, ticket.agent_id = data.to_group, data.to_agent
+        case dispatch.TicketClosed():
+            ticket.closed = True
+        case dispatch.TicketReopened():
+            ticket.closed = False
         case intake.CustomerReplied() if data.channel == "email":
             if mail := _mail_id(data.channel_message_id):
                 ticket.thread = _bounded([*ticket.thread, mail])
         case _:
             pass
-    return ticket
 
 
 def _opening(receipt: intake.TicketReceived, before: NoticeFacts | None) -> list[str]:

@@ -12,6 +12,7 @@ from services.dispatch.commands import TicketCommand
 from services.dispatch.desk import Desk, board_from
 from services.dispatch.events import (
     TicketAssigned,
+    TicketClosed,
     TicketQueued,
     TicketReassigned,
     TicketReopened,
@@ -122,6 +123,25 @@ def test_a_notice_to_whoever_has_the_ticket_waits_for_its_routing() -> None:
     assert not waits(POLICY, unrouted, "ticket.triaged", {}), "the customer's: no wait"
     warned = {"metric": "first_response", "agent_id": None, "group_id": "front-line"}
     assert not waits(POLICY, unrouted, "sla.clock_warned", warned), "the event says who"
+
+
+def test_a_reply_to_a_closed_ticket_does_not_tell_its_last_agent() -> None:
+    """Written on a closed ticket, the reply opens a follow-up ticket (dispatch) whose assignment
+    tells its own agent; "Dan Ma replied on REQ-2" to the agent who closed REQ-2 sent her to a
+    ticket nobody works any longer, beside the follow-up somebody else has."""
+    reply = {"body": "The copy is for the wrong month.", "channel": "email"}
+    ticket = facts()
+    told = notices(POLICY, ticket, "ticket.customer_replied", reply, "e")
+    assert [n.recipient for n in told] == ["agent:li.na"]
+    closing = TicketClosed(ticket_id=ticket.ticket_id, number=ticket.number, actor="system")
+    held = {ticket.ticket_id: ticket}
+    closed = evolve(held, closing)
+    assert closed is not None and closed.closed
+    assert notices(POLICY, closed, "ticket.customer_replied", reply, "e-2") == []
+    # The closure itself still reaches the customer.
+    assert [n.recipient for n in notices(POLICY, closed, "ticket.closed", {}, "e-3")] == [
+        "customer"
+    ]
 
 
 def test_masks_signatures_and_message_ids() -> None:
