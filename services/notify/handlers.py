@@ -24,6 +24,7 @@ from services.notify.rules import (
     Notice,
     NoticeFacts,
     SurveyContext,
+    assignee_of,
     evolve,
     fires,
     notices,
@@ -65,6 +66,7 @@ HEARD = (
     dispatch.TicketReassigned,
     dispatch.TicketEscalated,
     dispatch.TicketResponded,
+    dispatch.NoteAdded,
     dispatch.WaitingForCustomer,
     dispatch.CustomerReminded,
     dispatch.LeftUnanswered,
@@ -131,7 +133,7 @@ class NoticeTriggers(EventSubscription):
             if waits(policy, ticket, trigger, data):
                 early.append(WaitingEvent(ticket.ticket_id, event_id, trigger, data))
             # Opening the ticket costs; most events notify none.
-            elif fires(policy, trigger, data):
+            elif fires(policy, trigger, data, holder=assignee_of(ticket)):
                 clear = keys.reveal(ticket)
                 pending += notices(
                     policy,

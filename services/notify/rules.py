@@ -113,6 +113,9 @@ class Notice:
     counts by it)."""
 
 
+AUTHORED = frozenset({"ticket.responded", "ticket.note_added"})
+"""Events whose ``agent_id`` is who wrote them, not who has the ticket."""
+
 SurveyContext = Callable[[str], dict[str, str]]
 """A ticket number -> what a customer notice's ``survey_url`` template needs besides the ticket
 (``console_url``, ``token``: :class:`services.notify.survey.SurveyLinks`)."""
@@ -135,7 +138,7 @@ def notices(
         return []
     found: list[Notice] = []
     told: set[str] = set()
-    for rule in _rules(policy, trigger, data):
+    for rule in _rules(policy, trigger, data, holder=assignee_of(facts)):
         for recipient in recipients(policy, rule, facts, data):
             if recipient.key in told:
                 continue  # one notice a person an event: the first rule that reaches them
@@ -166,9 +169,15 @@ def _mail_id(channel_message_id: str) -> str | None:
     return f"<{bare}>" if "@" in bare and " " not in bare else None
 
 
-def fires(policy: Policy, trigger: str, data: dict[str, Any]) -> bool:
-    """Some rule of ``policy`` answers this event (whether or not it finds a recipient)."""
-    return bool(_rules(policy, trigger, data))
+def fires(policy: Policy, trigger: str, data: dict[str, Any], *, holder: str | None = None) -> bool:
+    """Some rule of ``policy`` answers this event (whether or not it finds a recipient), the
+    ticket being held by ``holder``."""
+    return bool(_rules(policy, trigger, data, holder=holder))
+
+
+def assignee_of(facts: NoticeFacts) -> str | None:
+    """Who has the ticket now: its agent, unless it is closed (nobody works it any longer)."""
+    return None if facts.closed else facts.agent_id
 
 
 def waits(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]) -> bool:
@@ -181,7 +190,7 @@ def waits(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]
     event does not name — dispatch's routing of the ticket: a customer's reply read before its
     ticket's assignment would otherwise tell nobody.
     """
-    rules = _rules(policy, trigger, data)
+    rules = _rules(policy, trigger, data, holder=assignee_of(facts))
     if not rules:
         return False
     if not facts.received:
@@ -196,7 +205,9 @@ def _needs_routing(rule: NotificationRule, data: dict[str, Any]) -> bool:
     return rule.to == "supervisors" and "group_id" not in data
 
 
-def _rules(policy: Policy, trigger: str, data: dict[str, Any]) -> list[NotificationRule]:
+def _rules(
+    policy: Policy, trigger: str, data: dict[str, Any], *, holder: str | None
+) -> list[NotificationRule]:
     settings = policy.notifications
     if settings is None:
         return []
@@ -214,6 +225,7 @@ def _rules(policy: Policy, trigger: str, data: dict[str, Any]) -> list[Notificat
         and (rule.causes is None or data.get("cause") in rule.causes)
         and (rule.assigned is None or (data.get("agent_id") is not None) == rule.assigned)
         and (rule.by_person is None or _by_person(data) == rule.by_person)
+        and (rule.by_assignee is None or (data.get("agent_id") == holder) == rule.by_assignee)
         and (
             rule.satisfied is None
             or (isinstance(score, int) and satisfaction.satisfied(score) == rule.satisfied)
@@ -239,8 +251,9 @@ def recipients(
         }
         return [Recipient("customer", facts.customer_name, facts.language, contacts)]
     if rule.to == "assignee":
-        holder = None if facts.closed else facts.agent_id
-        agent_id = data.get("agent_id") or data.get("to_agent") or holder
+        # On an event someone wrote, its agent_id is the author; the assignee has the ticket.
+        named = None if rule.event in AUTHORED else data.get("agent_id") or data.get("to_agent")
+        agent_id = named or assignee_of(facts)
         agents = [directory.agent[agent_id]] if agent_id in directory.agent else []
     elif rule.to == "specialists":
         asked = data.get("to_group")

@@ -33,6 +33,7 @@ Trigger = Literal[
     "ticket.assigned",
     "ticket.queued",
     "ticket.responded",
+    "ticket.note_added",
     "ticket.customer_replied",
     "ticket.waiting_for_customer",
     "ticket.customer_reminded",
@@ -143,6 +144,13 @@ class NotificationRule(_Section):
         "agent as the clock warned or breached, false when it had none (waiting in its "
         "group's queue: no assignee to tell); none: either.",
     )
+    by_assignee: bool | None = Field(
+        default=None,
+        description="ticket.responded and ticket.note_added only: true when the ticket's "
+        "assignee wrote it, false when someone else did (a supervisor's reply to the customer, "
+        "a colleague's internal note: the assignee hears of what was said on their ticket); "
+        "none: either. On these events 'assignee' is whoever has the ticket, not the author.",
+    )
 
     at_most: NoticeLimit | None = Field(
         default=None,
@@ -172,6 +180,7 @@ _CONDITIONS: dict[str, tuple[Trigger, ...]] = {
     "satisfied": ("ticket.satisfaction_recorded",),
     "assigned": ("sla.clock_warned", "sla.clock_breached"),
     "by_person": ("ticket.escalated",),
+    "by_assignee": ("ticket.responded", "ticket.note_added"),
 }
 """A rule's conditions on what some kinds of event say, and those events."""
 

@@ -144,6 +144,30 @@ def test_a_reply_to_a_closed_ticket_does_not_tell_its_last_agent() -> None:
     ]
 
 
+def test_what_someone_else_says_on_an_agents_ticket_reaches_that_agent() -> None:
+    """A supervisor answered li.na's customer, a colleague left her a note: nothing told her.
+    The author is not told of their own words, nor anyone of a ticket nobody has."""
+    reply = {"agent_id": "zhao.lei", "message": "We replace the printer.", "first_response": False}
+    made = notices(POLICY, facts(), "ticket.responded", reply, "e")
+    # The customer gets the reply itself; li.na hears what was said on her ticket.
+    assert [(n.recipient, n.template) for n in made] == [
+        ("customer", "agent_reply"),
+        ("agent:li.na", "colleague_reply"),
+    ]
+    told = made[1]
+    assert "zhao.lei" in told.subject and "We replace the printer." in told.body
+    own = {**reply, "agent_id": "li.na"}
+    mine = notices(POLICY, facts(), "ticket.responded", own, "e")
+    assert [n.template for n in mine] == ["agent_reply"], "her own reply: only the customer's"
+    note = {"agent_id": "wang.qiang", "note": "Same fault on the 4th floor."}
+    [noted] = notices(POLICY, facts(), "ticket.note_added", note, "e")
+    assert (noted.recipient, noted.template) == ("agent:li.na", "colleague_note")
+    assert "Same fault on the 4th floor." in noted.body
+    assert notices(POLICY, facts(), "ticket.note_added", {**note, "agent_id": "li.na"}, "e") == []
+    assert notices(POLICY, facts(agent_id=None), "ticket.note_added", note, "e") == []
+    assert notices(POLICY, facts(closed=True), "ticket.note_added", note, "e") == []
+
+
 def test_masks_signatures_and_message_ids() -> None:
     assert mask("email", "wang.fang@example.com") == "w***@example.com"
     assert mask("sms", "+8613800001234") == "+86***34"

@@ -260,16 +260,19 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
     policy = parse_policy(shipped.encode(), Policy, source="policy.yaml")
     assert policy.notifications is not None
     conditions = {
-        r.event: (r.satisfied, r.by_reply, r.causes, r.assigned, r.by_person)
+        r.event: (r.satisfied, r.by_reply, r.causes, r.assigned, r.by_person, r.by_assignee)
         for r in policy.notifications.rules
-        if (r.satisfied, r.by_reply, r.causes, r.assigned, r.by_person) != (None,) * 5
+        if (r.satisfied, r.by_reply, r.causes, r.assigned, r.by_person, r.by_assignee)
+        != (None,) * 6
     }
     assert conditions == {
-        "ticket.satisfaction_recorded": (False, None, None, None, None),
-        "ticket.reopened": (None, False, None, None, None),
-        "ticket.queued": (None, None, ["reopened"], None, None),
-        "sla.clock_warned": (None, None, None, False, None),
-        "ticket.escalated": (None, None, None, None, True),
+        "ticket.satisfaction_recorded": (False, None, None, None, None, None),
+        "ticket.reopened": (None, False, None, None, None, None),
+        "ticket.queued": (None, None, ["reopened"], None, None, None),
+        "sla.clock_warned": (None, None, None, False, None, None),
+        "ticket.escalated": (None, None, None, None, True, None),
+        "ticket.responded": (None, None, None, None, None, False),
+        "ticket.note_added": (None, None, None, None, None, False),
     }
     for changed in (
         shipped.replace("template: dissatisfied,", "template: dissatisfied, by_reply: false,", 1),
@@ -281,6 +284,7 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
         shipped.replace("template: dissatisfied,", "template: dissatisfied, causes: [queue],", 1),
         shipped.replace("template: dissatisfied,", "template: dissatisfied, assigned: true,", 1),
         shipped.replace("template: dissatisfied,", "template: dissatisfied, by_person: true,", 1),
+        shipped.replace("template: dissatisfied,", "template: dissatisfied, by_assignee: no,", 1),
     ):
         assert changed != shipped
         with pytest.raises(PolicyError) as caught:
