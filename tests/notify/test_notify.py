@@ -72,6 +72,18 @@ def notify_settings(
     )
 
 
+async def reporting_at_t0(
+    settings: Settings, tmp_path: Path, smtp: SmtpServer, http: HttpReceiver
+) -> tuple[Settings, DrivenTime]:
+    """notify's settings on a driven clock set to T0, its gauges read every 100 ms."""
+    desk = notify_settings(
+        settings, tmp_path, smtp, http, clock="driven", notify_report_interval="100ms"
+    )
+    time = DrivenTime(desk, "notify")
+    await time.set(T0)
+    return desk, time
+
+
 async def notify_killed_at(
     desk: Settings, kafka: KafkaProbe, tmp_path: Path, crash_at: str, tickets: int
 ) -> ServiceProcess:
@@ -296,11 +308,7 @@ async def test_a_customer_notice_ahead_of_the_receipt_waits_for_it(
     receipt — nothing retried, nothing dead-lettered, operators see them waiting and for how
     long — and go out once, when the receipt is read: the agent's with the ticket's subject."""
     with smtp_server() as smtp, http_receiver() as http:
-        desk = notify_settings(
-            settings, tmp_path, smtp, http, clock="driven", notify_report_interval="100ms"
-        )
-        time = DrivenTime(desk, "notify")
-        await time.set(T0)
+        desk, time = await reporting_at_t0(settings, tmp_path, smtp, http)
         async with running(notify(desk)) as service:
             resolved = TicketResolved(
                 ticket_id=ticket_id(7),
@@ -365,11 +373,7 @@ async def test_a_reply_read_before_its_tickets_assignment_waits_for_it(
     and nobody has the ticket yet as far as notify knows — it waits, and li.na hears of it once
     her assignment is read (before the fix: nobody was ever told)."""
     with smtp_server() as smtp, http_receiver() as http:
-        desk = notify_settings(
-            settings, tmp_path, smtp, http, clock="driven", notify_report_interval="100ms"
-        )
-        time = DrivenTime(desk, "notify")
-        await time.set(T0)
+        desk, _ = await reporting_at_t0(settings, tmp_path, smtp, http)
         async with running(notify(desk)) as service:
             await send_ticket(kafka, 8)
             routed = new_event_id()  # dispatch assigned it before the reply; notify lags on it
