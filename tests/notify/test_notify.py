@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from datetime import timedelta
@@ -24,7 +23,6 @@ from services.notify.rules import Notice
 from services.notify.storage import enqueue
 from shared.database import connect
 from shared.deadletter import Record, list_dead_letters, replay_dead_letter
-from shared.events import new_event_id
 from shared.kafka import make_producer
 from shared.keystore import KeyStore, MasterKey
 from shared.local.ports import free_port
@@ -34,7 +32,7 @@ from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
 from tests.notify.support import agent_notices, notify_policy, received, ticket_id, triaged
 from tests.sla.support import T0
-from tests.support.events import assignment, publish_event
+from tests.support.events import assignment, earlier_event_id, publish_event
 from tests.support.kafka import KafkaProbe
 from tests.support.processes import ServiceProcess
 from tests.support.services import running
@@ -376,8 +374,7 @@ async def test_a_reply_read_before_its_tickets_assignment_waits_for_it(
         desk, _ = await reporting_at_t0(settings, tmp_path, smtp, http)
         async with running(notify(desk)) as service:
             await send_ticket(kafka, 8)
-            routed = new_event_id()  # dispatch assigned it before the reply; notify lags on it
-            await asyncio.sleep(0.002)  # ids are ordered by the millisecond they were made in
+            routed = earlier_event_id()  # dispatch assigned it before the reply; notify lags
             stream = f"ticket-{ticket_id(8)}"
             reply = CustomerReplied(
                 ticket_id=ticket_id(8), number=received(8).number, channel="email",

@@ -3,7 +3,7 @@ seal)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from services.dispatch.events import TicketAssigned
@@ -14,6 +14,14 @@ from shared.keys import Key, KeyRing
 from shared.provenance import SOURCE_PREFIX, catalogue, seal
 from shared.relay import mark_record
 from tests.support.kafka import KafkaProbe
+
+
+def earlier_event_id(by: timedelta = timedelta(seconds=1)) -> UUID:
+    """An event id (UUIDv7) as if made ``by`` ago: the id of an event recorded before any made
+    now, without waiting for the clock (ids are ordered by their millisecond)."""
+    fresh = new_event_id().int
+    at = (fresh >> 80) - int(by / timedelta(milliseconds=1))
+    return UUID(int=(fresh & ((1 << 80) - 1)) | (at << 80))
 
 
 async def publish_event(
