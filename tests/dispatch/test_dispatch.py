@@ -235,9 +235,11 @@ async def test_a_resolution_serves_the_head_of_a_long_queue_by_priority_then_age
         for n in (1, 2):
             await send_triaged(kafka, triaged(n, product_line="tiny"))
         assigned = await kafka.await_records(EVENTS, kind("assigned"), count=2)
-        for n, priority in enumerate(priorities, start=3):
+        # One at a time: tickets go to two partitions, read in any order; queued_at is when
+        # dispatch read each, so "older" must mean queued earlier, not published earlier.
+        for queued, (n, priority) in enumerate(enumerate(priorities, start=3), start=1):
             await send_triaged(kafka, triaged(n, product_line="tiny", priority=priority))
-        await kafka.await_records(EVENTS, kind("queued"), count=len(priorities))
+            await kafka.await_records(EVENTS, kind("queued"), count=queued)
         async with service.pool.acquire() as conn:
             heads = await storage.queued(conn, {"tiny": 3, "round": 0})
         assert [t.number for t in heads.values()] == [
