@@ -14,8 +14,9 @@ age as soon as someone frees room or comes on shift.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from jinja2 import TemplateError
@@ -155,7 +156,14 @@ class Desk:
             expected_version=0,
             subject=ticket.ticket_id,
         )
-        self._route(ticket, route.group_id, cause="classified")
+        self._route(ticket, route.group_id, cause="classified", back_to=self._last_agent(triaged))
+
+    def _last_agent(self, triaged: TicketTriaged) -> str | None:
+        """The agent a follow-up goes back to: its old ticket's last (if the policy says so)."""
+        if not (triaged.follows_up and self.policy.routing.follow_ups_to_last_agent):
+            return None
+        followed = self.by_number(triaged.follows_up)
+        return None if followed is None else followed.agent_id
 
     def customer_replied(self, reply: CustomerReplied, cause_event_id: str) -> None:
         """A reply from the customer: a ticket that waited for it is in progress again; one
@@ -475,12 +483,29 @@ class Desk:
         self.record(stream, [event], expected_version=expected)
 
     def _route(
-        self, ticket: Ticket, group_id: str, *, cause: RouteCause, only: str | None = None
+        self,
+        ticket: Ticket,
+        group_id: str,
+        *,
+        cause: RouteCause,
+        only: str | None = None,
+        back_to: str | None = None,
     ) -> None:
-        """Give the ticket to an agent of the group, or put it in the group's queue."""
+        """Give the ticket to an agent of the group, or put it in the group's queue.
+        ``only``: that agent or the queue; ``back_to``: the last agent of the ticket this one
+        follows up, if they can take it, else whoever the group's strategy picks."""
         group_id = self.group_for(group_id)
         self._within(group_id)
-        choice = self.board.choose(group_id, language=ticket.language, tags=ticket.tags, only=only)
+        choose = functools.partial(
+            self.board.choose, group_id, language=ticket.language, tags=ticket.tags
+        )
+        choice = choose(only=back_to) if back_to is not None else None
+        if choice is not None and choice.agent_id is not None:
+            choice = replace(
+                choice, reason=f"back with the agent of the ticket it follows up; {choice.reason}"
+            )
+        else:
+            choice = choose(only=only)
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
         if choice.agent_id is None:
             self._emit(

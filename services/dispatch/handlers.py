@@ -233,8 +233,19 @@ class Events(EventSubscription):
             for m in messages
             if isinstance(m.message.data, TicketTriaged)
         ]
+        # A follow-up goes back to its old ticket's agent: the old ticket is read for them.
+        followed = [
+            m.message.data.follows_up
+            for m in messages
+            if isinstance(m.message.data, TicketTriaged) and m.message.data.follows_up
+        ]
         desk = await self.session.open(
-            uow, ticket_ids=ids, touches=groups, frees=_FREES * escalations, customers=customers
+            uow,
+            ticket_ids=ids,
+            numbers=followed,
+            touches=groups,
+            frees=_FREES * escalations,
+            customers=customers,
         )
         for inbound in messages:
             delivered = inbound.message

@@ -103,6 +103,9 @@ class TicketTriaged(EventData):
     """Who the customer is across tickets: their pseudonym (``cust-…``, the data subject's
     reference: by customer id, else email, else phone). Dispatch keeps flags on customers by it;
     it names no one, and once the customer is erased nothing links it to them."""
+    follows_up: str | None = None
+    """The number of the ticket this one follows up (as on its receipt): dispatch routes it
+    back to that ticket's last agent when they can take it."""
 
 
 @event("servicedesk.ticket.customer_replied", version=1)

@@ -354,9 +354,10 @@ async def record_tickets(
         numbered.append((number, ticket_id))
         texts = customers.sealed(request)
         receipt = received(ticket_id, number, request, texts, result.language)
-        if index < len(follows_up) and follows_up[index]:
-            receipt = receipt.model_copy(update={"follows_up": follows_up[index]})
-        events = [receipt, triaged(ticket_id, number, request, texts, result)]
+        follow = follows_up[index] if index < len(follows_up) else None
+        if follow:
+            receipt = receipt.model_copy(update={"follows_up": follow})
+        events = [receipt, triaged(ticket_id, number, request, texts, result, follows_up=follow)]
         # A new ticket starts a story: every event it causes carries its id as correlation.
         uow.caused_by(Cause(ticket_id))(
             ticket_stream(ticket_id),
@@ -416,7 +417,13 @@ def received(
 
 
 def triaged(
-    ticket_id: str, number: str, request: Request, texts: SealedTexts, result: Triage
+    ticket_id: str,
+    number: str,
+    request: Request,
+    texts: SealedTexts,
+    result: Triage,
+    *,
+    follows_up: str | None = None,
 ) -> TicketTriaged:
     """The triage, public: ``customer_key`` is the customer's pseudonym (their data subject's
     reference), so services that only need to recognise a customer across tickets (dispatch's
@@ -441,6 +448,7 @@ def triaged(
         subject=texts.subject,
         received_at=request.received_at,
         customer_key=texts.ref,
+        follows_up=follows_up or None,
     )
 
 

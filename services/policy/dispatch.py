@@ -194,6 +194,12 @@ class RoutingPolicy(_Section):
     reopen_to_same_agent: bool = Field(
         default=True, description="A reopened ticket returns to its agent if they have room."
     )
+    follow_ups_to_last_agent: bool = Field(
+        default=True,
+        description="A follow-up ticket (a reply the old ticket could no longer take) goes to "
+        "the old ticket's last agent when they are in the group it is routed to, on shift and "
+        "have room; else it is routed like any new ticket.",
+    )
     reopen_window: Duration = Field(
         default=timedelta(days=7),
         description="A customer's reply to a resolved ticket within this time reopens it; to a "

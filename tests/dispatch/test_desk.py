@@ -469,3 +469,48 @@ def test_a_standard_reply_is_rendered_in_the_tickets_language_or_the_default() -
         "ask",
     )
     assert (fr.message, fr.language) == ("About REQ-2026-000002: what happened, and when?", "en")
+
+
+def follow_up_of(ticket: Ticket, **changes: Any) -> Any:
+    """The follow-up intake opens from a reply to ``ticket`` (as simple, so: the front line)."""
+    values: dict[str, Any] = {"complexity": "simple", "category": "inquiry"}
+    return triaged(2, follows_up=ticket.number, **{**values, **changes})
+
+
+def test_a_follow_up_goes_back_to_the_agent_of_the_ticket_it_follows_up() -> None:
+    d, recorded, ticket = resolved_at_t0()
+    run(d, ("close", "customer"))
+    d.classify(follow_up_of(ticket))  # the group's turn is f2's (f1 had the last ticket)
+    [*_, assigned] = recorded.events(TicketAssigned)
+    assert (assigned.number, assigned.agent_id) == ("REQ-2026-000002", "f1")
+    assert assigned.reason.startswith("back with the agent of the ticket it follows up"), assigned
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("the agent is full", "f2"),
+        ("the agent is off shift", "f2"),
+        ("the follow-up belongs to another group", "r1"),
+        ("the policy routes follow-ups as new tickets", "f2"),
+    ],
+)
+def test_a_follow_up_is_routed_like_a_new_ticket_when_its_old_agent_cannot_take_it(
+    case: str, expected: str
+) -> None:
+    d, recorded, ticket = resolved_at_t0()
+    run(d, ("close", "customer"))
+    changes: dict[str, Any] = {}
+    if case == "the agent is full":
+        d.board.agents["f1"].load = d.board.agents["f1"].capacity
+    elif case == "the agent is off shift":
+        d.board.agents["f1"].on_shift = False
+    elif case == "the follow-up belongs to another group":
+        changes = {"complexity": "general", "category": "fault", "product_line": "rr"}
+    else:
+        routing = d.policy.routing.model_copy(update={"follow_ups_to_last_agent": False})
+        d.policy = d.policy.model_copy(update={"routing": routing})
+    d.classify(follow_up_of(ticket, **changes))
+    [*_, assigned] = recorded.events(TicketAssigned)
+    assert (assigned.number, assigned.agent_id) == ("REQ-2026-000002", expected), case
+    assert "follows up" not in assigned.reason

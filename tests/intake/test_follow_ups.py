@@ -65,7 +65,7 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
         [opened] = await kafka.await_records(INTAKE, of_type("follow_up_opened"))
         receipts = await kafka.await_records(INTAKE, of_type("received"), count=2)
         follow_up = data(opened)["follow_up_number"]
-        await kafka.await_records(
+        [back] = await kafka.await_records(
             DISPATCH, lambda r: of_type("assigned")(r) and data(r)["number"] == follow_up
         )
         conn = await connect(settings.require_database_url())
@@ -93,6 +93,8 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
             await conn.close()
     assert (again, dead) == (1, 0), "one follow-up of the reply, and nothing dead-lettered"
     assert data(asked)["reason"] == "closed"
+    assert data(back)["agent_id"] == owner, "back with the agent who had the old ticket"
+    assert "follows up" in data(back)["reason"]
     assert (await revealed(settings, data(asked)))["body"] == "又卡纸了。"
     [receipt] = [
         await revealed(settings, data(r)) for r in receipts if data(r)["number"] == follow_up
