@@ -111,6 +111,14 @@ class TicketDetail(TicketSummary):
     product_line: str | None
     problem_type: str | None
     satisfaction_comment: str | None
+    follows_up: str | None = Field(
+        default=None,
+        description="The number of the ticket this one follows up (the customer wrote on it "
+        "when it could no longer be reopened).",
+    )
+    follow_ups: list[str] = Field(
+        default_factory=list, description="Numbers of this ticket's follow-ups, oldest first."
+    )
     clocks: list[ClockView]
     timeline: list[TimelineEntry]
     timeline_omitted: int = Field(

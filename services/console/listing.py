@@ -218,7 +218,7 @@ the whole story)."""
 
 _DETAIL = (
     f"SELECT {_SUMMARY}, description, product_line, problem_type, satisfaction_comment, "
-    "specialist_group, "
+    "specialist_group, follows_up, follow_ups, "
     "(SELECT coalesce(json_agg(c ORDER BY c.metric), '[]') FROM (SELECT metric, status, warned, "
     " deadline, breached_at, met_at, late FROM clocks WHERE ticket_id = t.ticket_id) c) "
     "AS clocks, "

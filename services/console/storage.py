@@ -124,6 +124,16 @@ def _change(data: EventData, time: datetime) -> Statement | None:  # noqa: PLR09
                 customer=personal.stored_customer(data.customer),
                 subject=personal.stored_text(data.subject),
                 description=personal.stored_text(data.description),
+                follows_up=data.follows_up,
+            )
+        case intake.FollowUpOpened():
+            # Once, however often the event is applied (a projection rebuilt or replayed).
+            return _set(
+                data,
+                time,
+                "follow_ups = CASE WHEN $3 = ANY(follow_ups) THEN follow_ups "
+                "ELSE array_append(follow_ups, $3) END",
+                data.follow_up_number,
             )
         case intake.TicketTriaged() | dispatch.TicketClassified():
             extra = (

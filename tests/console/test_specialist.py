@@ -109,7 +109,7 @@ async def test_requests_made_before_the_console_knew_the_group_asked_are_carried
     unanswered waits on it; one answered, or never asked, on nobody."""
     migrations = service_migrations("console")
     before = [m for m in migrations if m.source != "console" or m.version < 5]
-    assert len(before) == len(migrations) - 1
+    assert max(m.version for m in before if m.source == "console") == 4
     conn = await connect(settings.require_database_url(), schema="console")
     try:
         await migrate(conn, "console", before)
