@@ -142,7 +142,7 @@ def _request(asked: FollowUpRequested, receipt: TicketReceived) -> Request | Non
                 "channel_message_id": asked.channel_message_id,
                 "received_at": asked.received_at,
                 "customer": receipt.customer.model_dump(exclude_none=True, exclude={"ref"}),
-                "subject": asked.subject,
+                "subject": _subject(asked, receipt),
                 "description": asked.body,
                 "product_line": receipt.product_line,
                 "problem_type": receipt.problem_type,
@@ -153,3 +153,10 @@ def _request(asked: FollowUpRequested, receipt: TicketReceived) -> Request | Non
     except ValidationError as error:
         log.warning("follow-up not opened", ticket_number=asked.number, error=str(error)[:300])
         return None
+
+
+def _subject(asked: FollowUpRequested, receipt: TicketReceived) -> str:
+    """The reply's subject, unless it names the old ticket's number: then it is the subject of
+    one of the desk's own notices ("Re: [REQ-…] is closed"), which says nothing of the problem,
+    and the follow-up takes the old ticket's subject."""
+    return receipt.subject if asked.number in asked.subject else asked.subject

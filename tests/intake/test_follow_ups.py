@@ -100,7 +100,7 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
         await revealed(settings, data(r)) for r in receipts if data(r)["number"] == follow_up
     ]
     assert receipt["follows_up"] == number
-    assert receipt["description"] == "又卡纸了。"
+    assert (receipt["subject"], receipt["description"]) == ("Re: 打印机卡纸", "又卡纸了。")
     assert receipt["customer"]["email"] == "wang.fang@example.com", "the old ticket's customer"
     assert any(f"follow-up {follow_up} opened" in line for line in old_said), old_said
     assert any(f"follows up {number}" in line for line in new_said), new_said
@@ -137,7 +137,7 @@ async def test_a_reply_after_the_reopen_window_opens_a_linked_follow_up_not_a_re
             "eight-days-on",
             reply_to_ticket=number,
             received_at=later.isoformat(),
-            subject="Re: 打印机卡纸",
+            subject=f"Re: Your request [{number}] is resolved",  # the desk's own notice's
             description="又卡纸了。",
         )
         await kafka.publish("requests.incoming", encode(reply))
@@ -152,7 +152,10 @@ async def test_a_reply_after_the_reopen_window_opens_a_linked_follow_up_not_a_re
 
     assert data(asked)["reason"] == "reopen_window_passed"
     assert (await revealed(settings, data(asked)))["body"] == "又卡纸了。"
-    [receipt] = [data(r) for r in receipts if data(r)["number"] == follow_up]
+    [receipt] = [
+        await revealed(settings, data(r)) for r in receipts if data(r)["number"] == follow_up
+    ]
     assert receipt["follows_up"] == number
+    assert receipt["subject"] == "打印机卡纸", "the old ticket's, not the notice's"
     assert datetime.fromisoformat(receipt["received_at"]) == later
     assert not any(of_type("reopened")(r) for r in after), "the old ticket stays resolved"
