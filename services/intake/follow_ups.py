@@ -2,9 +2,10 @@
 
 dispatch decides (it knows the ticket's state and the policy's reopen window) and asks with
 ``servicedesk.ticket.follow_up_requested``; intake, which numbers and triages tickets, opens the
-new ticket from the reply — the old ticket's customer, the reply's subject, text and
-attachments — with ``follows_up`` naming the old number, and records on the old ticket
-``servicedesk.ticket.follow_up_opened`` naming the new one: both timelines show the link.
+new ticket from the reply — the old ticket's customer, the reply's subject (or the old
+ticket's), text and attachments — with ``follows_up`` naming the old number, and records on the
+old ticket ``servicedesk.ticket.follow_up_opened`` naming the new one: both timelines show the
+link; dispatch gives the new ticket back to the old one's agent when it can.
 """
 
 from __future__ import annotations
