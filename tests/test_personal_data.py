@@ -249,10 +249,24 @@ async def scenario(settings: Settings) -> None:
         report = await sla_report(settings)
         met = {c["metric"]: c["met"] for c in report["compliance"]}
         assert met["first_response"] == 1 and report["mean_handling_s"], report
+        await world.kafka.await_records(
+            "notify.events",
+            lambda r: (
+                r.header("ce_type") == "servicedesk.notification.sent.v1"
+                and b'"agent_reply"' in r.value
+            ),
+        )
         cli = await asyncio.to_thread(desk_command, settings, "customer", "export", ref)
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["customer"]["ref"] == ref
         assert DESCRIPTION in cli.stdout
+        # The notices about them too: those they were sent, and the agents' quoting them.
+        notices = json.loads(cli.stdout)["notices"]
+        theirs = {n["template"]: n for n in notices if n["recipient"] == "customer"}
+        assert theirs["agent_reply"]["body"] == REPLY, theirs
+        assert {n["address"] for n in theirs.values()} == {CUSTOMER["email"]}
+        agents = [n for n in notices if n["recipient"] != "customer"]
+        assert agents and all(n["address"] is None for n in agents), "an agent's address is theirs"
 
         # Erasure: the key is destroyed; nothing opens; every view still works.
         erased = await asyncio.to_thread(desk_command, settings, "customer", "erase", ref)

@@ -20,6 +20,7 @@ import typer
 from services import service_names
 from services.cli.context import connected, console, database_settings, fail, run_async
 from services.intake import queries as intake
+from services.notify import queries as notify
 from shared.clock import service_now
 from shared.keystore import KEY_HOLDER, KeyStore, MasterKeys, identity_of
 
@@ -51,14 +52,17 @@ def erase(
 
 @app.command()
 def export(ref: Ref) -> None:
-    """Print everything held about the customer as JSON: the key's record and every event
-    carrying the pseudonym, personal fields opened."""
+    """Print everything held about the customer as JSON: the key's record, every event
+    carrying the pseudonym and every notice about them, personal fields opened."""
     settings = database_settings()
     keys = KeyStore(MasterKeys.from_settings(settings))
 
     async def go() -> dict[str, Any] | None:
         async with connected(settings) as conn:
-            return await intake.customer_data(conn, keys, ref, service_names())
+            found = await intake.customer_data(conn, keys, ref, service_names())
+            if found is not None:
+                found["notices"] = await notify.customer_notices(conn, keys, ref)
+            return found
 
     found = run_async(go())
     if found is None:
