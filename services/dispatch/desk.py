@@ -156,14 +156,14 @@ class Desk:
             expected_version=0,
             subject=ticket.ticket_id,
         )
-        self._route(ticket, route.group_id, cause="classified", back_to=self._last_agent(triaged))
+        self._route(ticket, route.group_id, cause="classified", follows_up=self._followed(triaged))
 
-    def _last_agent(self, triaged: TicketTriaged) -> str | None:
-        """The agent a follow-up goes back to: its old ticket's last (if the policy says so)."""
+    def _followed(self, triaged: TicketTriaged) -> Ticket | None:
+        """The ticket a follow-up follows up, whose last agent it goes back to (if the policy
+        says so)."""
         if not (triaged.follows_up and self.policy.routing.follow_ups_to_last_agent):
             return None
-        followed = self.by_number(triaged.follows_up)
-        return None if followed is None else followed.agent_id
+        return self.by_number(triaged.follows_up)
 
     def customer_replied(self, reply: CustomerReplied, cause_event_id: str) -> None:
         """A reply from the customer: a ticket that waited for it is in progress again; one
@@ -489,20 +489,21 @@ class Desk:
         *,
         cause: RouteCause,
         only: str | None = None,
-        back_to: str | None = None,
+        follows_up: Ticket | None = None,
     ) -> None:
         """Give the ticket to an agent of the group, or put it in the group's queue.
-        ``only``: that agent or the queue; ``back_to``: the last agent of the ticket this one
-        follows up, if they can take it, else whoever the group's strategy picks."""
+        ``only``: that agent or the queue; ``follows_up``: the ticket this one follows up, whose
+        last agent takes it if they can, else whoever the group's strategy picks."""
         group_id = self.group_for(group_id)
         self._within(group_id)
         choose = functools.partial(
             self.board.choose, group_id, language=ticket.language, tags=ticket.tags
         )
+        back_to = follows_up.agent_id if follows_up is not None else None
         choice = choose(only=back_to) if back_to is not None else None
-        if choice is not None and choice.agent_id is not None:
+        if follows_up is not None and choice is not None and choice.agent_id is not None:
             choice = replace(
-                choice, reason=f"back with the agent of the ticket it follows up; {choice.reason}"
+                choice, reason=f"follows up {follows_up.number}, theirs; {choice.reason}"
             )
         else:
             choice = choose(only=only)

@@ -5,7 +5,7 @@ become ``RequestRejected`` (published on ``requests.rejected``); new requests ge
 triage and become ``TicketReceived`` + ``TicketTriaged``; replies to a known ticket become
 ``CustomerReplied`` — named by ``reply_to_ticket``, or found by ``in_reply_to`` (a message that
 made a ticket or a reply, also earlier in the same batch) — and replies to an unknown number are
-refused. A reply whose sender is not the ticket's customer (:func:`same_customer`) neither
+refused. A reply to a ticket that has been followed up goes to its newest follow-up. A reply whose sender is not the ticket's customer (:func:`same_customer`) neither
 reopens nor wakes that ticket, nor tells its assignee anything: it becomes a ticket of its own,
 unlinked (the safer of the two ways: nothing the sender wrote is lost, nothing of the other
 ticket is shown to them, and a guessed ticket number or a forged thread changes no one else's
@@ -149,6 +149,7 @@ class Requests(Subscription[Incoming]):
                 new.append(request)
             else:
                 replies.append((inbound, target))
+        replies = await _to_newest_follow_ups(uow, replies)
         tickets = await self._senders_checked(uow, new, replies)
         customers = await Customers.of(
             self.keys,
@@ -305,6 +306,29 @@ def _out_of_range(request: Request, now: datetime, policy: Policy) -> Refusal:
         channel=request.channel,
         channel_message_id=request.channel_message_id,
     )
+
+
+async def _to_newest_follow_ups(
+    uow: UnitOfWork, replies: list[tuple[Inbound[Request], str | int]]
+) -> list[tuple[Inbound[Request], str | int]]:
+    """Replies to a ticket that has been followed up go to its newest follow-up: the customer
+    answering the old ticket's mail again is talking about the same problem, which that ticket
+    now holds — not opening yet another ticket beside it. The follow-up then takes the reply as
+    any ticket does (a reply to it closed in turn follows it up)."""
+    newest = await storage.newest_follow_ups(
+        uow.conn, [t for _, t in replies if isinstance(t, str)]
+    )
+    if not newest:
+        return replies
+    for inbound, target in replies:
+        if isinstance(target, str) and target in newest:
+            log.info(
+                "a reply to a ticket that was followed up goes to its newest follow-up",
+                ticket_number=target,
+                follow_up=newest[target],
+                channel_message_id=inbound.message.channel_message_id,
+            )
+    return [(i, newest.get(t, t) if isinstance(t, str) else t) for i, t in replies]
 
 
 def same_customer(ticket: Customer | CustomerDetails, sender: Customer) -> bool:

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from services.intake.events import CustomerReplied, TicketReceived, TicketTriaged
+from services.intake.events import CustomerReplied, FollowUpOpened, TicketReceived, TicketTriaged
 from shared.database import Connection
 from shared.eventstore import RecordedEvent
 from shared.projection import Projection
@@ -50,6 +50,30 @@ async def tickets_by_number(conn: Connection, numbers: Sequence[str]) -> dict[st
     return {r[0]: r[1] for r in rows}
 
 
+FOLLOW_UP_CHAIN = 50
+"""Follow-ups of follow-ups followed at most (each one a reply to a closed ticket)."""
+
+
+async def newest_follow_ups(conn: Connection, numbers: Sequence[str]) -> dict[str, str]:
+    """For each number that has been followed up, the newest ticket of its chain of follow-ups
+    (the follow-up's own, if it was followed up in turn)."""
+    if not numbers:
+        return {}
+    rows = await conn.fetch(
+        "WITH RECURSIVE chain (start, number, depth) AS ("
+        " SELECT n, n, 0 FROM unnest($1::text[]) AS n"
+        " UNION ALL"
+        " SELECT c.start, t.followed_up_by, c.depth + 1 FROM chain c"
+        " JOIN tickets t ON t.number = c.number"
+        " WHERE t.followed_up_by IS NOT NULL AND c.depth < $2"
+        ") SELECT DISTINCT ON (start) start, number FROM chain WHERE depth > 0"
+        " ORDER BY start, depth DESC",
+        list(set(numbers)),
+        FOLLOW_UP_CHAIN,
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 async def tickets_by_message(
     conn: Connection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
@@ -71,7 +95,8 @@ async def tickets_by_message(
 
 
 class TicketIndex(Projection):
-    """Tickets by number and channel message, with their triage and reply count.
+    """Tickets by number and channel message, with their triage, reply count and newest
+    follow-up.
 
     Set-based: a batch of events becomes at most three statements, whatever its size.
     """
@@ -83,6 +108,7 @@ class TicketIndex(Projection):
         received: dict[str, tuple[TicketReceived, RecordedEvent]] = {}
         triaged: dict[str, TicketTriaged] = {}
         replies: list[CustomerReplied] = []
+        followed: dict[str, str] = {}  # ticket id -> its newest follow-up's number
         for recorded in events:
             data = recorded.decode()
             if isinstance(data, TicketReceived):
@@ -91,12 +117,22 @@ class TicketIndex(Projection):
                 triaged[data.ticket_id] = data
             elif isinstance(data, CustomerReplied):
                 replies.append(data)
+            elif isinstance(data, FollowUpOpened):
+                followed[data.ticket_id] = data.follow_up_number
         if received:
             await self._insert(conn, received, triaged)
         if later := [t for ticket_id, t in triaged.items() if ticket_id not in received]:
             await self._triage(conn, later)
         if replies:
             await self._replies(conn, replies)
+        if followed:
+            await conn.execute(
+                "UPDATE tickets t SET followed_up_by = u.number "
+                "FROM unnest($1::uuid[], $2::text[]) AS u(ticket_id, number) "
+                "WHERE t.ticket_id = u.ticket_id",
+                list(followed),
+                list(followed.values()),
+            )
 
     async def _insert(
         self,

@@ -8,17 +8,21 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 import yaml
 
+from services import service_migrations
 from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
 from services.intake.queries import ticket_id as find_ticket
+from services.intake.storage import newest_follow_ups
 from shared.database import connect
 from shared.deadletter import Record
 from shared.keystore import KeyStore, MasterKey
+from shared.migrations import migrate
 from shared.settings import Settings
 from tests.intake.requests import RECEIVED_AT, encode, intake_clock, valid
 from tests.support.credentials import token
@@ -68,6 +72,12 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
         [back] = await kafka.await_records(
             DISPATCH, lambda r: of_type("assigned")(r) and data(r)["number"] == follow_up
         )
+        # The customer answers the old ticket's mail again: the follow-up has the reply.
+        again_reply = valid("once-more", reply_to_ticket=number, description="还是卡纸。")
+        await kafka.publish("requests.incoming", encode(again_reply))
+        [onward] = await kafka.await_records(
+            INTAKE, lambda r: of_type("customer_replied")(r) and data(r)["number"] == follow_up
+        )
         conn = await connect(settings.require_database_url())
         try:
             old_id, new_id = await find_ticket(conn, number), await find_ticket(conn, follow_up)
@@ -92,9 +102,13 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
         finally:
             await conn.close()
     assert (again, dead) == (1, 0), "one follow-up of the reply, and nothing dead-lettered"
+    assert (await revealed(settings, data(onward)))["body"] == "还是卡纸。"
+    settled = await kafka.all_records(DISPATCH, settle=0.5)
+    asked_for = {json.loads(r.value)["id"] for r in settled if of_type("follow_up_requested")(r)}
+    assert asked_for == {asked_id}, "no second follow-up (the first was published twice above)"
     assert data(asked)["reason"] == "closed"
     assert data(back)["agent_id"] == owner, "back with the agent who had the old ticket"
-    assert "follows up" in data(back)["reason"]
+    assert data(back)["reason"].startswith(f"follows up {number}, theirs;"), data(back)
     assert (await revealed(settings, data(asked)))["body"] == "又卡纸了。"
     [receipt] = [
         await revealed(settings, data(r)) for r in receipts if data(r)["number"] == follow_up
@@ -159,3 +173,66 @@ async def test_a_reply_after_the_reopen_window_opens_a_linked_follow_up_not_a_re
     assert receipt["subject"] == "打印机卡纸", "the old ticket's, not the notice's"
     assert datetime.fromisoformat(receipt["received_at"]) == later
     assert not any(of_type("reopened")(r) for r in after), "the old ticket stays resolved"
+
+
+async def _ticket_row(conn: Any, number: str, followed_up_by: str | None = None) -> str:
+    ticket_id = str(uuid4())
+    await conn.execute(
+        "INSERT INTO tickets (ticket_id, number, channel, channel_message_id, received_at, "
+        "recorded_at, customer_name, language, subject, followed_up_by) "
+        "VALUES ($1, $2, 'email', $2, now(), now(), 'x', 'zh', 's', $3)",
+        ticket_id,
+        number,
+        followed_up_by,
+    )
+    return ticket_id
+
+
+@pytest.mark.asyncio
+async def test_the_newest_follow_up_is_found_along_a_chain_of_follow_ups(
+    settings: Settings,
+) -> None:
+    conn = await connect(settings.require_database_url(), schema="intake")
+    try:
+        await migrate(conn, "intake", service_migrations("intake"))
+        await _ticket_row(conn, "A", "B")
+        await _ticket_row(conn, "B", "C")
+        await _ticket_row(conn, "C")
+        await _ticket_row(conn, "D")
+        newest = await newest_follow_ups(conn, ["A", "B", "C", "D", "unknown"])
+    finally:
+        await conn.close()
+    assert newest == {"A": "C", "B": "C"}, "only tickets that were followed up, to the chain's end"
+
+
+@pytest.mark.asyncio
+async def test_follow_ups_opened_before_the_index_kept_them_are_carried_over(
+    settings: Settings,
+) -> None:
+    migrations = service_migrations("intake")
+    before = [m for m in migrations if m.source != "intake" or m.version < 4]
+    assert max(m.version for m in before if m.source == "intake") == 3
+    conn = await connect(settings.require_database_url(), schema="intake")
+    try:
+        await migrate(conn, "intake", before)
+        old = await conn.fetchval(
+            "INSERT INTO tickets (ticket_id, number, channel, channel_message_id, received_at, "
+            "recorded_at, customer_name, language, subject) VALUES (gen_random_uuid(), 'OLD', "
+            "'email', 'm', now(), now(), 'x', 'zh', 's') RETURNING ticket_id::text"
+        )
+        for version, follow_up in enumerate(("F1", "F2"), start=1):
+            envelope = {"data": {"ticket_id": old, "follow_up_number": follow_up}}
+            await conn.execute(
+                "INSERT INTO events (event_id, stream_id, stream_version, type, subject, "
+                "occurred_at, correlation_id, envelope) VALUES (gen_random_uuid(), $1, $2, "
+                "'servicedesk.ticket.follow_up_opened.v1', $3, now(), 'c', $4::json)",
+                f"ticket-{old}",
+                version,
+                old,
+                json.dumps(envelope),
+            )
+        await migrate(conn, "intake", migrations)
+        newest = await conn.fetchval("SELECT followed_up_by FROM tickets WHERE number = 'OLD'")
+    finally:
+        await conn.close()
+    assert newest == "F2"
