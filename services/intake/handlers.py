@@ -5,8 +5,9 @@ become ``RequestRejected`` (published on ``requests.rejected``); new requests ge
 triage and become ``TicketReceived`` + ``TicketTriaged``; replies to a known ticket become
 ``CustomerReplied`` — named by ``reply_to_ticket``, or found by ``in_reply_to`` (a message that
 made a ticket or a reply, also earlier in the same batch) — and replies to an unknown number are
-refused. A reply to a ticket that has been followed up goes to its newest follow-up. A reply whose sender is not the ticket's customer (:func:`same_customer`) neither
-reopens nor wakes that ticket, nor tells its assignee anything: it becomes a ticket of its own,
+refused. A reply to a ticket that has been followed up goes to its newest follow-up. A reply
+whose sender is not the ticket's customer (:func:`same_customer`) neither reopens nor wakes that
+ticket, nor tells its assignee anything: it becomes a ticket of its own,
 unlinked (the safer of the two ways: nothing the sender wrote is lost, nothing of the other
 ticket is shown to them, and a guessed ticket number or a forged thread changes no one else's
 ticket). A request whose channel message was recorded before is absorbed: one channel message,
