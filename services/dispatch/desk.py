@@ -503,7 +503,7 @@ class Desk:
         choice = choose(only=back_to) if back_to is not None else None
         if follows_up is not None and choice is not None and choice.agent_id is not None:
             choice = replace(
-                choice, reason=f"follows up {follows_up.number}, theirs; {choice.reason}"
+                choice, reason=f"follows up {follows_up.number}, back to its agent; {choice.reason}"
             )
         else:
             choice = choose(only=only)

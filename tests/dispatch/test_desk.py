@@ -483,7 +483,7 @@ def test_a_follow_up_goes_back_to_the_agent_of_the_ticket_it_follows_up() -> Non
     d.classify(follow_up_of(ticket))  # the group's turn is f2's (f1 had the last ticket)
     [*_, assigned] = recorded.events(TicketAssigned)
     assert (assigned.number, assigned.agent_id) == ("REQ-2026-000002", "f1")
-    assert assigned.reason.startswith(f"follows up {NUMBER}, theirs;"), assigned
+    assert assigned.reason.startswith(f"follows up {NUMBER}, back to its agent;"), assigned
 
 
 @pytest.mark.parametrize(

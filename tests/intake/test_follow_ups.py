@@ -108,7 +108,7 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
     assert asked_for == {asked_id}, "no second follow-up (the first was published twice above)"
     assert data(asked)["reason"] == "closed"
     assert data(back)["agent_id"] == owner, "back with the agent who had the old ticket"
-    assert data(back)["reason"].startswith(f"follows up {number}, theirs;"), data(back)
+    assert data(back)["reason"].startswith(f"follows up {number}, back to its agent;"), data(back)
     assert (await revealed(settings, data(asked)))["body"] == "又卡纸了。"
     [receipt] = [
         await revealed(settings, data(r)) for r in receipts if data(r)["number"] == follow_up
