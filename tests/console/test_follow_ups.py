@@ -8,11 +8,9 @@ from uuid import uuid4
 
 import pytest
 
-from services import service_migrations
-from shared.database import connect
-from shared.migrations import migrate
 from shared.settings import Settings
 from tests.console.support import SIMPLE, desk
+from tests.support.migrations import schema_before
 from tests.support.waiting import eventually
 
 
@@ -60,12 +58,7 @@ async def test_a_ticket_and_its_follow_up_name_each_other_and_the_follow_up_goes
 async def test_links_made_before_the_console_kept_them_are_carried_over(
     settings: Settings,
 ) -> None:
-    migrations = service_migrations("console")
-    before = [m for m in migrations if m.source != "console" or m.version < 6]
-    assert max(m.version for m in before if m.source == "console") == 5
-    conn = await connect(settings.require_database_url(), schema="console")
-    try:
-        await migrate(conn, "console", before)
+    async with schema_before(settings, "console", 6) as (conn, finish):
         old, first, second, alone = (str(uuid4()) for _ in range(4))
         numbers = {old: "REQ-1", first: "REQ-2", second: "REQ-3", alone: "REQ-4"}
         timelines: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -94,10 +87,8 @@ async def test_links_made_before_the_console_kept_them_are_carried_over(
                     kind,
                     facts,
                 )
-        await migrate(conn, "console", migrations)
+        await finish()
         rows = await conn.fetch("SELECT number, follows_up, follow_ups FROM tickets")
-    finally:
-        await conn.close()
     assert {r["number"]: (r["follows_up"], r["follow_ups"]) for r in rows} == {
         "REQ-1": (None, ["REQ-2", "REQ-3"]),
         "REQ-2": ("REQ-1", []),

@@ -12,11 +12,9 @@ from uuid import uuid4
 import httpx
 import pytest
 
-from services import service_migrations
-from shared.database import connect
-from shared.migrations import migrate
 from shared.settings import Settings
 from tests.console.support import SIMPLE, Desk, desk, sse_events
+from tests.support.migrations import schema_before
 from tests.support.waiting import eventually
 
 QUESTION = "Is the VPN gateway of the third floor down?"
@@ -107,12 +105,7 @@ async def test_requests_made_before_the_console_knew_the_group_asked_are_carried
 ) -> None:
     """The migration fills the group asked from the timelines: a ticket whose last request is
     unanswered waits on it; one answered, or never asked, on nobody."""
-    migrations = service_migrations("console")
-    before = [m for m in migrations if m.source != "console" or m.version < 5]
-    assert max(m.version for m in before if m.source == "console") == 4
-    conn = await connect(settings.require_database_url(), schema="console")
-    try:
-        await migrate(conn, "console", before)
+    async with schema_before(settings, "console", 5) as (conn, finish):
         waiting, answered, asked_again, never = (str(uuid4()) for _ in range(4))
         timelines = {
             waiting: [_REQUESTED],
@@ -138,10 +131,8 @@ async def test_requests_made_before_the_console_knew_the_group_asked_are_carried
                     kind,
                     facts,
                 )
-        await migrate(conn, "console", migrations)
+        await finish()
         rows = await conn.fetch("SELECT ticket_id::text, specialist_group FROM tickets")
-    finally:
-        await conn.close()
     assert {r["ticket_id"]: r["specialist_group"] for r in rows} == {
         waiting: "network",
         answered: None,

@@ -27,6 +27,7 @@ from shared.settings import Settings
 from tests.intake.requests import RECEIVED_AT, encode, intake_clock, valid
 from tests.support.credentials import token
 from tests.support.kafka import KafkaProbe
+from tests.support.migrations import schema_before
 from tests.support.personal import opened as revealed
 from tests.support.policies import shipped
 from tests.support.services import running
@@ -209,12 +210,7 @@ async def test_the_newest_follow_up_is_found_along_a_chain_of_follow_ups(
 async def test_follow_ups_opened_before_the_index_kept_them_are_carried_over(
     settings: Settings,
 ) -> None:
-    migrations = service_migrations("intake")
-    before = [m for m in migrations if m.source != "intake" or m.version < 4]
-    assert max(m.version for m in before if m.source == "intake") == 3
-    conn = await connect(settings.require_database_url(), schema="intake")
-    try:
-        await migrate(conn, "intake", before)
+    async with schema_before(settings, "intake", 4) as (conn, finish):
         old = await conn.fetchval(
             "INSERT INTO tickets (ticket_id, number, channel, channel_message_id, received_at, "
             "recorded_at, customer_name, language, subject) VALUES (gen_random_uuid(), 'OLD', "
@@ -231,8 +227,6 @@ async def test_follow_ups_opened_before_the_index_kept_them_are_carried_over(
                 old,
                 json.dumps(envelope),
             )
-        await migrate(conn, "intake", migrations)
+        await finish()
         newest = await conn.fetchval("SELECT followed_up_by FROM tickets WHERE number = 'OLD'")
-    finally:
-        await conn.close()
     assert newest == "F2"
