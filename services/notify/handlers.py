@@ -124,7 +124,12 @@ class NoticeTriggers(EventSubscription):
         early: list[WaitingEvent] = []
         for inbound in messages:
             delivered = inbound.message
-            ticket = evolve(facts, delivered.data)
+            ticket = evolve(
+                facts,
+                delivered.data,
+                at=delivered.envelope.time,
+                reopen_window=policy.routing.reopen_window,
+            )
             if ticket is None:
                 continue  # an event about no ticket
             changed.add(ticket.ticket_id)

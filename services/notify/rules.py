@@ -63,6 +63,11 @@ class NoticeFacts(BaseModel):
     closed: bool = False
     """Closed: nobody has it any longer. A reply to it opens a follow-up ticket (dispatch), whose
     assignment tells its agent; its last assignee is not told (:func:`recipients`)."""
+    resolved_at: datetime | None = None
+    """When dispatch resolved it (its event's time); None while open."""
+    followed_up: bool = False
+    """A reply came longer after the resolution than ``routing.reopen_window``: dispatch follows
+    the ticket up with a new one instead of reopening it, so, as when closed, nobody has it."""
     customer_id: OptionalPersonalText = None
     thread: list[str] = []
     """Message-IDs of the ticket's email conversation so far, oldest first: the customer's
@@ -176,8 +181,9 @@ def fires(policy: Policy, trigger: str, data: dict[str, Any], *, holder: str | N
 
 
 def assignee_of(facts: NoticeFacts) -> str | None:
-    """Who has the ticket now: its agent, unless it is closed (nobody works it any longer)."""
-    return None if facts.closed else facts.agent_id
+    """Who has the ticket now: its agent, unless it is closed or followed up (nobody works it
+    any longer)."""
+    return None if facts.closed or facts.followed_up else facts.agent_id
 
 
 def waits(policy: Policy, facts: NoticeFacts, trigger: str, data: dict[str, Any]) -> bool:
@@ -386,9 +392,18 @@ def _calendar(definition: CalendarPolicy) -> BusinessCalendar:
     return held[1]
 
 
-def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None:
-    """What an event of intake, dispatch or sla teaches notify about its ticket (kept in
-    ``facts``, by ticket id); None for an event about no ticket."""
+def evolve(
+    facts: dict[str, NoticeFacts],
+    data: EventData,
+    *,
+    at: datetime | None = None,
+    reopen_window: timedelta | None = None,
+) -> NoticeFacts | None:
+    """What an event of intake, dispatch or sla (recorded ``at``) teaches notify about its
+    ticket (kept in ``facts``, by ticket id); None for an event about no ticket.
+    ``reopen_window`` is the policy's: a reply later than that after the resolution is followed
+    up, as dispatch judges it (by the reply's time, dispatch by its clock: at the window's very
+    edge the two may differ)."""
     ticket_id = str(getattr(data, "ticket_id", ""))
     if not ticket_id:
         return None
@@ -419,6 +434,15 @@ def evolve(facts: dict[str, NoticeFacts], data: EventData) -> NoticeFacts | None
             ticket_id=ticket_id, number=str(getattr(data, "number", "")), received=False
         )
     _learn(ticket, data)
+    match data:
+        case dispatch.TicketResolved():
+            ticket.resolved_at = at
+        case dispatch.TicketReopened():
+            ticket.resolved_at, ticket.followed_up = None, False
+        case intake.CustomerReplied() if ticket.resolved_at and reopen_window is not None:
+            ticket.followed_up = data.received_at - ticket.resolved_at > reopen_window
+        case _:
+            pass
     return ticket
 
 

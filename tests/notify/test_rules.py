@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,44 @@ def test_a_reply_to_a_closed_ticket_does_not_tell_its_last_agent() -> None:
     assert [n.recipient for n in notices(POLICY, closed, "ticket.closed", {}, "e-3")] == [
         "customer"
     ]
+
+
+@pytest.mark.parametrize(("days_later", "told"), [(6, ["agent:li.na"]), (8, [])])
+def test_a_reply_past_the_reopen_window_does_not_tell_the_last_agent(
+    days_later: int, told: list[str]
+) -> None:
+    """Resolved, not yet closed, and written on longer after than the reopen window (7 days in
+    the shipped policy): dispatch follows the ticket up with a new one, whose assignment tells
+    its agent; telling the old ticket's agent too sent her to a ticket nobody works any longer.
+    Within the window the reply reopens the ticket, and she is told."""
+    ticket = facts()
+    held = {ticket.ticket_id: ticket}
+    window = POLICY.routing.reopen_window
+    resolved = TicketResolved(
+        ticket_id=ticket.ticket_id, number=ticket.number, agent_id="li.na", resolution="Done"
+    )
+    evolve(held, resolved, at=T0, reopen_window=window)
+    reply = CustomerReplied(
+        ticket_id=ticket.ticket_id,
+        number=ticket.number,
+        channel="email",
+        channel_message_id="late@example.com",
+        received_at=T0 + timedelta(days=days_later),
+        subject="Re: Printer jam",
+        body="It jams again.",
+    )
+    replied = evolve(held, reply, at=reply.received_at, reopen_window=window)
+    assert replied is not None
+    data = reply.model_dump(mode="json")
+    made = notices(POLICY, replied, "ticket.customer_replied", data, "e")
+    assert [n.recipient for n in made] == told
+    # An agent's reopen gives the ticket back to her: she is told of replies again.
+    reopened = TicketReopened(
+        ticket_id=ticket.ticket_id, number=ticket.number, actor="zhao.lei", reason="check"
+    )
+    evolve(held, reopened, at=reply.received_at, reopen_window=window)
+    again = notices(POLICY, held[ticket.ticket_id], "ticket.customer_replied", data, "e-2")
+    assert [n.recipient for n in again] == ["agent:li.na"]
 
 
 def test_what_someone_else_says_on_an_agents_ticket_reaches_that_agent() -> None:
