@@ -6,11 +6,17 @@ new ticket from the reply — the old ticket's customer, the reply's subject (or
 ticket's), text and attachments — with ``follows_up`` naming the old number, and records on the
 old ticket ``servicedesk.ticket.follow_up_opened`` naming the new one: both timelines show the
 link; dispatch gives the new ticket back to the old one's agent when it can.
+
+One old ticket gets one follow-up at a time: a request for a ticket already followed up — the
+customer wrote twice before the first follow-up was opened, so dispatch asked twice — becomes a
+reply on its newest follow-up (opened earlier or in the same batch), as intake does for a reply
+that arrives after it (``handlers``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -19,7 +25,7 @@ from services.dispatch.events import FollowUpRequested, TicketClosed
 from services.intake import storage
 from services.intake.contract import Request
 from services.intake.customers import Customers
-from services.intake.events import FollowUpOpened, TicketReceived, ticket_stream
+from services.intake.events import CustomerReplied, FollowUpOpened, TicketReceived, ticket_stream
 from services.intake.handlers import record_tickets
 from services.intake.retention import record_closures
 from services.policy import Policy
@@ -30,7 +36,7 @@ from shared.keystore import KeyStore
 from shared.logging import get_logger
 from shared.personal import keys_for
 from shared.policyfile import PolicySchedule
-from shared.unit_of_work import UnitOfWork
+from shared.unit_of_work import Cause, UnitOfWork
 
 log = get_logger(__name__)
 
@@ -69,39 +75,128 @@ class FollowUps(EventSubscription):
         }
         # The new ticket is made from clear text (and sealed again, under its customer's key).
         keys = await keys_for(self.keys, uow.conn, [*receipts.values(), *(d for _, d in asked)])
-        requests: list[Request] = []
-        links: list[tuple[Envelope, FollowUpRequested]] = []
+        made: list[Asked] = []
         for envelope, data in asked:
             receipt = receipts[data.ticket_id]
-            if receipt is None:
-                continue
-            request = _request(keys.reveal(data), keys.reveal(receipt))
+            clear = keys.reveal(data)
+            request = None if receipt is None else _request(clear, keys.reveal(receipt))
             if request is not None:
-                requests.append(request)
-                links.append((envelope, data))
-        customers = await Customers.of(self.keys, uow.conn, [r.customer for r in requests])
+                made.append(Asked(envelope, clear, request))
+        followed = await storage.newest_follow_ups(uow.conn, [a.data.number for a in made])
+        to_open, onward = _one_follow_up_each(made, followed)
+        customers = await Customers.of(self.keys, uow.conn, [a.request.customer for a in made])
         opened = await record_tickets(
             uow,
-            requests,
+            [a.request for a in to_open],
             current.policy,
             current.version,
             customers,
-            follows_up=[d.number for _, d in links],
+            follows_up=[a.data.number for a in to_open],
         )
-        for (envelope, data), (number, ticket_id) in zip(links, opened, strict=True):
+        for ask, (number, ticket_id) in zip(to_open, opened, strict=True):
             link = FollowUpOpened(
-                ticket_id=data.ticket_id,
-                number=data.number,
+                ticket_id=ask.data.ticket_id,
+                number=ask.data.number,
                 follow_up_ticket_id=ticket_id,
                 follow_up_number=number,
-                request_event_id=str(envelope.id),
+                request_event_id=str(ask.envelope.id),
             )
-            uow.caused_by(envelope)(
-                ticket_stream(data.ticket_id),
+            uow.caused_by(ask.envelope)(
+                ticket_stream(ask.data.ticket_id),
                 [link],
                 expected_version=ANY_VERSION,
-                subject=data.ticket_id,
+                subject=ask.data.ticket_id,
             )
+        await _reply_onward(uow, customers, onward, opened)
+
+
+@dataclass(slots=True)
+class Asked:
+    """A follow-up request (its personal fields in clear) and the ticket request it makes."""
+
+    envelope: Envelope
+    data: FollowUpRequested
+    request: Request
+
+
+def _one_follow_up_each(
+    made: list[Asked], followed: dict[str, str]
+) -> tuple[list[Asked], list[tuple[Asked, str | int]]]:
+    """The requests that open a follow-up, and those whose ticket has one already — its newest
+    (``followed``: by old number), or one opened earlier in this batch (by its index in the
+    first list) — each with the follow-up its reply goes to."""
+    to_open: list[Asked] = []
+    onward: list[tuple[Asked, str | int]] = []
+    opening: dict[str, int] = {}
+    for ask in made:
+        number = ask.data.number
+        target = followed.get(number, opening.get(number))
+        if target is None:
+            opening[number] = len(to_open)
+            to_open.append(ask)
+        else:
+            onward.append((ask, target))
+    return to_open, onward
+
+
+async def _reply_onward(
+    uow: UnitOfWork,
+    customers: Customers,
+    onward: list[tuple[Asked, str | int]],
+    opened: list[tuple[str, str]],
+) -> None:
+    """Record each reply of ``onward`` (clear) on the follow-up it goes to — a number, or the
+    index of one opened in this batch — unless that follow-up holds it already (the request
+    replayed after intake's claims were purged)."""
+    if not onward:
+        return
+    numbers = {target: _number(target, opened) for _, target in onward}
+    tickets = await storage.tickets_by_number(uow.conn, list(numbers.values()))
+    held = await uow.store.read_streams(
+        uow.conn, [ticket_stream(tickets[n]) for n in numbers.values() if n in tickets]
+    )
+    for ask, target in onward:
+        data, number = ask.data, numbers[target]
+        ticket_id = tickets.get(number)
+        if ticket_id is None:  # opened in this batch: not in the index until it commits
+            ticket_id = next(t for n, t in opened if n == number)
+        stream = ticket_stream(ticket_id)
+        if any(_same_message(e.decode(), data) for e in held.get(stream, [])):
+            continue
+        log.info(
+            "a second follow-up asked of one ticket: the reply goes to its follow-up",
+            ticket_number=data.number,
+            follow_up=number,
+            channel_message_id=data.channel_message_id,
+        )
+        reply = CustomerReplied(
+            ticket_id=ticket_id,
+            number=number,
+            channel=data.channel,
+            channel_message_id=data.channel_message_id,
+            received_at=data.received_at,
+            subject=data.subject,
+            body=data.body,
+            attachments=data.attachments,
+        )
+        # Part of the follow-up's story (its correlation), caused by dispatch's request.
+        uow.caused_by(Cause(ticket_id, str(ask.envelope.id)))(
+            stream,
+            [customers.seal(ask.request.customer, reply)],
+            expected_version=ANY_VERSION,
+            subject=ticket_id,
+        )
+
+
+def _number(target: str | int, opened: list[tuple[str, str]]) -> str:
+    return opened[target][0] if isinstance(target, int) else target
+
+
+def _same_message(event: object, asked: FollowUpRequested) -> bool:
+    return isinstance(event, CustomerReplied) and (event.channel, event.channel_message_id) == (
+        asked.channel,
+        asked.channel_message_id,
+    )
 
 
 async def _not_opened_yet(

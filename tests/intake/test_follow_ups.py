@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from uuid import uuid4
 
 import pytest
@@ -17,6 +18,7 @@ from services import service_migrations
 from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
+from services.intake.follow_ups import Asked, _one_follow_up_each
 from services.intake.queries import ticket_id as find_ticket
 from services.intake.storage import newest_follow_ups
 from shared.database import connect
@@ -120,6 +122,69 @@ async def test_a_reply_to_a_closed_ticket_opens_a_linked_follow_up(
     assert any(f"follow-up {follow_up} opened" in line for line in old_said), old_said
     assert any(f"follows up {number}" in line for line in new_said), new_said
     assert not any(of_type("reopened")(r) for r in await kafka.all_records(DISPATCH, settle=0.5))
+
+
+@pytest.mark.asyncio
+async def test_two_quick_replies_to_a_closed_ticket_open_one_follow_up_holding_both(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """The customer writes twice before the first follow-up is opened: both replies land on the
+    closed ticket, dispatch asks twice, and intake opens one follow-up and records the other
+    reply on it — not a second ticket for one problem."""
+    received = await intake_clock(settings)
+    async with running(intake(received)), running(dispatch(settings)):
+        await kafka.publish("requests.incoming", encode(valid("first")))
+        [assigned] = await kafka.await_records(DISPATCH, of_type("assigned"))
+        number, owner = data(assigned)["number"], data(assigned)["agent_id"]
+        for kind, fields in [("accept", {}), ("resolve", {"resolution": "x"}), ("close", {})]:
+            await kafka.ticket_command(owner, number, kind, **fields)
+        await kafka.await_records(DISPATCH, of_type("closed"))
+        for name, text in [("again-1", "又卡纸了。"), ("again-2", "补充：型号 M404。")]:
+            reply = valid(name, reply_to_ticket=number, subject="Re: 打印机卡纸", description=text)
+            await kafka.publish("requests.incoming", encode(reply))
+        asked = await kafka.await_records(DISPATCH, of_type("follow_up_requested"), count=2)
+        [opened] = await kafka.await_records(INTAKE, of_type("follow_up_opened"))
+        follow_up = data(opened)["follow_up_number"]
+        [onward] = await kafka.await_records(
+            INTAKE, lambda r: of_type("customer_replied")(r) and data(r)["number"] == follow_up
+        )
+        # Both requests replayed after intake's claims were purged: nothing is recorded twice.
+        conn = await connect(settings.require_database_url())
+        try:
+            await conn.execute("DELETE FROM intake.processed_messages")
+            for record in asked:
+                headers = list(record.headers)
+                await kafka.publish(DISPATCH, record.value, key=record.key, headers=headers)
+            ids = [json.loads(r.value)["id"] for r in asked]
+            claimed = "SELECT count(*) FROM intake.processed_messages WHERE message_id = ANY($1)"
+            await eventually(lambda: conn.fetchval(claimed, ids), lambda n: n == 2)
+        finally:
+            await conn.close()
+        settled = await kafka.all_records(INTAKE, settle=1.0)
+    assert [data(r)["number"] for r in settled if of_type("customer_replied")(r)].count(
+        follow_up
+    ) == 1, "the second reply recorded once on the follow-up"
+    receipts = [r for r in settled if of_type("received")(r)]
+    assert len(receipts) == 2, "the ticket and one follow-up"
+    assert [data(r)["follow_up_number"] for r in settled if of_type("follow_up_opened")(r)] == [
+        follow_up
+    ]
+    [receipt] = [
+        await revealed(settings, data(r)) for r in receipts if data(r)["number"] == follow_up
+    ]
+    bodies = {receipt["description"], (await revealed(settings, data(onward)))["body"]}
+    assert bodies == {"又卡纸了。", "补充：型号 M404。"}, "the follow-up holds both replies"
+    assert data(onward)["channel_message_id"] != receipt["channel_message_id"]
+
+
+def test_one_follow_up_a_ticket_whether_opened_before_or_in_the_same_batch() -> None:
+    def ask(number: str) -> Asked:
+        return Asked(cast(Any, None), cast(Any, SimpleNamespace(number=number)), cast(Any, None))
+
+    made = [ask("A"), ask("B"), ask("A"), ask("C"), ask("C"), ask("A")]
+    to_open, onward = _one_follow_up_each(made, {"C": "F-C"})
+    assert to_open == [made[0], made[1]], "A and B opened once each; C has one already"
+    assert onward == [(made[2], 0), (made[3], "F-C"), (made[4], "F-C"), (made[5], 0)]
 
 
 @pytest.mark.asyncio
