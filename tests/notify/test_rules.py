@@ -82,6 +82,30 @@ def test_the_resolution_notice_carries_the_survey_link_of_its_ticket() -> None:
     assert asked == ["REQ-2026-000001"]
 
 
+def test_a_complaints_resolution_tells_the_customer_its_cause_actions_and_compensation() -> None:
+    """sop.md: solutions to complaints state the cause, the actions taken and any compensation —
+    to the customer, not only in the ticket."""
+    complaint = {
+        "resolution": "We apologise.",
+        "cause": "a new colleague misread the contract",
+        "actions": "the colleague was retrained",
+        "compensation": "one month free",
+    }
+    [notice] = notices(POLICY, facts(language="en"), "ticket.resolved", complaint, "e")
+    lines = notice.body.splitlines()
+    assert "Cause: a new colleague misread the contract" in lines
+    assert "What we did: the colleague was retrained" in lines
+    assert "Compensation: one month free" in lines
+    [chinese] = notices(POLICY, facts(language="zh"), "ticket.resolved", complaint, "e")
+    assert "补偿：one month free" in chinese.body.splitlines()
+    [plain] = notices(POLICY, facts(language="en"), "ticket.resolved", {"resolution": "Fixed"}, "e")
+    assert not any(
+        line.startswith(("Cause", "What we did", "Compensation"))
+        for line in plain.body.splitlines()
+    )
+    assert len(plain.body.splitlines()) == 2, plain.body
+
+
 def test_preferences_fall_back_and_no_contact_is_a_recorded_failure() -> None:
     [sms] = notices(POLICY, facts(email=None, phone="+8613800000000"), "ticket.closed", {}, "e")
     assert (sms.channel, sms.failure) == ("sms", None)
