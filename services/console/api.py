@@ -161,7 +161,9 @@ async def session(
         yield Session(conn, person, credential, token, now)
 
 
-Caller = Annotated[Session, Depends(session)]
+# ``scope="function"``: the connection goes back to the pool when the handler returns, before
+# the answer is written — a desk that reads slowly (or never) holds a socket, not the pool.
+Caller = Annotated[Session, Depends(session, scope="function")]
 
 
 @asynccontextmanager
@@ -192,16 +194,15 @@ async def sender(
         yield s
 
 
-Sender = Annotated[Session, Depends(sender)]
+Sender = Annotated[Session, Depends(sender, scope="function")]
 
 
 async def watcher(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Viewer:
     """The caller of a live stream (401, 403), checked with a connection borrowed for the check
-    alone: FastAPI ends a dependency's ``yield`` only once the response is sent, and a stream's
-    lasts as long as a desk stays open, so :func:`session`'s connection would be held as long;
-    a pool's few would be gone with a dozen desks open, and with them the console."""
+    alone: a stream's handler returns at once but its answer lasts as long as a desk stays
+    open, and it needs no connection of the request's."""
     console: Console = request.app.state.console
     credential = identify(console, token_of(authorization, request.cookies.get(COOKIE)))
     return admit(console, credential, await console.service.clock.now())

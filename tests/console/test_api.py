@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import re
+from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -818,3 +819,46 @@ async def test_a_tickets_detail_holds_its_newest_timeline_entries_and_says_how_m
     said = [e["said"] for e in after["timeline"]]
     assert len(said) == 500 and said[-1] == "reply 600" and said[0] == "reply 101"
     assert after["timeline_omitted"] == 600 + len(before["timeline"]) - 500
+
+
+@pytest.mark.asyncio
+async def test_an_answer_being_written_holds_no_database_connection(settings: Settings) -> None:
+    """A desk that stops reading its answer (a stalled client, a slow link) holds a socket, not
+    one of the pool's few connections: a handful of such desks would otherwise leave every
+    other caller — agents, the survey page, readiness — waiting for a connection."""
+    console = build_service("console", settings)
+    async with served(console):
+        writing, release = asyncio.Event(), asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                writing.set()
+                await release.wait()  # the client reads nothing
+
+        bearer = f"Bearer {token(settings, 'ops')}".encode()
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/api/tickets",
+            "raw_path": b"/api/tickets",
+            "query_string": b"limit=200",
+            "root_path": "",
+            "headers": [(b"host", b"console"), (b"authorization", bearer)],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 80),
+        }
+        answering = asyncio.create_task(console.app(scope, receive, send))
+        await asyncio.wait_for(writing.wait(), timeout=10)
+        in_use = []
+        for _ in range(5):  # the console's own tasks may borrow one now and then
+            in_use.append(console.pool.get_size() - console.pool.get_idle_size())
+            await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.wait_for(answering, timeout=10)
+    assert min(in_use) == 0, f"connections in use while the answer waits to be written: {in_use}"
