@@ -400,12 +400,28 @@ def _health(service: Service) -> Any:
     return health
 
 
+READY_FOR_S = 1.0
+"""How long one readiness check answers ``/ready``: served without a token (probes, and on the
+console's public port anyone), a flood of them costs one database round trip and one broker
+ping a second, not one each."""
+
+
 def _ready(service: Service) -> Any:
+    last: list[tuple[float, asyncio.Future[dict[str, bool]]]] = []
+
+    def checking() -> asyncio.Future[dict[str, bool]]:
+        """The check in flight or made within READY_FOR_S, else a new one."""
+        now = asyncio.get_running_loop().time()
+        if last and now - last[0][0] < READY_FOR_S:
+            return last[0][1]
+        last[:] = [(now, asyncio.ensure_future(service.readiness()))]
+        return last[0][1]
+
     @get(include_in_schema=False)
     async def ready(scope: Any) -> AsgiResponse:
         """Readiness: database and broker reachable, consumers in their groups, every background
         task running (a failed one is named, false, until it has recovered)."""
-        checks = await service.readiness()
+        checks = await asyncio.shield(checking())  # one caller leaving cancels no one's
         ok = all(checks.values())
         body = {"service": service.name, "status": "ready" if ok else "not ready", "checks": checks}
         return _json(body, 200 if ok else 503)

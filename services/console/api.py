@@ -46,7 +46,7 @@ from services.console.contract import (
     TicketPage,
     TicketStatus,
 )
-from services.console.stream import ChangeStream
+from services.console.stream import CannotCheck, ChangeStream
 from services.console.visibility import NotAPerson, Viewer, viewer
 from services.intake.contract import Reason
 from services.policy import Policy
@@ -210,15 +210,16 @@ async def watcher(
 
 async def recheck(request: Request) -> Viewer | None:
     """The stream's caller again, as :func:`watcher` finds them now; None when they are no
-    longer let in (the token expired, the directory no longer knows them) or cannot be checked."""
+    longer let in (the token expired, the directory no longer knows them); :class:`CannotCheck`
+    when that cannot be told now (the database away)."""
     try:
         return await watcher(request, request.headers.get("authorization"))
     except ApiError as refused:
         log.info("stream ended: its caller is no longer let in", code=refused.code)
         return None
-    except Exception as error:  # a check that cannot be made fails closed
-        log.warning("stream ended: its caller could not be checked", error=repr(error))
-        return None
+    except Exception as error:  # fails closed: the stream shows nothing until checked
+        log.warning("stream held: its caller could not be checked", error=repr(error))
+        raise CannotCheck from error
 
 
 def api(console: Console, max_body: int) -> FastAPI:

@@ -123,8 +123,8 @@ class TicketDetail(TicketSummary):
     timeline: list[TimelineEntry]
     timeline_omitted: int = Field(
         default=0,
-        description="Older timeline entries left out: the detail holds the newest 500 "
-        "(`desk ticket show` prints them all).",
+        description="Older timeline entries left out: the detail holds the newest 500, and "
+        "no more of them than about 1 MiB as stored (`desk ticket show` prints them all).",
     )
 
 

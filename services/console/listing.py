@@ -159,7 +159,8 @@ async def ticket(conn: Connection, number: str) -> tuple[TicketDetail, str | Non
     values = _summary(row)
     values.pop("clocks")
     values.pop("timeline")
-    omitted = max(0, values.pop("timeline_total") - TIMELINE_SHOWN)
+    timeline = json.loads(row["timeline"])
+    omitted = values.pop("timeline_total") - len(timeline)
     asked = values.pop("specialist_group")
     values["customer"] = _customer(row["customer"])
     values["description"] = personal.text(values["description"])
@@ -167,10 +168,7 @@ async def ticket(conn: Connection, number: str) -> tuple[TicketDetail, str | Non
     detail = TicketDetail(
         **values,
         clocks=[ClockView(**c) for c in json.loads(row["clocks"])],
-        timeline=[
-            TimelineEntry(**{**t, "said": personal.text(t["said"])})
-            for t in json.loads(row["timeline"])
-        ],
+        timeline=[TimelineEntry(**{**t, "said": personal.text(t["said"])}) for t in timeline],
         timeline_omitted=omitted,
     )
     return detail, asked
@@ -215,6 +213,11 @@ TIMELINE_SHOWN = 500
 """Timeline entries a ticket's detail holds, the newest: a customer writing thousands of replies
 must not make every opening of their ticket build and send them all (``desk ticket show`` prints
 the whole story)."""
+TIMELINE_BYTES = 1 << 20
+"""And at most about this much of them as stored (the newest entry always): 500 replies of
+32 KiB each would still make an opening 16 MB to build and send."""
+
+_SIZE = "(octet_length(facts::text) + coalesce(octet_length(said), 0))"
 
 _DETAIL = (
     f"SELECT {_SUMMARY}, description, product_line, problem_type, satisfaction_comment, "
@@ -223,8 +226,10 @@ _DETAIL = (
     " deadline, breached_at, met_at, late FROM clocks WHERE ticket_id = t.ticket_id) c) "
     "AS clocks, "
     "(SELECT coalesce(json_agg(e ORDER BY e.at, e.position), '[]') FROM (SELECT at, position, "
-    " service, kind, actor, facts, said FROM timeline WHERE ticket_id = t.ticket_id "
-    f" ORDER BY position DESC LIMIT {TIMELINE_SHOWN}) e) AS timeline, "
+    " service, kind, actor, facts, said FROM (SELECT *, "
+    f" sum({_SIZE}) OVER (ORDER BY position DESC) - {_SIZE} AS newer FROM timeline "
+    f" WHERE ticket_id = t.ticket_id ORDER BY position DESC LIMIT {TIMELINE_SHOWN}) w "
+    f" WHERE newer < {TIMELINE_BYTES}) e) AS timeline, "
     "(SELECT count(*) FROM timeline WHERE ticket_id = t.ticket_id) AS timeline_total "
     "FROM tickets t WHERE number = $1"
 )

@@ -187,7 +187,7 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         language = language_of(request, lang)
         if cross_site(request):  # another site signing this browser in as someone else
             return render("login.j2", language, status=403, refused=True)
-        token = await _field(request, "token")
+        [token] = await _fields(request, "token")
         if not token.strip() or len(token) > MAX_TOKEN_CHARS:
             return render("login.j2", language, status=401, refused=True)
         try:  # a forged token takes no connection
@@ -269,9 +269,7 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
 
     @app.post("/survey/{number}", include_in_schema=False)
     async def rate(request: Request, number: str, lang: str | None = None) -> HTMLResponse:
-        token, score, comment, step = [
-            await _field(request, name) for name in ("token", "score", "comment", "step")
-        ]
+        token, score, comment, step = await _fields(request, "token", "score", "comment", "step")
         found = (
             None if len(token) > MAX_TOKEN_CHARS else await customer(number, token, request, lang)
         )
@@ -358,17 +356,18 @@ async def _record(
     return "pending", None
 
 
-async def _field(request: Request, name: str) -> str:
-    """A form field as text, read and judged here, never by FastAPI: whatever a browser (or
-    anyone) sends — a field missing, a file in its place, no form at all — the answer is the
-    page, not a JSON error. The body is bounded by console_max_body before it is read."""
+async def _fields(request: Request, *names: str) -> list[str]:
+    """Form fields as text, read and judged here, never by FastAPI: whatever a browser (or
+    anyone) sends — a field missing, a file in its place, no form at all, a broken one — the
+    answer is the page, not a JSON error. The body is read once (a second read of one that
+    failed finds it consumed) and is bounded by console_max_body before it is read."""
     try:
-        value = (await request.form()).get(name)
+        form = await request.form()
     except (MultiPartException, HTTPException):
         # Not a form that can be read (inside an app Starlette answers its MultiPartException
-        # as a 400 of its own): as if the field were not there.
-        return ""
-    return value if isinstance(value, str) else ""
+        # as a 400 of its own): as if the fields were not there.
+        return ["" for _ in names]
+    return [value if isinstance(value := form.get(name), str) else "" for name in names]
 
 
 def _survey_state(ticket: Any) -> str:

@@ -29,6 +29,15 @@ from shared.service import Service
 log = get_logger(__name__)
 WATCHERS = Gauge("desk_console_stream_watchers", "People watching the live stream now.")
 KEEPALIVE_S = 15.0
+RETRY_CHECK_S = 2.0
+"""How soon a caller's check that could not be made (the database away) is tried again."""
+
+
+class CannotCheck(Exception):
+    """A stream's caller could not be checked (not: was refused): the stream holds its changes
+    back until a check succeeds, and does not sign the person out."""
+
+
 BACKLOG = 1000
 
 
@@ -142,7 +151,9 @@ class ChangeStream:
     ) -> AsyncIterator[bytes]:
         """The SSE body of one watcher, until the client leaves, the service closes, or
         ``recheck`` (every ``every`` seconds) no longer lets the caller in: a token outlived by
-        its stream would keep showing tickets to whoever held it."""
+        its stream would keep showing tickets to whoever held it. A check that cannot be made
+        (:class:`CannotCheck`) shows nothing more until one can (tried every few seconds), then
+        ``resync``: a database restart does not sign every open desk out."""
         if not self.admits(viewer):  # opened together with others since the route asked
             yield b"event: too_many_streams\ndata: {}\n\n"
             return
@@ -150,23 +161,31 @@ class ChangeStream:
         self.watchers.add(watcher)
         WATCHERS.inc()
         clock = asyncio.get_running_loop().time
-        checked_at = clock()
+        due_at = clock() + every
+        unchecked = False  # a check could not be made: changes held back until one is
         try:
             yield b"retry: 2000\n\n"
             while not closing.is_set():
-                due = checked_at + every - clock()
-                item = await _next(watcher, closing, max(0.0, min(KEEPALIVE_S, due)))
-                if clock() >= checked_at + every:
-                    checked_at = clock()
-                    still = await recheck()
-                    if still is None:
-                        yield b"event: signed_out\ndata: {}\n\n"
-                        return
-                    watcher.viewer = still  # their groups as the directory says now
-                if item is None:
+                item = await _next(watcher, closing, max(0.0, min(KEEPALIVE_S, due_at - clock())))
+                if clock() >= due_at:
+                    try:
+                        still = await recheck()
+                    except CannotCheck:
+                        unchecked, due_at = True, clock() + min(every, RETRY_CHECK_S)
+                    else:
+                        if still is None:
+                            yield b"event: signed_out\ndata: {}\n\n"
+                            return
+                        watcher.viewer = still  # their groups as the directory says now
+                        due_at = clock() + every
+                        if unchecked:  # what was held back is gone: the desk reloads
+                            unchecked = False
+                            yield b"event: resync\ndata: {}\n\n"
+                if item is None or unchecked:
                     if closing.is_set() or await gone():
                         return
-                    yield b": keepalive\n\n"
+                    if item is None:
+                        yield b": keepalive\n\n"
                     continue
                 event, data, asked = item
                 if event == "ticket" and not _sees(watcher.viewer, data, asked):

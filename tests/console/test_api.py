@@ -548,6 +548,14 @@ async def test_the_survey_records_satisfaction_once_through_the_customers_signed
             answer = await link.post(f"/survey/{number}", data=form, files=files)
             assert answer.status_code == status, files
             assert answer.headers["content-type"].startswith("text/html"), files
+        # A broken multipart body: read once, as no form at all (a second read found it
+        # consumed, and answered a JSON 500 with a traceback).
+        broken = await link.post(
+            f"/survey/{number}",
+            content=b"garbage",
+            headers={"Content-Type": "multipart/form-data; boundary=x"},
+        )
+        assert broken.status_code == 403 and broken.headers["content-type"].startswith("text/")
         as_json = await link.post(f"/survey/{number}", json={"token": customer, "score": 4})
         assert as_json.status_code == 403 and as_json.headers["content-type"].startswith("text/")
         rated = await link.post(
@@ -815,10 +823,24 @@ async def test_a_tickets_detail_holds_its_newest_timeline_entries_and_says_how_m
                 ticket["ticket_id"],
             )
         after = await _detail(world.client("ops"), number)
+        # Forty replies of 32 KiB: what the detail holds is bounded in bytes too.
+        async with world.console.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO timeline (ticket_id, position, at, service, kind, facts, said) "
+                "SELECT $1::uuid, 2000000 + n, now() + interval '1 s' + n * interval '1 ms', "
+                "'intake', 'ticket.customer_replied', '{}', n || repeat('x', 32768) "
+                "FROM generate_series(1, 40) n",
+                ticket["ticket_id"],
+            )
+        large = await _detail(world.client("ops"), number)
     assert before["timeline_omitted"] == 0 and len(before["timeline"]) < 500
     said = [e["said"] for e in after["timeline"]]
     assert len(said) == 500 and said[-1] == "reply 600" and said[0] == "reply 101"
     assert after["timeline_omitted"] == 600 + len(before["timeline"]) - 500
+    kept = [e["said"] for e in large["timeline"]]
+    assert 20 < len(kept) < 40 and kept[-1].startswith("40x"), "the newest, about 1 MiB of them"
+    assert sum(len(k) for k in kept) < (1 << 20) + 33 * 1024
+    assert large["timeline_omitted"] == 640 + len(before["timeline"]) - len(kept)
 
 
 @pytest.mark.asyncio

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, aclosing
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -150,3 +151,33 @@ async def test_the_stream_outlives_the_loss_of_its_listening_connection(
         await eventually(
             console.readiness, lambda checks: all(checks.values()), timeout=5, what="ready"
         )
+
+
+async def test_a_caller_who_cannot_be_checked_is_held_not_signed_out(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream's periodic check of its caller needs the database. While it cannot be made (a
+    restart, a failover) the stream shows nothing new and stays open — it used to send
+    ``signed_out``, and every open dashboard went to the sign-in page; once a check succeeds
+    the desk is told to reload what it missed."""
+    quick = settings.replace(console_stream_recheck="200ms")
+    async with desk(quick) as world, AsyncExitStack() as stack:
+        lines = await _opened(stack, world.client("zhao.lei"))
+        clock = world.console.clock
+        real_now = clock.now
+
+        async def away(conn: Any = None) -> object:
+            if conn is None:  # the stream's check (the console's consumers pass theirs)
+                raise ConnectionRefusedError("the database is away")
+            return await real_now(conn)
+
+        monkeypatch.setattr(clock, "now", away)
+        await asyncio.sleep(1.0)  # several checks fail
+        await world.request(1, **SIMPLE)  # the front line's, which zhao.lei supervises
+        await asyncio.sleep(3.0)  # recorded and routed meanwhile: not shown, unchecked
+        monkeypatch.setattr(clock, "now", real_now)
+        seen = await _until(lines, "resync", 10)
+        await world.request(2, **SIMPLE)
+        after = await _until(lines, "ticket", 30)
+    assert "event: signed_out" not in seen + after
+    assert "event: ticket" not in seen, "nothing shown while the caller could not be checked"

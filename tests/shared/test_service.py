@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
+from collections.abc import MutableMapping
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from shared.service import YOUNG_GENERATION_THRESHOLD, Service, settle_garbage_collector
+from shared.service import (
+    READY_FOR_S,
+    YOUNG_GENERATION_THRESHOLD,
+    Service,
+    settle_garbage_collector,
+)
 from shared.settings import Settings
 from tests.support import probe
 from tests.support.services import running
@@ -81,3 +88,55 @@ async def test_a_failed_background_task_is_restarted_with_backoff_named_counted_
     assert line["log_level"] == "error"
     assert "KafkaTimeoutError" in line["error"] and "no answer from the broker" in line["error"]
     assert line["retry_in_s"] == pytest.approx(0.3)
+
+
+async def _status(app: Any, path: str) -> int:
+    """``path``'s answer from ``app``, called as a server would (ASGI)."""
+    started: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            started.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"service")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    return started[0]
+
+
+@pytest.mark.asyncio
+async def test_a_flood_of_readiness_probes_costs_one_check_a_second(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/ready`` needs no token (probes; on the console's port, anyone): fifty at once make one
+    database round trip and one broker ping, and a probe after the window checks afresh."""
+    service = probe.build(settings, port=0, tally=False)
+    async with running(service):
+        checks = 0
+        check = service.readiness
+
+        async def counted() -> dict[str, bool]:
+            nonlocal checks
+            checks += 1
+            return await check()
+
+        monkeypatch.setattr(service, "readiness", counted)
+        flood = await asyncio.gather(*(_status(service.app, "/ready") for _ in range(50)))
+        assert (set(flood), checks) == ({200}, 1)
+        await asyncio.sleep(READY_FOR_S + 0.1)
+        assert (await _status(service.app, "/ready"), checks) == (200, 2)
