@@ -199,7 +199,11 @@ class Desk:
             )
 
     def escalation(self, raised: EscalationRaised, cause_event_id: str) -> None:
-        """An SLA escalation: the ticket goes to the ladder's group for that level."""
+        """An SLA escalation: the ticket goes to the ladder's group for that level — unless the
+        clock is a specialist request's: the group asked is late, not the ticket's owner, who
+        keeps it (notify tells the group asked and its supervisors)."""
+        if raised.specialists:
+            return
         ticket = self.tickets.get(raised.ticket_id)
         if ticket is None or ticket.status not in ("queued", *_LOADED_STATES):
             return

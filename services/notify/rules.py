@@ -229,7 +229,7 @@ def _rules(
         and (rule.metrics is None or data.get("metric") in rule.metrics)
         and (rule.by_reply is None or bool(by_reply) == rule.by_reply)
         and (rule.causes is None or data.get("cause") in rule.causes)
-        and (rule.assigned is None or (data.get("agent_id") is not None) == rule.assigned)
+        and (rule.assigned is None or _assigned(data) == rule.assigned)
         and (rule.by_person is None or _by_person(data) == rule.by_person)
         and (rule.by_assignee is None or (data.get("agent_id") == holder) == rule.by_assignee)
         and (
@@ -237,6 +237,12 @@ def _rules(
             or (isinstance(score, int) and satisfaction.satisfied(score) == rule.satisfied)
         )
     ]
+
+
+def _assigned(data: dict[str, Any]) -> bool | None:
+    """Whether the event's ticket has an agent on it; None (no ``assigned`` rule fires) for a
+    specialist request's clock, which the group asked answers for, queued or not."""
+    return None if data.get("specialists") else data.get("agent_id") is not None
 
 
 def _by_person(data: dict[str, Any]) -> bool:
@@ -258,11 +264,12 @@ def recipients(
         return [Recipient("customer", facts.customer_name, facts.language, contacts)]
     if rule.to == "assignee":
         # On an event someone wrote, its agent_id is the author; the assignee has the ticket.
+        # A specialist request's clock is the group asked's: the ticket's owner waits on it.
         named = None if rule.event in AUTHORED else data.get("agent_id") or data.get("to_agent")
-        agent_id = named or assignee_of(facts)
+        agent_id = None if data.get("specialists") else named or assignee_of(facts)
         agents = [directory.agent[agent_id]] if agent_id in directory.agent else []
     elif rule.to == "specialists":
-        asked = data.get("to_group")
+        asked = data.get("to_group") or (data.get("group_id") if data.get("specialists") else None)
         agents = [a for a in directory.agents if asked in a.groups]
     elif rule.to == "supervisors":
         # A retired group's supervisors are those of the group that took its tickets.

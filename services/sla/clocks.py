@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -129,6 +129,14 @@ class SlaClock(BaseModel):
         answers to the group asked, whoever has the ticket."""
         return "findings_provided" not in self.fulfilled_by
 
+    def _who(self) -> dict[str, Any]:
+        """Who answers for the clock, as its events say."""
+        return {
+            "group_id": self.group_id,
+            "agent_id": self.agent_id,
+            "specialists": not self.follows_ticket,
+        }
+
     @property
     def status(self) -> str:
         if self.met_at is not None:
@@ -220,7 +228,7 @@ class SlaClock(BaseModel):
 
     def _mark_event(self, what: str, due: datetime) -> EventData:
         ids = self._ids()
-        who = {"group_id": self.group_id, "agent_id": self.agent_id}
+        who = self._who()
         if what.startswith("warning:"):
             deadline = self.deadline
             assert deadline is not None
@@ -267,7 +275,7 @@ class SlaClock(BaseModel):
             return []
         elapsed = self.elapsed_at(at)
         ids = {**self._ids(), "cause_event_id": cause_event_id}
-        who = {"group_id": self.group_id, "agent_id": self.agent_id}
+        who = self._who()
         events: list[EventData] = []
         late = self.breached_at is not None
         if not late and elapsed > self.target_s + _EPSILON_S:

@@ -73,6 +73,9 @@ class AnsweredClockEvent(ClockEvent):
 
     group_id: str
     agent_id: str | None = None
+    specialists: bool = False
+    """The clock of a specialist request: ``group_id`` is the group asked, which answers for
+    it — not whoever has the ticket."""
 
 
 @event("servicedesk.sla.clock_warned", version=1)
@@ -129,6 +132,9 @@ class EscalationRaised(EventData):
     due_at: datetime | None = None
     group_id: str = ""
     agent_id: str | None = None
+    specialists: bool = False
+    """A specialist request's clock: the group asked (``group_id``) is late, and its
+    supervisors are told; the ticket stays where it is (dispatch moves it for no such level)."""
 
 
 PUBLISHES: dict[str, tuple[type[EventData], ...]] = {

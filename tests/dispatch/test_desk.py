@@ -432,6 +432,13 @@ def test_a_specialist_request_leaves_the_ticket_with_its_owner_until_the_finding
     assert (found.actor, found.from_group, found.findings) == ("t2", "tiny", "the drum is worn")
     assert (ticket.agent_id, ticket.specialist_group) == ("f1", None)
     run(d, ("request_specialist", "f1"))  # and may ask again
+    # The group asked is late, at every level: the ticket stays with its owner, and the
+    # customer hears of no escalation (notify tells the group asked and its supervisors).
+    for level in (1, 2, 3):
+        late = escalation(ticket.ticket_id, NUMBER, level, "specialist_findings")
+        d.escalation(late.model_copy(update={"specialists": True}), f"late-{level}")
+    assert recorded.events(TicketEscalated) == []
+    assert (ticket.group_id, ticket.agent_id, ticket.escalation_level) == ("front", "f1", 0)
 
 
 def test_a_complaint_resolves_only_with_cause_actions_and_compensation() -> None:

@@ -628,11 +628,40 @@ def test_a_queued_tickets_clock_warning_reaches_its_groups_supervisors() -> None
     document["notifications"]["rules"].append({**rule, "assigned": None})
     twice = notices(parsed(document), facts(agent_id=None), "sla.clock_warned", warned, "e")
     assert [n.notice_key for n in twice] == ["e:agent:zhao.lei:sla_warning_queued"]
-    # Two rules, two texts, one person: a queued ticket's specialist group is late — the
-    # supervisors hear it once (the shipped `sla_warning` for that metric reaches them too).
+    # Two rules, two texts, one person: the first rule's notice only (a clock event from
+    # before sla said whose clock it is: a specialist request's read as the ticket's).
     late = {**warned, "metric": "specialist_findings"}
     once = notices(POLICY, facts(agent_id=None), "sla.clock_warned", late, "e")
     assert [(n.recipient, n.template) for n in once] == [("agent:zhao.lei", "sla_warning_queued")]
+
+
+def test_a_late_specialist_request_is_the_group_askeds_not_the_tickets_owners() -> None:
+    """The network group, asked by li.na, is late with its findings: its agents and its
+    supervisor are warned and told of the escalation, in the plain warning's words (not "waits
+    in the queue"); li.na, who waits on them, is not paged as if she were late."""
+    late = {
+        "metric": "specialist_findings",
+        "fraction": 0.75,
+        "deadline": "2026-11-20T10:00:00Z",
+        "group_id": "network",
+        "agent_id": None,
+        "specialists": True,
+    }
+    owned = facts(agent_id="li.na", group_id="front-line")
+    warned = notices(POLICY, owned, "sla.clock_warned", late, "e")
+    assert [(n.recipient, n.template) for n in warned] == [
+        ("agent:wu.hao", "sla_warning"),
+        ("agent:qian.hui", "sla_warning"),
+    ]
+    assert "专业组答复" in warned[0].subject, "the metric's name, in wu.hao's language"
+    raised = {"level": 1, **{k: late[k] for k in ("metric", "group_id", "agent_id", "specialists")}}
+    escalated = notices(POLICY, owned, "sla.escalated", raised, "e")
+    assert sorted(n.recipient for n in escalated) == ["agent:qian.hui", "agent:wu.hao"]
+    # The same clock of the ticket's own (first response) still pages its agent.
+    mine = {**late, "metric": "first_response", "agent_id": "li.na", "specialists": False}
+    assert [n.recipient for n in notices(POLICY, owned, "sla.clock_warned", mine, "e")] == [
+        "agent:li.na"
+    ]
 
 
 def test_an_sla_escalation_tells_its_assignee_once_a_persons_tells_the_supervisor() -> None:

@@ -402,3 +402,7 @@ def test_a_specialist_request_is_timed_for_the_group_asked_and_each_request_anew
     assert (breach.run, breach.due_at, breach.group_id) == (2, T0 + timedelta(hours=4), "network")
     [level_1] = world.events(EscalationRaised, "specialist_findings")
     assert level_1.group_id == "network"
+    # Each says whose clock it is: the group asked's, not the ticket's owner's.
+    assert (met.specialists, breach.specialists, level_1.specialists) == (True, True, True)
+    [own] = world.events(ClockBreached, "first_response")
+    assert (own.specialists, own.agent_id) == (False, "li.na")
