@@ -187,13 +187,14 @@ class TicketFacts:
     language: str | None
     subject: str
     satisfaction: int | None
+    status: str | None = None
 
 
 async def ticket_facts(conn: Connection, number: str) -> TicketFacts | None:
     """:class:`TicketFacts` of one ticket, its subject opened (the caller checks it may be
     seen)."""
     row = await conn.fetchrow(
-        "SELECT group_id, agent_id, specialist_group, language, subject, satisfaction "
+        "SELECT group_id, agent_id, specialist_group, language, subject, satisfaction, status "
         "FROM tickets WHERE number = $1",
         number,
     )
@@ -206,6 +207,7 @@ async def ticket_facts(conn: Connection, number: str) -> TicketFacts | None:
         language=row["language"],
         subject=personal.text(row["subject"]) or "",
         satisfaction=row["satisfaction"],
+        status=row["status"],
     )
 
 

@@ -48,6 +48,8 @@ _SCORES = (1, 2, 3, 4, 5)
 _SCORES_BY_TEXT = {str(score): score for score in _SCORES}
 log = get_logger(__name__)
 MAX_COMMENT_CHARS = 4000
+MAX_REASON_CHARS = 4000
+"""Longest "what is still wrong" a customer's reopen from the survey page carries."""
 MAX_NUMBER_CHARS = 64
 """Longest ticket number the survey's opening page repeats back (anything longer: invalid)."""
 
@@ -269,13 +271,17 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
 
     @app.post("/survey/{number}", include_in_schema=False)
     async def rate(request: Request, number: str, lang: str | None = None) -> HTMLResponse:
-        token, score, comment, step = await _fields(request, "token", "score", "comment", "step")
+        token, score, comment, step, reason = await _fields(
+            request, "token", "score", "comment", "step", "reason"
+        )
         found = (
             None if len(token) > MAX_TOKEN_CHARS else await customer(number, token, request, lang)
         )
         if found is None:
             return render("survey.j2", language_of(request, lang), status=403, state="invalid")
         language, shown = found
+        if step == "reopen":
+            return await reopen(language, shown, token=token, reason=reason.strip())
         if (state := _survey_state(shown["ticket"])) != "ask" or step == "open":
             return render("survey.j2", language, state=state, **shown)
         chosen = _SCORES_BY_TEXT.get(score.strip())
@@ -300,28 +306,60 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
             page = again(status=429)
             page.headers["Retry-After"] = retry_after(wait)
             return page
+        body = {"type": "record_satisfaction", "score": score, "comment": comment}
         try:
-            state, reason = await _record(
-                console, settings, number, token=token, score=score, comment=comment
-            )
+            decided, reason = await _command(console, settings, number, token=token, body=body)
         except (TimeoutError, OSError, KafkaError) as error:  # the broker away: ask again
             log.warning("survey score not sent", error=repr(error))
             return again(status=503)
+        state = {"accepted": "thanks", "pending": "pending"}.get(decided)
+        if state is None:  # refused
+            state, reason = _RATING_REFUSED.get(reason or "", ("refused", reason))
         return render("survey.j2", language, state=state, reason=reason, **shown)
 
+    async def reopen(
+        language: Language, shown: dict[str, Any], *, token: str, reason: str
+    ) -> HTMLResponse:
+        """The customer rejects the solution (sop.md): their ``reopen`` command, signed with the
+        link's token, with what is still wrong — bounded as scores are, per ticket."""
+        number = shown["number"]
+        again = partial(render, "survey.j2", language, reopen_reason=reason, **shown)
+        state = _survey_state(shown["ticket"])
+        if not reason or len(reason) > MAX_REASON_CHARS:
+            return again(status=422, state=state, reason_invalid=True)
+        if wait := surveys.take(number):
+            page = again(status=429, state=state, reopen_unavailable=True)
+            page.headers["Retry-After"] = retry_after(wait)
+            return page
+        body = {"type": "reopen", "reason": reason}
+        try:
+            decided, refusal = await _command(console, settings, number, token=token, body=body)
+        except (TimeoutError, OSError, KafkaError) as error:
+            log.warning("reopen not sent", error=repr(error))
+            return again(status=503, state=state, reopen_unavailable=True)
+        if decided == "refused" and refusal not in ("illegal_transition", "reopen_window_passed"):
+            return render("survey.j2", language, state="refused", reason=refusal, **shown)
+        outcome = {"accepted": "reopened", "pending": "reopen_pending"}.get(decided)
+        return render("survey.j2", language, state=outcome or "cannot_reopen", **shown)
 
-async def _record(
+
+_RATING_REFUSED = {
+    "already_recorded": ("done", None),
+    "illegal_transition": ("not_yet", None),  # not resolved, or reopened meanwhile
+}
+"""What the page says of dispatch's refusals of a score (the rest: its reason)."""
+
+
+async def _command(
     console: Console,
     settings: ConsoleSettings,
     number: str,
     *,
     token: str,
-    score: int,
-    comment: str,
+    body: dict[str, Any],
 ) -> tuple[str, str | None]:
-    """Send the score as the customer's command; wait a moment for dispatch's decision (not
-    while the console is stopping)."""
-    body = {"type": "record_satisfaction", "score": score, "comment": comment}
+    """Send ``body`` as the customer's command; wait a moment for dispatch's decision (not
+    while the console is stopping): accepted, refused (with its reason) or pending."""
     service = console.service
     async with console.courier.slot(), service.pool.acquire() as conn:
         now = await service.clock.now(conn)
@@ -344,14 +382,8 @@ async def _record(
         async with service.pool.acquire() as conn:
             found = await courier.status(conn, sent.command_id)
         decided = found[1] if found else None
-        if decided is not None and decided.status == "accepted":
-            return "thanks", None
-        if decided is not None and decided.status == "refused":
-            if decided.reason == "already_recorded":
-                return "done", None
-            if decided.reason == "illegal_transition":  # reopened meanwhile
-                return "not_yet", None
-            return "refused", decided.reason
+        if decided is not None and decided.status in ("accepted", "refused"):
+            return decided.status, decided.reason
         await asyncio.sleep(0.1)
     return "pending", None
 

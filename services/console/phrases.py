@@ -124,6 +124,33 @@ PHRASES: dict[str, tuple[str, str]] = {
         "您的意见过长，请控制在 4000 字以内。",
         "Your comment is too long: 4,000 characters at most.",
     ),
+    "reopen_title": ("问题仍未解决？", "Not solved?"),
+    "reopen_reason": (
+        "请告诉我们仍存在什么问题，我们将重新处理您的请求。",
+        "Tell us what is still wrong, and we will reopen your request.",
+    ),
+    "reopen_submit": ("重新打开我的请求", "Reopen my request"),
+    "reopen_reason_invalid": (
+        "请说明仍存在的问题（4000 字以内）。",
+        "Please tell us what is still wrong (4,000 characters at most).",
+    ),
+    "reopen_try_again": (
+        "暂时无法重新打开您的请求，请稍后再试。",
+        "We could not reopen your request just now. Please try again in a moment.",
+    ),
+    "reopened": (
+        "您的请求 {number} 已重新打开，我们会尽快跟进。",
+        "Your request {number} is open again: we will get back to you soon.",
+    ),
+    "reopen_pending": (
+        "我们正在重新打开您的请求 {number}。",
+        "We are reopening your request {number}.",
+    ),
+    "cannot_reopen": (
+        "请求 {number} 已无法在此重新打开。请直接回复我们的邮件或再次联系我们，我们会为您跟进。",
+        "Request {number} can no longer be reopened here. Reply to our email or write to us "
+        "again, and we will follow it up.",
+    ),
 }
 
 

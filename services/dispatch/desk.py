@@ -348,6 +348,13 @@ class Desk:
             case Resolve():
                 self._resolve(ticket, command, agent)
             case Reopen():
+                window = self.policy.routing.reopen_window
+                if actor == "customer" and reply_outcome(ticket, self.now, window) != "reopen":
+                    # As a reply that late would: their link outlived the window.
+                    raise Refused(
+                        "reopen_window_passed",
+                        f"resolved more than {format_duration(window)} ago: write to us again",
+                    )
                 self._reopen(ticket, command.reason, actor)
             case Close():
                 self._emit(ticket, TicketClosed(**ids, actor=actor))

@@ -884,3 +884,45 @@ async def test_an_answer_being_written_holds_no_database_connection(settings: Se
         release.set()
         await asyncio.wait_for(answering, timeout=10)
     assert min(in_use) == 0, f"connections in use while the answer waits to be written: {in_use}"
+
+
+@pytest.mark.asyncio
+async def test_the_survey_link_lets_the_customer_reject_the_solution(settings: Settings) -> None:
+    """sop.md: the customer rejects the solution. The resolution notice's link reopens the
+    ticket with what is still wrong (the customer's signed ``reopen``); once it is open again,
+    or with nothing said, it does not."""
+    async with desk(settings) as world:
+        await world.request(
+            0, **SIMPLE, customer={"name": "Ann", "email": "ann@example.com", "language": "en"}
+        )
+        [ticket] = await world.tickets("ops", 1, status="assigned")
+        number, agent = ticket["number"], world.client(ticket["agent_id"])
+        link = world.client()
+        customer = world.client("customer", ticket=number).headers["authorization"][7:]
+        before = await link.get(f"/survey/{number}", params={"token": customer})
+        assert 'id="reopen"' not in before.text, "nothing to reopen before the resolution"
+        for body in ({"type": "accept"}, {"type": "resolve", "resolution": "Reset it for you"}):
+            sent = await agent.post(f"/api/tickets/{number}/commands", json=body)
+            assert (await world.decided(agent, sent.json()["command_id"]))["status"] == "accepted"
+        await world.tickets("ops", 1, status="resolved")
+        page = await link.get(f"/survey/{number}", params={"token": customer})
+        assert 'id="reopen"' in page.text and "Not solved?" in page.text
+        empty = await link.post(
+            f"/survey/{number}", data={"token": customer, "step": "reopen", "reason": "  "}
+        )
+        assert empty.status_code == 422 and "what is still wrong" in empty.text
+        reopened = await link.post(
+            f"/survey/{number}",
+            data={"token": customer, "step": "reopen", "reason": "Still cannot log in."},
+        )
+        assert 'data-state="reopened"' in reopened.text, reopened.text
+        shown = await world.tickets("ops", 1, status="in_progress")
+        again = await link.post(
+            f"/survey/{number}",
+            data={"token": customer, "step": "reopen", "reason": "Still cannot log in."},
+        )
+        assert 'data-state="cannot_reopen"' in again.text, again.text
+        detail = (await world.client("ops").get(f"/api/tickets/{number}")).json()
+    [reopen] = [e for e in detail["timeline"] if e["kind"] == "ticket.reopened"]
+    assert (reopen["actor"], reopen["said"]) == ("customer", "Still cannot log in.")
+    assert shown[0]["agent_id"] == ticket["agent_id"], "back with the agent who resolved it"

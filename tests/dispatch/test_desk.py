@@ -381,6 +381,25 @@ def test_a_reply_reopens_a_resolved_ticket_within_the_window_else_asks_for_a_fol
         assert not recorded.events(TicketReopened)
 
 
+@pytest.mark.parametrize(("days_later", "reopened"), [(6.9, True), (7.01, False)])
+def test_the_customers_reopen_holds_to_the_reopen_window_as_a_reply_does(
+    days_later: float, reopened: bool
+) -> None:
+    """The survey link's reopen may outlive the window (its token's lifetime is the service's
+    setting, the window the policy's): past it, refused as the reply would have been."""
+    d, recorded, ticket = resolved_at_t0()
+    d.now = T0 + timedelta(days=days_later)
+    refusal = d.command(command("reopen", "customer"))
+    if reopened:
+        assert refusal is None and status(ticket) == "in_progress"
+    else:
+        assert refusal is not None and refusal.reason == "reopen_window_passed"
+        assert status(ticket) == "resolved" and not recorded.events(TicketReopened)
+    # A supervisor may still reopen it, whenever.
+    if not reopened:
+        assert d.command(command("reopen", "boss")) is None
+
+
 def test_a_reply_to_a_closed_ticket_asks_for_a_follow_up_and_to_an_open_one_changes_nothing() -> (
     None
 ):
