@@ -105,6 +105,16 @@ class TimelineEntry(_Out):
     said: str | None = Field(description="What someone wrote: a reply, message, note, comment.")
 
 
+class EarlierRequest(_Out):
+    """One of the customer's other tickets, as a handler sees it beside the one they hold."""
+
+    number: str
+    status: str
+    group_id: str | None
+    received_at: datetime
+    subject: str | None
+
+
 class TicketDetail(TicketSummary):
     description: str | None
     customer: Customer | None
@@ -118,6 +128,12 @@ class TicketDetail(TicketSummary):
     )
     follow_ups: list[str] = Field(
         default_factory=list, description="Numbers of this ticket's follow-ups, oldest first."
+    )
+    customer_history: list[EarlierRequest] = Field(
+        default_factory=list,
+        description="The customer's other tickets, newest first (at most 20), whichever group "
+        "has them (sop.md: handlers expect to see a customer's earlier requests); opening one "
+        "still needs sight of it.",
     )
     clocks: list[ClockView]
     timeline: list[TimelineEntry]

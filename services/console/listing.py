@@ -23,6 +23,7 @@ from services.console.contract import (
     AgentView,
     ClockView,
     Customer,
+    EarlierRequest,
     QueueView,
     TicketDetail,
     TicketPage,
@@ -159,6 +160,7 @@ async def ticket(conn: Connection, number: str) -> tuple[TicketDetail, str | Non
     values = _summary(row)
     values.pop("clocks")
     values.pop("timeline")
+    history = json.loads(values.pop("customer_history"))
     timeline = json.loads(row["timeline"])
     omitted = values.pop("timeline_total") - len(timeline)
     asked = values.pop("specialist_group")
@@ -170,6 +172,9 @@ async def ticket(conn: Connection, number: str) -> tuple[TicketDetail, str | Non
         clocks=[ClockView(**c) for c in json.loads(row["clocks"])],
         timeline=[TimelineEntry(**{**t, "said": personal.text(t["said"])}) for t in timeline],
         timeline_omitted=omitted,
+        customer_history=[
+            EarlierRequest(**{**h, "subject": personal.text(h["subject"])}) for h in history
+        ],
     )
     return detail, asked
 
@@ -220,6 +225,8 @@ TIMELINE_BYTES = 1 << 20
 32 KiB each would still make an opening 16 MB to build and send."""
 
 _SIZE = "(octet_length(facts::text) + coalesce(octet_length(said), 0))"
+HISTORY_SHOWN = 20
+"""The customer's other tickets a detail lists, the newest."""
 
 _DETAIL = (
     f"SELECT {_SUMMARY}, description, product_line, problem_type, satisfaction_comment, "
@@ -232,7 +239,11 @@ _DETAIL = (
     f" sum({_SIZE}) OVER (ORDER BY position DESC) - {_SIZE} AS newer FROM timeline "
     f" WHERE ticket_id = t.ticket_id ORDER BY position DESC LIMIT {TIMELINE_SHOWN}) w "
     f" WHERE newer < {TIMELINE_BYTES}) e) AS timeline, "
-    "(SELECT count(*) FROM timeline WHERE ticket_id = t.ticket_id) AS timeline_total "
+    "(SELECT count(*) FROM timeline WHERE ticket_id = t.ticket_id) AS timeline_total, "
+    "(SELECT coalesce(json_agg(h ORDER BY h.received_at DESC), '[]') FROM (SELECT number, "
+    " status, group_id, received_at, subject FROM tickets o WHERE o.customer_key = t.customer_key"
+    f" AND o.ticket_id <> t.ticket_id ORDER BY received_at DESC LIMIT {HISTORY_SHOWN}) h) "
+    "AS customer_history "
     "FROM tickets t WHERE number = $1"
 )
 

@@ -926,3 +926,29 @@ async def test_the_survey_link_lets_the_customer_reject_the_solution(settings: S
     [reopen] = [e for e in detail["timeline"] if e["kind"] == "ticket.reopened"]
     assert (reopen["actor"], reopen["said"]) == ("customer", "Still cannot log in.")
     assert shown[0]["agent_id"] == ticket["agent_id"], "back with the agent who resolved it"
+
+
+@pytest.mark.asyncio
+async def test_a_handler_sees_the_customers_earlier_requests_whichever_group_has_them(
+    settings: Settings,
+) -> None:
+    """sop.md names it a typical exception: a handler without permission to look up the
+    customer's earlier requests. The printing agent's ticket lists the same customer's front-line
+    one (number, subject, status, group); opening it still needs sight of it."""
+    ann = {"name": "Ann", "email": "ann@example.com", "language": "en"}
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE, customer=ann)
+        await world.request(1, **PRINTER, customer=ann)
+        await world.request(2, **PRINTER, customer={**ann, "name": "Bob", "email": "b@example.com"})
+        listed = await world.tickets("ops", 3, status="assigned")
+        [inquiry] = [t for t in listed if t["group_id"] == "front-line"]
+        [printer] = [
+            t for t in listed if (t["group_id"], t["customer_name"]) == ("printing", "Ann")
+        ]
+        holder = world.client(printer["agent_id"])
+        detail = (await holder.get(f"/api/tickets/{printer['number']}")).json()
+        other = await holder.get(f"/api/tickets/{inquiry['number']}")
+    assert [
+        (h["number"], h["subject"], h["status"], h["group_id"]) for h in detail["customer_history"]
+    ] == [(inquiry["number"], SIMPLE["subject"], "assigned", "front-line")], "Ann's, not Bob's"
+    assert other.status_code == 403
