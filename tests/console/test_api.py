@@ -23,7 +23,8 @@ from shared.keystore import KeyStore, MasterKey
 from shared.projection import rebuild
 from shared.settings import Settings
 from tests.conftest import SettingsFactory
-from tests.console.support import PRINTER, SIMPLE, desk, served, sse_events
+from tests.console.support import PRINTER, SIMPLE, Desk, desk, served, sse_events
+from tests.support.asgi import get_scope, no_body
 from tests.support.credentials import token
 from tests.support.waiting import eventually
 
@@ -503,18 +504,24 @@ async def _watching(console: object) -> bool:
     return bool(console.http.state.console.stream.watchers)  # type: ignore[attr-defined]
 
 
+async def _anns_request(world: Desk) -> tuple[str, httpx.AsyncClient, httpx.AsyncClient, str]:
+    """An English-speaking customer's assigned request: its number, its agent's client, a
+    client without a token (the survey link's browser), and the customer's token."""
+    await world.request(
+        0, **SIMPLE, customer={"name": "Ann", "email": "ann@example.com", "language": "en"}
+    )
+    [ticket] = await world.tickets("ops", 1, status="assigned")
+    number = ticket["number"]
+    customer = world.client("customer", ticket=number).headers["authorization"][7:]
+    return number, world.client(ticket["agent_id"]), world.client(), customer
+
+
 @pytest.mark.asyncio
 async def test_the_survey_records_satisfaction_once_through_the_customers_signed_command(
     settings: Settings,
 ) -> None:
     async with desk(settings) as world:
-        await world.request(
-            0, **SIMPLE, customer={"name": "Ann", "email": "ann@example.com", "language": "en"}
-        )
-        [ticket] = await world.tickets("ops", 1, status="assigned")
-        number, agent = ticket["number"], world.client(ticket["agent_id"])
-        link = world.client()
-        customer = world.client("customer", ticket=number).headers["authorization"][7:]
+        number, agent, link, customer = await _anns_request(world)
         early = await link.post(f"/survey/{number}", data={"token": customer, "score": "4"})
         assert 'data-state="not_yet"' in early.text  # not dispatch's reason code
         for body in ({"type": "accept"}, {"type": "resolve", "resolution": "Reset it for you"}):
@@ -852,30 +859,14 @@ async def test_an_answer_being_written_holds_no_database_connection(settings: Se
     async with served(console):
         writing, release = asyncio.Event(), asyncio.Event()
 
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
         async def send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.body":
                 writing.set()
                 await release.wait()  # the client reads nothing
 
         bearer = f"Bearer {token(settings, 'ops')}".encode()
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": "/api/tickets",
-            "raw_path": b"/api/tickets",
-            "query_string": b"limit=200",
-            "root_path": "",
-            "headers": [(b"host", b"console"), (b"authorization", bearer)],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 80),
-        }
-        answering = asyncio.create_task(console.app(scope, receive, send))
+        scope = get_scope("/api/tickets", b"limit=200", ((b"authorization", bearer),))
+        answering = asyncio.create_task(console.app(scope, no_body, send))
         await asyncio.wait_for(writing.wait(), timeout=10)
         in_use = []
         for _ in range(5):  # the console's own tasks may borrow one now and then
@@ -892,19 +883,13 @@ async def test_the_survey_link_lets_the_customer_reject_the_solution(settings: S
     ticket with what is still wrong (the customer's signed ``reopen``); once it is open again,
     or with nothing said, it does not."""
     async with desk(settings) as world:
-        await world.request(
-            0, **SIMPLE, customer={"name": "Ann", "email": "ann@example.com", "language": "en"}
-        )
-        [ticket] = await world.tickets("ops", 1, status="assigned")
-        number, agent = ticket["number"], world.client(ticket["agent_id"])
-        link = world.client()
-        customer = world.client("customer", ticket=number).headers["authorization"][7:]
+        number, agent, link, customer = await _anns_request(world)
         before = await link.get(f"/survey/{number}", params={"token": customer})
         assert 'id="reopen"' not in before.text, "nothing to reopen before the resolution"
         for body in ({"type": "accept"}, {"type": "resolve", "resolution": "Reset it for you"}):
             sent = await agent.post(f"/api/tickets/{number}/commands", json=body)
             assert (await world.decided(agent, sent.json()["command_id"]))["status"] == "accepted"
-        await world.tickets("ops", 1, status="resolved")
+        [resolved] = await world.tickets("ops", 1, status="resolved")
         page = await link.get(f"/survey/{number}", params={"token": customer})
         assert 'id="reopen"' in page.text and "Not solved?" in page.text
         empty = await link.post(
@@ -925,7 +910,7 @@ async def test_the_survey_link_lets_the_customer_reject_the_solution(settings: S
         detail = (await world.client("ops").get(f"/api/tickets/{number}")).json()
     [reopen] = [e for e in detail["timeline"] if e["kind"] == "ticket.reopened"]
     assert (reopen["actor"], reopen["said"]) == ("customer", "Still cannot log in.")
-    assert shown[0]["agent_id"] == ticket["agent_id"], "back with the agent who resolved it"
+    assert shown[0]["agent_id"] == resolved["agent_id"], "back with the agent who resolved it"
 
 
 @pytest.mark.asyncio

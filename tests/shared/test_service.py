@@ -21,6 +21,7 @@ from shared.service import (
 )
 from shared.settings import Settings
 from tests.support import probe
+from tests.support.asgi import get_scope, no_body
 from tests.support.services import running
 from tests.support.waiting import eventually
 
@@ -94,28 +95,11 @@ async def _status(app: Any, path: str) -> int:
     """``path``'s answer from ``app``, called as a server would (ASGI)."""
     started: list[int] = []
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
     async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             started.append(message["status"])
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"service")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-    }
-    await app(scope, receive, send)
+    await app(get_scope(path), no_body, send)
     return started[0]
 
 
