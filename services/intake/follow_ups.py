@@ -169,16 +169,8 @@ async def _reply_onward(
             follow_up=number,
             channel_message_id=data.channel_message_id,
         )
-        reply = CustomerReplied(
-            ticket_id=ticket_id,
-            number=number,
-            channel=data.channel,
-            channel_message_id=data.channel_message_id,
-            received_at=data.received_at,
-            subject=data.subject,
-            body=data.body,
-            attachments=data.attachments,
-        )
+        said = data.model_dump(include=_THE_REPLY)
+        reply = CustomerReplied.model_validate({**said, "ticket_id": ticket_id, "number": number})
         # Part of the follow-up's story (its correlation), caused by dispatch's request.
         uow.caused_by(Cause(ticket_id, str(ask.envelope.id)))(
             stream,
@@ -186,6 +178,10 @@ async def _reply_onward(
             expected_version=ANY_VERSION,
             subject=ticket_id,
         )
+
+
+_THE_REPLY = {"channel", "channel_message_id", "received_at", "subject", "body", "attachments"}
+"""What dispatch's request repeats of the customer's reply."""
 
 
 def _number(target: str | int, opened: list[tuple[str, str]]) -> str:
