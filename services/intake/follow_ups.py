@@ -157,9 +157,11 @@ async def _reply_onward(
     )
     for ask, target in onward:
         data, number = ask.data, numbers[target]
-        ticket_id = tickets.get(number)
-        if ticket_id is None:  # opened in this batch: not in the index until it commits
-            ticket_id = next(t for n, t in opened if n == number)
+        # One opened in this batch is not in the index until the batch commits.
+        ticket_id = tickets.get(number) or dict(opened).get(number)
+        if ticket_id is None:  # the index lost it: the reply stays on the old ticket alone
+            log.warning("follow-up not found", ticket_number=data.number, follow_up=number)
+            continue
         stream = ticket_stream(ticket_id)
         if any(_same_message(e.decode(), data) for e in held.get(stream, [])):
             continue
