@@ -12,6 +12,7 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic agents.commands.rejected --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic agents.commands.rejected.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic customer.messages --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
+"$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic customer.messages.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.events.dlq --partitions ${DESK_TOPIC_PARTITIONS:-6} --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
 "$BIN/kafka-topics.sh" $ADMIN --create --if-not-exists --topic dispatch.marks --partitions 1 --config retention.ms=3600000 --config segment.ms=3600000 --replication-factor ${DESK_TOPIC_REPLICATION_FACTOR:-1}
@@ -59,6 +60,7 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Write --topic tickets.commands
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Describe --topic tickets.commands.rejected
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:clients --operation Read --topic tickets.commands.rejected
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --group console.channel_messages
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --group console.dead-letters
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --group console.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic agents.commands
@@ -70,6 +72,11 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic agents.commands.rejected.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic agents.commands.rejected.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic agents.commands.rejected.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic customer.messages
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic customer.messages
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic customer.messages.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic customer.messages.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Write --topic customer.messages.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Read --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:console --operation Describe --topic dispatch.events.dlq
@@ -188,6 +195,9 @@ ADMIN="--bootstrap-server ${KAFKA_BOOTSTRAP:-kafka:9092} --command-config ${KAFK
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic agents.commands.rejected.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic customer.messages
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic customer.messages
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic customer.messages
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic customer.messages.dlq
+"$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic customer.messages.dlq
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Describe --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Read --topic dispatch.events
 "$BIN/kafka-acls.sh" $ADMIN --add --allow-principal User:operator --operation Write --topic dispatch.events

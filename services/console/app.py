@@ -6,6 +6,7 @@ from __future__ import annotations
 from services.console import storage
 from services.console.api import Console, api
 from services.console.callers import Callers
+from services.console.conversations import ChannelMessages, conversations
 from services.console.courier import Courier
 from services.console.feeds import DeadLetterFeed, PublicEvents
 from services.console.inbox import forget_keys, inbox
@@ -41,6 +42,7 @@ def build(settings: Settings) -> Service:
     http = api(console, own.console_max_body)
     pages(http, console, own)
     inbox(http, console, own)
+    conversations(http, console, keys)
 
     async def stream_changes(service: Service) -> None:
         await console.stream.follow(service)
@@ -55,6 +57,7 @@ def build(settings: Settings) -> Service:
         subscriptions=[
             PublicEvents(journal, read_models),
             DeadLetterFeed(KeyRing.from_settings(own)),
+            ChannelMessages(),
         ],
         projections=read_models,
         log=journal,

@@ -282,6 +282,26 @@ class Dashboard(_Out):
     reviews: list[AgentReview] | None = Field(description="Supervisors and above only.")
 
 
+class ChannelMessage(_Out):
+    """A message the desk sent the customer of a request this client posted."""
+
+    position: int = Field(description="Its place among the conversation's messages: `after`.")
+    number: str = Field(description="The ticket it is about.")
+    template: str = Field(
+        examples=["acknowledgement", "agent_reply", "resolution"],
+        description="What kind of message it is (the policy's template).",
+    )
+    language: str
+    subject: str
+    text: str
+    sent_at: datetime
+
+
+class ChannelMessagePage(_Out):
+    items: list[ChannelMessage]
+    next: int | None = Field(description="Pass as `after` for the messages that follow.")
+
+
 class RequestAccepted(_Out):
     """A customer's request taken by the HTTP channel: on its way to intake."""
 

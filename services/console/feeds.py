@@ -56,6 +56,7 @@ CONSUMED_TOPICS = (
     dispatch.AGENT_COMMANDS,
     sla.EVENTS_TOPIC,
     notify.DELIVERIES_TOPIC,
+    notify.MESSAGES_TOPIC,
 )
 """Every topic another service consumes: with the console's own, their dead letters are counted."""
 

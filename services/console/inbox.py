@@ -133,7 +133,7 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
         credential = identify(console, bearer(authorization))
         async with sending(console), service.pool.acquire() as conn:
             now = await service.clock.now(conn)
-            client = _client(console, credential, now)
+            client = client_of(console, credential, now)
             wait = allowance.take(client)
             if wait:
                 TAKEN.labels("refused", TOO_MANY_REQUESTS).inc()
@@ -151,7 +151,9 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
                 return _accepted(*known, replayed=True)
             shaped, filled = _shape(document, now)
             try:
-                known = await _publish(conn, service.producer, topic, shaped, filled, claim, now)
+                known = await _publish(
+                    conn, service.producer, topic, shaped, filled, (client, claim), now
+                )
             except (TimeoutError, OSError, KafkaError) as error:
                 log.warning("request not published", error=repr(error), client=client)
                 raise ApiError(
@@ -202,7 +204,7 @@ def request_schema() -> dict[str, Any]:
     return schema
 
 
-def _client(console: Console, credential: Credential, now: datetime) -> str:
+def client_of(console: Console, credential: Credential, now: datetime) -> str:
     """The channel client an identified token stands for, valid at ``now`` (401, 403)."""
     try:
         console.callers.check_time(credential, now)
@@ -312,13 +314,15 @@ async def _publish(  # noqa: PLR0917 - private; the one call site names them
     topic: str,
     request: Request,
     document: dict[str, Any],
-    claim: Claim | None,
+    sender: tuple[str, Claim | None],
     now: datetime,
 ) -> tuple[str, str] | None:
-    """Record the key's id and publish, in one transaction: a broker that does not take the
-    request undoes the key (the retry publishes), and a concurrent request with the same key
-    waits on it and then answers this one's id (returned: nothing was published). Should the
-    commit fail after the broker took it, a retry publishes again — a duplicate, never a loss."""
+    """Record the key's id and whose conversation it opens, and publish, in one transaction: a
+    broker that does not take the request undoes the key (the retry publishes), and a concurrent
+    request with the same key waits on it and then answers this one's id (returned: nothing was
+    published). Should the commit fail after the broker took it, a retry publishes again — a
+    duplicate, never a loss."""
+    client, claim = sender
     async with conn.transaction():
         if claim is not None:
             inserted = await conn.fetchval(
@@ -334,9 +338,24 @@ async def _publish(  # noqa: PLR0917 - private; the one call site names them
             )
             if not inserted:
                 return await _known(conn, claim)
+        await record_conversation(conn, request.channel_message_id, client, request.channel, now)
         value = json.dumps(document, ensure_ascii=False).encode()
         await (await producer.send(topic, value=value, key=request.thread_key.encode()))
     return None
+
+
+async def record_conversation(
+    conn: Connection, channel_message_id: str, client: str, channel: str, now: datetime
+) -> None:
+    """Whose request opened a conversation: only that client reads its messages."""
+    await conn.execute(
+        "INSERT INTO channel_conversations (channel_message_id, client, channel, accepted_at) "
+        "VALUES ($1, $2, $3, $4) ON CONFLICT (channel_message_id) DO NOTHING",
+        channel_message_id,
+        client,
+        channel,
+        now,
+    )
 
 
 def _accepted(channel: str, channel_message_id: str, *, replayed: bool) -> JSONResponse:

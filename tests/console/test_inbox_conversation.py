@@ -70,12 +70,31 @@ class WebForm:
         return made
 
     async def heard(self, count: int) -> list[dict[str, Any]]:
-        """The first ``count`` messages to this conversation, once that many arrived."""
-        records = await self.kafka.await_records(
-            MESSAGES, lambda r: data(r)["conversation"] == self.conversation, count, timeout=60
+        """The first ``count`` messages to this conversation, once that many arrived, read back
+        from the console as the form's own server does (``GET /requests/{id}/messages``)."""
+        items = await eventually(
+            self.messages,
+            lambda found: len(found) >= count,
+            timeout=60,
+            what=f"{count} messages for the web form",
         )
-        assert not any(b"Which tray" in r.value for r in records), "the agent's words are sealed"
-        return [await opened(self.settings, data(r)) for r in records[:count]]
+        return items[:count]
+
+    async def messages(
+        self, actor: str = "channel:webform", after: int = 0
+    ) -> list[dict[str, Any]]:
+        credential = self.token if actor == "channel:webform" else token(self.settings, actor)
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.get(
+                f"{self.url}/requests/{self.conversation}/messages",
+                params={"after": after},
+                headers={"Authorization": f"Bearer {credential}"},
+            )
+        if answer.status_code == 404:
+            return [{"status": 404}]
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
 
 
 @pytest.mark.asyncio
@@ -127,11 +146,16 @@ async def test_a_whole_conversation_by_the_http_channel_each_reply_published_onc
                 owner, number, "resolve", resolution="Replaced the whole tray."
             )
             survey = (await form.heard(4))[3]
+            later = await form.messages(after=ack["position"])
+            another_client = await form.messages("channel:portal")
             heard = await kafka.all_records(MESSAGES, settle=2.0)
             received = await kafka.await_records(INTAKE, of_type("received"))
             replies = await kafka.await_records(INTAKE, of_type("customer_replied"), count=2)
 
-    assert ack["template"] == "acknowledgement" and ack["channel"] == "web"
+    assert ack["template"] == "acknowledgement" and number in ack["subject"]
+    assert [m["position"] for m in later] == [m["position"] for m in (question, resolution, survey)]
+    assert another_client == [{"status": 404}], "only the client that posted it reads it"
+    assert not any(b"Which tray" in r.value for r in heard), "the agent's words are sealed"
     assert (question["template"], question["text"]) == ("agent_reply", "Which tray do you use?")
     assert resolution["template"] == "resolution"
     assert "Replaced the pickup roller." in resolution["text"]
