@@ -383,14 +383,18 @@ def _errors(app: FastAPI) -> None:
         return _problem(500, "internal_error", "the console could not answer; it is logged")
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "description": text}
-    for code, text in {
+def problems(texts: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """An operation's error answers for the OpenAPI document: each a :class:`Problem`."""
+    return {code: {"model": Problem, "description": text} for code, text in texts.items()}
+
+
+ERRORS = problems(
+    {
         401: "No token, or not a valid one now.",
         403: "The caller may not see or do this.",
         404: "Unknown.",
-    }.items()
-}
+    }
+)
 
 
 def _routes(console: Console) -> APIRouter:

@@ -16,9 +16,9 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header, Path, Query
 
-from services.console.api import ApiError, Console, identify
+from services.console.api import ApiError, Console, identify, problems
 from services.console.callers import bearer
-from services.console.contract import ChannelMessage, ChannelMessagePage, Problem
+from services.console.contract import ChannelMessage, ChannelMessagePage
 from services.console.inbox import SERVED, client_of
 from services.notify.events import MESSAGES_TOPIC, CustomerMessage
 from shared.consumer import Delivered, EventSubscription, Inbound
@@ -74,14 +74,13 @@ def conversations(app: FastAPI, console: Console, keys: KeyStore) -> None:
         "survey link — oldest first, from `after`. `channel_message_id` is the one `POST "
         "/requests` answered for the request that opened the ticket. Only the channel client "
         "that posted it (its token); any other id is 404.",
-        responses={
-            code: {"model": Problem, "description": text}
-            for code, text in {
+        responses=problems(
+            {
                 401: "No token, or not a valid one now.",
                 403: "Not a channel client's token.",
                 404: "No conversation of this client has this id.",
-            }.items()
-        },
+            }
+        ),
     )
     async def messages(
         channel_message_id: Annotated[str, Path(max_length=200)],

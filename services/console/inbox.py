@@ -41,9 +41,9 @@ from prometheus_client import Counter
 from pydantic import TypeAdapter
 
 from services.console.allowance import Allowance, retry_after
-from services.console.api import ApiError, Console, identify, sending
+from services.console.api import ApiError, Console, identify, problems, sending
 from services.console.callers import bearer
-from services.console.contract import Problem, RequestAccepted
+from services.console.contract import RequestAccepted
 from services.console.settings import ConsoleSettings
 from services.intake.contract import (
     INCOMING_TOPIC,
@@ -110,9 +110,8 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
                 "content": {"application/json": {"schema": request_schema()}},
             }
         },
-        responses={
-            code: {"model": Problem, "description": text}
-            for code, text in {
+        responses=problems(
+            {
                 400: "Not JSON.",
                 401: "No token, or not a valid one now.",
                 403: "Not a channel client's token.",
@@ -120,8 +119,8 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
                 422: "Not a request intake would take: intake's reason code, and the field.",
                 429: "Over the client's rate; Retry-After says when to try again.",
                 503: "The broker did not take it; retry (with the same Idempotency-Key).",
-            }.items()
-        },
+            }
+        ),
     )
     async def post_request(
         request: HttpRequest,
