@@ -213,8 +213,8 @@ def client_of(console: Console, credential: Credential, now: datetime) -> str:
         raise ApiError(
             403,
             "forbidden",
-            f"a {credential.kind} token does not post requests; a channel client's does "
-            "(desk token issue channel:NAME)",
+            f"not a channel client's token ({credential.kind} {credential.subject!r}): only a channel client "
+            "(desk token issue channel:NAME) posts requests and reads their messages",
         )
     return credential.subject
 
