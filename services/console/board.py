@@ -32,10 +32,8 @@ from services.console.listing import Conditions, worked
 from services.console.storage import LOADED
 from services.console.visibility import Viewer
 from services.policy import Policy
-from services.policy.sla import DEFAULT_SATISFACTION
+from services.policy.sla import DEFAULT_REVIEW_PERIOD, DEFAULT_SATISFACTION
 from shared.database import Connection
-
-REVIEW_DAYS = 30
 
 
 def day_start(now: datetime, zone: str) -> datetime:
@@ -46,6 +44,7 @@ def day_start(now: datetime, zone: str) -> datetime:
 async def dashboard(conn: Connection, viewer: Viewer, policy: Policy, now: datetime) -> Dashboard:
     today = day_start(now, policy.numbering.time_zone)
     satisfaction = policy.sla.satisfaction if policy.sla else DEFAULT_SATISFACTION
+    reviews_since = now - (policy.sla.review_period if policy.sla else DEFAULT_REVIEW_PERIOD)
     csat = await _csat(conn, viewer, today, satisfaction.satisfied_from)
     overall = next(c for c in csat if c.group_id == "all")
     return Dashboard(
@@ -63,9 +62,10 @@ async def dashboard(conn: Connection, viewer: Viewer, policy: Policy, now: datet
             by_group=[c for c in csat if c.group_id != "all"],
             below_target=overall.ratio is not None and overall.ratio < satisfaction.target,
         ),
-        reviews=await _reviews(conn, viewer, now, satisfaction.satisfied_from)
+        reviews=await _reviews(conn, viewer, reviews_since, satisfaction.satisfied_from)
         if viewer.supervises
         else None,
+        reviews_since=reviews_since if viewer.supervises else None,
     )
 
 
@@ -214,22 +214,22 @@ async def _csat(
 
 
 async def _reviews(
-    conn: Connection, viewer: Viewer, now: datetime, satisfied_from: int
+    conn: Connection, viewer: Viewer, since: datetime, satisfied_from: int
 ) -> list[AgentReview]:
     where = Conditions()
     if viewer.groups is not None:
         where.add("a.groups && {}::text[]", sorted(viewer.groups))
-    where.params += [now - timedelta(days=REVIEW_DAYS), satisfied_from]
-    since, satisfied = f"${len(where.params) - 1}", f"${len(where.params)}"
+    where.params += [since, satisfied_from]
+    start, satisfied = f"${len(where.params) - 1}", f"${len(where.params)}"
     rows = await conn.fetch(
         "SELECT a.agent_id, a.name, r.handled, r.reopened, r.rated, r.satisfied, "
         "(SELECT avg(extract(epoch FROM t.first_response_at - t.received_at)) FROM tickets t "
-        f" WHERE t.first_responder = a.agent_id AND t.first_response_at >= {since}) "
+        f" WHERE t.first_responder = a.agent_id AND t.first_response_at >= {start}) "
         "FROM agents a LEFT JOIN LATERAL (SELECT count(*) AS handled, "
         "count(*) FILTER (WHERE t.reopened > 0) AS reopened, "
         "count(t.satisfaction) AS rated, "
         f"count(*) FILTER (WHERE t.satisfaction >= {satisfied}) AS satisfied "
-        f"FROM tickets t WHERE t.resolved_by = a.agent_id AND t.resolved_at >= {since}) r ON true "
+        f"FROM tickets t WHERE t.resolved_by = a.agent_id AND t.resolved_at >= {start}) r ON true "
         f"WHERE {where.sql()} ORDER BY r.handled DESC, a.agent_id",
         *where.params,
     )

@@ -259,7 +259,8 @@ class CsatFigures(_Out):
 
 
 class AgentReview(_Out):
-    """The monthly review's figures of one agent, over the last 30 days."""
+    """The review's figures of one agent, over the policy's ``sla.review_period`` (sop.md:
+    monthly; 30 days as shipped)."""
 
     agent_id: str
     name: str
@@ -280,6 +281,11 @@ class Dashboard(_Out):
     dead_letters: list[DeadLetterFigure]
     csat: CsatFigures
     reviews: list[AgentReview] | None = Field(description="Supervisors and above only.")
+    reviews_since: datetime | None = Field(
+        default=None,
+        description="Where the reviews' figures start: now less the policy's "
+        "`sla.review_period` (supervisors and above only).",
+    )
 
 
 class ChannelMessage(_Out):

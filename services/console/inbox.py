@@ -213,8 +213,9 @@ def client_of(console: Console, credential: Credential, now: datetime) -> str:
         raise ApiError(
             403,
             "forbidden",
-            f"not a channel client's token ({credential.kind} {credential.subject!r}): only a channel client "
-            "(desk token issue channel:NAME) posts requests and reads their messages",
+            f"not a channel client's token ({credential.kind} {credential.subject!r}): only a "
+            "channel client (desk token issue channel:NAME) posts requests and reads their "
+            "messages",
         )
     return credential.subject
 

@@ -57,7 +57,7 @@ PHRASES: dict[str, tuple[str, str]] = {
     "service": ("服务", "Service"),
     "csat_by_group": ("今日各组满意度", "CSAT by group today"),
     "rated": ("评分数", "rated"),
-    "review": ("坐席月度考核（30 天）", "Agent review (30 days)"),
+    "review": ("坐席考核（自 {since} 起）", "Agent review (since {since})"),
     "handled": ("处理", "Handled"),
     "mean_first_response": ("平均首次响应", "Mean first response"),
     "csat": ("满意度", "CSAT"),

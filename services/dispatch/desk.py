@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from jinja2 import TemplateError
 
@@ -223,7 +223,7 @@ class Desk:
             return False
         reason = f"resolved {format_duration(close_after)} ago and not reopened"
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
-        silent = self.now - resolved - close_after > LATE_CLOSE
+        silent = self._late(resolved + close_after)
         self._emit(ticket, TicketClosed(**ids, actor="system", reason=reason, silent=silent))
         return True
 
@@ -246,10 +246,15 @@ class Desk:
                 **_ids(ticket),
                 waited=format_duration(after),
                 resolves_in=format_duration(resolve - after) if resolves and resolve else None,
-                silent=self.now - since - after > LATE_CLOSE,
+                silent=self._late(since + after),
             ),
         )
         return True
+
+    def _late(self, due: datetime) -> bool:
+        """Whether what was due at ``due`` comes ``routing.silent_if_late_by`` late or more: a
+        backlog (dispatch was stopped, a period shortened) is recorded, and nobody told."""
+        return self.now - due > self.policy.routing.silent_if_late_by
 
     def _resolves_unanswered(self, ticket: Ticket) -> bool:
         """Whether the system may resolve the ticket unanswered: not if its category's
@@ -267,7 +272,7 @@ class Desk:
         since = ticket.waiting_since or ticket.updated_at or self.now
         if ticket.left_unanswered or self.now - since < after or self._resolves_unanswered(ticket):
             return False
-        silent = self.now - since - after > LATE_CLOSE
+        silent = self._late(since + after)
         waited = format_duration(after)
         self._emit(ticket, LeftUnanswered(**_ids(ticket), waited=waited, silent=silent))
         return True
@@ -292,7 +297,7 @@ class Desk:
         except TemplateError:  # a reply that fails at render time must not hold the ticket
             text = ""
         freed, reason = ticket.agent_id, f"waited {waited} for the customer's reply"
-        silent = self.now - since - after > LATE_CLOSE
+        silent = self._late(since + after)
         self._emit(
             ticket,
             TicketResolved(
@@ -892,8 +897,6 @@ def _actor(command: TicketCommand | AgentCommand) -> str:
     return command.actor
 
 
-LATE_CLOSE = timedelta(days=1)
-"""A ticket the system closes or resolves later than this after it was due: silently."""
 _REASON_CHARS = 2000
 """A reopen's reason quotes at most this much of the customer's reply."""
 _TEXT_CHARS = 32_768

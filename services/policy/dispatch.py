@@ -210,6 +210,12 @@ class RoutingPolicy(_Section):
         "A resolved ticket nobody reopened is closed by dispatch this long after its "
         "resolution (sop.md: the rating, then the close); none: only a person closes it.",
     )
+    silent_if_late_by: Duration = _quiet_period(
+        timedelta(days=1),
+        "A close, reminder, unanswered notice or automatic resolution dispatch makes this much "
+        "later than it was due (dispatch was stopped, or a new version shortened a period over "
+        "a backlog) is recorded silently: nobody is told of it days late.",
+    )
     remind_unanswered_after: Duration | None = _quiet_period(
         None,
         "A ticket waiting this long for the customer's reply has them reminded of it "

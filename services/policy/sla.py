@@ -170,11 +170,24 @@ class MetricPolicy(_Section):
     escalates: bool = Field(
         default=True, description="Climbs the escalation ladder after its breach."
     )
+    repeats: bool = Field(
+        default=False,
+        description="Starts again at its breach: a clock of the quiet since the customer last "
+        "heard from the desk (customer_update) breaches again after each further target of "
+        "quiet, so its progress notice goes out each time, not once. Such a clock has no "
+        "ladder to climb (escalates: false).",
+    )
     labels: dict[str, str] = Field(
         default={},
         description="language -> what people read for this metric in notices "
         "({{ metric_name }}: '首次响应', 'first response'); none: its id.",
     )
+
+    @model_validator(mode="after")
+    def _repeats_without_ladder(self) -> MetricPolicy:
+        if self.repeats and self.escalates:
+            raise ValueError("a metric that repeats starts again at its breach: escalates: false")
+        return self
 
 
 class Conditions(_Section):
@@ -223,6 +236,7 @@ class SatisfactionPolicy(_Section):
 
 
 DEFAULT_SATISFACTION = SatisfactionPolicy()
+DEFAULT_REVIEW_PERIOD = timedelta(days=30)
 
 
 class SlaPolicy(_Section):
@@ -236,6 +250,13 @@ class SlaPolicy(_Section):
         default=[], description="Levels in order; level 1 usually fires at the breach (0m)."
     )
     satisfaction: SatisfactionPolicy = DEFAULT_SATISFACTION
+    review_period: Duration = Field(
+        default=DEFAULT_REVIEW_PERIOD,
+        gt=timedelta(0),
+        le=timedelta(days=3660),
+        description="What the console's per-agent review covers, back from now (sop.md: "
+        "per-role measures reviewed monthly).",
+    )
 
     @field_validator("warnings")
     @classmethod

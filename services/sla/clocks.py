@@ -113,6 +113,7 @@ class SlaClock(BaseModel):
     late: bool = False
     stopped: bool = False
     wall_s: float | None = None
+    repeats: bool = False
     version: int = 0
     due_cache: tuple[datetime | None] | None = Field(default=None, exclude=True, repr=False)
     """``due_at`` once known (None: not computed since the last change); never stored."""
@@ -224,6 +225,12 @@ class SlaClock(BaseModel):
             due = self.when(mark)
             assert due is not None
             events.append(self._mark_event(what, due))
+        if self.repeats and any(isinstance(e, ClockBreached) for e in events):
+            # From now, not from the breach: a clock fired late (sla was down) owes one
+            # notice for the quiet it missed, not one per period of it.
+            events += self.restart(
+                max(now, self.started_at), self.cause_event_id, reason="repeated"
+            )
         return events
 
     def _mark_event(self, what: str, due: datetime) -> EventData:
@@ -301,10 +308,10 @@ class SlaClock(BaseModel):
         at: datetime,
         cause_event_id: str,
         *,
-        reason: Literal["reopened", "updated"] = "reopened",
+        reason: Literal["reopened", "updated", "repeated"] = "reopened",
     ) -> list[EventData]:
         """Start again from zero with the same terms (a reopened ticket's resolution clock; the
-        quiet since the customer's last update)."""
+        quiet since the customer's last update, or since its last breach)."""
         events = self.stop(at, reason, cause_event_id)
         deadline = self.business.add(at, self.target_s)
         events.append(
@@ -321,6 +328,7 @@ class SlaClock(BaseModel):
                 pauses_when_waiting=self.pauses_when_waiting,
                 fulfilled_by=self.fulfilled_by,
                 restarts_on_reopen=self.restarts_on_reopen,
+                repeats=self.repeats,
                 group_id=self.group_id,
                 agent_id=self.agent_id,
             )
@@ -352,6 +360,7 @@ class SlaClock(BaseModel):
             pauses_when_waiting=event.pauses_when_waiting,
             fulfilled_by=list(event.fulfilled_by),
             restarts_on_reopen=event.restarts_on_reopen,
+            repeats=event.repeats,
             started_at=event.started_at,
             cause_event_id=event.cause_event_id,
             group_id=event.group_id,

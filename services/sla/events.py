@@ -51,6 +51,9 @@ class ClockStarted(ClockEvent):
     restarts_on_reopen: bool
     group_id: str
     agent_id: str | None = None
+    repeats: bool = False
+    """Starts again at its breach (the policy's ``repeats``: a progress update each quiet
+    period, not one)."""
 
 
 @event("servicedesk.sla.clock_paused", version=1)
@@ -109,11 +112,11 @@ class ClockMet(AnsweredClockEvent):
 @event("servicedesk.sla.clock_stopped", version=1)
 class ClockStopped(ClockEvent):
     """The ticket was resolved or closed while the clock still ran (the metric's event never
-    came: nothing is left to time); or the clock starts again: the ticket was reopened, or the
-    customer heard from the desk."""
+    came: nothing is left to time); or the clock starts again: the ticket was reopened, the
+    customer heard from the desk, or a clock that repeats breached."""
 
     at: datetime
-    reason: Literal["ticket_resolved", "ticket_closed", "reopened", "updated"]
+    reason: Literal["ticket_resolved", "ticket_closed", "reopened", "updated", "repeated"]
 
 
 @event("servicedesk.sla.escalated", version=1)

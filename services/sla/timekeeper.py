@@ -274,6 +274,7 @@ class Timekeeper:
                 pauses_when_waiting=definition.pauses_when_waiting,
                 fulfilled_by=list(definition.fulfilled_by),
                 restarts_on_reopen=definition.restarts_on_reopen,
+                repeats=definition.repeats,
                 group_id=group_id or facts.group_id,
                 agent_id=None if group_id else facts.agent_id,
             )

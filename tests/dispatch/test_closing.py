@@ -260,6 +260,24 @@ def test_the_desk_closes_only_a_ticket_still_resolved_and_resolved_long_enough_a
     assert ticket_desk.tickets[old].status == "closed"
 
 
+def test_a_close_later_than_the_policys_silent_if_late_by_tells_nobody() -> None:
+    """How late is a backlog is the policy's (routing.silent_if_late_by), not a constant."""
+    ticket_desk, recorded = desk()
+    routing = ticket_desk.policy.routing.model_copy(
+        update={"silent_if_late_by": timedelta(hours=2)}
+    )
+    ticket_desk.policy = ticket_desk.policy.model_copy(update={"routing": routing})
+    on_time, late = (
+        _resolved(ticket_desk, 1, T0),
+        _resolved(ticket_desk, 2, T0 - timedelta(hours=3)),
+    )
+    ticket_desk.now = T0 + timedelta(days=7, hours=1)
+
+    assert ticket_desk.close_quiet(on_time) and ticket_desk.close_quiet(late)
+    closed = {e.ticket_id: e.silent for e in recorded.events(TicketClosed)}
+    assert closed == {on_time: False, late: True}, "due 1 h ago: told; 4 h ago: a backlog"
+
+
 def _waiting(ticket_desk: Desk, n: int, since: datetime, **changes: Any) -> str:
     """A ticket of the tiny group (two agents of capacity 1) waiting for its customer."""
     ticket_desk.now = since

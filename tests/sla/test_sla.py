@@ -25,7 +25,7 @@ from shared.local.ports import free_port
 from shared.projection import rebuild
 from shared.settings import Settings
 from tests.intake.requests import encode, valid
-from tests.sla.support import T0, classified, write_policy
+from tests.sla.support import SLA, T0, classified, write_policy
 from tests.support.credentials import token
 from tests.support.events import publish_event, publish_mark
 from tests.support.kafka import KafkaProbe
@@ -366,3 +366,49 @@ async def test_an_answer_in_time_published_late_is_waited_for_and_meets_the_cloc
         everything = await kafka.all_records(SLA_EVENTS, settle=2.0)
     assert (data(met)["late"], data(met)["elapsed_s"]) == (False, 29 * 60)
     assert not {kind for _, kind, _ in _fired(everything)} & {"clock_breached", "escalated"}
+
+
+@pytest.mark.asyncio
+async def test_a_quiet_ticket_breaches_its_progress_clock_each_period_and_it_runs_again(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """The timer worker restarts a repeating clock at its breach: a progress notice each 4 h of
+    quiet, and the clock's row is running again, not breached for good."""
+    quiet = {
+        "starts": "dispatched", "fulfilled_by": ["resolved"], "warns": False,
+        "escalates": False, "repeats": True, "restarts_on": ["responded"],
+    }  # fmt: skip
+    policy = {
+        **SLA,
+        "metrics": {**SLA["metrics"], "customer_update": quiet},
+        "targets": [*SLA["targets"], {"metric": "customer_update", "target": "4h",
+                                      "calendar": "always"}],
+    }  # fmt: skip
+    driven = settings.replace(
+        clock="driven", policy_file=write_policy(tmp_path / "policy.yaml", policy)
+    )
+    time = DrivenTime(driven, "sla", marks=kafka)
+    await time.set(T0)
+    service = sla(driven)
+    async with running(service):
+        await send_classified(kafka, classified(1), T0)
+        await kafka.await_records(SLA_EVENTS, sla_kind("clock_started", metric="customer_update"))
+        for period in (1, 2):
+            await time.set(T0 + timedelta(hours=4 * period, minutes=1))
+            await kafka.await_records(
+                SLA_EVENTS, sla_kind("clock_breached", metric="customer_update", run=period)
+            )
+            await kafka.await_records(
+                SLA_EVENTS, sla_kind("clock_started", metric="customer_update", run=period + 1)
+            )
+        async with service.pool.acquire() as conn:
+            row = await eventually(
+                lambda: conn.fetchrow(
+                    "SELECT run, status, due_at FROM clocks WHERE metric = 'customer_update'"
+                ),
+                lambda r: r is not None and r["run"] == 3,
+                what="the third run projected",
+            )
+    assert row is not None and row["status"] == "running", "breached twice, and running again"
+    late_by = abs(row["due_at"] - (T0 + timedelta(hours=12, minutes=1)))
+    assert late_by < timedelta(seconds=1), "due 4 h after the last firing"

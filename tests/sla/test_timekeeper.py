@@ -382,6 +382,63 @@ def test_the_quiet_since_the_last_update_starts_over_with_each_update_and_waits_
     assert runs == [1, 2, 3], "started at dispatch, again at the reply and at the question"
 
 
+REPEATING = {
+    **EXCEPTIONS,
+    "metrics": {
+        **EXCEPTIONS["metrics"],
+        "customer_update": {**EXCEPTIONS["metrics"]["customer_update"], "repeats": True},
+    },
+}
+
+
+def test_a_clock_that_repeats_breaches_again_after_each_further_target_of_quiet() -> None:
+    """One progress notice per quiet period (the notice answers each breach), not one in all."""
+    world = World(REPEATING)
+    world.on(classified(1), T0)
+    world.run_until(T0 + timedelta(hours=13))
+    breaches = world.events(ClockBreached, "customer_update")
+    assert [(b.run, b.due_at) for b in breaches] == [
+        (1, T0 + timedelta(hours=4)),
+        (2, T0 + timedelta(hours=8)),
+        (3, T0 + timedelta(hours=12)),
+    ]
+    stopped = world.events(ClockStopped, "customer_update")
+    assert [s.reason for s in stopped] == ["repeated"] * 3
+    clock = world.clock(1, "customer_update")
+    assert (clock.run, clock.open, clock.breached_at) == (4, True, None), "running again"
+    world.on(TicketResponded(**ids(), agent_id="a", message="hi", first_response=True),
+             T0 + timedelta(hours=14))  # fmt: skip
+    assert world.clock(1, "customer_update").deadline == T0 + timedelta(hours=18), "an update"
+    assert world.events(EscalationRaised, "customer_update") == []
+
+
+def test_a_repeating_clock_fired_late_owes_one_breach_not_one_per_period_missed() -> None:
+    world = World(REPEATING)
+    world.on(classified(1), T0)
+    clock = world.clock(1, "customer_update")
+    fired = clock.fire(T0 + timedelta(hours=13))  # sla was down for nine hours
+    assert [type(e).__name__ for e in fired] == ["ClockBreached", "ClockStopped", "ClockStarted"]
+    restarted = fired[-1]
+    assert isinstance(restarted, ClockStarted) and restarted.repeats
+    assert restarted.deadline == T0 + timedelta(hours=17), "four hours from the late firing"
+
+
+def test_a_metric_that_repeats_may_not_climb_the_ladder() -> None:
+    bad = {
+        **EXCEPTIONS,
+        "metrics": {
+            **EXCEPTIONS["metrics"],
+            "customer_update": {
+                **EXCEPTIONS["metrics"]["customer_update"],
+                "repeats": True,
+                "escalates": True,
+            },
+        },
+    }
+    with pytest.raises(ValueError, match="repeats starts again at its breach"):
+        sla_policy(bad)
+
+
 def test_a_specialist_request_is_timed_for_the_group_asked_and_each_request_anew() -> None:
     world = World(EXCEPTIONS)
     ids = {"ticket_id": classified(1).ticket_id, "number": classified(1).number}
