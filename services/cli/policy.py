@@ -23,7 +23,7 @@ from services import service_names
 from services.cli.context import connected, console, fail, load_settings, plain_row, run_async
 from services.dispatch import queries as dispatch
 from services.policy import DEFAULT_POLICY, Policy, endpoints_allowed, policy_path, policy_schedule
-from services.policy.changes import Removal, removals, sections
+from services.policy.changes import Removal, removals, sections, sign_off_refusals
 from services.policy.triage_cases import TriageCases, score
 from services.sla import queries as sla
 from shared.clock import service_now
@@ -61,7 +61,10 @@ def check(
     languages = ", ".join(policy.triage.languages)
     console.print(f"  triage: {len(policy.triage.rules)} rules, languages {languages}")
     if policy.approved_by is None or policy.effective_from is None:
-        console.print("  note: no approved_by / effective_from (in force as soon as read)")
+        console.print(
+            "  note: no approved_by / effective_from: in force as soon as read, and "
+            "`desk policy apply` refuses it"
+        )
     if triage_cases is not None:
         _score_triage(policy, triage_cases, require)
 
@@ -146,13 +149,14 @@ def apply(
 def _review(settings: Settings, new: Policy) -> tuple[PolicyVersion[Policy], bool]:
     """Print what ``new`` changes and touches; return the version in force and whether the
     change is refused."""
-    current, tickets, clocks = run_async(_state(settings, new))
+    current, tickets, clocks, now = run_async(_state(settings, new))
     for section in sections(current.policy, new):
         console.print(f"[bold]{section.title}[/]")
         for line in section.lines:
             console.print(f"  {line}", markup=False, highlight=False)
     gone = removals(current.policy, new, tickets or {})
-    refusals = [r.refused for r in gone if r.refused]
+    refusals = sign_off_refusals(current.policy, new, now)
+    refusals += [r.refused for r in gone if r.refused]
     if tickets is None:
         refusals += [
             f"group {r.group_id} is removed and its open tickets cannot be counted (no "
@@ -191,15 +195,20 @@ def _print_touched(
 
 async def _state(
     settings: Settings, new: Policy
-) -> tuple[PolicyVersion[Policy], dict[str, Counter[str]] | None, list[sla.RunningClocks] | None]:
+) -> tuple[
+    PolicyVersion[Policy], dict[str, Counter[str]] | None, list[sla.RunningClocks] | None, datetime
+]:
+    """The version in force, open tickets per group, running clocks and now (dispatch's
+    clock, which decides when versions switch); no counts without a database."""
     schedule = policy_schedule(settings)
     if not settings.database_url:
-        return schedule.in_force(datetime.now().astimezone()), None, None
+        now = datetime.now().astimezone()
+        return schedule.in_force(now), None, None, now
     async with connected(settings) as conn:
         now = await service_now(conn, "dispatch", driven=settings.clock == "driven")
         tickets = await dispatch.tickets_per_group(conn)
         clocks = await sla.running_clocks(conn, new.sla)
-    return schedule.in_force(now), tickets, clocks
+    return schedule.in_force(now), tickets, clocks, now
 
 
 async def _now(settings: Settings) -> datetime:

@@ -4,7 +4,9 @@ Pure: two policy documents (the one in force, the proposed one) in, the differen
 must see out — targets, calendars, routing, groups and agents — and the refusals: a version
 that removes a group still holding open or queued tickets, or named by the escalation ladder
 in force, must map it elsewhere (``directory.retired_groups[].moved_to``), so nothing is
-stranded and no escalation names a group that is gone.
+stranded and no escalation names a group that is gone; and a version that is not signed off by
+a head of the directory in force, or not dated, or dated in the past (sop.md: a process change
+takes effect on an explicit date, signed off by the responsible head).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.policy import Policy
@@ -84,6 +87,44 @@ def removals(
         for g in current.directory.group
         if g not in kept
     ]
+
+
+APPROVERS = frozenset({"supervisor", "director"})
+"""Roles whose sign-off a version takes: the heads of the directory in force."""
+
+BACKDATING = timedelta(minutes=5)
+"""How far before now a version's ``effective_from`` may lie (the time to type the command)."""
+
+
+def sign_off_refusals(current: Policy, proposed: Policy, now: datetime) -> list[str]:
+    """Why ``proposed`` may not be applied at ``now`` as it stands: unsigned (or signed by
+    someone who is no head of the directory in force, by id or name), undated, or backdated —
+    a past date would take effect at once while the history claims it began earlier."""
+    refusals = []
+    approver = proposed.approved_by
+    heads = {
+        key
+        for agent in current.directory.agents
+        if agent.role in APPROVERS
+        for key in (agent.id, agent.name)
+    }
+    if approver is None:
+        refusals.append(
+            "approved_by is missing: a version is signed off by a supervisor or director"
+        )
+    elif approver not in heads:
+        refusals.append(
+            f"approved_by {approver!r} is no supervisor or director of the directory in force"
+        )
+    when = proposed.effective_from
+    if when is None:
+        refusals.append("effective_from is missing: a version takes effect on an explicit date")
+    elif when < now - BACKDATING:
+        refusals.append(
+            f"effective_from {when.isoformat()} is in the past (now {now.isoformat()}): "
+            "date it from now on"
+        )
+    return refusals
 
 
 def _version(current: Policy, proposed: Policy) -> list[str]:

@@ -163,6 +163,8 @@ async def test_a_group_removal_is_refused_without_moved_to_and_applied_at_its_mo
     )
     assert "group supervisors is removed but it holds open tickets (1 assigned) and " \
            "escalation level 2 names it" in refused.stdout  # fmt: skip
+    assert "refused: approved_by is missing" in refused.stdout, "unsigned, and undated"
+    assert "refused: effective_from is missing" in refused.stdout
     assert applied_stranding.returncode == 1 and "nothing was applied" in applied_stranding.stdout
     assert diff.returncode == 0, diff.stdout
     assert "group printing removed, its tickets move to network" in diff.stdout

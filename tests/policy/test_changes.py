@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from services.policy import Policy
-from services.policy.changes import removals, sections
+from services.policy.changes import removals, sections, sign_off_refusals
 from tests.support.policies import parsed, shipped, without_groups
 
 pytestmark = pytest.mark.unit
@@ -57,3 +58,36 @@ def test_removing_a_group_is_refused_while_it_holds_tickets_or_the_ladder_names_
 
     [on_ladder] = removals(policy(), policy(drop_supervisors), {})
     assert on_ladder.refused is not None and "escalation level 2 names it" in on_ladder.refused
+
+
+NOW = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+
+
+def signed(approved_by: str | None, effective_from: datetime | None) -> Policy:
+    def change(document: dict[str, Any]) -> None:
+        if approved_by is not None:
+            document["approved_by"] = approved_by
+        if effective_from is not None:
+            document["effective_from"] = effective_from.isoformat()
+
+    return policy(change)
+
+
+def test_a_version_is_applied_only_signed_off_by_a_head_and_dated_from_now_on() -> None:
+    """sop.md: an explicit effective date, and sign-off by the responsible head."""
+    tomorrow = NOW + timedelta(days=1)
+    in_force = policy()
+    for approver in ("孙宇", "sun.yu", "钱慧"):  # a director and a supervisor, by name or id
+        assert sign_off_refusals(in_force, signed(approver, tomorrow), NOW) == []
+    assert sign_off_refusals(in_force, signed("孙宇", NOW - timedelta(minutes=2)), NOW) == []
+
+    def refused(proposed: Policy) -> str:
+        return " / ".join(sign_off_refusals(in_force, proposed, NOW))
+
+    assert refused(signed(None, tomorrow)) == (
+        "approved_by is missing: a version is signed off by a supervisor or director"
+    )
+    assert "no supervisor or director" in refused(signed("li.na", tomorrow)), "an agent"
+    assert "no supervisor or director" in refused(signed("Mallory", tomorrow))
+    assert refused(signed("孙宇", None)).startswith("effective_from is missing")
+    assert "is in the past" in refused(signed("孙宇", NOW - timedelta(days=3))), "backdated"
