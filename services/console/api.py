@@ -524,12 +524,11 @@ def _routes(console: Console) -> APIRouter:
     )
     async def command(s: Caller, command_id: Annotated[str, Path(max_length=120)]) -> CommandStatus:
         found = await courier.status(s.conn, command_id)
-        if found is None:
-            raise ApiError(404, "not_found", f"no command {command_id} sent through the console")
-        sender, state = found
-        if sender != s.viewer.subject and not s.viewer.sees_everything:
-            raise ApiError(403, "forbidden", "another person's command")
-        return state
+        # Another person's command answers as an unknown one: a 403 would tell whoever guesses
+        # ids which exist.
+        if found is None or (found[0] != s.viewer.subject and not s.viewer.sees_everything):
+            raise ApiError(404, "not_found", f"no command {command_id} of yours")
+        return found[1]
 
     @router.get("/dashboard", response_model=Dashboard, summary="The dashboard's figures.")
     async def dashboard(s: Caller) -> Dashboard:

@@ -135,7 +135,7 @@ class CustomerReminded(TicketEvent):
     waited: str
     resolves_in: str | None = None
     silent: bool = False
-    """Over a day late (a backlog): no rule tells anyone."""
+    """Later than ``routing.silent_if_late_by`` (a backlog): no rule tells anyone."""
 
 
 @event("servicedesk.ticket.left_unanswered", version=1)
@@ -147,7 +147,7 @@ class LeftUnanswered(TicketEvent):
 
     waited: str
     silent: bool = False
-    """Over a day late (a backlog): no rule tells anyone."""
+    """Later than ``routing.silent_if_late_by`` (a backlog): no rule tells anyone."""
 
 
 @event("servicedesk.ticket.resumed", version=1)
@@ -173,7 +173,8 @@ class TicketResolved(TicketEvent):
     """Why the system resolved it (``routing.resolve_unanswered_after`` passed); none when a
     person did."""
     silent: bool = False
-    """Resolved by the system over a day after it was due (a backlog): no rule tells anyone."""
+    """Resolved by the system ``routing.silent_if_late_by`` or more after it was due (a backlog):
+    no rule tells anyone."""
 
 
 @event("servicedesk.ticket.reopened", version=1)
@@ -208,9 +209,9 @@ class TicketClosed(TicketEvent):
     reason: str | None = None
     """Why the system closed it (``routing.close_after`` passed); none when a person did."""
     silent: bool = False
-    """Closed by the system over a day after it was due — a backlog, as on the first round
-    after an upgrade or after dispatch was down: no rule tells anyone of it (notify), so no
-    customer hears about a ticket resolved months ago."""
+    """Closed by the system ``routing.silent_if_late_by`` or more after it was due — a backlog,
+    as on the first round after an upgrade or after dispatch was down: no rule tells anyone of
+    it (notify), so no customer hears about a ticket resolved months ago."""
 
 
 @event("servicedesk.ticket.reassigned", version=1)

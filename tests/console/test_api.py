@@ -370,10 +370,10 @@ async def test_commands_go_to_dispatch_in_the_callers_name_and_their_decisions_c
                 409,
                 "command_id_taken",
             ),
-            "someone else's command": (
+            "someone else's command, answered as an unknown one": (
                 await world.client(other).get(f"/api/commands/{command_id}"),
-                403,
-                "forbidden",
+                404,
+                "not_found",
             ),
             "an unknown command id": (
                 await agent.get("/api/commands/no-such-command"),
