@@ -118,8 +118,8 @@ class Notice:
     counts by it)."""
 
 
-AUTHORED = frozenset({"ticket.responded", "ticket.note_added"})
-"""Events whose ``agent_id`` is who wrote them, not who has the ticket."""
+AUTHORED = frozenset({"ticket.responded", "ticket.note_added", "ticket.resolved"})
+"""Events whose ``agent_id`` is who wrote them (or ``system``), not who has the ticket."""
 
 SurveyContext = Callable[[str], dict[str, str]]
 """A ticket number -> what a customer notice's ``survey_url`` template needs besides the ticket
@@ -230,7 +230,7 @@ def _rules(
         and (rule.by_reply is None or bool(by_reply) == rule.by_reply)
         and (rule.causes is None or data.get("cause") in rule.causes)
         and (rule.assigned is None or _assigned(data) == rule.assigned)
-        and (rule.by_person is None or _by_person(data) == rule.by_person)
+        and (rule.by_person is None or _by_person(trigger, data) == rule.by_person)
         and (rule.by_assignee is None or (data.get("agent_id") == holder) == rule.by_assignee)
         and (
             rule.satisfied is None
@@ -245,8 +245,11 @@ def _assigned(data: dict[str, Any]) -> bool | None:
     return None if data.get("specialists") else data.get("agent_id") is not None
 
 
-def _by_person(data: dict[str, Any]) -> bool:
-    """An event a person caused (its actor is neither missing nor the system itself)."""
+def _by_person(trigger: str, data: dict[str, Any]) -> bool:
+    """An event a person caused: its actor is neither missing nor the system itself (a
+    resolution's is its ``agent_id``, ``system`` only when the system resolved it)."""
+    if trigger == "ticket.resolved":
+        return data.get("agent_id") != "system"
     return data.get("actor") not in (None, "system")
 
 

@@ -134,9 +134,10 @@ class NotificationRule(_Section):
     )
     by_person: bool | None = Field(
         default=None,
-        description="ticket.escalated only: true for a person's escalation (the escalate "
-        "command: the ticket goes to a supervisor), false for the system's (an SLA breach, "
-        "whose sla.escalated notices already tell the people of its level); none: both.",
+        description="ticket.escalated and ticket.resolved only: true for a person's escalation "
+        "(the escalate command: the ticket goes to a supervisor) or resolution, false for the "
+        "system's (an SLA breach, whose sla.escalated notices already tell the people of its "
+        "level; a question the customer left unanswered); none: both.",
     )
     assigned: bool | None = Field(
         default=None,
@@ -179,7 +180,7 @@ _CONDITIONS: dict[str, tuple[Trigger, ...]] = {
     "causes": ("ticket.queued",),
     "satisfied": ("ticket.satisfaction_recorded",),
     "assigned": ("sla.clock_warned", "sla.clock_breached"),
-    "by_person": ("ticket.escalated",),
+    "by_person": ("ticket.escalated", "ticket.resolved"),
     "by_assignee": ("ticket.responded", "ticket.note_added"),
 }
 """A rule's conditions on what some kinds of event say, and those events."""

@@ -371,10 +371,18 @@ def test_only_events_a_rule_answers_fire() -> None:
     silent = {**closed, "silent": True}
     assert not fires(POLICY, "ticket.closed", silent), "a backlog: nobody is told"
     assert notices(POLICY, facts(), "ticket.closed", silent, "e") == []
-    unanswered = {"agent_id": "system", "resolution": "No reply in 7d: resolved.", "reason": "-"}
-    [resolution] = notices(POLICY, facts(), "ticket.resolved", unanswered, "e")
+    reason = "waited 7d for the customer's reply"
+    unanswered = {"agent_id": "system", "resolution": "No reply in 7d: resolved.", "reason": reason}
+    resolution, told = notices(POLICY, facts(), "ticket.resolved", unanswered, "e")
     assert (resolution.recipient, resolution.template) == ("customer", "resolution")
     assert "No reply in 7d: resolved." in resolution.body
+    # Its agent hears why the ticket left their list; a person's resolution tells only the
+    # customer (the agent did it).
+    assert (told.recipient, told.template) == ("agent:li.na", "resolved_unanswered")
+    assert "REQ-2026-000001" in told.body and "系统已按标准答复解决" in told.body, "li.na: zh"
+    by_hand = {"agent_id": "li.na", "resolution": "Fixed."}
+    made = notices(POLICY, facts(), "ticket.resolved", by_hand, "e")
+    assert [n.recipient for n in made] == ["customer"]
     late = {**unanswered, "silent": True}
     assert notices(POLICY, facts(), "ticket.resolved", late, "e") == [], "a backlog"
     reminded = {"waited": "3d", "resolves_in": "4d"}

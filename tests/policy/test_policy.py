@@ -268,6 +268,7 @@ def test_a_notification_rules_condition_on_what_an_event_says_fits_that_event_on
     assert conditions == {
         "ticket.satisfaction_recorded": (False, None, None, None, None, None),
         "ticket.reopened": (None, False, None, None, None, None),
+        "ticket.resolved": (None, None, None, None, False, None),
         "ticket.queued": (None, None, ["reopened"], None, None, None),
         "sla.clock_warned": (None, None, None, False, None, None),
         "ticket.escalated": (None, None, None, None, True, None),
