@@ -173,7 +173,8 @@ class Desk:
         if ticket is None:
             return
         ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
-        outcome = reply_outcome(ticket, self.now, self.policy.routing.reopen_window)
+        window = self.policy.routing.reopen_window
+        outcome = reply_outcome(ticket, self.now, window, written=reply.received_at)
         if outcome == "resume":
             self._emit(
                 ticket,

@@ -241,17 +241,23 @@ class Ticket:
 
 
 def reply_outcome(
-    ticket: Ticket, now: datetime, window: timedelta
+    ticket: Ticket, now: datetime, window: timedelta, written: datetime | None = None
 ) -> Literal["resume", "reopen", "closed", "reopen_window_passed", "none"]:
     """What a customer's reply does to the ticket: resumes one that waited for it, reopens one
     resolved within the policy's window; one closed, or resolved longer ago, is followed up by
-    a new ticket (the reason); any other state only tells the assignee (notify)."""
+    a new ticket (the reason); any other state only tells the assignee (notify).
+
+    A reply ``written`` (received) before the resolution and read after it — dispatch reads
+    intake's events and the agents' commands from different topics — answers what came before
+    the resolution: it does not reopen the ticket (its agent is told of it all the same)."""
     if ticket.status == "waiting_for_customer":
         return "resume"
     if ticket.status == "closed":
         return "closed"
     if ticket.status == "resolved":
         resolved = ticket.resolved_at or ticket.updated_at or now
+        if written is not None and written < resolved:
+            return "none"
         return "reopen" if now - resolved <= window else "reopen_window_passed"
     return "none"
 

@@ -381,6 +381,21 @@ def test_a_reply_reopens_a_resolved_ticket_within_the_window_else_asks_for_a_fol
         assert not recorded.events(TicketReopened)
 
 
+def test_a_reply_written_before_the_resolution_and_read_after_it_does_not_reopen() -> None:
+    """The customer answered while the agent resolved; dispatch read the resolve command first
+    (another topic): the answer belongs to before the resolution (found by a fresh clone's test
+    run: the ticket reopened with the old answer as its reason)."""
+    d, recorded, ticket = resolved_at_t0()
+    d.now = T0 + timedelta(minutes=1)
+    before = reply(ticket, "Tray 2.").model_copy(update={"received_at": T0 - timedelta(seconds=5)})
+    d.customer_replied(before, "reply-event")
+    assert status(ticket) == "resolved"
+    assert not recorded.events(TicketReopened) and not recorded.events(FollowUpRequested)
+    d.customer_replied(reply(ticket, "still broken"), "reply-event-2")  # written as it was resolved
+    [event] = recorded.events(TicketReopened)
+    assert event.reason == "customer replied: still broken"
+
+
 @pytest.mark.parametrize(("days_later", "reopened"), [(6.9, True), (7.01, False)])
 def test_the_customers_reopen_holds_to_the_reopen_window_as_a_reply_does(
     days_later: float, reopened: bool
