@@ -19,6 +19,7 @@ from typing import Any
 
 from services.policy import Policy
 from services.policy.sla import CalendarPolicy, TargetRule
+from shared.durations import format_duration
 
 
 @dataclass
@@ -67,6 +68,7 @@ def sections(current: Policy, proposed: Policy) -> list[Section]:
         Section("routing", _routing(current, proposed)),
         Section("groups and agents", _directory(current, proposed)),
         Section("triage rules", _named(current.triage.rules, proposed.triage.rules)),
+        Section("everything else", _others(current, proposed)),
     ]
     return [s for s in found if s.lines]
 
@@ -265,3 +267,62 @@ def _ladder(steps: list[Any]) -> str:
     return ", ".join(
         f"{s.level}:{getattr(s, 'group', None) or getattr(s, 'after', '')}" for s in steps
     )
+
+
+SHOWN: frozenset[tuple[str, ...]] = frozenset(
+    {
+        ("approved_by",),
+        ("effective_from",),
+        ("sla", "targets"),
+        ("sla", "calendars"),
+        ("routing", "by_complexity"),
+        ("routing", "matrix"),
+        ("routing", "default_group"),
+        ("routing", "complaints"),
+        ("routing", "escalation"),
+        ("directory",),
+        ("triage", "rules"),
+    }
+)
+"""What the sections above show in their own words; every other field is compared here."""
+
+_ABSENT = object()
+_SHORT = 160
+
+
+def _others(current: Policy, proposed: Policy) -> list[str]:
+    """Every other field that differs, by its path: an approver signs off what changes, so
+    nothing may change unseen (a quiet period, a metric's terms, a notice's wording)."""
+    lines: list[str] = []
+    _compare((), current.model_dump(), proposed.model_dump(), lines)
+    return lines
+
+
+def _compare(path: tuple[str, ...], before: Any, after: Any, lines: list[str]) -> None:
+    if path in SHOWN or before == after:
+        return
+    where = ".".join(path)
+    if isinstance(before, dict) and isinstance(after, dict):
+        for key in sorted({*before, *after}, key=str):
+            _compare((*path, str(key)), before.get(key, _ABSENT), after.get(key, _ABSENT), lines)
+    elif isinstance(before, list) and isinstance(after, list):
+        removed = [item for item in before if item not in after]
+        added = [item for item in after if item not in before]
+        if not removed and not added:
+            lines.append(f"{where}: the same entries in another order")
+        elif all(not isinstance(item, dict | list) for item in (*before, *after)):
+            lines.append(f"{where}: {_shown(before)} -> {_shown(after)}")
+        else:
+            lines += [f"{where} - {_shown(item)}" for item in removed]
+            lines += [f"{where} + {_shown(item)}" for item in added]
+    else:
+        lines.append(f"{where}: {_shown(before)} -> {_shown(after)}")
+
+
+def _shown(value: Any) -> str:
+    if value is _ABSENT:
+        return "(absent)"
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= _SHORT else text[: _SHORT - 1] + "…"

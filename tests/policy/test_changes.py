@@ -91,3 +91,28 @@ def test_a_version_is_applied_only_signed_off_by_a_head_and_dated_from_now_on() 
     assert "no supervisor or director" in refused(signed("Mallory", tomorrow))
     assert refused(signed("孙宇", None)).startswith("effective_from is missing")
     assert "is in the past" in refused(signed("孙宇", NOW - timedelta(days=3))), "backdated"
+
+
+def test_every_other_change_is_listed_by_its_path_so_nothing_changes_unseen() -> None:
+    """An approver signs off what a version changes: a quiet period, a metric's terms, a
+    notice's wording or a rule showed nowhere in the diff before."""
+
+    def change(document: dict[str, Any]) -> None:
+        document["routing"]["resolve_unanswered_after"] = "5d"
+        document["sla"]["metrics"]["customer_update"]["repeats"] = False
+        document["sla"]["warnings"] = [0.8, 0.9]
+        document["notifications"]["templates"]["closure"]["en"]["subject"] = "Closed: {{ number }}"
+        rules = document["notifications"]["rules"]
+        rules.append({**rules[0], "channels": ["sms"]})
+        for rule in document["sla"]["targets"]:
+            if rule.get("name") == "simple response":
+                rule["target"] = "20m"
+
+    [others] = [s.lines for s in sections(policy(), policy(change)) if s.title == "everything else"]
+    assert "routing.resolve_unanswered_after: 7d -> 5d" in others
+    assert "sla.metrics.customer_update.repeats: True -> False" in others
+    assert "sla.warnings: [0.75, 0.9] -> [0.8, 0.9]" in others
+    assert "notifications.templates.closure.en.subject: " in "\n".join(others)
+    assert any(line.startswith("notifications.rules + ") and "'sms'" in line for line in others)
+    assert not [line for line in others if line.startswith("sla.targets")], "its own section"
+    assert [s.title for s in sections(policy(), policy())] == ["version"], "nothing changed"
