@@ -57,6 +57,7 @@ _TICKET_COLUMNS = {  # column -> PostgreSQL type, in Ticket's field order
     "waiting_since": "timestamptz",
     "reminded": "boolean",
     "left_unanswered": "boolean",
+    "resolved_by_system": "boolean",
 }
 _SELECT = f"SELECT {', '.join(c + ('::text' if c == 'ticket_id' else '') for c in _TICKET_COLUMNS)}"
 _LOADED = sorted(LOADED)

@@ -143,6 +143,8 @@ class Ticket:
     """Whether the customer was reminded of the question it waits on."""
     left_unanswered: bool = False
     """Whether its people were told the question went unanswered (a complaint's)."""
+    resolved_by_system: bool = False
+    """Whether its last resolution was the system's (the customer left a question unanswered)."""
 
     @classmethod
     def classified(cls, event: TicketClassified, time: datetime) -> Ticket:
@@ -183,7 +185,7 @@ class Ticket:
         tickets queued at one moment); ``tickets_queue`` is the same order."""
         return PRIORITY_RANK[self.priority], self.queued_at or self.received_at, self.number
 
-    def apply(self, event: EventData, time: datetime) -> None:  # noqa: PLR0912 - one case per event
+    def apply(self, event: EventData, time: datetime) -> None:  # noqa: PLR0912, PLR0915 - a case per event
         """Evolve by one event (the handler and the projection share this)."""
         self.version += 1
         self.updated_at = time
@@ -213,8 +215,10 @@ class Ticket:
                 self.left_unanswered = True
             case TicketResolved():
                 self.status, self.resolved_at = "resolved", time
+                self.resolved_by_system = event.agent_id == "system"
             case TicketReopened():
                 self.status, self.resolved_at = "in_progress", None
+                self.resolved_by_system = False
             case TicketClosed():
                 self.status = "closed"
             case TicketReassigned():
@@ -247,16 +251,17 @@ def reply_outcome(
     resolved within the policy's window; one closed, or resolved longer ago, is followed up by
     a new ticket (the reason); any other state only tells the assignee (notify).
 
-    A reply ``written`` (received) before the resolution and read after it — dispatch reads
-    intake's events and the agents' commands from different topics — answers what came before
-    the resolution: it does not reopen the ticket (its agent is told of it all the same)."""
+    A reply ``written`` (received) before a person's resolution and read after it — dispatch
+    reads intake's events and the agents' commands from different topics — answers what came
+    before the resolution: it does not reopen the ticket (its agent is told of it all the same).
+    Before the system's resolution it does: the system resolved for want of that very reply."""
     if ticket.status == "waiting_for_customer":
         return "resume"
     if ticket.status == "closed":
         return "closed"
     if ticket.status == "resolved":
         resolved = ticket.resolved_at or ticket.updated_at or now
-        if written is not None and written < resolved:
+        if written is not None and written < resolved and not ticket.resolved_by_system:
             return "none"
         return "reopen" if now - resolved <= window else "reopen_window_passed"
     return "none"

@@ -280,14 +280,16 @@ SHOWN: frozenset[tuple[str, ...]] = frozenset(
         ("routing", "default_group"),
         ("routing", "complaints"),
         ("routing", "escalation"),
-        ("directory",),
         ("triage", "rules"),
     }
 )
-"""What the sections above show in their own words; every other field is compared here."""
+"""What the sections above show in their own words; every other field is compared here (the
+directory too: the groups section names groups and members, not roles or addresses)."""
 
 _ABSENT = object()
 _SHORT = 160
+_ENTRY = 600
+"""A list entry added or removed (a notification rule) is shown this far: its fields are it."""
 
 
 def _others(current: Policy, proposed: Policy) -> list[str]:
@@ -308,21 +310,40 @@ def _compare(path: tuple[str, ...], before: Any, after: Any, lines: list[str]) -
     elif isinstance(before, list) and isinstance(after, list):
         removed = [item for item in before if item not in after]
         added = [item for item in after if item not in before]
-        if not removed and not added:
+        if sorted(map(repr, before)) == sorted(map(repr, after)):
             lines.append(f"{where}: the same entries in another order")
         elif all(not isinstance(item, dict | list) for item in (*before, *after)):
             lines.append(f"{where}: {_shown(before)} -> {_shown(after)}")
+        elif len(before) == len(after) and len(removed) == 1:  # one entry changed: which field
+            for index, (a, b) in enumerate(zip(before, after, strict=True)):
+                _compare((*path, str(index)), a, b, lines)
         else:
-            lines += [f"{where} - {_shown(item)}" for item in removed]
-            lines += [f"{where} + {_shown(item)}" for item in added]
+            lines += [f"{where} - {_shown(item, _ENTRY)}" for item in removed]
+            lines += [f"{where} + {_shown(item, _ENTRY)}" for item in added]
+            if not removed and not added:  # only how often an entry occurs changed
+                lines.append(f"{where}: {len(before)} -> {len(after)} entries")
+    elif isinstance(before, str) and isinstance(after, str):
+        lines.append(f"{where}: {_around_change(before, after)}")
     else:
         lines.append(f"{where}: {_shown(before)} -> {_shown(after)}")
 
 
-def _shown(value: Any) -> str:
+def _shown(value: Any, most: int = _SHORT) -> str:
     if value is _ABSENT:
         return "(absent)"
     if isinstance(value, timedelta):
         return format_duration(value)
     text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= _SHORT else text[: _SHORT - 1] + "…"
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def _around_change(before: str, after: str) -> str:
+    """Two texts, each from a little before where they first differ: a template edited past
+    its first line must not print as the same text twice."""
+    if len(before) <= _SHORT and len(after) <= _SHORT:
+        return f"{before} -> {after}"
+    same = (i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b)
+    at = next(same, min(len(before), len(after)))
+    start = max(0, at - 40)
+    lead = "…" if start else ""
+    return f"{lead}{_shown(before[start:])} -> {lead}{_shown(after[start:])}"

@@ -210,11 +210,14 @@ class RoutingPolicy(_Section):
         "A resolved ticket nobody reopened is closed by dispatch this long after its "
         "resolution (sop.md: the rating, then the close); none: only a person closes it.",
     )
-    silent_if_late_by: Duration = _quiet_period(
-        timedelta(days=1),
-        "A close, reminder, unanswered notice or automatic resolution dispatch makes this much "
-        "later than it was due (dispatch was stopped, or a new version shortened a period over "
-        "a backlog) is recorded silently: nobody is told of it days late.",
+    silent_if_late_by: Duration = Field(
+        default=timedelta(days=1),
+        ge=timedelta(hours=1),
+        le=timedelta(days=36500),
+        description="A close, reminder, unanswered notice or automatic resolution dispatch "
+        "makes this much later than it was due (dispatch was stopped, or a new version shortened "
+        "a period over a backlog) is recorded silently: nobody is told of it days late. At "
+        "least 1h: shorter, the closing worker's own pace would make every one silent.",
     )
     remind_unanswered_after: Duration | None = _quiet_period(
         None,

@@ -396,6 +396,24 @@ def test_a_reply_written_before_the_resolution_and_read_after_it_does_not_reopen
     assert event.reason == "customer replied: still broken"
 
 
+def test_a_reply_written_before_the_systems_resolution_reopens_it() -> None:
+    """The system resolved for want of a reply the customer had sent (its adapter's time is
+    before the resolution; intake recorded it after): that resolution was wrong, the reply
+    reopens it."""
+    d, recorded, ticket = fresh()
+    run(d, ("accept", "f1"))
+    ids = {"ticket_id": ticket.ticket_id, "number": ticket.number}
+    ticket.apply(TicketResolved(**ids, agent_id="system", resolution="No reply: resolved."), T0)
+    d.now = T0 + timedelta(minutes=1)
+    answer = reply(ticket, "Version 4.2.").model_copy(
+        update={"received_at": T0 - timedelta(seconds=30)}
+    )
+    d.customer_replied(answer, "reply-event")
+    [event] = recorded.events(TicketReopened)
+    assert event.reason == "customer replied: Version 4.2."
+    assert status(ticket) == "in_progress" and not ticket.resolved_by_system
+
+
 @pytest.mark.parametrize(("days_later", "reopened"), [(6.9, True), (7.01, False)])
 def test_the_customers_reopen_holds_to_the_reopen_window_as_a_reply_does(
     days_later: float, reopened: bool

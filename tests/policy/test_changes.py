@@ -115,4 +115,24 @@ def test_every_other_change_is_listed_by_its_path_so_nothing_changes_unseen() ->
     assert "notifications.templates.closure.en.subject: " in "\n".join(others)
     assert any(line.startswith("notifications.rules + ") and "'sms'" in line for line in others)
     assert not [line for line in others if line.startswith("sla.targets")], "its own section"
+    # A template changed past its first 160 characters shows where; a rule changed in one field
+    # shows which; an agent's role shows (the groups section names only groups and members).
+
+    def deeper(document: dict[str, Any]) -> None:
+        closure = document["notifications"]["templates"]["closure"]["en"]
+        closure["body"] = closure["body"] + " Thank you."
+        rule = document["notifications"]["rules"][0]
+        rule["channels"] = [*reversed(rule["channels"])]
+        for agent in document["directory"]["agents"]:
+            if agent["id"] == "li.na":
+                agent["role"] = "supervisor"
+
+    [deep] = [s.lines for s in sections(policy(), policy(deeper)) if s.title == "everything else"]
+    [body] = [line for line in deep if line.startswith("notifications.templates.closure.en.body")]
+    assert "Thank you." in body
+    assert any(line.startswith("notifications.rules.0.channels: ") for line in deep), deep
+    assert any(
+        line.startswith("directory.agents.") and line.endswith("role: agent -> supervisor")
+        for line in deep
+    ), deep
     assert [s.title for s in sections(policy(), policy())] == ["version"], "nothing changed"
