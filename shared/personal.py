@@ -158,15 +158,12 @@ class DataKeys:
     """Data keys of some subjects (one batch's), to seal and open their fields with."""
 
     def __init__(self, keys: Mapping[str, bytes | None]) -> None:
-        self._ciphers = {ref: _cipher(k) if k is not None else None for ref, k in keys.items()}
-        self._nonces: list[bytes] = []
-        """Fresh nonces, each popped once (by this and every sealer it made)."""
-        self._sealers: dict[str, Sealer] = {}
-        """One per subject: a model sealed field by field (:meth:`seal`) makes it once."""
+        self._sealers = {ref: _sealer(ref, k) if k is not None else None for ref, k in keys.items()}
+        """Each subject's :class:`Sealer` (None once erased), kept from batch to batch."""
 
     def holds(self, ref: str) -> bool:
         """Whether ``ref``'s key is here (not erased)."""
-        return self._ciphers.get(ref) is not None
+        return self._sealers.get(ref) is not None
 
     def seal_text(self, ref: str, text: str) -> Sealed:
         return self.seal_bytes(ref, text.encode())
@@ -176,14 +173,10 @@ class DataKeys:
         return self.sealer(ref).seal_bytes(clear)
 
     def sealer(self, ref: str) -> Sealer:
-        """What seals ``ref``'s fields one after another (a request's half dozen): the cipher
-        and what binds a ciphertext to ``ref`` looked up once, not once a field."""
+        """What seals ``ref``'s fields one after another (a request's half dozen)."""
         sealer = self._sealers.get(ref)
         if sealer is None:
-            cipher = self._ciphers.get(ref)
-            if cipher is None:
-                raise KeyError(f"no data key for {ref}")
-            sealer = self._sealers[ref] = Sealer(ref, cipher, self._nonces)
+            raise KeyError(f"no data key for {ref}")
         return sealer
 
     def open_text(self, value: str) -> str:
@@ -199,12 +192,12 @@ class DataKeys:
 
     def open_bytes(self, value: Sealed) -> bytes | None:
         """What :meth:`seal_bytes` sealed; None when its key is gone (or is not this one)."""
-        cipher = self._ciphers.get(value.ref)
-        if cipher is None:
+        sealer = self._sealers.get(value.ref)
+        if sealer is None:
             return None
         try:
             raw = base64.urlsafe_b64decode(value.ct + "=" * (-len(value.ct) % 4))
-            return cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], value.ref.encode())
+            return sealer.cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], sealer.aad)
         except (InvalidTag, ValueError):
             return None
 
@@ -221,7 +214,7 @@ class DataKeys:
     def _seal_unsealed(self, value: str) -> str:
         if not isinstance(value, Unsealed):
             return value
-        if self._ciphers.get(value.ref) is None:
+        if self._sealers.get(value.ref) is None:
             return ERASED
         return self.seal_text(value.ref, str(value))
 
@@ -243,37 +236,55 @@ class DataKeys:
 
 
 class Sealer:
-    """Seals texts for one subject (:meth:`DataKeys.sealer`): intake seals every personal
-    field of every request through one, so each step here is paid per field."""
+    """Seals texts for one subject (:meth:`DataKeys.sealer`), made once per data key and kept
+    from batch to batch: intake seals every personal field of every request through one, so
+    each step here is paid per field (hence one method doing it all, and the names it needs
+    looked up once)."""
 
-    __slots__ = ("_aad", "_encrypt", "_nonces", "_placeholder", "ref")
+    __slots__ = ("_placeholder", "aad", "cipher", "encrypt", "ref")
 
-    def __init__(self, ref: str, cipher: AESGCM, nonces: list[bytes]) -> None:
+    def __init__(self, ref: str, cipher: AESGCM) -> None:
         self.ref = ref
-        self._encrypt = cipher.encrypt
-        self._aad = ref.encode()  # the ciphertext is bound to its pseudonym
-        self._nonces = nonces
+        self.cipher = cipher
+        self.encrypt = cipher.encrypt
+        self.aad = ref.encode()  # the ciphertext is bound to its pseudonym
         self._placeholder = f"[sealed {ref}]"
 
     def __call__(self, text: str) -> Sealed:
-        return self.seal_bytes(text.encode())
+        nonce = _NONCES.pop() if _NONCES else _draw()
+        sealed = _new_str(Sealed, self._placeholder)
+        sealed.ref = self.ref
+        sealed.ct = (
+            _b2a(nonce + self.encrypt(nonce, text.encode(), self.aad), newline=False)
+            .translate(_B64URL)
+            .rstrip(b"=")
+            .decode()
+        )
+        return sealed
 
     def seal_bytes(self, clear: bytes) -> Sealed:
-        nonces = self._nonces
-        nonce = nonces.pop() if nonces else _draw(nonces)
-        raw = nonce + self._encrypt(nonce, clear, self._aad)
-        sealed = str.__new__(Sealed, self._placeholder)
+        nonce = _NONCES.pop() if _NONCES else _draw()
+        sealed = _new_str(Sealed, self._placeholder)
         sealed.ref = self.ref
-        sealed.ct = b2a_base64(raw, newline=False).translate(_B64URL).rstrip(b"=").decode()
+        raw = nonce + self.encrypt(nonce, clear, self.aad)
+        sealed.ct = _b2a(raw, newline=False).translate(_B64URL).rstrip(b"=").decode()
         return sealed
 
 
-def _draw(nonces: list[bytes]) -> bytes:
-    """A fresh random nonce, ``nonces`` refilled from the OS in blocks (one system call per
-    :data:`NONCE_BLOCK` fields instead of one a field): each is popped, so used once."""
+_NONCES: list[bytes] = []
+"""Fresh nonces, each popped once, by every sealer of the process: AES-GCM under one key must
+never take a nonce twice, and random 96-bit nonces drawn from the OS in blocks never repeat in
+practice (one system call per :data:`NONCE_BLOCK` fields instead of one a field)."""
+
+_new_str = str.__new__
+_b2a = b2a_base64
+
+
+def _draw() -> bytes:
+    """A fresh random nonce, :data:`_NONCES` refilled from the OS first."""
     block = os.urandom(NONCE_BYTES * NONCE_BLOCK)
-    nonces.extend(block[at : at + NONCE_BYTES] for at in range(0, len(block), NONCE_BYTES))
-    return nonces.pop()
+    _NONCES.extend(block[at : at + NONCE_BYTES] for at in range(0, len(block), NONCE_BYTES))
+    return _NONCES.pop()
 
 
 def for_subject(model: M, ref: str) -> M:
@@ -368,12 +379,12 @@ def _collect(value: Any, refs: set[str], kind: type[Sealed | Unsealed] = Sealed)
 
 
 @functools.lru_cache(maxsize=UNWRAPPED_KEPT)
-def _cipher(key: bytes) -> AESGCM:
-    """A data key's cipher, kept for the next batch of the same subject (making one costs
-    twice an encryption) as long as the key store keeps the key unwrapped. Keyed by the key
-    itself: only a caller that has just read the subject's key from the key store reaches it,
-    so a destroyed key is never used again."""
-    return AESGCM(key)
+def _sealer(ref: str, key: bytes) -> Sealer:
+    """A data key's sealer, kept for the next batch of the same subject (making its cipher
+    costs twice an encryption) as long as the key store keeps the key unwrapped. Keyed by the
+    key itself: only a caller that has just read the subject's key from the key store reaches
+    it, so a destroyed key is never used again."""
+    return Sealer(ref, AESGCM(key))
 
 
 @functools.cache

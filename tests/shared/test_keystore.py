@@ -62,6 +62,29 @@ async def owner(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.mark.asyncio
+async def test_a_batch_of_new_subjects_gets_keys_and_pseudonyms_of_their_own(
+    owner: asyncpg.Connection,
+) -> None:
+    """A batch's new subjects are made from one draw of random bytes: none may share a key, a
+    pseudonym or a wrapping nonce with another, nor a key with its own wrapping."""
+    key = master()
+    identities = [f"email:c{n}@example.com" for n in range(60)]
+    made = await KeyStore(key).subjects(owner, identities)
+
+    keys = [s.key for s in made.values()]
+    assert len({s.ref for s in made.values()}) == len({k for k in keys}) == 60
+    assert all(k is not None and len(k) == 32 for k in keys)
+    rows = await owner.fetch("SELECT ref, wrapped_key FROM intake.subject_keys")
+    nonces = {bytes(r["wrapped_key"][:12]) for r in rows}
+    assert len(nonces) == 60
+    assert not any(
+        bytes(r["wrapped_key"][:12]) in made_key for r in rows for made_key in keys if made_key
+    )
+    reread = await KeyStore(key).keys(owner, [s.ref for s in made.values()])
+    assert reread == {s.ref: s.key for s in made.values()}
+
+
+@pytest.mark.asyncio
 async def test_one_subject_per_identity_with_a_stable_pseudonym(owner: asyncpg.Connection) -> None:
     store = KeyStore(master())
     first = await store.subjects(owner, ["email:a@example.com", "id:C-7"])

@@ -125,10 +125,13 @@ def test_schemas_mark_personal_fields() -> None:
     assert schema.count("x-personal") == 3
 
 
-def test_every_field_sealed_gets_a_nonce_of_its_own_across_sealers_and_refills() -> None:
+def test_every_field_sealed_gets_a_nonce_of_its_own_across_sealers_batches_and_refills() -> None:
     """AES-GCM under one key must never take a nonce twice: nonces come from a pool drawn in
-    blocks and shared by every sealer of a batch, and each is used once."""
-    batch = keys("cust-a", "cust-b")
+    blocks and shared by every sealer of the process (a subject's sealer is kept from batch to
+    batch), and each is used once."""
+    key = secrets.token_bytes(32)
+    batch = DataKeys({"cust-a": key, "cust-b": secrets.token_bytes(32)})
+    later = DataKeys({"cust-a": key})  # the same subject in the next batch
     a, b = batch.sealer("cust-a"), batch.sealer("cust-b")
     texts = [f"text {n}".encode() for n in range(NONCE_BLOCK * 3 + 5)]
 
@@ -136,9 +139,11 @@ def test_every_field_sealed_gets_a_nonce_of_its_own_across_sealers_and_refills()
         *[a.seal_bytes(t) for t in texts],
         *[b.seal_bytes(t) for t in texts],
         *[batch.seal_bytes("cust-a", t) for t in texts],
+        *[later.sealer("cust-a")(t.decode()) for t in texts],
     ]
 
     raw = [base64.urlsafe_b64decode(s.ct + "=" * (-len(s.ct) % 4)) for s in sealed]
     nonces = [r[:NONCE_BYTES] for r in raw]
     assert len(set(nonces)) == len(sealed)
     assert [batch.open_bytes(s) for s in sealed[: len(texts)]] == texts
+    assert [later.open_text(s) for s in sealed[-len(texts) :]] == [t.decode() for t in texts]
