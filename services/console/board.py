@@ -134,9 +134,12 @@ async def _sla(conn: Connection, viewer: Viewer, today: datetime) -> SlaFigures:
     clocks.add("coalesce(met_at, breached_at) >= {}", today)
     if viewer.groups is not None:
         clocks.add("group_id = ANY({}::text[])", sorted(viewer.groups))
+    # Every run: a repeating metric's quiet periods, a run an update or a reopen restarted.
     finished = await conn.fetch(
         "SELECT metric, count(*) FILTER (WHERE status = 'met' AND NOT late), "
-        f"count(*) FILTER (WHERE breached_at IS NOT NULL) FROM clocks WHERE {clocks.sql()} "
+        "count(*) FILTER (WHERE breached_at IS NOT NULL) FROM (SELECT metric, group_id, status, "
+        "late, met_at, breached_at FROM clocks UNION ALL SELECT metric, group_id, status, late, "
+        f"met_at, breached_at FROM clock_runs) c WHERE {clocks.sql()} "
         "GROUP BY metric ORDER BY metric",
         *clocks.params,
     )

@@ -321,7 +321,7 @@ class Clocks(Projection):
     """sla's clocks: running, paused, warned, breached, met; and each ticket's SLA state."""
 
     name = "clocks"
-    tables = ("clocks",)
+    tables = ("clocks", "clock_runs")
 
     async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
         rows: dict[str, list[Statement]] = {}
@@ -340,12 +340,26 @@ class Clocks(Projection):
 def _clock(data: sla.ClockEvent) -> Statement | None:  # noqa: PLR0911 - one per event
     match data:
         case sla.ClockStarted():
+            # A new run replaces the clock's row: the run it replaces is kept if it counts
+            # (met or breached), for compliance counts every run.
             return (
-                "INSERT INTO clocks (clock_id, ticket_id, metric, group_id, status, deadline) "
-                "VALUES ($1, $2, $3, $4, 'running', $5) ON CONFLICT (clock_id) DO UPDATE SET "
+                "WITH replaced AS (INSERT INTO clock_runs (clock_id, run, ticket_id, metric, "
+                "group_id, status, breached_at, met_at, late) SELECT clock_id, run, ticket_id, "
+                "metric, group_id, status, breached_at, met_at, late FROM clocks "
+                "WHERE clock_id = $1 AND run < $6 AND coalesce(met_at, breached_at) IS NOT NULL "
+                "ON CONFLICT (clock_id, run) DO NOTHING) "
+                "INSERT INTO clocks (clock_id, ticket_id, metric, group_id, status, deadline, run) "
+                "VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (clock_id) DO UPDATE SET "
                 "status = 'running', group_id = $4, deadline = $5, warned = 0, "
-                "breached_at = NULL, met_at = NULL, late = false",
-                (data.clock_id, data.ticket_id, data.metric, data.group_id, data.deadline),
+                "breached_at = NULL, met_at = NULL, late = false, run = $6",
+                (
+                    data.clock_id,
+                    data.ticket_id,
+                    data.metric,
+                    data.group_id,
+                    data.deadline,
+                    data.run,
+                ),
             )
         case sla.ClockPaused():
             return _clock_set(data, "status = 'paused'")

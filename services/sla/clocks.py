@@ -149,6 +149,11 @@ class SlaClock(BaseModel):
         return "running" if self.running_since is not None else "paused"
 
     @property
+    def has_outcome(self) -> bool:
+        """Whether this run counts in compliance: met, or breached (even if met late after)."""
+        return self.met_at is not None or self.breached_at is not None
+
+    @property
     def business(self) -> BusinessCalendar:
         return _calendar(self.calendar_definition)
 

@@ -1,8 +1,9 @@
 """SLA reports from the clocks projection: compliance, mean times, tickets at risk, CSAT.
 
 ``desk sla report`` prints them; the sla service exports the last day's figures as Prometheus
-gauges (refreshed every ``sla_report_interval``). Compliance counts a clock as met only when it
-was met before its deadline; a breach counts even if the metric was fulfilled late. CSAT is the
+gauges (refreshed every ``sla_report_interval``). Compliance counts a clock's run as met only when
+it was met before its deadline; a breach counts even if the metric was fulfilled late; every run
+counts, the ones a later run replaced too (``clock_runs``). CSAT is the
 share of survey scores the policy counts as satisfied (4 and 5 by default), per day and group
 and for the whole desk (group ``all``), against the policy's target.
 """
@@ -27,7 +28,7 @@ EVERY_GROUP = "all"
 
 COMPLIANCE = Gauge(
     "desk_sla_compliance_ratio",
-    "Share of clocks met in time over the last day, per metric and group.",
+    "Share of clock runs met in time over the last day, per metric and group.",
     ["metric", "group"],
 )
 MEAN_FIRST_RESPONSE = Gauge(
@@ -99,33 +100,45 @@ class SlaReport:
         return [c for c in self.csat if c.ratio is not None and c.ratio < self.csat_target]
 
 
+EVERY_RUN = (
+    "(SELECT metric, group_id, status, met_at, breached_at, wall_s FROM clocks "
+    "UNION ALL SELECT metric, group_id, status, met_at, breached_at, wall_s FROM clock_runs)"
+)
+"""Every run of every clock: the current ones and those a later run replaced."""
+
+
 async def build_report(
     conn: Connection,
     since: datetime,
     *,
     by_day: bool = True,
     satisfaction: SatisfactionPolicy = DEFAULT_SATISFACTION,
+    every_run: bool = True,
 ) -> SlaReport:
+    """The figures since ``since``. Compliance counts every run of a clock — each quiet period
+    of a repeating metric, a run an update or a reopen restarted — unless ``every_run`` is
+    False: each clock's current run only, as what-if replays them."""
     day = (
         "to_char(coalesce(met_at, breached_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
         if by_day
         else "''"
     )
+    runs = EVERY_RUN if every_run else "clocks"
     rows = await conn.fetch(
         f"SELECT metric, group_id, {day} AS day, "
         "count(*) FILTER (WHERE status = 'met'), count(*) FILTER (WHERE breached_at IS NOT NULL) "
-        "FROM clocks WHERE coalesce(met_at, breached_at) >= $1 "
+        f"FROM {runs} c WHERE coalesce(met_at, breached_at) >= $1 "
         "GROUP BY 1, 2, 3 ORDER BY 3, 1, 2",
         since,
     )
     report = SlaReport(since, [Compliance(*row) for row in rows])
     report.mean_first_response_s = await conn.fetchval(
-        "SELECT avg(wall_s) FROM clocks WHERE metric IN ('first_response', "
+        f"SELECT avg(wall_s) FROM {runs} c WHERE metric IN ('first_response', "
         "'complaint_first_contact') AND met_at >= $1",
         since,
     )
     report.mean_handling_s = await conn.fetchval(
-        "SELECT avg(wall_s) FROM clocks WHERE metric = 'resolution' AND met_at >= $1", since
+        f"SELECT avg(wall_s) FROM {runs} c WHERE metric = 'resolution' AND met_at >= $1", since
     )
     risky = await conn.fetch(
         "SELECT number, metric, group_id, status, warned, deadline FROM clocks "

@@ -15,6 +15,7 @@ from typing import Any
 
 from services.dispatch.events import SatisfactionRecorded
 from services.sla.clocks import SlaClock, fold
+from services.sla.events import ClockStarted
 from services.sla.timekeeper import ClockFacts
 from shared.database import Connection
 from shared.eventstore import RecordedEvent
@@ -204,7 +205,7 @@ class ClockBoard(Projection):
     """Every clock's state and its timer (``due_at``), folded from the clock streams."""
 
     name = "clock_board"
-    tables = ("clocks",)
+    tables = ("clocks", "clock_runs")
 
     async def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
         streams: dict[str, list[RecordedEvent]] = {}
@@ -220,11 +221,17 @@ class ClockBoard(Projection):
         for row in rows:
             clock = SlaClock.model_validate_json(row[0])
             clocks[clock.clock_id] = clock
+        replaced: list[SlaClock] = []
         for stream_id, recorded_events in streams.items():
             folded = clocks[stream_id]
             for recorded in recorded_events:
-                folded = fold(folded, recorded.decode())
+                event = recorded.decode()
+                if isinstance(event, ClockStarted) and folded is not None and folded.has_outcome:
+                    replaced.append(folded)
+                folded = fold(folded, event)
             clocks[stream_id] = folded
+        if replaced:
+            await _keep_runs(conn, replaced)
         touched = [c for c in clocks.values() if c is not None]
         columns = [list(column) for column in zip(*(_row(c) for c in touched), strict=True)]
         params = ", ".join(f"${n}::{t}[]" for n, t in enumerate(_CLOCK_COLUMNS.values(), 1))
@@ -234,3 +241,23 @@ class ClockBoard(Projection):
             f"ON CONFLICT (clock_id) DO UPDATE SET {updates}",
             *columns,
         )
+
+
+async def _keep_runs(conn: Connection, runs: Sequence[SlaClock]) -> None:
+    """Runs a new run of their clock replaces, with their outcome (met or breached): the reports
+    count every run, not only each clock's current one."""
+    await conn.execute(
+        "INSERT INTO clock_runs (clock_id, run, ticket_id, metric, group_id, status, "
+        "breached_at, met_at, wall_s) SELECT * FROM unnest($1::text[], $2::integer[], "
+        "$3::uuid[], $4::text[], $5::text[], $6::text[], $7::timestamptz[], $8::timestamptz[], "
+        "$9::float8[]) ON CONFLICT (clock_id, run) DO NOTHING",
+        [c.clock_id for c in runs],
+        [c.run for c in runs],
+        [c.ticket_id for c in runs],
+        [c.metric for c in runs],
+        [c.group_id for c in runs],
+        [c.status for c in runs],
+        [c.breached_at for c in runs],
+        [c.met_at for c in runs],
+        [c.wall_s for c in runs],
+    )

@@ -1,9 +1,11 @@
 """What-if figures: compliance per metric, group and day under the proposed policy beside the
 actual one, and the clocks whose outcome would change, with why. Pure.
 
-A clock counts the way ``desk sla report`` counts it (:mod:`services.sla.report`): met when met
-before its deadline, breached when it breached (even if fulfilled late), on the UTC day of its
-fulfilment, else of its breach; clocks with neither do not count yet.
+A clock counts the way ``desk sla report`` counts a run (:mod:`services.sla.report`): met when
+met before its deadline, breached when it breached (even if fulfilled late), on the UTC day of
+its fulfilment, else of its breach; clocks with neither do not count yet. What-if replays each
+clock to its last run, so both sides count each clock's last run only (the report counts every
+run: a repeating metric's earlier quiet periods are not compared).
 """
 
 from __future__ import annotations

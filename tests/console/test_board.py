@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pytest
 import pytest_asyncio
 
 from services import service_migrations
 from services.console.board import dashboard
+from services.console.storage import Clocks
 from services.console.visibility import Viewer
 from services.policy import Policy
+from services.sla.events import ClockBreached, ClockEvent, ClockMet, ClockStarted, ClockStopped
 from shared.database import Connection, connect
+from shared.eventstore import RecordedEvent
 from shared.privileges import provision, role_url, service_role
 from shared.settings import Settings
 from tests.support.policies import parsed, shipped
@@ -79,3 +83,68 @@ async def test_the_agents_review_covers_the_policys_review_period(console: Conne
     agent = Viewer("li.na", "Li Na", "agent", frozenset({"front-line"}))
     mine = await dashboard(console, agent, policy, NOW)
     assert (mine.reviews, mine.reviews_since) == (None, None), "supervisors and above only"
+
+
+def _clock_events(ticket_id: str) -> list[ClockEvent]:
+    """A repeating progress clock (customer_update) quiet for two periods — each breached and
+    started again — then met in time in its third run."""
+    ids = {
+        "ticket_id": ticket_id, "number": "REQ-2026-000009", "metric": "customer_update",
+        "clock_id": f"clock-{ticket_id}-customer_update", "cause_event_id": "e",
+        "policy_version": "v", "calendar_version": "c",
+    }  # fmt: skip
+    start = NOW - timedelta(hours=9)
+
+    def started(run: int) -> ClockStarted:
+        at = start + timedelta(hours=4 * (run - 1))
+        return ClockStarted(
+            **ids, run=run, started_at=at, deadline=at + timedelta(hours=4), target_s=14400,
+            rule="", calendar="always", calendar_definition={}, warnings=[], ladder=[],
+            pauses_when_waiting=True, fulfilled_by=["responded"], restarts_on_reopen=True,
+            group_id="front-line", repeats=True,
+        )  # fmt: skip
+
+    events: list[ClockEvent] = []
+    for run in (1, 2):
+        due = start + timedelta(hours=4 * run)
+        events += [
+            started(run),
+            ClockBreached(**ids, run=run, group_id="front-line", due_at=due, target_s=14400),
+            ClockStopped(**ids, run=run, at=due, reason="repeated"),
+        ]
+    met = start + timedelta(hours=8, minutes=30)
+    return [
+        *events,
+        started(3),
+        ClockMet(
+            **ids,
+            run=3,
+            group_id="front-line",
+            at=met,
+            elapsed_s=1800,
+            wall_s=1800,
+            late=False,
+            fulfilled_by="responded",
+        ),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_compliance_counts_every_run_of_a_repeating_clock(console: Connection) -> None:
+    """Two quiet periods breached, the third met: compliance is one in three, not the last
+    run's 100 %."""
+    ticket_id = str(uuid4())
+    events = _clock_events(ticket_id)
+    recorded = [
+        RecordedEvent(n, uuid4(), str(e.clock_id), n, e.event_type(), ticket_id, NOW, typed=e)
+        for n, e in enumerate(events, start=1)
+    ]
+    projection = Clocks()
+    await projection.apply(console, recorded[:4])  # one batch, then the rest: both paths
+    await projection.apply(console, recorded[4:])
+    await projection.apply(console, recorded[4:])  # a batch read twice changes nothing
+
+    board = await dashboard(console, OPERATOR, parsed(shipped()), NOW)
+
+    figures = {c.metric: (c.met, c.breached) for c in board.sla.compliance}
+    assert figures == {"customer_update": (1, 2)}

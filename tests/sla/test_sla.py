@@ -409,6 +409,14 @@ async def test_a_quiet_ticket_breaches_its_progress_clock_each_period_and_it_run
                 lambda r: r is not None and r["run"] == 3,
                 what="the third run projected",
             )
+            report = await build_report(conn, T0 - timedelta(days=1))
+            runs = await conn.fetch("SELECT * FROM clock_runs ORDER BY run")
+            await rebuild(conn, service.store, ClockBoard())
+            rebuilt = await conn.fetch("SELECT * FROM clock_runs ORDER BY run")
     assert row is not None and row["status"] == "running", "breached twice, and running again"
+    quiet_periods = [c for c in report.compliance if c.metric == "customer_update"]
+    assert [(c.met, c.breached) for c in quiet_periods] == [(0, 2)], "each quiet period counts"
+    assert [(r["run"], r["status"]) for r in runs] == [(1, "stopped"), (2, "stopped")]
+    assert [dict(r) for r in rebuilt] == [dict(r) for r in runs]
     late_by = abs(row["due_at"] - (T0 + timedelta(hours=12, minutes=1)))
     assert late_by < timedelta(seconds=1), "due 4 h after the last firing"
