@@ -32,7 +32,11 @@ from services.console.listing import Conditions, worked
 from services.console.storage import LOADED
 from services.console.visibility import Viewer
 from services.policy import Policy
-from services.policy.sla import DEFAULT_REVIEW_PERIOD, DEFAULT_SATISFACTION
+from services.policy.sla import (
+    DEFAULT_REVIEW_PERIOD,
+    DEFAULT_REVIEW_TARGET,
+    DEFAULT_SATISFACTION,
+)
 from shared.database import Connection
 
 
@@ -66,6 +70,9 @@ async def dashboard(conn: Connection, viewer: Viewer, policy: Policy, now: datet
         if viewer.supervises
         else None,
         reviews_since=reviews_since if viewer.supervises else None,
+        review_target=(policy.sla.review_target if policy.sla else DEFAULT_REVIEW_TARGET)
+        if viewer.supervises
+        else None,
     )
 
 
@@ -124,6 +131,15 @@ async def _agents(conn: Connection, viewer: Viewer) -> list[AgentFigure]:
     ]
 
 
+_EVERY_RUN = (
+    "(SELECT metric, group_id, agent_id, status, late, met_at, breached_at FROM clocks "
+    "UNION ALL SELECT metric, group_id, agent_id, status, late, met_at, breached_at "
+    "FROM clock_runs)"
+)
+"""Every run of every clock: the current ones and those a later run replaced (a repeating
+metric's quiet periods, a run an update or a reopen restarted): compliance counts them all."""
+
+
 async def _sla(conn: Connection, viewer: Viewer, today: datetime) -> SlaFigures:
     where = _scope(viewer, "status <> 'closed'", "sla <> 'ok'")
     rows = await conn.fetch(
@@ -134,13 +150,10 @@ async def _sla(conn: Connection, viewer: Viewer, today: datetime) -> SlaFigures:
     clocks.add("coalesce(met_at, breached_at) >= {}", today)
     if viewer.groups is not None:
         clocks.add("group_id = ANY({}::text[])", sorted(viewer.groups))
-    # Every run: a repeating metric's quiet periods, a run an update or a reopen restarted.
     finished = await conn.fetch(
         "SELECT metric, count(*) FILTER (WHERE status = 'met' AND NOT late), "
-        "count(*) FILTER (WHERE breached_at IS NOT NULL) FROM (SELECT metric, group_id, status, "
-        "late, met_at, breached_at FROM clocks UNION ALL SELECT metric, group_id, status, late, "
-        f"met_at, breached_at FROM clock_runs) c WHERE {clocks.sql()} "
-        "GROUP BY metric ORDER BY metric",
+        f"count(*) FILTER (WHERE breached_at IS NOT NULL) FROM {_EVERY_RUN} c "
+        f"WHERE {clocks.sql()} GROUP BY metric ORDER BY metric",
         *clocks.params,
     )
     return SlaFigures(
@@ -227,8 +240,13 @@ async def _reviews(
     rows = await conn.fetch(
         "SELECT a.agent_id, a.name, r.handled, r.reopened, r.rated, r.satisfied, "
         "(SELECT avg(extract(epoch FROM t.first_response_at - t.received_at)) FROM tickets t "
-        f" WHERE t.first_responder = a.agent_id AND t.first_response_at >= {start}) "
-        "FROM agents a LEFT JOIN LATERAL (SELECT count(*) AS handled, "
+        f" WHERE t.first_responder = a.agent_id AND t.first_response_at >= {start}), "
+        "c.counted, c.in_time "
+        "FROM agents a LEFT JOIN LATERAL (SELECT count(*) AS counted, "
+        "count(*) FILTER (WHERE status = 'met' AND NOT late AND breached_at IS NULL) AS in_time "
+        f"FROM {_EVERY_RUN} k WHERE k.agent_id = a.agent_id "
+        f"AND coalesce(k.met_at, k.breached_at) >= {start}) c ON true "
+        "LEFT JOIN LATERAL (SELECT count(*) AS handled, "
         "count(*) FILTER (WHERE t.reopened > 0) AS reopened, "
         "count(t.satisfaction) AS rated, "
         f"count(*) FILTER (WHERE t.satisfaction >= {satisfied}) AS satisfied "
@@ -244,6 +262,8 @@ async def _reviews(
             mean_first_response_s=float(first) if first is not None else None,
             csat=satisfied_n / rated if rated else None,
             reopen_rate=reopened / handled if handled else None,
+            clocks=counted,
+            in_time=in_time / counted if counted else None,
         )
-        for agent, name, handled, reopened, rated, satisfied_n, first in rows
+        for agent, name, handled, reopened, rated, satisfied_n, first, counted, in_time in rows
     ]

@@ -268,6 +268,16 @@ class AgentReview(_Out):
     mean_first_response_s: float | None
     csat: float | None
     reopen_rate: float | None
+    clocks: int = Field(
+        default=0,
+        description="SLA clock runs they answered for that were met or breached in the period "
+        "(each quiet period of a progress clock counts).",
+    )
+    in_time: float | None = Field(
+        default=None,
+        description="The share of those met in time (sop.md: steps done correctly; the "
+        "policy's `sla.review_target`, 95 % as shipped, is what it is held to).",
+    )
 
 
 class Dashboard(_Out):
@@ -281,6 +291,11 @@ class Dashboard(_Out):
     dead_letters: list[DeadLetterFigure]
     csat: CsatFigures
     reviews: list[AgentReview] | None = Field(description="Supervisors and above only.")
+    review_target: float | None = Field(
+        default=None,
+        description="The policy's `sla.review_target`: the share of an agent's clocks expected "
+        "met in time (supervisors and above only).",
+    )
     reviews_since: datetime | None = Field(
         default=None,
         description="Where the reviews' figures start: now less the policy's "

@@ -44,9 +44,17 @@ async def opened(
 
 async def forget(conn: Connection, refs: Sequence[str]) -> None:
     """An erased customer's data out of the read models: what was opened from their sealed
-    fields (before the key was destroyed) becomes "erased", as a rebuild would make it."""
+    fields (before the key was destroyed) becomes "erased", as a rebuild would make it. The
+    messages kept for their channel client go: sealed under the destroyed key, they could only
+    ever read "erased", and an operational copy is not kept past the data it copies (the
+    policy's ``intake.retention`` erases customers the same way)."""
     if not refs:
         return
+    await conn.execute(
+        "DELETE FROM channel_messages m USING tickets t WHERE m.number = t.number "
+        "AND t.customer::json->>'ref' = ANY($1::text[])",
+        list(refs),
+    )
     await conn.execute(
         "WITH gone AS (UPDATE tickets SET customer_key = 'ref:' || (customer::json->>'ref'), "
         "customer = json_build_object('name', $2::text, 'ref', customer::json->>'ref')::text, "

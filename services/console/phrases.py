@@ -62,6 +62,8 @@ PHRASES: dict[str, tuple[str, str]] = {
     "mean_first_response": ("平均首次响应", "Mean first response"),
     "csat": ("满意度", "CSAT"),
     "reopen_rate": ("重开率", "Reopen rate"),
+    "in_time": ("时限内完成", "SLA in time"),
+    "of_clocks": ("共 {n} 项", "of {n}"),
     "live_changes": ("实时动态", "Live changes"),
     "waiting_for_changes": ("等待工单变化…", "Waiting for ticket changes…"),
     "updated": ("更新于", "Updated"),

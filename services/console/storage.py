@@ -344,14 +344,16 @@ def _clock(data: sla.ClockEvent) -> Statement | None:  # noqa: PLR0911 - one per
             # (met or breached), for compliance counts every run.
             return (
                 "WITH replaced AS (INSERT INTO clock_runs (clock_id, run, ticket_id, metric, "
-                "group_id, status, breached_at, met_at, late) SELECT clock_id, run, ticket_id, "
-                "metric, group_id, status, breached_at, met_at, late FROM clocks "
-                "WHERE clock_id = $1 AND run < $6 AND coalesce(met_at, breached_at) IS NOT NULL "
+                "group_id, status, breached_at, met_at, late, agent_id) SELECT clock_id, run, "
+                "ticket_id, metric, group_id, status, breached_at, met_at, late, agent_id "
+                "FROM clocks WHERE clock_id = $1 AND run < $6 "
+                "AND coalesce(met_at, breached_at) IS NOT NULL "
                 "ON CONFLICT (clock_id, run) DO NOTHING) "
-                "INSERT INTO clocks (clock_id, ticket_id, metric, group_id, status, deadline, run) "
-                "VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (clock_id) DO UPDATE SET "
-                "status = 'running', group_id = $4, deadline = $5, warned = 0, "
-                "breached_at = NULL, met_at = NULL, late = false, run = $6",
+                "INSERT INTO clocks (clock_id, ticket_id, metric, group_id, status, deadline, run, "
+                "agent_id) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7) "
+                "ON CONFLICT (clock_id) DO UPDATE SET status = 'running', group_id = $4, "
+                "deadline = $5, warned = 0, breached_at = NULL, met_at = NULL, late = false, "
+                "run = $6, agent_id = $7",
                 (
                     data.clock_id,
                     data.ticket_id,
@@ -359,6 +361,7 @@ def _clock(data: sla.ClockEvent) -> Statement | None:  # noqa: PLR0911 - one per
                     data.group_id,
                     data.deadline,
                     data.run,
+                    data.agent_id,
                 ),
             )
         case sla.ClockPaused():
@@ -370,12 +373,31 @@ def _clock(data: sla.ClockEvent) -> Statement | None:  # noqa: PLR0911 - one per
                 data, "warned = greatest(warned, $2), deadline = $3", data.fraction, data.deadline
             )
         case sla.ClockBreached():
-            return _clock_set(data, "status = 'breached', breached_at = $2", data.due_at)
+            # Who had it answers for the breach; met in time, whoever met it.
+            return _clock_set(
+                data,
+                "status = 'breached', breached_at = $2, agent_id = $3",
+                data.due_at,
+                _answering(data),
+            )
         case sla.ClockMet():
-            return _clock_set(data, "status = 'met', met_at = $2, late = $3", data.at, data.late)
+            return _clock_set(
+                data,
+                "status = 'met', met_at = $2, late = $3, "
+                "agent_id = CASE WHEN breached_at IS NULL THEN $4 ELSE agent_id END",
+                data.at,
+                data.late,
+                _answering(data),
+            )
         case sla.ClockStopped():
             return _clock_set(data, "status = 'stopped'")
     return None
+
+
+def _answering(data: sla.AnsweredClockEvent) -> str | None:
+    """The agent a clock's outcome counts for in the review: whoever had the ticket — not for a
+    specialist request's clock, which the group asked answers for."""
+    return None if data.specialists else data.agent_id
 
 
 def _clock_set(data: sla.ClockEvent, change: str, *values: Any) -> Statement:

@@ -237,6 +237,7 @@ class SatisfactionPolicy(_Section):
 
 DEFAULT_SATISFACTION = SatisfactionPolicy()
 DEFAULT_REVIEW_PERIOD = timedelta(days=30)
+DEFAULT_REVIEW_TARGET = 0.95
 
 
 class SlaPolicy(_Section):
@@ -256,6 +257,14 @@ class SlaPolicy(_Section):
         le=timedelta(days=3660),
         description="What the console's per-agent review covers, back from now (sop.md: "
         "per-role measures reviewed monthly).",
+    )
+    review_target: float = Field(
+        default=DEFAULT_REVIEW_TARGET,
+        ge=0,
+        le=1,
+        description="The share of the SLA clocks an agent answered for that the review expects "
+        "met in time (sop.md: at least 95 % of steps done correctly); below it, the agent's "
+        "figure is marked.",
     )
 
     @field_validator("warnings")

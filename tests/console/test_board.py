@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
-import pytest_asyncio
 
-from services import service_migrations
 from services.console.board import dashboard
 from services.console.storage import Clocks
 from services.console.visibility import Viewer
 from services.policy import Policy
 from services.sla.events import ClockBreached, ClockEvent, ClockMet, ClockStarted, ClockStopped
-from shared.database import Connection, connect
+from shared.database import Connection
 from shared.eventstore import RecordedEvent
-from shared.privileges import provision, role_url, service_role
-from shared.settings import Settings
 from tests.support.policies import parsed, shipped
 
 NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 OPERATOR = Viewer("ops", "Ops", "operator", None)
-
-
-@pytest_asyncio.fixture
-async def console(settings: Settings) -> AsyncIterator[Connection]:
-    """The console's schema, migrated, as the console's own role sees it."""
-    owner = await connect(settings.require_database_url())
-    try:
-        await provision(owner, "console", service_migrations("console"))
-    finally:
-        await owner.close()
-    own = role_url(settings.require_database_url(), service_role("console"))
-    conn = await connect(own, schema="console")
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def _resolved_by(conn: Connection, agent: str, number: int, days_ago: int) -> None:
@@ -85,9 +64,9 @@ async def test_the_agents_review_covers_the_policys_review_period(console: Conne
     assert (mine.reviews, mine.reviews_since) == (None, None), "supervisors and above only"
 
 
-def _clock_events(ticket_id: str) -> list[ClockEvent]:
+def _clock_events(ticket_id: str, agent: str) -> list[ClockEvent]:
     """A repeating progress clock (customer_update) quiet for two periods — each breached and
-    started again — then met in time in its third run."""
+    started again — then met in time in its third run, all while ``agent`` had the ticket."""
     ids = {
         "ticket_id": ticket_id, "number": "REQ-2026-000009", "metric": "customer_update",
         "clock_id": f"clock-{ticket_id}-customer_update", "cause_event_id": "e",
@@ -109,7 +88,14 @@ def _clock_events(ticket_id: str) -> list[ClockEvent]:
         due = start + timedelta(hours=4 * run)
         events += [
             started(run),
-            ClockBreached(**ids, run=run, group_id="front-line", due_at=due, target_s=14400),
+            ClockBreached(
+                **ids,
+                run=run,
+                group_id="front-line",
+                agent_id=agent,
+                due_at=due,
+                target_s=14400,
+            ),
             ClockStopped(**ids, run=run, at=due, reason="repeated"),
         ]
     met = start + timedelta(hours=8, minutes=30)
@@ -120,6 +106,7 @@ def _clock_events(ticket_id: str) -> list[ClockEvent]:
             **ids,
             run=3,
             group_id="front-line",
+            agent_id=agent,
             at=met,
             elapsed_s=1800,
             wall_s=1800,
@@ -132,9 +119,25 @@ def _clock_events(ticket_id: str) -> list[ClockEvent]:
 @pytest.mark.asyncio
 async def test_compliance_counts_every_run_of_a_repeating_clock(console: Connection) -> None:
     """Two quiet periods breached, the third met: compliance is one in three, not the last
-    run's 100 %."""
+    run's 100 %; and so is the review's share in time of the agent who had the ticket."""
+    await console.execute(
+        "INSERT INTO agents (agent_id, name, role, groups, capacity, on_shift, updated_at) "
+        "VALUES ('li.na', 'Li Na', 'agent', '{front-line}', 5, true, $1)",
+        NOW,
+    )
     ticket_id = str(uuid4())
-    events = _clock_events(ticket_id)
+    events = _clock_events(ticket_id, "li.na")
+    ids = {
+        "ticket_id": ticket_id, "number": "REQ-2026-000009", "metric": "specialist_findings",
+        "clock_id": f"clock-{ticket_id}-specialist_findings", "cause_event_id": "e",
+        "policy_version": "v", "calendar_version": "c", "run": 1,
+    }  # fmt: skip
+    asked = events[0].model_copy(update={**ids, "group_id": "hardware"})
+    late = ClockBreached(
+        **ids, group_id="hardware", agent_id="li.na", specialists=True, due_at=NOW,
+        target_s=7200,
+    )  # fmt: skip
+    events += [asked, late]  # the specialists' lateness, not li.na's
     recorded = [
         RecordedEvent(n, uuid4(), str(e.clock_id), n, e.event_type(), ticket_id, NOW, typed=e)
         for n, e in enumerate(events, start=1)
@@ -147,4 +150,7 @@ async def test_compliance_counts_every_run_of_a_repeating_clock(console: Connect
     board = await dashboard(console, OPERATOR, parsed(shipped()), NOW)
 
     figures = {c.metric: (c.met, c.breached) for c in board.sla.compliance}
-    assert figures == {"customer_update": (1, 2)}
+    assert figures == {"customer_update": (1, 2), "specialist_findings": (0, 1)}
+    assert board.reviews is not None and board.review_target == 0.95
+    [review] = board.reviews
+    assert (review.agent_id, review.clocks, review.in_time) == ("li.na", 3, 1 / 3)
