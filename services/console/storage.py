@@ -390,7 +390,18 @@ def _clock(data: sla.ClockEvent) -> Statement | None:  # noqa: PLR0911 - one per
                 _answering(data),
             )
         case sla.ClockStopped():
-            return _clock_set(data, "status = 'stopped'")
+            # A quiet period ended by an update within the target was met (as sla counts it),
+            # by whoever has the ticket (the stop names no agent).
+            met = "$2 AND breached_at IS NULL AND met_at IS NULL"
+            return _clock_set(
+                data,
+                f"status = CASE WHEN {met} THEN 'met' ELSE 'stopped' END, "
+                f"met_at = CASE WHEN {met} THEN $3 ELSE met_at END, "
+                f"agent_id = CASE WHEN {met} THEN (SELECT t.agent_id FROM tickets t "
+                "WHERE t.ticket_id = clocks.ticket_id) ELSE agent_id END",
+                data.reason == "updated",
+                data.at,
+            )
     return None
 
 

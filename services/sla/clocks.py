@@ -403,6 +403,11 @@ class SlaClock(BaseModel):
                 self.stopped = True
                 self.elapsed_s = self.elapsed_at(event.at)
                 self.running_since = None
+                if event.reason == "updated" and not self.has_outcome:
+                    # The customer heard from the desk within the target: this quiet period
+                    # was met (its next run times the next one).
+                    self.met_at = event.at
+                    self.wall_s = (event.at - self.started_at).total_seconds()
             case _:
                 pass
         return self

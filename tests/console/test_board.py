@@ -66,7 +66,8 @@ async def test_the_agents_review_covers_the_policys_review_period(console: Conne
 
 def _clock_events(ticket_id: str, agent: str) -> list[ClockEvent]:
     """A repeating progress clock (customer_update) quiet for two periods — each breached and
-    started again — then met in time in its third run, all while ``agent`` had the ticket."""
+    started again —, its third run ended by the agent's update within the target, its fourth
+    met at the resolution: all while ``agent`` had the ticket."""
     ids = {
         "ticket_id": ticket_id, "number": "REQ-2026-000009", "metric": "customer_update",
         "clock_id": f"clock-{ticket_id}-customer_update", "cause_event_id": "e",
@@ -79,7 +80,7 @@ def _clock_events(ticket_id: str, agent: str) -> list[ClockEvent]:
         return ClockStarted(
             **ids, run=run, started_at=at, deadline=at + timedelta(hours=4), target_s=14400,
             rule="", calendar="always", calendar_definition={}, warnings=[], ladder=[],
-            pauses_when_waiting=True, fulfilled_by=["responded"], restarts_on_reopen=True,
+            pauses_when_waiting=True, fulfilled_by=["resolved"], restarts_on_reopen=True,
             group_id="front-line", repeats=True,
         )  # fmt: skip
 
@@ -98,34 +99,44 @@ def _clock_events(ticket_id: str, agent: str) -> list[ClockEvent]:
             ),
             ClockStopped(**ids, run=run, at=due, reason="repeated"),
         ]
-    met = start + timedelta(hours=8, minutes=30)
+    updated = start + timedelta(hours=8, minutes=30)
+    met = start + timedelta(hours=8, minutes=45)
     return [
         *events,
         started(3),
+        ClockStopped(**ids, run=3, at=updated, reason="updated"),
+        started(4),
         ClockMet(
             **ids,
-            run=3,
+            run=4,
             group_id="front-line",
             agent_id=agent,
             at=met,
             elapsed_s=1800,
             wall_s=1800,
             late=False,
-            fulfilled_by="responded",
+            fulfilled_by="resolved",
         ),
     ]
 
 
 @pytest.mark.asyncio
 async def test_compliance_counts_every_run_of_a_repeating_clock(console: Connection) -> None:
-    """Two quiet periods breached, the third met: compliance is one in three, not the last
-    run's 100 %; and so is the review's share in time of the agent who had the ticket."""
+    """Two quiet periods breached, the third ended by an update in time, the fourth met:
+    compliance is two in four, not the last run's 100 %; and so is the review's share in time
+    of the agent who had the ticket."""
     await console.execute(
         "INSERT INTO agents (agent_id, name, role, groups, capacity, on_shift, updated_at) "
         "VALUES ('li.na', 'Li Na', 'agent', '{front-line}', 5, true, $1)",
         NOW,
     )
     ticket_id = str(uuid4())
+    await console.execute(
+        "INSERT INTO tickets (ticket_id, number, status, priority, received_at, updated_at, "
+        "agent_id) VALUES ($1, 'REQ-2026-000009', 'in_progress', 'normal', $2, $2, 'li.na')",
+        ticket_id,
+        NOW,
+    )  # who has it when an update ends a quiet period: the stop names no agent
     events = _clock_events(ticket_id, "li.na")
     ids = {
         "ticket_id": ticket_id, "number": "REQ-2026-000009", "metric": "specialist_findings",
@@ -150,7 +161,7 @@ async def test_compliance_counts_every_run_of_a_repeating_clock(console: Connect
     board = await dashboard(console, OPERATOR, parsed(shipped()), NOW)
 
     figures = {c.metric: (c.met, c.breached) for c in board.sla.compliance}
-    assert figures == {"customer_update": (1, 2), "specialist_findings": (0, 1)}
+    assert figures == {"customer_update": (2, 2), "specialist_findings": (0, 1)}
     assert board.reviews is not None and board.review_target == 0.95
     [review] = board.reviews
-    assert (review.agent_id, review.clocks, review.in_time) == ("li.na", 3, 1 / 3)
+    assert (review.agent_id, review.clocks, review.in_time) == ("li.na", 4, 2 / 4)

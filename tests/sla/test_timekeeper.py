@@ -21,7 +21,7 @@ from services.dispatch.events import (
     WorkStarted,
 )
 from services.policy import DEFAULT_POLICY
-from services.sla.clocks import SlaClock
+from services.sla.clocks import SlaClock, fold
 from services.sla.events import (
     ClockBreached,
     ClockMet,
@@ -380,6 +380,33 @@ def test_the_quiet_since_the_last_update_starts_over_with_each_update_and_waits_
     assert world.events(EscalationRaised, "customer_update") == []
     runs = [e.run for e in world.events(ClockStarted, "customer_update")]
     assert runs == [1, 2, 3], "started at dispatch, again at the reply and at the question"
+
+
+def test_a_quiet_period_ended_by_an_update_in_time_is_met_and_one_after_its_breach_is_not(
+) -> None:  # fmt: skip
+    """Compliance counts each run of the quiet clock (sla's and the console's projections keep
+    the replaced ones): a run the customer's update ended within the target was met."""
+    world = World(EXCEPTIONS)
+    ids = {"ticket_id": classified(1).ticket_id, "number": classified(1).number}
+    world.on(classified(1), T0)
+    world.on(TicketResponded(**ids, agent_id="a", message="hi", first_response=True),
+             T0 + timedelta(hours=3))  # fmt: skip
+    world.run_until(T0 + timedelta(hours=8))  # the second run breaches at 7 h
+    world.on(TicketResponded(**ids, agent_id="a", message="news", first_response=False),
+             T0 + timedelta(hours=9))  # fmt: skip
+
+    runs: list[SlaClock] = []
+    clock: SlaClock | None = None
+    for event in world.events(EventData, "customer_update"):
+        if isinstance(event, ClockStarted) and clock is not None:
+            runs.append(clock)
+        clock = fold(clock, event)
+    assert [(r.run, r.status, r.met_at, r.breached_at) for r in runs] == [
+        (1, "met", T0 + timedelta(hours=3), None),
+        (2, "stopped", None, T0 + timedelta(hours=7)),
+    ], "met by the update at 3 h; breached at 7 h, and the update at 9 h does not undo it"
+    assert [r.has_outcome for r in runs] == [True, True]
+    assert clock is not None and (clock.run, clock.status) == (3, "running")
 
 
 REPEATING = {
