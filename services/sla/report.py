@@ -117,7 +117,8 @@ async def build_report(
 ) -> SlaReport:
     """The figures since ``since``. Compliance counts every run of a clock — each quiet period
     of a repeating metric, a run an update or a reopen restarted — unless ``every_run`` is
-    False: each clock's current run only, as what-if replays them."""
+    False: each clock's current run only, as what-if replays them. The mean times are the
+    current runs' (as before ``clock_runs``)."""
     day = (
         "to_char(coalesce(met_at, breached_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
         if by_day
@@ -133,12 +134,12 @@ async def build_report(
     )
     report = SlaReport(since, [Compliance(*row) for row in rows])
     report.mean_first_response_s = await conn.fetchval(
-        f"SELECT avg(wall_s) FROM {runs} c WHERE metric IN ('first_response', "
+        "SELECT avg(wall_s) FROM clocks WHERE metric IN ('first_response', "
         "'complaint_first_contact') AND met_at >= $1",
         since,
     )
     report.mean_handling_s = await conn.fetchval(
-        f"SELECT avg(wall_s) FROM {runs} c WHERE metric = 'resolution' AND met_at >= $1", since
+        "SELECT avg(wall_s) FROM clocks WHERE metric = 'resolution' AND met_at >= $1", since
     )
     risky = await conn.fetch(
         "SELECT number, metric, group_id, status, warned, deadline FROM clocks "
