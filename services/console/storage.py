@@ -390,17 +390,24 @@ def _clock(data: sla.ClockEvent) -> Statement | None:  # noqa: PLR0911 - one per
                 _answering(data),
             )
         case sla.ClockStopped():
-            # A quiet period ended by an update within the target was met (as sla counts it),
-            # by whoever has the ticket (the stop names no agent).
-            met = "$2 AND breached_at IS NULL AND met_at IS NULL"
+            # A quiet period ended by an update counts as sla judged it (``in_time``): met, or
+            # breached at its deadline, for the agent the stop names. A stop recorded before
+            # sla judged them reads as met, by whoever has the ticket.
+            judged = "$2 AND breached_at IS NULL AND met_at IS NULL"
+            met = f"{judged} AND $4 IS NOT FALSE"
             return _clock_set(
                 data,
-                f"status = CASE WHEN {met} THEN 'met' ELSE 'stopped' END, "
+                f"status = CASE WHEN {met} THEN 'met' WHEN {judged} THEN 'breached' "
+                "ELSE 'stopped' END, "
                 f"met_at = CASE WHEN {met} THEN $3 ELSE met_at END, "
-                f"agent_id = CASE WHEN {met} THEN (SELECT t.agent_id FROM tickets t "
-                "WHERE t.ticket_id = clocks.ticket_id) ELSE agent_id END",
+                f"breached_at = CASE WHEN {judged} AND $4 IS FALSE THEN deadline "
+                "ELSE breached_at END, "
+                f"agent_id = CASE WHEN NOT ({judged}) THEN agent_id WHEN $4 IS NOT NULL THEN $5 "
+                "ELSE (SELECT t.agent_id FROM tickets t WHERE t.ticket_id = clocks.ticket_id) END",
                 data.reason == "updated",
                 data.at,
+                data.in_time,
+                data.agent_id,
             )
     return None
 

@@ -306,7 +306,14 @@ class SlaClock(BaseModel):
         if not self.open:
             return []
         ids = {**self._ids(), "cause_event_id": cause_event_id}
-        return [ClockStopped(**ids, at=at, reason=reason)]
+        if reason != "updated":
+            return [ClockStopped(**ids, at=at, reason=reason)]
+        # The period's outcome is judged here, where its elapsed business time is known: the
+        # timer may not have fired its breach yet (it waits for the ticket's partition to be
+        # read past the due moment), and the projections must not guess.
+        in_time = self.breached_at is None and self.elapsed_at(at) <= self.target_s + _EPSILON_S
+        agent = self.agent_id if self.follows_ticket else None
+        return [ClockStopped(**ids, at=at, reason=reason, in_time=in_time, agent_id=agent)]
 
     def restart(
         self,
@@ -400,17 +407,24 @@ class SlaClock(BaseModel):
                 self.met_at, self.late, self.wall_s = event.at, event.late, event.wall_s
                 self.elapsed_s, self.running_since = event.elapsed_s, None
             case ClockStopped():
-                self.stopped = True
-                self.elapsed_s = self.elapsed_at(event.at)
-                self.running_since = None
-                if event.reason == "updated" and not self.has_outcome:
-                    # The customer heard from the desk within the target: this quiet period
-                    # was met (its next run times the next one).
-                    self.met_at = event.at
-                    self.wall_s = (event.at - self.started_at).total_seconds()
+                self._stop(event)
             case _:
                 pass
         return self
+
+    def _stop(self, event: ClockStopped) -> None:
+        due = self.deadline  # while it still runs
+        self.stopped = True
+        self.elapsed_s = self.elapsed_at(event.at)
+        self.running_since = None
+        if event.reason == "updated" and not self.has_outcome:
+            # The customer heard from the desk: within the target this quiet period was met;
+            # after it, breached at its deadline (the timer had not fired yet).
+            if event.in_time is False:
+                self.breached_at = due or event.at
+            else:
+                self.met_at = event.at
+                self.wall_s = (event.at - self.started_at).total_seconds()
 
 
 def fold(clock: SlaClock | None, event: EventData) -> SlaClock:

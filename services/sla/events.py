@@ -117,6 +117,14 @@ class ClockStopped(ClockEvent):
 
     at: datetime
     reason: Literal["ticket_resolved", "ticket_closed", "reopened", "updated", "repeated"]
+    in_time: bool | None = None
+    """For ``updated`` (the customer heard from the desk): whether the quiet period ended within
+    its target — it counts as met, or else as breached at its deadline (an update the timer's
+    breach had not yet caught up with: no notice follows, the customer has just heard).
+    Absent on stops recorded before it was added, which read as met."""
+    agent_id: str | None = None
+    """For ``updated``: the agent who had the ticket (whom the period counts for; none for a
+    specialist request's clock)."""
 
 
 @event("servicedesk.sla.escalated", version=1)

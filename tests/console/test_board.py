@@ -104,7 +104,7 @@ def _clock_events(ticket_id: str, agent: str) -> list[ClockEvent]:
     return [
         *events,
         started(3),
-        ClockStopped(**ids, run=3, at=updated, reason="updated"),
+        ClockStopped(**ids, run=3, at=updated, reason="updated", in_time=True, agent_id=agent),
         started(4),
         ClockMet(
             **ids,
@@ -133,10 +133,10 @@ async def test_compliance_counts_every_run_of_a_repeating_clock(console: Connect
     ticket_id = str(uuid4())
     await console.execute(
         "INSERT INTO tickets (ticket_id, number, status, priority, received_at, updated_at, "
-        "agent_id) VALUES ($1, 'REQ-2026-000009', 'in_progress', 'normal', $2, $2, 'li.na')",
+        "agent_id) VALUES ($1, 'REQ-2026-000009', 'in_progress', 'normal', $2, $2, 'wu.hao')",
         ticket_id,
         NOW,
-    )  # who has it when an update ends a quiet period: the stop names no agent
+    )  # passed on since: the update's period counts for whom the stop names, not its holder now
     events = _clock_events(ticket_id, "li.na")
     ids = {
         "ticket_id": ticket_id, "number": "REQ-2026-000009", "metric": "specialist_findings",
@@ -165,3 +165,41 @@ async def test_compliance_counts_every_run_of_a_repeating_clock(console: Connect
     assert board.reviews is not None and board.review_target == 0.95
     [review] = board.reviews
     assert (review.agent_id, review.clocks, review.in_time) == ("li.na", 4, 2 / 4)
+
+
+@pytest.mark.asyncio
+async def test_an_update_sla_judged_late_counts_as_breached_at_the_deadline(
+    console: Connection,
+) -> None:
+    """An update after the target that sla's timer had not caught up with: no breach event,
+    the stop says ``in_time`` false — the period counts as breached, at its deadline, for the
+    agent the stop names."""
+    await console.execute(
+        "INSERT INTO agents (agent_id, name, role, groups, capacity, on_shift, updated_at) "
+        "VALUES ('li.na', 'Li Na', 'agent', '{front-line}', 5, true, $1)",
+        NOW,
+    )
+    ticket_id = str(uuid4())
+    started, _, _, *_ = _clock_events(ticket_id, "li.na")
+    assert isinstance(started, ClockStarted)
+    late = ClockStopped(
+        **started.model_dump(include={"ticket_id", "number", "metric", "clock_id", "run",
+                                      "cause_event_id", "policy_version", "calendar_version"}),
+        at=started.deadline + timedelta(minutes=20), reason="updated", in_time=False,
+        agent_id="li.na",
+    )  # fmt: skip
+    again = started.model_copy(update={"run": 2, "started_at": late.at})
+    recorded = [
+        RecordedEvent(n, uuid4(), str(e.clock_id), n, e.event_type(), ticket_id, NOW, typed=e)
+        for n, e in enumerate([started, late, again], start=1)
+    ]
+    await Clocks().apply(console, recorded)
+
+    rows = await console.fetch("SELECT run, breached_at, met_at, agent_id FROM clock_runs")
+    assert [tuple(r) for r in rows] == [(1, started.deadline, None, "li.na")]
+    board = await dashboard(console, OPERATOR, parsed(shipped()), NOW)
+    assert {c.metric: (c.met, c.breached) for c in board.sla.compliance} == {
+        "customer_update": (0, 1)
+    }
+    assert board.reviews is not None
+    assert [(r.agent_id, r.clocks, r.in_time) for r in board.reviews] == [("li.na", 1, 0.0)]

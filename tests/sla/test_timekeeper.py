@@ -409,6 +409,39 @@ def test_a_quiet_period_ended_by_an_update_in_time_is_met_and_one_after_its_brea
     assert clock is not None and (clock.run, clock.status) == (3, "running")
 
 
+def test_an_update_after_the_target_the_timer_had_not_caught_up_with_counts_as_breached() -> None:
+    """The breach waits for the ticket's partition to be read past the due moment, so an update
+    can come first: its period was still late. sla judges it at the stop (the projections
+    must not guess), and sends no breach: the customer has just heard from the desk."""
+    world = World(EXCEPTIONS)
+    ids = {"ticket_id": classified(1).ticket_id, "number": classified(1).number}
+    world.on(classified(1), T0)
+    world.on(assigned(1, "a"), T0)
+    world.on(
+        TicketResponded(**ids, agent_id="a", message="hi", first_response=True),
+        T0 + timedelta(hours=3),
+    )  # fmt: skip  (in time: run 1 met)
+    world.on(
+        TicketResponded(**ids, agent_id="a", message="news", first_response=False),
+        T0 + timedelta(hours=8),
+    )  # fmt: skip  (due at 7 h; no timer ran)
+
+    events = world.events(EventData, "customer_update")
+    stops = [e for e in events if isinstance(e, ClockStopped)]
+    assert [(s.run, s.in_time, s.agent_id) for s in stops] == [(1, True, "a"), (2, False, "a")]
+    assert not [e for e in events if isinstance(e, ClockBreached)], "no notice after the update"
+    runs: list[SlaClock] = []
+    clock: SlaClock | None = None
+    for event in events:
+        if isinstance(event, ClockStarted) and clock is not None:
+            runs.append(clock)
+        clock = fold(clock, event)
+    assert [(r.run, r.met_at, r.breached_at) for r in runs] == [
+        (1, T0 + timedelta(hours=3), None),
+        (2, None, T0 + timedelta(hours=7)),
+    ], "met by the update at 3 h; the one at 8 h came an hour after the deadline"
+
+
 REPEATING = {
     **EXCEPTIONS,
     "metrics": {
