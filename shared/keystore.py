@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -50,10 +50,27 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 REF_BYTES = 8
 """Random bytes of a pseudonym (``cust-`` and their hex)."""
-UNWRAPPED_KEPT = 16_384
-"""Unwrapped data keys a :class:`KeyStore` keeps for the next batches (repeat customers), the
-least recently used dropped first: a few MB, and a population of customers writing again that
-is larger than this pays an unwrapping (and a new cipher) on every request."""
+UNWRAPPED_KEPT = 4_096
+"""Subjects a :class:`KeyStore` keeps for the next batches (repeat customers) in each of its
+caches — lookups, subjects met, unwrapped keys —, the least recently used dropped first:
+≈ 0.85 KB a subject in all, so ≈ 3.5 MB (16,384 took 14 MB, and a process's memory grew with
+the customers it met until it was full). A population of customers writing again that is
+larger than this pays a lookup and an unwrapping, a few microseconds, on each request."""
+_FORGETTING: list[Callable[[], None]] = []
+
+
+def when_keys_forgotten(forget: Callable[[], None]) -> None:
+    """Call ``forget`` whenever a key store drops the keys it holds because one may have been
+    destroyed (an erasure anywhere, or this process's own): what is made from keys and kept
+    elsewhere (:mod:`shared.personal`'s ciphers) goes with them."""
+    _FORGETTING.append(forget)
+
+
+def _forgotten() -> None:
+    for forget in _FORGETTING:
+        forget()
+
+
 LOOKUP_SECRET = "lookup secret"
 """What the lookup secret's wrapping is bound to, as a data key's is to its pseudonym."""
 
@@ -381,6 +398,7 @@ class KeyStore:
             met.clear()
             self._looked_up.clear()
             self._unwrapped.clear()  # nor does this process hold a destroyed key any longer
+            _forgotten()
             self._erasures = erased
             if erased is None:  # no count to check against: nothing is kept
                 return await self._by_lookup(conn, lookups)
@@ -444,6 +462,7 @@ class KeyStore:
         for lookup in [k for k, subject in self._met.items() if subject.ref == ref]:
             del self._met[lookup]
         self._looked_up.clear()  # nor the identity that found it (which one it was is not kept)
+        _forgotten()
         return erased is not None
 
     async def find(self, conn: Connection, identity: str) -> str | None:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, PlainSerializer, WithJsonSchema, WrapValidator
 from pydantic_core.core_schema import SerializationInfo, ValidatorFunctionWrapHandler
 
 from shared.database import Connection
-from shared.keystore import NONCE_BYTES, UNWRAPPED_KEPT, KeyStore
+from shared.keystore import NONCE_BYTES, KeyStore, when_keys_forgotten
 
 
 class Sealed(str):
@@ -148,7 +148,7 @@ OptionalPersonalText = Annotated[
 M = TypeVar("M", bound=BaseModel)
 
 NONCE_BLOCK = 64
-"""Nonces drawn from the OS at once by a :class:`DataKeys` (12 bytes each)."""
+"""Nonces drawn from the OS at once into the process's pool (12 bytes each)."""
 
 _B64URL = bytes.maketrans(b"+/", b"-_")
 """Base64 to unpadded base64url (as :func:`base64.urlsafe_b64encode` gives, for half its cost)."""
@@ -282,6 +282,10 @@ _new_str = str.__new__
 _b2a = b2a_base64
 
 
+# A forked child must not take the nonces its parent still holds (the same key, the same nonce).
+os.register_at_fork(after_in_child=_NONCES.clear)
+
+
 def _draw() -> bytes:
     """A fresh random nonce, :data:`_NONCES` refilled from the OS first."""
     block = os.urandom(NONCE_BYTES * NONCE_BLOCK)
@@ -380,13 +384,22 @@ def _collect(value: Any, refs: set[str], kind: type[Sealed | Unsealed] = Sealed)
             _collect(item, refs, kind)
 
 
-@functools.lru_cache(maxsize=UNWRAPPED_KEPT)
+SEALERS_KEPT = 1_024
+"""Sealers kept for the next batches of the same subjects: an AES-GCM cipher holds ≈ 2.9 KB, so
+≈ 3 MB (16,384 took 47 MB). The subjects of the last few seconds' batches — a conversation's
+messages — find theirs; any other pays a cipher's making, about two encryptions."""
+
+
+@functools.lru_cache(maxsize=SEALERS_KEPT)
 def _sealer(ref: str, key: bytes) -> Sealer:
-    """A data key's sealer, kept for the next batch of the same subject (making its cipher
-    costs twice an encryption) as long as the key store keeps the key unwrapped. Keyed by the
-    key itself: only a caller that has just read the subject's key from the key store reaches
-    it, so a destroyed key is never used again."""
+    """A data key's sealer, kept for the next batch of the same subject. Keyed by the key
+    itself: only a caller that has just read the subject's key from the key store reaches it,
+    and all are dropped whenever a key store drops its keys (an erasure), so no destroyed key
+    stays in this process."""
     return Sealer(ref, AESGCM(key))
+
+
+when_keys_forgotten(_sealer.cache_clear)
 
 
 @functools.cache

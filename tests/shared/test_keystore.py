@@ -36,6 +36,7 @@ from shared.personal import (
     DataKeys,
     PersonalText,
     Sealed,
+    _sealer,
     for_subject,
     keys_for,
     seal_pending,
@@ -294,6 +295,30 @@ async def test_a_key_erased_by_another_process_is_never_used_again_by_one_that_k
     assert (await keys_for(intake, owner, [sealed])).open_text(sealed) is ERASED
     with pytest.raises(KeyError):
         (await keys_for(intake, owner, [sealed])).seal_text(before.ref, "Wang Fang")
+
+
+@pytest.mark.asyncio
+async def test_the_ciphers_kept_from_batch_to_batch_go_with_the_keys(
+    owner: asyncpg.Connection,
+) -> None:
+    """No destroyed key stays in the process in any form: the sealers kept for the next batches
+    (each holds its key's cipher) are dropped whenever a key store drops its keys — an erasure
+    elsewhere noticed by the next batch, or this process's own."""
+    secret = secrets.token_bytes(32)
+    intake, desk = KeyStore(MasterKey.of(secret)), KeyStore(MasterKey.of(secret))
+    one, two = "email:a@example.com", "email:b@example.com"
+    subjects = await intake.subjects(owner, [one, two])
+    DataKeys({s.ref: s.key for s in subjects.values()}).seal_text(subjects[one].ref, "Wang Fang")
+    assert _sealer.cache_info().currsize > 0
+
+    assert await desk.erase(owner, subjects[one].ref, NOW)
+    await intake.subjects(owner, [two])  # the next batch: the erasure count moved
+    assert _sealer.cache_info().currsize == 0
+
+    DataKeys(await intake.keys(owner, [subjects[two].ref])).seal_text(subjects[two].ref, "Li Lei")
+    assert _sealer.cache_info().currsize > 0
+    assert await intake.erase(owner, subjects[two].ref, NOW)
+    assert _sealer.cache_info().currsize == 0
 
 
 @pytest.mark.asyncio

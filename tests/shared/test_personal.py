@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
+import warnings
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -123,6 +125,33 @@ def test_schemas_mark_personal_fields() -> None:
     assert properties["email"]["x-personal"] is True
     assert "x-personal" not in properties["tier"]
     assert schema.count("x-personal") == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+def test_a_forked_child_never_takes_a_nonce_its_parent_still_holds() -> None:
+    """The pool lives as long as the process; a child forked after some sealing starts with an
+    empty one, or both would seal under the same key with the same next nonce."""
+    sealer = DataKeys({"cust-a": secrets.token_bytes(32)}).sealer("cust-a")
+    sealer.seal_bytes(b"fills the pool")
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads, 3.12+
+        child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, _nonce(sealer.seal_bytes(b"child")))
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    childs = os.read(read, NONCE_BYTES)
+    os.close(read)
+    os.close(write)
+    assert len(childs) == NONCE_BYTES
+    assert childs != _nonce(sealer.seal_bytes(b"parent"))
+
+
+def _nonce(sealed: Sealed) -> bytes:
+    return base64.urlsafe_b64decode(sealed.ct + "=" * (-len(sealed.ct) % 4))[:NONCE_BYTES]
 
 
 def test_every_field_sealed_gets_a_nonce_of_its_own_across_sealers_batches_and_refills() -> None:
