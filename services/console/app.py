@@ -57,7 +57,7 @@ def build(settings: Settings) -> Service:
         subscriptions=[
             PublicEvents(journal, read_models),
             DeadLetterFeed(KeyRing.from_settings(own)),
-            ChannelMessages(),
+            ChannelMessages(keys),
         ],
         projections=read_models,
         log=journal,

@@ -6,7 +6,10 @@ with the ticket's number, agents' replies, the resolution and its survey link. A
 API client cannot read a Kafka topic; it reads them here, ``GET
 /requests/{channel_message_id}/messages``, for the requests it posted itself (another client's
 conversation is 404, as one that does not exist). Subject and text are kept sealed under the
-customer's key and opened as they are read: an erased customer's read "erased".
+customer's key and opened as they are read. An erased customer's messages are not kept: the
+erasure deletes those already here (:func:`services.console.personal.forget`) and one that
+arrives after it (an agent's reply to the open ticket, this consumer behind the others) is
+dropped, its key gone.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from services.console.inbox import SERVED, client_of
 from services.notify.events import MESSAGES_TOPIC, CustomerMessage
 from shared.consumer import Delivered, EventSubscription, Inbound
 from shared.keystore import KeyStore
-from shared.personal import from_column, keys_for, to_column
+from shared.personal import DataKeys, Sealed, from_column, keys_for, to_column
 from shared.unit_of_work import UnitOfWork
 
 PAGE = 100
@@ -38,7 +41,18 @@ class ChannelMessages(EventSubscription):
     description = "Messages for web and api customers, kept for their channel client to read."
     accepts = (CustomerMessage.event_name,)
 
+    def __init__(self, keys: KeyStore) -> None:
+        self.keys = keys
+
     async def handle(self, uow: UnitOfWork, messages: Sequence[Inbound[Delivered]]) -> None:
+        served = [
+            (data, m.message.envelope.time)
+            for m in messages
+            if isinstance(data := m.message.data, CustomerMessage) and data.channel in SERVED
+        ]
+        if not served:
+            return
+        opening = await keys_for(self.keys, uow.conn, [data for data, _ in served])
         rows = [
             (
                 data.notice_key,
@@ -48,10 +62,10 @@ class ChannelMessages(EventSubscription):
                 data.language,
                 to_column(data.subject),
                 to_column(data.text),
-                m.message.envelope.time,
+                sent_at,
             )
-            for m in messages
-            if isinstance(data := m.message.data, CustomerMessage) and data.channel in SERVED
+            for data, sent_at in served
+            if readable(data, opening)
         ]
         if rows:
             await uow.conn.executemany(
@@ -60,6 +74,15 @@ class ChannelMessages(EventSubscription):
                 "ON CONFLICT (notice_key) DO NOTHING",
                 rows,
             )
+
+
+def readable(message: CustomerMessage, keys: DataKeys) -> bool:
+    """Whether ``keys`` still open what ``message`` says (its subject and text in clear — old
+    events —, or sealed under a key not destroyed)."""
+    return all(
+        not isinstance(field, Sealed) or keys.holds(field.ref)
+        for field in (message.subject, message.text)
+    )
 
 
 def conversations(app: FastAPI, console: Console, keys: KeyStore) -> None:
