@@ -227,8 +227,10 @@ class KeyStore:
         ``hmac.digest``, and intake looks up every request's customer)."""
         self._looked_up: dict[str, bytes] = {}
         """Lookups made before, by identity (a repeat customer's request skips its HMAC, a
-        third of finding a known customer), forgotten with :attr:`_met`: after an erasure
-        anywhere, this process holds no identity it met before it."""
+        third of finding a known customer), the first made dropped first (an HMAC is cheap to
+        make again; keeping them in use order would cost every hit), forgotten with
+        :attr:`_met`: after an erasure anywhere, this process holds no identity it met before
+        it."""
         self._unwrapped: dict[tuple[str, bytes], bytes] = {}
         """Data keys already unwrapped, by (pseudonym, wrapped key as the table holds it): a
         repeat customer's batch skips the unwrapping, never the read of the row — an erased
