@@ -65,6 +65,10 @@ class Observer:
     settings: Settings
     topics: Sequence[str]
     seen: dict[str, list[Seen]] = field(default_factory=dict)
+    patience_ms: int = 50
+    """How long a fetch waits for records: the tests read arrival times (``Seen.arrived``); a
+    benchmark, which reads the records' own time stamps, waits longer and costs the broker it
+    measures less (one fetch of every partition of every topic per wait)."""
     _watchers: list[tuple[str, str | None, Watcher]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     _consumer: AIOKafkaConsumer | None = None
@@ -79,7 +83,7 @@ class Observer:
         consumer = AIOKafkaConsumer(
             **client_options(self.settings),
             enable_auto_commit=False,
-            fetch_max_wait_ms=50,
+            fetch_max_wait_ms=self.patience_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await consumer.start()
@@ -94,7 +98,9 @@ class Observer:
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
             try:
-                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                batch = await consumer.getmany(
+                    timeout_ms=max(200, self.patience_ms), max_records=5000
+                )
             except KafkaError:
                 await asyncio.sleep(0.5)  # the broker is away (a fault): read on when it is back
                 continue

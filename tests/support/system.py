@@ -344,10 +344,12 @@ async def running_system(
     *,
     env: Mapping[str, str] | None = None,
     keep_data: bool = False,
+    observer_patience_ms: int = 50,
 ) -> AsyncIterator[System]:
     """Start ``desk up`` (driven clock, receivers, free ports) and the harness around it; stop
     everything at the end. ``log_dir`` keeps ``desk up``'s log and the receivers' journal;
-    ``env`` adds settings (e.g. ``{"DESK_SHUTDOWN_GRACE": "5s"}``)."""
+    ``env`` adds settings (e.g. ``{"DESK_SHUTDOWN_GRACE": "5s"}``); ``observer_patience_ms`` is how
+    long the observer's fetches wait (:class:`Observer`)."""
     data_dir = Path(tempfile.mkdtemp(prefix="desk-system-"))
     log = (log_dir or data_dir) / "up.log"
     receivers = await asyncio.to_thread(Receivers.start, data_dir / "receivers")
@@ -357,7 +359,9 @@ async def running_system(
         child_env = _environment(data_dir, receivers, env or {})
         process = await asyncio.to_thread(_spawn, [DESK, "up", "--raw-logs"], child_env, log)
         settings = await _settings_once_running(data_dir, process, log, child_env)
-        system = await _attach(data_dir, log, child_env, process, receivers, settings)
+        system = await _attach(
+            data_dir, log, child_env, process, receivers, settings, observer_patience_ms
+        )
         await system.wait_ready()
         yield system
     finally:
@@ -433,10 +437,11 @@ async def _attach(
     process: subprocess.Popen[bytes],
     receivers: Receivers,
     settings: Settings,
+    observer_patience_ms: int = 50,
 ) -> System:
     services = [build_service(name, settings) for name in service_names()]
     topics = sorted({t for s in services for t in s.topics()})
-    observer = Observer(settings, topics)
+    observer = Observer(settings, topics, patience_ms=observer_patience_ms)
     lag = ConsumerLag(
         settings, [Group(r.group_id, tuple(r.topics)) for s in services for r in s.consumers]
     )
