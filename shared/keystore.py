@@ -448,6 +448,8 @@ class KeyStore:
         keys: dict[str, bytes | None] = dict.fromkeys(wanted)
         for row in rows:
             keys[row[0]] = self._unwrap(row[0], row[1], row[2])
+            if row[2] is None and self._drop(row[0]):
+                _forgotten()  # erased since this process unwrapped it: nothing made of it stays
         return keys
 
     async def erase(self, conn: Connection, ref: str, at: datetime) -> bool:
@@ -459,13 +461,19 @@ class KeyStore:
             ref,
             at,
         )
-        for kept in [k for k in self._unwrapped if k[0] == ref]:
-            del self._unwrapped[kept]  # not even this process holds it any longer
+        self._drop(ref)  # not even this process holds it any longer
         for lookup in [k for k, subject in self._met.items() if subject.ref == ref]:
             del self._met[lookup]
         self._looked_up.clear()  # nor the identity that found it (which one it was is not kept)
         _forgotten()
         return erased is not None
+
+    def _drop(self, ref: str) -> bool:
+        """Forget ``ref``'s unwrapped key; True if this process held it."""
+        held = [k for k in self._unwrapped if k[0] == ref]
+        for kept in held:
+            del self._unwrapped[kept]
+        return bool(held)
 
     async def find(self, conn: Connection, identity: str) -> str | None:
         """The pseudonym of an identity already met and not erased (operators' look-up)."""

@@ -320,6 +320,20 @@ async def test_the_ciphers_kept_from_batch_to_batch_go_with_the_keys(
     assert await intake.erase(owner, subjects[two].ref, NOW)
     assert _sealer.cache_info().currsize == 0
 
+    # A reader (notify, the console) asks keys by pseudonym: one erased since it opened with it
+    # goes as soon as it reads the row again.
+    three = (await intake.subjects(owner, ["email:c@example.com"]))["email:c@example.com"]
+    reader = KeyStore(MasterKey.of(secret))
+    DataKeys(await reader.keys(owner, [three.ref])).seal_text(three.ref, "Zhao Lei")
+    await owner.execute(  # another process's erasure (this one's clears them itself)
+        "UPDATE intake.subject_keys SET wrapped_key = NULL, lookup = NULL, erased_at = now() "
+        "WHERE ref = $1",
+        three.ref,
+    )
+    assert _sealer.cache_info().currsize > 0
+    assert await reader.keys(owner, [three.ref]) == {three.ref: None}
+    assert _sealer.cache_info().currsize == 0
+
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(
