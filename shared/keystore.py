@@ -231,10 +231,10 @@ class KeyStore:
         make again; keeping them in use order would cost every hit), forgotten with
         :attr:`_met`: after an erasure anywhere, this process holds no identity it met before
         it."""
-        self._unwrapped: dict[tuple[str, bytes], bytes] = {}
-        """Data keys already unwrapped, by (pseudonym, wrapped key as the table holds it): a
-        repeat customer's batch skips the unwrapping, never the read of the row — an erased
-        row holds no wrapped key, so its entry is never found again."""
+        self._unwrapped: dict[str, tuple[bytes, bytes]] = {}
+        """Data keys already unwrapped, by pseudonym, with the wrapped key as the table held it:
+        a repeat customer's batch skips the unwrapping, never the read of the row — a row
+        wrapped anew does not match, and an erased one holds no wrapped key at all."""
         self._met: dict[bytes, SubjectKey] = {}
         """Subjects read from the table before, by lookup, the least recently used first: a
         repeat customer's batch reads the erasure count instead of their row (a third of what
@@ -470,10 +470,7 @@ class KeyStore:
 
     def _drop(self, ref: str) -> bool:
         """Forget ``ref``'s unwrapped key; True if this process held it."""
-        held = [k for k in self._unwrapped if k[0] == ref]
-        for kept in held:
-            del self._unwrapped[kept]
-        return bool(held)
+        return self._unwrapped.pop(ref, None) is not None
 
     async def find(self, conn: Connection, identity: str) -> str | None:
         """The pseudonym of an identity already met and not erased (operators' look-up)."""
@@ -496,7 +493,8 @@ class KeyStore:
         """None only when erased; a key that does not open raises :class:`MasterKeyError`."""
         if wrapped is None:
             return None
-        key = self._unwrapped.pop((ref, wrapped), None)
+        kept = self._unwrapped.pop(ref, None)
+        key = kept[1] if kept is not None and kept[0] == wrapped else None
         if key is None:
             key = self.ring.unwrap(ref, kid, wrapped)
         self._keep(ref, wrapped, key)
@@ -506,7 +504,7 @@ class KeyStore:
         """``key`` kept as the most recently used (a dict keeps insertion order)."""
         if len(self._unwrapped) >= UNWRAPPED_KEPT:
             del self._unwrapped[next(iter(self._unwrapped))]  # the least recently used
-        self._unwrapped[(ref, wrapped)] = key
+        self._unwrapped[ref] = (wrapped, key)
 
 
 def new_ref() -> str:

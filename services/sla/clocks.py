@@ -413,18 +413,17 @@ class SlaClock(BaseModel):
         return self
 
     def _stop(self, event: ClockStopped) -> None:
-        due = self.deadline  # while it still runs
+        judged = event.reason == "updated" and not self.has_outcome
+        # The customer heard from the desk: within the target this quiet period was met; after
+        # it, breached at its deadline (the timer had not fired yet), read while it still runs.
+        if judged and event.in_time is False:
+            self.breached_at = self.deadline or event.at
+        elif judged:
+            self.met_at = event.at
+            self.wall_s = (event.at - self.started_at).total_seconds()
         self.stopped = True
         self.elapsed_s = self.elapsed_at(event.at)
         self.running_since = None
-        if event.reason == "updated" and not self.has_outcome:
-            # The customer heard from the desk: within the target this quiet period was met;
-            # after it, breached at its deadline (the timer had not fired yet).
-            if event.in_time is False:
-                self.breached_at = due or event.at
-            else:
-                self.met_at = event.at
-                self.wall_s = (event.at - self.started_at).total_seconds()
 
 
 def fold(clock: SlaClock | None, event: EventData) -> SlaClock:
