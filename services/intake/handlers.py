@@ -372,12 +372,14 @@ async def record_tickets(
     years = [request.received_at.astimezone(zone).year for request in new]
     counters = await storage.allocate_numbers(uow.conn, years)
     numbered: list[tuple[str, str]] = []
-    for index, (request, year) in enumerate(zip(new, years, strict=True)):
+    # Sealed in a loop of their own, not between each ticket's triage and events: the same
+    # work costs less run back to back (bench.sealing: +26-30 % against +21-26 %, alternated).
+    sealed = [customers.sealed(request) for request in new]
+    for index, (request, year, texts) in enumerate(zip(new, years, sealed, strict=True)):
         number = format_number(policy, year, counters[year].pop(0))
         ticket_id = str(new_event_id())
         result = triage(request, policy.triage, version)
         numbered.append((number, ticket_id))
-        texts = customers.sealed(request)
         receipt = received(ticket_id, number, request, texts, result.language)
         follow = follows_up[index] if index < len(follows_up) else None
         if follow:
