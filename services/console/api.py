@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import quote
 
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Request
@@ -518,7 +519,8 @@ def _routes(console: Console) -> APIRouter:
         return await _send(console, s, "agent", agent_id, body)
 
     @router.get(
-        "/commands/{command_id}",
+        # A path parameter: a sender's own id may hold a slash (the Location escapes it).
+        "/commands/{command_id:path}",
         response_model=CommandStatus,
         summary="pending until dispatch decides; then accepted, or refused with its reason.",
     )
@@ -655,6 +657,8 @@ async def _send(
     except (TimeoutError, OSError, KafkaError) as error:
         log.warning("command not sent", error=repr(error))
         raise ApiError(503, "broker_unavailable", "the command could not be sent; retry") from None
-    location = f"/api/commands/{sent.command_id}"
+    # Escaped: a command id is the sender's to choose, and "../x" or "a?b" must not make the
+    # Location point elsewhere than at its status.
+    location = f"/api/commands/{quote(sent.command_id, safe='')}"
     accepted = CommandAccepted(command_id=sent.command_id, location=location)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": location})

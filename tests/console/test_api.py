@@ -465,6 +465,33 @@ async def test_an_acceptance_of_another_senders_command_under_the_same_id_is_not
     assert (again["status"], again["reason"]) == ("refused", "illegal_transition")
 
 
+@pytest.mark.asyncio
+async def test_a_command_id_of_the_senders_own_choosing_is_polled_where_the_location_says(
+    settings: Settings,
+) -> None:
+    """A sender chooses its command ids; one holding "/", "?" or "../" made a Location that
+    pointed elsewhere (``/api/commands/../../etc``) and a status nobody could poll."""
+    chosen = "desk 7/../../etc?x=1#top"
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE)
+        (ticket,) = await world.tickets("ops", 1, status="assigned")
+        agent = world.client(ticket["agent_id"])
+        sent = await agent.post(
+            f"/api/tickets/{ticket['number']}/commands",
+            json={"type": "accept", "command_id": chosen},
+        )
+        assert sent.status_code == 202, sent.text
+        location = sent.headers["location"]
+        assert location == sent.json()["location"]
+        assert (
+            location.startswith("/api/commands/") and "/" not in location[len("/api/commands/") :]
+        )
+        await world.tickets("ops", 1, status="accepted")
+        polled = await agent.get(location)
+    assert polled.status_code == 200, polled.text
+    assert (polled.json()["command_id"], polled.json()["status"]) == (chosen, "accepted")
+
+
 async def _detail(client: Any, number: str) -> dict[str, Any]:
     shown: dict[str, Any] = (await client.get(f"/api/tickets/{number}")).json()
     return shown
