@@ -31,7 +31,7 @@ from services.notify import storage
 from services.notify.channels import Channels, Outcome, Permanent, Sent
 from services.notify.events import DELIVERIES_TOPIC, NotificationFailed, NotificationSent
 from services.notify.outcomes import record_outcome
-from services.notify.sealing import ERASED_REASON, opened, sealed_columns
+from services.notify.sealing import ERASED_ERROR, ERASED_REASON, opened, sealed_columns
 from services.notify.settings import NotifySettings
 from services.policy import Policy
 from shared.database import Connection
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from shared.service import Service
 
 log = get_logger(__name__)
-ERASED_ERROR = "the customer's personal data was erased before the notice was sent"
 DELIVERY_FAILED = "delivery_failed"
 """The dead-letter reason of a notice its channel refused for good, or on every attempt."""
 OUTCOMES = Counter(

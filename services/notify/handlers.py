@@ -156,6 +156,7 @@ class NoticeTriggers(EventSubscription):
         # whichever topic was read first — the assignment before the reply that waited for it,
         # in the batch that read it: the order they are counted against limits and sent.
         made = sorted(released + pending, key=lambda notice: notice.cause_event_id)
+        made = sealing.withheld(made, facts, keys)
         pending = await within_limits(uow.conn, made, facts, uow.now)
         kept = sealing.kept(pending, facts, keys)
         new = await storage.enqueue(uow.conn, kept, version, uow.now)
@@ -164,7 +165,11 @@ class NoticeTriggers(EventSubscription):
         publish_messages(uow, pending, new, facts, version)
         for notice in pending:
             if notice.failure and notice.notice_key in new:
-                loud = notice.failure != "limited" or self.limited.first(notice, uow.now)
+                # Expected, not an operator's problem: a limited notice past the first of its
+                # window, and every notice withheld from an erased customer.
+                loud = notice.failure != sealing.ERASED_REASON and (
+                    notice.failure != "limited" or self.limited.first(notice, uow.now)
+                )
                 _unsendable(uow, notice, version, loud=loud)
 
 

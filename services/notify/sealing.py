@@ -18,6 +18,34 @@ from shared.personal import ERASED, DataKeys, Erased, from_column, ref_in, to_co
 
 ERASED_REASON = "erased"
 """Why a notice kept for a customer whose data was erased before it went out fails."""
+ERASED_ERROR = "the customer's personal data was erased before the notice was sent"
+
+
+def withheld(
+    notices: Sequence[Notice], facts: Mapping[str, NoticeFacts], keys: DataKeys
+) -> list[Notice]:
+    """The notices, those to a customer already erased failed :data:`ERASED_REASON` before
+    any is kept: an erased customer is not written to again (an agent's reply after the
+    erasure went out as a message reading "erased", to someone who asked to be forgotten).
+    Notices to the desk's people about the ticket go out as ever."""
+    out: list[Notice] = []
+    for notice in notices:
+        ticket = facts.get(notice.ticket_id)
+        ref = ref_in(ticket.customer_name) if ticket is not None else None
+        if notice.recipient != "customer" or notice.failure or ref is None or keys.holds(ref):
+            out.append(notice)
+            continue
+        out.append(
+            replace(
+                notice,
+                address=ERASED,
+                subject=ERASED,
+                body=ERASED,
+                failure=ERASED_REASON,
+                error=ERASED_ERROR,
+            )
+        )
+    return out
 
 
 def kept(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 from services.dispatch.app import build as dispatch
 from services.intake.app import build as intake
 from services.notify.app import build as notify
+from shared.database import connect
+from shared.keystore import KeyStore, MasterKey
 from shared.local.sinks import http_receiver, smtp_server
 from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
@@ -84,3 +87,56 @@ async def test_a_chat_customers_acknowledgement_and_reply_are_published_once_for
         ("agent_reply", "messages")
     ]
     assert smtp.to("ann@example.com") == [], "a chat customer hears through the chat adapter"
+
+
+@pytest.mark.asyncio
+async def test_an_erased_customer_is_not_written_to_again(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """An agent's reply after the erasure went out as a message reading "erased" (found from
+    outside, under `desk up`); now every notice to that customer fails ``erased`` unsent."""
+    with smtp_server() as smtp, http_receiver() as http:
+        desk = settings.replace(
+            policy_file=notify_policy(tmp_path / "policy.yaml", http), smtp_port=smtp.port
+        )
+        received = await intake_clock(desk)
+        async with running(intake(received)), running(dispatch(desk)), running(notify(desk)):
+            chat = valid(
+                "chat-session-erased",
+                channel="chat",
+                customer={"name": "Ann", "email": "ann@example.com", "customer_id": CUSTOMER_ID},
+            )
+            await kafka.publish("requests.incoming", encode(chat))
+            [assigned] = await kafka.await_records(
+                "dispatch.events",
+                lambda r: r.header("ce_type") == "servicedesk.ticket.assigned.v1",
+            )
+            ticket = json.loads(assigned.value)["data"]
+            await kafka.await_records("customer.messages", lambda r: b"acknowledgement" in r.value)
+            conn = await connect(desk.require_database_url())
+            try:
+                store = KeyStore(MasterKey.from_settings(desk))
+                ref = await store.find(conn, f"id:{CUSTOMER_ID}")
+                assert ref is not None
+                assert await store.erase(conn, ref, datetime.now(UTC))
+            finally:
+                await conn.close()
+            for kind, fields in [("accept", {}), ("respond", {"message": "Which tray?"})]:
+                body = {
+                    "command_id": str(uuid.uuid4()),
+                    "type": kind,
+                    "ticket_number": ticket["number"],
+                    "actor": ticket["agent_id"],
+                    **fields,
+                }
+                await kafka.command("tickets.commands", body, key=ticket["number"])
+            [failed] = await kafka.await_records(
+                "notify.events",
+                lambda r: r.header("ce_type") == "servicedesk.notification.failed.v1"
+                and b"agent_reply" in r.value,
+                timeout=60,
+            )
+            published = await kafka.all_records("customer.messages", settle=2.0)
+    assert [json.loads(r.value)["data"]["template"] for r in published] == ["acknowledgement"]
+    failure = json.loads(failed.value)["data"]
+    assert (failure["template"], failure["reason"]) == ("agent_reply", "erased")

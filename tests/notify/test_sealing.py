@@ -13,7 +13,7 @@ import pytest
 from services.intake.app import build as intake
 from services.notify.app import build as notify
 from services.notify.rules import Notice, NoticeFacts
-from services.notify.sealing import kept, opened
+from services.notify.sealing import kept, opened, withheld
 from services.notify.storage import Delivery
 from shared.database import connect
 from shared.keystore import KeyStore, MasterKey
@@ -94,6 +94,22 @@ def test_a_notice_that_cannot_be_sent_is_kept_sealed_all_the_same() -> None:
     assert CUSTOMER not in str(stored.address)
     [shown], _ = opened([delivery(stored)], keys)
     assert (shown.subject, shown.body) == (failed.subject, failed.body)
+
+
+@pytest.mark.unit
+def test_notices_to_a_customer_already_erased_are_withheld_and_the_desks_go_out() -> None:
+    keys = DataKeys({"cust-1": secrets.token_bytes(32)})
+    facts = {"t-1": NoticeFacts(ticket_id="t-1", number="REQ-2026-000001")}
+    facts["t-1"].customer_name = keys.seal_text("cust-1", "Wang Fang")
+    made = [notice("customer", CUSTOMER), notice("agent:li.na", "http://hooks/li.na")]
+
+    assert withheld(made, facts, keys) == made
+    customers, agents = withheld(made, facts, DataKeys({"cust-1": None}))
+
+    assert (customers.failure, customers.address, customers.body) == ("erased", ERASED, ERASED)
+    assert agents == made[1]
+    legacy = {"t-1": NoticeFacts(ticket_id="t-1", number="REQ-2026-000001", customer_name="x")}
+    assert withheld(made, legacy, DataKeys({})) == made, "no sealed customer: nothing erased"
 
 
 @pytest.mark.unit
