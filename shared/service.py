@@ -49,6 +49,7 @@ from shared.kafka import ensure_topics, make_broker, make_producer
 from shared.keys import KeyRing, weak_secrets
 from shared.keystore import KeyStore, MasterKeyError
 from shared.logging import configure_logging, get_logger
+from shared.memory import trim_memory
 from shared.migrations import Migration, check_migrated, kernel_migrations
 from shared.privileges import role_problems
 from shared.projection import Log, Projection, catch_up
@@ -296,7 +297,10 @@ class Service:
         publish = partial(self.dead_letters.publish_forever, self.pool)
         self.tasks.start("publish_dead_letters", publish)
         purge = every(settings.processed_purge_interval, purge_processed)
-        for worker in (purge, *self.workers):
+        kernel = [purge]
+        if settings.memory_trim_interval > timedelta(0):
+            kernel.append(every(settings.memory_trim_interval, trim_memory))
+        for worker in (*kernel, *self.workers):
             self.tasks.start(worker.__name__, partial(worker, self))
         log.info("service started", topics=self.topics(), port=self.port)
 

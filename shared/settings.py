@@ -247,6 +247,12 @@ class Settings(BaseSettings):
         default=timedelta(minutes=10),
         description="How often each service purges processed message ids older than the retention.",
     )
+    memory_trim_interval: Duration = Field(
+        default=timedelta(minutes=1),
+        description="How often each service hands the memory it has freed back to the system "
+        "(glibc's malloc_trim; elsewhere nothing is done); 0: never. Without it a service's "
+        "RSS grows with the traffic it has seen, not with what it holds.",
+    )
     task_restart_backoff: Duration = Field(
         default=timedelta(seconds=1),
         description="First delay before a failed background task (relay, timers, deliveries, "
