@@ -132,8 +132,10 @@ async def test_an_erased_customer_is_not_written_to_again(
                 await kafka.command("tickets.commands", body, key=ticket["number"])
             [failed] = await kafka.await_records(
                 "notify.events",
-                lambda r: r.header("ce_type") == "servicedesk.notification.failed.v1"
-                and b"agent_reply" in r.value,
+                lambda r: (
+                    r.header("ce_type") == "servicedesk.notification.failed.v1"
+                    and b"agent_reply" in r.value
+                ),
                 timeout=60,
             )
             published = await kafka.all_records("customer.messages", settle=2.0)
