@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,10 +31,9 @@ CUSTOMER_ID = "C77-chat-customer"
 up in one record of a fresh clone's run: about a 0.4 % chance a record)."""
 
 
-@pytest.mark.asyncio
-async def test_a_chat_customers_acknowledgement_and_reply_are_published_once_for_its_adapter(
-    settings: Settings, kafka: KafkaProbe, tmp_path: Path
-) -> None:
+@asynccontextmanager
+async def _desk(settings: Settings, tmp_path: Path) -> AsyncIterator[tuple[Settings, Any]]:
+    """intake, dispatch and notify running, notify's mail and webhooks at local sinks."""
     with smtp_server() as smtp, http_receiver() as http:
         desk = settings.replace(
             policy_file=notify_policy(tmp_path / "policy.yaml", http), smtp_port=smtp.port
@@ -40,36 +41,47 @@ async def test_a_chat_customers_acknowledgement_and_reply_are_published_once_for
         # The requests were received on a fixed day: intake's clock is driven to it.
         received = await intake_clock(desk)
         async with running(intake(received)), running(dispatch(desk)), running(notify(desk)):
-            chat = valid(
-                "chat-session-7",
-                channel="chat",
-                customer={
-                    "name": "Ann",
-                    "email": "ann@example.com",
-                    "customer_id": CUSTOMER_ID,
-                    "language": "en",
-                },
-            )
-            await kafka.publish("requests.incoming", encode(chat))
-            [assigned] = await kafka.await_records(
-                "dispatch.events",
-                lambda r: r.header("ce_type") == "servicedesk.ticket.assigned.v1",
-            )
-            ticket = json.loads(assigned.value)["data"]
-            for kind, fields in [("accept", {}), ("respond", {"message": "Which tray?"})]:
-                body = {
-                    "command_id": str(uuid.uuid4()),
-                    "type": kind,
-                    "ticket_number": ticket["number"],
-                    "actor": ticket["agent_id"],
-                    **fields,
-                }
-                await kafka.command("tickets.commands", body, key=ticket["number"])
-            await kafka.await_records(
-                "customer.messages", lambda r: b"agent_reply" in r.value, timeout=60
-            )
-            published = await kafka.all_records("customer.messages", settle=2.0)
-            outcomes = await kafka.all_records("notify.events", settle=0.5)
+            yield desk, smtp
+
+
+async def _chat_ticket(kafka: KafkaProbe, session: str) -> dict[str, Any]:
+    """A chat customer's request, as dispatch assigned it."""
+    customer = {"name": "Ann", "email": "ann@example.com", "customer_id": CUSTOMER_ID}
+    chat = valid(session, channel="chat", customer={**customer, "language": "en"})
+    await kafka.publish("requests.incoming", encode(chat))
+    [assigned] = await kafka.await_records(
+        "dispatch.events",
+        lambda r: r.header("ce_type") == "servicedesk.ticket.assigned.v1",
+    )
+    ticket: dict[str, Any] = json.loads(assigned.value)["data"]
+    return ticket
+
+
+async def _accept_and_reply(kafka: KafkaProbe, ticket: dict[str, Any], message: str) -> None:
+    """The assignee's commands, as their desk sends them."""
+    for kind, fields in [("accept", {}), ("respond", {"message": message})]:
+        body = {
+            "command_id": str(uuid.uuid4()),
+            "type": kind,
+            "ticket_number": ticket["number"],
+            "actor": ticket["agent_id"],
+            **fields,
+        }
+        await kafka.command("tickets.commands", body, key=ticket["number"])
+
+
+@pytest.mark.asyncio
+async def test_a_chat_customers_acknowledgement_and_reply_are_published_once_for_its_adapter(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    async with _desk(settings, tmp_path) as (_, smtp):
+        ticket = await _chat_ticket(kafka, "chat-session-7")
+        await _accept_and_reply(kafka, ticket, "Which tray?")
+        await kafka.await_records(
+            "customer.messages", lambda r: b"agent_reply" in r.value, timeout=60
+        )
+        published = await kafka.all_records("customer.messages", settle=2.0)
+        outcomes = await kafka.all_records("notify.events", settle=0.5)
     assert {r.header("ce_type") for r in published} == {"servicedesk.customer.message.v1"}
     for record in published:
         assert b"Which tray?" not in record.value and CUSTOMER_ID.encode() not in record.value
@@ -95,50 +107,27 @@ async def test_an_erased_customer_is_not_written_to_again(
 ) -> None:
     """An agent's reply after the erasure went out as a message reading "erased" (found from
     outside, under `desk up`); now every notice to that customer fails ``erased`` unsent."""
-    with smtp_server() as smtp, http_receiver() as http:
-        desk = settings.replace(
-            policy_file=notify_policy(tmp_path / "policy.yaml", http), smtp_port=smtp.port
+    async with _desk(settings, tmp_path) as (desk, _):
+        ticket = await _chat_ticket(kafka, "chat-session-erased")
+        await kafka.await_records("customer.messages", lambda r: b"acknowledgement" in r.value)
+        conn = await connect(desk.require_database_url())
+        try:
+            store = KeyStore(MasterKey.from_settings(desk))
+            ref = await store.find(conn, f"id:{CUSTOMER_ID}")
+            assert ref is not None
+            assert await store.erase(conn, ref, datetime.now(UTC))
+        finally:
+            await conn.close()
+        await _accept_and_reply(kafka, ticket, "Which tray?")
+        [failed] = await kafka.await_records(
+            "notify.events",
+            lambda r: (
+                r.header("ce_type") == "servicedesk.notification.failed.v1"
+                and b"agent_reply" in r.value
+            ),
+            timeout=60,
         )
-        received = await intake_clock(desk)
-        async with running(intake(received)), running(dispatch(desk)), running(notify(desk)):
-            chat = valid(
-                "chat-session-erased",
-                channel="chat",
-                customer={"name": "Ann", "email": "ann@example.com", "customer_id": CUSTOMER_ID},
-            )
-            await kafka.publish("requests.incoming", encode(chat))
-            [assigned] = await kafka.await_records(
-                "dispatch.events",
-                lambda r: r.header("ce_type") == "servicedesk.ticket.assigned.v1",
-            )
-            ticket = json.loads(assigned.value)["data"]
-            await kafka.await_records("customer.messages", lambda r: b"acknowledgement" in r.value)
-            conn = await connect(desk.require_database_url())
-            try:
-                store = KeyStore(MasterKey.from_settings(desk))
-                ref = await store.find(conn, f"id:{CUSTOMER_ID}")
-                assert ref is not None
-                assert await store.erase(conn, ref, datetime.now(UTC))
-            finally:
-                await conn.close()
-            for kind, fields in [("accept", {}), ("respond", {"message": "Which tray?"})]:
-                body = {
-                    "command_id": str(uuid.uuid4()),
-                    "type": kind,
-                    "ticket_number": ticket["number"],
-                    "actor": ticket["agent_id"],
-                    **fields,
-                }
-                await kafka.command("tickets.commands", body, key=ticket["number"])
-            [failed] = await kafka.await_records(
-                "notify.events",
-                lambda r: (
-                    r.header("ce_type") == "servicedesk.notification.failed.v1"
-                    and b"agent_reply" in r.value
-                ),
-                timeout=60,
-            )
-            published = await kafka.all_records("customer.messages", settle=2.0)
+        published = await kafka.all_records("customer.messages", settle=2.0)
     assert [json.loads(r.value)["data"]["template"] for r in published] == ["acknowledgement"]
     failure = json.loads(failed.value)["data"]
     assert (failure["template"], failure["reason"]) == ("agent_reply", "erased")
