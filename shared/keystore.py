@@ -506,7 +506,7 @@ class KeyStore:
         return key
 
     def _keep(self, ref: str, wrapped: bytes, key: bytes) -> None:
-        """``key`` kept as the most recently used (a dict keeps insertion order)."""
+        """``key`` kept as the most recently used (the cache keeps the order of insertion)."""
         if len(self._unwrapped) >= UNWRAPPED_KEPT:
             self._unwrapped.popitem(last=False)  # the least recently used
         self._unwrapped[ref] = (wrapped, key)

@@ -30,8 +30,7 @@ def withheld(
     Notices to the desk's people about the ticket go out as ever."""
     out: list[Notice] = []
     for notice in notices:
-        ticket = facts.get(notice.ticket_id)
-        ref = ref_in(ticket.customer_name) if ticket is not None else None
+        ref = _customer_ref(notice, facts)
         if notice.recipient != "customer" or notice.failure or ref is None or keys.holds(ref):
             out.append(notice)
             continue
@@ -57,8 +56,7 @@ def kept(
     sealing) or one already erased keeps what it has: nothing personal is left to seal."""
     out: list[Notice] = []
     for notice in notices:
-        ticket = facts.get(notice.ticket_id)
-        ref = ref_in(ticket.customer_name) if ticket is not None else None
+        ref = _customer_ref(notice, facts)
         if ref is None or not keys.holds(ref):
             out.append(notice)
             continue
@@ -95,3 +93,9 @@ def opened(deliveries: Sequence[Delivery], keys: DataKeys) -> tuple[list[Deliver
 def sealed_columns(deliveries: Sequence[Delivery]) -> list[str]:
     """What claimed notices keep sealed (for :func:`~shared.personal.keys_for`)."""
     return [from_column(c) for d in deliveries for c in (d.address, d.subject, d.body)]
+
+
+def _customer_ref(notice: Notice, facts: Mapping[str, NoticeFacts]) -> str | None:
+    """The pseudonym of the customer of ``notice``'s ticket (None: not sealed, made before)."""
+    ticket = facts.get(notice.ticket_id)
+    return ref_in(ticket.customer_name) if ticket is not None else None
