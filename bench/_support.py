@@ -56,36 +56,63 @@ async def bench_world(**overrides: Any) -> AsyncIterator[tuple[Settings, Infrast
     data_dir = Path(tempfile.mkdtemp(prefix="desk-bench-"))
     base = desk_settings(data_dir=data_dir)
     infra = await start_infrastructure(base, services=service_names())
-    name = f"bench_{uuid4().hex[:8]}"
-    admin = infra.admin_url or infra.database_url
-    await create_database(admin, name)
-    database_url = with_database(admin, name)
-    if infra.admin_url is not None:  # the embedded server: an owner and a role per service
-        conn = await connect(database_url)
-        try:
-            await hand_over(conn, name, ())
-        finally:
-            await conn.close()
-        database_url = role_url(database_url, OWNER_ROLE)
     broker = EMBEDDED_BROKER_SETTINGS if infra.embedded_broker else {}
     keys = local_key_file(data_dir / "keys.json", {**key_issuers(), "bench": ("system",)})
-    settings = base.replace(
-        database_url=database_url,
-        kafka_bootstrap_servers=infra.bootstrap_servers,
-        topic_prefix=f"b{uuid4().hex[:8]}.",
-        local_mode=True,
-        keys_file=keys,
-        **broker,
-        **overrides,
-    )
     try:
-        yield settings, infra
+        async with _fresh_database(infra) as database_url:
+            yield (
+                base.replace(
+                    database_url=database_url,
+                    kafka_bootstrap_servers=infra.bootstrap_servers,
+                    topic_prefix=_topic_prefix(),
+                    local_mode=True,
+                    keys_file=keys,
+                    **broker,
+                    **overrides,
+                ),
+                infra,
+            )
     finally:
-        await drop_database(admin, name)
         infra.stop()
         # An embedded PostgreSQL's data is half a gigabyte after a burst: left behind, a few
         # hundred runs filled this machine's disk and stopped the server mid-benchmark.
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@asynccontextmanager
+async def beside(
+    settings: Settings, infrastructure: Infrastructure, **overrides: Any
+) -> AsyncIterator[Settings]:
+    """A second system in :func:`bench_world`'s world: a database and topics of its own on the
+    same servers, for two variants run side by side — whatever the machine does at a moment
+    weighs on both alike."""
+    async with _fresh_database(infrastructure) as database_url:
+        yield settings.replace(database_url=database_url, topic_prefix=_topic_prefix(), **overrides)
+
+
+@asynccontextmanager
+async def _fresh_database(infra: Infrastructure) -> AsyncIterator[str]:
+    """A database of its own, dropped afterwards; on the embedded server, owned by the owner role
+    (with a role per service) and reached as it."""
+    name = f"bench_{uuid4().hex[:8]}"
+    admin = infra.admin_url or infra.database_url
+    await create_database(admin, name)
+    database_url = with_database(admin, name)
+    try:
+        if infra.admin_url is not None:
+            conn = await connect(database_url)
+            try:
+                await hand_over(conn, name, ())
+            finally:
+                await conn.close()
+            database_url = role_url(database_url, OWNER_ROLE)
+        yield database_url
+    finally:
+        await drop_database(admin, name)
+
+
+def _topic_prefix() -> str:
+    return f"b{uuid4().hex[:8]}."
 
 
 @asynccontextmanager

@@ -1,7 +1,7 @@
 """intake throughput and latency: request published -> triaged event on Kafka, intake alone.
 
     python -m bench.intake [--requests 30000] [--steady-rate 2000] [--steady-seconds 10]
-                           [--clear | --compare PAIRS]
+                           [--clear | --compare ROUNDS]
 
 intake runs as its own process (as in production). Phase 1 publishes ``--requests`` requests as
 fast as the producer can and measures how fast triaged events come out: ``requests_per_s``.
@@ -14,9 +14,11 @@ the burst (the intake processes, PostgreSQL, the broker, this benchmark's publis
 and the share of the machine left idle — what bounds the figure on a shared machine.
 
 ``--clear`` runs the same intake with its customers' personal fields left in clear and no key
-store consulted (:mod:`bench.clear_intake`): the cost of sealing is the difference between runs
-with and without it, alternated, for one run differs from the next by up to a fifth here.
-``--compare PAIRS`` does that: PAIRS runs of each, alternated, and the medians' ratio.
+store consulted (:mod:`bench.clear_intake`). ``--compare ROUNDS`` prices sealing: the two
+variants side by side on the same servers, ``--requests`` shared out over ROUNDS rounds in which
+both are handed the same requests at once; ``sealing_cpu_pct`` is what sealing adds to intake's
+CPU per request over all rounds, with each round's beside it (see :func:`compare` for why not
+one run after another).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from bench._support import CpuMeter, Watcher, bench_world, report, start_service
+from bench._support import CpuMeter, Watcher, bench_world, beside, report, start_service
 from services.intake.contract import INCOMING_TOPIC as INCOMING
 from services.intake.demo import DemoTraffic
 from services.intake.events import EVENTS_TOPIC as EVENTS
@@ -113,37 +115,94 @@ async def run(
     }
 
 
-async def compare(
-    pairs: int, total: int, steady_rate: float, steady_seconds: float, instances: int
-) -> dict[str, Any]:
-    """What sealing costs intake: ``pairs`` runs with personal fields in clear and as many
-    sealed, alternated (clear first in one pair, sealed first in the next, so a machine that
-    drifts weighs on both alike). One run differs from the next by up to a fifth here, so the
-    figure is the medians' ratio, with every run's beside it."""
-    cpu: dict[str, list[float]] = {"clear": [], "sealed": []}
-    rates: dict[str, list[float]] = {"clear": [], "sealed": []}
-    for pair in range(pairs):
-        for clear in (True, False) if pair % 2 == 0 else (False, True):
-            one = await run(total, steady_rate, steady_seconds, instances, clear)
-            if one["receipts_sealed_share"] != (0.0 if clear else 1.0):
-                raise RuntimeError(f"a {one['personal_fields']} run measured something else")
-            cpu[one["personal_fields"]].append(one["cpu_ms_per_request"]["service"])
-            rates[one["personal_fields"]].append(one["requests_per_s"])
-    median = {mode: statistics.median(runs) for mode, runs in cpu.items()}
-    if not median["clear"]:
-        # The kernel counts CPU in 10 ms ticks: a burst that short measures nothing.
-        raise SystemExit(f"a burst of {total} requests is too short to measure: raise --requests")
+async def compare(rounds: int, size: int) -> dict[str, Any]:
+    """What sealing costs intake, the two side by side: intake as it runs and
+    :mod:`bench.clear_intake`'s variant, each with a database and topics of its own on the same
+    servers, handed the same demo requests round after round, ``size`` each, published together.
+    Runs one after another could not price it: this machine's speed wanders by up to 2x within
+    seconds, and whole runs a minute apart differed by more than sealing costs (pairs from -14
+    to +45 %). Side by side, both meet the same moment; a round's CPU is each process's from the
+    round's publishing until its last triaged event."""
+    async with (
+        bench_world(intake_port=free_port()) as (sealed_settings, infrastructure),
+        beside(sealed_settings, infrastructure, intake_port=free_port()) as clear_settings,
+    ):
+        worlds = {"sealed": sealed_settings, "clear": clear_settings}
+        for settings in worlds.values():
+            await ensure_topics(settings, [settings.topic(t) for t in (INCOMING, EVENTS)])
+        intakes = {
+            "sealed": await start_service("intake", sealed_settings),
+            "clear": await start_service("intake", clear_settings, module="bench.clear_intake"),
+        }
+        watchers = {mode: Watcher(settings, EVENTS, TRIAGED) for mode, settings in worlds.items()}
+        producer = make_producer(
+            sealed_settings, client_id="bench-adapter", max_batch_size=512 * 1024
+        )
+        await producer.start()
+        given = requests(WARM_UP + rounds * size, "compare")
+        cpu: dict[str, list[float]] = {"clear": [], "sealed": []}
+        try:
+            for watcher in watchers.values():
+                await watcher.start()
+            await side_by_side(producer, worlds, watchers, given[:WARM_UP], {})
+            for n in range(rounds):
+                at = WARM_UP + n * size
+                meters = {mode: CpuMeter([p.pid], infrastructure) for mode, p in intakes.items()}
+                order = dict(sorted(worlds.items(), reverse=n % 2 == 1))  # who goes first
+                spent = await side_by_side(producer, order, watchers, given[at : at + size], meters)
+                for mode, ms in spent.items():
+                    cpu[mode].append(ms)
+            shares = {mode: await sealed_share(settings) for mode, settings in worlds.items()}
+        finally:
+            for watcher in watchers.values():
+                await watcher.stop()
+            await producer.stop()
+            for intake in intakes.values():
+                intake.terminate()
+                await intake.wait()
+    if shares != {"sealed": 1.0, "clear": 0.0}:
+        raise RuntimeError(f"a variant measured something else: receipts sealed {shares}")
+    total = {mode: sum(runs) for mode, runs in cpu.items()}
+    if not total["clear"]:
+        # The kernel counts CPU in 10 ms ticks: rounds that short measure nothing.
+        raise SystemExit(f"rounds of {size} requests are too short to measure: raise --requests")
+    ratios = [100 * (s / c - 1) for c, s in zip(cpu["clear"], cpu["sealed"], strict=True)]
     return {
-        "pairs": pairs,
-        "burst_requests": total,
-        "service_cpu_ms_per_request": cpu,
-        "median_service_cpu_ms_per_request": median,
-        "sealing_cpu_pct": round(100 * (median["sealed"] / median["clear"] - 1), 1),
-        "pair_sealing_cpu_pct": [
-            round(100 * (s / c - 1), 1) for c, s in zip(cpu["clear"], cpu["sealed"], strict=True)
-        ],
-        "requests_per_s": rates,
+        "rounds": rounds,
+        "requests_a_round": size,
+        "service_cpu_ms_per_request": {m: [round(ms, 4) for ms in r] for m, r in cpu.items()},
+        "mean_service_cpu_ms_per_request": {m: round(t / rounds, 4) for m, t in total.items()},
+        "sealing_cpu_pct": round(100 * (total["sealed"] / total["clear"] - 1), 1),
+        "round_sealing_cpu_pct": [round(r, 1) for r in ratios],
+        "round_pct_median": round(statistics.median(ratios), 1),
+        "receipts_sealed_share": shares,
     }
+
+
+WARM_UP = 500
+"""Requests each variant is handed before anything is measured: the consumer group, the pools,
+the caches."""
+
+
+async def side_by_side(
+    producer: AIOKafkaProducer,
+    worlds: dict[str, Settings],
+    watchers: dict[str, Watcher],
+    batch: list[tuple[str, bytes]],
+    meters: dict[str, CpuMeter],
+) -> dict[str, float]:
+    """``batch`` published to every variant at once (their sends interleaved, in ``worlds``'
+    order); each one's CPU ms a request until its last triaged event, by ``meters``."""
+    expected = {mode: len(watcher.arrived) + len(batch) for mode, watcher in watchers.items()}
+    for meter in meters.values():
+        meter.start()
+
+    async def done(mode: str) -> tuple[str, float]:
+        await watchers[mode].wait_for(expected[mode], 600)
+        return mode, meters[mode].stop(len(batch))["service"] if meters else 0.0
+
+    await asyncio.gather(*(publish_all(producer, s, batch) for s in worlds.values()))
+    return dict(await asyncio.gather(*(done(mode) for mode in worlds)))
 
 
 async def publish_all(
@@ -217,12 +276,13 @@ if __name__ == "__main__":
     parser.add_argument(
         "--compare",
         type=int,
-        metavar="PAIRS",
-        help="runs in clear and sealed, alternated, PAIRS of each: what sealing costs",
+        metavar="ROUNDS",
+        help="intake in clear and sealed side by side, --requests shared out over ROUNDS: what "
+        "sealing costs (no steady phase)",
     )
     args = parser.parse_args()
     options = (args.requests, args.steady_rate, args.steady_seconds, args.instances)
     if args.compare:
-        report(asyncio.run(compare(args.compare, *options)))
+        report(asyncio.run(compare(args.compare, args.requests // args.compare)))
     else:
         report(asyncio.run(run(*options, args.clear)))

@@ -3,17 +3,15 @@ batch in one process.
 
     python -m bench.sealing [--requests 24000] [--batch 100]
 
-``bench.intake --compare`` prices sealing at the whole service, one run against the next; but
-this machine's speed changes by up to 2x within seconds (a fixed loop took 14 or 30 ms of CPU a
-few seconds apart, the machine otherwise idle), so two runs of the same code differ by a fifth
-and the comparison's spread is wider than what it measures. Here both variants run in one
-process against the real (embedded) PostgreSQL — intake as ``python -m services.intake`` builds
-it, and as ``bench.clear_intake`` does with no key store and no field sealed — and each is handed
+``bench.intake --compare`` prices sealing at the whole service, the two variants side by side
+as processes; this takes the consumer's batch path alone. Both variants run in one process
+against the real (embedded) PostgreSQL — intake as ``python -m services.intake`` builds it, and
+as ``bench.clear_intake`` does with no key store and no field sealed — and each is handed
 alternate batches of demo requests through the consumer's batch path: decode, claim, the
 duplicate check, triage, numbers, the customers' subjects and sealing (or not), the events
 appended and projected, commit. Whatever the machine does weighs on both alike, batch by batch.
 Kafka's fetch and the relay's publishing are not in it (the records are the same; sealed ones
-are about 600 bytes a ticket larger); ``bench.intake --compare`` has them, with the spread.
+are about 480 bytes a ticket larger), so its ratio is over a smaller whole than the service's.
 
 Prints the CPU microseconds a request of this process (PostgreSQL's CPU is not in them), clear
 and sealed, ``sealing_cpu_pct`` (their ratio) and the median and quartiles of each pair of
