@@ -8,6 +8,7 @@ never holds back a partition.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter
@@ -147,6 +148,7 @@ class NoticeTriggers(EventSubscription):
                     keys.reveal_json(data),
                     event_id,
                     survey=survey,
+                    erased=partial(sealing.as_if_erased, ticket, data, keys),
                 )
                 ticket.thread = clear.thread  # the mails it threads, kept (the rest stays sealed)
         readier = [i for i in changed if _readiness(facts[i]) != before.get(i, (False, False))]
@@ -199,7 +201,8 @@ async def _release(  # noqa: PLR0917 - private; one call site names them
     )
     released: list[Notice] = []
     for waiting in due:
-        ticket = keys.reveal(facts[waiting.ticket_id])
+        kept = facts[waiting.ticket_id]
+        ticket = keys.reveal(kept)
         released += notices(
             policy,
             ticket,
@@ -207,6 +210,7 @@ async def _release(  # noqa: PLR0917 - private; one call site names them
             keys.reveal_json(waiting.data),
             waiting.event_id,
             survey=survey,
+            erased=partial(sealing.as_if_erased, kept, waiting.data, keys),
         )
         facts[waiting.ticket_id].thread = ticket.thread  # the mails it threads, kept
     await storage.keep_waiting(uow.conn, still, uow.now)

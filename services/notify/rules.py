@@ -116,6 +116,11 @@ class Notice:
     customer_ref: str | None = None
     """A customer notice: the pseudonym of the customer it goes to, once known (the limit
     counts by it)."""
+    if_erased: tuple[str, str] | None = None
+    """A notice to the desk's people about a sealed customer's ticket: its subject and body
+    rendered again from the ticket and event as they read once the customer is erased — what
+    goes out instead if the erasure comes before the notice does (its text is sealed under the
+    customer's key until then: :mod:`services.notify.sealing`)."""
 
 
 AUTHORED = frozenset({"ticket.responded", "ticket.note_added", "ticket.resolved"})
@@ -134,15 +139,21 @@ def notices(
     event_id: str,
     *,
     survey: SurveyContext = lambda number: {},
+    erased: Callable[[], tuple[NoticeFacts, dict[str, Any]] | None] = lambda: None,
 ) -> list[Notice]:
     """Every notice the rules of ``policy`` give for one event about the ticket; none before its
     receipt is known (:func:`waits`). A recipient two rules reach gets the first one's notice
-    only: a queued ticket's late specialist group warned its supervisors twice, in two texts."""
+    only: a queued ticket's late specialist group warned its supervisors twice, in two texts.
+
+    ``erased`` gives the ticket and the event as they read once the customer is erased (None:
+    nothing of theirs is sealed); asked for at most once, by the first notice to someone other
+    than the customer, which is rendered that way too (:attr:`Notice.if_erased`)."""
     settings = policy.notifications
     if settings is None or not facts.received:
         return []
     found: list[Notice] = []
     told: set[str] = set()
+    shadow: list[tuple[NoticeFacts, dict[str, Any]] | None] = []
     for rule in _rules(policy, trigger, data, holder=assignee_of(facts)):
         for recipient in recipients(policy, rule, facts, data):
             if recipient.key in told:
@@ -150,6 +161,13 @@ def notices(
             told.add(recipient.key)
             links = survey if recipient.key == "customer" else _no_links
             notice = _notice(policy, settings, rule, recipient, facts, data, event_id, links)
+            if recipient.key != "customer" and not notice.failure:
+                if not shadow:
+                    shadow.append(erased())
+                if (view := shadow[0]) is not None:
+                    again = _notice(policy, settings, rule, recipient, *view, event_id, links)
+                    if not again.failure:
+                        notice = replace(notice, if_erased=(again.subject, again.body))
             found.append(_threaded(facts, notice))
     return found
 

@@ -3,14 +3,18 @@
 A notice's text names the customer and repeats what they wrote. Kept in clear in
 ``deliveries``, it would outlive ``desk customer erase`` — in a pending notice still to be sent,
 and in every sent one. So it is stored sealed for the customer's pseudonym (its address too when
-it goes to the customer), opened as it is claimed for sending; a notice whose customer was
-erased meanwhile is not sent: it fails as :data:`ERASED_REASON`.
+it goes to the customer), opened as it is claimed for sending. A notice to the customer who was
+erased meanwhile is not sent: it fails as :data:`ERASED_REASON`. One to the desk's people (an
+assignment, an escalation) still goes, as it would have read had the erasure come first: it is
+rendered that way too when made (:func:`as_if_erased`) and kept beside, in clear — it holds
+nothing of the customer's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from services.notify.rules import Notice, NoticeFacts
 from services.notify.storage import Delivery
@@ -73,9 +77,27 @@ def kept(
     return out
 
 
+def as_if_erased(
+    ticket: NoticeFacts, data: dict[str, Any], keys: DataKeys
+) -> tuple[NoticeFacts, dict[str, Any]] | None:
+    """``ticket`` (as kept) and an event's ``data`` (as published) as they read once the
+    ticket's customer is erased: every sealed field :data:`ERASED`. None when the customer is
+    not sealed under a key held here (made before sealing, or erased already: the notices are
+    made from that already)."""
+    ref = ref_in(ticket.customer_name)
+    if ref is None or not keys.holds(ref):
+        return None
+    return _NO_KEYS.reveal(ticket), _NO_KEYS.reveal_json(data)
+
+
+_NO_KEYS = DataKeys({})
+"""Keys of nobody: every sealed field opens as erased."""
+
+
 def opened(deliveries: Sequence[Delivery], keys: DataKeys) -> tuple[list[Delivery], list[Delivery]]:
     """The claimed notices opened to send (first), and those whose customer was erased since
-    they were kept (second): these are never sent."""
+    they were kept (second): these are never sent. A notice to someone else whose customer was
+    erased is sent as it reads after the erasure (:attr:`Delivery.erased_subject`)."""
     sendable: list[Delivery] = []
     erased: list[Delivery] = []
     for delivery in deliveries:
@@ -83,10 +105,17 @@ def opened(deliveries: Sequence[Delivery], keys: DataKeys) -> tuple[list[Deliver
             keys.open_text(from_column(t))
             for t in (delivery.address, delivery.subject, delivery.body)
         )
-        if any(isinstance(t, Erased) for t in (address, subject, body)):
-            erased.append(replace(delivery, address=ERASED, subject=ERASED, body=ERASED))
-        else:
+        if not any(isinstance(t, Erased) for t in (address, subject, body)):
             sendable.append(replace(delivery, address=address, subject=subject, body=body))
+        elif (
+            delivery.erased_subject is not None
+            and delivery.erased_body is not None
+            and not isinstance(address, Erased)
+        ):
+            subject, body = delivery.erased_subject, delivery.erased_body
+            sendable.append(replace(delivery, address=address, subject=subject, body=body))
+        else:
+            erased.append(replace(delivery, address=ERASED, subject=ERASED, body=ERASED))
     return sendable, erased
 
 

@@ -113,8 +113,18 @@ _COLUMNS = (
     "created_at",
     "thread",
     "customer_ref",
+    "erased_subject",
+    "erased_body",
 )
-_TYPES = ("text", "uuid", *["text"] * 11, "timestamptz", "text", "timestamptz", "text", "text")
+_TYPES = (
+    "text",
+    "uuid",
+    *["text"] * 11,
+    "timestamptz",
+    "text",
+    "timestamptz",
+    *["text"] * 4,
+)
 
 
 AT_ONCE = datetime(1970, 1, 1, tzinfo=UTC)
@@ -154,6 +164,7 @@ async def enqueue(
             now,
             " ".join(n.thread) or None,
             n.customer_ref,
+            *(n.if_erased or (None, None)),
         )
         for n in notices
     ]
@@ -190,6 +201,10 @@ class Delivery:
     attempts: int
     thread: str | None = None
     """An email's ``References``: the Message-IDs it follows, space separated."""
+    erased_subject: str | None = None
+    erased_body: str | None = None
+    """A notice to the desk's people: what it says if its customer is erased before it goes
+    out (:attr:`~services.notify.rules.Notice.if_erased`)."""
     destination: str = ""
     """Where it goes, as far as one receiver can hold sends up: the SMTP relay (``email``),
     the SMS provider (``sms``), or a webhook's host."""
@@ -197,7 +212,8 @@ class Delivery:
 
 _CLAIMED = (
     "id, notice_key, ticket_id::text, number, cause_event_id, recipient, channel, address, "
-    "template, language, subject, body, policy_version, attempts, thread"
+    "template, language, subject, body, policy_version, attempts, thread, erased_subject, "
+    "erased_body"
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,20 +13,25 @@ import pytest
 
 from services.intake.app import build as intake
 from services.notify.app import build as notify
-from services.notify.rules import Notice, NoticeFacts
-from services.notify.sealing import kept, opened, withheld
+from services.notify.rules import Notice, NoticeFacts, notices
+from services.notify.sealing import as_if_erased, kept, opened, withheld
 from services.notify.storage import Delivery
+from services.policy import DEFAULT_POLICY, Policy
 from shared.database import connect
 from shared.keystore import KeyStore, MasterKey
 from shared.local.sinks import http_receiver, smtp_server
 from shared.personal import ERASED, DataKeys
+from shared.policyfile import load_policy
 from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
+from tests.notify.support import agent_notices
 from tests.notify.test_notify import EVENTS, data, kind, notify_settings
+from tests.support.events import assignment, publish_event
 from tests.support.kafka import KafkaProbe
 from tests.support.services import running
 from tests.support.waiting import eventually
 
+POLICY, _ = load_policy(Path(DEFAULT_POLICY), Policy)
 CUSTOMER = "wang.fang@example.com"
 WRITTEN = "The printer on floor 3 jams."  # what the customer wrote, as valid() sends it
 
@@ -48,9 +54,11 @@ def notice(recipient: str, address: str) -> Notice:
 
 def delivery(kept_notice: Notice) -> Delivery:
     n = kept_notice
+    erased_subject, erased_body = n.if_erased or (None, None)
     return Delivery(
         1, n.notice_key, n.ticket_id, n.number, n.cause_event_id, n.recipient, "email",
         n.address or "", n.template, n.language, n.subject, n.body, "v1", 1,
+        erased_subject=erased_subject, erased_body=erased_body,
     )  # fmt: skip
 
 
@@ -113,6 +121,57 @@ def test_notices_to_a_customer_already_erased_are_withheld_and_the_desks_go_out(
 
 
 @pytest.mark.unit
+def test_a_desk_notice_goes_out_as_the_erasure_left_it_if_the_erasure_came_first() -> None:
+    """An assignment waiting for the agent's webhook (down, retried) when the customer is
+    erased: the agent is still told, with "erased" where the customer's subject was — not
+    failed as the customer's own notices are."""
+    keys = DataKeys({"cust-1": secrets.token_bytes(32)})
+    ticket = sealed_ticket(keys)
+    assigned = {"agent_id": "li.na", "group_id": "front-line", "reason": "skills"}
+    asked: list[str] = []
+
+    def erased() -> tuple[NoticeFacts, dict[str, Any]] | None:
+        asked.append("erased")
+        return as_if_erased(ticket, assigned, keys)
+
+    [made] = notices(POLICY, keys.reveal(ticket), "ticket.assigned", assigned, "e-1", erased=erased)
+    [stored] = kept([made], {"t-1": ticket}, keys)
+
+    assert made.subject == "新工单 REQ-2026-000001：Printer jams"
+    assert made.if_erased == ("新工单 REQ-2026-000001：erased", made.body)
+    assert "Printer jams" not in stored.subject and stored.if_erased == made.if_erased
+    [sent], erased_ones = opened([delivery(stored)], DataKeys({"cust-1": None}))
+    assert erased_ones == []
+    assert (sent.address, sent.subject, sent.body) == (made.address, *made.if_erased)
+    [sent], _ = opened([delivery(stored)], keys)
+    assert (sent.subject, sent.body) == (made.subject, made.body), "not erased: as made"
+    acknowledged = notices(POLICY, keys.reveal(ticket), "ticket.triaged", {}, "e-2", erased=erased)
+    assert [n.if_erased for n in acknowledged] == [None], "the customer's own: failed if erased"
+    assert asked == ["erased"], "rendered again only for the desk's people"
+
+
+@pytest.mark.unit
+def test_a_desk_notice_about_a_ticket_never_sealed_or_already_erased_is_rendered_once() -> None:
+    keys = DataKeys({"cust-1": secrets.token_bytes(32)})
+    legacy = sealed_ticket(keys).model_copy(update={"customer_name": "Ann", "subject": "Jam"})
+    assert as_if_erased(legacy, {}, keys) is None
+    assert as_if_erased(sealed_ticket(keys), {}, DataKeys({"cust-1": None})) is None
+
+
+def sealed_ticket(keys: DataKeys) -> NoticeFacts:
+    return NoticeFacts(
+        ticket_id="t-1",
+        number="REQ-2026-000001",
+        subject=keys.seal_text("cust-1", "Printer jams"),
+        customer_name=keys.seal_text("cust-1", "Wang Fang"),
+        email=keys.seal_text("cust-1", CUSTOMER),
+        language="en",
+        group_id="front-line",
+        agent_id="li.na",
+    )
+
+
+@pytest.mark.unit
 def test_a_ticket_without_a_sealed_customer_keeps_its_notices_as_they_are() -> None:
     facts = {"t-1": NoticeFacts(ticket_id="t-1", number="REQ-2026-000001", customer_name="x")}
     clear = [notice("customer", CUSTOMER)]
@@ -156,3 +215,64 @@ async def test_a_notice_waiting_to_be_retried_is_never_sent_once_its_customer_is
             await kafka.all_records(EVENTS, settle=1.5)
     assert (data(failed)["template"], data(failed)["reason"]) == ("acknowledgement", "erased")
     assert smtp.to(CUSTOMER) == []
+
+
+@pytest.mark.asyncio
+async def test_an_agent_is_still_told_of_a_ticket_whose_customer_was_erased_while_it_waited(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """The agent's webhook is down when the ticket is assigned; the customer is erased while
+    the assignment is retried; the webhook comes back: the agent is told, "erased" where the
+    customer's subject was, and nothing the customer wrote reaches them."""
+    with smtp_server() as smtp, http_receiver(failing={"/agents/li.na"}) as http:
+        desk = notify_settings(
+            await intake_clock(settings), tmp_path, smtp, http, notify_max_attempts=10**6
+        )
+        async with running(intake(desk)), running(notify(desk)):
+            await kafka.publish("requests.incoming", encode(valid("erase-2")))
+            [receipt] = await kafka.await_records(
+                "intake.events",
+                lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
+            )
+            ticket, number = data(receipt)["ticket_id"], data(receipt)["number"]
+            await kafka.await_records(EVENTS, kind("sent"))  # the acknowledgement: receipt read
+            await publish_event(
+                kafka,
+                "dispatch.events",
+                assignment(ticket, number, "li.na"),
+                stream_id=f"ticket-{ticket}",
+            )
+            conn = await connect(desk.require_database_url(), schema="notify")
+            try:
+
+                async def tried() -> int:
+                    return int(
+                        await conn.fetchval(
+                            "SELECT coalesce(max(attempts), 0) FROM deliveries "
+                            "WHERE template = 'assignment'"
+                        )
+                    )
+
+                await eventually(tried, lambda attempts: attempts >= 1, what="tried")
+                store = KeyStore(MasterKey.from_settings(desk))
+                ref = await store.find(conn, f"email:{CUSTOMER}")
+                assert ref is not None
+                assert await store.erase(conn, ref, datetime.now(UTC))
+                erased_at = await tried()
+                await eventually(tried, lambda attempts: attempts > erased_at, what="retried")
+            finally:
+                await conn.close()
+            http.failing.clear()  # the webhook is back
+            [sent] = await kafka.await_records(
+                EVENTS, lambda r: kind("sent")(r) and data(r)["template"] == "assignment"
+            )
+    posted = agent_notices(http, "li.na", "assignment")  # refused, until the last
+    subjects = [p["subject"] for p in posted]
+    before = subjects.count(f"新工单 {number}：打印机卡纸")
+    assert before >= 1 and subjects[before:] == [f"新工单 {number}：erased"] * (
+        len(posted) - before
+    )
+    assert data(sent)["recipient"] == "agent:li.na"
+    told = posted[-1]
+    assert number in told["text"] and "打印机" not in json.dumps(told, ensure_ascii=False)
+    assert smtp.to(CUSTOMER), "the acknowledgement went out before the erasure"
