@@ -1,6 +1,6 @@
 """Notices delivered per second to a local SMTP server and a local webhook receiver.
 
-``python -m bench.notify [--tickets 2000]``
+``python -m bench.notify [--tickets 2000] [--clear | --compare ROUNDS]``
 
 notify runs as its own process with the shipped policy, every agent's webhook pointed at a local
 HTTP receiver. The benchmark publishes, for each ticket, intake's received and triaged events and
@@ -13,6 +13,11 @@ Each ticket has a customer of its own whose personal fields are sealed under the
 intake seals them (``--clear`` publishes them in clear, as before sealing), so notify opens
 every receipt. ``cpu_ms_per_ticket`` is the CPU each part of the machine spent per ticket over
 that window (notify, PostgreSQL, the broker, this benchmark) and the share left idle.
+
+``--compare ROUNDS`` prices sealing: notify reading sealed tickets and one reading them in clear,
+side by side on the same servers (each with its own receivers), ``--tickets`` shared out over
+ROUNDS rounds; ``sealing_cpu_pct`` is what sealing adds to notify's CPU per ticket, with each
+round's beside it.
 """
 
 from __future__ import annotations
@@ -20,18 +25,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from aiokafka import AIOKafkaProducer
 
 from bench._support import (
     CpuMeter,
     Outgoing,
     bench_world,
+    beside,
     publish,
     report,
     sealed,
@@ -47,6 +56,7 @@ from shared.events import EventData, new_event_id
 from shared.eventstore import EventStore, PendingEvent, with_version
 from shared.kafka import ensure_topics, make_producer
 from shared.keystore import KeyStore, SubjectKey
+from shared.local.infrastructure import Infrastructure
 from shared.local.ports import free_port
 from shared.local.sinks import SmtpServer
 from shared.personal import DataKeys
@@ -188,35 +198,72 @@ async def customers(settings: Settings, count: int) -> list[SubjectKey]:
     return [made[i] for i in identities]
 
 
+@dataclass
+class Sinks:
+    """The SMTP server and webhook receiver of one notify, in a process of their own, and what
+    they counted."""
+
+    smtp_port: int
+    http_port: int
+    emails: Any
+    hooks: Any
+    repeats: Any
+    process: multiprocessing.Process
+
+    @classmethod
+    def start(cls) -> Sinks:
+        smtp_port, http_port = free_port(), free_port()
+        emails, hooks, repeats = (multiprocessing.Value("i", 0) for _ in range(3))
+        process = multiprocessing.Process(
+            target=serve_sinks, args=(smtp_port, http_port, emails, hooks, repeats), daemon=True
+        )
+        process.start()
+        return cls(smtp_port, http_port, emails, hooks, repeats, process)
+
+    def settings(self) -> dict[str, Any]:
+        """What a notify sending here is given."""
+        return {
+            "notify_port": free_port(),
+            "smtp_port": self.smtp_port,
+            "policy_file": bench_policy(self.http_port),
+        }
+
+    @property
+    def received(self) -> int:
+        return int(self.emails.value + self.hooks.value)
+
+    async def wait_for(self, notices: int, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while self.received < notices:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.received} of {notices} notices within {timeout} s")
+            await asyncio.sleep(0.02)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join()
+
+
 async def run(tickets: int, clear: bool) -> dict[str, Any]:
-    smtp_port, http_port = free_port(), free_port()
-    emails, hooks, repeats = (multiprocessing.Value("i", 0) for _ in range(3))
-    sinks = multiprocessing.Process(
-        target=serve_sinks, args=(smtp_port, http_port, emails, hooks, repeats), daemon=True
-    )
-    sinks.start()
+    sinks = Sinks.start()
     try:
-        async with bench_world(
-            notify_port=free_port(), smtp_port=smtp_port, policy_file=bench_policy(http_port)
-        ) as (settings, infrastructure):
+        async with bench_world(**sinks.settings()) as (settings, infrastructure):
             topics = {name: settings.topic(name) for name in ("intake.events", "dispatch.events")}
             await ensure_topics(settings, list(topics.values()))
             subjects = [] if clear else await customers(settings, tickets)
             service = await start_service("notify", settings)
             producer = make_producer(settings, client_id="bench-notify", max_batch_size=512 * 1024)
             await producer.start()
-            intake, dispatch = ticket_events(tickets, subjects)
+            events = ticket_events(tickets, subjects)
             meter = CpuMeter([service.pid], infrastructure)
             try:
                 meter.start()
                 started = time.perf_counter()
-                await publish(producer, topics["intake.events"], sealed(settings, "intake", intake))
-                dispatched = sealed(settings, "dispatch", dispatch)
-                await publish(producer, topics["dispatch.events"], dispatched)
+                await publish_tickets(producer, settings, events)
                 deadline = time.monotonic() + 600
                 queued_s: float | None = None
                 database = await connect(settings.require_database_url(), schema="notify")
-                while emails.value + hooks.value < 2 * tickets:
+                while sinks.received < 2 * tickets:
                     if (
                         queued_s is None
                         and await database.fetchval("SELECT count(*) FROM deliveries")
@@ -235,29 +282,161 @@ async def run(tickets: int, clear: bool) -> dict[str, Any]:
                 service.terminate()
                 await service.wait()
     finally:
-        sinks.terminate()
-        sinks.join()
+        sinks.stop()
     return {
         "benchmark": "notify",
         "tickets": tickets,
         "notices": 2 * tickets,
         "notices_per_s": round(2 * tickets / elapsed, 1),
         "notices_queued_per_s": round(2 * tickets / queued_s, 1) if queued_s else None,
-        "emails_received": emails.value,
-        "webhooks_received": hooks.value,
-        "webhooks_repeated": repeats.value,
+        "emails_received": sinks.emails.value,
+        "webhooks_received": sinks.hooks.value,
+        "webhooks_repeated": sinks.repeats.value,
         "personal_fields": "clear" if clear else "sealed",
         # Where the cores went until every notice arrived: CPU ms per ticket by process role.
         "cpu_ms_per_ticket": cpu,
     }
 
 
+async def publish_tickets(
+    producer: AIOKafkaProducer, settings: Settings, events: tuple[Outgoing, Outgoing]
+) -> None:
+    """intake's events, then dispatch's, as their relays would publish them."""
+    intake, dispatch = events
+    await publish(producer, settings.topic("intake.events"), sealed(settings, "intake", intake))
+    await publish(
+        producer, settings.topic("dispatch.events"), sealed(settings, "dispatch", dispatch)
+    )
+
+
+WARM_UP = 200
+"""Tickets each variant is handed before anything is measured."""
+
+
+async def compare(rounds: int, size: int) -> dict[str, Any]:
+    """What sealing costs notify, the two side by side (as ``bench.intake --compare``): a notify
+    reading sealed tickets and one reading them in clear, each with a database, topics and
+    receivers of its own on the same servers, handed the same tickets round by round, published
+    at once; a round's CPU is each notify's from the publishing until its receivers have every
+    notice of the round."""
+    sinks = {"sealed": Sinks.start(), "clear": Sinks.start()}
+    cpu: dict[str, list[float]] = {"sealed": [], "clear": []}
+    try:
+        async with (
+            bench_world(**sinks["sealed"].settings()) as (sealed_settings, infrastructure),
+            beside(sealed_settings, infrastructure, **sinks["clear"].settings()) as clear,
+        ):
+            worlds = {"sealed": sealed_settings, "clear": clear}
+            for settings in worlds.values():
+                names = ("intake.events", "dispatch.events")
+                await ensure_topics(settings, [settings.topic(name) for name in names])
+            total = WARM_UP + rounds * size
+            subjects = await customers(sealed_settings, total)
+            events = {"sealed": ticket_events(total, subjects), "clear": ticket_events(total)}
+            services = {m: await start_service("notify", s) for m, s in worlds.items()}
+            producer = make_producer(
+                sealed_settings, client_id="bench-notify", max_batch_size=512 * 1024
+            )
+            await producer.start()
+            try:
+                bounds = [(0, WARM_UP)] + [
+                    (WARM_UP + r * size, WARM_UP + (r + 1) * size) for r in range(rounds)
+                ]
+                for n, (first, last) in enumerate(bounds):
+                    given = {
+                        m: (intake[2 * first : 2 * last], dispatch[first:last])
+                        for m, (intake, dispatch) in events.items()
+                    }
+                    order = sorted(worlds, reverse=n % 2 == 1)  # who goes first
+                    spent = await one_round(
+                        producer, {m: (worlds[m], sinks[m], services[m]) for m in order},
+                        given, infrastructure,
+                    )  # fmt: skip
+                    if n:  # the first hands out the warm-up
+                        for mode, ms in spent.items():
+                            cpu[mode].append(ms)
+                repeats = {m: int(sink.repeats.value) for m, sink in sinks.items()}
+                shares = {m: await sealed_share(settings) for m, settings in worlds.items()}
+            finally:
+                await producer.stop()
+                for service in services.values():
+                    service.terminate()
+                    await service.wait()
+    finally:
+        for sink in sinks.values():
+            sink.stop()
+    if any(repeats.values()):
+        raise RuntimeError(f"webhooks repeated: {repeats}")
+    if shares != {"sealed": 1.0, "clear": 0.0}:
+        raise RuntimeError(f"a variant measured something else: notices sealed {shares}")
+    total_ms = {mode: sum(runs) for mode, runs in cpu.items()}
+    ratios = [100 * (s / c - 1) for c, s in zip(cpu["clear"], cpu["sealed"], strict=True)]
+    return {
+        "benchmark": "notify",
+        "rounds": rounds,
+        "tickets_a_round": size,
+        "service_cpu_ms_per_ticket": {m: [round(ms, 4) for ms in r] for m, r in cpu.items()},
+        "mean_service_cpu_ms_per_ticket": {m: round(t / rounds, 4) for m, t in total_ms.items()},
+        "sealing_cpu_pct": round(100 * (total_ms["sealed"] / total_ms["clear"] - 1), 1),
+        "round_sealing_cpu_pct": [round(r, 1) for r in ratios],
+        "round_pct_median": round(statistics.median(ratios), 1),
+        "notices_sealed_share": shares,
+    }
+
+
+async def sealed_share(settings: Settings) -> float:
+    """The share of notices ``deliveries`` keeps sealed: 1 reading sealed tickets, 0 in clear
+    (a check that the run measured what it says)."""
+    conn = await connect(settings.require_database_url())
+    try:
+        share = await conn.fetchval(
+            "SELECT avg((subject LIKE '{\"ref\": %')::int) FROM notify.deliveries"
+        )
+    finally:
+        await conn.close()
+    return round(float(share), 3)
+
+
+async def one_round(
+    producer: AIOKafkaProducer,
+    variants: dict[str, tuple[Settings, Sinks, asyncio.subprocess.Process]],
+    given: dict[str, tuple[Outgoing, Outgoing]],
+    infrastructure: Infrastructure,
+) -> dict[str, float]:
+    """Each variant's tickets published at once (in ``variants``' order); each notify's CPU ms a
+    ticket until its receivers have every notice of them."""
+    tickets = len(next(iter(given.values()))[1])
+    meters = {m: CpuMeter([p.pid], infrastructure) for m, (_, _, p) in variants.items()}
+    expected = {m: sinks.received + 2 * tickets for m, (_, sinks, _) in variants.items()}
+    for meter in meters.values():
+        meter.start()
+
+    async def done(mode: str) -> tuple[str, float]:
+        await variants[mode][1].wait_for(expected[mode])
+        return mode, meters[mode].stop(tickets)["service"]
+
+    await asyncio.gather(
+        *(publish_tickets(producer, settings, given[m]) for m, (settings, _, _) in variants.items())
+    )
+    return dict(await asyncio.gather(*(done(m) for m in variants)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tickets", type=int, default=2000)
     parser.add_argument("--clear", action="store_true", help="personal fields in clear")
+    parser.add_argument(
+        "--compare",
+        type=int,
+        metavar="ROUNDS",
+        help="notify reading sealed and clear tickets side by side, --tickets shared out over "
+        "ROUNDS: what sealing costs",
+    )
     args = parser.parse_args()
-    report(asyncio.run(run(args.tickets, args.clear)))
+    if args.compare:
+        report(asyncio.run(compare(args.compare, args.tickets // args.compare)))
+    else:
+        report(asyncio.run(run(args.tickets, args.clear)))
 
 
 if __name__ == "__main__":

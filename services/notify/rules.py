@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from services.dispatch import events as dispatch
 from services.intake import events as intake
 from services.notify.events import mail_message_id
-from services.notify.templates import pick_language, render, render_text, uses
+from services.notify.templates import pick_language, render, render_again, render_text, uses
 from services.policy import Policy
 from services.policy.calendar import BusinessCalendar
 from services.policy.dispatch import AgentPolicy
@@ -29,7 +29,7 @@ from services.policy.notify import (
 )
 from services.policy.sla import DEFAULT_SATISFACTION, CalendarPolicy, Metric, choose
 from shared.events import EventData
-from shared.personal import OptionalPersonalText, PersonalText
+from shared.personal import ERASED, OptionalPersonalText, PersonalText
 
 
 class NoticeFacts(BaseModel):
@@ -139,37 +139,59 @@ def notices(
     event_id: str,
     *,
     survey: SurveyContext = lambda number: {},
-    erased: Callable[[], tuple[NoticeFacts, dict[str, Any]] | None] = lambda: None,
+    erased: Callable[[], dict[str, Any] | None] = lambda: None,
 ) -> list[Notice]:
     """Every notice the rules of ``policy`` give for one event about the ticket; none before its
     receipt is known (:func:`waits`). A recipient two rules reach gets the first one's notice
     only: a queued ticket's late specialist group warned its supervisors twice, in two texts.
 
-    ``erased`` gives the ticket and the event as they read once the customer is erased (None:
-    nothing of theirs is sealed); asked for at most once, by the first notice to someone other
-    than the customer, which is rendered that way too (:attr:`Notice.if_erased`)."""
+    ``erased`` gives the event's data as it reads once the customer is erased (None: nothing of
+    theirs is sealed); asked for at most once, by the first notice to someone other than the
+    customer, which is rendered that way too (:attr:`Notice.if_erased`)."""
     settings = policy.notifications
     if settings is None or not facts.received:
         return []
     found: list[Notice] = []
     told: set[str] = set()
-    shadow: list[tuple[NoticeFacts, dict[str, Any]] | None] = []
+    shadow: list[dict[str, Any] | None] = []
     for rule in _rules(policy, trigger, data, holder=assignee_of(facts)):
         for recipient in recipients(policy, rule, facts, data):
             if recipient.key in told:
                 continue  # one notice a person an event: the first rule that reaches them
             told.add(recipient.key)
             links = survey if recipient.key == "customer" else _no_links
-            notice = _notice(policy, settings, rule, recipient, facts, data, event_id, links)
+            notice, context = _notice(
+                policy, settings, rule, recipient, facts, data, event_id, links
+            )
             if recipient.key != "customer" and not notice.failure:
                 if not shadow:
                     shadow.append(erased())
-                if (view := shadow[0]) is not None:
-                    again = _notice(policy, settings, rule, recipient, *view, event_id, links)
-                    if not again.failure:
-                        notice = replace(notice, if_erased=(again.subject, again.body))
+                if (event := shadow[0]) is not None:
+                    notice = _if_erased(settings, notice, context, event)
             found.append(_threaded(facts, notice))
     return found
+
+
+_PERSONAL = frozenset({"subject", "customer_name"})
+"""What a notice's context holds of the customer's personal data, besides sealed fields of the
+event (``event``)."""
+
+
+def _if_erased(
+    settings: NotificationPolicy, notice: Notice, context: dict[str, Any], event: dict[str, Any]
+) -> Notice:
+    """``notice`` with what it says once its customer is erased (:attr:`Notice.if_erased`): a
+    part that reads none of their data as it is, one that does rendered again with "erased"."""
+    changed = _PERSONAL | ({"event"} if event != context["event"] else set())
+    erased = {**context, "subject": ERASED, "customer_name": ERASED, "event": event}
+    try:
+        again = render_again(
+            settings, notice.template, notice.language, erased, (notice.subject, notice.body),
+            changed,
+        )  # fmt: skip
+    except TemplateError:
+        return notice  # it rendered with the customer's data: failing "erased" is all it can do
+    return replace(notice, if_erased=again)
 
 
 def _threaded(facts: NoticeFacts, notice: Notice) -> Notice:
@@ -331,7 +353,8 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
     data: dict[str, Any],
     event_id: str,
     links: SurveyContext,
-) -> Notice:
+) -> tuple[Notice, dict[str, Any]]:
+    """The notice, and the context its template was rendered with."""
     language = pick_language(settings, rule.template, recipient.language)
     channel = next((c for c in rule.channels if recipient.contacts.get(c)), None)
     base: dict[str, Any] = {
@@ -367,17 +390,19 @@ def _notice(  # noqa: PLR0917 - private; the names at the one call site say it
             context["survey_url"] = render_text(settings.survey_url, context)
         subject, body = render(settings, rule.template, language, context)
     except TemplateError as error:
-        return Notice(**base, subject="", body="", failure="template_error", error=str(error))
+        failed = Notice(**base, subject="", body="", failure="template_error", error=str(error))
+        return failed, context
     if channel is None:
         wanted = ", ".join(rule.channels)
-        return Notice(
+        unsendable = Notice(
             **base,
             subject=subject,
             body=body,
             failure="no_contact",
             error=f"{recipient.key} has no contact for {wanted}",
         )
-    return Notice(**base, subject=subject, body=body)
+        return unsendable, context
+    return Notice(**base, subject=subject, body=body), context
 
 
 def _metric_name(policy: Policy, metric: object, language: str) -> str:

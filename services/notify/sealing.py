@@ -6,8 +6,8 @@ and in every sent one. So it is stored sealed for the customer's pseudonym (its 
 it goes to the customer), opened as it is claimed for sending. A notice to the customer who was
 erased meanwhile is not sent: it fails as :data:`ERASED_REASON`. One to the desk's people (an
 assignment, an escalation) still goes, as it would have read had the erasure come first: it is
-rendered that way too when made (:func:`as_if_erased`) and kept beside, in clear — it holds
-nothing of the customer's.
+rendered that way too when made (each part of it that reads the customer's data, with "erased"
+in its place: :func:`as_if_erased`) and kept beside, in clear — it holds nothing of theirs.
 """
 
 from __future__ import annotations
@@ -79,15 +79,16 @@ def kept(
 
 def as_if_erased(
     ticket: NoticeFacts, data: dict[str, Any], keys: DataKeys
-) -> tuple[NoticeFacts, dict[str, Any]] | None:
-    """``ticket`` (as kept) and an event's ``data`` (as published) as they read once the
-    ticket's customer is erased: every sealed field :data:`ERASED`. None when the customer is
-    not sealed under a key held here (made before sealing, or erased already: the notices are
-    made from that already)."""
+) -> dict[str, Any] | None:
+    """An event's ``data`` (as published) as it reads once the customer of ``ticket`` (as kept)
+    is erased: every sealed field :data:`ERASED` — with the ticket's subject and the customer's
+    name, what a notice reads of them. None when the customer is not sealed under a key held
+    here (made before sealing, or erased already: the notices are made from that already)."""
     ref = ref_in(ticket.customer_name)
     if ref is None or not keys.holds(ref):
         return None
-    return _NO_KEYS.reveal(ticket), _NO_KEYS.reveal_json(data)
+    erased: dict[str, Any] = _NO_KEYS.reveal_json(data)
+    return erased
 
 
 _NO_KEYS = DataKeys({})

@@ -130,7 +130,7 @@ def test_a_desk_notice_goes_out_as_the_erasure_left_it_if_the_erasure_came_first
     assigned = {"agent_id": "li.na", "group_id": "front-line", "reason": "skills"}
     asked: list[str] = []
 
-    def erased() -> tuple[NoticeFacts, dict[str, Any]] | None:
+    def erased() -> dict[str, Any] | None:
         asked.append("erased")
         return as_if_erased(ticket, assigned, keys)
 
@@ -148,6 +148,17 @@ def test_a_desk_notice_goes_out_as_the_erasure_left_it_if_the_erasure_came_first
     acknowledged = notices(POLICY, keys.reveal(ticket), "ticket.triaged", {}, "e-2", erased=erased)
     assert [n.if_erased for n in acknowledged] == [None], "the customer's own: failed if erased"
     assert asked == ["erased"], "rendered again only for the desk's people"
+    note = {
+        "agent_id": "wang.qiang",
+        "note": keys.seal_text("cust-1", "Ms Wang: +86 1380").as_json(),
+    }
+    [noted] = notices(
+        POLICY, keys.reveal(ticket), "ticket.note_added", keys.reveal_json(note), "e-3",
+        erased=lambda: as_if_erased(ticket, note, keys),
+    )  # fmt: skip
+    assert "Ms Wang: +86 1380" in noted.body
+    assert noted.if_erased is not None and "Ms Wang" not in "".join(noted.if_erased)
+    assert noted.if_erased[1] == noted.body.replace("Ms Wang: +86 1380", "erased")
 
 
 @pytest.mark.unit
