@@ -33,8 +33,9 @@ average is printed too).
 ``--soak`` runs only a steady phase (``--requests`` at ``--rate``, nobody resolving, so every
 ticket stays open) and prints each process's resident memory at its start and end (and the most
 seen), and per ``--window`` seconds of publishing the p50/p99 latency to each stage with the
-services' resident memory at the window's end: state that grows with open tickets shows as a
-slope in either.
+services' resident memory and records each has still to apply (its consumer groups' lag) at the
+window's end: state that grows with open tickets shows as a slope in either, and a process that
+falls behind holds what it has fetched (read its memory beside its backlog).
 """
 
 from __future__ import annotations
@@ -470,10 +471,12 @@ async def soak(
     async with warmed_up(instances, warmup, timeout, settings) as (system, stages, processes):
         load_before = os.getloadavg()
         memory: list[tuple[float, dict[str, float]]] = []
+        backlog: list[tuple[float, dict[str, int]]] = []
 
         async def sample() -> None:
             while True:
                 memory.append((time.time(), processes.memory()))
+                backlog.append((time.time(), await behind(system)))
                 await asyncio.sleep(window)
 
         sampler = asyncio.create_task(sample())
@@ -484,6 +487,7 @@ async def soak(
         finally:
             sampler.cancel()
         memory.append((time.time(), processes.memory()))
+        backlog.append((time.time(), await behind(system)))
         load_after = os.getloadavg()
         journeys = stages.times()
 
@@ -494,7 +498,10 @@ async def soak(
         "instances": instances,
         "window_s": window,
         "rss_mb": resident_change(memory),
-        "windows": windows(journeys, keys, memory, window),
+        "most_behind": {
+            name: max(sample.get(name, 0) for _, sample in backlog) for name in backlog[0][1]
+        },
+        "windows": windows(journeys, keys, memory, backlog, window),
         "cpu_ms_per_ticket": cpu,
         "load_average": {
             "before": [round(x, 2) for x in load_before],
@@ -517,14 +524,25 @@ def resident_change(memory: list[tuple[float, dict[str, float]]]) -> dict[str, A
     }
 
 
+async def behind(system: System) -> dict[str, int]:
+    """Records each service's consumers have still to apply (their groups' lag, summed): a
+    process behind holds fetched records and pending batches, so its memory is read beside it."""
+    prefix = system.settings.topic_prefix
+    lag: Counter[str] = Counter()
+    for group, records in (await system.lag.lag()).items():
+        lag[group.removeprefix(prefix).split(".")[0]] += records
+    return dict(lag)
+
+
 def windows(
     journeys: dict[str, dict[str, float]],
     keys: list[str],
     memory: list[tuple[float, dict[str, float]]],
+    backlog: list[tuple[float, dict[str, int]]],
     window: float,
 ) -> list[dict[str, Any]]:
     """Requests by the window they were published in: how many, p50/p99 to each stage, and
-    each service's resident MB at the window's end."""
+    each service's resident MB and records behind at the window's end."""
     published = {k: journeys[k]["published"] for k in keys if "published" in journeys.get(k, {})}
     start = min(published.values())
     buckets: dict[int, list[str]] = {}
@@ -534,6 +552,7 @@ def windows(
     for n in sorted(buckets):
         end = start + (n + 1) * window
         rss = min(memory, key=lambda sample: abs(sample[0] - end))[1]
+        lag = min(backlog, key=lambda sample: abs(sample[0] - end))[1]
         stages = latencies(journeys, buckets[n])
         found.append(
             {
@@ -544,6 +563,7 @@ def windows(
                     for stage, figures in stages.items()
                 },
                 "rss_mb": {name: mb for name, mb in rss.items() if name.split("#")[0] in SERVICES},
+                "behind": lag,
             }
         )
     return found

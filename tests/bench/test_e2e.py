@@ -72,8 +72,12 @@ def test_a_tiny_soak_samples_every_process_and_every_window() -> None:
     assert len(windows) >= 2  # 30 requests at 10/s: three seconds of publishing
     assert sum(w["published"] for w in windows) == 30
     assert [w["from_s"] for w in windows] == sorted(w["from_s"] for w in windows)
+    assert set(figures["most_behind"]) == set(service_names())
+    assert all(records >= 0 for records in figures["most_behind"].values())
     for window in windows:
         assert set(window["rss_mb"]) == set(service_names())
+        assert set(window["behind"]) == set(service_names())
+        assert all(0 <= n <= figures["most_behind"][s] for s, n in window["behind"].items())
         for stage in STAGES:
             p50, p99 = window[f"{stage}_ms"]
             assert 0 < p50 <= p99
