@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -128,6 +129,25 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "database": "external" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL 18",
         "broker": "external" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "embedded Tansu",
+    }
+
+
+def sealing_cost(cpu: dict[str, list[float]], unit: str) -> dict[str, Any]:
+    """What sealing adds, from rounds of a variant in clear and one sealed run side by side:
+    each round's CPU ms a ``unit`` by variant, their means, sealing's share over all rounds and
+    each round's (with the rounds' median)."""
+    rounds = len(cpu["clear"])
+    total = {mode: sum(runs) for mode, runs in cpu.items()}
+    if not total["clear"]:
+        # The kernel counts CPU in 10 ms ticks: rounds that short measure nothing.
+        raise SystemExit("rounds too short to measure: give each round more work")
+    ratios = [100 * (s / c - 1) for c, s in zip(cpu["clear"], cpu["sealed"], strict=True)]
+    return {
+        f"service_cpu_ms_per_{unit}": {m: [round(ms, 4) for ms in r] for m, r in cpu.items()},
+        f"mean_service_cpu_ms_per_{unit}": {m: round(t / rounds, 4) for m, t in total.items()},
+        "sealing_cpu_pct": round(100 * (total["sealed"] / total["clear"] - 1), 1),
+        "round_sealing_cpu_pct": [round(r, 1) for r in ratios],
+        "round_pct_median": round(statistics.median(ratios), 1),
     }
 
 

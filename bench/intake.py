@@ -33,7 +33,15 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from bench._support import CpuMeter, Watcher, bench_world, beside, report, start_service
+from bench._support import (
+    CpuMeter,
+    Watcher,
+    bench_world,
+    beside,
+    report,
+    sealing_cost,
+    start_service,
+)
 from services.intake.contract import INCOMING_TOPIC as INCOMING
 from services.intake.demo import DemoTraffic
 from services.intake.events import EVENTS_TOPIC as EVENTS
@@ -162,19 +170,10 @@ async def compare(rounds: int, size: int) -> dict[str, Any]:
                 await intake.wait()
     if shares != {"sealed": 1.0, "clear": 0.0}:
         raise RuntimeError(f"a variant measured something else: receipts sealed {shares}")
-    total = {mode: sum(runs) for mode, runs in cpu.items()}
-    if not total["clear"]:
-        # The kernel counts CPU in 10 ms ticks: rounds that short measure nothing.
-        raise SystemExit(f"rounds of {size} requests are too short to measure: raise --requests")
-    ratios = [100 * (s / c - 1) for c, s in zip(cpu["clear"], cpu["sealed"], strict=True)]
     return {
         "rounds": rounds,
         "requests_a_round": size,
-        "service_cpu_ms_per_request": {m: [round(ms, 4) for ms in r] for m, r in cpu.items()},
-        "mean_service_cpu_ms_per_request": {m: round(t / rounds, 4) for m, t in total.items()},
-        "sealing_cpu_pct": round(100 * (total["sealed"] / total["clear"] - 1), 1),
-        "round_sealing_cpu_pct": [round(r, 1) for r in ratios],
-        "round_pct_median": round(statistics.median(ratios), 1),
+        **sealing_cost(cpu, "request"),
         "receipts_sealed_share": shares,
     }
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from bench._support import (
     publish,
     report,
     sealed,
+    sealing_cost,
     start_service,
     written_policy,
 )
@@ -369,17 +369,11 @@ async def compare(rounds: int, size: int) -> dict[str, Any]:
         raise RuntimeError(f"webhooks repeated: {repeats}")
     if shares != {"sealed": 1.0, "clear": 0.0}:
         raise RuntimeError(f"a variant measured something else: notices sealed {shares}")
-    total_ms = {mode: sum(runs) for mode, runs in cpu.items()}
-    ratios = [100 * (s / c - 1) for c, s in zip(cpu["clear"], cpu["sealed"], strict=True)]
     return {
         "benchmark": "notify",
         "rounds": rounds,
         "tickets_a_round": size,
-        "service_cpu_ms_per_ticket": {m: [round(ms, 4) for ms in r] for m, r in cpu.items()},
-        "mean_service_cpu_ms_per_ticket": {m: round(t / rounds, 4) for m, t in total_ms.items()},
-        "sealing_cpu_pct": round(100 * (total_ms["sealed"] / total_ms["clear"] - 1), 1),
-        "round_sealing_cpu_pct": [round(r, 1) for r in ratios],
-        "round_pct_median": round(statistics.median(ratios), 1),
+        **sealing_cost(cpu, "ticket"),
         "notices_sealed_share": shares,
     }
 
