@@ -12,7 +12,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -130,6 +130,34 @@ def machine() -> dict[str, Any]:
         "database": "external" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL 18",
         "broker": "external" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "embedded Tansu",
     }
+
+
+Variant = tuple[int, Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]
+"""One variant's round side by side: the pid of its process, what hands it the round's work, and
+what returns once the work is done."""
+
+
+async def side_by_side(
+    variants: dict[str, Variant], infrastructure: Infrastructure, units: int
+) -> dict[str, float]:
+    """Each variant handed its round at once (their sends interleaved, in ``variants``' order);
+    each one's CPU ms a unit of work, from then until its own work is done — two variants that
+    meet the same moment of a machine whose speed wanders."""
+    meters = {mode: CpuMeter([pid], infrastructure) for mode, (pid, _, _) in variants.items()}
+    for meter in meters.values():
+        meter.start()
+
+    async def measured(mode: str) -> tuple[str, float]:
+        await variants[mode][2]()
+        return mode, meters[mode].stop(units)["service"]
+
+    await asyncio.gather(*(send() for _, send, _ in variants.values()))
+    return dict(await asyncio.gather(*(measured(mode) for mode in variants)))
+
+
+def bounds(rounds: int, size: int, warm_up: int) -> list[tuple[int, int]]:
+    """Where each round's work starts and ends in what is handed out: the warm-up first."""
+    return [(0, warm_up)] + [(warm_up + r * size, warm_up + (r + 1) * size) for r in range(rounds)]
 
 
 def sealing_cost(cpu: dict[str, list[float]], unit: str) -> dict[str, Any]:

@@ -35,11 +35,14 @@ from aiokafka import AIOKafkaProducer
 
 from bench._support import (
     CpuMeter,
+    Variant,
     Watcher,
     bench_world,
     beside,
+    bounds,
     report,
     sealing_cost,
+    side_by_side,
     start_service,
 )
 from services.intake.contract import INCOMING_TOPIC as INCOMING
@@ -152,14 +155,20 @@ async def compare(rounds: int, size: int) -> dict[str, Any]:
         try:
             for watcher in watchers.values():
                 await watcher.start()
-            await side_by_side(producer, worlds, watchers, given[:WARM_UP], {})
-            for n in range(rounds):
-                at = WARM_UP + n * size
-                meters = {mode: CpuMeter([p.pid], infrastructure) for mode, p in intakes.items()}
-                order = dict(sorted(worlds.items(), reverse=n % 2 == 1))  # who goes first
-                spent = await side_by_side(producer, order, watchers, given[at : at + size], meters)
-                for mode, ms in spent.items():
-                    cpu[mode].append(ms)
+            for n, (first, last) in enumerate(bounds(rounds, size, WARM_UP)):
+                order = sorted(worlds, reverse=n % 2 == 1)  # who goes first
+                given_now = given[first:last]
+                spent = await side_by_side(
+                    {
+                        m: round_of(producer, intakes[m], worlds[m], watchers[m], given_now)
+                        for m in order
+                    },
+                    infrastructure,
+                    last - first,
+                )
+                if n:  # the first hands out the warm-up
+                    for mode, ms in spent.items():
+                        cpu[mode].append(ms)
             shares = {mode: await sealed_share(settings) for mode, settings in worlds.items()}
         finally:
             for watcher in watchers.values():
@@ -183,25 +192,21 @@ WARM_UP = 500
 the caches."""
 
 
-async def side_by_side(
+def round_of(
     producer: AIOKafkaProducer,
-    worlds: dict[str, Settings],
-    watchers: dict[str, Watcher],
+    process: asyncio.subprocess.Process,
+    settings: Settings,
+    watcher: Watcher,
     batch: list[tuple[str, bytes]],
-    meters: dict[str, CpuMeter],
-) -> dict[str, float]:
-    """``batch`` published to every variant at once (their sends interleaved, in ``worlds``'
-    order); each one's CPU ms a request until its last triaged event, by ``meters``."""
-    expected = {mode: len(watcher.arrived) + len(batch) for mode, watcher in watchers.items()}
-    for meter in meters.values():
-        meter.start()
-
-    async def done(mode: str) -> tuple[str, float]:
-        await watchers[mode].wait_for(expected[mode], 600)
-        return mode, meters[mode].stop(len(batch))["service"] if meters else 0.0
-
-    await asyncio.gather(*(publish_all(producer, s, batch) for s in worlds.values()))
-    return dict(await asyncio.gather(*(done(mode) for mode in worlds)))
+) -> Variant:
+    """``batch`` for one variant side by side: published to its topic, done at its last triaged
+    event."""
+    expected = len(watcher.arrived) + len(batch)
+    return (
+        process.pid,
+        lambda: publish_all(producer, settings, batch),
+        lambda: watcher.wait_for(expected, 600),
+    )
 
 
 async def publish_all(

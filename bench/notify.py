@@ -38,12 +38,15 @@ from aiokafka import AIOKafkaProducer
 from bench._support import (
     CpuMeter,
     Outgoing,
+    Variant,
     bench_world,
     beside,
+    bounds,
     publish,
     report,
     sealed,
     sealing_cost,
+    side_by_side,
     start_service,
     written_policy,
 )
@@ -56,7 +59,6 @@ from shared.events import EventData, new_event_id
 from shared.eventstore import EventStore, PendingEvent, with_version
 from shared.kafka import ensure_topics, make_producer
 from shared.keystore import KeyStore, SubjectKey
-from shared.local.infrastructure import Infrastructure
 from shared.local.ports import free_port
 from shared.local.sinks import SmtpServer
 from shared.personal import DataKeys
@@ -339,18 +341,18 @@ async def compare(rounds: int, size: int) -> dict[str, Any]:
             )
             await producer.start()
             try:
-                bounds = [(0, WARM_UP)] + [
-                    (WARM_UP + r * size, WARM_UP + (r + 1) * size) for r in range(rounds)
-                ]
-                for n, (first, last) in enumerate(bounds):
-                    given = {
-                        m: (intake[2 * first : 2 * last], dispatch[first:last])
-                        for m, (intake, dispatch) in events.items()
-                    }
+                for n, (first, last) in enumerate(bounds(rounds, size, WARM_UP)):
                     order = sorted(worlds, reverse=n % 2 == 1)  # who goes first
-                    spent = await one_round(
-                        producer, {m: (worlds[m], sinks[m], services[m]) for m in order},
-                        given, infrastructure,
+                    spent = await side_by_side(
+                        {
+                            m: round_of(
+                                producer, services[m], worlds[m], sinks[m],
+                                (events[m][0][2 * first : 2 * last], events[m][1][first:last]),
+                            )
+                            for m in order
+                        },
+                        infrastructure,
+                        last - first,
                     )  # fmt: skip
                     if n:  # the first hands out the warm-up
                         for mode, ms in spent.items():
@@ -391,28 +393,21 @@ async def sealed_share(settings: Settings) -> float:
     return round(float(share), 3)
 
 
-async def one_round(
+def round_of(
     producer: AIOKafkaProducer,
-    variants: dict[str, tuple[Settings, Sinks, asyncio.subprocess.Process]],
-    given: dict[str, tuple[Outgoing, Outgoing]],
-    infrastructure: Infrastructure,
-) -> dict[str, float]:
-    """Each variant's tickets published at once (in ``variants``' order); each notify's CPU ms a
-    ticket until its receivers have every notice of them."""
-    tickets = len(next(iter(given.values()))[1])
-    meters = {m: CpuMeter([p.pid], infrastructure) for m, (_, _, p) in variants.items()}
-    expected = {m: sinks.received + 2 * tickets for m, (_, sinks, _) in variants.items()}
-    for meter in meters.values():
-        meter.start()
-
-    async def done(mode: str) -> tuple[str, float]:
-        await variants[mode][1].wait_for(expected[mode])
-        return mode, meters[mode].stop(tickets)["service"]
-
-    await asyncio.gather(
-        *(publish_tickets(producer, settings, given[m]) for m, (settings, _, _) in variants.items())
+    process: asyncio.subprocess.Process,
+    settings: Settings,
+    sinks: Sinks,
+    events: tuple[Outgoing, Outgoing],
+) -> Variant:
+    """Tickets for one notify side by side: published to its topics, done when its receivers
+    have every notice of them (two a ticket)."""
+    expected = sinks.received + 2 * len(events[1])
+    return (
+        process.pid,
+        lambda: publish_tickets(producer, settings, events),
+        lambda: sinks.wait_for(expected),
     )
-    return dict(await asyncio.gather(*(done(m) for m in variants)))
 
 
 def main() -> None:

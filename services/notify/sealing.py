@@ -81,9 +81,10 @@ def as_if_erased(
     ticket: NoticeFacts, data: dict[str, Any], keys: DataKeys
 ) -> dict[str, Any] | None:
     """An event's ``data`` (as published) as it reads once the customer of ``ticket`` (as kept)
-    is erased: every sealed field :data:`ERASED` — with the ticket's subject and the customer's
-    name, what a notice reads of them. None when the customer is not sealed under a key held
-    here (made before sealing, or erased already: the notices are made from that already)."""
+    is erased: every sealed field :data:`ERASED` (the notice's rules read the ticket's subject
+    and the customer's name as erased beside it). None when the customer is not sealed under a
+    key held here (made before sealing, or erased already: the notices are made from that
+    already)."""
     ref = ref_in(ticket.customer_name)
     if ref is None or not keys.holds(ref):
         return None
