@@ -23,9 +23,16 @@ def backoff(
     """Delay before attempt ``attempts + 1``: doubling from ``first``, capped at ``ceiling``.
 
     With ``jitter`` it is drawn between half and all of that, so many retries that failed
-    together do not all come back together.
+    together do not all come back together. Doubled step by step, never as ``first * 2 ** n``:
+    counts of attempts have no bound (an outage of hours), and a timedelta cannot hold
+    ``2 ** 47`` seconds — the supervisor that asked would die of the overflow.
     """
-    delay: timedelta = min(first * 2 ** max(0, attempts - 1), ceiling)
+    delay = first
+    for _ in range(max(0, attempts - 1)):
+        if delay >= ceiling or delay <= timedelta(0):
+            break
+        delay *= 2
+    delay = min(delay, ceiling)
     return delay * random.uniform(0.5, 1.0) if jitter else delay
 
 

@@ -55,3 +55,25 @@ async def test_a_task_stuck_in_its_cancellation_is_left_behind_named_within_the_
     assert left and left[0]["tasks"] == ["probe stuck"]
     release.set()
     await asyncio.sleep(0.01)
+
+
+async def test_a_task_that_keeps_failing_fast_is_restarted_however_long_it_fails() -> None:
+    """An outage of hours fails a task hundreds of times in a row; the supervisor must outlive
+    every count (it once died of its own backoff's overflow, leaving the task down for good)."""
+    tasks = BackgroundTasks("probe", timedelta(milliseconds=1), timedelta(milliseconds=2))
+    runs = 0
+    enough = asyncio.Event()
+
+    async def failing() -> None:
+        nonlocal runs
+        runs += 1
+        if runs >= 80:
+            enough.set()
+            await asyncio.Event().wait()
+        raise OSError("the database is down")
+
+    with structlog.testing.capture_logs():
+        tasks.start("relay", failing)
+        await asyncio.wait_for(enough.wait(), timeout=10)
+    assert runs == 80
+    await tasks.stop(within=5)
