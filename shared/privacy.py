@@ -12,7 +12,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+from shared.text import tidy_line
+
+_EMAIL = re.compile(
+    r"(?<![\w.!#$%&*+/=?^`{|}~-])[\w!#$%&*+/=?^`{|}~-][\w.!#$%&'*+/=?^`{|}~-]*@[\w-]+(?:\.[\w-]+)+"
+)
+"""Any address intake takes (a dot-atom: ``o'brien@…`` too), but never from a quote that
+encloses it (``'c1@example.com'`` as pydantic quotes a value)."""
 # An international number (+ and 7-15 digits) or a bare run of 9-15 digits, single spaces or
 # dashes allowed between digits; never part of a word, a path, a time or an id, never a date.
 _PHONE = re.compile(
@@ -38,6 +44,17 @@ def scrub(text: str) -> str:
     if "@" in text:
         text = _EMAIL.sub(lambda m: mask_email(m[0]), text)
     return _PHONE.sub(lambda m: mask_phone(m[0]), text)
+
+
+def outside_error(text: str, limit: int = 500) -> str:
+    """An error text made of what someone outside said (a receiver's answer, a relay's reply,
+    an exception quoting either) as a column, an event or a log line may hold it: one line, no
+    NUL or other control character (PostgreSQL's ``text`` refuses NUL: one such answer made a
+    whole group commit of notices fail, and go again), no lone surrogate (aiosmtplib decodes a
+    reply's stray bytes into them, and nothing encodes them back), contact data masked, at most
+    ``limit`` characters."""
+    text = text[: limit * 2].encode("utf-8", "replace").decode("utf-8")
+    return scrub(tidy_line(text))[:limit]
 
 
 def scrub_value(value: Any) -> Any:

@@ -38,7 +38,13 @@ MAX_DEPTH = 8
 MAX_ATTACHMENTS = 20
 MAX_THREAD = 50
 TICKET_NUMBER = re.compile(r"^[A-Z]{2,8}-\d{4}-\d{4,12}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+_ATOM = r"[\w!#$%&'*+/=?^`{|}~-]+"
+_EMAIL = re.compile(rf"^(?=[^@]{{1,64}}@){_ATOM}(?:\.{_ATOM})*@(?:[\w-]+\.)+[\w-]{{2,}}$")
+"""An address mail can be sent to as written: a dot-atom (letters of any script, digits and the
+specials RFC 5322 allows unquoted) at a dotted domain. Anything else — ``;``, ``,``, ``<``,
+``>``, ``:``, quotes, brackets — is what a mail library reparses as *another* address (its
+``RCPT TO`` for ``ceo;x@a.bc`` is ``<ceo>``, a mailbox of the desk's own relay), so it is
+refused here rather than mailed somewhere the customer never wrote."""
 _PHONE = re.compile(r"^(\+[1-9][0-9]{5,14}|(?!0+$)[0-9]{6,17})$")
 """E.164 with its ``+`` (a country code never starts with 0; at most 15 digits), or a national
 number, or one dialled with an international prefix (``0086…``): numbers a provider can use."""

@@ -20,19 +20,20 @@ import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from email.utils import formataddr
 
 import aiohttp
 import aiosmtplib
 import httpx
+from aiosmtplib.email import quote_address
 
 from services.notify.mail import compose
 from services.notify.settings import NotifySettings
 from services.notify.sms import shortened
 from services.notify.storage import Delivery
 from shared.endpoints import EndpointRefused, EndpointRule, pin
-from shared.privacy import mask_email, mask_phone
+from shared.privacy import mask_email, mask_phone, outside_error
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,14 @@ class Sent:
 @dataclass(frozen=True)
 class Transient:
     error: str
+    """What went wrong: for logs, dead letters and ``deliveries.last_error``."""
+    answer: str = field(default="", kw_only=True)
+    """What the receiver said (a webhook's body, a relay's reply): it may quote the notice it
+    refused — the customer's name, what they wrote, their number — so it goes only into the
+    notice's ``notification.failed``, sealed for the customer."""
+
+    def __post_init__(self) -> None:
+        _tidied(self)
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,18 @@ class Permanent:
     error: str
     reason: str = "refused"
     """Why it failed for good, as its event and dead letter say."""
+    answer: str = field(default="", kw_only=True)
+    """As :attr:`Transient.answer`."""
+
+    def __post_init__(self) -> None:
+        _tidied(self)
+
+
+def _tidied(outcome: Transient | Permanent) -> None:
+    """Texts from outside as a column and an event can hold them (:func:`outside_error`): one
+    answer with a NUL in it made a whole group commit of notices fail, and go again."""
+    object.__setattr__(outcome, "error", outside_error(outcome.error))
+    object.__setattr__(outcome, "answer", outside_error(outcome.answer, 200))
 
 
 Outcome = Sent | Transient | Permanent
@@ -144,7 +165,7 @@ class Channels:
             return Transient(f"SMTP server disconnected: {error}")
         except aiosmtplib.SMTPResponseException as error:
             verdict = Transient if 400 <= error.code < 500 else Permanent
-            return verdict(f"SMTP {error.code}: {error.message}")
+            return verdict(f"SMTP {error.code}", answer=error.message)
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [refusal.code for refusal in error.recipients]
             verdict = Transient if all(400 <= c < 500 for c in codes) else Permanent
@@ -168,6 +189,8 @@ class Channels:
         return Permanent(f"unknown channel {notice.channel}")
 
     async def _email(self, notice: Delivery) -> Outcome:
+        if not _mailbox(notice.address):
+            return Permanent("cannot send to this address: the mail library reads it otherwise")
         raw = compose(self.sender, notice, subject_with_number(notice))
         client = await self._smtp.get()
         try:
@@ -226,10 +249,10 @@ class Channels:
             status, answer = response.status, await _bounded_body(response)
         if 200 <= status < 300:
             return Sent()
-        error = f"HTTP {status}: {_text(answer, response.charset)[:200]}"
+        said = _text(answer, response.charset)
         if status in (408, 425, 429) or status >= 500:
-            return Transient(error)
-        return Permanent(error)
+            return Transient(f"HTTP {status}", answer=said)
+        return Permanent(f"HTTP {status}", answer=said)
 
 
 async def _bounded_body(response: aiohttp.ClientResponse) -> bytes:
@@ -240,6 +263,16 @@ async def _bounded_body(response: aiohttp.ClientResponse) -> bytes:
             break
         body += chunk
     return bytes(body)
+
+
+def _mailbox(address: str) -> bool:
+    """Whether ``RCPT TO`` names ``address`` itself: the SMTP client reparses it, and reads
+    ``ceo;x@a.bc`` as the local mailbox ``<ceo>`` (intake refuses such addresses; an address
+    recorded before it did, or an agent's in the policy, is checked here)."""
+    try:
+        return quote_address(address) == f"<{address}>"
+    except ValueError:
+        return False
 
 
 def _text(body: bytes, charset: str | None) -> str:

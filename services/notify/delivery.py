@@ -226,7 +226,9 @@ def _decide(
         return storage.Settlement(delivery, "sent")
     if isinstance(outcome, Permanent) or delivery.attempts >= settings.notify_max_attempts:
         reason = outcome.reason if isinstance(outcome, Permanent) else "attempts_exhausted"
-        return storage.Settlement(delivery, "failed", error=outcome.error, reason=reason)
+        return storage.Settlement(
+            delivery, "failed", error=outcome.error, reason=reason, answer=outcome.answer
+        )
     delay = backoff(
         delivery.attempts,
         settings.notify_retry_backoff,
@@ -252,8 +254,9 @@ async def _record(
             delivery,
             attempts=attempts,
             policy_version=version,
+            sealed_for=delivery.customer_ref,
             reason=reason,
-            error=error,
+            error=f"{error}: {settlement.answer}" if settlement.answer else error,
         )
         await _dead_letter(service, conn, delivery, reason, error)
         log.error(

@@ -45,7 +45,9 @@ class NotificationFailed(NoticeEvent):
     """The notice could not be delivered and will not be tried again by itself."""
 
     reason: str
-    error: str
+    error: PersonalText
+    """What the channel said, sealed for the ticket's customer: a receiver's answer may quote
+    the notice it refused (the customer's name, what they wrote, their number)."""
 
 
 @event("servicedesk.customer.message", version=1)

@@ -103,19 +103,25 @@ def opened(deliveries: Sequence[Delivery], keys: DataKeys) -> tuple[list[Deliver
     sendable: list[Delivery] = []
     erased: list[Delivery] = []
     for delivery in deliveries:
+        sealed = from_column(delivery.subject)
         address, subject, body = (
-            keys.open_text(from_column(t))
-            for t in (delivery.address, delivery.subject, delivery.body)
+            keys.open_text(t)
+            for t in (from_column(delivery.address), sealed, from_column(delivery.body))
         )
+        ref = ref_in(sealed)
         if not any(isinstance(t, Erased) for t in (address, subject, body)):
-            sendable.append(replace(delivery, address=address, subject=subject, body=body))
+            sendable.append(
+                replace(delivery, address=address, subject=subject, body=body, customer_ref=ref)
+            )
         elif (
             delivery.erased_subject is not None
             and delivery.erased_body is not None
             and not isinstance(address, Erased)
         ):
             subject, body = delivery.erased_subject, delivery.erased_body
-            sendable.append(replace(delivery, address=address, subject=subject, body=body))
+            sendable.append(
+                replace(delivery, address=address, subject=subject, body=body, customer_ref=ref)
+            )
         else:
             erased.append(replace(delivery, address=ERASED, subject=ERASED, body=ERASED))
     return sendable, erased

@@ -208,6 +208,9 @@ class Delivery:
     destination: str = ""
     """Where it goes, as far as one receiver can hold sends up: the SMTP relay (``email``),
     the SMS provider (``sms``), or a webhook's host."""
+    customer_ref: str | None = None
+    """The pseudonym of the ticket's customer, once opened to send: an error a receiver
+    answers may quote what the notice said, so it is sealed for them too."""
 
 
 _CLAIMED = (
@@ -275,6 +278,9 @@ class Settlement:
     error: str | None = None
     reason: str | None = None
     """Why a failed notice failed: ``refused`` or ``attempts_exhausted``."""
+    answer: str = ""
+    """What the receiver said (:attr:`~services.notify.channels.Transient.answer`): never
+    kept here, only in the notice's sealed ``notification.failed``."""
 
 
 async def settle(conn: Connection, settlements: Sequence[Settlement], now: datetime) -> set[int]:

@@ -110,12 +110,14 @@ class Request:
 
 @dataclass
 class HttpReceiver:
-    """Records every POST; paths in ``failing`` always answer 500, paths in ``slow`` answer
-    only after so many seconds (or once ``release`` is called). With a ``folder`` each body
-    is also written there; ``keep=False`` keeps no copy in memory (for long runs)."""
+    """Records every POST; paths in ``failing`` always answer 500, those in ``answers`` their
+    status and body, paths in ``slow`` answer only after so many seconds (or once ``release``
+    is called). With a ``folder`` each body is also written there; ``keep=False`` keeps no copy
+    in memory (for long runs)."""
 
     port: int
     failing: set[str] = field(default_factory=set)
+    answers: dict[str, tuple[int, bytes]] = field(default_factory=dict)
     slow: dict[str, float] = field(default_factory=dict)
     released: threading.Event = field(default_factory=threading.Event)
     requests: list[Request] = field(default_factory=list)
@@ -162,10 +164,13 @@ def http_receiver(
                     (receiver.folder / f"{receiver.received:07d}.json").write_bytes(body)
             if self.path in receiver.slow:
                 receiver.released.wait(receiver.slow[self.path])
-            status = 500 if self.path in receiver.failing else 200
+            status, answer = receiver.answers.get(self.path, (200, b""))
+            if self.path in receiver.failing:
+                status = 500
             self.send_response(status)
-            self.send_header("content-length", "0")
+            self.send_header("content-length", str(len(answer)))
             self.end_headers()
+            self.wfile.write(answer)
 
         def log_message(self, format: str, *args: Any) -> None:
             return

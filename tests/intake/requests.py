@@ -167,6 +167,25 @@ BAD_INPUTS: list[tuple[str, bytes, str, str]] = [
         "invalid_email",
         "customer.email",
     ),
+    *(
+        (
+            f"e-mail {address!r}",  # a mail library reads each as another mailbox (RCPT TO)
+            _with(_set("customer.email", address)),
+            "invalid_email",
+            "customer.email",
+        )
+        for address in (
+            "ceo;x@a.bc",
+            "a,b@example.com",
+            "a>b@example.com",
+            "x<y@example.com",
+            "a:b@x.com",
+            'a"b"@x.com',
+            "a(b)@x.com",
+            "a..b@x.com",
+            "wang.fang@exa>mple.com",
+        )
+    ),
     ("invalid phone", _with(_set("customer.phone", "call me")), "invalid_phone", "customer.phone"),
     *(
         (

@@ -103,3 +103,12 @@ def test_a_subject_at_its_limit_with_an_open_isolate_stays_within_it() -> None:
     request = read_request(encode(valid(subject="\u2067" + "x" * 299)))
     assert isinstance(request, Request), request
     assert request.subject == "\ufffd" + "x" * 299
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["o'brien@example.ie", "a+tag@mail.example.com", "张伟@例子.中国", "x_y-z@ex-ample.co"],
+)
+def test_addresses_mail_can_go_to_as_written_are_taken(address: str) -> None:
+    request = read_request(encode(valid("mail-1", customer={"name": "C", "email": address})))
+    assert request.customer.email == address.lower()

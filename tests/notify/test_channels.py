@@ -118,8 +118,10 @@ class SlowRelay:
     """A loopback SMTP server that answers each command ``delay`` seconds after it came: every
     exchange is well within a timeout that the whole conversation is not."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, *, data_answer: bytes = b"250 accepted") -> None:
         self.delay = delay
+        self.data_answer = data_answer
+        self.recipients: list[bytes] = []
         self.accepted = 0
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -147,8 +149,11 @@ class SlowRelay:
                     await say(b"354 end with a dot")
                     while (await reader.readline()) not in (b".\r\n", b""):
                         pass
-                    self.accepted += 1
-                    await say(b"250 accepted")
+                    self.accepted += self.data_answer.startswith(b"250")
+                    await say(self.data_answer)
+                elif verb == b"RCPT":
+                    self.recipients.append(line.strip())
+                    await say(b"250 OK")
                 elif verb == b"QUIT":
                     await say(b"221 bye")
                     break
@@ -204,7 +209,7 @@ async def test_a_server_error_is_retried_later_with_the_start_of_its_answer() ->
         finally:
             await channels.close()
     assert isinstance(outcome, Transient), outcome
-    assert outcome.error == "HTTP 503: " + ("busy " * 40)
+    assert (outcome.error, outcome.answer) == ("HTTP 503", "busy " * 40)
 
 
 @pytest.mark.asyncio
@@ -218,7 +223,7 @@ async def test_an_endless_answer_is_read_only_up_to_its_bound() -> None:
             second = await channels.send(webhook(server.url()))
         finally:
             await channels.close()
-    assert isinstance(first, Permanent) and first.error == "HTTP 400: " + "x" * 200
+    assert isinstance(first, Permanent) and (first.error, first.answer) == ("HTTP 400", "x" * 200)
     assert second == first
     assert (server.requests, server.connections) == (2, 2), "an unread answer is not reused"
 
@@ -386,3 +391,48 @@ async def test_a_long_text_message_goes_to_the_provider_cut_to_its_segments() ->
     assert outcome == Sent()
     assert (segments(text), text.endswith("…")) == (2, True)
     assert long.startswith(text[:-1])
+
+
+@pytest.mark.asyncio
+async def test_what_a_receiver_says_is_kept_apart_from_the_error_and_made_storable() -> None:
+    """A webhook's answer with a NUL, controls and the customer's number in it, and a relay's
+    reply with a byte that is not UTF-8: the error says only the status or code (it goes to
+    logs, dead letters and ``deliveries``); the answer, apart, holds neither NUL nor a lone
+    surrogate (PostgreSQL refused the whole group commit over one) and masks contact data."""
+    said = b"refused\x00 for +8613800001234\n\x1b[2J c1@example.com"
+    async with Canned(answer("400 Bad Request", said)) as server:
+        channels = local_channels()
+        try:
+            posted = await channels.send(webhook(server.url()))
+        finally:
+            await channels.close()
+    assert isinstance(posted, Permanent), posted
+    assert posted.error == "HTTP 400"
+    assert posted.answer == "refused\ufffd for +86***34 \ufffd[2J c***@example.com"
+    async with SlowRelay(0, data_answer=b"554 5.7.1 refus\xe9 \x00 c1@example.com") as relay:
+        channels = channels_to(relay)
+        try:
+            mailed = await channels.send(email("c1@example.com"))
+        finally:
+            await channels.close()
+    assert isinstance(mailed, Permanent), mailed
+    assert mailed.error == "SMTP 554"
+    assert "\x00" not in mailed.answer and "c1@" not in mailed.answer
+    mailed.answer.encode()  # no lone surrogate left: it encodes, as the database needs
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("address", ["ceo;x@a.bc", "a,b@example.com", "x<y@example.com"])
+async def test_an_address_the_mail_library_would_read_otherwise_is_not_mailed(
+    address: str,
+) -> None:
+    """``RCPT TO`` for ``ceo;x@a.bc`` would be ``<ceo>``, a mailbox of the desk's own relay:
+    such an address (recorded before intake refused it) fails for good, nothing sent."""
+    async with SlowRelay(0) as relay:
+        channels = channels_to(relay)
+        try:
+            outcome = await channels.send(email(address))
+        finally:
+            await channels.close()
+    assert isinstance(outcome, Permanent), outcome
+    assert relay.recipients == [] and relay.accepted == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from dataclasses import replace
@@ -20,7 +21,7 @@ from services.policy import DEFAULT_POLICY, Policy
 from shared.database import connect
 from shared.keystore import KeyStore, MasterKey
 from shared.local.sinks import http_receiver, smtp_server
-from shared.personal import ERASED, DataKeys
+from shared.personal import ERASED, DataKeys, keys_for
 from shared.policyfile import load_policy
 from shared.settings import Settings
 from tests.intake.requests import encode, intake_clock, valid
@@ -287,3 +288,53 @@ async def test_an_agent_is_still_told_of_a_ticket_whose_customer_was_erased_whil
     told = posted[-1]
     assert number in told["text"] and "打印机" not in json.dumps(told, ensure_ascii=False)
     assert smtp.to(CUSTOMER), "the acknowledgement went out before the erasure"
+
+
+@pytest.mark.asyncio
+async def test_a_receiver_quoting_the_notice_it_refused_is_kept_only_sealed_and_settled_once(
+    settings: Settings, kafka: KafkaProbe, tmp_path: Path
+) -> None:
+    """li.na's receiver refuses the assignment quoting it — the customer's subject, name and
+    address — with a NUL in its answer. The notice fails once, for good: the answer is in its
+    ``notification.failed`` only sealed for the customer, and nowhere in clear (logs, dead
+    letter and ``deliveries`` say "HTTP 400"). A NUL once made the group commit that held
+    it fail, and every notice in it was sent again at each lease, this one without end."""
+    quoted = "cannot take 打印机卡纸 from 王芳 <wang.fang@example.com>\x00".encode()
+    with smtp_server() as smtp, http_receiver() as http:
+        http.answers["/agents/li.na"] = (400, quoted)
+        desk = notify_settings(await intake_clock(settings), tmp_path, smtp, http)
+        async with running(intake(desk)), running(notify(desk)):
+            await kafka.publish("requests.incoming", encode(valid("refuse-1")))
+            [receipt] = await kafka.await_records(
+                "intake.events",
+                lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
+            )
+            ticket, number = data(receipt)["ticket_id"], data(receipt)["number"]
+            await publish_event(
+                kafka,
+                "dispatch.events",
+                assignment(ticket, number, "li.na"),
+                stream_id=f"ticket-{ticket}",
+            )
+            [failed] = await kafka.await_records(
+                EVENTS, lambda r: kind("failed")(r) and data(r)["template"] == "assignment"
+            )
+            await asyncio.sleep(3)  # past the 2 s lease: a notice left unsettled would go again
+            conn = await connect(desk.require_database_url(), schema="notify")
+            try:
+                rows = await conn.fetch(
+                    "SELECT template, status, attempts, last_error FROM deliveries"
+                )
+                keys = await keys_for(KeyStore(MasterKey.from_settings(desk)), conn, [data(failed)])
+            finally:
+                await conn.close()
+    assert len(http.at("/agents/li.na")) == 1, "refused once, never sent again"
+    assert sorted(tuple(r) for r in rows) == [
+        ("acknowledgement", "sent", 1, None),
+        ("assignment", "failed", 1, "HTTP 400"),
+    ]
+    raw = failed.value.decode()
+    assert not any(s in raw for s in ("打印机", "王芳", "wang.fang", "\\u0000")), raw
+    assert keys.reveal_json(data(failed))["error"] == (
+        "HTTP 400: cannot take 打印机卡纸 from 王芳 <w***@example.com>\ufffd"
+    )

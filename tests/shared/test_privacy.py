@@ -29,6 +29,7 @@ def test_addresses_and_numbers_are_masked_enough_to_recognise_not_to_use() -> No
             "{'email': 'c1@example.com', 'phone': '13800001234'}",
             "{'email': 'c***@example.com', 'phone': '138***34'}",
         ),
+        ("from o'brien@example.ie, x!#y@ex.com", "from o***@example.ie, x***@ex.com"),
     ],
 )
 def test_contacts_inside_text_are_masked(text: str, masked: str) -> None:
