@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pytest
 
+from services.dispatch.app import MIGRATIONS
 from services.dispatch.app import build as dispatch
 from services.dispatch.desk import Desk
 from services.dispatch.events import (
@@ -24,8 +26,11 @@ from services.dispatch.events import (
     TicketResumed,
     WaitingForCustomer,
 )
+from services.dispatch.storage import resolved_before
 from services.intake.app import build as intake
+from shared.database import connect
 from shared.deadletter import Record
+from shared.migrations import migrate
 from shared.service import Service
 from shared.settings import Settings
 from tests.dispatch.support import T0, desk, triaged
@@ -420,3 +425,33 @@ def test_a_backlog_is_settled_silently_a_ticket_just_due_is_not(
     assert silent == {months: True, hour: False}
     closed = {e.ticket_id: e.silent for e in recorded.events(TicketClosed)}
     assert (closed[months], closed.get(hour, False)) == (True, False)
+
+
+@pytest.mark.asyncio
+async def test_a_ticket_resolved_before_resolved_at_existed_is_found_for_closing(
+    settings: Settings,
+) -> None:
+    """An upgrade from before migration 002 left resolved tickets without ``resolved_at``: the
+    closing worker's query never found them, so they were never closed (nor their customers'
+    retention begun). 011 takes their last change for it."""
+    conn = await connect(settings.require_database_url())
+    try:
+        await migrate(conn, "upgraded", [m for m in MIGRATIONS if m.version <= 10])
+        await conn.execute(
+            "INSERT INTO upgraded.tickets (ticket_id, number, status, group_id, priority, "
+            "priority_rank, language, complexity, category, complaint_severity, channel, subject, "
+            "received_at, escalation_level, responded, version, updated_at) VALUES ($1, $2, "
+            "'resolved', 'front-line', 'normal', 2, 'en', 'simple', 'inquiry', 'none', 'web', "
+            "'s', $3, 0, true, 3, $3)",
+            UUID(int=1),
+            "REQ-2026-000001",
+            T0,
+        )
+        await conn.execute("SET search_path = upgraded")
+        assert await resolved_before(conn, T0 + timedelta(days=8), 10) == [], "before 011"
+        await migrate(conn, "upgraded", MIGRATIONS)
+        assert await resolved_before(conn, T0 + timedelta(days=8), 10) == [str(UUID(int=1))]
+        assert await resolved_before(conn, T0 - timedelta(seconds=1), 10) == []
+    finally:
+        await conn.execute("DROP SCHEMA IF EXISTS upgraded CASCADE")
+        await conn.close()
