@@ -80,12 +80,22 @@ class BusinessCalendar:
         raise ValueError(f"no working time within {_SEARCH_DAYS} days of {start.isoformat()}")
 
     def _intervals(self, start: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """Working intervals (UTC, in order) that end after ``start``."""
+        """Working intervals (UTC, in order, none overlapping) that end after ``start``.
+
+        A boundary in the hour a daylight-saving change skips (02:30 on a spring-forward night
+        in Berlin) reads as after the change — later in UTC than the next boundary, 03:00 — so
+        two intervals would overlap: counted twice, a deadline came early and ``add`` went
+        backwards. Each interval starts where the last one ended, at the latest."""
         day = start.astimezone(self.zone).date() - timedelta(days=1)
+        reached: datetime | None = None
         for _ in range(_SEARCH_DAYS):
-            for interval in self._working(day):
-                if interval[1] > start:
-                    yield interval
+            for opens, closes in self._working(day):
+                begins = opens if reached is None else max(opens, reached)
+                if closes <= begins:
+                    continue
+                reached = closes
+                if closes > start:
+                    yield begins, closes
             day += timedelta(days=1)
 
     def _working(self, day: date) -> list[tuple[datetime, datetime]]:

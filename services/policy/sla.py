@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -217,7 +217,9 @@ class TargetRule(_Section):
 
 class LadderStep(_Section):
     level: int = Field(ge=1, le=9)
-    after: Duration = Field(description="Business time after the breach at which it fires.")
+    after: Duration = Field(
+        ge=timedelta(0), description="Business time after the breach at which it fires."
+    )
 
 
 class SatisfactionPolicy(_Section):
@@ -292,9 +294,30 @@ class SlaPolicy(_Section):
         afters = [step.after for step in self.escalation]
         if afters != sorted(afters):
             problems.append("escalation levels must fire in order (after grows)")
+        if not problems:
+            problems = self._unreachable(max(afters, default=timedelta(0)))
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _unreachable(self, last_step: timedelta) -> list[str]:
+        """Targets whose last mark (the breach and the ladder's last step) no clock could reach
+        within its calendar's search: computing its timer would raise, and the timer worker,
+        which computes every due clock's in one round, would fail for every ticket."""
+        from services.policy.calendar import BusinessCalendar  # it imports this module
+
+        problems = []
+        start = datetime.now(UTC)
+        for i, rule in enumerate(self.targets):
+            try:
+                calendar = BusinessCalendar(self.calendars[rule.calendar])
+                calendar.add(start, (rule.target + last_step).total_seconds())
+            except ValueError:
+                problems.append(
+                    f"targets[{i}] ({rule.target} and the last escalation step "
+                    f"{last_step}) is not reached within three years of {rule.calendar!r}"
+                )
+        return problems
 
 
 class TicketTerms(Protocol):

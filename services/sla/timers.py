@@ -73,7 +73,7 @@ def timer_worker(settings: SlaSettings) -> Worker:
         try:
             while True:
                 try:
-                    fired, behind = await fire_round(service, limit, marks)
+                    fired, behind, idle = await fire_round(service, limit, marks)
                 except KafkaError as error:  # the broker is away: timers wait, said once
                     if not unreachable:
                         log.warning("timers wait: the broker does not say what sla has read",
@@ -84,6 +84,13 @@ def timer_worker(settings: SlaSettings) -> Worker:
                 if unreachable:
                     log.info("timers resume: the broker answers again")
                 unreachable = False
+                if idle:
+                    # Due by their row, nothing to fire by their state: waking every 5 ms for
+                    # them (the due moment is past) would spin a core; an interval's wait
+                    # bounds what it costs, and the warning says which.
+                    log.warning("timers due fire nothing; waiting an interval", clocks=list(idle))
+                    await asyncio.sleep(interval.total_seconds())
+                    continue
                 if fired >= limit:  # a backlog: no sleep
                     continue
                 if behind:
@@ -113,6 +120,10 @@ class Round(NamedTuple):
     """Clocks fired."""
     behind: bool
     """A due timer waits: sla has not read every partition past it (or no mark says so)."""
+    idle: tuple[str, ...] = ()
+    """Clocks claimed as due that fired nothing, when none fired: their row's due moment and
+    their state disagree (a calendar's answer changed under them, a bug), so the next round
+    would claim them again at once."""
 
 
 async def fire_round(service: Service, limit: int, marks: ReadMarks) -> Round:
@@ -135,9 +146,11 @@ async def fire_round(service: Service, limit: int, marks: ReadMarks) -> Round:
         if not clocks:
             return Round(0, behind)
         uow = UnitOfWork(conn, service.store, now, service.projections)
+        idle = []
         for clock, read_past in clocks:
             events = clock.fire(read_past)
             if not events:
+                idle.append(clock.clock_id)
                 continue
             # Caused by the event that last set the clock running.
             record = uow.caused_by(Cause(clock.ticket_id, clock.cause_event_id))
@@ -149,4 +162,4 @@ async def fire_round(service: Service, limit: int, marks: ReadMarks) -> Round:
         await uow.flush()
         crash_point("sla.timers.before_commit")
     log.debug("timers fired", clocks=len(clocks))
-    return Round(len(clocks), behind)
+    return Round(len(clocks), behind, tuple(idle) if len(idle) == len(clocks) else ())

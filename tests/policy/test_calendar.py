@@ -156,3 +156,31 @@ def _old_version(calendar: CalendarPolicy) -> str:
     fields = {"time_zone", "always", "hours", "holidays"}
     text = json.dumps(calendar.model_dump(mode="json", include=fields), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@pytest.mark.parametrize(
+    ("zone", "night"),
+    [("Europe/Berlin", date(2026, 3, 29)), ("America/New_York", date(2026, 3, 8))],
+)
+def test_a_boundary_in_the_hour_daylight_saving_skips_counts_no_time_twice(
+    zone: str, night: date
+) -> None:
+    """A nightly maintenance window, 02:30-03:00, and on the spring-forward night 02:30 does not
+    exist: it read as after the change, later in UTC than 03:00, and the two intervals overlapped
+    by half an hour — counted twice, deadlines came early, ``add`` went backwards."""
+    every_day = ["00:00-02:30", "03:00-24:00"]
+    days = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    calendar = BusinessCalendar(
+        CalendarPolicy(time_zone=zone, hours=dict.fromkeys(days, every_day))
+    )
+    midnight = datetime.combine(night, datetime.min.time(), tzinfo=ZoneInfo(zone))
+    next_midnight = datetime.combine(night + timedelta(days=1), datetime.min.time(), ZoneInfo(zone))
+    # The day the clocks go forward (the same zone subtracts as wall times: in UTC).
+    assert next_midnight.astimezone(UTC) - midnight.astimezone(UTC) == timedelta(hours=23)
+    # The whole of that 23-hour day is working time: the window fell into the skipped hour.
+    assert calendar.seconds_between(midnight, next_midnight) == 23 * 3600
+    ends = [calendar.add(midnight, s) for s in range(0, 12 * 3600, 300)]
+    assert ends == sorted(ends), "adding more never ends earlier"
+    for seconds in range(300, 12 * 3600, 900):
+        end = calendar.add(midnight, seconds)
+        assert calendar.seconds_between(midnight, end) == pytest.approx(seconds)

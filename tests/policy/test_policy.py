@@ -341,3 +341,22 @@ def test_a_template_naming_no_filter_there_is_or_a_zone_nobody_knows_is_refused(
         with pytest.raises(PolicyError) as caught:
             parse_policy(shipped.replace(old, new, 1).encode(), Policy, source="policy.yaml")
         assert any(problem in p for p in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.unit
+def test_an_escalation_step_no_calendar_reaches_or_one_before_the_breach_is_refused() -> None:
+    """A step a year of business time after the breach, under office hours (about four years
+    away): computing that clock's timer would raise, and the timer worker computes every due
+    clock's in one round — it would fail for every ticket. And no step fires before the
+    breach."""
+    shipped = DEFAULT_POLICY.read_text()
+    step = "    - {level: 3, after: 2h}"
+    assert step in shipped
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(shipped.replace(step, "    - {level: 3, after: 365d}").encode(), Policy)
+    assert any("not reached within three years of 'office'" in p for p in caught.value.problems)
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(shipped.replace(step, "    - {level: 3, after: -3600}").encode(), Policy)
+    assert any("sla.escalation[2].after" in p for p in caught.value.problems), caught.value.problems
+    reachable = parse_policy(shipped.replace(step, "    - {level: 3, after: 30d}").encode(), Policy)
+    assert reachable.sla.escalation[2].after == timedelta(days=30)

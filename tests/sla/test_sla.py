@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections import Counter
@@ -10,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from services.cli.tickets import timeline
 from services.dispatch.app import build as dispatch
 from services.dispatch.events import TicketClassified, TicketResponded
 from services.intake.app import build as intake
+from services.sla import storage
 from services.sla.app import build as sla
 from services.sla.report import build_report
 from services.sla.storage import ClockBoard
@@ -420,3 +423,40 @@ async def test_a_quiet_ticket_breaches_its_progress_clock_each_period_and_it_run
     assert [dict(r) for r in rebuilt] == [dict(r) for r in runs]
     late_by = abs(row["due_at"] - (T0 + timedelta(hours=12, minutes=1)))
     assert late_by < timedelta(seconds=1), "due 4 h after the last firing"
+
+
+@pytest.mark.asyncio
+async def test_clocks_due_by_their_row_that_fire_nothing_are_not_claimed_in_a_spin(
+    driven: Settings, kafka: KafkaProbe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row's due moment that the clock's state does not bear out (a calendar that once
+    answered otherwise: the spring-forward night's overlapping hours) was claimed, fired
+    nothing, and — its moment past — was claimed again 5 ms after each round (a round of
+    queries to PostgreSQL and the broker, over and over, for as long as it lasted; five rounds
+    in these 3 s on Tansu). Now such a round waits the poll interval, and says which clocks."""
+    desk = driven.replace(sla_timer_interval="2s")
+    time = DrivenTime(desk, "sla", marks=kafka)
+    await time.set(T0)
+    claims = 0
+    claim_due = storage.claim_due
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await claim_due(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "claim_due", counted)
+    service = sla(desk)
+    async with running(service):
+        await send_classified(kafka, classified(1), T0)
+        await kafka.await_records(SLA_EVENTS, sla_kind("clock_started", metric="resolution"))
+        async with service.pool.acquire() as conn:
+            await conn.execute("UPDATE clocks SET due_at = $1", T0 - timedelta(minutes=1))
+        with structlog.testing.capture_logs() as logs:
+            await time.set(T0 + timedelta(seconds=1))  # dispatch's marks pass the rows' moment
+            began = claims
+            await asyncio.sleep(3)
+            during = claims - began
+    assert 1 <= during <= 2, f"{during} claims in 3 s"
+    said = [e for e in logs if e["event"].startswith("timers due fire nothing")]
+    assert said and len(said[0]["clocks"]) == 2
