@@ -49,7 +49,7 @@ class LifecycleEvents(EventSubscription):
                 scores.append(storage.Score(data, group, agent, envelope.time))
                 continue
             record = uow.caused_by(envelope)
-            keeper.on(data, envelope.time, str(envelope.id), record)
+            keeper.on(data, envelope.time, str(envelope.id), record, envelope.streamversion)
         await storage.save_tickets(uow.conn, [facts[i] for i in keeper.changed])
         await storage.note_partitions(uow.conn, _partitions(messages))
         await storage.save_scores(uow.conn, scores)

@@ -35,6 +35,7 @@ _FACTS = (
     "waiting",
     "updated_at",
     "closed",
+    "read_version",
 )
 _FACT_TYPES = (
     "uuid",
@@ -50,6 +51,7 @@ _FACT_TYPES = (
     "boolean",
     "timestamptz",
     "boolean",
+    "integer",
 )
 
 

@@ -54,6 +54,9 @@ class ClockFacts:
     updated_at: datetime | None = None
     """When sla last took a lifecycle event of the ticket (what-if replays the recent ones)."""
     closed: bool = False
+    read_version: int | None = None
+    """The place in the ticket's stream of the last of its events taken (None: taken before
+    sla kept it): one at or before it is a redelivery, and changes nothing."""
 
 
 _UPDATES: dict[type[EventData], Update] = {
@@ -96,19 +99,38 @@ class Timekeeper:
         for facts in tickets.values():
             self._answer(facts)
 
-    def on(self, event: EventData, at: datetime, event_id: str, record: Recorder) -> None:  # noqa: PLR0912
+    def on(
+        self,
+        event: EventData,
+        at: datetime,
+        event_id: str,
+        record: Recorder,
+        version: int | None = None,
+    ) -> None:
         """One of dispatch's ticket events, recorded at ``at`` with id ``event_id``; the clock
         events it causes go to ``record`` (the unit of work's, caused by that event, in
-        production; a list in unit tests)."""
+        production; a list in unit tests).
+
+        ``version`` is the event's place in its ticket's stream. One at or before the last
+        taken is that event again — dispatch's store replayed, or the broker read from the
+        start once sla's processed ids were purged — and changes nothing: a reopen taken twice
+        restarted a closed ticket's clock, which then breached and escalated again."""
         self._record = record
         if isinstance(event, dispatch.TicketClassified):
             self._classified(event, at, event_id)
+            if (made := self.tickets.get(event.ticket_id)) is not None:
+                self._taken(made, version)
             return
         facts = self.tickets.get(getattr(event, "ticket_id", ""))
         if facts is None:
             return  # a ticket classified before sla kept clocks: nothing to time
+        if not self._taken(facts, version):
+            return  # taken before
         self.changed.add(facts.ticket_id)
         facts.updated_at = at
+        self._apply(facts, event, at, event_id)
+
+    def _apply(self, facts: ClockFacts, event: EventData, at: datetime, event_id: str) -> None:  # noqa: PLR0912
         update = _UPDATES.get(type(event))
         if update is not None:
             self._updated(facts, update, at, event_id)
@@ -179,6 +201,16 @@ class Timekeeper:
         facts.waiting = False
         for clock in self._open(facts):
             self._emit(facts, clock, clock.resume(at, event_id))
+
+    def _taken(self, facts: ClockFacts, version: int | None) -> bool:
+        """Note the ticket's event at ``version`` taken; False if it was before."""
+        if version is None:
+            return True
+        if facts.read_version is not None and version <= facts.read_version:
+            return False
+        facts.read_version = version
+        self.changed.add(facts.ticket_id)
+        return True
 
     def forget(self) -> None:
         """Let go of every ticket and clock (a replay goes on to the next ticket)."""

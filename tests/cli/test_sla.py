@@ -54,6 +54,7 @@ async def test_the_report_counts_met_breached_and_at_risk(
                 first_response=True,
             ),
             stream_id=f"ticket-{answered.ticket_id}",
+            version=2,  # after its classification
             subject=answered.ticket_id,
             time=now + timedelta(minutes=10),
         )

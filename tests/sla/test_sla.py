@@ -73,7 +73,8 @@ async def send_classified(kafka: KafkaProbe, ticket: TicketClassified, at: datet
 
 
 async def send_answer(kafka: KafkaProbe, ticket: TicketClassified, at: datetime) -> None:
-    """dispatch's record of an agent's first response, stamped ``at``."""
+    """dispatch's record of an agent's first response, stamped ``at``: the ticket's second
+    event (sla takes an event at or before the last it took for a redelivery)."""
     answer = TicketResponded(
         ticket_id=ticket.ticket_id, number=ticket.number, agent_id="agent-1",
         message="Use the reset link.", first_response=True,
@@ -83,6 +84,7 @@ async def send_answer(kafka: KafkaProbe, ticket: TicketClassified, at: datetime)
         "dispatch.events",
         answer,
         stream_id=f"ticket-{ticket.ticket_id}",
+        version=2,
         subject=ticket.ticket_id,
         time=at,
     )

@@ -12,6 +12,7 @@ from services.dispatch.events import (
     FindingsProvided,
     SpecialistRequested,
     TicketAssigned,
+    TicketClosed,
     TicketEscalated,
     TicketReopened,
     TicketResolved,
@@ -48,9 +49,9 @@ class World:
         self.keeper = Timekeeper(self.policy, self.version, {}, {})
         self.n = 0
 
-    def on(self, event: EventData, at: datetime) -> None:
+    def on(self, event: EventData, at: datetime, version: int | None = None) -> None:
         self.n += 1
-        self.keeper.on(event, at, f"event-{self.n}", self.recorded)
+        self.keeper.on(event, at, f"event-{self.n}", self.recorded, version)
 
     def clock(self, ticket: int, metric: str) -> SlaClock:
         return self.keeper.clocks[clock_id(classified(ticket).ticket_id, metric)]
@@ -523,3 +524,38 @@ def test_a_specialist_request_is_timed_for_the_group_asked_and_each_request_anew
     assert (met.specialists, breach.specialists, level_1.specialists) == (True, True, True)
     [own] = world.events(ClockBreached, "first_response")
     assert (own.specialists, own.agent_id) == (False, "li.na")
+
+
+@pytest.mark.parametrize("closed", [True, False], ids=["closed", "still open"])
+def test_an_event_taken_again_changes_no_clock(closed: bool) -> None:
+    """dispatch's store replayed, or the broker read from the start after sla's processed ids
+    were purged: the ticket's events come again, each at its place in the ticket's stream. A
+    reopen taken twice restarted the resolution clock of a closed ticket (or a second run of an
+    open one's), which then breached and escalated again."""
+    world = World()
+    reopened = TicketReopened(**ids(), actor="customer", reason="still broken")
+    resolved = TicketResolved(**ids(), agent_id="ann", resolution="done")
+    history: list[tuple[EventData, datetime]] = [
+        (classified(1), T0),
+        (assigned(1), T0),
+        (resolved, minutes(5)),
+        (reopened, minutes(60)),
+    ]
+    if closed:
+        history += [
+            (resolved, minutes(70)),
+            (TicketClosed(**ids(), actor="system", reason="resolved 7d ago"), minutes(90)),
+        ]
+    for version, (event, at) in enumerate(history, start=1):
+        world.on(event, at, version)
+    taken = len(world.recorded.events())
+    runs = world.clock(1, "resolution").run
+    for version, (event, at) in enumerate(history, start=1):  # all of it again
+        world.on(event, at, version)
+    assert len(world.recorded.events()) == taken
+    assert world.clock(1, "resolution").run == runs
+    if closed:
+        assert world.run_until(minutes(60 * 24 * 30)) == [], "nothing left to fire"
+    later = TicketResponded(**ids(), agent_id="ann", message="Fixed?", first_response=False)
+    world.on(later, minutes(200), len(history) + 1)
+    assert world.keeper.tickets[ids()["ticket_id"]].read_version == len(history) + 1
