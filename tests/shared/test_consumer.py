@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ from uuid import uuid4
 import asyncpg
 import httpx
 import pytest
+from aiokafka import ConsumerRecord
 
 from services.intake.events import TicketReceived
 from shared.database import Connection, connect
@@ -587,3 +589,31 @@ async def test_a_dead_letters_own_dead_letter_is_kept_and_never_published(
     # Nothing was sent there (the embedded broker would have made the topic on the first send).
     with pytest.raises(TimeoutError, match="does not exist"):
         await kafka.records_so_far(f"{probe.COMMANDS}.dlq.dlq", timeout=2)
+
+
+@pytest.mark.asyncio
+async def test_a_handled_poll_is_not_kept_by_what_was_scheduled_while_handling_it(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """Every timer made while a batch is handled keeps a copy of the context it was made in —
+    asyncpg's idle-connection timer, five minutes after each release of a connection — and
+    FastStream's context holds the message, and through it every record of the poll: polls
+    handled long ago stayed in memory, most of the console's growth over a long soak. Handled
+    in a context of its own, nothing of a poll outlives its handling."""
+    service = probe.build(settings, port=0)
+    async with running(service):
+        for n in range(40):
+            await kafka.publish(probe.COMMANDS, probe.command(f"id-{n}", f"c{n % 4}", 1), key="c")
+
+        async def applied() -> int:
+            return await count(service.pool, "SELECT count(*) FROM applied")
+
+        await eventually(applied, lambda n: n == 40, what="every command applied")
+        await asyncio.sleep(0.5)  # the consumer back to fetching, its poll done with
+        gc.collect()
+        kept = [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, ConsumerRecord) and o.topic.endswith(probe.COMMANDS)
+        ]
+    assert kept == [], f"{len(kept)} records of handled polls still in memory"
