@@ -111,4 +111,5 @@ def test_a_subject_at_its_limit_with_an_open_isolate_stays_within_it() -> None:
 )
 def test_addresses_mail_can_go_to_as_written_are_taken(address: str) -> None:
     request = read_request(encode(valid("mail-1", customer={"name": "C", "email": address})))
+    assert isinstance(request, Request), request
     assert request.customer.email == address.lower()

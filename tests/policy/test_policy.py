@@ -359,4 +359,5 @@ def test_an_escalation_step_no_calendar_reaches_or_one_before_the_breach_is_refu
         parse_policy(shipped.replace(step, "    - {level: 3, after: -3600}").encode(), Policy)
     assert any("sla.escalation[2].after" in p for p in caught.value.problems), caught.value.problems
     reachable = parse_policy(shipped.replace(step, "    - {level: 3, after: 30d}").encode(), Policy)
+    assert reachable.sla is not None
     assert reachable.sla.escalation[2].after == timedelta(days=30)
