@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from services.vocabulary import Channel, Priority
+from shared.mailbox import is_mailbox
 from shared.text import has_control, tidy_line, tidy_text
 
 INCOMING_TOPIC = "requests.incoming"
@@ -38,13 +39,6 @@ MAX_DEPTH = 8
 MAX_ATTACHMENTS = 20
 MAX_THREAD = 50
 TICKET_NUMBER = re.compile(r"^[A-Z]{2,8}-\d{4}-\d{4,12}$")
-_ATOM = r"[\w!#$%&'*+/=?^`{|}~-]+"
-_EMAIL = re.compile(rf"^(?=[^@]{{1,64}}@){_ATOM}(?:\.{_ATOM})*@(?:[\w-]+\.)+[\w-]{{2,}}$")
-"""An address mail can be sent to as written: a dot-atom (letters of any script, digits and the
-specials RFC 5322 allows unquoted) at a dotted domain. Anything else — ``;``, ``,``, ``<``,
-``>``, ``:``, quotes, brackets — is what a mail library reparses as *another* address (its
-``RCPT TO`` for ``ceo;x@a.bc`` is ``<ceo>``, a mailbox of the desk's own relay), so it is
-refused here rather than mailed somewhere the customer never wrote."""
 _PHONE = re.compile(r"^(\+[1-9][0-9]{5,14}|(?!0+$)[0-9]{6,17})$")
 """E.164 with its ``+`` (a country code never starts with 0; at most 15 digits), or a national
 number, or one dialled with an international prefix (``0086…``): numbers a provider can use."""
@@ -156,7 +150,7 @@ class Customer(BaseModel):
     def _email(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if len(value) > 254 or not _EMAIL.match(value):
+        if not is_mailbox(value):
             raise PydanticCustomError(Reason.INVALID_EMAIL, "not an e-mail address")
         return value.lower()
 

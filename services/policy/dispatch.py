@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.policy.notify import WebAddress
+from services.policy.notify import Mailbox, WebAddress
 from services.vocabulary import Category, Complexity
 from shared.durations import Duration
 
@@ -55,7 +55,7 @@ class AgentPolicy(_Section):
     languages: list[str] = Field(default=["zh"], min_length=1)
     capacity: int = Field(default=5, ge=0, le=100_000, description="Open tickets at most.")
     on_shift: bool = Field(default=True, description="At start, before any shift command.")
-    email: str | None = None
+    email: Mailbox | None = None
     phone: str | None = None
     webhook_url: WebAddress | None = None
 

@@ -26,6 +26,7 @@ from services.policy.sla import TimeZoneName
 from services.vocabulary import RouteCause
 from shared.durations import Duration
 from shared.endpoints import ANY_NETWORK, EndpointRefused, check_endpoint
+from shared.mailbox import is_mailbox
 from shared.templating import check
 
 Trigger = Literal[
@@ -70,6 +71,20 @@ def _web_address(value: str) -> str:
 
 WebAddress = Annotated[str, AfterValidator(_web_address)]
 """An http(s) URL with a host, that httpx can send to (webhooks, the SMS provider)."""
+
+
+def _mailbox(value: str) -> str:
+    if not is_mailbox(value):
+        raise ValueError(
+            f"{value!r} is not an address mail can be sent to as written (name@example.com; "
+            "no display name, quotes, brackets, ';' or ','): the SMTP client would read it as "
+            "another mailbox"
+        )
+    return value
+
+
+Mailbox = Annotated[str, AfterValidator(_mailbox)]
+"""An e-mail address mail can be sent to as written (:mod:`shared.mailbox`)."""
 _RECIPIENT = r"^(customer|assignee|supervisors|directors|specialists|agent:[a-z0-9][a-z0-9_.-]*)$"
 
 
@@ -188,7 +203,7 @@ _CONDITIONS: dict[str, tuple[Trigger, ...]] = {
 
 class Sender(_Section):
     name: str
-    email: str
+    email: Mailbox
 
 
 class NotificationPolicy(_Section):

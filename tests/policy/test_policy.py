@@ -361,3 +361,16 @@ def test_an_escalation_step_no_calendar_reaches_or_one_before_the_breach_is_refu
     reachable = parse_policy(shipped.replace(step, "    - {level: 3, after: 30d}").encode(), Policy)
     assert reachable.sla is not None
     assert reachable.sla.escalation[2].after == timedelta(days=30)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("address", ["Li Na <li.na@desk.example.com>", "li.na;x@desk.example.com"])
+def test_an_agents_address_mail_would_not_go_to_as_written_is_refused_at_load(address: str) -> None:
+    """The SMTP client reparses what it is given: ``Li Na <li.na@…>`` or ``li.na;x@…`` would
+    be mailed to another mailbox, or fail every notice later; the policy says so at load."""
+    shipped = DEFAULT_POLICY.read_text()
+    written = "email: li.na@desk.example.com}"
+    assert written in shipped
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(shipped.replace(written, f'email: "{address}"}}', 1).encode(), Policy)
+    assert any("not an address mail can be sent to" in p for p in caught.value.problems)
