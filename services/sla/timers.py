@@ -66,6 +66,7 @@ def timer_worker(settings: SlaSettings) -> Worker:
         marks = ReadMarks(settings, tickets.topics[0], tickets.group_id, timedelta(0),
                           marks=dispatch)  # fmt: skip
         unreachable = False
+        warned: tuple[str, ...] = ()  # the idle clocks last warned of
         mark: datetime | None = None
         mark_moved = 0.0  # loop time the mark last moved
         # Marks come every relay_mark_interval: none for twice that, and they stand still.
@@ -87,8 +88,12 @@ def timer_worker(settings: SlaSettings) -> Worker:
                 if idle:
                     # Due by their row, nothing to fire by their state: waking every 5 ms for
                     # them (the due moment is past) would spin a core; an interval's wait
-                    # bounds what it costs, and the warning says which.
-                    log.warning("timers due fire nothing; waiting an interval", clocks=list(idle))
+                    # bounds what it costs, and the warning (once for the same clocks) says
+                    # which.
+                    if idle != warned:
+                        log.warning("timers due fire nothing; waiting an interval",
+                                    clocks=list(idle))  # fmt: skip
+                        warned = idle
                     await asyncio.sleep(interval.total_seconds())
                     continue
                 if fired >= limit:  # a backlog: no sleep
