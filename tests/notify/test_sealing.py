@@ -229,6 +229,23 @@ async def test_a_notice_waiting_to_be_retried_is_never_sent_once_its_customer_is
     assert smtp.to(CUSTOMER) == []
 
 
+async def assigned_to_li_na(
+    kafka: KafkaProbe, message_id: str, *, after_receipt_read: bool = False
+) -> str:
+    """A request through intake, its ticket (its number returned) then assigned to li.na as dispatch
+    would — once notify has read the receipt (its acknowledgement sent), if so asked."""
+    await kafka.publish("requests.incoming", encode(valid(message_id)))
+    [receipt] = await kafka.await_records(
+        "intake.events", lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1"
+    )
+    ticket, number = data(receipt)["ticket_id"], data(receipt)["number"]
+    if after_receipt_read:
+        await kafka.await_records(EVENTS, kind("sent"))
+    assigned = assignment(ticket, number, "li.na")
+    await publish_event(kafka, "dispatch.events", assigned, stream_id=f"ticket-{ticket}")
+    return str(number)
+
+
 @pytest.mark.asyncio
 async def test_an_agent_is_still_told_of_a_ticket_whose_customer_was_erased_while_it_waited(
     settings: Settings, kafka: KafkaProbe, tmp_path: Path
@@ -241,19 +258,7 @@ async def test_an_agent_is_still_told_of_a_ticket_whose_customer_was_erased_whil
             await intake_clock(settings), tmp_path, smtp, http, notify_max_attempts=10**6
         )
         async with running(intake(desk)), running(notify(desk)):
-            await kafka.publish("requests.incoming", encode(valid("erase-2")))
-            [receipt] = await kafka.await_records(
-                "intake.events",
-                lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
-            )
-            ticket, number = data(receipt)["ticket_id"], data(receipt)["number"]
-            await kafka.await_records(EVENTS, kind("sent"))  # the acknowledgement: receipt read
-            await publish_event(
-                kafka,
-                "dispatch.events",
-                assignment(ticket, number, "li.na"),
-                stream_id=f"ticket-{ticket}",
-            )
+            number = await assigned_to_li_na(kafka, "erase-2", after_receipt_read=True)
             conn = await connect(desk.require_database_url(), schema="notify")
             try:
 
@@ -304,18 +309,7 @@ async def test_a_receiver_quoting_the_notice_it_refused_is_kept_only_sealed_and_
         http.answers["/agents/li.na"] = (400, quoted)
         desk = notify_settings(await intake_clock(settings), tmp_path, smtp, http)
         async with running(intake(desk)), running(notify(desk)):
-            await kafka.publish("requests.incoming", encode(valid("refuse-1")))
-            [receipt] = await kafka.await_records(
-                "intake.events",
-                lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
-            )
-            ticket, number = data(receipt)["ticket_id"], data(receipt)["number"]
-            await publish_event(
-                kafka,
-                "dispatch.events",
-                assignment(ticket, number, "li.na"),
-                stream_id=f"ticket-{ticket}",
-            )
+            await assigned_to_li_na(kafka, "refuse-1")
             [failed] = await kafka.await_records(
                 EVENTS, lambda r: kind("failed")(r) and data(r)["template"] == "assignment"
             )
