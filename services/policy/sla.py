@@ -308,10 +308,10 @@ class SlaPolicy(_Section):
 
         problems = []
         start = datetime.now(UTC)
+        calendars = {name: BusinessCalendar(c) for name, c in self.calendars.items()}
         for i, rule in enumerate(self.targets):
             try:
-                calendar = BusinessCalendar(self.calendars[rule.calendar])
-                calendar.add(start, (rule.target + last_step).total_seconds())
+                calendars[rule.calendar].add(start, (rule.target + last_step).total_seconds())
             except ValueError:
                 problems.append(
                     f"targets[{i}] ({rule.target} and the last escalation step "
