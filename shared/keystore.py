@@ -226,6 +226,9 @@ class KeyStore:
         self.table = f"{identifier(schema)}.subject_keys"
         self.lookup_table = f"{identifier(schema)}.lookup_secret"
         self.erasures_table = f"{identifier(schema)}.subject_erasures"
+        self._erasing = f"erasing:{schema}"
+        """The advisory lock (hashed) that serialises erasures with the batches meeting this
+        schema's subjects: shared by those, exclusive for these."""
         self._lookup: hmac.HMAC | None = None
         """The lookup secret's HMAC, keyed once: each identity's is a copy (half the cost of
         ``hmac.digest``, and intake looks up every request's customer)."""
@@ -335,10 +338,16 @@ class KeyStore:
 
     async def subjects(self, conn: Connection, identities: Iterable[str]) -> dict[str, SubjectKey]:
         """The subject of each identity (a customer id or a normalised contact address), made
-        with a fresh pseudonym and data key when first met."""
+        with a fresh pseudonym and data key when first met. Serialised with erasures
+        (:meth:`hold_for_erasing`) until the caller's transaction ends: what it seals under
+        these keys is committed before any of them is destroyed, or it meets the subject as
+        erased (and so makes a new one)."""
         wanted = set(identities)
         if not wanted:
             return {}
+        # Its own statement: a statement's snapshot is taken before it waits for a lock, so
+        # the rows read next must be read by a later one to see an erasure it waited for.
+        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))", self._erasing)
         lookups = await self.lookups(conn, wanted)
         found = await self._met_or_read(conn, list(lookups.values()))
         missing = [lookup for lookup in lookups.values() if lookup not in found]
@@ -389,8 +398,8 @@ class KeyStore:
         """The subjects of ``lookups`` already in the table: those met before as kept, the others
         read, in one statement that also reads the erasure count. A count that moved since the
         last batch forgets every kept subject and key, and reads them all again. Like reading the
-        rows, this sees erasures committed before the statement: one committed while the batch
-        is in flight is as if it came after it."""
+        rows, this sees erasures committed before the statement; none commits while the batch
+        is in flight (:meth:`subjects` holds them off)."""
         met = self._met
         unknown = [lookup for lookup in lookups if lookup not in met]
         rows = await conn.fetch(
@@ -457,9 +466,18 @@ class KeyStore:
                 _forgotten()  # erased since this process unwrapped it: nothing made of it stays
         return keys
 
+    async def hold_for_erasing(self, conn: Connection) -> None:
+        """Wait for every transaction that has met subjects (:meth:`subjects`) to end, and keep
+        new ones from meeting any until the caller's transaction ends. Retention takes it before
+        it reads whose tickets are all closed: a returning customer's batch in flight has then
+        committed the new ticket that keeps the key, or meets them only after the erasure."""
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._erasing)
+
     async def erase(self, conn: Connection, ref: str, at: datetime) -> bool:
         """Destroy the subject's data key (and the lookup that found it: the same customer
-        writing again becomes a new subject). False when it was unknown or already erased."""
+        writing again becomes a new subject). False when it was unknown or already erased.
+        Serialised with the batches meeting subjects (:meth:`hold_for_erasing`)."""
+        await self.hold_for_erasing(conn)
         erased = await conn.fetchval(
             f"UPDATE {self.table} SET wrapped_key = NULL, lookup = NULL, erased_at = $2 "
             "WHERE ref = $1 AND erased_at IS NULL RETURNING ref",

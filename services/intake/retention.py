@@ -57,6 +57,7 @@ def forgetting(policy: PolicySchedule[Policy], keys: KeyStore, interval: timedel
             if retention is None:
                 return
             cutoff = now - retention
+            await keys.hold_for_erasing(conn)  # batches in flight commit their tickets first
             rows = await conn.fetch(
                 "SELECT t.customer_ref FROM tickets t JOIN "
                 f"{keys.table} k ON k.ref = t.customer_ref WHERE k.erased_at IS NULL "

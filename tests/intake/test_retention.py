@@ -16,6 +16,7 @@ import yaml
 from services.dispatch.events import TicketClosed
 from services.intake.app import build
 from shared.database import connect
+from shared.keystore import KeyStore, identity_of
 from shared.settings import Settings
 from tests.conftest import SettingsFactory
 from tests.intake.requests import RECEIVED_AT, encode, intake_clock, valid
@@ -120,3 +121,77 @@ async def test_a_customers_key_is_destroyed_a_retention_after_their_last_ticket_
     finally:
         await conn.close()
     assert rows == {bob_ref: True, ann_ref: False}, "Ann has an open ticket: kept"
+
+
+@pytest.mark.asyncio
+async def test_a_customer_writing_again_as_retention_runs_keeps_the_key_of_the_new_ticket(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """A returning customer's request in flight when the retention round comes: the round waits
+    for the batch that met the customer, then sees its new open ticket and keeps the key —
+    rather than destroying the key the new ticket was just sealed under."""
+    settings = await with_retention(make_settings, tmp_path)
+    kafka = KafkaProbe(settings)
+    time = DrivenTime(settings, "intake")
+    ann = {"name": "Ann", "email": "ann@example.com"}
+    service = build(settings)
+
+    async def key_erased(ref: str) -> bool:
+        erased: bool = await service.pool.fetchval(
+            "SELECT erased_at IS NOT NULL FROM subject_keys WHERE ref = $1", ref
+        )
+        return erased
+
+    try:
+        async with running(service):
+            await kafka.publish("requests.incoming", encode(valid("a-1", customer=ann)))
+            [received] = await kafka.await_records(
+                "intake.events",
+                lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
+            )
+            ticket = data(received)
+            ref = ticket["customer"]["ref"]
+            closed = TicketClosed(
+                ticket_id=ticket["ticket_id"], number=ticket["number"], actor="system"
+            )
+            await publish_event(
+                kafka,
+                "dispatch.events",
+                closed,
+                stream_id=f"ticket-{ticket['ticket_id']}",
+                subject=ticket["ticket_id"],
+                time=START,
+            )
+
+            async def closed_at() -> object:
+                return await service.pool.fetchval("SELECT closed_at FROM tickets")
+
+            await eventually(closed_at, lambda at: at is not None, what="closure recorded")
+
+            batch = await connect(settings.require_database_url())
+            try:
+                async with batch.transaction():  # Ann's second request, as a batch records it
+                    identity = identity_of(None, "ann@example.com", None)
+                    assert identity is not None
+                    met = (await KeyStore(settings).subjects(batch, [identity]))[identity]
+                    assert met.ref == ref
+                    await batch.execute(
+                        "INSERT INTO intake.tickets (ticket_id, number, channel, "
+                        "channel_message_id, received_at, recorded_at, customer_name, language, "
+                        "subject, customer_ref) VALUES (gen_random_uuid(), 'T-2', 'email', "
+                        "'a-2', $1, $1, '[sealed]', 'en', '[sealed]', $2)",
+                        START,
+                        ref,
+                    )
+                    await time.set(START + timedelta(days=31))  # retention's rounds come
+                    await asyncio.sleep(0.5)
+                    assert not await key_erased(ref), "the round waits for the batch"
+            finally:
+                await batch.close()
+            await asyncio.sleep(0.5)  # rounds that see the new ticket open
+            assert not await key_erased(ref), "a customer with an open ticket is kept"
+
+            await service.pool.execute("UPDATE tickets SET closed_at = $1", START)
+            await eventually(lambda: key_erased(ref), what="then forgotten")
+    finally:
+        await kafka.close()

@@ -297,6 +297,47 @@ async def test_a_key_erased_by_another_process_is_never_used_again_by_one_that_k
         (await keys_for(intake, owner, [sealed])).seal_text(before.ref, "Wang Fang")
 
 
+async def _stays_pending(task: asyncio.Task[object], what: str) -> None:
+    """``task`` is still waiting after a moment (for a lock: nothing else could hold it)."""
+    done, _ = await asyncio.wait({task}, timeout=0.3)
+    assert not done, what
+
+
+@pytest.mark.asyncio
+async def test_an_erasure_waits_for_a_batch_that_met_the_subject_and_a_batch_for_the_erasure(
+    settings: Settings, owner: asyncpg.Connection
+) -> None:
+    """A batch meeting its customers and an erasure do not overlap: what a batch seals under a
+    key is committed before that key is destroyed (so retention, reading next, sees the new
+    ticket that keeps it), and a batch begun during an erasure meets the customer afresh
+    rather than with the key being destroyed."""
+    secret = secrets.token_bytes(32)
+    intake, retention = KeyStore(MasterKey.of(secret)), KeyStore(MasterKey.of(secret))
+    identity = "email:a@example.com"
+    known = (await intake.subjects(owner, [identity]))[identity]
+    batch = await connect(settings.require_database_url())
+    try:
+        async with batch.transaction():
+            assert (await intake.subjects(batch, [identity]))[identity] == known
+
+            async def erase() -> bool:
+                async with owner.transaction():
+                    return await retention.erase(owner, known.ref, NOW)
+
+            erasing = asyncio.ensure_future(erase())
+            await _stays_pending(erasing, "the erasure waits for the batch in flight")
+        assert await erasing
+
+        async with owner.transaction():
+            await retention.hold_for_erasing(owner)
+            meeting = asyncio.ensure_future(intake.subjects(batch, [identity]))
+            await _stays_pending(meeting, "a batch waits for the erasure in progress")
+        met = (await meeting)[identity]
+    finally:
+        await batch.close()
+    assert met.ref != known.ref and met.key not in (None, known.key), "met afresh, after it"
+
+
 @pytest.mark.asyncio
 async def test_the_ciphers_kept_from_batch_to_batch_go_with_the_keys(
     owner: asyncpg.Connection,
