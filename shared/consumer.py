@@ -499,6 +499,8 @@ class ConsumerRunner(Generic[T]):
         async with service.pool.acquire() as conn, conn.transaction():
             fresh, now = await self._claim(conn, messages)
             if now is not None:  # some are fresh
+                for message in fresh:  # a refusal in an earlier, rolled-back try is not this one
+                    message.released = False
                 uow = UnitOfWork(conn, service.store, now, service.projections)
                 await self.subscription.handle(uow, fresh)
                 await uow.flush()

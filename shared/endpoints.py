@@ -48,13 +48,34 @@ class EndpointRule:
         return cls(allow_private=allow, allow_loopback=allow or settings.local_mode)
 
     def check_address(self, address: Address) -> None:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address):
+            if address in _NAT64_LOCAL and not self.allow_private:
+                raise EndpointRefused(f"{address} is in a local NAT64 prefix")
+            address = _embedded_ipv4(address) or address
         if address.is_loopback:
             if not self.allow_loopback:
                 raise EndpointRefused(f"{address} is a loopback address")
         elif not address.is_global and not self.allow_private:
             raise EndpointRefused(f"{address} is a private, link-local or reserved address")
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through a translator or a tunnel — mapped
+    (``::ffff:a.b.c.d``), NAT64 (``64:ff9b::a.b.c.d``), 6to4 (``2002:AABB:CCDD::``), or the
+    deprecated compatible form (``::a.b.c.d``) — which is what must be public: Python calls
+    ``64:ff9b::a9fe:a9fe`` global, yet on a NAT64 network it is the metadata service."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64 or (address in _COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return None
 
 
 ANY_NETWORK = EndpointRule(allow_private=True, allow_loopback=True)

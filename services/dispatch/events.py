@@ -4,9 +4,9 @@ dispatch."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from services.intake.events import AttachmentRef
 from services.vocabulary import (
@@ -19,6 +19,7 @@ from services.vocabulary import (
 )
 from shared.events import EventData, Moment, event
 from shared.personal import OptionalPersonalText, PersonalText
+from shared.privacy import outside_error
 
 EVENTS_TOPIC = "dispatch.events"
 MARKS_TOPIC = "dispatch.marks"
@@ -373,7 +374,11 @@ class CommandRejected(EventData):
     """Ticket number or agent id the command named."""
     actor: str | None
     reason: str
-    detail: str
+    detail: Annotated[str, AfterValidator(outside_error)]
+    """Why, for people: one line, bounded, no control character or contact data — it may
+    quote what the record said (an unknown ``type`` echoed by the parser), and the console
+    keeps it in a ``text`` column, which refuses NUL (a NUL here stalled its projection).
+    Cleaned when read too, so one recorded before is harmless."""
     status: str | None = None
     """The ticket's status when the command was refused."""
     original: OptionalPersonalText = None

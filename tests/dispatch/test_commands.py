@@ -8,6 +8,7 @@ import json
 import pytest
 
 from services.dispatch.commands import AddNote, Unreadable, read_ticket_command
+from services.dispatch.events import TicketCommandRejected
 
 pytestmark = pytest.mark.unit
 
@@ -42,3 +43,25 @@ def test_a_bidi_override_in_a_note_is_replaced_and_one_in_an_id_refused() -> Non
     marked = read_ticket_command(command(command_id="c-\u200e1", note="fine"))  # an LRM
     assert isinstance(marked, Unreadable)
     assert marked.reason == "invalid_command"
+
+
+def test_a_rejection_quoting_a_nul_or_an_escape_from_the_record_holds_neither() -> None:
+    """The parser echoes an unknown ``type`` into the refusal's detail; a NUL there made the
+    console's decisions projection fail (PostgreSQL's ``text`` refuses it) and stall its
+    partition. The rejection cleans it when made, and when one recorded before is read."""
+    value = json.dumps({"type": "\x00\x1b[31m\u202e", "command_id": "x", "ticket_number": "T"})
+    read = read_ticket_command(value.encode())
+    assert isinstance(read, Unreadable)
+    made = TicketCommandRejected(
+        command_id=read.command_id,
+        command=read.command,
+        target=read.target,
+        actor=read.actor,
+        reason=read.reason,
+        detail=read.detail,
+    )
+    assert "type" in made.detail and "does not match" in made.detail
+    assert not {"\x00", "\x1b", "\u202e"} & set(made.detail)
+    recorded = made.model_dump(mode="json") | {"detail": "tag '\x00' from c@example.com"}
+    again = TicketCommandRejected.model_validate_json(json.dumps(recorded))
+    assert again.detail == "tag '\ufffd' from c***@example.com"

@@ -86,6 +86,30 @@ async def test_consumers_of_one_process_share_the_partitions_and_stop_in_turn(
 
 
 @pytest.mark.asyncio
+async def test_a_message_refused_in_a_failed_batch_then_applied_alone_keeps_its_claim(
+    settings: Settings, kafka: KafkaProbe
+) -> None:
+    """A message refused (released) in a batch that then failed is tried again alone, and may be
+    applied this time: its refusal in the rolled-back batch must not also forget its id, or the
+    same command sent again has a second effect."""
+    await kafka.publish(probe.COMMANDS, probe.command("m1", "r", refuse=1), partition=0)
+    await kafka.publish(probe.COMMANDS, probe.command("m2", "s", fail="1"), partition=0)
+    service = probe.build(settings, port=0)
+    async with running(service):
+
+        async def bumped() -> int:
+            return await count(service.pool, "SELECT count(*) FROM events")
+
+        await eventually(bumped, lambda n: n == 2, what="both applied once alone")
+        await kafka.publish(probe.COMMANDS, probe.command("m1", "r", refuse=1), partition=0)
+        await kafka.publish(probe.COMMANDS, probe.command("after", "t"), partition=0)
+        await eventually(bumped, lambda n: n >= 3, what="the message after it applied")
+        async with service.pool.acquire() as conn:
+            events = await service.store.read_stream(conn, "counter-r")
+    assert len(events) == 1, "m1 sent again is a repeat: applied once"
+
+
+@pytest.mark.asyncio
 async def test_a_poison_message_is_dead_lettered_while_other_partitions_flow(
     kafka: KafkaProbe,
 ) -> None:

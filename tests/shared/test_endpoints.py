@@ -25,6 +25,13 @@ REFUSED = [
     ("http://169.254.169.254/latest/meta-data/", "link-local"),
     ("http://100.64.0.1/hook", "private"),  # shared address space
     ("http://0.0.0.0/hook", "private"),
+    # IPv4 reached through a translator or a tunnel is checked as the IPv4 it reaches
+    ("http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "link-local"),  # NAT64
+    ("http://[64:ff9b::a00:5]:5432/", "private"),
+    ("http://[64:ff9b::7f00:1]/hook", "loopback"),
+    ("http://[64:ff9b:1::a00:5]/hook", "local NAT64"),
+    ("http://[2002:a9fe:a9fe::]/hook", "link-local"),  # 6to4
+    ("http://[::a9fe:a9fe]/hook", "link-local"),  # IPv4-compatible
 ]
 
 
@@ -41,6 +48,8 @@ def test_local_mode_allows_loopback_and_the_setting_allows_private_ranges() -> N
         check_endpoint("http://10.1.2.3/hook", LOCAL)
     assert check_endpoint("http://10.1.2.3/hook", PRIVATE) == "10.1.2.3"
     assert check_endpoint("https://hooks.example.com/a", PRODUCTION) == "hooks.example.com"
+    assert check_endpoint("http://[64:ff9b::5db8:d822]/", PRODUCTION) == "64:ff9b::5db8:d822"
+    assert check_endpoint("http://[2606:4700::1111]/", PRODUCTION) == "2606:4700::1111"
 
 
 @pytest.mark.asyncio

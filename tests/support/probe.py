@@ -3,7 +3,8 @@
 It reads JSON commands from ``probe.commands`` (``{"id", "counter", "amount"}``) and records a
 ``CounterBumped`` event per command; the relay publishes those to ``probe.events``; a second
 consumer, ``tally``, applies each event to a table. ``{"fail": "always"}`` in a command makes the
-handler raise every time (a poison message); ``{"fail": "<n>"}`` makes it fail n times first.
+handler raise every time (a poison message); ``{"fail": "<n>"}`` makes it fail n times first;
+``{"refuse": "<n>"}`` makes it refuse the command without effect (released) n times first.
 
 Run as ``python -m tests.support.probe`` with the port in ``PROBE_PORT``.
 """
@@ -31,6 +32,7 @@ from shared.unit_of_work import Cause, UnitOfWork
 COMMANDS = "probe.commands"
 EVENTS = "probe.events"
 _failures: dict[str, int] = {}
+_refusals: dict[str, int] = {}
 COMMITTED: list[str] = []
 """Ids of the commands whose transaction committed, as the unit of work's ``on_commit`` saw."""
 
@@ -46,6 +48,7 @@ class BumpCommand(BaseModel):
     counter: str
     amount: int = 1
     fail: str | None = None
+    refuse: int = 0
 
 
 class Commands(Subscription[BumpCommand]):
@@ -77,6 +80,10 @@ class Commands(Subscription[BumpCommand]):
                 if seen < int(command.fail):
                     _failures[command.id] = seen + 1
                     raise RuntimeError(f"command {command.id} fails ({seen + 1})")
+            if _refusals.get(command.id, 0) < command.refuse:
+                _refusals[command.id] = _refusals.get(command.id, 0) + 1
+                inbound.release()
+                continue
             uow.caused_by(Cause(command.id))(
                 f"counter-{command.counter}",
                 [CounterBumped(counter=command.counter, amount=command.amount)],
