@@ -187,6 +187,9 @@ class CommandVerifier:
         Raises :class:`Unauthenticated` for a missing, malformed, forged or unknown-key token
         and for a value that is not the one the token's holder signed.
         """
+        names = [name for name, _ in headers]
+        if names.count(TOKEN_HEADER) > 1 or names.count(PROOF_HEADER) > 1:
+            raise Unauthenticated(f"{TOKEN_HEADER} or {PROOF_HEADER} more than once")
         found = dict(headers)
         signing_input = found.get(TOKEN_HEADER)
         proof = found.get(PROOF_HEADER)

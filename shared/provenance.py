@@ -77,6 +77,19 @@ _DEAD_LETTER_SEALED = (
 """What a dead letter's seal covers, beside its value: who dead-lettered what, why and when."""
 
 
+def repeated(headers: Iterable[tuple[str, bytes]], names: Iterable[str]) -> str | None:
+    """The first of ``names`` that ``headers`` hold more than once: a seal is checked against
+    one copy and a reader may take another (the first, as ``Record.header`` does), so a record
+    repeating what its seal or credential covers is refused rather than read either way."""
+    wanted, seen = set(names), set()
+    for name, _ in headers:
+        if name in wanted:
+            if name in seen:
+                return name
+            seen.add(name)
+    return None
+
+
 def _dead_letter_input(headers: Iterable[tuple[str, bytes]], value: bytes) -> bytes:
     found = dict(headers)
     return b"\0".join(found.get(name, b"") for name in _DEAD_LETTER_SEALED) + b"\0" + value
@@ -120,6 +133,8 @@ def _sealer(
 ) -> str | None:
     """The issuer of the key ``kid_header`` names, if its seal (``sealing``'s second header)
     is the one ``seal_header`` holds."""
+    if repeated(record.headers, (kid_header, seal_header, *_DEAD_LETTER_SEALED)):
+        return None  # which copy the seal covers is not which one a reader takes
     kid, found = record.header(kid_header), dict(record.headers).get(seal_header)
     key = keys.get(kid) if kid is not None else None
     if key is None or found is None:
@@ -144,6 +159,8 @@ class Provenance:
                 Reason.FOREIGN_SOURCE,
                 f"{envelope.type} is published by {owner}, not {envelope.source[:80]!r}",
             )
+        if twice := repeated(record.headers, (KID_HEADER, SEAL_HEADER)):
+            raise Forged(Reason.UNAUTHENTICATED, f"header {twice} more than once")
         kid = record.header(KID_HEADER)
         seal_value = dict(record.headers).get(SEAL_HEADER)
         if kid is None or seal_value is None:

@@ -74,6 +74,10 @@ async def test_dead_letters_count_under_the_service_that_sealed_them_at_a_plausi
             await kafka.publish(DLQ, b"{}", key="sealed", headers=sealed, partition=0)
             # ... and the same seal on another value: no one's.
             await kafka.publish(DLQ, b"{ }", key="resealed", headers=sealed, partition=0)
+            # ... and with a forged reason before the sealed one (a reader takes the first):
+            # no one's either.
+            forged = [("dlq_reason", b"unauthenticated"), *sealed]
+            await kafka.publish(DLQ, b"{}", key="prepended", headers=forged, partition=0)
             # The console's own dead letter (a record it cannot read): the console's.
             await kafka.publish("intake.events", b"{not json", key="poison")
             rows = await eventually(
@@ -81,11 +85,17 @@ async def test_dead_letters_count_under_the_service_that_sealed_them_at_a_plausi
                     "SELECT service, consumer, topic, recorded_at FROM dead_letters_seen "
                     'ORDER BY topic, "offset"'
                 ),
-                lambda found: len(found) == len(HOSTILE) + 3,
+                lambda found: len(found) == len(HOSTILE) + 4,
                 what="every dead letter counted",
             )
             failed = await console.pool.fetch("SELECT topic FROM dead_letters")
-        assert [r["service"] for r in rows] == ["console", *["?"] * len(HOSTILE), "intake", "?"]
+        assert [r["service"] for r in rows] == [
+            "console",
+            *["?"] * len(HOSTILE),
+            "intake",
+            "?",
+            "?",
+        ]
         assert rows[0]["topic"].endswith("intake.events.dlq")
         # The feed refused none: the console's one dead letter is the record it could not read.
         assert [r["topic"] for r in failed] == [settings.topic("intake.events")]

@@ -83,6 +83,13 @@ async def test_a_forged_escalation_changes_nothing_and_is_dead_lettered_with_its
             headers=[*kept, *seal(sla_key, first.value)],
         )
         expected[tampered["id"]] = "unauthenticated"
+        # sla's genuine seal of these very bytes, its key id given twice: which copy the seal
+        # was checked with is not which one a reader takes, so it is no one's
+        doubled = json.loads(first.value) | {"id": "0192f6a0-0000-7000-8000-000000000002"}
+        value = json.dumps(doubled).encode()
+        sealed = seal(sla_key, value)
+        await kafka.publish(SLA_EVENTS, value, key=stream, headers=[sealed[0], *kept, *sealed])
+        expected[doubled["id"]] = "unauthenticated"
         letters = await kafka.await_records(
             f"{SLA_EVENTS}.dlq", lambda r: True, count=len(expected)
         )

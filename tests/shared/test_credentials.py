@@ -161,6 +161,11 @@ def test_a_command_proves_its_token_without_carrying_it() -> None:
             value,
         ),
         "garbage": ([(TOKEN_HEADER, b"\xff"), (PROOF_HEADER, b"x")], value),
+        "a proof twice (one reader takes the first, another the last)": (
+            [(PROOF_HEADER, b"AAAA"), *headers],
+            value,
+        ),
+        "a token twice": ([*headers, (TOKEN_HEADER, found[TOKEN_HEADER])], value),
         "a header nested 50,000 deep": (
             [
                 (TOKEN_HEADER, base64.urlsafe_b64encode(b"[" * 50_000).rstrip(b"=") + b".e30"),
