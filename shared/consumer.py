@@ -26,8 +26,9 @@ this plumbing itself (neither a message's nor the infrastructure's) is retried
 
 A handler may :meth:`Inbound.release` a message it refused without effect: its claim is dropped
 in the same transaction, so the same message sent again is evaluated anew. The *record* stays
-answered (a claim of its coordinates): redelivered after a crash between 2 and 3, it is skipped,
-not refused a second time — or, the state having moved on, applied after its refusal was told.
+answered (a claim of its coordinates, or of what :meth:`Subscription.answered_key` names):
+redelivered after a crash between 2 and 3, it is skipped, not refused a second time — or, the
+state having moved on, applied after its refusal was told.
 """
 
 from __future__ import annotations
@@ -177,6 +178,13 @@ class Subscription(ABC, Generic[T]):
     def wants(self, message: T) -> bool:
         """False for messages this consumer reads past without applying (never claimed)."""
         return True
+
+    def answered_key(self, message: T, record: Record) -> str:
+        """What a released message leaves claimed (:meth:`Inbound.release`): by default its
+        record's coordinates, so the record redelivered is skipped and the message sent again
+        (a new offset) is evaluated anew. dispatch keys a signed command by its exact signed
+        bytes instead, so a copy of a refused command at a new offset is no second try."""
+        return released_key(record)
 
     async def owner(self, conn: Connection, record: Record) -> str | None:
         """The pseudonym of the customer whose personal data ``record`` holds in clear (a
@@ -528,7 +536,7 @@ class ConsumerRunner(Generic[T]):
             "ON CONFLICT DO NOTHING RETURNING message_id, processed_at",
             self.name,
             list(unique),
-            [released_key(m.record) for m in unique.values()],
+            [self.subscription.answered_key(m.message, m.record) for m in unique.values()],
         )
         now: datetime | None = claimed[0][1] if claimed else None
         new_ids = {r[0] for r in claimed}
@@ -549,7 +557,7 @@ class ConsumerRunner(Generic[T]):
                 "ON CONFLICT DO NOTHING",
                 self.name,
                 [m.message_id for m in released],
-                [released_key(m.record) for m in released],
+                [self.subscription.answered_key(m.message, m.record) for m in released],
             )
 
     # --- isolating a poison message -------------------------------------------------------

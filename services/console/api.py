@@ -27,7 +27,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Header, Path, Query, Requ
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Histogram
-from pydantic import BaseModel, StringConstraints
+from pydantic import AfterValidator, BaseModel, StringConstraints
 from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -48,7 +48,7 @@ from services.console.contract import (
     TicketStatus,
 )
 from services.console.stream import CannotCheck, ChangeStream
-from services.console.visibility import NotAPerson, Viewer, viewer
+from services.console.visibility import NotAPerson, Viewer, check_kind, viewer
 from services.intake.contract import Reason
 from services.policy import Policy
 from services.vocabulary import Complexity
@@ -148,12 +148,12 @@ async def session(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> AsyncIterator[Session]:
     """The request's caller (401, 403), with a connection and the service clock's now. The
-    token's signature and claims are checked first, holding nothing: only a token that verifies
-    takes a connection (its time needs the clock, which reads the database), so forged ones
-    cannot empty the pool."""
+    token's signature, claims and kind are checked first, holding nothing: only a person's
+    token that verifies takes a connection (its time needs the clock, which reads the
+    database), so forged ones, customers' and channel clients' cannot empty the pool."""
     console: Console = request.app.state.console
     token = token_of(authorization, request.cookies.get(COOKIE))
-    credential = identify(console, token)
+    credential = identify_person(console, token)
     service = console.service
     async with service.pool.acquire() as conn:
         now = await service.clock.now(conn)
@@ -187,10 +187,10 @@ async def sender(
 ) -> AsyncIterator[Session]:
     """:func:`session` inside a sending slot, taken before the connection: a caller waiting for
     one while the broker is slow holds no connection. The header's token is checked before
-    either: a forged one takes no slot."""
+    either: a forged one, or one of a kind no person holds, takes no slot."""
     console: Console = request.app.state.console
     _header_only(authorization)
-    identify(console, bearer(authorization))
+    identify_person(console, bearer(authorization))
     async with sending(console), asynccontextmanager(session)(request, authorization) as s:
         yield s
 
@@ -205,7 +205,7 @@ async def watcher(
     alone: a stream's handler returns at once but its answer lasts as long as a desk stays
     open, and it needs no connection of the request's."""
     console: Console = request.app.state.console
-    credential = identify(console, token_of(authorization, request.cookies.get(COOKIE)))
+    credential = identify_person(console, token_of(authorization, request.cookies.get(COOKIE)))
     return admit(console, credential, await console.service.clock.now())
 
 
@@ -423,7 +423,11 @@ def _routes(console: Console) -> APIRouter:
         ] = None,
         complexity: Annotated[list[Complexity], Query(max_length=_count(Complexity))] = [],  # noqa: B006
         sla: Annotated[list[SlaState], Query(max_length=_count(SlaState))] = [],  # noqa: B006
-        q: Annotated[str | None, Query(max_length=200, description="Text in the subject.")] = None,
+        q: Annotated[
+            str | None,
+            Query(max_length=200, description="Text in the subject."),
+            AfterValidator(listing.searchable),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=listing.MAX_PAGE)] = 50,
         after: Annotated[str | None, Query(max_length=200)] = None,
     ) -> Response:
@@ -440,6 +444,8 @@ def _routes(console: Console) -> APIRouter:
             page = await listing.tickets(s.conn, s.viewer, wanted, limit=limit, after=after)
         except listing.BadCursor as error:
             raise ApiError(400, "invalid_cursor", str(error)) from None
+        except listing.SearchTooSlow as error:
+            raise ApiError(422, "invalid_request", f"query.q: {error}", field="q") from None
         return _answer(page)
 
     async def visible_ticket(s: Session, number: str) -> TicketDetail:
@@ -581,6 +587,19 @@ def identify(console: Console, token: str | None) -> Credential:
         return console.callers.read(token)
     except Unauthenticated as error:
         raise ApiError(401, "unauthenticated", error.detail) from None
+
+
+def identify_person(console: Console, token: str | None) -> Credential:
+    """:func:`identify`, and 403 for a token no person holds (a customer's, a channel
+    client's, ``system``'s): its kind is in the token, so it is refused before the request
+    takes a sending slot or a connection. Whether the directory still knows the person needs
+    the clock (:func:`admit`)."""
+    credential = identify(console, token)
+    try:
+        check_kind(credential)
+    except NotAPerson as error:
+        raise ApiError(403, "forbidden", str(error)) from None
+    return credential
 
 
 def admit(console: Console, credential: Credential, now: datetime) -> Viewer:

@@ -19,10 +19,10 @@ from typing import Annotated
 
 from fastapi import FastAPI, Header, Path, Query
 
-from services.console.api import ApiError, Console, identify, problems
+from services.console.api import ApiError, Console, problems
 from services.console.callers import bearer
 from services.console.contract import ChannelMessage, ChannelMessagePage
-from services.console.inbox import SERVED, client_of
+from services.console.inbox import SERVED, client_of, identify_client
 from services.notify.events import MESSAGES_TOPIC, CustomerMessage
 from shared.consumer import Delivered, EventSubscription, Inbound
 from shared.keystore import KeyStore
@@ -112,7 +112,7 @@ def conversations(app: FastAPI, console: Console, keys: KeyStore) -> None:
         limit: Annotated[int, Query(ge=1, le=PAGE)] = PAGE,
     ) -> ChannelMessagePage:
         service = console.service
-        credential = identify(console, bearer(authorization))  # before any connection
+        credential = identify_client(console, bearer(authorization))  # before any connection
         async with service.pool.acquire() as conn:
             client = client_of(console, credential, await service.clock.now(conn))
             owner = await conn.fetchval(

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaProducer
@@ -86,7 +86,9 @@ def shape(kind: Kind, target: str, body: dict[str, Any], actor: str) -> dict[str
         raise Invalid(_TARGET[kind], f"must be the one in the path ({target})")
     if body.get("actor", actor) != actor:
         raise Invalid("actor", "a command acts as its sender (the token's subject)")
-    command_id = body.get("command_id") or str(uuid.uuid4())
+    # Made only when none is given: a given one, even "" or 0, is the contract's to judge —
+    # replaced, each retry would be a new command (a customer answered twice).
+    command_id = body["command_id"] if "command_id" in body else str(uuid.uuid4())
     value = {**body, _TARGET[kind]: target, "command_id": command_id}
     try:
         command = _SHAPES[kind].validate_python(value)
@@ -158,7 +160,7 @@ class Courier:
             )
             if not inserted:
                 earlier = await conn.fetchrow(
-                    "SELECT c.actor, c.digest, d.outcome FROM commands c "
+                    "SELECT c.actor, c.digest, d.outcome, c.submitted_at FROM commands c "
                     "LEFT JOIN decisions d USING (command_id) WHERE c.command_id = $1 "
                     "FOR UPDATE OF c",
                     command_id,
@@ -170,9 +172,12 @@ class Courier:
                 if earlier["outcome"] != "refused":
                     return Sent(command_id, fresh=False)
                 await conn.execute("DELETE FROM decisions WHERE command_id = $1", command_id)
+                # Signed anew, so not the same record: dispatch skips a copy of a refused one.
+                now = max(now, earlier["submitted_at"] + timedelta(microseconds=1))
                 await conn.execute(
                     "UPDATE commands SET submitted_at = $2 WHERE command_id = $1", command_id, now
                 )
+            command = {**command, "issued_at": now.isoformat()}
             value = json.dumps(command, ensure_ascii=False).encode()
             await (
                 await producer.send(

@@ -128,8 +128,9 @@ def inbox(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     ) -> JSONResponse:
         service = console.service
-        # Signature and claims first, holding nothing: a forged token takes no slot.
-        credential = identify(console, bearer(authorization))
+        # Signature, claims and kind first, holding nothing: a forged token, or a person's,
+        # takes no slot.
+        credential = identify_client(console, bearer(authorization))
         async with sending(console), service.pool.acquire() as conn:
             now = await service.clock.now(conn)
             client = client_of(console, credential, now)
@@ -203,12 +204,27 @@ def request_schema() -> dict[str, Any]:
     return schema
 
 
+def identify_client(console: Console, token: str | None) -> Credential:
+    """:func:`identify`, and 403 for a token that is no channel client's (an agent's, a
+    customer's): its kind is in the token, so it is refused before the request takes a sending
+    slot or a connection."""
+    credential = identify(console, token)
+    _check_kind(credential)
+    return credential
+
+
 def client_of(console: Console, credential: Credential, now: datetime) -> str:
     """The channel client an identified token stands for, valid at ``now`` (401, 403)."""
     try:
         console.callers.check_time(credential, now)
     except Unauthenticated as error:
         raise ApiError(401, "unauthenticated", error.detail) from None
+    _check_kind(credential)
+    return credential.subject
+
+
+def _check_kind(credential: Credential) -> None:
+    """403 unless ``credential`` is a channel client's."""
     if credential.kind != "channel":
         raise ApiError(
             403,
@@ -217,7 +233,6 @@ def client_of(console: Console, credential: Credential, now: datetime) -> str:
             "channel client (desk token issue channel:NAME) posts requests and reads their "
             "messages",
         )
-    return credential.subject
 
 
 def _document(body: bytes) -> dict[str, Any]:

@@ -15,8 +15,10 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+import asyncpg
 
 from services.console import personal
 from services.console.contract import (
@@ -38,6 +40,14 @@ from shared.events import plausible
 MAX_PAGE = 200
 MAX_NUMBER_CHARS = 60
 """A ticket number in a cursor is at most as long as one in a path."""
+MIN_SEARCH_CHARS = 3
+"""Letters or digits a subject search needs: the trigram index (``tickets_subject``) narrows
+by runs of three, so fewer (or wildcards, spaces) match everything it holds and the search
+reads the whole table."""
+SEARCH_TIMEOUT = timedelta(seconds=2)
+"""Longest a subject search may run (``statement_timeout``): a text the index narrows little
+still reads much of the table, holding one of the pool's few connections meanwhile, and a loop
+of them would leave every other caller waiting for one."""
 
 _SUMMARY = (
     "number, ticket_id::text, status, group_id, agent_id, priority, complexity, category, "
@@ -49,6 +59,21 @@ _SUMMARY = (
 
 class BadCursor(ValueError):
     """An ``after`` cursor this API did not make."""
+
+
+class SearchTooSlow(Exception):
+    """A subject search ran past :data:`SEARCH_TIMEOUT`."""
+
+
+def searchable(text: str | None) -> str | None:
+    """The subject search ``text`` asks for, trimmed (None: no search); ValueError for one too
+    short for the index to narrow (:data:`MIN_SEARCH_CHARS`)."""
+    trimmed = (text or "").strip()
+    if not trimmed:
+        return None
+    if sum(c.isalnum() for c in trimmed) < MIN_SEARCH_CHARS:
+        raise ValueError(f"a subject search needs at least {MIN_SEARCH_CHARS} letters or digits")
+    return trimmed
 
 
 @dataclass
@@ -141,14 +166,32 @@ async def tickets(
         received, number = _read_cursor(after)
         where.add("(received_at, number) < ({}, {})", received, number)
     size = max(1, min(limit, MAX_PAGE))
-    rows = await conn.fetch(
+    query = (
         f"SELECT {_SUMMARY} FROM tickets WHERE {where.sql()} "
-        f"ORDER BY received_at DESC, number DESC LIMIT {size + 1}",
-        *where.params,
+        f"ORDER BY received_at DESC, number DESC LIMIT {size + 1}"
     )
+    if wanted.text:
+        rows = await _search(conn, query, where.params)
+    else:
+        rows = await conn.fetch(query, *where.params)
     items = [TicketSummary(**_summary(r)) for r in rows[:size]]
     more = len(rows) > size
     return TicketPage(items=items, next=_cursor(items[-1]) if more and items else None)
+
+
+async def _search(conn: Connection, query: str, params: list[Any]) -> list[Any]:
+    """The rows of a subject search, run within :data:`SEARCH_TIMEOUT`
+    (:class:`SearchTooSlow`)."""
+    limit = int(SEARCH_TIMEOUT.total_seconds() * 1000)
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL statement_timeout = {limit}")
+            return await conn.fetch(query, *params)
+    except asyncpg.QueryCanceledError:
+        raise SearchTooSlow(
+            f"the subject search took longer than {SEARCH_TIMEOUT.total_seconds():g} s: search "
+            "for a longer text, or narrow it with another filter (status, group)"
+        ) from None
 
 
 async def ticket(conn: Connection, number: str) -> tuple[TicketDetail, str | None] | None:

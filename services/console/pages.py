@@ -21,11 +21,11 @@ from datetime import datetime
 from functools import partial
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -34,7 +34,7 @@ from starlette.formparsers import MultiPartException
 
 from services.console import board, courier, listing
 from services.console.allowance import Allowance, retry_after
-from services.console.api import ApiError, Console, admit, identify
+from services.console.api import ApiError, Console, admit, identify_person
 from services.console.callers import COOKIE, MAX_TOKEN_CHARS
 from services.console.phrases import PHRASES, Language, phrase, pick
 from services.console.settings import ConsoleSettings
@@ -137,9 +137,10 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
 
     async def signed_in(request: Request) -> tuple[Viewer, datetime] | None:
         """The cookie's person and the clock's now; None when not signed in. A cookie that
-        does not verify is turned away before a connection is taken for the clock."""
+        does not verify, or is no person's, is turned away before a connection is taken for the
+        clock."""
         try:
-            credential = identify(console, request.cookies.get(COOKIE))
+            credential = identify_person(console, request.cookies.get(COOKIE))
         except ApiError:
             return None
         service = console.service
@@ -192,8 +193,8 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
         [token] = await _fields(request, "token")
         if not token.strip() or len(token) > MAX_TOKEN_CHARS:
             return render("login.j2", language, status=401, refused=True)
-        try:  # a forged token takes no connection
-            credential = identify(console, token.strip())
+        try:  # a forged token, or one no person holds, takes no connection
+            credential = identify_person(console, token.strip())
         except ApiError:
             return render("login.j2", language, status=401, refused=True)
         service = console.service
@@ -257,13 +258,16 @@ def pages(app: FastAPI, console: Console, settings: ConsoleSettings) -> None:  #
     async def survey(
         request: Request,
         number: str,
-        token: Annotated[str, Query(max_length=MAX_TOKEN_CHARS)] = "",
+        # Unbounded here, bounded below: FastAPI's bound would answer a page with JSON.
+        token: str = "",
         lang: str | None = None,
     ) -> HTMLResponse:
         if not token and len(number) <= MAX_NUMBER_CHARS:
             # The link's token is in its fragment: the page's script posts it (step "open").
             return render("survey.j2", language_of(request, lang), state="opening", number=number)
-        found = await customer(number, token, request, lang)
+        found = (
+            None if len(token) > MAX_TOKEN_CHARS else await customer(number, token, request, lang)
+        )
         if found is None:
             return render("survey.j2", language_of(request, lang), status=403, state="invalid")
         language, shown = found

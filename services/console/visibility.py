@@ -70,12 +70,20 @@ class NotAPerson(Exception):
     id the directory does not know)."""
 
 
+def check_kind(credential: Credential) -> None:
+    """:class:`NotAPerson` unless the token is of a kind people hold (an agent's, an
+    operator's): told by the verified token alone, so a request can be refused before it takes
+    a sending slot or a connection, which a customer's or channel client's token would
+    otherwise compete with the agents for."""
+    if credential.kind != "agent":
+        raise NotAPerson(f"a {credential.kind} token does not open the console's API")
+
+
 def viewer(credential: Credential, policy: Policy) -> Viewer:
     """The viewer a verified token stands for; :class:`NotAPerson` when it stands for none."""
     directory = policy.directory
     subject = credential.subject
-    if credential.kind != "agent":
-        raise NotAPerson(f"a {credential.kind} token does not open the console's API")
+    check_kind(credential)
     operator = next((o for o in directory.operators if o.id == subject), None)
     if operator is not None:
         return Viewer(subject, operator.name, "operator", EVERY_GROUP)

@@ -53,7 +53,7 @@ from services.policy import Policy
 from services.sla.events import EVENTS_TOPIC as SLA_EVENTS
 from services.sla.events import EscalationRaised
 from shared.consumer import Delivered, EventSubscription, Inbound, Subscription
-from shared.credentials import CommandVerifier
+from shared.credentials import PROOF_HEADER, CommandVerifier
 from shared.database import Connection
 from shared.deadletter import Record
 from shared.eventstore import ANY_VERSION
@@ -346,6 +346,17 @@ class Commands(Subscription[DecodedCommand]):
             return f"command:{message.principal}:{message.command.command_id}"
         # Never a command id: a record nobody vouched for must not use up someone's id.
         return f"refused:{record.coordinates}"
+
+    def answered_key(self, message: DecodedCommand, record: Record) -> str:
+        """A refused signed command stays answered as the exact record its holder signed (its
+        proof, an HMAC of the value under the token): a copy sent again at another offset —
+        by anyone who can write the topic, for as long as the token lives — is skipped, not a
+        second try that the ticket's state may by then let through. Sent again on purpose, a
+        command is signed again with a new ``issued_at`` (the console does), so it differs."""
+        if isinstance(message, Attributed):
+            proof = dict(record.headers).get(PROOF_HEADER, b"").decode("ascii", "replace")
+            return f"released:signed:{message.principal}:{proof}"
+        return super().answered_key(message, record)
 
     def log_context(self, message: DecodedCommand) -> dict[str, object]:
         number = getattr(getattr(message, "command", message), "ticket_number", None)

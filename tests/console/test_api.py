@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import re
+import time
 from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -964,3 +965,108 @@ async def test_a_handler_sees_the_customers_earlier_requests_whichever_group_has
         (h["number"], h["subject"], h["status"], h["group_id"]) for h in detail["customer_history"]
     ] == [(inquiry["number"], SIMPLE["subject"], "assigned", "front-line")], "Ann's, not Bob's"
     assert other.status_code == 403
+
+
+@pytest.mark.asyncio
+async def test_a_subject_search_too_short_for_its_index_is_refused_and_a_longer_one_finds(
+    settings: Settings,
+) -> None:
+    """``q`` of one or two characters (or of wildcards and spaces alone) cannot use the subject's
+    trigram index: each read the whole tickets table on one of the pool's connections, and a
+    loop of them starved the console. Such a search is refused as a bad filter is; three
+    letters or more still find the ticket."""
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE)  # 请问如何重置密码
+        [ticket] = await world.tickets("ops", 1)
+        operator = world.client("ops")
+        refused = {
+            q: await operator.get("/api/tickets", params={"q": q})
+            for q in ("密", "密码", " 密码  ", "%%%", "___", "a %")
+        }
+        found = {
+            q: await operator.get("/api/tickets", params={"q": q})
+            for q in ("重置密", "重置密码", "  重置密码 ", "请问如何重置密码")
+        }
+    for q, answer in refused.items():
+        assert answer.status_code == 422, (q, answer.text)
+        problem = answer.json()
+        assert problem["code"] == "invalid_request", q
+        assert problem["message"].startswith("query.q: "), q
+        assert "at least 3 letters or digits" in problem["message"], q
+        assert [e["loc"] for e in problem["errors"]] == [["query", "q"]], q
+    for q, answer in found.items():
+        assert answer.status_code == 200, (q, answer.text)
+        assert [t["number"] for t in answer.json()["items"]] == [ticket["number"]], q
+
+
+@pytest.mark.asyncio
+async def test_a_subject_search_that_runs_too_long_is_cut_short_and_answered(
+    settings: Settings,
+) -> None:
+    """A search the index narrows little still reads much of the table, holding a connection
+    as long as it runs. It runs for SEARCH_TIMEOUT at most (here it waits on a lock instead,
+    which the bound counts too) and is answered 422 naming ``q``, never left to hang or a 500."""
+    console = build_service("console", settings)
+    async with (
+        served(console) as url,
+        httpx.AsyncClient(
+            base_url=url, timeout=8, headers={"Authorization": f"Bearer {token(settings, 'ops')}"}
+        ) as operator,
+    ):
+        async with console.pool.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            answer = await operator.get("/api/tickets", params={"q": "printer"})
+            took = time.monotonic() - started
+        after = await operator.get("/api/tickets", params={"q": "printer"})
+    assert answer.status_code == 422, answer.text
+    problem = answer.json()
+    assert (problem["code"], problem["field"]) == ("invalid_request", "q")
+    assert "longer than 2 s" in problem["message"]
+    assert 2 <= took < 5, took
+    assert (after.status_code, after.json()["items"]) == (200, [])  # the lock gone: answered
+
+
+@pytest.mark.asyncio
+async def test_a_blank_or_non_text_command_id_is_refused_never_replaced(
+    settings: Settings,
+) -> None:
+    """A falsy ``command_id`` ("", 0, false) was replaced by a fresh one: each retry of the same
+    reply was a new command, and the customer got it twice. Only a missing id is made; a given
+    one is judged as given."""
+    async with desk(settings) as world:
+        await world.request(0, **SIMPLE)
+        [ticket] = await world.tickets("ops", 1, status="assigned")
+        agent = world.client(ticket["agent_id"])
+        path = f"/api/tickets/{ticket['number']}/commands"
+        answers = {
+            repr(given): await agent.post(
+                path, json={"type": "respond", "message": "Done.", "command_id": given}
+            )
+            for given in ("", "   ", 0, False, None)
+        }
+        sent = await world.console.pool.fetchval("SELECT count(*) FROM commands")
+    for given, answer in answers.items():
+        assert answer.status_code == 422, (given, answer.text)
+        problem = answer.json()
+        assert problem["code"] == "invalid_command", given
+        assert "command_id" in problem["message"], given
+    assert sent == 0
+
+
+@pytest.mark.asyncio
+async def test_a_survey_link_with_a_token_too_long_gets_the_pages_invalid_state(
+    settings: Settings,
+) -> None:
+    """A ``?token=`` over the bound was FastAPI's JSON 422 on what is a page: now the page's
+    own "invalid" state, as for any token that does not verify (never verified either)."""
+    async with (
+        served(build_service("console", settings)) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as link,
+    ):
+        over = await link.get("/survey/REQ-2026-000001", params={"token": "t" * 5000})
+        forged = await link.get("/survey/REQ-2026-000001", params={"token": "t" * 100})
+    for answer in (over, forged):
+        assert answer.status_code == 403, answer.text[:200]
+        assert answer.headers["content-type"].startswith("text/html")
+        assert 'data-state="invalid"' in answer.text

@@ -116,3 +116,82 @@ async def test_tokens_that_do_not_verify_are_refused_while_every_connection_and_
         )
         assert command.status_code == 404  # past the door: no such ticket
         assert (await client.post("/login", data={"token": ops})).status_code == 303
+
+
+@pytest.mark.asyncio
+async def test_tokens_of_a_kind_the_route_never_admits_are_refused_while_all_is_held(
+    settings: Settings,
+) -> None:
+    """A genuine token of the wrong kind — a customer's survey link, a channel client's — took a
+    sending slot and a connection before it was refused (403), competing with the agents for
+    them; so did a person's token on the channel's routes. Its kind is in the token: with every
+    connection and slot held, each is still refused at once."""
+    service = build_service("console", settings)
+    assert isinstance(service.http, FastAPI)
+    console: Console = service.http.state.console
+    no_person = {
+        "a customer's": token(settings, "customer", ticket=NUMBER),
+        "a channel client's": token(settings, "channel:webform"),
+    }
+    no_client = {"an agent's": token(settings, "ops"), "a customer's": no_person["a customer's"]}
+    async with served(service) as url, httpx.AsyncClient(base_url=url, timeout=3) as client:
+
+        async def refusals() -> dict[str, int | str]:
+            """Each case's status, or what went wrong (a timeout: it waited for the pool)."""
+            calls: dict[str, Any] = {}
+            for name, value in no_person.items():
+                bearer = {"Authorization": f"Bearer {value}"}
+                cookie = {"Cookie": f"desk_token={value}"}
+                calls |= {
+                    f"a read, {name}": client.get("/api/me", headers=bearer),
+                    f"a list, {name}": client.get("/api/tickets", headers=bearer),
+                    f"the stream, {name}": client.get("/api/stream", headers=bearer),
+                    f"a ticket command, {name}": client.post(
+                        f"/api/tickets/{NUMBER}/commands", json={"type": "accept"}, headers=bearer
+                    ),
+                    f"an agent command, {name}": client.post(
+                        "/api/agents/li.na/commands", json={"type": "go_off_shift"}, headers=bearer
+                    ),
+                    f"the dashboard, {name}": client.get("/", headers=cookie),
+                    f"its tiles, {name}": client.get("/board", headers=cookie),
+                    f"signing in, {name}": client.post("/login", data={"token": value}),
+                }
+            for name, value in no_client.items():
+                bearer = {"Authorization": f"Bearer {value}"}
+                calls |= {
+                    f"a request, {name}": client.post(
+                        "/requests",
+                        content=json.dumps(web_request()).encode(),
+                        headers={**bearer, "Content-Type": "application/json"},
+                    ),
+                    f"a conversation, {name}": client.get(
+                        "/requests/some-id/messages", headers=bearer
+                    ),
+                }
+            answers = await asyncio.gather(*calls.values(), return_exceptions=True)
+            return {
+                case: answer.status_code
+                if isinstance(answer, httpx.Response)
+                else type(answer).__name__
+                for case, answer in zip(calls, answers, strict=True)
+            }
+
+        wanted = {
+            case: 303 if "dashboard" in case else 401 if "tiles" in case or "signing" in case
+            else 403
+            for case in await refusals()
+        }  # fmt: skip
+        assert await refusals() == wanted  # nothing held: the same answers as before the fix
+        held = [
+            await asyncio.wait_for(service.pool.acquire(), 30)
+            for _ in range(settings.db_pool_max_size)
+        ]
+        try:
+            async with AsyncExitStack() as slots:
+                for _ in range(max(1, settings.db_pool_max_size // 2)):
+                    await slots.enter_async_context(console.courier.slot())
+                # Answered at once (the client waits 3 s), holding nothing.
+                assert await refusals() == wanted
+        finally:
+            for conn in held:
+                await service.pool.release(conn)

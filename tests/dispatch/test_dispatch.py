@@ -383,6 +383,34 @@ async def test_a_refused_command_redelivered_after_a_crash_is_not_applied_later(
 
 
 @pytest.mark.asyncio
+async def test_a_copy_of_a_refused_signed_command_at_a_new_offset_is_not_a_second_try(
+    test_policy: Settings, kafka: KafkaProbe
+) -> None:
+    """A refused command leaves its id free for the sender's next try, but not for anyone who
+    can write the topic: the same signed record copied later — once the ticket has moved on so
+    that it would now pass — is skipped, neither applied nor answered again. Signed anew (a new
+    token or ``issued_at``), the same command id is still evaluated anew."""
+    async with running(dispatch(test_policy)):
+        await send_triaged(kafka, triaged(4, product_line="rr"))
+        [assigned] = await kafka.await_records(EVENTS, kind("assigned"))
+        number, agent = data(assigned)["number"], data(assigned)["agent_id"]
+        early = await send_command(kafka, number, "start_work", agent)  # not accepted yet
+        await kafka.await_records(REJECTED, lambda r: data(r)["command_id"] == early)
+        await send_command(kafka, number, "accept", agent)
+        await kafka.await_records(EVENTS, kind("accepted"))
+        [record] = [r for r in await kafka.all_records(COMMANDS) if early in r.value.decode()]
+        await kafka.publish(COMMANDS, record.value, key=record.key, headers=list(record.headers))
+        await send_command(kafka, number, "add_note", agent, note="after the copy")
+        await kafka.await_records(EVENTS, kind("note_added"))
+        copied = await kafka.all_records(EVENTS, settle=0.5)
+        assert [e for e in copied if kind("work_started")(e)] == [], "the copy is no try"
+        await send_command(kafka, number, "start_work", agent, command_id=early)  # signed anew
+        await kafka.await_records(EVENTS, kind("work_started"))
+        rejected = await kafka.all_records(REJECTED, settle=0.5)
+    assert [data(r)["command_id"] for r in rejected] == [early], "answered once"
+
+
+@pytest.mark.asyncio
 async def test_sla_escalations_never_move_a_major_complaint_down_from_its_director(
     test_policy: Settings, kafka: KafkaProbe
 ) -> None:
