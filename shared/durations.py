@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, Field, PlainSerializer
 
 _UNITS = {
     "ms": timedelta(milliseconds=1),
@@ -92,3 +92,8 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """A pydantic field type: accepts "45s", "30m", "4h", ISO 8601 or seconds; serialises as "1h30m"."""
+
+PositiveDuration = Annotated[Duration, Field(gt=timedelta(0))]
+"""A :data:`Duration` that must be longer than nothing: what a setting's interval, timeout or
+backoff is. Zero made notify's delivery worker divide by it at every start (and so never send),
+and an interval of zero is a busy loop."""

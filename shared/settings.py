@@ -21,7 +21,7 @@ from typing import Any, Literal, Self
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.durations import Duration
+from shared.durations import Duration, PositiveDuration
 
 
 class Settings(BaseSettings):
@@ -129,7 +129,7 @@ class Settings(BaseSettings):
     # --- database -------------------------------------------------------------------------
     db_pool_min_size: int = Field(default=1, ge=0, description="Connections kept open.")
     db_pool_max_size: int = Field(default=10, ge=1, description="Most connections per process.")
-    db_command_timeout: Duration = Field(
+    db_command_timeout: PositiveDuration = Field(
         default=timedelta(seconds=30), description="Longest a single SQL statement may run."
     )
 
@@ -188,7 +188,7 @@ class Settings(BaseSettings):
         default=None,
         description="File of retired master keys, one a line; added to DESK_MASTER_KEYS_RETIRED.",
     )
-    token_max_ttl: Duration = Field(
+    token_max_ttl: PositiveDuration = Field(
         default=timedelta(days=7),
         description="Longest lifetime of an accepted token; at most DESK_PROCESSED_RETENTION, "
         "so a replayed command is either remembered or expired.",
@@ -203,11 +203,11 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(
         default=2000, ge=1, description="Events the relay reads and publishes per round."
     )
-    relay_poll_interval: Duration = Field(
+    relay_poll_interval: PositiveDuration = Field(
         default=timedelta(seconds=1),
         description="Fallback poll of the relay when no NOTIFY arrives.",
     )
-    relay_mark_interval: Duration = Field(
+    relay_mark_interval: PositiveDuration = Field(
         default=timedelta(milliseconds=250),
         description="How often a relay that publishes marks (dispatch's) says how far it has "
         "published, idle or not: timers waiting for them (sla's) fire up to about this late.",
@@ -221,6 +221,7 @@ class Settings(BaseSettings):
     )
     consumer_commit_interval: Duration = Field(
         default=timedelta(0),
+        ge=timedelta(0),
         description="Longest a consumer waits to commit the offsets it has processed: one "
         "commit an interval, not one a batch (0, the default: after every batch). A crash "
         "redelivers at most that much, which the processed ids skip.",
@@ -231,37 +232,38 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = Field(
         default=5, ge=1, description="Attempts at a failing message before it is dead-lettered."
     )
-    consumer_retry_backoff: Duration = Field(
+    consumer_retry_backoff: PositiveDuration = Field(
         default=timedelta(milliseconds=250),
         description="First retry delay of a failing message; doubles each attempt.",
     )
-    consumer_retry_backoff_max: Duration = Field(
+    consumer_retry_backoff_max: PositiveDuration = Field(
         default=timedelta(seconds=30), description="Longest retry delay."
     )
-    processed_retention: Duration = Field(
+    processed_retention: PositiveDuration = Field(
         default=timedelta(days=14),
         description="How long consumers remember processed message ids (longer than any "
         "redelivery: a message redelivered after it would be applied again).",
     )
-    processed_purge_interval: Duration = Field(
+    processed_purge_interval: PositiveDuration = Field(
         default=timedelta(minutes=10),
         description="How often each service purges processed message ids older than the retention.",
     )
     memory_trim_interval: Duration = Field(
         default=timedelta(minutes=1),
+        ge=timedelta(0),
         description="How often each service hands the memory it has freed back to the system "
         "(glibc's malloc_trim; elsewhere nothing is done); 0: never. Without it a service's "
         "RSS grows with the traffic it has seen, not with what it holds.",
     )
-    task_restart_backoff: Duration = Field(
+    task_restart_backoff: PositiveDuration = Field(
         default=timedelta(seconds=1),
         description="First delay before a failed background task (relay, timers, deliveries, "
         "gauges, purges) runs again; doubles while it keeps failing.",
     )
-    task_restart_backoff_max: Duration = Field(
+    task_restart_backoff_max: PositiveDuration = Field(
         default=timedelta(minutes=1), description="Longest delay before a failed task runs again."
     )
-    shutdown_grace: Duration = Field(
+    shutdown_grace: PositiveDuration = Field(
         default=timedelta(seconds=10),
         description=(
             "Time a process gets to stop cleanly: open requests get a quarter, batches in "

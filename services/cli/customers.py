@@ -16,10 +16,12 @@ import os
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
 from services import service_names
 from services.cli.context import connected, console, database_settings, fail, run_async
 from services.intake import queries as intake
+from services.intake.contract import Customer
 from services.notify import queries as notify
 from shared.clock import service_now
 from shared.keystore import KEY_HOLDER, KeyStore, MasterKeys, identity_of
@@ -76,18 +78,36 @@ def find(
     email: Annotated[str | None, typer.Option(help="An e-mail address.")] = None,
     phone: Annotated[str | None, typer.Option(help="A phone number (as +8613800001234).")] = None,
 ) -> None:
-    """Print the pseudonym of a customer (by id, else e-mail address, else phone number)."""
-    identity = identity_of(customer_id, email, phone)
-    if identity is None:
+    """Print the pseudonym of the customer each of the given id, e-mail address and phone
+    number names (one line each, once), read as intake reads them: an address in capitals or
+    another Unicode form, a phone number with spaces or dashes, an id with spaces around it
+    are the customer intake recorded — not "no such customer", which would close a request
+    for access or erasure that should not be closed."""
+    given = {"customer_id": customer_id, "email": email, "phone": phone}
+    given = {field: value for field, value in given.items() if value is not None}
+    if not given:
         raise fail("name a customer: --customer-id, --email or --phone")
+    # The contract also wants a way to reach the customer, which a look-up by id needs not.
+    reachable = {} if {"email", "phone"} & given.keys() else {"phone": "+10000000000"}
+    try:
+        customer = Customer.model_validate({"name": "-", **reachable, **given})
+    except ValidationError as error:
+        first = error.errors(include_input=False, include_url=False)[0]
+        where = "".join(f"--{str(p).replace('_', '-')}: " for p in first["loc"][:1])
+        raise fail(f"{where}{first['msg']}") from None
+    identities = [
+        identity_of(customer.customer_id, None, None),
+        identity_of(None, customer.email, None) if email is not None else None,
+        identity_of(None, None, customer.phone) if phone is not None else None,
+    ]
     settings = database_settings()
     keys = KeyStore(MasterKeys.from_settings(settings))
 
-    async def go() -> str | None:
+    async def go() -> list[str | None]:
         async with connected(settings) as conn:
-            return await keys.find(conn, identity)
+            return [await keys.find(conn, i) for i in identities if i is not None]
 
-    ref = run_async(go())
-    if ref is None:
+    refs = list(dict.fromkeys(ref for ref in run_async(go()) if ref is not None))
+    if not refs:
         raise fail("no such customer (never seen, or erased)")
-    typer.echo(ref)
+    typer.echo("\n".join(refs))

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from shared.durations import Duration
+from shared.durations import PositiveDuration
 from shared.settings import Settings
 
 
@@ -25,7 +25,7 @@ class ConsoleSettings(Settings):
         le=1_048_576,
         description="Largest request body the console reads, in bytes (larger: 413).",
     )
-    console_stream_recheck: Duration = Field(
+    console_stream_recheck: PositiveDuration = Field(
         default=timedelta(seconds=15),
         gt=timedelta(0),
         description="How often an open live stream (`/api/stream`) checks its caller again: "
@@ -38,12 +38,12 @@ class ConsoleSettings(Settings):
         description="Live streams (`/api/stream`) one person may hold open at once (their desks "
         "and tabs); one more is answered 429: each holds a queue of up to 1,000 changes.",
     )
-    console_command_wait: Duration = Field(
+    console_command_wait: PositiveDuration = Field(
         default=timedelta(seconds=3),
         description="How long the survey page waits for dispatch's decision before saying the "
         "score is on its way.",
     )
-    console_send_wait: Duration = Field(
+    console_send_wait: PositiveDuration = Field(
         default=timedelta(seconds=5),
         gt=timedelta(0),
         description="How long a command or `POST /requests` waits for one of the console's "
@@ -56,7 +56,7 @@ class ConsoleSettings(Settings):
         description="`POST /requests`: requests one channel client (its token's subject) may send "
         "per console_requests_window; more are answered 429 with Retry-After.",
     )
-    console_requests_window: Duration = Field(
+    console_requests_window: PositiveDuration = Field(
         default=timedelta(minutes=1),
         gt=timedelta(0),
         description="`POST /requests`: the window console_requests_limit counts in ('1s', '1m').",
@@ -67,12 +67,12 @@ class ConsoleSettings(Settings):
         description="Survey page: scores that may be sent for one ticket per "
         "console_survey_window (each is a command to dispatch); more are answered 429.",
     )
-    console_survey_window: Duration = Field(
+    console_survey_window: PositiveDuration = Field(
         default=timedelta(minutes=10),
         gt=timedelta(0),
         description="Survey page: the window console_survey_limit counts in ('30s', '10m').",
     )
-    console_idempotency_retention: Duration = Field(
+    console_idempotency_retention: PositiveDuration = Field(
         default=timedelta(days=7),
         gt=timedelta(0),
         description="`POST /requests`: how long an Idempotency-Key is remembered (then the same "

@@ -6,13 +6,13 @@ from datetime import timedelta
 
 from pydantic import Field
 
-from shared.durations import Duration
+from shared.durations import PositiveDuration
 from shared.settings import Settings
 
 
 class DispatchSettings(Settings):
     dispatch_port: int = Field(default=8102, description="HTTP port of dispatch.")
-    dispatch_close_interval: Duration = Field(
+    dispatch_close_interval: PositiveDuration = Field(
         default=timedelta(minutes=1),
         gt=timedelta(0),
         description="How often dispatch resolves the tickets past the policy's "

@@ -9,7 +9,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 
 from services.policy.notify import WebAddress
-from shared.durations import Duration, format_duration
+from shared.durations import PositiveDuration, format_duration
 from shared.endpoints import EndpointRefused, EndpointRule, check_endpoint
 from shared.settings import Settings
 
@@ -45,17 +45,17 @@ class NotifySettings(Settings):
         description="Public address of the console: the survey links of resolution notices "
         "point at its survey page (`desk up` sets it).",
     )
-    notify_send_timeout: Duration = Field(
+    notify_send_timeout: PositiveDuration = Field(
         default=timedelta(seconds=10), description="Longest one SMTP or HTTP send may take."
     )
     notify_max_attempts: int = Field(
         default=6, ge=1, description="Attempts at a notice before it is failed and dead-lettered."
     )
-    notify_retry_backoff: Duration = Field(
+    notify_retry_backoff: PositiveDuration = Field(
         default=timedelta(seconds=2),
         description="First retry delay of a notice; doubles each attempt, with jitter.",
     )
-    notify_retry_backoff_max: Duration = Field(
+    notify_retry_backoff_max: PositiveDuration = Field(
         default=timedelta(minutes=10), description="Longest retry delay of a notice."
     )
     notify_batch: int = Field(default=200, ge=1, description="Notices claimed per round.")
@@ -67,12 +67,12 @@ class NotifySettings(Settings):
         "provider, one webhook host): a receiver that holds sends up takes no more. The relay "
         "gets no more than DESK_SMTP_CONNECTIONS.",
     )
-    notify_lease: Duration = Field(
+    notify_lease: PositiveDuration = Field(
         default=timedelta(minutes=1),
         description="A claimed notice not finished by then (its sender died) is sent again, "
         "with the same idempotency key.",
     )
-    notify_interval: Duration = Field(
+    notify_interval: PositiveDuration = Field(
         default=timedelta(milliseconds=250), description="Longest the delivery worker idles."
     )
 
@@ -99,7 +99,7 @@ class NotifySettings(Settings):
                 raise ValueError(f"notify_sms_endpoint: {refused}") from None
         return self
 
-    notify_report_interval: Duration = Field(
+    notify_report_interval: PositiveDuration = Field(
         default=timedelta(seconds=15),
         description="How often notify's gauges (notices pending, events waiting for a receipt) "
         "refresh.",

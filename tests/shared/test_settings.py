@@ -7,6 +7,11 @@ from datetime import timedelta
 import pytest
 from faststream.security import BaseSecurity, SASLScram512
 
+from services.console.settings import ConsoleSettings
+from services.dispatch.settings import DispatchSettings
+from services.intake.settings import IntakeSettings
+from services.notify.settings import NotifySettings
+from services.sla.settings import SlaSettings
 from shared.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -76,3 +81,26 @@ def test_a_service_settings_class_reads_kernel_settings_with_its_own_defaults() 
     already = TunedSettings(tuned_batch=9)
     assert TunedSettings.of(already) is already
     assert already.replace(tuned_batch=3).tuned_batch == 3
+
+
+SERVICE_SETTINGS = [Settings, ConsoleSettings, DispatchSettings, IntakeSettings, NotifySettings]
+SERVICE_SETTINGS += [SlaSettings]
+
+
+@pytest.mark.parametrize("kind", SERVICE_SETTINGS, ids=lambda k: k.__name__)
+def test_every_interval_timeout_and_backoff_setting_refuses_nothing_or_less(
+    kind: type[Settings],
+) -> None:
+    """A duration setting of zero was taken: ``DESK_NOTIFY_SEND_TIMEOUT=0s`` made the delivery
+    worker divide by it at every start (restarted for ever, nothing sent), an interval of zero
+    is a busy loop. Every one is refused at zero or below, with its name — but those whose zero
+    means something (offsets committed after every batch, memory never trimmed), refused below
+    zero only."""
+    durations = [n for n, f in kind.model_fields.items() if f.annotation is timedelta]
+    assert durations, kind
+    for name in durations:
+        zero_means = name in ("consumer_commit_interval", "memory_trim_interval")
+        for value in ("-5s", -5) if zero_means else ("0s", -5):
+            with pytest.raises(ValueError, match=name):
+                kind(**{name: value})
+        assert kind().model_dump()[name] >= timedelta(0), f"{name}'s default"
