@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from faststream.security import BaseSecurity, SASLScram512
@@ -101,6 +102,7 @@ def test_every_interval_timeout_and_backoff_setting_refuses_nothing_or_less(
     for name in durations:
         zero_means = name in ("consumer_commit_interval", "memory_trim_interval")
         for value in ("-5s", -5) if zero_means else ("0s", -5):
+            given: dict[str, Any] = {name: value}
             with pytest.raises(ValueError, match=name):
-                kind(**{name: value})
+                kind(**given)
         assert kind().model_dump()[name] >= timedelta(0), f"{name}'s default"
