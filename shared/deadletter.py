@@ -367,25 +367,42 @@ async def list_dead_letters(
         f"WHERE $1 OR replayed_at IS NULL ORDER BY id",
         include_replayed,
     )
-    return [
-        DeadLetter(
-            schema,
-            r["id"],
-            r["consumer"],
-            r["topic"],
-            r["partition"],
-            r["offset"],
-            r["reason"],
-            r["error"],
-            r["attempts"],
-            r["recorded_at"],
-            r["replayed_at"],
-            r["key"],
-            r["value"],
-            [(k, v) for k, v in _headers(r["headers"])],
-        )
-        for r in rows
-    ]
+    return [_letter(schema, r) for r in rows]
+
+
+async def sealed_for(conn: Connection, schema: str, ref: str) -> list[DeadLetter]:
+    """The dead letters of ``schema`` sealed under the customer ``ref`` (:data:`SEALED_FOR`),
+    replayed or not: what the customer's right of access covers there."""
+    schema = identifier(schema)
+    exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.dead_letters")
+    if exists is None:
+        return []
+    rows = await conn.fetch(
+        f'SELECT id, consumer, topic, partition, "offset", reason, error, attempts, recorded_at, '
+        f"replayed_at, key, value, headers FROM {schema}.dead_letters "
+        "WHERE headers @> $1::jsonb ORDER BY id",
+        [[SEALED_FOR, ref]],
+    )
+    return [_letter(schema, r) for r in rows]
+
+
+def _letter(schema: str, r: Any) -> DeadLetter:
+    return DeadLetter(
+        schema,
+        r["id"],
+        r["consumer"],
+        r["topic"],
+        r["partition"],
+        r["offset"],
+        r["reason"],
+        r["error"],
+        r["attempts"],
+        r["recorded_at"],
+        r["replayed_at"],
+        r["key"],
+        r["value"],
+        [(k, v) for k, v in _headers(r["headers"])],
+    )
 
 
 def _headers(value: Any) -> list[list[str]]:

@@ -5,7 +5,8 @@ records ``servicedesk.customer.erased``: every personal field sealed under the p
 every event store, on every topic, in dead letters and backups — is unreadable from then on,
 while the tickets and their timelines stay whole, "erased" where the personal data was.
 ``export REF`` writes everything held about the customer as JSON (the right of access): every
-event of every service's store that carries the pseudonym, with its fields opened. ``find``
+event of every service's store that carries the pseudonym, the notices about them and the dead
+letters sealed under them, opened. ``find``
 gives the pseudonym of a customer id, e-mail address or phone number.
 """
 
@@ -55,7 +56,8 @@ def erase(
 @app.command()
 def export(ref: Ref) -> None:
     """Print everything held about the customer as JSON: the key's record, every event
-    carrying the pseudonym and every notice about them, personal fields opened."""
+    carrying the pseudonym, every notice about them and every dead letter sealed under them,
+    personal fields opened."""
     settings = database_settings()
     keys = KeyStore(MasterKeys.from_settings(settings))
 

@@ -13,9 +13,10 @@ import asyncpg
 from services.intake.events import CustomerErased, TicketReceived, TicketTriaged, customer_stream
 from services.intake.review import RuleReview, Triaged, review
 from shared.database import Connection, identifier
+from shared.deadletter import DeadLetter, ErasedDeadLetter, original_value, sealed_for
 from shared.eventstore import ANY_VERSION, EventStore, PendingEvent
 from shared.keystore import KEY_HOLDER, KeyStore
-from shared.personal import Erased, keys_for
+from shared.personal import ERASED, Erased, keys_for
 
 __all__ = ["RuleReview", "customer_data", "erase_customer", "ticket_id", "triage_review"]
 
@@ -94,7 +95,31 @@ async def customer_data(
     opening = await keys_for(keys, conn, [e["data"] for e in events])
     for entry in events:
         entry["data"] = opening.reveal_json(entry["data"])
-    return {"customer": dict(key), "events": events}
+    letters = []
+    for name in services:
+        letters += [
+            await _opened(conn, keys, letter) for letter in await sealed_for(conn, name, ref)
+        ]
+    return {"customer": dict(key), "events": events, "dead_letters": letters}
+
+
+async def _opened(conn: Connection, keys: KeyStore, letter: DeadLetter) -> dict[str, Any]:
+    """A dead letter sealed under the customer (a request as the adapter sent it, an agent's
+    reply about them), its record opened: "erased" once their key is gone."""
+    try:
+        record: Any = (await original_value(conn, letter, keys)).decode("utf-8", "replace")
+    except ErasedDeadLetter:
+        record = ERASED
+    return {
+        "service": letter.service,
+        "id": letter.id,
+        "consumer": letter.consumer,
+        "source": f"{letter.topic}/{letter.partition}/{letter.offset}",
+        "reason": letter.reason,
+        "recorded_at": letter.recorded_at.isoformat(),
+        "replayed_at": letter.replayed_at.isoformat() if letter.replayed_at else None,
+        "record": record,
+    }
 
 
 async def _carrying(conn: Connection, service: str, ref: str) -> list[dict[str, Any]]:
