@@ -194,15 +194,16 @@ class Channels:
         raw = compose(self.sender, notice, subject_with_number(notice))
         client = await self._smtp.get()
         try:
-            try:
-                if not client.is_connected:
-                    await self._connect(client)
-                await client.sendmail(self.sender_address, [notice.address], raw)
-            except aiosmtplib.SMTPServerDisconnected:
-                # An idle connection the server closed: nothing of this message was accepted.
-                client.close()
+            if client.is_connected:
+                try:  # an idle connection the relay closed is found before this message starts
+                    await client.noop()
+                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException):
+                    client.close()
+            if not client.is_connected:
                 await self._connect(client)
-                await client.sendmail(self.sender_address, [notice.address], raw)
+            # Never sent again here: a connection lost while the relay answers DATA may have
+            # left the message queued there. It is the lease's retry (README: at least once).
+            await client.sendmail(self.sender_address, [notice.address], raw)
         except BaseException:
             client.close()
             raise

@@ -10,8 +10,10 @@ moves, nothing waits), or failed for good (``NotificationFailed`` and a dead let
 
 A sender killed after the channel accepted a notice but before it was settled leaves the row
 leased; when the lease ends the notice is sent again *with the same key* (``Message-ID``,
-``Idempotency-Key``), which receivers use to drop the repeat. This window — one commit — is the
-only way a notice can reach a receiver twice.
+``Idempotency-Key``), which receivers use to drop the repeat. That window — one commit — and a
+connection lost while a relay or receiver answers (the notice may have been taken: it is retried
+as a failure, never resent in the same attempt) are the only ways a notice can reach a receiver
+twice, each time with the same key.
 """
 
 from __future__ import annotations

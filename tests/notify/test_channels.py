@@ -118,9 +118,14 @@ class SlowRelay:
     """A loopback SMTP server that answers each command ``delay`` seconds after it came: every
     exchange is well within a timeout that the whole conversation is not."""
 
-    def __init__(self, delay: float, *, data_answer: bytes = b"250 accepted") -> None:
+    def __init__(
+        self, delay: float, *, data_answer: bytes = b"250 accepted", hang_up: str = ""
+    ) -> None:
         self.delay = delay
         self.data_answer = data_answer
+        self.hang_up = hang_up
+        """``"before answering"`` DATA (the message taken, its answer lost), or ``"after
+        sending"`` (an idle connection the relay closes)."""
         self.recipients: list[bytes] = []
         self.accepted = 0
         self.port = 0
@@ -150,7 +155,11 @@ class SlowRelay:
                     while (await reader.readline()) not in (b".\r\n", b""):
                         pass
                     self.accepted += self.data_answer.startswith(b"250")
+                    if self.hang_up == "before answering":
+                        break
                     await say(self.data_answer)
+                    if self.hang_up == "after sending":
+                        break
                 elif verb == b"RCPT":
                     self.recipients.append(line.strip())
                     await say(b"250 OK")
@@ -274,6 +283,28 @@ async def test_an_email_send_is_bounded_as_a_whole_not_exchange_by_exchange() ->
     assert isinstance(outcome, Transient), outcome
     assert waited < 1.8, f"the send took {waited:.1f} s"
     assert again == Sent() and relay.accepted == 1
+
+
+@pytest.mark.asyncio
+async def test_a_message_whose_answer_was_lost_is_not_sent_again_in_the_same_attempt() -> None:
+    """The relay took the message and the connection dropped before its answer: it may be
+    queued there, so it is a failure to retry later (the lease), not a second message now.
+    A connection the relay closed while idle is still found and reopened before a send."""
+    async with SlowRelay(delay=0, hang_up="before answering") as relay:
+        channels = channels_to(relay)
+        try:
+            lost = await channels.send(email("c1@example.com"))
+        finally:
+            await channels.close()
+    assert isinstance(lost, Transient), lost
+    assert relay.accepted == 1, "one message on the relay, not two"
+    async with SlowRelay(delay=0, hang_up="after sending") as relay:
+        channels = channels_to(relay, connections=1)
+        try:
+            sent = [await channels.send(email(f"c{n}@example.com")) for n in range(3)]
+        finally:
+            await channels.close()
+    assert sent == [Sent()] * 3 and relay.accepted == 3
 
 
 @pytest.mark.asyncio
