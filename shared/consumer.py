@@ -180,10 +180,10 @@ class Subscription(ABC, Generic[T]):
         return True
 
     def answered_key(self, message: T, record: Record) -> str:
-        """What a released message leaves claimed (:meth:`Inbound.release`): by default its
-        record's coordinates, so the record redelivered is skipped and the message sent again
-        (a new offset) is evaluated anew. dispatch keys a signed command by its exact signed
-        bytes instead, so a copy of a refused command at a new offset is no second try."""
+        """What a released message leaves claimed (:meth:`Inbound.release`) beside its record's
+        coordinates, so the record redelivered is skipped and the message sent again (a new
+        offset) is evaluated anew: by default nothing more. dispatch names a signed command's
+        exact signed bytes, so a copy of a refused command at a new offset is no second try."""
         return released_key(record)
 
     async def owner(self, conn: Connection, record: Record) -> str | None:
@@ -529,13 +529,16 @@ class ConsumerRunner(Generic[T]):
         claimed = await conn.fetch(
             f"WITH clock AS MATERIALIZED (SELECT {self.service.clock.expression} AS now), "
             "answered AS (SELECT message_id FROM processed_messages "
-            "WHERE consumer = $1 AND message_id = ANY($3::text[])) "
+            "WHERE consumer = $1 AND message_id = ANY($3::text[] || $4::text[])) "
             "INSERT INTO processed_messages (consumer, message_id, processed_at) "
-            "SELECT $1, m.id, (SELECT now FROM clock) FROM unnest($2::text[], $3::text[]) "
-            "AS m(id, released) WHERE m.released NOT IN (SELECT message_id FROM answered) "
+            "SELECT $1, m.id, (SELECT now FROM clock) FROM unnest($2::text[], $3::text[], "
+            "$4::text[]) AS m(id, released, answered) "
+            "WHERE m.released NOT IN (SELECT message_id FROM answered) "
+            "AND m.answered NOT IN (SELECT message_id FROM answered) "
             "ON CONFLICT DO NOTHING RETURNING message_id, processed_at",
             self.name,
             list(unique),
+            [released_key(m.record) for m in unique.values()],
             [self.subscription.answered_key(m.message, m.record) for m in unique.values()],
         )
         now: datetime | None = claimed[0][1] if claimed else None
@@ -547,8 +550,12 @@ class ConsumerRunner(Generic[T]):
         return fresh, now
 
     async def _release(self, conn: Connection, released: list[Inbound[T]]) -> None:
-        """Forget the released messages' ids; claim their records' coordinates instead."""
+        """Forget the released messages' ids; claim their records' coordinates instead, and
+        what :meth:`Subscription.answered_key` names when that is more (a record answered
+        before it named more is still skipped by its coordinates)."""
         if released:
+            answered = {released_key(m.record) for m in released}
+            answered |= {self.subscription.answered_key(m.message, m.record) for m in released}
             await conn.execute(
                 "WITH forgotten AS (DELETE FROM processed_messages "
                 "WHERE consumer = $1 AND message_id = ANY($2::text[])) "
@@ -557,7 +564,7 @@ class ConsumerRunner(Generic[T]):
                 "ON CONFLICT DO NOTHING",
                 self.name,
                 [m.message_id for m in released],
-                [self.subscription.answered_key(m.message, m.record) for m in released],
+                sorted(answered),
             )
 
     # --- isolating a poison message -------------------------------------------------------

@@ -345,9 +345,7 @@ class KeyStore:
         wanted = set(identities)
         if not wanted:
             return {}
-        # Its own statement: a statement's snapshot is taken before it waits for a lock, so
-        # the rows read next must be read by a later one to see an erasure it waited for.
-        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))", self._erasing)
+        await self.hold_for_meeting(conn)
         lookups = await self.lookups(conn, wanted)
         found = await self._met_or_read(conn, list(lookups.values()))
         missing = [lookup for lookup in lookups.values() if lookup not in found]
@@ -465,6 +463,14 @@ class KeyStore:
             if row[2] is None and self._drop(row[0]):
                 _forgotten()  # erased since this process unwrapped it: nothing made of it stays
         return keys
+
+    async def hold_for_meeting(self, conn: Connection) -> None:
+        """Keep erasures off until the caller's transaction ends (:meth:`subjects` takes it; so
+        does a caller that opens a customer's data to seal it again, before it opens it: an
+        erasure between the two would have the erased data sealed anew under a new key). Its
+        own statement: a statement's snapshot is taken before it waits for a lock, so what is
+        read next must be read by a later one to see an erasure it waited for."""
+        await conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext($1))", self._erasing)
 
     async def hold_for_erasing(self, conn: Connection) -> None:
         """Wait for every transaction that has met subjects (:meth:`subjects`) to end, and keep

@@ -80,11 +80,14 @@ def find(
     email: Annotated[str | None, typer.Option(help="An e-mail address.")] = None,
     phone: Annotated[str | None, typer.Option(help="A phone number (as +8613800001234).")] = None,
 ) -> None:
-    """Print the pseudonym of the customer each of the given id, e-mail address and phone
-    number names (one line each, once), read as intake reads them: an address in capitals or
-    another Unicode form, a phone number with spaces or dashes, an id with spaces around it
-    are the customer intake recorded — not "no such customer", which would close a request
-    for access or erasure that should not be closed."""
+    """Print the pseudonym of the customer the given id, e-mail address or phone number names,
+    read as intake reads them: an address in capitals or another Unicode form, a phone number
+    with spaces or dashes, an id with spaces around it are the customer intake recorded — not
+    "no such customer", which would close a request for access or erasure that should not be
+    closed. intake files a customer under one identifier, the first of id, address and phone
+    its request carried: a customer who wrote with an address and a phone is found by the
+    address. Given several, each is looked up and printed as ``--OPTION REF`` (or ``not
+    found``); exit 1 when none is found."""
     given = {"customer_id": customer_id, "email": email, "phone": phone}
     given = {field: value for field, value in given.items() if value is not None}
     if not given:
@@ -97,19 +100,26 @@ def find(
         first = error.errors(include_input=False, include_url=False)[0]
         where = "".join(f"--{str(p).replace('_', '-')}: " for p in first["loc"][:1])
         raise fail(f"{where}{first['msg']}") from None
-    identities = [
-        identity_of(customer.customer_id, None, None),
-        identity_of(None, customer.email, None) if email is not None else None,
-        identity_of(None, None, customer.phone) if phone is not None else None,
-    ]
+    identities = {
+        option: identity
+        for option, identity in (
+            ("--customer-id", identity_of(customer.customer_id, None, None)),
+            ("--email", identity_of(None, customer.email, None) if email is not None else None),
+            ("--phone", identity_of(None, None, customer.phone) if phone is not None else None),
+        )
+        if identity is not None
+    }
     settings = database_settings()
     keys = KeyStore(MasterKeys.from_settings(settings))
 
-    async def go() -> list[str | None]:
+    async def go() -> dict[str, str | None]:
         async with connected(settings) as conn:
-            return [await keys.find(conn, i) for i in identities if i is not None]
+            return {option: await keys.find(conn, i) for option, i in identities.items()}
 
-    refs = list(dict.fromkeys(ref for ref in run_async(go()) if ref is not None))
-    if not refs:
+    found = run_async(go())
+    if not any(found.values()):
         raise fail("no such customer (never seen, or erased)")
-    typer.echo("\n".join(refs))
+    if len(found) == 1:
+        typer.echo(next(iter(found.values())))
+    else:
+        typer.echo("\n".join(f"{o} {ref or 'not found'}" for o, ref in found.items()))

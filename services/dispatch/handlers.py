@@ -308,7 +308,8 @@ class Commands(Subscription[DecodedCommand]):
         "HS256, with kid), and desk_proof, the base64url HMAC-SHA256 of the record value keyed "
         "by the token's signature; the actor is the token's subject. Refused ones "
         "(unauthenticated, not_permitted, ...) are answered on tickets.commands.rejected / "
-        "agents.commands.rejected with a reason."
+        "agents.commands.rejected with a reason. A refused command is evaluated anew only when "
+        "signed again (a new issued_at or token): the same signed record again is skipped."
     )
     payload: Any = TicketCommand | AgentCommand
 

@@ -73,7 +73,10 @@ class FollowUps(EventSubscription):
             data.ticket_id: _receipt(data, streams.get(ticket_stream(data.ticket_id), []))
             for _, data in asked
         }
-        # The new ticket is made from clear text (and sealed again, under its customer's key).
+        # The new ticket is made from clear text (and sealed again, under its customer's key):
+        # no erasure may come between the opening and the sealing, or the erased customer's
+        # data would be sealed anew under a new subject.
+        await self.keys.hold_for_meeting(uow.conn)
         keys = await keys_for(self.keys, uow.conn, [*receipts.values(), *(d for _, d in asked)])
         made: list[Asked] = []
         for envelope, data in asked:

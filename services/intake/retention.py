@@ -12,12 +12,13 @@ retention, which hold requests as the adapters sent them, are purged with them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from services.dispatch.events import TicketClosed
 from services.intake.events import CustomerErased, customer_stream
 from services.policy import Policy
 from shared.consumer import Delivered, Inbound
+from shared.database import Connection
 from shared.durations import format_duration
 from shared.eventstore import ANY_VERSION
 from shared.keystore import KeyStore
@@ -50,45 +51,65 @@ def forgetting(policy: PolicySchedule[Policy], keys: KeyStore, interval: timedel
     """The worker that forgets customers past the retention (doing nothing while it is none)."""
 
     async def forget_customers(service: Service) -> None:
-        async with service.pool.acquire() as conn, conn.transaction():
-            now = await service.clock.now(conn)
-            current, _ = await policy.adopt(conn, now)
-            retention = current.policy.intake.retention
-            if retention is None:
-                return
-            cutoff = now - retention
-            await keys.hold_for_erasing(conn)  # batches in flight commit their tickets first
-            rows = await conn.fetch(
-                "SELECT t.customer_ref FROM tickets t JOIN "
-                f"{keys.table} k ON k.ref = t.customer_ref WHERE k.erased_at IS NULL "
-                "GROUP BY t.customer_ref "
-                "HAVING bool_and(t.closed_at IS NOT NULL) AND max(t.closed_at) < $1 "
-                f"UNION SELECT k.ref FROM {keys.table} k WHERE k.erased_at IS NULL "
-                "AND k.created_at < $1 AND NOT EXISTS "
-                "(SELECT 1 FROM tickets t WHERE t.customer_ref = k.ref) LIMIT $2",
-                cutoff,
-                FORGET_BATCH,
-            )
-            uow = UnitOfWork(conn, service.store, now)
-            why = f"retention: {format_duration(retention)} after the last closed ticket"
-            for (ref,) in rows:
-                if await keys.erase(conn, ref, now):
-                    erased = CustomerErased(
-                        ref=ref, erased_at=now, erased_by="retention", reason=why
-                    )
-                    record = uow.caused_by(Cause(customer_stream(ref)))
-                    record(customer_stream(ref), [erased], expected_version=ANY_VERSION)
-            purged = await conn.fetchval(
-                "WITH gone AS (DELETE FROM dead_letters WHERE recorded_at < $1 RETURNING 1) "
-                "SELECT count(*) FROM gone",
-                cutoff,
-            )
-            await uow.flush()
-        if rows or purged:
+        async with service.pool.acquire() as conn:
+            async with conn.transaction():
+                now = await service.clock.now(conn)
+                current, _ = await policy.adopt(conn, now)
+                retention = current.policy.intake.retention
+                if retention is None:
+                    return
+                cutoff = now - retention
+                forgotten = await _forget(conn, service, keys, now, retention)
+            async with conn.transaction():  # apart: the erasures' lock is not held for it
+                purged = await conn.fetchval(
+                    "WITH gone AS (DELETE FROM dead_letters WHERE recorded_at < $1 RETURNING 1) "
+                    "SELECT count(*) FROM gone",
+                    cutoff,
+                )
+        if forgotten or purged:
             log.info(
                 "personal data past its retention forgotten",
-                customers=len(rows),
+                customers=forgotten,
                 dead_letters=purged,
             )
 
     return every(interval, forget_customers)
+
+
+_PAST_RETENTION = (
+    "SELECT t.customer_ref FROM tickets t JOIN {keys} k ON k.ref = t.customer_ref "
+    "WHERE k.erased_at IS NULL GROUP BY t.customer_ref "
+    "HAVING bool_and(t.closed_at IS NOT NULL) "
+    "AND max(greatest(t.closed_at, t.last_reply_at)) < $1 "
+    "UNION SELECT k.ref FROM {keys} k WHERE k.erased_at IS NULL AND k.created_at < $1 "
+    "AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.customer_ref = k.ref) LIMIT $2"
+)
+"""Customers whose tickets all closed — and were last replied to — before the cutoff, and
+subjects with no ticket made before it. A reply to a closed ticket counts: it is on its way to
+a follow-up ticket (dispatch answers it), which must find the customer's key still there."""
+
+
+async def _forget(
+    conn: Connection,
+    service: Service,
+    keys: KeyStore,
+    now: datetime,
+    retention: timedelta,
+) -> int:
+    """Erase the customers past the retention; how many. Looked for first without the
+    erasures' lock — most rounds find no one, and the lock holds intake's batches off — then
+    again under it: a batch in flight has committed its new ticket or reply by then."""
+    query, cutoff = _PAST_RETENTION.format(keys=keys.table), now - retention
+    if not await conn.fetch(query, cutoff, 1):
+        return 0
+    await keys.hold_for_erasing(conn)
+    rows = await conn.fetch(query, cutoff, FORGET_BATCH)
+    uow = UnitOfWork(conn, service.store, now)
+    why = f"retention: {format_duration(retention)} after the last closed ticket"
+    for (ref,) in rows:
+        if await keys.erase(conn, ref, now):
+            erased = CustomerErased(ref=ref, erased_at=now, erased_by="retention", reason=why)
+            record = uow.caused_by(Cause(customer_stream(ref)))
+            record(customer_stream(ref), [erased], expected_version=ANY_VERSION)
+    await uow.flush()
+    return len(rows)

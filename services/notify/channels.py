@@ -85,6 +85,11 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"sha256={digest.hexdigest()}"
 
 
+NOOP_WAIT = 2.0
+"""Longest the check of a reused SMTP connection waits (seconds; a quarter of the send's time
+if that is less): a connection dropped without a word is replaced, not waited on."""
+
+
 class Channels:
     """The three channels, configured from settings: ``smtp_connections`` SMTP connections kept
     open and reused (a connection per message costs more than the message), one HTTP client
@@ -195,9 +200,17 @@ class Channels:
         client = await self._smtp.get()
         try:
             if client.is_connected:
-                try:  # an idle connection the relay closed is found before this message starts
-                    await client.noop()
-                except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException):
+                # An idle connection the relay closed (or a NAT dropped without a word) is found
+                # before this message starts, in a part of the send's time.
+                wait = self.settings.notify_send_timeout.total_seconds() / 4
+                try:
+                    async with asyncio.timeout(min(NOOP_WAIT, wait)):
+                        await client.noop()
+                except (
+                    TimeoutError,
+                    aiosmtplib.SMTPServerDisconnected,
+                    aiosmtplib.SMTPResponseException,
+                ):
                     client.close()
             if not client.is_connected:
                 await self._connect(client)

@@ -195,3 +195,68 @@ async def test_a_customer_writing_again_as_retention_runs_keeps_the_key_of_the_n
             await eventually(lambda: key_erased(ref), what="then forgotten")
     finally:
         await kafka.close()
+
+
+@pytest.mark.asyncio
+async def test_a_reply_to_a_ticket_closed_long_ago_keeps_the_customer_a_retention_longer(
+    make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    """A customer answering a ticket that closed longer ago than the retention is on their way
+    to a follow-up ticket (dispatch answers the reply): their key must still be there when it
+    comes, so the retention counts from the reply, not from the closing."""
+    settings = await with_retention(make_settings, tmp_path)
+    kafka = KafkaProbe(settings)
+    time = DrivenTime(settings, "intake")
+    ann = {"name": "Ann", "email": "ann@example.com"}
+    service = build(settings)
+
+    async def erased() -> bool:
+        found: bool = await service.pool.fetchval(
+            "SELECT bool_or(erased_at IS NOT NULL) FROM subject_keys"
+        )
+        return found
+
+    try:
+        async with running(service):
+            await kafka.publish("requests.incoming", encode(valid("a-1", customer=ann)))
+            [received] = await kafka.await_records(
+                "intake.events",
+                lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
+            )
+            ticket = data(received)
+            closed = TicketClosed(
+                ticket_id=ticket["ticket_id"], number=ticket["number"], actor="system"
+            )
+            await publish_event(
+                kafka,
+                "dispatch.events",
+                closed,
+                stream_id=f"ticket-{ticket['ticket_id']}",
+                subject=ticket["ticket_id"],
+                time=START,
+            )
+            await eventually(
+                lambda: service.pool.fetchval("SELECT closed_at FROM tickets"),
+                lambda at: at is not None,
+                what="closure recorded",
+            )
+            later = START + timedelta(days=29)
+            await time.set(later)
+            reply = valid(
+                "a-2",
+                customer=ann,
+                reply_to_ticket=ticket["number"],
+                received_at=later.isoformat(),
+            )
+            await kafka.publish("requests.incoming", encode(reply))
+            await kafka.await_records(
+                "intake.events",
+                lambda r: r.header("ce_type") == "servicedesk.ticket.customer_replied.v1",
+            )
+            await time.set(START + timedelta(days=31))  # a retention after the closing
+            await asyncio.sleep(0.5)  # five rounds
+            assert not await erased(), "replied to two days ago: kept"
+            await time.set(later + timedelta(days=31))  # a retention after the reply
+            await eventually(erased, what="then forgotten")
+    finally:
+        await kafka.close()
