@@ -357,31 +357,26 @@ class DeadLetter:
 async def list_dead_letters(
     conn: Connection, schema: str, *, include_replayed: bool = False
 ) -> list[DeadLetter]:
-    schema = identifier(schema)
-    exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.dead_letters")
-    if exists is None:
-        return []
-    rows = await conn.fetch(
-        f'SELECT id, consumer, topic, partition, "offset", reason, error, attempts, recorded_at, '
-        f"replayed_at, key, value, headers FROM {schema}.dead_letters "
-        f"WHERE $1 OR replayed_at IS NULL ORDER BY id",
-        include_replayed,
-    )
-    return [_letter(schema, r) for r in rows]
+    return await _letters(conn, schema, "$1 OR replayed_at IS NULL", include_replayed)
 
 
 async def sealed_for(conn: Connection, schema: str, ref: str) -> list[DeadLetter]:
     """The dead letters of ``schema`` sealed under the customer ``ref`` (:data:`SEALED_FOR`),
     replayed or not: what the customer's right of access covers there."""
+    return await _letters(conn, schema, "headers @> $1::jsonb", [[SEALED_FOR, ref]])
+
+
+async def _letters(conn: Connection, schema: str, where: str, arg: Any) -> list[DeadLetter]:
+    """``schema``'s dead letters matching ``where`` (one parameter), oldest first; none when the
+    schema has no such table."""
     schema = identifier(schema)
     exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.dead_letters")
     if exists is None:
         return []
     rows = await conn.fetch(
         f'SELECT id, consumer, topic, partition, "offset", reason, error, attempts, recorded_at, '
-        f"replayed_at, key, value, headers FROM {schema}.dead_letters "
-        "WHERE headers @> $1::jsonb ORDER BY id",
-        [[SEALED_FOR, ref]],
+        f"replayed_at, key, value, headers FROM {schema}.dead_letters WHERE {where} ORDER BY id",
+        arg,
     )
     return [_letter(schema, r) for r in rows]
 

@@ -34,6 +34,48 @@ def forged(genuine: str) -> str:
     return f"{signed}.{signature[:10]}{changed}{signature[11:]}"
 
 
+def person_calls(client: httpx.AsyncClient, name: str, value: str) -> dict[str, Any]:
+    """The routes of the agents' desks and dashboard a token ``value`` knocks on, by case."""
+    bearer = {"Authorization": f"Bearer {value}"}
+    cookie = {"Cookie": f"desk_token={value}"}
+    return {
+        f"a read, {name}": client.get("/api/me", headers=bearer),
+        f"a list, {name}": client.get("/api/tickets", headers=bearer),
+        f"the stream, {name}": client.get("/api/stream", headers=bearer),
+        f"a ticket command, {name}": client.post(
+            f"/api/tickets/{NUMBER}/commands", json={"type": "accept"}, headers=bearer
+        ),
+        f"an agent command, {name}": client.post(
+            "/api/agents/li.na/commands", json={"type": "go_off_shift"}, headers=bearer
+        ),
+        f"the dashboard, {name}": client.get("/", headers=cookie),
+        f"its tiles, {name}": client.get("/board", headers=cookie),
+        f"signing in, {name}": client.post("/login", data={"token": value}),
+    }
+
+
+def client_calls(client: httpx.AsyncClient, name: str, value: str) -> dict[str, Any]:
+    """The channel clients' routes a token ``value`` knocks on, by case."""
+    bearer = {"Authorization": f"Bearer {value}"}
+    return {
+        f"a request, {name}": client.post(
+            "/requests",
+            content=json.dumps(web_request()).encode(),
+            headers={**bearer, "Content-Type": "application/json"},
+        ),
+        f"a conversation, {name}": client.get("/requests/some-id/messages", headers=bearer),
+    }
+
+
+async def answered(calls: dict[str, Any]) -> dict[str, int | str]:
+    """Each call's status, or the name of what went wrong (a timeout: it waited for the pool)."""
+    answers = await asyncio.gather(*calls.values(), return_exceptions=True)
+    return {
+        case: answer.status_code if isinstance(answer, httpx.Response) else type(answer).__name__
+        for case, answer in zip(calls, answers, strict=True)
+    }
+
+
 @pytest.mark.asyncio
 async def test_tokens_that_do_not_verify_are_refused_while_every_connection_and_slot_is_held(
     settings: Settings,
@@ -54,26 +96,8 @@ async def test_tokens_that_do_not_verify_are_refused_while_every_connection_and_
             """Each case's status, or what went wrong (a timeout: it waited for the pool)."""
             calls: dict[str, Any] = {}
             for name, value in bad.items():
-                bearer = {"Authorization": f"Bearer {value}"}
-                cookie = {"Cookie": f"desk_token={value}"}
+                calls |= person_calls(client, name, value) | client_calls(client, name, value)
                 calls |= {
-                    f"a read, {name}": client.get("/api/me", headers=bearer),
-                    f"a list, {name}": client.get("/api/tickets", headers=bearer),
-                    f"the stream, {name}": client.get("/api/stream", headers=bearer),
-                    f"a ticket command, {name}": client.post(
-                        f"/api/tickets/{NUMBER}/commands", json={"type": "accept"}, headers=bearer
-                    ),
-                    f"an agent command, {name}": client.post(
-                        "/api/agents/li.na/commands", json={"type": "go_off_shift"}, headers=bearer
-                    ),
-                    f"a request, {name}": client.post(
-                        "/requests",
-                        content=json.dumps(web_request()).encode(),
-                        headers={**bearer, "Content-Type": "application/json"},
-                    ),
-                    f"the dashboard, {name}": client.get("/", headers=cookie),
-                    f"its tiles, {name}": client.get("/board", headers=cookie),
-                    f"signing in, {name}": client.post("/login", data={"token": value}),
                     f"the survey, {name}": client.get(f"/survey/{NUMBER}", params={"token": value}),
                     f"a score, {name}": client.post(
                         f"/survey/{NUMBER}", data={"token": value, "score": "4"}
@@ -82,13 +106,7 @@ async def test_tokens_that_do_not_verify_are_refused_while_every_connection_and_
             calls["the survey, another ticket's link"] = client.get(
                 f"/survey/{NUMBER}", params={"token": other_ticket}
             )
-            answers = await asyncio.gather(*calls.values(), return_exceptions=True)
-            return {
-                case: answer.status_code
-                if isinstance(answer, httpx.Response)
-                else type(answer).__name__
-                for case, answer in zip(calls, answers, strict=True)
-            }
+            return await answered(calls)
 
         wanted = {
             case: 303 if "dashboard" in case else 403 if "survey" in case or "score" in case
@@ -140,41 +158,10 @@ async def test_tokens_of_a_kind_the_route_never_admits_are_refused_while_all_is_
             """Each case's status, or what went wrong (a timeout: it waited for the pool)."""
             calls: dict[str, Any] = {}
             for name, value in no_person.items():
-                bearer = {"Authorization": f"Bearer {value}"}
-                cookie = {"Cookie": f"desk_token={value}"}
-                calls |= {
-                    f"a read, {name}": client.get("/api/me", headers=bearer),
-                    f"a list, {name}": client.get("/api/tickets", headers=bearer),
-                    f"the stream, {name}": client.get("/api/stream", headers=bearer),
-                    f"a ticket command, {name}": client.post(
-                        f"/api/tickets/{NUMBER}/commands", json={"type": "accept"}, headers=bearer
-                    ),
-                    f"an agent command, {name}": client.post(
-                        "/api/agents/li.na/commands", json={"type": "go_off_shift"}, headers=bearer
-                    ),
-                    f"the dashboard, {name}": client.get("/", headers=cookie),
-                    f"its tiles, {name}": client.get("/board", headers=cookie),
-                    f"signing in, {name}": client.post("/login", data={"token": value}),
-                }
+                calls |= person_calls(client, name, value)
             for name, value in no_client.items():
-                bearer = {"Authorization": f"Bearer {value}"}
-                calls |= {
-                    f"a request, {name}": client.post(
-                        "/requests",
-                        content=json.dumps(web_request()).encode(),
-                        headers={**bearer, "Content-Type": "application/json"},
-                    ),
-                    f"a conversation, {name}": client.get(
-                        "/requests/some-id/messages", headers=bearer
-                    ),
-                }
-            answers = await asyncio.gather(*calls.values(), return_exceptions=True)
-            return {
-                case: answer.status_code
-                if isinstance(answer, httpx.Response)
-                else type(answer).__name__
-                for case, answer in zip(calls, answers, strict=True)
-            }
+                calls |= client_calls(client, name, value)
+            return await answered(calls)
 
         wanted = {
             case: 303 if "dashboard" in case else 401 if "tiles" in case or "signing" in case

@@ -45,6 +45,31 @@ async def with_retention(make_settings: SettingsFactory, tmp_path: Path) -> Sett
     return await intake_clock(settings, START)
 
 
+async def closed_ticket(kafka: KafkaProbe, pool: Any, customer: dict[str, str]) -> dict[str, Any]:
+    """A ticket of ``customer``'s, received and then closed by dispatch at START, as intake's
+    ticket index has it: the receipt's data."""
+    await kafka.publish("requests.incoming", encode(valid("a-1", customer=customer)))
+    [received] = await kafka.await_records(
+        "intake.events", lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1"
+    )
+    ticket = data(received)
+    closed = TicketClosed(ticket_id=ticket["ticket_id"], number=ticket["number"], actor="system")
+    await publish_event(
+        kafka,
+        "dispatch.events",
+        closed,
+        stream_id=f"ticket-{ticket['ticket_id']}",
+        subject=ticket["ticket_id"],
+        time=START,
+    )
+    await eventually(
+        lambda: pool.fetchval("SELECT closed_at FROM tickets"),
+        lambda at: at is not None,
+        what="closure recorded",
+    )
+    return ticket
+
+
 @pytest.mark.asyncio
 async def test_a_customers_key_is_destroyed_a_retention_after_their_last_ticket_closed(
     make_settings: SettingsFactory, tmp_path: Path
@@ -144,30 +169,8 @@ async def test_a_customer_writing_again_as_retention_runs_keeps_the_key_of_the_n
 
     try:
         async with running(service):
-            await kafka.publish("requests.incoming", encode(valid("a-1", customer=ann)))
-            [received] = await kafka.await_records(
-                "intake.events",
-                lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
-            )
-            ticket = data(received)
+            ticket = await closed_ticket(kafka, service.pool, ann)
             ref = ticket["customer"]["ref"]
-            closed = TicketClosed(
-                ticket_id=ticket["ticket_id"], number=ticket["number"], actor="system"
-            )
-            await publish_event(
-                kafka,
-                "dispatch.events",
-                closed,
-                stream_id=f"ticket-{ticket['ticket_id']}",
-                subject=ticket["ticket_id"],
-                time=START,
-            )
-
-            async def closed_at() -> object:
-                return await service.pool.fetchval("SELECT closed_at FROM tickets")
-
-            await eventually(closed_at, lambda at: at is not None, what="closure recorded")
-
             batch = await connect(settings.require_database_url())
             try:
                 async with batch.transaction():  # Ann's second request, as a batch records it
@@ -218,28 +221,7 @@ async def test_a_reply_to_a_ticket_closed_long_ago_keeps_the_customer_a_retentio
 
     try:
         async with running(service):
-            await kafka.publish("requests.incoming", encode(valid("a-1", customer=ann)))
-            [received] = await kafka.await_records(
-                "intake.events",
-                lambda r: r.header("ce_type") == "servicedesk.ticket.received.v1",
-            )
-            ticket = data(received)
-            closed = TicketClosed(
-                ticket_id=ticket["ticket_id"], number=ticket["number"], actor="system"
-            )
-            await publish_event(
-                kafka,
-                "dispatch.events",
-                closed,
-                stream_id=f"ticket-{ticket['ticket_id']}",
-                subject=ticket["ticket_id"],
-                time=START,
-            )
-            await eventually(
-                lambda: service.pool.fetchval("SELECT closed_at FROM tickets"),
-                lambda at: at is not None,
-                what="closure recorded",
-            )
+            ticket = await closed_ticket(kafka, service.pool, ann)
             later = START + timedelta(days=29)
             await time.set(later)
             reply = valid(
