@@ -17,15 +17,13 @@ import os
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from services import service_names
 from services.cli.context import connected, console, database_settings, fail, run_async
 from services.intake import queries as intake
-from services.intake.contract import Customer
 from services.notify import queries as notify
 from shared.clock import service_now
-from shared.keystore import KEY_HOLDER, KeyStore, MasterKeys, identity_of
+from shared.keystore import KEY_HOLDER, KeyStore, MasterKeys
 
 app = typer.Typer(help="Customers' personal data: erase it, export it.", no_args_is_help=True)
 
@@ -88,33 +86,21 @@ def find(
     its request carried: a customer who wrote with an address and a phone is found by the
     address. Given several, each is looked up and printed as ``--OPTION REF`` (or ``not
     found``); exit 1 when none is found."""
-    given = {"customer_id": customer_id, "email": email, "phone": phone}
-    given = {field: value for field, value in given.items() if value is not None}
-    if not given:
-        raise fail("name a customer: --customer-id, --email or --phone")
-    # The contract also wants a way to reach the customer, which a look-up by id needs not.
-    reachable = {} if {"email", "phone"} & given.keys() else {"phone": "+10000000000"}
     try:
-        customer = Customer.model_validate({"name": "-", **reachable, **given})
-    except ValidationError as error:
-        first = error.errors(include_input=False, include_url=False)[0]
-        where = "".join(f"--{str(p).replace('_', '-')}: " for p in first["loc"][:1])
-        raise fail(f"{where}{first['msg']}") from None
-    identities = {
-        option: identity
-        for option, identity in (
-            ("--customer-id", identity_of(customer.customer_id, None, None)),
-            ("--email", identity_of(None, customer.email, None) if email is not None else None),
-            ("--phone", identity_of(None, None, customer.phone) if phone is not None else None),
-        )
-        if identity is not None
-    }
+        identities = intake.identities(customer_id=customer_id, email=email, phone=phone)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    if not identities:
+        raise fail("name a customer: --customer-id, --email or --phone")
     settings = database_settings()
     keys = KeyStore(MasterKeys.from_settings(settings))
 
     async def go() -> dict[str, str | None]:
         async with connected(settings) as conn:
-            return {option: await keys.find(conn, i) for option, i in identities.items()}
+            return {
+                f"--{field.replace('_', '-')}": await keys.find(conn, identity)
+                for field, identity in identities.items()
+            }
 
     found = run_async(go())
     if not any(found.values()):

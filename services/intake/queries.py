@@ -9,13 +9,15 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+from pydantic import ValidationError
 
+from services.intake.contract import Customer
 from services.intake.events import CustomerErased, TicketReceived, TicketTriaged, customer_stream
 from services.intake.review import RuleReview, Triaged, review
 from shared.database import Connection, identifier
 from shared.deadletter import DeadLetter, ErasedDeadLetter, original_value, sealed_for
 from shared.eventstore import ANY_VERSION, EventStore, PendingEvent
-from shared.keystore import KEY_HOLDER, KeyStore
+from shared.keystore import KEY_HOLDER, KeyStore, identity_of
 from shared.personal import ERASED, Erased, keys_for
 
 __all__ = ["RuleReview", "customer_data", "erase_customer", "ticket_id", "triage_review"]
@@ -143,3 +145,28 @@ async def _carrying(conn: Connection, service: str, ref: str) -> list[dict[str, 
         }
         for r in rows
     ]
+
+
+def identities(**given: str | None) -> dict[str, str]:
+    """The identity of each of ``customer_id``, ``email`` and ``phone`` given (``desk customer
+    find``), read as intake's contract reads a request's customer — an address in capitals or
+    another Unicode form, a phone number with spaces or dashes, an id with spaces around it —
+    since that is the form intake looked its customers up by. ValueError, naming the option,
+    for one the contract refuses."""
+    wanted = {field: value for field, value in given.items() if value is not None}
+    if not wanted:
+        return {}
+    # The contract also wants a way to reach the customer, which a look-up by id needs not.
+    reachable = {} if {"email", "phone"} & wanted.keys() else {"phone": "+10000000000"}
+    try:
+        customer = Customer.model_validate({"name": "-", **reachable, **wanted})
+    except ValidationError as error:
+        first = error.errors(include_input=False, include_url=False)[0]
+        where = "".join(f"--{str(p).replace('_', '-')}: " for p in first["loc"][:1])
+        raise ValueError(f"{where}{first['msg']}") from None
+    made = {
+        "customer_id": identity_of(customer.customer_id, None, None),
+        "email": identity_of(None, customer.email, None),
+        "phone": identity_of(None, None, customer.phone),
+    }
+    return {field: identity for field, identity in made.items() if field in wanted and identity}
